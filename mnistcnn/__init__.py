@@ -1,0 +1,2 @@
+"""mnistcnn: a CNN engine and trainer for MNIST written in NumPy alone."""
+__version__ = "0.1.0"

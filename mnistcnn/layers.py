@@ -1,0 +1,455 @@
+"""Layer classes: parameters, gradients and config, thin over the kernels in ``functional``.
+
+Every layer follows one interface (CS231n's, with Keras's config round-trip):
+
+- ``build(input_shape, rng)`` creates the parameters and returns the output shape
+  (shapes exclude the batch axis);
+- ``forward(x, training, rng) -> (out, cache)`` and ``backward(dout, cache) -> (dx, grads)``,
+  pure apart from batchnorm's running statistics, so two halves of a batch can run at once;
+- ``get_config()`` / ``from_config()`` round-trip through the registry's ``type:`` name.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .errors import MnistCnnError
+
+LAYERS: dict[str, type["Layer"]] = {}
+
+
+class LayerConfigError(MnistCnnError):
+    """A layer argument is invalid; ``key`` names it so the config loader can give its path."""
+
+    exit_code = 2
+
+    def __init__(self, key: str | None, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+class ShapeError(LayerConfigError):
+    """A layer does not fit the shape its input has."""
+
+
+def register(name: str):
+    """Class decorator: make a layer buildable from a config with ``type: name``."""
+
+    def add(cls):
+        cls.type_name = name
+        LAYERS[name] = cls
+        return cls
+
+    return add
+
+
+def layer_from_config(config: dict) -> "Layer":
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYERS:
+        raise LayerConfigError("type", f"unknown layer type {kind!r}; valid types: {', '.join(sorted(LAYERS))}")
+    return LAYERS[kind].from_config(config)
+
+
+def _int(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise LayerConfigError(key, f"{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float(key, value, low, high, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LayerConfigError(key, f"{key} must be a number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise LayerConfigError(key, f"{key} must be in {lo}{low}, {high}{hi}, got {value!r}")
+    return float(value)
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        raise LayerConfigError(key, f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+INITS = ("he", "glorot", "lecun")
+
+
+def init_weights(rng: np.random.Generator, shape, fan_in: int, fan_out: int, scheme: str) -> np.ndarray:
+    """He (normal, for ReLU), Glorot (uniform, for tanh/sigmoid) or LeCun (normal) weights."""
+    if scheme == "he":
+        return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    if scheme == "lecun":
+        return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+class Layer:
+    """Base layer: no parameters, shape-preserving."""
+
+    type_name = "layer"
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # state that is saved but not trained
+        self.input_shape: tuple | None = None
+        self.output_shape: tuple | None = None
+        self.needs_input_grad = True  # the model turns this off for the first layer
+
+    # -- config ---------------------------------------------------------------
+    def arguments(self) -> dict:
+        """The constructor arguments that define this layer (without name and type)."""
+        return {}
+
+    def get_config(self) -> dict:
+        config = {"type": self.type_name, **self.arguments()}
+        if self.name is not None:
+            config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    # -- shapes ---------------------------------------------------------------
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def build(self, input_shape: tuple, rng: np.random.Generator | None = None, dtype=np.float32) -> tuple:
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        return self.output_shape
+
+    def macs(self) -> int:
+        """Multiply-accumulates per example in the forward pass."""
+        return 0
+
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    # -- computation ----------------------------------------------------------
+    def forward(self, x, training=False, rng=None):
+        raise NotImplementedError
+
+    def backward(self, dout, cache):
+        raise NotImplementedError
+
+    def astype(self, dtype) -> None:
+        for store in (self.params, self.buffers):
+            for key in store:
+                store[key] = store[key].astype(dtype)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register("conv2d")
+class Conv2D(Layer):
+    """2-D convolution over NHWC input; W (f, f, C_prev, filters), b (1, 1, 1, filters)."""
+
+    def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):
+        super().__init__(name)
+        self.filters = _int("filters", filters, 1)
+        self.kernel = _int("kernel", kernel, 1)
+        self.stride = _int("stride", stride, 1)
+        if padding == "same":
+            if self.kernel % 2 == 0:
+                raise LayerConfigError("padding", "padding 'same' needs an odd kernel; give an integer instead")
+            self.padding = "same"
+        elif padding == "valid":
+            self.padding = "valid"
+        else:
+            self.padding = _int("padding", padding, 0)
+        self.init = _choice("init", init, INITS)
+        if not isinstance(bias, bool):
+            raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
+        self.bias = bias
+        self.algorithm = _choice("algorithm", algorithm, ("auto", "im2col"))
+
+    @property
+    def pad(self) -> int:
+        if self.padding == "same":
+            return self.kernel // 2
+        return 0 if self.padding == "valid" else self.padding
+
+    def hparameters(self) -> dict:
+        return {"stride": self.stride, "pad": self.pad}
+
+    def arguments(self):
+        return {"filters": self.filters, "kernel": self.kernel, "stride": self.stride, "padding": self.padding,
+                "init": self.init, "bias": self.bias, "algorithm": self.algorithm}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError("type", f"conv2d needs an image input (H, W, C), got shape {tuple(input_shape)}; "
+                                     "put it before any flatten or dense layer")
+        h, w, _ = input_shape
+        n_h, n_w = (F.output_size(n, self.kernel, self.stride, self.pad) for n in (h, w))
+        if n_h < 1 or n_w < 1:
+            raise ShapeError("kernel", f"kernel {self.kernel} with padding {self.pad} does not fit its {h}x{w} "
+                                       f"input; use a kernel of at most {min(h, w) + 2 * self.pad}")
+        return (n_h, n_w, self.filters)
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        out = super().build(input_shape, rng, dtype)
+        c_prev = input_shape[2]
+        f = self.kernel
+        rng = rng if rng is not None else np.random.default_rng(0)
+        W = init_weights(rng, (f, f, c_prev, self.filters), f * f * c_prev, f * f * self.filters, self.init)
+        self.params = {"W": W.astype(dtype)}
+        if self.bias:
+            self.params["b"] = np.zeros((1, 1, 1, self.filters), dtype=dtype)
+        return out
+
+    def macs(self):
+        h, w, c = self.output_shape
+        return h * w * c * self.kernel * self.kernel * self.input_shape[2]
+
+    def _bias(self, dtype):
+        return self.params["b"] if self.bias else np.zeros((1, 1, 1, self.filters), dtype=dtype)
+
+    def forward(self, x, training=False, rng=None):
+        W = self.params["W"]
+        return F.conv_forward(x, W, self._bias(W.dtype), self.hparameters())
+
+    def backward(self, dout, cache):
+        dx, dW, db = F.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
+        grads = {"W": dW}
+        if self.bias:
+            grads["b"] = db
+        return dx, grads
+
+
+class _Pool(Layer):
+    mode = "max"
+
+    def __init__(self, size=2, stride=None, name=None):
+        super().__init__(name)
+        self.size = _int("size", size, 1)
+        self.stride = self.size if stride is None else _int("stride", stride, 1)
+
+    def arguments(self):
+        return {"size": self.size, "stride": self.stride}
+
+    def hparameters(self):
+        return {"f": self.size, "stride": self.stride}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError("type", f"{self.type_name} needs an image input (H, W, C), got {tuple(input_shape)}")
+        h, w, c = input_shape
+        n_h, n_w = F.output_size(h, self.size, self.stride), F.output_size(w, self.size, self.stride)
+        if n_h < 1 or n_w < 1:
+            raise ShapeError("size", f"pool size {self.size} does not fit its {h}x{w} input; use at most {min(h, w)}")
+        return (n_h, n_w, c)
+
+    def forward(self, x, training=False, rng=None):
+        return F.pool_forward(x, self.hparameters(), mode=self.mode)
+
+    def backward(self, dout, cache):
+        return F.pool_backward(dout, cache, mode=self.mode), {}
+
+
+@register("maxpool2d")
+class MaxPool2D(_Pool):
+    mode = "max"
+
+
+@register("avgpool2d")
+class AvgPool2D(_Pool):
+    mode = "average"
+
+
+@register("relu")
+class ReLU(Layer):
+    def forward(self, x, training=False, rng=None):
+        return np.maximum(x, 0), x
+
+    def backward(self, dout, cache):
+        # A fresh array, never an in-place edit of dout (which the caller may still hold).
+        return np.where(cache > 0, dout, 0).astype(dout.dtype, copy=False), {}
+
+
+@register("leaky_relu")
+class LeakyReLU(Layer):
+    def __init__(self, alpha=0.01, name=None):
+        super().__init__(name)
+        self.alpha = _float("alpha", alpha, 0.0, 1.0)
+
+    def arguments(self):
+        return {"alpha": self.alpha}
+
+    def forward(self, x, training=False, rng=None):
+        return np.where(x > 0, x, x * x.dtype.type(self.alpha)), x
+
+    def backward(self, dout, cache):
+        return np.where(cache > 0, dout, dout * dout.dtype.type(self.alpha)), {}
+
+
+@register("tanh")
+class Tanh(Layer):
+    def forward(self, x, training=False, rng=None):
+        out = np.tanh(x)
+        return out, out
+
+    def backward(self, dout, cache):
+        return dout * (1 - cache * cache), {}
+
+
+@register("sigmoid")
+class Sigmoid(Layer):
+    def forward(self, x, training=False, rng=None):
+        # exp of a non-positive number only, so neither branch can overflow
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return out, out
+
+    def backward(self, dout, cache):
+        return dout * cache * (1 - cache), {}
+
+
+@register("flatten")
+class Flatten(Layer):
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False, rng=None):
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, dout, cache):
+        return dout.reshape(cache), {}
+
+
+@register("dense")
+class Dense(Layer):
+    """Fully connected: W (in, units), b (units,)."""
+
+    def __init__(self, units, init="he", bias=True, name=None):
+        super().__init__(name)
+        self.units = _int("units", units, 1)
+        self.init = _choice("init", init, INITS)
+        if not isinstance(bias, bool):
+            raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
+        self.bias = bias
+
+    def arguments(self):
+        return {"units": self.units, "init": self.init, "bias": self.bias}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ShapeError("type", f"dense needs a flat input, got shape {tuple(input_shape)}; "
+                                     "add {type: flatten} before it")
+        return (self.units,)
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        out = super().build(input_shape, rng, dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        fan_in = input_shape[0]
+        self.params = {"W": init_weights(rng, (fan_in, self.units), fan_in, self.units, self.init).astype(dtype)}
+        if self.bias:
+            self.params["b"] = np.zeros(self.units, dtype=dtype)
+        return out
+
+    def macs(self):
+        return self.input_shape[0] * self.units
+
+    def forward(self, x, training=False, rng=None):
+        out = x @ self.params["W"]
+        if self.bias:
+            out += self.params["b"]
+        return out, x
+
+    def backward(self, dout, cache):
+        grads = {"W": cache.T @ dout}
+        if self.bias:
+            grads["b"] = dout.sum(axis=0)
+        dx = dout @ self.params["W"].T if self.needs_input_grad else None
+        return dx, grads
+
+
+@register("dropout")
+class Dropout(Layer):
+    """Inverted dropout: scales the kept units by 1/(1-rate) in training; identity in evaluation."""
+
+    def __init__(self, rate=0.5, name=None):
+        super().__init__(name)
+        self.rate = _float("rate", rate, 0.0, 1.0, high_open=True)
+
+    def arguments(self):
+        return {"rate": self.rate}
+
+    def forward(self, x, training=False, rng=None):
+        if not training or self.rate == 0.0:
+            return x, None
+        if rng is None:
+            raise ValueError("dropout in training needs an explicit np.random.Generator")
+        keep = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= self.rate
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * mask, mask
+
+    def backward(self, dout, cache):
+        return (dout if cache is None else dout * cache), {}
+
+
+@register("batchnorm")
+class BatchNorm(Layer):
+    """Batch normalisation over every axis but the last (channels of NHWC, units of dense).
+
+    Training uses the batch's statistics and updates running averages; evaluation uses the
+    running averages. gamma and beta have the shape of the last axis.
+    """
+
+    def __init__(self, momentum=0.9, eps=1e-5, name=None):
+        super().__init__(name)
+        self.momentum = _float("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.eps = _float("eps", eps, 0.0, 1.0, low_open=True)
+
+    def arguments(self):
+        return {"momentum": self.momentum, "eps": self.eps}
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        out = super().build(input_shape, rng, dtype)
+        c = input_shape[-1]
+        self.params = {"gamma": np.ones(c, dtype=dtype), "beta": np.zeros(c, dtype=dtype)}
+        self.buffers = {"running_mean": np.zeros(c, dtype=dtype), "running_var": np.ones(c, dtype=dtype)}
+        return out
+
+    def macs(self):
+        return int(np.prod(self.output_shape))
+
+    def forward(self, x, training=False, rng=None):
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if not training:
+            inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+            scale = (gamma * inv_std).astype(x.dtype)
+            return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), None
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes)
+        centred = x - mean
+        var = (centred * centred).mean(axis=axes)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        x_hat = centred * inv_std
+        count = x.size // x.shape[-1]
+        m = self.momentum
+        self.buffers["running_mean"] = (m * self.buffers["running_mean"] + (1 - m) * mean).astype(x.dtype)
+        # unbiased variance for the running estimate, as PyTorch and Keras keep it
+        unbiased = var * (count / max(count - 1, 1))
+        self.buffers["running_var"] = (m * self.buffers["running_var"] + (1 - m) * unbiased).astype(x.dtype)
+        return x_hat * gamma + beta, (x_hat, inv_std)
+
+    def backward(self, dout, cache):
+        x_hat, inv_std = cache
+        axes = tuple(range(dout.ndim - 1))
+        dbeta = dout.sum(axis=axes)
+        dgamma = (dout * x_hat).sum(axis=axes)
+        count = dout.size // dout.shape[-1]
+        # the compact form of d(loss)/dx: the mean and variance depend on every x of the batch
+        dx = (self.params["gamma"] * inv_std / count) * (count * dout - dbeta - x_hat * dgamma)
+        return dx.astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}

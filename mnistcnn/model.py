@@ -1,0 +1,169 @@
+"""Sequential model: a list of layers built from config specs, with shape inference."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NonFiniteError
+from .layers import Layer, LayerConfigError, layer_from_config
+from .losses import softmax_cross_entropy
+
+
+class Sequential:
+    """Layers applied in order to NHWC batches; shapes exclude the batch axis."""
+
+    def __init__(self, layers: list[Layer], input_shape, rng: np.random.Generator | None = None,
+                 dtype=np.float32):
+        self.layers = layers
+        self.input_shape = tuple(int(n) for n in input_shape)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        shape = self.input_shape
+        names = set()
+        for index, layer in enumerate(layers):
+            if layer.name is None:
+                layer.name = f"{index}_{layer.type_name}"
+            if layer.name in names:
+                raise LayerConfigError("name", f"layer name {layer.name!r} is used twice; names must be unique")
+            names.add(layer.name)
+            try:
+                shape = layer.build(shape, rng, dtype)
+            except LayerConfigError as err:
+                err.index = index
+                raise
+        if layers:
+            layers[0].needs_input_grad = False  # nothing upstream wants the image's gradient
+        self.output_shape = shape
+
+    @classmethod
+    def from_config(cls, specs: list[dict], input_shape, rng=None, dtype=np.float32) -> "Sequential":
+        layers = []
+        for index, spec in enumerate(specs):
+            try:
+                layers.append(layer_from_config(spec))
+            except TypeError as err:  # an argument the layer does not take
+                raise _indexed(LayerConfigError(None, str(err)), index) from None
+            except LayerConfigError as err:
+                raise _indexed(err, index)
+        return cls(layers, input_shape, rng, dtype)
+
+    def get_config(self) -> list[dict]:
+        return [layer.get_config() for layer in self.layers]
+
+    # -- parameters -------------------------------------------------------------
+    def params(self) -> dict[str, np.ndarray]:
+        """Trainable arrays keyed ``"<layer index>.<name>"`` (live references, updated in place)."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {f"param.{k}": v.copy() for k, v in self.params().items()}
+        state.update({f"buffer.{k}": v.copy() for k, v in self.buffers().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the layers; the caller has checked names and shapes."""
+        for i, layer in enumerate(self.layers):
+            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
+                for k in store:
+                    store[k] = np.array(state[f"{prefix}.{i}.{k}"], dtype=store[k].dtype)
+
+    def num_params(self) -> int:
+        return sum(layer.num_params() for layer in self.layers)
+
+    def macs(self) -> int:
+        return sum(layer.macs() for layer in self.layers)
+
+    def astype(self, dtype) -> "Sequential":
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def layer_index(self, key) -> int:
+        """An index from an int, a numeric string or a layer name."""
+        if isinstance(key, str) and key.lstrip("-").isdigit():
+            key = int(key)
+        if isinstance(key, int):
+            if -len(self.layers) <= key < len(self.layers):
+                return key % len(self.layers)
+            raise IndexError(key)
+        for i, layer in enumerate(self.layers):
+            if layer.name == key:
+                return i
+        raise KeyError(key)
+
+    # -- computation ------------------------------------------------------------
+    def forward(self, x: np.ndarray, training=False, rng=None, upto: int | None = None):
+        """Run layers ``0..upto`` (all by default). Returns ``(out, caches)``."""
+        caches = []
+        stop = len(self.layers) if upto is None else upto + 1
+        for layer in self.layers[:stop]:
+            x, cache = layer.forward(x, training=training, rng=rng)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, dout: np.ndarray, caches: list, stop: int = 0):
+        """Backpropagate ``dout`` from the last cached layer down to layer ``stop``.
+
+        Returns ``(grads, dx)``: gradients keyed like ``params()`` and the gradient at the
+        input of layer ``stop`` (None for layer 0, whose input needs none).
+        """
+        grads = {}
+        for i in range(len(caches) - 1, stop - 1, -1):
+            dout, layer_grads = self.layers[i].backward(dout, caches[i])
+            for k, g in layer_grads.items():
+                grads[f"{i}.{k}"] = g
+        return grads, dout
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 1000, transform=None) -> np.ndarray:
+        """Evaluation-mode logits for a whole array, in batches; ``transform`` maps a uint8 batch."""
+        outs = []
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            outs.append(self.forward(transform(batch) if transform else batch)[0])
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, dtype=np.float32)
+
+    def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0):
+        """Forward, loss and backward for one batch: ``(loss, correct, grads)``."""
+        logits, caches = self.forward(x, training=True, rng=rng)
+        loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+        grads, _ = self.backward(dlogits, caches)
+        correct = int((logits.argmax(axis=1) == y).sum())
+        return loss, correct, grads
+
+    def locate_non_finite(self, x, y, rng=None, label_smoothing=0.0) -> str:
+        """Re-run a batch checking every layer, to say where a NaN or infinity first appeared."""
+        out = x
+        caches = []
+        for i, layer in enumerate(self.layers):
+            out, cache = layer.forward(out, training=True, rng=rng)
+            caches.append(cache)
+            if not np.all(np.isfinite(out)):
+                return f"forward of layer {i} ({layer.name})"
+        loss, dout, _ = softmax_cross_entropy(out, y, label_smoothing)
+        if not np.isfinite(loss):
+            return "the loss"
+        for i in range(len(self.layers) - 1, -1, -1):
+            dout, grads = self.layers[i].backward(dout, caches[i])
+            bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
+            if bad or (dout is not None and not np.all(np.isfinite(dout))):
+                return f"backward of layer {i} ({self.layers[i].name})"
+        for i, layer in enumerate(self.layers):
+            if any(not np.all(np.isfinite(p)) for p in layer.params.values()):
+                return f"the weights of layer {i} ({layer.name})"
+        return "no layer (the batch is finite when re-run)"
+
+
+def _indexed(err: LayerConfigError, index: int) -> LayerConfigError:
+    err.index = index
+    return err
+
+
+def check_finite(loss: float, grads: dict) -> bool:
+    """True when the loss and every gradient are finite (one reduction per array)."""
+    if not np.isfinite(loss):
+        return False
+    return all(np.isfinite(np.sum(g)) for g in grads.values())
+
+
+__all__ = ["Sequential", "check_finite", "NonFiniteError"]

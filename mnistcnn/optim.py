@@ -1,0 +1,139 @@
+"""Optimisers (SGD with momentum/Nesterov, Adam, AdamW) and learning-rate schedules.
+
+Parameters and gradients are dicts of arrays keyed by a stable name (``"0.W"``); optimiser
+state is a dict of arrays under the same keys, so it saves into a checkpoint and restores.
+Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def decays(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == "W"
+
+
+class Optimizer:
+    name = "optimizer"
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0):
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.state: dict[str, np.ndarray] = {}
+        self.steps = 0
+
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
+        """Update every parameter in place with its gradient at learning rate ``lr``."""
+        lr = self.lr if lr is None else lr
+        self.steps += 1
+        for key, p in params.items():
+            self._update(key, p, grads[key], lr)
+
+    def _update(self, key, p, g, lr):
+        raise NotImplementedError
+
+    def _slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
+        name = f"{kind}.{key}"
+        if name not in self.state:
+            self.state[name] = np.zeros_like(like)
+        return self.state[name]
+
+    def state_dict(self) -> dict:
+        return {"steps": np.array(self.steps, dtype=np.int64), **{k: v.copy() for k, v in self.state.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        self.steps = int(state.pop("steps"))
+        self.state = {k: np.array(v) for k, v in state.items()}
+
+
+class SGD(Optimizer):
+    name = "sgd"
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def _update(self, key, p, g, lr):
+        if self.weight_decay and decays(key):
+            g = g + self.weight_decay * p  # coupled L2, as torch.optim.SGD does
+        if self.momentum:
+            v = self._slot("velocity", key, p)
+            v *= self.momentum
+            v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= p.dtype.type(lr) * g
+
+
+class Adam(Optimizer):
+    name = "adam"
+    decoupled = False
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def _update(self, key, p, g, lr):
+        if self.weight_decay and decays(key):
+            if self.decoupled:
+                p -= p.dtype.type(lr * self.weight_decay) * p
+            else:
+                g = g + self.weight_decay * p
+        m = self._slot("m", key, p)
+        v = self._slot("v", key, p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        # bias corrections folded into the step size
+        t = self.steps
+        step = lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        p -= p.dtype.type(step) * m / (np.sqrt(v) + p.dtype.type(self.eps))
+
+
+class AdamW(Adam):
+    name = "adamw"
+    decoupled = True
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+def make_optimizer(config: dict) -> Optimizer:
+    """Build an optimiser from ``{type: adam, lr: ..., ...}`` (keys already validated)."""
+    args = dict(config)
+    kind = args.pop("type")
+    return OPTIMIZERS[kind](**args)
+
+
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+class Schedule:
+    """Learning rate as a function of the global step, with an optional linear warm-up.
+
+    ``constant``; ``step`` (times ``gamma`` every ``step_epochs``); ``cosine`` (from the base
+    rate down to ``min_lr`` over the run); ``onecycle`` (warm-up then cosine, the same shape
+    with a warm-up of ``warmup_epochs``).
+    """
+
+    def __init__(self, base_lr, steps_per_epoch, epochs, type="constant", warmup_epochs=0.0,
+                 step_epochs=1, gamma=0.1, min_lr=0.0):
+        self.base_lr, self.type = base_lr, type
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        self.step_epochs, self.gamma, self.min_lr = step_epochs, gamma, min_lr
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.type == "constant":
+            return self.base_lr
+        if self.type == "step":
+            return self.base_lr * self.gamma ** (step // (self.step_epochs * self.steps_per_epoch))
+        total = max(self.epochs * self.steps_per_epoch - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / total, 1.0)
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))

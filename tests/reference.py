@@ -1,0 +1,76 @@
+"""The seed notebook's loop algorithms with its bugs fixed: the test oracle.
+
+Slow on purpose (a Python loop over every example, pixel and channel); never imported by
+the package. Fixes: pad 0 works, pool_backward reads dA[i, h, w, c], average mode spreads
+dA[i, h, w, c] / (f*f), and a max window sends its gradient to its first maximum only.
+"""
+import numpy as np
+
+
+def conv_forward_loop(A_prev, W, b, hparameters):
+    m, n_H_prev, n_W_prev, _ = A_prev.shape
+    f, _, _, n_C = W.shape
+    stride, pad = hparameters["stride"], hparameters["pad"]
+    n_H = (n_H_prev - f + 2 * pad) // stride + 1
+    n_W = (n_W_prev - f + 2 * pad) // stride + 1
+    A_pad = np.pad(A_prev, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    Z = np.zeros((m, n_H, n_W, n_C))
+    for i in range(m):
+        for h in range(n_H):
+            for w in range(n_W):
+                for c in range(n_C):
+                    window = A_pad[i, h * stride:h * stride + f, w * stride:w * stride + f, :]
+                    Z[i, h, w, c] = np.sum(window * W[:, :, :, c]) + b[0, 0, 0, c]
+    return Z
+
+
+def conv_backward_loop(dZ, A_prev, W, hparameters):
+    m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
+    f, _, _, n_C = W.shape
+    stride, pad = hparameters["stride"], hparameters["pad"]
+    _, n_H, n_W, _ = dZ.shape
+    A_pad = np.pad(A_prev, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dA_pad = np.zeros_like(A_pad, dtype=np.float64)
+    dW = np.zeros(W.shape)
+    db = np.zeros((1, 1, 1, n_C))
+    for i in range(m):
+        for h in range(n_H):
+            for w in range(n_W):
+                for c in range(n_C):
+                    hs, ws = h * stride, w * stride
+                    dA_pad[i, hs:hs + f, ws:ws + f, :] += W[:, :, :, c] * dZ[i, h, w, c]
+                    dW[:, :, :, c] += A_pad[i, hs:hs + f, ws:ws + f, :] * dZ[i, h, w, c]
+                    db[:, :, :, c] += dZ[i, h, w, c]
+    return dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :], dW, db
+
+
+def pool_forward_loop(A_prev, hparameters, mode="max"):
+    m, n_H_prev, n_W_prev, n_C = A_prev.shape
+    f, stride = hparameters["f"], hparameters["stride"]
+    n_H, n_W = (n_H_prev - f) // stride + 1, (n_W_prev - f) // stride + 1
+    A = np.zeros((m, n_H, n_W, n_C))
+    for i in range(m):
+        for h in range(n_H):
+            for w in range(n_W):
+                for c in range(n_C):
+                    window = A_prev[i, h * stride:h * stride + f, w * stride:w * stride + f, c]
+                    A[i, h, w, c] = np.max(window) if mode == "max" else np.mean(window)
+    return A
+
+
+def pool_backward_loop(dA, A_prev, hparameters, mode="max"):
+    f, stride = hparameters["f"], hparameters["stride"]
+    m, n_H, n_W, n_C = dA.shape
+    dA_prev = np.zeros(A_prev.shape)
+    for i in range(m):
+        for h in range(n_H):
+            for w in range(n_W):
+                for c in range(n_C):
+                    hs, ws = h * stride, w * stride
+                    if mode == "max":
+                        window = A_prev[i, hs:hs + f, ws:ws + f, c]
+                        r, q = np.unravel_index(np.argmax(window), window.shape)  # first maximum
+                        dA_prev[i, hs + r, ws + q, c] += dA[i, h, w, c]
+                    else:
+                        dA_prev[i, hs:hs + f, ws:ws + f, c] += dA[i, h, w, c] / (f * f)
+    return dA_prev

@@ -1,0 +1,144 @@
+"""Every layer: backward against centred finite differences (float64), config round-trip."""
+import numpy as np
+import pytest
+
+from mnistcnn.layers import LAYERS, LayerConfigError, layer_from_config
+from mnistcnn.model import Sequential
+from gradcheck import numerical_gradient, relative_error
+
+# (config, input shape without batch); inputs are kept away from kinks (relu at 0)
+CASES = [
+    ({"type": "conv2d", "filters": 3, "kernel": 3, "stride": 1, "padding": 1}, (5, 6, 2)),
+    ({"type": "conv2d", "filters": 2, "kernel": 2, "stride": 2, "padding": 0, "init": "glorot"}, (6, 5, 3)),
+    ({"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same", "bias": False}, (4, 4, 1)),
+    ({"type": "maxpool2d", "size": 2}, (6, 6, 2)),
+    ({"type": "maxpool2d", "size": 3, "stride": 2}, (7, 7, 2)),
+    ({"type": "avgpool2d", "size": 2, "stride": 1}, (5, 5, 2)),
+    ({"type": "relu"}, (4, 4, 2)),
+    ({"type": "leaky_relu", "alpha": 0.1}, (4, 4, 2)),
+    ({"type": "tanh"}, (3, 3, 2)),
+    ({"type": "sigmoid"}, (3, 3, 2)),
+    ({"type": "flatten"}, (3, 3, 2)),
+    ({"type": "dense", "units": 4}, (7,)),
+    ({"type": "dense", "units": 3, "init": "glorot", "bias": False}, (5,)),
+    ({"type": "dropout", "rate": 0.3}, (4, 4, 2)),
+    ({"type": "batchnorm"}, (3, 3, 4)),
+    ({"type": "batchnorm", "momentum": 0.5}, (6,)),
+]
+
+
+def _input(shape, rng):
+    x = rng.normal(size=(3,) + shape)
+    x[np.abs(x) < 0.05] += 0.1  # no value sits on relu's kink
+    return x
+
+
+@pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
+def test_layer_gradients_match_finite_differences(config, shape):
+    rng = np.random.default_rng(0)
+    layer = layer_from_config(config)
+    out_shape = layer.build(shape, rng, dtype=np.float64)
+    x = _input(shape, rng)
+    if config["type"] == "maxpool2d":
+        x = x + np.linspace(0, 1e-3, x.size).reshape(x.shape)  # distinct values: no ties here
+    layer.needs_input_grad = True
+    out, cache = layer.forward(x, training=True, rng=np.random.default_rng(7))
+    assert out.shape == (3,) + out_shape
+    dout = rng.normal(size=out.shape)
+    dx, grads = layer.backward(dout, cache)
+
+    def loss():  # same dropout mask every call: a fresh generator with the same seed
+        return float(np.sum(layer.forward(x, training=True, rng=np.random.default_rng(7))[0] * dout))
+
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
+    assert set(grads) == set(layer.params)
+    for key, p in layer.params.items():
+        assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
+
+
+@pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
+def test_config_round_trip(config, shape):
+    layer = layer_from_config(config)
+    again = layer_from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    assert type(again) is type(layer)
+    for key, value in config.items():
+        if key != "type":
+            assert layer.get_config()[key] == value
+
+
+def test_registry_covers_the_named_layers():
+    for name in ["conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", "tanh", "sigmoid", "flatten", "dense",
+                 "dropout", "batchnorm"]:
+        assert name in LAYERS
+
+
+def test_dropout_is_inverted_and_off_in_evaluation():
+    layer = layer_from_config({"type": "dropout", "rate": 0.5})
+    layer.build((1000,))
+    x = np.ones((4, 1000), np.float32)
+    assert layer.forward(x, training=False)[0] is x
+    out, _ = layer.forward(x, training=True, rng=np.random.default_rng(0))
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    assert abs(out.mean() - 1.0) < 0.05
+
+
+def test_batchnorm_uses_running_statistics_in_evaluation():
+    layer = layer_from_config({"type": "batchnorm", "momentum": 0.0})
+    layer.build((2, 2, 3), dtype=np.float64)
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 2, 2, 3))
+    train_out, _ = layer.forward(x, training=True)
+    assert np.allclose(train_out.mean(axis=(0, 1, 2)), 0, atol=1e-9)
+    eval_out, _ = layer.forward(x, training=False)
+    # momentum 0: the running statistics are this batch's (variance unbiased)
+    n = 200
+    assert np.allclose(eval_out, train_out * np.sqrt((n - 1) / n), atol=1e-4)
+
+
+def test_bad_arguments_name_their_key():
+    with pytest.raises(LayerConfigError) as err:
+        layer_from_config({"type": "conv2d", "filters": 0})
+    assert err.value.key == "filters"
+    with pytest.raises(LayerConfigError) as err:
+        layer_from_config({"type": "conv3d"})
+    assert "valid types" in str(err.value)
+
+
+def test_sequential_shapes_params_and_macs():
+    specs = [{"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2},
+             {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+             {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10}]
+    model = Sequential.from_config(specs, (28, 28, 1))
+    assert model.output_shape == (10,)
+    assert [layer.output_shape for layer in model.layers][:3] == [(28, 28, 32), (28, 28, 32), (14, 14, 32)]
+    assert model.num_params() == 832 + 51264 + 3136 * 128 + 128 + 1290
+    assert model.macs() == 28 * 28 * 32 * 25 + 14 * 14 * 64 * 25 * 32 + 3136 * 128 + 1280
+    assert model.get_config()[0]["filters"] == 32
+
+
+def test_sequential_shape_errors_name_the_layer():
+    with pytest.raises(LayerConfigError) as err:
+        Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 9}], (5, 5, 1))
+    assert err.value.index == 0 and err.value.key == "kernel"
+    with pytest.raises(LayerConfigError) as err:
+        Sequential.from_config([{"type": "relu"}, {"type": "dense", "units": 3}], (5, 5, 1))
+    assert err.value.index == 1 and "flatten" in str(err.value)
+
+
+def test_model_gradient_end_to_end_float64():
+    from mnistcnn.losses import softmax_cross_entropy
+    specs = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}, {"type": "tanh"},
+             {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]
+    rng = np.random.default_rng(0)
+    model = Sequential.from_config(specs, (4, 4, 1), rng, dtype=np.float64)
+    x = rng.normal(size=(5, 4, 4, 1)) + np.linspace(0, 1e-2, 80).reshape(5, 4, 4, 1)
+    y = np.array([0, 1, 2, 1, 0])
+    _, _, grads = model.train_step_gradients(x, y, label_smoothing=0.1)
+
+    def loss():
+        return softmax_cross_entropy(model.forward(x, training=True)[0], y, 0.1)[0]
+
+    for key, p in model.params().items():
+        assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
