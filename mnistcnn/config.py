@@ -1,0 +1,334 @@
+"""YAML config -> a resolved, validated config with every default filled in.
+
+Every error names the file, the key path (``model.layers[3].kernel``) and what would be
+valid, and is raised before anything is written.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import ConfigError
+from .layers import LAYERS, LayerConfigError
+from .optim import OPTIMIZERS, SCHEDULES
+
+MAX_LAYERS = 256
+
+
+class Field:
+    """A leaf of the schema: its default, what it accepts and a line of documentation."""
+
+    def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False):
+        self.default, self.kind, self.doc = default, kind, doc
+        self.low, self.high, self.choices, self.optional = low, high, choices, optional
+
+    def check(self, value, path):
+        if value is None and self.optional:
+            return None
+        expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                    list: "a list"}[self.kind]
+        if self.choices is not None:
+            if value not in self.choices:
+                raise _err(path, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+            return value
+        ok = {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+            str: isinstance(value, str),
+            list: isinstance(value, list),
+        }[self.kind]
+        if not ok:
+            extra = " or null" if self.optional else ""
+            raise _err(path, f"must be {expected}{extra}; got {value!r} ({type(value).__name__})")
+        if self.kind is float:
+            value = float(value)
+            if not math.isfinite(value):
+                raise _err(path, f"must be a finite number; got {value!r}")
+        if self.low is not None and value < self.low:
+            raise _err(path, f"must be >= {self.low}; got {value!r}")
+        if self.high is not None and value > self.high:
+            raise _err(path, f"must be <= {self.high}; got {value!r}")
+        return value
+
+
+class _PathError(Exception):
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def _err(path, message):
+    return _PathError(path, message)
+
+
+LENET_LAYERS = [
+    {"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 128},
+    {"type": "relu"},
+    {"type": "dense", "units": 10},
+]
+
+SCHEMA = {
+    "name": Field("run", str, "run name: the run directory is runs/<name>-<timestamp>"),
+    "data": {
+        "dir": Field(None, str, "folder of MNIST-layout IDX files; null: the bundled, verified MNIST",
+                     optional=True),
+        "classes": Field(None, list, "class names; null: the digits 0-9", optional=True),
+        "validation": Field(5000, int, "images of the official training set held out for validation", 1, 10**7),
+        "split": Field("head", str, "head: validation is the first images (as TensorFlow); random: seeded, "
+                                    "stratified", choices=("head", "random")),
+        "train_limit": Field(None, int, "use only this many training images (quick runs)", 1, 10**8,
+                             optional=True),
+        "preprocess": {
+            "type": Field("scale", str, "binarize (x > threshold), scale (x/255) or standardize",
+                          choices=("binarize", "scale", "standardize")),
+            "threshold": Field(0, int, "binarize: pixels above this uint8 value become 1", 0, 254),
+        },
+        "augment": {
+            "shift": Field(0, int, "random shifts of up to this many pixels (training only)", 0, 8),
+            "rotate": Field(0.0, float, "random rotations of up to this many degrees", 0, 45),
+            "scale": Field(0.0, float, "random scaling by up to this fraction (0.1: 0.9x to 1.1x)", 0, 0.5),
+        },
+    },
+    "model": {
+        "input_shape": Field([28, 28, 1], list, "image shape (H, W, C) the model takes"),
+        "conv_algorithm": Field("auto", str, "how conv2d layers compute: auto or im2col",
+                                choices=("auto", "im2col")),
+        "layers": Field(copy.deepcopy(LENET_LAYERS), list, "the layer stack: [{type: conv2d, ...}, ...]"),
+    },
+    "train": {
+        "epochs": Field(10, int, "passes over the training split", 1, 100000),
+        "batch_size": Field(64, int, "images per training step", 1, 65536),
+        "drop_last": Field(False, bool, "drop the last, smaller batch of each epoch"),
+        "seed": Field(0, int, "seeds initialisation, shuffling, augmentation and dropout", 0, 2**63 - 1),
+        "optimizer": {
+            "type": Field("adam", str, "sgd, adam or adamw", choices=tuple(OPTIMIZERS)),
+            "lr": Field(0.001, float, "base learning rate", 0, 100),
+            "momentum": Field(0.9, float, "sgd: momentum", 0, 0.9999),
+            "nesterov": Field(False, bool, "sgd: Nesterov momentum"),
+            "beta1": Field(0.9, float, "adam: first-moment decay", 0, 0.9999),
+            "beta2": Field(0.999, float, "adam: second-moment decay", 0, 0.999999),
+            "eps": Field(1e-8, float, "adam: denominator epsilon", 1e-12, 1),
+        },
+        "weight_decay": Field(0.0, float, "L2 (sgd, adam) or decoupled (adamw) decay of weights", 0, 1),
+        "label_smoothing": Field(0.0, float, "label smoothing of the cross-entropy target", 0, 0.5),
+        "schedule": {
+            "type": Field("constant", str, "constant, step, cosine or onecycle", choices=SCHEDULES),
+            "warmup_epochs": Field(0.0, float, "linear warm-up from 0 over this many epochs", 0, 1000),
+            "step_epochs": Field(1, int, "step: multiply by gamma every this many epochs", 1, 100000),
+            "gamma": Field(0.1, float, "step: the factor", 0, 1),
+            "min_lr": Field(0.0, float, "cosine/onecycle: the final learning rate", 0, 100),
+        },
+        "early_stopping": {
+            "patience": Field(None, int, "stop after this many epochs without a better validation accuracy; "
+                                         "null: never", 1, 100000, optional=True),
+            "min_delta": Field(0.0, float, "an improvement smaller than this does not count", 0, 1),
+        },
+        "checkpoint": {
+            "every": Field(1, int, "write checkpoints/last.npz every this many epochs (and at the end)", 1, 100000),
+        },
+        "eval_batch_size": Field(1000, int, "images per evaluation batch", 1, 65536),
+    },
+}
+
+
+def defaults(schema=SCHEMA) -> dict:
+    return {k: (defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)) for k, v in schema.items()}
+
+
+def _did_you_mean(key, options) -> str:
+    close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _resolve(schema: dict, given, path: str) -> dict:
+    if not isinstance(given, dict):
+        raise _err(path, f"must be a mapping of keys ({', '.join(schema)}); got {given!r}")
+    out = {}
+    for key in given:
+        if key not in schema:
+            raise _err(f"{path}.{key}" if path else str(key),
+                       f"unknown key; {_did_you_mean(key, schema)}valid keys here: {', '.join(schema)}")
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(spec, dict):
+            out[key] = _resolve(spec, given.get(key, {}) if given.get(key) is not None else {}, sub)
+        else:
+            out[key] = spec.check(given[key], sub) if key in given else copy.deepcopy(spec.default)
+    return out
+
+
+def _check_layers(layers, path="model.layers"):
+    if not layers:
+        raise _err(path, "must list at least one layer")
+    if len(layers) > MAX_LAYERS:
+        raise _err(path, f"has {len(layers)} layers; at most {MAX_LAYERS} are supported")
+    for i, spec in enumerate(layers):
+        where = f"{path}[{i}]"
+        if not isinstance(spec, dict):
+            raise _err(where, f"must be a mapping like {{type: conv2d, filters: 32}}; got {spec!r}")
+        kind = spec.get("type")
+        if kind not in LAYERS:
+            raise _err(f"{where}.type", f"unknown layer type {kind!r}; {_did_you_mean(kind, LAYERS)}"
+                                        f"valid types: {', '.join(sorted(LAYERS))}")
+        accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
+        for key in spec:
+            if key != "type" and key not in accepted:
+                raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {_did_you_mean(key, accepted)}"
+                                             f"valid: {', '.join(accepted)}")
+        for key, value in spec.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _err(f"{where}.{key}", f"must be a finite number; got {value!r}")
+
+
+def validate(raw: dict, source: str = "<config>") -> dict:
+    """Fill defaults into ``raw`` and check it all, including that the layer stack fits."""
+    try:
+        config = _resolve(SCHEMA, raw, "")
+        shape = config["model"]["input_shape"]
+        if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096
+                                      for n in shape):
+            raise _err("model.input_shape", f"must be [height, width, channels] of positive integers; got {shape!r}")
+        classes = config["data"]["classes"]
+        if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
+            raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
+        _check_layers(config["model"]["layers"])
+        if config["model"]["conv_algorithm"] != "auto":
+            for spec in config["model"]["layers"]:
+                if spec["type"] == "conv2d":
+                    spec.setdefault("algorithm", config["model"]["conv_algorithm"])
+    except _PathError as err:
+        raise ConfigError(f"{source}: {err.path}: {err.message}") from None
+    check_model(config, source)
+    return config
+
+
+def num_classes(config: dict) -> int:
+    classes = config["data"]["classes"]
+    return 10 if classes is None else len(classes)
+
+
+def class_names(config: dict) -> list[str]:
+    classes = config["data"]["classes"]
+    return [str(d) for d in range(10)] if classes is None else [str(c) for c in classes]
+
+
+def check_model(config: dict, source: str = "<config>"):
+    """Build the model (shapes only matter) to prove the stack fits; returns it."""
+    from .model import Sequential
+
+    try:
+        model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
+                                       np.random.default_rng(0))
+    except LayerConfigError as err:
+        index = getattr(err, "index", None)
+        where = "model.layers" if index is None else f"model.layers[{index}]"
+        key = f".{err.key}" if err.key else ""
+        raise ConfigError(f"{source}: {where}{key}: {err}") from None
+    k = num_classes(config)
+    if model.output_shape != (k,):
+        raise ConfigError(f"{source}: model.layers[{len(model.layers) - 1}]: the model ends with shape "
+                          f"{model.output_shape} but there are {k} classes; end with {{type: dense, units: {k}}}")
+    return model
+
+
+# -- YAML -----------------------------------------------------------------------------
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loading (no Python objects) that also refuses duplicate keys."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str, source: str):
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        hint = "; indent with spaces, not tabs" if "\t" in text and "tab" in str(err).lower() else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+
+
+def load_raw(path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; see configs/ for ready-made ones") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config ({err})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty; start from configs/lenet.yaml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping with sections name, data, model, train; "
+                          f"got a {type(raw).__name__}")
+    return raw
+
+
+def _set_path(raw: dict, key: str, value, source: str) -> None:
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{source} {key!r}: empty key part; e.g. train.optimizer.lr=0.01")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise ConfigError(f"{source} {key}: {part} is not a section")
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_override(raw: dict, assignment: str, source="--set") -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw config in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"{source} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
+    key, text = assignment.split("=", 1)
+    value = parse_yaml(text, f"{source} {key}") if text.strip() else None
+    _set_path(raw, key, value, source)
+
+
+def load_config(path, overrides=(), flags: dict | None = None) -> dict:
+    """Read a YAML file, apply ``--set`` overrides, then flag values (``{"train.epochs": 3}``),
+    validate and resolve."""
+    raw = load_raw(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(raw, key, value, "--" + key.rsplit(".", 1)[-1].replace("_", "-"))
+    return validate(raw, str(path))
+
+
+def dump(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,345 @@
+"""Data: IDX files read and checked, the bundled MNIST verified, splits and batches.
+
+Images stay uint8 (N, H, W, C) in memory and become float32 one batch at a time.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+BUNDLED_DIR = Path(__file__).parent / "datasets" / "mnist"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnistcnn"
+ENV_DATA_DIR = "MNISTCNN_DATA_DIR"
+
+ROLES = {
+    "train_images": ("train-images", "idx3"),
+    "train_labels": ("train-labels", "idx1"),
+    "test_images": ("t10k-images", "idx3"),
+    "test_labels": ("t10k-labels", "idx1"),
+}
+
+# SHA-256 of the decompressed canonical files: they identify genuine MNIST whatever the compression.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+MNIST_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+DIGITS = tuple(str(d) for d in range(10))
+GENUINE_HINT = ("get the genuine file with `mnistcnn download`, or reinstall mnistcnn, "
+                "which ships MNIST")
+
+IDX_TYPES = {0x08: np.uint8}  # the only element type MNIST-layout data uses
+_CHUNK = 1 << 20
+
+
+# -- IDX ----------------------------------------------------------------------------
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_exact(stream, buffer: memoryview, hasher, path) -> int:
+    """Fill ``buffer`` from ``stream``; returns how many bytes arrived (fewer means truncated)."""
+    filled = 0
+    while filled < len(buffer):
+        n = stream.readinto(buffer[filled:filled + _CHUNK])
+        if not n:
+            break
+        if hasher is not None:
+            hasher.update(buffer[filled:filled + n])
+        filled += n
+    return filled
+
+
+def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
+    """Read an IDX file (raw or gzip) into an array, checking everything a corrupt or foreign
+    file can get wrong. Returns the array, or ``(array, sha256 of the decompressed bytes)``.
+
+    The checksum is computed while reading, so the file is never held twice in memory.
+    """
+    path = Path(path)
+    hasher = hashlib.sha256() if want_sha256 else None
+    try:
+        with _open(path) as stream:
+            header = stream.read(4)
+            if len(header) < 4:
+                raise DataError(f"{path}: too short to be an IDX file ({len(header)} bytes of header)")
+            zero, dtype_code, ndim = header[:2], header[2], header[3]
+            if zero != b"\x00\x00":
+                raise DataError(f"{path}: not an IDX file (magic number {header.hex()} does not start with 0000)")
+            if dtype_code not in IDX_TYPES:
+                raise DataError(f"{path}: element type 0x{dtype_code:02x} is not supported; MNIST-layout files "
+                                "hold unsigned bytes (0x08)")
+            if expected_ndim is not None and ndim != expected_ndim:
+                raise DataError(f"{path}: has {ndim} dimensions, expected {expected_ndim} "
+                                f"({'images N x H x W' if expected_ndim == 3 else 'labels N'})")
+            if ndim < 1 or ndim > 4:
+                raise DataError(f"{path}: {ndim} dimensions is not an image or label file")
+            dims_raw = stream.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path}: truncated inside its header")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            if hasher is not None:
+                hasher.update(header + dims_raw)
+            size = int(np.prod(dims, dtype=np.int64))
+            if size > 2**33:
+                raise DataError(f"{path}: header claims {dims}, which is far too large for an image set")
+            # Compare with the file's length before allocating (a raw file's size is known).
+            if path.suffix != ".gz":
+                actual = path.stat().st_size - 4 - 4 * ndim
+                if actual != size:
+                    what = "truncated" if actual < size else "padded"
+                    raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file "
+                                    f"has {actual}")
+            data = np.empty(size, dtype=np.uint8)
+            got = _read_exact(stream, memoryview(data), hasher, path)
+            if got < size:
+                raise DataError(f"{path}: truncated: header says {dims} ({size} bytes of data) but only {got} "
+                                "arrived")
+            extra = stream.read(1)
+            if extra:
+                raise DataError(f"{path}: padded: more data than the header's {dims} ({size} bytes)")
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except (OSError, EOFError, zlib.error) as err:  # a corrupt or truncated gzip stream
+        raise DataError(f"{path}: unreadable ({err.__class__.__name__}: {err}); the file is corrupt or "
+                        "truncated") from None
+    array = data.reshape(dims)
+    return (array, hasher.hexdigest()) if want_sha256 else array
+
+
+def find_idx_files(folder) -> dict[str, Path]:
+    """The four MNIST-layout files in ``folder``, in either naming, raw or gzip."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: data folder not found; point data.dir (or --data-dir) at a folder "
+                        "holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files")
+    found = {}
+    for role, (stem, kind) in ROLES.items():
+        names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
+        candidates = [folder / (n + ext) for n in names for ext in ("", ".gz")]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            raise DataError(f"{folder}: no {stem}-{kind}-ubyte[.gz] (or {stem}.{kind}-ubyte) in this folder; "
+                            "an MNIST-layout folder holds train-images, train-labels, t10k-images and t10k-labels")
+        found[role] = existing[0]
+    return found
+
+
+def canonical_name(path: Path) -> str:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return name.replace(".idx", "-idx")
+
+
+# -- the dataset ----------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """Images (N, H, W, C) uint8 and labels (N,) int64 of the official train and test sets."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+    verified: bool
+    sha256: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+
+def default_data_dir() -> Path:
+    """Where data comes from when nothing is named: $MNISTCNN_DATA_DIR, the bundled copy, the cache."""
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env)
+    if all((BUNDLED_DIR / f"{name}.gz").is_file() for name in MNIST_SHA256):
+        return BUNDLED_DIR
+    if CACHE_DIR.is_dir():
+        return CACHE_DIR
+    raise DataError(f"MNIST is not bundled in {BUNDLED_DIR} and not cached in {CACHE_DIR}; run "
+                    "`mnistcnn download`, or point --data-dir at a folder of MNIST IDX files")
+
+
+def is_mnist_source(folder: Path) -> bool:
+    """The bundled copy and the download cache must be genuine MNIST; other folders are the user's."""
+    folder = Path(folder).resolve()
+    return folder in (BUNDLED_DIR.resolve(), CACHE_DIR.resolve())
+
+
+def load_dataset(folder=None, verify: bool | None = None, num_classes: int = 10) -> Dataset:
+    """Load the four files of an MNIST-layout folder, checking shapes and label ranges.
+
+    ``verify`` (default: for the bundled copy and the cache) compares each file's decompressed
+    SHA-256 with genuine MNIST's.
+    """
+    folder = Path(folder) if folder is not None else default_data_dir()
+    verify = is_mnist_source(folder) if verify is None else verify
+    files = find_idx_files(folder)
+    arrays, sums = {}, {}
+    for role, path in files.items():
+        arrays[role], sums[canonical_name(path)] = read_idx(path, 3 if "images" in role else 1, want_sha256=True)
+        if verify:
+            want = MNIST_SHA256.get(canonical_name(path))
+            if want != sums[canonical_name(path)]:
+                raise DataError(f"{path}: SHA-256 of the decompressed data is {sums[canonical_name(path)]}, "
+                                f"genuine MNIST's is {want}; {GENUINE_HINT}")
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(images) != len(labels):
+            raise DataError(f"{files[f'{split}_images']}: {len(images)} images but {files[f'{split}_labels']} has "
+                            f"{len(labels)} labels; the two files must have the same count")
+        if len(labels) == 0:
+            raise DataError(f"{files[f'{split}_labels']}: holds no examples")
+        if labels.max() >= num_classes:
+            bad = int(np.argmax(labels >= num_classes))
+            raise DataError(f"{files[f'{split}_labels']}: label {labels[bad]} at index {bad} is outside "
+                            f"0-{num_classes - 1}")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"{folder}: train images are {arrays['train_images'].shape[1:]} but test images are "
+                        f"{arrays['test_images'].shape[1:]}")
+
+    def nhwc(images):
+        return images[..., None] if images.ndim == 3 else images
+
+    return Dataset(nhwc(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
+                   nhwc(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
+                   source=str(folder), verified=verify, sha256=sums)
+
+
+# -- splits ---------------------------------------------------------------------------
+@dataclass
+class Split:
+    train: np.ndarray  # indices into the official training set
+    validation: np.ndarray
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.train, self.validation):
+            h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()
+
+
+def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed: int = 0,
+                  train_limit: int | None = None) -> Split:
+    """Train/validation indices of the official training set.
+
+    ``head`` takes the first ``validation`` images for validation (TensorFlow's loader);
+    ``random`` draws a stratified sample with a seeded generator, so every class keeps its
+    share. ``train_limit`` keeps only that many training images (quick runs).
+    """
+    n = len(labels)
+    if validation >= n:
+        raise DataError(f"data.validation is {validation} but the training set has only {n} images")
+    if mode == "head":
+        val, train = np.arange(validation), np.arange(validation, n)
+    else:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n)
+        by_class = order[np.argsort(labels[order], kind="stable")]  # shuffled within each class
+        counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+        # each class's share, rounded down, then the remainder to the largest fractions
+        share = counts * validation / n
+        quota = np.floor(share).astype(int)
+        quota[np.argsort(quota - share, kind="stable")[:validation - quota.sum()]] += 1
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(n) - np.repeat(starts, counts)
+        chosen = rank < np.repeat(quota, counts)
+        val, train = np.sort(by_class[chosen]), np.sort(by_class[~chosen])
+    if train_limit is not None:
+        train = train[:train_limit]
+    return Split(train=train, validation=val)
+
+
+# -- preprocessing ----------------------------------------------------------------------
+class Preprocess:
+    """uint8 images -> float32: ``binarize`` (x > threshold -> 1), ``scale`` (x / 255) or
+    ``standardize`` ((x/255 - mean) / std with the training split's statistics)."""
+
+    def __init__(self, type="scale", threshold=0, mean=None, std=None):
+        self.type, self.threshold = type, threshold
+        self.mean, self.std = mean, std
+
+    def fit(self, images: np.ndarray) -> "Preprocess":
+        if self.type == "standardize" and self.mean is None:
+            # float64 sums over the uint8 array, in chunks to keep memory flat
+            total, total_sq, count = 0.0, 0.0, 0
+            for start in range(0, len(images), 10000):
+                chunk = images[start:start + 10000].astype(np.float64) / 255.0
+                total += chunk.sum()
+                total_sq += (chunk * chunk).sum()
+                count += chunk.size
+            self.mean = total / count
+            self.std = max(float(np.sqrt(total_sq / count - self.mean ** 2)), 1e-6)
+        return self
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.type == "binarize":
+            return (batch > self.threshold).astype(np.float32)
+        x = batch.astype(np.float32) * np.float32(1 / 255)
+        if self.type == "standardize":
+            x -= np.float32(self.mean)
+            x *= np.float32(1 / self.std)
+        return x
+
+    def to_config(self) -> dict:
+        config = {"type": self.type, "threshold": self.threshold}
+        if self.type == "standardize":
+            config.update(mean=float(self.mean), std=float(self.std))
+        return config
+
+
+# -- batches --------------------------------------------------------------------------
+class BatchIterator:
+    """Seeded shuffled batches over ``n`` examples with a resumable position.
+
+    Epoch ``e`` is shuffled by a generator seeded with ``(seed, e)``, so the position
+    ``(epoch, batch)`` alone restores the exact sequence an uninterrupted run would see.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.epoch, self.batch = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def epoch_batches(self):
+        """Yield index arrays for the rest of the current epoch, advancing the position."""
+        order = self.order(self.epoch)
+        while self.batch < len(self):
+            start = self.batch * self.batch_size
+            self.batch += 1
+            yield order[start:start + self.batch_size]
+        self.epoch, self.batch = self.epoch + 1, 0
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

@@ -1,0 +1,105 @@
+"""``mnistcnn download``: fetch MNIST from public mirrors into a cache folder, verified.
+
+Each file goes to a temporary file beside its destination and is renamed into place only
+after the SHA-256 of its decompressed content matches genuine MNIST's.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .data import MNIST_SHA256
+from .errors import DataError
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+_CHUNK = 1 << 16
+
+
+def gz_content_sha256(path: Path) -> str:
+    """SHA-256 of a gzip file's decompressed bytes, streamed."""
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetch(url: str, dest, timeout: float, progress) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        done = 0
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            dest.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        if total and done != total:
+            raise DataError(f"{url}: transfer ended after {done} of {total} bytes")
+
+
+def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0, progress=None,
+                  log=None) -> Path:
+    """Download ``name`` (e.g. ``train-images-idx3-ubyte``) as ``folder/name.gz``, trying each
+    mirror in turn. Returns the final path; raises DataError when every mirror fails."""
+    final = folder / f"{name}.gz"
+    want = MNIST_SHA256[name]
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + f"/{name}.gz"
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                _fetch(url, handle, timeout, progress)
+                handle.flush()
+                os.fsync(handle.fileno())
+            got = gz_content_sha256(Path(tmp))
+            if got != want:
+                raise DataError(f"SHA-256 of the decompressed file is {got}, genuine MNIST's is {want}")
+            os.replace(tmp, final)
+            return final
+        except (OSError, EOFError, urllib.error.URLError, DataError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            failures.append(f"{url}: {reason}")
+            if log:
+                log(f"{url} failed ({reason}); trying the next mirror" if mirror != mirrors[-1] else
+                    f"{url} failed ({reason})")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    raise DataError(f"could not download {name}.gz from any mirror: " + "; ".join(failures))
+
+
+def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress_factory=None, log=None,
+                   force: bool = False) -> list[Path]:
+    """Fetch the four MNIST files into ``folder`` (default: the cache). Files already there and
+    genuine are kept. ``progress_factory(name)`` returns a ``progress(done, total)`` callback."""
+    from .data import CACHE_DIR
+
+    folder = Path(folder) if folder is not None else CACHE_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{folder}: cannot create the download folder ({err.strerror})") from None
+    paths = []
+    for name in MNIST_SHA256:
+        existing = folder / f"{name}.gz"
+        if existing.is_file() and not force:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                if gz_content_sha256(existing) == MNIST_SHA256[name]:
+                    paths.append(existing)
+                    if log:
+                        log(f"{existing}: already there and genuine")
+                    continue
+        progress = progress_factory(name) if progress_factory else None
+        paths.append(download_file(name, folder, mirrors, timeout, progress, log))
+    return paths
