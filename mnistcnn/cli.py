@@ -1,0 +1,324 @@
+"""The ``mnistcnn`` command: parses options, calls the library, renders with rich.
+
+Library errors are typed (``MnistCnnError``); here they become one line on stderr and an
+exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from . import config as cfg
+from .errors import MnistCnnError, NonFiniteError
+
+console = Console(highlight=False)
+
+
+def fail(message: str, code: int = 2):
+    """One clean line on stderr and an exit code."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(command):
+    """Turn library errors (and OS errors such as a full disk) into one line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MnistCnnError as err:
+            fail(str(err), err.exit_code)
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            fail(f"{where}{err.strerror or err}", 1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mnistcnn")
+def main():
+    """Train, evaluate and look inside convolutional networks on MNIST, in NumPy alone."""
+
+
+# -- rendering helpers --------------------------------------------------------------------
+def fmt_int(n) -> str:
+    return f"{n:,}"
+
+
+def model_table(model, title="model") -> Table:
+    table = Table(title=title, show_footer=True)
+    table.add_column("#", footer="")
+    table.add_column("layer", footer="total")
+    table.add_column("type")
+    table.add_column("output shape", footer=str(model.output_shape))
+    table.add_column("parameters", justify="right", footer=fmt_int(model.num_params()))
+    table.add_column("multiply-adds", justify="right", footer=fmt_int(model.macs()))
+    table.add_row("", "input", "", str(model.input_shape), "", "")
+    for i, layer in enumerate(model.layers):
+        table.add_row(str(i), layer.name, layer.type_name, str(layer.output_shape), fmt_int(layer.num_params()),
+                      fmt_int(layer.macs()))
+    return table
+
+
+class TrainReporter:
+    """Trainer callbacks that draw a progress bar (or plain lines off a terminal) and log."""
+
+    def __init__(self, quiet: bool, log_path: Path | None):
+        from .trainer import Callbacks  # noqa: F401  (the interface this class follows)
+
+        self.quiet = quiet
+        self.interactive = console.is_terminal and not quiet
+        self.log_file = open(log_path, "a", encoding="utf-8") if log_path else None
+        self.progress = None
+        self.task = None
+        self.epochs = 0
+        self.curves_path = log_path.parent / "curves.png" if log_path else None
+        self.history = []
+
+    def log(self, message: str, show: bool = True) -> None:
+        if self.log_file:
+            self.log_file.write(message + "\n")
+            self.log_file.flush()
+        if show and not self.quiet:
+            console.print(message, markup=False, soft_wrap=True)
+
+    def close(self):
+        if self.progress:
+            self.progress.stop()
+        if self.log_file:
+            self.log_file.close()
+
+    def on_start(self, trainer):
+        self.epochs = trainer.epochs
+        d = trainer.data
+        self.log(f"data: {d.source} ({'verified MNIST' if d.verified else 'unverified'}); train {len(d.train_x)}, "
+                 f"validation {len(d.val_x)}, test {len(d.test_x)}")
+
+    def on_epoch_start(self, epoch, batches, done):
+        self.batches = batches
+        self.last_plain = done
+        if self.interactive:
+            self.progress = Progress(
+                TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} {task.fields[ips]:,.0f} img/s"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=batches, completed=done, loss=0.0, acc=0.0, ips=0.0)
+
+    def on_batch(self, epoch, batch, batches, loss, acc, ips):
+        if self.interactive:
+            self.progress.update(self.task, completed=batch, loss=loss, acc=acc, ips=ips)
+        elif not self.quiet and (batch - self.last_plain >= max(batches // 5, 1)) and batch < batches:
+            self.last_plain = batch
+            console.print(f"epoch {epoch + 1}/{self.epochs} batch {batch}/{batches} loss {loss:.4f} "
+                          f"acc {acc:.2%} {ips:,.0f} img/s", markup=False, soft_wrap=True)
+
+    def on_epoch_end(self, row):
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+        self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
+                 f"{row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | "
+                 f"lr {row['lr']:.3g} | {row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s")
+
+    def on_end(self, summary):
+        self.log(f"done: best val acc {summary['best_val_acc']:.2%} (epoch {summary['best_epoch']}), "
+                 f"test acc {summary['test_acc']:.2%}, {summary['wall_seconds']:.1f} s", show=False)
+
+
+def results_table(summary: dict, run_path) -> Table:
+    table = Table(title="results", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("epochs", str(summary["epochs"]) + (" (early stop)" if summary["stopped_early"] else "")),
+        ("best validation accuracy", f"{summary['best_val_acc']:.2%} (epoch {summary['best_epoch']})"),
+        ("final validation accuracy", f"{summary['final_val_acc']:.2%}" if summary["final_val_acc"] is not None
+         else "-"),
+        ("test accuracy (best checkpoint)", f"{summary['test_acc']:.2%}"),
+        ("wall time", f"{summary['wall_seconds']:.1f} s"),
+        ("images/s", f"{summary['images_per_s']:,.0f}" if summary["images_per_s"] else "-"),
+        ("parameters", fmt_int(summary["params"])),
+        ("run directory", str(run_path)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one aborts."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.trainer.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.trainer.request_stop(signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# -- train ------------------------------------------------------------------------------
+@main.command()
+@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(path_type=Path))
+@click.option("--epochs", type=int, help="Override train.epochs.")
+@click.option("--batch-size", type=int, help="Override train.batch_size.")
+@click.option("--lr", type=float, help="Override train.optimizer.lr.")
+@click.option("--seed", type=int, help="Override train.seed.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Parent folder of run directories.")
+@click.option("--name", help="Run name (default: the config's name).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key, e.g. train.optimizer.lr=0.01.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--dry-run", is_flag=True, help="Validate, build the model, print its summary and exit.")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR",
+              help="Continue the run in RUN_DIR from checkpoints/last.npz.")
+@click.option("--quiet", is_flag=True, help="Print only the final result.")
+@handle_errors
+def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, sets, print_config, dry_run, resume,
+          quiet):
+    """Train the model described by CONFIG (a YAML file) on MNIST."""
+    from .atomic import write_text
+    from .runs import RunDir, load_checkpoint
+    from .trainer import Interrupted, Trainer, prepare_data
+
+    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.optimizer.lr": lr, "train.seed": seed,
+             "data.dir": str(data_dir) if data_dir else None, "name": name}
+    if resume:
+        run = RunDir.open(resume)
+        changed = [k for k, v in flags.items() if v is not None and k not in ("train.epochs", "data.dir")]
+        if changed or sets or config_path:
+            fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
+        config = cfg.load_config(run.path / "config.yaml", flags=flags)
+        source = str(run.path / "config.yaml")
+    else:
+        if config_path is None:
+            fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
+        config = cfg.load_config(config_path, sets, flags)
+        source = str(config_path)
+        from .runs import check_run_name
+        check_run_name(config["name"])
+    if print_config:
+        click.echo(cfg.dump(config), nl=False)
+        return
+    model = cfg.check_model(config, source)
+    if not quiet:
+        console.print(model_table(model, f"model: {config['name']}"))
+    if dry_run:
+        return
+    data = prepare_data(config, source=source)  # fails before anything is written
+
+    if resume:
+        last = run.checkpoint("last")
+        arrays, meta = load_checkpoint(last)
+        reporter = TrainReporter(quiet, run.log_path)
+        trainer = Trainer(config, data, run, reporter)
+        trainer.restore(arrays, meta, last)
+        old_epochs = meta["config"]["train"]["epochs"]
+        trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
+                                     "epochs": [old_epochs, config["train"]["epochs"]],
+                                     "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if old_epochs != config["train"]["epochs"]:
+            write_text(run.path / "config.yaml", cfg.dump(config))
+        reporter.log(f"resuming {run.path} at epoch {meta['epoch'] + 1}, batch {meta['iterator']['batch']}"
+                     + (f"; epochs {old_epochs} -> {config['train']['epochs']}"
+                        if old_epochs != config["train"]["epochs"] else ""))
+    else:
+        run = RunDir.create(runs_dir, config["name"])
+        write_text(run.path / "config.yaml", cfg.dump(config))
+        reporter = TrainReporter(quiet, run.log_path)
+        trainer = Trainer(config, data, run, reporter)
+        reporter.log(f"run directory: {run.path}")
+
+    run.set_status("running")
+    try:
+        with StopOnSignal(trainer):
+            summary = trainer.fit()
+    except Interrupted as stop:
+        reporter.close()
+        run.set_status("interrupted", epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
+        _write_curves(trainer, run)
+        click.echo(f"interrupted: checkpoint written to {stop.checkpoint}", err=True)
+        click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
+        sys.exit(130 if stop.signum == signal.SIGINT else 143)
+    except KeyboardInterrupt:
+        reporter.close()
+        run.set_status("interrupted")
+        click.echo(f"aborted; the last checkpoint in {run.checkpoints} is intact", err=True)
+        click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
+        sys.exit(130)
+    except NonFiniteError:
+        reporter.close()
+        run.set_status("failed", reason="non-finite")
+        _write_curves(trainer, run)
+        raise
+    except BaseException:
+        reporter.close()
+        run.set_status("failed")
+        raise
+    reporter.close()
+    run.set_status("finished")
+    _write_curves(trainer, run)
+    if quiet:
+        click.echo(f"test accuracy {summary['test_acc']:.2%} (best val {summary['best_val_acc']:.2%}, "
+                   f"epoch {summary['best_epoch']}); run directory {run.path}")
+    else:
+        console.print(results_table(summary, run.path))
+
+
+def _write_curves(trainer, run):
+    if trainer.history:
+        from .plots import training_curves
+        training_curves(trainer.history, run.path / "curves.png", trainer.config["name"])
+
+
+# -- download ---------------------------------------------------------------------------
+@main.command()
+@click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
+@click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL to try (repeatable; default: the public ones).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per connection.")
+@click.option("--force", is_flag=True, help="Download again even when a genuine file is there.")
+@handle_errors
+def download(folder, mirrors, timeout, force):
+    """Fetch MNIST from public mirrors, verifying each file's SHA-256."""
+    from .download import MIRRORS, download_mnist
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=console, disable=not console.is_terminal) as progress:
+
+        def factory(name):
+            task = progress.add_task(name, total=None)
+            return lambda done, total: progress.update(task, completed=done, total=total or None)
+
+        paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, factory,
+                               log=lambda m: console.print(m, markup=False), force=force)
+    for path in paths:
+        console.print(f"ok {path}", markup=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,193 @@
+"""Run directories, metrics files and checkpoints (npz without pickle, written atomically).
+
+A checkpoint is a plain ``.npz``: every array under a readable name, plus ``__meta__``, the
+UTF-8 bytes of a JSON document (config, versions, position, metrics, and the SHA-256 of each
+array, so a tampered or damaged array is detected).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_writer, write_text
+from .errors import CheckpointError, ConfigError, UsageError
+
+META_KEY = "__meta__"
+FORMAT = "mnistcnn-checkpoint-1"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "numpy": np.__version__, "mnistcnn": __version__}
+
+
+def check_run_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise ConfigError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (no path separators, "
+                          "no '..'), e.g. --name lenet")
+    return name
+
+
+class RunDir:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` and the files inside it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir, name: str, now: _dt.datetime | None = None) -> "RunDir":
+        check_run_name(name)
+        runs_dir = Path(runs_dir)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"{runs_dir}: cannot create the runs folder ({err.strerror})") from None
+        stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        for suffix in range(1, 10000):
+            path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
+            try:
+                path.mkdir()  # atomic: two runs started together never get the same folder
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise UsageError(f"{path}: cannot create the run directory ({err.strerror})") from None
+            (path / "checkpoints").mkdir()
+            return cls(path)
+        raise UsageError(f"{runs_dir}: too many runs named {name!r} at {stamp}")
+
+    @classmethod
+    def open(cls, path) -> "RunDir":
+        path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
+        if not (path / "config.yaml").is_file() and not (path / "checkpoints").is_dir():
+            raise UsageError(f"{path}: not a run directory (no config.yaml, no checkpoints/)")
+        return cls(path)
+
+    # paths
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, which: str) -> Path:
+        return self.checkpoints / f"{which}.npz"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    # files
+    def write_metrics(self, history: list[dict]) -> None:
+        """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so readers never
+        see half a row, and a resumed run's files match its checkpoint)."""
+        write_text(self.path / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self.path / "metrics.csv", buf.getvalue())
+
+    def write_json(self, name: str, data: dict) -> None:
+        write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def read_json(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def set_status(self, status: str, **extra) -> None:
+        self.write_json("status.json", {"status": status, "pid": os.getpid(),
+                                        "updated": _dt.datetime.now().isoformat(timespec="seconds"), **extra})
+
+
+# -- checkpoints ----------------------------------------------------------------------
+def array_sha256(array: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write arrays and JSON metadata to ``path`` atomically (temp file, fsync, rename)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    for k, v in arrays.items():
+        if v.dtype == object:
+            raise TypeError(f"checkpoint array {k} has dtype object")
+    meta = {"format": FORMAT, **meta, "sha256": {k: array_sha256(v) for k, v in arrays.items()}}
+    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with atomic_writer(path) as handle:
+        np.savez(handle, **arrays, **{META_KEY: meta_bytes})
+
+
+def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = list(npz.files)
+            if META_KEY not in names:
+                raise CheckpointError(f"{path}: not an mnistcnn checkpoint (no {META_KEY} entry)")
+            arrays = {k: npz[k] for k in names}
+    except CheckpointError:
+        raise
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise CheckpointError(f"{path}: holds an object array, which would need pickle to load; "
+                                  "refused (checkpoints hold plain numeric arrays only)") from None
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({err})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as err:
+        size = path.stat().st_size if path.exists() else 0
+        what = "empty (0 bytes)" if size == 0 else f"not a valid .npz zip ({err.__class__.__name__})"
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. Use another checkpoint "
+                              "(checkpoints/best.npz or last.npz)") from None
+    except Exception as err:  # zipfile and the npy parser raise a zoo of errors on hostile bytes
+        raise CheckpointError(f"{path}: corrupt checkpoint ({err.__class__.__name__}: {err})") from None
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a mapping")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: its metadata is unreadable ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict) or set(sums) != set(arrays):
+        raise CheckpointError(f"{path}: the arrays do not match the list in its metadata; the file was altered")
+    for key, array in arrays.items():
+        if array.dtype.hasobject:
+            raise CheckpointError(f"{path}: array {key} has dtype object; refused")
+        if array_sha256(array) != sums[key]:
+            raise CheckpointError(f"{path}: array {key} fails its SHA-256 check; the file was altered or damaged")
+    return arrays, meta
+
+
+def resolve_checkpoint(target, which: str = "best") -> Path:
+    """A checkpoint path from a run directory (``which`` = best | last) or a .npz path."""
+    target = Path(target)
+    if target.is_dir():
+        run = RunDir.open(target)
+        path = run.checkpoint(which)
+        if not path.is_file():
+            other = "last" if which == "best" else "best"
+            hint = f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else ""
+            raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
+        return path
+    if not target.exists():
+        raise UsageError(f"{target}: no such run directory or checkpoint")
+    return target
