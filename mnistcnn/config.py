@@ -141,6 +141,8 @@ SCHEMA = {
             "every": Field(1, int, "write checkpoints/last.npz every this many epochs (and at the end)", 1, 100000),
         },
         "eval_batch_size": Field(1000, int, "images per evaluation batch", 1, 65536),
+        "workers": Field(None, int, "threads that each take a share of every batch (BLAS limited to one thread "
+                                    "each); null: one per core", 1, 64, optional=True),
     },
 }
 

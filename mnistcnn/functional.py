@@ -169,28 +169,21 @@ def _window_slices(f: int, stride: int, n_H: int, n_W: int):
             yield i * f + j, _offset_slice(i, n_H, stride), _offset_slice(j, n_W, stride)
 
 
-def _max_with_argmax(A: np.ndarray, f: int, stride: int, out_shape):
-    """Window maxima and the offset of the first maximum in row-major window order."""
+def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
+    """Each window's maximum: a running np.maximum over the f*f strided slices."""
     _, n_H, n_W, _ = out_shape
     best = None
-    arg = np.zeros(out_shape, dtype=np.min_scalar_type(f * f - 1))
-    for k, rows, cols in _window_slices(f, stride, n_H, n_W):
+    for _, rows, cols in _window_slices(f, stride, n_H, n_W):
         window = A[:, rows, cols, :]
-        if best is None:
-            best = window.copy()
-            continue
-        # Strictly greater: on a tie the earlier offset keeps the gradient (PyTorch's rule).
-        better = window > best
-        arg[better] = k
-        np.maximum(best, window, out=best)
-    return best, arg
+        best = window.copy() if best is None else np.maximum(best, window, out=best)
+    return best
 
 
 def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     """Max or average pooling of an NHWC batch with an f x f window and a stride.
 
-    Returns ``A`` (m, n_H, n_W, C) and ``cache = (A_prev, hparameters, argmax)``; ``argmax``
-    holds, for max mode, the row-major offset of each window's first maximum.
+    Returns ``A`` (m, n_H, n_W, C) and ``cache = (A_prev, hparameters, A, mode)``; the first two
+    entries are the notebook's cache.
     """
     _require_4d("A_prev", A_prev)
     if mode not in POOL_MODES:
@@ -198,36 +191,54 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
     A_in = np.asarray(A_prev, dtype=_floating(A_prev))
     if mode == "max":
-        A, arg = _max_with_argmax(A_in, f, stride, out_shape)
-        return A, (A_prev, hparameters, arg)
-    A = np.zeros(out_shape, dtype=A_in.dtype)
-    for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
-        A += A_in[:, rows, cols, :]
-    A /= f * f
-    return A, (A_prev, hparameters, None)
+        A = _window_max(A_in, f, stride, out_shape)
+    else:
+        A = np.zeros(out_shape, dtype=A_in.dtype)
+        for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+            A += A_in[:, rows, cols, :]
+        A /= f * f
+    return A, (A_prev, hparameters, A, mode)
 
 
 def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
-    """Route ``dA[i, h, w, c]`` back to its window: all of it to the first maximum (max mode)
-    or ``dA / (f*f)`` to every cell (average mode). Overlapping windows accumulate."""
+    """Route ``dA[i, h, w, c]`` back to its window: all of it to the first maximum in row-major
+    window order (max mode, PyTorch's tie rule) or ``dA / (f*f)`` to every cell (average mode).
+    Overlapping windows accumulate.
+    """
     if mode not in POOL_MODES:
         raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
     A_prev, hparameters = cache[0], cache[1]
-    arg = cache[2] if len(cache) > 2 else None
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
     if np.shape(dA) != out_shape:
         raise ValueError(f"dA must have the pooled output's shape {out_shape}, got {np.shape(dA)}")
     dtype = _floating(A_prev, dA)
     dA = np.asarray(dA, dtype=dtype)
-    dA_prev = np.zeros(A_prev.shape, dtype=dtype)
-    if mode == "max" and arg is None:  # the cache came from an average-mode forward
-        _, arg = _max_with_argmax(np.asarray(A_prev, dtype=dtype), f, stride, out_shape)
-    share = dA / (f * f) if mode == "average" else None
-    for k, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
-        if mode == "max":
-            dA_prev[:, rows, cols, :] += np.where(arg == k, dA, 0)
+    A_in = np.asarray(A_prev, dtype=dtype)
+    # Windows that neither overlap nor leave gaps can be written instead of accumulated.
+    tiled = stride == f
+    dA_prev = (np.empty if tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f) else np.zeros)(
+        A_in.shape, dtype=dtype)
+    if mode == "average":
+        share = dA / dtype.type(f * f)
+        for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+            if tiled:
+                dA_prev[:, rows, cols, :] = share
+            else:
+                dA_prev[:, rows, cols, :] += share
+        return dA_prev
+    if len(cache) == 4 and cache[3] == "max":
+        A = cache[2]
+    else:  # the cache came from an average-mode forward: find the maxima now
+        A = _window_max(A_in, f, stride, out_shape)
+    unclaimed = np.ones(out_shape, dtype=bool)  # windows whose maximum has not been found yet
+    for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+        first = A_in[:, rows, cols, :] == A
+        first &= unclaimed
+        unclaimed ^= first
+        if tiled:
+            np.multiply(dA, first, out=dA_prev[:, rows, cols, :])
         else:
-            dA_prev[:, rows, cols, :] += share
+            dA_prev[:, rows, cols, :] += dA * first
     return dA_prev
 
 

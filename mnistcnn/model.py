@@ -93,14 +93,25 @@ class Sequential:
         raise KeyError(key)
 
     # -- computation ------------------------------------------------------------
-    def forward(self, x: np.ndarray, training=False, rng=None, upto: int | None = None):
-        """Run layers ``0..upto`` (all by default). Returns ``(out, caches)``."""
+    def forward(self, x: np.ndarray, training=False, rng=None, upto: int | None = None, commit=True):
+        """Run layers ``0..upto`` (all by default). Returns ``(out, caches)``.
+
+        In training, batchnorm's running statistics are updated unless ``commit`` is False
+        (then ``commit_statistics(caches)`` does it later).
+        """
         caches = []
         stop = len(self.layers) if upto is None else upto + 1
         for layer in self.layers[:stop]:
             x, cache = layer.forward(x, training=training, rng=rng)
             caches.append(cache)
+        if training and commit:
+            self.commit_statistics(caches)
         return x, caches
+
+    def commit_statistics(self, caches: list) -> None:
+        for layer, cache in zip(self.layers, caches):
+            if cache is not None and hasattr(layer, "update_running"):
+                layer.update_running(cache)
 
     def backward(self, dout: np.ndarray, caches: list, stop: int = 0):
         """Backpropagate ``dout`` from the last cached layer down to layer ``stop``.
@@ -123,13 +134,13 @@ class Sequential:
             outs.append(self.forward(transform(batch) if transform else batch)[0])
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, dtype=np.float32)
 
-    def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0):
-        """Forward, loss and backward for one batch: ``(loss, correct, grads)``."""
-        logits, caches = self.forward(x, training=True, rng=rng)
+    def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0, commit=True):
+        """Forward, loss and backward for one batch: ``(loss, correct, grads, caches)``."""
+        logits, caches = self.forward(x, training=True, rng=rng, commit=commit)
         loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
         grads, _ = self.backward(dlogits, caches)
         correct = int((logits.argmax(axis=1) == y).sum())
-        return loss, correct, grads
+        return loss, correct, grads, caches
 
     def locate_non_finite(self, x, y, rng=None, label_smoothing=0.0) -> str:
         """Re-run a batch checking every layer, to say where a NaN or infinity first appeared."""

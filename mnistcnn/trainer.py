@@ -18,6 +18,7 @@ from .errors import CheckpointError, DataError, NonFiniteError
 from .losses import softmax_cross_entropy
 from .model import Sequential, check_finite
 from .optim import Schedule, make_optimizer
+from .parallel import StepRunner, default_workers
 from .runs import RunDir, load_checkpoint, save_checkpoint, versions
 
 
@@ -130,6 +131,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
+        self.workers = t["workers"] or default_workers()
 
     # -- schedule -------------------------------------------------------------------
     @property
@@ -206,11 +208,12 @@ class Trainer:
         self.cb.on_epoch_start(self.iterator.epoch, batches, self.iterator.batch)
         started = time.perf_counter() - self.epoch_sums["seconds"]
         params = self.model.params()
+        runner = self.runner
         for idx in self.iterator.epoch_batches():
             x = self.augment(self.preprocess(x_all[idx]), self.augment_rng)
             y = y_all[idx]
             dropout_state = _rng_state(self.dropout_rng)
-            loss, correct, grads = self.model.train_step_gradients(x, y, self.dropout_rng, t["label_smoothing"])
+            loss, correct, grads = runner.gradients(x, y, self.dropout_rng, t["label_smoothing"])
             if not check_finite(loss, grads):
                 where = self.model.locate_non_finite(x, y, _rng_from(dropout_state), t["label_smoothing"])
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
@@ -264,17 +267,18 @@ class Trainer:
         if self.run is not None and not self.run.checkpoint("last").is_file():
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
-        while self.iterator.epoch < self.epochs:
-            patience = t["early_stopping"]["patience"]
-            if patience is not None and self.stale_epochs >= patience:
-                stopped_early = True
-                break
-            self._train_epoch(schedule)
-            row = self._end_epoch(schedule)
-            self.cb.on_epoch_end(row)
-            if self.stop_signal is not None and self.iterator.epoch < self.epochs:
-                path = self.save("last", interrupted=True)
-                raise Interrupted(self.stop_signal, path)
+        with StepRunner(self.model, self.workers) as self.runner:
+            while self.iterator.epoch < self.epochs:
+                patience = t["early_stopping"]["patience"]
+                if patience is not None and self.stale_epochs >= patience:
+                    stopped_early = True
+                    break
+                self._train_epoch(schedule)
+                row = self._end_epoch(schedule)
+                self.cb.on_epoch_end(row)
+                if self.stop_signal is not None and self.iterator.epoch < self.epochs:
+                    path = self.save("last", interrupted=True)
+                    raise Interrupted(self.stop_signal, path)
         return self.finish(stopped_early)
 
     def finish(self, stopped_early: bool = False) -> dict:

@@ -87,7 +87,8 @@ def test_batchnorm_uses_running_statistics_in_evaluation():
     layer = layer_from_config({"type": "batchnorm", "momentum": 0.0})
     layer.build((2, 2, 3), dtype=np.float64)
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 2, 2, 3))
-    train_out, _ = layer.forward(x, training=True)
+    train_out, cache = layer.forward(x, training=True)
+    layer.update_running(cache)
     assert np.allclose(train_out.mean(axis=(0, 1, 2)), 0, atol=1e-9)
     eval_out, _ = layer.forward(x, training=False)
     # momentum 0: the running statistics are this batch's (variance unbiased)
@@ -135,7 +136,7 @@ def test_model_gradient_end_to_end_float64():
     model = Sequential.from_config(specs, (4, 4, 1), rng, dtype=np.float64)
     x = rng.normal(size=(5, 4, 4, 1)) + np.linspace(0, 1e-2, 80).reshape(5, 4, 4, 1)
     y = np.array([0, 1, 2, 1, 0])
-    _, _, grads = model.train_step_gradients(x, y, label_smoothing=0.1)
+    _, _, grads, _ = model.train_step_gradients(x, y, label_smoothing=0.1)
 
     def loss():
         return softmax_cross_entropy(model.forward(x, training=True)[0], y, 0.1)[0]

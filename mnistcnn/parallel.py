@@ -1,0 +1,69 @@
+"""Data parallelism over the cores: each half of a batch runs forward and backward in its own
+thread with BLAS limited to one thread, and the gradients are summed in a fixed order, so the
+result does not depend on which thread finishes first.
+
+NumPy releases the GIL inside BLAS and most element-wise loops, so two threads keep two
+cores busy; two workers with multi-threaded BLAS would oversubscribe the cores and lose.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+
+
+class StepRunner:
+    """Computes ``(loss, correct, grads)`` for a batch with ``workers`` threads (1: inline)."""
+
+    def __init__(self, model, workers: int = 1, min_per_worker: int = 16):
+        self.model = model
+        self.workers = max(1, int(workers))
+        self.min_per_worker = min_per_worker
+        self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._limits = None
+
+    def __enter__(self):
+        if self.pool is not None:
+            self._limits = threadpool_limits(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def gradients(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
+        n = len(y)
+        parts = min(self.workers, max(1, n // self.min_per_worker))
+        if parts == 1:
+            loss, correct, grads, _ = self.model.train_step_gradients(x, y, rng, label_smoothing)
+            return loss, correct, grads
+        # one child generator per part, drawn in order: dropout masks are the same whatever the timing
+        seeds = rng.integers(0, 2**63 - 1, size=parts)
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        futures = [self.pool.submit(self.model.train_step_gradients, x[lo:hi], y[lo:hi],
+                                    np.random.default_rng(seed), label_smoothing, False)
+                   for lo, hi, seed in zip(bounds[:-1], bounds[1:], seeds)]
+        results = [f.result() for f in futures]
+        # each part's loss is a mean over its examples: weight by size to get the batch mean
+        weights = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
+        loss = sum(w * r[0] for w, r in zip(weights, results))
+        correct = sum(r[1] for r in results)
+        grads = {}
+        for w, (_, _, part_grads, caches) in zip(weights, results):
+            self.model.commit_statistics(caches)
+            for k, g in part_grads.items():
+                scaled = g * g.dtype.type(w)
+                if k in grads:
+                    grads[k] += scaled
+                else:
+                    grads[k] = scaled
+        return loss, correct, grads
