@@ -12,6 +12,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256
@@ -67,12 +68,11 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
                 raise DataError(f"SHA-256 of the decompressed file is {got}, genuine MNIST's is {want}")
             os.replace(tmp, final)
             return final
-        except (OSError, EOFError, urllib.error.URLError, DataError, ValueError) as err:
+        except (OSError, EOFError, zlib.error, urllib.error.URLError, DataError, ValueError) as err:
             reason = getattr(err, "reason", None) or err
             failures.append(f"{url}: {reason}")
-            if log:
-                log(f"{url} failed ({reason}); trying the next mirror" if mirror != mirrors[-1] else
-                    f"{url} failed ({reason})")
+            if log and mirror != mirrors[-1]:
+                log(f"{url} failed ({reason}); trying the next mirror")
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -94,7 +94,7 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress
     for name in MNIST_SHA256:
         existing = folder / f"{name}.gz"
         if existing.is_file() and not force:
-            with contextlib.suppress(OSError, EOFError, ValueError):
+            with contextlib.suppress(OSError, EOFError, zlib.error, ValueError):
                 if gz_content_sha256(existing) == MNIST_SHA256[name]:
                     paths.append(existing)
                     if log:

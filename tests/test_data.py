@@ -1,0 +1,173 @@
+"""IDX reading and its checks, the bundled MNIST, splits, preprocessing, batches."""
+import gzip
+
+import numpy as np
+import pytest
+
+from mnistcnn.augment import Augment, affine_resample
+from mnistcnn.data import (MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS, BatchIterator, Preprocess, load_dataset,
+                           read_idx, split_indices)
+from mnistcnn.errors import DataError
+from helpers import idx_bytes, make_folder, write_idx
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset()
+
+
+def test_bundled_mnist_loads_verified_with_genuine_counts(mnist):
+    assert mnist.verified
+    assert mnist.train_images.shape == (60000, 28, 28, 1) and mnist.train_images.dtype == np.uint8
+    assert mnist.test_images.shape == (10000, 28, 28, 1)
+    assert tuple(np.bincount(mnist.train_labels)) == MNIST_TRAIN_COUNTS
+    assert tuple(np.bincount(mnist.test_labels)) == MNIST_TEST_COUNTS
+
+
+def test_notebook_split_shapes(mnist):
+    split = split_indices(mnist.train_labels, 5000, "head", train_limit=50000)
+    assert mnist.train_images[split.train].shape == (50000, 28, 28, 1)
+    assert mnist.train_images[split.validation].shape == (5000, 28, 28, 1)
+    assert mnist.test_images.shape == (10000, 28, 28, 1)
+    assert np.array_equal(split.validation, np.arange(5000))
+
+
+def test_random_split_is_stratified_reproducible_and_disjoint(mnist):
+    a = split_indices(mnist.train_labels, 5000, "random", seed=3)
+    b = split_indices(mnist.train_labels, 5000, "random", seed=3)
+    c = split_indices(mnist.train_labels, 5000, "random", seed=4)
+    assert a.digest() == b.digest() != c.digest()
+    assert len(a.validation) == 5000 and len(a.train) == 55000
+    assert not set(a.validation) & set(a.train)
+    share = np.bincount(mnist.train_labels[a.validation], minlength=10) / 5000
+    assert np.allclose(share, np.array(MNIST_TRAIN_COUNTS) / 60000, atol=0.001)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("naming", ["dash", "dot"])
+def test_any_idx_folder_in_either_naming(tmp_path, gz, naming):
+    make_folder(tmp_path, gz=gz, naming=naming)
+    data = load_dataset(tmp_path)
+    assert not data.verified and data.train_images.shape == (200, 28, 28, 1)
+
+
+def test_other_image_sizes(tmp_path):
+    make_folder(tmp_path, size=32)
+    assert load_dataset(tmp_path).image_shape == (32, 32, 1)
+
+
+def _corrupt(tmp_path, name, data):
+    make_folder(tmp_path, gz=False)
+    (tmp_path / name).write_bytes(data)
+    return tmp_path / name
+
+
+IMAGES = np.zeros((200, 28, 28), np.uint8)
+CORRUPTIONS = {
+    "magic": (b"\x01\x02\x08\x03" + idx_bytes(IMAGES)[4:], "magic number"),
+    "type": (idx_bytes(IMAGES, type_code=0x0D), "element type 0x0d"),
+    "ndim": (idx_bytes(np.zeros((200, 784), np.uint8)), "has 2 dimensions, expected 3"),
+    "truncated": (idx_bytes(IMAGES)[:-100], "truncated"),
+    "padded": (idx_bytes(IMAGES) + b"\x00" * 7, "padded"),
+    "header": (b"\x00\x00\x08\x03\x00", "truncated inside its header"),
+    "empty": (b"", "too short"),
+    "count": (idx_bytes(np.zeros((150, 28, 28), np.uint8)), "150 images but"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_each_corruption_has_its_own_error_naming_the_file(tmp_path, kind):
+    data, message = CORRUPTIONS[kind]
+    path = _corrupt(tmp_path, "train-images-idx3-ubyte", data)
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_labels_outside_the_classes(tmp_path):
+    make_folder(tmp_path, gz=False)
+    labels = np.full(50, 3, np.uint8)
+    labels[17] = 12
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(DataError, match="label 12 at index 17 is outside 0-9"):
+        load_dataset(tmp_path)
+
+
+def test_truncated_and_garbage_gzip(tmp_path):
+    make_folder(tmp_path, gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(DataError, match="corrupt or truncated|truncated"):
+        read_idx(path)
+    path.write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    with pytest.raises(DataError, match=str(path)):
+        read_idx(path)
+
+
+def test_missing_folder_and_missing_file(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        load_dataset(tmp_path / "nope")
+    make_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
+        load_dataset(tmp_path)
+
+
+def test_checksum_mismatch_names_file_both_sums_and_the_fix(tmp_path):
+    make_folder(tmp_path)
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path, verify=True)
+    message = str(err.value)
+    assert "train-images-idx3-ubyte" in message and "ba891046e6505d7a" in message
+    assert "mnistcnn download" in message
+
+
+def test_preprocessing():
+    batch = np.array([[0, 1, 128, 255]], np.uint8).reshape(1, 2, 2, 1)
+    assert Preprocess("binarize", threshold=0)(batch).ravel().tolist() == [0, 1, 1, 1]
+    assert Preprocess("binarize", threshold=127)(batch).ravel().tolist() == [0, 0, 1, 1]
+    assert np.allclose(Preprocess("scale")(batch).ravel(), [0, 1 / 255, 128 / 255, 1])
+    images = np.random.default_rng(0).integers(0, 256, (100, 4, 4, 1)).astype(np.uint8)
+    std = Preprocess("standardize").fit(images)
+    out = std(images)
+    assert out.dtype == np.float32 and abs(out.mean()) < 1e-4 and abs(out.std() - 1) < 1e-3
+    again = Preprocess(**std.to_config())
+    assert np.array_equal(again(images), out)
+
+
+def test_batch_iterator_resumes_exactly():
+    full = BatchIterator(103, 10, seed=5)
+    expected = [list(b) for _ in range(3) for b in full.epoch_batches()]
+    it = BatchIterator(103, 10, seed=5)
+    got = []
+    for _ in range(1):
+        got += [list(b) for b in it.epoch_batches()]
+    gen = it.epoch_batches()
+    got += [list(next(gen)) for _ in range(4)]
+    state = it.state()
+    resumed = BatchIterator(103, 10, seed=5)
+    resumed.load_state(state)
+    got += [list(b) for b in resumed.epoch_batches()]
+    got += [list(b) for b in resumed.epoch_batches()]
+    assert got == expected
+    assert sorted(i for b in expected[:11] for i in b) == list(range(103))
+    assert len(BatchIterator(103, 10, 0, drop_last=True)) == 10
+
+
+def test_augmentation_is_seeded_and_identity_without_change():
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    assert np.array_equal(affine_resample(x, np.zeros(4), np.ones(4), np.zeros((4, 2))), x)
+    aug = Augment(shift=2, rotate=10, scale=0.1)
+    a = aug(x, np.random.default_rng(1))
+    b = aug(x, np.random.default_rng(1))
+    assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x)
+    shifted = affine_resample(x, np.zeros(4), np.ones(4), np.tile([[0, 3]], (4, 1)))
+    assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
+
+
+def test_loading_is_streamed_into_one_buffer(tmp_path):
+    path = write_idx(tmp_path / "x-idx3-ubyte.gz", np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256, gz=True)
+    array, digest = read_idx(path, 3, want_sha256=True)
+    import hashlib
+    assert digest == hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    assert array.shape == (2, 3, 4)

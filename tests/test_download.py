@@ -1,0 +1,80 @@
+"""`mnistcnn download` against mirrors served on 127.0.0.1 by the test itself."""
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from mnistcnn.cli import main
+from mnistcnn.data import BUNDLED_DIR, MNIST_SHA256, load_dataset
+from mnistcnn.download import download_file, download_mnist
+from mnistcnn.errors import DataError
+
+LABELS = "t10k-labels-idx1-ubyte"
+
+
+class Mirror(BaseHTTPRequestHandler):
+    # path prefix -> behaviour: good | corrupt | truncated | missing
+    def do_GET(self):
+        kind, name = self.path.strip("/").split("/", 1)
+        source = BUNDLED_DIR / name
+        if kind == "missing" or not source.is_file():
+            self.send_error(404)
+            return
+        body = source.read_bytes()
+        if kind == "corrupt":
+            body = body[:100] + bytes(b ^ 0xFF for b in body[100:200]) + body[200:]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if kind == "truncated" else body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_good_file(server, tmp_path):
+    path = download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",))
+    assert path == tmp_path / f"{LABELS}.gz" and path.read_bytes() == (BUNDLED_DIR / f"{LABELS}.gz").read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == [f"{LABELS}.gz"]
+
+
+@pytest.mark.parametrize("kind,message", [("corrupt", "SHA-256|corrupt|CRC|invalid|Error"),
+                                          ("truncated", "transfer ended|ended|Incomplete|truncated")])
+def test_bad_transfer_is_rejected_and_leaves_nothing(server, tmp_path, kind, message):
+    with pytest.raises(DataError, match=message):
+        download_file(LABELS, tmp_path, mirrors=(f"{server}/{kind}/",), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_404_falls_through_to_the_next_mirror(server, tmp_path):
+    logs = []
+    path = download_file(LABELS, tmp_path, mirrors=(f"{server}/missing/", f"{server}/corrupt/", f"{server}/good/"),
+                         log=logs.append)
+    assert path.is_file() and len(logs) == 2 and "404" in logs[0]
+
+
+def test_download_all_then_load_verified_from_there(server, tmp_path, monkeypatch):
+    paths = download_mnist(tmp_path, mirrors=(f"{server}/good/",))
+    assert sorted(p.name for p in paths) == sorted(f"{n}.gz" for n in MNIST_SHA256)
+    data = load_dataset(tmp_path, verify=True)
+    assert len(data.train_labels) == 60000
+    # a second call keeps the genuine files without fetching them again
+    assert download_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",)) == paths
+
+
+def test_cli_download_failure_is_one_line(server, tmp_path):
+    result = CliRunner().invoke(main, ["download", "--to", str(tmp_path), "--mirror", f"{server}/missing/"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+    assert "could not download" in result.output
+    assert list(tmp_path.iterdir()) == []
