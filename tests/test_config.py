@@ -1,0 +1,111 @@
+"""Config errors: file, key path and the fix; exit code 2; no run directory."""
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mnistcnn import config as cfg
+from mnistcnn.cli import main
+from mnistcnn.errors import ConfigError
+
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+
+BASE = """name: t
+model:
+  layers:
+    - {type: conv2d, filters: 4, kernel: 3}
+    - {type: relu}
+    - {type: flatten}
+    - {type: dense, units: 10}
+"""
+
+BAD = {
+    "unknown key": ("name: t\ntrian: {epochs: 1}\n", "trian: unknown key; did you mean 'train'?"),
+    "nested unknown": ("train: {optimiser: {lr: 0.1}}\n", "train.optimiser: unknown key; did you mean 'optimizer'?"),
+    "wrong type": ("train: {epochs: ten}\n", "train.epochs: must be an integer"),
+    "negative size": ("train: {batch_size: -4}\n", "train.batch_size: must be >= 1"),
+    "huge number": ("train: {epochs: 1e400}\n", "train.epochs"),
+    "huge int": ("train: {epochs: 99999999999999999999999}\n", "train.epochs: must be <= 100000"),
+    "nan lr": ("train: {optimizer: {lr: .nan}}\n", "train.optimizer.lr: must be a finite number"),
+    "bad choice": ("train: {optimizer: {type: adagrad}}\n", "train.optimizer.type: must be one of sgd, adam, adamw"),
+    "unknown layer": ("model: {layers: [{type: conv}, {type: dense, units: 10}]}\n",
+                      "model.layers[0].type: unknown layer type 'conv'"),
+    "layer key typo": ("model: {layers: [{type: conv2d, filters: 2, kernal: 3}, {type: flatten}, "
+                       "{type: dense, units: 10}]}\n", "model.layers[0].kernal: conv2d has no argument 'kernal'; "
+                                                       "did you mean 'kernel'?"),
+    "kernel too big": ("model: {layers: [{type: relu}, {type: conv2d, filters: 2, kernel: 30}, {type: flatten}, "
+                       "{type: dense, units: 10}]}\n", "model.layers[1].kernel: kernel 30 with padding 0 does not fit"),
+    "dense unflattened": ("model: {layers: [{type: conv2d, filters: 2}, {type: dense, units: 10}]}\n",
+                          "model.layers[1].type: dense needs a flat input"),
+    "wrong output width": ("model: {layers: [{type: flatten}, {type: dense, units: 7}]}\n",
+                           "there are 10 classes; end with {type: dense, units: 10}"),
+    "empty": ("", "the config is empty"),
+    "not a mapping": ("- a\n- b\n", "must be a mapping"),
+    "duplicate keys": ("name: a\nname: b\n", "duplicate key 'name'"),
+    "tabs": ("train:\n\tepochs: 3\n", "not valid YAML (line 2"),
+    "python tag": ("name: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
+    "many layers": ("model: {layers: [" + "{type: relu}, " * 10000 + "{type: flatten}]}\n",
+                    "model.layers: has 10001 layers; at most 256"),
+    "bad name": ("name: ../../etc\n", "run name '../../etc'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_config_errors_name_file_and_key_and_write_nothing(tmp_path, case):
+    text, message = BAD[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert str(path) in result.output or case == "bad name"
+    assert "Traceback" not in result.output and result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not runs.exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "config file not found" in result.output
+
+
+def test_name_flag_cannot_escape_runs(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    for name in ["../x", "a/b", "..", "/abs"]:
+        result = CliRunner().invoke(main, ["train", str(path), "--name", name, "--runs-dir", str(tmp_path / "r")])
+        assert result.exit_code == 2 and "run name" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    config = cfg.load_config(path, ["train.optimizer.lr=0.05", "data.augment.shift=2"], {"train.epochs": 3})
+    assert config["train"]["optimizer"]["lr"] == 0.05 and config["train"]["epochs"] == 3
+    assert config["data"]["augment"]["shift"] == 2 and config["train"]["batch_size"] == 64
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        cfg.load_config(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match="train.epoch: unknown key; did you mean 'epochs'"):
+        cfg.load_config(path, ["train.epoch=3"])
+
+
+def test_print_config_is_the_resolved_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    result = CliRunner().invoke(main, ["train", str(path), "--print-config", "--lr", "0.3"])
+    assert result.exit_code == 0
+    resolved = cfg.parse_yaml(result.output, "out")
+    assert resolved == cfg.validate(resolved) and resolved["train"]["optimizer"]["lr"] == 0.3
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_passes_dry_run(path, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(path), "--dry-run", "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "total" in result.output and not (tmp_path / "r").exists()
+
+
+def test_shipped_configs_exist():
+    assert {p.stem for p in CONFIGS} >= {"lenet", "notebook", "quick", "best"}
