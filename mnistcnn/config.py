@@ -116,7 +116,7 @@ SCHEMA = {
         "seed": Field(0, int, "seeds initialisation, shuffling, augmentation and dropout", 0, 2**63 - 1),
         "optimizer": {
             "type": Field("adam", str, "sgd, adam or adamw", choices=tuple(OPTIMIZERS)),
-            "lr": Field(0.001, float, "base learning rate", 0, 100),
+            "lr": Field(0.001, float, "base learning rate", 0, 1e12),
             "momentum": Field(0.9, float, "sgd: momentum", 0, 0.9999),
             "nesterov": Field(False, bool, "sgd: Nesterov momentum"),
             "beta1": Field(0.9, float, "adam: first-moment decay", 0, 0.9999),

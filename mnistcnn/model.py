@@ -135,15 +135,23 @@ class Sequential:
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, dtype=np.float32)
 
     def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0, commit=True):
-        """Forward, loss and backward for one batch: ``(loss, correct, grads, caches)``."""
-        logits, caches = self.forward(x, training=True, rng=rng, commit=commit)
-        loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
-        grads, _ = self.backward(dlogits, caches)
+        """Forward, loss and backward for one batch: ``(loss, correct, grads, caches)``.
+
+        Overflow is not warned about here: the trainer checks the loss and gradients itself.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):  # per thread: workers need it too
+            logits, caches = self.forward(x, training=True, rng=rng, commit=commit)
+            loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+            grads, _ = self.backward(dlogits, caches)
         correct = int((logits.argmax(axis=1) == y).sum())
         return loss, correct, grads, caches
 
     def locate_non_finite(self, x, y, rng=None, label_smoothing=0.0) -> str:
         """Re-run a batch checking every layer, to say where a NaN or infinity first appeared."""
+        with np.errstate(all="ignore"):
+            return self._locate_non_finite(x, y, rng, label_smoothing)
+
+    def _locate_non_finite(self, x, y, rng, label_smoothing) -> str:
         out = x
         caches = []
         for i, layer in enumerate(self.layers):

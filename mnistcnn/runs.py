@@ -123,7 +123,8 @@ def array_sha256(array: np.ndarray) -> str:
 
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write arrays and JSON metadata to ``path`` atomically (temp file, fsync, rename)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # np.ascontiguousarray would turn 0-d arrays (an optimiser's step count) into 1-d ones
+    arrays = {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}
     for k, v in arrays.items():
         if v.dtype == object:
             raise TypeError(f"checkpoint array {k} has dtype object")

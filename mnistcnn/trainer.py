@@ -267,7 +267,8 @@ class Trainer:
         if self.run is not None and not self.run.checkpoint("last").is_file():
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
-        with StepRunner(self.model, self.workers) as self.runner:
+        # overflow is detected and reported by check_finite, not by numpy's warnings
+        with StepRunner(self.model, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
                 patience = t["early_stopping"]["patience"]
                 if patience is not None and self.stale_epochs >= patience:
