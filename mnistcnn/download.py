@@ -69,7 +69,10 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
             os.replace(tmp, final)
             return final
         except (OSError, EOFError, zlib.error, urllib.error.URLError, DataError, ValueError) as err:
-            reason = getattr(err, "reason", None) or err
+            if isinstance(err, urllib.error.HTTPError):
+                reason = f"HTTP {err.code} {err.reason}"
+            else:
+                reason = getattr(err, "reason", None) or err
             failures.append(f"{url}: {reason}")
             if log and mirror != mirrors[-1]:
                 log(f"{url} failed ({reason}); trying the next mirror")
