@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -294,6 +295,167 @@ def _write_curves(trainer, run):
     if trainer.history:
         from .plots import training_curves
         training_curves(trainer.history, run.path / "curves.png", trainer.config["name"])
+
+
+# -- eval -------------------------------------------------------------------------------
+def _json_out(data) -> None:
+    import json
+    click.echo(json.dumps(data, indent=2))
+
+
+@main.command("eval")
+@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]))
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which checkpoint of a run directory.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
+@handle_errors
+def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
+    """Score a trained model on a split: per class, with a confusion matrix."""
+    from .evaluation import eval_target
+    from .plots import confusion_matrix, image_grid
+    from .runs import RunDir
+
+    result, extra, path = eval_target(target, split, which, data_dir, batch_size)
+    out_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    stem = f"eval-{split}-{path.stem}"
+    classes = result["classes"]
+    confusion = np.asarray(result["confusion"])
+    confusion_matrix(confusion, classes, out_dir / f"{stem}-confusion.png", f"{split} split, {path.name}")
+    worst = result["misclassified"]
+    if worst:
+        images = extra["images"][[m["index"] for m in worst]]
+        image_grid(images, [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
+                            for m in worst], out_dir / f"{stem}-misclassified.png",
+                   "most confidently misclassified (true->predicted)")
+    result["pictures"] = [str(out_dir / f"{stem}-confusion.png")] + (
+        [str(out_dir / f"{stem}-misclassified.png")] if worst else [])
+    RunDir(out_dir).write_json(f"{stem}.json", result)
+    if as_json:
+        _json_out(result)
+        return
+    line = (f"{split}: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f}, {result['images']:,} images, "
+            f"{result['images_per_s']:,.0f} img/s ({path})")
+    if quiet:
+        click.echo(line)
+        return
+    console.print(line, markup=False, soft_wrap=True)
+    table = Table(title=f"per class ({split})")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for name, row in zip(classes, result["per_class"]):
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      fmt_int(row["support"]))
+    console.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for name in classes:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(classes, confusion):
+        matrix.add_row(name, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]")
+                               for j, v in enumerate(row) for i in [classes.index(name)]])
+    console.print(matrix)
+    console.print(f"wrote {out_dir / (stem + '.json')} and pictures {', '.join(result['pictures'])}", markup=False,
+                  soft_wrap=True)
+
+
+# -- inspect-layer ---------------------------------------------------------------------------
+def half_block_preview(image: np.ndarray, width: int = 28):
+    """A feature map as terminal art: each character shows two pixels (upper and lower half)."""
+    from rich.text import Text
+
+    img = image.astype(np.float64)
+    step = max(1, int(np.ceil(img.shape[1] / width)))
+    img = img[::step, ::step]
+    lo, hi = img.min(), img.max()
+    grey = ((img - lo) / (hi - lo) * 255).astype(int) if hi > lo else np.zeros(img.shape, int)
+    if len(grey) % 2:
+        grey = np.vstack([grey, np.zeros((1, grey.shape[1]), int)])
+    text = Text()
+    for top, bottom in zip(grey[0::2], grey[1::2]):
+        for a, b in zip(top, bottom):
+            text.append("\u2580", style=f"rgb({a},{a},{a}) on rgb({b},{b},{b})")
+        text.append("\n")
+    return text
+
+
+@main.command("inspect-layer")
+@click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
+@click.argument("layer", required=False)
+@click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")
+@click.option("--split", default="validation", show_default=True, type=click.Choice(["test", "validation", "train"]))
+@click.option("--index", type=int, help="One image of the split.")
+@click.option("--indices", help="A range of images, START:STOP (default 0:16).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where pictures go.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--no-images", is_flag=True, help="Write no pictures.")
+@handle_errors
+def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images):
+    """Run images through the model and show LAYER (an index or a name) from inside."""
+    from .inspect import choose_split, inspect_layer, load_target, parse_indices, pictures
+
+    model, config, preprocess, data, default_out = load_target(target, data_dir)
+    if list_layers or layer is None:
+        table = Table(title="layers")
+        for col in ("#", "name", "type", "output shape", "parameters"):
+            table.add_column(col)
+        for i, lay in enumerate(model.layers):
+            table.add_row(str(i), lay.name, lay.type_name, str(lay.output_shape), fmt_int(lay.num_params()))
+        if as_json:
+            _json_out([{"index": i, "name": lay.name, "type": lay.type_name, "output_shape": list(lay.output_shape)}
+                       for i, lay in enumerate(model.layers)])
+        else:
+            console.print(table)
+        return
+    try:
+        i = model.layer_index(layer)
+    except (IndexError, KeyError):
+        valid = ", ".join(f"{n}:{lay.name}" for n, lay in enumerate(model.layers))
+        fail(f"no layer {layer!r} in this model; valid: {valid}")
+    images, labels = choose_split(data, split)
+    chosen = parse_indices(index, indices, len(images))
+    x = preprocess(images[chosen])
+    report = inspect_layer(model, i, x, labels[chosen], config["train"]["label_smoothing"])
+    written = [] if no_images else pictures(report, model.layers[i], out_dir or default_out)
+    output = report.pop("_output")
+    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
+    report["pictures"] = [str(p) for p in written]
+    if as_json:
+        _json_out(report)
+        return
+    console.print(f"layer {i} [bold]{report['name']}[/] ({report['type']}): {report['config']}")
+    console.print(f"input {tuple(report['input_shape'])} -> output {tuple(report['output_shape'])}; images "
+                  f"{split}[{chosen[0]}:{chosen[-1] + 1}]")
+    if report["params"]:
+        for k, v in report["params"].items():
+            console.print(f"  parameter {k}: shape {tuple(v['shape'])}, {fmt_int(v['count'])} values")
+    else:
+        console.print("  this layer has no parameters")
+    table = Table(title="statistics")
+    for col in ("what", "mean", "std", "min", "max", "norm", "zeros"):
+        table.add_column(col, justify="right")
+    rows = [("output Z", report["forward"])] + [(k, v) for k, v in report["backward"].items() if v is not None]
+    for name, st in rows:
+        table.add_row(name, *(f"{st[k]:.4g}" for k in ("mean", "std", "min", "max", "norm")),
+                      f"{st['zero_fraction']:.1%}")
+    console.print(table)
+    s = report["sample"]
+    console.print(f"Z[{','.join(map(str, s['index']))}] = {np.round(np.asarray(s['value']), 5).tolist()}", markup=False)
+    if "dead_channel_fraction" in report["forward"]:
+        console.print(f"dead channels (zero for every image): {report['forward']['dead_channel_fraction']:.1%}")
+    for k, v in report["backward"].items():
+        if v is not None and "grad_to_weight_norm" in v:
+            console.print(f"|{k}| / |{k[1:]}| = {v['grad_to_weight_norm']:.3g}")
+    if output.ndim == 4 and console.is_terminal:
+        from rich.columns import Columns
+        console.print(f"feature maps of image {chosen[0]} (first channels):")
+        console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
+    for path in written:
+        console.print(f"wrote {path}", markup=False, soft_wrap=True)
 
 
 # -- download ---------------------------------------------------------------------------

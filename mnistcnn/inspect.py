@@ -1,0 +1,132 @@
+"""Looking inside one layer: shapes, forward and backward statistics, feature maps, filters.
+
+The figures are the ones the seed notebook printed for its conv and pool layers (``Z's mean``,
+``Z[3,2,1]``, ``dA_mean``, ``dW_mean``, ``db_mean``), for any layer of a real model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import config as cfg
+from .data import Preprocess
+from .errors import UsageError
+from .evaluation import SPLITS, load_for_target, split_arrays
+from .losses import softmax_cross_entropy
+from .model import Sequential
+from .trainer import prepare_data
+
+
+def load_target(target, data_dir=None):
+    """(model, config, preprocess, data, where pictures go) for a run dir, checkpoint or config YAML."""
+    target = Path(target)
+    if target.suffix in (".yaml", ".yml"):
+        config = cfg.load_config(target, flags={"data.dir": str(data_dir) if data_dir else None})
+        data = prepare_data(config, source=str(target))
+        # the weights the trainer would start from: same generator, same seed
+        model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
+                                       np.random.default_rng([config["train"]["seed"], 0]))
+        preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
+        return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
+    model, meta, preprocess, data, path = load_for_target(target, "best", data_dir)
+    out = path.parent.parent / "inspect" if path.parent.name == "checkpoints" else path.parent / f"{path.stem}-inspect"
+    return model, meta["config"], preprocess, data, out
+
+
+def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
+    if indices:
+        try:
+            lo, hi = (int(p) if p else None for p in indices.split(":"))
+        except ValueError:
+            raise UsageError(f"--indices {indices!r}: expected START:STOP, e.g. 0:16") from None
+        lo, hi = lo or 0, n if hi is None else hi
+        if not 0 <= lo < hi <= n:
+            raise UsageError(f"--indices {indices}: the split has {n} images; use a range within 0:{n}")
+        return np.arange(lo, hi)
+    i = 0 if index is None else index
+    if not 0 <= i < n:
+        raise UsageError(f"--index {i}: the split has {n} images (0 to {n - 1})")
+    # a few images so that statistics mean something, starting at the chosen one
+    return np.arange(i, min(i + 16, n)) if index is None else np.array([i])
+
+
+def _stats(a: np.ndarray) -> dict:
+    a64 = a.astype(np.float64)
+    return {"mean": float(a64.mean()), "std": float(a64.std()), "min": float(a64.min()), "max": float(a64.max()),
+            "norm": float(np.linalg.norm(a64)), "zero_fraction": float(np.mean(a == 0))}
+
+
+def sample_index(shape) -> tuple:
+    """The notebook printed Z[3,2,1]; use it where the output is large enough, else clip."""
+    return tuple(min(want, n - 1) for want, n in zip((3, 2, 1), shape))
+
+
+def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, label_smoothing=0.0) -> dict:
+    """Statistics of layer ``index`` for a float batch ``x`` with labels ``y``."""
+    layer = model.layers[index]
+    out, _ = model.forward(x, training=False, upto=index)
+    # backward through the loss needs training-mode caches; dropout's mask is fixed by a seed and
+    # batchnorm's running statistics are left alone (commit=False)
+    logits, caches = model.forward(x, training=True, rng=np.random.default_rng(0), commit=False)
+    _, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+    grads, dx = model.backward(dlogits, caches, stop=index)
+    if dx is None and index == 0:  # the first layer skips its input gradient in training; compute it here
+        layer.needs_input_grad = True
+        try:
+            grads, dx = model.backward(dlogits, caches, stop=index)
+        finally:
+            layer.needs_input_grad = False
+    report = {
+        "index": index, "name": layer.name, "type": layer.type_name, "config": layer.get_config(),
+        "input_shape": [len(x)] + list(layer.input_shape), "output_shape": list(out.shape),
+        "params": {k: {"shape": list(v.shape), "count": int(v.size)} for k, v in layer.params.items()},
+        "param_count": layer.num_params(),
+        "forward": _stats(out),
+        "sample": {"index": list(sample_index(out.shape)), "value": np.asarray(out[sample_index(out.shape)]).tolist()},
+        "backward": {"dA_prev": _stats(dx) if dx is not None else None},
+    }
+    if out.ndim == 4:  # dead units: channels that are zero for every chosen image and pixel
+        report["forward"]["dead_channel_fraction"] = float(np.mean(np.all(out == 0, axis=(0, 1, 2))))
+        report["forward"]["zero_fraction_per_channel"] = np.mean(out == 0, axis=(0, 1, 2)).round(4).tolist()
+    for key, p in layer.params.items():
+        g = grads[f"{index}.{key}"]
+        gs = _stats(g)
+        gs["grad_to_weight_norm"] = gs["norm"] / max(float(np.linalg.norm(p.astype(np.float64))), 1e-12)
+        report["backward"][f"d{key}"] = gs
+    report["_output"] = out  # arrays for pictures; not part of the JSON
+    return report
+
+
+def pictures(report: dict, layer, out_dir: Path, image: int = 0) -> list[Path]:
+    """Feature maps of one image, conv filters, and a histogram of activations, as PNGs."""
+    from . import plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = report["_output"]
+    stem = f"layer{report['index']:02d}-{report['name']}"
+    written = []
+    if out.ndim == 4:
+        maps = np.moveaxis(out[image], -1, 0)[:64]
+        path = out_dir / f"{stem}-feature-maps.png"
+        plots.image_grid(maps, [f"ch {c}" for c in range(len(maps))], path,
+                         f"{report['name']}: feature maps of one image", cmap="viridis")
+        written.append(path)
+    if "W" in layer.params and layer.params["W"].ndim == 4:
+        W = layer.params["W"]
+        filters = np.moveaxis(W.mean(axis=2), -1, 0)[:64]  # averaged over input channels
+        path = out_dir / f"{stem}-filters.png"
+        plots.image_grid(filters, [f"f {c}" for c in range(len(filters))], path,
+                         f"{report['name']}: filters (mean over input channels)", cmap="RdBu_r")
+        written.append(path)
+    path = out_dir / f"{stem}-histogram.png"
+    plots.histogram(out, path, f"{report['name']}: activations")
+    written.append(path)
+    return written
+
+
+def choose_split(data, split: str):
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    return split_arrays(data, split)
+
