@@ -139,6 +139,11 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
+        size = path.stat().st_size
+        what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. Use another checkpoint "
+                              "(checkpoints/best.npz or last.npz)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)

@@ -1,0 +1,112 @@
+"""mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mnistcnn.cli import main
+from mnistcnn.inspect import inspect_layer, load_target
+from mnistcnn.losses import softmax_cross_entropy
+from test_train import only_run, write_config
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evalrun")
+    assert cli("train", write_config(tmp, epochs=1), "--runs-dir", tmp / "runs", "--quiet").exit_code == 0
+    return only_run(tmp / "runs")
+
+
+def test_eval_agrees_with_the_run_summary(run):
+    result = cli("eval", run, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    summary = json.loads((run / "summary.json").read_text())
+    assert report["accuracy"] == summary["test_acc"] and report["images"] == 10000
+    confusion = np.array(report["confusion"])
+    assert confusion.sum() == 10000 and np.trace(confusion) / 10000 == report["accuracy"]
+    assert sum(row["support"] for row in report["per_class"]) == 10000
+    assert json.loads((run / "eval-test-best.json").read_text())["accuracy"] == report["accuracy"]
+    for picture in report["pictures"]:
+        assert Image.open(picture).size[0] > 300
+
+
+def test_eval_table_and_other_splits(run):
+    result = cli("eval", run, "--split", "validation", "--checkpoint", "last")
+    assert result.exit_code == 0 and "confusion matrix" in result.output and "precision" in result.output
+    assert (run / "eval-validation-last.json").is_file()
+    result = cli("eval", run / "checkpoints" / "best.npz", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith("test: accuracy")
+
+
+def test_eval_errors(run, tmp_path):
+    assert "no such run directory or checkpoint" in cli("eval", tmp_path / "nope").output
+    empty = tmp_path / "r"
+    (empty / "checkpoints").mkdir(parents=True)
+    (empty / "config.yaml").write_text("name: x\n")
+    result = cli("eval", empty)
+    assert result.exit_code == 2 and "no checkpoints/best.npz" in result.output
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip at all")
+    result = cli("eval", bad)
+    assert result.exit_code == 2 and "corrupt" in result.output and "Traceback" not in result.output
+
+
+LAYER_TYPES = ["conv2d", "relu", "maxpool2d", "batchnorm", "flatten", "dropout", "dense"]
+
+
+@pytest.mark.parametrize("source", ["run", "config"])
+def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source):
+    target = run if source == "run" else write_config(tmp_path)
+    model, config, preprocess, data, _ = load_target(target)
+    seen = set()
+    for index, layer in enumerate(model.layers):
+        if layer.type_name in seen:
+            continue
+        seen.add(layer.type_name)
+        out_dir = tmp_path / f"pics{index}"
+        result = cli("inspect-layer", target, index, "--indices", "0:8", "--json", "--out", out_dir)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        x = preprocess(data.val_x[:8])
+        out, _ = model.forward(x, upto=index)
+        assert report["output_shape"] == list(out.shape)
+        assert report["forward"]["mean"] == pytest.approx(float(out.astype(np.float64).mean()), rel=1e-6, abs=1e-9)
+        assert report["forward"]["max"] == pytest.approx(float(out.max()))
+        logits, caches = model.forward(x, training=True, rng=np.random.default_rng(0), commit=False)
+        _, dlogits, _ = softmax_cross_entropy(logits, data.val_y[:8])
+        grads, _ = model.backward(dlogits, caches, stop=index)
+        for key in layer.params:
+            assert report["backward"][f"d{key}"]["mean"] == pytest.approx(
+                float(grads[f"{index}.{key}"].astype(np.float64).mean()), rel=1e-6, abs=1e-12)
+        if not layer.params:
+            assert report["params"] == {}
+        for picture in report["pictures"]:
+            assert Image.open(picture).size[0] > 100
+        if out.ndim == 4:
+            assert any("feature-maps" in p for p in report["pictures"])
+    assert seen == set(LAYER_TYPES)
+
+
+def test_inspect_list_and_plain_output(run):
+    result = cli("inspect-layer", run, "--list")
+    assert result.exit_code == 0 and "0_conv2d" in result.output
+    result = cli("inspect-layer", run, "2_maxpool2d", "--no-images")
+    assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
+
+
+def test_inspect_errors(run, tmp_path):
+    result = cli("inspect-layer", run, "42")
+    assert result.exit_code == 2 and "no layer '42'" in result.output and "0:0_conv2d" in result.output
+    result = cli("inspect-layer", run, "conv9")
+    assert result.exit_code == 2 and "valid:" in result.output
+    result = cli("inspect-layer", run, "0", "--index", "5000")
+    assert result.exit_code == 2 and "the split has 1000 images" in result.output
+    result = cli("inspect-layer", tmp_path / "missing", "0")
+    assert result.exit_code == 2 and "no such run directory" in result.output
