@@ -146,10 +146,12 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
                               "(checkpoints/best.npz or last.npz)")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            names = list(npz.files)
-            if META_KEY not in names:
-                raise CheckpointError(f"{path}: not an mnistcnn checkpoint (no {META_KEY} entry)")
-            arrays = {k: npz[k] for k in names}
+            arrays = {k: npz[k] for k in npz.files}  # an object array stops here, unpickled
+        if META_KEY not in arrays:
+            raise CheckpointError(f"{path}: not an mnistcnn checkpoint (no {META_KEY} entry)")
+        for key, value in arrays.items():
+            if not isinstance(value, np.ndarray):  # a zip member that is not an .npy array
+                raise CheckpointError(f"{path}: entry {key} is not an array; the file is corrupt or foreign")
     except CheckpointError:
         raise
     except ValueError as err:

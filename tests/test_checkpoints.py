@@ -1,0 +1,107 @@
+"""Checkpoints: atomic, no pickle, and every kind of damage refused with one clear line."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mnistcnn.cli import main
+from mnistcnn.errors import CheckpointError
+from mnistcnn.runs import load_checkpoint, save_checkpoint
+from test_train import only_run, write_config
+
+
+@pytest.fixture(scope="module")
+def best(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ckpt")
+    assert CliRunner().invoke(main, ["train", str(write_config(tmp, limit=500, epochs=1)), "--runs-dir",
+                                     str(tmp / "runs"), "--quiet"]).exit_code == 0
+    return only_run(tmp / "runs") / "checkpoints" / "best.npz"
+
+
+def damaged(tmp_path, best, kind):
+    path = tmp_path / f"{kind}.npz"
+    data = best.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not-zip":
+        path.write_bytes(b"hello" * 100)
+    elif kind == "object":
+        np.savez(path, weights=np.array([{"a": 1}], dtype=object))
+    else:
+        arrays, meta = load_checkpoint(best)
+        if kind == "tampered":
+            arrays["param.0.W"] = arrays["param.0.W"] + 1  # keep the old hashes
+            np.savez(path, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        elif kind == "wrong-shape":
+            arrays["param.0.W"] = np.zeros((3, 3, 1, 8), np.float32)
+            meta.pop("sha256")
+            save_checkpoint(path, arrays, meta)
+    return path
+
+
+@pytest.mark.parametrize("kind,message", [("truncated", "truncated or corrupt"), ("empty", "empty (0 bytes)"),
+                                          ("not-zip", "not a .npz"), ("object", "object array"),
+                                          ("tampered", "fails its SHA-256 check"),
+                                          ("wrong-shape", "comes from another config")])
+def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message):
+    result = CliRunner().invoke(main, ["eval", str(damaged(tmp_path, best, kind))])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_object_array_is_never_unpickled(tmp_path, monkeypatch):
+    import pickle
+    path = tmp_path / "evil.npz"
+    np.savez(path, x=np.array([object()], dtype=object))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    with pytest.raises(CheckpointError, match="object array"):
+        load_checkpoint(path)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"a": np.arange(3)}, {"note": 1})
+
+    class Boom(Exception):
+        pass
+
+    def explode(*args, **kwargs):
+        raise Boom
+
+    import numpy
+    original = numpy.savez
+    numpy.savez = explode
+    try:
+        with pytest.raises(Boom):
+            save_checkpoint(path, {"a": np.arange(5)}, {"note": 2})
+    finally:
+        numpy.savez = original
+    arrays, meta = load_checkpoint(path)
+    assert meta["note"] == 1 and list(arrays["a"]) == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+
+
+@settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2000))
+def test_random_bytes_give_only_checkpoint_errors(tmp_path, blob):
+    path = tmp_path / "fuzz.npz"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+@settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=300), st.integers(0, 10**6))
+def test_random_zip_members_give_only_checkpoint_errors(tmp_path, blob, seed):
+    path = tmp_path / "fuzz.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__meta__.npy", blob)
+        z.writestr("x.npy", np.random.default_rng(seed).bytes(seed % 200))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
