@@ -29,7 +29,8 @@ class Augment:
 
 def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Rotate by ``theta`` (radians) and scale by ``zoom`` about the centre, then shift by
-    ``shifts`` (dy, dx) pixels; one parameter set per image. Pixels from outside are zero."""
+    ``shifts`` (dy, dx) pixels; one parameter set per image. Pixels from outside take the
+    batch's background value (its minimum: 0 when scaled, below 0 when standardised)."""
     n, h, w, c = batch.shape
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
@@ -43,9 +44,14 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     fy, fx = (src_y - y0).astype(np.float32), (src_x - x0).astype(np.float32)
     image = np.arange(n)[:, None, None]
     out = np.zeros_like(batch)
+    coverage = np.zeros(batch.shape[:3], dtype=np.float32)
     for oy, ox, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
         yy, xx = y0 + oy, x0 + ox
         inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
         sample = batch[image, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, H, W, C)
         out += sample * (weight * inside)[..., None]
+        coverage += weight * inside
+    background = batch.min() if batch.size else 0
+    if background != 0:
+        out += ((1 - coverage) * background)[..., None].astype(out.dtype)
     return out

@@ -458,6 +458,32 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
         console.print(f"wrote {path}", markup=False, soft_wrap=True)
 
 
+# -- inspect-data ---------------------------------------------------------------------------
+@main.command("inspect-data")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("augmented.png"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
+@handle_errors
+def inspect_data(config_path, count, out_path, seed, data_dir):
+    """Write a PNG grid of training images as the config preprocesses and augments them."""
+    from .augment import Augment
+    from .data import Preprocess
+    from .plots import image_grid
+    from .trainer import prepare_data
+
+    config = cfg.load_config(config_path, flags={"data.dir": str(data_dir) if data_dir else None})
+    data = prepare_data(config, source=str(config_path))
+    images = data.train_x[:count]
+    x = Augment(**config["data"]["augment"])(Preprocess(**config["data"]["preprocess"]).fit(data.train_x)(images),
+                                             np.random.default_rng(seed))
+    names = cfg.class_names(config)
+    image_grid(x, [f"{names[y]}" for y in data.train_y[:count]], out_path,
+               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, augment {config['data']['augment']}")
+    console.print(f"wrote {out_path}", markup=False)
+
+
 # -- download ---------------------------------------------------------------------------
 @main.command()
 @click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")

@@ -110,3 +110,11 @@ def test_inspect_errors(run, tmp_path):
     assert result.exit_code == 2 and "the split has 1000 images" in result.output
     result = cli("inspect-layer", tmp_path / "missing", "0")
     assert result.exit_code == 2 and "no such run directory" in result.output
+
+
+def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path):
+    out = tmp_path / "aug.png"
+    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "best.yaml"
+    result = cli("inspect-data", config, "--count", "8", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] > 300
