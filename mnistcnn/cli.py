@@ -21,6 +21,7 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .errors import MnistCnnError, NonFiniteError
+from .parallel import keep_freed_memory
 
 console = Console(highlight=False)
 
@@ -51,6 +52,7 @@ def handle_errors(command):
 @click.version_option(__version__, prog_name="mnistcnn")
 def main():
     """Train, evaluate and look inside convolutional networks on MNIST, in NumPy alone."""
+    keep_freed_memory()
 
 
 # -- rendering helpers --------------------------------------------------------------------

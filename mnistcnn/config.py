@@ -105,8 +105,8 @@ SCHEMA = {
     },
     "model": {
         "input_shape": Field([28, 28, 1], list, "image shape (H, W, C) the model takes"),
-        "conv_algorithm": Field("auto", str, "how conv2d layers compute: auto or im2col",
-                                choices=("auto", "im2col")),
+        "conv_algorithm": Field("auto", str, "how conv2d layers compute: auto (by shape), im2col or fft-gemm; "
+                                "a layer's own algorithm: wins", choices=("auto", "im2col", "fft-gemm")),
         "layers": Field(copy.deepcopy(LENET_LAYERS), list, "the layer stack: [{type: conv2d, ...}, ...]"),
     },
     "train": {
@@ -196,6 +196,22 @@ def _check_layers(layers, path="model.layers"):
                 raise _err(f"{where}.{key}", f"must be a finite number; got {value!r}")
 
 
+def _apply_conv_algorithm(model: dict) -> None:
+    """model.conv_algorithm becomes each conv2d's default; fft-gemm only where it applies
+    (stride 1, padding < kernel), so a stride-2 conv in the stack keeps working."""
+    choice = model["conv_algorithm"]
+    if choice == "auto":
+        return
+    for spec in model["layers"]:
+        if spec["type"] != "conv2d":
+            continue
+        kernel, padding = spec.get("kernel", 3), spec.get("padding", 0)
+        pad = kernel // 2 if padding == "same" else 0 if padding == "valid" else padding
+        fits = spec.get("stride", 1) == 1 and isinstance(pad, int) and isinstance(kernel, int) and pad < kernel
+        if choice == "im2col" or fits:
+            spec.setdefault("algorithm", choice)
+
+
 def validate(raw: dict, source: str = "<config>") -> dict:
     """Fill defaults into ``raw`` and check it all, including that the layer stack fits."""
     try:
@@ -208,10 +224,7 @@ def validate(raw: dict, source: str = "<config>") -> dict:
         if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
-        if config["model"]["conv_algorithm"] != "auto":
-            for spec in config["model"]["layers"]:
-                if spec["type"] == "conv2d":
-                    spec.setdefault("algorithm", config["model"]["conv_algorithm"])
+        _apply_conv_algorithm(config["model"])
     except _PathError as err:
         raise ConfigError(f"{source}: {err.path}: {err.message}") from None
     check_model(config, source)

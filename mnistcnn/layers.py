@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from . import fftconv
 from . import functional as F
 from .errors import MnistCnnError
 
@@ -77,6 +78,7 @@ def _choice(key, value, choices):
 
 
 INITS = ("he", "glorot", "lecun")
+CONV_ALGORITHMS = ("auto", "im2col", "fft-gemm")
 
 
 def init_weights(rng: np.random.Generator, shape, fan_in: int, fan_out: int, scheme: str) -> np.ndarray:
@@ -171,7 +173,8 @@ class Conv2D(Layer):
         if not isinstance(bias, bool):
             raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
         self.bias = bias
-        self.algorithm = _choice("algorithm", algorithm, ("auto", "im2col"))
+        self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
+        self.method = None  # the algorithm in use, chosen at build time from the input shape
 
     @property
     def pad(self) -> int:
@@ -197,8 +200,27 @@ class Conv2D(Layer):
                                        f"input; use a kernel of at most {min(h, w) + 2 * self.pad}")
         return (n_h, n_w, self.filters)
 
+    def choose_method(self, input_shape) -> str:
+        """im2col, or the frequency domain where it needs fewer multiply-adds (LeNet's conv2, not
+        a one-channel conv1 or a 3x3 conv on a large image)."""
+        h, w, c_prev = input_shape
+        fits = fftconv.supported(h, w, self.kernel, self.stride, self.pad)
+        if self.algorithm == "fft-gemm":
+            if not fits:
+                raise ShapeError("algorithm", f"fft-gemm needs stride 1 and padding < kernel (got stride "
+                                              f"{self.stride}, padding {self.pad}, kernel {self.kernel}); "
+                                              "use algorithm: im2col or auto")
+            return "fft-gemm"
+        if self.algorithm == "auto" and fits:
+            n_h, n_w, c = self.compute_output_shape(input_shape)
+            im2col_macs = n_h * n_w * c * self.kernel ** 2 * c_prev
+            if fftconv.estimated_macs(h, w, c_prev, c, self.kernel, self.pad) < im2col_macs:
+                return "fft-gemm"
+        return "im2col"
+
     def build(self, input_shape, rng=None, dtype=np.float32):
         out = super().build(input_shape, rng, dtype)
+        self.method = self.choose_method(self.input_shape)
         c_prev = input_shape[2]
         f = self.kernel
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -217,10 +239,12 @@ class Conv2D(Layer):
 
     def forward(self, x, training=False, rng=None):
         W = self.params["W"]
-        return F.conv_forward(x, W, self._bias(W.dtype), self.hparameters())
+        kernels = fftconv if self.method == "fft-gemm" else F
+        return kernels.conv_forward(x, W, self._bias(W.dtype), self.hparameters())
 
     def backward(self, dout, cache):
-        dx, dW, db = F.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
+        kernels = fftconv if self.method == "fft-gemm" else F
+        dx, dW, db = kernels.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
         grads = {"W": dW}
         if self.bias:
             grads["b"] = db

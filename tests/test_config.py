@@ -109,3 +109,13 @@ def test_every_shipped_config_passes_dry_run(path, tmp_path):
 
 def test_shipped_configs_exist():
     assert {p.stem for p in CONFIGS} >= {"lenet", "notebook", "quick", "best"}
+
+
+@pytest.mark.parametrize("choice", ["im2col", "fft-gemm"])
+def test_model_conv_algorithm_applies_where_it_can(choice):
+    root = Path(__file__).parent.parent / "configs"
+    notebook = cfg.load_config(root / "notebook.yaml", [f"model.conv_algorithm={choice}"])
+    # the notebook's stride-2 conv cannot run in the frequency domain: it keeps auto, not an error
+    assert notebook["model"]["layers"][0].get("algorithm", "auto") == ("im2col" if choice == "im2col" else "auto")
+    lenet = cfg.load_config(root / "lenet.yaml", [f"model.conv_algorithm={choice}"])
+    assert [s["algorithm"] for s in lenet["model"]["layers"] if s["type"] == "conv2d"] == [choice, choice]

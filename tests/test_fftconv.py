@@ -1,0 +1,106 @@
+"""The frequency-domain convolution against the loop oracle, finite differences and im2col."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mnistcnn import fftconv
+from mnistcnn import functional as F
+from mnistcnn.layers import ShapeError, layer_from_config
+from mnistcnn.model import Sequential
+from gradcheck import numerical_gradient, relative_error
+from reference import conv_backward_loop, conv_forward_loop
+
+
+@st.composite
+def fft_cases(draw):
+    f = draw(st.integers(1, 5))
+    pad = draw(st.integers(0, f - 1))  # the frequency domain needs pad < f
+    h = draw(st.integers(max(1, f - 2 * pad), 9))
+    w = draw(st.integers(max(1, f - 2 * pad), 9))
+    return dict(m=draw(st.integers(1, 3)), h=h, w=w, c_prev=draw(st.integers(1, 4)), c=draw(st.integers(1, 4)),
+                f=f, pad=pad, seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(fft_cases())
+def test_fft_conv_matches_loop_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    A = rng.normal(size=(case["m"], case["h"], case["w"], case["c_prev"]))
+    W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
+    b = rng.normal(size=(1, 1, 1, case["c"]))
+    hp = {"stride": 1, "pad": case["pad"]}
+    Z, cache = fftconv.conv_forward(A, W, b, hp)
+    assert np.max(np.abs(Z - conv_forward_loop(A, W, b, hp))) < 1e-10
+    dZ = rng.normal(size=Z.shape)
+    dA, dW, db = fftconv.conv_backward(dZ, cache)
+    for got, want in zip((dA, dW, db), conv_backward_loop(dZ, A, W, hp)):
+        assert got.shape == want.shape
+        assert np.max(np.abs(got - want)) < 1e-10
+
+
+@pytest.mark.parametrize("shape,f,pad", [((6, 5, 3), 3, 1), ((5, 7, 2), 5, 2), ((4, 4, 3), 2, 0), ((3, 3, 2), 3, 2)])
+def test_fft_conv_gradients_match_finite_differences(shape, f, pad):
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(2,) + shape)
+    W = rng.normal(size=(f, f, shape[2], 3))
+    b = rng.normal(size=(1, 1, 1, 3))
+    hp = {"stride": 1, "pad": pad}
+    Z, cache = fftconv.conv_forward(A, W, b, hp)
+    probe = rng.normal(size=Z.shape)  # loss = sum(Z * probe), so dZ = probe
+
+    def loss():
+        return float(np.sum(fftconv.conv_forward(A, W, b, hp)[0] * probe))
+
+    dA, dW, db = fftconv.conv_backward(probe, cache)
+    for analytic, array in ((dA, A), (dW, W), (db, b)):
+        assert relative_error(analytic, numerical_gradient(loss, array)) < 1e-6
+
+
+def test_lenet_conv2_in_float32_agrees_with_im2col():
+    rng = np.random.default_rng(2)
+    A = rng.random((8, 14, 14, 32), dtype=np.float32)
+    W = (rng.normal(size=(5, 5, 32, 64)) * 0.05).astype(np.float32)
+    b = rng.normal(size=(1, 1, 1, 64)).astype(np.float32)
+    hp = {"stride": 1, "pad": 2}
+    Z, cache = fftconv.conv_forward(A, W, b, hp)
+    Z0, cache0 = F.conv_forward(A, W, b, hp)
+    assert Z.dtype == np.float32
+    assert np.max(np.abs(Z - Z0)) < 1e-5 * np.max(np.abs(Z0))
+    dZ = rng.normal(size=Z.shape).astype(np.float32)
+    for got, want in zip(fftconv.conv_backward(dZ, cache), F.conv_backward(dZ, cache0)):
+        assert got.dtype == np.float32
+        assert np.max(np.abs(got - want)) < 1e-5 * np.max(np.abs(want))
+
+
+def test_auto_chooses_by_shape_and_config_overrides():
+    model = Sequential.from_config([
+        {"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2},
+        {"type": "maxpool2d", "size": 2},
+        {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2},
+        {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
+    ], (28, 28, 1), np.random.default_rng(0))
+    assert [layer.method for layer in model.layers if layer.type_name == "conv2d"] == ["im2col", "fft-gemm", "im2col"]
+    forced = layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"})
+    forced.build((28, 28, 1))
+    assert forced.method == "fft-gemm"
+    with pytest.raises(ShapeError, match="fft-gemm needs stride 1"):
+        layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2, "algorithm": "fft-gemm"}).build(
+            (28, 28, 1))
+
+
+def test_fft_conv_layer_gradients_match_finite_differences():
+    rng = np.random.default_rng(3)
+    layer = layer_from_config({"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"})
+    layer.build((5, 6, 2), rng, dtype=np.float64)
+    layer.needs_input_grad = True
+    x = rng.normal(size=(2, 5, 6, 2))
+    out, cache = layer.forward(x, training=True)
+    probe = rng.normal(size=out.shape)
+    dx, grads = layer.backward(probe, cache)
+
+    def loss():
+        return float(np.sum(layer.forward(x, training=True)[0] * probe))
+
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
+    for key, grad in grads.items():
+        assert relative_error(grad, numerical_gradient(loss, layer.params[key])) < 1e-6
