@@ -257,7 +257,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         trainer = Trainer(config, data, run, reporter)
         reporter.log(f"run directory: {run.path}")
 
-    run.set_status("running")
+    run.set_status("running", **({"config": str(config_path)} if config_path else {}))
     try:
         with StopOnSignal(trainer):
             summary = trainer.fit()
@@ -362,6 +362,82 @@ def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
     console.print(matrix)
     console.print(f"wrote {out_dir / (stem + '.json')} and pictures {', '.join(result['pictures'])}", markup=False,
                   soft_wrap=True)
+
+
+# -- predict and runs -------------------------------------------------------------------------
+@main.command()
+@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which checkpoint of a run directory.")
+@click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@handle_errors
+def predict(target, images, which, top, as_json):
+    """Classify your own digit pictures (PNG or JPEG, any size, dark-on-light or light-on-dark)."""
+    from .predict import predict_files
+    from .runs import resolve_checkpoint
+    from .trainer import load_model
+
+    path = resolve_checkpoint(target, which)
+    model, meta, preprocess = load_model(path)
+    classes = cfg.class_names(meta["config"])
+    results = predict_files(model, preprocess, list(images), classes, top)
+    if as_json:
+        _json_out({"checkpoint": str(path), "predictions": [{k: v for k, v in r.items() if k != "image"}
+                                                            for r in results]})
+        return
+    table = Table(title=f"predictions ({path})")
+    table.add_column("image")
+    table.add_column("prediction", justify="center")
+    for rank in range(top):
+        table.add_column(f"#{rank + 1}", justify="right")
+    for r in results:
+        table.add_row(r["path"], f"[bold]{r['prediction']}[/]",
+                      *[f"{t['class']} {t['probability']:.1%}" for t in r["top"]])
+    console.print(table)
+    if console.is_terminal:
+        for r in results:
+            console.print(f"{r['path']} as the model sees it:", markup=False)
+            console.print(half_block_preview(r["image"].astype(np.float64)))
+
+
+@main.command()
+@click.argument("folder", metavar="[DIR]", required=False, default=Path("runs"), type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@handle_errors
+def runs(folder, as_json):
+    """A table of the run directories in DIR (default: runs)."""
+    from .runlist import list_runs
+
+    rows = list_runs(folder)
+    if as_json:
+        _json_out(rows)
+        return
+    if not rows:
+        console.print(f"no run directories in {folder}", markup=False)
+        return
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+    table = Table(title=f"runs in {folder}")
+    table.add_column("run", overflow="fold")
+    for col in ("started", "config", "epochs", "best val", "test acc", "wall time", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val", "test acc", "wall time") else "left",
+                         no_wrap=col in ("status", "best val", "test acc"))
+    for r in rows:
+        epochs = str(r["epochs"]) + (f"/{r['epochs_planned']}" if r["epochs_planned"] else "")
+        table.add_row(r["run"], (r["started"] or "-").replace("T", " ")[:16], r["config"] or "-", epochs,
+                      f"{r['best_val_acc']:.2%}" if r["best_val_acc"] is not None else "-",
+                      f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-",
+                      _duration(r["wall_seconds"]),
+                      f"[{colours.get(r['status'], 'white')}]{r['status']}[/]")
+    console.print(table)
+
+
+def _duration(seconds) -> str:
+    if not seconds:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 # -- inspect-layer ---------------------------------------------------------------------------

@@ -109,8 +109,15 @@ class RunDir:
             return None
 
     def set_status(self, status: str, **extra) -> None:
-        self.write_json("status.json", {"status": status, "pid": os.getpid(),
-                                        "updated": _dt.datetime.now().isoformat(timespec="seconds"), **extra})
+        """Rewrite status.json; when and from which config the run started carry over."""
+        now = _dt.datetime.now().isoformat(timespec="seconds")
+        try:
+            previous = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+        kept = {k: previous[k] for k in ("started", "config") if isinstance(previous, dict) and k in previous}
+        self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
+                                        "updated": now, **extra})
 
 
 # -- checkpoints ----------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""What is in a runs folder: one row per run directory, read from the files a run leaves
+(status.json, summary.json, metrics.jsonl, config.yaml), never from the checkpoints."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _metrics(path: Path) -> list[dict]:
+    rows = []
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    except OSError:
+        pass
+    return rows
+
+
+def run_status(status: dict | None, summary: dict | None) -> str:
+    """finished, interrupted, failed or running; a run whose process is gone without saying
+    so (killed, machine restarted) counts as interrupted: it can be resumed."""
+    if summary is not None:
+        return "finished"
+    if status is None:
+        return "unknown"
+    state = status.get("status", "unknown")
+    if state == "running" and not _alive(status.get("pid")):
+        return "interrupted"
+    return state
+
+
+def describe_run(path: Path) -> dict | None:
+    """One run directory as a row, or None when ``path`` is not a run directory."""
+    if not (path / "config.yaml").is_file() and not (path / "status.json").is_file():
+        return None
+    status, summary = _read_json(path / "status.json"), _read_json(path / "summary.json")
+    history = _metrics(path / "metrics.jsonl")
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        config = None
+    started = (status or {}).get("started")
+    if started is None:
+        match = STAMP.search(path.name)
+        if match:
+            started = _dt.datetime.strptime(match.group(1), "%Y%m%d-%H%M%S").isoformat(timespec="seconds")
+    val = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
+    return {
+        "run": path.name,
+        "path": str(path),
+        "started": started,
+        "config": (status or {}).get("config") or (config.get("name") if isinstance(config, dict) else None),
+        "epochs": len(history),
+        "epochs_planned": (config or {}).get("train", {}).get("epochs") if isinstance(config, dict) else None,
+        "best_val_acc": (summary or {}).get("best_val_acc", max(val) if val else None),
+        "test_acc": (summary or {}).get("test_acc"),
+        "wall_seconds": (summary or {}).get("wall_seconds",
+                                             round(sum(row.get("seconds", 0) for row in history), 2) or None),
+        "status": run_status(status, summary),
+    }
+
+
+def list_runs(folder="runs") -> list[dict]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
+                         "folder that holds your run directories")
+    rows = [row for child in folder.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
+    return sorted(rows, key=lambda r: (r["started"] or "", r["run"]))
