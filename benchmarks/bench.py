@@ -1,17 +1,26 @@
-"""Benchmark: per-layer forward/backward ms, the training step's images/s and GFLOP/s, a plain
-float32 A @ B GFLOP/s measured in the same run, evaluation images/s, MNIST load time, peak RSS.
+"""Benchmark: the training step, evaluation and every layer of the engine, through the code path
+``mnistcnn train`` uses (StepRunner: one thread per core, one BLAS thread each), and the same
+network in PyTorch when it is importable, timed in alternating rounds.
 
-    python benchmarks/bench.py [--batch 64 128] [--config configs/lenet.yaml ...] [--json out.json]
+    python benchmarks/bench.py                       # the LeNet and every config, batch 64/128/256
+    python benchmarks/bench.py --nets lenet --batch 64 --rounds 7
+    python benchmarks/bench.py --json benchmarks/results.json
 
-Figures, not assertions: nothing here fails on a slow machine.
+PyTorch is optional and never a dependency: ``pip install torch==2.13.0`` (the CPU build) to
+compare. Figures, not assertions: nothing here fails on a slow machine.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import platform
 import resource
+import statistics
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,101 +28,242 @@ from mnistcnn import config as cfg
 from mnistcnn.data import load_dataset
 from mnistcnn.model import Sequential
 from mnistcnn.optim import Adam
-from mnistcnn.parallel import StepRunner, default_workers
+from mnistcnn.parallel import StepRunner, default_workers, keep_freed_memory
+
+ROOT = Path(__file__).resolve().parent.parent
+# The engine issue's reference network: conv 5x5x32 pad 2, relu, maxpool 2, conv 5x5x64 pad 2,
+# relu, maxpool 2, dense 128, relu, dense 10 (no dropout), trained with Adam on binarised MNIST.
+LENET = [
+    {"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
+    {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
+    {"type": "flatten"}, {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10},
+]
 
 
-def best_of(fn, repeats=5, number=3) -> float:
-    """Best mean seconds of ``number`` calls over ``repeats`` rounds (the least disturbed)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - start) / number)
-    return min(times)
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def gemm_gflops(n=1024) -> float:
+def gemm_gflops(n=1024, repeats=10) -> float:
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = np.random.default_rng(1).random((n, n), dtype=np.float32)
-    return 2 * n ** 3 / best_of(lambda: a @ b) / 1e9
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
 
 
-def per_layer(model: Sequential, x: np.ndarray, y: np.ndarray):
-    rows, out, caches, inputs = [], x, [], []
-    for layer in model.layers:
-        inputs.append(out)
-        t = best_of(lambda: layer.forward(inputs[-1], training=True, rng=np.random.default_rng(0)))
-        out, cache = layer.forward(inputs[-1], training=True, rng=np.random.default_rng(0))
-        caches.append(cache)
-        rows.append({"layer": layer.name, "output": list(out.shape), "forward_ms": 1e3 * t})
-    dout = np.ones_like(out) / len(out)
-    for i in range(len(model.layers) - 1, -1, -1):
-        layer = model.layers[i]
-        rows[i]["backward_ms"] = 1e3 * best_of(lambda: layer.backward(dout, caches[i]))
-        dout, _ = layer.backward(dout, caches[i])
-        if dout is None:
-            break
-    return rows
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def train_step(model: Sequential, x, y, workers: int) -> float:
-    opt = Adam()
-    params = model.params()
-    rng = np.random.default_rng(0)
-    with StepRunner(model, workers) as runner:
-        def step():
-            _, _, grads = runner.gradients(x, y, rng)
-            opt.step(params, grads)
-        return best_of(step, repeats=5, number=5)
+class LayerClock:
+    """Wall time of every layer's forward and backward inside the worker threads."""
+
+    def __init__(self, model):
+        self.model, self.lock = model, threading.Lock()
+        self.total = collections.defaultdict(float)
+        self.originals = []
+
+    def __enter__(self):
+        for layer in self.model.layers:
+            self.originals.append((layer, layer.forward, layer.backward))
+            layer.forward = self._wrap(layer.forward, (layer.name, "forward"))
+            layer.backward = self._wrap(layer.backward, (layer.name, "backward"))
+        return self
+
+    def _wrap(self, fn, key):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            with self.lock:
+                self.total[key] += time.perf_counter() - start
+            return out
+        return timed
+
+    def __exit__(self, *exc):
+        for layer, forward, backward in self.originals:
+            layer.forward, layer.backward = forward, backward
+
+
+class NumpyNet:
+    def __init__(self, specs, batch, x, y, workers):
+        self.model = Sequential.from_config(specs, (28, 28, 1), np.random.default_rng(0))
+        self.x, self.y, self.workers = x[:batch], y[:batch], workers
+        self.optimizer, self.params, self.rng = Adam(), self.model.params(), np.random.default_rng(0)
+        self.runner = StepRunner(self.model, workers).__enter__()
+
+    def step(self):
+        _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
+        self.optimizer.step(self.params, grads)
+
+    def evaluate(self, images):
+        return self.model.predict_logits(images, 1000)
+
+    def close(self):
+        self.runner.__exit__(None, None, None)
+
+
+class TorchNet:
+    """The same layer stack in PyTorch (NCHW), trained with Adam."""
+
+    def __init__(self, torch, specs, batch, x, y, threads):
+        nn = torch.nn
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        layers, shape = [], (1, 28, 28)
+        for spec in specs:
+            kind = spec["type"]
+            if kind == "conv2d":
+                k, s = spec.get("kernel", 3), spec.get("stride", 1)
+                pad = spec.get("padding", 0)
+                pad = k // 2 if pad == "same" else 0 if pad == "valid" else pad
+                layers.append(nn.Conv2d(shape[0], spec["filters"], k, s, pad, bias=spec.get("bias", True)))
+                shape = (spec["filters"], (shape[1] + 2 * pad - k) // s + 1, (shape[2] + 2 * pad - k) // s + 1)
+            elif kind in ("maxpool2d", "avgpool2d"):
+                f = spec.get("size", 2)
+                s = spec.get("stride") or f
+                layers.append((nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d)(f, s))
+                shape = (shape[0], (shape[1] - f) // s + 1, (shape[2] - f) // s + 1)
+            elif kind == "flatten":
+                layers.append(nn.Flatten())
+                shape = (int(np.prod(shape)),)
+            elif kind == "dense":
+                layers.append(nn.Linear(shape[0], spec["units"], bias=spec.get("bias", True)))
+                shape = (spec["units"],)
+            elif kind == "batchnorm":
+                layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+            elif kind == "dropout":
+                layers.append(nn.Dropout(spec.get("rate", 0.5)))
+            else:
+                layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                               "leaky_relu": nn.LeakyReLU}[kind]())
+        self.torch, self.net = torch, nn.Sequential(*layers)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.x = torch.from_numpy(np.ascontiguousarray(x[:batch].transpose(0, 3, 1, 2)))
+        self.y = torch.from_numpy(y[:batch].astype(np.int64))
+
+    def step(self):
+        self.net.train()
+        self.optimizer.zero_grad()
+        loss = self.torch.nn.functional.cross_entropy(self.net(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+
+    def evaluate(self, images):
+        self.net.eval()
+        with self.torch.no_grad():
+            return self.net(self.torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+
+
+def median_step_s(net, steps) -> float:
+    return statistics.median(_timed(net.step) for _ in range(steps))
+
+
+def eval_images_per_s(net, images, repeats=3) -> float:
+    net.evaluate(images[:1000])
+    return len(images) / min(_timed(lambda: net.evaluate(images)) for _ in range(repeats))
+
+
+def bench_one(name, specs, batch, data, args, torch):
+    x, y, test = data
+    net = NumpyNet(specs, batch, x, y, default_workers())
+    for _ in range(3):
+        net.step()
+    with LayerClock(net.model) as clock:
+        for _ in range(args.steps):
+            net.step()
+    per_layer = [{"layer": layer.name, "output": [batch, *layer.output_shape],
+                  "forward_ms": 1e3 * clock.total[(layer.name, "forward")] / args.steps / net.workers,
+                  "backward_ms": 1e3 * clock.total[(layer.name, "backward")] / args.steps / net.workers}
+                 for layer in net.model.layers]
+    row = {"net": name, "batch": batch, "params": net.model.num_params(), "macs_per_image": net.model.macs(),
+           "per_layer_ms_per_worker": per_layer}
+    other = TorchNet(torch, specs, batch, x, y, default_workers()) if torch else None
+    if other:
+        for _ in range(3):
+            other.step()
+    rounds = []
+    for _ in range(args.rounds):  # alternate, so a noisy neighbour hits both sides alike
+        numpy_s = median_step_s(net, args.steps)
+        torch_s = median_step_s(other, args.steps) if other else None
+        rounds.append({"numpy_ms": 1e3 * numpy_s, "torch_ms": 1e3 * torch_s if other else None,
+                       "ratio": numpy_s / torch_s if other else None})
+    step_s = statistics.median(r["numpy_ms"] for r in rounds) / 1e3
+    row.update(step_ms=1e3 * step_s, train_images_per_s=batch / step_s, epoch_50000_s=50000 / batch * step_s,
+               gflops=6 * net.model.macs() * batch / step_s / 1e9, rounds=rounds,
+               eval_images_per_s=eval_images_per_s(net, test))
+    if other:
+        row.update(torch_step_ms=statistics.median(r["torch_ms"] for r in rounds),
+                   step_ratio_median=statistics.median(r["ratio"] for r in rounds),
+                   torch_eval_images_per_s=eval_images_per_s(other, test))
+        row["eval_ratio"] = row["eval_images_per_s"] / row["torch_eval_images_per_s"]
+    net.close()
+    return row
+
+
+def print_row(row):
+    line = (f"\n{row['net']} batch {row['batch']}: step {row['step_ms']:.1f} ms, {row['train_images_per_s']:,.0f} "
+            f"img/s training (epoch of 50,000 in {row['epoch_50000_s']:.1f} s), {row['gflops']:.1f} GFLOP/s; "
+            f"eval {row['eval_images_per_s']:,.0f} img/s")
+    print(line)
+    if "torch_step_ms" in row:
+        ratios = ", ".join(f"{r['ratio']:.2f}" for r in row["rounds"])
+        print(f"  PyTorch: step {row['torch_step_ms']:.1f} ms, eval {row['torch_eval_images_per_s']:,.0f} img/s; "
+              f"NumPy/PyTorch step time per round: {ratios} (median {row['step_ratio_median']:.2f}); "
+              f"eval speed-up {row['eval_ratio']:.2f}x")
+    print(f"  {'layer (per worker)':<20}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
+    for layer in row["per_layer_ms_per_worker"]:
+        print(f"  {layer['layer']:<20}{str(tuple(layer['output'])):<20}{layer['forward_ms']:>12.2f}"
+              f"{layer['backward_ms']:>13.2f}")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", nargs="*", default=["configs/lenet.yaml"])
-    parser.add_argument("--batch", nargs="*", type=int, default=[64])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nets", nargs="*", help="lenet and/or config paths (default: lenet and configs/*.yaml)")
+    parser.add_argument("--batch", nargs="*", type=int, default=[64, 128, 256])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating NumPy/PyTorch rounds")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    keep_freed_memory()
 
     start = time.perf_counter()
-    data = load_dataset()
+    dataset = load_dataset()
     load_s = time.perf_counter() - start
+    x = (dataset.train_images[:256] > 0).astype(np.float32)  # binarised, as the notebook did
+    y = dataset.train_labels[:256].astype(np.int64)
+    test = (dataset.test_images[:5000] > 0).astype(np.float32)
+    nets = args.nets or ["lenet"] + [str(p.relative_to(ROOT)) for p in sorted((ROOT / "configs").glob("*.yaml"))]
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
-                          "processor": platform.processor() or platform.machine(), "workers": default_workers()},
+                          "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "workers": default_workers()},
               "mnist_load_verified_s": round(load_s, 3), "gemm_gflops": round(gemm_gflops(), 1), "runs": []}
-    print(f"MNIST loaded and verified in {load_s:.2f} s; plain float32 A @ B: {report['gemm_gflops']} GFLOP/s")
-    for path in args.config:
-        config = cfg.load_config(path)
+    print(f"MNIST loaded and verified in {load_s:.2f} s; plain float32 1024x1024 A @ B: {report['gemm_gflops']} "
+          f"GFLOP/s; {default_workers()} workers")
+
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F811  (optional: the comparison only)
+            report["machine"]["torch"] = torch.__version__
+        except ImportError:
+            print("PyTorch is not installed: NumPy figures only (pip install torch==2.13.0 to compare)")
+    for name in nets:
+        specs = LENET if name == "lenet" else cfg.load_config(ROOT / name if not Path(name).is_file() else name)[
+            "model"]["layers"]
         for batch in args.batch:
-            model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                           np.random.default_rng(0))
-            x = data.train_images[:batch].astype(np.float32) / 255
-            y = data.train_labels[:batch]
-            layers = per_layer(model, x, y)
-            step_s = train_step(model, x, y, default_workers())
-            step1_s = train_step(model, x, y, 1)
-            flops = 3 * 2 * model.macs() * batch  # forward, and a backward of about twice the work
-            eval_x = data.test_images[:1000]
-            eval_s = best_of(lambda: model.predict_logits(eval_x, 1000, lambda b: b.astype(np.float32) / 255),
-                             repeats=3, number=1)
-            run = {"config": path, "batch": batch, "step_ms": 1e3 * step_s, "step_ms_one_thread": 1e3 * step1_s,
-                   "train_images_per_s": batch / step_s, "epoch_50000_s": 50000 / batch * step_s,
-                   "gflops": flops / step_s / 1e9, "eval_images_per_s": 1000 / eval_s, "layers": layers}
-            report["runs"].append(run)
-            print(f"\n{path} batch {batch}: step {run['step_ms']:.1f} ms ({run['step_ms_one_thread']:.1f} ms on one "
-                  f"thread), {run['train_images_per_s']:,.0f} img/s training, epoch of 50,000 in "
-                  f"{run['epoch_50000_s']:.1f} s, {run['gflops']:.1f} GFLOP/s; eval {run['eval_images_per_s']:,.0f} "
-                  "img/s")
-            print(f"  {'layer':<14}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
-            for row in layers:
-                back = f"{row['backward_ms']:.2f}" if "backward_ms" in row else "-"
-                print(f"  {row['layer']:<14}{str(tuple(row['output'])):<20}{row['forward_ms']:>12.2f}{back:>13}")
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS {report['peak_rss_mb']:.0f} MB")
+            row = bench_one(name, specs, batch, (x, y, test), args, torch)
+            report["runs"].append(row)
+            print_row(row)
+    report["peak_rss_mb_with_torch" if torch else "peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(f"\npeak RSS of this process {report.get('peak_rss_mb', report.get('peak_rss_mb_with_torch')):.0f} MB"
+          + (" (PyTorch included)" if torch else ""))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

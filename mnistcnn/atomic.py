@@ -5,27 +5,48 @@ A crash at any moment leaves either the old file or the new one, never half of o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
+from .errors import WriteError
+
 
 @contextlib.contextmanager
 def atomic_writer(path, mode: str = "wb"):
-    """Yield a file object; on success it replaces ``path``, on any error it is removed."""
+    """Yield a file object; on success it replaces ``path``, on any error it is removed.
+
+    An OSError (disk full, no permission, read-only file system) becomes a WriteError that
+    names ``path``: a failed write() or fsync() carries no file name of its own.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from None
         raise
     _fsync_dir(path.parent)
+
+
+def write_error(path: Path, err: OSError) -> WriteError:
+    reason = err.strerror or str(err)
+    fix = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
+           errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",
+           errno.EROFS: "use a writable folder"}.get(err.errno, "check the folder")
+    previous = " (the previous version is intact)" if path.exists() else ""
+    return WriteError(f"{path}: cannot write: {reason}{previous}; {fix} or choose another --runs-dir")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -5,6 +5,7 @@ exit code, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -92,8 +93,12 @@ class TrainReporter:
 
     def log(self, message: str, show: bool = True) -> None:
         if self.log_file:
-            self.log_file.write(message + "\n")
-            self.log_file.flush()
+            try:
+                self.log_file.write(message + "\n")
+                self.log_file.flush()
+            except OSError as err:
+                from .atomic import write_error
+                raise write_error(Path(self.log_file.name), err) from None
         if show and not self.quiet:
             console.print(message, markup=False, soft_wrap=True)
 
@@ -101,7 +106,9 @@ class TrainReporter:
         if self.progress:
             self.progress.stop()
         if self.log_file:
-            self.log_file.close()
+            with contextlib.suppress(OSError):
+                self.log_file.close()
+            self.log_file = None
 
     def on_start(self, trainer):
         self.epochs = trainer.epochs
@@ -263,25 +270,29 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
             summary = trainer.fit()
     except Interrupted as stop:
         reporter.close()
-        run.set_status("interrupted", epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
-        _write_curves(trainer, run)
+        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
+            run.set_status("interrupted", epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
+            _write_curves(trainer, run)
         click.echo(f"interrupted: checkpoint written to {stop.checkpoint}", err=True)
         click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
         sys.exit(130 if stop.signum == signal.SIGINT else 143)
     except KeyboardInterrupt:
         reporter.close()
-        run.set_status("interrupted")
+        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
+            run.set_status("interrupted")
         click.echo(f"aborted; the last checkpoint in {run.checkpoints} is intact", err=True)
         click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
         sys.exit(130)
     except NonFiniteError:
         reporter.close()
-        run.set_status("failed", reason="non-finite")
-        _write_curves(trainer, run)
+        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
+            run.set_status("failed", reason="non-finite")
+            _write_curves(trainer, run)
         raise
     except BaseException:
         reporter.close()
-        run.set_status("failed")
+        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
+            run.set_status("failed")
         raise
     reporter.close()
     run.set_status("finished")

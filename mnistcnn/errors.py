@@ -35,3 +35,9 @@ class NonFiniteError(MnistCnnError):
     """Training produced a NaN or infinity; says where it first appeared."""
 
     exit_code = 3
+
+
+class WriteError(MnistCnnError):
+    """A file could not be written (disk full, no permission); the previous version is intact."""
+
+    exit_code = 1

@@ -78,6 +78,14 @@ def _choice(key, value, choices):
 
 
 INITS = ("he", "glorot", "lecun")
+MAX_WEIGHTS = 50_000_000  # per layer: 200 MB of float32, far beyond any MNIST net, far below a frozen machine
+
+
+def _check_weight_count(key: str, count: int) -> None:
+    """Refuse a layer too big to allocate before trying (a typo like units: 1000000)."""
+    if count > MAX_WEIGHTS:
+        raise ShapeError(key, f"this layer would have {count:,} weights; at most {MAX_WEIGHTS:,} per layer are "
+                              f"supported: lower {key}")
 CONV_ALGORITHMS = ("auto", "im2col", "fft-gemm")
 
 
@@ -223,6 +231,7 @@ class Conv2D(Layer):
         self.method = self.choose_method(self.input_shape)
         c_prev = input_shape[2]
         f = self.kernel
+        _check_weight_count("filters", f * f * c_prev * self.filters)
         rng = rng if rng is not None else np.random.default_rng(0)
         W = init_weights(rng, (f, f, c_prev, self.filters), f * f * c_prev, f * f * self.filters, self.init)
         self.params = {"W": W.astype(dtype)}
@@ -376,6 +385,7 @@ class Dense(Layer):
         out = super().build(input_shape, rng, dtype)
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in = input_shape[0]
+        _check_weight_count("units", fan_in * self.units)
         self.params = {"W": init_weights(rng, (fan_in, self.units), fan_in, self.units, self.init).astype(dtype)}
         if self.bias:
             self.params["b"] = np.zeros(self.units, dtype=dtype)

@@ -1,0 +1,195 @@
+"""Faults on the real code path: a full disk, no permission, two runs started at once, an
+empty data folder, and fuzzing of the IDX reader and the config loader with random input."""
+import errno
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mnistcnn import config as cfg
+from mnistcnn.cli import main
+from mnistcnn.data import read_idx
+from mnistcnn.errors import ConfigError, DataError
+from mnistcnn.runs import load_checkpoint
+from helpers import idx_bytes
+from test_train import mnistcnn_command, only_run, write_config
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _file_behind(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+class FailingDisk:
+    """os.fsync that starts failing with ``code`` once ``after`` checkpoint writes succeeded:
+    from then on every write fails, as on a disk that has filled up."""
+
+    def __init__(self, code, after):
+        self.code, self.after, self.saved, self.failed = code, after, 0, []
+        self.real = os.fsync
+
+    def __call__(self, fd):
+        name = _file_behind(fd)
+        if self.saved >= self.after:
+            self.failed.append(name)
+            raise OSError(self.code, os.strerror(self.code))
+        self.real(fd)
+        if ".last.npz." in name:
+            self.saved += 1
+
+
+def leftovers(run):
+    return [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                                        code, words):
+    disk = FailingDisk(code, after=1)  # the checkpoint at the start succeeds, the one after epoch 1 does not
+    monkeypatch.setattr(os, "fsync", disk)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=2), "--runs-dir", tmp_path / "runs", "--quiet")
+    monkeypatch.undo()
+    assert result.exit_code == 1, result.output
+    message = result.stderr.strip()
+    assert message.count("\n") == 0 and message.startswith("error: ") and "Traceback" not in result.stderr
+    assert words in message and "cannot write" in message and str(tmp_path / "runs") in message
+    run = only_run(tmp_path / "runs")
+    arrays, meta = load_checkpoint(run / "checkpoints" / "last.npz")  # intact, verified by its SHA-256s
+    assert meta["epoch"] == 0
+    assert leftovers(run) == []
+    assert disk.failed  # the fault really happened
+
+
+def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert "config.yaml: cannot write: Permission denied" in result.stderr and "Traceback" not in result.stderr
+    run = only_run(tmp_path / "runs")
+    assert leftovers(run) == [] and not (run / "checkpoints" / "last.npz").exists()
+
+
+def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path):
+    config = write_config(tmp_path, limit=200, epochs=1)
+    runs = tmp_path / "runs"
+    procs = [subprocess.Popen(mnistcnn_command() + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    assert len(dirs) == 2
+    for d in dirs:
+        assert json.loads((d / "summary.json").read_text())["status"] == "finished"
+        load_checkpoint(d / "checkpoints" / "best.npz")
+    assert {out.strip().rsplit(" ", 1)[-1] for out, _ in outputs} == {str(d) for d in dirs}
+
+
+def test_an_empty_data_folder(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = cli("train", write_config(tmp_path, epochs=1), "--runs-dir", tmp_path / "runs", "--data-dir", empty)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert str(empty) in result.stderr and "train-images" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# -- fuzzing: random input gives a typed error or a result, never another exception, never a hang
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600), st.booleans())
+def test_random_bytes_as_an_idx_file(tmp_path, blob, gz):
+    import gzip
+
+    path = tmp_path / ("f.gz" if gz else "f")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    try:
+        read_idx(path)
+    except DataError:
+        pass
+
+
+@st.composite
+def idx_like(draw):
+    """A plausible header (sometimes lying about its sizes or type) and a body."""
+    ndim = draw(st.integers(0, 4))
+    dims = draw(st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 40), min_size=ndim, max_size=ndim))
+    type_code = draw(st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x00, 0xFF]))
+    header = bytes([0, 0, type_code, ndim]) + b"".join(int(d).to_bytes(4, "big") for d in dims)
+    return header + draw(st.binary(max_size=400))
+
+
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(idx_like(), st.sampled_from([None, 1, 3]))
+def test_random_idx_headers(tmp_path, blob, ndim):
+    path = tmp_path / "g"
+    path.write_bytes(blob)
+    try:
+        array = read_idx(path, expected_ndim=ndim)
+    except DataError:
+        return
+    assert array.dtype == np.uint8 and (ndim is None or array.ndim == ndim)
+
+
+def test_a_valid_idx_round_trips(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "ok").write_bytes(idx_bytes(array))
+    np.testing.assert_array_equal(read_idx(tmp_path / "ok", expected_ndim=3), array)
+
+
+scalars = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=8)
+structures = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=8) | st.sampled_from(["type", "units", "filters", "kernel", "padding", "stride", "rate"]),
+    inner, max_size=4), max_leaves=12)
+LAYER_TYPES = ["conv2d", "maxpool2d", "avgpool2d", "relu", "flatten", "dense", "dropout", "batchnorm", "tanh", "nope"]
+
+
+@st.composite
+def configs(draw):
+    """Random structures, and real keys with random values (so the fuzzing gets past the top)."""
+    raw = draw(st.dictionaries(st.sampled_from(["name", "data", "model", "train", "extra"]), structures, max_size=3))
+    if draw(st.booleans()):
+        layers = draw(st.lists(st.fixed_dictionaries({"type": st.sampled_from(LAYER_TYPES)}, optional={
+            "units": st.integers(-5, 10**9), "filters": st.integers(-5, 10**9), "kernel": st.integers(-2, 40),
+            "padding": st.integers(-1, 5) | st.sampled_from(["same", "valid", "x"]),
+            "size": st.integers(-1, 40), "rate": st.floats(allow_nan=True)}), max_size=8))
+        raw["model"] = {"layers": layers}
+    if draw(st.booleans()):
+        raw["train"] = {"optimizer": {"lr": draw(scalars)}, "epochs": draw(scalars), "batch_size": draw(scalars)}
+    return raw
+
+
+@settings(max_examples=250, deadline=3000)
+@given(configs())
+def test_random_configs_give_config_errors_only(raw):
+    start = time.perf_counter()
+    try:
+        cfg.validate(raw, "fuzz.yaml")
+    except ConfigError as err:
+        assert str(err).startswith("fuzz.yaml")
+    assert time.perf_counter() - start < 2.0
+
+
+@settings(max_examples=150, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200) | st.builds(yaml.safe_dump, structures))
+def test_random_yaml_text_gives_config_errors_only(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        cfg.load_config(path)
+    except ConfigError as err:
+        assert str(path) in str(err)
