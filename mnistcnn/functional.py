@@ -236,11 +236,18 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
         A = cache[2]
     else:  # the cache came from an average-mode forward: find the maxima now
         A = _window_max(A_in, f, stride, out_shape)
-    unclaimed = np.ones(out_shape, dtype=bool)  # windows whose maximum has not been found yet
-    for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
-        first = A_in[:, rows, cols, :] == A
-        first &= unclaimed
-        unclaimed ^= first
+    unclaimed = None  # windows whose maximum has not been found yet (None: all of them)
+    last = f * f - 1
+    for k, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+        if k == last and unclaimed is not None:
+            first = unclaimed  # every finite window has its maximum somewhere: here, if not before
+        else:
+            first = A_in[:, rows, cols, :] == A
+            if unclaimed is None:
+                unclaimed = ~first
+            else:
+                first &= unclaimed
+                unclaimed ^= first
         if tiled:
             np.multiply(dA, first, out=dA_prev[:, rows, cols, :])
         else:

@@ -84,14 +84,22 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p
         m = self._slot("m", key, p)
         v = self._slot("v", key, p)
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
+        real = p.dtype.type
+        scratch = np.multiply(g, real(1 - self.beta1))  # one temporary, reused: no per-op allocations
+        m *= real(self.beta1)
+        m += scratch
+        np.multiply(g, g, out=scratch)
+        scratch *= real(1 - self.beta2)
+        v *= real(self.beta2)
+        v += scratch
         # bias corrections folded into the step size
         t = self.steps
         step = lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
-        p -= p.dtype.type(step) * m / (np.sqrt(v) + p.dtype.type(self.eps))
+        np.sqrt(v, out=scratch)
+        scratch += real(self.eps)
+        np.divide(m, scratch, out=scratch)
+        scratch *= real(step)
+        p -= scratch
 
 
 class AdamW(Adam):

@@ -82,21 +82,18 @@ class StepRunner:
         # one child generator per part, drawn in order: dropout masks are the same whatever the timing
         seeds = rng.integers(0, 2**63 - 1, size=parts)
         bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [self.pool.submit(self.model.train_step_gradients, x[lo:hi], y[lo:hi],
-                                    np.random.default_rng(seed), label_smoothing, False)
-                   for lo, hi, seed in zip(bounds[:-1], bounds[1:], seeds)]
-        results = [f.result() for f in futures]
         # each part's loss is a mean over its examples: weight by size to get the batch mean
-        weights = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
-        loss = sum(w * r[0] for w, r in zip(weights, results))
+        shares = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
+        futures = [self.pool.submit(self.model.train_step_gradients, x[lo:hi], y[lo:hi],
+                                    np.random.default_rng(seed), label_smoothing, False, share)
+                   for lo, hi, seed, share in zip(bounds[:-1], bounds[1:], seeds, shares)]
+        results = [f.result() for f in futures]
+        loss = sum(share * r[0] for share, r in zip(shares, results))
         correct = sum(r[1] for r in results)
-        grads = {}
-        for w, (_, _, part_grads, caches) in zip(weights, results):
-            self.model.commit_statistics(caches)
+        grads = results[0][2]  # the parts' gradients are already scaled: add them, in a fixed order
+        for _, _, part_grads, _ in results[1:]:
             for k, g in part_grads.items():
-                scaled = g * g.dtype.type(w)
-                if k in grads:
-                    grads[k] += scaled
-                else:
-                    grads[k] = scaled
+                grads[k] += g
+        for _, _, _, caches in results:
+            self.model.commit_statistics(caches)
         return loss, correct, grads

@@ -143,3 +143,28 @@ def test_model_gradient_end_to_end_float64():
 
     for key, p in model.params().items():
         assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
+
+
+def test_fast_pass_relu_after_pool_gives_identical_numbers():
+    """The fast path runs relu after max pooling; outputs and gradients must not change at all,
+    ties of binarised inputs and all-negative windows included."""
+    specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1},
+             {"type": "relu"}, {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"},
+             {"type": "dense", "units": 5}]
+    model = Sequential.from_config(specs, (10, 10, 1), np.random.default_rng(0), dtype=np.float64)
+    assert model._order(True) == [0, 2, 1, 3, 5, 4, 6, 7]
+    x = (np.random.default_rng(1).random((6, 10, 10, 1)) > 0.5).astype(np.float64)
+    y = np.arange(6) % 5
+    plain_out, plain_caches = model.forward(x, training=True)
+    fast_out, fast_caches = model.forward(x, training=True, fast=True)
+    np.testing.assert_array_equal(plain_out, fast_out)
+    dout = np.random.default_rng(2).normal(size=plain_out.shape)
+    plain, plain_dx = model.backward(dout, plain_caches)
+    fast, fast_dx = model.backward(dout, fast_caches, fast=True)
+    assert plain.keys() == fast.keys()
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], fast[key])
+    np.testing.assert_array_equal(model.predict_logits(x), model.forward(x)[0])
+    loss, correct, grads, _ = model.train_step_gradients(x, y)
+    assert np.isfinite(loss) and set(grads) == set(plain)
