@@ -16,21 +16,25 @@ class Augment:
     def active(self) -> bool:
         return bool(self.shift or self.rotate or self.scale)
 
+    def draw(self, n: int, rng: np.random.Generator):
+        """The random parameters for ``n`` images: ``(theta, zoom, shifts)``. Drawn for a whole
+        batch at once, so the result does not depend on how the batch is split over threads."""
+        theta = np.deg2rad(rng.uniform(-self.rotate, self.rotate, n)) if self.rotate else np.zeros(n)
+        zoom = rng.uniform(1 - self.scale, 1 + self.scale, n) if self.scale else np.ones(n)
+        shifts = rng.integers(-self.shift, self.shift + 1, size=(n, 2)) if self.shift else np.zeros((n, 2))
+        return theta, zoom, shifts
+
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """batch (N, H, W, C) float32 -> a new augmented batch of the same shape."""
         if not self.active:
             return batch
-        n, h, w, _ = batch.shape
-        theta = np.deg2rad(rng.uniform(-self.rotate, self.rotate, n)) if self.rotate else np.zeros(n)
-        zoom = rng.uniform(1 - self.scale, 1 + self.scale, n) if self.scale else np.ones(n)
-        shifts = rng.integers(-self.shift, self.shift + 1, size=(n, 2)) if self.shift else np.zeros((n, 2))
-        return affine_resample(batch, theta, zoom, shifts)
+        return affine_resample(batch, *self.draw(len(batch), rng))
 
 
 def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Rotate by ``theta`` (radians) and scale by ``zoom`` about the centre, then shift by
     ``shifts`` (dy, dx) pixels; one parameter set per image. Pixels from outside take the
-    batch's background value (its minimum: 0 when scaled, below 0 when standardised)."""
+    image's background value (its minimum: 0 when scaled, below 0 when standardised)."""
     n, h, w, c = batch.shape
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
@@ -51,7 +55,8 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
         sample = batch[image, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, H, W, C)
         out += sample * (weight * inside)[..., None]
         coverage += weight * inside
-    background = batch.min() if batch.size else 0
-    if background != 0:
-        out += ((1 - coverage) * background)[..., None].astype(out.dtype)
+    # each image's own background: the same whichever other images share its batch
+    background = batch.min(axis=(1, 2, 3)) if batch.size else np.zeros(n, dtype=batch.dtype)
+    if np.any(background != 0):
+        out += ((1 - coverage) * background[:, None, None])[..., None].astype(out.dtype)
     return out

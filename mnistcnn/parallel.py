@@ -73,19 +73,26 @@ class StepRunner:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
-    def gradients(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
+    def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
+        """``x`` is the batch, or a function ``x(lo, hi)`` that makes rows lo..hi of it: then
+        each thread prepares its own part (preprocessing, augmentation) in parallel too."""
         n = len(y)
         parts = min(self.workers, max(1, n // self.min_per_worker))
         if parts == 1:
-            loss, correct, grads, _ = self.model.train_step_gradients(x, y, rng, label_smoothing)
+            batch = x(0, n) if callable(x) else x
+            loss, correct, grads, _ = self.model.train_step_gradients(batch, y, rng, label_smoothing)
             return loss, correct, grads
         # one child generator per part, drawn in order: dropout masks are the same whatever the timing
         seeds = rng.integers(0, 2**63 - 1, size=parts)
         bounds = np.linspace(0, n, parts + 1).astype(int)
         # each part's loss is a mean over its examples: weight by size to get the batch mean
         shares = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
-        futures = [self.pool.submit(self.model.train_step_gradients, x[lo:hi], y[lo:hi],
-                                    np.random.default_rng(seed), label_smoothing, False, share)
+        def part(lo, hi, seed, share):
+            batch = x(lo, hi) if callable(x) else x[lo:hi]
+            return self.model.train_step_gradients(batch, y[lo:hi], np.random.default_rng(seed), label_smoothing,
+                                                   False, share)
+
+        futures = [self.pool.submit(part, lo, hi, seed, share)
                    for lo, hi, seed, share in zip(bounds[:-1], bounds[1:], seeds, shares)]
         results = [f.result() for f in futures]
         loss = sum(share * r[0] for share, r in zip(shares, results))

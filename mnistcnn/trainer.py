@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config as cfg
-from .augment import Augment
+from .augment import Augment, affine_resample
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, split_indices
 from .errors import CheckpointError, DataError, NonFiniteError
 from .losses import softmax_cross_entropy
@@ -210,12 +210,18 @@ class Trainer:
         params = self.model.params()
         runner = self.runner
         for idx in self.iterator.epoch_batches():
-            x = self.augment(self.preprocess(x_all[idx]), self.augment_rng)
-            y = y_all[idx]
+            raw, y = x_all[idx], y_all[idx]
+            warp = self.augment.draw(len(y), self.augment_rng) if self.augment.active else None
+
+            def make_batch(lo, hi, raw=raw, warp=warp):  # runs in the worker threads
+                batch = self.preprocess(raw[lo:hi])
+                return affine_resample(batch, *(p[lo:hi] for p in warp)) if warp is not None else batch
+
             dropout_state = _rng_state(self.dropout_rng)
-            loss, correct, grads = runner.gradients(x, y, self.dropout_rng, t["label_smoothing"])
+            loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, t["label_smoothing"])
             if not check_finite(loss, grads):
-                where = self.model.locate_non_finite(x, y, _rng_from(dropout_state), t["label_smoothing"])
+                where = self.model.locate_non_finite(make_batch(0, len(y)), y, _rng_from(dropout_state),
+                                                     t["label_smoothing"])
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
