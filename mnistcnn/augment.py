@@ -36,27 +36,30 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     ``shifts`` (dy, dx) pixels; one parameter set per image. Pixels from outside take the
     image's background value (its minimum: 0 when scaled, below 0 when standardised)."""
     n, h, w, c = batch.shape
+    if n == 0:
+        return batch.copy()
+    # a frame of background (1 pixel above and left, 2 below and right) lets every bilinear tap
+    # read memory: source points outside the image are clamped into the frame
+    background = batch.min(axis=(1, 2, 3))
+    framed = np.empty((n, h + 3, w + 3, c), dtype=batch.dtype)
+    framed[:] = background[:, None, None, None]
+    framed[:, 1:h + 1, 1:w + 1] = batch
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
     # inverse map: for every output pixel, where it comes from in the input
-    dy = ys[None] - cy - shifts[:, 0, None, None]
-    dx = xs[None] - cx - shifts[:, 1, None, None]
-    cos, sin = (np.cos(theta) / zoom)[:, None, None], (np.sin(theta) / zoom)[:, None, None]
-    src_y = cos * dy - sin * dx + cy
-    src_x = sin * dy + cos * dx + cx
-    y0, x0 = np.floor(src_y).astype(np.int64), np.floor(src_x).astype(np.int64)
-    fy, fx = (src_y - y0).astype(np.float32), (src_x - x0).astype(np.float32)
-    image = np.arange(n)[:, None, None]
+    dy = ys[None] - np.float32(cy) - shifts[:, 0, None, None].astype(np.float32)
+    dx = xs[None] - np.float32(cx) - shifts[:, 1, None, None].astype(np.float32)
+    cos = (np.cos(theta) / zoom).astype(np.float32)[:, None, None]
+    sin = (np.sin(theta) / zoom).astype(np.float32)[:, None, None]
+    src_y = np.clip(cos * dy - sin * dx + np.float32(cy), -1, h)
+    src_x = np.clip(sin * dy + cos * dx + np.float32(cx), -1, w)
+    y0, x0 = np.floor(src_y), np.floor(src_x)
+    fy, fx = src_y - y0, src_x - x0
+    # flat index of the top-left tap in the framed batch
+    top_left = ((np.arange(n)[:, None, None] * (h + 3) + (y0.astype(np.int64) + 1)) * (w + 3)
+                + (x0.astype(np.int64) + 1))
+    pixels = framed.reshape(-1, c)
     out = np.zeros_like(batch)
-    coverage = np.zeros(batch.shape[:3], dtype=np.float32)
-    for oy, ox, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        yy, xx = y0 + oy, x0 + ox
-        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        sample = batch[image, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, H, W, C)
-        out += sample * (weight * inside)[..., None]
-        coverage += weight * inside
-    # each image's own background: the same whichever other images share its batch
-    background = batch.min(axis=(1, 2, 3)) if batch.size else np.zeros(n, dtype=batch.dtype)
-    if np.any(background != 0):
-        out += ((1 - coverage) * background[:, None, None])[..., None].astype(out.dtype)
+    for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (w + 3, fy * (1 - fx)), (w + 4, fy * fx)):
+        out += np.take(pixels, top_left + offset, axis=0) * weight[..., None]
     return out

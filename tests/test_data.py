@@ -172,3 +172,26 @@ def test_loading_is_streamed_into_one_buffer(tmp_path):
     import hashlib
     assert digest == hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
     assert array.shape == (2, 3, 4)
+
+
+def test_affine_resample_matches_a_pixel_loop():
+    rng = np.random.default_rng(5)
+    batch = rng.random((3, 9, 7, 2)).astype(np.float32) + 0.25  # background (the minimum) is not zero
+    theta, zoom, shifts = np.array([0.3, -0.5, 0.0]), np.array([0.9, 1.2, 1.0]), np.array([[1, -2], [0, 3], [-9, 0]])
+    got = affine_resample(batch, theta, zoom, shifts)
+    n, h, w, c = batch.shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    for i in range(n):
+        background = batch[i].min()
+        for y in range(h):
+            for x in range(w):
+                dy, dx = y - cy - shifts[i, 0], x - cx - shifts[i, 1]
+                cos, sin = np.cos(theta[i]) / zoom[i], np.sin(theta[i]) / zoom[i]
+                sy, sx = cos * dy - sin * dx + cy, sin * dy + cos * dx + cx
+                y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+                want = np.zeros(c)
+                for yy, xx, weight in ((y0, x0, (1 - (sy - y0)) * (1 - (sx - x0))), (y0, x0 + 1, (1 - (sy - y0)) * (sx - x0)),
+                                       (y0 + 1, x0, (sy - y0) * (1 - (sx - x0))), (y0 + 1, x0 + 1, (sy - y0) * (sx - x0))):
+                    inside = 0 <= yy < h and 0 <= xx < w
+                    want += weight * (batch[i, yy, xx] if inside else background)
+                np.testing.assert_allclose(got[i, y, x], want, atol=2e-5)
