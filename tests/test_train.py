@@ -232,3 +232,13 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
         assert result.exit_code == 0, result.output
         got = weights(run / "checkpoints/last.npz")
         assert all(np.array_equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_quick_config_reaches_97_percent(tmp_path):
+    """The shipped quick.yaml end to end on all of MNIST (about 20 s here)."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "quick.yaml")
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((only_run(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["test_acc"] > 0.97 and summary["split_sizes"]["train"] == 55000
