@@ -96,7 +96,7 @@ class NumpyNet:
 
     def step(self):
         _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
-        self.optimizer.step(self.params, grads)
+        self.optimizer.step(self.params, grads, run=self.runner.map)
 
     def evaluate(self, images):
         return self.model.predict_logits(images, 1000)

@@ -84,6 +84,18 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
     return windows.reshape(m * n_H * n_W, f * f * n_C)
 
 
+def columns_one_channel(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
+    """``im2col`` for a one-channel input, transposed: ``(f*f, m*n_H*n_W)``, built by one
+    slice copy per kernel offset (rows of n_W contiguous pixels), where im2col would gather
+    runs of f pixels. Its transpose is a view with im2col's layout and the same GEMM results."""
+    m = A_pad.shape[0]
+    cols_t = np.empty((f * f, m, n_H, n_W), dtype=A_pad.dtype)
+    for i in range(f):
+        for j in range(f):
+            cols_t[i * f + j] = A_pad[:, _offset_slice(i, n_H, stride), _offset_slice(j, n_W, stride), 0]
+    return cols_t.reshape(f * f, m * n_H * n_W)
+
+
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
     """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C).
 
@@ -110,7 +122,10 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
 
     dtype = _floating(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
-    cols = im2col(A_pad, f, stride, n_H, n_W)
+    if n_C_prev == 1:  # a first layer on greyscale images: a faster way to the same matrix
+        cols = columns_one_channel(A_pad, f, stride, n_H, n_W).T
+    else:
+        cols = im2col(A_pad, f, stride, n_H, n_W)
     Z = cols @ W.reshape(f * f * n_C_prev, n_C).astype(dtype, copy=False)
     Z += np.asarray(b, dtype=dtype).reshape(n_C)
     return Z.reshape(m, n_H, n_W, n_C), (A_prev, W, b, hparameters, cols)

@@ -24,14 +24,37 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
 
-    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
-        """Update every parameter in place with its gradient at learning rate ``lr``."""
+    def step(self, params: dict, grads: dict, lr: float | None = None, run=None) -> None:
+        """Update every parameter in place with its gradient at learning rate ``lr``.
+
+        ``run(fn, items)`` (a thread pool's map) spreads the work: large arrays are updated in
+        halves, each by its own thread. Every update is element-wise, so the numbers do not change.
+        """
         lr = self.lr if lr is None else lr
         self.steps += 1
+        jobs = []
         for key, p in params.items():
-            self._update(key, p, grads[key], lr)
+            if not p.flags.c_contiguous:  # updates go through flat views: a copy would lose them
+                raise ValueError(f"parameter {key} must be a C-contiguous array")
+            for kind in self.slot_kinds:
+                self._slot(kind, key, p)
+            cuts = [0, p.size] if run is None or p.size < 65536 else [0, p.size // 2, p.size]
+            jobs.extend((key, p, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:]))
 
-    def _update(self, key, p, g, lr):
+        def update(job):
+            key, p, g, part = job
+            slots = {kind: self.state[f"{kind}.{key}"].reshape(-1)[part] for kind in self.slot_kinds}
+            self._update(key, p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part], lr, slots)
+
+        if run is None:
+            for job in jobs:
+                update(job)
+        else:
+            run(update, jobs)
+
+    slot_kinds: tuple = ()
+
+    def _update(self, key, p, g, lr, slots):
         raise NotImplementedError
 
     def _slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
@@ -57,11 +80,15 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def _update(self, key, p, g, lr):
+    @property
+    def slot_kinds(self):
+        return ("velocity",) if self.momentum else ()
+
+    def _update(self, key, p, g, lr, slots):
         if self.weight_decay and decays(key):
             g = g + self.weight_decay * p  # coupled L2, as torch.optim.SGD does
         if self.momentum:
-            v = self._slot("velocity", key, p)
+            v = slots["velocity"]
             v *= self.momentum
             v += g
             g = g + self.momentum * v if self.nesterov else v
@@ -76,14 +103,15 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def _update(self, key, p, g, lr):
+    slot_kinds = ("m", "v")
+
+    def _update(self, key, p, g, lr, slots):
         if self.weight_decay and decays(key):
             if self.decoupled:
                 p -= p.dtype.type(lr * self.weight_decay) * p
             else:
                 g = g + self.weight_decay * p
-        m = self._slot("m", key, p)
-        v = self._slot("v", key, p)
+        m, v = slots["m"], slots["v"]
         real = p.dtype.type
         scratch = np.multiply(g, real(1 - self.beta1))  # one temporary, reused: no per-op allocations
         m *= real(self.beta1)

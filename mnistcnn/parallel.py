@@ -73,6 +73,12 @@ class StepRunner:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
+    def map(self, fn, items) -> list:
+        """``[fn(item) for item in items]`` on this runner's threads (BLAS already limited)."""
+        if self.pool is None:
+            return [fn(item) for item in items]
+        return list(self.pool.map(fn, items))
+
     def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
         """``x`` is the batch, or a function ``x(lo, hi)`` that makes rows lo..hi of it: then
         each thread prepares its own part (preprocessing, augmentation) in parallel too."""

@@ -226,7 +226,7 @@ class Trainer:
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
             lr = schedule(self.step)
-            self.optimizer.step(params, grads, lr)
+            self.optimizer.step(params, grads, lr, run=runner.map)
             self.step += 1
             s = self.epoch_sums
             s["loss"] += loss * len(y)
