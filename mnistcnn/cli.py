@@ -431,12 +431,14 @@ def runs(folder, as_json):
     colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
     table = Table(title=f"runs in {folder}")
     table.add_column("run", overflow="fold")
-    for col in ("started", "config", "epochs", "best val", "test acc", "wall time", "status"):
-        table.add_column(col, justify="right" if col in ("epochs", "best val", "test acc", "wall time") else "left",
-                         no_wrap=col in ("status", "best val", "test acc"))
+    # short headings: the table must fit 80 columns beside long run names
+    for col in ("started", "config", "epochs", "best val", "test", "time", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best val", "test", "time") else "left",
+                         no_wrap=col != "config")
     for r in rows:
         epochs = str(r["epochs"]) + (f"/{r['epochs_planned']}" if r["epochs_planned"] else "")
-        table.add_row(r["run"], (r["started"] or "-").replace("T", " ")[:16], r["config"] or "-", epochs,
+        config = Path(r["config"]).stem if r["config"] else "-"  # configs/lenet.yaml -> lenet
+        table.add_row(r["run"], (r["started"] or "-").replace("T", " ")[5:16], config, epochs,
                       f"{r['best_val_acc']:.2%}" if r["best_val_acc"] is not None else "-",
                       f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-",
                       _duration(r["wall_seconds"]),

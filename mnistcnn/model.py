@@ -105,7 +105,7 @@ class Sequential:
         """
         stop = len(self.layers) if upto is None else upto + 1
         caches = [None] * stop
-        for i in self._order(fast and upto is None)[:stop] if upto is None else range(stop):
+        for i in self._order(fast) if upto is None else range(stop):
             x, caches[i] = self.layers[i].forward(x, training=training, rng=rng)
         if training and commit:
             self.commit_statistics(caches)
