@@ -102,31 +102,57 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
     return Plan(*arrays, n_lh=n_lh, n_w=n_w, n_Ho=n_Ho, n_Wo=n_Wo)
 
 
-def _spectral_weights(W: np.ndarray, taps: np.ndarray, k: int) -> np.ndarray:
-    """``[[Wr, Wi], [-Wi, Wr]]`` per frequency, shape (K, 2*C_prev, 2*C)."""
+class SpectralWeights(NamedTuple):
+    """A layer's kernels in the frequency domain. They change only when the weights do, so one
+    copy serves every part of a batch (and every batch of an evaluation)."""
+    big: np.ndarray            # (K, 2*C_prev, 2*C): [[Wr, Wi], [-Wi, Wr]] per frequency
+    big_t: np.ndarray | None   # (K, 2*C, 2*C_prev): its transpose, contiguous, for the input gradient
+
+
+def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, run=None, with_transpose=True) -> SpectralWeights:
+    """The spectral weights of ``W`` for an ``n_H x n_W`` input. ``run(fn, items)`` (a thread
+    pool's map) splits the frequencies between threads; each frequency's numbers are the same."""
     f, _, c_prev, c = W.shape
-    Wf = (taps @ W.reshape(f * f, c_prev * c)).reshape(k, 2, c_prev, c)
+    p = plan(n_H, n_W, f, pad, W.dtype.name)
+    k = p.n_lh * p.n_w
     big = np.empty((k, 2 * c_prev, 2 * c), dtype=W.dtype)
-    big[:, :c_prev, :c] = Wf[:, 0]
-    big[:, :c_prev, c:] = Wf[:, 1]
-    np.negative(Wf[:, 1], out=big[:, c_prev:, :c])
-    big[:, c_prev:, c:] = Wf[:, 0]
-    return big
+    big_t = np.empty((k, 2 * c, 2 * c_prev), dtype=W.dtype) if with_transpose else None
+
+    def fill(part):
+        lo, hi = part
+        Wf = (p.taps[2 * lo:2 * hi] @ W.reshape(f * f, c_prev * c)).reshape(hi - lo, 2, c_prev, c)
+        part_big = big[lo:hi]
+        part_big[:, :c_prev, :c] = Wf[:, 0]
+        part_big[:, :c_prev, c:] = Wf[:, 1]
+        np.negative(Wf[:, 1], out=part_big[:, c_prev:, :c])
+        part_big[:, c_prev:, c:] = Wf[:, 0]
+        if with_transpose:
+            big_t[lo:hi] = part_big.transpose(0, 2, 1)
+
+    if run is None:
+        fill((0, k))
+    else:
+        run(fill, [(0, k // 2), (k // 2, k)])
+    return SpectralWeights(big, big_t)
 
 
-def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
+def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict,
+                 weights: SpectralWeights | None = None):
     """Same contract as ``functional.conv_forward`` (stride 1, pad < f); the cache's last entry
-    holds the input spectrum and the spectral weights for the backward pass."""
+    holds the input spectrum and the spectral weights for the backward pass. ``weights``, when
+    given, must be ``spectral_weights(W, ...)`` for this input size (computed here otherwise)."""
     F._require_4d("A_prev", A_prev)
     m, n_H, n_W, c_prev = A_prev.shape
     f, _, _, c = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
     if not supported(n_H, n_W, f, stride, pad):
         raise ValueError(f"the frequency-domain conv needs stride 1 and pad < f; got stride {stride}, pad {pad}, f {f}")
-    dtype = F._floating(A_prev, W, b)
+    dtype = F._floating(A_prev, W, *([] if b is None else [b]))
     p = plan(n_H, n_W, f, pad, dtype.name)
     k = p.n_lh * p.n_w
-    W_big = _spectral_weights(W.astype(dtype, copy=False), p.taps, k)
+    if weights is None or weights.big.dtype != dtype:
+        weights = spectral_weights(W.astype(dtype, copy=False), n_H, n_W, pad, with_transpose=False)
+    W_big = weights.big
     x = np.asarray(A_prev, dtype=dtype)
     rows = np.matmul(p.half_h, x.reshape(m, n_H, n_W * c_prev))  # (m, Lh, re/im, W, C)
     X = np.matmul(p.full_w, rows.reshape(m * p.n_lh, 2 * n_W, c_prev))  # (m, Lh, Nw, re/im, C)
@@ -136,14 +162,16 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     np.matmul(X_big, W_big, out=Y.transpose(1, 0, 2))
     cols = np.matmul(p.back_w, Y.reshape(m * p.n_lh, 2 * p.n_w, c))  # (m, Lh, re/im, Wo, C)
     Z = np.matmul(p.back_h, cols.reshape(m, 2 * p.n_lh, p.n_Wo * c)).reshape(m, p.n_Ho, p.n_Wo, c)
-    Z += np.asarray(b, dtype=dtype).reshape(c)
-    return Z, (A_prev, W, b, hparameters, (X_big, W_big))
+    if b is not None:
+        Z += np.asarray(b, dtype=dtype).reshape(c)
+    return Z, (A_prev, W, b, hparameters, (X_big, weights))
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     """``(dA_prev, dW, db)`` for a cache from this module's ``conv_forward``: the forward's
     steps in reverse, each with its matrix transposed."""
-    A_prev, W, b, hparameters, (X_big, W_big) = cache
+    A_prev, W, b, hparameters, (X_big, weights) = cache
+    W_big = weights.big
     m, n_H, n_W, c_prev = A_prev.shape
     f, _, _, c = W.shape
     pad = int(hparameters["pad"])
@@ -165,8 +193,9 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     if not compute_dA:
         return None, dW, db
     dX = np.empty((m, k, 2 * c_prev), dtype=dtype)
-    # a contiguous transpose first: OpenBLAS multiplies by a transposed operand 3x slower here
-    np.matmul(dY_big, np.ascontiguousarray(W_big.transpose(0, 2, 1)), out=dX.transpose(1, 0, 2))
+    # a contiguous transpose: OpenBLAS multiplies by a transposed operand 3x slower here
+    W_big_t = weights.big_t if weights.big_t is not None else np.ascontiguousarray(W_big.transpose(0, 2, 1))
+    np.matmul(dY_big, W_big_t, out=dX.transpose(1, 0, 2))
     d_rows = np.matmul(p.full_w.T, dX.reshape(m * p.n_lh, 2 * p.n_w, c_prev))  # (m, Lh, re/im, W, C)
     dA_prev = np.matmul(p.half_h.T, d_rows.reshape(m, 2 * p.n_lh, n_W * c_prev))
     return dA_prev.reshape(m, n_H, n_W, c_prev), dW, db

@@ -97,7 +97,8 @@ def columns_one_channel(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: i
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
-    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C).
+    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C) or None (no
+    bias: the caller adds it later).
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -111,7 +112,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
         raise ValueError(f"W must be square in its first two axes (f, f, C_prev, C), got {W.shape}")
     if w_C_prev != n_C_prev:
         raise ValueError(f"W expects {w_C_prev} input channels but A_prev has {n_C_prev} (shape {A_prev.shape})")
-    if np.size(b) != n_C:
+    if b is not None and np.size(b) != n_C:
         raise ValueError(f"b must have {n_C} entries, shape (1, 1, 1, {n_C}); got shape {np.shape(b)}")
     stride = _int_param(hparameters, "stride", 1)
     pad = _int_param(hparameters, "pad", 0)
@@ -120,14 +121,15 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     if n_H < 1 or n_W < 1:
         raise ValueError(f"a {f}x{f} kernel with pad {pad} does not fit an input of {n_H_prev}x{n_W_prev}")
 
-    dtype = _floating(A_prev, W, b)
+    dtype = _floating(A_prev, W, *([] if b is None else [b]))
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
     if n_C_prev == 1:  # a first layer on greyscale images: a faster way to the same matrix
         cols = columns_one_channel(A_pad, f, stride, n_H, n_W).T
     else:
         cols = im2col(A_pad, f, stride, n_H, n_W)
     Z = cols @ W.reshape(f * f * n_C_prev, n_C).astype(dtype, copy=False)
-    Z += np.asarray(b, dtype=dtype).reshape(n_C)
+    if b is not None:
+        Z += np.asarray(b, dtype=dtype).reshape(n_C)
     return Z.reshape(m, n_H, n_W, n_C), (A_prev, W, b, hparameters, cols)
 
 

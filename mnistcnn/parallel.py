@@ -84,6 +84,7 @@ class StepRunner:
         each thread prepares its own part (preprocessing, augmentation) in parallel too."""
         n = len(y)
         parts = min(self.workers, max(1, n // self.min_per_worker))
+        self.model.prepare(self.map if parts > 1 else None)
         if parts == 1:
             batch = x(0, n) if callable(x) else x
             loss, correct, grads, _ = self.model.train_step_gradients(batch, y, rng, label_smoothing)

@@ -145,6 +145,25 @@ def test_model_gradient_end_to_end_float64():
         assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
 
 
+@pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
+def test_fast_evaluation_adds_conv_bias_after_the_pool_with_identical_numbers(algorithm):
+    """Evaluation adds a conv's bias after the max pool (a quarter of the additions); rounding
+    is monotone, so every logit must equal the plain pass's exactly, ties included."""
+    specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": algorithm}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
+             {"type": "maxpool2d", "size": 2}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}]
+    model = Sequential.from_config(specs, (12, 12, 1), np.random.default_rng(0))
+    rng = np.random.default_rng(3)
+    for key, p in model.params().items():
+        if key.endswith(".b"):
+            p[...] = rng.normal(size=p.shape).astype(np.float32)
+    assert model._late_biases(model._order(True)) == {2: 0, 4: 3}
+    images = np.concatenate([(rng.random((5, 12, 12, 1)) > 0.6), rng.random((5, 12, 12, 1)) * 3]).astype(np.float32)
+    plain = model.forward(images)[0]
+    np.testing.assert_array_equal(model.forward(images, fast=True)[0], plain)
+    np.testing.assert_array_equal(model.predict_logits(images), plain)
+
+
 def test_fast_pass_relu_after_pool_gives_identical_numbers():
     """The fast path runs relu after max pooling; outputs and gradients must not change at all,
     ties of binarised inputs and all-negative windows included."""
