@@ -185,10 +185,12 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     d_cols = np.matmul(p.back_h.T, dZ.reshape(m, p.n_Ho, p.n_Wo * c))
     dY = np.matmul(p.back_w.T, d_cols.reshape(m * p.n_lh, 2 * p.n_Wo, c))  # (m, Lh, Nw, re/im, C)
     dY_big = dY.reshape(m, k, 2 * c).transpose(1, 0, 2)  # (K, m, 2C): [dYr dYi]
-    dW_big = np.matmul(X_big.transpose(0, 2, 1), dY_big)  # (K, 2*C_prev, 2*C)
+    # X^T [dYr dYi] in two halves, so that the four blocks combined below are contiguous
+    X_t = X_big.transpose(0, 2, 1)
+    by_dYr, by_dYi = np.matmul(X_t, dY_big[:, :, :c]), np.matmul(X_t, dY_big[:, :, c:])  # (K, 2*C_prev, C)
     dWf = np.empty((k, 2, c_prev, c), dtype=dtype)
-    np.add(dW_big[:, :c_prev, :c], dW_big[:, c_prev:, c:], out=dWf[:, 0])
-    np.subtract(dW_big[:, :c_prev, c:], dW_big[:, c_prev:, :c], out=dWf[:, 1])
+    np.add(by_dYr[:, :c_prev], by_dYi[:, c_prev:], out=dWf[:, 0])  # Xr'dYr + Xi'dYi
+    np.subtract(by_dYi[:, :c_prev], by_dYr[:, c_prev:], out=dWf[:, 1])  # Xr'dYi - Xi'dYr
     dW = (p.taps.T @ dWf.reshape(2 * k, c_prev * c)).reshape(f, f, c_prev, c)
     if not compute_dA:
         return None, dW, db
