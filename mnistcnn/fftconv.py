@@ -57,6 +57,12 @@ def estimated_macs(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) ->
     return forward + 4 * n_lh * n_w * c_prev * c + inverse
 
 
+def spectrum_values(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) -> int:
+    """Numbers per image in the input's and output's spectra (the forward pass's scratch)."""
+    k = (grid_size(n_H, f, pad) // 2 + 1) * grid_size(n_W, f, pad)
+    return 2 * k * (c_prev + c)
+
+
 @lru_cache(maxsize=64)
 def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
     """The DFT matrices of one layer geometry, each a real matrix acting on one axis.

@@ -143,6 +143,10 @@ class Layer:
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
+    def working_values(self) -> int:
+        """Numbers per example that a forward pass reads and writes: input, output, scratch."""
+        return int(np.prod(self.input_shape)) + int(np.prod(self.output_shape))
+
     # -- computation ----------------------------------------------------------
     def forward(self, x, training=False, rng=None):
         raise NotImplementedError
@@ -244,6 +248,14 @@ class Conv2D(Layer):
     def macs(self):
         h, w, c = self.output_shape
         return h * w * c * self.kernel * self.kernel * self.input_shape[2]
+
+    def working_values(self):
+        h, w, c = self.output_shape
+        if self.method == "fft-gemm":  # the input's and output's spectra
+            scratch = fftconv.spectrum_values(*self.input_shape, c, self.kernel, self.pad)
+        else:  # the im2col matrix
+            scratch = h * w * self.kernel * self.kernel * self.input_shape[2]
+        return super().working_values() + scratch
 
     def _bias(self, dtype):
         return self.params["b"] if self.bias else np.zeros((1, 1, 1, self.filters), dtype=dtype)

@@ -104,3 +104,34 @@ def test_fft_conv_layer_gradients_match_finite_differences():
     assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
     for key, grad in grads.items():
         assert relative_error(grad, numerical_gradient(loss, layer.params[key])) < 1e-6
+
+
+def test_spectral_weights_are_shared_and_follow_in_place_updates():
+    """The trainer computes a conv's spectral weights once per step (split between threads)
+    and the workers reuse them; an in-place change of W, as the optimiser makes, must never
+    leave a forward pass on stale weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = Sequential.from_config([{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"},
+                                    {"type": "relu"}], (10, 10, 3), np.random.default_rng(0))
+    conv = model.layers[0]
+    W = conv.params["W"]
+    with ThreadPoolExecutor(2) as pool:
+        split = fftconv.spectral_weights(W, 10, 10, 2, run=pool.map)
+    whole = fftconv.spectral_weights(W, 10, 10, 2)
+    np.testing.assert_array_equal(split.big, whole.big)
+    np.testing.assert_array_equal(split.big_t, whole.big_t)
+
+    x = np.random.default_rng(1).random((4, 10, 10, 3), dtype=np.float32)
+    model.prepare()
+    cached = conv._current_spectral()
+    assert cached is not None
+    out, _ = model.forward(x)
+    assert conv._current_spectral() is cached  # reused, not recomputed
+    W -= 0.01  # in place, like an optimiser step
+    assert conv._current_spectral() is None
+    fresh = Sequential.from_config([{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2,
+                                     "algorithm": "fft-gemm"}, {"type": "relu"}], (10, 10, 3))
+    fresh.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(model.forward(x)[0], fresh.forward(x)[0])
+    assert not np.array_equal(model.forward(x)[0], out)

@@ -187,3 +187,18 @@ def test_fast_pass_relu_after_pool_gives_identical_numbers():
     np.testing.assert_array_equal(model.predict_logits(x), model.forward(x)[0])
     loss, correct, grads, _ = model.train_step_gradients(x, y)
     assert np.isfinite(loss) and set(grads) == set(plain)
+
+
+def test_evaluation_chunks_fit_the_cache_and_do_not_change_the_logits():
+    lenet = [{"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
+             {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
+             {"type": "flatten"}, {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10}]
+    model = Sequential.from_config(lenet, (28, 28, 1), np.random.default_rng(0))
+    small = Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2}, {"type": "flatten"},
+                                    {"type": "dense", "units": 10}], (28, 28, 1))
+    assert model.eval_chunk() == 48 and small.eval_chunk() == 256
+    rng = np.random.default_rng(6)
+    for key, p in model.params().items():
+        p[...] = rng.normal(scale=0.1 if key.endswith(".W") else 1.0, size=p.shape)
+    images = (rng.random((100, 28, 28, 1)) > 0.7).astype(np.float32)  # three chunks, the last one short
+    np.testing.assert_array_equal(model.predict_logits(images), model.forward(images)[0])
