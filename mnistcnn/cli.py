@@ -17,6 +17,7 @@ import click
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich import box
 from rich.table import Table
 
 from . import __version__
@@ -429,16 +430,19 @@ def runs(folder, as_json):
         console.print(f"no run directories in {folder}", markup=False)
         return
     colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
-    table = Table(title=f"runs in {folder}")
-    table.add_column("run", overflow="fold")
-    # short headings: the table must fit 80 columns beside long run names
-    for col in ("started", "config", "epochs", "best val", "test", "time", "status"):
+    # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
+    # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS.
+    wide = console.width >= 100
+    table = Table(title=f"runs in {folder}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run", no_wrap=True)
+    for col in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best val", "test", "time") else "left",
-                         no_wrap=col != "config")
+                         no_wrap=True)
     for r in rows:
         epochs = str(r["epochs"]) + (f"/{r['epochs_planned']}" if r["epochs_planned"] else "")
         config = Path(r["config"]).stem if r["config"] else "-"  # configs/lenet.yaml -> lenet
-        table.add_row(r["run"], (r["started"] or "-").replace("T", " ")[5:16], config, epochs,
+        started = (r["started"] or "-").replace("T", " ")[5:16]
+        table.add_row(r["run"], *((started, config) if wide else ()), epochs,
                       f"{r['best_val_acc']:.2%}" if r["best_val_acc"] is not None else "-",
                       f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-",
                       _duration(r["wall_seconds"]),
