@@ -153,7 +153,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
     if not supported(n_H, n_W, f, stride, pad):
         raise ValueError(f"the frequency-domain conv needs stride 1 and pad < f; got stride {stride}, pad {pad}, f {f}")
-    dtype = F._floating(A_prev, W, *([] if b is None else [b]))
+    dtype = F._floating(A_prev, W, b)
     p = plan(n_H, n_W, f, pad, dtype.name)
     k = p.n_lh * p.n_w
     if weights is None or weights.big.dtype != dtype:
@@ -201,7 +201,7 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     if not compute_dA:
         return None, dW, db
     dX = np.empty((m, k, 2 * c_prev), dtype=dtype)
-    # a contiguous transpose: OpenBLAS multiplies by a transposed operand 3x slower here
+    # a contiguous transpose: OpenBLAS multiplies by a transposed operand 2x slower here
     W_big_t = weights.big_t if weights.big_t is not None else np.ascontiguousarray(W_big.transpose(0, 2, 1))
     np.matmul(dY_big, W_big_t, out=dX.transpose(1, 0, 2))
     d_rows = np.matmul(p.full_w.T, dX.reshape(m * p.n_lh, 2 * p.n_w, c_prev))  # (m, Lh, re/im, W, C)

@@ -17,9 +17,10 @@ from numpy.lib.stride_tricks import as_strided
 POOL_MODES = ("max", "average")
 
 
-def _floating(x: np.ndarray, *others: np.ndarray) -> np.dtype:
-    """The dtype to compute in: the inputs' common float type (integers promote to float64)."""
-    dtype = np.result_type(x, *others)
+def _floating(x: np.ndarray, *others: np.ndarray | None) -> np.dtype:
+    """The dtype to compute in: the inputs' common float type (integers promote to float64;
+    None, an absent bias, is skipped)."""
+    dtype = np.result_type(x, *(o for o in others if o is not None))
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
@@ -124,7 +125,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     if n_H < 1 or n_W < 1:
         raise ValueError(f"a {f}x{f} kernel with pad {pad} does not fit an input of {n_H_prev}x{n_W_prev}")
 
-    dtype = _floating(A_prev, W, *([] if b is None else [b]))
+    dtype = _floating(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
     if n_C_prev == 1:  # a first layer on greyscale images: a faster way to the same matrix
         cols = columns_one_channel(A_pad, f, stride, n_H, n_W).T
