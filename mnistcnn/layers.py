@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from . import fftconv
+from . import convpool, fftconv
 from . import functional as F
 from .errors import MnistCnnError
 
@@ -285,7 +285,20 @@ class Conv2D(Layer):
             return fftconv.conv_forward(x, W, b, self.hparameters(), self._current_spectral())
         return F.conv_forward(x, W, b, self.hparameters())
 
+    def pools_with(self, pool: Layer) -> bool:
+        """Whether this conv and the max pool right after it can run as one (``convpool``)."""
+        return (self.method == "im2col" and not self.needs_input_grad and type(pool) is MaxPool2D
+                and convpool.supported(self.input_shape, self.kernel, self.stride, self.pad, pool.size, pool.stride))
+
+    def forward_pooled(self, x):
+        """This conv, then a 2x2 max pool (see ``pools_with``): ``(pooled, cache)``."""
+        W = self.params["W"]
+        return convpool.conv_pool_forward(x, W, self.params["b"] if self.bias else None, self.hparameters())
+
     def backward(self, dout, cache):
+        if isinstance(cache, convpool.Cache):  # from forward_pooled: dout is the pool's gradient
+            dW, db = convpool.conv_pool_backward(dout, cache)
+            return None, {"W": dW, "b": db} if self.bias else {"W": dW}
         kernels = fftconv if self.method == "fft-gemm" else F
         dx, dW, db = kernels.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
         grads = {"W": dW}
@@ -321,6 +334,8 @@ class _Pool(Layer):
         return F.pool_forward(x, self.hparameters(), mode=self.mode)
 
     def backward(self, dout, cache):
+        if cache is convpool.POOLED_BY_CONV:  # the conv before it takes the pool's gradient
+            return dout, {}
         return F.pool_backward(dout, cache, mode=self.mode), {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import NonFiniteError
+from .convpool import POOLED_BY_CONV
 from .layers import Conv2D, Layer, LayerConfigError, MaxPool2D, ReLU, layer_from_config
 from .losses import softmax_cross_entropy
 from .parallel import map_in_threads
@@ -110,14 +111,22 @@ class Sequential:
         the relu's work (max commutes with a monotone function, and so do their gradients).
         In a fast evaluation a conv's bias is added after the max pool that follows it, for the
         same reason (float rounding is monotone too, so max(z + b) == max(z) + b exactly).
+        A first conv on one-channel images and the 2x2 max pool after it run as one kernel
+        (``convpool``): the same outputs, gradients summed in another order.
         """
         stop = len(self.layers) if upto is None else upto + 1
         caches = [None] * stop
         order = self._order(fast) if upto is None else list(range(stop))
+        pooled = self._pooled_convs(order) if fast and upto is None else {}
         late = self._late_biases(order) if fast and not training and upto is None else {}
         for i in order:
             layer = self.layers[i]
-            if i in late.values():
+            if i in pooled:  # this conv does the max pool after it too
+                x, caches[i] = layer.forward_pooled(x)
+                caches[pooled[i]] = POOLED_BY_CONV
+            elif caches[i] is POOLED_BY_CONV:
+                continue
+            elif i in late.values():
                 x, caches[i] = layer.forward(x, training=training, rng=rng, add_bias=False)
             else:
                 x, caches[i] = layer.forward(x, training=training, rng=rng)
@@ -142,13 +151,20 @@ class Sequential:
             if hasattr(layer, "prepare"):
                 layer.prepare(run)
 
+    def _pooled_convs(self, order: list[int]) -> dict[int, int]:
+        """``{conv index: pool index}`` for each conv that can do the max pool after it in
+        ``order`` (a first layer; see ``convpool``)."""
+        return {a: b for a, b in zip(order, order[1:])
+                if type(self.layers[a]) is Conv2D and self.layers[a].pools_with(self.layers[b])}
+
     def _late_biases(self, order: list[int]) -> dict[int, int]:
         """``{max pool index: conv index}`` for each biased conv directly followed in ``order``
-        by a max pool."""
+        by a max pool (one that it does not pool itself)."""
         late = {}
+        pooled = self._pooled_convs(order)
         for a, b in zip(order, order[1:]):
             conv, pool = self.layers[a], self.layers[b]
-            if type(conv) is Conv2D and conv.bias and type(pool) is MaxPool2D:
+            if type(conv) is Conv2D and conv.bias and type(pool) is MaxPool2D and a not in pooled:
                 late[b] = a
         return late
 
