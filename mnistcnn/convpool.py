@@ -1,16 +1,19 @@
-"""A first convolution and the 2x2 max pool after it, computed together.
+"""A convolution and the 2x2 max pool after it, computed together.
 
-Apart, the convolution writes its whole output (LeNet: 28x28x32 per image), the pool reads it
-through four strided slices and its backward writes a gradient of the same size through four
-more, with only ``C`` contiguous numbers per step of NumPy's inner loop. Together, the
-convolution's rows are ordered by position in the pooling window: each of the four window
-positions is one contiguous block, so the pool is three element-wise maxima of whole blocks
-and its backward four contiguous products, and the weight gradient is still one GEMM.
+Apart, the convolution writes its output in image order (LeNet's first: 28x28x32 per image),
+the pool reads it through four strided slices and its backward writes a gradient of the same
+size through four more, with only ``C`` contiguous numbers per step of NumPy's inner loop.
+Together, the convolution produces its output ordered by position in the pooling window, so
+the pool is three element-wise maxima of four blocks and its backward four block products:
 
-The forward values are those of ``functional.conv_forward`` then ``pool_forward`` exactly (each
-output is the same dot product; the bias is added after the max, which rounding cannot change,
-because it is monotone). Gradients are the same sums taken in another order. Only a one-channel
-input whose gradient nobody needs (a network's first layer) takes this path.
+- a one-channel first conv (im2col): its GEMM rows are ordered (window row, window column,
+  image, pooled row, pooled column), each window position one contiguous block;
+- a frequency-domain conv (``fftconv``): the inverse transforms' rows are reordered so that
+  even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers).
+
+The forward values are those of the separate conv and pool exactly (each output is the same
+dot product; the bias is added after the max, which rounding cannot change, as it is
+monotone). Gradients are the same sums taken in another order.
 """
 from __future__ import annotations
 
@@ -19,25 +22,57 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import fftconv
 from . import functional as F
 
 
 class Cache(NamedTuple):
-    cols: np.ndarray    # (f*f, 4*m*h*w): the input under each tap, rows by window position first
-    Z: np.ndarray       # (4, m*h*w, C): the convolution (no bias) at each window position
-    pooled: np.ndarray  # (m*h*w, C): the maximum of the four, no bias
-    shape: tuple        # (f, m, h, w, C)
+    conv: object          # im2col: the (f*f, rows) column matrix; fft-gemm: fftconv's own cache
+    Z: np.ndarray         # the convolution without bias, in window-major order
+    blocks: tuple         # four views of Z, one per window position, in row-major window order
+    pooled: np.ndarray    # their maximum, no bias
+    shape: tuple          # (f, m, h, w, C): kernel and pooled output
 
 
 # what a fused max pool keeps in place of its own cache: its backward passes the gradient on
 POOLED_BY_CONV = "pooled by the convolution before it"
 
 
-def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int) -> bool:
-    """One input channel, a 2x2 stride-2 pool, and at least one pooled output each way."""
+def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
+              algorithm: str = "im2col") -> bool:
+    """A 2x2 stride-2 pool over at least a 2x2 conv output; im2col: a one-channel input;
+    fft-gemm: what ``fftconv`` supports."""
     n_H_prev, n_W_prev, c_prev = input_shape
     n_H, n_W = (F.output_size(n, kernel, stride, pad) for n in (n_H_prev, n_W_prev))
-    return c_prev == 1 and pool_size == 2 and pool_stride == 2 and n_H >= 2 and n_W >= 2
+    if pool_size != 2 or pool_stride != 2 or n_H < 2 or n_W < 2:
+        return False
+    if algorithm == "fft-gemm":
+        return fftconv.supported(n_H_prev, n_W_prev, kernel, stride, pad)
+    return c_prev == 1
+
+
+def max_of_blocks(blocks) -> np.ndarray:
+    pooled = np.maximum(blocks[0], blocks[1])
+    np.maximum(pooled, blocks[2], out=pooled)
+    np.maximum(pooled, blocks[3], out=pooled)
+    return pooled
+
+
+def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_blocks) -> None:
+    """Write into ``d_blocks`` (views of the conv's gradient) each pooled gradient at the first
+    maximum of its window in row-major order (PyTorch's rule, as ``functional.pool_backward``)."""
+    unclaimed = None  # windows whose maximum has not been met yet (None: all of them)
+    for k in range(4):
+        if k == 3:
+            first = unclaimed  # every finite window has its maximum somewhere: here, if not before
+        else:
+            first = blocks[k] == pooled
+            if unclaimed is None:
+                unclaimed = ~first
+            else:
+                first &= unclaimed
+                unclaimed ^= first
+        np.multiply(d_pooled, first, out=d_blocks[k])
 
 
 def pooled_columns(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np.ndarray:
@@ -54,49 +89,68 @@ def pooled_columns(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np
     return cols.reshape(f * f, 4 * m * h * w)
 
 
-def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict):
-    """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})``: returns
-    the pooled ``(m, h, w, C)`` and a ``Cache``. A_prev (m, H, W, 1), W (f, f, 1, C)."""
+def _pooled_shape(A_prev, W, hparameters, algorithm):
     F._require_4d("A_prev", A_prev)
     m, n_H_prev, n_W_prev, c_prev = A_prev.shape
     f, _, _, c = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
-    if W.shape[2] != c_prev or not supported((n_H_prev, n_W_prev, c_prev), f, stride, pad, 2, 2):
-        raise ValueError(f"the fused conv and pool needs a one-channel input and room for a 2x2 pool; "
-                         f"got input {A_prev.shape}, W {W.shape}")
+    if W.shape[2] != c_prev or not supported((n_H_prev, n_W_prev, c_prev), f, stride, pad, 2, 2, algorithm):
+        need = "stride 1 and pad < f" if algorithm == "fft-gemm" else "a one-channel input"
+        raise ValueError(f"the fused {algorithm} conv and pool needs {need} and room for a 2x2 pool; "
+                         f"got input {A_prev.shape}, W {W.shape}, hparameters {hparameters}")
     h, w = F.output_size(n_H_prev, f, stride, pad) // 2, F.output_size(n_W_prev, f, stride, pad) // 2
+    return f, m, h, w, c
+
+
+def _biased(pooled, b, shape):
+    f, m, h, w, c = shape
+    pooled = pooled.reshape(m, h, w, c)
+    return pooled if b is None else pooled + np.asarray(b, dtype=pooled.dtype).reshape(c)
+
+
+def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict):
+    """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})`` for a
+    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache``. W (f, f, 1, C)."""
+    shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
     dtype = F._floating(A_prev, W, b)
-    cols = pooled_columns(F.zero_pad(np.asarray(A_prev, dtype=dtype), pad), f, stride, h, w)
+    A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
+    cols = pooled_columns(A_pad, f, int(hparameters["stride"]), h, w)
     Z = (cols.T @ W.reshape(f * f, c).astype(dtype, copy=False)).reshape(4, m * h * w, c)
-    pooled = np.maximum(Z[0], Z[1])
-    np.maximum(pooled, Z[2], out=pooled)
-    np.maximum(pooled, Z[3], out=pooled)
-    out = pooled if b is None else pooled + np.asarray(b, dtype=dtype).reshape(c)
-    return out.reshape(m, h, w, c), Cache(cols, Z, pooled, (f, m, h, w, c))
+    blocks = tuple(Z)
+    pooled = max_of_blocks(blocks)
+    return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape)
 
 
-def conv_pool_backward(dout: np.ndarray, cache: Cache):
-    """``(dW, db)``: each pooled gradient goes to the first maximum of its window in row-major
-    order (PyTorch's rule, as ``functional.pool_backward``), then through the convolution."""
+def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
+                          weights: fftconv.SpectralWeights | None = None):
+    """The same for ``fftconv.conv_forward`` (any number of channels; stride 1, pad < f)."""
+    shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "fft-gemm")
+    Z, conv_cache = fftconv.conv_forward(A_prev, W, None, hparameters, weights, pooled=True)
+    blocks = _fft_blocks(Z, shape)
+    pooled = max_of_blocks(blocks)
+    return _biased(pooled, b, shape), Cache(conv_cache, Z, blocks, pooled, shape)
+
+
+def _fft_blocks(Z, shape):
+    """Views ``(m, h, w*C)`` of a window-major ``(m, 2h, 2w, C)``: rows (row parity, h), columns
+    (column parity, w, C)."""
+    f, m, h, w, c = shape
+    Z = Z.reshape(m, 2, h, 2, w * c)
+    return tuple(Z[:, r, :, q] for r in (0, 1) for q in (0, 1))
+
+
+def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False):
+    """``(dA_prev, dW, db)`` for either forward's cache. im2col's fused conv gives no input
+    gradient (``dA_prev`` is None: it is a first layer's)."""
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
-    Z, pooled = cache.Z, cache.pooled
-    d_pooled = np.asarray(dout, dtype=Z.dtype).reshape(pooled.shape)
-    dZ = np.empty_like(Z)
-    unclaimed = None  # windows whose maximum has not been met yet (None: all of them)
-    for k in range(4):
-        if k == 3:
-            first = unclaimed  # every finite window has its maximum somewhere: here, if not before
-        else:
-            first = Z[k] == pooled
-            if unclaimed is None:
-                unclaimed = ~first
-            else:
-                first &= unclaimed
-                unclaimed ^= first
-        np.multiply(d_pooled, first, out=dZ[k])
-    dZ2 = dZ.reshape(4 * m * h * w, c)
-    dW = (cache.cols @ dZ2).reshape(f, f, 1, c)
-    db = F.column_sums(dZ2).reshape(1, 1, 1, c)
-    return dW, db
+    d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
+    dZ = np.empty_like(cache.Z)
+    if isinstance(cache.conv, np.ndarray):  # im2col: the columns
+        route_to_first_max(d_pooled, cache.blocks, cache.pooled, tuple(dZ))
+        dZ2 = dZ.reshape(4 * m * h * w, c)
+        dW = (cache.conv @ dZ2).reshape(f, f, 1, c)
+        return None, dW, F.column_sums(dZ2).reshape(1, 1, 1, c)
+    route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape))
+    return fftconv.conv_backward(dZ, cache.conv, compute_dA)

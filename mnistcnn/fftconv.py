@@ -63,8 +63,14 @@ def spectrum_values(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) -
     return 2 * k * (c_prev + c)
 
 
+def window_major(n: int) -> np.ndarray:
+    """Output rows (or columns) in 2x2-pooling-window order: the even ones, then the odd ones,
+    up to the last whole window (a pool drops a last odd row)."""
+    return np.concatenate([np.arange(0, n - 1, 2), np.arange(1, n, 2)])
+
+
 @lru_cache(maxsize=64)
-def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
+def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = False) -> Plan:
     """The DFT matrices of one layer geometry, each a real matrix acting on one axis.
 
     The half spectrum is taken along the height (first forward, last inverse step) and the
@@ -72,10 +78,15 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
     step's output is already the next step's input: no pass over memory to rearrange them.
     A frequency (kh, kw) of image b holds [re(C_prev), im(C_prev)] contiguously, which is
     what the per-frequency channel products need.
+
+    ``pooled``: the inverse steps produce the output rows and columns in ``window_major``
+    order, for a 2x2 max pool to read as four blocks (the same numbers, reordered).
     """
     n_h, n_w = grid_size(n_H, f, pad), grid_size(n_W, f, pad)
     n_lh = n_h // 2 + 1  # a real input's spectrum is symmetric: half of it is enough
     n_Ho, n_Wo = F.output_size(n_H, f, 1, pad), F.output_size(n_W, f, 1, pad)
+    out_rows, out_cols = (window_major(n_Ho), window_major(n_Wo)) if pooled else (np.arange(n_Ho), np.arange(n_Wo))
+    n_Ho, n_Wo = len(out_rows), len(out_cols)
 
     def angles(out_index, in_index, n):
         return 2 * np.pi * np.outer(out_index, in_index) / n
@@ -89,7 +100,7 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
     full_w = np.stack([np.stack([cos, sin], axis=1), np.stack([-sin, cos], axis=1)], axis=1)
     full_w = full_w.reshape(2 * n_w, 2 * n_W)
     # rows (re/im, j), columns (kw, re/im): multiply by e^{+i a}, only at the output columns
-    a = angles(np.arange(n_Wo), np.arange(n_w), n_w)
+    a = angles(out_cols, np.arange(n_w), n_w)
     cos, sin = np.cos(a), np.sin(a)
     back_w = np.stack([np.stack([cos, -sin], axis=2), np.stack([sin, cos], axis=2)]).reshape(2 * n_Wo, 2 * n_w)
     # the real part along the height; rows other than 0 (and n_h/2) stand for their mirror too
@@ -97,7 +108,7 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str) -> Plan:
     weight[0] = 1.0
     if n_h % 2 == 0:
         weight[-1] = 1.0
-    a = angles(np.arange(n_Ho), np.arange(n_lh), n_h)
+    a = angles(out_rows, np.arange(n_lh), n_h)
     back_h = np.stack([np.cos(a) * weight, -np.sin(a) * weight], axis=2).reshape(n_Ho, 2 * n_lh) / (n_h * n_w)
     # kernel tap (a, b) sits at grid position (pad - a, pad - b); rows (kh, kw, re/im)
     tap = pad - np.arange(f)
@@ -143,10 +154,12 @@ def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, run=None, with
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict,
-                 weights: SpectralWeights | None = None):
+                 weights: SpectralWeights | None = None, pooled: bool = False):
     """Same contract as ``functional.conv_forward`` (stride 1, pad < f); the cache's last entry
     holds the input spectrum and the spectral weights for the backward pass. ``weights``, when
-    given, must be ``spectral_weights(W, ...)`` for this input size (computed here otherwise)."""
+    given, must be ``spectral_weights(W, ...)`` for this input size (computed here otherwise).
+    ``pooled``: the output's rows and columns come in ``window_major`` order (for ``convpool``;
+    the backward pass then takes its gradient in that order too)."""
     F._require_4d("A_prev", A_prev)
     m, n_H, n_W, c_prev = A_prev.shape
     f, _, _, c = W.shape
@@ -154,7 +167,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     if not supported(n_H, n_W, f, stride, pad):
         raise ValueError(f"the frequency-domain conv needs stride 1 and pad < f; got stride {stride}, pad {pad}, f {f}")
     dtype = F._floating(A_prev, W, b)
-    p = plan(n_H, n_W, f, pad, dtype.name)
+    p = plan(n_H, n_W, f, pad, dtype.name, pooled)
     k = p.n_lh * p.n_w
     if weights is None or weights.big.dtype != dtype:
         weights = spectral_weights(W.astype(dtype, copy=False), n_H, n_W, pad, with_transpose=False)
@@ -170,19 +183,19 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     Z = np.matmul(p.back_h, cols.reshape(m, 2 * p.n_lh, p.n_Wo * c)).reshape(m, p.n_Ho, p.n_Wo, c)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(c)
-    return Z, (A_prev, W, b, hparameters, (X_big, weights))
+    return Z, (A_prev, W, b, hparameters, (X_big, weights, pooled))
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     """``(dA_prev, dW, db)`` for a cache from this module's ``conv_forward``: the forward's
     steps in reverse, each with its matrix transposed."""
-    A_prev, W, b, hparameters, (X_big, weights) = cache
+    A_prev, W, b, hparameters, (X_big, weights, pooled) = cache
     W_big = weights.big
     m, n_H, n_W, c_prev = A_prev.shape
     f, _, _, c = W.shape
     pad = int(hparameters["pad"])
     dtype = W_big.dtype
-    p = plan(n_H, n_W, f, pad, dtype.name)
+    p = plan(n_H, n_W, f, pad, dtype.name, pooled)
     k = p.n_lh * p.n_w
     if np.shape(dZ) != (m, p.n_Ho, p.n_Wo, c):
         raise ValueError(f"dZ must have the forward output's shape {(m, p.n_Ho, p.n_Wo, c)}, got {np.shape(dZ)}")

@@ -286,21 +286,27 @@ class Conv2D(Layer):
         return F.conv_forward(x, W, b, self.hparameters())
 
     def pools_with(self, pool: Layer) -> bool:
-        """Whether this conv and the max pool right after it can run as one (``convpool``)."""
-        return (self.method == "im2col" and not self.needs_input_grad and type(pool) is MaxPool2D
-                and convpool.supported(self.input_shape, self.kernel, self.stride, self.pad, pool.size, pool.stride))
+        """Whether this conv and the max pool right after it can run as one (``convpool``): a
+        frequency-domain conv, or an im2col one on the images (one channel, no input gradient)."""
+        if type(pool) is not MaxPool2D or (self.method == "im2col" and self.needs_input_grad):
+            return False
+        return convpool.supported(self.input_shape, self.kernel, self.stride, self.pad, pool.size, pool.stride,
+                                  self.method)
 
     def forward_pooled(self, x):
         """This conv, then a 2x2 max pool (see ``pools_with``): ``(pooled, cache)``."""
         W = self.params["W"]
-        return convpool.conv_pool_forward(x, W, self.params["b"] if self.bias else None, self.hparameters())
+        b = self.params["b"] if self.bias else None
+        if self.method == "fft-gemm":
+            return convpool.fft_conv_pool_forward(x, W, b, self.hparameters(), self._current_spectral())
+        return convpool.conv_pool_forward(x, W, b, self.hparameters())
 
     def backward(self, dout, cache):
         if isinstance(cache, convpool.Cache):  # from forward_pooled: dout is the pool's gradient
-            dW, db = convpool.conv_pool_backward(dout, cache)
-            return None, {"W": dW, "b": db} if self.bias else {"W": dW}
-        kernels = fftconv if self.method == "fft-gemm" else F
-        dx, dW, db = kernels.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
+            dx, dW, db = convpool.conv_pool_backward(dout, cache, compute_dA=self.needs_input_grad)
+        else:
+            kernels = fftconv if self.method == "fft-gemm" else F
+            dx, dW, db = kernels.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
         grads = {"W": dW}
         if self.bias:
             grads["b"] = db

@@ -111,8 +111,9 @@ class Sequential:
         the relu's work (max commutes with a monotone function, and so do their gradients).
         In a fast evaluation a conv's bias is added after the max pool that follows it, for the
         same reason (float rounding is monotone too, so max(z + b) == max(z) + b exactly).
-        A first conv on one-channel images and the 2x2 max pool after it run as one kernel
-        (``convpool``): the same outputs, gradients summed in another order.
+        A conv and the 2x2 max pool after it run as one (``convpool``: a frequency-domain
+        conv, or a first one on one-channel images): the same outputs, gradients summed in
+        another order.
         """
         stop = len(self.layers) if upto is None else upto + 1
         caches = [None] * stop
@@ -152,8 +153,8 @@ class Sequential:
                 layer.prepare(run)
 
     def _pooled_convs(self, order: list[int]) -> dict[int, int]:
-        """``{conv index: pool index}`` for each conv that can do the max pool after it in
-        ``order`` (a first layer; see ``convpool``)."""
+        """``{conv index: pool index}`` for each conv that does the max pool after it in
+        ``order`` itself (``Conv2D.pools_with``)."""
         return {a: b for a, b in zip(order, order[1:])
                 if type(self.layers[a]) is Conv2D and self.layers[a].pools_with(self.layers[b])}
 

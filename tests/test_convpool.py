@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mnistcnn import convpool
+from mnistcnn import convpool, fftconv
 from mnistcnn import functional as F
 from mnistcnn.layers import MaxPool2D
 from mnistcnn.model import Sequential
@@ -16,70 +16,98 @@ POOL = {"f": 2, "stride": 2}
 
 @st.composite
 def cases(draw):
+    algorithm = draw(st.sampled_from(["im2col", "fft-gemm"]))
     f = draw(st.integers(1, 5))
-    stride = draw(st.integers(1, 2))
-    pad = draw(st.integers(0, 2))
+    # fft-gemm: stride 1, pad < f, any channels; im2col: one channel, any stride and pad
+    stride = 1 if algorithm == "fft-gemm" else draw(st.integers(1, 2))
+    pad = draw(st.integers(0, f - 1 if algorithm == "fft-gemm" else 2))
     # a conv output of at least 2x2, odd sizes included (the pool drops the last row/column)
     h = draw(st.integers(max(1, f - 2 * pad + stride), 11))
     w = draw(st.integers(max(1, f - 2 * pad + stride), 11))
-    return dict(m=draw(st.integers(1, 3)), h=h, w=w, c=draw(st.integers(1, 4)), f=f, stride=stride, pad=pad,
-                binary=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+    c_prev = draw(st.integers(1, 3)) if algorithm == "fft-gemm" else 1
+    return dict(algorithm=algorithm, m=draw(st.integers(1, 3)), h=h, w=w, c_prev=c_prev, c=draw(st.integers(1, 4)),
+                f=f, stride=stride, pad=pad, binary=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-@settings(max_examples=60, deadline=None)
+def fused_forward(algorithm, A, W, b, hp):
+    if algorithm == "fft-gemm":
+        return convpool.fft_conv_pool_forward(A, W, b, hp)
+    return convpool.conv_pool_forward(A, W, b, hp)
+
+
+@settings(max_examples=80, deadline=None)
 @given(cases())
 def test_matches_loop_reference(case):
     rng = np.random.default_rng(case["seed"])
-    shape = (case["m"], case["h"], case["w"], 1)
+    shape = (case["m"], case["h"], case["w"], case["c_prev"])
     # binary images give many exactly tied windows (a blank patch): the first maximum must win
     A = (rng.random(shape) > 0.5).astype(np.float64) if case["binary"] else rng.normal(size=shape)
-    W = rng.normal(size=(case["f"], case["f"], 1, case["c"]))
+    W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
     b = rng.normal(size=(1, 1, 1, case["c"]))
     hp = {"stride": case["stride"], "pad": case["pad"]}
-    out, cache = convpool.conv_pool_forward(A, W, b, hp)
+    out, cache = fused_forward(case["algorithm"], A, W, b, hp)
     Z = conv_forward_loop(A, W, b, hp)
     assert np.max(np.abs(out - pool_forward_loop(Z, POOL))) < 1e-10
     d_out = rng.normal(size=out.shape)
-    dW, db = convpool.conv_pool_backward(d_out, cache)
-    # the oracle routes through the biased conv output; ties there are the same ties
-    _, dW_want, db_want = conv_backward_loop(pool_backward_loop(d_out, Z, POOL), A, W, hp)
+    fft = case["algorithm"] == "fft-gemm"
+    dA, dW, db = convpool.conv_pool_backward(d_out, cache, compute_dA=fft)
+    # the pool's oracle routes by the engine's own conv values (ties are exact there, while the
+    # fft's differ from the loop's in the last bits), then the conv's oracle takes over
+    Z_engine = (fftconv if fft else F).conv_forward(A, W, None, hp)[0]
+    dA_want, dW_want, db_want = conv_backward_loop(pool_backward_loop(d_out, Z_engine, POOL), A, W, hp)
     assert np.max(np.abs(dW - dW_want)) < 1e-10
     assert np.max(np.abs(db - db_want)) < 1e-10
+    if fft:
+        assert np.max(np.abs(dA - dA_want)) < 1e-10
+    else:
+        assert dA is None  # a first layer's: nobody needs it
 
 
-def test_gradients_match_finite_differences():
+@pytest.mark.parametrize("algorithm,c_prev", [("im2col", 1), ("fft-gemm", 2)])
+def test_gradients_match_finite_differences(algorithm, c_prev):
     rng = np.random.default_rng(3)
-    A = rng.normal(size=(2, 7, 6, 1))
-    W = rng.normal(size=(3, 3, 1, 4))
+    A = rng.normal(size=(2, 7, 6, c_prev))
+    W = rng.normal(size=(3, 3, c_prev, 4))
     b = rng.normal(size=(1, 1, 1, 4))
     hp = {"stride": 1, "pad": 1}
-    out, cache = convpool.conv_pool_forward(A, W, b, hp)
+    out, cache = fused_forward(algorithm, A, W, b, hp)
     probe = rng.normal(size=out.shape)
 
     def loss():
-        return float(np.sum(convpool.conv_pool_forward(A, W, b, hp)[0] * probe))
+        return float(np.sum(fused_forward(algorithm, A, W, b, hp)[0] * probe))
 
-    dW, db = convpool.conv_pool_backward(probe, cache)
+    dA, dW, db = convpool.conv_pool_backward(probe, cache, compute_dA=True)
     assert relative_error(dW, numerical_gradient(loss, W)) < 1e-6
     assert relative_error(db, numerical_gradient(loss, b)) < 1e-6
+    if algorithm == "fft-gemm":
+        assert relative_error(dA, numerical_gradient(loss, A)) < 1e-6
 
 
-def test_float32_forward_is_exactly_the_separate_kernels():
-    """Same dot products, and the bias after the max: not one bit differs."""
+@pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
+def test_float32_forward_is_exactly_the_separate_kernels(algorithm):
+    """Same dot products, and the bias after the max: not one bit differs (LeNet's shapes)."""
     rng = np.random.default_rng(4)
-    A = (rng.random((16, 28, 28, 1)) > 0.6).astype(np.float32)
-    W = rng.normal(size=(5, 5, 1, 32)).astype(np.float32)
-    b = rng.normal(size=(1, 1, 1, 32)).astype(np.float32)
+    c_prev, c, side = (1, 32, 28) if algorithm == "im2col" else (32, 64, 14)
+    A = rng.random((16, side, side, c_prev)).astype(np.float32)
+    A[:, :4] = 0  # blank rows: tied windows
+    W = rng.normal(size=(5, 5, c_prev, c)).astype(np.float32)
+    b = rng.normal(size=(1, 1, 1, c)).astype(np.float32)
     hp = {"stride": 1, "pad": 2}
-    out, cache = convpool.conv_pool_forward(A, W, b, hp)
-    Z, conv_cache = F.conv_forward(A, W, b, hp)
+    out, cache = fused_forward(algorithm, A, W, b, hp)
+    kernels = fftconv if algorithm == "fft-gemm" else F
+    assert out.dtype == np.float32 and np.array_equal(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], POOL)[0])
+    # the gradient is routed by the values before the bias, as the fused kernel does (the fft's
+    # near-ties over blank rows can round to exact ties once the bias is added)
+    Z, conv_cache = kernels.conv_forward(A, W, None, hp)
     pooled, pool_cache = F.pool_forward(Z, POOL)
-    assert out.dtype == np.float32 and np.array_equal(out, pooled)
     d_out = rng.normal(size=out.shape).astype(np.float32)
-    dW, db = convpool.conv_pool_backward(d_out, cache)
-    _, dW_want, db_want = F.conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, compute_dA=False)
+    dA, dW, db = convpool.conv_pool_backward(d_out, cache, compute_dA=algorithm == "fft-gemm")
+    want = kernels.conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, compute_dA=algorithm == "fft-gemm")
     assert dW.dtype == np.float32
-    assert relative_error(dW, dW_want) < 1e-5 and relative_error(db, db_want) < 1e-5
+    for got, expected in zip((dA, dW, db), want):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert relative_error(got, expected) < 1e-5
 
 
 def test_refuses_what_it_cannot_do():
@@ -88,7 +116,10 @@ def test_refuses_what_it_cannot_do():
         convpool.conv_pool_forward(np.ones((1, 6, 6, 2)), W, None, {"stride": 1, "pad": 1})
     with pytest.raises(ValueError, match="2x2 pool"):
         convpool.conv_pool_forward(np.ones((1, 3, 3, 1)), np.ones((3, 3, 1, 4)), None, {"stride": 1, "pad": 0})
+    with pytest.raises(ValueError, match="stride 1"):
+        convpool.fft_conv_pool_forward(np.ones((1, 8, 8, 2)), W, None, {"stride": 2, "pad": 1})
     assert not convpool.supported((28, 28, 1), 5, 1, 2, 3, 2)
+    assert convpool.supported((14, 14, 32), 5, 1, 2, 2, 2, "fft-gemm")
 
 
 LENET = [
@@ -103,13 +134,14 @@ LENET = [
 ]
 
 
-def test_model_fuses_only_a_first_one_channel_conv_and_keeps_its_numbers():
+def test_model_fuses_a_first_one_channel_conv_and_keeps_its_numbers():
     model = Sequential.from_config(LENET, (12, 12, 1), np.random.default_rng(0))
     for layer in model.layers:
         if "b" in layer.params:  # non-zero biases, so that adding them after the pool is tested
             layer.params["b"][...] = np.random.default_rng(1).normal(size=layer.params["b"].shape)
     x = (np.random.default_rng(2).random((6, 12, 12, 1)) > 0.5).astype(np.float32)
-    assert model._pooled_convs(model._order(True)) == {0: 2}  # not the second conv: it needs dA
+    # the second conv (3x3 on 6x6x8: im2col) needs its input gradient, so it pools apart
+    assert model._pooled_convs(model._order(True)) == {0: 2}
     plain, plain_caches = model.forward(x, training=True)
     fused, caches = model.forward(x, training=True, fast=True)
     assert isinstance(caches[0], convpool.Cache) and caches[2] is convpool.POOLED_BY_CONV
