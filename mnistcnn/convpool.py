@@ -139,18 +139,25 @@ def _fft_blocks(Z, shape):
     return tuple(Z[:, r, :, q] for r in (0, 1) for q in (0, 1))
 
 
-def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False):
+def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False, later=None):
     """``(dA_prev, dW, db)`` for either forward's cache. im2col's fused conv gives no input
-    gradient (``dA_prev`` is None: it is a first layer's)."""
+    gradient (``dA_prev`` is None: it is a first layer's). ``later`` as in
+    ``functional.conv_backward``: the weight gradient's work, handed over as a function."""
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
     d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
     dZ = np.empty_like(cache.Z)
-    if isinstance(cache.conv, np.ndarray):  # im2col: the columns
+    if not isinstance(cache.conv, np.ndarray):  # fft-gemm: its own backward pass
+        route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape))
+        return fftconv.conv_backward(dZ, cache.conv, compute_dA, later)
+
+    def weight_gradients():  # im2col: the columns were kept
         route_to_first_max(d_pooled, cache.blocks, cache.pooled, tuple(dZ))
         dZ2 = dZ.reshape(4 * m * h * w, c)
-        dW = (cache.conv @ dZ2).reshape(f, f, 1, c)
-        return None, dW, F.column_sums(dZ2).reshape(1, 1, 1, c)
-    route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape))
-    return fftconv.conv_backward(dZ, cache.conv, compute_dA)
+        return (cache.conv @ dZ2).reshape(f, f, 1, c), F.column_sums(dZ2).reshape(1, 1, 1, c)
+
+    if later is None:
+        return (None,) + weight_gradients()
+    later(weight_gradients)
+    return None, None, None

@@ -186,9 +186,13 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     return Z, (A_prev, W, b, hparameters, (X_big, weights, pooled))
 
 
-def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
+def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
     """``(dA_prev, dW, db)`` for a cache from this module's ``conv_forward``: the forward's
-    steps in reverse, each with its matrix transposed."""
+    steps in reverse, each with its matrix transposed.
+
+    ``later``: a function that takes the weight gradient's work instead, as a function
+    returning ``(dW, db)``, so that another thread can do it; then ``dW`` and ``db`` are None.
+    """
     A_prev, W, b, hparameters, (X_big, weights, pooled) = cache
     W_big = weights.big
     m, n_H, n_W, c_prev = A_prev.shape
@@ -200,17 +204,25 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     if np.shape(dZ) != (m, p.n_Ho, p.n_Wo, c):
         raise ValueError(f"dZ must have the forward output's shape {(m, p.n_Ho, p.n_Wo, c)}, got {np.shape(dZ)}")
     dZ = np.asarray(dZ, dtype=dtype)
-    db = F.column_sums(dZ.reshape(-1, c)).reshape(1, 1, 1, c)
     d_cols = np.matmul(p.back_h.T, dZ.reshape(m, p.n_Ho, p.n_Wo * c))
     dY = np.matmul(p.back_w.T, d_cols.reshape(m * p.n_lh, 2 * p.n_Wo, c))  # (m, Lh, Nw, re/im, C)
     dY_big = dY.reshape(m, k, 2 * c).transpose(1, 0, 2)  # (K, m, 2C): [dYr dYi]
-    # X^T [dYr dYi] in two halves, so that the four blocks combined below are contiguous
-    X_t = X_big.transpose(0, 2, 1)
-    by_dYr, by_dYi = np.matmul(X_t, dY_big[:, :, :c]), np.matmul(X_t, dY_big[:, :, c:])  # (K, 2*C_prev, C)
-    dWf = np.empty((k, 2, c_prev, c), dtype=dtype)
-    np.add(by_dYr[:, :c_prev], by_dYi[:, c_prev:], out=dWf[:, 0])  # Xr'dYr + Xi'dYi
-    np.subtract(by_dYi[:, :c_prev], by_dYr[:, c_prev:], out=dWf[:, 1])  # Xr'dYi - Xi'dYr
-    dW = (p.taps.T @ dWf.reshape(2 * k, c_prev * c)).reshape(f, f, c_prev, c)
+
+    def weight_gradients():
+        db = F.column_sums(dZ.reshape(-1, c)).reshape(1, 1, 1, c)
+        # X^T [dYr dYi] in two halves, so that the four blocks combined below are contiguous
+        X_t = X_big.transpose(0, 2, 1)
+        by_dYr, by_dYi = np.matmul(X_t, dY_big[:, :, :c]), np.matmul(X_t, dY_big[:, :, c:])  # (K, 2*C_prev, C)
+        dWf = np.empty((k, 2, c_prev, c), dtype=dtype)
+        np.add(by_dYr[:, :c_prev], by_dYi[:, c_prev:], out=dWf[:, 0])  # Xr'dYr + Xi'dYi
+        np.subtract(by_dYi[:, :c_prev], by_dYr[:, c_prev:], out=dWf[:, 1])  # Xr'dYi - Xi'dYr
+        return (p.taps.T @ dWf.reshape(2 * k, c_prev * c)).reshape(f, f, c_prev, c), db
+
+    if later is None:
+        dW, db = weight_gradients()
+    else:
+        later(weight_gradients)
+        dW = db = None
     if not compute_dA:
         return None, dW, db
     dX = np.empty((m, k, 2 * c_prev), dtype=dtype)

@@ -152,11 +152,12 @@ def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, 
             dA_pad[:, rows, _offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
-def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
+def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
     """Gradients of a convolution: returns ``(dA_prev, dW, db)`` shaped like A_prev, W, b.
 
     ``compute_dA=False`` skips the input gradient (``dA_prev`` is None): a network's first
-    layer has no use for it.
+    layer has no use for it. ``later``: a function that takes the weight gradient's work
+    instead, as a function returning ``(dW, db)`` (then both are None here).
     """
     A_prev, W, b, hparameters, cols = cache
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
@@ -168,8 +169,15 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
 
     dtype = cols.dtype
     dZ2 = np.ascontiguousarray(dZ, dtype=dtype).reshape(m * n_H * n_W, n_C)
-    db = column_sums(dZ2).reshape(1, 1, 1, n_C)
-    dW = (cols.T @ dZ2).reshape(f, f, n_C_prev, n_C)
+
+    def weight_gradients():
+        return (cols.T @ dZ2).reshape(f, f, n_C_prev, n_C), column_sums(dZ2).reshape(1, 1, 1, n_C)
+
+    if later is None:
+        dW, db = weight_gradients()
+    else:
+        later(weight_gradients)
+        dW = db = None
     if not compute_dA:
         return None, dW, db
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)

@@ -151,6 +151,12 @@ class Layer:
     def forward(self, x, training=False, rng=None):
         raise NotImplementedError
 
+    # Layers that set this take ``backward(dout, cache, later)``: ``later(work)`` receives their
+    # weight gradients as a function returning the grads dict, for any thread to run, and the
+    # backward returns ``(dx, {})``. A thread that finishes its part of a batch early then
+    # takes over work of the other's (``parallel.StepRunner``).
+    defers_weight_grads = False
+
     def backward(self, dout, cache):
         raise NotImplementedError
 
@@ -301,16 +307,22 @@ class Conv2D(Layer):
             return convpool.fft_conv_pool_forward(x, W, b, self.hparameters(), self._current_spectral())
         return convpool.conv_pool_forward(x, W, b, self.hparameters())
 
-    def backward(self, dout, cache):
+    defers_weight_grads = True
+
+    def backward(self, dout, cache, later=None):
+        """``later`` (see ``Layer.defers_weight_grads``) takes the weight gradients' work."""
         if isinstance(cache, convpool.Cache):  # from forward_pooled: dout is the pool's gradient
-            dx, dW, db = convpool.conv_pool_backward(dout, cache, compute_dA=self.needs_input_grad)
+            kernel = convpool.conv_pool_backward
         else:
-            kernels = fftconv if self.method == "fft-gemm" else F
-            dx, dW, db = kernels.conv_backward(dout, cache, compute_dA=self.needs_input_grad)
-        grads = {"W": dW}
-        if self.bias:
-            grads["b"] = db
-        return dx, grads
+            kernel = fftconv.conv_backward if self.method == "fft-gemm" else F.conv_backward
+        if later is None:
+            dx, dW, db = kernel(dout, cache, self.needs_input_grad)
+            return dx, self._grads(dW, db)
+        dx, _, _ = kernel(dout, cache, self.needs_input_grad, lambda weights: later(lambda: self._grads(*weights())))
+        return dx, {}
+
+    def _grads(self, dW, db) -> dict:
+        return {"W": dW, "b": db} if self.bias else {"W": dW}
 
 
 class _Pool(Layer):
@@ -457,12 +469,21 @@ class Dense(Layer):
             out += self.params["b"]
         return out, x
 
-    def backward(self, dout, cache):
-        grads = {"W": cache.T @ dout}
-        if self.bias:
-            grads["b"] = dout.sum(axis=0)
-        dx = dout @ self.params["W"].T if self.needs_input_grad else None
-        return dx, grads
+    defers_weight_grads = True
+
+    def backward(self, dout, cache, later=None):
+        def weight_gradients():
+            grads = {"W": cache.T @ dout}
+            if self.bias:
+                grads["b"] = dout.sum(axis=0)
+            return grads
+
+        if later is None:
+            grads = weight_gradients()
+        else:
+            later(weight_gradients)
+            grads = {}
+        return (dout @ self.params["W"].T if self.needs_input_grad else None), grads
 
 
 @register("dropout")

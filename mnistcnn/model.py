@@ -174,20 +174,35 @@ class Sequential:
             if cache is not None and hasattr(layer, "update_running"):
                 layer.update_running(cache)
 
-    def backward(self, dout: np.ndarray, caches: list, stop: int = 0, fast=False):
+    def backward(self, dout: np.ndarray, caches: list, stop: int = 0, fast=False, later=None):
         """Backpropagate ``dout`` from the last cached layer down to layer ``stop``.
 
         Returns ``(grads, dx)``: gradients keyed like ``params()`` and the gradient at the
         input of layer ``stop`` (None for layer 0, whose input needs none). ``fast`` must match
-        the forward pass that made ``caches``.
+        the forward pass that made ``caches``. ``later(work)``, when given, receives the
+        weight gradients of the layers that can defer them, as functions that fill in their
+        entries of ``grads`` when run (by any thread, before ``grads`` is read).
         """
         grads = {}
+
+        def filler(i):
+            def hand_over(weight_gradients):
+                def fill():
+                    for k, g in weight_gradients().items():
+                        grads[f"{i}.{k}"] = g
+                later(fill)
+            return hand_over
+
         whole = len(caches) == len(self.layers) and stop == 0
         order = self._order(fast) if whole else list(range(len(caches)))
         for i in reversed(order):
             if i < stop:
                 continue
-            dout, layer_grads = self.layers[i].backward(dout, caches[i])
+            layer = self.layers[i]
+            if later is not None and layer.defers_weight_grads:
+                dout, layer_grads = layer.backward(dout, caches[i], filler(i))
+            else:
+                dout, layer_grads = layer.backward(dout, caches[i])
             for k, g in layer_grads.items():
                 grads[f"{i}.{k}"] = g
         return grads, dout
@@ -217,19 +232,20 @@ class Sequential:
         per_image = busiest * next((p.itemsize for p in self.params().values()), 4)
         return int(min(256, max(16, EVAL_CHUNK_BYTES // per_image // 16 * 16)))
 
-    def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0, commit=True, share=1.0):
+    def train_step_gradients(self, x, y, rng=None, label_smoothing=0.0, commit=True, share=1.0, later=None):
         """Forward, loss and backward for one batch: ``(loss, correct, grads, caches)``.
 
         ``share`` scales the gradients (not the loss): a part of a batch passes its fraction of
         the batch, so that the parts' gradients simply add up. Overflow is not warned about
-        here: the trainer checks the loss and gradients itself.
+        here: the trainer checks the loss and gradients itself. ``later``: as in ``backward``
+        (``grads`` is complete only once the work handed to it has run).
         """
         with np.errstate(over="ignore", invalid="ignore"):  # per thread: workers need it too
             logits, caches = self.forward(x, training=True, rng=rng, commit=commit, fast=True)
             loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
             if share != 1.0:
                 dlogits *= dlogits.dtype.type(share)
-            grads, _ = self.backward(dlogits, caches, fast=True)
+            grads, _ = self.backward(dlogits, caches, fast=True, later=later)
         correct = int((logits.argmax(axis=1) == y).sum())
         return loss, correct, grads, caches
 

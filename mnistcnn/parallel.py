@@ -7,9 +7,11 @@ cores busy; two workers with multi-threaded BLAS would oversubscribe the cores a
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,6 +50,55 @@ def map_in_threads(fn, items, workers: int | None = None) -> list:
         return [fn(item) for item in items]
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+class SharedWork:
+    """Work that any of a step's threads may do: the weight gradients that layers hand over
+    (``Layer.defers_weight_grads``). Each thread, its own part of the batch done, runs its own
+    jobs (newest first: their data is still in its cache), then the other parts' (oldest
+    first), until every part is done and no job is left. The host often slows one of the two
+    cores by 10-50% for a while (measured here); then the other takes over some of its weight
+    gradients instead of waiting. A job's numbers do not depend on the thread that runs it."""
+
+    def __init__(self, parts: int):
+        self.jobs = [collections.deque() for _ in range(parts)]
+        self.running = parts  # parts still producing jobs
+        self.changed = threading.Condition()
+        self.error: BaseException | None = None
+
+    def adder(self, part: int):
+        def add(job) -> None:
+            with self.changed:
+                self.jobs[part].append(job)
+                self.changed.notify()
+        return add
+
+    def part_done(self) -> None:
+        with self.changed:
+            self.running -= 1
+            self.changed.notify_all()
+
+    def _next(self, part: int):
+        if self.jobs[part]:
+            return self.jobs[part].pop()
+        for jobs in self.jobs:
+            if jobs:
+                return jobs.popleft()
+        return None
+
+    def help(self, part: int) -> None:
+        """Run jobs until none is left and none can come."""
+        while True:
+            with self.changed:
+                while (job := self._next(part)) is None and self.running:
+                    self.changed.wait()
+            if job is None:
+                return
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks gradients itself
+                    job()
+            except BaseException as err:  # kept for the caller: the other thread must not wait forever
+                self.error = self.error or err
 
 
 class StepRunner:
@@ -94,14 +145,23 @@ class StepRunner:
         bounds = np.linspace(0, n, parts + 1).astype(int)
         # each part's loss is a mean over its examples: weight by size to get the batch mean
         shares = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
-        def part(lo, hi, seed, share):
-            batch = x(lo, hi) if callable(x) else x[lo:hi]
-            return self.model.train_step_gradients(batch, y[lo:hi], np.random.default_rng(seed), label_smoothing,
-                                                   False, share)
+        work = SharedWork(parts)
 
-        futures = [self.pool.submit(part, lo, hi, seed, share)
-                   for lo, hi, seed, share in zip(bounds[:-1], bounds[1:], seeds, shares)]
+        def part(index, lo, hi, seed, share):
+            try:
+                batch = x(lo, hi) if callable(x) else x[lo:hi]
+                result = self.model.train_step_gradients(batch, y[lo:hi], np.random.default_rng(seed),
+                                                         label_smoothing, False, share, later=work.adder(index))
+            finally:
+                work.part_done()
+            work.help(index)
+            return result
+
+        futures = [self.pool.submit(part, index, lo, hi, seed, share)
+                   for index, (lo, hi, seed, share) in enumerate(zip(bounds[:-1], bounds[1:], seeds, shares))]
         results = [f.result() for f in futures]
+        if work.error is not None:
+            raise work.error
         loss = sum(share * r[0] for share, r in zip(shares, results))
         correct = sum(r[1] for r in results)
         grads = results[0][2]  # the parts' gradients are already scaled: add them, in a fixed order
