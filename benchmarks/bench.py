@@ -59,7 +59,11 @@ def _timed(fn) -> float:
 
 
 class LayerClock:
-    """Wall time of every layer's forward and backward inside the worker threads."""
+    """Wall time of every layer's forward and backward inside the worker threads: a conv that
+    does its max pool too (``forward_pooled``) counts as the conv's forward, and weight
+    gradients handed over to either thread (``later``) count as their layer's backward."""
+
+    METHODS = ("forward", "forward_pooled", "backward")
 
     def __init__(self, model):
         self.model, self.lock = model, threading.Lock()
@@ -68,23 +72,40 @@ class LayerClock:
 
     def __enter__(self):
         for layer in self.model.layers:
-            self.originals.append((layer, layer.forward, layer.backward))
-            layer.forward = self._wrap(layer.forward, (layer.name, "forward"))
-            layer.backward = self._wrap(layer.backward, (layer.name, "backward"))
+            for method in self.METHODS:
+                if hasattr(layer, method):
+                    self.originals.append((layer, method, getattr(layer, method)))
+                    kind = "backward" if method == "backward" else "forward"
+                    setattr(layer, method, self._wrap(getattr(layer, method), (layer.name, kind)))
         return self
+
+    def _add(self, key, seconds):
+        with self.lock:
+            self.total[key] += seconds
 
     def _wrap(self, fn, key):
         def timed(*args, **kwargs):
+            if len(args) > 2 and args[2] is not None:  # backward(dout, cache, later)
+                args = args[:2] + (self._timed_later(args[2], key),) + args[3:]
             start = time.perf_counter()
             out = fn(*args, **kwargs)
-            with self.lock:
-                self.total[key] += time.perf_counter() - start
+            self._add(key, time.perf_counter() - start)
             return out
         return timed
 
+    def _timed_later(self, later, key):
+        def hand_over(work):
+            def timed_work():
+                start = time.perf_counter()
+                out = work()
+                self._add(key, time.perf_counter() - start)
+                return out
+            later(timed_work)
+        return hand_over
+
     def __exit__(self, *exc):
-        for layer, forward, backward in self.originals:
-            layer.forward, layer.backward = forward, backward
+        for layer, method, original in reversed(self.originals):
+            setattr(layer, method, original)
 
 
 class NumpyNet:
@@ -201,10 +222,12 @@ def bench_one(name, specs, batch, data, args, torch):
     with LayerClock(net.model) as clock:
         for _ in range(args.steps):
             net.step()
+    fused = {pool: conv for conv, pool in net.model._pooled_convs(net.model._order(True)).items()}
     per_layer = [{"layer": layer.name, "output": [batch, *layer.output_shape],
                   "forward_ms": 1e3 * clock.total[(layer.name, "forward")] / args.steps / net.workers,
-                  "backward_ms": 1e3 * clock.total[(layer.name, "backward")] / args.steps / net.workers}
-                 for layer in net.model.layers]
+                  "backward_ms": 1e3 * clock.total[(layer.name, "backward")] / args.steps / net.workers,
+                  "done_by": net.model.layers[fused[i]].name if i in fused else None}
+                 for i, layer in enumerate(net.model.layers)]
     row = {"net": name, "batch": batch, "params": net.model.num_params(), "macs_per_image": net.model.macs(),
            "per_layer_ms_per_worker": per_layer}
     other = TorchNet(torch, specs, batch, x, y, default_workers()) if torch else None
@@ -241,8 +264,9 @@ def print_row(row):
               f"PyTorch at batch {row['torch_eval_best_batch']} ({row['torch_eval_best_images_per_s']:,.0f} img/s)")
     print(f"  {'layer (per worker)':<20}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
     for layer in row["per_layer_ms_per_worker"]:
-        print(f"  {layer['layer']:<20}{str(tuple(layer['output'])):<20}{layer['forward_ms']:>12.2f}"
-              f"{layer['backward_ms']:>13.2f}")
+        times = (f"{'in ' + layer['done_by']:>25}" if layer.get("done_by") else
+                 f"{layer['forward_ms']:>12.2f}{layer['backward_ms']:>13.2f}")
+        print(f"  {layer['layer']:<20}{str(tuple(layer['output'])):<20}{times}")
 
 
 def main():
