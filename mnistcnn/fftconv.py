@@ -31,6 +31,7 @@ class Plan(NamedTuple):
     back_w: np.ndarray  # (2Wo, 2Nw):    spectrum -> complex output columns
     back_h: np.ndarray  # (Ho, 2Lh):     half spectrum -> real output rows
     taps: np.ndarray    # (2K, f*f):     kernel taps -> spectrum
+    grad_taps: np.ndarray  # (f*f, 4K):  X^T [dYr dYi] per frequency -> kernel gradient
     n_lh: int
     n_w: int
     n_Ho: int
@@ -114,8 +115,14 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = F
     tap = pad - np.arange(f)
     phase = angles(np.arange(n_lh), tap, n_h)[:, None, :, None] + angles(np.arange(n_w), tap, n_w)[None, :, None, :]
     taps = np.stack([np.cos(phase), -np.sin(phase)], axis=2).reshape(2 * n_lh * n_w, f * f)
+    # The kernel gradient is sum_k Re(taps_k) (Xr'dYr + Xi'dYi) + Im(taps_k) (Xr'dYi - Xi'dYr).
+    # Per frequency X^T [dYr dYi] holds the blocks [[Xr'dYr, Xr'dYi], [Xi'dYr, Xi'dYi]]; taken as
+    # X^T dYr = [Xr'dYr; Xi'dYr] and X^T dYi = [Xr'dYi; Xi'dYi], one after the other, each block
+    # gets its coefficient in one matrix and one GEMM adds them all.
+    re, im = taps[0::2].T, taps[1::2].T  # (f*f, K)
+    grad_taps = np.stack([np.stack([re, -im], axis=2), np.stack([im, re], axis=2)], axis=1).reshape(f * f, -1)
     dtype = np.dtype(dtype_name)
-    arrays = (np.ascontiguousarray(m, dtype=dtype) for m in (half_h, full_w, back_w, back_h, taps))
+    arrays = (np.ascontiguousarray(m, dtype=dtype) for m in (half_h, full_w, back_w, back_h, taps, grad_taps))
     return Plan(*arrays, n_lh=n_lh, n_w=n_w, n_Ho=n_Ho, n_Wo=n_Wo)
 
 
@@ -210,13 +217,12 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
 
     def weight_gradients():
         db = F.column_sums(dZ.reshape(-1, c)).reshape(1, 1, 1, c)
-        # X^T [dYr dYi] in two halves, so that the four blocks combined below are contiguous
+        # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see plan's grad_taps
         X_t = X_big.transpose(0, 2, 1)
-        by_dYr, by_dYi = np.matmul(X_t, dY_big[:, :, :c]), np.matmul(X_t, dY_big[:, :, c:])  # (K, 2*C_prev, C)
-        dWf = np.empty((k, 2, c_prev, c), dtype=dtype)
-        np.add(by_dYr[:, :c_prev], by_dYi[:, c_prev:], out=dWf[:, 0])  # Xr'dYr + Xi'dYi
-        np.subtract(by_dYi[:, :c_prev], by_dYr[:, c_prev:], out=dWf[:, 1])  # Xr'dYi - Xi'dYr
-        return (p.taps.T @ dWf.reshape(2 * k, c_prev * c)).reshape(f, f, c_prev, c), db
+        products = np.empty((2, k, 2 * c_prev, c), dtype=dtype)
+        np.matmul(X_t, dY_big[:, :, :c], out=products[0])
+        np.matmul(X_t, dY_big[:, :, c:], out=products[1])
+        return (p.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
 
     if later is None:
         dW, db = weight_gradients()
