@@ -165,8 +165,9 @@ def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False,
 
     def weight_gradients():  # im2col: the columns were kept
         route_to_first_max(d_pooled, cache.blocks, cache.pooled, tuple(dZ))
-        dZ2 = dZ.reshape(4 * m * h * w, c)
-        return (cache.conv @ dZ2).reshape(f, f, 1, c), F.column_sums(dZ2).reshape(1, 1, 1, c)
+        dW = (cache.conv @ dZ.reshape(4 * m * h * w, c)).reshape(f, f, 1, c)
+        # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
+        return dW, F.column_sums(d_pooled).reshape(1, 1, 1, c)
 
     if later is None:
         return (None,) + weight_gradients()
