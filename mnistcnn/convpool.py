@@ -119,14 +119,24 @@ def _biased(pooled, b, shape):
     return pooled if b is None else pooled + np.asarray(b, dtype=pooled.dtype).reshape(c)
 
 
-def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict):
+def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
+                      keep: bool = True):
     """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})`` for a
-    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache``. W (f, f, 1, C)."""
+    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache`` (None when ``keep``
+    is False: an evaluation, which needs no backward pass). W (f, f, 1, C)."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
     dtype = F._floating(A_prev, W, b)
     A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
     cols = pooled_columns(A_pad, f, int(hparameters["stride"]), h, w)
-    Z = (cols.T @ W.reshape(f * f, c).astype(dtype, copy=False)).reshape(4, m * h * w, c)
+    W2 = W.reshape(f * f, c).astype(dtype, copy=False)
+    if not keep:  # one window position at a time, into a running maximum that stays in cache
+        rows = m * h * w
+        pooled, block = cols[:, :rows].T @ W2, None
+        for k in range(1, 4):
+            block = np.matmul(cols[:, k * rows:(k + 1) * rows].T, W2, out=block)
+            np.maximum(pooled, block, out=pooled)
+        return _biased(pooled, b, shape), None
+    Z = (cols.T @ W2).reshape(4, m * h * w, c)
     blocks = tuple(Z)
     pooled = max_of_blocks(blocks)
     return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape)

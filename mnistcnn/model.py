@@ -123,7 +123,7 @@ class Sequential:
         for i in order:
             layer = self.layers[i]
             if i in pooled:  # this conv does the max pool after it too
-                x, caches[i] = layer.forward_pooled(x)
+                x, caches[i] = layer.forward_pooled(x, training)
                 caches[pooled[i]] = POOLED_BY_CONV
             elif caches[i] is POOLED_BY_CONV:
                 continue

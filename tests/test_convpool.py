@@ -109,6 +109,9 @@ def test_float32_forward_is_exactly_the_separate_kernels(algorithm):
     out, cache = fused_forward(algorithm, A, W, b, hp)
     kernels = fftconv if algorithm == "fft-gemm" else F
     assert out.dtype == np.float32 and np.array_equal(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], POOL)[0])
+    if algorithm == "im2col":  # evaluation's way: one window position at a time, no cache
+        evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, keep=False)
+        assert nothing is None and np.array_equal(evaluated, out)
     # the gradient is routed by the values before the bias, as the fused kernel does (the fft's
     # near-ties over blank rows can round to exact ties once the bias is added)
     Z, conv_cache = kernels.conv_forward(A, W, None, hp)
