@@ -224,11 +224,7 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
         np.matmul(X_t, dY_big[:, :, c:], out=products[1])
         return (p.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
 
-    if later is None:
-        dW, db = weight_gradients()
-    else:
-        later(weight_gradients)
-        dW = db = None
+    dW, db = F.now_or_later(weight_gradients, later)
     if not compute_dA:
         return None, dW, db
     dX = np.empty((m, k, 2 * c_prev), dtype=dtype)

@@ -45,6 +45,16 @@ def column_sums(rows: np.ndarray) -> np.ndarray:
     return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
 
 
+def now_or_later(weight_gradients, later) -> tuple:
+    """A backward pass's ``(dW, db)``: ``weight_gradients()`` now, or, when ``later`` is given,
+    that function handed to it (for any thread to run; ``parallel.SharedWork``) and
+    ``(None, None)`` now."""
+    if later is None:
+        return weight_gradients()
+    later(weight_gradients)
+    return None, None
+
+
 def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
     """Number of window positions along one axis: floor((n + 2*pad - f) / stride) + 1."""
     return (n + 2 * pad - f) // stride + 1
@@ -173,11 +183,7 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
     def weight_gradients():
         return (cols.T @ dZ2).reshape(f, f, n_C_prev, n_C), column_sums(dZ2).reshape(1, 1, 1, n_C)
 
-    if later is None:
-        dW, db = weight_gradients()
-    else:
-        later(weight_gradients)
-        dW = db = None
+    dW, db = now_or_later(weight_gradients, later)
     if not compute_dA:
         return None, dW, db
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)
