@@ -112,8 +112,8 @@ class Sequential:
         In a fast evaluation a conv's bias is added after the max pool that follows it, for the
         same reason (float rounding is monotone too, so max(z + b) == max(z) + b exactly).
         A conv and the 2x2 max pool after it run as one (``convpool``: a frequency-domain
-        conv, or a first one on one-channel images): the same outputs, gradients summed in
-        another order.
+        conv, or a first one on one-channel images): the same outputs (bit for bit at LeNet's
+        shapes), gradients summed in another order.
         """
         stop = len(self.layers) if upto is None else upto + 1
         caches = [None] * stop

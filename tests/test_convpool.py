@@ -58,6 +58,9 @@ def test_matches_loop_reference(case):
     out, cache = fused_forward(case["algorithm"], A, W, b, hp)
     Z = conv_forward_loop(A, W, b, hp)
     assert np.max(np.abs(out - pool_forward_loop(Z, POOL))) < 1e-10
+    if case["algorithm"] == "im2col":  # evaluation's way, from the shifted blocks: the same sums
+        # (bit for bit at LeNet's shapes, below; at some tiny shapes BLAS takes other kernels)
+        np.testing.assert_allclose(convpool.conv_pool_forward(A, W, b, hp, keep=False)[0], out, rtol=1e-13, atol=1e-13)
     d_out = rng.normal(size=out.shape)
     fft = case["algorithm"] == "fft-gemm"
     dA, dW, db = convpool.conv_pool_backward(d_out, cache, compute_dA=fft)
