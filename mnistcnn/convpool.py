@@ -107,24 +107,44 @@ def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
     return cols.reshape(f * f, 4 * rows)
 
 
-def _evaluate(blocks, W2, f, stride, c):
+# Images per slice of an evaluation's fused first conv: a slice's blocks, its running maximum and
+# the GEMM output beside it (about 1.3 MB for LeNet) stay in one core's 2 MB L2 cache, where the
+# bias and relu are added too (LeNet's evaluation: 4% faster than one pass over 48 images).
+EVAL_SLICE_IMAGES = 16
+
+
+def _evaluate(A_pad, W2, b, shape, stride, relu):
     """The pooled conv without keeping anything, one window position at a time into a running
-    maximum that stays in cache. Position (r, q) reads the blocks' rows (a + stride*r)*n + v:
-    for each r one contiguous range of f*n rows, so no column matrix is built; the taps' weights
-    sit at v = b + stride*q among zeros (the same sums: the zero terms add nothing)."""
+    maximum. Position (r, q) reads the blocks' rows (a + stride*r)*n + v: for each r one
+    contiguous range of f*n rows, so no column matrix is built; the taps' weights sit at
+    v = b + stride*q among zeros (the same sums: the zero terms add nothing). Slices of
+    ``EVAL_SLICE_IMAGES`` images, each finished (bias, relu) while it is in cache."""
+    f, m, h, w, c = shape
     n = f + stride
-    pooled = block = None
-    for r in (0, 1):
-        for q in (0, 1):
-            padded = np.zeros((f, n, c), dtype=W2.dtype)
-            padded[:, stride * q:stride * q + f] = W2.reshape(f, f, c)
+    weights = []
+    for q in (0, 1):
+        padded = np.zeros((f, n, c), dtype=W2.dtype)
+        padded[:, stride * q:stride * q + f] = W2.reshape(f, f, c)
+        weights.append(padded.reshape(f * n, c))
+    pooled = np.empty((m * h * w, c), dtype=W2.dtype)
+    scratch = np.empty((min(m, EVAL_SLICE_IMAGES) * h * w, c), dtype=W2.dtype)
+    for lo in range(0, m, EVAL_SLICE_IMAGES):
+        hi = min(m, lo + EVAL_SLICE_IMAGES)
+        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
+        out, block = pooled[lo * h * w:hi * h * w], scratch[:(hi - lo) * h * w]
+        for r in (0, 1):
             reads = blocks[stride * r * n:stride * r * n + f * n].T
-            if pooled is None:
-                pooled = reads @ padded.reshape(f * n, c)
-            else:
-                block = np.matmul(reads, padded.reshape(f * n, c), out=block)
-                np.maximum(pooled, block, out=pooled)
-    return pooled
+            for q in (0, 1):
+                if r == q == 0:
+                    np.matmul(reads, weights[q], out=out)
+                else:
+                    np.matmul(reads, weights[q], out=block)
+                    np.maximum(out, block, out=out)
+        if b is not None:
+            out += b
+        if relu:
+            np.maximum(out, 0, out=out)
+    return pooled.reshape(m, h, w, c)
 
 
 def _pooled_shape(A_prev, W, hparameters, algorithm):
@@ -147,21 +167,22 @@ def _biased(pooled, b, shape):
 
 
 def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
-                      keep: bool = True):
+                      keep: bool = True, relu: bool = False):
     """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})`` for a
     one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache`` (None when ``keep``
-    is False: an evaluation, which needs no backward pass). W (f, f, 1, C)."""
+    is False: an evaluation, which needs no backward pass). W (f, f, 1, C). ``relu`` (an
+    evaluation's only): the relu after the pool too."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
     dtype = F._floating(A_prev, W, b)
     stride = int(hparameters["stride"])
-    blocks = shifted_blocks(F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"])), f, stride, h, w)
+    A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
     W2 = W.reshape(f * f, c).astype(dtype, copy=False)
     if not keep:
-        pooled = _evaluate(blocks, W2, f, stride, c)
-        if b is not None:
-            pooled += np.asarray(b, dtype=dtype).reshape(c)  # ours alone: no copy needed
-        return pooled.reshape(m, h, w, c), None
-    cols = pooled_columns(blocks, f, stride)
+        bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
+        return _evaluate(A_pad, W2, bias, shape, stride, relu), None
+    if relu:
+        raise ValueError("relu is fused only in an evaluation (keep=False): training needs its mask")
+    cols = pooled_columns(shifted_blocks(A_pad, f, stride, h, w), f, stride)
     Z = (cols.T @ W2).reshape(4, m * h * w, c)
     blocks = tuple(Z)
     pooled = max_of_blocks(blocks)
@@ -169,13 +190,17 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
 
 
 def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
-                          weights: fftconv.SpectralWeights | None = None):
-    """The same for ``fftconv.conv_forward`` (any number of channels; stride 1, pad < f)."""
+                          weights: fftconv.SpectralWeights | None = None, relu: bool = False):
+    """The same for ``fftconv.conv_forward`` (any number of channels; stride 1, pad < f).
+    ``relu``: the relu after the pool too; the cache is then for inspection, not a backward pass."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "fft-gemm")
     Z, conv_cache = fftconv.conv_forward(A_prev, W, None, hparameters, weights, pooled=True)
     blocks = _fft_blocks(Z, shape)
     pooled = max_of_blocks(blocks)
-    return _biased(pooled, b, shape), Cache(conv_cache, Z, blocks, pooled, shape)
+    out = _biased(pooled, b, shape)
+    if relu:  # in place unless `out` is the cache's own `pooled` (no bias)
+        out = np.maximum(out, 0, out=None if b is None else out)
+    return out, Cache(conv_cache, Z, blocks, pooled, shape)
 
 
 def _fft_blocks(Z, shape):

@@ -299,13 +299,16 @@ class Conv2D(Layer):
         return convpool.supported(self.input_shape, self.kernel, self.stride, self.pad, pool.size, pool.stride,
                                   self.method)
 
-    def forward_pooled(self, x, training=False):
-        """This conv, then a 2x2 max pool (see ``pools_with``): ``(pooled, cache)``."""
+    def forward_pooled(self, x, training=False, relu=False):
+        """This conv, then a 2x2 max pool (see ``pools_with``): ``(pooled, cache)``. ``relu``
+        (evaluation only): then a relu too, while the output is still in cache."""
         W = self.params["W"]
         b = self.params["b"] if self.bias else None
+        if relu and training:
+            raise ValueError("relu is fused only in evaluation: training needs its mask")
         if self.method == "fft-gemm":
-            return convpool.fft_conv_pool_forward(x, W, b, self.hparameters(), self._current_spectral())
-        return convpool.conv_pool_forward(x, W, b, self.hparameters(), keep=training)
+            return convpool.fft_conv_pool_forward(x, W, b, self.hparameters(), self._current_spectral(), relu)
+        return convpool.conv_pool_forward(x, W, b, self.hparameters(), keep=training, relu=relu)
 
     defers_weight_grads = True
 

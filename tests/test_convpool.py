@@ -1,5 +1,7 @@
 """The fused first conv + 2x2 max pool against the loop oracle, finite differences, the separate
 kernels, and inside a model."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -35,6 +37,15 @@ def fused_forward(algorithm, A, W, b, hp):
     return convpool.conv_pool_forward(A, W, b, hp)
 
 
+@contextlib.contextmanager
+def eval_slices(images):
+    saved, convpool.EVAL_SLICE_IMAGES = convpool.EVAL_SLICE_IMAGES, images
+    try:
+        yield
+    finally:
+        convpool.EVAL_SLICE_IMAGES = saved
+
+
 def conv_values_in_image_order(cache):
     """The fused kernel's conv output (no bias) as (m, 2h, 2w, C) in image order."""
     f, m, h, w, c = cache.shape
@@ -59,8 +70,16 @@ def test_matches_loop_reference(case):
     Z = conv_forward_loop(A, W, b, hp)
     assert np.max(np.abs(out - pool_forward_loop(Z, POOL))) < 1e-10
     if case["algorithm"] == "im2col":  # evaluation's way, from the shifted blocks: the same sums
-        # (bit for bit at LeNet's shapes, below; at some tiny shapes BLAS takes other kernels)
-        np.testing.assert_allclose(convpool.conv_pool_forward(A, W, b, hp, keep=False)[0], out, rtol=1e-13, atol=1e-13)
+        # (bit for bit at LeNet's shapes, below; at some tiny shapes BLAS takes other kernels),
+        # in one slice of images and in slices of two (the last one short when m is odd)
+        for per_slice in (convpool.EVAL_SLICE_IMAGES, 2):
+            with eval_slices(per_slice):
+                evaluated = convpool.conv_pool_forward(A, W, b, hp, keep=False)[0]
+                with_relu = convpool.conv_pool_forward(A, W, b, hp, keep=False, relu=True)[0]
+            np.testing.assert_allclose(evaluated, out, rtol=1e-13, atol=1e-13)
+            assert np.array_equal(with_relu, np.maximum(evaluated, 0))
+    else:
+        assert np.array_equal(convpool.fft_conv_pool_forward(A, W, b, hp, relu=True)[0], np.maximum(out, 0))
     d_out = rng.normal(size=out.shape)
     fft = case["algorithm"] == "fft-gemm"
     dA, dW, db = convpool.conv_pool_backward(d_out, cache, compute_dA=fft)
@@ -112,9 +131,15 @@ def test_float32_forward_is_exactly_the_separate_kernels(algorithm):
     out, cache = fused_forward(algorithm, A, W, b, hp)
     kernels = fftconv if algorithm == "fft-gemm" else F
     assert out.dtype == np.float32 and np.array_equal(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], POOL)[0])
-    if algorithm == "im2col":  # evaluation's way: one window position at a time, no cache
-        evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, keep=False)
+    if algorithm == "im2col":  # evaluation's way: one window position at a time, no cache,
+        # in slices of images (here 5, 5, 5 and 1), the relu done while a slice is in cache
+        with eval_slices(5):
+            evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, keep=False)
+            with_relu = convpool.conv_pool_forward(A, W, b, hp, keep=False, relu=True)[0]
         assert nothing is None and np.array_equal(evaluated, out)
+        assert np.array_equal(with_relu, np.maximum(out, 0))
+        with pytest.raises(ValueError, match="relu"):
+            convpool.conv_pool_forward(A, W, b, hp, relu=True)
     # the gradient is routed by the values before the bias, as the fused kernel does (the fft's
     # near-ties over blank rows can round to exact ties once the bias is added)
     Z, conv_cache = kernels.conv_forward(A, W, None, hp)

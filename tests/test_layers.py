@@ -162,6 +162,7 @@ def test_fast_evaluation_adds_conv_bias_after_the_pool_with_identical_numbers(al
     # it as well; the second, an im2col conv with an input gradient to give, pools apart
     assert model._pooled_convs(order) == {0: 2}
     assert model._late_biases(order) == {4: 3}
+    assert model._fused_relus(order) == {0: 1}  # and the relu after its pool
     images = np.concatenate([(rng.random((5, 12, 12, 1)) > 0.6), rng.random((5, 12, 12, 1)) * 3]).astype(np.float32)
     plain = model.forward(images)[0]
     np.testing.assert_array_equal(model.forward(images, fast=True)[0], plain)
@@ -203,8 +204,11 @@ def test_evaluation_chunks_fit_the_cache_and_do_not_change_the_logits():
     small = Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2}, {"type": "flatten"},
                                     {"type": "dense", "units": 10}], (28, 28, 1))
     assert model.eval_chunk() == 48 and small.eval_chunk() == 256
+    assert model.head_start() == 7 and small.head_start() == 2  # the dense layers
     rng = np.random.default_rng(6)
     for key, p in model.params().items():
         p[...] = rng.normal(scale=0.1 if key.endswith(".W") else 1.0, size=p.shape)
-    images = (rng.random((100, 28, 28, 1)) > 0.7).astype(np.float32)  # three chunks, the last one short
+    # seven chunks, the last one short; the dense head on four chunks at once, then on three
+    images = (rng.random((300, 28, 28, 1)) > 0.7).astype(np.float32)
     np.testing.assert_array_equal(model.predict_logits(images), model.forward(images)[0])
+    np.testing.assert_array_equal(model.predict_logits(images, workers=1), model.forward(images)[0])

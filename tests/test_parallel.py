@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnistcnn.model import Sequential
-from mnistcnn.parallel import SharedWork, StepRunner
+from mnistcnn.parallel import SharedWork, StepRunner, map_grouped_in_threads
 
 SPECS = [
     {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
@@ -91,3 +91,36 @@ def test_an_error_in_handed_over_work_reaches_the_caller():
     x, y = batch()
     with StepRunner(model, workers=2, min_per_worker=4) as runner, pytest.raises(ZeroDivisionError):
         runner.gradients(x, y, np.random.default_rng(7))
+
+
+def test_grouped_map_runs_fixed_groups_in_order_whatever_the_timing():
+    """Evaluation's scheduler: each run of ``group`` consecutive items goes to ``then`` whole and
+    in order, however the threads interleave (here: random delays, and 1, 2 and 3 threads)."""
+    rng = np.random.default_rng(0)
+    delays = rng.random(11) * 0.004
+
+    def fn(i):
+        time.sleep(delays[i])
+        return np.array([i, 10 * i])
+
+    for workers in (1, 2, 3):
+        seen = []
+        out = map_grouped_in_threads(fn, lambda a: seen.append(a.tolist()) or a.sum(), range(11), 4, workers)
+        assert sorted(seen) == [[0, 0, 1, 10, 2, 20, 3, 30], [4, 40, 5, 50, 6, 60, 7, 70], [8, 80, 9, 90, 10, 100]]
+        assert out == [66, 242, 297]
+    assert map_grouped_in_threads(fn, np.sum, [], 4) == []
+
+
+def test_grouped_map_error_reaches_the_caller_and_stops_the_others():
+    done = []
+
+    def fn(i):
+        if i == 2:
+            raise ValueError("item 2 is bad")
+        time.sleep(0.002)
+        done.append(i)
+        return np.array([i])
+
+    with pytest.raises(ValueError, match="item 2"):
+        map_grouped_in_threads(fn, np.sum, range(200), 3, 2)
+    assert len(done) < 20  # the other thread stopped taking items
