@@ -210,6 +210,7 @@ def eval_rounds(net, other, images, rounds) -> dict:
     out.update(eval_images_per_s=statistics.median(numpy_s), torch_eval_images_per_s=statistics.median(torch_s),
                torch_eval_best_batch=best, torch_eval_best_images_per_s=statistics.median(torch_best),
                eval_ratio=statistics.median(a / b for a, b in zip(numpy_s, torch_s)),
+               eval_ratio_rounds=[a / b for a, b in zip(numpy_s, torch_s)],
                eval_ratio_vs_best_batch=statistics.median(a / b for a, b in zip(numpy_s, torch_best)))
     return out
 
@@ -260,7 +261,8 @@ def print_row(row):
         ratios = ", ".join(f"{r['ratio']:.2f}" for r in row["rounds"])
         print(f"  PyTorch: step {row['torch_step_ms']:.1f} ms, eval {row['torch_eval_images_per_s']:,.0f} img/s; "
               f"NumPy/PyTorch step time per round: {ratios} (median {row['step_ratio_median']:.2f}); "
-              f"eval speed-up {row['eval_ratio']:.2f}x at batch 1000, {row['eval_ratio_vs_best_batch']:.2f}x against "
+              f"eval speed-up per round at batch 1000: {', '.join(f'{r:.2f}' for r in row['eval_ratio_rounds'])} "
+              f"(median {row['eval_ratio']:.2f}x), {row['eval_ratio_vs_best_batch']:.2f}x against "
               f"PyTorch at batch {row['torch_eval_best_batch']} ({row['torch_eval_best_images_per_s']:,.0f} img/s)")
     print(f"  {'layer (per worker)':<20}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
     for layer in row["per_layer_ms_per_worker"]:
