@@ -231,7 +231,8 @@ class Sequential:
         Batches are capped at ``eval_chunk()`` images, so that a chunk's intermediate arrays
         stay in cache (the numbers do not depend on the chunk) and an im2col matrix stays small
         (627 MB for LeNet's second conv at 1,000 images). The chunks run on ``workers`` threads
-        (default: one per core).
+        (default: one per core); the dense head after the last image-shaped layer
+        (``head_start``) runs on fixed runs of chunks, about ``HEAD_IMAGES`` images at once.
         """
         batch_size = min(batch_size, self.eval_chunk())
         self.prepare()
