@@ -128,7 +128,13 @@ def _evaluate(A_pad, W2, b, shape, stride, relu):
         padded[:, stride * q:stride * q + f] = W2.reshape(f, f, c)
         weights.append(padded.reshape(f * n, c))
     pooled = np.empty((m * h * w, c), dtype=W2.dtype)
-    scratch = np.empty((min(m, EVAL_SLICE_IMAGES) * h * w, c), dtype=W2.dtype)
+    rows = min(m, EVAL_SLICE_IMAGES) * h * w
+    scratch = np.empty((rows, c), dtype=W2.dtype)
+    # full-size operands: NumPy's add and maximum run about twice as fast on two whole arrays as
+    # on a broadcast bias or a scalar 0 (the same numbers; LeNet's evaluation 4% faster in two
+    # 30-round A/Bs)
+    bias = None if b is None else np.broadcast_to(b, (rows, c)).copy()
+    zeros = np.zeros((rows, c), dtype=W2.dtype) if relu else None
     for lo in range(0, m, EVAL_SLICE_IMAGES):
         hi = min(m, lo + EVAL_SLICE_IMAGES)
         blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
@@ -141,10 +147,10 @@ def _evaluate(A_pad, W2, b, shape, stride, relu):
                 else:
                     np.matmul(reads, weights[q], out=block)
                     np.maximum(out, block, out=out)
-        if b is not None:
-            out += b
+        if bias is not None:
+            np.add(out, bias[:len(out)], out=out)
         if relu:
-            np.maximum(out, 0, out=out)
+            np.maximum(out, zeros[:len(out)], out=out)
     return pooled.reshape(m, h, w, c)
 
 
