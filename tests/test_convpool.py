@@ -138,6 +138,10 @@ def test_float32_forward_is_exactly_the_separate_kernels(algorithm):
             with_relu = convpool.conv_pool_forward(A, W, b, hp, keep=False, relu=True)[0]
         assert nothing is None and np.array_equal(evaluated, out)
         assert np.array_equal(with_relu, np.maximum(out, 0))
+        with eval_slices(5):  # a conv without bias: the relu alone
+            unbiased = convpool.conv_pool_forward(A, W, None, hp, keep=False, relu=True)[0]
+        separate = F.pool_forward(F.conv_forward(A, W, np.zeros_like(b), hp)[0], POOL)[0]
+        assert np.array_equal(unbiased, np.maximum(separate, 0))
         with pytest.raises(ValueError, match="relu"):
             convpool.conv_pool_forward(A, W, b, hp, relu=True)
     # the gradient is routed by the values before the bias, as the fused kernel does (the fft's
