@@ -510,7 +510,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
         i = model.layer_index(layer)
     except (IndexError, KeyError):
         valid = ", ".join(f"{n}:{lay.name}" for n, lay in enumerate(model.layers))
-        fail(f"no layer {layer!r} in this model; valid: {valid}")
+        fail(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their shapes)")
     images, labels = choose_split(data, split)
     chosen = parse_indices(index, indices, len(images))
     x = preprocess(images[chosen])

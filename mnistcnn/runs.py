@@ -204,5 +204,5 @@ def resolve_checkpoint(target, which: str = "best") -> Path:
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():
-        raise UsageError(f"{target}: no such run directory or checkpoint")
+        raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
     return target

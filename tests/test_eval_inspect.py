@@ -46,7 +46,8 @@ def test_eval_table_and_other_splits(run):
 
 
 def test_eval_errors(run, tmp_path):
-    assert "no such run directory or checkpoint" in cli("eval", tmp_path / "nope").output
+    output = cli("eval", tmp_path / "nope").output
+    assert "nope: no such run directory or checkpoint" in output and "`mnistcnn runs` lists the runs" in output
     empty = tmp_path / "r"
     (empty / "checkpoints").mkdir(parents=True)
     (empty / "config.yaml").write_text("name: x\n")
@@ -103,7 +104,8 @@ def test_inspect_list_and_plain_output(run):
 
 def test_inspect_errors(run, tmp_path):
     result = cli("inspect-layer", run, "42")
-    assert result.exit_code == 2 and "no layer '42'" in result.output and "0:0_conv2d" in result.output
+    assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output
+    assert "--list" in result.output
     result = cli("inspect-layer", run, "conv9")
     assert result.exit_code == 2 and "valid:" in result.output
     result = cli("inspect-layer", run, "0", "--index", "5000")
