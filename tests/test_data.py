@@ -195,3 +195,19 @@ def test_affine_resample_matches_a_pixel_loop():
                     inside = 0 <= yy < h and 0 <= xx < w
                     want += weight * (batch[i, yy, xx] if inside else background)
                 np.testing.assert_allclose(got[i, y, x], want, atol=2e-5)
+
+
+def test_the_package_ships_every_bundled_file():
+    """pyproject's package data must match the bundled folder, or a wheel (a non-editable
+    install) would lack MNIST while an editable install still found it in the source tree."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from pathlib import Path
+
+    from mnistcnn.data import BUNDLED_DIR, MNIST_SHA256
+    root = Path(__file__).resolve().parent.parent
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package = "mnistcnn.datasets.mnist"
+    assert package in setuptools["packages"]
+    shipped = {path.name for pattern in setuptools["package-data"][package] for path in BUNDLED_DIR.glob(pattern)}
+    assert {f"{name}.gz" for name in MNIST_SHA256} <= shipped
+    assert shipped == {path.name for path in BUNDLED_DIR.iterdir() if path.is_file()}
