@@ -544,7 +544,8 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
         console.print(f"dead channels (zero for every image): {report['forward']['dead_channel_fraction']:.1%}")
     for k, v in report["backward"].items():
         if v is not None and "grad_to_weight_norm" in v:
-            console.print(f"|{k}| / |{k[1:]}| = {v['grad_to_weight_norm']:.3g}")
+            ratio = v["grad_to_weight_norm"]
+            console.print(f"|{k}| / |{k[1:]}| = " + (f"{ratio:.3g}" if ratio is not None else f"n/a ({k[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
         from rich.columns import Columns
         console.print(f"feature maps of image {chosen[0]} (first channels):")

@@ -92,7 +92,10 @@ def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, l
     for key, p in layer.params.items():
         g = grads[f"{index}.{key}"]
         gs = _stats(g)
-        gs["grad_to_weight_norm"] = gs["norm"] / max(float(np.linalg.norm(p.astype(np.float64))), 1e-12)
+        # the update's scale against the weights'; None for an all-zero parameter (a fresh
+        # model's biases), where the ratio would only measure the guard against dividing by 0
+        weight_norm = float(np.linalg.norm(p.astype(np.float64)))
+        gs["grad_to_weight_norm"] = gs["norm"] / weight_norm if weight_norm > 0 else None
         report["backward"][f"d{key}"] = gs
     report["_output"] = out  # arrays for pictures; not part of the JSON
     return report

@@ -102,6 +102,23 @@ def test_inspect_list_and_plain_output(run):
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
 
 
+def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path):
+    # a fresh model's biases are all zero: |db| / |b| has no meaning there, and used to print as
+    # 1e+11 (divided by a guard value); the weights' ratio is still |dW| / |W|
+    target = write_config(tmp_path)
+    result = cli("inspect-layer", target, "0", "--indices", "0:8", "--json", "--no-images")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    model = load_target(target)[0]
+    W = model.layers[0].params["W"].astype(np.float64)
+    assert report["backward"]["db"]["grad_to_weight_norm"] is None
+    assert report["backward"]["dW"]["grad_to_weight_norm"] == pytest.approx(
+        report["backward"]["dW"]["norm"] / np.linalg.norm(W), rel=1e-9)
+    result = cli("inspect-layer", target, "0", "--indices", "0:8", "--no-images")
+    assert result.exit_code == 0 and "|db| / |b| = n/a (b is all zeros)" in result.output
+    assert "|dW| / |W| = " in result.output and "e+" not in result.output.split("|dW| / |W| = ")[1].split()[0]
+
+
 def test_inspect_errors(run, tmp_path):
     result = cli("inspect-layer", run, "42")
     assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output
