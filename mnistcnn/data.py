@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import zlib
@@ -92,8 +93,9 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
             dims = struct.unpack(f">{ndim}I", dims_raw)
             if hasher is not None:
                 hasher.update(header + dims_raw)
-            size = int(np.prod(dims, dtype=np.int64))
-            if size > 2**33:
+            size = math.prod(dims)
+            # an axis of length 0 makes the size 0, but the other axes must still fit an array
+            if math.prod(max(n, 1) for n in dims) > 2**33:
                 raise DataError(f"{path}: header claims {dims}, which is far too large for an image set")
             # Compare with the file's length before allocating (a raw file's size is known).
             if path.suffix != ".gz":
