@@ -26,9 +26,9 @@ import numpy as np
 
 from mnistcnn import config as cfg
 from mnistcnn.data import load_dataset
-from mnistcnn.model import Sequential
-from mnistcnn.optim import Adam
-from mnistcnn.parallel import StepRunner, default_workers, keep_freed_memory
+from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.optim import Adam
+from mnistcnn.engine.fast.parallel import StepRunner, default_workers, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 # The engine issue's reference network: conv 5x5x32 pad 2, relu, maxpool 2, conv 5x5x64 pad 2,

@@ -23,7 +23,7 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .errors import MnistCnnError, NonFiniteError
-from .parallel import keep_freed_memory
+from .engine.fast.parallel import keep_freed_memory
 
 console = Console(highlight=False)
 
@@ -491,7 +491,7 @@ def half_block_preview(image: np.ndarray, width: int = 28):
 @handle_errors
 def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images):
     """Run images through the model and show LAYER (an index or a name) from inside."""
-    from .inspect import choose_split, inspect_layer, load_target, parse_indices, pictures
+    from .layer_report import choose_split, inspect_layer, load_target, parse_indices, pictures
 
     model, config, preprocess, data, default_out = load_target(target, data_dir)
     if list_layers or layer is None:

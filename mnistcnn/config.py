@@ -15,8 +15,8 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .layers import LAYERS, LayerConfigError
-from .optim import OPTIMIZERS, SCHEDULES
+from .engine.layers import LAYERS, LayerConfigError
+from .engine.optim import OPTIMIZERS, SCHEDULES
 
 MAX_LAYERS = 256
 
@@ -243,7 +243,7 @@ def class_names(config: dict) -> list[str]:
 
 def check_model(config: dict, source: str = "<config>"):
     """Build the model (shapes only matter) to prove the stack fits; returns it."""
-    from .model import Sequential
+    from .engine.model import Sequential
 
     try:
         model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import config as cfg
 from .errors import UsageError
-from .losses import softmax
+from .engine.losses import softmax
 from .runs import resolve_checkpoint
 from .trainer import evaluate, load_model, prepare_data
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, UsageError
-from .losses import softmax
+from .engine.losses import softmax
 
 SIDE, BOX = 28, 20
 

@@ -15,10 +15,10 @@ from . import config as cfg
 from .augment import Augment, affine_resample
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, split_indices
 from .errors import CheckpointError, DataError, NonFiniteError
-from .losses import softmax_cross_entropy
-from .model import Sequential, check_finite
-from .optim import Schedule, make_optimizer
-from .parallel import StepRunner, default_workers
+from .engine.losses import softmax_cross_entropy
+from .engine.model import Sequential, check_finite
+from .engine.optim import Schedule, make_optimizer
+from .engine.fast.parallel import StepRunner, default_workers
 from .runs import RunDir, load_checkpoint, save_checkpoint, versions
 
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mnistcnn.cli import main
-from mnistcnn.inspect import inspect_layer, load_target
-from mnistcnn.losses import softmax_cross_entropy
+from mnistcnn.layer_report import inspect_layer, load_target
+from mnistcnn.engine.losses import softmax_cross_entropy
 from test_train import only_run, write_config
 
 

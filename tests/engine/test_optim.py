@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mnistcnn.optim import SGD, Adam, AdamW, Schedule
+from mnistcnn.engine.optim import SGD, Adam, AdamW, Schedule
 
 
 def quadratic_run(opt, steps=200):

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mnistcnn.functional import (conv_backward, conv_forward, create_mask_from_window, distribute_value,
+from mnistcnn.engine.notebook import create_mask_from_window, distribute_value
+from mnistcnn.engine.functional import (conv_backward, conv_forward,
                                  pool_backward, pool_forward, zero_pad)
-from reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
+from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 from gradcheck import numerical_gradient, relative_error
 
 

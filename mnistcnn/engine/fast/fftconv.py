@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import functional as F
+from .. import functional as F
 
 
 class Plan(NamedTuple):

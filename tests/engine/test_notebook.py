@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from mnistcnn.data import load_dataset, split_indices
-from mnistcnn.functional import (conv_backward, conv_forward, create_mask_from_window, distribute_value,
+from mnistcnn.engine.notebook import create_mask_from_window, distribute_value
+from mnistcnn.engine.functional import (conv_backward, conv_forward,
                                  pool_backward, pool_forward)
-from mnistcnn.model import Sequential
-from mnistcnn.optim import Adam
-from reference import conv_forward_loop
+from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.optim import Adam
+from mnistcnn.engine.reference import conv_forward_loop
 
 
 @pytest.fixture(scope="module")

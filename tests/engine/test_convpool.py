@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mnistcnn import convpool, fftconv
-from mnistcnn import functional as F
-from mnistcnn.layers import MaxPool2D
-from mnistcnn.model import Sequential
+from mnistcnn.engine.fast import convpool, fftconv
+from mnistcnn.engine import functional as F
+from mnistcnn.engine.layers import MaxPool2D
+from mnistcnn.engine.model import Sequential
 from gradcheck import numerical_gradient, relative_error
-from reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
+from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
 POOL = {"f": 2, "stride": 2}
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError
-from .convpool import POOLED_BY_CONV
+from ..errors import NonFiniteError
+from .fast.convpool import POOLED_BY_CONV
 from .layers import Conv2D, Layer, LayerConfigError, MaxPool2D, ReLU, layer_from_config
 from .losses import softmax_cross_entropy
-from .parallel import map_grouped_in_threads
+from .fast.parallel import map_grouped_in_threads
 
 
 # Evaluation runs in chunks whose busiest layer touches about this many bytes per chunk, so that

@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from . import convpool, fftconv
+from .fast import convpool, fftconv
 from . import functional as F
-from .errors import MnistCnnError
+from ..errors import MnistCnnError
 
 LAYERS: dict[str, type["Layer"]] = {}
 

@@ -13,8 +13,8 @@ from . import config as cfg
 from .data import Preprocess
 from .errors import UsageError
 from .evaluation import SPLITS, load_for_target, split_arrays
-from .losses import softmax_cross_entropy
-from .model import Sequential
+from .engine.losses import softmax_cross_entropy
+from .engine.model import Sequential
 from .trainer import prepare_data
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import fftconv
-from . import functional as F
+from .. import functional as F
 
 
 class Cache(NamedTuple):

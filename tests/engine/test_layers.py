@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mnistcnn.layers import LAYERS, LayerConfigError, layer_from_config
-from mnistcnn.model import Sequential
+from mnistcnn.engine.layers import LAYERS, LayerConfigError, layer_from_config
+from mnistcnn.engine.model import Sequential
 from gradcheck import numerical_gradient, relative_error
 
 # (config, input shape without batch); inputs are kept away from kinks (relu at 0)
@@ -129,7 +129,7 @@ def test_sequential_shape_errors_name_the_layer():
 
 
 def test_model_gradient_end_to_end_float64():
-    from mnistcnn.losses import softmax_cross_entropy
+    from mnistcnn.engine.losses import softmax_cross_entropy
     specs = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}, {"type": "tanh"},
              {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]
     rng = np.random.default_rng(0)

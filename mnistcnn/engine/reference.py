@@ -1,8 +1,10 @@
-"""The seed notebook's loop algorithms with its bugs fixed: the test oracle.
+"""The seed notebook's loop algorithms, its bugs fixed: the reference every faster path is
+tested against.
 
-Slow on purpose (a Python loop over every example, pixel and channel); never imported by
-the package. Fixes: pad 0 works, pool_backward reads dA[i, h, w, c], average mode spreads
-dA[i, h, w, c] / (f*f), and a max window sends its gradient to its first maximum only.
+Slow on purpose (a Python loop over every example, pixel and channel): the plainest statement
+of what the kernels compute, for reading and for tests, never for training. Fixes: pad 0
+works, pool_backward reads dA[i, h, w, c], average mode spreads dA[i, h, w, c] / (f*f), and a
+max window sends its gradient to its first maximum only.
 """
 import numpy as np
 

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mnistcnn import fftconv
-from mnistcnn import functional as F
-from mnistcnn.layers import ShapeError, layer_from_config
-from mnistcnn.model import Sequential
+from mnistcnn.engine.fast import fftconv
+from mnistcnn.engine import functional as F
+from mnistcnn.engine.layers import ShapeError, layer_from_config
+from mnistcnn.engine.model import Sequential
 from gradcheck import numerical_gradient, relative_error
-from reference import conv_backward_loop, conv_forward_loop
+from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop
 
 
 @st.composite

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from mnistcnn.model import Sequential
-from mnistcnn.parallel import SharedWork, StepRunner, map_grouped_in_threads
+from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
 
 SPECS = [
     {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
