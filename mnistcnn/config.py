@@ -196,22 +196,6 @@ def _check_layers(layers, path="model.layers"):
                 raise _err(f"{where}.{key}", f"must be a finite number; got {value!r}")
 
 
-def _apply_conv_algorithm(model: dict) -> None:
-    """model.conv_algorithm becomes each conv2d's default; fft-gemm only where it applies
-    (stride 1, padding < kernel), so a stride-2 conv in the stack keeps working."""
-    choice = model["conv_algorithm"]
-    if choice == "auto":
-        return
-    for spec in model["layers"]:
-        if spec["type"] != "conv2d":
-            continue
-        kernel, padding = spec.get("kernel", 3), spec.get("padding", 0)
-        pad = kernel // 2 if padding == "same" else 0 if padding == "valid" else padding
-        fits = spec.get("stride", 1) == 1 and isinstance(pad, int) and isinstance(kernel, int) and pad < kernel
-        if choice == "im2col" or fits:
-            spec.setdefault("algorithm", choice)
-
-
 def validate(raw: dict, source: str = "<config>") -> dict:
     """Fill defaults into ``raw`` and check it all, including that the layer stack fits."""
     try:
@@ -224,7 +208,6 @@ def validate(raw: dict, source: str = "<config>") -> dict:
         if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
-        _apply_conv_algorithm(config["model"])
     except _PathError as err:
         raise ConfigError(f"{source}: {err.path}: {err.message}") from None
     check_model(config, source)
@@ -242,12 +225,15 @@ def class_names(config: dict) -> list[str]:
 
 
 def check_model(config: dict, source: str = "<config>"):
-    """Build the model (shapes only matter) to prove the stack fits; returns it."""
+    """Build the model and its fast plan (shapes only matter) to prove the stack fits; returns
+    the model."""
+    from .engine.fast.plan import Plan
     from .engine.model import Sequential
 
     try:
         model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                        np.random.default_rng(0))
+        Plan(model, config["model"]["conv_algorithm"])
     except LayerConfigError as err:
         index = getattr(err, "index", None)
         where = "model.layers" if index is None else f"model.layers[{index}]"

@@ -1,4 +1,5 @@
-"""Scoring a trained model on a split: loss, accuracy, per-class table, confusion matrix."""
+"""Scoring a trained model on a split: loss, accuracy, per-class table, confusion matrix, and
+the files ``mnistcnn eval`` leaves beside the run (a JSON report and two pictures)."""
 from __future__ import annotations
 
 import time
@@ -9,13 +10,16 @@ import numpy as np
 from . import config as cfg
 from .errors import UsageError
 from .engine.losses import softmax
-from .runs import resolve_checkpoint
-from .trainer import evaluate, load_model, prepare_data
+from .runs import RunDir, output_folder, resolve_checkpoint
+from .trainer import evaluate, fast_plan, load_model, prepare_data
 
 SPLITS = ("test", "validation", "train")
 
 
 def split_arrays(data, split: str):
+    """``(images, labels)`` of one split by its name."""
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     return {"test": (data.test_x, data.test_y), "validation": (data.val_x, data.val_y),
             "train": (data.train_x, data.train_y)}[split]
 
@@ -32,26 +36,28 @@ def load_for_target(target, which="best", data_dir=None):
 
 
 def per_class(confusion: np.ndarray) -> list[dict]:
-    tp = np.diag(confusion).astype(float)
+    true_positives = np.diag(confusion).astype(float)
     predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
-    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for p, r, f, s in zip(precision, recall, f1, support)]
+    zeros = np.zeros_like(true_positives)
+    precision = np.divide(true_positives, predicted, out=zeros.copy(), where=predicted > 0)
+    recall = np.divide(true_positives, support, out=zeros.copy(), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=zeros.copy(), where=precision + recall > 0)
+    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for p, r, f, n in zip(precision, recall, f1, support)]
 
 
-def score(model, images, labels, preprocess, classes: list[str], batch_size=1000, worst=16) -> dict:
-    """Everything ``mnistcnn eval`` reports, as plain data."""
+def score(plan, images, labels, preprocess, classes: list[str], batch_size=1000, worst=16) -> dict:
+    """Everything ``mnistcnn eval`` reports about a model run as ``plan``, as plain data."""
     start = time.perf_counter()
-    loss, acc, logits = evaluate(model, images, labels, preprocess, batch_size)
+    loss, acc, logits = evaluate(plan, images, labels, preprocess, batch_size)
     seconds = time.perf_counter() - start
-    k = len(classes)
+    num_classes = len(classes)
     predicted = logits.argmax(axis=1)
-    confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes ** 2)
     probs = softmax(logits.astype(np.float64))
     wrong = np.flatnonzero(predicted != labels)
     confident = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:worst]
+    confusion = confusion.reshape(num_classes, num_classes)
     return {
         "loss": loss, "accuracy": acc, "images": int(len(labels)), "seconds": seconds,
         "images_per_s": len(labels) / seconds if seconds else None,
@@ -61,11 +67,34 @@ def score(model, images, labels, preprocess, classes: list[str], batch_size=1000
     }
 
 
-def eval_target(target, split="test", which="best", data_dir=None, batch_size=1000) -> tuple[dict, dict, Path]:
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+def eval_target(target, split="test", which="best", data_dir=None, batch_size=1000) -> tuple[dict, Path]:
+    """Score a run's (or a checkpoint's) model on ``split`` and write the report beside it:
+    ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
+    misclassified images. Returns the report and the JSON file's path."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     images, labels = split_arrays(data, split)
-    result = score(model, images, labels, preprocess, cfg.class_names(meta["config"]), batch_size)
+    result = score(fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
+                   batch_size)
     result.update(split=split, checkpoint=str(path), epoch=meta["epoch"])
-    return result, {"model": model, "meta": meta, "preprocess": preprocess, "images": images, "labels": labels}, path
+    out_dir = output_folder(path)
+    stem = f"eval-{split}-{path.stem}"
+    result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, f"{split} split, {path.name}")]
+    RunDir(out_dir).write_json(f"{stem}.json", result)
+    return result, out_dir / f"{stem}.json"
+
+
+def _eval_pictures(result: dict, images: np.ndarray, stem: Path, title: str) -> list[Path]:
+    """The confusion matrix and, when any, the most confidently misclassified images."""
+    from .plots import confusion_matrix, image_grid
+
+    classes = result["classes"]
+    written = [stem.with_name(f"{stem.name}-confusion.png")]
+    confusion_matrix(np.asarray(result["confusion"]), classes, written[0], title)
+    worst = result["misclassified"]
+    if worst:
+        written.append(stem.with_name(f"{stem.name}-misclassified.png"))
+        captions = [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
+                    for m in worst]
+        image_grid(images[[m["index"] for m in worst]], captions, written[1],
+                   "most confidently misclassified (true->predicted)")
+    return written

@@ -1,24 +1,30 @@
-"""The training loop as a library call. It prints nothing: it reports through callbacks.
+"""The training loop and a run's lifecycle as library calls. Nothing here prints: the loop
+reports through callbacks, and ``train_run`` returns how the run ended.
 
 Everything a run needs to continue exactly (weights, optimiser state, batch position,
-generator states, history) goes into ``checkpoints/last.npz``; ``--resume`` reads it back
-and the run goes on as if it had never stopped.
+generator states, history) goes into ``checkpoints/last.npz``; a resumed run reads it back
+and goes on as if it had never stopped.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import config as cfg
+from .atomic import write_text
 from .augment import Augment, affine_resample
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, split_indices
-from .errors import CheckpointError, DataError, NonFiniteError
+from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError
 from .engine.losses import softmax_cross_entropy
-from .engine.model import Sequential, check_finite
-from .engine.optim import Schedule, make_optimizer
 from .engine.fast.parallel import StepRunner, default_workers
+from .engine.fast.plan import Plan
+from .engine.model import Sequential, check_finite, locate_non_finite
+from .engine.optim import Schedule, make_optimizer
 from .runs import RunDir, load_checkpoint, save_checkpoint, versions
 
 
@@ -33,6 +39,9 @@ class Interrupted(Exception):
 class Callbacks:
     """Override what you want to hear about."""
 
+    def on_open(self, run: RunDir, resumed: dict | None) -> None:
+        """The run directory is ready; ``resumed`` is where a resumed run continues from."""
+
     def on_start(self, trainer: "Trainer") -> None: ...
 
     def on_epoch_start(self, epoch: int, batches: int, done: int) -> None: ...
@@ -42,8 +51,6 @@ class Callbacks:
     def on_epoch_end(self, row: dict) -> None: ...
 
     def on_end(self, summary: dict) -> None: ...
-
-    def log(self, message: str) -> None: ...
 
 
 @dataclass
@@ -64,24 +71,29 @@ class Data:
 
 def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:
     """Load (or take) the dataset, check it fits the model, and split it."""
-    k = cfg.num_classes(config)
     if dataset is None:
-        dataset = load_dataset(config["data"]["dir"], num_classes=k)
+        dataset = load_dataset(config["data"]["dir"], num_classes=cfg.num_classes(config))
     want = tuple(config["model"]["input_shape"])
     if dataset.image_shape != want:
         raise DataError(f"{dataset.source}: images are {dataset.image_shape} (H, W, C) but the model takes {want}; "
                         f"set model.input_shape in {source} to {list(dataset.image_shape)} or use matching data")
-    d = config["data"]
-    split = split_indices(dataset.train_labels, d["validation"], d["split"], config["train"]["seed"], d["train_limit"])
+    data_config = config["data"]
+    split = split_indices(dataset.train_labels, data_config["validation"], data_config["split"],
+                          config["train"]["seed"], data_config["train_limit"])
     return Data(dataset.train_images[split.train], dataset.train_labels[split.train],
                 dataset.train_images[split.validation], dataset.train_labels[split.validation],
                 dataset.test_images, dataset.test_labels, split.digest(), dataset.sha256, dataset.source,
                 dataset.verified)
 
 
-def evaluate(model: Sequential, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000):
+def fast_plan(model: Sequential, config: dict) -> Plan:
+    """The plan that trains and evaluates ``model`` fast, with the config's conv algorithm."""
+    return Plan(model, config["model"]["conv_algorithm"])
+
+
+def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000):
     """Mean loss, accuracy and logits of a model over a uint8 image array."""
-    logits = model.predict_logits(images, batch_size, transform)
+    logits = plan.predict_logits(images, batch_size, transform)
     if len(labels) == 0:
         return float("nan"), float("nan"), logits
     loss, _, _ = softmax_cross_entropy(logits, labels)
@@ -98,28 +110,37 @@ def _rng_from(state: dict) -> np.random.Generator:
     return rng
 
 
+def _empty_sums() -> dict:
+    return {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+
+
+def optimizer_from(train_config: dict):
+    """The optimiser ``train.optimizer`` names, with only the settings its type uses."""
+    settings = dict(train_config["optimizer"])
+    used = ("lr", "momentum", "nesterov") if settings["type"] == "sgd" else ("lr", "beta1", "beta2", "eps")
+    return make_optimizer({"type": settings["type"], **{key: settings[key] for key in used},
+                           "weight_decay": train_config["weight_decay"]})
+
+
 class Trainer:
     """Trains ``config`` on ``data``, writing into ``run`` (a RunDir, or None for no files)."""
 
     def __init__(self, config: dict, data: Data, run: RunDir | None = None, callbacks: Callbacks | None = None):
         self.config, self.data, self.run = config, data, run
-        self.cb = callbacks or Callbacks()
-        t = config["train"]
-        seed = t["seed"]
+        self.callbacks = callbacks or Callbacks()
+        train_config = config["train"]
+        seed = train_config["seed"]
         self.model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                             np.random.default_rng([seed, 0]))
+        self.plan = fast_plan(self.model, config)
         self.preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
         self.augment = Augment(**config["data"]["augment"])
-        self.iterator = BatchIterator(len(data.train_x), t["batch_size"], seed, shuffle=True, drop_last=t["drop_last"])
+        self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed, shuffle=True,
+                                      drop_last=train_config["drop_last"])
         if len(self.iterator) == 0:
             raise DataError(f"the training split has {len(data.train_x)} images, fewer than one batch of "
-                            f"{t['batch_size']} with drop_last; lower train.batch_size")
-        opt = dict(t["optimizer"])
-        if opt["type"] == "sgd":
-            opt = {k: opt[k] for k in ("type", "lr", "momentum", "nesterov")}
-        else:
-            opt = {k: opt[k] for k in ("type", "lr", "beta1", "beta2", "eps")}
-        self.optimizer = make_optimizer({**opt, "weight_decay": t["weight_decay"]})
+                            f"{train_config['batch_size']} with drop_last; lower train.batch_size")
+        self.optimizer = optimizer_from(train_config)
         self.augment_rng = np.random.default_rng([seed, 1])
         self.dropout_rng = np.random.default_rng([seed, 2])
         self.step = 0
@@ -127,85 +148,36 @@ class Trainer:
         self.best_val_acc = -1.0
         self.best_epoch = 0
         self.stale_epochs = 0
-        self.epoch_sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+        self.epoch_sums = _empty_sums()
         self.stop_signal: int | None = None
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
-        self.workers = t["workers"] or default_workers()
+        self.workers = train_config["workers"] or default_workers()
 
-    # -- schedule -------------------------------------------------------------------
     @property
     def epochs(self) -> int:
         return self.config["train"]["epochs"]
-
-    def schedule(self) -> Schedule:
-        s = self.config["train"]["schedule"]
-        return Schedule(self.config["train"]["optimizer"]["lr"], len(self.iterator), self.epochs, **s)
 
     def request_stop(self, signum: int) -> None:
         """Ask the loop to stop after the current batch (called from a signal handler)."""
         self.stop_signal = signum
 
     # -- checkpoints ------------------------------------------------------------------
-    def _arrays(self) -> dict:
-        arrays = dict(self.model.state_dict())
-        arrays.update({f"optim.{k}": v for k, v in self.optimizer.state_dict().items()})
-        return arrays
-
-    def _meta(self, **extra) -> dict:
-        return {
-            "config": self.config,
-            "versions": versions(),
-            "epoch": self.iterator.epoch,
-            "step": self.step,
-            "iterator": self.iterator.state(),
-            "rng": {"augment": _rng_state(self.augment_rng), "dropout": _rng_state(self.dropout_rng)},
-            "epoch_sums": self.epoch_sums,
-            "history": self.history,
-            "best": {"val_acc": self.best_val_acc, "epoch": self.best_epoch, "stale_epochs": self.stale_epochs},
-            "preprocess": self.preprocess.to_config(),
-            "split_sha256": self.data.split_sha256,
-            "data_sha256": self.data.files_sha256,
-            "resumed": self.resumed_from,
-            "wall_seconds": self.wall_seconds,
-            "interrupted": False,
-            **extra,
-        }
-
     def save(self, which: str, **extra):
         if self.run is None:
             return None
         path = self.run.checkpoint(which)
-        save_checkpoint(path, self._arrays(), self._meta(**extra))
+        arrays = dict(self.model.state_dict())
+        arrays.update({f"optim.{key}": value for key, value in self.optimizer.state_dict().items()})
+        save_checkpoint(path, arrays, {**checkpoint_meta(self), **extra})
         return path
-
-    def restore(self, arrays: dict, meta: dict, path) -> None:
-        """Continue from a checkpoint written by this trainer's ``save``."""
-        check_compatible(self.model, arrays, meta, path)
-        self.model.load_state_dict(arrays)
-        optim = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
-        if optim:
-            self.optimizer.load_state_dict(optim)
-        if meta.get("split_sha256") != self.data.split_sha256:
-            raise CheckpointError(f"{path}: was trained on another data split (its hash differs); resume with the "
-                                  "run's own config and data")
-        self.iterator.load_state(meta["iterator"])
-        self.augment_rng = _rng_from(meta["rng"]["augment"])
-        self.dropout_rng = _rng_from(meta["rng"]["dropout"])
-        self.step = int(meta["step"])
-        self.history = list(meta["history"])
-        best = meta["best"]
-        self.best_val_acc, self.best_epoch, self.stale_epochs = best["val_acc"], best["epoch"], best["stale_epochs"]
-        self.epoch_sums = dict(meta["epoch_sums"])
-        self.wall_seconds = float(meta.get("wall_seconds", 0.0))
-        self.resumed_from = list(meta.get("resumed", []))
 
     # -- the loop -------------------------------------------------------------------
     def _train_epoch(self, schedule: Schedule) -> None:
-        t = self.config["train"]
+        label_smoothing = self.config["train"]["label_smoothing"]
         x_all, y_all = self.data.train_x, self.data.train_y
         batches = len(self.iterator)
-        self.cb.on_epoch_start(self.iterator.epoch, batches, self.iterator.batch)
+        self.callbacks.on_epoch_start(self.iterator.epoch, batches, self.iterator.batch)
         started = time.perf_counter() - self.epoch_sums["seconds"]
         params = self.model.params()
         runner = self.runner
@@ -218,41 +190,37 @@ class Trainer:
                 return affine_resample(batch, *(p[lo:hi] for p in warp)) if warp is not None else batch
 
             dropout_state = _rng_state(self.dropout_rng)
-            loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, t["label_smoothing"])
+            loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, label_smoothing)
             if not check_finite(loss, grads):
-                where = self.model.locate_non_finite(make_batch(0, len(y)), y, _rng_from(dropout_state),
-                                                     t["label_smoothing"])
+                where = locate_non_finite(self.model, make_batch(0, len(y)), y, _rng_from(dropout_state),
+                                          label_smoothing)
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
-            lr = schedule(self.step)
-            self.optimizer.step(params, grads, lr, run=runner.map)
+            self.optimizer.step(params, grads, schedule(self.step), run=runner.map)
             self.step += 1
-            s = self.epoch_sums
-            s["loss"] += loss * len(y)
-            s["correct"] += correct
-            s["count"] += len(y)
-            s["seconds"] = time.perf_counter() - started
-            self.cb.on_batch(self.iterator.epoch, self.iterator.batch, batches, s["loss"] / s["count"],
-                             s["correct"] / s["count"], s["count"] / max(s["seconds"], 1e-9))
+            sums = self.epoch_sums
+            sums.update(loss=sums["loss"] + loss * len(y), correct=sums["correct"] + correct,
+                        count=sums["count"] + len(y), seconds=time.perf_counter() - started)
+            self.callbacks.on_batch(self.iterator.epoch, self.iterator.batch, batches, sums["loss"] / sums["count"],
+                                    sums["correct"] / sums["count"], sums["count"] / max(sums["seconds"], 1e-9))
             if self.stop_signal is not None and self.iterator.batch < batches:
-                path = self.save("last", interrupted=True)
-                raise Interrupted(self.stop_signal, path)
+                raise Interrupted(self.stop_signal, self.save("last", interrupted=True))
 
     def _end_epoch(self, schedule: Schedule) -> dict:
-        t = self.config["train"]
-        s = self.epoch_sums
-        val_loss, val_acc, _ = evaluate(self.model, self.data.val_x, self.data.val_y, self.preprocess,
-                                        t["eval_batch_size"])
+        train_config = self.config["train"]
+        sums = self.epoch_sums
+        val_loss, val_acc, _ = evaluate(self.plan, self.data.val_x, self.data.val_y, self.preprocess,
+                                        train_config["eval_batch_size"])
         epoch = self.iterator.epoch  # already advanced: this is the 1-based number of the epoch just done
         row = {"epoch": epoch, "step": self.step, "lr": schedule(max(self.step - 1, 0)),
-               "train_loss": s["loss"] / s["count"], "train_acc": s["correct"] / s["count"],
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(s["seconds"], 3),
-               "images_per_s": round(s["count"] / max(s["seconds"], 1e-9), 1)}
+               "train_loss": sums["loss"] / sums["count"], "train_acc": sums["correct"] / sums["count"],
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(sums["seconds"], 3),
+               "images_per_s": round(sums["count"] / max(sums["seconds"], 1e-9), 1)}
         self.history.append(row)
-        self.wall_seconds += s["seconds"]
-        self.epoch_sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-        improved = val_acc > self.best_val_acc + t["early_stopping"]["min_delta"]
+        self.wall_seconds += sums["seconds"]
+        self.epoch_sums = _empty_sums()
+        improved = val_acc > self.best_val_acc + train_config["early_stopping"]["min_delta"]
         if improved or self.best_val_acc < 0:
             self.best_val_acc, self.best_epoch, self.stale_epochs = val_acc, epoch, 0
         else:
@@ -261,72 +229,119 @@ class Trainer:
             self.run.write_metrics(self.history)
             if self.best_epoch == epoch:
                 self.save("best")
-            if epoch % t["checkpoint"]["every"] == 0 or epoch >= self.epochs:
+            if epoch % train_config["checkpoint"]["every"] == 0 or epoch >= self.epochs:
                 self.save("last")
         return row
 
     def fit(self) -> dict:
         """Train to ``train.epochs`` (or early stopping); returns the summary."""
-        t = self.config["train"]
-        schedule = self.schedule()
-        self.cb.on_start(self)
+        train_config = self.config["train"]
+        patience = train_config["early_stopping"]["patience"]
+        schedule = Schedule(train_config["optimizer"]["lr"], len(self.iterator), self.epochs,
+                            **train_config["schedule"])
+        self.callbacks.on_start(self)
         if self.run is not None and not self.run.checkpoint("last").is_file():
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
         # overflow is detected and reported by check_finite, not by numpy's warnings
-        with StepRunner(self.model, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
+        with StepRunner(self.plan, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
-                patience = t["early_stopping"]["patience"]
                 if patience is not None and self.stale_epochs >= patience:
                     stopped_early = True
                     break
                 self._train_epoch(schedule)
-                row = self._end_epoch(schedule)
-                self.cb.on_epoch_end(row)
+                self.callbacks.on_epoch_end(self._end_epoch(schedule))
                 if self.stop_signal is not None and self.iterator.epoch < self.epochs:
-                    path = self.save("last", interrupted=True)
-                    raise Interrupted(self.stop_signal, path)
+                    raise Interrupted(self.stop_signal, self.save("last", interrupted=True))
         return self.finish(stopped_early)
 
     def finish(self, stopped_early: bool = False) -> dict:
         """Restore the best weights, score the test split once, and summarise."""
-        t = self.config["train"]
         if self.run is not None and self.run.checkpoint("best").is_file():
             arrays, _ = load_checkpoint(self.run.checkpoint("best"))
             self.model.load_state_dict(arrays)
-        test_loss, test_acc, _ = evaluate(self.model, self.data.test_x, self.data.test_y, self.preprocess,
-                                          t["eval_batch_size"])
-        last = self.history[-1] if self.history else {}
-        images = sum(len(self.data.train_x) if not t["drop_last"] else len(self.iterator) * t["batch_size"]
-                     for _ in self.history)
-        summary = {
-            "name": self.config["name"],
-            "status": "finished",
-            "epochs": len(self.history),
-            "stopped_early": stopped_early,
-            "best_epoch": self.best_epoch,
-            "best_val_acc": self.best_val_acc,
-            "final_val_acc": last.get("val_acc"),
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "wall_seconds": round(self.wall_seconds, 2),
-            "images_per_s": round(images / self.wall_seconds, 1) if self.wall_seconds else None,
-            "params": self.model.num_params(),
-            "macs_per_image": self.model.macs(),
-            "seed": t["seed"],
-            "versions": versions(),
-            "split_sha256": self.data.split_sha256,
-            "data_sha256": self.data.files_sha256,
-            "data_source": self.data.source,
-            "data_verified": self.data.verified,
-            "split_sizes": {"train": len(self.data.train_x), "validation": len(self.data.val_x),
-                            "test": len(self.data.test_x)},
-            "resumed": self.resumed_from,
-        }
+        test_loss, test_acc, _ = evaluate(self.plan, self.data.test_x, self.data.test_y, self.preprocess,
+                                          self.config["train"]["eval_batch_size"])
+        summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
             self.run.write_json("summary.json", summary)
-        self.cb.on_end(summary)
+        self.callbacks.on_end(summary)
         return summary
+
+
+def checkpoint_meta(trainer: Trainer) -> dict:
+    """Everything besides the arrays that a checkpoint needs to continue the run exactly."""
+    return {
+        "config": trainer.config,
+        "versions": versions(trainer.workers),
+        "epoch": trainer.iterator.epoch,
+        "step": trainer.step,
+        "iterator": trainer.iterator.state(),
+        "rng": {"augment": _rng_state(trainer.augment_rng), "dropout": _rng_state(trainer.dropout_rng)},
+        "epoch_sums": trainer.epoch_sums,
+        "history": trainer.history,
+        "best": {"val_acc": trainer.best_val_acc, "epoch": trainer.best_epoch, "stale_epochs": trainer.stale_epochs},
+        "preprocess": trainer.preprocess.to_config(),
+        "split_sha256": trainer.data.split_sha256,
+        "data_sha256": trainer.data.files_sha256,
+        "resumed": trainer.resumed_from,
+        "wall_seconds": trainer.wall_seconds,
+        "interrupted": False,
+    }
+
+
+def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
+    """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``) left off."""
+    check_compatible(trainer.model, arrays, meta, path)
+    trainer.model.load_state_dict(arrays)
+    optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
+    if optim:
+        trainer.optimizer.load_state_dict(optim)
+    if meta.get("split_sha256") != trainer.data.split_sha256:
+        raise CheckpointError(f"{path}: was trained on another data split (its hash differs); resume with the "
+                              "run's own config and data")
+    trainer.iterator.load_state(meta["iterator"])
+    trainer.augment_rng = _rng_from(meta["rng"]["augment"])
+    trainer.dropout_rng = _rng_from(meta["rng"]["dropout"])
+    trainer.step = int(meta["step"])
+    trainer.history = list(meta["history"])
+    best = meta["best"]
+    trainer.best_val_acc, trainer.best_epoch = best["val_acc"], best["epoch"]
+    trainer.stale_epochs = best["stale_epochs"]
+    trainer.epoch_sums = dict(meta["epoch_sums"])
+    trainer.wall_seconds = float(meta.get("wall_seconds", 0.0))
+    trainer.resumed_from = list(meta.get("resumed", []))
+
+
+def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early: bool) -> dict:
+    """summary.json: the results, and what produced them (data, split, seed, versions, machine)."""
+    train_config, data = trainer.config["train"], trainer.data
+    last = trainer.history[-1] if trainer.history else {}
+    per_epoch = len(trainer.iterator) * train_config["batch_size"] if train_config["drop_last"] else len(data.train_x)
+    images = per_epoch * len(trainer.history)
+    return {
+        "name": trainer.config["name"],
+        "status": "finished",
+        "epochs": len(trainer.history),
+        "stopped_early": stopped_early,
+        "best_epoch": trainer.best_epoch,
+        "best_val_acc": trainer.best_val_acc,
+        "final_val_acc": last.get("val_acc"),
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "wall_seconds": round(trainer.wall_seconds, 2),
+        "images_per_s": round(images / trainer.wall_seconds, 1) if trainer.wall_seconds else None,
+        "params": trainer.model.num_params(),
+        "macs_per_image": trainer.model.macs(),
+        "seed": train_config["seed"],
+        "versions": versions(trainer.workers),
+        "split_sha256": data.split_sha256,
+        "data_sha256": data.files_sha256,
+        "data_source": data.source,
+        "data_verified": data.verified,
+        "split_sizes": {"train": len(data.train_x), "validation": len(data.val_x), "test": len(data.test_x)},
+        "resumed": trainer.resumed_from,
+    }
 
 
 def check_compatible(model: Sequential, arrays: dict, meta: dict, path) -> None:
@@ -361,13 +376,104 @@ def load_model(path, dtype=np.float32):
     return model, meta, preprocess
 
 
-def train(config: dict, runs_dir="runs", callbacks=None, dataset=None, source="<config>"):
-    """Create a run directory and train: the one-call library entry point."""
-    from .atomic import write_text
-    from .config import dump
+# -- a run's lifecycle --------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """How a run ended: finished (with its summary) or stopped by a signal."""
 
-    data = prepare_data(config, dataset, source)
-    run = RunDir.create(runs_dir, config["name"])
-    write_text(run.path / "config.yaml", dump(config))
+    run: RunDir
+    summary: dict | None = None
+    signal: int | None = None
+    checkpoint: Path | None = None  # written when the run stopped; None when a second signal cut it short
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one aborts."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.trainer.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.trainer.request_stop(signum)
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, runs_dir="runs",
+              resume: RunDir | None = None, config_path=None, stop_on_signals: bool = False) -> Outcome:
+    """Train in a new run directory under ``runs_dir``, or continue the run ``resume``.
+
+    Writes config.yaml, keeps status.json up to date (running, then finished, interrupted or
+    failed) and leaves summary.json and curves.png. A signal (with ``stop_on_signals``) ends the
+    run with a checkpoint and returns an Outcome without summary; errors are raised after the
+    status says failed.
+    """
+    callbacks = callbacks or Callbacks()
+    if resume is not None:
+        trainer = _resumed_trainer(resume, config, data, callbacks)
+    else:
+        run = RunDir.create(runs_dir, config["name"])
+        write_text(run.path / "config.yaml", cfg.dump(config))
+        trainer = Trainer(config, data, run, callbacks)
+    run = trainer.run
+    callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
+    run.set_status("running", **({"config": str(config_path)} if config_path else {}))
+    try:
+        with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
+            summary = trainer.fit()
+    except Interrupted as stop:
+        _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
+        return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
+    except KeyboardInterrupt:  # a second signal: last.npz is as the last save left it
+        _record_end(trainer, "interrupted")
+        return Outcome(run, signal=signal.SIGINT)
+    except NonFiniteError:
+        _record_end(trainer, "failed", curves=True, reason="non-finite")
+        raise
+    except BaseException:
+        _record_end(trainer, "failed")
+        raise
+    run.set_status("finished")
+    write_curves(trainer)
+    return Outcome(run, summary)
+
+
+def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
+    """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
+    run.discard_partial_writes()
+    last = run.checkpoint("last")
+    arrays, meta = load_checkpoint(last)
     trainer = Trainer(config, data, run, callbacks)
-    return trainer, trainer.fit()
+    restore(trainer, arrays, meta, last)
+    planned = meta["config"]["train"]["epochs"]
+    trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
+                                 "epochs": [planned, config["train"]["epochs"]],
+                                 "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if planned != config["train"]["epochs"]:
+        write_text(run.path / "config.yaml", cfg.dump(config))
+    return trainer
+
+
+def _record_end(trainer: Trainer, status: str, curves: bool = False, **extra) -> None:
+    """Best effort: a full disk here must not mask why the run stopped."""
+    with contextlib.suppress(MnistCnnError, OSError):
+        trainer.run.set_status(status, **extra)
+        if curves:
+            write_curves(trainer)
+
+
+def write_curves(trainer: Trainer) -> None:
+    """curves.png in the run directory, once there is an epoch to draw."""
+    if trainer.history:
+        from .plots import training_curves
+        training_curves(trainer.history, trainer.run.path / "curves.png", trainer.config["name"])

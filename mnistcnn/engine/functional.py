@@ -40,19 +40,9 @@ def _require_4d(name: str, x: np.ndarray) -> None:
 
 
 def column_sums(rows: np.ndarray) -> np.ndarray:
-    """Sum over the first axis of a 2-D array as a BLAS matrix-vector product: 5-7x faster
+    """Sum over the first axis of a 2-D array as a BLAS matrix-vector product: much faster
     than ``rows.sum(axis=0)``, whose pairwise summation walks the array once per column."""
     return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
-
-
-def now_or_later(weight_gradients, later) -> tuple:
-    """A backward pass's ``(dW, db)``: ``weight_gradients()`` now, or, when ``later`` is given,
-    that function handed to it (for any thread to run; ``parallel.SharedWork``) and
-    ``(None, None)`` now."""
-    if later is None:
-        return weight_gradients()
-    later(weight_gradients)
-    return None, None
 
 
 def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
@@ -71,7 +61,7 @@ def zero_pad(X: np.ndarray, pad: int) -> np.ndarray:
     if pad == 0:
         return X
     m, h, w, c = X.shape
-    padded = np.zeros((m, h + 2 * pad, w + 2 * pad, c), dtype=X.dtype)  # 5x faster than np.pad here
+    padded = np.zeros((m, h + 2 * pad, w + 2 * pad, c), dtype=X.dtype)  # np.pad is much slower here
     padded[:, pad:pad + h, pad:pad + w] = X
     return padded
 
@@ -150,8 +140,7 @@ def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, 
     """
     f = W.shape[0]
     m = dA_pad.shape[0]
-    # W[i, j].T contiguous: OpenBLAS multiplies by a transposed small operand up to 1.8x slower
-    # (quick.yaml's 3x3x8x16 conv: 9 products 593 -> 337 us for 32 images, one thread)
+    # W[i, j].T made contiguous: BLAS multiplies a small transposed operand markedly slower
     W_t = np.ascontiguousarray(W.transpose(0, 1, 3, 2))
     for i in range(f):
         rows = _offset_slice(i, n_H, stride)
@@ -160,35 +149,52 @@ def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, 
             dA_pad[:, rows, _offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
-def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
+def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     """Gradients of a convolution: returns ``(dA_prev, dW, db)`` shaped like A_prev, W, b.
 
     ``compute_dA=False`` skips the input gradient (``dA_prev`` is None): a network's first
-    layer has no use for it. ``later``: a function that takes the weight gradient's work
-    instead, as a function returning ``(dW, db)`` (then both are None here).
+    layer has no use for it.
     """
-    A_prev, W, b, hparameters, cols = cache
+    dW, db = conv_weight_gradients(dZ, cache)
+    return (conv_input_gradient(dZ, cache) if compute_dA else None), dW, db
+
+
+def _conv_geometry(dZ: np.ndarray, cache):
+    """Sizes from the cache, after checking that ``dZ`` has the forward output's shape."""
+    A_prev, W, _, hparameters, _ = cache
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     f, _, _, n_C = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
     n_H, n_W = output_size(n_H_prev, f, stride, pad), output_size(n_W_prev, f, stride, pad)
     if np.shape(dZ) != (m, n_H, n_W, n_C):
         raise ValueError(f"dZ must have the forward output's shape {(m, n_H, n_W, n_C)}, got {np.shape(dZ)}")
+    return stride, pad, n_H, n_W
 
+
+def _rows(dZ: np.ndarray, dtype) -> np.ndarray:
+    """``dZ`` as one row per output pixel, (m*n_H*n_W, C)."""
+    return np.ascontiguousarray(dZ, dtype=dtype).reshape(-1, np.shape(dZ)[-1])
+
+
+def conv_weight_gradients(dZ: np.ndarray, cache):
+    """``(dW, db)``: each weight's gradient sums input value times output gradient over every
+    window that uses it, which is one GEMM with the im2col matrix kept by the forward pass."""
+    W, cols = cache[1], cache[4]
+    _conv_geometry(dZ, cache)
+    dZ2 = _rows(dZ, cols.dtype)
+    return (cols.T @ dZ2).reshape(W.shape), column_sums(dZ2).reshape(1, 1, 1, -1)
+
+
+def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
+    """``dA_prev``: every window sends ``W * dZ`` back to the input pixels it read."""
+    A_prev, W, cols = cache[0], cache[1], cache[4]
+    stride, pad, n_H, n_W = _conv_geometry(dZ, cache)
+    m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     dtype = cols.dtype
-    dZ2 = np.ascontiguousarray(dZ, dtype=dtype).reshape(m * n_H * n_W, n_C)
-
-    def weight_gradients():
-        return (cols.T @ dZ2).reshape(f, f, n_C_prev, n_C), column_sums(dZ2).reshape(1, 1, 1, n_C)
-
-    dW, db = now_or_later(weight_gradients, later)
-    if not compute_dA:
-        return None, dW, db
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)
-    col2im_add(dA_pad, dZ2, W.astype(dtype, copy=False), stride, n_H, n_W)
+    col2im_add(dA_pad, _rows(dZ, dtype), W.astype(dtype, copy=False), stride, n_H, n_W)
     # Slicing [pad:pad+H] rather than the notebook's [pad:-pad], which is empty when pad == 0.
-    dA_prev = dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :]
-    return np.ascontiguousarray(dA_prev), dW, db
+    return np.ascontiguousarray(dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :])
 
 
 def _pool_geometry(shape, hparameters):

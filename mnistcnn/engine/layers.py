@@ -4,8 +4,12 @@ Every layer follows one interface (CS231n's, with Keras's config round-trip):
 
 - ``build(input_shape, rng)`` creates the parameters and returns the output shape
   (shapes exclude the batch axis);
-- ``forward(x, training, rng) -> (out, cache)`` and ``backward(dout, cache) -> (dx, grads)``,
-  pure apart from batchnorm's running statistics, so two halves of a batch can run at once;
+- ``forward(x, training)`` returns the output and keeps what the backward pass needs;
+  ``backward(dout)`` returns the gradient at the input and keeps the parameters' gradients
+  in ``grads``;
+- both are written once, as pure functions of the layer's parameters:
+  ``forward_pass(x, training, rng) -> (out, cache)`` and ``backward_pass(dout, cache) ->
+  (dx, grads)``, which the fast plan (``fast.plan``) calls from several threads at once;
 - ``get_config()`` / ``from_config()`` round-trip through the registry's ``type:`` name.
 """
 from __future__ import annotations
@@ -14,7 +18,6 @@ import math
 
 import numpy as np
 
-from .fast import convpool, fftconv
 from . import functional as F
 from ..errors import MnistCnnError
 
@@ -111,6 +114,8 @@ class Layer:
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
         self.needs_input_grad = True  # the model turns this off for the first layer
+        self.cache = None
+        self.grads: dict[str, np.ndarray] = {}
 
     # -- config ---------------------------------------------------------------
     def arguments(self) -> dict:
@@ -143,21 +148,23 @@ class Layer:
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
-    def working_values(self) -> int:
-        """Numbers per example that a forward pass reads and writes: input, output, scratch."""
-        return int(np.prod(self.input_shape)) + int(np.prod(self.output_shape))
-
     # -- computation ----------------------------------------------------------
     def forward(self, x, training=False, rng=None):
+        """The output for ``x``; keeps the cache for ``backward``. ``rng``: dropout's masks."""
+        out, self.cache = self.forward_pass(x, training, rng)
+        return out
+
+    def backward(self, dout):
+        """The gradient at the input; the parameters' gradients go to ``self.grads``."""
+        dx, self.grads = self.backward_pass(dout, self.cache)
+        return dx
+
+    def forward_pass(self, x, training=False, rng=None):
+        """``(out, cache)``: the layer's arithmetic, with no state kept."""
         raise NotImplementedError
 
-    # Layers that set this take ``backward(dout, cache, later)``: ``later(work)`` receives their
-    # weight gradients as a function returning the grads dict, for any thread to run, and the
-    # backward returns ``(dx, {})``. A thread that finishes its part of a batch early then
-    # takes over work of the other's (``parallel.StepRunner``).
-    defers_weight_grads = False
-
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
+        """``(dx, grads)`` from a cache of ``forward_pass`` (dx None where not needed)."""
         raise NotImplementedError
 
     def astype(self, dtype) -> None:
@@ -191,9 +198,8 @@ class Conv2D(Layer):
         if not isinstance(bias, bool):
             raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
         self.bias = bias
+        # im2col or the frequency domain: a choice for the fast plan, which computes the same
         self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
-        self.method = None  # the algorithm in use, chosen at build time from the input shape
-        self._spectral = None  # (copy of W, fftconv.SpectralWeights) for fft-gemm
 
     @property
     def pad(self) -> int:
@@ -219,28 +225,8 @@ class Conv2D(Layer):
                                        f"input; use a kernel of at most {min(h, w) + 2 * self.pad}")
         return (n_h, n_w, self.filters)
 
-    def choose_method(self, input_shape) -> str:
-        """im2col, or the frequency domain where it needs fewer multiply-adds (LeNet's conv2, not
-        a one-channel conv1 or a 3x3 conv on a large image)."""
-        h, w, c_prev = input_shape
-        fits = fftconv.supported(h, w, self.kernel, self.stride, self.pad)
-        if self.algorithm == "fft-gemm":
-            if not fits:
-                raise ShapeError("algorithm", f"fft-gemm needs stride 1 and padding < kernel (got stride "
-                                              f"{self.stride}, padding {self.pad}, kernel {self.kernel}); "
-                                              "use algorithm: im2col or auto")
-            return "fft-gemm"
-        if self.algorithm == "auto" and fits:
-            n_h, n_w, c = self.compute_output_shape(input_shape)
-            im2col_macs = n_h * n_w * c * self.kernel ** 2 * c_prev
-            # the margin pays for the frequency domain's extra passes over memory
-            if fftconv.estimated_macs(h, w, c_prev, c, self.kernel, self.pad) < 0.5 * im2col_macs:
-                return "fft-gemm"
-        return "im2col"
-
     def build(self, input_shape, rng=None, dtype=np.float32):
         out = super().build(input_shape, rng, dtype)
-        self.method = self.choose_method(self.input_shape)
         c_prev = input_shape[2]
         f = self.kernel
         _check_weight_count("filters", f * f * c_prev * self.filters)
@@ -255,77 +241,12 @@ class Conv2D(Layer):
         h, w, c = self.output_shape
         return h * w * c * self.kernel * self.kernel * self.input_shape[2]
 
-    def working_values(self):
-        h, w, c = self.output_shape
-        if self.method == "fft-gemm":  # the input's and output's spectra
-            scratch = fftconv.spectrum_values(*self.input_shape, c, self.kernel, self.pad)
-        else:  # the im2col matrix
-            scratch = h * w * self.kernel * self.kernel * self.input_shape[2]
-        return super().working_values() + scratch
+    def forward_pass(self, x, training=False, rng=None):
+        return F.conv_forward(x, self.params["W"], self.params.get("b"), self.hparameters())
 
-    def _bias(self, dtype):
-        return self.params["b"] if self.bias else np.zeros((1, 1, 1, self.filters), dtype=dtype)
-
-    def prepare(self, run=None) -> None:
-        """Compute what depends only on the weights (fft-gemm's spectral weights) once, before
-        the threads that share it start; ``run`` splits the work between them."""
-        if self.method == "fft-gemm" and self._current_spectral() is None:
-            W = self.params["W"]
-            h, w, _ = self.input_shape
-            self._spectral = (W.copy(), fftconv.spectral_weights(W, h, w, self.pad, run))
-
-    def _current_spectral(self):
-        """The cached spectral weights if they were made from the weights as they are now (the
-        optimiser updates W in place, so the check is by value: 51k numbers cost ~20 us)."""
-        cached = self._spectral
-        W = self.params["W"]
-        if cached is not None and cached[0].dtype == W.dtype and np.array_equal(cached[0], W):
-            return cached[1]
-        return None
-
-    def forward(self, x, training=False, rng=None, add_bias=True):
-        """``add_bias=False`` leaves the bias to the caller (an evaluation adds it after the pool)."""
-        W = self.params["W"]
-        b = self._bias(W.dtype) if add_bias else None
-        if self.method == "fft-gemm":
-            return fftconv.conv_forward(x, W, b, self.hparameters(), self._current_spectral())
-        return F.conv_forward(x, W, b, self.hparameters())
-
-    def pools_with(self, pool: Layer) -> bool:
-        """Whether this conv and the max pool right after it can run as one (``convpool``): a
-        frequency-domain conv, or an im2col one on the images (one channel, no input gradient)."""
-        if type(pool) is not MaxPool2D or (self.method == "im2col" and self.needs_input_grad):
-            return False
-        return convpool.supported(self.input_shape, self.kernel, self.stride, self.pad, pool.size, pool.stride,
-                                  self.method)
-
-    def forward_pooled(self, x, training=False, relu=False):
-        """This conv, then a 2x2 max pool (see ``pools_with``): ``(pooled, cache)``. ``relu``
-        (evaluation only): then a relu too, while the output is still in cache."""
-        W = self.params["W"]
-        b = self.params["b"] if self.bias else None
-        if relu and training:
-            raise ValueError("relu is fused only in evaluation: training needs its mask")
-        if self.method == "fft-gemm":
-            return convpool.fft_conv_pool_forward(x, W, b, self.hparameters(), self._current_spectral(), relu)
-        return convpool.conv_pool_forward(x, W, b, self.hparameters(), keep=training, relu=relu)
-
-    defers_weight_grads = True
-
-    def backward(self, dout, cache, later=None):
-        """``later`` (see ``Layer.defers_weight_grads``) takes the weight gradients' work."""
-        if isinstance(cache, convpool.Cache):  # from forward_pooled: dout is the pool's gradient
-            kernel = convpool.conv_pool_backward
-        else:
-            kernel = fftconv.conv_backward if self.method == "fft-gemm" else F.conv_backward
-        if later is None:
-            dx, dW, db = kernel(dout, cache, self.needs_input_grad)
-            return dx, self._grads(dW, db)
-        dx, _, _ = kernel(dout, cache, self.needs_input_grad, lambda weights: later(lambda: self._grads(*weights())))
-        return dx, {}
-
-    def _grads(self, dW, db) -> dict:
-        return {"W": dW, "b": db} if self.bias else {"W": dW}
+    def backward_pass(self, dout, cache):
+        dx, dW, db = F.conv_backward(dout, cache, self.needs_input_grad)
+        return dx, ({"W": dW, "b": db} if self.bias else {"W": dW})
 
 
 class _Pool(Layer):
@@ -351,12 +272,10 @@ class _Pool(Layer):
             raise ShapeError("size", f"pool size {self.size} does not fit its {h}x{w} input; use at most {min(h, w)}")
         return (n_h, n_w, c)
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         return F.pool_forward(x, self.hparameters(), mode=self.mode)
 
-    def backward(self, dout, cache):
-        if cache is convpool.POOLED_BY_CONV:  # the conv before it takes the pool's gradient
-            return dout, {}
+    def backward_pass(self, dout, cache):
         return F.pool_backward(dout, cache, mode=self.mode), {}
 
 
@@ -372,13 +291,13 @@ class AvgPool2D(_Pool):
 
 @register("relu")
 class ReLU(Layer):
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         if not training:  # evaluation keeps no cache: the mask would be a wasted pass
             return np.maximum(x, 0), None
         return np.maximum(x, 0), x > 0
 
-    def backward(self, dout, cache):
-        # A product with the mask (5x faster than np.where), into a fresh array: dout is not edited.
+    def backward_pass(self, dout, cache):
+        # a product with the mask (faster than np.where), into a fresh array: dout is not edited
         return dout * cache, {}
 
 
@@ -391,32 +310,32 @@ class LeakyReLU(Layer):
     def arguments(self):
         return {"alpha": self.alpha}
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         return np.where(x > 0, x, x * x.dtype.type(self.alpha)), x
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         return np.where(cache > 0, dout, dout * dout.dtype.type(self.alpha)), {}
 
 
 @register("tanh")
 class Tanh(Layer):
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         out = np.tanh(x)
         return out, out
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         return dout * (1 - cache * cache), {}
 
 
 @register("sigmoid")
 class Sigmoid(Layer):
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
         e = np.exp(-np.abs(x))
         out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
         return out, out
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         return dout * cache * (1 - cache), {}
 
 
@@ -425,10 +344,10 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         return x.reshape(x.shape[0], -1), x.shape
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         return dout.reshape(cache), {}
 
 
@@ -466,27 +385,23 @@ class Dense(Layer):
     def macs(self):
         return self.input_shape[0] * self.units
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         out = x @ self.params["W"]
         if self.bias:
             out += self.params["b"]
         return out, x
 
-    defers_weight_grads = True
+    def backward_pass(self, dout, cache):
+        return (self.input_gradient(dout) if self.needs_input_grad else None), self.weight_gradients(dout, cache)
 
-    def backward(self, dout, cache, later=None):
-        def weight_gradients():
-            grads = {"W": cache.T @ dout}
-            if self.bias:
-                grads["b"] = dout.sum(axis=0)
-            return grads
+    def input_gradient(self, dout):
+        return dout @ self.params["W"].T
 
-        if later is None:
-            grads = weight_gradients()
-        else:
-            later(weight_gradients)
-            grads = {}
-        return (dout @ self.params["W"].T if self.needs_input_grad else None), grads
+    def weight_gradients(self, dout, x) -> dict:
+        grads = {"W": x.T @ dout}
+        if self.bias:
+            grads["b"] = dout.sum(axis=0)
+        return grads
 
 
 @register("dropout")
@@ -500,7 +415,7 @@ class Dropout(Layer):
     def arguments(self):
         return {"rate": self.rate}
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         if not training or self.rate == 0.0:
             return x, None
         if rng is None:
@@ -509,7 +424,7 @@ class Dropout(Layer):
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * mask, mask
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         return (dout if cache is None else dout * cache), {}
 
 
@@ -539,7 +454,7 @@ class BatchNorm(Layer):
     def macs(self):
         return int(np.prod(self.output_shape))
 
-    def forward(self, x, training=False, rng=None):
+    def forward_pass(self, x, training=False, rng=None):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
@@ -556,9 +471,15 @@ class BatchNorm(Layer):
         out += beta
         return out.reshape(x.shape), (x_hat.reshape(x.shape), inv_std, mean, var)
 
+    def forward(self, x, training=False, rng=None):
+        out = super().forward(x, training, rng)
+        if training:
+            self.update_running(self.cache)
+        return out
+
     def update_running(self, cache) -> None:
-        """Fold a training batch's statistics into the running averages. Kept out of forward so
-        that halves of a batch computed in parallel update them in a fixed order."""
+        """Fold a training batch's statistics into the running averages. Kept out of
+        ``forward_pass`` so that parts of a batch computed in parallel update them in order."""
         x_hat, _, mean, var = cache
         count = x_hat.size // x_hat.shape[-1]
         m = self.momentum
@@ -568,7 +489,7 @@ class BatchNorm(Layer):
         unbiased = var * (count / max(count - 1, 1))
         self.buffers["running_var"] = (m * self.buffers["running_var"] + (1 - m) * unbiased).astype(dtype)
 
-    def backward(self, dout, cache):
+    def backward_pass(self, dout, cache):
         x_hat, inv_std = cache[:2]
         shape = dout.shape
         dout = dout.reshape(-1, shape[-1])

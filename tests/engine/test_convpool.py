@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mnistcnn.engine.fast import convpool, fftconv
+from mnistcnn.engine.fast.plan import Plan
 from mnistcnn.engine import functional as F
-from mnistcnn.engine.layers import MaxPool2D
 from mnistcnn.engine.model import Sequential
 from gradcheck import numerical_gradient, relative_error
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
@@ -74,8 +74,8 @@ def test_matches_loop_reference(case):
         # in one slice of images and in slices of two (the last one short when m is odd)
         for per_slice in (convpool.EVAL_SLICE_IMAGES, 2):
             with eval_slices(per_slice):
-                evaluated = convpool.conv_pool_forward(A, W, b, hp, keep=False)[0]
-                with_relu = convpool.conv_pool_forward(A, W, b, hp, keep=False, relu=True)[0]
+                evaluated = convpool.conv_pool_forward(A, W, b, hp, training=False)[0]
+                with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True)[0]
             np.testing.assert_allclose(evaluated, out, rtol=1e-13, atol=1e-13)
             assert np.array_equal(with_relu, np.maximum(evaluated, 0))
     else:
@@ -135,13 +135,13 @@ def test_float32_forward_is_the_separate_kernels(algorithm, float32_close):
     if algorithm == "im2col":  # evaluation's way: one window position at a time, no cache,
         # in slices of images (here 5, 5, 5 and 1), the relu done while a slice is in cache
         with eval_slices(5):
-            evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, keep=False)
-            with_relu = convpool.conv_pool_forward(A, W, b, hp, keep=False, relu=True)[0]
+            evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, training=False)
+            with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True)[0]
         assert nothing is None
         float32_close(evaluated, out)
         assert np.array_equal(with_relu, np.maximum(evaluated, 0))  # the same products: exactly
         with eval_slices(5):  # a conv without bias: the relu alone
-            unbiased = convpool.conv_pool_forward(A, W, None, hp, keep=False, relu=True)[0]
+            unbiased = convpool.conv_pool_forward(A, W, None, hp, training=False, relu=True)[0]
         separate = F.pool_forward(F.conv_forward(A, W, np.zeros_like(b), hp)[0], POOL)[0]
         float32_close(unbiased, np.maximum(separate, 0))
         with pytest.raises(ValueError, match="relu"):
@@ -184,24 +184,27 @@ LENET = [
 ]
 
 
-def test_model_fuses_a_first_one_channel_conv_and_keeps_its_numbers():
+def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(float32_close):
     model = Sequential.from_config(LENET, (12, 12, 1), np.random.default_rng(0))
     for layer in model.layers:
         if "b" in layer.params:  # non-zero biases, so that adding them after the pool is tested
             layer.params["b"][...] = np.random.default_rng(1).normal(size=layer.params["b"].shape)
     x = (np.random.default_rng(2).random((6, 12, 12, 1)) > 0.5).astype(np.float32)
+    plan = Plan(model)
     # the second conv (3x3 on 6x6x8: im2col) needs its input gradient, so it pools apart
-    assert model._pooled_convs(model._order(True)) == {0: 2}
-    plain, plain_caches = model.forward(x, training=True)
-    fused, caches = model.forward(x, training=True, fast=True)
-    assert isinstance(caches[0], convpool.Cache) and caches[2] is convpool.POOLED_BY_CONV
-    assert np.array_equal(plain, fused)
-    assert np.array_equal(model.forward(x)[0], model.forward(x, fast=True)[0])
+    assert [type(step).__name__ for step in plan.training_steps][:4] == ["ConvPoolStep", "LayerStep", "ConvStep",
+                                                                          "LayerStep"]
+    float32_close(plan.forward(x)[0], model.forward(x))
+    plain = model.forward(x, training=True)
+    fused, caches = plan.forward(x, training=True)
+    assert isinstance(caches[0], convpool.Cache)
+    float32_close(fused, plain)
     dout = np.random.default_rng(3).normal(size=plain.shape).astype(np.float32)
-    want, _ = model.backward(dout, plain_caches)
-    got, _ = model.backward(dout, caches, fast=True)
+    model.backward(dout)
+    want = model.gradients()
+    got = {}
+    for work in plan.backward(dout, caches):
+        got.update(work())
     assert set(got) == set(want)
     for key in want:
         assert relative_error(got[key], want[key]) < 1e-5, key
-    # a pool that the conv did not do still gets its own cache
-    assert not isinstance(caches[5], str) and type(model.layers[5]) is MaxPool2D

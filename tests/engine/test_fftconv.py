@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mnistcnn.engine.fast import fftconv
+from mnistcnn.engine.fast.plan import Plan, conv_method
 from mnistcnn.engine import functional as F
 from mnistcnn.engine.layers import ShapeError, layer_from_config
 from mnistcnn.engine.model import Sequential
@@ -79,31 +80,37 @@ def test_auto_chooses_by_shape_and_config_overrides():
         {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2},
         {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
     ], (28, 28, 1), np.random.default_rng(0))
-    assert [layer.method for layer in model.layers if layer.type_name == "conv2d"] == ["im2col", "fft-gemm", "im2col"]
+    assert list(Plan(model).methods.values()) == ["im2col", "fft-gemm", "im2col"]
+    # a model-wide fft-gemm applies where it can; im2col everywhere
+    assert list(Plan(model, "fft-gemm").methods.values()) == ["fft-gemm", "fft-gemm", "im2col"]
+    assert list(Plan(model, "im2col").methods.values()) == ["im2col"] * 3
     forced = layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"})
     forced.build((28, 28, 1))
-    assert forced.method == "fft-gemm"
+    assert conv_method(forced) == "fft-gemm"
+    strided = layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2, "algorithm": "fft-gemm"})
+    strided.build((28, 28, 1))
     with pytest.raises(ShapeError, match="fft-gemm needs stride 1"):
-        layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2, "algorithm": "fft-gemm"}).build(
-            (28, 28, 1))
+        conv_method(strided)
 
 
-def test_fft_conv_layer_gradients_match_finite_differences():
+def test_fft_conv_step_gradients_match_finite_differences():
     rng = np.random.default_rng(3)
-    layer = layer_from_config({"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"})
-    layer.build((5, 6, 2), rng, dtype=np.float64)
-    layer.needs_input_grad = True
+    model = Sequential.from_config([{"type": "relu"}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1,
+                                                       "algorithm": "fft-gemm"}], (5, 6, 2), rng, dtype=np.float64)
+    step = Plan(model).training_steps[1]
     x = rng.normal(size=(2, 5, 6, 2))
-    out, cache = layer.forward(x, training=True)
+    out, cache = step.forward(x, True, None)
     probe = rng.normal(size=out.shape)
-    dx, grads = layer.backward(probe, cache)
+    dx, work = step.backward(probe, cache)
+    grads = work()
 
     def loss():
-        return float(np.sum(layer.forward(x, training=True)[0] * probe))
+        return float(np.sum(step.forward(x, True, None)[0] * probe))
 
     assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
+    assert set(grads) == {"1.W", "1.b"}
     for key, grad in grads.items():
-        assert relative_error(grad, numerical_gradient(loss, layer.params[key])) < 1e-6
+        assert relative_error(grad, numerical_gradient(loss, model.params()[key])) < 1e-6
 
 
 def test_spectral_weights_are_shared_and_follow_in_place_updates():
@@ -112,26 +119,26 @@ def test_spectral_weights_are_shared_and_follow_in_place_updates():
     leave a forward pass on stale weights."""
     from concurrent.futures import ThreadPoolExecutor
 
-    model = Sequential.from_config([{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"},
-                                    {"type": "relu"}], (10, 10, 3), np.random.default_rng(0))
-    conv = model.layers[0]
-    W = conv.params["W"]
+    specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"}, {"type": "relu"}]
+    model = Sequential.from_config(specs, (10, 10, 3), np.random.default_rng(0))
+    W = model.params()["0.W"]
     with ThreadPoolExecutor(2) as pool:
         split = fftconv.spectral_weights(W, 10, 10, 2, run=pool.map)
     whole = fftconv.spectral_weights(W, 10, 10, 2)
-    np.testing.assert_array_equal(split.big, whole.big)
-    np.testing.assert_array_equal(split.big_t, whole.big_t)
+    np.testing.assert_array_equal(split.blocks, whole.blocks)
+    np.testing.assert_array_equal(split.blocks_t, whole.blocks_t)
 
     x = np.random.default_rng(1).random((4, 10, 10, 3), dtype=np.float32)
-    model.prepare()
-    cached = conv._current_spectral()
+    plan = Plan(model)
+    plan.prepare()
+    step = plan.evaluation_steps[0]
+    cached = step.spectral_weights()
     assert cached is not None
-    out, _ = model.forward(x)
-    assert conv._current_spectral() is cached  # reused, not recomputed
+    out, _ = plan.forward(x)
+    assert step.spectral_weights() is cached  # reused, not recomputed
     W -= 0.01  # in place, like an optimiser step
-    assert conv._current_spectral() is None
-    fresh = Sequential.from_config([{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2,
-                                     "algorithm": "fft-gemm"}, {"type": "relu"}], (10, 10, 3))
+    assert step.spectral_weights() is None
+    fresh = Sequential.from_config(specs, (10, 10, 3))
     fresh.load_state_dict(model.state_dict())
-    np.testing.assert_array_equal(model.forward(x)[0], fresh.forward(x)[0])
-    assert not np.array_equal(model.forward(x)[0], out)
+    np.testing.assert_array_equal(plan.forward(x)[0], Plan(fresh).forward(x)[0])
+    assert not np.array_equal(plan.forward(x)[0], out)

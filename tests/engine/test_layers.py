@@ -42,18 +42,22 @@ def test_layer_gradients_match_finite_differences(config, shape):
     if config["type"] == "maxpool2d":
         x = x + np.linspace(0, 1e-3, x.size).reshape(x.shape)  # distinct values: no ties here
     layer.needs_input_grad = True
-    out, cache = layer.forward(x, training=True, rng=np.random.default_rng(7))
+    out = layer.forward(x, training=True, rng=np.random.default_rng(7))
     assert out.shape == (3,) + out_shape
     dout = rng.normal(size=out.shape)
-    dx, grads = layer.backward(dout, cache)
+    dx = layer.backward(dout)
 
     def loss():  # same dropout mask every call: a fresh generator with the same seed
-        return float(np.sum(layer.forward(x, training=True, rng=np.random.default_rng(7))[0] * dout))
+        return float(np.sum(layer.forward_pass(x, training=True, rng=np.random.default_rng(7))[0] * dout))
 
     assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
-    assert set(grads) == set(layer.params)
+    assert set(layer.grads) == set(layer.params)
     for key, p in layer.params.items():
-        assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
+        assert relative_error(layer.grads[key], numerical_gradient(loss, p)) < 1e-6, key
+    # the pure pass is what the stateful one keeps
+    again, cache = layer.forward_pass(x, training=True, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(again, out)
+    np.testing.assert_array_equal(layer.backward_pass(dout, cache)[0], dx)
 
 
 @pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
@@ -77,8 +81,8 @@ def test_dropout_is_inverted_and_off_in_evaluation():
     layer = layer_from_config({"type": "dropout", "rate": 0.5})
     layer.build((1000,))
     x = np.ones((4, 1000), np.float32)
-    assert layer.forward(x, training=False)[0] is x
-    out, _ = layer.forward(x, training=True, rng=np.random.default_rng(0))
+    assert layer.forward(x, training=False) is x
+    out = layer.forward(x, training=True, rng=np.random.default_rng(0))
     assert set(np.unique(out)) <= {0.0, 2.0}
     assert abs(out.mean() - 1.0) < 0.05
 
@@ -87,10 +91,9 @@ def test_batchnorm_uses_running_statistics_in_evaluation():
     layer = layer_from_config({"type": "batchnorm", "momentum": 0.0})
     layer.build((2, 2, 3), dtype=np.float64)
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 2, 2, 3))
-    train_out, cache = layer.forward(x, training=True)
-    layer.update_running(cache)
+    train_out = layer.forward(x, training=True)  # updates the running statistics
     assert np.allclose(train_out.mean(axis=(0, 1, 2)), 0, atol=1e-9)
-    eval_out, _ = layer.forward(x, training=False)
+    eval_out = layer.forward(x, training=False)
     # momentum 0: the running statistics are this batch's (variance unbiased)
     n = 200
     assert np.allclose(eval_out, train_out * np.sqrt((n - 1) / n), atol=1e-4)
@@ -136,80 +139,10 @@ def test_model_gradient_end_to_end_float64():
     model = Sequential.from_config(specs, (4, 4, 1), rng, dtype=np.float64)
     x = rng.normal(size=(5, 4, 4, 1)) + np.linspace(0, 1e-2, 80).reshape(5, 4, 4, 1)
     y = np.array([0, 1, 2, 1, 0])
-    _, _, grads, _ = model.train_step_gradients(x, y, label_smoothing=0.1)
+    _, _, grads = model.loss_and_gradients(x, y, label_smoothing=0.1)
 
     def loss():
-        return softmax_cross_entropy(model.forward(x, training=True)[0], y, 0.1)[0]
+        return softmax_cross_entropy(model.forward(x, training=True), y, 0.1)[0]
 
     for key, p in model.params().items():
         assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
-
-
-@pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
-def test_fast_evaluation_adds_conv_bias_after_the_pool_with_the_same_numbers(algorithm, float32_close):
-    """Evaluation adds a conv's bias after the max pool (a quarter of the additions); rounding
-    is monotone, so every logit equals the plain pass's within float32 rounding, ties included."""
-    specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": algorithm}, {"type": "relu"},
-             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
-             {"type": "maxpool2d", "size": 2}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}]
-    model = Sequential.from_config(specs, (12, 12, 1), np.random.default_rng(0))
-    rng = np.random.default_rng(3)
-    for key, p in model.params().items():
-        if key.endswith(".b"):
-            p[...] = rng.normal(size=p.shape).astype(np.float32)
-    order = model._order(True)
-    # the first conv (either algorithm) does its pool itself (convpool), adding the bias after
-    # it as well; the second, an im2col conv with an input gradient to give, pools apart
-    assert model._pooled_convs(order) == {0: 2}
-    assert model._late_biases(order) == {4: 3}
-    assert model._fused_relus(order) == {0: 1}  # and the relu after its pool
-    images = np.concatenate([(rng.random((5, 12, 12, 1)) > 0.6), rng.random((5, 12, 12, 1)) * 3]).astype(np.float32)
-    plain = model.forward(images)[0]
-    float32_close(model.forward(images, fast=True)[0], plain)
-    float32_close(model.predict_logits(images), plain)
-
-
-def test_fast_pass_relu_after_pool_gives_identical_numbers(monkeypatch):
-    """The fast path runs relu after max pooling; outputs and gradients must not change at all,
-    ties of binarised inputs and all-negative windows included. (The fused first conv and pool
-    is tested apart: it sums the first conv's gradients in another order.)"""
-    monkeypatch.setattr(Sequential, "_pooled_convs", lambda self, order: {})
-    specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
-             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1},
-             {"type": "relu"}, {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"},
-             {"type": "dense", "units": 5}]
-    model = Sequential.from_config(specs, (10, 10, 1), np.random.default_rng(0), dtype=np.float64)
-    assert model._order(True) == [0, 2, 1, 3, 5, 4, 6, 7]
-    x = (np.random.default_rng(1).random((6, 10, 10, 1)) > 0.5).astype(np.float64)
-    y = np.arange(6) % 5
-    plain_out, plain_caches = model.forward(x, training=True)
-    fast_out, fast_caches = model.forward(x, training=True, fast=True)
-    np.testing.assert_array_equal(plain_out, fast_out)
-    dout = np.random.default_rng(2).normal(size=plain_out.shape)
-    plain, plain_dx = model.backward(dout, plain_caches)
-    fast, fast_dx = model.backward(dout, fast_caches, fast=True)
-    assert plain.keys() == fast.keys()
-    for key in plain:
-        np.testing.assert_array_equal(plain[key], fast[key])
-    np.testing.assert_array_equal(model.predict_logits(x), model.forward(x)[0])
-    loss, correct, grads, _ = model.train_step_gradients(x, y)
-    assert np.isfinite(loss) and set(grads) == set(plain)
-
-
-def test_evaluation_chunks_fit_the_cache_and_do_not_change_the_logits(float32_close):
-    lenet = [{"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
-             {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
-             {"type": "flatten"}, {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10}]
-    model = Sequential.from_config(lenet, (28, 28, 1), np.random.default_rng(0))
-    small = Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2}, {"type": "flatten"},
-                                    {"type": "dense", "units": 10}], (28, 28, 1))
-    assert model.eval_chunk() == 48 and small.eval_chunk() == 256
-    assert model.head_start() == 7 and small.head_start() == 2  # the dense layers
-    rng = np.random.default_rng(6)
-    for key, p in model.params().items():
-        p[...] = rng.normal(scale=0.1 if key.endswith(".W") else 1.0, size=p.shape)
-    # seven chunks, the last one short; the dense head on four chunks at once, then on three
-    images = (rng.random((300, 28, 28, 1)) > 0.7).astype(np.float32)
-    plain = model.forward(images)[0]
-    float32_close(model.predict_logits(images), plain)
-    float32_close(model.predict_logits(images, workers=1), plain)

@@ -1,5 +1,5 @@
-"""The two-thread training step: the same numbers as its parts done in turn, whichever thread
-does the weight gradients, and errors that reach the caller."""
+"""The threads: a training step's weight gradients done by whichever thread is free, errors that
+reach the caller, and evaluation's grouped map."""
 import time
 
 import numpy as np
@@ -7,6 +7,7 @@ import pytest
 
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
+from mnistcnn.engine.fast.plan import Plan
 
 SPECS = [
     {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
@@ -15,11 +16,9 @@ SPECS = [
     {"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"},  # fused, gives dA
     {"type": "relu"},
     {"type": "maxpool2d", "size": 2},
-    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "im2col"},    # apart, gives dA
     {"type": "flatten"},
     {"type": "dense", "units": 12},
     {"type": "relu"},
-    {"type": "dropout", "rate": 0.3},
     {"type": "dense", "units": 5},
 ]
 
@@ -29,26 +28,20 @@ def batch():
     return (rng.random((16, 12, 12, 1)) > 0.5).astype(np.float32), rng.integers(0, 5, size=16)
 
 
-def parts_in_turn(model, x, y, seed):
-    """What ``StepRunner.gradients`` promises: one child generator per half, drawn in order,
-    each half's gradients scaled by its share and added in order."""
-    seeds = np.random.default_rng(seed).integers(0, 2**63 - 1, size=2)
-    halves = [model.train_step_gradients(x[lo:lo + 8], y[lo:lo + 8], np.random.default_rng(s), 0.0, False, 0.5)
-              for lo, s in zip((0, 8), seeds)]
-    return {k: halves[0][2][k] + halves[1][2][k] for k in halves[0][2]}
-
-
-def test_two_threads_give_the_numbers_of_the_parts_in_turn(monkeypatch, float32_close):
-    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
+def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close):
+    """One half slowed down: the other thread runs some of its weight gradients, and the sums
+    are what they are when each half does its own."""
     x, y = batch()
-    want = parts_in_turn(model, x, y, seed=7)
-    assert set(want) == set(model.params())
-    train_step = Sequential.train_step_gradients
+    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
+    plan = Plan(model)
+    with StepRunner(plan, workers=2, min_per_worker=4) as runner:
+        want = runner.gradients(x, y, np.random.default_rng(7))[2]
+    step = Plan.loss_and_gradients
     first_half_start = x.ctypes.data
 
-    def slow_first_half(self, x, *args, **kwargs):
-        result = train_step(self, x, *args, **kwargs)
-        if x.ctypes.data == first_half_start:
+    def slow_first_half(self, batch, *args, **kwargs):
+        result = step(self, batch, *args, **kwargs)
+        if batch.ctypes.data == first_half_start:
             time.sleep(0.05)  # the other thread runs out of its own work and takes this half's
         return result
 
@@ -57,39 +50,33 @@ def test_two_threads_give_the_numbers_of_the_parts_in_turn(monkeypatch, float32_
 
     def counting(self, part):
         others = not self.jobs[part]
-        job = next_job(self, part)
-        if job is not None and others:
+        item = next_job(self, part)
+        if item is not None and others:
             taken_over.append(part)
-        return job
+        return item
 
     monkeypatch.setattr(SharedWork, "_next", counting)
-    for slow in (False, True):
-        if slow:
-            monkeypatch.setattr(Sequential, "train_step_gradients", slow_first_half)
-            taken_over.clear()
-        for _ in range(3):
-            with StepRunner(model, workers=2, min_per_worker=4) as runner:
-                loss, correct, grads = runner.gradients(x, y, np.random.default_rng(7))
-            assert set(grads) == set(want)
-            for key in want:
-                float32_close(grads[key], want[key], what=key)
+    monkeypatch.setattr(Plan, "loss_and_gradients", slow_first_half)
+    with StepRunner(plan, workers=2, min_per_worker=4) as runner:
+        grads = runner.gradients(x, y, np.random.default_rng(7))[2]
     assert taken_over  # the slowed half's weight gradients were done by the other thread
+    assert set(grads) == set(want)
+    for key in want:
+        float32_close(grads[key], want[key], what=key)
 
 
-def test_an_error_in_handed_over_work_reaches_the_caller():
-    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
-    last = model.layers[-1]
-    backward = last.backward
+def test_an_error_in_handed_over_work_reaches_the_caller(monkeypatch):
+    plan = Plan(Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1)))
+    last = plan.training_steps[-1]
+    backward = type(last).backward
 
-    def failing(dout, cache, later=None):
-        dx, grads = backward(dout, cache, later)
-        if later is not None:
-            later(lambda: {"W": 1 / 0})
-        return dx, grads
+    def failing(dout, cache):
+        dx, _ = backward(last, dout, cache)
+        return dx, lambda: {"9.W": 1 / 0}
 
-    last.backward = failing
+    monkeypatch.setattr(last, "backward", failing)
     x, y = batch()
-    with StepRunner(model, workers=2, min_per_worker=4) as runner, pytest.raises(ZeroDivisionError):
+    with StepRunner(plan, workers=2, min_per_worker=4) as runner, pytest.raises(ZeroDivisionError):
         runner.gradients(x, y, np.random.default_rng(7))
 
 

@@ -36,10 +36,6 @@ class Cache(NamedTuple):
     shape: tuple          # (f, m, h, w, C): kernel and pooled output
 
 
-# what a fused max pool keeps in place of its own cache: its backward passes the gradient on
-POOLED_BY_CONV = "pooled by the convolution before it"
-
-
 def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
               algorithm: str = "im2col") -> bool:
     """A 2x2 stride-2 pool over at least a 2x2 conv output; im2col: a one-channel input;
@@ -95,8 +91,8 @@ def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np
 def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
     """``(f*f, 4*rows)`` from ``shifted_blocks``: for tap (a, b), the input pixel under it at
     every conv output that a 2x2 pool reads, ordered (window row, window column, image, pooled
-    row, pooled column). Long contiguous copies: 30-40% faster than gathering all 4*f*f blocks
-    from the image."""
+    row, pooled column). Long contiguous copies, where gathering all 4*f*f blocks from the image
+    would be many short ones."""
     n, rows = f + stride, blocks.shape[1]
     row, size = rows * blocks.itemsize, blocks.itemsize
     # tap (a, b) at window position (r, q) is block (a + stride*r, b + stride*q)
@@ -108,13 +104,12 @@ def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
 
 
 # Images per slice of an evaluation's fused first conv: a slice's blocks, its running maximum and
-# the GEMM output beside it (about 1.3 MB for LeNet) stay in one core's 2 MB L2 cache, where the
-# bias and relu are added too (LeNet's evaluation, 40 alternating rounds: 1.5-4% faster than one
-# pass over 48 images with a separate relu).
+# the GEMM output beside it stay in one core's L2 cache (about 1.3 MB for LeNet), where the bias
+# and relu are added too.
 EVAL_SLICE_IMAGES = 16
 
 
-def _evaluate(A_pad, W2, b, shape, stride, relu):
+def _evaluate(A_pad, taps, b, shape, stride, relu):
     """The pooled conv without keeping anything, one window position at a time into a running
     maximum. Position (r, q) reads the blocks' rows (a + stride*r)*n + v: for each r one
     contiguous range of f*n rows, so no column matrix is built; the taps' weights sit at
@@ -124,17 +119,16 @@ def _evaluate(A_pad, W2, b, shape, stride, relu):
     n = f + stride
     weights = []
     for q in (0, 1):
-        padded = np.zeros((f, n, c), dtype=W2.dtype)
-        padded[:, stride * q:stride * q + f] = W2.reshape(f, f, c)
+        padded = np.zeros((f, n, c), dtype=taps.dtype)
+        padded[:, stride * q:stride * q + f] = taps.reshape(f, f, c)
         weights.append(padded.reshape(f * n, c))
-    pooled = np.empty((m * h * w, c), dtype=W2.dtype)
+    pooled = np.empty((m * h * w, c), dtype=taps.dtype)
     rows = min(m, EVAL_SLICE_IMAGES) * h * w
-    scratch = np.empty((rows, c), dtype=W2.dtype)
-    # full-size operands: NumPy's add and maximum run about twice as fast on two whole arrays as
-    # on a broadcast bias or a scalar 0 (the same numbers; LeNet's evaluation 4% faster in two
-    # 30-round A/Bs)
+    scratch = np.empty((rows, c), dtype=taps.dtype)
+    # full-size operands: NumPy's add and maximum run faster on two whole arrays than on a
+    # broadcast bias or a scalar 0 (the same numbers)
     bias = None if b is None else np.broadcast_to(b, (rows, c)).copy()
-    zeros = np.zeros((rows, c), dtype=W2.dtype) if relu else None
+    zeros = np.zeros((rows, c), dtype=taps.dtype) if relu else None
     for lo in range(0, m, EVAL_SLICE_IMAGES):
         hi = min(m, lo + EVAL_SLICE_IMAGES)
         blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
@@ -174,23 +168,23 @@ def _biased(pooled, b, shape):
 
 
 def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
-                      keep: bool = True, relu: bool = False):
+                      training: bool = True, relu: bool = False):
     """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})`` for a
-    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache`` (None when ``keep``
-    is False: an evaluation, which needs no backward pass). W (f, f, 1, C). ``relu`` (an
+    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache`` (None when not
+    ``training``: an evaluation needs no backward pass). W (f, f, 1, C). ``relu`` (an
     evaluation's only): the relu after the pool too."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
     dtype = F._floating(A_prev, W, b)
     stride = int(hparameters["stride"])
     A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
-    W2 = W.reshape(f * f, c).astype(dtype, copy=False)
-    if not keep:
+    taps = W.reshape(f * f, c).astype(dtype, copy=False)
+    if not training:
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
-        return _evaluate(A_pad, W2, bias, shape, stride, relu), None
+        return _evaluate(A_pad, taps, bias, shape, stride, relu), None
     if relu:
-        raise ValueError("relu is fused only in an evaluation (keep=False): training needs its mask")
+        raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     cols = pooled_columns(shifted_blocks(A_pad, f, stride, h, w), f, stride)
-    Z = (cols.T @ W2).reshape(4, m * h * w, c)
+    Z = (cols.T @ taps).reshape(4, m * h * w, c)
     blocks = tuple(Z)
     pooled = max_of_blocks(blocks)
     return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape)
@@ -218,23 +212,33 @@ def _fft_blocks(Z, shape):
     return tuple(Z[:, r, :, q] for r in (0, 1) for q in (0, 1))
 
 
-def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False, later=None):
+def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False):
     """``(dA_prev, dW, db)`` for either forward's cache. im2col's fused conv gives no input
-    gradient (``dA_prev`` is None: it is a first layer's). ``later`` as in
-    ``functional.conv_backward``: the weight gradient's work, handed over as a function."""
+    gradient (``dA_prev`` is None: it is a first layer's)."""
+    dZ = conv_gradient(dout, cache)
+    if is_fft(cache):
+        return fftconv.conv_backward(dZ, cache.conv, compute_dA)
+    return (None,) + im2col_weight_gradients(dout, dZ, cache)
+
+
+def is_fft(cache: Cache) -> bool:
+    return not isinstance(cache.conv, np.ndarray)
+
+
+def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
+    """The pooled gradient routed back to the conv's output (window-major, like ``cache.Z``)."""
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
     d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
     dZ = np.empty_like(cache.Z)
-    if not isinstance(cache.conv, np.ndarray):  # fft-gemm: its own backward pass
-        route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape))
-        return fftconv.conv_backward(dZ, cache.conv, compute_dA, later)
+    route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape) if is_fft(cache) else tuple(dZ))
+    return dZ
 
-    def weight_gradients():  # im2col: the columns were kept
-        route_to_first_max(d_pooled, cache.blocks, cache.pooled, tuple(dZ))
-        dW = (cache.conv @ dZ.reshape(4 * m * h * w, c)).reshape(f, f, 1, c)
-        # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
-        return dW, F.column_sums(d_pooled).reshape(1, 1, 1, c)
 
-    return (None,) + F.now_or_later(weight_gradients, later)
+def im2col_weight_gradients(dout: np.ndarray, dZ: np.ndarray, cache: Cache):
+    """``(dW, db)`` of the one-channel fused conv from the columns it kept."""
+    f, m, h, w, c = cache.shape
+    dW = (cache.conv @ dZ.reshape(4 * m * h * w, c)).reshape(f, f, 1, c)
+    # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
+    return dW, F.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)

@@ -129,8 +129,8 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = F
 class SpectralWeights(NamedTuple):
     """A layer's kernels in the frequency domain. They change only when the weights do, so one
     copy serves every part of a batch (and every batch of an evaluation)."""
-    big: np.ndarray            # (K, 2*C_prev, 2*C): [[Wr, Wi], [-Wi, Wr]] per frequency
-    big_t: np.ndarray | None   # (K, 2*C, 2*C_prev): its transpose, contiguous, for the input gradient
+    blocks: np.ndarray              # (K, 2*C_prev, 2*C): [[Wr, Wi], [-Wi, Wr]] per frequency
+    blocks_t: np.ndarray | None     # (K, 2*C, 2*C_prev): its transpose, contiguous, for the input gradient
 
 
 def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, run=None, with_transpose=True) -> SpectralWeights:
@@ -139,25 +139,25 @@ def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, run=None, with
     f, _, c_prev, c = W.shape
     p = plan(n_H, n_W, f, pad, W.dtype.name)
     k = p.n_lh * p.n_w
-    big = np.empty((k, 2 * c_prev, 2 * c), dtype=W.dtype)
-    big_t = np.empty((k, 2 * c, 2 * c_prev), dtype=W.dtype) if with_transpose else None
+    blocks = np.empty((k, 2 * c_prev, 2 * c), dtype=W.dtype)
+    blocks_t = np.empty((k, 2 * c, 2 * c_prev), dtype=W.dtype) if with_transpose else None
 
-    def fill(part):
-        lo, hi = part
+    def fill(frequencies):
+        lo, hi = frequencies
         Wf = (p.taps[2 * lo:2 * hi] @ W.reshape(f * f, c_prev * c)).reshape(hi - lo, 2, c_prev, c)
-        part_big = big[lo:hi]
-        part_big[:, :c_prev, :c] = Wf[:, 0]
-        part_big[:, :c_prev, c:] = Wf[:, 1]
-        np.negative(Wf[:, 1], out=part_big[:, c_prev:, :c])
-        part_big[:, c_prev:, c:] = Wf[:, 0]
+        part = blocks[lo:hi]
+        part[:, :c_prev, :c] = Wf[:, 0]
+        part[:, :c_prev, c:] = Wf[:, 1]
+        np.negative(Wf[:, 1], out=part[:, c_prev:, :c])
+        part[:, c_prev:, c:] = Wf[:, 0]
         if with_transpose:
-            big_t[lo:hi] = part_big.transpose(0, 2, 1)
+            blocks_t[lo:hi] = part.transpose(0, 2, 1)
 
     if run is None:
         fill((0, k))
     else:
         run(fill, [(0, k // 2), (k // 2, k)])
-    return SpectralWeights(big, big_t)
+    return SpectralWeights(blocks, blocks_t)
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict,
@@ -176,61 +176,74 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     dtype = F._floating(A_prev, W, b)
     p = plan(n_H, n_W, f, pad, dtype.name, pooled)
     k = p.n_lh * p.n_w
-    if weights is None or weights.big.dtype != dtype:
+    if weights is None or weights.blocks.dtype != dtype:
         weights = spectral_weights(W.astype(dtype, copy=False), n_H, n_W, pad, with_transpose=False)
-    W_big = weights.big
     x = np.asarray(A_prev, dtype=dtype)
     rows = np.matmul(p.half_h, x.reshape(m, n_H, n_W * c_prev))  # (m, Lh, re/im, W, C)
     X = np.matmul(p.full_w, rows.reshape(m * p.n_lh, 2 * n_W, c_prev))  # (m, Lh, Nw, re/im, C)
     # (m, K, 2*C_prev) read as (K, m, 2*C_prev): [Xr Xi] per frequency, a strided view, no copy
-    X_big = X.reshape(m, k, 2 * c_prev).transpose(1, 0, 2)
+    X_spectrum = X.reshape(m, k, 2 * c_prev).transpose(1, 0, 2)
     Y = np.empty((m, k, 2 * c), dtype=dtype)
-    np.matmul(X_big, W_big, out=Y.transpose(1, 0, 2))
+    np.matmul(X_spectrum, weights.blocks, out=Y.transpose(1, 0, 2))
     cols = np.matmul(p.back_w, Y.reshape(m * p.n_lh, 2 * p.n_w, c))  # (m, Lh, re/im, Wo, C)
     Z = np.matmul(p.back_h, cols.reshape(m, 2 * p.n_lh, p.n_Wo * c)).reshape(m, p.n_Ho, p.n_Wo, c)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(c)
-    return Z, (A_prev, W, b, hparameters, (X_big, weights, pooled))
+    return Z, (A_prev, W, b, hparameters, (X_spectrum, weights, pooled))
 
 
-def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True, later=None):
+def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     """``(dA_prev, dW, db)`` for a cache from this module's ``conv_forward``: the forward's
-    steps in reverse, each with its matrix transposed.
+    steps in reverse, each with its matrix transposed."""
+    dY = output_spectrum_gradient(dZ, cache)
+    dW, db = weight_gradients(dZ, dY, cache)
+    return (input_gradient(dY, cache) if compute_dA else None), dW, db
 
-    ``later``: a function that takes the weight gradient's work instead, as a function
-    returning ``(dW, db)``, so that another thread can do it; then ``dW`` and ``db`` are None.
-    """
-    A_prev, W, b, hparameters, (X_big, weights, pooled) = cache
-    W_big = weights.big
-    m, n_H, n_W, c_prev = A_prev.shape
+
+def output_spectrum_gradient(dZ: np.ndarray, cache) -> np.ndarray:
+    """The gradient at the output spectrum ``Y``: the two inverse transforms, transposed.
+    ``(K, m, 2C)``, ``[dYr dYi]`` per frequency, which both gradients below start from."""
+    A_prev, W, _, hparameters, (_, weights, pooled) = cache
+    m, n_H, n_W, _ = A_prev.shape
     f, _, _, c = W.shape
-    pad = int(hparameters["pad"])
-    dtype = W_big.dtype
-    p = plan(n_H, n_W, f, pad, dtype.name, pooled)
-    k = p.n_lh * p.n_w
+    dtype = weights.blocks.dtype
+    p = plan(n_H, n_W, f, int(hparameters["pad"]), dtype.name, pooled)
     if np.shape(dZ) != (m, p.n_Ho, p.n_Wo, c):
         raise ValueError(f"dZ must have the forward output's shape {(m, p.n_Ho, p.n_Wo, c)}, got {np.shape(dZ)}")
     dZ = np.asarray(dZ, dtype=dtype)
     d_cols = np.matmul(p.back_h.T, dZ.reshape(m, p.n_Ho, p.n_Wo * c))
     dY = np.matmul(p.back_w.T, d_cols.reshape(m * p.n_lh, 2 * p.n_Wo, c))  # (m, Lh, Nw, re/im, C)
-    dY_big = dY.reshape(m, k, 2 * c).transpose(1, 0, 2)  # (K, m, 2C): [dYr dYi]
+    return dY.reshape(m, p.n_lh * p.n_w, 2 * c).transpose(1, 0, 2)
 
-    def weight_gradients():
-        db = F.column_sums(dZ.reshape(-1, c)).reshape(1, 1, 1, c)
-        # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see plan's grad_taps
-        X_t = X_big.transpose(0, 2, 1)
-        products = np.empty((2, k, 2 * c_prev, c), dtype=dtype)
-        np.matmul(X_t, dY_big[:, :, :c], out=products[0])
-        np.matmul(X_t, dY_big[:, :, c:], out=products[1])
-        return (p.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
 
-    dW, db = F.now_or_later(weight_gradients, later)
-    if not compute_dA:
-        return None, dW, db
-    dX = np.empty((m, k, 2 * c_prev), dtype=dtype)
-    # a contiguous transpose: OpenBLAS multiplies by a transposed operand 2x slower here
-    W_big_t = weights.big_t if weights.big_t is not None else np.ascontiguousarray(W_big.transpose(0, 2, 1))
-    np.matmul(dY_big, W_big_t, out=dX.transpose(1, 0, 2))
+def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
+    """``(dW, db)`` from the output gradient ``dZ`` and its spectrum ``dY``."""
+    A_prev, W, _, hparameters, (X_spectrum, weights, pooled) = cache
+    f, _, c_prev, c = W.shape
+    k = X_spectrum.shape[0]
+    p = plan(A_prev.shape[1], A_prev.shape[2], f, int(hparameters["pad"]), X_spectrum.dtype.name, pooled)
+    db = F.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
+    # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see plan's grad_taps
+    X_t = X_spectrum.transpose(0, 2, 1)
+    products = np.empty((2, k, 2 * c_prev, c), dtype=X_spectrum.dtype)
+    np.matmul(X_t, dY[:, :, :c], out=products[0])
+    np.matmul(X_t, dY[:, :, c:], out=products[1])
+    return (p.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
+
+
+def input_gradient(dY: np.ndarray, cache) -> np.ndarray:
+    """``dA_prev`` from the output spectrum's gradient: the channel products and the two
+    forward transforms, transposed."""
+    A_prev, W, _, hparameters, (_, weights, pooled) = cache
+    m, n_H, n_W, c_prev = A_prev.shape
+    dtype = weights.blocks.dtype
+    p = plan(n_H, n_W, W.shape[0], int(hparameters["pad"]), dtype.name, pooled)
+    dX = np.empty((m, dY.shape[0], 2 * c_prev), dtype=dtype)
+    # a contiguous transpose: BLAS multiplies by a transposed operand more slowly here
+    blocks_t = weights.blocks_t
+    if blocks_t is None:
+        blocks_t = np.ascontiguousarray(weights.blocks.transpose(0, 2, 1))
+    np.matmul(dY, blocks_t, out=dX.transpose(1, 0, 2))
     d_rows = np.matmul(p.full_w.T, dX.reshape(m * p.n_lh, 2 * p.n_w, c_prev))  # (m, Lh, re/im, W, C)
     dA_prev = np.matmul(p.half_h.T, d_rows.reshape(m, 2 * p.n_lh, n_W * c_prev))
-    return dA_prev.reshape(m, n_H, n_W, c_prev), dW, db
+    return dA_prev.reshape(m, n_H, n_W, c_prev)

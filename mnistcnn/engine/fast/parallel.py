@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,8 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to reuse freed blocks instead of returning them to the kernel.
 
     A training step allocates and frees the same few-MB arrays every time; by default glibc
-    maps each afresh and gives it back, so every step paid ~10,000 page faults (about a
-    third of LeNet's step time here). Other C libraries: nothing happens, returns False.
+    maps each afresh and gives it back, and every step pays thousands of page faults. Other
+    C libraries: nothing happens, returns False.
     """
     name = ctypes.util.find_library("c")
     try:
@@ -87,25 +88,24 @@ def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = No
 
 
 class SharedWork:
-    """Work that any of a step's threads may do: the weight gradients that layers hand over
-    (``Layer.defers_weight_grads``). Each thread, its own part of the batch done, runs its own
-    jobs (newest first: their data is still in its cache), then the other parts' (oldest
-    first), until every part is done and no job is left. The host often slows one of the two
-    cores by 10-50% for a while (measured here); then the other takes over some of its weight
-    gradients instead of waiting. A job's numbers do not depend on the thread that runs it."""
+    """Work that any of a step's threads may do: the weight gradients that the plan's backward
+    pass hands over. Each thread, its own part of the batch done, runs its own jobs (newest
+    first: their data is still in its cache), then the other parts' (oldest first), until every
+    part is done and no job is left. The host often slows one core for a while; then the other
+    takes over some of its weight gradients instead of waiting. A job's numbers do not depend
+    on the thread that runs it; its gradients go to the part that handed it over."""
 
     def __init__(self, parts: int):
         self.jobs = [collections.deque() for _ in range(parts)]
+        self.grads = [{} for _ in range(parts)]
         self.running = parts  # parts still producing jobs
         self.changed = threading.Condition()
         self.error: BaseException | None = None
 
-    def adder(self, part: int):
-        def add(job) -> None:
-            with self.changed:
-                self.jobs[part].append(job)
-                self.changed.notify()
-        return add
+    def add(self, part: int, job) -> None:
+        with self.changed:
+            self.jobs[part].append((part, job))
+            self.changed.notify()
 
     def part_done(self) -> None:
         with self.changed:
@@ -124,22 +124,24 @@ class SharedWork:
         """Run jobs until none is left and none can come."""
         while True:
             with self.changed:
-                while (job := self._next(part)) is None and self.running:
+                while (item := self._next(part)) is None and self.running:
                     self.changed.wait()
-            if job is None:
+            if item is None:
                 return
+            owner, job = item
             try:
                 with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks gradients itself
-                    job()
+                    self.grads[owner].update(job())
             except BaseException as err:  # kept for the caller: the other thread must not wait forever
                 self.error = self.error or err
 
 
 class StepRunner:
-    """Computes ``(loss, correct, grads)`` for a batch with ``workers`` threads (1: inline)."""
+    """Computes ``(loss, correct, grads)`` for a batch on a ``plan`` with ``workers`` threads
+    (1: inline)."""
 
-    def __init__(self, model, workers: int = 1, min_per_worker: int = 16):
-        self.model = model
+    def __init__(self, plan, workers: int = 1, min_per_worker: int = 16):
+        self.plan = plan
         self.workers = max(1, int(workers))
         self.min_per_worker = min_per_worker
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
@@ -169,10 +171,11 @@ class StepRunner:
         each thread prepares its own part (preprocessing, augmentation) in parallel too."""
         n = len(y)
         parts = min(self.workers, max(1, n // self.min_per_worker))
-        self.model.prepare(self.map if parts > 1 else None)
+        self.plan.prepare(self.map if parts > 1 else None)
         if parts == 1:
             batch = x(0, n) if callable(x) else x
-            loss, correct, grads, _ = self.model.train_step_gradients(batch, y, rng, label_smoothing)
+            loss, correct, grads, caches = self.plan.loss_and_gradients(batch, y, rng, label_smoothing)
+            self.plan.commit_statistics(caches)
             return loss, correct, grads
         # one child generator per part, drawn in order: dropout masks are the same whatever the timing
         seeds = rng.integers(0, 2**63 - 1, size=parts)
@@ -184,8 +187,8 @@ class StepRunner:
         def part(index, lo, hi, seed, share):
             try:
                 batch = x(lo, hi) if callable(x) else x[lo:hi]
-                result = self.model.train_step_gradients(batch, y[lo:hi], np.random.default_rng(seed),
-                                                         label_smoothing, False, share, later=work.adder(index))
+                result = self.plan.loss_and_gradients(batch, y[lo:hi], np.random.default_rng(seed), label_smoothing,
+                                                      share, functools.partial(work.add, index))
             finally:
                 work.part_done()
             work.help(index)
@@ -196,12 +199,10 @@ class StepRunner:
         results = [f.result() for f in futures]
         if work.error is not None:
             raise work.error
-        loss = sum(share * r[0] for share, r in zip(shares, results))
-        correct = sum(r[1] for r in results)
-        grads = results[0][2]  # the parts' gradients are already scaled: add them, in a fixed order
-        for _, _, part_grads, _ in results[1:]:
+        grads = work.grads[0]  # the parts' gradients are already scaled: add them, in a fixed order
+        for part_grads in work.grads[1:]:
             for k, g in part_grads.items():
                 grads[k] += g
         for _, _, _, caches in results:
-            self.model.commit_statistics(caches)
-        return loss, correct, grads
+            self.plan.commit_statistics(caches)
+        return sum(share * r[0] for share, r in zip(shares, results)), sum(r[1] for r in results), grads

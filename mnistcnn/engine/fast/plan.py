@@ -1,0 +1,370 @@
+"""The plan: a model's layers regrouped into the steps that compute them fastest.
+
+Built once from a ``Sequential`` (``Plan(model)``), this is the one place where speed is
+decided, and ``describe()`` says what it decided:
+
+- each conv runs im2col or in the frequency domain (``fftconv``), whichever needs clearly
+  fewer multiply-adds, its spectral weights computed once per step (``prepare``);
+- a relu that feeds a max pool runs after the pool: max commutes with a monotone function,
+  so the numbers are the same and the relu does a quarter of the work;
+- a conv and the 2x2 max pool after it run as one kernel (``convpool``) where it applies;
+- in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
+  fused conv and pool does the relu after them while the output is in cache;
+- evaluation runs in chunks that fit the cache, on every core (``parallel``).
+
+The steps read the layers' parameters and keep no state of their own, apart from the
+spectral weights; two threads may run the same plan on two parts of a batch. Results equal
+the plain ``Sequential`` within float32 rounding (tests/engine/test_plan.py).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import functional as F
+from ..layers import BatchNorm, Conv2D, Dense, Layer, MaxPool2D, ReLU, ShapeError
+from ..losses import softmax_cross_entropy
+from ..model import Sequential
+from . import convpool, fftconv
+from .parallel import keep_freed_memory, map_grouped_in_threads
+
+# Evaluation runs in chunks whose busiest layer touches about this many bytes per chunk, so that
+# the intermediate arrays stay in cache.
+EVAL_CHUNK_BYTES = 10 << 20
+# Images per call of an evaluation's dense head: it then reads its weights once per this many
+# images, not once per chunk.
+HEAD_IMAGES = 192
+
+
+def conv_method(conv: Conv2D, default: str = "auto") -> str:
+    """``im2col`` or ``fft-gemm`` for a built conv: its own ``algorithm``, else ``default``
+    (a model-wide choice, which falls back to im2col where the frequency domain does not
+    apply); ``auto`` takes the frequency domain where it needs under half the multiply-adds
+    (the margin pays for its extra passes over memory)."""
+    h, w, c_prev = conv.input_shape
+    fits = fftconv.supported(h, w, conv.kernel, conv.stride, conv.pad)
+    choice = default if conv.algorithm == "auto" else conv.algorithm
+    if choice == "fft-gemm" and not fits and conv.algorithm == "fft-gemm":
+        raise ShapeError("algorithm", f"fft-gemm needs stride 1 and padding < kernel (got stride {conv.stride}, "
+                                      f"padding {conv.pad}, kernel {conv.kernel}); use algorithm: im2col or auto")
+    if choice == "auto" and fits:
+        fft_macs = fftconv.estimated_macs(h, w, c_prev, conv.filters, conv.kernel, conv.pad)
+        return "fft-gemm" if fft_macs < 0.5 * conv.macs() else "im2col"
+    return "fft-gemm" if choice == "fft-gemm" and fits else "im2col"
+
+
+def _grads_of(index: int, compute, *args) -> dict:
+    """A conv's ``(dW, db)`` from ``compute(*args)``, keyed like ``Sequential.params()``."""
+    dW, db = compute(*args)
+    return {f"{index}.W": dW, f"{index}.b": db}
+
+
+class Step:
+    """Some layers of the model (indices ``layers``, the first one ``first``), computed as one.
+    ``forward`` returns ``(out, cache)``; ``backward`` returns the input gradient and the weight
+    gradients' work: a function (any thread may run it) returning a dict keyed like
+    ``Sequential.params()``, or None."""
+
+    def __init__(self, layers: tuple, what: str):
+        self.layers, self.first, self.what = layers, layers[0], what
+
+    def forward(self, x, training, rng):
+        raise NotImplementedError
+
+    def backward(self, dout, cache):
+        raise NotImplementedError
+
+    def commit(self, cache) -> None:
+        """Fold a training pass's batch statistics into the layers (batchnorm)."""
+
+    def describe(self) -> str:
+        where = "layers " + ", ".join(map(str, self.layers)) if len(self.layers) > 1 else f"layer {self.first}"
+        return f"{where}: {self.what}"
+
+
+class LayerStep(Step):
+    """One layer as the plain engine runs it; a dense layer's weight gradients as work."""
+
+    def __init__(self, index: int, layer: Layer, what: str = ""):
+        super().__init__((index,), what or layer.type_name)
+        self.layer = layer
+
+    def forward(self, x, training, rng):
+        return self.layer.forward_pass(x, training, rng)
+
+    def backward(self, dout, cache):
+        layer = self.layer
+        if isinstance(layer, Dense):
+            dx = layer.input_gradient(dout) if layer.needs_input_grad else None
+            return dx, functools.partial(self._keyed, layer.weight_gradients, dout, cache)
+        dx, grads = layer.backward_pass(dout, cache)
+        return dx, (functools.partial(self._keyed, dict, grads) if grads else None)
+
+    def _keyed(self, compute, *args) -> dict:
+        return {f"{self.first}.{k}": g for k, g in compute(*args).items()}
+
+    def commit(self, cache) -> None:
+        if isinstance(self.layer, BatchNorm):
+            self.layer.update_running(cache)
+
+
+class ConvStep(Step):
+    """A conv by ``method``; ``bias=False`` leaves the bias to a ``BiasStep`` after the pool."""
+
+    def __init__(self, index: int, conv: Conv2D, method: str, bias: bool = True):
+        f = conv.kernel
+        shape = f"{f}x{f}x{conv.input_shape[2]}x{conv.filters}"
+        super().__init__((index,), f"conv {shape}, {_METHOD_NAMES[method]}" + ("" if bias else ", no bias"))
+        self.conv, self.method, self.bias = conv, method, bias and conv.bias
+        self.spectral = None  # (the W it was made from, its fftconv.SpectralWeights)
+
+    def prepare(self, run=None) -> None:
+        """Compute the spectral weights of the weights as they are now; ``run`` (a thread pool's
+        map) splits the work."""
+        if self.method == "fft-gemm":
+            W = self.conv.params["W"]
+            h, w, _ = self.conv.input_shape
+            self.spectral = (W.copy(), fftconv.spectral_weights(W, h, w, self.conv.pad, run))
+
+    def spectral_weights(self):
+        """The prepared spectral weights if they were made from the weights as they are now (the
+        optimiser updates W in place, so the check is by value), else None: computed anew."""
+        W = self.conv.params["W"]
+        if self.spectral is not None and self.spectral[0].dtype == W.dtype and np.array_equal(self.spectral[0], W):
+            return self.spectral[1]
+        return None
+
+    def forward(self, x, training, rng):
+        conv = self.conv
+        b = conv.params["b"] if self.bias else None
+        if self.method == "fft-gemm":
+            return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectral_weights())
+        return F.conv_forward(x, conv.params["W"], b, conv.hparameters())
+
+    def backward(self, dout, cache):
+        needs_dx = self.conv.needs_input_grad
+        if self.method == "fft-gemm":
+            dY = fftconv.output_spectrum_gradient(dout, cache)
+            dx = fftconv.input_gradient(dY, cache) if needs_dx else None
+            return dx, self._weight_work(fftconv.weight_gradients, dout, dY, cache)
+        dx = F.conv_input_gradient(dout, cache) if needs_dx else None
+        return dx, self._weight_work(F.conv_weight_gradients, dout, cache)
+
+    def _weight_work(self, compute, *args):
+        if self.conv.bias:
+            return functools.partial(_grads_of, self.first, compute, *args)
+        return functools.partial(_without_bias, self.first, compute, *args)
+
+
+def _without_bias(index: int, compute, *args) -> dict:
+    return {f"{index}.W": compute(*args)[0]}
+
+
+class ConvPoolStep(ConvStep):
+    """A conv and the 2x2 max pool after it as one kernel (``convpool``); in evaluation, with
+    ``relu``, the relu after the pool too."""
+
+    def __init__(self, layers: tuple, conv: Conv2D, method: str):
+        super().__init__(layers[0], conv, method)
+        self.layers, self.relu = layers, len(layers) == 3
+        self.what += " + max pool 2x2" + (" + relu" if self.relu else "") + ", fused"
+
+    def forward(self, x, training, rng):
+        conv = self.conv
+        b = conv.params.get("b")
+        if self.method == "fft-gemm":
+            weights = self.spectral_weights()
+            return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
+        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu)
+
+    def backward(self, dout, cache):
+        dZ = convpool.conv_gradient(dout, cache)
+        if self.method == "fft-gemm":
+            return ConvStep.backward(self, dZ, cache.conv)
+        return None, self._weight_work(convpool.im2col_weight_gradients, dout, dZ, cache)
+
+
+class BiasStep(Step):
+    """A conv's bias, added after the max pool that follows it (evaluation)."""
+
+    def __init__(self, index: int, conv: Conv2D):
+        super().__init__((index,), "its bias, after the pool")
+        self.conv = conv
+
+    def forward(self, x, training, rng):
+        return x + self.conv.params["b"].reshape(-1), None
+
+
+_METHOD_NAMES = {"im2col": "im2col", "fft-gemm": "frequency-domain"}
+
+
+def _pools_after(model: Sequential, order: list[int], at: int) -> bool:
+    return at + 1 < len(order) and type(model.layers[order[at + 1]]) is MaxPool2D
+
+
+class Plan:
+    """The steps that compute a model in training and in evaluation (see the module's text)."""
+
+    def __init__(self, model: Sequential, conv_algorithm: str = "auto"):
+        self.model = model
+        self.methods = {}
+        for index, layer in enumerate(model.layers):
+            if isinstance(layer, Conv2D):
+                try:
+                    self.methods[index] = conv_method(layer, conv_algorithm)
+                except ShapeError as err:
+                    err.index = index
+                    raise
+        order = self._relu_after_pool()
+        self.training_steps = self._steps(order, training=True)
+        self.evaluation_steps = self._steps(order, training=False)
+        keep_freed_memory()
+
+    def _relu_after_pool(self) -> list[int]:
+        order = list(range(len(self.model.layers)))
+        for i in range(len(order) - 1):
+            if type(self.model.layers[order[i]]) is ReLU and type(self.model.layers[order[i + 1]]) is MaxPool2D:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        return order
+
+    def _steps(self, order: list[int], training: bool) -> list[Step]:
+        layers, steps, at = self.model.layers, [], 0
+        while at < len(order):
+            index = order[at]
+            layer = layers[index]
+            if not isinstance(layer, Conv2D):
+                moved = at > 0 and index < order[at - 1]
+                steps.append(LayerStep(index, layer, f"{layer.type_name}, after the pool" if moved else ""))
+                at += 1
+            elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):
+                relu = not training and at + 2 < len(order) and type(layers[order[at + 2]]) is ReLU
+                fused = tuple(order[at:at + (3 if relu else 2)])
+                steps.append(ConvPoolStep(fused, layer, self.methods[index]))
+                at += len(fused)
+            elif _pools_after(self.model, order, at) and layer.bias and not training:
+                pool = order[at + 1]
+                steps += [ConvStep(index, layer, self.methods[index], bias=False), LayerStep(pool, layers[pool]),
+                          BiasStep(index, layer)]
+                at += 2
+            else:
+                steps.append(ConvStep(index, layer, self.methods[index]))
+                at += 1
+        return steps
+
+    def _fuses(self, index: int, pool: MaxPool2D) -> bool:
+        """A frequency-domain conv, or an im2col one on the images (one channel, no input
+        gradient to give), with a 2x2 stride-2 pool over it."""
+        conv, method = self.model.layers[index], self.methods[index]
+        if method == "im2col" and conv.needs_input_grad:
+            return False
+        return convpool.supported(conv.input_shape, conv.kernel, conv.stride, conv.pad, pool.size, pool.stride,
+                                  method)
+
+    def describe(self) -> list[str]:
+        """One line per training step, then what evaluation does otherwise."""
+        lines = [step.describe() for step in self.training_steps]
+        extra = [step.describe() for step in self.evaluation_steps if step.describe() not in lines]
+        return lines + ([f"in evaluation: {line}" for line in extra])
+
+    # -- training -------------------------------------------------------------------
+    def prepare(self, run=None) -> None:
+        """Compute what depends only on the weights, once per step, before threads share it."""
+        for step in self.training_steps + self.evaluation_steps:
+            if isinstance(step, ConvStep):
+                step.prepare(run)
+
+    def forward(self, x, training=False, rng=None):
+        """``(out, caches)``: the steps in turn. Batchnorm statistics: ``commit_statistics``."""
+        caches = []
+        for step in self.training_steps if training else self.evaluation_steps:
+            x, cache = step.forward(x, training, rng)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, dout, caches):
+        """Yield each step's weight-gradient work as soon as its input gradient is done, so
+        that another thread may take it over."""
+        for step, cache in zip(reversed(self.training_steps), reversed(caches)):
+            dout, work = step.backward(dout, cache)
+            if work is not None:
+                yield work
+
+    def commit_statistics(self, caches) -> None:
+        for step, cache in zip(self.training_steps, caches):
+            step.commit(cache)
+
+    def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0, scale=1.0, hand_over=None):
+        """One training step's arithmetic for a batch: ``(loss, correct, grads, caches)``.
+        ``scale`` multiplies the gradients (a part of a batch passes its share of it);
+        ``hand_over``, when given, takes each piece of weight-gradient work instead of running
+        it here (then ``grads`` is empty). Batchnorm statistics are not committed."""
+        with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the numbers itself
+            logits, caches = self.forward(x, training=True, rng=rng)
+            loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+            if scale != 1.0:
+                dlogits *= dlogits.dtype.type(scale)
+            grads = {}
+            for work in self.backward(dlogits, caches):
+                if hand_over is None:
+                    grads.update(work())
+                else:
+                    hand_over(work)
+        return loss, int((logits.argmax(axis=1) == y).sum()), grads, caches
+
+    # -- evaluation ------------------------------------------------------------------
+    def predict_logits(self, x: np.ndarray, batch_size: int = 1000, transform=None, workers=None) -> np.ndarray:
+        """Evaluation-mode logits for a whole array; ``transform`` maps a uint8 batch.
+
+        Batches are capped at ``eval_chunk()`` images so that a chunk's arrays stay in cache
+        (the numbers do not depend on the chunk). The chunks run on ``workers`` threads
+        (default: one per core); the dense head after the last image-shaped layer runs on
+        fixed runs of chunks, about ``HEAD_IMAGES`` images at once.
+        """
+        batch_size = min(batch_size, self.eval_chunk())
+        self.prepare()
+        head = self.head_start()
+        body = [s for s in self.evaluation_steps if s.first < head]
+        tail = [s for s in self.evaluation_steps if s.first >= head]
+        group = max(1, HEAD_IMAGES // batch_size) if tail else 1
+
+        def features(start):
+            batch = x[start:start + batch_size]
+            return _run(body, transform(batch) if transform else batch)
+
+        outs = map_grouped_in_threads(features, functools.partial(_run, tail), range(0, len(x), batch_size),
+                                      group, workers)
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.model.output_shape, dtype=np.float32)
+
+    def head_start(self) -> int:
+        """The first layer of the head that sees flat vectors only (LeNet: its first dense),
+        ``len(layers)`` if the last layer's input is an image."""
+        layers = self.model.layers
+        head = len(layers)
+        while head > 0 and len(layers[head - 1].input_shape) == 1:
+            head -= 1
+        return head
+
+    def eval_chunk(self) -> int:
+        """Images per evaluation chunk: EVAL_CHUNK_BYTES over the busiest layer's bytes per
+        image, a multiple of 16 between 16 and 256."""
+        busiest = max((self.working_values(i) for i in range(len(self.model.layers))), default=1)
+        per_image = busiest * next((p.itemsize for p in self.model.params().values()), 4)
+        return int(min(256, max(16, EVAL_CHUNK_BYTES // per_image // 16 * 16)))
+
+    def working_values(self, index: int) -> int:
+        """Numbers per image that layer ``index`` reads and writes: input, output, scratch."""
+        layer = self.model.layers[index]
+        values = int(np.prod(layer.input_shape)) + int(np.prod(layer.output_shape))
+        if self.methods.get(index) == "fft-gemm":  # the input's and output's spectra
+            return values + fftconv.spectrum_values(*layer.input_shape, layer.filters, layer.kernel, layer.pad)
+        if index in self.methods:  # the im2col matrix
+            h, w, _ = layer.output_shape
+            return values + h * w * layer.kernel ** 2 * layer.input_shape[2]
+        return values
+
+
+def _run(steps: list[Step], x):
+    for step in steps:
+        x, _ = step.forward(x, False, None)
+    return x

@@ -1,0 +1,209 @@
+"""The fast plan against the plain engine, for every shipped config: one training step's loss,
+gradients, updated weights and batchnorm statistics, and the evaluation's logits, within
+float32 rounding (conftest's FLOAT32_RTOL); one thread against two; and the same numbers
+run to run."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistcnn import config as cfg
+from mnistcnn.data import Preprocess
+from mnistcnn.engine.fast.parallel import StepRunner
+from mnistcnn.engine.fast.plan import Plan
+from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.optim import make_optimizer
+from mnistcnn.trainer import prepare_data
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def trained_looking(config, seed=0):
+    """The config's model with small nonzero biases and batchnorm shifts, as a trained model
+    has. With zero biases a conv's output over blank pixels is exactly 0 in im2col but rounding
+    noise around 0 in the frequency domain, and a relu there passes or stops the gradient by the
+    noise's sign; a bias moves those outputs off the kink. Small, so that adding it rounds away
+    no difference between two values that a max pool compares."""
+    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
+                                   np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    for key, p in model.params().items():
+        if key.endswith((".b", ".beta")):
+            p[...] = rng.choice([-1, 1], size=p.shape) * rng.uniform(0.01, 0.02, size=p.shape)
+    return model
+
+
+def mnist_batch(config, n=48):
+    data = prepare_data(config)
+    preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
+    return data.train_x[:n], data.train_y[:n], preprocess
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_one_training_step_of_the_plan_is_the_plain_loop(path, float32_close):
+    config = cfg.load_config(path)
+    images, y, preprocess = mnist_batch(config)
+    x = preprocess(images)
+    smoothing = config["train"]["label_smoothing"]
+    plain, fast = trained_looking(config), trained_looking(config)
+    plan = Plan(fast, config["model"]["conv_algorithm"])
+
+    loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
+    fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
+    plan.commit_statistics(caches)
+    assert abs(fast_loss - loss) <= 1e-5 * abs(loss) and fast_correct == correct
+    assert set(fast_grads) == set(grads) == set(plain.params())
+    for key in grads:
+        float32_close(fast_grads[key], grads[key], what=key)
+    for key, value in plain.buffers().items():  # batchnorm's running statistics
+        float32_close(fast.buffers()[key], value, what=key)
+
+    # plain SGD, whose update is linear in the gradient, so the tolerance carries over: Adam's
+    # first step divides each gradient by its own size and makes rounding noise a full step
+    for model, gradients in ((plain, grads), (fast, fast_grads)):
+        make_optimizer({"type": "sgd", "lr": config["train"]["optimizer"]["lr"]}).step(model.params(), gradients)
+    for key, value in plain.params().items():
+        float32_close(fast.params()[key], value, what=f"updated {key}")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_evaluation_by_the_plan_is_the_plain_loop(path, float32_close):
+    config = cfg.load_config(path)
+    images, _, preprocess = mnist_batch(config, n=300)  # several chunks, the last one short
+    model = trained_looking(config)
+    plan = Plan(model, config["model"]["conv_algorithm"])
+    plain = model.forward(preprocess(images))
+    for workers in (1, 2):
+        logits = plan.predict_logits(images, 1000, preprocess, workers=workers)
+        float32_close(logits, plain)
+        # the same class, except where two logits tie within the tolerance
+        top2 = np.sort(plain, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * 1e-4 * np.abs(plain).max()
+        assert np.array_equal(logits.argmax(axis=1)[clear], plain.argmax(axis=1)[clear])
+
+
+def test_the_plan_says_what_it_does():
+    config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
+    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
+    lines = Plan(model).describe()
+    assert "layers 3, 5: conv 5x5x32x64, frequency-domain + max pool 2x2, fused" in lines
+    assert "layer 4: relu, after the pool" in lines
+    assert any(line.startswith("in evaluation: layers 0, 2, 1: conv 5x5x1x32, im2col + max pool 2x2 + relu")
+               for line in lines)
+    im2col = Plan(model, "im2col").describe()
+    assert "layer 3: conv 5x5x32x64, im2col" in im2col
+
+
+SPECS = [
+    {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    # fused, gives dA; no bias before a batchnorm (its gradient is 0 and rounding noise alone)
+    {"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm", "bias": False},
+    {"type": "batchnorm"},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "im2col"},    # apart, gives dA
+    {"type": "flatten"},
+    {"type": "dense", "units": 12},
+    {"type": "relu"},
+    {"type": "dropout", "rate": 0.3},
+    {"type": "dense", "units": 5},
+]
+
+
+def small_batch():
+    rng = np.random.default_rng(0)
+    return (rng.random((16, 12, 12, 1)) > 0.5).astype(np.float32), rng.integers(0, 5, size=16)
+
+
+def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close):
+    """``StepRunner``'s promise: each half with its own child generator, drawn in order, its
+    gradients scaled by its share and added in order; batchnorm statistics folded in in order."""
+    x, y = small_batch()
+    in_turn, threaded = (Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1)) for _ in range(2))
+    plan = Plan(in_turn)
+    seeds = np.random.default_rng(7).integers(0, 2**63 - 1, size=2)
+    halves = [plan.loss_and_gradients(x[lo:lo + 8], y[lo:lo + 8], np.random.default_rng(s), 0.0, 0.5)
+              for lo, s in zip((0, 8), seeds)]
+    for half in halves:
+        plan.commit_statistics(half[3])
+    with StepRunner(Plan(threaded), workers=2, min_per_worker=4) as runner:
+        loss, correct, grads = runner.gradients(x, y, np.random.default_rng(7))
+    assert loss == pytest.approx((halves[0][0] + halves[1][0]) / 2, rel=1e-5)
+    assert correct == halves[0][1] + halves[1][1]
+    assert set(grads) == set(in_turn.params())
+    for key in grads:
+        float32_close(grads[key], halves[0][2][key] + halves[1][2][key], what=key)
+    for key, value in in_turn.buffers().items():
+        float32_close(threaded.buffers()[key], value, what=key)
+
+
+def train_steps(workers, steps=4):
+    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
+    optimizer, rng = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3)
+    x, y = small_batch()
+    with StepRunner(Plan(model), workers=workers, min_per_worker=4) as runner:
+        for _ in range(steps):
+            _, _, grads = runner.gradients(x, y, rng)
+            optimizer.step(model.params(), grads, run=runner.map)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers):
+    first, second = train_steps(workers), train_steps(workers)
+    assert set(first) == set(second)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def test_relu_after_the_pool_gives_the_plain_numbers_exactly():
+    """Max commutes with relu, ties of binarised inputs and all-negative windows included: in
+    float64, with no fused kernel (two input channels; the second conv gives an input
+    gradient), the plan's outputs and gradients are the plain loop's to the last bit."""
+    specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1},
+             {"type": "relu"}, {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"},
+             {"type": "dense", "units": 5}]
+    model = Sequential.from_config(specs, (10, 10, 2), np.random.default_rng(0), dtype=np.float64)
+    plan = Plan(model, "im2col")
+    assert [step.layers for step in plan.training_steps] == [(0,), (2,), (1,), (3,), (5,), (4,), (6,), (7,)]
+    x = (np.random.default_rng(1).random((6, 10, 10, 2)) > 0.5).astype(np.float64)
+    y = np.arange(6) % 5
+    loss, correct, grads = model.loss_and_gradients(x, y)
+    fast_loss, fast_correct, fast_grads, _ = plan.loss_and_gradients(x, y)
+    assert (fast_loss, fast_correct) == (loss, correct) and fast_grads.keys() == grads.keys()
+    for key in grads:
+        np.testing.assert_array_equal(fast_grads[key], grads[key], err_msg=key)
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
+def test_evaluation_adds_a_conv_bias_after_the_pool(algorithm, float32_close):
+    """A quarter of the additions; rounding is monotone, so max(z + b) == max(z) + b."""
+    specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": algorithm}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
+             {"type": "maxpool2d", "size": 2}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}]
+    model = Sequential.from_config(specs, (12, 12, 1), np.random.default_rng(0))
+    rng = np.random.default_rng(3)
+    for key, p in model.params().items():
+        if key.endswith(".b"):
+            p[...] = rng.normal(size=p.shape).astype(np.float32)
+    plan = Plan(model)
+    # the first conv (either algorithm) does its pool and the relu after it itself; the second,
+    # an im2col conv with an input gradient to give, pools apart and adds its bias after
+    assert [step.describe() for step in plan.evaluation_steps][:4] == [
+        f"layers 0, 2, 1: conv 5x5x1x6, {'im2col' if algorithm == 'im2col' else 'frequency-domain'} "
+        "+ max pool 2x2 + relu, fused",
+        "layer 3: conv 3x3x6x8, im2col, no bias", "layer 4: maxpool2d", "layer 3: its bias, after the pool"]
+    images = np.concatenate([(rng.random((5, 12, 12, 1)) > 0.6), rng.random((5, 12, 12, 1)) * 3]).astype(np.float32)
+    float32_close(plan.predict_logits(images), model.forward(images))
+
+
+def test_evaluation_chunks_fit_the_cache():
+    config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
+    lenet = Plan(Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"]))
+    small = Plan(Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2},
+                                         {"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1)))
+    assert lenet.eval_chunk() == 48 and small.eval_chunk() == 256
+    assert lenet.head_start() == 7 and small.head_start() == 2  # the dense layers
