@@ -11,15 +11,9 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .runs import read_json
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _alive(pid) -> bool:
@@ -64,7 +58,7 @@ def describe_run(path: Path) -> dict | None:
     """One run directory as a row, or None when ``path`` is not a run directory."""
     if not (path / "config.yaml").is_file() and not (path / "status.json").is_file():
         return None
-    status, summary = _read_json(path / "status.json"), _read_json(path / "summary.json")
+    status, summary = read_json(path / "status.json"), read_json(path / "summary.json")
     history = _metrics(path / "metrics.jsonl")
     try:
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
@@ -75,7 +69,7 @@ def describe_run(path: Path) -> dict | None:
         match = STAMP.search(path.name)
         if match:
             started = _dt.datetime.strptime(match.group(1), "%Y%m%d-%H%M%S").isoformat(timespec="seconds")
-    val = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
+    val_accs = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
     return {
         "run": path.name,
         "path": str(path),
@@ -83,7 +77,7 @@ def describe_run(path: Path) -> dict | None:
         "config": (status or {}).get("config") or (config.get("name") if isinstance(config, dict) else None),
         "epochs": len(history),
         "epochs_planned": (config or {}).get("train", {}).get("epochs") if isinstance(config, dict) else None,
-        "best_val_acc": (summary or {}).get("best_val_acc", max(val) if val else None),
+        "best_val_acc": (summary or {}).get("best_val_acc", max(val_accs) if val_accs else None),
         "test_acc": (summary or {}).get("test_acc"),
         "wall_seconds": (summary or {}).get("wall_seconds",
                                              round(sum(row.get("seconds", 0) for row in history), 2) or None),
@@ -97,4 +91,4 @@ def list_runs(folder="runs") -> list[dict]:
         raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
                          "folder that holds your run directories")
     rows = [row for child in folder.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
-    return sorted(rows, key=lambda r: (r["started"] or "", r["run"]))
+    return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))

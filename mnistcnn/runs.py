@@ -29,8 +29,34 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
 
-def versions() -> dict:
-    return {"python": platform.python_version(), "numpy": np.__version__, "mnistcnn": __version__}
+def versions(workers: int | None = None) -> dict:
+    """What produced a run: package versions, the CPU, the BLAS library and kernel, and the
+    trainer's worker count. The same machine and worker count reproduce a run exactly; another
+    CPU or BLAS kernel sums in another order and agrees only within float32 rounding."""
+    return {"python": platform.python_version(), "numpy": np.__version__, "mnistcnn": __version__,
+            "cpu": cpu_model(), "blas": blas_libraries(), "workers": workers}
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's marketing name (Linux's ``model name``), else what the platform module knows."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_libraries() -> list[dict]:
+    """The BLAS libraries NumPy runs on, with the kernel each chose for this CPU."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "version", "architecture", "num_threads")
+    return [{key: library.get(key) for key in keys} for library in threadpool_info()
+            if library.get("user_api") == "blas"]
 
 
 def check_run_name(name: str) -> str:
@@ -102,22 +128,37 @@ class RunDir:
     def write_json(self, name: str, data: dict) -> None:
         write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
-    def read_json(self, name: str) -> dict | None:
-        try:
-            return json.loads((self.path / name).read_text())
-        except (OSError, ValueError):
-            return None
+    def discard_partial_writes(self) -> None:
+        """Delete the temporary files of writes that never finished: a process killed mid-write
+        (SIGKILL, power cut) leaves its temp file beside the intact previous version."""
+        for partial in self.path.rglob(".*.tmp"):
+            partial.unlink(missing_ok=True)
 
     def set_status(self, status: str, **extra) -> None:
         """Rewrite status.json; when and from which config the run started carry over."""
         now = _dt.datetime.now().isoformat(timespec="seconds")
-        try:
-            previous = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = {}
-        kept = {k: previous[k] for k in ("started", "config") if isinstance(previous, dict) and k in previous}
+        previous = read_json(self.path / "status.json")
+        kept = {key: previous[key] for key in ("started", "config") if isinstance(previous, dict) and key in previous}
         self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
                                         "updated": now, **extra})
+
+
+def read_json(path: Path):
+    """A JSON file's content, or None when it is missing or unreadable (a run killed mid-way)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def output_folder(checkpoint, what: str = "") -> Path:
+    """Where files made from a checkpoint go: its run directory (subfolder ``what``), or, for a
+    checkpoint outside a run, its own folder (subfolder ``<stem>-<what>``)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name == "checkpoints":
+        run = checkpoint.parent.parent
+        return run / what if what else run
+    return checkpoint.parent / f"{checkpoint.stem}-{what}" if what else checkpoint.parent
 
 
 # -- checkpoints ----------------------------------------------------------------------
