@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -22,8 +20,7 @@ from rich.table import Table
 
 from . import __version__
 from . import config as cfg
-from .errors import MnistCnnError, NonFiniteError
-from .engine.fast.parallel import keep_freed_memory
+from .errors import MnistCnnError
 
 console = Console(highlight=False)
 
@@ -54,7 +51,6 @@ def handle_errors(command):
 @click.version_option(__version__, prog_name="mnistcnn")
 def main():
     """Train, evaluate and look inside convolutional networks on MNIST, in NumPy alone."""
-    keep_freed_memory()
 
 
 # -- rendering helpers --------------------------------------------------------------------
@@ -78,19 +74,16 @@ def model_table(model, title="model") -> Table:
 
 
 class TrainReporter:
-    """Trainer callbacks that draw a progress bar (or plain lines off a terminal) and log."""
+    """Trainer callbacks (``trainer.Callbacks``) that draw a progress bar, or plain lines off a
+    terminal, and keep train.log in the run directory."""
 
-    def __init__(self, quiet: bool, log_path: Path | None):
-        from .trainer import Callbacks  # noqa: F401  (the interface this class follows)
-
+    def __init__(self, quiet: bool):
         self.quiet = quiet
         self.interactive = console.is_terminal and not quiet
-        self.log_file = open(log_path, "a", encoding="utf-8") if log_path else None
+        self.log_file = None
         self.progress = None
         self.task = None
         self.epochs = 0
-        self.curves_path = log_path.parent / "curves.png" if log_path else None
-        self.history = []
 
     def log(self, message: str, show: bool = True) -> None:
         if self.log_file:
@@ -111,14 +104,22 @@ class TrainReporter:
                 self.log_file.close()
             self.log_file = None
 
+    def on_open(self, run, resumed):
+        self.log_file = open(run.log_path, "a", encoding="utf-8")
+        if resumed is None:
+            self.log(f"run directory: {run.path}")
+            return
+        planned, epochs = resumed["epochs"]
+        self.log(f"resuming {run.path} at epoch {resumed['from_epoch'] + 1}, batch {resumed['from_batch']}"
+                 + (f"; epochs {planned} -> {epochs}" if planned != epochs else ""))
+
     def on_start(self, trainer):
         self.epochs = trainer.epochs
-        d = trainer.data
-        self.log(f"data: {d.source} ({'verified MNIST' if d.verified else 'unverified'}); train {len(d.train_x)}, "
-                 f"validation {len(d.val_x)}, test {len(d.test_x)}")
+        data = trainer.data
+        self.log(f"data: {data.source} ({'verified MNIST' if data.verified else 'unverified'}); train "
+                 f"{len(data.train_x)}, validation {len(data.val_x)}, test {len(data.test_x)}")
 
     def on_epoch_start(self, epoch, batches, done):
-        self.batches = batches
         self.last_plain = done
         if self.interactive:
             self.progress = Progress(
@@ -169,28 +170,6 @@ def results_table(summary: dict, run_path) -> Table:
     return table
 
 
-class StopOnSignal:
-    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one aborts."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def handle(self, signum, frame):
-        if self.trainer.stop_signal is not None:
-            raise KeyboardInterrupt
-        self.trainer.request_stop(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 # -- train ------------------------------------------------------------------------------
 @main.command()
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(path_type=Path))
@@ -213,26 +192,11 @@ class StopOnSignal:
 def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, sets, print_config, dry_run, resume,
           quiet):
     """Train the model described by CONFIG (a YAML file) on MNIST."""
-    from .atomic import write_text
-    from .runs import RunDir, load_checkpoint
-    from .trainer import Interrupted, Trainer, prepare_data
+    from .trainer import prepare_data, train_run
 
     flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.optimizer.lr": lr, "train.seed": seed,
              "data.dir": str(data_dir) if data_dir else None, "name": name}
-    if resume:
-        run = RunDir.open(resume)
-        changed = [k for k, v in flags.items() if v is not None and k not in ("train.epochs", "data.dir")]
-        if changed or sets or config_path:
-            fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
-        config = cfg.load_config(run.path / "config.yaml", flags=flags)
-        source = str(run.path / "config.yaml")
-    else:
-        if config_path is None:
-            fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
-        config = cfg.load_config(config_path, sets, flags)
-        source = str(config_path)
-        from .runs import check_run_name
-        check_run_name(config["name"])
+    config, source, run = _train_config(config_path, resume, sets, flags)
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
@@ -242,73 +206,48 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if dry_run:
         return
     data = prepare_data(config, source=source)  # fails before anything is written
+    reporter = TrainReporter(quiet)
+    try:
+        outcome = train_run(config, data, reporter, runs_dir=runs_dir, resume=run, config_path=config_path,
+                            stop_on_signals=True)
+    finally:
+        reporter.close()
+    if outcome.summary is None:
+        _report_stop(outcome)
+    elif quiet:
+        summary = outcome.summary
+        click.echo(f"test accuracy {summary['test_acc']:.2%} (best val {summary['best_val_acc']:.2%}, "
+                   f"epoch {summary['best_epoch']}); run directory {outcome.run.path}")
+    else:
+        console.print(results_table(outcome.summary, outcome.run.path))
+
+
+def _train_config(config_path, resume, sets, flags):
+    """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
+    from .runs import RunDir, check_run_name
 
     if resume:
-        last = run.checkpoint("last")
-        arrays, meta = load_checkpoint(last)
-        reporter = TrainReporter(quiet, run.log_path)
-        trainer = Trainer(config, data, run, reporter)
-        trainer.restore(arrays, meta, last)
-        old_epochs = meta["config"]["train"]["epochs"]
-        trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
-                                     "epochs": [old_epochs, config["train"]["epochs"]],
-                                     "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        if old_epochs != config["train"]["epochs"]:
-            write_text(run.path / "config.yaml", cfg.dump(config))
-        reporter.log(f"resuming {run.path} at epoch {meta['epoch'] + 1}, batch {meta['iterator']['batch']}"
-                     + (f"; epochs {old_epochs} -> {config['train']['epochs']}"
-                        if old_epochs != config["train"]["epochs"] else ""))
+        run = RunDir.open(resume)
+        changed = [key for key, value in flags.items() if value is not None and key not in ("train.epochs", "data.dir")]
+        if changed or sets or config_path:
+            fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
+        source = run.path / "config.yaml"
+        return cfg.load_config(source, flags=flags), str(source), run
+    if config_path is None:
+        fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
+    config = cfg.load_config(config_path, sets, flags)
+    check_run_name(config["name"])
+    return config, str(config_path), None
+
+
+def _report_stop(outcome) -> None:
+    """A run stopped by a signal: where its checkpoint is, how to resume, and the shell's exit code."""
+    if outcome.checkpoint is not None:
+        click.echo(f"interrupted: checkpoint written to {outcome.checkpoint}", err=True)
     else:
-        run = RunDir.create(runs_dir, config["name"])
-        write_text(run.path / "config.yaml", cfg.dump(config))
-        reporter = TrainReporter(quiet, run.log_path)
-        trainer = Trainer(config, data, run, reporter)
-        reporter.log(f"run directory: {run.path}")
-
-    run.set_status("running", **({"config": str(config_path)} if config_path else {}))
-    try:
-        with StopOnSignal(trainer):
-            summary = trainer.fit()
-    except Interrupted as stop:
-        reporter.close()
-        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
-            run.set_status("interrupted", epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
-            _write_curves(trainer, run)
-        click.echo(f"interrupted: checkpoint written to {stop.checkpoint}", err=True)
-        click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
-        sys.exit(130 if stop.signum == signal.SIGINT else 143)
-    except KeyboardInterrupt:
-        reporter.close()
-        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
-            run.set_status("interrupted")
-        click.echo(f"aborted; the last checkpoint in {run.checkpoints} is intact", err=True)
-        click.echo(f"resume with: mnistcnn train --resume {run.path}", err=True)
-        sys.exit(130)
-    except NonFiniteError:
-        reporter.close()
-        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
-            run.set_status("failed", reason="non-finite")
-            _write_curves(trainer, run)
-        raise
-    except BaseException:
-        reporter.close()
-        with contextlib.suppress(MnistCnnError, OSError):  # a full disk must not mask the cause
-            run.set_status("failed")
-        raise
-    reporter.close()
-    run.set_status("finished")
-    _write_curves(trainer, run)
-    if quiet:
-        click.echo(f"test accuracy {summary['test_acc']:.2%} (best val {summary['best_val_acc']:.2%}, "
-                   f"epoch {summary['best_epoch']}); run directory {run.path}")
-    else:
-        console.print(results_table(summary, run.path))
-
-
-def _write_curves(trainer, run):
-    if trainer.history:
-        from .plots import training_curves
-        training_curves(trainer.history, run.path / "curves.png", trainer.config["name"])
+        click.echo(f"aborted; the last checkpoint in {outcome.run.checkpoints} is intact", err=True)
+    click.echo(f"resume with: mnistcnn train --resume {outcome.run.path}", err=True)
+    sys.exit(143 if outcome.signal == signal.SIGTERM else 130)
 
 
 # -- eval -------------------------------------------------------------------------------
@@ -330,50 +269,42 @@ def _json_out(data) -> None:
 def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
     """Score a trained model on a split: per class, with a confusion matrix."""
     from .evaluation import eval_target
-    from .plots import confusion_matrix, image_grid
-    from .runs import RunDir
 
-    result, extra, path = eval_target(target, split, which, data_dir, batch_size)
-    out_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    stem = f"eval-{split}-{path.stem}"
-    classes = result["classes"]
-    confusion = np.asarray(result["confusion"])
-    confusion_matrix(confusion, classes, out_dir / f"{stem}-confusion.png", f"{split} split, {path.name}")
-    worst = result["misclassified"]
-    if worst:
-        images = extra["images"][[m["index"] for m in worst]]
-        image_grid(images, [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
-                            for m in worst], out_dir / f"{stem}-misclassified.png",
-                   "most confidently misclassified (true->predicted)")
-    result["pictures"] = [str(out_dir / f"{stem}-confusion.png")] + (
-        [str(out_dir / f"{stem}-misclassified.png")] if worst else [])
-    RunDir(out_dir).write_json(f"{stem}.json", result)
+    result, report_path = eval_target(target, split, which, data_dir, batch_size)
     if as_json:
         _json_out(result)
         return
     line = (f"{split}: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f}, {result['images']:,} images, "
-            f"{result['images_per_s']:,.0f} img/s ({path})")
+            f"{result['images_per_s']:,.0f} img/s ({result['checkpoint']})")
     if quiet:
         click.echo(line)
         return
     console.print(line, markup=False, soft_wrap=True)
-    table = Table(title=f"per class ({split})")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="right")
-    for name, row in zip(classes, result["per_class"]):
+    console.print(per_class_table(result))
+    console.print(confusion_table(result))
+    console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", markup=False, soft_wrap=True)
+
+
+def per_class_table(result: dict) -> Table:
+    table = Table(title=f"per class ({result['split']})")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for name, row in zip(result["classes"], result["per_class"]):
         table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
                       fmt_int(row["support"]))
-    console.print(table)
-    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
-    matrix.add_column("")
-    for name in classes:
-        matrix.add_column(name, justify="right")
-    for name, row in zip(classes, confusion):
-        matrix.add_row(name, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "[dim]0[/]")
-                               for j, v in enumerate(row) for i in [classes.index(name)]])
-    console.print(matrix)
-    console.print(f"wrote {out_dir / (stem + '.json')} and pictures {', '.join(result['pictures'])}", markup=False,
-                  soft_wrap=True)
+    return table
+
+
+def confusion_table(result: dict) -> Table:
+    """Counts with the diagonal (correct) in bold and zeros dimmed."""
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in result["classes"]:
+        table.add_column(name, justify="right")
+    for true, (name, row) in enumerate(zip(result["classes"], result["confusion"])):
+        table.add_row(name, *[f"[bold]{count}[/]" if true == predicted else (str(count) if count else "[dim]0[/]")
+                              for predicted, count in enumerate(row)])
+    return table
 
 
 # -- predict and runs -------------------------------------------------------------------------
@@ -396,22 +327,22 @@ def predict(target, images, which, top, as_json):
     classes = cfg.class_names(meta["config"])
     results = predict_files(model, preprocess, list(images), classes, top)
     if as_json:
-        _json_out({"checkpoint": str(path), "predictions": [{k: v for k, v in r.items() if k != "image"}
-                                                            for r in results]})
+        _json_out({"checkpoint": str(path), "predictions": [{key: value for key, value in result.items()
+                                                             if key != "image"} for result in results]})
         return
     table = Table(title=f"predictions ({path})")
     table.add_column("image")
     table.add_column("prediction", justify="center")
     for rank in range(top):
         table.add_column(f"#{rank + 1}", justify="right")
-    for r in results:
-        table.add_row(r["path"], f"[bold]{r['prediction']}[/]",
-                      *[f"{t['class']} {t['probability']:.1%}" for t in r["top"]])
+    for result in results:
+        table.add_row(result["path"], f"[bold]{result['prediction']}[/]",
+                      *[f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]])
     console.print(table)
     if console.is_terminal:
-        for r in results:
-            console.print(f"{r['path']} as the model sees it:", markup=False)
-            console.print(half_block_preview(r["image"].astype(np.float64)))
+        for result in results:
+            console.print(f"{result['path']} as the model sees it:", markup=False)
+            console.print(half_block_preview(result["image"].astype(np.float64)))
 
 
 @main.command()
@@ -435,18 +366,18 @@ def runs(folder, as_json):
     wide = console.width >= 100
     table = Table(title=f"runs in {folder}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", no_wrap=True)
-    for col in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
-        table.add_column(col, justify="right" if col in ("epochs", "best val", "test", "time") else "left",
+    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
+        table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "time") else "left",
                          no_wrap=True)
-    for r in rows:
-        epochs = str(r["epochs"]) + (f"/{r['epochs_planned']}" if r["epochs_planned"] else "")
-        config = Path(r["config"]).stem if r["config"] else "-"  # configs/lenet.yaml -> lenet
-        started = (r["started"] or "-").replace("T", " ")[5:16]
-        table.add_row(r["run"], *((started, config) if wide else ()), epochs,
-                      f"{r['best_val_acc']:.2%}" if r["best_val_acc"] is not None else "-",
-                      f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-",
-                      _duration(r["wall_seconds"]),
-                      f"[{colours.get(r['status'], 'white')}]{r['status']}[/]")
+    for row in rows:
+        epochs = str(row["epochs"]) + (f"/{row['epochs_planned']}" if row["epochs_planned"] else "")
+        config = Path(row["config"]).stem if row["config"] else "-"  # configs/lenet.yaml -> lenet
+        started = (row["started"] or "-").replace("T", " ")[5:16]
+        table.add_row(row["run"], *((started, config) if wide else ()), epochs,
+                      f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
+                      f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
+                      _duration(row["wall_seconds"]),
+                      f"[{colours.get(row['status'], 'white')}]{row['status']}[/]")
     console.print(table)
 
 
@@ -491,66 +422,78 @@ def half_block_preview(image: np.ndarray, width: int = 28):
 @handle_errors
 def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images):
     """Run images through the model and show LAYER (an index or a name) from inside."""
-    from .layer_report import choose_split, inspect_layer, load_target, parse_indices, pictures
+    from .evaluation import split_arrays
+    from .layer_report import inspect_layer, load_target, parse_indices, pictures
 
     model, config, preprocess, data, default_out = load_target(target, data_dir)
     if list_layers or layer is None:
-        table = Table(title="layers")
-        for col in ("#", "name", "type", "output shape", "parameters"):
-            table.add_column(col)
-        for i, lay in enumerate(model.layers):
-            table.add_row(str(i), lay.name, lay.type_name, str(lay.output_shape), fmt_int(lay.num_params()))
-        if as_json:
-            _json_out([{"index": i, "name": lay.name, "type": lay.type_name, "output_shape": list(lay.output_shape)}
-                       for i, lay in enumerate(model.layers)])
-        else:
-            console.print(table)
+        _show_layers(model, as_json)
         return
     try:
-        i = model.layer_index(layer)
+        layer_index = model.layer_index(layer)
     except (IndexError, KeyError):
-        valid = ", ".join(f"{n}:{lay.name}" for n, lay in enumerate(model.layers))
+        valid = ", ".join(f"{number}:{each.name}" for number, each in enumerate(model.layers))
         fail(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their shapes)")
-    images, labels = choose_split(data, split)
+    images, labels = split_arrays(data, split)
     chosen = parse_indices(index, indices, len(images))
-    x = preprocess(images[chosen])
-    report = inspect_layer(model, i, x, labels[chosen], config["train"]["label_smoothing"])
-    written = [] if no_images else pictures(report, model.layers[i], out_dir or default_out)
+    report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
+                           config["train"]["label_smoothing"])
+    written = [] if no_images else pictures(report, model.layers[layer_index], out_dir or default_out)
     output = report.pop("_output")
     report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
-    report["pictures"] = [str(p) for p in written]
+    report["pictures"] = [str(path) for path in written]
     if as_json:
         _json_out(report)
         return
-    console.print(f"layer {i} [bold]{report['name']}[/] ({report['type']}): {report['config']}")
+    _show_layer_report(report, output)
+
+
+def _show_layers(model, as_json: bool) -> None:
+    if as_json:
+        _json_out([{"index": i, "name": layer.name, "type": layer.type_name, "output_shape": list(layer.output_shape)}
+                   for i, layer in enumerate(model.layers)])
+        return
+    table = Table(title="layers")
+    for column in ("#", "name", "type", "output shape", "parameters"):
+        table.add_column(column)
+    for i, layer in enumerate(model.layers):
+        table.add_row(str(i), layer.name, layer.type_name, str(layer.output_shape), fmt_int(layer.num_params()))
+    console.print(table)
+
+
+def _show_layer_report(report: dict, output: np.ndarray) -> None:
+    first, stop = report["images"]["indices"]
+    console.print(f"layer {report['index']} [bold]{report['name']}[/] ({report['type']}): {report['config']}")
     console.print(f"input {tuple(report['input_shape'])} -> output {tuple(report['output_shape'])}; images "
-                  f"{split}[{chosen[0]}:{chosen[-1] + 1}]")
+                  f"{report['images']['split']}[{first}:{stop}]")
     if report["params"]:
-        for k, v in report["params"].items():
-            console.print(f"  parameter {k}: shape {tuple(v['shape'])}, {fmt_int(v['count'])} values")
+        for key, param in report["params"].items():
+            console.print(f"  parameter {key}: shape {tuple(param['shape'])}, {fmt_int(param['count'])} values")
     else:
         console.print("  this layer has no parameters")
     table = Table(title="statistics")
-    for col in ("what", "mean", "std", "min", "max", "norm", "zeros"):
-        table.add_column(col, justify="right")
-    rows = [("output Z", report["forward"])] + [(k, v) for k, v in report["backward"].items() if v is not None]
-    for name, st in rows:
-        table.add_row(name, *(f"{st[k]:.4g}" for k in ("mean", "std", "min", "max", "norm")),
-                      f"{st['zero_fraction']:.1%}")
+    for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
+        table.add_column(column, justify="right")
+    rows = [("output Z", report["forward"])] + [(key, st) for key, st in report["backward"].items() if st is not None]
+    for name, stats in rows:
+        table.add_row(name, *(f"{stats[key]:.4g}" for key in ("mean", "std", "min", "max", "norm")),
+                      f"{stats['zero_fraction']:.1%}")
     console.print(table)
-    s = report["sample"]
-    console.print(f"Z[{','.join(map(str, s['index']))}] = {np.round(np.asarray(s['value']), 5).tolist()}", markup=False)
+    sample = report["sample"]
+    console.print(f"Z[{','.join(map(str, sample['index']))}] = {np.round(np.asarray(sample['value']), 5).tolist()}",
+                  markup=False)
     if "dead_channel_fraction" in report["forward"]:
         console.print(f"dead channels (zero for every image): {report['forward']['dead_channel_fraction']:.1%}")
-    for k, v in report["backward"].items():
-        if v is not None and "grad_to_weight_norm" in v:
-            ratio = v["grad_to_weight_norm"]
-            console.print(f"|{k}| / |{k[1:]}| = " + (f"{ratio:.3g}" if ratio is not None else f"n/a ({k[1:]} is all zeros)"))
+    for key, stats in report["backward"].items():
+        if stats is not None and "grad_to_weight_norm" in stats:
+            ratio = stats["grad_to_weight_norm"]
+            console.print(f"|{key}| / |{key[1:]}| = "
+                          + (f"{ratio:.3g}" if ratio is not None else f"n/a ({key[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
         from rich.columns import Columns
-        console.print(f"feature maps of image {chosen[0]} (first channels):")
+        console.print(f"feature maps of image {first} (first channels):")
         console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
-    for path in written:
+    for path in report["pictures"]:
         console.print(f"wrote {path}", markup=False, soft_wrap=True)
 
 

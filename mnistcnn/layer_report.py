@@ -12,9 +12,10 @@ import numpy as np
 from . import config as cfg
 from .data import Preprocess
 from .errors import UsageError
-from .evaluation import SPLITS, load_for_target, split_arrays
+from .evaluation import load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
+from .runs import output_folder
 from .trainer import prepare_data
 
 
@@ -30,14 +31,13 @@ def load_target(target, data_dir=None):
         preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
         return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
     model, meta, preprocess, data, path = load_for_target(target, "best", data_dir)
-    out = path.parent.parent / "inspect" if path.parent.name == "checkpoints" else path.parent / f"{path.stem}-inspect"
-    return model, meta["config"], preprocess, data, out
+    return model, meta["config"], preprocess, data, output_folder(path, "inspect")
 
 
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
     if indices:
         try:
-            lo, hi = (int(p) if p else None for p in indices.split(":"))
+            lo, hi = (int(part) if part else None for part in indices.split(":"))
         except ValueError:
             raise UsageError(f"--indices {indices!r}: expected START:STOP, e.g. 0:16") from None
         lo, hi = lo or 0, n if hi is None else hi
@@ -65,18 +65,10 @@ def sample_index(shape) -> tuple:
 def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, label_smoothing=0.0) -> dict:
     """Statistics of layer ``index`` for a float batch ``x`` with labels ``y``."""
     layer = model.layers[index]
-    out, _ = model.forward(x, training=False, upto=index)
-    # backward through the loss needs training-mode caches; dropout's mask is fixed by a seed and
-    # batchnorm's running statistics are left alone (commit=False)
-    logits, caches = model.forward(x, training=True, rng=np.random.default_rng(0), commit=False)
-    _, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
-    grads, dx = model.backward(dlogits, caches, stop=index)
-    if dx is None and index == 0:  # the first layer skips its input gradient in training; compute it here
-        layer.needs_input_grad = True
-        try:
-            grads, dx = model.backward(dlogits, caches, stop=index)
-        finally:
-            layer.needs_input_grad = False
+    out = x
+    for each in model.layers[:index + 1]:
+        out, _ = each.forward_pass(out, training=False)
+    dx, grads = _backward_to(model, index, x, y, label_smoothing)
     report = {
         "index": index, "name": layer.name, "type": layer.type_name, "config": layer.get_config(),
         "input_shape": [len(x)] + list(layer.input_shape), "output_shape": list(out.shape),
@@ -89,16 +81,37 @@ def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, l
     if out.ndim == 4:  # dead units: channels that are zero for every chosen image and pixel
         report["forward"]["dead_channel_fraction"] = float(np.mean(np.all(out == 0, axis=(0, 1, 2))))
         report["forward"]["zero_fraction_per_channel"] = np.mean(out == 0, axis=(0, 1, 2)).round(4).tolist()
-    for key, p in layer.params.items():
-        g = grads[f"{index}.{key}"]
-        gs = _stats(g)
+    for key, param in layer.params.items():
+        grad_stats = _stats(grads[key])
         # the update's scale against the weights'; None for an all-zero parameter (a fresh
         # model's biases), where the ratio would only measure the guard against dividing by 0
-        weight_norm = float(np.linalg.norm(p.astype(np.float64)))
-        gs["grad_to_weight_norm"] = gs["norm"] / weight_norm if weight_norm > 0 else None
-        report["backward"][f"d{key}"] = gs
+        weight_norm = float(np.linalg.norm(param.astype(np.float64)))
+        grad_stats["grad_to_weight_norm"] = grad_stats["norm"] / weight_norm if weight_norm > 0 else None
+        report["backward"][f"d{key}"] = grad_stats
     report["_output"] = out  # arrays for pictures; not part of the JSON
     return report
+
+
+def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
+    """``(dA_prev, parameter gradients)`` of layer ``index`` for one training step on ``x``.
+
+    The layers' stateless passes leave the model as it was: batchnorm's running statistics are
+    not updated, and dropout's masks come from a fixed seed."""
+    rng = np.random.default_rng(0)
+    out, caches = x, []
+    for layer in model.layers:
+        out, cache = layer.forward_pass(out, training=True, rng=rng)
+        caches.append(cache)
+    _, dout, _ = softmax_cross_entropy(out, y, label_smoothing)
+    target = model.layers[index]
+    needs_input_grad = target.needs_input_grad
+    target.needs_input_grad = True  # the first layer skips its input gradient in training
+    try:
+        for i in range(len(model.layers) - 1, index - 1, -1):
+            dout, grads = model.layers[i].backward_pass(dout, caches[i])
+    finally:
+        target.needs_input_grad = needs_input_grad
+    return dout, grads
 
 
 def pictures(report: dict, layer, out_dir: Path, image: int = 0) -> list[Path]:
@@ -126,10 +139,4 @@ def pictures(report: dict, layer, out_dir: Path, image: int = 0) -> list[Path]:
     plots.histogram(out, path, f"{report['name']}: activations")
     written.append(path)
     return written
-
-
-def choose_split(data, split: str):
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    return split_arrays(data, split)
 
