@@ -1,10 +1,14 @@
+import gzip
 import os
+import shutil
+import struct
 import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))  # tests/engine imports gradcheck from here
 
 # Two float32 computations of the same sums in another order (another GEMM shape, another thread
 # split, another CPU's BLAS kernel) differ by rounding alone: a sum of n products by about
@@ -27,3 +31,141 @@ def assert_float32_close(actual, expected, rtol=FLOAT32_RTOL, what=""):
 @pytest.fixture(scope="session")
 def float32_close():
     return assert_float32_close
+
+
+# -- the command line -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("train", path, ...)``: the mnistcnn command in this process (arguments made strings)."""
+    from mnistcnn.cli import main
+
+    return lambda *args: CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="session")
+def mnistcnn_command():
+    """The installed command, for tests that need a real process (signals, two runs at once)."""
+    exe = shutil.which("mnistcnn")
+    return [exe] if exe else [sys.executable, "-m", "mnistcnn.cli"]
+
+
+# -- a small config and its runs ----------------------------------------------------------------
+SMALL = """name: small
+data:
+  validation: 1000
+  train_limit: {limit}
+model:
+  layers:
+    - {{type: conv2d, filters: 8, kernel: 5, padding: 2}}
+    - {{type: relu}}
+    - {{type: maxpool2d, size: 2}}
+    - {{type: conv2d, filters: 16, kernel: 3, padding: 1}}
+    - {{type: batchnorm}}
+    - {{type: relu}}
+    - {{type: maxpool2d, size: 2}}
+    - {{type: flatten}}
+    - {{type: dropout, rate: 0.1}}
+    - {{type: dense, units: 10}}
+train:
+  epochs: {epochs}
+  batch_size: {batch}
+  optimizer: {{type: adam, lr: 0.003}}
+  schedule: {{type: step, step_epochs: 1, gamma: 0.5, warmup_epochs: 0.2}}
+"""
+
+
+@pytest.fixture(scope="session")
+def write_config():
+    """``write_config(folder, limit, epochs, batch)``: a small CNN's config file (every layer type
+    the trainer uses), trained on the first ``limit`` MNIST images."""
+
+    def write(folder, limit=3000, epochs=2, batch=32, name="small.yaml"):
+        path = folder / name
+        path.write_text(SMALL.format(limit=limit, epochs=epochs, batch=batch))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def only_run():
+    """The one run directory in a runs folder."""
+
+    def find(runs):
+        found = [path for path in runs.iterdir() if path.is_dir()]
+        assert len(found) == 1, found
+        return found[0]
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def weights():
+    """A checkpoint's parameters and buffers (no optimiser state)."""
+    from mnistcnn.runs import load_checkpoint
+
+    def read(path):
+        arrays, _ = load_checkpoint(path)
+        return {key: value for key, value in arrays.items() if key.startswith(("param.", "buffer."))}
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cli, write_config, only_run):
+    """One short real training run (the small config, 2 epochs on 3,000 images) that every test
+    reading a run shares: ``(run directory, what the command printed)``."""
+    folder = tmp_path_factory.mktemp("trained")
+    result = cli("train", write_config(folder), "--runs-dir", folder / "runs")
+    assert result.exit_code == 0, result.output
+    return only_run(folder / "runs"), result.output
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained):
+    """The shared run's directory. Tests read it; a test that changes files copies it first."""
+    return trained[0]
+
+
+# -- synthetic IDX files -----------------------------------------------------------------------
+def _idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def _write_idx(path, array, gz=False, type_code=0x08):
+    data = _idx_bytes(np.asarray(array), type_code)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def idx_bytes():
+    """``idx_bytes(array, type_code=0x08)``: an IDX file's bytes."""
+    return _idx_bytes
+
+
+@pytest.fixture(scope="session")
+def write_idx():
+    """``write_idx(path, array, gz=False, type_code=0x08)``: an IDX file, gzipped or not."""
+    return _write_idx
+
+
+@pytest.fixture(scope="session")
+def make_folder():
+    """``make_folder(folder, n_train, n_test, size, gz, seed, naming)``: a tiny MNIST-layout folder
+    of random images (labels random too), named with dashes or dots."""
+
+    def make(folder, n_train=200, n_test=50, size=28, gz=True, seed=0, naming="dash"):
+        rng = np.random.default_rng(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        separator = "-" if naming == "dash" else "."
+        for stem, count in (("train", n_train), ("t10k", n_test)):
+            labels = rng.integers(0, 10, count).astype(np.uint8)
+            images = rng.integers(0, 40, (count, size, size)).astype(np.uint8)
+            extension = ".gz" if gz else ""
+            _write_idx(folder / f"{stem}-images{separator}idx3-ubyte{extension}", images, gz)
+            _write_idx(folder / f"{stem}-labels{separator}idx1-ubyte{extension}", labels, gz)
+        return folder
+
+    return make

@@ -4,21 +4,15 @@ import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mnistcnn.cli import main
 from mnistcnn.errors import CheckpointError
 from mnistcnn.runs import load_checkpoint, save_checkpoint
-from test_train import only_run, write_config
 
 
 @pytest.fixture(scope="module")
-def best(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ckpt")
-    assert CliRunner().invoke(main, ["train", str(write_config(tmp, limit=500, epochs=1)), "--runs-dir",
-                                     str(tmp / "runs"), "--quiet"]).exit_code == 0
-    return only_run(tmp / "runs") / "checkpoints" / "best.npz"
+def best(trained_run):
+    return trained_run / "checkpoints" / "best.npz"
 
 
 def damaged(tmp_path, best, kind):
@@ -48,8 +42,8 @@ def damaged(tmp_path, best, kind):
                                           ("not-zip", "not a .npz"), ("object", "object array"),
                                           ("tampered", "fails its SHA-256 check"),
                                           ("wrong-shape", "comes from another config")])
-def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message):
-    result = CliRunner().invoke(main, ["eval", str(damaged(tmp_path, best, kind))])
+def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, cli):
+    result = cli("eval", damaged(tmp_path, best, kind))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -105,3 +99,14 @@ def test_random_zip_members_give_only_checkpoint_errors(tmp_path, blob, seed):
         z.writestr("x.npy", np.random.default_rng(seed).bytes(seed % 200))
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_a_write_cut_short_leaves_a_temp_file_that_resume_discards(tmp_path):
+    from mnistcnn.runs import RunDir
+
+    run = RunDir.create(tmp_path, "cut")
+    (run.checkpoints / "last.npz").write_bytes(b"the intact previous version")
+    (run.checkpoints / ".last.npz.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    (run.path / ".metrics.csv.x.tmp").write_text("epoch,")
+    run.discard_partial_writes()
+    assert sorted(p.name for p in run.path.rglob("*") if p.is_file()) == ["last.npz"]

@@ -2,10 +2,8 @@
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from mnistcnn import config as cfg
-from mnistcnn.cli import main
 from mnistcnn.errors import ConfigError
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
@@ -51,12 +49,12 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_config_errors_name_file_and_key_and_write_nothing(tmp_path, case):
+def test_config_errors_name_file_and_key_and_write_nothing(tmp_path, case, cli):
     text, message = BAD[case]
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     runs = tmp_path / "runs"
-    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(runs)])
+    result = cli("train", str(path), "--runs-dir", str(runs))
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert str(path) in result.output or case == "bad name"
@@ -65,16 +63,16 @@ def test_config_errors_name_file_and_key_and_write_nothing(tmp_path, case):
     assert not runs.exists()
 
 
-def test_missing_config_file(tmp_path):
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "nope.yaml")])
+def test_missing_config_file(tmp_path, cli):
+    result = cli("train", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2 and "config file not found" in result.output
 
 
-def test_name_flag_cannot_escape_runs(tmp_path):
+def test_name_flag_cannot_escape_runs(tmp_path, cli):
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
     for name in ["../x", "a/b", "..", "/abs"]:
-        result = CliRunner().invoke(main, ["train", str(path), "--name", name, "--runs-dir", str(tmp_path / "r")])
+        result = cli("train", str(path), "--name", name, "--runs-dir", str(tmp_path / "r"))
         assert result.exit_code == 2 and "run name" in result.output
     assert not (tmp_path / "r").exists()
 
@@ -91,18 +89,18 @@ def test_defaults_and_overrides(tmp_path):
         cfg.load_config(path, ["train.epoch=3"])
 
 
-def test_print_config_is_the_resolved_config(tmp_path):
+def test_print_config_is_the_resolved_config(tmp_path, cli):
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
-    result = CliRunner().invoke(main, ["train", str(path), "--print-config", "--lr", "0.3"])
+    result = cli("train", str(path), "--print-config", "--lr", "0.3")
     assert result.exit_code == 0
     resolved = cfg.parse_yaml(result.output, "out")
     assert resolved == cfg.validate(resolved) and resolved["train"]["optimizer"]["lr"] == 0.3
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_config_passes_dry_run(path, tmp_path):
-    result = CliRunner().invoke(main, ["train", str(path), "--dry-run", "--runs-dir", str(tmp_path / "r")])
+def test_every_shipped_config_passes_dry_run(path, tmp_path, cli):
+    result = cli("train", str(path), "--dry-run", "--runs-dir", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "total" in result.output and not (tmp_path / "r").exists()
 
@@ -113,9 +111,11 @@ def test_shipped_configs_exist():
 
 @pytest.mark.parametrize("choice", ["im2col", "fft-gemm"])
 def test_model_conv_algorithm_applies_where_it_can(choice):
+    from mnistcnn.trainer import fast_plan
+
     root = Path(__file__).parent.parent / "configs"
     notebook = cfg.load_config(root / "notebook.yaml", [f"model.conv_algorithm={choice}"])
-    # the notebook's stride-2 conv cannot run in the frequency domain: it keeps auto, not an error
-    assert notebook["model"]["layers"][0].get("algorithm", "auto") == ("im2col" if choice == "im2col" else "auto")
+    # the notebook's stride-2 conv cannot run in the frequency domain: it takes im2col, not an error
+    assert fast_plan(cfg.check_model(notebook), notebook).methods[0] == "im2col"
     lenet = cfg.load_config(root / "lenet.yaml", [f"model.conv_algorithm={choice}"])
-    assert [s["algorithm"] for s in lenet["model"]["layers"] if s["type"] == "conv2d"] == [choice, choice]
+    assert list(fast_plan(cfg.check_model(lenet), lenet).methods.values()) == [choice, choice]

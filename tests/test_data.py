@@ -8,7 +8,6 @@ from mnistcnn.augment import Augment, affine_resample
 from mnistcnn.data import (MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS, BatchIterator, Preprocess, load_dataset,
                            read_idx, split_indices)
 from mnistcnn.errors import DataError
-from helpers import idx_bytes, make_folder, write_idx
 
 
 @pytest.fixture(scope="module")
@@ -45,46 +44,42 @@ def test_random_split_is_stratified_reproducible_and_disjoint(mnist):
 
 @pytest.mark.parametrize("gz", [True, False])
 @pytest.mark.parametrize("naming", ["dash", "dot"])
-def test_any_idx_folder_in_either_naming(tmp_path, gz, naming):
+def test_any_idx_folder_in_either_naming(tmp_path, gz, naming, make_folder):
     make_folder(tmp_path, gz=gz, naming=naming)
     data = load_dataset(tmp_path)
     assert not data.verified and data.train_images.shape == (200, 28, 28, 1)
 
 
-def test_other_image_sizes(tmp_path):
+def test_other_image_sizes(tmp_path, make_folder):
     make_folder(tmp_path, size=32)
     assert load_dataset(tmp_path).image_shape == (32, 32, 1)
 
 
-def _corrupt(tmp_path, name, data):
-    make_folder(tmp_path, gz=False)
-    (tmp_path / name).write_bytes(data)
-    return tmp_path / name
-
-
 IMAGES = np.zeros((200, 28, 28), np.uint8)
-CORRUPTIONS = {
-    "magic": (b"\x01\x02\x08\x03" + idx_bytes(IMAGES)[4:], "magic number"),
-    "type": (idx_bytes(IMAGES, type_code=0x0D), "element type 0x0d"),
-    "ndim": (idx_bytes(np.zeros((200, 784), np.uint8)), "has 2 dimensions, expected 3"),
-    "truncated": (idx_bytes(IMAGES)[:-100], "truncated"),
-    "padded": (idx_bytes(IMAGES) + b"\x00" * 7, "padded"),
-    "header": (b"\x00\x00\x08\x03\x00", "truncated inside its header"),
-    "empty": (b"", "too short"),
-    "count": (idx_bytes(np.zeros((150, 28, 28), np.uint8)), "150 images but"),
+CORRUPTIONS = {  # each: the file's bytes made from idx_bytes, and the words its error must hold
+    "magic": (lambda idx_bytes: b"\x01\x02\x08\x03" + idx_bytes(IMAGES)[4:], "magic number"),
+    "type": (lambda idx_bytes: idx_bytes(IMAGES, type_code=0x0D), "element type 0x0d"),
+    "ndim": (lambda idx_bytes: idx_bytes(np.zeros((200, 784), np.uint8)), "has 2 dimensions, expected 3"),
+    "truncated": (lambda idx_bytes: idx_bytes(IMAGES)[:-100], "truncated"),
+    "padded": (lambda idx_bytes: idx_bytes(IMAGES) + b"\x00" * 7, "padded"),
+    "header": (lambda idx_bytes: b"\x00\x00\x08\x03\x00", "truncated inside its header"),
+    "empty": (lambda idx_bytes: b"", "too short"),
+    "count": (lambda idx_bytes: idx_bytes(np.zeros((150, 28, 28), np.uint8)), "150 images but"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
-def test_each_corruption_has_its_own_error_naming_the_file(tmp_path, kind):
-    data, message = CORRUPTIONS[kind]
-    path = _corrupt(tmp_path, "train-images-idx3-ubyte", data)
+def test_each_corruption_has_its_own_error_naming_the_file(tmp_path, kind, idx_bytes, make_folder):
+    make_bytes, message = CORRUPTIONS[kind]
+    make_folder(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(make_bytes(idx_bytes))
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path)
     assert str(path) in str(err.value) and message in str(err.value)
 
 
-def test_labels_outside_the_classes(tmp_path):
+def test_labels_outside_the_classes(tmp_path, make_folder, write_idx):
     make_folder(tmp_path, gz=False)
     labels = np.full(50, 3, np.uint8)
     labels[17] = 12
@@ -93,7 +88,7 @@ def test_labels_outside_the_classes(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_truncated_and_garbage_gzip(tmp_path):
+def test_truncated_and_garbage_gzip(tmp_path, make_folder):
     make_folder(tmp_path, gz=True)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-500])
@@ -104,7 +99,7 @@ def test_truncated_and_garbage_gzip(tmp_path):
         read_idx(path)
 
 
-def test_missing_folder_and_missing_file(tmp_path):
+def test_missing_folder_and_missing_file(tmp_path, make_folder):
     with pytest.raises(DataError, match="data folder not found"):
         load_dataset(tmp_path / "nope")
     make_folder(tmp_path)
@@ -113,7 +108,7 @@ def test_missing_folder_and_missing_file(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_checksum_mismatch_names_file_both_sums_and_the_fix(tmp_path):
+def test_checksum_mismatch_names_file_both_sums_and_the_fix(tmp_path, make_folder):
     make_folder(tmp_path)
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, verify=True)
@@ -166,7 +161,7 @@ def test_augmentation_is_seeded_and_identity_without_change():
     assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
 
 
-def test_loading_is_streamed_into_one_buffer(tmp_path):
+def test_loading_is_streamed_into_one_buffer(tmp_path, write_idx):
     path = write_idx(tmp_path / "x-idx3-ubyte.gz", np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256, gz=True)
     array, digest = read_idx(path, 3, want_sha256=True)
     import hashlib

@@ -1,29 +1,23 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
+import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from mnistcnn.cli import main
-from mnistcnn.layer_report import inspect_layer, load_target
-from mnistcnn.engine.losses import softmax_cross_entropy
-from test_train import only_run, write_config
+from mnistcnn.layer_report import load_target
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A copy of the shared run: eval and inspect-layer write files into it."""
+    copy = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, copy)
+    return copy
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evalrun")
-    assert cli("train", write_config(tmp, epochs=1), "--runs-dir", tmp / "runs", "--quiet").exit_code == 0
-    return only_run(tmp / "runs")
-
-
-def test_eval_agrees_with_the_run_summary(run):
+def test_eval_agrees_with_the_run_summary(run, cli):
     result = cli("eval", run, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -37,7 +31,7 @@ def test_eval_agrees_with_the_run_summary(run):
         assert Image.open(picture).size[0] > 300
 
 
-def test_eval_table_and_other_splits(run):
+def test_eval_table_and_other_splits(run, cli):
     result = cli("eval", run, "--split", "validation", "--checkpoint", "last")
     assert result.exit_code == 0 and "confusion matrix" in result.output and "precision" in result.output
     assert (run / "eval-validation-last.json").is_file()
@@ -45,7 +39,7 @@ def test_eval_table_and_other_splits(run):
     assert result.exit_code == 0 and result.output.startswith("test: accuracy")
 
 
-def test_eval_errors(run, tmp_path):
+def test_eval_errors(tmp_path, cli):
     output = cli("eval", tmp_path / "nope").output
     assert "nope: no such run directory or checkpoint" in output and "`mnistcnn runs` lists the runs" in output
     empty = tmp_path / "r"
@@ -63,9 +57,12 @@ LAYER_TYPES = ["conv2d", "relu", "maxpool2d", "batchnorm", "flatten", "dropout",
 
 
 @pytest.mark.parametrize("source", ["run", "config"])
-def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source):
+def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source, cli, write_config):
     target = run if source == "run" else write_config(tmp_path)
     model, config, preprocess, data, _ = load_target(target)
+    x, y = preprocess(data.val_x[:8]), data.val_y[:8]
+    # the engine's own training step, on a second copy (it moves batchnorm's running statistics)
+    _, _, grads = load_target(target)[0].loss_and_gradients(x, y, np.random.default_rng(0))
     seen = set()
     for index, layer in enumerate(model.layers):
         if layer.type_name in seen:
@@ -75,14 +72,12 @@ def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source):
         result = cli("inspect-layer", target, index, "--indices", "0:8", "--json", "--out", out_dir)
         assert result.exit_code == 0, result.output
         report = json.loads(result.output)
-        x = preprocess(data.val_x[:8])
-        out, _ = model.forward(x, upto=index)
+        out = x
+        for each in model.layers[:index + 1]:
+            out = each.forward(out)
         assert report["output_shape"] == list(out.shape)
         assert report["forward"]["mean"] == pytest.approx(float(out.astype(np.float64).mean()), rel=1e-6, abs=1e-9)
         assert report["forward"]["max"] == pytest.approx(float(out.max()))
-        logits, caches = model.forward(x, training=True, rng=np.random.default_rng(0), commit=False)
-        _, dlogits, _ = softmax_cross_entropy(logits, data.val_y[:8])
-        grads, _ = model.backward(dlogits, caches, stop=index)
         for key in layer.params:
             assert report["backward"][f"d{key}"]["mean"] == pytest.approx(
                 float(grads[f"{index}.{key}"].astype(np.float64).mean()), rel=1e-6, abs=1e-12)
@@ -95,14 +90,14 @@ def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source):
     assert seen == set(LAYER_TYPES)
 
 
-def test_inspect_list_and_plain_output(run):
+def test_inspect_list_and_plain_output(run, cli):
     result = cli("inspect-layer", run, "--list")
     assert result.exit_code == 0 and "0_conv2d" in result.output
     result = cli("inspect-layer", run, "2_maxpool2d", "--no-images")
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
 
 
-def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path):
+def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_config):
     # a fresh model's biases are all zero: |db| / |b| has no meaning there, and used to print as
     # 1e+11 (divided by a guard value); the weights' ratio is still |dW| / |W|
     target = write_config(tmp_path)
@@ -119,7 +114,8 @@ def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path):
     assert "|dW| / |W| = " in result.output and "e+" not in result.output.split("|dW| / |W| = ")[1].split()[0]
 
 
-def test_inspect_errors(run, tmp_path):
+def test_inspect_errors(trained_run, tmp_path, cli):
+    run = trained_run
     result = cli("inspect-layer", run, "42")
     assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output
     assert "--list" in result.output
@@ -131,7 +127,7 @@ def test_inspect_errors(run, tmp_path):
     assert result.exit_code == 2 and "no such run directory" in result.output
 
 
-def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path):
+def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli):
     out = tmp_path / "aug.png"
     config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "best.yaml"
     result = cli("inspect-data", config, "--count", "8", "--out", out)

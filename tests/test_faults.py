@@ -4,25 +4,16 @@ import errno
 import json
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mnistcnn import config as cfg
-from mnistcnn.cli import main
 from mnistcnn.data import read_idx
 from mnistcnn.errors import ConfigError, DataError
 from mnistcnn.runs import load_checkpoint
-from helpers import idx_bytes
-from test_train import mnistcnn_command, only_run, write_config
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _file_behind(fd: int) -> str:
@@ -54,7 +45,8 @@ def leftovers(run):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
 def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
-                                                                                        code, words):
+                                                                                        code, words, cli,
+                                                                                        write_config, only_run):
     disk = FailingDisk(code, after=1)  # the checkpoint at the start succeeds, the one after epoch 1 does not
     monkeypatch.setattr(os, "fsync", disk)
     result = cli("train", write_config(tmp_path, limit=300, epochs=2), "--runs-dir", tmp_path / "runs", "--quiet")
@@ -70,7 +62,7 @@ def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_che
     assert disk.failed  # the fault really happened
 
 
-def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch):
+def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):
     import tempfile
 
     def refuse(*args, **kwargs):
@@ -85,22 +77,23 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch):
     assert leftovers(run) == [] and not (run / "checkpoints" / "last.npz").exists()
 
 
-def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path):
+def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,
+                                                                         mnistcnn_command):
     config = write_config(tmp_path, limit=200, epochs=1)
     runs = tmp_path / "runs"
-    procs = [subprocess.Popen(mnistcnn_command() + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
+    procs = [subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     dirs = sorted(p for p in runs.iterdir() if p.is_dir())
     assert len(dirs) == 2
-    for d in dirs:
-        assert json.loads((d / "summary.json").read_text())["status"] == "finished"
-        load_checkpoint(d / "checkpoints" / "best.npz")
-    assert {out.strip().rsplit(" ", 1)[-1] for out, _ in outputs} == {str(d) for d in dirs}
+    for run in dirs:
+        assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+        load_checkpoint(run / "checkpoints" / "best.npz")
+    assert {out.strip().rsplit(" ", 1)[-1] for out, _ in outputs} == {str(run) for run in dirs}
 
 
-def test_an_empty_data_folder(tmp_path):
+def test_an_empty_data_folder(tmp_path, cli, write_config):
     empty = tmp_path / "data"
     empty.mkdir()
     result = cli("train", write_config(tmp_path, epochs=1), "--runs-dir", tmp_path / "runs", "--data-dir", empty)
@@ -118,9 +111,11 @@ def test_random_bytes_as_an_idx_file(tmp_path, blob, gz):
     path = tmp_path / ("f.gz" if gz else "f")
     path.write_bytes(gzip.compress(blob) if gz else blob)
     try:
-        read_idx(path)
-    except DataError:
-        pass
+        array = read_idx(path)
+    except DataError as err:
+        assert str(path) in str(err)
+        return
+    assert array.dtype == np.uint8  # IDX type 0x08 is the only one MNIST needs and read_idx accepts
 
 
 @st.composite
@@ -145,7 +140,7 @@ def test_random_idx_headers(tmp_path, blob, ndim):
     assert array.dtype == np.uint8 and (ndim is None or array.ndim == ndim)
 
 
-def test_a_valid_idx_round_trips(tmp_path):
+def test_a_valid_idx_round_trips(tmp_path, idx_bytes):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "ok").write_bytes(idx_bytes(array))
     np.testing.assert_array_equal(read_idx(tmp_path / "ok", expected_ndim=3), array)
@@ -176,12 +171,12 @@ def configs(draw):
 @settings(max_examples=250, deadline=3000)
 @given(configs())
 def test_random_configs_give_config_errors_only(raw):
-    start = time.perf_counter()
     try:
-        cfg.validate(raw, "fuzz.yaml")
+        config = cfg.validate(raw, "fuzz.yaml")
     except ConfigError as err:
         assert str(err).startswith("fuzz.yaml")
-    assert time.perf_counter() - start < 2.0
+        return
+    assert cfg.validate(config, "again.yaml") == config  # what passes is complete: validating it changes nothing
 
 
 @settings(max_examples=150, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -190,6 +185,8 @@ def test_random_yaml_text_gives_config_errors_only(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
     try:
-        cfg.load_config(path)
+        config = cfg.load_config(path)
     except ConfigError as err:
         assert str(path) in str(err)
+        return
+    assert cfg.validate(config) == config

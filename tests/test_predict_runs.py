@@ -5,20 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from mnistcnn.cli import main
 from mnistcnn.data import load_dataset
 from mnistcnn.predict import mnist_style, read_grey
 from mnistcnn.runs import RunDir
 from mnistcnn.trainer import load_model
-from test_eval_inspect import run  # noqa: F401  (the short real training run)
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
 
 @pytest.fixture(scope="module")
 def test_images():
@@ -31,7 +23,8 @@ def engine_predictions(run_dir, images):
     return model.predict_logits(images[..., None] if images.ndim == 3 else images, 256, preprocess)
 
 
-def test_mnist_pngs_get_the_same_predictions_as_eval(run, test_images, tmp_path):
+def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_images, tmp_path, cli):
+    run = trained_run
     images, _ = test_images
     paths = []
     for i, image in enumerate(images):
@@ -48,7 +41,8 @@ def test_mnist_pngs_get_the_same_predictions_as_eval(run, test_images, tmp_path)
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
 
 
-def test_a_large_light_background_photo_is_normalised_like_mnist(run, test_images, tmp_path, monkeypatch):
+def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_images, tmp_path, monkeypatch, cli):
+    run = trained_run
     monkeypatch.chdir(tmp_path)  # short relative paths keep the table's columns wide in an 80-column test
     images, _ = test_images
     logits = engine_predictions(run, images)
@@ -68,7 +62,8 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(run, test_image
     assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
 
 
-def test_predict_errors(run, tmp_path):
+def test_predict_errors(trained_run, tmp_path, cli):
+    run = trained_run
     text = tmp_path / "notes.png"
     text.write_text("this is not a picture")
     result = cli("predict", run, text)
@@ -83,18 +78,19 @@ def test_predict_errors(run, tmp_path):
     assert result.exit_code == 2 and "no such run directory" in result.output
 
 
-def test_runs_table_reports_each_state(run, tmp_path):
+def test_runs_table_reports_each_state(trained_run, tmp_path, cli):
+    run = trained_run
     folder = tmp_path / "runs"
     shutil.copytree(run, folder / run.name)
     for name, status in (("a-20260101-000000", {"status": "interrupted", "pid": 1}),
                          ("b-20260101-000001", {"status": "failed", "pid": 1}),
                          ("c-20260101-000002", {"status": "running", "pid": os.getpid()}),
                          ("d-20260101-000003", {"status": "running", "pid": 2**22 + 12345})):  # no such process
-        d = RunDir(folder / name)
-        d.path.mkdir()
-        (d.path / "config.yaml").write_text("name: x\ntrain: {epochs: 4}\n")
-        (d.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
-        d.write_json("status.json", status)
+        fake = RunDir(folder / name)
+        fake.path.mkdir()
+        (fake.path / "config.yaml").write_text("name: x\ntrain: {epochs: 4}\n")
+        (fake.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
+        fake.write_json("status.json", status)
     (folder / "not-a-run").mkdir()
     result = cli("runs", folder, "--json")
     assert result.exit_code == 0, result.output

@@ -1,82 +1,30 @@
 """mnistcnn train end to end on real MNIST: files, determinism, resume, signals, faults."""
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from mnistcnn.cli import main
 from mnistcnn.runs import load_checkpoint
-
-SMALL = """name: small
-data:
-  validation: 1000
-  train_limit: {limit}
-model:
-  layers:
-    - {{type: conv2d, filters: 8, kernel: 5, padding: 2}}
-    - {{type: relu}}
-    - {{type: maxpool2d, size: 2}}
-    - {{type: conv2d, filters: 16, kernel: 3, padding: 1}}
-    - {{type: batchnorm}}
-    - {{type: relu}}
-    - {{type: maxpool2d, size: 2}}
-    - {{type: flatten}}
-    - {{type: dropout, rate: 0.1}}
-    - {{type: dense, units: 10}}
-train:
-  epochs: {epochs}
-  batch_size: {batch}
-  optimizer: {{type: adam, lr: 0.003}}
-  schedule: {{type: step, step_epochs: 1, gamma: 0.5, warmup_epochs: 0.2}}
-"""
-
-
-def write_config(tmp_path, limit=3000, epochs=2, batch=32, name="small.yaml"):
-    path = tmp_path / name
-    path.write_text(SMALL.format(limit=limit, epochs=epochs, batch=batch))
-    return path
-
-
-def only_run(runs):
-    found = [p for p in runs.iterdir() if p.is_dir()]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def weights(path):
-    arrays, _ = load_checkpoint(path)
-    return {k: v for k, v in arrays.items() if k.startswith("param.") or k.startswith("buffer.")}
 
 
 def without_timing(rows):
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("short")
-    result = cli("train", write_config(tmp), "--runs-dir", tmp / "runs")
-    assert result.exit_code == 0, result.output
-    return only_run(tmp / "runs"), result.output
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_short_run_writes_every_file_consistently(short_run):
-    run, output = short_run
+def test_short_run_writes_every_file_consistently(trained):
+    run, output = trained
     for name in ["config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "curves.png", "train.log",
                  "checkpoints/last.npz", "checkpoints/best.npz", "status.json"]:
         assert (run / name).is_file(), name
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
     summary = json.loads((run / "summary.json").read_text())
@@ -84,7 +32,7 @@ def test_short_run_writes_every_file_consistently(short_run):
     assert summary["test_acc"] > 0.90 and summary["split_sizes"] == {"train": 3000, "validation": 1000,
                                                                      "test": 10000}
     assert summary["data_verified"] and len(summary["data_sha256"]) == 4 and summary["seed"] == 0
-    assert set(summary["versions"]) == {"python", "numpy", "mnistcnn"}
+    assert set(summary["versions"]) == {"python", "numpy", "mnistcnn", "cpu", "blas", "workers"}
     _, meta = load_checkpoint(run / "checkpoints" / "best.npz")
     assert meta["epoch"] == summary["best_epoch"] and meta["config"]["name"] == "small"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
@@ -94,19 +42,45 @@ def test_short_run_writes_every_file_consistently(short_run):
     assert Image.open(run / "curves.png").size[0] > 500
 
 
-def test_same_seed_same_metrics(short_run, tmp_path):
-    run, _ = short_run
+def test_summary_and_checkpoints_name_the_machine(trained_run):
+    from threadpoolctl import threadpool_info
+
+    machine = json.loads((trained_run / "summary.json").read_text())["versions"]
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert isinstance(machine["workers"], int) and machine["workers"] >= 1
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert [lib["internal_api"] for lib in machine["blas"]] == [lib["internal_api"] for lib in blas] != []
+    assert set(machine["blas"][0]) == {"internal_api", "version", "architecture", "num_threads"}
+    _, meta = load_checkpoint(trained_run / "checkpoints" / "best.npz")
+    assert (meta["versions"]["cpu"], meta["versions"]["workers"]) == (machine["cpu"], machine["workers"])
+
+
+def test_cpu_model_reads_linux_model_name_else_asks_the_platform(tmp_path, monkeypatch):
+    import platform
+
+    from mnistcnn.runs import cpu_model
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n")
+    assert cpu_model(x86) == "AMD EPYC 7B13 64-Core Processor"
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")  # no model name on ARM
+    assert cpu_model(arm) == "arm" and cpu_model(tmp_path / "missing") == "arm"
+
+
+def test_same_seed_same_metrics(trained_run, tmp_path, cli, write_config, only_run, weights):
+    run = trained_run
     result = cli("train", write_config(tmp_path), "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0 and result.output.count("\n") == 1
     again = only_run(tmp_path / "runs")
-    read = lambda r: [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert without_timing(read(run)) == without_timing(read(again))
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(again))
     a, b = weights(run / "checkpoints/last.npz"), weights(again / "checkpoints/last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_resume_reaches_the_same_weights(short_run, tmp_path):
-    run, _ = short_run
+def test_resume_reaches_the_same_weights(trained_run, tmp_path, cli, write_config, only_run, weights):
+    run = trained_run
     result = cli("train", write_config(tmp_path), "--epochs", 1, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0
     part = only_run(tmp_path / "runs")
@@ -118,22 +92,19 @@ def test_resume_reaches_the_same_weights(short_run, tmp_path):
     assert summary["resumed"][0]["epochs"] == [1, 2] and summary["epochs"] == 2
 
 
-def test_resume_refuses_config_changes(short_run):
-    run, _ = short_run
-    result = cli("train", "--resume", run, "--lr", "0.5")
+def test_resume_refuses_config_changes(trained_run, cli):
+    result = cli("train", "--resume", trained_run, "--lr", "0.5")
     assert result.exit_code == 2 and "only --epochs" in result.output
 
 
-def test_data_dir_with_wrong_image_size_fails_before_writing(tmp_path):
-    from helpers import make_folder
+def test_data_dir_with_wrong_image_size_fails_before_writing(tmp_path, cli, write_config, make_folder):
     make_folder(tmp_path / "data32", size=32)
     result = cli("train", write_config(tmp_path), "--data-dir", tmp_path / "data32", "--runs-dir", tmp_path / "r")
     assert result.exit_code == 2 and "images are (32, 32, 1)" in result.output and "model.input_shape" in result.output
     assert not (tmp_path / "r").exists()
 
 
-def test_other_data_folder_trains(tmp_path):
-    from helpers import make_folder
+def test_other_data_folder_trains(tmp_path, cli, write_config, only_run, make_folder):
     make_folder(tmp_path / "d", n_train=300, n_test=40)
     path = write_config(tmp_path, limit=200, epochs=1)
     text = path.read_text().replace("validation: 1000", "validation: 50\n  classes: [a, b, c, d, e, f, g, h, i, j]")
@@ -143,7 +114,7 @@ def test_other_data_folder_trains(tmp_path):
     assert not json.loads((only_run(tmp_path / "r") / "summary.json").read_text())["data_verified"]
 
 
-def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path):
+def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_config, only_run):
     path = write_config(tmp_path, limit=600, epochs=3)
     # leaky units and no batchnorm: nothing stops the weights from overflowing float32
     text = path.read_text().replace("{type: adam, lr: 0.003}", "{type: sgd, lr: 1.0e+12}")
@@ -159,11 +130,6 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path):
 
 
 # -- real processes ----------------------------------------------------------------------
-def mnistcnn_command():
-    exe = shutil.which("mnistcnn")
-    return [exe] if exe else [sys.executable, "-m", "mnistcnn.cli"]
-
-
 def wait_for(predicate, timeout=60):
     end = time.time() + timeout
     while time.time() < end:
@@ -173,8 +139,8 @@ def wait_for(predicate, timeout=60):
     return False
 
 
-def test_installed_command_trains(tmp_path):
-    proc = subprocess.run(mnistcnn_command() + ["train", str(write_config(tmp_path, limit=1000, epochs=1)),
+def test_installed_command_trains(tmp_path, write_config, only_run, mnistcnn_command):
+    proc = subprocess.run(mnistcnn_command + ["train", str(write_config(tmp_path, limit=1000, epochs=1)),
                                                 "--runs-dir", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -190,12 +156,13 @@ def _started(runs):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code):
+def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, write_config, only_run, weights,
+                                                     mnistcnn_command):
     config = write_config(tmp_path, limit=1500, epochs=3, batch=16)
     reference = tmp_path / "ref"
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
     runs = tmp_path / "r"
-    proc = subprocess.Popen(mnistcnn_command() + ["train", str(config), "--runs-dir", str(runs)],
+    proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(_started(runs)), "training did not reach its first epoch"
     time.sleep(0.3)
@@ -211,7 +178,9 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path):
+def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path, cli, write_config,
+                                                                                   only_run, weights,
+                                                                                   mnistcnn_command):
     config = write_config(tmp_path, limit=800, epochs=4, batch=32)
     reference = tmp_path / "ref"
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
@@ -219,7 +188,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
     rng = np.random.default_rng(0)
     for attempt in range(3):
         runs = tmp_path / f"r{attempt}"
-        proc = subprocess.Popen(mnistcnn_command() + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
+        proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")) if runs.exists() else False)
         time.sleep(float(rng.uniform(0.0, 1.5)))
@@ -227,15 +196,15 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
         proc.wait()
         run = only_run(runs)
         load_checkpoint(run / "checkpoints/last.npz")  # always loadable
-        assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")], "temp files left"
         result = cli("train", "--resume", run, "--quiet")
         assert result.exit_code == 0, result.output
+        assert not list(run.rglob(".*.tmp")), "resume leaves no temp file of a write the kill cut short"
         got = weights(run / "checkpoints/last.npz")
         assert all(np.array_equal(expected[k], got[k]) for k in expected)
 
 
 @pytest.mark.slow
-def test_quick_config_reaches_97_percent(tmp_path):
+def test_quick_config_reaches_97_percent(tmp_path, cli, only_run):
     """The shipped quick.yaml end to end on all of MNIST (about 20 s here)."""
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "quick.yaml")
     result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
