@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 
 from mnistcnn.data import load_dataset, split_indices
-from mnistcnn.engine.notebook import create_mask_from_window, distribute_value
-from mnistcnn.engine.functional import (conv_backward, conv_forward,
-                                 pool_backward, pool_forward)
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import Adam
-from mnistcnn.engine.reference import conv_forward_loop
+from mnistcnn.engine.reference import conv_forward_loop, pool_forward_loop
+# the notebook's own import path
+from mnistcnn.functional import (conv_backward, conv_forward, conv_single_step, create_mask_from_window,
+                                 distribute_value, pool_backward, pool_forward)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,10 @@ def test_notebook_cells_run_unchanged(train_x):
     A, cache = pool_forward(A_prev, hparameters)
     assert A.shape == (10, 13, 13, 1)
     A, cache = pool_forward(A_prev, hparameters, mode="average")
+    assert np.allclose(A, pool_forward_loop(A_prev.astype(float), hparameters, mode="average"))
+    # In [49]: one output neuron is conv_forward's first one (its window in the padded image)
+    window = np.pad(A_prev[0].astype(float), ((2, 2), (2, 2), (0, 0)))[:5, :5]
+    assert np.isclose(conv_single_step(window, W[..., 0], b[..., 0]), Z[0, 0, 0, 0])
     # In [69]
     dA, dW, db = conv_backward(Z, cache_conv)
     assert dA.shape == (10, 28, 28, 1) and dW.shape == (5, 5, 1, 10) and db.shape == (1, 1, 1, 10)

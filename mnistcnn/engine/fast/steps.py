@@ -1,0 +1,162 @@
+"""The steps of a plan (``plan``): each computes one or a few layers of a model in training or
+evaluation, reading the layers' parameters and keeping no state of its own but a conv's
+spectral weights, so two threads can run the same steps on two parts of a batch.
+
+``forward(x, training, rng)`` returns ``(out, cache)``; ``backward(dout, cache)`` returns the
+input gradient at once and the weight gradients as work that any thread may run later.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import functional as F
+from ..layers import BatchNorm, Conv2D, Dense, Layer
+from . import convpool, fftconv
+
+METHOD_NAMES = {"im2col": "im2col", "fft-gemm": "frequency-domain"}
+
+
+def _grads_of(index: int, compute, *args) -> dict:
+    """A conv's ``(dW, db)`` from ``compute(*args)``, keyed like ``Sequential.params()``."""
+    dW, db = compute(*args)
+    return {f"{index}.W": dW, f"{index}.b": db}
+
+
+class Step:
+    """Some layers of the model (indices ``layers``, the first one ``first``), computed as one.
+    ``forward`` returns ``(out, cache)``; ``backward`` returns the input gradient and the weight
+    gradients' work: a function (any thread may run it) returning a dict keyed like
+    ``Sequential.params()``, or None."""
+
+    def __init__(self, layers: tuple, what: str):
+        self.layers, self.first, self.what = layers, layers[0], what
+
+    def forward(self, x, training, rng):
+        raise NotImplementedError
+
+    def backward(self, dout, cache):
+        raise NotImplementedError
+
+    def commit(self, cache) -> None:
+        """Fold a training pass's batch statistics into the layers (batchnorm)."""
+
+    def describe(self) -> str:
+        where = "layers " + ", ".join(map(str, self.layers)) if len(self.layers) > 1 else f"layer {self.first}"
+        return f"{where}: {self.what}"
+
+
+class LayerStep(Step):
+    """One layer as the plain engine runs it; a dense layer's weight gradients as work."""
+
+    def __init__(self, index: int, layer: Layer, what: str = ""):
+        super().__init__((index,), what or layer.type_name)
+        self.layer = layer
+
+    def forward(self, x, training, rng):
+        return self.layer.forward_pass(x, training, rng)
+
+    def backward(self, dout, cache):
+        layer = self.layer
+        if isinstance(layer, Dense):
+            dx = layer.input_gradient(dout) if layer.needs_input_grad else None
+            return dx, functools.partial(self._keyed, layer.weight_gradients, dout, cache)
+        dx, grads = layer.backward_pass(dout, cache)
+        return dx, (functools.partial(self._keyed, dict, grads) if grads else None)
+
+    def _keyed(self, compute, *args) -> dict:
+        return {f"{self.first}.{k}": g for k, g in compute(*args).items()}
+
+    def commit(self, cache) -> None:
+        if isinstance(self.layer, BatchNorm):
+            self.layer.update_running(cache)
+
+
+class ConvStep(Step):
+    """A conv by ``method``; ``bias=False`` leaves the bias to a ``BiasStep`` after the pool."""
+
+    def __init__(self, index: int, conv: Conv2D, method: str, bias: bool = True):
+        f = conv.kernel
+        shape = f"{f}x{f}x{conv.input_shape[2]}x{conv.filters}"
+        super().__init__((index,), f"conv {shape}, {METHOD_NAMES[method]}" + ("" if bias else ", no bias"))
+        self.conv, self.method, self.bias = conv, method, bias and conv.bias
+        self.spectral = None  # (the W it was made from, its fftconv.SpectralWeights)
+
+    def prepare(self, run=None) -> None:
+        """Compute the spectral weights of the weights as they are now; ``run`` (a thread pool's
+        map) splits the work."""
+        if self.method == "fft-gemm":
+            W = self.conv.params["W"]
+            h, w, _ = self.conv.input_shape
+            self.spectral = (W.copy(), fftconv.spectral_weights(W, h, w, self.conv.pad, run))
+
+    def spectral_weights(self):
+        """The prepared spectral weights if they were made from the weights as they are now (the
+        optimiser updates W in place, so the check is by value), else None: computed anew."""
+        W = self.conv.params["W"]
+        if self.spectral is not None and self.spectral[0].dtype == W.dtype and np.array_equal(self.spectral[0], W):
+            return self.spectral[1]
+        return None
+
+    def forward(self, x, training, rng):
+        conv = self.conv
+        b = conv.params["b"] if self.bias else None
+        if self.method == "fft-gemm":
+            return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectral_weights())
+        return F.conv_forward(x, conv.params["W"], b, conv.hparameters())
+
+    def backward(self, dout, cache):
+        needs_dx = self.conv.needs_input_grad
+        if self.method == "fft-gemm":
+            dY = fftconv.output_spectrum_gradient(dout, cache)
+            dx = fftconv.input_gradient(dY, cache) if needs_dx else None
+            return dx, self._weight_work(fftconv.weight_gradients, dout, dY, cache)
+        dx = F.conv_input_gradient(dout, cache) if needs_dx else None
+        return dx, self._weight_work(F.conv_weight_gradients, dout, cache)
+
+    def _weight_work(self, compute, *args):
+        if self.conv.bias:
+            return functools.partial(_grads_of, self.first, compute, *args)
+        return functools.partial(_without_bias, self.first, compute, *args)
+
+
+def _without_bias(index: int, compute, *args) -> dict:
+    return {f"{index}.W": compute(*args)[0]}
+
+
+class ConvPoolStep(ConvStep):
+    """A conv and the 2x2 max pool after it as one kernel (``convpool``); in evaluation, with
+    ``relu``, the relu after the pool too."""
+
+    def __init__(self, layers: tuple, conv: Conv2D, method: str):
+        super().__init__(layers[0], conv, method)
+        self.layers, self.relu = layers, len(layers) == 3
+        self.what += " + max pool 2x2" + (" + relu" if self.relu else "") + ", fused"
+
+    def forward(self, x, training, rng):
+        conv = self.conv
+        b = conv.params.get("b")
+        if self.method == "fft-gemm":
+            weights = self.spectral_weights()
+            return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
+        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu)
+
+    def backward(self, dout, cache):
+        dZ = convpool.conv_gradient(dout, cache)
+        if self.method == "fft-gemm":
+            return ConvStep.backward(self, dZ, cache.conv)
+        return None, self._weight_work(convpool.im2col_weight_gradients, dout, dZ, cache)
+
+
+class BiasStep(Step):
+    """A conv's bias, added after the max pool that follows it (evaluation)."""
+
+    def __init__(self, index: int, conv: Conv2D):
+        super().__init__((index,), "its bias, after the pool")
+        self.conv = conv
+
+    def forward(self, x, training, rng):
+        return x + self.conv.params["b"].reshape(-1), None
+
+
