@@ -1,23 +1,31 @@
-"""Benchmark: the training step, evaluation and every layer of the engine, through the code path
-``mnistcnn train`` uses (StepRunner: one thread per core, one BLAS thread each), and the same
-network in PyTorch when it is importable, timed in alternating rounds.
+"""Benchmark: the training step, evaluation and every step of the engine's plan, through the
+code path ``mnistcnn train`` uses (StepRunner: one thread per core, one BLAS thread each), and
+the same network in PyTorch when it is importable, timed in alternating rounds.
 
-    python benchmarks/bench.py                       # the LeNet and every config, batch 64/128/256
-    python benchmarks/bench.py --nets lenet --batch 64 --rounds 7
+    python benchmarks/bench.py                       # LeNet and every config, batch 64/128/256
+    python benchmarks/bench.py --nets lenet --batch 64 --rounds 9
+    python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # A/B two checkouts
     python benchmarks/bench.py --json benchmarks/results.json
 
-PyTorch is optional and never a dependency: ``pip install torch==2.13.0`` (the CPU build) to
-compare. Figures, not assertions: nothing here fails on a slow machine.
+``lenet`` is configs/lenet-plain.yaml, the reference network (conv 5x5x32, relu, pool, conv
+5x5x64, relu, pool, dense 128, relu, dense 10). ``--ab DIR`` times another checkout's engine
+(imported from DIR under another name) against this one's in alternating rounds, and prints the
+ratio of this one's time to the other's. PyTorch is optional and never a dependency:
+``pip install torch==2.13.0`` (the CPU build) to compare. Figures, not assertions: nothing here
+fails on a slow machine.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import importlib
+import importlib.util
 import json
 import os
 import platform
 import resource
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,18 +34,10 @@ import numpy as np
 
 from mnistcnn import config as cfg
 from mnistcnn.data import load_dataset
-from mnistcnn.engine.model import Sequential
-from mnistcnn.engine.optim import Adam
-from mnistcnn.engine.fast.parallel import StepRunner, default_workers, keep_freed_memory
+from mnistcnn.engine.fast.parallel import default_workers, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
-# The engine issue's reference network: conv 5x5x32 pad 2, relu, maxpool 2, conv 5x5x64 pad 2,
-# relu, maxpool 2, dense 128, relu, dense 10 (no dropout), trained with Adam on binarised MNIST.
-LENET = [
-    {"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
-    {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"}, {"type": "maxpool2d", "size": 2},
-    {"type": "flatten"}, {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10},
-]
+NETS = {"lenet": ROOT / "configs" / "lenet-plain.yaml"}
 
 
 def peak_rss_mb() -> float:
@@ -58,69 +58,79 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-class LayerClock:
-    """Wall time of every layer's forward and backward inside the worker threads: a conv that
-    does its max pool too (``forward_pooled``) counts as the conv's forward, and weight
-    gradients handed over to either thread (``later``) count as their layer's backward."""
+class StepClock:
+    """Wall time of every step of a plan inside the worker threads: its forward, and its
+    backward with the weight gradients it hands over (whichever thread runs them)."""
 
-    METHODS = ("forward", "forward_pooled", "backward")
-
-    def __init__(self, model):
-        self.model, self.lock = model, threading.Lock()
+    def __init__(self, plan):
+        self.plan, self.lock = plan, threading.Lock()
         self.total = collections.defaultdict(float)
-        self.originals = []
 
     def __enter__(self):
-        for layer in self.model.layers:
-            for method in self.METHODS:
-                if hasattr(layer, method):
-                    self.originals.append((layer, method, getattr(layer, method)))
-                    kind = "backward" if method == "backward" else "forward"
-                    setattr(layer, method, self._wrap(getattr(layer, method), (layer.name, kind)))
+        for step in self.plan.training_steps:
+            step.forward = self._timed(step.forward, (step.describe(), "forward"))
+            step.backward = self._timed_backward(step.backward, (step.describe(), "backward"))
         return self
+
+    def __exit__(self, *exc):
+        for step in self.plan.training_steps:
+            del step.forward, step.backward  # the class's methods again
 
     def _add(self, key, seconds):
         with self.lock:
             self.total[key] += seconds
 
-    def _wrap(self, fn, key):
-        def timed(*args, **kwargs):
-            if len(args) > 2 and args[2] is not None:  # backward(dout, cache, later)
-                args = args[:2] + (self._timed_later(args[2], key),) + args[3:]
+    def _timed(self, fn, key):
+        def timed(*args):
             start = time.perf_counter()
-            out = fn(*args, **kwargs)
+            out = fn(*args)
             self._add(key, time.perf_counter() - start)
             return out
         return timed
 
-    def _timed_later(self, later, key):
-        def hand_over(work):
-            def timed_work():
-                start = time.perf_counter()
-                out = work()
-                self._add(key, time.perf_counter() - start)
-                return out
-            later(timed_work)
-        return hand_over
+    def _timed_backward(self, backward, key):
+        def timed(*args):
+            start = time.perf_counter()
+            dx, work = backward(*args)
+            self._add(key, time.perf_counter() - start)
+            return dx, (self._timed(work, key) if work is not None else None)
+        return timed
 
-    def __exit__(self, *exc):
-        for layer, method, original in reversed(self.originals):
-            setattr(layer, method, original)
+
+def import_checkout(folder) -> str:
+    """Import another checkout's ``mnistcnn`` under the name ``mnistcnn_ab``; returns that name."""
+    package = Path(folder).resolve() / "mnistcnn"
+    spec = importlib.util.spec_from_file_location("mnistcnn_ab", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mnistcnn_ab"] = module
+    spec.loader.exec_module(module)
+    return "mnistcnn_ab"
 
 
 class NumpyNet:
-    def __init__(self, specs, batch, x, y, workers):
-        self.model = Sequential.from_config(specs, (28, 28, 1), np.random.default_rng(0))
+    """One network on one engine: this checkout's (``package`` mnistcnn) or another's. An engine
+    from before the plan (engine/fast/plan.py) ran its model fast itself."""
+
+    def __init__(self, specs, batch, x, y, workers, package="mnistcnn"):
+        engine = f"{package}.engine"
+        model_module, optim = (importlib.import_module(f"{engine}.{name}") for name in ("model", "optim"))
+        parallel = importlib.import_module(f"{engine}.fast.parallel")
+        self.model = model_module.Sequential.from_config(specs, (28, 28, 1), np.random.default_rng(0))
+        try:
+            self.plan = importlib.import_module(f"{engine}.fast.plan").Plan(self.model)
+        except ModuleNotFoundError:
+            self.plan = self.model
         self.x, self.y, self.workers = x[:batch], y[:batch], workers
-        self.optimizer, self.params, self.rng = Adam(), self.model.params(), np.random.default_rng(0)
-        self.runner = StepRunner(self.model, workers).__enter__()
+        self.optimizer, self.params, self.rng = optim.Adam(), self.model.params(), np.random.default_rng(0)
+        self.runner = parallel.StepRunner(self.plan, workers).__enter__()
 
     def step(self):
         _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
         self.optimizer.step(self.params, grads, run=self.runner.map)
 
     def evaluate(self, images):
-        return self.model.predict_logits(images, 1000)
+        return self.plan.predict_logits(images, 1000)
 
     def close(self):
         self.runner.__exit__(None, None, None)
@@ -220,17 +230,17 @@ def bench_one(name, specs, batch, data, args, torch):
     net = NumpyNet(specs, batch, x, y, default_workers())
     for _ in range(3):
         net.step()
-    with LayerClock(net.model) as clock:
+    with StepClock(net.plan) as clock:
         for _ in range(args.steps):
             net.step()
-    fused = {pool: conv for conv, pool in net.model._pooled_convs(net.model._order(True)).items()}
-    per_layer = [{"layer": layer.name, "output": [batch, *layer.output_shape],
-                  "forward_ms": 1e3 * clock.total[(layer.name, "forward")] / args.steps / net.workers,
-                  "backward_ms": 1e3 * clock.total[(layer.name, "backward")] / args.steps / net.workers,
-                  "done_by": net.model.layers[fused[i]].name if i in fused else None}
-                 for i, layer in enumerate(net.model.layers)]
+    per_step, done = [], -1
+    for step in net.plan.training_steps:
+        done = max(done, *step.layers)  # a relu moved after its pool outputs the pool's shape
+        per_step.append({"step": step.describe(), "output": [batch, *net.model.layers[done].output_shape],
+                         "forward_ms": 1e3 * clock.total[(step.describe(), "forward")] / args.steps / net.workers,
+                         "backward_ms": 1e3 * clock.total[(step.describe(), "backward")] / args.steps / net.workers})
     row = {"net": name, "batch": batch, "params": net.model.num_params(), "macs_per_image": net.model.macs(),
-           "per_layer_ms_per_worker": per_layer}
+           "per_step_ms_per_worker": per_step}
     other = TorchNet(torch, specs, batch, x, y, default_workers()) if torch else None
     if other:
         for _ in range(3):
@@ -252,6 +262,39 @@ def bench_one(name, specs, batch, data, args, torch):
     return row
 
 
+def ab_one(name, specs, batch, data, args, package):
+    """This checkout's engine against another's, in alternating rounds (each side first in every
+    other round): the step time and the evaluation time of 5,000 images, this one's over the
+    other's per round (below 1: this one is faster)."""
+    x, y, test = data
+    this, other = (NumpyNet(specs, batch, x, y, default_workers(), engine) for engine in ("mnistcnn", package))
+    for net in (this, other):
+        for _ in range(3):
+            net.step()
+        net.evaluate(test[:1000])
+    rounds = []
+    for index in range(args.rounds):
+        times = {}
+        for net in (this, other) if index % 2 == 0 else (other, this):
+            times[net] = (median_step_s(net, args.steps), len(test) / eval_images_per_s(net.evaluate, test))
+        rounds.append({"step_ratio": times[this][0] / times[other][0], "eval_ratio": times[this][1] / times[other][1],
+                       "step_ms": 1e3 * times[this][0], "other_step_ms": 1e3 * times[other][0],
+                       "eval_images_per_s": len(test) / times[this][1],
+                       "other_eval_images_per_s": len(test) / times[other][1]})
+    for net in (this, other):
+        net.close()
+    row = {"net": name, "batch": batch, "ab_rounds": rounds,
+           "step_ratio_median": statistics.median(r["step_ratio"] for r in rounds),
+           "eval_ratio_median": statistics.median(r["eval_ratio"] for r in rounds)}
+    print(f"\n{name} batch {batch}, this checkout / {args.ab}, {len(rounds)} alternating rounds:")
+    print(f"  {'round':>5}{'step ms':>10}{'other':>10}{'ratio':>8}{'eval img/s':>13}{'other':>10}{'time ratio':>12}")
+    for i, r in enumerate(rounds):
+        print(f"  {i + 1:>5}{r['step_ms']:>10.2f}{r['other_step_ms']:>10.2f}{r['step_ratio']:>8.3f}"
+              f"{r['eval_images_per_s']:>13,.0f}{r['other_eval_images_per_s']:>10,.0f}{r['eval_ratio']:>12.3f}")
+    print(f"  median ratio: step {row['step_ratio_median']:.3f}, evaluation {row['eval_ratio_median']:.3f}")
+    return row
+
+
 def print_row(row):
     line = (f"\n{row['net']} batch {row['batch']}: step {row['step_ms']:.1f} ms, {row['train_images_per_s']:,.0f} "
             f"img/s training (epoch of 50,000 in {row['epoch_50000_s']:.1f} s), {row['gflops']:.1f} GFLOP/s; "
@@ -264,20 +307,21 @@ def print_row(row):
               f"eval speed-up per round at batch 1000: {', '.join(f'{r:.2f}' for r in row['eval_ratio_rounds'])} "
               f"(median {row['eval_ratio']:.2f}x), {row['eval_ratio_vs_best_batch']:.2f}x against "
               f"PyTorch at batch {row['torch_eval_best_batch']} ({row['torch_eval_best_images_per_s']:,.0f} img/s)")
-    print(f"  {'layer (per worker)':<20}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
-    for layer in row["per_layer_ms_per_worker"]:
-        times = (f"{'in ' + layer['done_by']:>25}" if layer.get("done_by") else
-                 f"{layer['forward_ms']:>12.2f}{layer['backward_ms']:>13.2f}")
-        print(f"  {layer['layer']:<20}{str(tuple(layer['output'])):<20}{times}")
+    print(f"  {'step of the plan (per worker)':<70}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
+    for step in row["per_step_ms_per_worker"]:
+        print(f"  {step['step']:<70}{str(tuple(step['output'])):<20}{step['forward_ms']:>12.2f}"
+              f"{step['backward_ms']:>13.2f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nets", nargs="*", help="lenet and/or config paths (default: lenet and configs/*.yaml)")
+    parser.add_argument("--nets", nargs="*", help="lenet, config names (quick) or paths (default: lenet and every "
+                                                  "config)")
     parser.add_argument("--batch", nargs="*", type=int, default=[64, 128, 256])
     parser.add_argument("--rounds", type=int, default=5, help="alternating NumPy/PyTorch rounds")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
+    parser.add_argument("--ab", metavar="DIR", help="time another checkout's engine against this one's instead")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     keep_freed_memory()
@@ -288,7 +332,7 @@ def main():
     x = (dataset.train_images[:256] > 0).astype(np.float32)  # binarised, as the notebook did
     y = dataset.train_labels[:256].astype(np.int64)
     test = (dataset.test_images[:5000] > 0).astype(np.float32)
-    nets = args.nets or ["lenet"] + [str(p.relative_to(ROOT)) for p in sorted((ROOT / "configs").glob("*.yaml"))]
+    nets = args.nets or ["lenet"] + [p.stem for p in sorted((ROOT / "configs").glob("*.yaml")) if p != NETS["lenet"]]
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                           "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "workers": default_workers()},
@@ -297,16 +341,20 @@ def main():
           f"GFLOP/s; {default_workers()} workers")
 
     torch = None
-    if not args.no_torch:
+    package = import_checkout(args.ab) if args.ab else None
+    if not args.no_torch and not args.ab:
         try:
             import torch  # noqa: F811  (optional: the comparison only)
             report["machine"]["torch"] = torch.__version__
         except ImportError:
             print("PyTorch is not installed: NumPy figures only (pip install torch==2.13.0 to compare)")
     for name in nets:
-        specs = LENET if name == "lenet" else cfg.load_config(ROOT / name if not Path(name).is_file() else name)[
-            "model"]["layers"]
+        path = NETS.get(name) or (Path(name) if Path(name).is_file() else ROOT / "configs" / f"{name}.yaml")
+        specs = cfg.load_config(path)["model"]["layers"]
         for batch in args.batch:
+            if package:
+                report["runs"].append(ab_one(name, specs, batch, (x, y, test), args, package))
+                continue
             row = bench_one(name, specs, batch, (x, y, test), args, torch)
             report["runs"].append(row)
             print_row(row)

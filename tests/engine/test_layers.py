@@ -1,7 +1,10 @@
 """Every layer: backward against centred finite differences (float64), config round-trip."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from mnistcnn import config as cfg
 from mnistcnn.engine.layers import LAYERS, LayerConfigError, layer_from_config
 from mnistcnn.engine.model import Sequential
 from gradcheck import numerical_gradient, relative_error
@@ -109,12 +112,8 @@ def test_bad_arguments_name_their_key():
 
 
 def test_sequential_shapes_params_and_macs():
-    specs = [{"type": "conv2d", "filters": 32, "kernel": 5, "padding": 2}, {"type": "relu"},
-             {"type": "maxpool2d", "size": 2},
-             {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2}, {"type": "relu"},
-             {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
-             {"type": "dense", "units": 128}, {"type": "relu"}, {"type": "dense", "units": 10}]
-    model = Sequential.from_config(specs, (28, 28, 1))
+    lenet = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet-plain.yaml")
+    model = Sequential.from_config(lenet["model"]["layers"], (28, 28, 1))
     assert model.output_shape == (10,)
     assert [layer.output_shape for layer in model.layers][:3] == [(28, 28, 32), (28, 28, 32), (14, 14, 32)]
     assert model.num_params() == 832 + 51264 + 3136 * 128 + 128 + 1290
