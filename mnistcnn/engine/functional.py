@@ -264,12 +264,12 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     dA_prev = (np.empty if tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f) else np.zeros)(
         A_in.shape, dtype=dtype)
     if mode == "average":
-        share = dA / dtype.type(f * f)
+        each = dA / dtype.type(f * f)
         for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
             if tiled:
-                dA_prev[:, rows, cols, :] = share
+                dA_prev[:, rows, cols, :] = each
             else:
-                dA_prev[:, rows, cols, :] += share
+                dA_prev[:, rows, cols, :] += each
         return dA_prev
     if len(cache) == 4 and cache[3] == "max":
         A = cache[2]

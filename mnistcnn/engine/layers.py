@@ -420,8 +420,8 @@ class Dropout(Layer):
             return x, None
         if rng is None:
             raise ValueError("dropout in training needs an explicit np.random.Generator")
-        keep = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= self.rate
-        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        kept = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= self.rate
+        mask = kept.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * mask, mask
 
     def backward_pass(self, dout, cache):

@@ -121,8 +121,7 @@ class Adam(Optimizer):
         v *= real(self.beta2)
         v += scratch
         # bias corrections folded into the step size
-        t = self.steps
-        step = lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
         np.sqrt(v, out=scratch)
         scratch += real(self.eps)
         np.divide(m, scratch, out=scratch)

@@ -181,21 +181,21 @@ class StepRunner:
         seeds = rng.integers(0, 2**63 - 1, size=parts)
         bounds = np.linspace(0, n, parts + 1).astype(int)
         # each part's loss is a mean over its examples: weight by size to get the batch mean
-        shares = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
+        fractions = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
         work = SharedWork(parts)
 
-        def part(index, lo, hi, seed, share):
+        def part(index, lo, hi, seed, fraction):
             try:
                 batch = x(lo, hi) if callable(x) else x[lo:hi]
                 result = self.plan.loss_and_gradients(batch, y[lo:hi], np.random.default_rng(seed), label_smoothing,
-                                                      share, functools.partial(work.add, index))
+                                                      fraction, functools.partial(work.add, index))
             finally:
                 work.part_done()
             work.help(index)
             return result
 
-        futures = [self.pool.submit(part, index, lo, hi, seed, share)
-                   for index, (lo, hi, seed, share) in enumerate(zip(bounds[:-1], bounds[1:], seeds, shares))]
+        futures = [self.pool.submit(part, index, lo, hi, seed, fraction)
+                   for index, (lo, hi, seed, fraction) in enumerate(zip(bounds[:-1], bounds[1:], seeds, fractions))]
         results = [f.result() for f in futures]
         if work.error is not None:
             raise work.error
@@ -205,4 +205,5 @@ class StepRunner:
                 grads[k] += g
         for _, _, _, caches in results:
             self.plan.commit_statistics(caches)
-        return sum(share * r[0] for share, r in zip(shares, results)), sum(r[1] for r in results), grads
+        loss = sum(fraction * result[0] for fraction, result in zip(fractions, results))
+        return loss, sum(result[1] for result in results), grads

@@ -147,7 +147,7 @@ class Plan:
 
     def commit_statistics(self, caches) -> None:
         for step, cache in zip(self.training_steps, caches):
-            step.commit(cache)
+            step.update_statistics(cache)
 
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0, scale=1.0, hand_over=None):
         """One training step's arithmetic for a batch: ``(loss, correct, grads, caches)``.
@@ -179,8 +179,8 @@ class Plan:
         batch_size = min(batch_size, self.eval_chunk())
         self.prepare()
         head = head_start(self.model)
-        body = [s for s in self.evaluation_steps if s.first < head]
-        tail = [s for s in self.evaluation_steps if s.first >= head]
+        body = [step for step in self.evaluation_steps if step.first < head]
+        tail = [step for step in self.evaluation_steps if step.first >= head]
         group = max(1, HEAD_IMAGES // batch_size) if tail else 1
 
         def features(start):

@@ -39,7 +39,7 @@ class Step:
     def backward(self, dout, cache):
         raise NotImplementedError
 
-    def commit(self, cache) -> None:
+    def update_statistics(self, cache) -> None:
         """Fold a training pass's batch statistics into the layers (batchnorm)."""
 
     def describe(self) -> str:
@@ -68,7 +68,7 @@ class LayerStep(Step):
     def _keyed(self, compute, *args) -> dict:
         return {f"{self.first}.{k}": g for k, g in compute(*args).items()}
 
-    def commit(self, cache) -> None:
+    def update_statistics(self, cache) -> None:
         if isinstance(self.layer, BatchNorm):
             self.layer.update_running(cache)
 
