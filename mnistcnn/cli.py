@@ -402,8 +402,8 @@ def half_block_preview(image: np.ndarray, width: int = 28):
         grey = np.vstack([grey, np.zeros((1, grey.shape[1]), int)])
     text = Text()
     for top, bottom in zip(grey[0::2], grey[1::2]):
-        for a, b in zip(top, bottom):
-            text.append("\u2580", style=f"rgb({a},{a},{a}) on rgb({b},{b},{b})")
+        for upper, lower in zip(top, bottom):
+            text.append("\u2580", style=f"rgb({upper},{upper},{upper}) on rgb({lower},{lower},{lower})")
         text.append("\n")
     return text
 
@@ -515,10 +515,10 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
     config = cfg.load_config(config_path, flags={"data.dir": str(data_dir) if data_dir else None})
     data = prepare_data(config, source=str(config_path))
     images = data.train_x[:count]
-    x = Augment(**config["data"]["augment"])(Preprocess(**config["data"]["preprocess"]).fit(data.train_x)(images),
-                                             np.random.default_rng(seed))
+    preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
+    augmented = Augment(**config["data"]["augment"])(preprocess(images), np.random.default_rng(seed))
     names = cfg.class_names(config)
-    image_grid(x, [f"{names[y]}" for y in data.train_y[:count]], out_path,
+    image_grid(augmented, [names[label] for label in data.train_y[:count]], out_path,
                f"{config['name']}: preprocess {config['data']['preprocess']['type']}, augment {config['data']['augment']}")
     console.print(f"wrote {out_path}", markup=False)
 
