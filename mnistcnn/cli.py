@@ -73,6 +73,16 @@ def model_table(model, title="model") -> Table:
     return table
 
 
+def plan_table(plan) -> Table:
+    """The steps the trainer runs (``engine/fast/plan.py``), then what evaluation does otherwise."""
+    table = Table(title="plan: how the layers are computed")
+    for column in ("when", "layers", "computed as"):
+        table.add_column(column)
+    for row in plan.describe():
+        table.add_row(*row)
+    return table
+
+
 class TrainReporter:
     """Trainer callbacks (``trainer.Callbacks``) that draw a progress bar, or plain lines off a
     terminal, and keep train.log in the run directory."""
@@ -184,7 +194,7 @@ def results_table(summary: dict, run_path) -> Table:
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key, e.g. train.optimizer.lr=0.01.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--dry-run", is_flag=True, help="Validate, build the model, print its summary and exit.")
+@click.option("--dry-run", is_flag=True, help="Validate, build the model, print it and the plan that runs it, and exit.")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from checkpoints/last.npz.")
 @click.option("--quiet", is_flag=True, help="Print only the final result.")
@@ -200,10 +210,11 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
-    model = cfg.check_model(config, source)
+    plan = cfg.check_model(config, source)
     if not quiet:
-        console.print(model_table(model, f"model: {config['name']}"))
+        console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
+        console.print(plan_table(plan))
         return
     data = prepare_data(config, source=source)  # fails before anything is written
     reporter = TrainReporter(quiet)

@@ -225,15 +225,15 @@ def class_names(config: dict) -> list[str]:
 
 
 def check_model(config: dict, source: str = "<config>"):
-    """Build the model and its fast plan (shapes only matter) to prove the stack fits; returns
-    the model."""
+    """Build the model and the fast plan that will run it (shapes only matter) to prove the
+    stack fits; returns the plan (``plan.model`` is the model)."""
     from .engine.fast.plan import Plan
     from .engine.model import Sequential
 
     try:
         model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                        np.random.default_rng(0))
-        Plan(model, config["model"]["conv_algorithm"])
+        plan = Plan(model, config["model"]["conv_algorithm"])
     except LayerConfigError as err:
         index = getattr(err, "index", None)
         where = "model.layers" if index is None else f"model.layers[{index}]"
@@ -243,7 +243,7 @@ def check_model(config: dict, source: str = "<config>"):
     if model.output_shape != (k,):
         raise ConfigError(f"{source}: model.layers[{len(model.layers) - 1}]: the model ends with shape "
                           f"{model.output_shape} but there are {k} classes; end with {{type: dense, units: {k}}}")
-    return model
+    return plan
 
 
 # -- YAML -----------------------------------------------------------------------------

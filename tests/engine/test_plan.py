@@ -85,13 +85,11 @@ def test_evaluation_by_the_plan_is_the_plain_loop(path, float32_close):
 def test_the_plan_says_what_it_does():
     config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
     model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
-    lines = Plan(model).describe()
-    assert "layers 3, 5: conv 5x5x32x64, frequency-domain + max pool 2x2, fused" in lines
-    assert "layer 4: relu, after the pool" in lines
-    assert any(line.startswith("in evaluation: layers 0, 2, 1: conv 5x5x1x32, im2col + max pool 2x2 + relu")
-               for line in lines)
-    im2col = Plan(model, "im2col").describe()
-    assert "layer 3: conv 5x5x32x64, im2col" in im2col
+    rows = Plan(model).describe()
+    assert ("training", "3, 5", "conv 5x5x32x64, frequency-domain + max pool 2x2, fused") in rows
+    assert ("training", "4", "relu, after the pool") in rows and ("always", "9", "dropout") in rows
+    assert ("evaluation", "0, 2, 1", "conv 5x5x1x32, im2col + max pool 2x2 + relu, fused") in rows
+    assert ("training", "3", "conv 5x5x32x64, im2col") in Plan(model, "im2col").describe()
 
 
 SPECS = [

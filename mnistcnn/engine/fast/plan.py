@@ -116,11 +116,15 @@ class Plan:
         return convpool.supported(conv.input_shape, conv.kernel, conv.stride, conv.pad, pool.size, pool.stride,
                                   method)
 
-    def describe(self) -> list[str]:
-        """One line per training step, then what evaluation does otherwise."""
-        lines = [step.describe() for step in self.training_steps]
-        extra = [step.describe() for step in self.evaluation_steps if step.describe() not in lines]
-        return lines + ([f"in evaluation: {line}" for line in extra])
+    def describe(self) -> list[tuple[str, str, str]]:
+        """``(when, layers, what)`` for each step: the training steps (``when`` is "always" for
+        those that evaluation runs too), then the steps that evaluation runs instead."""
+        evaluation = {step.describe() for step in self.evaluation_steps}
+        training = {step.describe() for step in self.training_steps}
+        rows = [("always" if step.describe() in evaluation else "training", step.where(), step.what)
+                for step in self.training_steps]
+        return rows + [("evaluation", step.where(), step.what) for step in self.evaluation_steps
+                       if step.describe() not in training]
 
     # -- training -------------------------------------------------------------------
     def prepare(self, run=None) -> None:

@@ -42,9 +42,12 @@ class Step:
     def update_statistics(self, cache) -> None:
         """Fold a training pass's batch statistics into the layers (batchnorm)."""
 
+    def where(self) -> str:
+        """The layers, in the order the step computes them."""
+        return ", ".join(map(str, self.layers))
+
     def describe(self) -> str:
-        where = "layers " + ", ".join(map(str, self.layers)) if len(self.layers) > 1 else f"layer {self.first}"
-        return f"{where}: {self.what}"
+        return f"{'layers' if len(self.layers) > 1 else 'layer'} {self.where()}: {self.what}"
 
 
 class LayerStep(Step):
