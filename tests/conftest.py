@@ -1,5 +1,4 @@
 import gzip
-import os
 import shutil
 import struct
 import sys
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, os.path.dirname(__file__))  # tests/engine imports gradcheck from here
 
 # Two float32 computations of the same sums in another order (another GEMM shape, another thread
 # split, another CPU's BLAS kernel) differ by rounding alone: a sum of n products by about
@@ -31,6 +29,80 @@ def assert_float32_close(actual, expected, rtol=FLOAT32_RTOL, what=""):
 @pytest.fixture(scope="session")
 def float32_close():
     return assert_float32_close
+
+
+# -- gradients and arrays for the engine's tests ---------------------------------------------
+@pytest.fixture(scope="session")
+def numerical_gradient():
+    """``numerical_gradient(f, x)``: d f() / d x by centred differences in float64, one entry at
+    a time (``x`` is changed and restored)."""
+
+    def gradient(f, x, eps=1e-6):
+        grad = np.zeros_like(x, dtype=np.float64)
+        it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+        for _ in it:
+            idx = it.multi_index
+            old = x[idx]
+            x[idx] = old + eps
+            up = f()
+            x[idx] = old - eps
+            down = f()
+            x[idx] = old
+            grad[idx] = (up - down) / (2 * eps)
+        return grad
+
+    return gradient
+
+
+@pytest.fixture(scope="session")
+def relative_error():
+    """The largest difference over the largest magnitude of the two."""
+
+    def error(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)) + np.max(np.abs(b)), 1e-12))
+
+    return error
+
+
+@pytest.fixture(scope="session")
+def conv_arrays():
+    """``conv_arrays(rng, (m, h, w, c_prev), f, c)``: normal ``A``, ``W`` and ``b`` for a conv."""
+    return lambda rng, shape, f, c: (rng.normal(size=shape), rng.normal(size=(f, f, shape[3], c)),
+                                     rng.normal(size=(1, 1, 1, c)))
+
+
+# A net with every kind of step a plan makes: a fused first conv, a fused frequency-domain conv
+# that gives an input gradient, an im2col conv apart, batchnorm, dropout and a dense head.
+MIXED_NET = [
+    {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    # no bias before a batchnorm: its gradient is 0, and rounding noise alone
+    {"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm", "bias": False},
+    {"type": "batchnorm"},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "im2col"},
+    {"type": "flatten"},
+    {"type": "dense", "units": 12},
+    {"type": "relu"},
+    {"type": "dropout", "rate": 0.3},
+    {"type": "dense", "units": 5},
+]
+
+
+@pytest.fixture(scope="session")
+def mixed_net():
+    """``mixed_net(seed)``: the MIXED_NET model on 12x12 images, and a binarised batch of 16."""
+    from mnistcnn.engine.model import Sequential
+
+    def make(seed=1):
+        rng = np.random.default_rng(0)
+        x = (rng.random((16, 12, 12, 1)) > 0.5).astype(np.float32)
+        return Sequential.from_config(MIXED_NET, (12, 12, 1), np.random.default_rng(seed)), x, rng.integers(0, 5, 16)
+
+    return make
 
 
 # -- the command line -----------------------------------------------------------------------

@@ -111,8 +111,6 @@ def test_shipped_configs_exist():
 
 @pytest.mark.parametrize("choice", ["im2col", "fft-gemm"])
 def test_model_conv_algorithm_applies_where_it_can(choice):
-    from mnistcnn.trainer import fast_plan
-
     root = Path(__file__).parent.parent / "configs"
     notebook = cfg.load_config(root / "notebook.yaml", [f"model.conv_algorithm={choice}"])
     # the notebook's stride-2 conv cannot run in the frequency domain: it takes im2col, not an error

@@ -10,7 +10,6 @@ from mnistcnn.engine.fast import convpool, fftconv
 from mnistcnn.engine.fast.plan import Plan
 from mnistcnn.engine import functional as F
 from mnistcnn.engine.model import Sequential
-from gradcheck import numerical_gradient, relative_error
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
 POOL = {"f": 2, "stride": 2}
@@ -99,11 +98,9 @@ def test_matches_loop_reference(case):
 
 
 @pytest.mark.parametrize("algorithm,c_prev", [("im2col", 1), ("fft-gemm", 2)])
-def test_gradients_match_finite_differences(algorithm, c_prev):
+def test_gradients_match_finite_differences(algorithm, c_prev, numerical_gradient, relative_error, conv_arrays):
     rng = np.random.default_rng(3)
-    A = rng.normal(size=(2, 7, 6, c_prev))
-    W = rng.normal(size=(3, 3, c_prev, 4))
-    b = rng.normal(size=(1, 1, 1, 4))
+    A, W, b = conv_arrays(rng, (2, 7, 6, c_prev), 3, 4)
     hp = {"stride": 1, "pad": 1}
     out, cache = fused_forward(algorithm, A, W, b, hp)
     probe = rng.normal(size=out.shape)
@@ -119,7 +116,7 @@ def test_gradients_match_finite_differences(algorithm, c_prev):
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
-def test_float32_forward_is_the_separate_kernels(algorithm, float32_close):
+def test_float32_forward_is_the_separate_kernels(algorithm, float32_close, relative_error):
     """Same dot products, and the bias after the max: equal within float32 rounding (LeNet's shapes)."""
     rng = np.random.default_rng(4)
     c_prev, c, side = (1, 32, 28) if algorithm == "im2col" else (32, 64, 14)
@@ -172,19 +169,13 @@ def test_refuses_what_it_cannot_do():
     assert convpool.supported((14, 14, 32), 5, 1, 2, 2, 2, "fft-gemm")
 
 
-LENET = [
-    {"type": "conv2d", "filters": 8, "kernel": 5, "padding": 2},
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    {"type": "flatten"},
-    {"type": "dense", "units": 10},
-]
+RELU, POOL_LAYER = {"type": "relu"}, {"type": "maxpool2d", "size": 2}
+LENET = [{"type": "conv2d", "filters": 8, "kernel": 5, "padding": 2}, RELU, POOL_LAYER,
+         {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1}, RELU, POOL_LAYER,
+         {"type": "flatten"}, {"type": "dense", "units": 10}]
 
 
-def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(float32_close):
+def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(float32_close, relative_error):
     model = Sequential.from_config(LENET, (12, 12, 1), np.random.default_rng(0))
     for layer in model.layers:
         if "b" in layer.params:  # non-zero biases, so that adding them after the pool is tested

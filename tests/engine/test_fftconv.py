@@ -8,7 +8,6 @@ from mnistcnn.engine.fast.plan import Plan, conv_method
 from mnistcnn.engine import functional as F
 from mnistcnn.engine.layers import ShapeError, layer_from_config
 from mnistcnn.engine.model import Sequential
-from gradcheck import numerical_gradient, relative_error
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop
 
 
@@ -24,11 +23,9 @@ def fft_cases(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(fft_cases())
-def test_fft_conv_matches_loop_reference(case):
+def test_fft_conv_matches_loop_reference(conv_arrays, case):
     rng = np.random.default_rng(case["seed"])
-    A = rng.normal(size=(case["m"], case["h"], case["w"], case["c_prev"]))
-    W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
-    b = rng.normal(size=(1, 1, 1, case["c"]))
+    A, W, b = conv_arrays(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["f"], case["c"])
     hp = {"stride": 1, "pad": case["pad"]}
     Z, cache = fftconv.conv_forward(A, W, b, hp)
     assert np.max(np.abs(Z - conv_forward_loop(A, W, b, hp))) < 1e-10
@@ -40,11 +37,9 @@ def test_fft_conv_matches_loop_reference(case):
 
 
 @pytest.mark.parametrize("shape,f,pad", [((6, 5, 3), 3, 1), ((5, 7, 2), 5, 2), ((4, 4, 3), 2, 0), ((3, 3, 2), 3, 2)])
-def test_fft_conv_gradients_match_finite_differences(shape, f, pad):
+def test_fft_conv_gradients_match_finite_differences(shape, f, pad, numerical_gradient, relative_error, conv_arrays):
     rng = np.random.default_rng(1)
-    A = rng.normal(size=(2,) + shape)
-    W = rng.normal(size=(f, f, shape[2], 3))
-    b = rng.normal(size=(1, 1, 1, 3))
+    A, W, b = conv_arrays(rng, (2,) + shape, f, 3)
     hp = {"stride": 1, "pad": pad}
     Z, cache = fftconv.conv_forward(A, W, b, hp)
     probe = rng.normal(size=Z.shape)  # loss = sum(Z * probe), so dZ = probe
@@ -93,7 +88,7 @@ def test_auto_chooses_by_shape_and_config_overrides():
         conv_method(strided)
 
 
-def test_fft_conv_step_gradients_match_finite_differences():
+def test_fft_conv_step_gradients_match_finite_differences(numerical_gradient, relative_error):
     rng = np.random.default_rng(3)
     model = Sequential.from_config([{"type": "relu"}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1,
                                                        "algorithm": "fft-gemm"}], (5, 6, 2), rng, dtype=np.float64)

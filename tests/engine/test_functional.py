@@ -7,7 +7,6 @@ from mnistcnn.engine.notebook import create_mask_from_window, distribute_value
 from mnistcnn.engine.functional import (conv_backward, conv_forward,
                                  pool_backward, pool_forward, zero_pad)
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
-from gradcheck import numerical_gradient, relative_error
 
 
 @st.composite
@@ -23,11 +22,9 @@ def conv_cases(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(conv_cases())
-def test_conv_matches_loop_reference(case):
+def test_conv_matches_loop_reference(conv_arrays, case):
     rng = np.random.default_rng(case["seed"])
-    A = rng.normal(size=(case["m"], case["h"], case["w"], case["c_prev"]))
-    W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
-    b = rng.normal(size=(1, 1, 1, case["c"]))
+    A, W, b = conv_arrays(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["f"], case["c"])
     hp = {"stride": case["stride"], "pad": case["pad"]}
     Z, cache = conv_forward(A, W, b, hp)
     assert np.max(np.abs(Z - conv_forward_loop(A, W, b, hp))) < 1e-10
@@ -80,11 +77,9 @@ def test_max_pool_ties_send_gradient_to_first_maximum(f, stride):
     np.testing.assert_array_equal(dA_prev, expected)
 
 
-def test_pad_zero_and_uneven_tiling():
+def test_pad_zero_and_uneven_tiling(conv_arrays):
     rng = np.random.default_rng(1)
-    A = rng.normal(size=(2, 7, 5, 2))
-    W = rng.normal(size=(3, 3, 2, 4))
-    b = rng.normal(size=(1, 1, 1, 4))
+    A, W, b = conv_arrays(rng, (2, 7, 5, 2), 3, 4)
     hp = {"stride": 2, "pad": 0}
     Z, cache = conv_forward(A, W, b, hp)
     assert Z.shape == (2, 3, 2, 4)
@@ -108,7 +103,7 @@ def _tie_breaking_offsets(shape, step=1e-4):
 
 @pytest.mark.parametrize("mode", ["max", "average"])
 @pytest.mark.parametrize("f,stride", [(2, 2), (3, 2), (2, 1)])
-def test_pool_gradient_by_finite_differences_with_ties(mode, f, stride):
+def test_pool_gradient_by_finite_differences_with_ties(mode, f, stride, numerical_gradient, relative_error):
     rng = np.random.default_rng(3)
     A = (rng.random((2, 6, 6, 2)) > 0.5).astype(np.float64)
     hp = {"f": f, "stride": stride}
@@ -121,11 +116,9 @@ def test_pool_gradient_by_finite_differences_with_ties(mode, f, stride):
     assert relative_error(analytic, numeric) < 1e-6
 
 
-def test_conv_gradient_by_finite_differences():
+def test_conv_gradient_by_finite_differences(numerical_gradient, relative_error, conv_arrays):
     rng = np.random.default_rng(4)
-    A = rng.normal(size=(2, 5, 6, 3))
-    W = rng.normal(size=(3, 3, 3, 2))
-    b = rng.normal(size=(1, 1, 1, 2))
+    A, W, b = conv_arrays(rng, (2, 5, 6, 3), 3, 2)
     hp = {"stride": 2, "pad": 1}
     Z, cache = conv_forward(A, W, b, hp)
     dZ = rng.normal(size=Z.shape)

@@ -7,7 +7,6 @@ import pytest
 from mnistcnn import config as cfg
 from mnistcnn.engine.layers import LAYERS, LayerConfigError, layer_from_config
 from mnistcnn.engine.model import Sequential
-from gradcheck import numerical_gradient, relative_error
 
 # (config, input shape without batch); inputs are kept away from kinks (relu at 0)
 CASES = [
@@ -37,7 +36,7 @@ def _input(shape, rng):
 
 
 @pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
-def test_layer_gradients_match_finite_differences(config, shape):
+def test_layer_gradients_match_finite_differences(config, shape, numerical_gradient, relative_error):
     rng = np.random.default_rng(0)
     layer = layer_from_config(config)
     out_shape = layer.build(shape, rng, dtype=np.float64)
@@ -130,7 +129,7 @@ def test_sequential_shape_errors_name_the_layer():
     assert err.value.index == 1 and "flatten" in str(err.value)
 
 
-def test_model_gradient_end_to_end_float64():
+def test_model_gradient_end_to_end_float64(numerical_gradient, relative_error):
     from mnistcnn.engine.losses import softmax_cross_entropy
     specs = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}, {"type": "tanh"},
              {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]

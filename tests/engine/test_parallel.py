@@ -5,34 +5,13 @@ import time
 import numpy as np
 import pytest
 
-from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
 from mnistcnn.engine.fast.plan import Plan
 
-SPECS = [
-    {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    {"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"},  # fused, gives dA
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    {"type": "flatten"},
-    {"type": "dense", "units": 12},
-    {"type": "relu"},
-    {"type": "dense", "units": 5},
-]
-
-
-def batch():
-    rng = np.random.default_rng(0)
-    return (rng.random((16, 12, 12, 1)) > 0.5).astype(np.float32), rng.integers(0, 5, size=16)
-
-
-def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close):
+def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close, mixed_net):
     """One half slowed down: the other thread runs some of its weight gradients, and the sums
     are what they are when each half does its own."""
-    x, y = batch()
-    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
+    model, x, y = mixed_net()
     plan = Plan(model)
     with StepRunner(plan, workers=2, min_per_worker=4) as runner:
         want = runner.gradients(x, y, np.random.default_rng(7))[2]
@@ -65,17 +44,17 @@ def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch,
         float32_close(grads[key], want[key], what=key)
 
 
-def test_an_error_in_handed_over_work_reaches_the_caller(monkeypatch):
-    plan = Plan(Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1)))
+def test_an_error_in_handed_over_work_reaches_the_caller(monkeypatch, mixed_net):
+    model, x, y = mixed_net()
+    plan = Plan(model)
     last = plan.training_steps[-1]
     backward = type(last).backward
 
     def failing(dout, cache):
         dx, _ = backward(last, dout, cache)
-        return dx, lambda: {"9.W": 1 / 0}
+        return dx, lambda: {"12.W": 1 / 0}
 
     monkeypatch.setattr(last, "backward", failing)
-    x, y = batch()
     with StepRunner(plan, workers=2, min_per_worker=4) as runner, pytest.raises(ZeroDivisionError):
         runner.gradients(x, y, np.random.default_rng(7))
 

@@ -92,34 +92,11 @@ def test_the_plan_says_what_it_does():
     assert ("training", "3", "conv 5x5x32x64, im2col") in Plan(model, "im2col").describe()
 
 
-SPECS = [
-    {"type": "conv2d", "filters": 4, "kernel": 5, "padding": 2},                           # fused with its pool
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    # fused, gives dA; no bias before a batchnorm (its gradient is 0 and rounding noise alone)
-    {"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm", "bias": False},
-    {"type": "batchnorm"},
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 2},
-    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "im2col"},    # apart, gives dA
-    {"type": "flatten"},
-    {"type": "dense", "units": 12},
-    {"type": "relu"},
-    {"type": "dropout", "rate": 0.3},
-    {"type": "dense", "units": 5},
-]
-
-
-def small_batch():
-    rng = np.random.default_rng(0)
-    return (rng.random((16, 12, 12, 1)) > 0.5).astype(np.float32), rng.integers(0, 5, size=16)
-
-
-def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close):
+def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_net):
     """``StepRunner``'s promise: each half with its own child generator, drawn in order, its
     gradients scaled by its share and added in order; batchnorm statistics folded in in order."""
-    x, y = small_batch()
-    in_turn, threaded = (Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1)) for _ in range(2))
+    in_turn, x, y = mixed_net()
+    threaded = mixed_net()[0]
     plan = Plan(in_turn)
     seeds = np.random.default_rng(7).integers(0, 2**63 - 1, size=2)
     halves = [plan.loss_and_gradients(x[lo:lo + 8], y[lo:lo + 8], np.random.default_rng(s), 0.0, 0.5)
@@ -137,10 +114,9 @@ def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close):
         float32_close(threaded.buffers()[key], value, what=key)
 
 
-def train_steps(workers, steps=4):
-    model = Sequential.from_config(SPECS, (12, 12, 1), np.random.default_rng(1))
+def train_steps(mixed_net, workers, steps=4):
+    model, x, y = mixed_net()
     optimizer, rng = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3)
-    x, y = small_batch()
     with StepRunner(Plan(model), workers=workers, min_per_worker=4) as runner:
         for _ in range(steps):
             _, _, grads = runner.gradients(x, y, rng)
@@ -149,8 +125,8 @@ def train_steps(workers, steps=4):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers):
-    first, second = train_steps(workers), train_steps(workers)
+def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers, mixed_net):
+    first, second = train_steps(mixed_net, workers), train_steps(mixed_net, workers)
     assert set(first) == set(second)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
