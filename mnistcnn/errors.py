@@ -1,43 +1,37 @@
 """Typed errors: the library raises these; only the CLI turns them into messages and exit codes."""
+from __future__ import annotations
 
 
 class MnistCnnError(Exception):
-    """Base of every error a user can cause and fix."""
+    """Base of every error a user can cause and fix; ``exit_code`` is the command's exit status."""
 
     exit_code = 1
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:  # else the parent's
+            cls.exit_code = exit_code
 
-class ConfigError(MnistCnnError):
+
+class ConfigError(MnistCnnError, exit_code=2):
     """A config file or override is invalid (names the file and the key path)."""
 
-    exit_code = 2
 
-
-class DataError(MnistCnnError):
+class DataError(MnistCnnError, exit_code=2):
     """A data file is missing, corrupt or foreign (names the file)."""
 
-    exit_code = 2
 
-
-class CheckpointError(MnistCnnError):
+class CheckpointError(MnistCnnError, exit_code=2):
     """A checkpoint is missing, corrupt, tampered with or incompatible."""
 
-    exit_code = 2
 
-
-class UsageError(MnistCnnError):
+class UsageError(MnistCnnError, exit_code=2):
     """A command was given an argument that cannot work (a bad path, index or layer name)."""
 
-    exit_code = 2
 
-
-class NonFiniteError(MnistCnnError):
+class NonFiniteError(MnistCnnError, exit_code=3):
     """Training produced a NaN or infinity; says where it first appeared."""
-
-    exit_code = 3
 
 
 class WriteError(MnistCnnError):
     """A file could not be written (disk full, no permission); the previous version is intact."""
-
-    exit_code = 1

@@ -24,10 +24,8 @@ from ..errors import MnistCnnError
 LAYERS: dict[str, type["Layer"]] = {}
 
 
-class LayerConfigError(MnistCnnError):
+class LayerConfigError(MnistCnnError, exit_code=2):
     """A layer argument is invalid; ``key`` names it so the config loader can give its path."""
-
-    exit_code = 2
 
     def __init__(self, key: str | None, message: str):
         super().__init__(message)
