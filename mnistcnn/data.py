@@ -73,33 +73,11 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
     hasher = hashlib.sha256() if want_sha256 else None
     try:
         with _open(path) as stream:
-            header = stream.read(4)
-            if len(header) < 4:
-                raise DataError(f"{path}: too short to be an IDX file ({len(header)} bytes of header)")
-            zero, dtype_code, ndim = header[:2], header[2], header[3]
-            if zero != b"\x00\x00":
-                raise DataError(f"{path}: not an IDX file (magic number {header.hex()} does not start with 0000)")
-            if dtype_code not in IDX_TYPES:
-                raise DataError(f"{path}: element type 0x{dtype_code:02x} is not supported; MNIST-layout files "
-                                "hold unsigned bytes (0x08)")
-            if expected_ndim is not None and ndim != expected_ndim:
-                raise DataError(f"{path}: has {ndim} dimensions, expected {expected_ndim} "
-                                f"({'images N x H x W' if expected_ndim == 3 else 'labels N'})")
-            if ndim < 1 or ndim > 4:
-                raise DataError(f"{path}: {ndim} dimensions is not an image or label file")
-            dims_raw = stream.read(4 * ndim)
-            if len(dims_raw) < 4 * ndim:
-                raise DataError(f"{path}: truncated inside its header")
-            dims = struct.unpack(f">{ndim}I", dims_raw)
-            if hasher is not None:
-                hasher.update(header + dims_raw)
+            dims = _read_idx_header(stream, path, expected_ndim, hasher)
             size = math.prod(dims)
-            # an axis of length 0 makes the size 0, but the other axes must still fit an array
-            if math.prod(max(n, 1) for n in dims) > 2**33:
-                raise DataError(f"{path}: header claims {dims}, which is far too large for an image set")
             # Compare with the file's length before allocating (a raw file's size is known).
             if path.suffix != ".gz":
-                actual = path.stat().st_size - 4 - 4 * ndim
+                actual = path.stat().st_size - 4 - 4 * len(dims)
                 if actual != size:
                     what = "truncated" if actual < size else "padded"
                     raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file "
@@ -109,8 +87,7 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
             if got < size:
                 raise DataError(f"{path}: truncated: header says {dims} ({size} bytes of data) but only {got} "
                                 "arrived")
-            extra = stream.read(1)
-            if extra:
+            if stream.read(1):
                 raise DataError(f"{path}: padded: more data than the header's {dims} ({size} bytes)")
     except DataError:
         raise
@@ -125,6 +102,34 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
                         "truncated") from None
     array = data.reshape(dims)
     return (array, hasher.hexdigest()) if want_sha256 else array
+
+
+def _read_idx_header(stream, path: Path, expected_ndim: int | None, hasher) -> tuple:
+    """The dimensions from an IDX header (magic, element type, axis lengths), checked."""
+    header = stream.read(4)
+    if len(header) < 4:
+        raise DataError(f"{path}: too short to be an IDX file ({len(header)} bytes of header)")
+    zero, dtype_code, ndim = header[:2], header[2], header[3]
+    if zero != b"\x00\x00":
+        raise DataError(f"{path}: not an IDX file (magic number {header.hex()} does not start with 0000)")
+    if dtype_code not in IDX_TYPES:
+        raise DataError(f"{path}: element type 0x{dtype_code:02x} is not supported; MNIST-layout files "
+                        "hold unsigned bytes (0x08)")
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise DataError(f"{path}: has {ndim} dimensions, expected {expected_ndim} "
+                        f"({'images N x H x W' if expected_ndim == 3 else 'labels N'})")
+    if ndim < 1 or ndim > 4:
+        raise DataError(f"{path}: {ndim} dimensions is not an image or label file")
+    dims_raw = stream.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path}: truncated inside its header")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    if hasher is not None:
+        hasher.update(header + dims_raw)
+    # an axis of length 0 makes the size 0, but the other axes must still fit an array
+    if math.prod(max(n, 1) for n in dims) > 2**33:
+        raise DataError(f"{path}: header claims {dims}, which is far too large for an image set")
+    return dims
 
 
 def find_idx_files(folder) -> dict[str, Path]:

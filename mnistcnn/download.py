@@ -45,7 +45,7 @@ def _fetch(url: str, dest, timeout: float, progress) -> None:
             if progress:
                 progress(done, total)
         if total and done != total:
-            raise DataError(f"{url}: transfer ended after {done} of {total} bytes")
+            raise DataError(f"transfer ended after {done} of {total} bytes")
 
 
 def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0, progress=None,
