@@ -192,9 +192,11 @@ def results_table(summary: dict, run_path) -> Table:
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key, e.g. train.optimizer.lr=0.01.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any key, e.g. train.optimizer.lr=0.01.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--dry-run", is_flag=True, help="Validate, build the model, print it and the plan that runs it, and exit.")
+@click.option("--dry-run", is_flag=True,
+              help="Validate, build the model, print it and the plan that runs it, and exit.")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from checkpoints/last.npz.")
 @click.option("--quiet", is_flag=True, help="Print only the final result.")
@@ -530,14 +532,16 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
     augmented = Augment(**config["data"]["augment"])(preprocess(images), np.random.default_rng(seed))
     names = cfg.class_names(config)
     image_grid(augmented, [names[label] for label in data.train_y[:count]], out_path,
-               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, augment {config['data']['augment']}")
+               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
+               f"augment {config['data']['augment']}")
     console.print(f"wrote {out_path}", markup=False)
 
 
 # -- download ---------------------------------------------------------------------------
 @main.command()
 @click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
-@click.option("--mirror", "mirrors", multiple=True, help="Mirror base URL to try (repeatable; default: the public ones).")
+@click.option("--mirror", "mirrors", multiple=True,
+              help="Mirror base URL to try (repeatable; default: the public ones).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per connection.")
 @click.option("--force", is_flag=True, help="Download again even when a genuine file is there.")
 @handle_errors

@@ -232,7 +232,8 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
     d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
     dZ = np.empty_like(cache.Z)
-    route_to_first_max(d_pooled, cache.blocks, cache.pooled, _fft_blocks(dZ, cache.shape) if is_fft(cache) else tuple(dZ))
+    d_blocks = _fft_blocks(dZ, cache.shape) if is_fft(cache) else tuple(dZ)
+    route_to_first_max(d_pooled, cache.blocks, cache.pooled, d_blocks)
     return dZ
 
 
