@@ -126,13 +126,14 @@ def test_spectral_weights_are_shared_and_follow_in_place_updates():
     x = np.random.default_rng(1).random((4, 10, 10, 3), dtype=np.float32)
     plan = Plan(model)
     plan.prepare()
-    step = plan.evaluation_steps[0]
-    cached = step.spectral_weights()
+    spectrum = plan.spectra[0]
+    assert plan.training_steps[0].spectrum is spectrum is plan.evaluation_steps[0].spectrum  # made once for both
+    cached = spectrum.current()
     assert cached is not None
     out, _ = plan.forward(x)
-    assert step.spectral_weights() is cached  # reused, not recomputed
+    assert spectrum.current() is cached  # reused, not recomputed
     W -= 0.01  # in place, like an optimiser step
-    assert step.spectral_weights() is None
+    assert spectrum.current() is None
     fresh = Sequential.from_config(specs, (10, 10, 3))
     fresh.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(plan.forward(x)[0], Plan(fresh).forward(x)[0])

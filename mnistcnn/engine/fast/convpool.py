@@ -215,10 +215,9 @@ def _fft_blocks(Z, shape):
 def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False):
     """``(dA_prev, dW, db)`` for either forward's cache. im2col's fused conv gives no input
     gradient (``dA_prev`` is None: it is a first layer's)."""
-    dZ = conv_gradient(dout, cache)
     if is_fft(cache):
-        return fftconv.conv_backward(dZ, cache.conv, compute_dA)
-    return (None,) + im2col_weight_gradients(dout, dZ, cache)
+        return fftconv.conv_backward(conv_gradient(dout, cache), cache.conv, compute_dA)
+    return (None,) + im2col_weight_gradients(dout, cache)
 
 
 def is_fft(cache: Cache) -> bool:
@@ -237,8 +236,9 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
     return dZ
 
 
-def im2col_weight_gradients(dout: np.ndarray, dZ: np.ndarray, cache: Cache):
+def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
     """``(dW, db)`` of the one-channel fused conv from the columns it kept."""
+    dZ = conv_gradient(dout, cache)
     f, m, h, w, c = cache.shape
     dW = (cache.conv @ dZ.reshape(4 * m * h * w, c)).reshape(f, f, 1, c)
     # every pooled gradient lands on exactly one conv output: the bias gradient is their sum

@@ -27,7 +27,7 @@ from ..losses import softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv
 from .parallel import keep_freed_memory, map_grouped_in_threads
-from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, Step
+from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, Spectrum, Step
 
 # Evaluation runs in chunks whose busiest layer touches about this many bytes per chunk, so that
 # the intermediate arrays stay in cache.
@@ -71,6 +71,8 @@ class Plan:
                 except ShapeError as err:
                     err.index = index
                     raise
+        self.spectra = {index: Spectrum(model.layers[index])
+                        for index, method in self.methods.items() if method == "fft-gemm"}
         order = self._relu_after_pool()
         self.training_steps = self._steps(order, training=True)
         self.evaluation_steps = self._steps(order, training=False)
@@ -95,15 +97,15 @@ class Plan:
             elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):
                 relu = not training and at + 2 < len(order) and type(layers[order[at + 2]]) is ReLU
                 fused = tuple(order[at:at + (3 if relu else 2)])
-                steps.append(ConvPoolStep(fused, layer, self.methods[index]))
+                steps.append(ConvPoolStep(fused, layer, self.spectra.get(index)))
                 at += len(fused)
             elif _pools_after(self.model, order, at) and layer.bias and not training:
                 pool = order[at + 1]
-                steps += [ConvStep(index, layer, self.methods[index], bias=False), LayerStep(pool, layers[pool]),
+                steps += [ConvStep(index, layer, self.spectra.get(index), bias=False), LayerStep(pool, layers[pool]),
                           BiasStep(index, layer)]
                 at += 2
             else:
-                steps.append(ConvStep(index, layer, self.methods[index]))
+                steps.append(ConvStep(index, layer, self.spectra.get(index)))
                 at += 1
         return steps
 
@@ -129,9 +131,8 @@ class Plan:
     # -- training -------------------------------------------------------------------
     def prepare(self, run=None) -> None:
         """Compute what depends only on the weights, once per step, before threads share it."""
-        for step in self.training_steps + self.evaluation_steps:
-            if isinstance(step, ConvStep):
-                step.prepare(run)
+        for spectrum in self.spectra.values():
+            spectrum.prepare(run)
 
     def forward(self, x, training=False, rng=None):
         """``(out, caches)``: the steps in turn. Batchnorm statistics: ``commit_statistics``."""

@@ -15,9 +15,6 @@ from .. import functional as F
 from ..layers import BatchNorm, Conv2D, Dense, Layer
 from . import convpool, fftconv
 
-METHOD_NAMES = {"im2col": "im2col", "fft-gemm": "frequency-domain"}
-
-
 def _grads_of(index: int, compute, *args) -> dict:
     """A conv's ``(dW, db)`` from ``compute(*args)``, keyed like ``Sequential.params()``."""
     dW, db = compute(*args)
@@ -76,42 +73,50 @@ class LayerStep(Step):
             self.layer.update_running(cache)
 
 
-class ConvStep(Step):
-    """A conv by ``method``; ``bias=False`` leaves the bias to a ``BiasStep`` after the pool."""
+class Spectrum:
+    """A frequency-domain conv's weights in the frequency domain, shared by all its steps (in
+    training and in evaluation) and threads: made once per training step by ``prepare``."""
 
-    def __init__(self, index: int, conv: Conv2D, method: str, bias: bool = True):
-        f = conv.kernel
-        shape = f"{f}x{f}x{conv.input_shape[2]}x{conv.filters}"
-        super().__init__((index,), f"conv {shape}, {METHOD_NAMES[method]}" + ("" if bias else ", no bias"))
-        self.conv, self.method, self.bias = conv, method, bias and conv.bias
-        self.spectral = None  # (the W it was made from, its fftconv.SpectralWeights)
+    def __init__(self, conv: Conv2D):
+        self.conv = conv
+        self.made_from = self.weights = None  # a copy of W, and its fftconv.SpectralWeights
 
     def prepare(self, run=None) -> None:
-        """Compute the spectral weights of the weights as they are now; ``run`` (a thread pool's
-        map) splits the work."""
-        if self.method == "fft-gemm":
-            W = self.conv.params["W"]
-            h, w, _ = self.conv.input_shape
-            self.spectral = (W.copy(), fftconv.spectral_weights(W, h, w, self.conv.pad, run))
-
-    def spectral_weights(self):
-        """The prepared spectral weights if they were made from the weights as they are now (the
-        optimiser updates W in place, so the check is by value), else None: computed anew."""
+        """From the weights as they are now; ``run`` (a thread pool's map) splits the work."""
         W = self.conv.params["W"]
-        if self.spectral is not None and self.spectral[0].dtype == W.dtype and np.array_equal(self.spectral[0], W):
-            return self.spectral[1]
+        h, w, _ = self.conv.input_shape
+        self.made_from, self.weights = W.copy(), fftconv.spectral_weights(W, h, w, self.conv.pad, run)
+
+    def current(self):
+        """The prepared weights if they were made from W as it is now (the optimiser updates W in
+        place, so the check is by value), else None: the kernel then computes them anew."""
+        W = self.conv.params["W"]
+        if self.made_from is not None and self.made_from.dtype == W.dtype and np.array_equal(self.made_from, W):
+            return self.weights
         return None
+
+
+class ConvStep(Step):
+    """A conv, im2col or in the frequency domain (given its ``spectrum``); ``bias=False``
+    leaves the bias to a ``BiasStep`` after the pool."""
+
+    def __init__(self, index: int, conv: Conv2D, spectrum: Spectrum | None, bias: bool = True):
+        f = conv.kernel
+        shape = f"{f}x{f}x{conv.input_shape[2]}x{conv.filters}"
+        method = "frequency-domain" if spectrum else "im2col"
+        super().__init__((index,), f"conv {shape}, {method}" + ("" if bias else ", no bias"))
+        self.conv, self.spectrum, self.bias = conv, spectrum, bias and conv.bias
 
     def forward(self, x, training, rng):
         conv = self.conv
         b = conv.params["b"] if self.bias else None
-        if self.method == "fft-gemm":
-            return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectral_weights())
+        if self.spectrum:
+            return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectrum.current())
         return F.conv_forward(x, conv.params["W"], b, conv.hparameters())
 
     def backward(self, dout, cache):
         needs_dx = self.conv.needs_input_grad
-        if self.method == "fft-gemm":
+        if self.spectrum:
             dY = fftconv.output_spectrum_gradient(dout, cache)
             dx = fftconv.input_gradient(dY, cache) if needs_dx else None
             return dx, self._weight_work(fftconv.weight_gradients, dout, dY, cache)
@@ -132,24 +137,24 @@ class ConvPoolStep(ConvStep):
     """A conv and the 2x2 max pool after it as one kernel (``convpool``); in evaluation, with
     ``relu``, the relu after the pool too."""
 
-    def __init__(self, layers: tuple, conv: Conv2D, method: str):
-        super().__init__(layers[0], conv, method)
+    def __init__(self, layers: tuple, conv: Conv2D, spectrum: Spectrum | None):
+        super().__init__(layers[0], conv, spectrum)
         self.layers, self.relu = layers, len(layers) == 3
         self.what += " + max pool 2x2" + (" + relu" if self.relu else "") + ", fused"
 
     def forward(self, x, training, rng):
         conv = self.conv
         b = conv.params.get("b")
-        if self.method == "fft-gemm":
-            weights = self.spectral_weights()
+        if self.spectrum:
+            weights = self.spectrum.current()
             return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
         return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu)
 
     def backward(self, dout, cache):
-        dZ = convpool.conv_gradient(dout, cache)
-        if self.method == "fft-gemm":
-            return ConvStep.backward(self, dZ, cache.conv)
-        return None, self._weight_work(convpool.im2col_weight_gradients, dout, dZ, cache)
+        if self.spectrum:
+            return ConvStep.backward(self, convpool.conv_gradient(dout, cache), cache.conv)
+        # a first layer's (im2col fuses only there): no input gradient, all of it is weight work
+        return None, self._weight_work(convpool.im2col_weight_gradients, dout, cache)
 
 
 class BiasStep(Step):
