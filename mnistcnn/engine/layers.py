@@ -476,16 +476,20 @@ class BatchNorm(Layer):
         return out
 
     def update_running(self, cache) -> None:
-        """Fold a training batch's statistics into the running averages. Kept out of
-        ``forward_pass`` so that parts of a batch computed in parallel update them in order."""
+        """Fold a training batch's statistics (from its cache) into the running averages."""
         x_hat, _, mean, var = cache
-        count = x_hat.size // x_hat.shape[-1]
-        m = self.momentum
+        self.update_running_statistics(mean, var, x_hat.size // x_hat.shape[-1])
+
+    def update_running_statistics(self, mean, var, count: int) -> None:
+        """Fold a batch's mean and (biased) variance over ``count`` values into the running
+        averages. Kept out of ``forward_pass`` so that parts of a batch computed in parallel
+        can fold in the whole batch's statistics once."""
+        momentum = self.momentum
         dtype = self.buffers["running_mean"].dtype
-        self.buffers["running_mean"] = (m * self.buffers["running_mean"] + (1 - m) * mean).astype(dtype)
+        self.buffers["running_mean"] = (momentum * self.buffers["running_mean"] + (1 - momentum) * mean).astype(dtype)
         # unbiased variance for the running estimate, as PyTorch and Keras keep it
         unbiased = var * (count / max(count - 1, 1))
-        self.buffers["running_var"] = (m * self.buffers["running_var"] + (1 - m) * unbiased).astype(dtype)
+        self.buffers["running_var"] = (momentum * self.buffers["running_var"] + (1 - momentum) * unbiased).astype(dtype)
 
     def backward_pass(self, dout, cache):
         x_hat, inv_std = cache[:2]

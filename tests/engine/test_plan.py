@@ -50,7 +50,7 @@ def test_one_training_step_of_the_plan_is_the_plain_loop(path, float32_close):
 
     loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
     fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
-    plan.commit_statistics(caches)
+    plan.update_batchnorm_statistics([caches])
     assert abs(fast_loss - loss) <= 1e-5 * abs(loss) and fast_correct == correct
     assert set(fast_grads) == set(grads) == set(plain.params())
     for key in grads:
@@ -94,15 +94,15 @@ def test_the_plan_says_what_it_does():
 
 def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_net):
     """``StepRunner``'s promise: each half with its own child generator, drawn in order, its
-    gradients scaled by its share and added in order; batchnorm statistics folded in in order."""
+    gradients scaled by its share and added in order; batchnorm's running statistics those of
+    the whole batch, folded in once, as one thread would."""
     in_turn, x, y = mixed_net()
-    threaded = mixed_net()[0]
+    threaded, whole = mixed_net()[0], mixed_net()[0]
     plan = Plan(in_turn)
     seeds = np.random.default_rng(7).integers(0, 2**63 - 1, size=2)
     halves = [plan.loss_and_gradients(x[lo:lo + 8], y[lo:lo + 8], np.random.default_rng(s), 0.0, 0.5)
               for lo, s in zip((0, 8), seeds)]
-    for half in halves:
-        plan.commit_statistics(half[3])
+    whole.forward(x, training=True, rng=np.random.default_rng(0))  # the plain loop, the whole batch
     with StepRunner(Plan(threaded), workers=2, min_per_worker=4) as runner:
         loss, correct, grads = runner.gradients(x, y, np.random.default_rng(7))
     assert loss == pytest.approx((halves[0][0] + halves[1][0]) / 2, rel=1e-5)
@@ -110,7 +110,8 @@ def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_
     assert set(grads) == set(in_turn.params())
     for key in grads:
         float32_close(grads[key], halves[0][2][key] + halves[1][2][key], what=key)
-    for key, value in in_turn.buffers().items():
+    assert set(threaded.buffers()) == {"4.running_mean", "4.running_var"}
+    for key, value in whole.buffers().items():
         float32_close(threaded.buffers()[key], value, what=key)
 
 

@@ -175,7 +175,7 @@ class StepRunner:
         if parts == 1:
             batch = x(0, n) if callable(x) else x
             loss, correct, grads, caches = self.plan.loss_and_gradients(batch, y, rng, label_smoothing)
-            self.plan.commit_statistics(caches)
+            self.plan.update_batchnorm_statistics([caches])
             return loss, correct, grads
         # one child generator per part, drawn in order: dropout masks are the same whatever the timing
         seeds = rng.integers(0, 2**63 - 1, size=parts)
@@ -203,7 +203,6 @@ class StepRunner:
         for part_grads in work.grads[1:]:
             for k, g in part_grads.items():
                 grads[k] += g
-        for _, _, _, caches in results:
-            self.plan.commit_statistics(caches)
+        self.plan.update_batchnorm_statistics([result[3] for result in results])
         loss = sum(fraction * result[0] for fraction, result in zip(fractions, results))
         return loss, sum(result[1] for result in results), grads

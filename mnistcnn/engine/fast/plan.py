@@ -135,7 +135,7 @@ class Plan:
             spectrum.prepare(run)
 
     def forward(self, x, training=False, rng=None):
-        """``(out, caches)``: the steps in turn. Batchnorm statistics: ``commit_statistics``."""
+        """``(out, caches)``: the steps in turn. Batchnorm statistics: ``update_batchnorm_statistics``."""
         caches = []
         for step in self.training_steps if training else self.evaluation_steps:
             x, cache = step.forward(x, training, rng)
@@ -150,9 +150,11 @@ class Plan:
             if work is not None:
                 yield work
 
-    def commit_statistics(self, caches) -> None:
-        for step, cache in zip(self.training_steps, caches):
-            step.update_statistics(cache)
+    def update_batchnorm_statistics(self, parts: list) -> None:
+        """Fold the batch statistics of a training step into the running averages, given the
+        caches of each part of the batch."""
+        for step, caches in zip(self.training_steps, zip(*parts)):
+            step.update_statistics(list(caches))
 
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0, scale=1.0, hand_over=None):
         """One training step's arithmetic for a batch: ``(loss, correct, grads, caches)``.

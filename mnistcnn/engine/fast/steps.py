@@ -36,8 +36,9 @@ class Step:
     def backward(self, dout, cache):
         raise NotImplementedError
 
-    def update_statistics(self, cache) -> None:
-        """Fold a training pass's batch statistics into the layers (batchnorm)."""
+    def update_statistics(self, caches: list) -> None:
+        """Fold the batch statistics of a training pass's parts (one cache each) into the
+        layers (batchnorm)."""
 
     def where(self) -> str:
         """The layers, in the order the step computes them."""
@@ -68,9 +69,17 @@ class LayerStep(Step):
     def _keyed(self, compute, *args) -> dict:
         return {f"{self.first}.{k}": g for k, g in compute(*args).items()}
 
-    def update_statistics(self, cache) -> None:
+    def update_statistics(self, caches: list) -> None:
         if isinstance(self.layer, BatchNorm):
-            self.layer.update_running(cache)
+            # the whole batch's mean and variance from its parts': one update per step, as with
+            # one thread, whatever the number of parts
+            counts = np.array([x_hat.size // x_hat.shape[-1] for x_hat, *_ in caches], dtype=np.float64)
+            means = np.array([cache[2] for cache in caches], dtype=np.float64)
+            variances = np.array([cache[3] for cache in caches], dtype=np.float64)
+            weights = counts[:, None] / counts.sum()
+            mean = (weights * means).sum(axis=0)
+            var = (weights * (variances + (means - mean) ** 2)).sum(axis=0)
+            self.layer.update_running_statistics(mean, var, int(counts.sum()))
 
 
 class Spectrum:
