@@ -127,7 +127,10 @@ class NumpyNet:
 
     def step(self):
         _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
-        self.optimizer.step(self.params, grads, run=self.runner.map)
+        if hasattr(self.runner, "update"):
+            self.runner.update(self.optimizer, self.params, grads)
+        else:  # an engine from before StepRunner.update
+            self.optimizer.step(self.params, grads, run=self.runner.map)
 
     def evaluate(self, images):
         return self.plan.predict_logits(images, 1000)

@@ -197,7 +197,7 @@ class Trainer:
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
-            self.optimizer.step(params, grads, schedule(self.step), run=runner.map)
+            runner.update(self.optimizer, params, grads, schedule(self.step))
             self.step += 1
             sums = self.epoch_sums
             sums.update(loss=sums["loss"] + loss * len(y), correct=sums["correct"] + correct,

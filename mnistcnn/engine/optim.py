@@ -24,33 +24,27 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
 
-    def step(self, params: dict, grads: dict, lr: float | None = None, run=None) -> None:
-        """Update every parameter in place with its gradient at learning rate ``lr``.
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
+        """Update every parameter in place with its gradient at learning rate ``lr``."""
+        lr = self.start_step(params, lr)
+        for key, p in params.items():
+            self.update(key, p, grads[key], lr)
 
-        ``run(fn, items)`` (a thread pool's map) spreads the work: large arrays are updated in
-        halves, each by its own thread. Every update is element-wise, so the numbers do not change.
-        """
-        lr = self.lr if lr is None else lr
+    def start_step(self, params: dict, lr: float | None = None) -> float:
+        """Count the step and make the state; returns the learning rate to update with."""
         self.steps += 1
-        jobs = []
         for key, p in params.items():
             if not p.flags.c_contiguous:  # updates go through flat views: a copy would lose them
                 raise ValueError(f"parameter {key} must be a C-contiguous array")
             for kind in self.slot_kinds:
                 self._slot(kind, key, p)
-            cuts = [0, p.size] if run is None or p.size < 65536 else [0, p.size // 2, p.size]
-            jobs.extend((key, p, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:]))
+        return self.lr if lr is None else lr
 
-        def update(job):
-            key, p, g, part = job
-            slots = {kind: self.state[f"{kind}.{key}"].reshape(-1)[part] for kind in self.slot_kinds}
-            self._update(key, p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part], lr, slots)
-
-        if run is None:
-            for job in jobs:
-                update(job)
-        else:
-            run(update, jobs)
+    def update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float, part: slice = slice(None)) -> None:
+        """Update the entries ``part`` of the flattened ``p``. Every update is element-wise, so
+        any split of the entries gives the same numbers."""
+        slots = {kind: self.state[f"{kind}.{key}"].reshape(-1)[part] for kind in self.slot_kinds}
+        self._update(key, p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part], lr, slots)
 
     slot_kinds: tuple = ()
 

@@ -63,21 +63,3 @@ def test_schedules():
     mid = 10 + 45
     assert c(mid) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
     assert Schedule(0.3, 5, 2)(7) == 0.3
-
-
-@pytest.mark.parametrize("make", [lambda: Adam(lr=0.01, weight_decay=0.1), lambda: AdamW(lr=0.01, weight_decay=0.1),
-                                  lambda: SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)])
-def test_threaded_update_in_halves_is_bit_identical(make):
-    from concurrent.futures import ThreadPoolExecutor
-
-    rng = np.random.default_rng(0)
-    start = {"0.W": rng.normal(size=(300, 300)).astype(np.float32), "0.b": rng.normal(size=7).astype(np.float32)}
-    serial, threaded = ({k: v.copy() for k, v in start.items()} for _ in range(2))
-    opt_a, opt_b = make(), make()
-    with ThreadPoolExecutor(2) as pool:
-        for step in range(3):
-            grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in start.items()}
-            opt_a.step(serial, grads)
-            opt_b.step(threaded, grads, run=lambda fn, items: list(pool.map(fn, items)))
-    for key in start:
-        np.testing.assert_array_equal(serial[key], threaded[key])

@@ -7,6 +7,7 @@ import pytest
 
 from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
 from mnistcnn.engine.fast.plan import Plan
+from mnistcnn.engine.optim import SGD, Adam, AdamW
 
 def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close, mixed_net):
     """One half slowed down: the other thread runs some of its weight gradients, and the sums
@@ -90,3 +91,19 @@ def test_grouped_map_error_reaches_the_caller_and_stops_the_others():
     with pytest.raises(ValueError, match="item 2"):
         map_grouped_in_threads(fn, np.sum, range(200), 3, 2)
     assert len(done) < 20  # the other thread stopped taking items
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(lr=0.01, weight_decay=0.1), lambda: AdamW(lr=0.01, weight_decay=0.1),
+                                  lambda: SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)])
+def test_threaded_update_in_halves_is_bit_identical(make):
+    rng = np.random.default_rng(0)
+    start = {"0.W": rng.normal(size=(300, 300)).astype(np.float32), "0.b": rng.normal(size=7).astype(np.float32)}
+    serial, threaded = ({k: v.copy() for k, v in start.items()} for _ in range(2))
+    opt_a, opt_b = make(), make()
+    with StepRunner(None, workers=2) as runner:
+        for _ in range(3):
+            grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in start.items()}
+            opt_a.step(serial, grads)
+            runner.update(opt_b, threaded, grads)
+    for key in start:
+        np.testing.assert_array_equal(serial[key], threaded[key])

@@ -121,7 +121,7 @@ def train_steps(mixed_net, workers, steps=4):
     with StepRunner(Plan(model), workers=workers, min_per_worker=4) as runner:
         for _ in range(steps):
             _, _, grads = runner.gradients(x, y, rng)
-            optimizer.step(model.params(), grads, run=runner.map)
+            runner.update(optimizer, model.params(), grads)
     return model.state_dict()
 
 

@@ -20,6 +20,8 @@ from threadpoolctl import threadpool_limits
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+# Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
+SPLIT_UPDATE_SIZE = 65536
 
 
 def keep_freed_memory() -> bool:
@@ -165,6 +167,16 @@ class StepRunner:
         if self.pool is None:
             return [fn(item) for item in items]
         return list(self.pool.map(fn, items))
+
+    def update(self, optimizer, params: dict, grads: dict, lr: float | None = None) -> None:
+        """``optimizer.step(params, grads, lr)`` with each large array updated in halves, one per
+        thread (the update is element-wise: the same numbers)."""
+        lr = optimizer.start_step(params, lr)
+        jobs = []
+        for key, p in params.items():
+            cuts = [0, p.size] if self.pool is None or p.size < SPLIT_UPDATE_SIZE else [0, p.size // 2, p.size]
+            jobs += [(key, p, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        self.map(lambda job: optimizer.update(*job[:3], lr, job[3]), jobs)
 
     def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
         """``x`` is the batch, or a function ``x(lo, hi)`` that makes rows lo..hi of it: then
