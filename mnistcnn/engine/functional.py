@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 POOL_MODES = ("max", "average")
 
 
-def _floating(x: np.ndarray, *others: np.ndarray | None) -> np.dtype:
+def floating_dtype(x: np.ndarray, *others: np.ndarray | None) -> np.dtype:
     """The dtype to compute in: the inputs' common float type (integers promote to float64;
     None, an absent bias, is skipped)."""
     dtype = np.result_type(x, *(o for o in others if o is not None))
@@ -34,7 +34,7 @@ def _int_param(hparameters: dict, key: str, minimum: int) -> int:
     return int(value)
 
 
-def _require_4d(name: str, x: np.ndarray) -> None:
+def require_4d(name: str, x: np.ndarray) -> None:
     if np.ndim(x) != 4:
         raise ValueError(f"{name} must be 4-D (m, n_H, n_W, n_C), got shape {np.shape(x)}")
 
@@ -57,7 +57,7 @@ def _offset_slice(start: int, count: int, stride: int) -> slice:
 
 def zero_pad(X: np.ndarray, pad: int) -> np.ndarray:
     """Pad the two spatial axes of an NHWC batch with ``pad`` zeros on each side."""
-    _require_4d("X", X)
+    require_4d("X", X)
     if pad == 0:
         return X
     m, h, w, c = X.shape
@@ -103,8 +103,8 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
     the backward pass.
     """
-    _require_4d("A_prev", A_prev)
-    _require_4d("W", W)
+    require_4d("A_prev", A_prev)
+    require_4d("W", W)
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     f, f2, w_C_prev, n_C = W.shape
     if f != f2:
@@ -120,7 +120,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     if n_H < 1 or n_W < 1:
         raise ValueError(f"a {f}x{f} kernel with pad {pad} does not fit an input of {n_H_prev}x{n_W_prev}")
 
-    dtype = _floating(A_prev, W, b)
+    dtype = floating_dtype(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
     if n_C_prev == 1:  # a first layer on greyscale images: a faster way to the same matrix
         cols = columns_one_channel(A_pad, f, stride, n_H, n_W).T
@@ -132,7 +132,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     return Z.reshape(m, n_H, n_W, n_C), (A_prev, W, b, hparameters, cols)
 
 
-def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, n_H: int, n_W: int) -> None:
+def col2im_add(dA_pad: np.ndarray, dZ_rows: np.ndarray, W: np.ndarray, stride: int, n_H: int, n_W: int) -> None:
     """Scatter-add each kernel offset's input gradient ``dZ @ W[i, j].T`` into ``dA_pad``.
 
     One small GEMM per offset writes a contiguous (m, n_H, n_W, C_prev) block, which is then
@@ -145,12 +145,13 @@ def col2im_add(dA_pad: np.ndarray, dZ2: np.ndarray, W: np.ndarray, stride: int, 
     for i in range(f):
         rows = _offset_slice(i, n_H, stride)
         for j in range(f):
-            block = dZ2 @ W_t[i, j]
+            block = dZ_rows @ W_t[i, j]
             dA_pad[:, rows, _offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
-    """Gradients of a convolution: returns ``(dA_prev, dW, db)`` shaped like A_prev, W, b.
+    """Gradients of a convolution: returns ``(dA_prev, dW, db)``, shaped like A_prev, W and
+    (1, 1, 1, C).
 
     ``compute_dA=False`` skips the input gradient (``dA_prev`` is None): a network's first
     layer has no use for it.
@@ -159,40 +160,36 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     return (conv_input_gradient(dZ, cache) if compute_dA else None), dW, db
 
 
-def _conv_geometry(dZ: np.ndarray, cache):
-    """Sizes from the cache, after checking that ``dZ`` has the forward output's shape."""
-    A_prev, W, _, hparameters, _ = cache
-    m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
-    f, _, _, n_C = W.shape
+def _dZ_rows(dZ: np.ndarray, cache) -> np.ndarray:
+    """``dZ``, checked against the forward output's shape, as one row per output pixel:
+    (m*n_H*n_W, C), the layout of the GEMM that made it."""
+    A_prev, W, _, hparameters, cols = cache
+    f, n_C = W.shape[0], W.shape[3]
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
-    n_H, n_W = output_size(n_H_prev, f, stride, pad), output_size(n_W_prev, f, stride, pad)
-    if np.shape(dZ) != (m, n_H, n_W, n_C):
-        raise ValueError(f"dZ must have the forward output's shape {(m, n_H, n_W, n_C)}, got {np.shape(dZ)}")
-    return stride, pad, n_H, n_W
-
-
-def _rows(dZ: np.ndarray, dtype) -> np.ndarray:
-    """``dZ`` as one row per output pixel, (m*n_H*n_W, C)."""
-    return np.ascontiguousarray(dZ, dtype=dtype).reshape(-1, np.shape(dZ)[-1])
+    n_H, n_W = (output_size(n, f, stride, pad) for n in A_prev.shape[1:3])
+    if np.shape(dZ) != (A_prev.shape[0], n_H, n_W, n_C):
+        raise ValueError(f"dZ must have the forward output's shape {(A_prev.shape[0], n_H, n_W, n_C)}, "
+                         f"got {np.shape(dZ)}")
+    return np.ascontiguousarray(dZ, dtype=cols.dtype).reshape(-1, n_C)
 
 
 def conv_weight_gradients(dZ: np.ndarray, cache):
     """``(dW, db)``: each weight's gradient sums input value times output gradient over every
     window that uses it, which is one GEMM with the im2col matrix kept by the forward pass."""
-    W, cols = cache[1], cache[4]
-    _conv_geometry(dZ, cache)
-    dZ2 = _rows(dZ, cols.dtype)
-    return (cols.T @ dZ2).reshape(W.shape), column_sums(dZ2).reshape(1, 1, 1, -1)
+    A_prev, W, b, hparameters, cols = cache
+    dZ_rows = _dZ_rows(dZ, cache)
+    return (cols.T @ dZ_rows).reshape(W.shape), column_sums(dZ_rows).reshape(1, 1, 1, -1)
 
 
 def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     """``dA_prev``: every window sends ``W * dZ`` back to the input pixels it read."""
-    A_prev, W, cols = cache[0], cache[1], cache[4]
-    stride, pad, n_H, n_W = _conv_geometry(dZ, cache)
+    A_prev, W, b, hparameters, cols = cache
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
+    stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
+    n_H, n_W = np.shape(dZ)[1:3]
     dtype = cols.dtype
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)
-    col2im_add(dA_pad, _rows(dZ, dtype), W.astype(dtype, copy=False), stride, n_H, n_W)
+    col2im_add(dA_pad, _dZ_rows(dZ, cache), W.astype(dtype, copy=False), stride, n_H, n_W)
     # Slicing [pad:pad+H] rather than the notebook's [pad:-pad], which is empty when pad == 0.
     return np.ascontiguousarray(dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :])
 
@@ -230,11 +227,11 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     Returns ``A`` (m, n_H, n_W, C) and ``cache = (A_prev, hparameters, A, mode)``; the first two
     entries are the notebook's cache.
     """
-    _require_4d("A_prev", A_prev)
+    require_4d("A_prev", A_prev)
     if mode not in POOL_MODES:
         raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
-    A_in = np.asarray(A_prev, dtype=_floating(A_prev))
+    A_in = np.asarray(A_prev, dtype=floating_dtype(A_prev))
     if mode == "max":
         A = _window_max(A_in, f, stride, out_shape)
     else:
@@ -243,6 +240,24 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
             A += A_in[:, rows, cols, :]
         A /= f * f
     return A, (A_prev, hparameters, A, mode)
+
+
+def first_max_masks(windows: list, maximum: np.ndarray):
+    """For each window offset in turn (row-major), the mask of the windows whose first maximum
+    sits there, given each offset's values (``windows``) and the windows' ``maximum``: PyTorch's
+    tie rule, by which each window's gradient goes to one cell only."""
+    unclaimed = None  # windows whose maximum has not been met yet (None: all of them)
+    for k, window in enumerate(windows):
+        if k == len(windows) - 1 and unclaimed is not None:
+            yield unclaimed  # every finite window has its maximum somewhere: here, if not before
+            return
+        first = window == maximum
+        if unclaimed is None:
+            unclaimed = ~first
+        else:
+            first &= unclaimed
+            unclaimed ^= first
+        yield first
 
 
 def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
@@ -256,13 +271,14 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
     if np.shape(dA) != out_shape:
         raise ValueError(f"dA must have the pooled output's shape {out_shape}, got {np.shape(dA)}")
-    dtype = _floating(A_prev, dA)
+    dtype = floating_dtype(A_prev, dA)
     dA = np.asarray(dA, dtype=dtype)
     A_in = np.asarray(A_prev, dtype=dtype)
-    # Windows that neither overlap nor leave gaps can be written instead of accumulated.
+    # Windows that do not overlap are written instead of accumulated; if they leave no gap
+    # either, they write every cell and the array needs no clearing first.
     tiled = stride == f
-    dA_prev = (np.empty if tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f) else np.zeros)(
-        A_in.shape, dtype=dtype)
+    covers_all = tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f)
+    dA_prev = np.empty(A_in.shape, dtype=dtype) if covers_all else np.zeros(A_in.shape, dtype=dtype)
     if mode == "average":
         each = dA / dtype.type(f * f)
         for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
@@ -275,18 +291,9 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
         A = cache[2]
     else:  # the cache came from an average-mode forward: find the maxima now
         A = _window_max(A_in, f, stride, out_shape)
-    unclaimed = None  # windows whose maximum has not been found yet (None: all of them)
-    last = f * f - 1
-    for k, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
-        if k == last and unclaimed is not None:
-            first = unclaimed  # every finite window has its maximum somewhere: here, if not before
-        else:
-            first = A_in[:, rows, cols, :] == A
-            if unclaimed is None:
-                unclaimed = ~first
-            else:
-                first &= unclaimed
-                unclaimed ^= first
+    slices = list(_window_slices(f, stride, out_shape[1], out_shape[2]))
+    windows = [A_in[:, rows, cols, :] for _, rows, cols in slices]
+    for (_, rows, cols), first in zip(slices, first_max_masks(windows, A)):
         if tiled:
             np.multiply(dA, first, out=dA_prev[:, rows, cols, :])
         else:

@@ -59,18 +59,8 @@ def max_of_blocks(blocks) -> np.ndarray:
 def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_blocks) -> None:
     """Write into ``d_blocks`` (views of the conv's gradient) each pooled gradient at the first
     maximum of its window in row-major order (PyTorch's rule, as ``functional.pool_backward``)."""
-    unclaimed = None  # windows whose maximum has not been met yet (None: all of them)
-    for k in range(4):
-        if k == 3:
-            first = unclaimed  # every finite window has its maximum somewhere: here, if not before
-        else:
-            first = blocks[k] == pooled
-            if unclaimed is None:
-                unclaimed = ~first
-            else:
-                first &= unclaimed
-                unclaimed ^= first
-        np.multiply(d_pooled, first, out=d_blocks[k])
+    for first, d_block in zip(F.first_max_masks(blocks, pooled), d_blocks):
+        np.multiply(d_pooled, first, out=d_block)
 
 
 def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np.ndarray:
@@ -149,7 +139,7 @@ def _evaluate(A_pad, taps, b, shape, stride, relu):
 
 
 def _pooled_shape(A_prev, W, hparameters, algorithm):
-    F._require_4d("A_prev", A_prev)
+    F.require_4d("A_prev", A_prev)
     m, n_H_prev, n_W_prev, c_prev = A_prev.shape
     f, _, _, c = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
@@ -174,7 +164,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
     ``training``: an evaluation needs no backward pass). W (f, f, 1, C). ``relu`` (an
     evaluation's only): the relu after the pool too."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
-    dtype = F._floating(A_prev, W, b)
+    dtype = F.floating_dtype(A_prev, W, b)
     stride = int(hparameters["stride"])
     A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
     taps = W.reshape(f * f, c).astype(dtype, copy=False)

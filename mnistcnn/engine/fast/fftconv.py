@@ -167,13 +167,13 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     given, must be ``spectral_weights(W, ...)`` for this input size (computed here otherwise).
     ``pooled``: the output's rows and columns come in ``window_major`` order (for ``convpool``;
     the backward pass then takes its gradient in that order too)."""
-    F._require_4d("A_prev", A_prev)
+    F.require_4d("A_prev", A_prev)
     m, n_H, n_W, c_prev = A_prev.shape
     f, _, _, c = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
     if not supported(n_H, n_W, f, stride, pad):
         raise ValueError(f"the frequency-domain conv needs stride 1 and pad < f; got stride {stride}, pad {pad}, f {f}")
-    dtype = F._floating(A_prev, W, b)
+    dtype = F.floating_dtype(A_prev, W, b)
     p = plan(n_H, n_W, f, pad, dtype.name, pooled)
     k = p.n_lh * p.n_w
     if weights is None or weights.blocks.dtype != dtype:
