@@ -235,7 +235,7 @@ def check_model(config: dict, source: str = "<config>"):
                                        np.random.default_rng(0))
         plan = Plan(model, config["model"]["conv_algorithm"])
     except LayerConfigError as err:
-        index = getattr(err, "index", None)
+        index = err.index
         where = "model.layers" if index is None else f"model.layers[{index}]"
         key = f".{err.key}" if err.key else ""
         raise ConfigError(f"{source}: {where}{key}: {err}") from None

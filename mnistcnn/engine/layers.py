@@ -30,6 +30,12 @@ class LayerConfigError(MnistCnnError, exit_code=2):
     def __init__(self, key: str | None, message: str):
         super().__init__(message)
         self.key = key
+        self.index = None  # the layer's place in the model, once known
+
+    def at(self, index: int) -> "LayerConfigError":
+        """This error, for the layer at ``index`` of a model."""
+        self.index = index
+        return self
 
 
 class ShapeError(LayerConfigError):
@@ -165,11 +171,6 @@ class Layer:
         """``(dx, grads)`` from a cache of ``forward_pass`` (dx None where not needed)."""
         raise NotImplementedError
 
-    def astype(self, dtype) -> None:
-        for store in (self.params, self.buffers):
-            for key in store:
-                store[key] = store[key].astype(dtype)
-
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments().items())
         return f"{type(self).__name__}({args})"
@@ -177,7 +178,11 @@ class Layer:
 
 @register("conv2d")
 class Conv2D(Layer):
-    """2-D convolution over NHWC input; W (f, f, C_prev, filters), b (1, 1, 1, filters)."""
+    """2-D convolution over NHWC input; W (f, f, C_prev, filters), b (1, 1, 1, filters).
+
+    Forward: ``functional.conv_forward`` (an im2col matrix and one GEMM). Backward:
+    ``functional.conv_backward`` (dW and db by a GEMM with that matrix, dA by a scatter-add).
+    """
 
     def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):
         super().__init__(name)
@@ -243,8 +248,12 @@ class Conv2D(Layer):
         return F.conv_forward(x, self.params["W"], self.params.get("b"), self.hparameters())
 
     def backward_pass(self, dout, cache):
+        # the model's first layer has no use for the gradient at the images: it skips it
         dx, dW, db = F.conv_backward(dout, cache, self.needs_input_grad)
-        return dx, ({"W": dW, "b": db} if self.bias else {"W": dW})
+        return dx, self.named_gradients(dW, db)
+
+    def named_gradients(self, dW, db) -> dict:
+        return {"W": dW, "b": db} if self.bias else {"W": dW}
 
 
 class _Pool(Layer):
@@ -295,6 +304,8 @@ class ReLU(Layer):
         return np.maximum(x, 0), x > 0
 
     def backward_pass(self, dout, cache):
+        if cache is None:
+            raise ValueError("relu's backward needs a forward pass with training=True (evaluation keeps no mask)")
         # a product with the mask (faster than np.where), into a fresh array: dout is not edited
         return dout * cache, {}
 
@@ -329,8 +340,8 @@ class Tanh(Layer):
 class Sigmoid(Layer):
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
-        e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        small = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1 / (1 + small), small / (1 + small)).astype(x.dtype, copy=False)
         return out, out
 
     def backward_pass(self, dout, cache):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import NonFiniteError
 from .layers import Layer, LayerConfigError, layer_from_config
 from .losses import softmax_cross_entropy
 
@@ -27,8 +26,7 @@ class Sequential:
             try:
                 shape = layer.build(shape, rng, dtype)
             except LayerConfigError as err:
-                err.index = index
-                raise
+                raise err.at(index)
         if layers:
             layers[0].needs_input_grad = False  # nothing upstream wants the image's gradient
         self.output_shape = shape
@@ -40,9 +38,9 @@ class Sequential:
             try:
                 layers.append(layer_from_config(spec))
             except TypeError as err:  # an argument the layer does not take
-                raise _indexed(LayerConfigError(None, str(err)), index) from None
+                raise LayerConfigError(None, str(err)).at(index) from None
             except LayerConfigError as err:
-                raise _indexed(err, index)
+                raise err.at(index)
         return cls(layers, input_shape, rng, dtype)
 
     def get_config(self) -> list[dict]:
@@ -73,11 +71,6 @@ class Sequential:
 
     def macs(self) -> int:
         return sum(layer.macs() for layer in self.layers)
-
-    def astype(self, dtype) -> "Sequential":
-        for layer in self.layers:
-            layer.astype(dtype)
-        return self
 
     def layer_index(self, key) -> int:
         """An index from an int, a numeric string or a layer name."""
@@ -146,11 +139,6 @@ def locate_non_finite(model: Sequential, x, y, rng=None, label_smoothing=0.0) ->
     return "no layer (the batch is finite when re-run)"
 
 
-def _indexed(err: LayerConfigError, index: int) -> LayerConfigError:
-    err.index = index
-    return err
-
-
 def check_finite(loss: float, grads: dict) -> bool:
     """True when the loss and every gradient are finite (one reduction per array)."""
     if not np.isfinite(loss):
@@ -158,4 +146,4 @@ def check_finite(loss: float, grads: dict) -> bool:
     return all(np.isfinite(np.sum(g)) for g in grads.values())
 
 
-__all__ = ["Sequential", "check_finite", "locate_non_finite", "NonFiniteError"]
+__all__ = ["Sequential", "check_finite", "locate_non_finite"]

@@ -69,8 +69,7 @@ class Plan:
                 try:
                     self.methods[index] = conv_method(layer, conv_algorithm)
                 except ShapeError as err:
-                    err.index = index
-                    raise
+                    raise err.at(index)
         self.spectra = {index: Spectrum(model.layers[index])
                         for index, method in self.methods.items() if method == "fft-gemm"}
         order = self._relu_after_pool()

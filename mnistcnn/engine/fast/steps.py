@@ -15,10 +15,10 @@ from .. import functional as F
 from ..layers import BatchNorm, Conv2D, Dense, Layer
 from . import convpool, fftconv
 
-def _grads_of(index: int, compute, *args) -> dict:
-    """A conv's ``(dW, db)`` from ``compute(*args)``, keyed like ``Sequential.params()``."""
-    dW, db = compute(*args)
-    return {f"{index}.W": dW, f"{index}.b": db}
+
+def _keyed(index: int, compute, *args) -> dict:
+    """The gradients dict that ``compute(*args)`` returns, keyed like ``Sequential.params()``."""
+    return {f"{index}.{name}": grad for name, grad in compute(*args).items()}
 
 
 class Step:
@@ -62,12 +62,9 @@ class LayerStep(Step):
         layer = self.layer
         if isinstance(layer, Dense):
             dx = layer.input_gradient(dout) if layer.needs_input_grad else None
-            return dx, functools.partial(self._keyed, layer.weight_gradients, dout, cache)
+            return dx, functools.partial(_keyed, self.first, layer.weight_gradients, dout, cache)
         dx, grads = layer.backward_pass(dout, cache)
-        return dx, (functools.partial(self._keyed, dict, grads) if grads else None)
-
-    def _keyed(self, compute, *args) -> dict:
-        return {f"{self.first}.{k}": g for k, g in compute(*args).items()}
+        return dx, (functools.partial(_keyed, self.first, dict, grads) if grads else None)
 
     def update_statistics(self, caches: list) -> None:
         if isinstance(self.layer, BatchNorm):
@@ -133,13 +130,11 @@ class ConvStep(Step):
         return dx, self._weight_work(F.conv_weight_gradients, dout, cache)
 
     def _weight_work(self, compute, *args):
-        if self.conv.bias:
-            return functools.partial(_grads_of, self.first, compute, *args)
-        return functools.partial(_without_bias, self.first, compute, *args)
+        """``compute(*args)``'s ``(dW, db)``, named and keyed, as work for any thread."""
+        return functools.partial(_keyed, self.first, self._named, compute, *args)
 
-
-def _without_bias(index: int, compute, *args) -> dict:
-    return {f"{index}.W": compute(*args)[0]}
+    def _named(self, compute, *args) -> dict:
+        return self.conv.named_gradients(*compute(*args))
 
 
 class ConvPoolStep(ConvStep):
