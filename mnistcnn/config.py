@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .engine.layers import LAYERS, LayerConfigError
+from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError
 from .engine.optim import OPTIMIZERS, SCHEDULES
 
 MAX_LAYERS = 256
@@ -106,7 +106,7 @@ SCHEMA = {
     "model": {
         "input_shape": Field([28, 28, 1], list, "image shape (H, W, C) the model takes"),
         "conv_algorithm": Field("auto", str, "how conv2d layers compute: auto (by shape), im2col or fft-gemm; "
-                                "a layer's own algorithm: wins", choices=("auto", "im2col", "fft-gemm")),
+                                "a layer's own algorithm: wins", choices=CONV_ALGORITHMS),
         "layers": Field(copy.deepcopy(LENET_LAYERS), list, "the layer stack: [{type: conv2d, ...}, ...]"),
     },
     "train": {

@@ -108,7 +108,7 @@ def test_fft_conv_step_gradients_match_finite_differences(numerical_gradient, re
         assert relative_error(grad, numerical_gradient(loss, model.params()[key])) < 1e-6
 
 
-def test_spectral_weights_are_shared_and_follow_in_place_updates():
+def test_spectral_weights_are_shared_and_follow_in_place_updates(float32_close):
     """The trainer computes a conv's spectral weights once per step (split between threads)
     and the workers reuse them; an in-place change of W, as the optimiser makes, must never
     leave a forward pass on stale weights."""
@@ -117,16 +117,15 @@ def test_spectral_weights_are_shared_and_follow_in_place_updates():
     specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": "fft-gemm"}, {"type": "relu"}]
     model = Sequential.from_config(specs, (10, 10, 3), np.random.default_rng(0))
     W = model.params()["0.W"]
-    with ThreadPoolExecutor(2) as pool:
-        split = fftconv.spectral_weights(W, 10, 10, 2, run=pool.map)
+    plan = Plan(model)
+    with ThreadPoolExecutor(2) as pool:  # the frequencies split between two threads
+        plan.prepare(lambda fn, items: list(pool.map(fn, items)))
     whole = fftconv.spectral_weights(W, 10, 10, 2)
-    np.testing.assert_array_equal(split.blocks, whole.blocks)
-    np.testing.assert_array_equal(split.blocks_t, whole.blocks_t)
+    spectrum = plan.spectra[0]
+    float32_close(spectrum.weights.blocks, whole.blocks)
+    float32_close(spectrum.weights.blocks_t, whole.blocks_t)
 
     x = np.random.default_rng(1).random((4, 10, 10, 3), dtype=np.float32)
-    plan = Plan(model)
-    plan.prepare()
-    spectrum = plan.spectra[0]
     assert plan.training_steps[0].spectrum is spectrum is plan.evaluation_steps[0].spectrum  # made once for both
     cached = spectrum.current()
     assert cached is not None

@@ -25,7 +25,7 @@ import numpy as np
 from .. import functional as F
 
 
-class Plan(NamedTuple):
+class DftMatrices(NamedTuple):
     half_h: np.ndarray  # (2Lh, H):      image rows -> half spectrum along the height
     full_w: np.ndarray  # (2Nw, 2W):     complex columns -> full spectrum along the width
     back_w: np.ndarray  # (2Wo, 2Nw):    spectrum -> complex output columns
@@ -71,7 +71,7 @@ def window_major(n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = False) -> Plan:
+def dft_matrices(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = False) -> DftMatrices:
     """The DFT matrices of one layer geometry, each a real matrix acting on one axis.
 
     The half spectrum is taken along the height (first forward, last inverse step) and the
@@ -123,7 +123,7 @@ def plan(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: bool = F
     grad_taps = np.stack([np.stack([re, -im], axis=2), np.stack([im, re], axis=2)], axis=1).reshape(f * f, -1)
     dtype = np.dtype(dtype_name)
     arrays = (np.ascontiguousarray(m, dtype=dtype) for m in (half_h, full_w, back_w, back_h, taps, grad_taps))
-    return Plan(*arrays, n_lh=n_lh, n_w=n_w, n_Ho=n_Ho, n_Wo=n_Wo)
+    return DftMatrices(*arrays, n_lh=n_lh, n_w=n_w, n_Ho=n_Ho, n_Wo=n_Wo)
 
 
 class SpectralWeights(NamedTuple):
@@ -133,31 +133,35 @@ class SpectralWeights(NamedTuple):
     blocks_t: np.ndarray | None     # (K, 2*C, 2*C_prev): its transpose, contiguous, for the input gradient
 
 
-def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, run=None, with_transpose=True) -> SpectralWeights:
-    """The spectral weights of ``W`` for an ``n_H x n_W`` input. ``run(fn, items)`` (a thread
-    pool's map) splits the frequencies between threads; each frequency's numbers are the same."""
+def spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, with_transpose=True) -> SpectralWeights:
+    """The spectral weights of ``W`` for an ``n_H x n_W`` input."""
+    weights = empty_spectral_weights(W, n_H, n_W, pad, with_transpose)
+    fill_spectral_weights(weights, W, n_H, n_W, pad, 0, len(weights.blocks))
+    return weights
+
+
+def empty_spectral_weights(W: np.ndarray, n_H: int, n_W: int, pad: int, with_transpose=True) -> SpectralWeights:
+    """Room for the spectral weights of ``W``, one block per frequency."""
     f, _, c_prev, c = W.shape
-    p = plan(n_H, n_W, f, pad, W.dtype.name)
-    k = p.n_lh * p.n_w
-    blocks = np.empty((k, 2 * c_prev, 2 * c), dtype=W.dtype)
+    dft = dft_matrices(n_H, n_W, f, pad, W.dtype.name)
+    k = dft.n_lh * dft.n_w
     blocks_t = np.empty((k, 2 * c, 2 * c_prev), dtype=W.dtype) if with_transpose else None
+    return SpectralWeights(np.empty((k, 2 * c_prev, 2 * c), dtype=W.dtype), blocks_t)
 
-    def fill(frequencies):
-        lo, hi = frequencies
-        Wf = (p.taps[2 * lo:2 * hi] @ W.reshape(f * f, c_prev * c)).reshape(hi - lo, 2, c_prev, c)
-        part = blocks[lo:hi]
-        part[:, :c_prev, :c] = Wf[:, 0]
-        part[:, :c_prev, c:] = Wf[:, 1]
-        np.negative(Wf[:, 1], out=part[:, c_prev:, :c])
-        part[:, c_prev:, c:] = Wf[:, 0]
-        if with_transpose:
-            blocks_t[lo:hi] = part.transpose(0, 2, 1)
 
-    if run is None:
-        fill((0, k))
-    else:
-        run(fill, [(0, k // 2), (k // 2, k)])
-    return SpectralWeights(blocks, blocks_t)
+def fill_spectral_weights(weights: SpectralWeights, W: np.ndarray, n_H: int, n_W: int, pad: int,
+                          lo: int, hi: int) -> None:
+    """Fill in the blocks of frequencies ``lo..hi-1`` (so that threads can share the work)."""
+    f, _, c_prev, c = W.shape
+    dft = dft_matrices(n_H, n_W, f, pad, W.dtype.name)
+    Wf = (dft.taps[2 * lo:2 * hi] @ W.reshape(f * f, c_prev * c)).reshape(hi - lo, 2, c_prev, c)
+    part = weights.blocks[lo:hi]
+    part[:, :c_prev, :c] = Wf[:, 0]
+    part[:, :c_prev, c:] = Wf[:, 1]
+    np.negative(Wf[:, 1], out=part[:, c_prev:, :c])
+    part[:, c_prev:, c:] = Wf[:, 0]
+    if weights.blocks_t is not None:
+        weights.blocks_t[lo:hi] = part.transpose(0, 2, 1)
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict,
@@ -174,19 +178,19 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     if not supported(n_H, n_W, f, stride, pad):
         raise ValueError(f"the frequency-domain conv needs stride 1 and pad < f; got stride {stride}, pad {pad}, f {f}")
     dtype = F.floating_dtype(A_prev, W, b)
-    p = plan(n_H, n_W, f, pad, dtype.name, pooled)
-    k = p.n_lh * p.n_w
+    dft = dft_matrices(n_H, n_W, f, pad, dtype.name, pooled)
+    k = dft.n_lh * dft.n_w
     if weights is None or weights.blocks.dtype != dtype:
         weights = spectral_weights(W.astype(dtype, copy=False), n_H, n_W, pad, with_transpose=False)
     x = np.asarray(A_prev, dtype=dtype)
-    rows = np.matmul(p.half_h, x.reshape(m, n_H, n_W * c_prev))  # (m, Lh, re/im, W, C)
-    X = np.matmul(p.full_w, rows.reshape(m * p.n_lh, 2 * n_W, c_prev))  # (m, Lh, Nw, re/im, C)
+    rows = np.matmul(dft.half_h, x.reshape(m, n_H, n_W * c_prev))  # (m, Lh, re/im, W, C)
+    X = np.matmul(dft.full_w, rows.reshape(m * dft.n_lh, 2 * n_W, c_prev))  # (m, Lh, Nw, re/im, C)
     # (m, K, 2*C_prev) read as (K, m, 2*C_prev): [Xr Xi] per frequency, a strided view, no copy
     X_spectrum = X.reshape(m, k, 2 * c_prev).transpose(1, 0, 2)
     Y = np.empty((m, k, 2 * c), dtype=dtype)
     np.matmul(X_spectrum, weights.blocks, out=Y.transpose(1, 0, 2))
-    cols = np.matmul(p.back_w, Y.reshape(m * p.n_lh, 2 * p.n_w, c))  # (m, Lh, re/im, Wo, C)
-    Z = np.matmul(p.back_h, cols.reshape(m, 2 * p.n_lh, p.n_Wo * c)).reshape(m, p.n_Ho, p.n_Wo, c)
+    cols = np.matmul(dft.back_w, Y.reshape(m * dft.n_lh, 2 * dft.n_w, c))  # (m, Lh, re/im, Wo, C)
+    Z = np.matmul(dft.back_h, cols.reshape(m, 2 * dft.n_lh, dft.n_Wo * c)).reshape(m, dft.n_Ho, dft.n_Wo, c)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(c)
     return Z, (A_prev, W, b, hparameters, (X_spectrum, weights, pooled))
@@ -207,13 +211,13 @@ def output_spectrum_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     m, n_H, n_W, _ = A_prev.shape
     f, _, _, c = W.shape
     dtype = weights.blocks.dtype
-    p = plan(n_H, n_W, f, int(hparameters["pad"]), dtype.name, pooled)
-    if np.shape(dZ) != (m, p.n_Ho, p.n_Wo, c):
-        raise ValueError(f"dZ must have the forward output's shape {(m, p.n_Ho, p.n_Wo, c)}, got {np.shape(dZ)}")
+    dft = dft_matrices(n_H, n_W, f, int(hparameters["pad"]), dtype.name, pooled)
+    if np.shape(dZ) != (m, dft.n_Ho, dft.n_Wo, c):
+        raise ValueError(f"dZ must have the forward output's shape {(m, dft.n_Ho, dft.n_Wo, c)}, got {np.shape(dZ)}")
     dZ = np.asarray(dZ, dtype=dtype)
-    d_cols = np.matmul(p.back_h.T, dZ.reshape(m, p.n_Ho, p.n_Wo * c))
-    dY = np.matmul(p.back_w.T, d_cols.reshape(m * p.n_lh, 2 * p.n_Wo, c))  # (m, Lh, Nw, re/im, C)
-    return dY.reshape(m, p.n_lh * p.n_w, 2 * c).transpose(1, 0, 2)
+    d_cols = np.matmul(dft.back_h.T, dZ.reshape(m, dft.n_Ho, dft.n_Wo * c))
+    dY = np.matmul(dft.back_w.T, d_cols.reshape(m * dft.n_lh, 2 * dft.n_Wo, c))  # (m, Lh, Nw, re/im, C)
+    return dY.reshape(m, dft.n_lh * dft.n_w, 2 * c).transpose(1, 0, 2)
 
 
 def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
@@ -221,14 +225,14 @@ def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
     A_prev, W, _, hparameters, (X_spectrum, weights, pooled) = cache
     f, _, c_prev, c = W.shape
     k = X_spectrum.shape[0]
-    p = plan(A_prev.shape[1], A_prev.shape[2], f, int(hparameters["pad"]), X_spectrum.dtype.name, pooled)
+    dft = dft_matrices(A_prev.shape[1], A_prev.shape[2], f, int(hparameters["pad"]), X_spectrum.dtype.name, pooled)
     db = F.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
-    # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see plan's grad_taps
+    # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see dft_matrices' grad_taps
     X_t = X_spectrum.transpose(0, 2, 1)
     products = np.empty((2, k, 2 * c_prev, c), dtype=X_spectrum.dtype)
     np.matmul(X_t, dY[:, :, :c], out=products[0])
     np.matmul(X_t, dY[:, :, c:], out=products[1])
-    return (p.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
+    return (dft.grad_taps @ products.reshape(4 * k, c_prev * c)).reshape(f, f, c_prev, c), db
 
 
 def input_gradient(dY: np.ndarray, cache) -> np.ndarray:
@@ -237,13 +241,13 @@ def input_gradient(dY: np.ndarray, cache) -> np.ndarray:
     A_prev, W, _, hparameters, (_, weights, pooled) = cache
     m, n_H, n_W, c_prev = A_prev.shape
     dtype = weights.blocks.dtype
-    p = plan(n_H, n_W, W.shape[0], int(hparameters["pad"]), dtype.name, pooled)
+    dft = dft_matrices(n_H, n_W, W.shape[0], int(hparameters["pad"]), dtype.name, pooled)
     dX = np.empty((m, dY.shape[0], 2 * c_prev), dtype=dtype)
     # a contiguous transpose: BLAS multiplies by a transposed operand more slowly here
     blocks_t = weights.blocks_t
     if blocks_t is None:
         blocks_t = np.ascontiguousarray(weights.blocks.transpose(0, 2, 1))
     np.matmul(dY, blocks_t, out=dX.transpose(1, 0, 2))
-    d_rows = np.matmul(p.full_w.T, dX.reshape(m * p.n_lh, 2 * p.n_w, c_prev))  # (m, Lh, re/im, W, C)
-    dA_prev = np.matmul(p.half_h.T, d_rows.reshape(m, 2 * p.n_lh, n_W * c_prev))
+    d_rows = np.matmul(dft.full_w.T, dX.reshape(m * dft.n_lh, 2 * dft.n_w, c_prev))  # (m, Lh, re/im, W, C)
+    dA_prev = np.matmul(dft.half_h.T, d_rows.reshape(m, 2 * dft.n_lh, n_W * c_prev))
     return dA_prev.reshape(m, n_H, n_W, c_prev)

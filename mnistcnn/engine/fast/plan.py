@@ -6,7 +6,8 @@ decided, and ``describe()`` says what it decided:
 - each conv runs im2col or in the frequency domain (``fftconv``), whichever needs clearly
   fewer multiply-adds, its spectral weights computed once per step (``prepare``);
 - a relu that feeds a max pool runs after the pool: max commutes with a monotone function,
-  so the numbers are the same and the relu does a quarter of the work;
+  so the numbers are the same and the relu sees only the pooled values (a quarter of them
+  after a 2x2 pool);
 - a conv and the 2x2 max pool after it run as one kernel (``convpool``) where it applies;
 - in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
   fused conv and pool does the relu after them while the output is in cache;
@@ -75,7 +76,6 @@ class Plan:
         order = self._relu_after_pool()
         self.training_steps = self._steps(order, training=True)
         self.evaluation_steps = self._steps(order, training=False)
-        keep_freed_memory()
 
     def _relu_after_pool(self) -> list[int]:
         order = list(range(len(self.model.layers)))
@@ -182,6 +182,7 @@ class Plan:
         (default: one per core); the dense head after the last image-shaped layer runs on
         fixed runs of chunks, about ``HEAD_IMAGES`` images at once.
         """
+        keep_freed_memory()
         batch_size = min(batch_size, self.eval_chunk())
         self.prepare()
         head = head_start(self.model)

@@ -88,10 +88,18 @@ class Spectrum:
         self.made_from = self.weights = None  # a copy of W, and its fftconv.SpectralWeights
 
     def prepare(self, run=None) -> None:
-        """From the weights as they are now; ``run`` (a thread pool's map) splits the work."""
+        """From the weights as they are now; ``run`` (a thread pool's map) splits the
+        frequencies in two."""
         W = self.conv.params["W"]
         h, w, _ = self.conv.input_shape
-        self.made_from, self.weights = W.copy(), fftconv.spectral_weights(W, h, w, self.conv.pad, run)
+        weights = fftconv.empty_spectral_weights(W, h, w, self.conv.pad)
+        fill = functools.partial(fftconv.fill_spectral_weights, weights, W, h, w, self.conv.pad)
+        k = len(weights.blocks)
+        if run is None:
+            fill(0, k)
+        else:
+            run(lambda span: fill(*span), [(0, k // 2), (k // 2, k)])
+        self.made_from, self.weights = W.copy(), weights
 
     def current(self):
         """The prepared weights if they were made from W as it is now (the optimiser updates W in
