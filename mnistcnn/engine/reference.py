@@ -10,6 +10,8 @@ import numpy as np
 
 
 def conv_forward_loop(A_prev, W, b, hparameters):
+    """Z (m, n_H, n_W, C): for every example, output pixel and channel, the sum of the window
+    of A_prev (m, H, W, C_prev) times the filter W[:, :, :, c] (f, f, C_prev), plus b[c]."""
     m, n_H_prev, n_W_prev, _ = A_prev.shape
     f, _, _, n_C = W.shape
     stride, pad = hparameters["stride"], hparameters["pad"]
@@ -27,6 +29,8 @@ def conv_forward_loop(A_prev, W, b, hparameters):
 
 
 def conv_backward_loop(dZ, A_prev, W, hparameters):
+    """(dA_prev, dW, db): every output pixel sends W * dZ back to the window it read, and adds
+    its window times dZ to dW and dZ to db."""
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     f, _, _, n_C = W.shape
     stride, pad = hparameters["stride"], hparameters["pad"]
@@ -47,6 +51,7 @@ def conv_backward_loop(dZ, A_prev, W, hparameters):
 
 
 def pool_forward_loop(A_prev, hparameters, mode="max"):
+    """A (m, n_H, n_W, C): each f x f window's maximum or mean, channel by channel."""
     m, n_H_prev, n_W_prev, n_C = A_prev.shape
     f, stride = hparameters["f"], hparameters["stride"]
     n_H, n_W = (n_H_prev - f) // stride + 1, (n_W_prev - f) // stride + 1
@@ -61,6 +66,7 @@ def pool_forward_loop(A_prev, hparameters, mode="max"):
 
 
 def pool_backward_loop(dA, A_prev, hparameters, mode="max"):
+    """dA_prev: each window's gradient to its first maximum (max) or spread evenly (average)."""
     f, stride = hparameters["f"], hparameters["stride"]
     m, n_H, n_W, n_C = dA.shape
     dA_prev = np.zeros(A_prev.shape)

@@ -69,7 +69,6 @@ def test_matches_loop_reference(case):
     Z = conv_forward_loop(A, W, b, hp)
     assert np.max(np.abs(out - pool_forward_loop(Z, POOL))) < 1e-10
     if case["algorithm"] == "im2col":  # evaluation's way, from the shifted blocks: the same sums
-        # (bit for bit at LeNet's shapes, below; at some tiny shapes BLAS takes other kernels),
         # in one slice of images and in slices of two (the last one short when m is odd)
         for per_slice in (convpool.EVAL_SLICE_IMAGES, 2):
             with eval_slices(per_slice):

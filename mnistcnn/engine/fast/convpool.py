@@ -12,10 +12,9 @@ the pool is three element-wise maxima of four blocks and its backward four block
   even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers).
 
 The forward values are those of the separate conv and pool: each output is the same dot
-product, and the bias is added after the max, which rounding cannot change, as it is
-monotone. At LeNet's shapes BLAS computes them bit for bit alike (tested); at some tiny
-shapes it takes other kernels, which may differ in the last bit. Gradients are the same sums
-taken in another order.
+product (computed by GEMMs of other shapes, so equal within float32 rounding), and the bias
+is added after the max, which rounding cannot change, as it is monotone. Gradients are the
+same sums taken in another order.
 """
 from __future__ import annotations
 
@@ -99,11 +98,11 @@ def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
 EVAL_SLICE_IMAGES = 16
 
 
-def _evaluate(A_pad, taps, b, shape, stride, relu):
+def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu):
     """The pooled conv without keeping anything, one window position at a time into a running
     maximum. Position (r, q) reads the blocks' rows (a + stride*r)*n + v: for each r one
-    contiguous range of f*n rows, so no column matrix is built; the taps' weights sit at
-    v = b + stride*q among zeros (the same sums: the zero terms add nothing). Slices of
+    contiguous range of f*n rows, so no column matrix is built; tap (a, t)'s weight sits at
+    v = t + stride*q among zeros (the same sums: the zero terms add nothing). Slices of
     ``EVAL_SLICE_IMAGES`` images, each finished (bias, relu) while it is in cache."""
     f, m, h, w, c = shape
     n = f + stride
@@ -117,7 +116,7 @@ def _evaluate(A_pad, taps, b, shape, stride, relu):
     scratch = np.empty((rows, c), dtype=taps.dtype)
     # full-size operands: NumPy's add and maximum run faster on two whole arrays than on a
     # broadcast bias or a scalar 0 (the same numbers)
-    bias = None if b is None else np.broadcast_to(b, (rows, c)).copy()
+    bias = None if bias is None else np.broadcast_to(bias, (rows, c)).copy()
     zeros = np.zeros((rows, c), dtype=taps.dtype) if relu else None
     for lo in range(0, m, EVAL_SLICE_IMAGES):
         hi = min(m, lo + EVAL_SLICE_IMAGES)
@@ -170,7 +169,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
     taps = W.reshape(f * f, c).astype(dtype, copy=False)
     if not training:
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
-        return _evaluate(A_pad, taps, bias, shape, stride, relu), None
+        return _pooled_without_cache(A_pad, taps, bias, shape, stride, relu), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     cols = pooled_columns(shifted_blocks(A_pad, f, stride, h, w), f, stride)
