@@ -4,7 +4,7 @@ the same network in PyTorch when it is importable, timed in alternating rounds.
 
     python benchmarks/bench.py                       # LeNet and every config, batch 64/128/256
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9
-    python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # A/B two checkouts
+    python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # against another checkout
     python benchmarks/bench.py --json benchmarks/results.json
 
 ``lenet`` is configs/lenet-plain.yaml, the reference network (conv 5x5x32, relu, pool, conv
