@@ -66,6 +66,14 @@ def relative_error():
 
 
 @pytest.fixture(scope="session")
+def images():
+    """``images(rng, shape, binary)``: binarised pixels, full of exactly tied windows (where a
+    pool's tie rule matters), or normal values."""
+    return lambda rng, shape, binary: ((rng.random(shape) > 0.5).astype(np.float64) if binary
+                                       else rng.normal(size=shape))
+
+
+@pytest.fixture(scope="session")
 def conv_arrays():
     """``conv_arrays(rng, (m, h, w, c_prev), f, c)``: normal ``A``, ``W`` and ``b`` for a conv."""
     return lambda rng, shape, f, c: (rng.normal(size=shape), rng.normal(size=(f, f, shape[3], c)),

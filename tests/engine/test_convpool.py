@@ -57,11 +57,9 @@ def conv_values_in_image_order(cache):
 
 @settings(max_examples=80, deadline=None)
 @given(cases())
-def test_matches_loop_reference(case):
+def test_matches_loop_reference(images, case):
     rng = np.random.default_rng(case["seed"])
-    shape = (case["m"], case["h"], case["w"], case["c_prev"])
-    # binary images give many exactly tied windows (a blank patch): the first maximum must win
-    A = (rng.random(shape) > 0.5).astype(np.float64) if case["binary"] else rng.normal(size=shape)
+    A = images(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["binary"])
     W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
     b = rng.normal(size=(1, 1, 1, case["c"]))
     hp = {"stride": case["stride"], "pad": case["pad"]}
