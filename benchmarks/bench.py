@@ -318,8 +318,8 @@ def print_row(row):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nets", nargs="*", help="lenet, config names (quick) or paths (default: lenet and every "
-                                                  "config)")
+    parser.add_argument("--nets", nargs="*", help="lenet, configs by name (quick or quick.yaml) or path (default: "
+                                                  "lenet and every config)")
     parser.add_argument("--batch", nargs="*", type=int, default=[64, 128, 256])
     parser.add_argument("--rounds", type=int, default=5, help="alternating NumPy/PyTorch rounds")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
@@ -335,7 +335,7 @@ def main():
     x = (dataset.train_images[:256] > 0).astype(np.float32)  # binarised, as the notebook did
     y = dataset.train_labels[:256].astype(np.int64)
     test = (dataset.test_images[:5000] > 0).astype(np.float32)
-    nets = args.nets or ["lenet"] + [p.stem for p in sorted((ROOT / "configs").glob("*.yaml")) if p != NETS["lenet"]]
+    nets = args.nets or ["lenet"] + [p.name for p in sorted((ROOT / "configs").glob("*.yaml")) if p != NETS["lenet"]]
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                           "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "workers": default_workers()},
@@ -352,7 +352,8 @@ def main():
         except ImportError:
             print("PyTorch is not installed: NumPy figures only (pip install torch==2.13.0 to compare)")
     for name in nets:
-        path = NETS.get(name) or (Path(name) if Path(name).is_file() else ROOT / "configs" / f"{name}.yaml")
+        path = NETS.get(name) or (Path(name) if Path(name).is_file() else ROOT / "configs" / Path(name).name)
+        path = path if path.suffix else path.with_suffix(".yaml")
         specs = cfg.load_config(path)["model"]["layers"]
         for batch in args.batch:
             if package:
