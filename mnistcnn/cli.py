@@ -206,8 +206,9 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     """Train the model described by CONFIG (a YAML file) on MNIST."""
     from .trainer import prepare_data, train_run
 
-    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.optimizer.lr": lr, "train.seed": seed,
-             "data.dir": str(data_dir) if data_dir else None, "name": name}
+    flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
+             "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
+             "--data-dir": ("data.dir", str(data_dir) if data_dir else None), "--name": ("name", name)}
     config, source, run = _train_config(config_path, resume, sets, flags)
     if print_config:
         click.echo(cfg.dump(config), nl=False)
@@ -238,14 +239,18 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
 def _train_config(config_path, resume, sets, flags):
     """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
     from .runs import RunDir, check_run_name
+    from .trainer import check_resumable
 
     if resume:
         run = RunDir.open(resume)
-        changed = [key for key, value in flags.items() if value is not None and key not in ("train.epochs", "data.dir")]
+        changed = [option for option, (_, value) in flags.items()
+                   if value is not None and option not in ("--epochs", "--data-dir")]
         if changed or sets or config_path:
             fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
         source = run.path / "config.yaml"
-        return cfg.load_config(source, flags=flags), str(source), run
+        config = cfg.load_config(source, flags=flags)
+        check_resumable(run, config["train"]["epochs"])  # before anything is printed
+        return config, str(source), run
     if config_path is None:
         fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
     config = cfg.load_config(config_path, sets, flags)
@@ -321,41 +326,79 @@ def confusion_table(result: dict) -> Table:
 
 
 # -- predict and runs -------------------------------------------------------------------------
-@main.command()
+@main.command(epilog="""\b
+Exit codes: 0 every picture predicted (doubts flagged, not failing); 1 some file could not be
+read (the rest are still predicted); 2 usage; 3 some prediction in doubt, with --fail-on-doubt.
+
+\b
+Examples:
+  mnistcnn predict runs/quick-20260101-000000 photo.jpg
+  mnistcnn predict runs/lenet-20260101-000000 my-digits/ 'scans/*.png' --save-inputs seen/
+  mnistcnn predict best.npz digit.png --json --fail-on-doubt""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
               help="Which checkpoint of a run directory.")
 @click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Flag a prediction whose probability is below this as 'low confidence'.")
+@click.option("--fail-on-doubt", is_flag=True,
+              help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
+@click.option("--save-inputs", type=click.Path(path_type=Path), metavar="DIR",
+              help="Write the 28x28 image the model saw for each picture to DIR, named after the picture.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
-def predict(target, images, which, top, as_json):
-    """Classify your own digit pictures (PNG or JPEG, any size, dark-on-light or light-on-dark)."""
-    from .predict import predict_files
+def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inputs, as_json):
+    """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
+    of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
+    low confidence)."""
+    from .predict import expand_inputs, predict_files, save_inputs as write_inputs
     from .runs import resolve_checkpoint
     from .trainer import load_model
 
     path = resolve_checkpoint(target, which)
     model, meta, preprocess = load_model(path)
     classes = cfg.class_names(meta["config"])
-    results = predict_files(model, preprocess, list(images), classes, top)
+    results = predict_files(model, preprocess, expand_inputs(images), classes, top, min_confidence)
+    if save_inputs:
+        write_inputs(results, save_inputs)
+    unreadable = any("error" in result for result in results)
+    doubtful = any(result.get("doubt") for result in results)
     if as_json:
         _json_out({"checkpoint": str(path), "predictions": [{key: value for key, value in result.items()
                                                              if key != "image"} for result in results]})
-        return
+    else:
+        _predictions_table(results, path, top, save_inputs)
+    if unreadable:
+        sys.exit(1)
+    if doubtful and fail_on_doubt:
+        sys.exit(3)
+
+
+def _predictions_table(results, path, top, saved) -> None:
     table = Table(title=f"predictions ({path})")
     table.add_column("image")
     table.add_column("prediction", justify="center")
     for rank in range(top):
         table.add_column(f"#{rank + 1}", justify="right")
+    table.add_column("doubt")
+    if saved:
+        table.add_column("model saw")
     for result in results:
-        table.add_row(result["path"], f"[bold]{result['prediction']}[/]",
-                      *[f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]])
-    console.print(table)
+        if "error" in result:
+            click.echo(f"error: {result['error']}", err=True)
+            continue
+        choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
+        row = [result["path"], f"[bold]{result['prediction'] or '-'}[/]", *(choices + [""] * (top - len(choices))),
+               f"[yellow]{result['doubt']}[/]" if result["doubt"] else ""]
+        table.add_row(*row, *([result["input_image"]] if saved else []))
+    if table.row_count:
+        console.print(table)
     if console.is_terminal:
         for result in results:
-            console.print(f"{result['path']} as the model sees it:", markup=False)
-            console.print(half_block_preview(result["image"].astype(np.float64)))
+            if "image" in result:
+                console.print(f"{result['path']} as the model sees it:", markup=False)
+                console.print(half_block_preview(result["image"].astype(np.float64)))
 
 
 @main.command()
@@ -525,7 +568,7 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
     from .plots import image_grid
     from .trainer import prepare_data
 
-    config = cfg.load_config(config_path, flags={"data.dir": str(data_dir) if data_dir else None})
+    config = cfg.load_config(config_path, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
     data = prepare_data(config, source=str(config_path))
     images = data.train_x[:count]
     preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)

@@ -9,6 +9,7 @@ import copy
 import difflib
 import inspect
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +197,17 @@ def _check_layers(layers, path="model.layers"):
                 raise _err(f"{where}.{key}", f"must be a finite number; got {value!r}")
 
 
-def validate(raw: dict, source: str = "<config>") -> dict:
-    """Fill defaults into ``raw`` and check it all, including that the layer stack fits."""
+def _source_of(path: str, source: str, origins: dict | None) -> str:
+    """The option that set ``path`` (or a section holding it, or a key inside it), else the file."""
+    for key, option in (origins or {}).items():
+        if path == key or path.startswith((key + ".", key + "[")) or key.startswith((path + ".", path + "[")):
+            return option
+    return source
+
+
+def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -> dict:
+    """Fill defaults into ``raw`` and check it all, including that the layer stack fits.
+    ``origins`` maps key paths to the options that set them (``--lr -1``), named in errors."""
     try:
         config = _resolve(SCHEMA, raw, "")
         shape = config["model"]["input_shape"]
@@ -209,8 +219,8 @@ def validate(raw: dict, source: str = "<config>") -> dict:
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
     except _PathError as err:
-        raise ConfigError(f"{source}: {err.path}: {err.message}") from None
-    check_model(config, source)
+        raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
+    check_model(config, source, origins)
     return config
 
 
@@ -224,7 +234,7 @@ def class_names(config: dict) -> list[str]:
     return [str(d) for d in range(10)] if classes is None else [str(c) for c in classes]
 
 
-def check_model(config: dict, source: str = "<config>"):
+def check_model(config: dict, source: str = "<config>", origins: dict | None = None):
     """Build the model and the fast plan that will run it (shapes only matter) to prove the
     stack fits; returns the plan (``plan.model`` is the model)."""
     from .engine.fast.plan import Plan
@@ -236,9 +246,8 @@ def check_model(config: dict, source: str = "<config>"):
         plan = Plan(model, config["model"]["conv_algorithm"])
     except LayerConfigError as err:
         index = err.index
-        where = "model.layers" if index is None else f"model.layers[{index}]"
-        key = f".{err.key}" if err.key else ""
-        raise ConfigError(f"{source}: {where}{key}: {err}") from None
+        where = ("model.layers" if index is None else f"model.layers[{index}]") + (f".{err.key}" if err.key else "")
+        raise ConfigError(f"{_source_of(where, source, origins)}: {where}: {err}") from None
     k = num_classes(config)
     if model.output_shape != (k,):
         raise ConfigError(f"{source}: model.layers[{len(model.layers) - 1}]: the model ends with shape "
@@ -284,9 +293,15 @@ def load_raw(path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; see configs/ for ready-made ones") from None
     except IsADirectoryError:
+        if (path / "config.yaml").is_file():
+            raise ConfigError(f"{path}: is a run directory, not a config; continue it with mnistcnn train --resume "
+                              f"{path}, or train its config afresh: mnistcnn train {path / 'config.yaml'}") from None
         raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the config ({err})") from None
+    except UnicodeDecodeError:
+        what = "a checkpoint" if path.suffix == ".npz" else "not a text file"
+        raise ConfigError(f"{path}: is {what}, not a YAML config; configs/ holds ready-made ones") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
         raise ConfigError(f"{path}: the config is empty; start from configs/lenet.yaml")
@@ -296,39 +311,71 @@ def load_raw(path) -> dict:
     return raw
 
 
-def _set_path(raw: dict, key: str, value, source: str) -> None:
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"{source} {key!r}: empty key part; e.g. train.optimizer.lr=0.01")
-    node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part, {}), dict):
-            raise ConfigError(f"{source} {key}: {part} is not a section")
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[-?\d+\])*)")
 
 
-def apply_override(raw: dict, assignment: str, source="--set") -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw config in place."""
+def _key_steps(key: str, option: str) -> list:
+    """``model.layers[0].filters`` as ``["model", "layers", 0, "filters"]``."""
+    steps = []
+    for part in key.strip().split("."):
+        match = _KEY_PART.fullmatch(part)
+        if not match:
+            example = "model.layers[0].filters=4 (a list entry in brackets)" if part.isdigit() else "train.optimizer.lr=0.01"
+            raise ConfigError(f"{option}: {part!r} is not a key name; e.g. {example}")
+        steps.append(match.group(1))
+        steps.extend(int(index) for index in re.findall(r"-?\d+", match.group(2)))
+    return steps
+
+
+def _set_path(raw: dict, key: str, value, option: str) -> str:
+    """Set ``key`` (dots between sections, ``[i]`` for a list entry) in a raw config; a step
+    that leads nowhere says what is there. Returns the key's path, list indices counted from 0."""
+    steps = _key_steps(key, option)
+    node, where = raw, ""
+    for step, following in zip(steps, steps[1:] + [None]):
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                what = f"has {len(node)} entries (0 to {len(node) - 1})" if isinstance(node, list) else "is not a list"
+                raise ConfigError(f"{option}: {where} {what}; --print-config shows them")
+            step %= len(node)
+            here = f"{where}[{step}]"
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"{option}: {where} is a value, not a section with keys")
+            here = f"{where}.{step}" if where else step
+        if following is None:
+            node[step] = value
+            return here
+        if isinstance(node, dict) and node.get(step) is None:
+            if isinstance(following, int):
+                raise ConfigError(f"{option}: {here} is not in the config file; write the list there to "
+                                  "change one of its entries")
+            node[step] = {}
+        node, where = node[step], here
+
+
+def apply_override(raw: dict, assignment: str, option="--set") -> str:
+    """Apply ``a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns the
+    key path."""
     if "=" not in assignment:
-        raise ConfigError(f"{source} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
+        raise ConfigError(f"{option} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
     key, text = assignment.split("=", 1)
-    value = parse_yaml(text, f"{source} {key}") if text.strip() else None
-    _set_path(raw, key, value, source)
+    value = parse_yaml(text, f"{option} {assignment}") if text.strip() else None
+    return _set_path(raw, key, value, f"{option} {assignment}")
 
 
 def load_config(path, overrides=(), flags: dict | None = None) -> dict:
-    """Read a YAML file, apply ``--set`` overrides, then flag values (``{"train.epochs": 3}``),
-    validate and resolve."""
+    """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
+    3)}``), validate and resolve. An error about a key that an option set names the option."""
     raw = load_raw(path)
+    origins = {}
     for assignment in overrides:
-        apply_override(raw, assignment)
-    for key, value in (flags or {}).items():
+        origins[apply_override(raw, assignment)] = f"--set {assignment}"
+    for option, (key, value) in (flags or {}).items():
         if value is not None:
-            _set_path(raw, key, value, "--" + key.rsplit(".", 1)[-1].replace("_", "-"))
-    return validate(raw, str(path))
+            _set_path(raw, key, value, f"{option} {value}")
+            origins[key] = f"{option} {value}"
+    return validate(raw, str(path), origins)
 
 
 def dump(config: dict) -> str:

@@ -23,7 +23,7 @@ def load_target(target, data_dir=None):
     """(model, config, preprocess, data, where pictures go) for a run dir, checkpoint or config YAML."""
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
-        config = cfg.load_config(target, flags={"data.dir": str(data_dir) if data_dir else None})
+        config = cfg.load_config(target, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
         data = prepare_data(config, source=str(target))
         # the weights the trainer would start from: same generator, same seed
         model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],

@@ -87,6 +87,9 @@ def describe_run(path: Path) -> dict | None:
 
 def list_runs(folder="runs") -> list[dict]:
     folder = Path(folder)
+    if folder.is_file():
+        raise UsageError(f"{folder}: is a file, not a folder; give the folder that holds your run directories "
+                         "(default: runs)")
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
                          "folder that holds your run directories")

@@ -76,6 +76,9 @@ class RunDir:
     def create(cls, runs_dir, name: str, now: _dt.datetime | None = None) -> "RunDir":
         check_run_name(name)
         runs_dir = Path(runs_dir)
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise UsageError(f"{runs_dir}: is a file, not a folder; give --runs-dir a folder for run directories "
+                             "(default: runs)")
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -246,4 +249,7 @@ def resolve_checkpoint(target, which: str = "best") -> Path:
         return path
     if not target.exists():
         raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
+    if target.suffix in (".yaml", ".yml"):
+        raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first (mnistcnn train "
+                         f"{target}) and give the run directory it prints")
     return target

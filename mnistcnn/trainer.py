@@ -19,13 +19,13 @@ from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, split_indices
-from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError
+from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, default_workers
 from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
-from .runs import RunDir, load_checkpoint, save_checkpoint, versions
+from .runs import RunDir, load_checkpoint, read_json, save_checkpoint, versions
 
 
 class Interrupted(Exception):
@@ -448,6 +448,18 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     return Outcome(run, summary)
 
 
+def check_resumable(run: RunDir, epochs: int) -> bool:
+    """Refuse to resume a finished run unless ``epochs`` goes past what it trained; returns
+    whether the run had finished (and is being trained longer)."""
+    if (read_json(run.path / "status.json") or {}).get("status") != "finished":
+        return False
+    trained = (read_json(run.path / "summary.json") or {}).get("epochs", 0)
+    if epochs <= trained:
+        raise UsageError(f"{run.path}: finished after {trained} epochs; there is nothing to resume. To train it "
+                         f"longer: mnistcnn train --resume {run.path} --epochs N, with N over {trained}")
+    return True
+
+
 def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
     """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
     run.discard_partial_writes()
@@ -456,6 +468,8 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     trainer = Trainer(config, data, run, callbacks)
     restore(trainer, arrays, meta, last)
     planned = meta["config"]["train"]["epochs"]
+    if check_resumable(run, config["train"]["epochs"]):
+        trainer.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})

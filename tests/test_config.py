@@ -80,12 +80,12 @@ def test_name_flag_cannot_escape_runs(tmp_path, cli):
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
-    config = cfg.load_config(path, ["train.optimizer.lr=0.05", "data.augment.shift=2"], {"train.epochs": 3})
+    config = cfg.load_config(path, ["train.optimizer.lr=0.05", "data.augment.shift=2"], {"--epochs": ("train.epochs", 3)})
     assert config["train"]["optimizer"]["lr"] == 0.05 and config["train"]["epochs"] == 3
     assert config["data"]["augment"]["shift"] == 2 and config["train"]["batch_size"] == 64
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         cfg.load_config(path, ["train.epochs"])
-    with pytest.raises(ConfigError, match="train.epoch: unknown key; did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"--set train.epoch=3: train.epoch: unknown key; did you mean .epochs."):
         cfg.load_config(path, ["train.epoch=3"])
 
 

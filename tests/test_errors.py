@@ -1,0 +1,69 @@
+"""A newcomer's mistakes get a message that names the right cause: the option rather than the
+file, the kind of path given where another was expected, and a finished run that is not
+resumed as if it had stopped."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--set", "train.epochs=abc"], "error: --set train.epochs=abc: train.epochs: must be an integer"),
+    (["--lr", "-1"], "error: --lr -1.0: train.optimizer.lr: must be >= 0"),
+    (["--epochs", "0"], "error: --epochs 0: train.epochs: must be >= 1"),
+    (["--set", "model.layers[0].filtres=4"], "error: --set model.layers[0].filtres=4: model.layers[0].filtres: "
+                                             "conv2d has no argument 'filtres'; did you mean 'filters'?"),
+    (["--set", "model.layers[12].filters=4"], "error: --set model.layers[12].filters=4: model.layers has 8 entries "
+                                              "(0 to 7)"),
+    (["--set", "model.layers.0.filters=4"], "error: --set model.layers.0.filters=4: '0' is not a key name; e.g. "
+                                            "model.layers[0].filters=4"),
+    (["--set", "train.optimizer.lr.x=1"], "error: --set train.optimizer.lr.x=1: train.optimizer.lr is a value, not "
+                                          "a section"),
+])
+def test_an_option_error_names_the_option_not_the_file(cli, options, message):
+    result = cli("train", QUICK, *options, "--dry-run")
+    assert result.exit_code == 2
+    assert result.output.startswith(message), result.output
+    assert str(QUICK) not in result.output.splitlines()[0]
+
+
+def test_a_layer_is_reachable_from_set(cli):
+    result = cli("train", QUICK, "--set", "model.layers[0].filters=4", "--set", "model.layers[-1].units=10",
+                 "--print-config")
+    assert result.exit_code == 0, result.output
+    assert "- {type: conv2d, filters: 4," in result.output
+
+
+def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
+    checks = [
+        (("eval", QUICK), f"error: {QUICK}: is a config, not a run or a checkpoint; train it first (mnistcnn train"),
+        (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; continue it with "
+                                 f"mnistcnn train --resume {trained_run}"),
+        (("train", trained_run / "checkpoints" / "best.npz"), "is a checkpoint, not a YAML config"),
+        (("train", QUICK, "--runs-dir", QUICK), f"error: {QUICK}: is a file, not a folder; give --runs-dir a folder"),
+        (("runs", QUICK), f"error: {QUICK}: is a file, not a folder; give the folder that holds your run"),
+    ]
+    for args, message in checks:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_run, tmp_path):
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    before = (run / "train.log").read_text()
+    refused = cli("train", "--resume", run)
+    assert refused.exit_code == 2
+    assert refused.output.startswith(f"error: {run}: finished after 2 epochs; there is nothing to resume. To train "
+                                     f"it longer: mnistcnn train --resume {run} --epochs N, with N over 2")
+    assert (run / "train.log").read_text() == before  # nothing appended, nothing rewritten
+    assert cli("train", "--resume", run, "--epochs", "2").exit_code == 2
+    longer = cli("train", "--resume", run, "--epochs", "3", "--quiet")
+    assert longer.exit_code == 0, longer.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
