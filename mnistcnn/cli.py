@@ -47,7 +47,12 @@ def handle_errors(command):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog="""\b
+First steps:
+  mnistcnn train configs/quick.yaml            # a small net, about 10 seconds
+  mnistcnn eval runs/quick-YYYYmmdd-HHMMSS     # the run folder that train printed
+  mnistcnn predict runs/quick-YYYYmmdd-HHMMSS my-digit.png
+  mnistcnn COMMAND --help                      # each command's options and examples""")
 @click.version_option(__version__, prog_name="mnistcnn")
 def main():
     """Train, evaluate and look inside convolutional networks on MNIST, in NumPy alone."""
@@ -181,8 +186,13 @@ def results_table(summary: dict, run_path) -> Table:
 
 
 # -- train ------------------------------------------------------------------------------
-@main.command()
-@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(path_type=Path))
+@main.command(short_help="Train a model from a YAML config; write a run folder.", epilog="""\b
+Examples:
+  mnistcnn train configs/quick.yaml
+  mnistcnn train configs/lenet.yaml --seed 1 --set train.optimizer.lr=0.002
+  mnistcnn train --resume runs/lenet-20260101-000000           # continue after Ctrl-C
+  mnistcnn train --resume runs/lenet-20260101-000000 --epochs 15   # train a finished run longer""")
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(path_type=Path))
 @click.option("--epochs", type=int, help="Override train.epochs.")
 @click.option("--batch-size", type=int, help="Override train.batch_size.")
 @click.option("--lr", type=float, help="Override train.optimizer.lr.")
@@ -203,7 +213,8 @@ def results_table(summary: dict, run_path) -> Table:
 @handle_errors
 def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, sets, print_config, dry_run, resume,
           quiet):
-    """Train the model described by CONFIG (a YAML file) on MNIST."""
+    """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
+    or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
     from .trainer import prepare_data, train_run
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
@@ -234,6 +245,13 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
                    f"epoch {summary['best_epoch']}); run directory {outcome.run.path}")
     else:
         console.print(results_table(outcome.summary, outcome.run.path))
+        console.print(next_steps(outcome.run.path), markup=False, soft_wrap=True)
+
+
+def next_steps(run_path) -> str:
+    return (f"next: mnistcnn eval {run_path}\n"
+            f"      mnistcnn inspect-layer {run_path} --list\n"
+            f"      mnistcnn predict {run_path} YOUR-DIGIT.png")
 
 
 def _train_config(config_path, resume, sets, flags):
@@ -268,24 +286,60 @@ def _report_stop(outcome) -> None:
     sys.exit(143 if outcome.signal == signal.SIGTERM else 130)
 
 
+# -- config-keys ---------------------------------------------------------------------------
+@main.command("config-keys", short_help="List every key a config can set: type, default, meaning.", epilog="""\b
+Examples:
+  mnistcnn config-keys
+  mnistcnn config-keys train.optimizer
+  mnistcnn train configs/quick.yaml --print-config     # a config with every default filled in""")
+@click.argument("prefix", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@handle_errors
+def config_keys(prefix, as_json):
+    """List every key a config can set (those starting with PREFIX), what it takes, its default
+    and what it means. Layers are set as model.layers[INDEX].ARGUMENT."""
+    rows = [row for row in cfg.describe_keys() if row[0].startswith(prefix)]
+    if not rows:
+        fail(f"no config key starts with {prefix!r}; the sections are name, data, model and train")
+    if as_json:
+        _json_out([dict(zip(("key", "takes", "default", "meaning"), row)) for row in rows])
+        return
+    table = Table(title="config keys", box=box.SIMPLE_HEAD)
+    table.add_column("key", no_wrap=True)
+    for column in ("takes", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 # -- eval -------------------------------------------------------------------------------
 def _json_out(data) -> None:
     import json
     click.echo(json.dumps(data, indent=2))
 
 
-@main.command("eval")
+@main.command("eval", short_help="Score a trained model: accuracy, per class, confusion matrix.", epilog="""\b
+Examples:
+  mnistcnn eval runs/lenet-20260101-000000
+  mnistcnn eval runs/lenet-20260101-000000 --split validation --checkpoint last
+  mnistcnn eval runs/lenet-20260101-000000/checkpoints/best.npz --json""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]),
+              help="Which images: the test split, the validation split held out of training, or the training split.")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
               help="Which checkpoint of a run directory.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files (default: the run's own data).")
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
+              help="Images per evaluation batch (memory, not results).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
 @handle_errors
 def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
-    """Score a trained model on a split: per class, with a confusion matrix."""
+    """Score a trained model on a split: loss, accuracy, precision, recall and F1 per class, a
+    confusion matrix and the most confidently misclassified images (JSON and pictures are
+    written beside the checkpoint's run)."""
     from .evaluation import eval_target
 
     result, report_path = eval_target(target, split, which, data_dir, batch_size)
@@ -326,7 +380,7 @@ def confusion_table(result: dict) -> Table:
 
 
 # -- predict and runs -------------------------------------------------------------------------
-@main.command(epilog="""\b
+@main.command(short_help="Classify your own digit pictures: files, folders, globs.", epilog="""\b
 Exit codes: 0 every picture predicted (doubts flagged, not failing); 1 some file could not be
 read (the rest are still predicted); 2 usage; 3 some prediction in doubt, with --fail-on-doubt.
 
@@ -401,7 +455,10 @@ def _predictions_table(results, path, top, saved) -> None:
                 console.print(half_block_preview(result["image"].astype(np.float64)))
 
 
-@main.command()
+@main.command(short_help="List the runs in a folder: epochs, accuracy, time, status.", epilog="""\b
+Examples:
+  mnistcnn runs
+  mnistcnn runs /data/experiments --json""")
 @click.argument("folder", metavar="[DIR]", required=False, default=Path("runs"), type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
@@ -464,20 +521,29 @@ def half_block_preview(image: np.ndarray, width: int = 28):
     return text
 
 
-@main.command("inspect-layer")
+@main.command("inspect-layer", short_help="Look inside one layer: statistics, gradients, feature maps.",
+              epilog="""\b
+Examples:
+  mnistcnn inspect-layer runs/lenet-20260101-000000 --list
+  mnistcnn inspect-layer runs/lenet-20260101-000000 0 --index 7
+  mnistcnn inspect-layer configs/lenet.yaml 3_conv2d      # an untrained model""")
 @click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")
-@click.option("--split", default="validation", show_default=True, type=click.Choice(["test", "validation", "train"]))
+@click.option("--split", default="validation", show_default=True, type=click.Choice(["test", "validation", "train"]),
+              help="Which images: the test split, the validation split held out of training, or the training split.")
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where pictures go.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files (default: the run's own data).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
 @handle_errors
 def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images):
-    """Run images through the model and show LAYER (an index or a name) from inside."""
+    """Run images through the model and show LAYER (an index or a name) from inside: its output's
+    statistics, the gradients reaching it, its feature maps and filters. A CONFIG gives the
+    model untrained, as initialised."""
     from .evaluation import split_arrays
     from .layer_report import inspect_layer, load_target, parse_indices, pictures
 
@@ -554,12 +620,17 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
 
 
 # -- inspect-data ---------------------------------------------------------------------------
-@main.command("inspect-data")
+@main.command("inspect-data", short_help="Picture training images as the config augments them.", epilog="""\b
+Examples:
+  mnistcnn inspect-data configs/best.yaml
+  mnistcnn inspect-data configs/best.yaml --count 32 --seed 3 --out best-augmented.png""")
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("augmented.png"), show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("augmented.png"), show_default=True,
+              help="The PNG to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
 @handle_errors
 def inspect_data(config_path, count, out_path, seed, data_dir):
     """Write a PNG grid of training images as the config preprocesses and augments them."""
@@ -581,7 +652,11 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
 
 
 # -- download ---------------------------------------------------------------------------
-@main.command()
+@main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""\b
+MNIST already ships inside the package: this is for a fresh copy, or another folder.
+Examples:
+  mnistcnn download
+  mnistcnn download --to data/mnist --force""")
 @click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL to try (repeatable; default: the public ones).")

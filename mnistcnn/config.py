@@ -152,6 +152,22 @@ def defaults(schema=SCHEMA) -> dict:
     return {k: (defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)) for k, v in schema.items()}
 
 
+def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(key path, what it takes, default, meaning)`` for every key a config can set."""
+    rows = []
+    for key, field in schema.items():
+        path = f"{prefix}{key}"
+        if isinstance(field, dict):
+            rows += describe_keys(field, path + ".")
+            continue
+        takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
+        if field.low is not None or field.high is not None:
+            takes += f" in [{field.low if field.low is not None else ''}, {field.high if field.high is not None else ''}]"
+        default = "the LeNet stack" if path == "model.layers" else dump(field.default).strip().removesuffix("...").strip()
+        rows.append((path, takes + (" or null" if field.optional else ""), default, field.doc))
+    return rows
+
+
 def _did_you_mean(key, options) -> str:
     close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}? " if close else ""
@@ -174,6 +190,34 @@ def _resolve(schema: dict, given, path: str) -> dict:
     return out
 
 
+# Keras and PyTorch users write a layer's activation on the layer; it becomes a layer of its own.
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+
+
+def _expand_activations(layers, path="model.layers") -> list:
+    """``{type: dense, units: 128, activation: relu}`` as the layer and then ``{type: relu}``;
+    layer indices everywhere count the expanded list (``--print-config`` shows it)."""
+    if not isinstance(layers, list):
+        return layers
+    expanded = []
+    for i, spec in enumerate(layers):
+        if not isinstance(spec, dict) or "activation" not in spec:
+            expanded.append(spec)
+            continue
+        spec = dict(spec)
+        activation = spec.pop("activation")
+        if activation == "softmax":
+            raise _err(f"{path}[{i}].activation", "softmax is applied by the loss (cross-entropy takes the "
+                                                  "logits); remove it: the model ends with the last dense layer")
+        if activation not in ACTIVATIONS + ("linear", None):
+            raise _err(f"{path}[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; "
+                                                   f"got {activation!r}")
+        expanded.append(spec)
+        if activation not in ("linear", None):
+            expanded.append({"type": activation})
+    return expanded
+
+
 def _check_layers(layers, path="model.layers"):
     if not layers:
         raise _err(path, "must list at least one layer")
@@ -184,6 +228,9 @@ def _check_layers(layers, path="model.layers"):
         if not isinstance(spec, dict):
             raise _err(where, f"must be a mapping like {{type: conv2d, filters: 32}}; got {spec!r}")
         kind = spec.get("type")
+        if kind == "softmax":
+            raise _err(f"{where}.type", "softmax is applied by the loss (cross-entropy takes the logits); "
+                                        "remove this layer: the model ends with the last dense layer")
         if kind not in LAYERS:
             raise _err(f"{where}.type", f"unknown layer type {kind!r}; {_did_you_mean(kind, LAYERS)}"
                                         f"valid types: {', '.join(sorted(LAYERS))}")
@@ -209,6 +256,8 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
     """Fill defaults into ``raw`` and check it all, including that the layer stack fits.
     ``origins`` maps key paths to the options that set them (``--lr -1``), named in errors."""
     try:
+        if isinstance(raw.get("model"), dict) and "layers" in raw["model"]:
+            raw = {**raw, "model": {**raw["model"], "layers": _expand_activations(raw["model"]["layers"])}}
         config = _resolve(SCHEMA, raw, "")
         shape = config["model"]["input_shape"]
         if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096

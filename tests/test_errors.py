@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 
 QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
@@ -67,3 +68,44 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_ru
     assert longer.exit_code == 0, longer.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
+
+
+def test_help_is_whole_and_every_command_shows_examples(cli):
+    from mnistcnn.cli import main
+
+    overview = cli("--help").output
+    assert "First steps:" in overview and "..." not in overview.split("Commands:")[1].split("First steps:")[0]
+    for name, command in main.commands.items():
+        text = cli(name, "--help").output
+        assert "Examples:" in text, name
+        for option in command.params:
+            if isinstance(option, click.Option):
+                assert option.help, f"{name} {option.opts[0]} has no help"
+    assert " train [OPTIONS] [CONFIG]\n" in cli("train", "--help").output.splitlines()[0] + "\n"
+
+
+def test_config_keys_lists_every_key_with_its_default(cli):
+    result = cli("config-keys", "--json")
+    keys = {row["key"]: row for row in json.loads(result.output)}
+    assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
+    assert keys["data.split"]["takes"] == "head | random"
+    assert cli("config-keys", "nope").exit_code == 2
+
+
+def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
+    text = QUICK.read_text().replace("- {type: dense, units: 10}", "- {type: dense, units: 10, activation: softmax}")
+    softmax = tmp_path / "softmax.yaml"
+    softmax.write_text(text)
+    result = cli("train", softmax, "--dry-run")
+    assert result.exit_code == 2 and "model.layers[7].activation: softmax is applied by the loss" in result.output
+    relu = tmp_path / "relu.yaml"
+    relu.write_text(QUICK.read_text().replace("- {type: conv2d, filters: 8, kernel: 5, padding: 2}\n    - {type: relu}",
+                                              "- {type: conv2d, filters: 8, kernel: 5, padding: 2, activation: relu}"))
+    assert relu.read_text() != QUICK.read_text()
+    plain, expanded = (cli("train", path, "--print-config").output for path in (QUICK, relu))
+    assert expanded.replace("name: relu", "name: quick") == plain  # the same layer list, indices and all
+
+
+def test_training_ends_with_the_next_commands_for_its_run(trained):
+    run, output = trained
+    assert f"next: mnistcnn eval {run}" in output and f"mnistcnn predict {run} YOUR-DIGIT.png" in output
