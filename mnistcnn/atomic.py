@@ -26,6 +26,8 @@ def atomic_writer(path, mode: str = "wb"):
     except OSError as err:
         raise write_error(path, err) from None
     try:
+        # mkstemp makes the file private (0600); the user's umask decides, as for any file they write
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -38,6 +40,12 @@ def atomic_writer(path, mode: str = "wb"):
             raise write_error(path, err) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_error(path: Path, err: OSError) -> WriteError:

@@ -2,6 +2,8 @@
 applied to the whole batch at once by bilinear resampling with zero fill."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -63,3 +65,21 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     for offset, weight in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx), (w + 3, fy * (1 - fx)), (w + 4, fy * fx)):
         out += np.take(pixels, top_left + offset, axis=0) * weight[..., None]
     return out
+
+
+def picture_training_images(config: dict, count: int, seed: int, path, source: str = "<config>") -> None:
+    """A PNG grid of the first ``count`` training images as ``config`` preprocesses and augments
+    them (augmentation drawn with ``seed``)."""
+    from . import config as cfg
+    from .data import Preprocess
+    from .plots import image_grid
+    from .trainer import prepare_data
+
+    data = prepare_data(config, source=source)
+    preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
+    augmented = Augment(**config["data"]["augment"])(preprocess(data.train_x[:count]), np.random.default_rng(seed))
+    names = cfg.class_names(config)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
+               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
+               f"augment {config['data']['augment']}")

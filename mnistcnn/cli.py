@@ -233,8 +233,10 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     data = prepare_data(config, source=source)  # fails before anything is written
     reporter = TrainReporter(quiet)
     try:
+        given = [f"--set {assignment}" for assignment in sets] + [
+            f"{option} {value}" for option, (_, value) in flags.items() if value is not None]
         outcome = train_run(config, data, reporter, runs_dir=runs_dir, resume=run, config_path=config_path,
-                            stop_on_signals=True)
+                            overrides=given, stop_on_signals=True)
     finally:
         reporter.close()
     if outcome.summary is None:
@@ -333,16 +335,16 @@ Examples:
               help="Folder of MNIST-layout IDX files (default: the run's own data).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
               help="Images per evaluation batch (memory, not results).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
 @click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
 @handle_errors
 def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
     """Score a trained model on a split: loss, accuracy, precision, recall and F1 per class, a
-    confusion matrix and the most confidently misclassified images (JSON and pictures are
-    written beside the checkpoint's run)."""
+    confusion matrix and the most confidently misclassified images. The report (JSON) and the
+    pictures are written into the run's folder."""
     from .evaluation import eval_target
 
-    result, report_path = eval_target(target, split, which, data_dir, batch_size)
+    result, report_path = eval_target(target, split, which, data_dir, batch_size, write=not as_json)
     if as_json:
         _json_out(result)
         return
@@ -477,9 +479,10 @@ def runs(folder, as_json):
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS.
     wide = console.width >= 100
-    table = Table(title=f"runs in {folder}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", no_wrap=True)
-    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
+    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status",
+                                                              *(("changed by",) if wide else ())):
         table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "time") else "left",
                          no_wrap=True)
     for row in rows:
@@ -490,7 +493,8 @@ def runs(folder, as_json):
                       f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       _duration(row["wall_seconds"]),
-                      f"[{colours.get(row['status'], 'white')}]{row['status']}[/]")
+                      f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
+                      *((" ".join(row["overrides"]) or "-",) if wide else ()))
     console.print(table)
 
 
@@ -545,7 +549,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     statistics, the gradients reaching it, its feature maps and filters. A CONFIG gives the
     model untrained, as initialised."""
     from .evaluation import split_arrays
-    from .layer_report import inspect_layer, load_target, parse_indices, pictures
+    from .layer_report import inspect_layer, load_target, parse_indices, pictures, target_label
 
     model, config, preprocess, data, default_out = load_target(target, data_dir)
     if list_layers or layer is None:
@@ -560,8 +564,13 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     chosen = parse_indices(index, indices, len(images))
     report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
                            config["train"]["label_smoothing"])
-    written = [] if no_images else pictures(report, model.layers[layer_index], out_dir or default_out)
+    source = target_label(target, config)
+    classes = cfg.class_names(config)
+    caption = f"{split} image {chosen[0]}, label {classes[labels[chosen[0]]]}"
+    written = [] if no_images else pictures(report, model.layers[layer_index], out_dir or default_out, source,
+                                            images[chosen[0]], caption)
     output = report.pop("_output")
+    report["model"] = source
     report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
     report["pictures"] = [str(path) for path in written]
     if as_json:
@@ -584,10 +593,15 @@ def _show_layers(model, as_json: bool) -> None:
 
 
 def _show_layer_report(report: dict, output: np.ndarray) -> None:
+    from .layer_report import index_words, layer_words, shape_words
+
     first, stop = report["images"]["indices"]
-    console.print(f"layer {report['index']} [bold]{report['name']}[/] ({report['type']}): {report['config']}")
-    console.print(f"input {tuple(report['input_shape'])} -> output {tuple(report['output_shape'])}; images "
-                  f"{report['images']['split']}[{first}:{stop}]")
+    split = report["images"]["split"]
+    console.print(f"model: {report['model']}", markup=False)
+    console.print(layer_words(report), markup=False, style="bold")
+    chosen = f"{split} image {first}" if stop == first + 1 else f"{split} images {first} to {stop - 1}"
+    console.print(f"input {shape_words(report['input_shape'])} -> output {shape_words(report['output_shape'])}; "
+                  f"{chosen}", markup=False)
     if report["params"]:
         for key, param in report["params"].items():
             console.print(f"  parameter {key}: shape {tuple(param['shape'])}, {fmt_int(param['count'])} values")
@@ -602,8 +616,8 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                       f"{stats['zero_fraction']:.1%}")
     console.print(table)
     sample = report["sample"]
-    console.print(f"Z[{','.join(map(str, sample['index']))}] = {np.round(np.asarray(sample['value']), 5).tolist()}",
-                  markup=False)
+    where = index_words(sample["index"], report["output_shape"], split, first)
+    console.print(f"output Z[{where}] = {np.round(np.asarray(sample['value']), 5).tolist()}", markup=False)
     if "dead_channel_fraction" in report["forward"]:
         console.print(f"dead channels (zero for every image): {report['forward']['dead_channel_fraction']:.1%}")
     for key, stats in report["backward"].items():
@@ -613,7 +627,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                           + (f"{ratio:.3g}" if ratio is not None else f"n/a ({key[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
         from rich.columns import Columns
-        console.print(f"feature maps of image {first} (first channels):")
+        console.print(f"feature maps of {split} image {first}, channels 0 to {min(4, output.shape[-1]) - 1}:")
         console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
     for path in report["pictures"]:
         console.print(f"wrote {path}", markup=False, soft_wrap=True)
@@ -623,31 +637,22 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
 @main.command("inspect-data", short_help="Picture training images as the config augments them.", epilog="""\b
 Examples:
   mnistcnn inspect-data configs/best.yaml
-  mnistcnn inspect-data configs/best.yaml --count 32 --seed 3 --out best-augmented.png""")
+  mnistcnn inspect-data configs/best.yaml --count 32 --seed 3 --out pictures/best-augmented.png""")
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("augmented.png"), show_default=True,
-              help="The PNG to write.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path),
+              help="The PNG to write (default: runs/NAME-augmented.png, NAME the config's name).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
               help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
 @handle_errors
 def inspect_data(config_path, count, out_path, seed, data_dir):
     """Write a PNG grid of training images as the config preprocesses and augments them."""
-    from .augment import Augment
-    from .data import Preprocess
-    from .plots import image_grid
-    from .trainer import prepare_data
+    from .augment import picture_training_images
 
     config = cfg.load_config(config_path, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
-    data = prepare_data(config, source=str(config_path))
-    images = data.train_x[:count]
-    preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-    augmented = Augment(**config["data"]["augment"])(preprocess(images), np.random.default_rng(seed))
-    names = cfg.class_names(config)
-    image_grid(augmented, [names[label] for label in data.train_y[:count]], out_path,
-               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
-               f"augment {config['data']['augment']}")
+    out_path = out_path or Path("runs") / f"{config['name']}-augmented.png"
+    picture_training_images(config, count, seed, out_path, source=str(config_path))
     console.print(f"wrote {out_path}", markup=False)
 
 

@@ -35,6 +35,15 @@ def load_for_target(target, which="best", data_dir=None):
     return model, meta, preprocess, data, path
 
 
+def checkpoint_label(path) -> str:
+    """A checkpoint as a picture's title names it: ``run NAME, checkpoint best.npz`` inside a run
+    directory, else its path."""
+    path = Path(path)
+    if path.parent.name == "checkpoints":
+        return f"run {path.parent.parent.name}, checkpoint {path.name}"
+    return f"checkpoint {path}"
+
+
 def per_class(confusion: np.ndarray) -> list[dict]:
     true_positives = np.diag(confusion).astype(float)
     predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
@@ -67,18 +76,22 @@ def score(plan, images, labels, preprocess, classes: list[str], batch_size=1000,
     }
 
 
-def eval_target(target, split="test", which="best", data_dir=None, batch_size=1000) -> tuple[dict, Path]:
-    """Score a run's (or a checkpoint's) model on ``split`` and write the report beside it:
-    ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
-    misclassified images. Returns the report and the JSON file's path."""
+def eval_target(target, split="test", which="best", data_dir=None, batch_size=1000,
+                write: bool = True) -> tuple[dict, Path | None]:
+    """Score a run's (or a checkpoint's) model on ``split`` and, with ``write``, write the report
+    beside it: ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
+    misclassified images. Returns the report and the JSON file's path (None: nothing written)."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     images, labels = split_arrays(data, split)
     result = score(fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
                    batch_size)
     result.update(split=split, checkpoint=str(path), epoch=meta["epoch"])
+    if not write:
+        return result, None
     out_dir = output_folder(path)
     stem = f"eval-{split}-{path.stem}"
-    result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, f"{split} split, {path.name}")]
+    title = f"{checkpoint_label(path)}, {split} split"
+    result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, title)]
     RunDir(out_dir).write_json(f"{stem}.json", result)
     return result, out_dir / f"{stem}.json"
 
@@ -96,5 +109,5 @@ def _eval_pictures(result: dict, images: np.ndarray, stem: Path, title: str) -> 
         captions = [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
                     for m in worst]
         image_grid(images[[m["index"] for m in worst]], captions, written[1],
-                   "most confidently misclassified (true->predicted)")
+                   f"{title}: most confidently misclassified (true->predicted)")
     return written

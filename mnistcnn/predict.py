@@ -1,13 +1,16 @@
 """Classify a person's own digit pictures: turn any PNG or JPEG into an MNIST-style 28x28 image
-the way MNIST itself was made, then run the model.
+the way MNIST itself was made, then run the model, and say when not to trust the answer.
 
 MNIST's digits are white on black, size-normalised to fit a 20x20 box (keeping the aspect
 ratio, anti-aliased), and placed in a 28x28 field so that their centre of mass is at the
-centre. A photo or drawing needs the same treatment, or the model sees something it never
-learnt: a dark digit on white, or a digit filling the whole frame.
+centre. A photo needs the same treatment, or the model sees something it never learnt: first
+the paper goes (uneven light, shadows, grey paper, ink of any colour, either polarity), then the
+digit is cropped, fitted and centred.
 """
 from __future__ import annotations
 
+import glob
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +19,65 @@ from .errors import DataError, UsageError
 from .engine.losses import softmax
 
 SIDE, BOX = 28, 20
+MAX_PIXELS = 200_000_000  # a 12000x12000 photo passes; a decompression bomb does not
+READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
+WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
+GRID = 32  # the background is estimated on a grid of about this side ...
+WINDOW = 9  # ... over windows of this many cells, wider than any stroke
+MIN_CONFIDENCE = 0.5
+MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
+MAX_COVERAGE = 0.25  # of the picture, by the ink
+MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-def read_grey(path) -> np.ndarray:
-    """A picture file as a float array of grey levels 0..255 (transparent parts count as white)."""
+def expand_inputs(arguments) -> list[Path]:
+    """Files as given, folders as their pictures (sorted), globs as their matches (sorted).
+    A name that matches nothing stays in the list, to be reported as unreadable."""
+    paths = []
+    for argument in map(str, arguments):
+        path = Path(argument)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif not path.exists() and glob.has_magic(argument):
+            paths += [Path(p) for p in sorted(glob.glob(argument)) if Path(p).is_file()] or [path]
+        else:
+            paths.append(path)
+    return paths
+
+
+def read_grey(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A picture file as a float array of grey levels 0..255 (transparent parts count as white),
+    reduced to about READ_SIDE on its longer side before any float copy is made."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
+    too_large = (f"{path}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
+                 "scale it down (a digit needs a few hundred pixels a side) and try again")
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                image = image.convert("RGBA")
-                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, image)
-            grey = np.asarray(image.convert("L"), dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below replaces it
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DataError(too_large)
+                image.draft("L", (max(1, width * READ_SIDE // max(width, height)), 1))  # JPEG: decode reduced
+                image.load()
+                factor = max(image.size) // READ_SIDE
+                if factor > 1:  # box-average in uint8: the full-size float copy is never made
+                    image = image.reduce(factor)
+                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                    image = image.convert("RGBA")
+                    image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+                grey = np.asarray(image.convert("L"), dtype=np.float64)
+    except Image.DecompressionBombError:  # Pillow's own, higher limit, checked when opening
+        raise DataError(too_large) from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read; give a PNG or JPEG of a digit") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: the image is damaged or unreadable ({err})") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: the image file is damaged or truncated ({err}); save it again as PNG or JPEG") from None
     if grey.ndim != 2 or grey.size == 0:
         raise DataError(f"{path}: the image has no pixels")
     return grey
@@ -44,37 +85,113 @@ def read_grey(path) -> np.ndarray:
 
 def is_mnist_style(grey: np.ndarray) -> bool:
     """Already 28x28 with a dark background: an MNIST image, used as it is."""
-    return grey.shape == (SIDE, SIDE) and _background(grey) < 128
-
-
-def _background(grey: np.ndarray) -> float:
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(np.median(border))
+    return grey.shape == (SIDE, SIDE) and float(np.median(border)) < 128
 
 
-def mnist_style(grey: np.ndarray, source="image") -> np.ndarray:
-    """Any grey picture of one digit -> uint8 (28, 28): white digit on black, fitted into a
-    20x20 box and centred by mass, as MNIST was made."""
+def _resize(array: np.ndarray, size) -> np.ndarray:
+    """A float array resized to ``size`` = (width, height), bilinear or Lanczos (downsizing)."""
     from PIL import Image
 
+    shrink = size[0] < array.shape[1]
+    resized = Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.LANCZOS if shrink
+                                                                         else Image.BILINEAR)
+    return np.asarray(resized, dtype=np.float64)
+
+
+def _box_blur(image: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean over k x k windows, edges repeated."""
+    padded = np.pad(image, k // 2, mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, (k, k)).mean(axis=(2, 3))
+
+
+def _otsu(values: np.ndarray, bins: int = 128) -> float:
+    """The threshold that best splits ``values`` into two classes (Otsu's method)."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * centres)
+    below, above = weight[:-1], weight[-1] - weight[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = below * above * (mass[:-1] / below - (mass[-1] - mass[:-1]) / above) ** 2
+    return float(edges[1:-1][np.nanargmax(between)]) if np.isfinite(between).any() else float(centres[-1])
+
+
+def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """A photo of a digit -> its ink alone, bright on 0, at about WORK_SIDE: float (h, w) in 0..1,
+    and the grey levels that 1 stands for (the ink's contrast with the paper).
+
+    The paper's brightness is estimated on a coarse grid by rank filters over windows much wider
+    than a stroke (a median decides which way the ink goes, then the paper's side of the
+    distribution is taken), subtracted, and the rest scaled so full ink is 1."""
+    h, w = grey.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1:
+        grey = _resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))))
+    h, w = grey.shape
+    cell = max(1, max(h, w) // GRID)
+    gh, gw = -(-h // cell), -(-w // cell)
+    padded = np.pad(grey, ((0, gh * cell - h), (0, gw * cell - w)), mode="edge")
+    coarse = padded.reshape(gh, cell, gw, cell).mean(axis=(1, 3))
+    window = min(WINDOW, 2 * (min(gh, gw) // 2) + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(coarse, window // 2, mode="edge"), (window, window))
+    low, median, high = np.percentile(windows.reshape(gh, gw, -1), [25, 50, 75], axis=-1)
+    residual = grey - _resize(median, (w, h)) if (gh, gw) != (h, w) else grey - median
+    dark_ink = -np.percentile(residual, 1) > np.percentile(residual, 99)
+    paper = _resize(high if dark_ink else low, (w, h)) if (gh, gw) != (h, w) else (high if dark_ink else low)
+    ink = np.clip(paper - grey if dark_ink else grey - paper, 0, None)
+    full = np.percentile(ink, 99.5)
+    return (ink / full if full > 0 else ink), float(full)
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Sizes of the 8-connected components of a boolean mask, largest first (labels spread by a
+    neighbourhood maximum until nothing changes: a loop over steps, not pixels)."""
+    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
+    while True:
+        spread = np.lib.stride_tricks.sliding_window_view(np.pad(labels, 1), (3, 3)).max(axis=(2, 3))
+        spread = np.where(mask, spread, 0)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    return np.sort(np.unique(labels[mask], return_counts=True)[1])[::-1]
+
+
+def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Any grey picture of one digit -> (uint8 (28, 28) white digit on black, fitted into a 20x20
+    box and centred by mass as MNIST was made; a doubt: None, "blank" or "no single digit")."""
     if is_mnist_style(grey):
-        return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-    background = _background(grey)
-    ink = grey - background if background < 128 else background - grey  # the digit is now bright
-    np.clip(ink, 0, None, out=ink)
-    peak = ink.max()
-    if peak < 32:  # less than an eighth of full contrast: nothing that looks like a digit
-        raise DataError(f"{source}: no digit found (the picture is almost uniform); crop it to one dark-on-light "
-                        "or light-on-dark digit")
-    ink[ink < 0.1 * peak] = 0  # paper texture and JPEG noise are not part of the digit
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] * (255.0 / peak)
+        return np.clip(np.rint(grey), 0, 255).astype(np.uint8), None
+    ink, contrast = remove_background(grey)
+    smooth = _box_blur(ink)
+    threshold = _otsu(smooth)
+    mask = smooth > threshold
+    inked = ink[mask]
+    # A digit's strokes stand clearly above the paper and cover a small part of the picture;
+    # paper alone, or noise, splits into two classes that are neither.
+    if inked.size == 0 or np.median(inked) < MIN_SEPARATION * threshold or mask.mean() > MAX_COVERAGE:
+        return np.zeros((SIDE, SIDE), np.uint8), "blank" if contrast < MIN_CONTRAST else "no single digit"
+    low = 0.5 * threshold
+    strokes = np.clip((ink - low) / (np.median(inked) - low), 0, 1)  # keeps the strokes' soft edges
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    image = fit_and_centre(strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] * 255.0)
+    return image, shape_doubt(image)
+
+
+def shape_doubt(image: np.ndarray) -> str | None:
+    """"no single digit" when the ink of a 28x28 image falls into several large pieces, else None."""
+    sizes = _components(image > 96)
+    if sizes.size == 0 or (sizes.size > 1 and sizes[1] > 0.25 * sizes[0]):
+        return "no single digit"
+    return None
+
+
+def fit_and_centre(crop: np.ndarray) -> np.ndarray:
+    """A cropped digit (float, bright on 0, up to 255) -> uint8 (28, 28): fitted into a 20x20 box
+    keeping its aspect ratio and placed so its centre of mass is the field's centre."""
     h, w = crop.shape
     scale = BOX / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    boxed = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.LANCZOS),
-                       dtype=np.float64)
-    np.clip(boxed, 0, 255, out=boxed)
+    boxed = np.clip(_resize(crop, (max(1, round(w * scale)), max(1, round(h * scale)))), 0, 255)
     field = np.zeros((SIDE, SIDE))
     mass = boxed.sum()
     ys, xs = np.indices(boxed.shape)
@@ -86,17 +203,53 @@ def mnist_style(grey: np.ndarray, source="image") -> np.ndarray:
     return np.rint(field).astype(np.uint8)
 
 
-def predict_files(model, preprocess, paths, classes: list[str], top: int = 3) -> list[dict]:
-    """Top-``top`` classes with probabilities for each picture file."""
+def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
+                  min_confidence: float = MIN_CONFIDENCE) -> list[dict]:
+    """For each picture file: its path, the top-``top`` classes with probabilities, the
+    prediction, a ``doubt`` (None, "blank", "no single digit" or "low confidence") and the 28x28
+    ``image`` the model saw; or, for a file that cannot be read, its path and ``error``."""
     height, width, channels = model.input_shape
     if (height, width, channels) != (SIDE, SIDE, 1):
         raise UsageError(f"predict works with models of 28x28x1 input; this one takes {height}x{width}x{channels}")
-    images = np.stack([mnist_style(read_grey(p), p) for p in paths])[..., None]
-    probs = softmax(model.predict_logits(images, 256, preprocess).astype(np.float64))
-    results = []
-    for path, image, p in zip(paths, images, probs):
+    results, images = [], []
+    for path in paths:
+        try:
+            image, doubt = prepare(read_grey(path))
+        except (DataError, UsageError) as err:
+            results.append({"path": str(path), "error": str(err)})
+            continue
+        results.append({"path": str(path), "doubt": doubt, "image": image})
+        images.append(image)
+    if not images:
+        return results
+    probs = softmax(model.predict_logits(np.stack(images)[..., None], 256, preprocess).astype(np.float64))
+    for result, p in zip((r for r in results if "image" in r), probs):
         order = np.argsort(-p, kind="stable")[:top]
-        results.append({"path": str(path), "prediction": classes[order[0]],
-                        "top": [{"class": classes[i], "probability": float(p[i])} for i in order],
-                        "image": image[..., 0]})
+        blank = result["doubt"] == "blank"  # nothing to classify
+        result["prediction"] = None if blank else classes[order[0]]
+        result["top"] = [] if blank else [{"class": classes[i], "probability": float(p[i])} for i in order]
+        if result["doubt"] is None and p[order[0]] < min_confidence:
+            result["doubt"] = "low confidence"
     return results
+
+
+def save_inputs(results: list[dict], folder) -> None:
+    """Write each result's 28x28 image to ``folder`` as ``<input name>.png`` (``-2``, ``-3``...
+    when two inputs share a name) and record the path as ``result["input_image"]``."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file; --save-inputs needs a folder (it is created if missing)")
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = set()
+    for result in results:
+        if "image" not in result:
+            continue
+        stem, n = Path(result["path"]).stem, 1
+        while (name := stem if n == 1 else f"{stem}-{n}") in taken:
+            n += 1
+        taken.add(name)
+        target = folder / f"{name}.png"
+        Image.fromarray(result["image"]).save(target)
+        result["input_image"] = str(target)

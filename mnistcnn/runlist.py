@@ -75,6 +75,7 @@ def describe_run(path: Path) -> dict | None:
         "path": str(path),
         "started": started,
         "config": (status or {}).get("config") or (config.get("name") if isinstance(config, dict) else None),
+        "overrides": (status or {}).get("overrides", []),
         "epochs": len(history),
         "epochs_planned": (config or {}).get("train", {}).get("epochs") if isinstance(config, dict) else None,
         "best_val_acc": (summary or {}).get("best_val_acc", max(val_accs) if val_accs else None),

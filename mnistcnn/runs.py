@@ -141,7 +141,8 @@ class RunDir:
         """Rewrite status.json; when and from which config the run started carry over."""
         now = _dt.datetime.now().isoformat(timespec="seconds")
         previous = read_json(self.path / "status.json")
-        kept = {key: previous[key] for key in ("started", "config") if isinstance(previous, dict) and key in previous}
+        kept = {key: previous[key] for key in ("started", "config", "overrides")
+                if isinstance(previous, dict) and key in previous}
         self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
                                         "updated": now, **extra})
 

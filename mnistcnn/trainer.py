@@ -150,6 +150,7 @@ class Trainer:
         self.stale_epochs = 0
         self.epoch_sums = _empty_sums()
         self.stop_signal: int | None = None
+        self.finishing = False  # in the final evaluation: no batch is left to stop after
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
         self.workers = train_config["workers"] or default_workers()
@@ -257,6 +258,7 @@ class Trainer:
 
     def finish(self, stopped_early: bool = False) -> dict:
         """Restore the best weights, score the test split once, and summarise."""
+        self.finishing = True
         if self.run is not None and self.run.checkpoint("best").is_file():
             arrays, _ = load_checkpoint(self.run.checkpoint("best"))
             self.model.load_state_dict(arrays)
@@ -388,7 +390,8 @@ class Outcome:
 
 
 class StopOnSignal:
-    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one aborts."""
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one, or one
+    during the final evaluation, stops at once (last.npz is as the last save left it)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -400,7 +403,7 @@ class StopOnSignal:
         return self
 
     def handle(self, signum, frame):
-        if self.trainer.stop_signal is not None:
+        if self.trainer.stop_signal is not None or self.trainer.finishing:  # nothing to wait for
             raise KeyboardInterrupt
         self.trainer.request_stop(signum)
 
@@ -410,11 +413,13 @@ class StopOnSignal:
 
 
 def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, runs_dir="runs",
-              resume: RunDir | None = None, config_path=None, stop_on_signals: bool = False) -> Outcome:
+              resume: RunDir | None = None, config_path=None, overrides=(),
+              stop_on_signals: bool = False) -> Outcome:
     """Train in a new run directory under ``runs_dir``, or continue the run ``resume``.
 
     Writes config.yaml, keeps status.json up to date (running, then finished, interrupted or
-    failed) and leaves summary.json and curves.png. A signal (with ``stop_on_signals``) ends the
+    failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
+    curves.png. A signal (with ``stop_on_signals``) ends the
     run with a checkpoint and returns an Outcome without summary; errors are raised after the
     status says failed.
     """
@@ -427,7 +432,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         trainer = Trainer(config, data, run, callbacks)
     run = trainer.run
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
-    run.set_status("running", **({"config": str(config_path)} if config_path else {}))
+    started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
+    run.set_status("running", **started_from)
     try:
         with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
             summary = trainer.fit()

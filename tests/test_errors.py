@@ -109,3 +109,64 @@ def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
 def test_training_ends_with_the_next_commands_for_its_run(trained):
     run, output = trained
     assert f"next: mnistcnn eval {run}" in output and f"mnistcnn predict {run} YOUR-DIGIT.png" in output
+
+
+def test_ctrl_c_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
+                                                                      monkeypatch):
+    import signal
+
+    from mnistcnn import trainer
+
+    evaluate = trainer.evaluate
+
+    def interrupted_on_the_test_split(plan, images, *args, **kwargs):
+        if len(images) == 10000:  # the test split, scored once at the end
+            signal.raise_signal(signal.SIGINT)
+        return evaluate(plan, images, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted_on_the_test_split)
+    config = write_config(tmp_path, 600, 1, 100)
+    stopped = cli("train", config, "--runs-dir", tmp_path / "runs")
+    run = only_run(tmp_path / "runs")
+    assert stopped.exit_code == 130, stopped.output
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    resumed = cli("train", "--resume", run, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+
+
+def test_files_respect_the_umask_and_json_writes_nothing(cli, trained_run, tmp_path):
+    import os
+    import stat
+
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    result = cli("eval", run, "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["accuracy"] > 0.5
+    assert sorted(p.name for p in run.iterdir()) == before  # --json prints, writes nothing
+    old = os.umask(0o022)
+    try:
+        assert cli("eval", run, "--quiet").exit_code == 0
+    finally:
+        os.umask(old)
+    report = next(run.glob("eval-test-best.json"))
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644  # not the temporary file's 0600
+
+
+def test_inspect_data_writes_into_runs_not_the_current_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("inspect-data", QUICK, "--count", "4")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "wrote runs/quick-augmented.png"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+def test_runs_shows_the_folder_and_what_changed_the_config(cli, write_config, tmp_path):
+    config = write_config(tmp_path, 600, 1, 100)
+    assert cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.seed=3", "--quiet").exit_code == 0
+    rows = json.loads(cli("runs", tmp_path / "runs", "--json").output)
+    assert rows[0]["overrides"] == ["--set train.seed=3"]

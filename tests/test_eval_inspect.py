@@ -26,8 +26,11 @@ def test_eval_agrees_with_the_run_summary(run, cli):
     confusion = np.array(report["confusion"])
     assert confusion.sum() == 10000 and np.trace(confusion) / 10000 == report["accuracy"]
     assert sum(row["support"] for row in report["per_class"]) == 10000
-    assert json.loads((run / "eval-test-best.json").read_text())["accuracy"] == report["accuracy"]
-    for picture in report["pictures"]:
+    assert "pictures" not in report and not (run / "eval-test-best.json").exists()  # --json writes nothing
+    assert cli("eval", run, "--quiet").exit_code == 0
+    written = json.loads((run / "eval-test-best.json").read_text())
+    assert written["accuracy"] == report["accuracy"]
+    for picture in written["pictures"]:
         assert Image.open(picture).size[0] > 300
 
 

@@ -1,81 +1,9 @@
-"""mnistcnn predict on people's pictures, and the mnistcnn runs table."""
+"""The mnistcnn runs table."""
 import json
 import os
 import shutil
 
-import numpy as np
-import pytest
-from PIL import Image
-
-from mnistcnn.data import load_dataset
-from mnistcnn.predict import mnist_style, read_grey
 from mnistcnn.runs import RunDir
-from mnistcnn.trainer import load_model
-
-@pytest.fixture(scope="module")
-def test_images():
-    data = load_dataset()
-    return data.test_images[:20], data.test_labels[:20]
-
-
-def engine_predictions(run_dir, images):
-    model, _, preprocess = load_model(run_dir / "checkpoints" / "best.npz")
-    return model.predict_logits(images[..., None] if images.ndim == 3 else images, 256, preprocess)
-
-
-def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_images, tmp_path, cli):
-    run = trained_run
-    images, _ = test_images
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(tmp_path / f"digit{i}.png")
-        Image.fromarray(image.reshape(28, 28)).save(paths[-1])
-    result = cli("predict", run, *paths, "--json")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    expected = engine_predictions(run, images).argmax(axis=1)
-    got = [int(p["prediction"]) for p in report["predictions"]]
-    assert got == expected.tolist()
-    for p in report["predictions"]:
-        probs = [t["probability"] for t in p["top"]]
-        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
-
-
-def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_images, tmp_path, monkeypatch, cli):
-    run = trained_run
-    monkeypatch.chdir(tmp_path)  # short relative paths keep the table's columns wide in an 80-column test
-    images, _ = test_images
-    logits = engine_predictions(run, images)
-    index = int(np.argmax(logits.max(axis=1) - np.sort(logits, axis=1)[:, -2]))  # the clearest digit
-    original = images[index].reshape(28, 28)
-    big = Image.fromarray(255 - original).resize((300, 420), Image.BICUBIC)  # dark ink on white, stretched
-    big = Image.merge("RGB", [big, big, big])
-    path = tmp_path / "photo.jpg"
-    big.save(path, quality=90)
-    normalised = mnist_style(read_grey(path))
-    assert normalised.shape == (28, 28) and normalised.max() > 200
-    assert normalised[:2].max() == 0 and normalised[:, :2].max() == 0  # a black frame around the digit, as MNIST
-    result = cli("predict", run, path, "--json")
-    assert result.exit_code == 0, result.output
-    assert int(json.loads(result.output)["predictions"][0]["prediction"]) == int(logits[index].argmax())
-    table = cli("predict", run, "photo.jpg")
-    assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
-
-
-def test_predict_errors(trained_run, tmp_path, cli):
-    run = trained_run
-    text = tmp_path / "notes.png"
-    text.write_text("this is not a picture")
-    result = cli("predict", run, text)
-    assert result.exit_code == 2 and "not an image" in result.output and "Traceback" not in result.output
-    result = cli("predict", run, tmp_path / "missing.png")
-    assert result.exit_code == 2 and "no such image file" in result.output
-    blank = tmp_path / "blank.png"
-    Image.new("L", (50, 50), 255).save(blank)
-    result = cli("predict", run, blank)
-    assert result.exit_code == 2 and "no digit found" in result.output
-    result = cli("predict", tmp_path / "norun", blank)
-    assert result.exit_code == 2 and "no such run directory" in result.output
 
 
 def test_runs_table_reports_each_state(trained_run, tmp_path, cli):

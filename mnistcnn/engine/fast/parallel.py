@@ -84,8 +84,12 @@ def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = No
         work()
     else:
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            for future in [pool.submit(work) for _ in range(workers)]:
-                future.result()  # an error in a thread reaches the caller
+            try:
+                for future in [pool.submit(work) for _ in range(workers)]:
+                    future.result()  # an error in a thread reaches the caller
+            except BaseException:  # Ctrl-C while waiting, too: the other threads stop taking items
+                failed.append(True)
+                raise
     return outputs
 
 

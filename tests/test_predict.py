@@ -1,0 +1,242 @@
+"""mnistcnn predict on people's pictures: photos cleaned as MNIST was made, doubts flagged,
+batches, the images the model saw, large pictures.
+
+Run as a script, ``python tests/test_predict.py RUN``, it prints the accuracy on clean MNIST
+test digits and on the photo-like set below, and the share of blank and noise pictures flagged."""
+import io
+import json
+import struct
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnistcnn.data import load_dataset
+from mnistcnn.predict import READ_SIDE, prepare, read_grey
+from mnistcnn.trainer import load_model
+
+
+# -- a photo-like test set: MNIST test digits as phone photos of ink on paper -------------------
+def _smooth_field(rng, size, cells):
+    """Low-frequency texture in -1..1: a random ``cells`` x ``cells`` grid upsampled bicubically."""
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC), dtype=np.float64)
+
+
+def _paper(rng, size, level):
+    """A sheet photographed unevenly: a lighting gradient, a soft shadow, paper texture and noise."""
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    angle = rng.uniform(0, 2 * np.pi)
+    paper = level + rng.uniform(-60, 60) * ((np.cos(angle) * xs + np.sin(angle) * ys) - 0.5)
+    edge = rng.uniform(0.2, 0.8)
+    paper -= rng.uniform(0, 50) / (1 + np.exp(-(xs * np.cos(angle + 1) + ys - edge - 0.5) * 12))  # a shadow
+    paper += rng.uniform(0, 12) * _smooth_field(rng, size, int(rng.integers(4, 16)))
+    return paper + rng.normal(0, rng.uniform(1, 10), (size, size))
+
+
+def photo_like(digit, rng):
+    """An MNIST digit (uint8 28x28, white on black) as a phone photo of ink on paper: uint8 RGB of
+    60 to 300 px, any lighting, either polarity, coloured ink, JPEG-compressed or not."""
+    size = int(rng.integers(60, 301))
+    dark_ink = rng.random() < 0.7
+    span = int(size * rng.uniform(0.4, 0.85))
+    ink = np.asarray(Image.fromarray(digit).resize((span, span), Image.BICUBIC), dtype=np.float64) / 255
+    alpha = np.zeros((size, size))
+    top, left = rng.integers(0, size - span + 1, 2)
+    alpha[top:top + span, left:left + span] = np.clip(ink, 0, 1)
+    level = rng.uniform(140, 235) if dark_ink else rng.uniform(20, 90)
+    paper = _paper(rng, size, level)
+    contrast = rng.uniform(0.5, 1.0)
+    # blue, black, red... ink darker than the paper, or chalk lighter than the board
+    ink_rgb = rng.uniform(0, 0.5, 3) * level if dark_ink else rng.uniform(0.75, 1.0, 3) * 255
+    rgb = np.stack([paper + contrast * alpha * (ink_rgb[c] - paper) for c in range(3)], axis=-1)
+    picture = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=int(rng.integers(60, 95)))
+        picture = Image.open(buffer)
+    return np.asarray(picture.convert("RGB"))
+
+
+def not_a_digit(rng, kind):
+    """A picture with no digit: ``blank`` paper (lit unevenly) or ``noise`` of some kind."""
+    size = int(rng.integers(60, 301))
+    if kind == "blank":
+        grey = _paper(rng, size, rng.uniform(20, 235))
+    elif rng.random() < 0.5:
+        grey = rng.uniform(0, 255, (size, size))
+    else:  # blotchy noise: a few grain sizes mixed
+        grey = 128 + 60 * _smooth_field(rng, size, int(rng.integers(8, 40))) + rng.normal(0, 30, (size, size))
+    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def grey_of(rgb):
+    """What read_grey makes of an RGB picture."""
+    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)
+
+
+def drawn_cleanly(digit):
+    """The same digit drawn cleanly: black ink on white at 200 px, no light, texture or noise."""
+    return np.asarray(Image.fromarray(255 - digit).resize((200, 200), Image.BICUBIC), dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    data = load_dataset()
+    pick = np.random.default_rng(0).choice(len(data.test_labels), 200, replace=False)
+    return data.test_images[pick].reshape(-1, 28, 28), data.test_labels[pick]
+
+
+def engine_predictions(run_dir, images):
+    model, _, preprocess = load_model(run_dir / "checkpoints" / "best.npz")
+    return model.predict_logits(images[..., None] if images.ndim == 3 else images, 256, preprocess)
+
+
+def similarity(a, b):
+    a, b = a.astype(np.float64).ravel() - a.mean(), b.astype(np.float64).ravel() - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def test_a_photo_gives_what_the_digit_drawn_cleanly_gives(test_digits, trained_run):
+    digits, _ = test_digits
+    rng = np.random.default_rng(1)
+    digits = digits[:80]
+    clean = np.stack([prepare(drawn_cleanly(d))[0] for d in digits])
+    photos = [prepare(grey_of(photo_like(d, rng))) for d in digits]
+    seen = np.stack([image for image, _ in photos])
+    close = [similarity(a, b) > 0.7 for a, b in zip(clean, seen)]
+    assert np.mean(close) >= 0.9, f"only {np.mean(close):.0%} of the photos look like the clean digit"
+    assert np.mean([doubt is None for _, doubt in photos]) >= 0.95
+    same = engine_predictions(trained_run, clean).argmax(1) == engine_predictions(trained_run, seen).argmax(1)
+    assert same.mean() >= 0.9, f"the photos change {1 - same.mean():.0%} of the answers"
+
+
+def test_blank_and_noise_are_flagged_and_clean_digits_are_not(test_digits):
+    rng = np.random.default_rng(2)
+    blank = [prepare(grey_of(not_a_digit(rng, "blank")))[1] for _ in range(40)]
+    noise = [prepare(grey_of(not_a_digit(rng, "noise")))[1] for _ in range(40)]
+    assert np.mean([d == "blank" for d in blank]) >= 0.95, blank
+    assert np.mean([d is not None for d in noise]) >= 0.95, noise
+    digits, _ = test_digits
+    flagged = [prepare(drawn_cleanly(d))[1] is not None for d in digits]
+    assert np.mean(flagged) <= 0.02
+    two = np.full((100, 200), 255.0)
+    two[:, :100], two[:, 100:] = drawn_cleanly(digits[0])[50:150, 50:150], drawn_cleanly(digits[1])[50:150, 50:150]
+    assert prepare(two)[1] == "no single digit"
+
+
+# -- the command ------------------------------------------------------------------------------
+def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_digits, tmp_path, cli):
+    images = test_digits[0][:20]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"digit{i:02d}.png")
+    result = cli("predict", trained_run, tmp_path, "--json")  # a folder: its pictures, sorted
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [p["path"] for p in report["predictions"]] == [str(tmp_path / f"digit{i:02d}.png") for i in range(20)]
+    expected = engine_predictions(trained_run, images).argmax(axis=1)
+    assert [int(p["prediction"]) for p in report["predictions"]] == expected.tolist()
+    for p in report["predictions"]:
+        probs = [t["probability"] for t in p["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+
+
+def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_digits, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)  # short relative paths keep the table's columns wide in an 80-column test
+    images = test_digits[0][:20]
+    logits = engine_predictions(trained_run, images)
+    index = int(np.argmax(logits.max(axis=1) - np.sort(logits, axis=1)[:, -2]))  # the clearest digit
+    big = Image.fromarray(255 - images[index]).resize((300, 420), Image.BICUBIC)  # dark ink on white, stretched
+    Image.merge("RGB", [big, big, big]).save(tmp_path / "photo.jpg", quality=90)
+    normalised, doubt = prepare(read_grey(tmp_path / "photo.jpg"))
+    assert normalised.shape == (28, 28) and normalised.max() > 200 and doubt is None
+    assert normalised[:2].max() == 0 and normalised[:, :2].max() == 0  # a black frame around the digit, as MNIST
+    result = cli("predict", trained_run, "photo.jpg", "--json", "--save-inputs", "seen")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)["predictions"][0]
+    assert int(answer["prediction"]) == int(logits[index].argmax()) and answer["doubt"] is None
+    assert answer["input_image"] == str(Path("seen") / "photo.png")
+    assert np.array_equal(np.asarray(Image.open(answer["input_image"])), normalised)
+    table = cli("predict", trained_run, "p*.jpg")  # a glob
+    assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
+
+
+def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digits, tmp_path, cli):
+    Image.fromarray(255 - test_digits[0][0]).resize((90, 90)).save(tmp_path / "a-digit.png")
+    (tmp_path / "b-notes.png").write_text("this is not a picture")
+    Image.new("L", (50, 50), 255).save(tmp_path / "c-blank.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80), dtype=np.uint8)).save(tmp_path / "d-noise.png")
+    result = cli("predict", trained_run, tmp_path, tmp_path / "missing.png", "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    rows = {p["path"].rsplit("/", 1)[-1]: p for p in json.loads(result.stdout)["predictions"]}
+    assert "not an image" in rows["b-notes.png"]["error"] and "no such image file" in rows["missing.png"]["error"]
+    assert rows["c-blank.png"]["doubt"] == "blank" and rows["c-blank.png"]["prediction"] is None
+    assert rows["d-noise.png"]["doubt"] == "no single digit" and rows["a-digit.png"]["prediction"] is not None
+    digit, blank = tmp_path / "a-digit.png", tmp_path / "c-blank.png"
+    assert cli("predict", trained_run, digit, blank).exit_code == 0  # doubts are flagged, not failing
+    assert cli("predict", trained_run, digit, blank, "--fail-on-doubt").exit_code == 3
+    doubtful = cli("predict", trained_run, digit, "--min-confidence", "1", "--json")
+    assert json.loads(doubtful.output)["predictions"][0]["doubt"] == "low confidence"
+    table = cli("predict", trained_run, tmp_path)
+    assert "no single digit" in table.output and "blank" in table.output and table.output.count("error:") == 1
+    assert cli("predict", tmp_path / "norun", digit).exit_code == 2
+    assert all(f"{code} " in cli("predict", "--help").output for code in (0, 1, 2, 3))
+
+
+def _png_header(width, height):
+    """A PNG's signature and header claiming ``width`` x ``height`` pixels, and no pixels."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_large_pictures_are_capped_by_their_header_and_reduced_before_decoding(trained_run, tmp_path, cli):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(20000, 20000))  # 400 megapixels that are never decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+        result = cli("predict", trained_run, huge)
+    assert result.exit_code == 1 and "200 million pixels" in result.output and "damaged" not in result.output
+    assert "DecompressionBomb" not in result.output
+    for name in ("wide.png", "wide.jpg"):
+        Image.new("RGB", (3000, 1500), (200, 190, 180)).save(tmp_path / name)
+        assert max(read_grey(tmp_path / name).shape) <= READ_SIDE + READ_SIDE // 2
+
+
+# -- the measurement --------------------------------------------------------------------------
+def measure(run, n=1000, min_confidence=0.5):
+    """Accuracy and doubts of RUN's best checkpoint on clean MNIST test digits, on the photo-like
+    set and on blank and noise pictures."""
+    from mnistcnn.engine.losses import softmax
+
+    model, _, preprocess = load_model(f"{run}/checkpoints/best.npz")
+    data = load_dataset()
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(data.test_labels), n, replace=False)
+    digits, labels = data.test_images[pick].reshape(n, 28, 28), data.test_labels[pick]
+
+    def answers(greys):
+        prepared = [prepare(grey) for grey in greys]
+        probs = softmax(model.predict_logits(np.stack([image for image, _ in prepared])[..., None], 256,
+                                             preprocess).astype(np.float64))
+        doubts = [doubt or ("low confidence" if p.max() < min_confidence else None)
+                  for (_, doubt), p in zip(prepared, probs)]
+        return probs.argmax(1), np.array([doubt is not None for doubt in doubts])
+
+    for name, greys in (("clean MNIST test digits", [d.astype(np.float64) for d in digits]),
+                        ("photo-like", [grey_of(photo_like(d, rng)) for d in digits])):
+        predicted, flagged = answers(greys)
+        print(f"{name}: accuracy {np.mean(predicted == labels):.2%}, flagged {flagged.mean():.2%}")
+    for kind in ("blank", "noise"):
+        _, flagged = answers([grey_of(not_a_digit(rng, kind)) for _ in range(n // 2)])
+        print(f"{kind} pictures flagged: {flagged.mean():.2%}")
+
+
+if __name__ == "__main__":
+    measure(sys.argv[1])
