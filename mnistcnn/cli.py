@@ -215,12 +215,14 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
           quiet):
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
+    from .runs import check_runs_folder
     from .trainer import prepare_data, train_run
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
              "--data-dir": ("data.dir", str(data_dir) if data_dir else None), "--name": ("name", name)}
     config, source, run = _train_config(config_path, resume, sets, flags)
+    check_runs_folder(runs_dir)  # before anything is printed
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return

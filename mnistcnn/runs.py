@@ -75,10 +75,7 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir, name: str, now: _dt.datetime | None = None) -> "RunDir":
         check_run_name(name)
-        runs_dir = Path(runs_dir)
-        if runs_dir.exists() and not runs_dir.is_dir():
-            raise UsageError(f"{runs_dir}: is a file, not a folder; give --runs-dir a folder for run directories "
-                             "(default: runs)")
+        runs_dir = check_runs_folder(runs_dir)
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -145,6 +142,15 @@ class RunDir:
                 if isinstance(previous, dict) and key in previous}
         self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
                                         "updated": now, **extra})
+
+
+def check_runs_folder(runs_dir) -> Path:
+    """``runs_dir`` as a Path, refused when it names a file."""
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir}: is a file, not a folder; give --runs-dir a folder for run directories "
+                         "(default: runs)")
+    return runs_dir
 
 
 def read_json(path: Path):
