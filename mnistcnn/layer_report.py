@@ -12,10 +12,10 @@ import numpy as np
 from . import config as cfg
 from .data import Preprocess
 from .errors import UsageError
-from .evaluation import load_for_target
+from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
-from .runs import output_folder
+from .runs import output_folder, resolve_checkpoint
 from .trainer import prepare_data
 
 
@@ -32,6 +32,15 @@ def load_target(target, data_dir=None):
         return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
     model, meta, preprocess, data, path = load_for_target(target, "best", data_dir)
     return model, meta["config"], preprocess, data, output_folder(path, "inspect")
+
+
+def target_label(target, config: dict) -> str:
+    """What the model is, as headers and titles name it: a run's checkpoint, or for a config the
+    untrained model it builds."""
+    target = Path(target)
+    if target.suffix in (".yaml", ".yml"):
+        return f"config {target.name}, untrained (as initialised, seed {config['train']['seed']})"
+    return checkpoint_label(resolve_checkpoint(target, "best"))
 
 
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
@@ -60,6 +69,55 @@ def _stats(a: np.ndarray) -> dict:
 def sample_index(shape) -> tuple:
     """The notebook printed Z[3,2,1]; use it where the output is large enough, else clip."""
     return tuple(min(want, n - 1) for want, n in zip((3, 2, 1), shape))
+
+
+# the axes of a batch of activations, by its number of dimensions (NHWC images, or flat vectors)
+AXES = {4: ("image", "row", "column", "channel"), 2: ("image", "unit")}
+
+
+def shape_words(shape) -> str:
+    """``(16, 14, 14, 8)`` as ``16 images of 14x14 with 8 channels``."""
+    images = f"{shape[0]} image{'s' if shape[0] != 1 else ''}"
+    if len(shape) == 4:
+        return f"{images} of {shape[1]}x{shape[2]} with {shape[3]} channels"
+    if len(shape) == 2:
+        return f"{images} of {shape[1]} values"
+    return f"{images} of shape {tuple(shape[1:])}"
+
+
+def index_words(index, shape, split: str, first: int) -> str:
+    """An index into a batch's activations with each axis named; the batch's image ``i`` is the
+    split's image ``first + i``: ``validation image 8, row 2, column 1, all 16 channels``."""
+    names = AXES.get(len(shape), ("image",) + tuple(f"axis {d}" for d in range(1, len(shape))))
+    words = [f"{split} image {first + index[0]}"] + [f"{name} {i}" for name, i in zip(names[1:], index[1:])]
+    words += [f"all {n} {name}s" for name, n in zip(names[len(index):], shape[len(index):])]
+    return ", ".join(words)
+
+
+def _conv_words(config, input_shape):
+    k = config["kernel"]
+    return (f"{config['filters']} filters of {k}x{k} over {input_shape[-1]} channels, stride {config['stride']}, "
+            f"padding {config['padding']}" + ("" if config.get("bias", True) else ", no bias"))
+
+
+# a layer's settings in words, by its config's type; a type not here shows only its name
+LAYER_WORDS = {
+    "conv2d": _conv_words,
+    "maxpool2d": lambda c, shape: f"maximum of each {c['size']}x{c['size']} window, stride {c['stride']}",
+    "avgpool2d": lambda c, shape: f"mean of each {c['size']}x{c['size']} window, stride {c['stride']}",
+    "dense": lambda c, shape: f"{c['units']} units, each over all {int(np.prod(shape[1:]))} inputs",
+    "dropout": lambda c, shape: f"drops {c['rate']:.0%} of its inputs at random in training, none in evaluation",
+    "batchnorm": lambda c, shape: f"normalises each of {shape[-1]} channels (momentum {c['momentum']}, eps {c['eps']})",
+    "leaky_relu": lambda c, shape: f"slope {c['alpha']} below zero",
+    "flatten": lambda c, shape: f"{'x'.join(map(str, shape[1:]))} values in one row of {int(np.prod(shape[1:]))}",
+}
+
+
+def layer_words(report: dict) -> str:
+    """``layer 3 (3_conv2d): conv2d, 64 filters of 5x5 over 32 channels, stride 1, padding 2``."""
+    words = LAYER_WORDS.get(report["type"])
+    settings = f", {words(report['config'], report['input_shape'])}" if words else ""
+    return f"layer {report['index']} ({report['name']}): {report['type']}{settings}"
 
 
 def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, label_smoothing=0.0) -> dict:
@@ -114,29 +172,34 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
     return dout, grads
 
 
-def pictures(report: dict, layer, out_dir: Path, image: int = 0) -> list[Path]:
-    """Feature maps of one image, conv filters, and a histogram of activations, as PNGs."""
+def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.ndarray, caption: str,
+             image: int = 0) -> list[Path]:
+    """Feature maps of one image beside that image (``input_image``, described by ``caption``),
+    conv filters, and a histogram of activations, as PNGs titled with ``source`` (what the model
+    is: ``target_label``)."""
     from . import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = report["_output"]
     stem = f"layer{report['index']:02d}-{report['name']}"
+    layer_name = f"layer {report['index']} ({report['name']})"
     written = []
     if out.ndim == 4:
         maps = np.moveaxis(out[image], -1, 0)[:64]
         path = out_dir / f"{stem}-feature-maps.png"
-        plots.image_grid(maps, [f"ch {c}" for c in range(len(maps))], path,
-                         f"{report['name']}: feature maps of one image", cmap="viridis")
+        shown = f"first {len(maps)} of {out.shape[-1]} channels" if len(maps) < out.shape[-1] else "all channels"
+        plots.feature_maps(input_image, caption, maps, path,
+                           f"{source}\n{layer_name}: feature maps of {caption} ({shown})")
         written.append(path)
     if "W" in layer.params and layer.params["W"].ndim == 4:
         W = layer.params["W"]
         filters = np.moveaxis(W.mean(axis=2), -1, 0)[:64]  # averaged over input channels
         path = out_dir / f"{stem}-filters.png"
-        plots.image_grid(filters, [f"f {c}" for c in range(len(filters))], path,
-                         f"{report['name']}: filters (mean over input channels)", cmap="RdBu_r")
+        plots.image_grid(filters, [f"filter {c}" for c in range(len(filters))], path,
+                         f"{source}\n{layer_name}: filters (mean over input channels)", scale="weight")
         written.append(path)
     path = out_dir / f"{stem}-histogram.png"
-    plots.histogram(out, path, f"{report['name']}: activations")
+    images = out.shape[0]
+    plots.histogram(out, path, f"{source}\n{layer_name}: activations over {images} image{'s' if images != 1 else ''}")
     written.append(path)
     return written
-

@@ -1,27 +1,39 @@
-"""Pictures (matplotlib, Agg backend, written atomically as PNG)."""
+"""Pictures (matplotlib, Agg backend, written atomically as PNG).
+
+Each picture's title names what it shows (the run, and where they apply the split and the
+checkpoint); the same title is stored in the PNG's ``Title`` text chunk, so that a file found
+later says where it came from without being opened in a viewer."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_writer  # noqa: E402
 
+# the bottom of the confusion matrix's log colour scale: below one image in MNIST's largest test
+# class (1,135), so that a single error still shows as a pale square, not as white
+SMALLEST_FRACTION = 3e-4
 
-def _save(fig, path) -> None:
+
+def _save(fig, path, title: str) -> None:
     with atomic_writer(path) as handle:
-        fig.savefig(handle, format="png", dpi=100)
+        # bbox "tight" grows the canvas to whatever the labels need: none is cut at the edge
+        fig.savefig(handle, format="png", dpi=100, bbox_inches="tight", metadata={"Title": title})
     plt.close(fig)
 
 
-def training_curves(history: list[dict], path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and validation."""
+def curves_figure(history: list[dict], title: str):
+    """Loss and accuracy per epoch, train and validation, with a tick on whole epochs only."""
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -29,58 +41,119 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
     ax_acc.plot(epochs, [100 * r["val_acc"] for r in history], "s-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
+    fig.suptitle(title)
+    return fig
+
+
+def training_curves(history: list[dict], path, title: str = "") -> None:
+    """curves.png: the run is named by the folder the picture goes into (its run directory);
+    ``title``, the config's name, is added when the folder's name does not already start with it."""
+    run = Path(path).resolve().parent.name
+    name = f"run {run}" if not title or run.startswith(title) else f"run {run} ({title})"
+    heading = f"{name}: loss and accuracy per epoch"
+    _save(curves_figure(history, heading), path, heading)
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str], title: str):
+    """One square per (true, predicted) pair: its colour the fraction of the true class on a log
+    scale (so that a class's few errors show beside its many right answers), its number the count."""
+    matrix = np.asarray(matrix)
+    support = matrix.sum(axis=1, keepdims=True)
+    fractions = matrix / np.maximum(support, 1)
+    k = len(classes)
+    size = max(6.0, 0.6 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="white")  # no image at all: blank, not pale blue
+    norm = LogNorm(vmin=SMALLEST_FRACTION, vmax=1.0, clip=True)
+    shown = ax.imshow(np.ma.masked_equal(fractions, 0), cmap=cmap, norm=norm)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8)
+    bar.set_label("fraction of the true class (log scale)")
+    ax.set_xticks(range(k), classes)
+    ax.set_yticks(range(k), [f"{name} ({int(n):,})" for name, n in zip(classes, support[:, 0])])
+    ax.set(xlabel="predicted class", ylabel="true class (images)", title="counts; colour: share of the row")
+    if k <= 20:  # beyond that a count no longer fits in its square
+        for i, j in zip(*np.nonzero(matrix)):
+            dark = norm(fractions[i, j]) > 0.6
+            ax.text(j, i, f"{matrix[i, j]:,}", ha="center", va="center", fontsize=8 if k <= 12 else 6,
+                    color="white" if dark else "black")
+    fig.suptitle(title)
+    return fig
 
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = "") -> None:
-    """Raw counts (left) and row-normalised recall (right)."""
-    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    k = len(classes)
-    size = max(5, 0.5 * k + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
-    for ax, data, fmt, label in ((axes[0], matrix, "d", "count"), (axes[1], norm, ".2f", "fraction of true class")):
-        ax.imshow(data, cmap="Blues")
-        ax.set(xticks=range(k), yticks=range(k), xticklabels=classes, yticklabels=classes,
-               xlabel="predicted", ylabel="true", title=label)
-        if k <= 20:
-            peak = data.max() or 1
-            for i in range(k):
-                for j in range(k):
-                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
-                            color="white" if data[i, j] > peak / 2 else "black")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
+    _save(confusion_figure(matrix, classes, title), path, title)
 
 
-def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", cmap="gray") -> None:
-    """Images (N, H, W) or (N, H, W, 1) in a grid with a caption each."""
+def _shared_scale(arrays: np.ndarray) -> dict:
+    """One colour scale for every panel, so that panels compare by colour: diverging and centred
+    on zero (the neutral colour) when the values have both signs."""
+    lo, hi = float(np.min(arrays)), float(np.max(arrays))
+    if lo < 0 < hi:
+        hi = max(-lo, hi)
+        return {"cmap": "RdBu_r", "vmin": -hi, "vmax": hi}
+    return {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+
+
+def _grid(fig, images: np.ndarray, captions: list[str], style: dict):
+    """Images (N, H, W) or (N, H, W, 1), 8 to a row, in ``fig``; the last image drawn."""
     n = len(images)
     cols = min(8, max(n, 1))
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
+    axes = fig.subplots(max(1, math.ceil(n / cols)), cols, squeeze=False)
+    shown = None
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):
         image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-        ax.imshow(image, cmap=cmap)
+        shown = ax.imshow(image, **style)
         ax.set_title(caption, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
+    return axes, shown
+
+
+def _grid_size(n: int) -> tuple[int, int]:
+    cols = min(8, max(n, 1))
+    return cols, max(1, math.ceil(n / cols))
+
+
+def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", scale: str = "") -> None:
+    """Images (N, H, W) or (N, H, W, 1) in a grid with a caption each: grey pictures, or with
+    ``scale`` (what the values are) on one shared colour scale with a colour bar."""
+    cols, rows = _grid_size(len(images))
+    fig = plt.figure(figsize=(1.6 * cols + (1.2 if scale else 0), 1.8 * rows + 0.6), layout="constrained")
+    axes, shown = _grid(fig, images, captions, _shared_scale(images) if scale else {"cmap": "gray"})
+    if scale and shown is not None:
+        fig.colorbar(shown, ax=axes, shrink=0.9, label=scale)
+    fig.suptitle(title)
+    _save(fig, path, title)
+
+
+def feature_maps_figure(image: np.ndarray, caption: str, maps: np.ndarray, title: str):
+    """The input ``image`` (H, W) or (H, W, 1) with its ``caption``, beside a layer's ``maps``
+    (C, H', W') on one shared colour scale, so that channels compare by colour."""
+    image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    cols, rows = _grid_size(len(maps))
+    fig = plt.figure(figsize=(1.6 * cols + 3.5, 1.7 * rows + 0.8), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[2.2, 1.6 * cols + 1.3])
+    ax_input = left.subplots()
+    ax_input.imshow(image, cmap="gray")
+    ax_input.set_title(caption, fontsize=9)
+    ax_input.axis("off")
+    axes, shown = _grid(right, maps, [f"channel {c}" for c in range(len(maps))], _shared_scale(maps))
+    if shown is not None:
+        right.colorbar(shown, ax=axes, shrink=0.9, label="activation")
+    fig.suptitle(title)
+    return fig
+
+
+def feature_maps(image: np.ndarray, caption: str, maps: np.ndarray, path, title: str) -> None:
+    _save(feature_maps_figure(image, caption, maps, title), path, title)
 
 
 def histogram(values: np.ndarray, path, title: str = "") -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.hist(np.asarray(values, dtype=np.float64).ravel(), bins=60, color="steelblue")
     ax.set(xlabel="value", ylabel="count", title=title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, title)

@@ -1,0 +1,106 @@
+"""The pictures and inspect-layer's words: what can be checked without looking at them."""
+import shutil
+
+import numpy as np
+import pytest
+from matplotlib.colors import LogNorm
+from PIL import Image
+
+from mnistcnn import plots
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A copy of the shared run: eval and inspect-layer write files into it."""
+    copy = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def title(path) -> str:
+    return Image.open(path).text.get("Title", "")
+
+
+def words(output: str) -> str:
+    """The output with the console's line wrapping undone."""
+    return " ".join(output.split())
+
+
+def test_every_picture_names_the_run_and_where_they_apply_the_split_and_checkpoint(run, cli, tmp_path):
+    result = cli("eval", run, "--split", "validation", "--checkpoint", "last")
+    assert result.exit_code == 0, result.output
+    for kind in ("confusion", "misclassified"):
+        made = title(run / f"eval-validation-last-{kind}.png")
+        assert f"run {run.name}" in made and "validation split" in made and "checkpoint last.npz" in made
+    assert title(run / "curves.png").startswith(f"run {run.name}")
+    result = cli("inspect-layer", run, "0", "--index", "5", "--out", tmp_path / "pics")
+    assert result.exit_code == 0, result.output
+    for kind in ("feature-maps", "filters", "histogram"):
+        made = title(tmp_path / "pics" / f"layer00-0_conv2d-{kind}.png")
+        assert f"run {run.name}, checkpoint best.npz" in made and "layer 0 (0_conv2d)" in made
+
+
+def test_confusion_matrix_colours_each_row_by_its_share_on_a_log_scale():
+    matrix = np.array([[90, 9, 1], [0, 50, 0], [3, 0, 997]])
+    fig = plots.confusion_figure(matrix, ["a", "b", "c"], "run r, test split")
+    ax = fig.axes[0]
+    shown = ax.images[0]
+    fractions = matrix / matrix.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.ma.filled(shown.get_array(), 0), fractions)
+    assert isinstance(shown.norm, LogNorm) and shown.norm.vmin <= 1 / 1000  # one error in 1,000 shows
+    # a count in every square that has one; an empty square stays blank
+    assert sorted(text.get_text() for text in ax.texts) == sorted(f"{n:,}" for n in matrix[matrix > 0])
+    assert fig.get_suptitle() == "run r, test split"
+    # no axis label cut at the figure's edge
+    fig.canvas.draw()
+    renderer, edge = fig.canvas.get_renderer(), fig.bbox
+    for label in (ax.xaxis.label, ax.yaxis.label):
+        box = label.get_window_extent(renderer)
+        assert edge.x0 <= box.x0 and box.x1 <= edge.x1 and edge.y0 <= box.y0 and box.y1 <= edge.y1
+
+
+def test_training_curves_tick_whole_epochs_only():
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.9, "val_acc": 0.8}
+               for e in (1, 2, 3)]
+    fig = plots.curves_figure(history, "run r")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_feature_maps_show_the_input_with_its_label_and_a_colour_bar(run, cli, tmp_path):
+    maps = np.random.default_rng(0).normal(size=(6, 7, 7))
+    fig = plots.feature_maps_figure(np.zeros((28, 28, 1)), "validation image 5, label 7", maps, "t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "validation image 5, label 7" in titles and titles.count("") <= 1  # the colour bar's
+    assert any(ax.get_ylabel() == "activation" for ax in fig.axes)
+    channels = [ax.images[0] for ax in fig.axes if ax.get_title().startswith("channel")]
+    assert len(channels) == 6 and len({(im.norm.vmin, im.norm.vmax) for im in channels}) == 1  # one scale
+    result = cli("inspect-layer", run, "3_conv2d", "--index", "5", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    from mnistcnn.layer_report import load_target
+    label = int(load_target(run)[3].val_y[5])
+    assert f"feature maps of validation image 5, label {label}" in title(tmp_path / "layer03-3_conv2d-feature-maps.png")
+
+
+def test_inspect_layer_header_is_in_words_and_every_index_names_its_axes(run, cli):
+    result = cli("inspect-layer", run, "3_conv2d", "--index", "5", "--no-images")
+    assert result.exit_code == 0, result.output
+    said = words(result.output)
+    assert f"model: run {run.name}, checkpoint best.npz" in said
+    assert "layer 3 (3_conv2d): conv2d, 16 filters of 3x3 over 8 channels, stride 1, padding 1" in said
+    assert "{'type'" not in said
+    assert "input 1 image of 14x14 with 8 channels -> output 1 image of 14x14 with 16 channels; validation image 5" in said
+    assert "output Z[validation image 5, row 2, column 1, all 16 channels] = [" in said
+    result = cli("inspect-layer", run, "9_dense", "--no-images")  # images 0 to 15: the notebook's Z[3, 2]
+    said = words(result.output)
+    assert "layer 9 (9_dense): dense, 10 units, each over all 784 inputs" in said
+    assert "validation images 0 to 15" in said and "output Z[validation image 3, unit 2] = " in said
+
+
+def test_inspect_layer_says_a_config_gives_an_untrained_model(tmp_path, cli, write_config):
+    result = cli("inspect-layer", write_config(tmp_path), "0", "--indices", "0:4", "--no-images")
+    assert result.exit_code == 0, result.output
+    assert "model: config small.yaml, untrained (as initialised, seed 0)" in words(result.output)
