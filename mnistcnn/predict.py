@@ -19,7 +19,9 @@ from .errors import DataError, UsageError
 from .engine.losses import softmax
 
 SIDE, BOX = 28, 20
-MAX_PIXELS = 200_000_000  # a 12000x12000 photo passes; a decompression bomb does not
+# a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
+# (twice its MAX_IMAGE_PIXELS, 178,956,970), which refuses a picture before ours is checked.
+MAX_PIXELS = 178_000_000
 READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
 WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
 GRID = 32  # the background is estimated on a grid of about this side ...

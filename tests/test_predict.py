@@ -197,13 +197,14 @@ def _png_header(width, height):
 
 
 def test_large_pictures_are_capped_by_their_header_and_reduced_before_decoding(trained_run, tmp_path, cli):
-    huge = tmp_path / "huge.png"
-    huge.write_bytes(_png_header(20000, 20000))  # 400 megapixels that are never decoded
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
-        result = cli("predict", trained_run, huge)
-    assert result.exit_code == 1 and "200 million pixels" in result.output and "damaged" not in result.output
-    assert "DecompressionBomb" not in result.output
+    # 400 megapixels, and 180 (over Pillow's own hard limit, under the old cap), never decoded
+    for name, side in (("huge.png", 20000), ("large.png", 13420)):
+        (tmp_path / name).write_bytes(_png_header(side, side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+            result = cli("predict", trained_run, tmp_path / name)
+        assert result.exit_code == 1 and "178 million pixels" in result.output and "damaged" not in result.output
+        assert "DecompressionBomb" not in result.output
     for name in ("wide.png", "wide.jpg"):
         Image.new("RGB", (3000, 1500), (200, 190, 180)).save(tmp_path / name)
         assert max(read_grey(tmp_path / name).shape) <= READ_SIDE + READ_SIDE // 2
