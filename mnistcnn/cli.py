@@ -569,8 +569,9 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     source = target_label(target, config)
     classes = cfg.class_names(config)
     caption = f"{split} image {chosen[0]}, label {classes[labels[chosen[0]]]}"
+    batch = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
     written = [] if no_images else pictures(report, model.layers[layer_index], out_dir or default_out, source,
-                                            images[chosen[0]], caption)
+                                            images[chosen[0]], caption, batch)
     output = report.pop("_output")
     report["model"] = source
     report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
@@ -595,7 +596,7 @@ def _show_layers(model, as_json: bool) -> None:
 
 
 def _show_layer_report(report: dict, output: np.ndarray) -> None:
-    from .layer_report import index_words, layer_words, shape_words
+    from .layer_report import index_words, layer_words, param_shape_words, shape_words
 
     first, stop = report["images"]["indices"]
     split = report["images"]["split"]
@@ -606,15 +607,20 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                   f"{chosen}", markup=False)
     if report["params"]:
         for key, param in report["params"].items():
-            console.print(f"  parameter {key}: shape {tuple(param['shape'])}, {fmt_int(param['count'])} values")
+            console.print(f"  parameter {key}: {param_shape_words(report['type'], key, param['shape'])}, "
+                          f"{fmt_int(param['count'])} values", markup=False)
     else:
         console.print("  this layer has no parameters")
-    table = Table(title="statistics")
+    gradients = " and ".join(f"d{key}" for key in report["params"])
+    # no vertical rules and 3 significant digits: seven columns fit 80 characters uncut
+    table = Table(title=f"statistics over {chosen}", box=box.SIMPLE_HEAD,
+                  caption="the loss's gradient: dA_prev at the layer's input"
+                          + (f"; {gradients} at its parameters" if gradients else ""))
     for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
         table.add_column(column, justify="right")
     rows = [("output Z", report["forward"])] + [(key, st) for key, st in report["backward"].items() if st is not None]
     for name, stats in rows:
-        table.add_row(name, *(f"{stats[key]:.4g}" for key in ("mean", "std", "min", "max", "norm")),
+        table.add_row(name, *(f"{stats[key]:.3g}" for key in ("mean", "std", "min", "max", "norm")),
                       f"{stats['zero_fraction']:.1%}")
     console.print(table)
     sample = report["sample"]

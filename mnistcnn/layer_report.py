@@ -75,11 +75,15 @@ def sample_index(shape) -> tuple:
 AXES = {4: ("image", "row", "column", "channel"), 2: ("image", "unit")}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def shape_words(shape) -> str:
     """``(16, 14, 14, 8)`` as ``16 images of 14x14 with 8 channels``."""
-    images = f"{shape[0]} image{'s' if shape[0] != 1 else ''}"
+    images = _count(shape[0], "image")
     if len(shape) == 4:
-        return f"{images} of {shape[1]}x{shape[2]} with {shape[3]} channels"
+        return f"{images} of {shape[1]}x{shape[2]} with {_count(shape[3], 'channel')}"
     if len(shape) == 2:
         return f"{images} of {shape[1]} values"
     return f"{images} of shape {tuple(shape[1:])}"
@@ -94,10 +98,31 @@ def index_words(index, shape, split: str, first: int) -> str:
     return ", ".join(words)
 
 
+# the axes of a layer's parameter arrays, by (layer type, parameter name); an axis of None is one
+# that only broadcasts (a conv bias's 1, 1, 1)
+PARAM_AXES = {
+    ("conv2d", "W"): ("kernel row", "kernel column", "input channel", "filter"),
+    ("conv2d", "b"): (None, None, None, "filter"),
+    ("dense", "W"): ("input", "unit"),
+    ("dense", "b"): ("unit",),
+    ("batchnorm", "gamma"): ("channel",),
+    ("batchnorm", "beta"): ("channel",),
+}
+
+
+def param_shape_words(layer_type: str, key: str, shape) -> str:
+    """A parameter's shape with its axes named: ``(3 kernel rows, 3 kernel columns, 8 input
+    channels, 16 filters)``; a parameter not in PARAM_AXES shows its bare shape."""
+    names = PARAM_AXES.get((layer_type, key))
+    if names is None or len(names) != len(shape):
+        return str(tuple(shape))
+    return "(" + ", ".join(str(n) if name is None else _count(n, name) for n, name in zip(shape, names)) + ")"
+
+
 def _conv_words(config, input_shape):
     k = config["kernel"]
-    return (f"{config['filters']} filters of {k}x{k} over {input_shape[-1]} channels, stride {config['stride']}, "
-            f"padding {config['padding']}" + ("" if config.get("bias", True) else ", no bias"))
+    return (f"{_count(config['filters'], 'filter')} of {k}x{k} over {_count(input_shape[-1], 'channel')}, "
+            f"stride {config['stride']}, padding {config['padding']}" + ("" if config.get("bias", True) else ", no bias"))
 
 
 # a layer's settings in words, by its config's type; a type not here shows only its name
@@ -173,10 +198,10 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
 
 
 def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.ndarray, caption: str,
-             image: int = 0) -> list[Path]:
+             batch: str, image: int = 0) -> list[Path]:
     """Feature maps of one image beside that image (``input_image``, described by ``caption``),
-    conv filters, and a histogram of activations, as PNGs titled with ``source`` (what the model
-    is: ``target_label``)."""
+    conv filters, and a histogram of the activations of the images ``batch`` describes, as PNGs
+    titled with ``source`` (what the model is: ``target_label``)."""
     from . import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +224,6 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
                          f"{source}\n{layer_name}: filters (mean over input channels)", scale="weight")
         written.append(path)
     path = out_dir / f"{stem}-histogram.png"
-    images = out.shape[0]
-    plots.histogram(out, path, f"{source}\n{layer_name}: activations over {images} image{'s' if images != 1 else ''}")
+    plots.histogram(out, path, f"{source}\n{layer_name}: activations of {batch}")
     written.append(path)
     return written

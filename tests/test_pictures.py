@@ -38,6 +38,7 @@ def test_every_picture_names_the_run_and_where_they_apply_the_split_and_checkpoi
     for kind in ("feature-maps", "filters", "histogram"):
         made = title(tmp_path / "pics" / f"layer00-0_conv2d-{kind}.png")
         assert f"run {run.name}, checkpoint best.npz" in made and "layer 0 (0_conv2d)" in made
+    assert "activations of validation image 5" in title(tmp_path / "pics" / "layer00-0_conv2d-histogram.png")
 
 
 def test_confusion_matrix_colours_each_row_by_its_share_on_a_log_scale():
@@ -94,6 +95,8 @@ def test_inspect_layer_header_is_in_words_and_every_index_names_its_axes(run, cl
     assert "{'type'" not in said
     assert "input 1 image of 14x14 with 8 channels -> output 1 image of 14x14 with 16 channels; validation image 5" in said
     assert "output Z[validation image 5, row 2, column 1, all 16 channels] = [" in said
+    assert "parameter W: (3 kernel rows, 3 kernel columns, 8 input channels, 16 filters), 1,152 values" in said
+    assert "parameter b: (1, 1, 1, 16 filters)" in said and "dW and db at its parameters" in said
     result = cli("inspect-layer", run, "9_dense", "--no-images")  # images 0 to 15: the notebook's Z[3, 2]
     said = words(result.output)
     assert "layer 9 (9_dense): dense, 10 units, each over all 784 inputs" in said
