@@ -162,8 +162,10 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
             continue
         takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
         if field.low is not None or field.high is not None:
-            takes += f" in [{field.low if field.low is not None else ''}, {field.high if field.high is not None else ''}]"
-        default = "the LeNet stack" if path == "model.layers" else dump(field.default).strip().removesuffix("...").strip()
+            low, high = ("" if bound is None else bound for bound in (field.low, field.high))
+            takes += f" in [{low}, {high}]"
+        default = dump(field.default).strip().removesuffix("...").strip()
+        default = "the LeNet stack" if path == "model.layers" else default
         rows.append((path, takes + (" or null" if field.optional else ""), default, field.doc))
     return rows
 
@@ -369,7 +371,8 @@ def _key_steps(key: str, option: str) -> list:
     for part in key.strip().split("."):
         match = _KEY_PART.fullmatch(part)
         if not match:
-            example = "model.layers[0].filters=4 (a list entry in brackets)" if part.isdigit() else "train.optimizer.lr=0.01"
+            example = ("model.layers[0].filters=4 (a list entry in brackets)" if part.isdigit()
+                       else "train.optimizer.lr=0.01")
             raise ConfigError(f"{option}: {part!r} is not a key name; e.g. {example}")
         steps.append(match.group(1))
         steps.extend(int(index) for index in re.findall(r"-?\d+", match.group(2)))

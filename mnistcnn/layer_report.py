@@ -122,7 +122,8 @@ def param_shape_words(layer_type: str, key: str, shape) -> str:
 def _conv_words(config, input_shape):
     k = config["kernel"]
     return (f"{_count(config['filters'], 'filter')} of {k}x{k} over {_count(input_shape[-1], 'channel')}, "
-            f"stride {config['stride']}, padding {config['padding']}" + ("" if config.get("bias", True) else ", no bias"))
+            f"stride {config['stride']}, padding {config['padding']}"
+            + ("" if config.get("bias", True) else ", no bias"))
 
 
 # a layer's settings in words, by its config's type; a type not here shows only its name

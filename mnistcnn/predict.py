@@ -79,7 +79,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read; give a PNG or JPEG of a digit") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: the image file is damaged or truncated ({err}); save it again as PNG or JPEG") from None
+        raise DataError(f"{path}: the image file is damaged or truncated ({err}); save it again as PNG or "
+                        "JPEG") from None
     if grey.ndim != 2 or grey.size == 0:
         raise DataError(f"{path}: the image has no pixels")
     return grey
