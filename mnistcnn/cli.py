@@ -467,7 +467,8 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
 def runs(folder, as_json):
-    """A table of the run directories in DIR (default: runs)."""
+    """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
+    given a sweep folder, its trials."""
     from .runlist import list_runs
 
     rows = list_runs(folder)
@@ -477,7 +478,7 @@ def runs(folder, as_json):
     if not rows:
         console.print(f"no run directories in {folder}", markup=False)
         return
-    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS.
     wide = console.width >= 100
@@ -490,6 +491,7 @@ def runs(folder, as_json):
     for row in rows:
         epochs = str(row["epochs"]) + (f"/{row['epochs_planned']}" if row["epochs_planned"] else "")
         config = Path(row["config"]).stem if row["config"] else "-"  # configs/lenet.yaml -> lenet
+        config = f"sweep {row['sweep']}" if row["sweep"] else config
         started = (row["started"] or "-").replace("T", " ")[5:16]
         table.add_row(row["run"], *((started, config) if wide else ()), epochs,
                       f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
@@ -505,6 +507,172 @@ def _duration(seconds) -> str:
         return "-"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+# -- sweep ------------------------------------------------------------------------------------
+@main.command(short_help="Search hyperparameters (Optuna): pruning, --jobs, many machines.", epilog="""\b
+Needs the sweep extra: pip install 'mnistcnn[sweep]'.
+\b
+Examples:
+  mnistcnn sweep configs/sweeps/lenet-lr.yaml
+  mnistcnn sweep configs/sweeps/lenet-lr.yaml --jobs 2
+  mnistcnn sweep --resume runs/lenet-lr-20260101-000000        # continue after Ctrl-C
+  mnistcnn sweep configs/sweeps/lenet-lr.yaml --storage postgresql://USER:PASSWORD@HOST/DB --study lr1
+  mnistcnn sweep --status --storage postgresql://USER:PASSWORD@HOST/DB --study lr1
+  mnistcnn sweep --status runs/lenet-lr-20260101-000000""")
+@click.argument("sweep_path", metavar="[SWEEP.yaml]", required=False, type=click.Path(path_type=Path))
+@click.option("--jobs", type=int, help="Trials at once on this machine, each in its own process with an equal "
+                                       "share of the cores (default: one per core).")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="SWEEP_DIR",
+              help="Continue the sweep in SWEEP_DIR: interrupted trials resume from their checkpoints.")
+@click.option("--storage", metavar="URL", help="A shared study: a PostgreSQL or MySQL URL, or a journal file on a "
+                                               "shared filesystem (default: a SQLite file in the sweep folder).")
+@click.option("--study", metavar="NAME", help="The study's name in --storage (default: the sweep's name).")
+@click.option("--status", is_flag=True, help="Print the study's trials (from --storage and --study, or a sweep "
+                                             "folder given as the argument) and exit.")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Parent folder of the sweep folder.")
+@handle_errors
+def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
+    """Search the config keys that SWEEP.yaml lists with Optuna: each trial is an ordinary run
+    (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
+    the same command with the same --storage and --study joins the same search."""
+    from .sweep.launch import SweepRun, plan_jobs, study_status
+    from .sweep.space import load_sweep
+    from .sweep.study import require_optuna
+
+    require_optuna()
+    if status:
+        settings, rows = study_status(sweep_path, storage, study)
+        console.print(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
+        return
+    if resume is not None:
+        if sweep_path is not None or study is not None:
+            fail("--resume continues a sweep with its own sweep file and study; give only --jobs (and --storage)")
+        run = SweepRun.resume(resume, storage)
+    elif sweep_path is None:
+        fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")
+    else:
+        from .runs import check_runs_folder
+
+        check_runs_folder(runs_dir)
+        run = SweepRun.start(load_sweep(sweep_path), runs_dir, storage, study)
+    jobs, threads = plan_jobs(jobs, run.sweep.trials)
+    console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
+                  f"study {run.sweep.study!r}",
+                  markup=False, soft_wrap=True)
+    snapshot, stopped = _watch_sweep(run, jobs, threads)
+    console.print(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
+                                              "trials": run.sweep.trials}, "top trials", top=10))
+    for message in run.worker_errors():
+        click.echo(f"error: {message}", err=True)
+    if snapshot.best is not None:
+        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
+                      f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", markup=False, soft_wrap=True)
+    if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
+        click.echo(f"interrupted; resume with: mnistcnn sweep --resume {run.folder}", err=True)
+        sys.exit(143 if stopped == signal.SIGTERM else 130)
+    if run.worker_errors():
+        sys.exit(1)
+
+
+def _watch_sweep(run, jobs: int, threads: int):
+    """Start the workers and show the study until they end; a signal is passed on to them once."""
+    import time
+
+    stopped = None
+
+    def pass_on(signum, frame):
+        nonlocal stopped
+        stopped = signum
+        run.stop(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
+    view = SweepView(run.sweep)
+    try:
+        run.launch(jobs, threads)
+        while True:
+            snapshot = run.snapshot()
+            view.show(snapshot)
+            if not snapshot.running_workers:
+                return run.snapshot(), stopped
+            time.sleep(1.0)
+    finally:
+        view.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class SweepView:
+    """Trials done / running / pruned / failed and the best so far: a live panel in a terminal,
+    a line per trial that ends off one."""
+
+    def __init__(self, sweep):
+        from rich.live import Live
+
+        self.sweep = sweep
+        self.live = Live(console=console, transient=True) if console.is_terminal else None
+        self.told = set()
+        if self.live:
+            self.live.start()
+
+    def headline(self, snapshot) -> str:
+        counts, best = snapshot.counts, snapshot.best
+        done = counts["COMPLETE"] + counts["PRUNED"]
+        line = (f"{done}/{self.sweep.trials} trials done ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
+                f"{counts['RUNNING']} running, {counts['FAIL']} failed")
+        return line + (f"; best {self.sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
+
+    def show(self, snapshot) -> None:
+        if self.live:
+            from rich.console import Group
+
+            recent = [row for row in snapshot.rows if row["status"] == "running"] + \
+                [row for row in snapshot.rows if row["status"] != "running"][-8:]
+            settings = {"metric": self.sweep.metric, "direction": self.sweep.direction, "trials": self.sweep.trials}
+            self.live.update(Group(self.headline(snapshot), sweep_table(recent, settings, "")))
+            return
+        from .sweep.report import ENDED
+
+        ended = [row for row in snapshot.rows
+                 if row["status"] in ENDED and row["number"] not in self.told]
+        for row in ended:
+            self.told.add(row["number"])
+            outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"] or ""
+            console.print(f"trial {row['number']} {row['status']}: {outcome} after {row['epochs']} epochs, "
+                          f"{_duration(row['seconds'])} ({_params_text(row['params'])})", markup=False, soft_wrap=True)
+        if ended:
+            console.print(self.headline(snapshot), markup=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.live:
+            self.live.stop()
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
+                     f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items())
+
+
+def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
+    """Trials as a table: the best first when ``top`` is given, else in trial order."""
+    metric = settings["metric"]
+    if top is not None:
+        sign = -1 if settings["direction"] == "maximize" else 1
+        ranked = [row for row in rows if row["value"] is not None]
+        rows = sorted(ranked, key=lambda row: (sign * row["value"], row["number"]))[:top]
+    keys = sorted({key for row in rows for key in row["params"]})
+    table = Table(title=title or None, box=box.SIMPLE_HEAD)
+    for column in ("trial", "status", metric, "epochs", "time", "test", *[key.rsplit(".", 1)[-1] for key in keys]):
+        table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
+    for row in rows:
+        value = row["value"] if row["value"] is not None else (row["per_epoch"] or [None])[-1]
+        table.add_row(str(row["number"]), row["status"], f"{value:.4f}" if value is not None else "-",
+                      str(row["epochs"]), _duration(row["seconds"]),
+                      f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
+                      *[f"{row['params'][key]:.4g}" if isinstance(row["params"].get(key), float)
+                        else str(row["params"].get(key, "-")) for key in keys])
+    return table
 
 
 # -- inspect-layer ---------------------------------------------------------------------------

@@ -144,6 +144,8 @@ SCHEMA = {
         "eval_batch_size": Field(1000, int, "images per evaluation batch", 1, 65536),
         "workers": Field(None, int, "threads that each take a share of every batch (BLAS limited to one thread "
                                     "each); null: one per core", 1, 64, optional=True),
+        "blas_threads": Field(None, int, "BLAS threads when one worker computes a batch (more workers use one "
+                                         "each); null: the BLAS library's default", 1, 256, optional=True),
     },
 }
 
@@ -170,7 +172,7 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
     return rows
 
 
-def _did_you_mean(key, options) -> str:
+def did_you_mean(key, options) -> str:
     close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}? " if close else ""
 
@@ -182,7 +184,7 @@ def _resolve(schema: dict, given, path: str) -> dict:
     for key in given:
         if key not in schema:
             raise _err(f"{path}.{key}" if path else str(key),
-                       f"unknown key; {_did_you_mean(key, schema)}valid keys here: {', '.join(schema)}")
+                       f"unknown key; {did_you_mean(key, schema)}valid keys here: {', '.join(schema)}")
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
         if isinstance(spec, dict):
@@ -234,12 +236,12 @@ def _check_layers(layers, path="model.layers"):
             raise _err(f"{where}.type", "softmax is applied by the loss (cross-entropy takes the logits); "
                                         "remove this layer: the model ends with the last dense layer")
         if kind not in LAYERS:
-            raise _err(f"{where}.type", f"unknown layer type {kind!r}; {_did_you_mean(kind, LAYERS)}"
+            raise _err(f"{where}.type", f"unknown layer type {kind!r}; {did_you_mean(kind, LAYERS)}"
                                         f"valid types: {', '.join(sorted(LAYERS))}")
         accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
         for key in spec:
             if key != "type" and key not in accepted:
-                raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {_did_you_mean(key, accepted)}"
+                raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {did_you_mean(key, accepted)}"
                                              f"valid: {', '.join(accepted)}")
         for key, value in spec.items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -379,7 +381,7 @@ def _key_steps(key: str, option: str) -> list:
     return steps
 
 
-def _set_path(raw: dict, key: str, value, option: str) -> str:
+def set_path(raw: dict, key: str, value, option: str) -> str:
     """Set ``key`` (dots between sections, ``[i]`` for a list entry) in a raw config; a step
     that leads nowhere says what is there. Returns the key's path, list indices counted from 0."""
     steps = _key_steps(key, option)
@@ -406,6 +408,27 @@ def _set_path(raw: dict, key: str, value, option: str) -> str:
         node, where = node[step], here
 
 
+def lookup(config: dict, key: str, option: str):
+    """The value at ``key`` (as ``--set`` writes it) in a resolved config, or a ConfigError that
+    says which step leads nowhere and what is there instead."""
+    node, where = config, ""
+    for step in _key_steps(key, option):
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                what = f"has {len(node)} entries (0 to {len(node) - 1})" if isinstance(node, list) else "is not a list"
+                raise ConfigError(f"{option}: {where} {what}")
+            node, where = node[step], f"{where}[{step % len(node)}]"
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{option}: {where} is a value, not a section with keys")
+        elif step not in node:
+            here = f"{where}.{step}" if where else step
+            raise ConfigError(f"{option}: {here}: unknown key; {did_you_mean(step, node)}valid keys here: "
+                              f"{', '.join(node)}")
+        else:
+            node, where = node[step], f"{where}.{step}" if where else step
+    return node
+
+
 def apply_override(raw: dict, assignment: str, option="--set") -> str:
     """Apply ``a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns the
     key path."""
@@ -413,7 +436,7 @@ def apply_override(raw: dict, assignment: str, option="--set") -> str:
         raise ConfigError(f"{option} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
     key, text = assignment.split("=", 1)
     value = parse_yaml(text, f"{option} {assignment}") if text.strip() else None
-    return _set_path(raw, key, value, f"{option} {assignment}")
+    return set_path(raw, key, value, f"{option} {assignment}")
 
 
 def load_config(path, overrides=(), flags: dict | None = None) -> dict:
@@ -425,7 +448,7 @@ def load_config(path, overrides=(), flags: dict | None = None) -> dict:
         origins[apply_override(raw, assignment)] = f"--set {assignment}"
     for option, (key, value) in (flags or {}).items():
         if value is not None:
-            _set_path(raw, key, value, f"{option} {value}")
+            set_path(raw, key, value, f"{option} {value}")
             origins[key] = f"{option} {value}"
     return validate(raw, str(path), origins)
 

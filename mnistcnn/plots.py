@@ -157,3 +157,68 @@ def histogram(values: np.ndarray, path, title: str = "") -> None:
     ax.set(xlabel="value", ylabel="count", title=title)
     ax.grid(alpha=0.3)
     _save(fig, path, title)
+
+
+def _sweep_points(rows: list[dict]):
+    """(row, value, marker, label) for each trial with a value: complete trials their objective,
+    pruned ones the last value they reported."""
+    for row in rows:
+        value = row["value"] if row["status"] == "complete" else (row["per_epoch"] or [None])[-1]
+        if row["status"] in SWEEP_STYLES and value is not None:
+            yield row, value, row["status"]
+
+
+SWEEP_STYLES = {"complete": ("o", "tab:blue", "complete"), "pruned": ("x", "tab:red", "pruned (last reported)")}
+
+
+def _scatter_by_status(ax, points, x_of) -> None:
+    for status, (marker, colour, label) in SWEEP_STYLES.items():
+        chosen = [(x_of(row), value) for row, value, kind in points if kind == status]
+        if chosen:
+            ax.plot(*zip(*chosen), marker, color=colour, label=label, alpha=0.8, linestyle="none")
+
+
+def sweep_pictures(rows: list[dict], sweep, folder) -> None:
+    """metric-by-trial.png (each trial's metric and the best so far) and metric-by-parameter.png
+    (the metric against each searched parameter) in the sweep folder."""
+    points = list(_sweep_points(rows))
+    metric, folder = sweep.metric, Path(folder)
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    if points:
+        _scatter_by_status(ax, points, lambda row: row["number"])
+        complete = sorted((row["number"], value) for row, value, status in points if status == "complete")
+        if complete:
+            pick = max if sweep.direction == "maximize" else min
+            best = [pick(value for _, value in complete[:i + 1]) for i in range(len(complete))]
+            ax.step([number for number, _ in complete], best, where="post", color="black", label="best so far")
+        ax.legend()
+    ax.set(xlabel="trial", ylabel=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    title = f"sweep {sweep.name}: {metric} by trial"
+    ax.set_title(title)
+    _save(fig, folder / "metric-by-trial.png", title)
+
+    columns = min(3, len(sweep.parameters))
+    lines = math.ceil(len(sweep.parameters) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 3.6 * lines), layout="constrained",
+                             squeeze=False)
+    for ax, parameter in zip(axes.flat, sweep.parameters):
+        with_value = [point for point in points if parameter.key in point[0]["params"]]
+        if parameter.kind == "choice":
+            names = [str(value) for value in parameter.values]
+            ax.set_xticks(range(len(names)), names)
+            ax.set_xlim(-0.5, len(names) - 0.5)
+            position = {name: i for i, name in enumerate(names)}
+            _scatter_by_status(ax, with_value, lambda row: position[str(row["params"][parameter.key])])
+        elif with_value:
+            _scatter_by_status(ax, with_value, lambda row: row["params"][parameter.key])
+        if parameter.log:
+            ax.set_xscale("log")
+        ax.set(xlabel=parameter.key, ylabel=metric)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(sweep.parameters):]:
+        ax.set_visible(False)
+    title = f"sweep {sweep.name}: {metric} against each parameter"
+    fig.suptitle(title)
+    _save(fig, folder / "metric-by-parameter.png", title)

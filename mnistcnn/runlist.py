@@ -16,7 +16,7 @@ from .runs import read_json
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -28,7 +28,7 @@ def _alive(pid) -> bool:
     return True
 
 
-def _metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path) -> list[dict]:
     rows = []
     try:
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -49,7 +49,7 @@ def run_status(status: dict | None, summary: dict | None) -> str:
     if status is None:
         return "unknown"
     state = status.get("status", "unknown")
-    if state == "running" and not _alive(status.get("pid")):
+    if state == "running" and not process_alive(status.get("pid")):
         return "interrupted"
     return state
 
@@ -59,7 +59,7 @@ def describe_run(path: Path) -> dict | None:
     if not (path / "config.yaml").is_file() and not (path / "status.json").is_file():
         return None
     status, summary = read_json(path / "status.json"), read_json(path / "summary.json")
-    history = _metrics(path / "metrics.jsonl")
+    history = read_metrics(path / "metrics.jsonl")
     try:
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -94,5 +94,15 @@ def list_runs(folder="runs") -> list[dict]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
                          "folder that holds your run directories")
-    rows = [row for child in folder.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
+    rows = []
+    for child in [folder] if is_sweep_folder(folder) else folder.iterdir():
+        if is_sweep_folder(child):  # its trials, each an ordinary run
+            rows += [{**row, "sweep": child.name} for trial in (child / "trials").iterdir()
+                     if trial.is_dir() and (row := describe_run(trial)) is not None]
+        elif child.is_dir() and (row := describe_run(child)) is not None:
+            rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))
+
+
+def is_sweep_folder(path: Path) -> bool:
+    return (path / "sweep.yaml").is_file() and (path / "trials").is_dir()

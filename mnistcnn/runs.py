@@ -74,24 +74,9 @@ class RunDir:
 
     @classmethod
     def create(cls, runs_dir, name: str, now: _dt.datetime | None = None) -> "RunDir":
-        check_run_name(name)
-        runs_dir = check_runs_folder(runs_dir)
-        try:
-            runs_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"{runs_dir}: cannot create the runs folder ({err.strerror})") from None
-        stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-        for suffix in range(1, 10000):
-            path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
-            try:
-                path.mkdir()  # atomic: two runs started together never get the same folder
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise UsageError(f"{path}: cannot create the run directory ({err.strerror})") from None
-            (path / "checkpoints").mkdir()
-            return cls(path)
-        raise UsageError(f"{runs_dir}: too many runs named {name!r} at {stamp}")
+        run = cls(stamped_folder(runs_dir, name, now))
+        run.checkpoints.mkdir()
+        return run
 
     @classmethod
     def open(cls, path) -> "RunDir":
@@ -142,6 +127,27 @@ class RunDir:
                 if isinstance(previous, dict) and key in previous}
         self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
                                         "updated": now, **extra})
+
+
+def stamped_folder(runs_dir, name: str, now: _dt.datetime | None = None) -> Path:
+    """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's)."""
+    check_run_name(name)
+    runs_dir = check_runs_folder(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{runs_dir}: cannot create the runs folder ({err.strerror})") from None
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1, 10000):
+        path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
+        try:
+            path.mkdir()  # atomic: two runs started together never get the same folder
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise UsageError(f"{path}: cannot create the folder ({err.strerror})") from None
+        return path
+    raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
 
 
 def check_runs_folder(runs_dir) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import config as cfg
 from .atomic import write_text
@@ -36,6 +37,11 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
 
 
+class Pruned(Exception):
+    """Raised by a callback to end the run early because it is not worth more epochs (a sweep's
+    pruner); the run keeps its checkpoints and its status says pruned, with this message."""
+
+
 class Callbacks:
     """Override what you want to hear about."""
 
@@ -48,7 +54,8 @@ class Callbacks:
 
     def on_batch(self, epoch: int, batch: int, batches: int, loss: float, acc: float, images_per_s: float) -> None: ...
 
-    def on_epoch_end(self, row: dict) -> None: ...
+    def on_epoch_end(self, row: dict) -> None:
+        """After the epoch's checkpoints are written; may raise ``Pruned`` to end the run."""
 
     def on_end(self, summary: dict) -> None: ...
 
@@ -91,9 +98,11 @@ def fast_plan(model: Sequential, config: dict) -> Plan:
     return Plan(model, config["model"]["conv_algorithm"])
 
 
-def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000):
-    """Mean loss, accuracy and logits of a model over a uint8 image array."""
-    logits = plan.predict_logits(images, batch_size, transform)
+def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000,
+             workers: int | None = None):
+    """Mean loss, accuracy and logits of a model over a uint8 image array, on ``workers`` threads
+    (default: one per core; the numbers do not depend on it)."""
+    logits = plan.predict_logits(images, batch_size, transform, workers)
     if len(labels) == 0:
         return float("nan"), float("nan"), logits
     loss, _, _ = softmax_cross_entropy(logits, labels)
@@ -212,7 +221,7 @@ class Trainer:
         train_config = self.config["train"]
         sums = self.epoch_sums
         val_loss, val_acc, _ = evaluate(self.plan, self.data.val_x, self.data.val_y, self.preprocess,
-                                        train_config["eval_batch_size"])
+                                        train_config["eval_batch_size"], self.workers)
         epoch = self.iterator.epoch  # already advanced: this is the 1-based number of the epoch just done
         row = {"epoch": epoch, "step": self.step, "lr": schedule(max(self.step - 1, 0)),
                "train_loss": sums["loss"] / sums["count"], "train_acc": sums["correct"] / sums["count"],
@@ -245,7 +254,9 @@ class Trainer:
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
         # overflow is detected and reported by check_finite, not by numpy's warnings
-        with StepRunner(self.plan, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
+        blas_threads = train_config["blas_threads"]
+        with threadpool_limits(blas_threads, "blas") if blas_threads else contextlib.nullcontext(), \
+                StepRunner(self.plan, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
                 if patience is not None and self.stale_epochs >= patience:
                     stopped_early = True
@@ -263,7 +274,7 @@ class Trainer:
             arrays, _ = load_checkpoint(self.run.checkpoint("best"))
             self.model.load_state_dict(arrays)
         test_loss, test_acc, _ = evaluate(self.plan, self.data.test_x, self.data.test_y, self.preprocess,
-                                          self.config["train"]["eval_batch_size"])
+                                          self.config["train"]["eval_batch_size"], self.workers)
         summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
             self.run.write_json("summary.json", summary)
@@ -381,12 +392,13 @@ def load_model(path, dtype=np.float32):
 # -- a run's lifecycle --------------------------------------------------------------------
 @dataclass
 class Outcome:
-    """How a run ended: finished (with its summary) or stopped by a signal."""
+    """How a run ended: finished (with its summary), stopped by a signal, or pruned."""
 
     run: RunDir
     summary: dict | None = None
     signal: int | None = None
     checkpoint: Path | None = None  # written when the run stopped; None when a second signal cut it short
+    pruned: str | None = None  # why a callback ended the run
 
 
 class StopOnSignal:
@@ -419,8 +431,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
 
     Writes config.yaml, keeps status.json up to date (running, then finished, interrupted or
     failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
-    curves.png. A signal (with ``stop_on_signals``) ends the
-    run with a checkpoint and returns an Outcome without summary; errors are raised after the
+    curves.png. A signal (with ``stop_on_signals``) ends the run with a checkpoint and returns
+    an Outcome without summary, as does a callback's ``Pruned``; errors are raised after the
     status says failed.
     """
     callbacks = callbacks or Callbacks()
@@ -443,6 +455,9 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     except KeyboardInterrupt:  # a second signal: last.npz is as the last save left it
         _record_end(trainer, "interrupted")
         return Outcome(run, signal=signal.SIGINT)
+    except Pruned as stop:
+        _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
+        return Outcome(run, pruned=str(stop))
     except NonFiniteError:
         _record_end(trainer, "failed", curves=True, reason="non-finite")
         raise

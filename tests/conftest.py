@@ -1,4 +1,5 @@
 import gzip
+import os
 import shutil
 import struct
 import sys
@@ -249,3 +250,16 @@ def make_folder():
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server's URL (bash .ci/run starts one and sets MNISTCNN_TEST_POSTGRES);
+    without it the test is skipped here, and fails in CI."""
+    url = os.environ.get("MNISTCNN_TEST_POSTGRES")
+    if not url:
+        message = "no PostgreSQL: set MNISTCNN_TEST_POSTGRES=postgresql://USER:PASSWORD@HOST/DB (bash .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

@@ -1,0 +1,153 @@
+"""A sweep on this machine: its folder, its worker processes, and what the study holds now.
+
+    runs/<name>-<stamp>/
+        sweep.yaml, base.yaml   the resolved sweep file and base config (--resume reads them)
+        study.db                the study, unless --storage names a shared one
+        trials/                 one ordinary run directory per trial run here
+        workers/                each worker process's log
+        trials.csv, trials.jsonl, best-trial.yaml, metric-by-trial.png, metric-by-parameter.png
+
+The workers are separate processes (``worker.py``) in sessions of their own: a Ctrl-C reaches
+this process only, which passes it on once, so that each running trial checkpoints cleanly.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config as cfg
+from ..atomic import write_text
+from ..engine.fast.parallel import default_workers
+from ..errors import UsageError
+from ..runs import stamped_folder
+from . import study as studies
+from .report import ENDED, best_row, trial_rows, write_reports
+from .space import Sweep, load_sweep
+from .worker import STORAGE_VARIABLE
+
+
+def plan_jobs(jobs: int | None, trials: int, cores: int | None = None) -> tuple[int, int]:
+    """``(jobs, threads per job)`` with jobs x threads <= cores; by default a job per core."""
+    cores = cores or default_workers()
+    if jobs is None:
+        jobs = max(1, min(cores, trials))
+    if not 1 <= jobs <= cores:
+        raise UsageError(f"--jobs {jobs}: this machine has {cores} cores, and each job needs one; give --jobs 1 to "
+                         f"{cores}")
+    return jobs, cores // jobs
+
+
+@dataclass
+class Snapshot:
+    """The study as it is now, for the view."""
+
+    rows: list
+    counts: dict
+    best: dict | None
+    running_workers: int
+    exit_codes: list = field(default_factory=list)
+
+
+class SweepRun:
+    """A sweep folder, the study it feeds, and the worker processes started here."""
+
+    def __init__(self, sweep: Sweep, folder: Path, storage_url: str):
+        self.sweep, self.folder, self.storage_url = sweep, Path(folder), storage_url
+        self.study = studies.open_study(sweep, studies.open_storage(storage_url, sweep.heartbeat), create=True)
+        self.workers: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.reported = None
+
+    @classmethod
+    def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
+        """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
+        URL writes nothing."""
+        storage, sweep.study = storage or sweep.storage, study or sweep.study
+        if storage is not None:
+            studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
+        folder = stamped_folder(runs_dir, sweep.name)
+        write_text(folder / "base.yaml", cfg.dump(sweep.base))
+        resolved = {**sweep.to_yaml(), "base": "base.yaml",
+                    "storage": studies.shown(storage) if storage is not None else None}
+        write_text(folder / "sweep.yaml", f"# resolved from {sweep.path}; resume with mnistcnn sweep --resume "
+                                          f"{folder}\n" + cfg.dump(resolved))
+        return cls(sweep, folder, storage or studies.local_storage(folder))
+
+    @classmethod
+    def resume(cls, folder, storage: str | None = None) -> "SweepRun":
+        """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
+        folder = Path(folder)
+        if not (folder / "sweep.yaml").is_file():
+            raise UsageError(f"{folder}: not a sweep folder (no sweep.yaml); give the folder mnistcnn sweep printed")
+        sweep = load_sweep(folder / "sweep.yaml")
+        url = storage or sweep.storage or studies.local_storage(folder)
+        if "***" in url:
+            raise UsageError(f"{folder}: the storage's password is not kept in the sweep folder; give it again with "
+                             f"--storage {url.replace('***', 'PASSWORD')}")
+        run = cls(sweep, folder, url)
+        studies.retry_unfinished(run.study)
+        return run
+
+    def launch(self, jobs: int, threads: int) -> None:
+        """Start ``jobs`` worker processes of ``threads`` threads each."""
+        logs = self.folder / "workers"
+        logs.mkdir(exist_ok=True)
+        launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
+        environment = {**os.environ, STORAGE_VARIABLE: self.storage_url, "OPENBLAS_NUM_THREADS": str(threads),
+                       "OMP_NUM_THREADS": str(threads)}
+        for index in range(jobs):
+            name = f"{studies.host()}-{index}"
+            self.logs.append(logs / f"{name}.log")
+            with open(self.logs[-1], "a", encoding="utf-8") as log:
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.folder),
+                     f"{name}/{self.folder.resolve()}/{launched}",
+                     str(threads)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """Pass a signal on to the workers: each running trial checkpoints and stops."""
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def snapshot(self) -> Snapshot:
+        """The trials now; the reports are rewritten whenever a trial has ended since the last."""
+        rows = trial_rows(self.study)
+        ended = [(row["number"], row["status"]) for row in rows if row["status"] in ENDED]
+        if ended != self.reported:
+            write_reports(self.sweep, rows, self.folder)
+            self.reported = ended
+        return Snapshot(rows, studies.states(self.study), best_row(rows, self.sweep.direction),
+                        sum(process.poll() is None for process in self.workers),
+                        [process.returncode for process in self.workers if process.poll() is not None])
+
+    def worker_errors(self) -> list[str]:
+        """What each worker that failed (not stopped by a signal) said last, and where its log is."""
+        failed = []
+        for process, log in zip(self.workers, self.logs):
+            if process.poll() not in (None, 0, 130):
+                lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
+                failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
+        return failed
+
+
+def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict]]:
+    """``(settings, trial rows)`` of a study: named by ``storage`` and ``name``, or by the sweep
+    folder that ran it."""
+    if folder is not None:
+        folder = Path(folder)
+        if not (folder / "sweep.yaml").is_file():
+            raise UsageError(f"{folder}: not a sweep folder (no sweep.yaml); with --status give a sweep folder, or "
+                             "--storage URL and --study NAME")
+        sweep = load_sweep(folder / "sweep.yaml")
+        storage, name = storage or sweep.storage or studies.local_storage(folder), name or sweep.study
+    elif storage is None or name is None:
+        raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
+    study = studies.load_any_study(storage, name)
+    settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
+                "study": name}
+    return settings, trial_rows(study)

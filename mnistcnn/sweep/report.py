@@ -1,0 +1,78 @@
+"""What a sweep leaves in its folder, read from the study: trials.csv and trials.jsonl (a row
+per trial), best-trial.yaml (the best trial's whole config, ready to train) and two pictures."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .. import config as cfg
+from ..atomic import write_text
+
+STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
+ENDED = ("complete", "pruned", "failed", "stopped")
+COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
+
+
+def trial_rows(study) -> list[dict]:
+    """One row per trial that ran or runs (not the surplus ones, which never started)."""
+    rows = []
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {trial.user_attrs["retry_of"]: trial.number for trial in trials if "retry_of" in trial.user_attrs}
+    for trial in trials:
+        attrs = trial.user_attrs
+        retry = retried_as.get(trial.number)
+        if attrs.get("surplus"):
+            continue
+        started, ended = trial.datetime_start, trial.datetime_complete
+        seconds = round((ended - started).total_seconds(), 2) if started and ended else None
+        rows.append({
+            "number": trial.number, "status": "stopped" if attrs.get("stopped") else STATUS[trial.state.name],
+            "value": trial.value,
+            "epochs": attrs.get("epochs", len(trial.intermediate_values)), "seconds": seconds,
+            "test_acc": attrs.get("test_acc"), "retry_of": attrs.get("retry_of"), "run": attrs.get("run_dir"),
+            "host": attrs.get("host"), "params": dict(trial.params),
+            "per_epoch": [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)],
+            "reason": attrs.get("reason") or attrs.get("error") or (f"retried as trial {retry}" if retry else None),
+            "config": attrs.get("config"),
+        })
+    return rows
+
+
+def best_row(rows: list[dict], direction: str) -> dict | None:
+    complete = [row for row in rows if row["status"] == "complete" and row["value"] is not None]
+    if not complete:
+        return None
+    sign = 1 if direction == "maximize" else -1
+    return max(complete, key=lambda row: (sign * row["value"], -row["number"]))  # ties: the earlier trial
+
+
+def write_reports(sweep, rows: list[dict], folder: Path) -> Path | None:
+    """trials.csv, trials.jsonl, best-trial.yaml and the PNGs; returns best-trial.yaml's path
+    (None while no trial is complete)."""
+    folder = Path(folder)
+    keys = [parameter.key for parameter in sweep.parameters]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS + keys + [f"{sweep.metric}_per_epoch"])
+    for row in rows:
+        writer.writerow([row[column] for column in COLUMNS] + [row["params"].get(key) for key in keys]
+                        + [" ".join(f"{value:.6g}" for value in row["per_epoch"])])
+    write_text(folder / "trials.csv", buffer.getvalue())
+    write_text(folder / "trials.jsonl", "".join(json.dumps({k: v for k, v in row.items() if k != "config"}) + "\n"
+                                                for row in rows))
+    if rows:
+        from ..plots import sweep_pictures
+
+        sweep_pictures(rows, sweep, folder)
+    best = best_row(rows, sweep.direction)
+    if best is None or best["config"] is None:
+        return None
+    path = folder / "best-trial.yaml"
+    config = {**best["config"], "name": f"{sweep.name}-best"}
+    header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g}),\n"
+              f"# with the worker and BLAS thread counts it ran with, so that on the same machine\n"
+              f"#   mnistcnn train {path}\n# trains it again bit for bit.\n")
+    write_text(path, header + cfg.dump(config))
+    return path

@@ -1,0 +1,249 @@
+"""The sweep file: which config keys to search over, how, and for how many trials.
+
+Loaded and checked like a config, before anything is written: every error names the file,
+the key (``space[train.optimizer.lr].low``) and what would be valid. A trial's config is the
+base config with the trial's values set at their key paths, validated as any config.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config as cfg
+from ..errors import ConfigError
+from ..runs import check_run_name
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+PARAMETER_TYPES = ("float", "int", "choice")
+MAX_GRID = 100_000
+
+SWEEP_KEYS = {
+    "name": "the sweep's name: its folder is runs/<name>-<timestamp>",
+    "base": "the config every trial starts from, relative to the sweep file",
+    "objective": "{metric: val_acc | val_loss, direction: maximize | minimize}",
+    "trials": "complete plus pruned trials to run (failed ones are retried, not counted)",
+    "sampler": "tpe, random or grid",
+    "seed": "seeds the sampler",
+    "pruner": "{type: median | hyperband | none, warmup_epochs: N, startup_trials: N}",
+    "storage": "null: a SQLite file in the sweep folder; else a PostgreSQL/MySQL URL or a journal file",
+    "study": "the study's name in the storage (null: the sweep's name)",
+    "heartbeat": "seconds between a running trial's signs of life; silent for twice that, it is retried",
+    "space": "config key path -> {type: float | int | choice, ...}",
+}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched key: a float or int range (optionally log-scaled or stepped) or a choice."""
+
+    key: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    values: tuple = ()
+
+    def suggest(self, trial):
+        """The trial's value, drawn by Optuna's sampler (or fixed by an enqueued trial)."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.values))
+        suggest = trial.suggest_int if self.kind == "int" else trial.suggest_float
+        return suggest(self.key, self.low, self.high, log=self.log, step=self.step)
+
+    def grid_values(self) -> list:
+        if self.kind == "choice":
+            return list(self.values)
+        count = int(round((self.high - self.low) / self.step)) + 1
+        values = [self.low + i * self.step for i in range(count)]
+        return [int(v) if self.kind == "int" else float(v) for v in values if v <= self.high + 1e-12]
+
+    def extremes(self) -> list:
+        """The values that prove the range valid in a config: its ends, or every choice."""
+        return list(self.values) if self.kind == "choice" else [self.low, self.high]
+
+
+@dataclass
+class Sweep:
+    """A checked sweep file: the base config resolved, the parameters and the study settings."""
+
+    name: str
+    path: Path
+    base_path: Path
+    base: dict
+    metric: str
+    direction: str
+    trials: int
+    sampler: str
+    seed: int
+    pruner: str
+    warmup_epochs: int
+    startup_trials: int
+    storage: str | None
+    study: str
+    heartbeat: int
+    parameters: list
+
+    def grid(self) -> dict:
+        return {p.key: p.grid_values() for p in self.parameters}
+
+    def trial_config(self, values: dict, name: str, threads: int, source: str | None = None) -> dict:
+        """The base config with ``values`` at their keys and ``threads`` workers and BLAS threads,
+        validated as any config (errors start with ``source``)."""
+        raw = copy.deepcopy(self.base)
+        for key, value in values.items():
+            cfg.set_path(raw, key, value, f"{self.path}: space[{key}]")
+        raw["name"] = name
+        raw["train"]["workers"] = threads
+        raw["train"]["blas_threads"] = threads
+        return cfg.validate(raw, source or f"{self.path} ({name}: {values})")
+
+    def to_yaml(self) -> dict:
+        """The resolved sweep file, as written into the sweep folder (``--resume`` reads it)."""
+        return {"name": self.name, "base": str(self.base_path), "objective": {"metric": self.metric,
+                                                                             "direction": self.direction},
+                "trials": self.trials, "sampler": self.sampler, "seed": self.seed,
+                "pruner": {"type": self.pruner, "warmup_epochs": self.warmup_epochs,
+                           "startup_trials": self.startup_trials},
+                "storage": self.storage, "study": self.study, "heartbeat": self.heartbeat,
+                "space": {p.key: _parameter_yaml(p) for p in self.parameters}}
+
+
+def _parameter_yaml(parameter: Parameter) -> dict:
+    if parameter.kind == "choice":
+        return {"type": "choice", "values": list(parameter.values)}
+    out = {"type": parameter.kind, "low": parameter.low, "high": parameter.high, "log": parameter.log}
+    return out if parameter.step is None else {**out, "step": parameter.step}
+
+
+def _number(where: str, value, integer: bool = False):
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{where}: must be {'an integer' if integer else 'a number'}; got {value!r}")
+    return value
+
+
+def _mapping(where: str, value, keys: dict) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a mapping with keys {', '.join(keys)}; got {value!r}")
+    for key in value:
+        if key not in keys:
+            raise ConfigError(f"{where}.{key}: unknown key; {cfg.did_you_mean(key, keys)}valid keys here: "
+                              f"{', '.join(keys)}")
+    return value
+
+
+def _choose(where: str, value, choices) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def parse_parameter(source: str, key: str, spec, base: dict) -> Parameter:
+    """One entry of ``space``, checked against the base config's value at ``key``."""
+    where = f"{source}: space[{key}]"
+    current = cfg.lookup(base, key, where)
+    spec = _mapping(where, spec, {"type": "", "low": "", "high": "", "log": "", "step": "", "values": ""})
+    kind = _choose(f"{where}.type", spec.get("type"), PARAMETER_TYPES)
+    if kind == "choice":
+        values = spec.get("values")
+        extra = [k for k in spec if k not in ("type", "values")]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.values: a choice needs a non-empty list of values; got {values!r}")
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}: a choice takes only values")
+        return Parameter(key, kind, values=tuple(values))
+    if "values" in spec:
+        raise ConfigError(f"{where}.values: only a choice takes values; a {kind} takes low and high")
+    integer = kind == "int"
+    if kind == "float" and isinstance(current, int) and not isinstance(current, bool):
+        raise ConfigError(f"{where}.type: {key} takes whole numbers (it is {current} in the base config); "
+                          "use type: int")
+    low = _number(f"{where}.low", spec.get("low"), integer)
+    high = _number(f"{where}.high", spec.get("high"), integer)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}.log: must be true or false; got {log!r}")
+    step = spec.get("step")
+    if step is not None and (_number(f"{where}.step", step, integer) <= 0 or log):
+        raise ConfigError(f"{where}.step: must be above 0, and not with log: true; got {step!r}")
+    if low >= high:
+        raise ConfigError(f"{where}: low must be below high; got low {low}, high {high}")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: log: true needs low > 0 (a log scale never reaches 0); got low {low}")
+    return Parameter(key, kind, low=low, high=high, log=log, step=step)
+
+
+def _check_values(sweep: Sweep) -> None:
+    """Each parameter's extremes, one at a time, must make a valid config (bounds, types)."""
+    for parameter in sweep.parameters:
+        for value in parameter.extremes():
+            source = f"{sweep.path}: space[{parameter.key}] = {value!r}"
+            sweep.trial_config({parameter.key: value}, sweep.name, 1, source)
+
+
+def load_sweep(path) -> Sweep:
+    """Read and check a sweep file (and its base config); nothing is written."""
+    path = Path(path)
+    raw = cfg.load_raw(path)
+    source = str(path)
+    _mapping(source, raw, SWEEP_KEYS)
+    for key in ("base", "trials", "space"):
+        if key not in raw:
+            raise ConfigError(f"{source}: {key}: missing; it is {SWEEP_KEYS[key]}")
+    name = raw.get("name", path.stem)
+    if not isinstance(raw["base"], str):
+        raise ConfigError(f"{source}: base: must be the path of a config file; got {raw['base']!r}")
+    base_path = (path.parent / raw["base"]).resolve()
+    try:
+        base = cfg.load_config(base_path)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: base: {err}") from None
+    objective = _mapping(f"{source}: objective", raw.get("objective", {}), {"metric": "", "direction": ""})
+    metric = _choose(f"{source}: objective.metric", objective.get("metric", "val_acc"), tuple(METRICS))
+    direction = _choose(f"{source}: objective.direction", objective.get("direction", METRICS[metric]),
+                        ("maximize", "minimize"))
+    trials = _number(f"{source}: trials", raw["trials"], integer=True)
+    if not 1 <= trials <= 100_000:
+        raise ConfigError(f"{source}: trials: must be 1 to 100000; got {trials}")
+    pruner = _mapping(f"{source}: pruner", raw.get("pruner", {}),
+                      {"type": "", "warmup_epochs": "", "startup_trials": ""})
+    space = raw["space"]
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{source}: space: give at least one config key to search, e.g. "
+                          "train.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
+    sweep = Sweep(
+        name=check_run_name(str(name)),
+        path=path, base_path=base_path, base=base, metric=metric, direction=direction, trials=trials,
+        sampler=_choose(f"{source}: sampler", raw.get("sampler", "tpe"), SAMPLERS),
+        seed=_number(f"{source}: seed", raw.get("seed", 0), integer=True),
+        pruner=_choose(f"{source}: pruner.type", pruner.get("type", "median"), PRUNERS),
+        warmup_epochs=_number(f"{source}: pruner.warmup_epochs", pruner.get("warmup_epochs", 1), integer=True),
+        startup_trials=_number(f"{source}: pruner.startup_trials", pruner.get("startup_trials", 5), integer=True),
+        storage=raw.get("storage"), study=raw.get("study") or name,
+        heartbeat=_number(f"{source}: heartbeat", raw.get("heartbeat", 30), integer=True),
+        parameters=[parse_parameter(source, str(key), spec, base) for key, spec in space.items()])
+    for key in ("warmup_epochs", "startup_trials", "heartbeat"):
+        if getattr(sweep, key) < (1 if key == "heartbeat" else 0):
+            raise ConfigError(f"{source}: {key}: must be {'1 or more' if key == 'heartbeat' else '0 or more'}")
+    if sweep.sampler == "grid":
+        _check_grid(sweep)
+    _check_values(sweep)
+    return sweep
+
+
+def _check_grid(sweep: Sweep) -> None:
+    size = 1
+    for parameter in sweep.parameters:
+        if parameter.kind != "choice" and parameter.step is None:
+            raise ConfigError(f"{sweep.path}: space[{parameter.key}]: the grid sampler takes choices, or ranges with "
+                              "a step; add step: or use sampler: tpe")
+        size *= len(parameter.grid_values())
+    if size > MAX_GRID:
+        raise ConfigError(f"{sweep.path}: space: the grid has {size:,} points, over {MAX_GRID:,}; use fewer values "
+                          "or sampler: tpe")
+    sweep.trials = min(sweep.trials, size)  # a grid has nothing more to try

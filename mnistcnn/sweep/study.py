@@ -1,0 +1,183 @@
+"""The Optuna study behind a sweep: its storage, sampler and pruner, the trials' states, and
+the retry of a trial whose worker stopped (interrupted, killed, lost with its machine).
+
+Optuna is an optional extra: it is imported here, and ``require_optuna`` says how to install it.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+from ..errors import UsageError
+
+DONE = ("COMPLETE", "PRUNED")
+EXTRA = "pip install 'mnistcnn[sweep]'"
+CONNECT_ATTEMPTS = 4
+
+
+def require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError(f"mnistcnn sweep needs Optuna, which is not installed; {EXTRA}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def local_storage(sweep_dir: Path) -> str:
+    """A SQLite file in the sweep folder: enough for the jobs of one machine."""
+    return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
+
+
+def shown(url: str) -> str:
+    """The storage URL without its password, fit to print or write into the sweep folder."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
+
+
+def open_storage(url: str, heartbeat: int):
+    """Optuna's storage for ``url``: a database URL (SQLite, PostgreSQL, MySQL), or else the
+    path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
+    whose worker is silent for two heartbeats is failed and retried."""
+    optuna = require_optuna()
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(url, JournalFileOpenLock(url)))
+        except OSError as err:
+            raise UsageError(f"--storage {url}: cannot open the journal file ({err.strerror or err})") from None
+    if url.startswith(("postgresql://", "postgres://")):  # the driver the extra installs
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
+        except ModuleNotFoundError as err:
+            raise UsageError(f"--storage {shown(url)}: needs the database driver {err.name}; PostgreSQL's comes with "
+                             f"{EXTRA}, for MySQL pip install PyMySQL and use mysql+pymysql://") from None
+        except Exception as err:  # SQLAlchemy's errors: no server, wrong password, no database
+            # workers that start together on an empty database race to create its tables: one wins, try again
+            if attempt + 1 == CONNECT_ATTEMPTS or "already exists" not in str(err) and "duplicate key" not in str(err):
+                reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+                raise UsageError(f"--storage {shown(url)}: cannot open the database: {reason}") from None
+            time.sleep(0.5 + attempt)
+
+
+def make_sampler(sweep, seed_key: str):
+    """The sweep's sampler, seeded by the sweep's seed and ``seed_key``."""
+    optuna = require_optuna()
+    seed = zlib.crc32(f"{sweep.seed}/{seed_key}".encode())
+    if sweep.sampler == "grid":
+        return optuna.samplers.GridSampler(sweep.grid(), seed=seed)
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(sweep):
+    optuna = require_optuna()
+    if sweep.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=sweep.warmup_epochs)
+    if sweep.pruner == "hyperband":
+        epochs = sweep.base["train"]["epochs"]
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, sweep.warmup_epochs), max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
+    """The sweep's study in ``storage``; ``create`` makes it when missing. A study that another
+    sweep file started (another space or objective) is refused."""
+    optuna = require_optuna()
+    settings = {"space": sweep.to_yaml()["space"], "metric": sweep.metric, "direction": sweep.direction,
+                "trials": sweep.trials}
+    try:
+        study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
+                                    sampler=make_sampler(sweep, seed_key), pruner=make_pruner(sweep),
+                                    load_if_exists=True) if create else \
+            optuna.load_study(study_name=sweep.study, storage=storage, sampler=make_sampler(sweep, seed_key),
+                              pruner=make_pruner(sweep))
+    except KeyError:
+        raise UsageError(f"study {sweep.study!r} is not in the storage; start it with mnistcnn sweep SWEEP.yaml") \
+            from None
+    except ValueError as err:  # the name exists with another direction
+        raise UsageError(f"study {sweep.study!r}: {err}; give another --study") from None
+    existing = study.user_attrs.get("sweep")
+    if existing is None:
+        study.set_user_attr("sweep", settings)
+    elif existing != settings:
+        raise UsageError(f"study {sweep.study!r} was started by another sweep file (its space, objective or trials "
+                         "differ); give another --study, or the same sweep file")
+    return study
+
+
+def load_any_study(url: str, name: str):
+    """A study by name alone (``--status`` from any machine)."""
+    optuna = require_optuna()
+    storage = open_storage(url, heartbeat=60)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise UsageError(f"study {name!r} is not in {shown(url)}; it holds: {', '.join(names) or 'no study'}") \
+            from None
+
+
+def retry_trial(study, trial) -> None:
+    """Queue a copy of a trial that stopped before its end, pointing at its run directory so
+    that a worker on the same machine resumes it from its checkpoint."""
+    attrs = {"retry_of": trial.number}
+    if trial.user_attrs.get("run_dir"):
+        attrs["resume_from"] = trial.user_attrs["run_dir"]
+        attrs["resume_host"] = trial.user_attrs.get("host")
+    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+
+
+def states(study) -> dict:
+    """How many trials are in each state (surplus trials, which never ran, left out)."""
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.user_attrs.get("surplus"):
+            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def retry_unfinished(study) -> int:
+    """Queue a retry for each trial that stopped without one: cut short by a second Ctrl-C, or
+    left running by a worker of this machine that is gone (killed, with a storage that has no
+    heartbeat); returns how many."""
+    from ..runlist import process_alive
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {trial.user_attrs.get("retry_of") for trial in trials}
+    queued = 0
+    for trial in trials:
+        orphaned = (trial.state.name == "RUNNING" and trial.user_attrs.get("host") == host()
+                    and not process_alive(trial.user_attrs.get("pid")))
+        if orphaned:
+            study.tell(trial.number, state=require_optuna().trial.TrialState.FAIL)
+        if (orphaned or trial.state.name == "FAIL" and trial.user_attrs.get("stopped")) and trial.number not in retried:
+            retry_trial(study, trial)
+            retried.add(trial.number)
+            queued += 1
+    return queued
+
+
+def fail_stale(study) -> None:
+    """Fail (and so retry) running trials whose worker stopped beating, where there is a heartbeat."""
+    optuna = require_optuna()
+    with contextlib.suppress(Exception):  # a storage without heartbeat, or a passing database hiccup
+        optuna.storages.fail_stale_trials(study)
+
+
+def host() -> str:
+    return socket.gethostname()

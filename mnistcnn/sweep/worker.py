@@ -1,0 +1,208 @@
+"""A sweep's worker: one process that draws trials from the study and trains each as an
+ordinary run, until the study has its trials. ``mnistcnn sweep`` starts ``--jobs`` of them
+(``python -m mnistcnn.sweep.worker SWEEP_DIR INDEX THREADS``, the storage URL in the
+environment so that no password shows in the process list).
+
+A trial reports its validation metric every epoch, so the pruner can end it early; a trial
+interrupted by a signal checkpoints and is queued again, to be resumed from its run directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .. import config as cfg
+from ..errors import MnistCnnError, NonFiniteError
+from ..runs import RunDir, read_json
+from ..trainer import Callbacks, Pruned, prepare_data, train_run
+from . import study as studies
+from .space import load_sweep
+
+STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
+MAX_FAILURES_IN_A_ROW = 3
+POLL_SECONDS = 1.0
+
+
+class TrialStopped(Exception):
+    """The trial was interrupted by a signal: it checkpointed and is queued again."""
+
+
+class TrialFailed(Exception):
+    """The trial could not run (its error is in the trial's user attributes)."""
+
+
+class Surplus(Exception):
+    """The study had its trials when this one was drawn (another worker was quicker)."""
+
+
+class TrialReporter(Callbacks):
+    """Reports the metric to the trial every epoch and ends the run when the pruner says so."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def on_open(self, run, resumed):
+        self.trial.set_user_attr("run_dir", str(run.path.resolve()))
+
+    def on_start(self, trainer):
+        for row in trainer.history:  # epochs a resumed run trained before it stopped
+            self.trial.report(row[self.metric], row["epoch"])
+
+    def on_epoch_end(self, row):
+        self.trial.report(row[self.metric], row["epoch"])
+        if self.trial.should_prune():
+            raise Pruned(f"pruned at epoch {row['epoch']}: {self.metric} {row[self.metric]:.4f}")
+
+
+class DataCache:
+    """The split of the last trial, kept while trials ask for the same data settings."""
+
+    def __init__(self):
+        self.key, self.data = None, None
+
+    def get(self, config: dict):
+        key = json.dumps([config["data"], config["train"]["seed"]], sort_keys=True)
+        if key != self.key:
+            self.key, self.data = key, prepare_data(config)
+        return self.data
+
+
+def best_value(history: list[dict], metric: str, direction: str) -> float:
+    values = [row[metric] for row in history]
+    return max(values) if direction == "maximize" else min(values)
+
+
+class Worker:
+    """Runs trials of ``sweep`` from ``study`` with ``threads`` threads each."""
+
+    def __init__(self, sweep, study, sweep_dir: Path, threads: int):
+        self.sweep, self.study, self.sweep_dir, self.threads = sweep, study, Path(sweep_dir), threads
+        self.data = DataCache()
+        self.stopping = False
+
+    def objective(self, trial) -> float:
+        sweep = self.sweep
+        ahead = [t for t in self.study.get_trials(deepcopy=False, states=_counted_states())
+                 if t.number < trial.number and not t.user_attrs.get("surplus")]
+        if len(ahead) >= sweep.trials:
+            trial.set_user_attr("surplus", True)
+            raise Surplus()
+        # draws seeded by the trial's number: a sweep repeats on one job, and no two workers draw alike
+        self.study.sampler = studies.make_sampler(sweep, str(trial.number))
+        values = {parameter.key: parameter.suggest(trial) for parameter in sweep.parameters}
+        trial.set_user_attr("host", studies.host())
+        trial.set_user_attr("pid", os.getpid())
+        try:
+            config = sweep.trial_config(values, f"trial-{trial.number:03d}", self.threads)
+            trial.set_user_attr("config", config)
+            return self._train(trial, config)
+        except KeyboardInterrupt:  # a second signal: the run stopped at once; --resume retries it
+            trial.set_user_attr("stopped", True)
+            self.stopping = True
+            raise
+        except NonFiniteError as err:  # a learning rate that diverges: as good as pruned
+            trial.set_user_attr("reason", str(err))
+            raise studies.require_optuna().TrialPruned(str(err)) from None
+        except MnistCnnError as err:
+            trial.set_user_attr("error", str(err))
+            raise TrialFailed(str(err)) from None
+
+    def _resumable(self, trial) -> RunDir | None:
+        path = trial.user_attrs.get("resume_from")
+        if path and trial.user_attrs.get("resume_host") == studies.host() and (Path(path) / "checkpoints").is_dir():
+            return RunDir(path)
+        return None
+
+    def _train(self, trial, config: dict) -> float:
+        reporter = TrialReporter(trial, self.sweep.metric)
+        run = self._resumable(trial)
+        if run is not None and (read_json(run.path / "status.json") or {}).get("status") in ("finished", "pruned"):
+            return self._ended(trial, run, reporter)  # its worker stopped after the run ended
+        if run is not None:
+            config = cfg.load_config(run.path / "config.yaml")
+        outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials", resume=run,
+                            stop_on_signals=True)
+        history = _history(outcome.run)
+        trial.set_user_attr("epochs", len(history))
+        if outcome.pruned is not None:
+            trial.set_user_attr("reason", outcome.pruned)
+            raise studies.require_optuna().TrialPruned(outcome.pruned)
+        if outcome.summary is None:  # stopped by a signal, with a checkpoint
+            self.stopping = True
+            trial.set_user_attr("stopped", True)
+            studies.retry_trial(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+            raise TrialStopped()
+        trial.set_user_attr("test_acc", outcome.summary["test_acc"])
+        return best_value(history, self.sweep.metric, self.sweep.direction)
+
+    def _ended(self, trial, run: RunDir, reporter: TrialReporter) -> float:
+        """The outcome of a run that ended before its worker could tell the study."""
+        history = _history(run)
+        for row in history:
+            trial.report(row[self.sweep.metric], row["epoch"])
+        trial.set_user_attr("run_dir", str(run.path))
+        trial.set_user_attr("epochs", len(history))
+        summary = read_json(run.path / "summary.json")
+        if summary is None:
+            raise studies.require_optuna().TrialPruned("pruned before its worker stopped")
+        trial.set_user_attr("test_acc", summary["test_acc"])
+        return best_value(history, self.sweep.metric, self.sweep.direction)
+
+    def run(self) -> None:
+        """Draw and train trials until the study has its trials (or a signal asks to stop)."""
+        failures = 0
+        while not self.stopping:
+            counts = studies.states(self.study)
+            done, queued = counts["COMPLETE"] + counts["PRUNED"], counts["WAITING"]
+            if done >= self.sweep.trials:
+                return
+            if done + counts["RUNNING"] >= self.sweep.trials and not queued:
+                studies.fail_stale(self.study)  # a dead worker's trial comes back as a queued retry
+                time.sleep(POLL_SECONDS)
+                continue
+            self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed, Surplus, TrialStopped))
+            last = self.study.get_trials(deepcopy=False)[-1]
+            failures = failures + 1 if last.user_attrs.get("error") else 0
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise MnistCnnError(f"{failures} trials in a row failed; the last: {last.user_attrs['error']}")
+
+
+def _counted_states():
+    state = studies.require_optuna().trial.TrialState
+    return (state.WAITING, state.RUNNING, state.COMPLETE, state.PRUNED)
+
+
+def _history(run: RunDir) -> list[dict]:
+    from ..runlist import read_metrics
+
+    return read_metrics(run.path / "metrics.jsonl")
+
+
+def main(argv=None) -> int:
+    """``python -m mnistcnn.sweep.worker SWEEP_DIR INDEX THREADS``: one worker process."""
+    sweep_dir, name, threads = (argv or sys.argv[1:])[:3]
+    try:
+        sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
+        storage = studies.open_storage(os.environ[STORAGE_VARIABLE], sweep.heartbeat)
+        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), Path(sweep_dir), int(threads))
+
+        def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
+            worker.stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        worker.run()
+    except KeyboardInterrupt:  # a second signal while a trial ran
+        return 130
+    except MnistCnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 130 if worker.stopping else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""mnistcnn sweep: trials as runs, pruning, reports, Ctrl-C and --resume, a shared PostgreSQL
+study with a worker killed mid-trial, and sweep files refused with one line."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna", reason="the sweep extra: pip install 'mnistcnn[sweep]'")
+
+BASE = """name: tiny
+data: {{validation: 500, train_limit: {limit}}}
+model:
+  layers:
+    - {{type: conv2d, filters: 4, kernel: 5, padding: 2, activation: relu}}
+    - {{type: maxpool2d, size: 4}}
+    - {{type: flatten}}
+    - {{type: dense, units: 10}}
+train: {{epochs: {epochs}, batch_size: 64, optimizer: {{type: sgd, lr: 0.05}}}}
+"""
+
+
+def write_sweep(folder: Path, limit=2000, epochs=3, **settings) -> Path:
+    """A base config and a sweep file over it; ``settings`` replace the sweep file's keys."""
+    (folder / "base.yaml").write_text(BASE.format(limit=limit, epochs=epochs))
+    sweep = {"name": "tiny", "base": "base.yaml", "trials": 6, "sampler": "random",
+             "pruner": {"type": "none"},
+             "space": {"train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
+                       "model.layers[0].filters": {"type": "choice", "values": [4, 6]}}}
+    sweep.update(settings)
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def read_trials(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def sweep_folder(runs: Path) -> Path:
+    (folder,) = [path for path in runs.iterdir() if (path / "sweep.yaml").is_file()]
+    return folder
+
+
+def metrics_without_time(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+
+
+def run_sweep(command, *args, cwd, timeout=240):
+    return subprocess.run([*command, "sweep", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bit(tmp_path, mnistcnn_command, cli):
+    path = write_sweep(tmp_path)
+    done = run_sweep(mnistcnn_command, path, "--jobs", "2", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path / "runs")
+    rows = read_trials(folder)
+    assert sorted(int(row["number"]) for row in rows) == list(range(6))
+    assert {row["status"] for row in rows} <= {"complete", "pruned"}
+    for name in ("trials.jsonl", "best-trial.yaml", "metric-by-trial.png", "metric-by-parameter.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert len((folder / "trials.jsonl").read_text().splitlines()) == 6
+
+    best = max((row for row in rows if row["status"] == "complete"), key=lambda row: float(row["value"]))
+    best_config = yaml.safe_load((folder / "best-trial.yaml").read_text())
+    assert best_config["train"]["optimizer"]["lr"] == float(best["train.optimizer.lr"])
+    assert best_config["model"]["layers"][0]["filters"] == int(best["model.layers[0].filters"])
+    assert best_config["train"]["workers"] == best_config["train"]["blas_threads"] == 1  # 2 jobs on 2 cores
+    assert f"mnistcnn train {folder / 'best-trial.yaml'}" in done.stdout
+
+    again = cli("train", folder / "best-trial.yaml", "--runs-dir", tmp_path / "again", "--quiet")
+    assert again.exit_code == 0, again.output
+    (rerun,) = (tmp_path / "again").iterdir()
+    trial_run = Path(best["run"])
+    assert metrics_without_time(rerun) == metrics_without_time(trial_run)
+    summary = json.loads((rerun / "summary.json").read_text())
+    assert summary["test_acc"] == float(best["test_acc"])
+    assert summary["best_val_acc"] == float(best["value"])
+
+    listed = cli("runs", tmp_path / "runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    trials = json.loads(listed.output)
+    assert len(trials) == 6 and {row["sweep"] for row in trials} == {folder.name}
+    status = cli("sweep", "--status", folder)
+    assert status.exit_code == 0, status.output
+    assert "6 trials" in status.output
+
+
+def test_a_learning_rate_that_cannot_learn_is_pruned_after_fewer_epochs(tmp_path, mnistcnn_command):
+    path = write_sweep(tmp_path, trials=8, pruner={"type": "median", "warmup_epochs": 0, "startup_trials": 1},
+                       space={"train.optimizer.lr": {"type": "choice", "values": [0.1, 0.05, 1.0e-9]}})
+    done = run_sweep(mnistcnn_command, path, "--jobs", "1", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path / "runs")
+    rows = read_trials(folder)
+    pruned = [row for row in rows if row["status"] == "pruned"]
+    complete = [row for row in rows if row["status"] == "complete"]
+    assert pruned and complete
+    assert any(float(row["train.optimizer.lr"]) == 1e-9 for row in pruned)
+    assert max(int(row["epochs"]) for row in pruned) < min(int(row["epochs"]) for row in complete) == 3
+    for row in pruned:  # the trial's run says so, and why
+        status = json.loads((Path(row["run"]) / "status.json").read_text())
+        assert status["status"] == "pruned" and "pruned at epoch" in status["reason"]
+
+
+def wait_for(condition, timeout=120.0, what="a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial(folder: Path):
+    """A trial run that has trained at least one batch and is still running, else None."""
+    for status_file in folder.glob("trials/*/status.json"):
+        try:
+            status = json.loads(status_file.read_text())
+        except ValueError:
+            continue
+        if status.get("status") == "running" and (status_file.parent / "metrics.jsonl").exists():
+            return status_file.parent, status["pid"]
+    return None
+
+
+def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command):
+    path = write_sweep(tmp_path, limit=6000, epochs=4)
+    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
+                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
+                      what="the sweep folder")
+    wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert f"mnistcnn sweep --resume {folder}" in err
+    stopped = [row for row in read_trials(folder) if row["status"] == "stopped"]
+    assert stopped, "a trial was running when the signal came"
+    interrupted = [json.loads(p.read_text()) for p in folder.glob("trials/*/status.json")]
+    assert "running" not in {status["status"] for status in interrupted}
+
+    done = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = read_trials(folder)
+    numbers = [int(row["number"]) for row in rows]
+    assert len(numbers) == len(set(numbers))
+    assert sum(row["status"] in ("complete", "pruned") for row in rows) == 6
+    for row in stopped:  # each stopped trial went on from its checkpoint, in its own run directory
+        (retry,) = [other for other in rows if other["retry_of"] == row["number"]]
+        assert retry["status"] in ("complete", "pruned") and retry["run"] == row["run"]
+        assert json.loads((Path(row["run"]) / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == \
+            int(retry["epochs"])
+    summaries = [json.loads((Path(row["run"]) / "summary.json").read_text()) for row in stopped
+                 if (Path(row["run"]) / "summary.json").exists()]
+    assert all(summary["resumed"] for summary in summaries)
+
+
+def test_two_sweeps_share_one_postgresql_study_and_a_killed_worker_s_trial_is_retried(
+        tmp_path, mnistcnn_command, postgres_url):
+    study = f"test-{uuid.uuid4().hex[:12]}"
+    path = write_sweep(tmp_path, limit=6000, epochs=3, trials=6, heartbeat=1)
+    common = [str(path), "--jobs", "1", "--storage", postgres_url, "--study", study]
+    first = subprocess.Popen([*mnistcnn_command, "sweep", *common, "--runs-dir", str(tmp_path / "a")],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen([*mnistcnn_command, "sweep", *common, "--runs-dir", str(tmp_path / "b")],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = wait_for(lambda: next((p for p in (tmp_path / "b").glob("*") if (p / "trials").is_dir()), None),
+                      what="the second sweep's folder")
+    killed_run, worker_pid = wait_for(lambda: running_trial(folder), what="a trial of the second sweep")
+    subprocess.run(["kill", "-KILL", str(worker_pid)], check=True)
+    _, second_err = second.communicate(timeout=120)
+    _, first_err = first.communicate(timeout=240)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 1 and "exited with code -9" in second_err
+
+    status = run_sweep(mnistcnn_command, "--status", "--storage", postgres_url, "--study", study, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    rows = read_trials(sweep_folder(tmp_path / "a"))
+    numbers = [int(row["number"]) for row in rows]
+    assert len(numbers) == len(set(numbers))
+    assert sum(row["status"] in ("complete", "pruned") for row in rows) == 6
+    (lost,) = [row for row in rows if row["run"] == str(killed_run.resolve()) and row["status"] == "failed"]
+    (retry,) = [row for row in rows if row["retry_of"] == lost["number"]]
+    assert retry["status"] == "complete" and retry["train.optimizer.lr"] == lost["train.optimizer.lr"]
+    assert {row["host"] for row in rows if row["status"] == "complete"}  # every trial says where it ran
+
+
+BAD_SWEEPS = [
+    ({"space": {"train.optimizr.lr": {"type": "float", "low": 0.01, "high": 0.1}}},
+     "space[train.optimizr.lr]: train.optimizr: unknown key; did you mean 'optimizer'?"),
+    ({"space": {"train.optimizer.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low must be below high"),
+    ({"space": {"train.optimizer.lr": {"type": "float", "low": 0, "high": 0.1, "log": True}}},
+     "log: true needs low > 0"),
+    ({"space": {"train.optimizer.lr": {"type": "float", "low": -1.0, "high": 0.1}}},
+     "space[train.optimizer.lr] = -1.0: train.optimizer.lr: must be >= 0"),
+    ({"space": {"model.layers[0].filters": {"type": "float", "low": 2, "high": 8}}},
+     "space[model.layers[0].filters].type: model.layers[0].filters takes whole numbers"),
+    ({"space": {}}, "space: give at least one config key to search"),
+    ({"sampler": "bayes"}, "sampler: must be one of tpe, random, grid; got 'bayes'"),
+    ({"sampler": "grid"}, "the grid sampler takes choices, or ranges with a step"),
+    ({"base": "missing.yaml"}, "missing.yaml: config file not found"),
+    ({"trials": 0}, "trials: must be 1 to 100000"),
+    ({"pruner": {"type": "median", "warmup": 2}}, "pruner.warmup: unknown key; did you mean 'warmup_epochs'?"),
+    ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
+]
+
+
+@pytest.mark.parametrize("settings, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
+def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, settings, message):
+    path = write_sweep(tmp_path, **settings)
+    result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {path}: ") and result.output.count("\n") == 1, result.output
+    assert message in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_base_config_that_does_not_validate_is_named(tmp_path, cli):
+    path = write_sweep(tmp_path)
+    (tmp_path / "base.yaml").write_text("train: {epochs: -1}\n")
+    result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "base:" in result.output and "train.epochs: must be >= 1" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_without_optuna_the_command_says_what_to_install(tmp_path):
+    path = write_sweep(tmp_path)
+    code = "import sys; sys.modules['optuna'] = None; from mnistcnn.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "sweep", str(path)], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: mnistcnn sweep needs Optuna, which is not installed; "
+                                     "pip install 'mnistcnn[sweep]'")
