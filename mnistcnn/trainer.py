@@ -60,6 +60,59 @@ class Callbacks:
     def on_end(self, summary: dict) -> None: ...
 
 
+class RunLog(Callbacks):
+    """Keeps train.log in the run directory: where the run started or resumed, its data, a line
+    per epoch and the result. ``show`` is where a subclass shows the lines too (the CLI prints)."""
+
+    def __init__(self):
+        self.log_file = None
+        self.epochs = 0
+
+    def show(self, message: str) -> None:
+        """Nothing here; the command line prints."""
+
+    def log(self, message: str, show: bool = True) -> None:
+        if self.log_file:
+            try:
+                self.log_file.write(message + "\n")
+                self.log_file.flush()
+            except OSError as err:
+                from .atomic import write_error
+                raise write_error(Path(self.log_file.name), err) from None
+        if show:
+            self.show(message)
+
+    def close(self) -> None:
+        if self.log_file:
+            with contextlib.suppress(OSError):
+                self.log_file.close()
+            self.log_file = None
+
+    def on_open(self, run, resumed):
+        self.log_file = open(run.log_path, "a", encoding="utf-8")
+        if resumed is None:
+            self.log(f"run directory: {run.path}")
+            return
+        planned, epochs = resumed["epochs"]
+        self.log(f"resuming {run.path} at epoch {resumed['from_epoch'] + 1}, batch {resumed['from_batch']}"
+                 + (f"; epochs {planned} -> {epochs}" if planned != epochs else ""))
+
+    def on_start(self, trainer):
+        self.epochs = trainer.epochs
+        data = trainer.data
+        self.log(f"data: {data.source} ({'verified MNIST' if data.verified else 'unverified'}); train "
+                 f"{len(data.train_x)}, validation {len(data.val_x)}, test {len(data.test_x)}")
+
+    def on_epoch_end(self, row):
+        self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
+                 f"{row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | "
+                 f"lr {row['lr']:.3g} | {row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s")
+
+    def on_end(self, summary):
+        self.log(f"done: best val acc {summary['best_val_acc']:.2%} (epoch {summary['best_epoch']}), "
+                 f"test acc {summary['test_acc']:.2%}, {summary['wall_seconds']:.1f} s", show=False)
+
+
 @dataclass
 class Data:
     """The arrays a run trains and evaluates on, from a Dataset and a split."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..errors import MnistCnnError, NonFiniteError
 from ..runs import RunDir, read_json
-from ..trainer import Callbacks, Pruned, prepare_data, train_run
+from ..trainer import Pruned, RunLog, prepare_data, train_run
 from . import study as studies
 from .space import load_sweep
 
@@ -39,22 +39,27 @@ class Surplus(Exception):
     """The study had its trials when this one was drawn (another worker was quicker)."""
 
 
-class TrialReporter(Callbacks):
-    """Reports the metric to the trial every epoch and ends the run when the pruner says so."""
+class TrialReporter(RunLog):
+    """Keeps the trial's train.log, reports the metric to the trial every epoch and ends the run
+    when the pruner says so."""
 
     def __init__(self, trial, metric: str):
+        super().__init__()
         self.trial, self.metric = trial, metric
 
     def on_open(self, run, resumed):
+        super().on_open(run, resumed)
         self.trial.set_user_attr("run_dir", str(run.path.resolve()))
 
     def on_start(self, trainer):
+        super().on_start(trainer)
         for row in trainer.history:  # epochs a resumed run trained before it stopped
             self.trial.report(row[self.metric], row["epoch"])
 
     def on_epoch_end(self, row):
+        super().on_epoch_end(row)
         self.trial.report(row[self.metric], row["epoch"])
-        if self.trial.should_prune():
+        if row["epoch"] < self.epochs and self.trial.should_prune():  # after the last epoch, nothing to save
             raise Pruned(f"pruned at epoch {row['epoch']}: {self.metric} {row[self.metric]:.4f}")
 
 
@@ -124,8 +129,11 @@ class Worker:
             return self._ended(trial, run, reporter)  # its worker stopped after the run ended
         if run is not None:
             config = cfg.load_config(run.path / "config.yaml")
-        outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials", resume=run,
-                            stop_on_signals=True)
+        try:
+            outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials",
+                                resume=run, stop_on_signals=True)
+        finally:
+            reporter.close()
         history = _history(outcome.run)
         trial.set_user_attr("epochs", len(history))
         if outcome.pruned is not None:
