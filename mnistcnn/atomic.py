@@ -54,7 +54,7 @@ def write_error(path: Path, err: OSError) -> WriteError:
            errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",
            errno.EROFS: "use a writable folder"}.get(err.errno, "check the folder")
     previous = " (the previous version is intact)" if path.exists() else ""
-    return WriteError(f"{path}: cannot write: {reason}{previous}; {fix} or choose another --runs-dir")
+    return WriteError(f"{path}: cannot write: {reason}{previous}; {fix}, or write to another folder")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -5,10 +5,10 @@ exit code, never a traceback.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -21,6 +21,7 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .errors import MnistCnnError
+from .trainer import RunLog
 
 console = Console(highlight=False)
 
@@ -88,51 +89,25 @@ def plan_table(plan) -> Table:
     return table
 
 
-class TrainReporter:
-    """Trainer callbacks (``trainer.Callbacks``) that draw a progress bar, or plain lines off a
-    terminal, and keep train.log in the run directory."""
+class TrainReporter(RunLog):
+    """Trainer callbacks that show train.log's lines (``trainer.RunLog``) and a progress bar, or
+    plain lines off a terminal."""
 
     def __init__(self, quiet: bool):
+        super().__init__()
         self.quiet = quiet
         self.interactive = console.is_terminal and not quiet
-        self.log_file = None
         self.progress = None
         self.task = None
-        self.epochs = 0
 
-    def log(self, message: str, show: bool = True) -> None:
-        if self.log_file:
-            try:
-                self.log_file.write(message + "\n")
-                self.log_file.flush()
-            except OSError as err:
-                from .atomic import write_error
-                raise write_error(Path(self.log_file.name), err) from None
-        if show and not self.quiet:
+    def show(self, message: str) -> None:
+        if not self.quiet:
             console.print(message, markup=False, soft_wrap=True)
 
     def close(self):
         if self.progress:
             self.progress.stop()
-        if self.log_file:
-            with contextlib.suppress(OSError):
-                self.log_file.close()
-            self.log_file = None
-
-    def on_open(self, run, resumed):
-        self.log_file = open(run.log_path, "a", encoding="utf-8")
-        if resumed is None:
-            self.log(f"run directory: {run.path}")
-            return
-        planned, epochs = resumed["epochs"]
-        self.log(f"resuming {run.path} at epoch {resumed['from_epoch'] + 1}, batch {resumed['from_batch']}"
-                 + (f"; epochs {planned} -> {epochs}" if planned != epochs else ""))
-
-    def on_start(self, trainer):
-        self.epochs = trainer.epochs
-        data = trainer.data
-        self.log(f"data: {data.source} ({'verified MNIST' if data.verified else 'unverified'}); train "
-                 f"{len(data.train_x)}, validation {len(data.val_x)}, test {len(data.test_x)}")
+        super().close()
 
     def on_epoch_start(self, epoch, batches, done):
         self.last_plain = done
@@ -156,13 +131,7 @@ class TrainReporter:
         if self.progress:
             self.progress.stop()
             self.progress = None
-        self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
-                 f"{row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | "
-                 f"lr {row['lr']:.3g} | {row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s")
-
-    def on_end(self, summary):
-        self.log(f"done: best val acc {summary['best_val_acc']:.2%} (epoch {summary['best_epoch']}), "
-                 f"test acc {summary['test_acc']:.2%}, {summary['wall_seconds']:.1f} s", show=False)
+        super().on_epoch_end(row)
 
 
 def results_table(summary: dict, run_path) -> Table:
@@ -392,8 +361,9 @@ read (the rest are still predicted); 2 usage; 3 some prediction in doubt, with -
 Examples:
   mnistcnn predict runs/quick-20260101-000000 photo.jpg
   mnistcnn predict runs/lenet-20260101-000000 my-digits/ 'scans/*.png' --save-inputs seen/
-  mnistcnn predict best.npz digit.png --json --fail-on-doubt""")
-@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+  mnistcnn predict best.npz digit.png --json --fail-on-doubt
+  mnistcnn predict runs/lenet-20260101-000000/model.onnx digit.png   # an exported model""")
+@click.argument("target", metavar="RUN|CHECKPOINT|MODEL.onnx", type=click.Path(path_type=Path))
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
               help="Which checkpoint of a run directory.")
@@ -415,8 +385,14 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     from .trainer import load_model
 
     path = resolve_checkpoint(target, which)
-    model, meta, preprocess = load_model(path)
-    classes = cfg.class_names(meta["config"])
+    if path.suffix == ".onnx":  # an exported model, through onnxruntime
+        from .export import OnnxModel
+
+        model, preprocess = OnnxModel(path), None
+        classes = model.classes
+    else:
+        model, meta, preprocess = load_model(path)
+        classes = cfg.class_names(meta["config"])
     results = predict_files(model, preprocess, expand_inputs(images), classes, top, min_confidence)
     if save_inputs:
         write_inputs(results, save_inputs)
@@ -509,6 +485,67 @@ def _duration(seconds) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
+# -- export ----------------------------------------------------------------------------------
+@main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""\b
+Needs the export extra: pip install 'mnistcnn[export]'. The file takes raw pixels (NCHW) and
+gives logits and probabilities; it is kept only if onnxruntime agrees with the engine on the
+run's test split.
+\b
+Examples:
+  mnistcnn export runs/lenet-20260101-000000                  # -> runs/lenet-.../model.onnx
+  mnistcnn export runs/lenet-20260101-000000 -o digits.onnx --input float
+  mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
+@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--format", "file_format", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="The file format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
+              help="Where to write (default: model.onnx in the run folder).")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which checkpoint of a run directory.")
+@click.option("--opset", type=int, default=17, show_default=True, help="The ONNX opset (13 or newer).")
+@click.option("--input", "input_kind", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+              help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files for the check (default: the run's own data).")
+@handle_errors
+def export(target, file_format, output, which, opset, input_kind, data_dir):
+    """Write a trained model as an ONNX file with its preprocessing inside, then check it: the
+    ONNX checker, and onnxruntime against the engine on the run's test split."""
+    from .evaluation import load_for_target
+    from .export import export_onnx, require_onnx
+    from .runs import output_folder, read_json
+    from .trainer import fast_plan
+
+    require_onnx()
+    model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
+    output = output or output_folder(path) / "model.onnx"
+    summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
+    meta["test_acc"] = (summary or {}).get("test_acc")
+    comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,
+                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output, input_kind,
+                                     opset)
+    table = Table(title="exported as ONNX", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("checkpoint", str(path)),
+        ("file", f"{output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset})"),
+        ("input", f"pixels: {'uint8 0-255' if input_kind == 'uint8' else 'float32 0-1'}, NCHW "
+                  f"[N, {model.input_shape[2]}, {model.input_shape[0]}, {model.input_shape[1]}]"),
+        ("outputs", "logits, probabilities"),
+        ("batchnorm", "folded into the layer before it" if folded else "-"),
+        ("largest logit difference", f"{comparison.largest_difference:.2e} (tolerance {comparison.tolerance:.2e})"),
+        ("predictions that differ", f"{comparison.ties} (ties within the tolerance)"),
+        ("test accuracy: engine", f"{comparison.engine_accuracy:.2%} ({comparison.images:,} images)"),
+        ("test accuracy: onnxruntime", f"{comparison.onnx_accuracy:.2%}"),
+        ("images/s: engine", f"{comparison.engine_images_per_s:,.0f}"),
+        ("images/s: onnxruntime", f"{comparison.onnx_images_per_s:,.0f}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 # -- sweep ------------------------------------------------------------------------------------
 @main.command(short_help="Search hyperparameters (Optuna): pruning, --jobs, many machines.", epilog="""\b
 Needs the sweep extra: pip install 'mnistcnn[sweep]'.
@@ -561,7 +598,10 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
     console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
                   f"study {run.sweep.study!r}",
                   markup=False, soft_wrap=True)
+    started = time.monotonic()
     snapshot, stopped = _watch_sweep(run, jobs, threads)
+    console.print(f"{sweep_headline(run.sweep, snapshot)}; {_duration(time.monotonic() - started)}",
+                  markup=False, soft_wrap=True)
     console.print(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
                                               "trials": run.sweep.trials}, "top trials", top=10))
     for message in run.worker_errors():
@@ -578,8 +618,6 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
 
 def _watch_sweep(run, jobs: int, threads: int):
     """Start the workers and show the study until they end; a signal is passed on to them once."""
-    import time
-
     stopped = None
 
     def pass_on(signum, frame):
@@ -603,6 +641,15 @@ def _watch_sweep(run, jobs: int, threads: int):
             signal.signal(signum, handler)
 
 
+def sweep_headline(sweep, snapshot) -> str:
+    """Trials done of the planned, by state, and the best so far."""
+    counts, best = snapshot.counts, snapshot.best
+    done = counts["COMPLETE"] + counts["PRUNED"]
+    line = (f"{done}/{sweep.trials} trials done ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
+            f"{counts['RUNNING']} running, {counts['FAIL']} failed")
+    return line + (f"; best {sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
+
+
 class SweepView:
     """Trials done / running / pruned / failed and the best so far: a live panel in a terminal,
     a line per trial that ends off one."""
@@ -616,13 +663,6 @@ class SweepView:
         if self.live:
             self.live.start()
 
-    def headline(self, snapshot) -> str:
-        counts, best = snapshot.counts, snapshot.best
-        done = counts["COMPLETE"] + counts["PRUNED"]
-        line = (f"{done}/{self.sweep.trials} trials done ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
-                f"{counts['RUNNING']} running, {counts['FAIL']} failed")
-        return line + (f"; best {self.sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
-
     def show(self, snapshot) -> None:
         if self.live:
             from rich.console import Group
@@ -630,7 +670,7 @@ class SweepView:
             recent = [row for row in snapshot.rows if row["status"] == "running"] + \
                 [row for row in snapshot.rows if row["status"] != "running"][-8:]
             settings = {"metric": self.sweep.metric, "direction": self.sweep.direction, "trials": self.sweep.trials}
-            self.live.update(Group(self.headline(snapshot), sweep_table(recent, settings, "")))
+            self.live.update(Group(sweep_headline(self.sweep, snapshot), sweep_table(recent, settings, "")))
             return
         from .sweep.report import ENDED
 
@@ -642,7 +682,7 @@ class SweepView:
             console.print(f"trial {row['number']} {row['status']}: {outcome} after {row['epochs']} epochs, "
                           f"{_duration(row['seconds'])} ({_params_text(row['params'])})", markup=False, soft_wrap=True)
         if ended:
-            console.print(self.headline(snapshot), markup=False, soft_wrap=True)
+            console.print(sweep_headline(self.sweep, snapshot), markup=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.live:

@@ -9,12 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 
-# Two float32 computations of the same sums in another order (another GEMM shape, another thread
-# split, another CPU's BLAS kernel) differ by rounding alone: a sum of n products by about
-# sqrt(n) * eps of its terms' size, eps = 1.2e-7 and n <= 1,600 in the shipped nets, compounded
-# over a few layers. 1e-4 of the array's largest magnitude bounds that with room to spare and
-# is still far below the error of any real mistake (a wrong tap, a lost window, a missing bias).
-FLOAT32_RTOL = 1e-4
+from mnistcnn.engine.model import FLOAT32_RTOL
 
 
 def assert_float32_close(actual, expected, rtol=FLOAT32_RTOL, what=""):

@@ -6,6 +6,13 @@ import numpy as np
 from .layers import Layer, LayerConfigError, layer_from_config
 from .losses import softmax_cross_entropy
 
+# Two float32 computations of the same sums in another order (another GEMM shape, another thread
+# split, another CPU's BLAS kernel, another runtime) differ by rounding alone: a sum of n products
+# by about sqrt(n) * eps of its terms' size, eps = 1.2e-7 and n <= 1,600 in the shipped nets,
+# compounded over a few layers. 1e-4 of the array's largest magnitude bounds that with room to
+# spare and is still far below the error of any real mistake (a wrong tap, a lost window, a
+# missing bias).
+FLOAT32_RTOL = 1e-4
 
 class Sequential:
     """Layers applied in order to NHWC batches; shapes exclude the batch axis."""

@@ -1,0 +1,286 @@
+"""``mnistcnn export``: a trained model as an ONNX graph that takes raw pixels, proven equal to
+the engine on the run's test split before it is kept.
+
+The graph is NCHW, as ONNX runtimes expect: weights are moved from the engine's layout (W as
+(f, f, C_prev, C)) to ONNX's (C, C_prev, f, f), and a flatten first puts the image back in the
+engine's (H, W, C) order so that the dense layer after it reads its inputs where it learnt them.
+The run's preprocessing is part of the graph, so an app feeds pixels as they come. ``onnx`` and
+``onnxruntime`` are the optional extra ``mnistcnn[export]``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import write_bytes
+from .engine.layers import BatchNorm, Conv2D, Dense
+from .engine.model import FLOAT32_RTOL
+from .errors import CheckpointError, MnistCnnError, UsageError
+
+EXTRA = "pip install 'mnistcnn[export]'"
+DEFAULT_OPSET = 17
+LOWEST_OPSET = 13  # Softmax over one axis, as the graph uses it
+INPUT_KINDS = {"uint8": "uint8 pixels 0-255, NCHW", "float": "float32 pixels 0-1 (pixel / 255), NCHW"}
+SIMPLE_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+
+class ExportMismatch(MnistCnnError):
+    """The exported graph disagrees with the engine beyond float32 rounding."""
+
+
+def require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise UsageError(f"mnistcnn export needs onnx and onnxruntime, which are not installed; {EXTRA}") from None
+    return onnx, onnxruntime
+
+
+class Graph:
+    """Nodes and initializers of an ONNX graph under construction, with generated names."""
+
+    def __init__(self, onnx):
+        self.onnx, self.nodes, self.initializers, self.count = onnx, [], [], 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def constant(self, hint: str, array) -> str:
+        name = self.name(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], hint: str | None = None, output: str | None = None, **attrs) -> str:
+        output = output or self.name(hint or op.lower())
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+
+def folded(layer, norm: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` of a conv or dense layer with the batchnorm after it folded in (evaluation mode:
+    y = x * scale + shift per channel)."""
+    inv_std = 1.0 / np.sqrt(norm.buffers["running_var"].astype(np.float64) + norm.eps)
+    scale = norm.params["gamma"] * inv_std
+    shift = norm.params["beta"] - norm.buffers["running_mean"] * scale
+    bias = layer.params["b"].reshape(-1) if "b" in layer.params else 0.0
+    return ((layer.params["W"] * scale).astype(np.float32), (bias * scale + shift).astype(np.float32))
+
+
+def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
+    """Raw pixels -> the float32 images the model was trained on, as ``data.Preprocess`` makes them."""
+    if input_kind == "uint8":
+        if preprocess.type == "binarize":
+            above = graph.node("Greater", [x, graph.constant("threshold", np.uint8(preprocess.threshold))])
+            return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
+        x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
+        x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
+    elif preprocess.type == "binarize":
+        above = graph.node("Greater", [x, graph.constant("threshold", np.float32(preprocess.threshold / 255))])
+        return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
+    if preprocess.type == "standardize":
+        x = graph.node("Sub", [x, graph.constant("mean", np.float32(preprocess.mean))])
+        x = graph.node("Mul", [x, graph.constant("inv_std", np.float32(1 / preprocess.std))], "standardized")
+    return x
+
+
+def _layer(graph: Graph, layer, x: str, index: int, norm: BatchNorm | None) -> str:
+    """One engine layer (with the batchnorm folded into it, if any) as ONNX nodes."""
+    kind = layer.type_name
+    if isinstance(layer, Conv2D):
+        W, b = folded(layer, norm) if norm else (layer.params["W"], layer.params.get("b"))
+        inputs = [x, graph.constant(f"conv{index}_W", W.transpose(3, 2, 0, 1))]
+        if b is not None:
+            inputs.append(graph.constant(f"conv{index}_b", b.reshape(-1)))
+        return graph.node("Conv", inputs, f"conv{index}", kernel_shape=[layer.kernel] * 2,
+                          strides=[layer.stride] * 2, pads=[layer.pad] * 4)
+    if isinstance(layer, Dense):
+        W, b = folded(layer, norm) if norm else (layer.params["W"], layer.params.get("b"))
+        x = graph.node("MatMul", [x, graph.constant(f"dense{index}_W", W)], f"dense{index}")
+        return x if b is None else graph.node("Add", [x, graph.constant(f"dense{index}_b", b)], f"dense{index}")
+    if kind in ("maxpool2d", "avgpool2d"):
+        op = "MaxPool" if kind == "maxpool2d" else "AveragePool"
+        return graph.node(op, [x], f"pool{index}", kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2)
+    if kind in SIMPLE_OPS:
+        return graph.node(SIMPLE_OPS[kind], [x], f"{kind}{index}")
+    if kind == "leaky_relu":
+        return graph.node("LeakyRelu", [x], f"leaky_relu{index}", alpha=float(layer.alpha))
+    if kind == "flatten":
+        if len(layer.input_shape) == 3:  # NCHW -> NHWC: the engine flattens (H, W, C)
+            x = graph.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+        return graph.node("Flatten", [x], f"flatten{index}", axis=1)
+    if kind == "dropout":
+        return x  # evaluation: the identity
+    if isinstance(layer, BatchNorm):
+        return graph.node("BatchNormalization", [x] + [graph.constant(f"bn{index}_{key}", value) for key, value in (
+            ("scale", layer.params["gamma"]), ("bias", layer.params["beta"]),
+            ("mean", layer.buffers["running_mean"]), ("var", layer.buffers["running_var"]))],
+            f"batchnorm{index}", epsilon=float(layer.eps))
+    raise UsageError(f"model.layers[{index}] ({kind}) cannot be exported to ONNX")
+
+
+def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", opset: int = DEFAULT_OPSET,
+                fold: bool = True):
+    """The ONNX ModelProto: pixels in (``input_kind``), logits and probabilities out."""
+    onnx, _ = require_onnx()
+    graph = Graph(onnx)
+    height, width, channels = model.input_shape
+    x = _preprocess(graph, "pixels", preprocess, input_kind)
+    layers = model.layers
+    skip = set()
+    for index, layer in enumerate(layers):
+        if index in skip:
+            continue
+        after = layers[index + 1] if index + 1 < len(layers) else None
+        norm = after if fold and isinstance(layer, (Conv2D, Dense)) and isinstance(after, BatchNorm) else None
+        if norm is not None:
+            skip.add(index + 1)
+        x = _layer(graph, layer, x, index, norm)
+    graph.node("Identity", [x], output="logits")
+    graph.node("Softmax", ["logits"], output="probabilities", axis=1)
+    element = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
+    classes = model.output_shape[0]
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.nodes, "mnistcnn", [onnx.helper.make_tensor_value_info(
+            "pixels", element, ["N", channels, height, width])],
+            [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", classes])
+             for name in ("logits", "probabilities")], graph.initializers),
+        opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="mnistcnn", producer_version=__version__)
+    onnx.helper.set_model_props(proto, {key: value if isinstance(value, str) else json.dumps(value)
+                                        for key, value in metadata.items()})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def model_metadata(meta: dict, classes: list[str], input_kind: str, test_acc) -> dict:
+    """What the file says about itself (ONNX metadata_props, strings)."""
+    return {"classes": classes, "input": INPUT_KINDS[input_kind], "input_kind": input_kind,
+            "config_name": meta["config"]["name"], "mnistcnn_version": __version__,
+            "test_accuracy": test_acc if test_acc is not None else "unknown",
+            "outputs": "logits, probabilities (softmax of the logits)"}
+
+
+def read_metadata(path) -> dict:
+    """An exported file's metadata, JSON values decoded."""
+    onnx, _ = require_onnx()
+    props = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    decoded = {}
+    for key, value in props.items():
+        try:
+            decoded[key] = json.loads(value)
+        except ValueError:
+            decoded[key] = value
+    return decoded
+
+
+@dataclass
+class Comparison:
+    """The exported graph against the engine on one set of images."""
+
+    images: int
+    largest_difference: float
+    tolerance: float
+    ties: int
+    disagreements: int
+    engine_accuracy: float
+    onnx_accuracy: float
+    engine_images_per_s: float
+    onnx_images_per_s: float
+
+    @property
+    def equal(self) -> bool:
+        return self.largest_difference <= self.tolerance and self.disagreements == 0
+
+
+def session(path):
+    """An onnxruntime session on the CPU for an .onnx file."""
+    _, onnxruntime = require_onnx()
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(runner, images_nhwc: np.ndarray, input_kind: str, batch_size: int = 1000) -> np.ndarray:
+    """Logits of an onnxruntime session for uint8 NHWC images (sent as the graph takes them)."""
+    outputs = []
+    for start in range(0, len(images_nhwc), batch_size):
+        batch = images_nhwc[start:start + batch_size].transpose(0, 3, 1, 2)
+        batch = batch if input_kind == "uint8" else batch.astype(np.float32) / np.float32(255)
+        outputs.append(runner.run(["logits"], {"pixels": np.ascontiguousarray(batch)})[0])
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def compare(plan, preprocess, runner, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
+    """Logits of the engine (``plan``) and of the exported graph on the same uint8 images."""
+    started = time.perf_counter()
+    engine = plan.predict_logits(images, 1000, preprocess)
+    engine_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    exported = onnx_logits(runner, images, input_kind)
+    onnx_seconds = time.perf_counter() - started
+    tolerance = FLOAT32_RTOL * float(np.abs(engine).max(initial=0.0))
+    top2 = np.sort(engine, axis=1)[:, -2:] if engine.shape[1] > 1 else np.zeros((len(engine), 2))
+    tied = (top2[:, 1] - top2[:, 0]) <= tolerance
+    differ = engine.argmax(axis=1) != exported.argmax(axis=1)
+    return Comparison(
+        images=len(images), largest_difference=float(np.abs(engine - exported).max(initial=0.0)), tolerance=tolerance,
+        ties=int((differ & tied).sum()), disagreements=int((differ & ~tied).sum()),
+        engine_accuracy=float((engine.argmax(axis=1) == labels).mean()),
+        onnx_accuracy=float((exported.argmax(axis=1) == labels).mean()),
+        engine_images_per_s=len(images) / max(engine_seconds, 1e-9),
+        onnx_images_per_s=len(images) / max(onnx_seconds, 1e-9))
+
+
+def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.ndarray, labels: np.ndarray,
+                output: Path, input_kind: str = "uint8", opset: int = DEFAULT_OPSET) -> tuple[Comparison, bool]:
+    """Write the graph to ``output``, check the file and prove it equal to the engine on
+    ``images`` (else remove it); returns the comparison and whether batchnorm was folded. A
+    batchnorm folded into the layer before it sums in another order: if that misses the
+    tolerance, it is kept as a node."""
+    if not LOWEST_OPSET <= opset <= require_onnx()[0].defs.onnx_opset_version():
+        raise UsageError(f"--opset {opset}: give {LOWEST_OPSET} to {require_onnx()[0].defs.onnx_opset_version()}")
+    test_acc = meta.get("test_acc")
+    metadata = model_metadata(meta, classes, input_kind, test_acc)
+    has_norm = any(isinstance(layer, BatchNorm) for layer in plan.model.layers)
+    for fold in (True, False) if has_norm else (False,):
+        write_bytes(output, build_model(plan.model, preprocess, metadata, input_kind, opset, fold).SerializeToString())
+        require_onnx()[0].checker.check_model(str(output), full_check=True)
+        comparison = compare(plan, preprocess, session(output), images, labels, input_kind)
+        if comparison.equal:
+            return comparison, fold
+        output.unlink()
+    raise ExportMismatch(f"the exported graph's logits differ from the engine's by {comparison.largest_difference:.3g} "
+                         f"(tolerance {comparison.tolerance:.3g}) and {comparison.disagreements} predictions differ; "
+                         f"the file was removed. Please report it with the checkpoint")
+
+
+class OnnxModel:
+    """An exported .onnx file with what prediction asks of a model (``input_shape`` as (H, W, C),
+    ``predict_logits`` of uint8 NHWC images): ``mnistcnn predict`` runs it through onnxruntime
+    with the same preparation of the pictures. The preprocessing is in the graph."""
+
+    def __init__(self, path):
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such ONNX file")
+        try:
+            self.runner = session(path)
+            self.metadata = read_metadata(path)
+        except Exception as err:  # onnxruntime and onnx raise their own zoo on a foreign or truncated file
+            raise CheckpointError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        inputs = self.runner.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or "classes" not in self.metadata:
+            raise CheckpointError(f"{path}: not a model that mnistcnn export wrote (no pixel input and class names)")
+        _, channels, height, width = inputs[0].shape
+        self.input_shape = (height, width, channels)
+        self.input_kind = self.metadata.get("input_kind", "uint8")
+        self.classes = [str(name) for name in self.metadata["classes"]]
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 256, transform=None) -> np.ndarray:
+        return onnx_logits(self.runner, x, self.input_kind, batch_size)

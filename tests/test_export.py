@@ -1,0 +1,223 @@
+"""mnistcnn export: ONNX graphs equal to the engine (shipped configs, random stacks of every
+layer type), raw pixels in, metadata, refusals, and predict on an exported file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+pytest.importorskip("onnxruntime", reason="the export extra: pip install 'mnistcnn[export]'")
+
+from mnistcnn import config as cfg  # noqa: E402
+from mnistcnn.data import Preprocess, load_dataset  # noqa: E402
+from mnistcnn.engine.fast.plan import Plan  # noqa: E402
+from mnistcnn.engine.model import Sequential  # noqa: E402
+from mnistcnn.export import (ExportMismatch, OnnxModel, build_model, compare, export_onnx, model_metadata,  # noqa: E402
+                             read_metadata, session)
+from mnistcnn.trainer import Trainer, prepare_data  # noqa: E402
+
+CONFIGS = sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml"))
+SLICE = 500  # test images each comparison runs on
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset(None)
+
+
+def assert_equal_to_engine(comparison):
+    assert comparison.largest_difference <= comparison.tolerance, comparison
+    assert comparison.disagreements == 0, comparison
+
+
+def briefly_trained(path: Path, mnist):
+    """The config's model after one epoch on 2,000 images (batchnorm statistics included)."""
+    config = cfg.load_config(path, ["data.train_limit=2000", "data.validation=500", "train.epochs=1",
+                                    "data.split=head", "train.early_stopping.patience=null"])
+    trainer = Trainer(config, prepare_data(config, mnist))
+    trainer.fit()
+    return trainer, config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
+def test_every_shipped_config_exports_equal_to_the_engine(path, mnist, tmp_path):
+    trainer, config = briefly_trained(path, mnist)
+    output = tmp_path / "model.onnx"
+    meta = {"config": config, "test_acc": None}
+    comparison, _ = export_onnx(trainer.plan, trainer.preprocess, meta, cfg.class_names(config),
+                                mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
+    assert_equal_to_engine(comparison)
+    assert abs(comparison.engine_accuracy - comparison.onnx_accuracy) <= comparison.ties / comparison.images
+    assert output.stat().st_size > 1000
+
+
+LAYER_CHOICES = st.sampled_from(["conv", "maxpool", "avgpool", "relu", "leaky_relu", "tanh", "sigmoid", "batchnorm",
+                                 "dropout"])
+
+
+@st.composite
+def layer_stacks(draw):
+    """An image part of random layers (strides, paddings, pool sizes), a flatten, then a head."""
+    layers, side = [], 28
+    for kind in draw(st.lists(LAYER_CHOICES, min_size=1, max_size=5)):
+        if kind == "conv":
+            kernel = draw(st.sampled_from([1, 3, 5]))
+            stride, padding = draw(st.integers(1, 2)), draw(st.sampled_from([0, 1, 2, "same", "valid"]))
+            padding = "valid" if padding == "same" and kernel % 2 == 0 else padding
+            pad = kernel // 2 if padding == "same" else (0 if padding == "valid" else padding)
+            if (side + 2 * pad - kernel) // stride + 1 < 2:
+                continue
+            layers.append({"type": "conv2d", "filters": draw(st.integers(1, 6)), "kernel": kernel, "stride": stride,
+                           "padding": padding, "bias": draw(st.booleans())})
+            side = (side + 2 * pad - kernel) // stride + 1
+        elif kind in ("maxpool", "avgpool"):
+            size = draw(st.integers(2, 3))
+            stride = draw(st.integers(1, size))
+            if (side - size) // stride + 1 < 2:
+                continue
+            layers.append({"type": f"{kind}2d", "size": size, "stride": stride})
+            side = (side - size) // stride + 1
+        elif kind == "leaky_relu":
+            layers.append({"type": "leaky_relu", "alpha": draw(st.sampled_from([0.01, 0.2]))})
+        elif kind == "dropout":
+            layers.append({"type": "dropout", "rate": 0.3})
+        else:
+            layers.append({"type": kind})
+    layers.append({"type": "flatten"})
+    for kind in draw(st.lists(st.sampled_from(["dense", "batchnorm", "relu", "tanh"]), max_size=3)):
+        layers.append({"type": "dense", "units": draw(st.integers(3, 12))} if kind == "dense" else {"type": kind})
+    layers.append({"type": "dense", "units": 10})
+    return layers
+
+
+def randomised(model: Sequential, rng) -> Sequential:
+    """Batchnorm layers given statistics and scales of their own, so folding them is tested."""
+    for layer in model.layers:
+        if layer.type_name == "batchnorm":
+            size = layer.params["gamma"].shape
+            layer.params["gamma"] = rng.uniform(0.5, 1.5, size).astype(np.float32)
+            layer.params["beta"] = rng.normal(0, 0.2, size).astype(np.float32)
+            layer.buffers["running_mean"] = rng.normal(0, 0.3, size).astype(np.float32)
+            layer.buffers["running_var"] = rng.uniform(0.2, 2.0, size).astype(np.float32)
+    return model
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layers=layer_stacks(), seed=st.integers(0, 2**16), fold=st.booleans(),
+       preprocess=st.sampled_from([Preprocess("scale"), Preprocess("binarize", threshold=100),
+                                   Preprocess("standardize", mean=0.13, std=0.31)]))
+def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fold, preprocess):
+    rng = np.random.default_rng(seed)
+    model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
+    plan = Plan(model)
+    proto = build_model(model, preprocess, {"classes": [str(d) for d in range(10)]}, fold=fold)
+    images, labels = mnist.test_images[:200], mnist.test_labels[:200]
+    import onnxruntime
+
+    runner = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_equal_to_engine(compare(plan, preprocess, runner, images, labels, "uint8"))
+
+
+def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_run, mnist, tmp_path, cli):
+    result = cli("export", trained_run, "--input", "float", "-o", tmp_path / "float.onnx")
+    assert result.exit_code == 0, result.output
+    runner = session(tmp_path / "float.onnx")
+    assert runner.get_inputs()[0].type == "tensor(float)"
+    assert runner.get_inputs()[0].shape[1:] == [1, 28, 28]
+    from mnistcnn.trainer import load_model
+
+    model, _, preprocess = load_model(trained_run / "checkpoints" / "best.npz")
+    images = mnist.test_images[:300]
+    engine = model.predict_logits(images, 100, preprocess).argmax(axis=1)
+    pixels = (images.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32)
+    assert np.array_equal(runner.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1), engine)
+
+
+def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(trained_run, cli, tmp_path, mnist):
+    result = cli("export", trained_run)
+    assert result.exit_code == 0, result.output
+    path = trained_run / "model.onnx"
+    try:
+        summary = json.loads((trained_run / "summary.json").read_text())
+        metadata = read_metadata(path)
+        assert metadata["classes"] == [str(d) for d in range(10)]
+        assert metadata["test_accuracy"] == summary["test_acc"]
+        assert metadata["config_name"] == "small" and metadata["input_kind"] == "uint8"
+        assert "0-255" in metadata["input"] and metadata["mnistcnn_version"]
+        assert "largest logit difference" in result.output and "uint8 0-255" in result.output
+        assert f"{summary['test_acc']:.2%}" in result.output  # both accuracies, on the whole test split
+
+        from PIL import Image
+
+        for index, image in enumerate(mnist.test_images[:8]):  # as a user's pictures: dark ink on white
+            Image.fromarray(255 - image[..., 0]).save(tmp_path / f"digit-{index}.png")
+        predicted = cli("predict", path, tmp_path, "--json")
+        from_checkpoint = cli("predict", trained_run, tmp_path, "--json")
+        assert predicted.exit_code == from_checkpoint.exit_code == 0, predicted.output
+        onnx_rows, engine_rows = (json.loads(r.output)["predictions"] for r in (predicted, from_checkpoint))
+        assert [row["prediction"] for row in onnx_rows] == [row["prediction"] for row in engine_rows]
+        assert len(onnx_rows) > 1
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run, mnist, tmp_path, monkeypatch):
+    """The classic silent bug: flattening NCHW as it comes, not in the engine's (H, W, C) order."""
+    import mnistcnn.export as export
+    from mnistcnn.trainer import load_model
+
+    model, meta, preprocess = load_model(trained_run / "checkpoints" / "best.npz")
+    real_layer = export._layer
+
+    def careless(graph, layer, x, index, norm):
+        if layer.type_name == "flatten":
+            return graph.node("Flatten", [x], "flatten", axis=1)
+        return real_layer(graph, layer, x, index, norm)
+
+    monkeypatch.setattr(export, "_layer", careless)
+    output = tmp_path / "model.onnx"
+    with pytest.raises(ExportMismatch, match="the file was removed"):
+        export_onnx(Plan(model), preprocess, {**meta, "test_acc": None}, [str(d) for d in range(10)],
+                    mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
+    assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_metadata_round_trips(tmp_path):
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    meta = {"config": {"name": "three"}}
+    metadata = model_metadata(meta, ["a", "b", "c"], "float", 0.75)
+    path = tmp_path / "three.onnx"
+    path.write_bytes(build_model(model, Preprocess("scale"), metadata, "float").SerializeToString())
+    assert read_metadata(path) == metadata
+    assert OnnxModel(path).classes == ["a", "b", "c"] and OnnxModel(path).input_shape == (4, 4, 1)
+
+
+def test_a_corrupt_checkpoint_is_refused_as_eval_refuses_it(tmp_path, cli):
+    bad = tmp_path / "best.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    exported, evaluated = cli("export", bad), cli("eval", bad)
+    assert exported.exit_code == evaluated.exit_code == 2
+    assert exported.output == evaluated.output and exported.output.count("\n") == 1
+
+
+def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_path, cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("export", trained_run, "-o", blocker / "model.onnx")
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {blocker / 'model.onnx'}: cannot write") and \
+        result.output.count("\n") == 1
+    assert not (trained_run / "model.onnx").exists()
+
+
+def test_without_onnx_the_command_says_what_to_install(trained_run):
+    code = "import sys; sys.modules['onnx'] = None; from mnistcnn.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "export", str(trained_run)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: mnistcnn export needs onnx and onnxruntime, which are not installed; "
+                                     "pip install 'mnistcnn[export]'")
