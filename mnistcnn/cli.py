@@ -239,7 +239,7 @@ def _train_config(config_path, resume, sets, flags):
         if changed or sets or config_path:
             fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
         source = run.path / "config.yaml"
-        config = cfg.load_config(source, flags=flags)
+        config = cfg.load_config(source, flags=flags, of_run=True)
         check_resumable(run, config["train"]["epochs"])  # before anything is printed
         return config, str(source), run
     if config_path is None:
@@ -587,14 +587,16 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         if sweep_path is not None or study is not None:
             fail("--resume continues a sweep with its own sweep file and study; give only --jobs (and --storage)")
         run = SweepRun.resume(resume, storage)
+        jobs, threads = plan_jobs(jobs, run.sweep.trials)
     elif sweep_path is None:
         fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")
     else:
         from .runs import check_runs_folder
 
         check_runs_folder(runs_dir)
-        run = SweepRun.start(load_sweep(sweep_path), runs_dir, storage, study)
-    jobs, threads = plan_jobs(jobs, run.sweep.trials)
+        sweep_file = load_sweep(sweep_path)
+        jobs, threads = plan_jobs(jobs, sweep_file.trials)
+        run = SweepRun.start(sweep_file, runs_dir, storage, study)
     console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
                   f"study {run.sweep.study!r}",
                   markup=False, soft_wrap=True)
@@ -635,6 +637,9 @@ def _watch_sweep(run, jobs: int, threads: int):
             if not snapshot.running_workers:
                 return run.snapshot(), stopped
             time.sleep(1.0)
+    except BaseException:  # the workers run in sessions of their own: they must not outlive this
+        run.stop(signal.SIGTERM)
+        raise
     finally:
         view.close()
         for signum, handler in previous.items():

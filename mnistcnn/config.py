@@ -127,11 +127,21 @@ SCHEMA = {
         "weight_decay": Field(0.0, float, "L2 (sgd, adam) or decoupled (adamw) decay of weights", 0, 1),
         "label_smoothing": Field(0.0, float, "label smoothing of the cross-entropy target", 0, 0.5),
         "schedule": {
-            "type": Field("constant", str, "constant, step, cosine or onecycle", choices=SCHEDULES),
-            "warmup_epochs": Field(0.0, float, "linear warm-up from 0 over this many epochs", 0, 1000),
+            "type": Field("constant", str, "constant, step, cosine or onecycle (Smith and Topin's, as PyTorch's "
+                                           "OneCycleLR)", choices=SCHEDULES),
+            "warmup_epochs": Field(0.0, float, "linear warm-up from 0 over this many epochs (onecycle rises over "
+                                               "pct_start instead)", 0, 1000),
             "step_epochs": Field(1, int, "step: multiply by gamma every this many epochs", 1, 100000),
             "gamma": Field(0.1, float, "step: the factor", 0, 1),
-            "min_lr": Field(0.0, float, "cosine/onecycle: the final learning rate", 0, 100),
+            "min_lr": Field(0.0, float, "cosine: the final learning rate", 0, 100),
+            "pct_start": Field(0.3, float, "onecycle: the share of the run over which the rate rises to lr",
+                               0.001, 0.999),
+            "div_factor": Field(25.0, float, "onecycle: the rate starts at lr / div_factor", 1, 1e6),
+            "final_div_factor": Field(1e4, float, "onecycle: the rate ends at lr / div_factor / final_div_factor",
+                                      1, 1e9),
+            "cycle_momentum": Field(True, bool, "onecycle: move momentum (sgd) or beta1 (adam) against the rate"),
+            "base_momentum": Field(0.85, float, "onecycle: momentum or beta1 at the peak rate", 0, 0.9999),
+            "max_momentum": Field(0.95, float, "onecycle: momentum or beta1 at the start and the end", 0, 0.9999),
         },
         "early_stopping": {
             "patience": Field(None, int, "stop after this many epochs without a better validation accuracy; "
@@ -271,6 +281,10 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
+        schedule = config["train"]["schedule"]
+        if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
+            raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
+                       "of its own; set warmup_epochs: 0, or use type: cosine for a warm-up then a cosine")
     except _PathError as err:
         raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
     check_model(config, source, origins)
@@ -439,10 +453,22 @@ def apply_override(raw: dict, assignment: str, option="--set") -> str:
     return set_path(raw, key, value, f"{option} {assignment}")
 
 
-def load_config(path, overrides=(), flags: dict | None = None) -> dict:
+def upgrade_run_config(raw: dict) -> dict:
+    """A run's config written by an older mnistcnn, in today's terms: its ``onecycle`` (from before
+    ``pct_start``) was a warm-up then a cosine, which is ``cosine`` now."""
+    schedule = raw.get("train", {}).get("schedule") if isinstance(raw.get("train"), dict) else None
+    if isinstance(schedule, dict) and schedule.get("type") == "onecycle" and "pct_start" not in schedule:
+        return {**raw, "train": {**raw["train"], "schedule": {**schedule, "type": "cosine"}}}
+    return raw
+
+
+def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = False) -> dict:
     """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
-    3)}``), validate and resolve. An error about a key that an option set names the option."""
+    3)}``), validate and resolve. An error about a key that an option set names the option.
+    ``of_run``: the file is a run's config.yaml, perhaps from an older mnistcnn."""
     raw = load_raw(path)
+    if of_run:
+        raw = upgrade_run_config(raw)
     origins = {}
     for assignment in overrides:
         origins[apply_override(raw, assignment)] = f"--set {assignment}"

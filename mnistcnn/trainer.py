@@ -260,6 +260,9 @@ class Trainer:
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
+            momentum = schedule.momentum(self.step)
+            if momentum is not None:
+                self.optimizer.set_momentum(momentum)
             runner.update(self.optimizer, params, grads, schedule(self.step))
             self.step += 1
             sums = self.epoch_sums
@@ -430,7 +433,7 @@ def load_model(path, dtype=np.float32):
     """Rebuild a model from a checkpoint alone: ``(model, meta, preprocess)``."""
     arrays, meta = load_checkpoint(path)
     try:
-        config = cfg.validate(meta["config"], f"{path} (embedded config)")
+        config = cfg.validate(cfg.upgrade_run_config(meta["config"]), f"{path} (embedded config)")
         preprocess = Preprocess(**meta["preprocess"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
@@ -547,7 +550,7 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    if planned != config["train"]["epochs"]:
+    if planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]:
         write_text(run.path / "config.yaml", cfg.dump(config))
     return trainer
 

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from mnistcnn import config as cfg
 from mnistcnn.runs import load_checkpoint
 
 
@@ -215,3 +216,28 @@ def test_quick_config_reaches_97_percent(tmp_path, cli, only_run):
     assert result.exit_code == 0, result.output
     summary = json.loads((only_run(tmp_path / "runs") / "summary.json").read_text())
     assert summary["test_acc"] > 0.97 and summary["split_sizes"]["train"] == 55000
+
+
+def test_the_trainer_moves_sgd_momentum_and_adam_beta1_with_the_cycle(tmp_path):
+    from mnistcnn.engine.optim import Schedule
+    from mnistcnn.trainer import Trainer, prepare_data
+
+    for optimizer, attribute in (("sgd", "momentum"), ("adam", "beta1")):
+        config = cfg.validate({"data": {"train_limit": 256, "validation": 64},
+                               "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+                               "train": {"epochs": 1, "batch_size": 64, "optimizer": {"type": optimizer, "lr": 0.01},
+                                         "schedule": {"type": "onecycle"}}})
+        trainer = Trainer(config, prepare_data(config))
+        trainer.fit()
+        last = Schedule(0.01, 4, 1, type="onecycle").momentum(3)
+        assert getattr(trainer.optimizer, attribute) == pytest.approx(last) and last != 0.9
+
+
+def test_a_run_trained_with_the_old_onecycle_keeps_its_curve_as_cosine():
+    old = {"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1.0, "step_epochs": 1, "gamma": 0.1,
+                                  "min_lr": 0.0}}}
+    assert cfg.upgrade_run_config(old)["train"]["schedule"]["type"] == "cosine"
+    new = {"train": {"schedule": {"type": "onecycle", "pct_start": 0.3}}}
+    assert cfg.upgrade_run_config(new) is new
+    with pytest.raises(Exception, match="onecycle rises over pct_start"):
+        cfg.validate({"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1}}})

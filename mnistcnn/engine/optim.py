@@ -57,6 +57,10 @@ class Optimizer:
             self.state[name] = np.zeros_like(like)
         return self.state[name]
 
+    def set_momentum(self, value: float) -> None:
+        """Set the first-moment decay a schedule cycles: SGD's momentum, Adam's beta1."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict:
         return {"steps": np.array(self.steps, dtype=np.int64), **{k: v.copy() for k, v in self.state.items()}}
 
@@ -78,6 +82,9 @@ class SGD(Optimizer):
     def slot_kinds(self):
         return ("velocity",) if self.momentum else ()
 
+    def set_momentum(self, value: float) -> None:
+        self.momentum = value
+
     def _update(self, key, p, g, lr, slots):
         if self.weight_decay and decays(key):
             g = g + self.weight_decay * p  # coupled L2, as torch.optim.SGD does
@@ -98,6 +105,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     slot_kinds = ("m", "v")
+
+    def set_momentum(self, value: float) -> None:
+        self.beta1 = value
 
     def _update(self, key, p, g, lr, slots):
         if self.weight_decay and decays(key):
@@ -142,21 +152,32 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 class Schedule:
-    """Learning rate as a function of the global step, with an optional linear warm-up.
+    """Learning rate (and, for one-cycle, momentum) as a function of the global step.
 
     ``constant``; ``step`` (times ``gamma`` every ``step_epochs``); ``cosine`` (from the base
-    rate down to ``min_lr`` over the run); ``onecycle`` (warm-up then cosine, the same shape
-    with a warm-up of ``warmup_epochs``).
+    rate down to ``min_lr`` over the run); each after an optional linear warm-up of
+    ``warmup_epochs``. ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it:
+    the rate rises from ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals,
+    cosine, to ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the
+    other way between ``max_momentum`` and ``base_momentum``.
     """
 
     def __init__(self, base_lr, steps_per_epoch, epochs, type="constant", warmup_epochs=0.0,
-                 step_epochs=1, gamma=0.1, min_lr=0.0):
+                 step_epochs=1, gamma=0.1, min_lr=0.0, pct_start=0.3, div_factor=25.0,
+                 final_div_factor=1e4, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95):
         self.base_lr, self.type = base_lr, type
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
         self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
         self.step_epochs, self.gamma, self.min_lr = step_epochs, gamma, min_lr
+        total = epochs * steps_per_epoch
+        # the two phases: (last step, starting rate, final rate, starting momentum, final momentum)
+        self.phases = [(pct_start * total - 1, base_lr / div_factor, base_lr, max_momentum, base_momentum),
+                       (total - 1, base_lr, base_lr / div_factor / final_div_factor, base_momentum, max_momentum)]
+        self.cycle_momentum = cycle_momentum
 
     def __call__(self, step: int) -> float:
+        if self.type == "onecycle":
+            return self._one_cycle(step)[0]
         if step < self.warmup_steps:
             return self.base_lr * (step + 1) / self.warmup_steps
         if self.type == "constant":
@@ -166,3 +187,19 @@ class Schedule:
         total = max(self.epochs * self.steps_per_epoch - self.warmup_steps, 1)
         progress = min((step - self.warmup_steps) / total, 1.0)
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def momentum(self, step: int) -> float | None:
+        """The momentum (or beta1) for ``step``; None when the schedule leaves it alone."""
+        return self._one_cycle(step)[1] if self.type == "onecycle" and self.cycle_momentum else None
+
+    def _one_cycle(self, step: int) -> tuple[float, float]:
+        (rise_end, *rise), (fall_end, *fall) = self.phases
+        start, end, (lr_from, lr_to, momentum_from, momentum_to) = \
+            (0.0, rise_end, rise) if step <= rise_end else (rise_end, fall_end, fall)
+        progress = (step - start) / (end - start) if end > start else 1.0
+        return _cosine(lr_from, lr_to, progress), _cosine(momentum_from, momentum_to, progress)
+
+
+def _cosine(start: float, end: float, progress: float) -> float:
+    """From ``start`` (progress 0) to ``end`` (progress 1) along half a cosine."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * progress) + 1)

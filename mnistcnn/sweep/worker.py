@@ -43,9 +43,9 @@ class TrialReporter(RunLog):
     """Keeps the trial's train.log, reports the metric to the trial every epoch and ends the run
     when the pruner says so."""
 
-    def __init__(self, trial, metric: str):
+    def __init__(self, trial, metric: str, stopping):
         super().__init__()
-        self.trial, self.metric = trial, metric
+        self.trial, self.metric, self.stopping = trial, metric, stopping
 
     def on_open(self, run, resumed):
         super().on_open(run, resumed)
@@ -53,6 +53,8 @@ class TrialReporter(RunLog):
 
     def on_start(self, trainer):
         super().on_start(trainer)
+        if self.stopping():  # the signal came while the trial was being set up
+            trainer.request_stop(signal.SIGINT)
         for row in trainer.history:  # epochs a resumed run trained before it stopped
             self.trial.report(row[self.metric], row["epoch"])
 
@@ -84,13 +86,16 @@ def best_value(history: list[dict], metric: str, direction: str) -> float:
 class Worker:
     """Runs trials of ``sweep`` from ``study`` with ``threads`` threads each."""
 
-    def __init__(self, sweep, study, sweep_dir: Path, threads: int):
-        self.sweep, self.study, self.sweep_dir, self.threads = sweep, study, Path(sweep_dir), threads
+    def __init__(self, sweep, study, storage, sweep_dir: Path, threads: int):
+        self.sweep, self.study, self.storage = sweep, study, storage
+        self.sweep_dir, self.threads = Path(sweep_dir), threads
         self.data = DataCache()
         self.stopping = False
+        self.last_trial = None
 
     def objective(self, trial) -> float:
         sweep = self.sweep
+        self.last_trial = trial.number
         ahead = [t for t in self.study.get_trials(deepcopy=False, states=_counted_states())
                  if t.number < trial.number and not t.user_attrs.get("surplus")]
         if len(ahead) >= sweep.trials:
@@ -104,7 +109,10 @@ class Worker:
         try:
             config = sweep.trial_config(values, f"trial-{trial.number:03d}", self.threads)
             trial.set_user_attr("config", config)
-            return self._train(trial, config)
+            if studies.has_heartbeat(self.storage):
+                return self._train(trial, config)
+            with studies.Pulse(trial, sweep.heartbeat):
+                return self._train(trial, config)
         except KeyboardInterrupt:  # a second signal: the run stopped at once; --resume retries it
             trial.set_user_attr("stopped", True)
             self.stopping = True
@@ -123,12 +131,12 @@ class Worker:
         return None
 
     def _train(self, trial, config: dict) -> float:
-        reporter = TrialReporter(trial, self.sweep.metric)
+        reporter = TrialReporter(trial, self.sweep.metric, lambda: self.stopping)
         run = self._resumable(trial)
         if run is not None and (read_json(run.path / "status.json") or {}).get("status") in ("finished", "pruned"):
             return self._ended(trial, run, reporter)  # its worker stopped after the run ended
         if run is not None:
-            config = cfg.load_config(run.path / "config.yaml")
+            config = cfg.load_config(run.path / "config.yaml", of_run=True)
         try:
             outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials",
                                 resume=run, stop_on_signals=True)
@@ -169,14 +177,16 @@ class Worker:
             if done >= self.sweep.trials:
                 return
             if done + counts["RUNNING"] >= self.sweep.trials and not queued:
-                studies.fail_stale(self.study)  # a dead worker's trial comes back as a queued retry
+                # a dead worker's trial comes back as a queued retry
+                studies.fail_stale(self.study, self.storage, self.sweep.heartbeat)
                 time.sleep(POLL_SECONDS)
                 continue
             self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed, Surplus, TrialStopped))
-            last = self.study.get_trials(deepcopy=False)[-1]
-            failures = failures + 1 if last.user_attrs.get("error") else 0
+            error = self.study.get_trials(deepcopy=False)[self.last_trial].user_attrs.get("error") \
+                if self.last_trial is not None else None
+            failures = failures + 1 if error else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
-                raise MnistCnnError(f"{failures} trials in a row failed; the last: {last.user_attrs['error']}")
+                raise MnistCnnError(f"{failures} trials in a row failed; the last: {error}")
 
 
 def _counted_states():
@@ -196,7 +206,8 @@ def main(argv=None) -> int:
     try:
         sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
         storage = studies.open_storage(os.environ[STORAGE_VARIABLE], sweep.heartbeat)
-        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), Path(sweep_dir), int(threads))
+        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, Path(sweep_dir),
+                        int(threads))
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
             worker.stopping = True

@@ -63,3 +63,43 @@ def test_schedules():
     mid = 10 + 45
     assert c(mid) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
     assert Schedule(0.3, 5, 2)(7) == 0.3
+
+
+def pytorch_one_cycle(step, total, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
+                      base_momentum=0.85, max_momentum=0.95):
+    """PyTorch's OneCycleLR (cosine annealing, two phases), transcribed from its get_lr."""
+    initial_lr = max_lr / div_factor
+    phases = [{"end_step": float(pct_start * total) - 1, "start_lr": initial_lr, "end_lr": max_lr,
+               "start_momentum": max_momentum, "end_momentum": base_momentum},
+              {"end_step": total - 1, "start_lr": max_lr, "end_lr": initial_lr / final_div_factor,
+               "start_momentum": base_momentum, "end_momentum": max_momentum}]
+
+    def anneal(start, end, pct):
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    start_step = 0
+    for i, phase in enumerate(phases):
+        end_step = phase["end_step"]
+        if step <= end_step or i == len(phases) - 1:
+            pct = (step - start_step) / (end_step - start_step)
+            return (anneal(phase["start_lr"], phase["end_lr"], pct),
+                    anneal(phase["start_momentum"], phase["end_momentum"], pct))
+        start_step = phase["end_step"]
+
+
+@pytest.mark.parametrize("steps_per_epoch, epochs, pct_start", [(10, 3, 0.3), (469, 2, 0.25), (7, 1, 0.5)])
+def test_one_cycle_draws_pytorch_s_curve_for_the_rate_and_the_momentum(steps_per_epoch, epochs, pct_start):
+    schedule = Schedule(0.01, steps_per_epoch, epochs, type="onecycle", pct_start=pct_start)
+    total = steps_per_epoch * epochs
+    for step in range(total):
+        lr, momentum = pytorch_one_cycle(step, total, 0.01, pct_start)
+        assert schedule(step) == pytest.approx(lr, rel=1e-12)
+        assert schedule.momentum(step) == pytest.approx(momentum, rel=1e-12)
+    assert schedule(0) == pytest.approx(0.01 / 25) and schedule(total - 1) == pytest.approx(0.01 / 25 / 1e4)
+    assert 0.009 < max(schedule(step) for step in range(total)) <= 0.01  # the peak, or the steps beside it
+    assert schedule.momentum(0) == pytest.approx(0.95) and schedule.momentum(total - 1) == pytest.approx(0.95)
+
+
+def test_other_schedules_leave_the_momentum_alone():
+    assert Schedule(0.1, 10, 2, type="cosine").momentum(3) is None
+    assert Schedule(0.1, 10, 2, type="onecycle", cycle_momentum=False).momentum(3) is None
