@@ -213,7 +213,7 @@ def onnx_logits(runner, images_nhwc: np.ndarray, input_kind: str, batch_size: in
         batch = images_nhwc[start:start + batch_size].transpose(0, 3, 1, 2)
         batch = batch if input_kind == "uint8" else batch.astype(np.float32) / np.float32(255)
         outputs.append(runner.run(["logits"], {"pixels": np.ascontiguousarray(batch)})[0])
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    return np.concatenate(outputs) if outputs else np.zeros((0, runner.get_outputs()[0].shape[1]), np.float32)
 
 
 def compare(plan, preprocess, runner, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
@@ -267,6 +267,7 @@ class OnnxModel:
 
     def __init__(self, path):
         path = Path(path)
+        require_onnx()
         if not path.is_file():
             raise UsageError(f"{path}: no such ONNX file")
         try:

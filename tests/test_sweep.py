@@ -34,7 +34,7 @@ def write_sweep(folder: Path, limit=2000, epochs=3, **settings) -> Path:
     sweep = {"name": "tiny", "base": "base.yaml", "trials": 6, "sampler": "random",
              "pruner": {"type": "none"},
              "space": {"train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
-                       "model.layers[0].filters": {"type": "choice", "values": [4, 6]}}}
+                       "model.layers[0].filters": {"type": "int", "low": 3, "high": 6}}}
     sweep.update(settings)
     path = folder / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -154,6 +154,8 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     interrupted = [json.loads(p.read_text()) for p in folder.glob("trials/*/status.json")]
     assert "running" not in {status["status"] for status in interrupted}
 
+    elsewhere = run_sweep(mnistcnn_command, "--resume", folder, "--storage", tmp_path / "other.journal", cwd=tmp_path)
+    assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study
     done = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = read_trials(folder)
@@ -170,11 +172,20 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert all(summary["resumed"] for summary in summaries)
 
 
-def test_two_sweeps_share_one_postgresql_study_and_a_killed_worker_s_trial_is_retried(
-        tmp_path, mnistcnn_command, postgres_url):
+@pytest.fixture(params=["postgresql", "journal"])
+def shared_storage(request, tmp_path):
+    """A study two machines could share: a real PostgreSQL server (Optuna's heartbeat), or a
+    journal file (the sweep's own heartbeat)."""
+    if request.param == "journal":
+        return str(tmp_path / "study.journal")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_path, mnistcnn_command,
+                                                                            shared_storage):
     study = f"test-{uuid.uuid4().hex[:12]}"
     path = write_sweep(tmp_path, limit=6000, epochs=3, trials=6, heartbeat=1)
-    common = [str(path), "--jobs", "1", "--storage", postgres_url, "--study", study]
+    common = [str(path), "--jobs", "1", "--storage", shared_storage, "--study", study]
     first = subprocess.Popen([*mnistcnn_command, "sweep", *common, "--runs-dir", str(tmp_path / "a")],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen([*mnistcnn_command, "sweep", *common, "--runs-dir", str(tmp_path / "b")],
@@ -188,7 +199,7 @@ def test_two_sweeps_share_one_postgresql_study_and_a_killed_worker_s_trial_is_re
     assert first.returncode == 0, first_err
     assert second.returncode == 1 and "exited with code -9" in second_err
 
-    status = run_sweep(mnistcnn_command, "--status", "--storage", postgres_url, "--study", study, cwd=tmp_path)
+    status = run_sweep(mnistcnn_command, "--status", "--storage", shared_storage, "--study", study, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     rows = read_trials(sweep_folder(tmp_path / "a"))
     numbers = [int(row["number"]) for row in rows]
@@ -217,6 +228,7 @@ BAD_SWEEPS = [
     ({"trials": 0}, "trials: must be 1 to 100000"),
     ({"pruner": {"type": "median", "warmup": 2}}, "pruner.warmup: unknown key; did you mean 'warmup_epochs'?"),
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
+    ({"pruner": {"type": "median", "warmup_epochs": 3}}, "pruner.warmup_epochs: 3 leaves nothing to prune"),
 ]
 
 
@@ -227,6 +239,12 @@ def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, se
     assert result.exit_code == 2
     assert result.output.startswith(f"error: {path}: ") and result.output.count("\n") == 1, result.output
     assert message in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):
+    result = cli("sweep", write_sweep(tmp_path), "--jobs", 10_000, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "--jobs 10000: this machine has" in result.output
     assert not (tmp_path / "runs").exists()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import config as cfg
 from ..atomic import write_text
-from ..engine.fast.parallel import default_workers
+from ..engine.fast.parallel import cores as available_cores
 from ..errors import UsageError
 from ..runs import stamped_folder
 from . import study as studies
@@ -32,13 +32,23 @@ from .worker import STORAGE_VARIABLE
 
 def plan_jobs(jobs: int | None, trials: int, cores: int | None = None) -> tuple[int, int]:
     """``(jobs, threads per job)`` with jobs x threads <= cores; by default a job per core."""
-    cores = cores or default_workers()
+    cores = cores or available_cores()
     if jobs is None:
         jobs = max(1, min(cores, trials))
     if not 1 <= jobs <= cores:
         raise UsageError(f"--jobs {jobs}: this machine has {cores} cores, and each job needs one; give --jobs 1 to "
                          f"{cores}")
     return jobs, cores // jobs
+
+
+def absolute(storage: str | None) -> str | None:
+    """A journal file's or SQLite database's path made absolute, so that the URL kept in the
+    sweep folder still names it from another working directory."""
+    if storage is None or storage.startswith("sqlite:////") or "://" in storage and not storage.startswith("sqlite"):
+        return storage
+    if storage.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(storage[len("sqlite:///"):]).resolve())
+    return str(Path(storage).resolve())
 
 
 @dataclass
@@ -55,9 +65,9 @@ class Snapshot:
 class SweepRun:
     """A sweep folder, the study it feeds, and the worker processes started here."""
 
-    def __init__(self, sweep: Sweep, folder: Path, storage_url: str):
+    def __init__(self, sweep: Sweep, folder: Path, storage_url: str, create: bool = True):
         self.sweep, self.folder, self.storage_url = sweep, Path(folder), storage_url
-        self.study = studies.open_study(sweep, studies.open_storage(storage_url, sweep.heartbeat), create=True)
+        self.study = studies.open_study(sweep, studies.open_storage(storage_url, sweep.heartbeat), create=create)
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.reported = None
@@ -66,7 +76,7 @@ class SweepRun:
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
         URL writes nothing."""
-        storage, sweep.study = storage or sweep.storage, study or sweep.study
+        storage, sweep.study = absolute(storage or sweep.storage), study or sweep.study
         if storage is not None:
             studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
         folder = stamped_folder(runs_dir, sweep.name)
@@ -88,7 +98,7 @@ class SweepRun:
         if "***" in url:
             raise UsageError(f"{folder}: the storage's password is not kept in the sweep folder; give it again with "
                              f"--storage {url.replace('***', 'PASSWORD')}")
-        run = cls(sweep, folder, url)
+        run = cls(sweep, folder, absolute(url), create=False)
         studies.retry_unfinished(run.study)
         return run
 

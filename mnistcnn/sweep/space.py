@@ -52,8 +52,9 @@ class Parameter:
         """The trial's value, drawn by Optuna's sampler (or fixed by an enqueued trial)."""
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, list(self.values))
-        suggest = trial.suggest_int if self.kind == "int" else trial.suggest_float
-        return suggest(self.key, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, self.low, self.high, log=self.log, step=self.step or 1)
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
 
     def grid_values(self) -> list:
         if self.kind == "choice":
@@ -230,6 +231,10 @@ def load_sweep(path) -> Sweep:
     for key in ("warmup_epochs", "startup_trials", "heartbeat"):
         if getattr(sweep, key) < (1 if key == "heartbeat" else 0):
             raise ConfigError(f"{source}: {key}: must be {'1 or more' if key == 'heartbeat' else '0 or more'}")
+    epochs = base["train"]["epochs"]
+    if sweep.pruner != "none" and sweep.warmup_epochs >= epochs:
+        raise ConfigError(f"{source}: pruner.warmup_epochs: {sweep.warmup_epochs} leaves nothing to prune in the base "
+                          f"config's {epochs} epochs; give fewer, or pruner: {{type: none}}")
     if sweep.sampler == "grid":
         _check_grid(sweep)
     _check_values(sweep)

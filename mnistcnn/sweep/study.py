@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 import warnings
 import zlib
@@ -55,6 +56,9 @@ def open_storage(url: str, heartbeat: int):
             return optuna.storages.JournalStorage(JournalFileBackend(url, JournalFileOpenLock(url)))
         except OSError as err:
             raise UsageError(f"--storage {url}: cannot open the journal file ({err.strerror or err})") from None
+        except ValueError:  # the journal's lines are JSON
+            raise UsageError(f"--storage {url}: is not an Optuna journal file; give a new file's path, or a "
+                             "database URL") from None
     if url.startswith(("postgresql://", "postgres://")):  # the driver the extra installs
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -87,10 +91,12 @@ def make_sampler(sweep, seed_key: str):
 def make_pruner(sweep):
     optuna = require_optuna()
     if sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=sweep.warmup_epochs)
+        # a trial reports epochs 1, 2, ...: pruning may start at the epoch after the warm-up
+        return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials,
+                                           n_warmup_steps=sweep.warmup_epochs + 1)
     if sweep.pruner == "hyperband":
         epochs = sweep.base["train"]["epochs"]
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, sweep.warmup_epochs), max_resource=epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=sweep.warmup_epochs + 1, max_resource=epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -133,8 +139,10 @@ def load_any_study(url: str, name: str):
 
 
 def retry_trial(study, trial) -> None:
-    """Queue a copy of a trial that stopped before its end, pointing at its run directory so
-    that a worker on the same machine resumes it from its checkpoint."""
+    """Queue a copy of a trial that stopped before its end (once), pointing at its run directory
+    so that a worker on the same machine resumes it from its checkpoint."""
+    if any(other.user_attrs.get("retry_of") == trial.number for other in study.get_trials(deepcopy=False)):
+        return
     attrs = {"retry_of": trial.number}
     if trial.user_attrs.get("run_dir"):
         attrs["resume_from"] = trial.user_attrs["run_dir"]
@@ -151,10 +159,20 @@ def states(study) -> dict:
     return counts
 
 
+def _stopped(trial) -> bool:
+    """A failed trial that had started training and stopped before its end (not one whose config
+    or data failed, nor a surplus draw)."""
+    attrs = trial.user_attrs
+    return trial.state.name == "FAIL" and not attrs.get("error") and not attrs.get("surplus")
+
+
+def _fail(study, trial) -> None:
+    study.tell(trial.number, state=require_optuna().trial.TrialState.FAIL, skip_if_finished=True)
+
+
 def retry_unfinished(study) -> int:
     """Queue a retry for each trial that stopped without one: cut short by a second Ctrl-C, or
-    left running by a worker of this machine that is gone (killed, with a storage that has no
-    heartbeat); returns how many."""
+    left running by a worker of this machine that is gone; returns how many."""
     from ..runlist import process_alive
 
     trials = study.get_trials(deepcopy=False)
@@ -164,19 +182,58 @@ def retry_unfinished(study) -> int:
         orphaned = (trial.state.name == "RUNNING" and trial.user_attrs.get("host") == host()
                     and not process_alive(trial.user_attrs.get("pid")))
         if orphaned:
-            study.tell(trial.number, state=require_optuna().trial.TrialState.FAIL)
-        if (orphaned or trial.state.name == "FAIL" and trial.user_attrs.get("stopped")) and trial.number not in retried:
+            _fail(study, trial)
+        if (orphaned or _stopped(trial)) and trial.number not in retried:
             retry_trial(study, trial)
             retried.add(trial.number)
             queued += 1
     return queued
 
 
-def fail_stale(study) -> None:
-    """Fail (and so retry) running trials whose worker stopped beating, where there is a heartbeat."""
+def has_heartbeat(storage) -> bool:
+    """Whether Optuna keeps a heartbeat in ``storage`` (databases); a journal file has none."""
+    return isinstance(storage, require_optuna().storages.RDBStorage)
+
+
+def fail_stale(study, storage, heartbeat: int) -> None:
+    """Fail and retry running trials whose worker went silent: by Optuna's heartbeat in a
+    database, else by the ``alive`` time that ``Pulse`` keeps on the trial."""
     optuna = require_optuna()
-    with contextlib.suppress(Exception):  # a storage without heartbeat, or a passing database hiccup
-        optuna.storages.fail_stale_trials(study)
+    if has_heartbeat(storage):
+        with contextlib.suppress(Exception):  # a passing database hiccup: the next poll tries again
+            optuna.storages.fail_stale_trials(study)
+        return
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        alive = trial.user_attrs.get("alive", trial.datetime_start.timestamp() if trial.datetime_start else now)
+        if now - alive > 2 * heartbeat:
+            _fail(study, trial)
+            retry_trial(study, trial)
+
+
+class Pulse:
+    """Marks a running trial alive every ``seconds`` from a thread of its own, for storages
+    without Optuna's heartbeat (``fail_stale`` reads it)."""
+
+    def __init__(self, trial, seconds: int):
+        self.trial, self.seconds = trial, seconds
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is made up by the next one
+                self.trial.set_user_attr("alive", time.time())
+            if self.stop.wait(self.seconds):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 def host() -> str:

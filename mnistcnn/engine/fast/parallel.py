@@ -39,8 +39,13 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+    return min(cores(), 8)
 
 
 def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = None) -> list:
