@@ -192,6 +192,13 @@ def is_mnist_source(folder: Path) -> bool:
     return folder in (BUNDLED_DIR.resolve(), CACHE_DIR.resolve())
 
 
+def recorded_source(source: str) -> str:
+    """A data folder as a run's summary records it: the bundled copy and the cache by name, so
+    that a recorded result holds no path of the machine it ran on."""
+    folder = Path(source).resolve()
+    return {BUNDLED_DIR.resolve(): "bundled MNIST", CACHE_DIR.resolve(): "the download cache"}.get(folder, source)
+
+
 def load_dataset(folder=None, verify: bool | None = None, num_classes: int = 10) -> Dataset:
     """Load the four files of an MNIST-layout folder, checking shapes and label ranges.
 

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
-from .data import BatchIterator, Dataset, Preprocess, load_dataset, split_indices
+from .data import BatchIterator, Dataset, Preprocess, load_dataset, recorded_source, split_indices
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, default_workers
@@ -406,7 +406,7 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
         "versions": versions(trainer.workers),
         "split_sha256": data.split_sha256,
         "data_sha256": data.files_sha256,
-        "data_source": data.source,
+        "data_source": recorded_source(data.source),
         "data_verified": data.verified,
         "split_sizes": {"train": len(data.train_x), "validation": len(data.val_x), "test": len(data.test_x)},
         "resumed": trainer.resumed_from,

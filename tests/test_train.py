@@ -33,6 +33,7 @@ def test_short_run_writes_every_file_consistently(trained):
     assert summary["test_acc"] > 0.90 and summary["split_sizes"] == {"train": 3000, "validation": 1000,
                                                                      "test": 10000}
     assert summary["data_verified"] and len(summary["data_sha256"]) == 4 and summary["seed"] == 0
+    assert summary["data_source"] == "bundled MNIST"  # a recorded result names no path of the machine
     assert set(summary["versions"]) == {"python", "numpy", "mnistcnn", "cpu", "blas", "workers"}
     _, meta = load_checkpoint(run / "checkpoints" / "best.npz")
     assert meta["epoch"] == summary["best_epoch"] and meta["config"]["name"] == "small"
