@@ -1,5 +1,6 @@
-"""Training-time augmentation: a random affine map per image (shift, rotation, scale),
-applied to the whole batch at once by bilinear resampling with zero fill."""
+"""Training-time augmentation: a random affine map per image (shift, rotation, scale) and an
+optional elastic distortion (Simard, Steinkraus and Platt, 2003), applied to the whole batch at
+once by bilinear resampling with zero fill."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,23 +9,28 @@ import numpy as np
 
 
 class Augment:
-    """Random shifts of up to ``shift`` pixels (whole pixels), rotations of up to ``rotate``
-    degrees and scaling by up to ``scale`` (0.1 means a factor in [0.9, 1.1])."""
+    """Random shifts of up to ``shift`` pixels (whole pixels: a padded random crop), rotations of
+    up to ``rotate`` degrees, scaling by up to ``scale`` (0.1 means a factor in [0.9, 1.1]) and
+    an elastic distortion of strength ``elastic`` (Simard's alpha; 0: none) smoothed over
+    ``elastic_sigma`` pixels, for images of ``shape`` (H, W)."""
 
-    def __init__(self, shift: int = 0, rotate: float = 0.0, scale: float = 0.0):
+    def __init__(self, shift: int = 0, rotate: float = 0.0, scale: float = 0.0, elastic: float = 0.0,
+                 elastic_sigma: float = 4.0, shape=(28, 28)):
         self.shift, self.rotate, self.scale = shift, rotate, scale
+        self.elastic, self.elastic_sigma, self.shape = elastic, elastic_sigma, tuple(shape[:2])
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
+        return bool(self.shift or self.rotate or self.scale or self.elastic)
 
     def draw(self, n: int, rng: np.random.Generator):
-        """The random parameters for ``n`` images: ``(theta, zoom, shifts)``. Drawn for a whole
-        batch at once, so the result does not depend on how the batch is split over threads."""
+        """The random parameters for ``n`` images: ``(theta, zoom, shifts, fields)``. Drawn for a
+        whole batch at once, so the result does not depend on how the batch is split over threads."""
         theta = np.deg2rad(rng.uniform(-self.rotate, self.rotate, n)) if self.rotate else np.zeros(n)
         zoom = rng.uniform(1 - self.scale, 1 + self.scale, n) if self.scale else np.ones(n)
         shifts = rng.integers(-self.shift, self.shift + 1, size=(n, 2)) if self.shift else np.zeros((n, 2))
-        return theta, zoom, shifts
+        fields = elastic_fields(n, self.shape, self.elastic, self.elastic_sigma, rng) if self.elastic else None
+        return theta, zoom, shifts, fields
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """batch (N, H, W, C) float32 -> a new augmented batch of the same shape."""
@@ -33,10 +39,27 @@ class Augment:
         return affine_resample(batch, *self.draw(len(batch), rng))
 
 
-def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """``G @ v`` smooths ``v`` (length ``size``) with a Gaussian of ``sigma``, zero beyond the ends."""
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return (weights / weights[size // 2].sum()).astype(np.float32)
+
+
+def elastic_fields(n: int, shape, alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Simard's displacement fields, (n, 2, H, W) pixels: uniform noise in [-1, 1], smoothed by
+    a Gaussian of ``sigma`` along each axis (two matrix products for the whole batch), times ``alpha``."""
+    h, w = shape
+    noise = rng.uniform(-1, 1, size=(n, 2, h, w)).astype(np.float32)
+    return np.float32(alpha) * (gaussian_matrix(h, sigma) @ noise @ gaussian_matrix(w, sigma).T)
+
+
+def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shifts: np.ndarray,
+                    fields: np.ndarray | None = None) -> np.ndarray:
     """Rotate by ``theta`` (radians) and scale by ``zoom`` about the centre, then shift by
-    ``shifts`` (dy, dx) pixels; one parameter set per image. Pixels from outside take the
-    image's background value (its minimum: 0 when scaled, below 0 when standardised)."""
+    ``shifts`` (dy, dx) pixels, and move each output pixel's source by ``fields`` (n, 2, H, W),
+    if given; one parameter set per image. Pixels from outside take the image's background
+    value (its minimum: 0 when scaled, below 0 when standardised)."""
     n, h, w, c = batch.shape
     if n == 0:
         return batch.copy()
@@ -53,8 +76,10 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     dx = xs[None] - np.float32(cx) - shifts[:, 1, None, None].astype(np.float32)
     cos = (np.cos(theta) / zoom).astype(np.float32)[:, None, None]
     sin = (np.sin(theta) / zoom).astype(np.float32)[:, None, None]
-    src_y = np.clip(cos * dy - sin * dx + np.float32(cy), -1, h)
-    src_x = np.clip(sin * dy + cos * dx + np.float32(cx), -1, w)
+    src_y, src_x = cos * dy - sin * dx + np.float32(cy), sin * dy + cos * dx + np.float32(cx)
+    if fields is not None:
+        src_y, src_x = src_y + fields[:, 0], src_x + fields[:, 1]
+    src_y, src_x = np.clip(src_y, -1, h), np.clip(src_x, -1, w)
     y0, x0 = np.floor(src_y), np.floor(src_x)
     fy, fx = src_y - y0, src_x - x0
     # flat index of the top-left tap in the framed batch
@@ -77,7 +102,7 @@ def picture_training_images(config: dict, count: int, seed: int, path, source: s
 
     data = prepare_data(config, source=source)
     preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-    augmented = Augment(**config["data"]["augment"])(preprocess(data.train_x[:count]), np.random.default_rng(seed))
+    augmented = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image_grid(augmented, [names[label] for label in data.train_y[:count]], path,

@@ -102,6 +102,9 @@ SCHEMA = {
             "shift": Field(0, int, "random shifts of up to this many pixels (training only)", 0, 8),
             "rotate": Field(0.0, float, "random rotations of up to this many degrees", 0, 45),
             "scale": Field(0.0, float, "random scaling by up to this fraction (0.1: 0.9x to 1.1x)", 0, 0.5),
+            "elastic": Field(0.0, float, "elastic distortion's strength (Simard's alpha, e.g. 8 to 34); 0: none",
+                             0, 100),
+            "elastic_sigma": Field(4.0, float, "elastic distortion: the smoothing of its field, in pixels", 0.5, 20),
         },
     },
     "model": {

@@ -196,7 +196,7 @@ class Trainer:
                                             np.random.default_rng([seed, 0]))
         self.plan = fast_plan(self.model, config)
         self.preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-        self.augment = Augment(**config["data"]["augment"])
+        self.augment = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])
         self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed, shuffle=True,
                                       drop_last=train_config["drop_last"])
         if len(self.iterator) == 0:
@@ -250,7 +250,9 @@ class Trainer:
 
             def make_batch(lo, hi, raw=raw, warp=warp):  # runs in the worker threads
                 batch = self.preprocess(raw[lo:hi])
-                return affine_resample(batch, *(p[lo:hi] for p in warp)) if warp is not None else batch
+                if warp is None:
+                    return batch
+                return affine_resample(batch, *(p[lo:hi] if p is not None else None for p in warp))
 
             dropout_state = _rng_state(self.dropout_rng)
             loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, label_smoothing)

@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from mnistcnn.augment import Augment, affine_resample
+from mnistcnn.augment import Augment, affine_resample, elastic_fields
 from mnistcnn.data import (MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS, BatchIterator, Preprocess, load_dataset,
                            read_idx, split_indices)
 from mnistcnn.errors import DataError
@@ -161,6 +161,22 @@ def test_augmentation_is_seeded_and_identity_without_change():
     assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
 
 
+def test_elastic_fields_are_smooth_seeded_and_move_pixels_as_a_shift_would():
+    fields = elastic_fields(64, (28, 28), 34.0, 4.0, np.random.default_rng(0))
+    assert fields.shape == (64, 2, 28, 28) and fields.dtype == np.float32
+    assert np.array_equal(fields, elastic_fields(64, (28, 28), 34.0, 4.0, np.random.default_rng(0)))
+    size = np.abs(fields[..., 4:-4, 4:-4]).mean()
+    assert 0.3 < size < 3  # about a pixel or two, as Simard's alpha 34, sigma 4
+    assert np.abs(np.diff(fields, axis=-1)).mean() < size / 3  # neighbours move alike: a smooth field
+    x = np.random.default_rng(1).random((2, 28, 28, 1)).astype(np.float32)
+    one_right = np.zeros((2, 2, 28, 28), np.float32)
+    one_right[:, 1] = 1.0  # every pixel taken from one to its right: the image moves one left
+    assert np.array_equal(affine_resample(x, np.zeros(2), np.ones(2), np.zeros((2, 2)), one_right),
+                          affine_resample(x, np.zeros(2), np.ones(2), np.tile([[0, -1]], (2, 1))))
+    augment = Augment(elastic=8.0, shape=(28, 28))
+    assert augment.active and len(augment.draw(2, np.random.default_rng(0))) == 4
+
+
 def test_loading_is_streamed_into_one_buffer(tmp_path, write_idx):
     path = write_idx(tmp_path / "x-idx3-ubyte.gz", np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256, gz=True)
     array, digest = read_idx(path, 3, want_sha256=True)
@@ -169,11 +185,13 @@ def test_loading_is_streamed_into_one_buffer(tmp_path, write_idx):
     assert array.shape == (2, 3, 4)
 
 
-def test_affine_resample_matches_a_pixel_loop():
+@pytest.mark.parametrize("elastic", [False, True])
+def test_affine_resample_matches_a_pixel_loop(elastic):
     rng = np.random.default_rng(5)
     batch = rng.random((3, 9, 7, 2)).astype(np.float32) + 0.25  # background (the minimum) is not zero
     theta, zoom, shifts = np.array([0.3, -0.5, 0.0]), np.array([0.9, 1.2, 1.0]), np.array([[1, -2], [0, 3], [-9, 0]])
-    got = affine_resample(batch, theta, zoom, shifts)
+    fields = rng.uniform(-2, 2, (3, 2, 9, 7)).astype(np.float32) if elastic else np.zeros((3, 2, 9, 7), np.float32)
+    got = affine_resample(batch, theta, zoom, shifts, fields if elastic else None)
     n, h, w, c = batch.shape
     cy, cx = (h - 1) / 2, (w - 1) / 2
     for i in range(n):
@@ -182,7 +200,7 @@ def test_affine_resample_matches_a_pixel_loop():
             for x in range(w):
                 dy, dx = y - cy - shifts[i, 0], x - cx - shifts[i, 1]
                 cos, sin = np.cos(theta[i]) / zoom[i], np.sin(theta[i]) / zoom[i]
-                sy, sx = cos * dy - sin * dx + cy, sin * dy + cos * dx + cx
+                sy, sx = cos * dy - sin * dx + cy + fields[i, 0, y, x], sin * dy + cos * dx + cx + fields[i, 1, y, x]
                 y0, x0 = int(np.floor(sy)), int(np.floor(sx))
                 want = np.zeros(c)
                 for yy, xx, weight in ((y0, x0, (1 - (sy - y0)) * (1 - (sx - x0))), (y0, x0 + 1, (1 - (sy - y0)) * (sx - x0)),

@@ -242,3 +242,19 @@ def test_a_run_trained_with_the_old_onecycle_keeps_its_curve_as_cosine():
     assert cfg.upgrade_run_config(new) is new
     with pytest.raises(Exception, match="onecycle rises over pct_start"):
         cfg.validate({"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1}}})
+
+
+def test_elastic_distortion_trains_and_a_seed_repeats_it_exactly():
+    from mnistcnn.trainer import Trainer, prepare_data
+
+    config = cfg.validate({"data": {"train_limit": 512, "validation": 64, "augment": {"elastic": 8.0, "rotate": 5}},
+                           "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3, "activation": "relu"},
+                                                {"type": "flatten"}, {"type": "dense", "units": 10}]},
+                           "train": {"epochs": 1, "batch_size": 64, "workers": 2}})
+    weights = []
+    for _ in range(2):
+        trainer = Trainer(config, prepare_data(config))
+        summary = trainer.fit()
+        assert np.isfinite(summary["test_loss"])
+        weights.append(trainer.model.state_dict())
+    assert all(np.array_equal(weights[0][key], weights[1][key]) for key in weights[0])
