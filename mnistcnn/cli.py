@@ -581,7 +581,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
     require_optuna()
     if status:
         settings, rows = study_status(sweep_path, storage, study)
-        console.print(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
+        print_whole(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
         return
     if resume is not None:
         if sweep_path is not None or study is not None:
@@ -604,8 +604,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
     snapshot, stopped = _watch_sweep(run, jobs, threads)
     console.print(f"{sweep_headline(run.sweep, snapshot)}; {_duration(time.monotonic() - started)}",
                   markup=False, soft_wrap=True)
-    console.print(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
-                                              "trials": run.sweep.trials}, "top trials", top=10))
+    print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
+                                            "trials": run.sweep.trials}, "top trials", top=10))
     for message in run.worker_errors():
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:
@@ -644,6 +644,12 @@ def _watch_sweep(run, jobs: int, threads: int):
         view.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def print_whole(table: Table) -> None:
+    """A table whose numbers must not be cut: as wide as it needs off a terminal (a log, a pipe),
+    where the usual 80 columns would truncate them."""
+    (console if console.is_terminal else Console(highlight=False, width=200)).print(table)
 
 
 def sweep_headline(sweep, snapshot) -> str:
