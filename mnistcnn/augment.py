@@ -102,7 +102,8 @@ def picture_training_images(config: dict, count: int, seed: int, path, source: s
 
     data = prepare_data(config, source=source)
     preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-    augmented = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])(preprocess(data.train_x[:count]), np.random.default_rng(seed))
+    augment = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])
+    augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image_grid(augmented, [names[label] for label in data.train_y[:count]], path,

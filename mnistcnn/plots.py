@@ -217,6 +217,8 @@ def sweep_pictures(rows: list[dict], sweep, folder) -> None:
             ax.set_xscale("log")
         ax.set(xlabel=parameter.key, ylabel=metric)
         ax.grid(alpha=0.3)
+    if points:
+        axes.flat[0].legend()
     for ax in list(axes.flat)[len(sweep.parameters):]:
         ax.set_visible(False)
     title = f"sweep {sweep.name}: {metric} against each parameter"

@@ -262,10 +262,7 @@ class Trainer:
                 raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
                                      f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
-            momentum = schedule.momentum(self.step)
-            if momentum is not None:
-                self.optimizer.set_momentum(momentum)
-            runner.update(self.optimizer, params, grads, schedule(self.step))
+            runner.update(self.optimizer, params, grads, scheduled_lr(schedule, self.optimizer, self.step))
             self.step += 1
             sums = self.epoch_sums
             sums.update(loss=sums["loss"] + loss * len(y), correct=sums["correct"] + correct,
@@ -312,9 +309,8 @@ class Trainer:
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
         # overflow is detected and reported by check_finite, not by numpy's warnings
-        blas_threads = train_config["blas_threads"]
-        with threadpool_limits(blas_threads, "blas") if blas_threads else contextlib.nullcontext(), \
-                StepRunner(self.plan, self.workers) as self.runner, np.errstate(over="ignore", invalid="ignore"):
+        with blas_limit(train_config["blas_threads"]), StepRunner(self.plan, self.workers) as self.runner, \
+                np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
                 if patience is not None and self.stale_epochs >= patience:
                     stopped_early = True
@@ -338,6 +334,19 @@ class Trainer:
             self.run.write_json("summary.json", summary)
         self.callbacks.on_end(summary)
         return summary
+
+
+def blas_limit(threads: int | None):
+    """BLAS limited to ``threads`` while training (a sweep's trial shares the cores); None: as is."""
+    return threadpool_limits(threads, "blas") if threads else contextlib.nullcontext()
+
+
+def scheduled_lr(schedule: Schedule, optimizer, step: int) -> float:
+    """The step's learning rate; a one-cycle schedule also sets the optimiser's momentum (or beta1)."""
+    momentum = schedule.momentum(step)
+    if momentum is not None:
+        optimizer.set_momentum(momentum)
+    return schedule(step)
 
 
 def checkpoint_meta(trainer: Trainer) -> dict:
