@@ -547,16 +547,16 @@ def export(target, file_format, output, which, opset, input_kind, data_dir):
 
 
 # -- sweep ------------------------------------------------------------------------------------
-@main.command(short_help="Search hyperparameters (Optuna): pruning, --jobs, many machines.", epilog="""\b
+@main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""\b
 Needs the sweep extra: pip install 'mnistcnn[sweep]'.
 \b
 Examples:
-  mnistcnn sweep configs/sweeps/lenet-lr.yaml
-  mnistcnn sweep configs/sweeps/lenet-lr.yaml --jobs 2
-  mnistcnn sweep --resume runs/lenet-lr-20260101-000000        # continue after Ctrl-C
-  mnistcnn sweep configs/sweeps/lenet-lr.yaml --storage postgresql://USER:PASSWORD@HOST/DB --study lr1
-  mnistcnn sweep --status --storage postgresql://USER:PASSWORD@HOST/DB --study lr1
-  mnistcnn sweep --status runs/lenet-lr-20260101-000000""")
+  mnistcnn sweep configs/sweeps/quick-lr.yaml                  # 8 small trials, about a minute
+  mnistcnn sweep configs/sweeps/lenet-search.yaml --jobs 2
+  mnistcnn sweep --resume runs/lenet-search-20260101-000000    # continue after Ctrl-C
+  mnistcnn sweep configs/sweeps/lenet-search.yaml --storage postgresql://USER:PASSWORD@HOST/DB --study s1
+  mnistcnn sweep --status --storage postgresql://USER:PASSWORD@HOST/DB --study s1
+  mnistcnn sweep --status runs/lenet-search-20260101-000000""")
 @click.argument("sweep_path", metavar="[SWEEP.yaml]", required=False, type=click.Path(path_type=Path))
 @click.option("--jobs", type=int, help="Trials at once on this machine, each in its own process with an equal "
                                        "share of the cores (default: one per core).")
