@@ -21,7 +21,7 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .errors import MnistCnnError
-from .trainer import RunLog
+from .callbacks import RunLog
 
 console = Console(highlight=False)
 
@@ -497,7 +497,7 @@ Examples:
   mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--format", "file_format", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="The file format.")
+              help="The file format (ONNX is the one every runtime reads).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
               help="Where to write (default: model.onnx in the run folder).")
 @click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
@@ -511,29 +511,20 @@ Examples:
 def export(target, file_format, output, which, opset, input_kind, data_dir):
     """Write a trained model as an ONNX file with its preprocessing inside, then check it: the
     ONNX checker, and onnxruntime against the engine on the run's test split."""
-    from .evaluation import load_for_target
-    from .export import export_onnx, require_onnx
-    from .runs import output_folder, read_json
-    from .trainer import fast_plan
+    from .export import export_run
 
-    require_onnx()
-    model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    output = output or output_folder(path) / "model.onnx"
-    summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
-    meta["test_acc"] = (summary or {}).get("test_acc")
-    comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,
-                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output, input_kind,
-                                     opset)
+    exported = export_run(target, which, data_dir, output, input_kind, opset)
+    comparison, output, (height, width, channels) = exported.comparison, exported.output, exported.input_shape
     table = Table(title="exported as ONNX", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     rows = [
-        ("checkpoint", str(path)),
+        ("checkpoint", str(exported.checkpoint)),
         ("file", f"{output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset})"),
         ("input", f"pixels: {'uint8 0-255' if input_kind == 'uint8' else 'float32 0-1'}, NCHW "
-                  f"[N, {model.input_shape[2]}, {model.input_shape[0]}, {model.input_shape[1]}]"),
+                  f"[N, {channels}, {height}, {width}]"),
         ("outputs", "logits, probabilities"),
-        ("batchnorm", "folded into the layer before it" if folded else "-"),
+        ("batchnorm", "folded into the layer before it" if exported.folded else "-"),
         ("largest logit difference", f"{comparison.largest_difference:.2e} (tolerance {comparison.tolerance:.2e})"),
         ("predictions that differ", f"{comparison.ties} (ties within the tolerance)"),
         ("test accuracy: engine", f"{comparison.engine_accuracy:.2%} ({comparison.images:,} images)"),

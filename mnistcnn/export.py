@@ -154,7 +154,6 @@ def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", op
         opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="mnistcnn", producer_version=__version__)
     onnx.helper.set_model_props(proto, {key: value if isinstance(value, str) else json.dumps(value)
                                         for key, value in metadata.items()})
-    onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
@@ -240,20 +239,51 @@ def compare(plan, preprocess, runner, images: np.ndarray, labels: np.ndarray, in
         onnx_images_per_s=len(images) / max(onnx_seconds, 1e-9))
 
 
+@dataclass
+class Exported:
+    """What ``export_run`` wrote and how it compares with the engine."""
+
+    checkpoint: Path
+    output: Path
+    comparison: Comparison
+    folded: bool
+    input_shape: tuple
+
+
+def export_run(target, which: str = "best", data_dir=None, output=None, input_kind: str = "uint8",
+               opset: int = DEFAULT_OPSET) -> Exported:
+    """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
+    ``output`` (default: model.onnx in the run's folder), checked on the run's test split."""
+    from . import config as cfg
+    from .evaluation import load_for_target
+    from .runs import output_folder, read_json
+    from .trainer import fast_plan
+
+    require_onnx()
+    model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
+    output = Path(output) if output else output_folder(path) / "model.onnx"
+    summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
+    meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
+    comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,
+                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output, input_kind, opset)
+    return Exported(path, output, comparison, folded, model.input_shape)
+
+
 def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.ndarray, labels: np.ndarray,
                 output: Path, input_kind: str = "uint8", opset: int = DEFAULT_OPSET) -> tuple[Comparison, bool]:
     """Write the graph to ``output``, check the file and prove it equal to the engine on
     ``images`` (else remove it); returns the comparison and whether batchnorm was folded. A
     batchnorm folded into the layer before it sums in another order: if that misses the
     tolerance, it is kept as a node."""
-    if not LOWEST_OPSET <= opset <= require_onnx()[0].defs.onnx_opset_version():
-        raise UsageError(f"--opset {opset}: give {LOWEST_OPSET} to {require_onnx()[0].defs.onnx_opset_version()}")
+    onnx, _ = require_onnx()
+    if not LOWEST_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {opset}: give {LOWEST_OPSET} to {onnx.defs.onnx_opset_version()}")
     test_acc = meta.get("test_acc")
     metadata = model_metadata(meta, classes, input_kind, test_acc)
     has_norm = any(isinstance(layer, BatchNorm) for layer in plan.model.layers)
     for fold in (True, False) if has_norm else (False,):
         write_bytes(output, build_model(plan.model, preprocess, metadata, input_kind, opset, fold).SerializeToString())
-        require_onnx()[0].checker.check_model(str(output), full_check=True)
+        onnx.checker.check_model(str(output), full_check=True)
         comparison = compare(plan, preprocess, session(output), images, labels, input_kind)
         if comparison.equal:
             return comparison, fold

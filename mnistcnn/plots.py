@@ -160,8 +160,8 @@ def histogram(values: np.ndarray, path, title: str = "") -> None:
 
 
 def _sweep_points(rows: list[dict]):
-    """(row, value, marker, label) for each trial with a value: complete trials their objective,
-    pruned ones the last value they reported."""
+    """(row, value, status) for each trial with a value: complete trials their objective, pruned
+    ones the last value they reported."""
     for row in rows:
         value = row["value"] if row["status"] == "complete" else (row["per_epoch"] or [None])[-1]
         if row["status"] in SWEEP_STYLES and value is not None:

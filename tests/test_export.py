@@ -116,6 +116,9 @@ def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fol
     model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
     plan = Plan(model)
     proto = build_model(model, preprocess, {"classes": [str(d) for d in range(10)]}, fold=fold)
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
     images, labels = mnist.test_images[:200], mnist.test_labels[:200]
     import onnxruntime
 

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as cfg
@@ -30,9 +30,9 @@ from .space import Sweep, load_sweep
 from .worker import STORAGE_VARIABLE
 
 
-def plan_jobs(jobs: int | None, trials: int, cores: int | None = None) -> tuple[int, int]:
+def plan_jobs(jobs: int | None, trials: int) -> tuple[int, int]:
     """``(jobs, threads per job)`` with jobs x threads <= cores; by default a job per core."""
-    cores = cores or available_cores()
+    cores = available_cores()
     if jobs is None:
         jobs = max(1, min(cores, trials))
     if not 1 <= jobs <= cores:
@@ -59,7 +59,6 @@ class Snapshot:
     counts: dict
     best: dict | None
     running_workers: int
-    exit_codes: list = field(default_factory=list)
 
 
 class SweepRun:
@@ -126,14 +125,14 @@ class SweepRun:
 
     def snapshot(self) -> Snapshot:
         """The trials now; the reports are rewritten whenever a trial has ended since the last."""
-        rows = trial_rows(self.study)
+        trials = self.study.get_trials(deepcopy=False)
+        rows = trial_rows(trials)
         ended = [(row["number"], row["status"]) for row in rows if row["status"] in ENDED]
         if ended != self.reported:
             write_reports(self.sweep, rows, self.folder)
             self.reported = ended
-        return Snapshot(rows, studies.states(self.study), best_row(rows, self.sweep.direction),
-                        sum(process.poll() is None for process in self.workers),
-                        [process.returncode for process in self.workers if process.poll() is not None])
+        return Snapshot(rows, studies.states(trials), best_row(rows, self.sweep.direction),
+                        sum(process.poll() is None for process in self.workers))
 
     def worker_errors(self) -> list[str]:
         """What each worker that failed (not stopped by a signal) said last, and where its log is."""
@@ -160,4 +159,4 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
     study = studies.load_any_study(storage, name)
     settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
                 "study": name}
-    return settings, trial_rows(study)
+    return settings, trial_rows(study.get_trials(deepcopy=False))

@@ -15,10 +15,9 @@ ENDED = ("complete", "pruned", "failed", "stopped")
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
 
 
-def trial_rows(study) -> list[dict]:
+def trial_rows(trials) -> list[dict]:
     """One row per trial that ran or runs (not the surplus ones, which never started)."""
     rows = []
-    trials = study.get_trials(deepcopy=False)
     retried_as = {trial.user_attrs["retry_of"]: trial.number for trial in trials if "retry_of" in trial.user_attrs}
     for trial in trials:
         attrs = trial.user_attrs
@@ -48,9 +47,8 @@ def best_row(rows: list[dict], direction: str) -> dict | None:
     return max(complete, key=lambda row: (sign * row["value"], -row["number"]))  # ties: the earlier trial
 
 
-def write_reports(sweep, rows: list[dict], folder: Path) -> Path | None:
-    """trials.csv, trials.jsonl, best-trial.yaml and the PNGs; returns best-trial.yaml's path
-    (None while no trial is complete)."""
+def write_reports(sweep, rows: list[dict], folder: Path) -> None:
+    """trials.csv, trials.jsonl, the PNGs and, once a trial is complete, best-trial.yaml."""
     folder = Path(folder)
     keys = [parameter.key for parameter in sweep.parameters]
     buffer = io.StringIO()
@@ -68,11 +66,10 @@ def write_reports(sweep, rows: list[dict], folder: Path) -> Path | None:
         sweep_pictures(rows, sweep, folder)
     best = best_row(rows, sweep.direction)
     if best is None or best["config"] is None:
-        return None
+        return
     path = folder / "best-trial.yaml"
     config = {**best["config"], "name": f"{sweep.name}-best"}
     header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g}),\n"
               f"# with the worker and BLAS thread counts it ran with, so that on the same machine\n"
               f"#   mnistcnn train {path}\n# trains it again bit for bit.\n")
     write_text(path, header + cfg.dump(config))
-    return path

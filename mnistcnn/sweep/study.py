@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-DONE = ("COMPLETE", "PRUNED")
 EXTRA = "pip install 'mnistcnn[sweep]'"
 CONNECT_ATTEMPTS = 4
 
@@ -150,10 +149,10 @@ def retry_trial(study, trial) -> None:
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
-def states(study) -> dict:
-    """How many trials are in each state (surplus trials, which never ran, left out)."""
+def states(trials) -> dict:
+    """How many of ``trials`` are in each state (surplus trials, which never ran, left out)."""
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         if not trial.user_attrs.get("surplus"):
             counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     return counts
@@ -170,14 +169,13 @@ def _fail(study, trial) -> None:
     study.tell(trial.number, state=require_optuna().trial.TrialState.FAIL, skip_if_finished=True)
 
 
-def retry_unfinished(study) -> int:
+def retry_unfinished(study) -> None:
     """Queue a retry for each trial that stopped without one: cut short by a second Ctrl-C, or
-    left running by a worker of this machine that is gone; returns how many."""
+    left running by a worker of this machine that is gone."""
     from ..runlist import process_alive
 
     trials = study.get_trials(deepcopy=False)
     retried = {trial.user_attrs.get("retry_of") for trial in trials}
-    queued = 0
     for trial in trials:
         orphaned = (trial.state.name == "RUNNING" and trial.user_attrs.get("host") == host()
                     and not process_alive(trial.user_attrs.get("pid")))
@@ -186,8 +184,6 @@ def retry_unfinished(study) -> int:
         if (orphaned or _stopped(trial)) and trial.number not in retried:
             retry_trial(study, trial)
             retried.add(trial.number)
-            queued += 1
-    return queued
 
 
 def has_heartbeat(storage) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import config as cfg
 from ..errors import MnistCnnError, NonFiniteError
 from ..runs import RunDir, read_json
-from ..trainer import Pruned, RunLog, prepare_data, train_run
+from ..callbacks import Pruned, RunLog
+from ..trainer import prepare_data, train_run
 from . import study as studies
 from .space import load_sweep
 
@@ -91,11 +92,11 @@ class Worker:
         self.sweep_dir, self.threads = Path(sweep_dir), threads
         self.data = DataCache()
         self.stopping = False
-        self.last_trial = None
+        self.last_error = None  # of this worker's last trial
 
     def objective(self, trial) -> float:
         sweep = self.sweep
-        self.last_trial = trial.number
+        self.last_error = None
         ahead = [t for t in self.study.get_trials(deepcopy=False, states=_counted_states())
                  if t.number < trial.number and not t.user_attrs.get("surplus")]
         if len(ahead) >= sweep.trials:
@@ -122,6 +123,7 @@ class Worker:
             raise studies.require_optuna().TrialPruned(str(err)) from None
         except MnistCnnError as err:
             trial.set_user_attr("error", str(err))
+            self.last_error = str(err)
             raise TrialFailed(str(err)) from None
 
     def _resumable(self, trial) -> RunDir | None:
@@ -172,7 +174,7 @@ class Worker:
         """Draw and train trials until the study has its trials (or a signal asks to stop)."""
         failures = 0
         while not self.stopping:
-            counts = studies.states(self.study)
+            counts = studies.states(self.study.get_trials(deepcopy=False))
             done, queued = counts["COMPLETE"] + counts["PRUNED"], counts["WAITING"]
             if done >= self.sweep.trials:
                 return
@@ -182,11 +184,9 @@ class Worker:
                 time.sleep(POLL_SECONDS)
                 continue
             self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed, Surplus, TrialStopped))
-            error = self.study.get_trials(deepcopy=False)[self.last_trial].user_attrs.get("error") \
-                if self.last_trial is not None else None
-            failures = failures + 1 if error else 0
+            failures = failures + 1 if self.last_error else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
-                raise MnistCnnError(f"{failures} trials in a row failed; the last: {error}")
+                raise MnistCnnError(f"{failures} trials in a row failed; the last: {self.last_error}")
 
 
 def _counted_states():
