@@ -242,6 +242,13 @@ def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, se
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
+    result = cli("sweep", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path / 'nope.yaml'}: sweep file not found; configs/sweeps/ holds examples\n"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):
     result = cli("sweep", write_sweep(tmp_path), "--jobs", 10_000, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "--jobs 10000: this machine has" in result.output

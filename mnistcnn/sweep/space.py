@@ -190,6 +190,8 @@ def _check_values(sweep: Sweep) -> None:
 def load_sweep(path) -> Sweep:
     """Read and check a sweep file (and its base config); nothing is written."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: sweep file not found; configs/sweeps/ holds examples")
     raw = cfg.load_raw(path)
     source = str(path)
     _mapping(source, raw, SWEEP_KEYS)
