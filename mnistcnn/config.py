@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError
-from .engine.optim import OPTIMIZERS, SCHEDULES
+from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 
 MAX_LAYERS = 256
 
@@ -145,6 +145,12 @@ SCHEMA = {
             "cycle_momentum": Field(True, bool, "onecycle: move momentum (sgd) or beta1 (adam) against the rate"),
             "base_momentum": Field(0.85, float, "onecycle: momentum or beta1 at the peak rate", 0, 0.9999),
             "max_momentum": Field(0.95, float, "onecycle: momentum or beta1 at the start and the end", 0, 0.9999),
+        },
+        "average": {
+            "type": Field("none", str, "evaluate and keep averaged weights: ema (every step) or swa (each epoch's "
+                                       "end); none: the last weights", choices=AVERAGES),
+            "decay": Field(0.999, float, "ema: the average keeps this share of itself each step", 0, 0.999999),
+            "start": Field(0.0, float, "the share of the run after which averaging begins", 0, 0.999),
         },
         "early_stopping": {
             "patience": Field(None, int, "stop after this many epochs without a better validation accuracy; "

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
+from .averaging import Averaged
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, recorded_source, split_indices
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
@@ -141,6 +142,17 @@ class Trainer:
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
         self.workers = train_config["workers"] or default_workers()
+        self.averaged = None
+        if train_config["average"]["type"] != "none":
+            model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
+            self.averaged = Averaged(config, len(self.iterator), model, fast_plan(model, config))
+
+    @property
+    def evaluated(self) -> tuple[Sequential, Plan]:
+        """The model that is scored and kept: the averaged one once there is an average."""
+        if self.averaged is not None and self.averaged.ready:
+            return self.averaged.model, self.averaged.plan
+        return self.model, self.plan
 
     @property
     def epochs(self) -> int:
@@ -156,6 +168,8 @@ class Trainer:
             return None
         path = self.run.checkpoint(which)
         arrays = dict(self.model.state_dict())
+        if self.averaged is not None and self.averaged.ready:
+            arrays = self.averaged.checkpoint_arrays(arrays)
         arrays.update({f"optim.{key}": value for key, value in self.optimizer.state_dict().items()})
         save_checkpoint(path, arrays, {**checkpoint_meta(self), **extra})
         return path
@@ -189,6 +203,8 @@ class Trainer:
                                      "Lower train.optimizer.lr; the last good checkpoint is kept")
             runner.update(self.optimizer, params, grads, scheduled_lr(schedule, self.optimizer, self.step))
             self.step += 1
+            if self.averaged is not None:
+                self.averaged.after_step(self.step, params)
             sums = self.epoch_sums
             sums.update(loss=sums["loss"] + loss * len(y), correct=sums["correct"] + correct,
                         count=sums["count"] + len(y), seconds=time.perf_counter() - started)
@@ -200,7 +216,9 @@ class Trainer:
     def _end_epoch(self, schedule: Schedule) -> dict:
         train_config = self.config["train"]
         sums = self.epoch_sums
-        val_loss, val_acc, _ = evaluate(self.plan, self.data.val_x, self.data.val_y, self.preprocess,
+        if self.averaged is not None:
+            self.averaged.after_epoch(self.step, self.model.params(), self.data.train_x, self.preprocess)
+        val_loss, val_acc, _ = evaluate(self.evaluated[1], self.data.val_x, self.data.val_y, self.preprocess,
                                         train_config["eval_batch_size"], self.workers)
         epoch = self.iterator.epoch  # already advanced: this is the 1-based number of the epoch just done
         row = {"epoch": epoch, "step": self.step, "lr": schedule(max(self.step - 1, 0)),
@@ -249,10 +267,11 @@ class Trainer:
     def finish(self, stopped_early: bool = False) -> dict:
         """Restore the best weights, score the test split once, and summarise."""
         self.finishing = True
+        model, plan = self.evaluated
         if self.run is not None and self.run.checkpoint("best").is_file():
             arrays, _ = load_checkpoint(self.run.checkpoint("best"))
-            self.model.load_state_dict(arrays)
-        test_loss, test_acc, _ = evaluate(self.plan, self.data.test_x, self.data.test_y, self.preprocess,
+            model.load_state_dict(arrays)
+        test_loss, test_acc, _ = evaluate(plan, self.data.test_x, self.data.test_y, self.preprocess,
                                           self.config["train"]["eval_batch_size"], self.workers)
         summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
@@ -298,7 +317,7 @@ def checkpoint_meta(trainer: Trainer) -> dict:
 def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
     """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``) left off."""
     check_compatible(trainer.model, arrays, meta, path)
-    trainer.model.load_state_dict(arrays)
+    trainer.model.load_state_dict(trainer.averaged.restore(arrays) if trainer.averaged is not None else arrays)
     optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
     if optim:
         trainer.optimizer.load_state_dict(optim)

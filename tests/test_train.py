@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from mnistcnn import config as cfg
+from mnistcnn.callbacks import Callbacks
 from mnistcnn.runs import load_checkpoint
+from mnistcnn.trainer import fast_plan
 
 
 def without_timing(rows):
@@ -258,3 +260,53 @@ def test_elastic_distortion_trains_and_a_seed_repeats_it_exactly():
         assert np.isfinite(summary["test_loss"])
         weights.append(trainer.model.state_dict())
     assert all(np.array_equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+class StopAfterEpoch(Callbacks):
+    """Keeps each epoch's training weights; asks the trainer to stop after epoch ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at, self.snapshots = stop_at, []
+
+    def on_start(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_end(self, row):
+        self.snapshots.append(self.trainer.model.state_dict())
+        if row["epoch"] == self.stop_at:
+            self.trainer.request_stop(signal.SIGINT)
+
+
+@pytest.mark.parametrize("kind", ["swa", "ema"])
+def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import evaluate, load_model, prepare_data, train_run
+
+    config = cfg.validate({"data": {"train_limit": 512, "validation": 128},
+                           "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3, "bias": False},
+                                                {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d"},
+                                                {"type": "flatten"}, {"type": "dense", "units": 10}]},
+                           "train": {"epochs": 3, "batch_size": 64, "optimizer": {"lr": 0.01},
+                                     "average": {"type": kind, "decay": 0.9, "start": 0.4}}})
+    data = prepare_data(config)
+    whole = StopAfterEpoch()
+    outcome = train_run(config, data, whole, runs_dir=tmp_path / "whole")
+    arrays, meta = load_checkpoint(outcome.run.checkpoint("last"))
+    if kind == "swa":  # the start (0.4 of 24 steps) leaves out epoch 1: epochs 2 and 3 are averaged
+        mean = {key: (whole.snapshots[1][key] + whole.snapshots[2][key]) / 2 for key in whole.snapshots[2]}
+        assert all(np.allclose(arrays[key], mean[key], rtol=1e-5, atol=1e-7) for key in mean if "param." in key)
+    assert all(np.array_equal(arrays["training." + key], value) for key, value in whole.snapshots[2].items())
+    model, _, preprocess = load_model(outcome.run.checkpoint("last"))
+    _, val_acc, _ = evaluate(fast_plan(model, config), data.val_x, data.val_y, preprocess)
+    assert val_acc == meta["history"][-1]["val_acc"]  # the averaged weights, their own batchnorm statistics
+    model, best, _ = load_model(outcome.run.checkpoint("best"))
+    _, test_acc, _ = evaluate(fast_plan(model, config), data.test_x, data.test_y, preprocess)
+    assert test_acc == outcome.summary["test_acc"] and best["epoch"] == outcome.summary["best_epoch"]
+
+    stopped = train_run(config, data, StopAfterEpoch(stop_at=2), runs_dir=tmp_path / "parts")
+    assert stopped.summary is None
+    resumed = train_run(config, data, runs_dir=tmp_path / "parts", resume=RunDir.open(stopped.run.path))
+    again, _ = load_checkpoint(resumed.run.checkpoint("last"))
+    assert sorted(again) == sorted(arrays)
+    assert all(np.array_equal(again[key], arrays[key]) for key in arrays if not key.startswith("optim."))
+    assert resumed.summary["test_acc"] == outcome.summary["test_acc"]

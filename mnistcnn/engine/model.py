@@ -123,6 +123,21 @@ class Sequential:
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, dtype=np.float32)
 
 
+def recompute_batchnorm(model: Sequential, batches, rng: np.random.Generator) -> None:
+    """Set every batchnorm layer's running statistics to their mean over ``batches``, for weights
+    that were never trained as they are (averaged ones), as PyTorch's ``update_bn`` does."""
+    norms = [layer for layer in model.layers if layer.type_name == "batchnorm"]
+    if not norms:
+        return
+    momentums = [layer.momentum for layer in norms]
+    for count, x in enumerate(batches):
+        for layer in norms:
+            layer.momentum = count / (count + 1)  # folds batch number ``count`` into a plain mean
+        model.forward(x, training=True, rng=rng)
+    for layer, momentum in zip(norms, momentums):
+        layer.momentum = momentum
+
+
 def locate_non_finite(model: Sequential, x, y, rng=None, label_smoothing=0.0) -> str:
     """Re-run a batch layer by layer to say where a NaN or infinity first appeared."""
     with np.errstate(all="ignore"):

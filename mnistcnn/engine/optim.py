@@ -1,4 +1,4 @@
-"""Optimisers (SGD with momentum/Nesterov, Adam, AdamW) and learning-rate schedules.
+"""Optimisers (SGD with momentum/Nesterov, Adam, AdamW), learning-rate schedules and weight averaging.
 
 Parameters and gradients are dicts of arrays keyed by a stable name (``"0.W"``); optimiser
 state is a dict of arrays under the same keys, so it saves into a checkpoint and restores.
@@ -139,6 +139,42 @@ class AdamW(Adam):
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+AVERAGES = ("none", "ema", "swa")
+
+
+class WeightAverage:
+    """A running average of the parameters, the model that is evaluated and kept.
+
+    ``ema``: an exponential moving average, ``average += (1 - decay) * (params - average)``
+    after every step (Polyak averaging, as Keras's ``use_ema``). ``swa``: the equal-weight mean of
+    the weights at the end of each epoch (Izmailov et al., PyTorch's ``AveragedModel``). Both
+    start from a copy of the weights at their first update.
+    """
+
+    def __init__(self, kind: str, decay: float = 0.999):
+        self.kind, self.decay = kind, decay
+        self.count = 0
+        self.average: dict[str, np.ndarray] = {}
+
+    def update(self, params: dict) -> None:
+        if self.count == 0:
+            self.average = {key: p.copy() for key, p in params.items()}
+        else:
+            weight = 1.0 - self.decay if self.kind == "ema" else 1.0 / (self.count + 1)
+            for key, p in params.items():
+                average = self.average[key]
+                average += average.dtype.type(weight) * (p - average)
+        self.count += 1
+
+    def state_dict(self) -> dict:
+        return {"count": np.array(self.count, dtype=np.int64), **{k: v.copy() for k, v in self.average.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        self.count = int(state.pop("count"))
+        self.average = {k: np.array(v) for k, v in state.items()}
 
 
 def make_optimizer(config: dict) -> Optimizer:

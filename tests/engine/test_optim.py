@@ -103,3 +103,37 @@ def test_one_cycle_draws_pytorch_s_curve_for_the_rate_and_the_momentum(steps_per
 def test_other_schedules_leave_the_momentum_alone():
     assert Schedule(0.1, 10, 2, type="cosine").momentum(3) is None
     assert Schedule(0.1, 10, 2, type="onecycle", cycle_momentum=False).momentum(3) is None
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_weight_average_matches_hand_computation_and_restores(kind):
+    from mnistcnn.engine.optim import WeightAverage
+
+    snapshots = [np.array([1.0, 4.0]), np.array([3.0, 0.0]), np.array([8.0, 2.0])]
+    average = WeightAverage(kind, decay=0.9)
+    for snapshot in snapshots[:2]:
+        average.update({"0.W": snapshot})
+    again = WeightAverage(kind, decay=0.9)
+    again.load_state_dict(average.state_dict())
+    for each in (average, again):
+        each.update({"0.W": snapshots[2]})
+    if kind == "swa":
+        expected = np.mean(snapshots, axis=0)
+    else:
+        expected = snapshots[0] + 0.1 * (snapshots[1] - snapshots[0])
+        expected = expected + 0.1 * (snapshots[2] - expected)
+    assert np.allclose(average.average["0.W"], expected) and average.count == 3
+    assert np.array_equal(again.average["0.W"], average.average["0.W"]) and again.count == 3
+
+
+def test_recomputed_batchnorm_statistics_are_the_mean_over_the_batches():
+    from mnistcnn.engine.model import Sequential, recompute_batchnorm
+
+    model = Sequential.from_config([{"type": "batchnorm", "momentum": 0.8}], [3], dtype=np.float64)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, 2.0, size=(16, 3)) for loc in (0.0, 1.0, 5.0)]
+    recompute_batchnorm(model, iter(batches), rng)
+    norm = model.layers[0]
+    assert np.allclose(norm.buffers["running_mean"], np.mean([b.mean(axis=0) for b in batches], axis=0))
+    assert np.allclose(norm.buffers["running_var"], np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0))
+    assert norm.momentum == 0.8
