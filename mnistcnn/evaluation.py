@@ -60,6 +60,14 @@ def score(plan, images, labels, preprocess, classes: list[str], batch_size=1000,
     start = time.perf_counter()
     loss, acc, logits = evaluate(plan, images, labels, preprocess, batch_size)
     seconds = time.perf_counter() - start
+    return {"loss": loss, "accuracy": acc, "images": int(len(labels)), "seconds": seconds,
+            "images_per_s": len(labels) / seconds if seconds else None,
+            **logits_report(logits, labels, classes, worst)}
+
+
+def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str], worst=16) -> dict:
+    """From a split's logits (n, classes): the per-class table, the confusion matrix (rows true,
+    columns predicted) and the ``worst`` most confidently misclassified images."""
     num_classes = len(classes)
     predicted = logits.argmax(axis=1)
     confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes ** 2)
@@ -68,8 +76,6 @@ def score(plan, images, labels, preprocess, classes: list[str], batch_size=1000,
     confident = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:worst]
     confusion = confusion.reshape(num_classes, num_classes)
     return {
-        "loss": loss, "accuracy": acc, "images": int(len(labels)), "seconds": seconds,
-        "images_per_s": len(labels) / seconds if seconds else None,
         "classes": classes, "per_class": per_class(confusion), "confusion": confusion.tolist(),
         "misclassified": [{"index": int(i), "true": int(labels[i]), "predicted": int(predicted[i]),
                            "confidence": float(probs[i, predicted[i]])} for i in confident],

@@ -60,10 +60,21 @@ def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
     return np.arange(i, min(i + 16, n)) if index is None else np.array([i])
 
 
-def _stats(a: np.ndarray) -> dict:
+def statistics(a: np.ndarray) -> dict:
+    """The figures inspect-layer shows for an array: mean, std, min, max, norm, share of zeros."""
     a64 = a.astype(np.float64)
     return {"mean": float(a64.mean()), "std": float(a64.std()), "min": float(a64.min()), "max": float(a64.max()),
             "norm": float(np.linalg.norm(a64)), "zero_fraction": float(np.mean(a == 0))}
+
+
+def output_statistics(out: np.ndarray) -> dict:
+    """``statistics`` of a layer's output batch; for a batch of images (NHWC) also its dead units:
+    the share of channels that are zero for every image and pixel, and each channel's zeros."""
+    stats = statistics(out)
+    if out.ndim == 4:
+        stats["dead_channel_fraction"] = float(np.mean(np.all(out == 0, axis=(0, 1, 2))))
+        stats["zero_fraction_per_channel"] = np.mean(out == 0, axis=(0, 1, 2)).round(4).tolist()
+    return stats
 
 
 def sample_index(shape) -> tuple:
@@ -158,15 +169,12 @@ def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, l
         "input_shape": [len(x)] + list(layer.input_shape), "output_shape": list(out.shape),
         "params": {k: {"shape": list(v.shape), "count": int(v.size)} for k, v in layer.params.items()},
         "param_count": layer.num_params(),
-        "forward": _stats(out),
+        "forward": output_statistics(out),
         "sample": {"index": list(sample_index(out.shape)), "value": np.asarray(out[sample_index(out.shape)]).tolist()},
-        "backward": {"dA_prev": _stats(dx) if dx is not None else None},
+        "backward": {"dA_prev": statistics(dx) if dx is not None else None},
     }
-    if out.ndim == 4:  # dead units: channels that are zero for every chosen image and pixel
-        report["forward"]["dead_channel_fraction"] = float(np.mean(np.all(out == 0, axis=(0, 1, 2))))
-        report["forward"]["zero_fraction_per_channel"] = np.mean(out == 0, axis=(0, 1, 2)).round(4).tolist()
     for key, param in layer.params.items():
-        grad_stats = _stats(grads[key])
+        grad_stats = statistics(grads[key])
         # the update's scale against the weights'; None for an all-zero parameter (a fresh
         # model's biases), where the ratio would only measure the guard against dividing by 0
         weight_norm = float(np.linalg.norm(param.astype(np.float64)))

@@ -48,15 +48,21 @@ def expand_inputs(arguments) -> list[Path]:
     return paths
 
 
-def read_grey(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A picture file as a float array of grey levels 0..255 (transparent parts count as white),
+class PictureTooLarge(DataError):
+    """A picture with more pixels than the limit, refused by its header."""
+
+
+def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """A picture file (a path, or a binary file object such as ``io.BytesIO``, which messages call
+    ``name``) as a float array of grey levels 0..255 (transparent parts count as white),
     reduced to about READ_SIDE on its longer side before any float copy is made."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such image file")
-    too_large = (f"{path}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
+    if name is None:
+        path = name = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such image file")
+    too_large = (f"{name}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
                  "scale it down (a digit needs a few hundred pixels a side) and try again")
     try:
         with warnings.catch_warnings():
@@ -64,7 +70,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with Image.open(path) as image:  # reads the header only
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise DataError(too_large)
+                    raise PictureTooLarge(too_large)
                 image.draft("L", (max(1, width * READ_SIDE // max(width, height)), 1))  # JPEG: decode reduced
                 image.load()
                 factor = max(image.size) // READ_SIDE
@@ -75,14 +81,14 @@ def read_grey(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
                 grey = np.asarray(image.convert("L"), dtype=np.float64)
     except Image.DecompressionBombError:  # Pillow's own, higher limit, checked when opening
-        raise DataError(too_large) from None
+        raise PictureTooLarge(too_large) from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image Pillow can read; give a PNG or JPEG of a digit") from None
+        raise DataError(f"{name}: not an image Pillow can read; give a PNG or JPEG of a digit") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: the image file is damaged or truncated ({err}); save it again as PNG or "
+        raise DataError(f"{name}: the image file is damaged or truncated ({err}); save it again as PNG or "
                         "JPEG") from None
     if grey.ndim != 2 or grey.size == 0:
-        raise DataError(f"{path}: the image has no pixels")
+        raise DataError(f"{name}: the image has no pixels")
     return grey
 
 
@@ -223,17 +229,26 @@ def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
             continue
         results.append({"path": str(path), "doubt": doubt, "image": image})
         images.append(image)
-    if not images:
-        return results
-    probs = softmax(model.predict_logits(np.stack(images)[..., None], 256, preprocess).astype(np.float64))
-    for result, p in zip((r for r in results if "image" in r), probs):
+    if images:
+        classify(model, preprocess, [result for result in results if "image" in result], classes, top, min_confidence)
+    return results
+
+
+def classify(model, preprocess, prepared: list[dict], classes: list[str], top: int = 3,
+             min_confidence: float = MIN_CONFIDENCE) -> None:
+    """Add to each of ``prepared`` (dicts with the 28x28 ``image`` and the ``doubt`` of
+    ``prepare``) its ``prediction``, the ``top`` classes with probabilities, and the doubt "low
+    confidence" when the first is under ``min_confidence``. ``model``: anything with the engine's
+    ``predict_logits(x, batch_size, transform)``, a Sequential or a fast plan."""
+    images = np.stack([result["image"] for result in prepared])[..., None]
+    probs = softmax(model.predict_logits(images, 256, preprocess).astype(np.float64))
+    for result, p in zip(prepared, probs):
         order = np.argsort(-p, kind="stable")[:top]
         blank = result["doubt"] == "blank"  # nothing to classify
         result["prediction"] = None if blank else classes[order[0]]
         result["top"] = [] if blank else [{"class": classes[i], "probability": float(p[i])} for i in order]
         if result["doubt"] is None and p[order[0]] < min_confidence:
             result["doubt"] = "low confidence"
-    return results
 
 
 def save_inputs(results: list[dict], folder) -> None:

@@ -465,10 +465,10 @@ class BatchNorm(Layer):
 
     def forward_pass(self, x, training=False, rng=None):
         gamma, beta = self.params["gamma"], self.params["beta"]
-        if not training:
+        if not training:  # the cache is the input itself (no copy): a backward in evaluation needs it
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             scale = (gamma * inv_std).astype(x.dtype)
-            return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), None
+            return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), x
         rows = x.reshape(-1, x.shape[-1])
         count = rows.shape[0]
         mean = F.column_sums(rows) / count
@@ -503,6 +503,8 @@ class BatchNorm(Layer):
         self.buffers["running_var"] = (momentum * self.buffers["running_var"] + (1 - momentum) * unbiased).astype(dtype)
 
     def backward_pass(self, dout, cache):
+        if isinstance(cache, np.ndarray):
+            return self.evaluation_backward(dout, cache)
         x_hat, inv_std = cache[:2]
         shape = dout.shape
         dout = dout.reshape(-1, shape[-1])
@@ -518,3 +520,12 @@ class BatchNorm(Layer):
         dx *= (self.params["gamma"] * inv_std).astype(dout.dtype)
         dx = dx.reshape(shape)
         return dx.astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}
+
+    def evaluation_backward(self, dout, x):
+        """``(dx, grads)`` of the evaluation forward: a fixed map per channel with the running
+        statistics, y = gamma * x_hat + beta, x_hat = (x - running_mean) * inv_std."""
+        inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+        x_hat = ((x - self.buffers["running_mean"]) * inv_std).reshape(-1, x.shape[-1])
+        rows = dout.reshape(x_hat.shape)
+        grads = {"gamma": F.column_sums(rows * x_hat), "beta": F.column_sums(rows)}
+        return (dout * (self.params["gamma"] * inv_std).astype(dout.dtype)), grads
