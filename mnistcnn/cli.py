@@ -537,6 +537,50 @@ def export(target, file_format, output, which, opset, input_kind, data_dir):
     console.print(table)
 
 
+# -- serve ------------------------------------------------------------------------------------
+@main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""\b
+Needs the serve extra: pip install 'mnistcnn[serve]'. The page works offline (no CDN) and
+listens on this machine only unless --host says otherwise.
+\b
+Examples:
+  mnistcnn serve runs/lenet-20260101-000000 --open
+  mnistcnn serve runs/lenet-20260101-000000/checkpoints/last.npz --port 8080
+  mnistcnn serve runs/lenet-20260101-000000 --host 0.0.0.0     # reachable from other machines""")
+@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="The port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on; anything but loopback lets other machines in (no login).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which checkpoint of a run directory.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
+              help="Folder of MNIST-layout IDX files for the run tab (default: the run's own data).")
+@handle_errors
+def serve(target, port, host, open_browser, which, data_dir):
+    """A local web page for a trained model: draw a digit (or upload a picture) and see the
+    probabilities, every layer's activations, the arithmetic behind any conv value and the
+    gradients; a run tab shows the curves, the confusion matrix and the worst test images."""
+    from .serve.server import allowed_hosts, is_loopback, listening_socket, require_web, run, url_of
+
+    require_web()
+    from .serve.app import create_app
+    from .serve.inside import open_model
+
+    served = open_model(target, which, data_dir)
+    sock = listening_socket(host, port)
+    url = url_of(host, port)
+    if not is_loopback(host):
+        click.echo(f"warning: --host {host} lets other machines reach this page, which has no login; "
+                   "the default 127.0.0.1 keeps it to this machine", err=True)
+    console.print(f"serving {served.meta['config']['name']} ({served.checkpoint}) at {url}\nCtrl-C stops",
+                  markup=False, soft_wrap=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    run(create_app(served, allowed_hosts(host)), sock)
+
+
 # -- sweep ------------------------------------------------------------------------------------
 @main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""\b
 Needs the sweep extra: pip install 'mnistcnn[sweep]'.

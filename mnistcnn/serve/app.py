@@ -1,0 +1,225 @@
+"""The Starlette app: the page (three packaged files) and the JSON endpoints it calls.
+
+Safe by default: a request's body is read up to a limit (413 past it), what is not a picture is
+refused with a message the page shows, only the packaged files are served (a fixed map of names:
+no path from a request reaches the file system), the Host header must name this machine when it
+listens on loopback (a page elsewhere cannot reach it by DNS rebinding), and every refusal is
+``{"error": "..."}`` with a 4xx status, after which the server answers as before.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import MnistCnnError
+from ..predict import PictureTooLarge
+from . import inside
+
+MAX_PICTURE_BYTES = 8 << 20
+MAX_JSON_BYTES = 64 << 10
+PICTURE_TYPES = ("image/", "application/octet-stream")  # a file the browser has no type for
+# the page's files: name in the URL -> (file in static/, content type)
+STATIC = {"app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css; charset=utf-8")}
+HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                                        b"frame-ancestors 'none'"),
+           (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message for the page."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class SecurityHeaders:
+    """ASGI middleware adding HEADERS to every response: the page may load only its own files."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, refused with 413 as soon as it is over ``limit`` bytes (declared or sent)."""
+    too_large = RequestError(413, f"{what} is larger than {limit >> 20 or limit >> 10} "
+                                  f"{'MB' if limit >> 20 else 'kB'}, the limit; send a smaller one")
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit():
+        raise RequestError(400, "the Content-Length header is not a number")
+    if int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_fields(request: Request) -> dict:
+    """A JSON object from the request's body."""
+    body = await read_body(request, MAX_JSON_BYTES, "the request")
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise RequestError(400, "the request's body is not JSON; send an object such as "
+                                '{"image": "...", "class": 3}') from None
+    if not isinstance(fields, dict):
+        raise RequestError(400, "the request's body must be a JSON object")
+    return fields
+
+
+def whole_number(fields: dict, key: str, stop: int) -> int:
+    """``fields[key]``, which must be a whole number from 0 to ``stop`` - 1."""
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < stop:
+        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {json.dumps(value)}")
+    return value
+
+
+def query_fields(request: Request) -> dict:
+    """The query's parameters, digits as numbers (``whole_number`` checks them)."""
+    return {key: int(value) if value.isdigit() else value for key, value in request.query_params.items()}
+
+
+def image_field(fields: dict):
+    try:
+        return inside.decode_image(fields.get("image") if isinstance(fields.get("image"), str) else "")
+    except ValueError as err:
+        raise RequestError(400, f"image: not a 28x28 image as /api/predict returns it ({err})") from None
+
+
+def conv_layer(served: inside.Served, fields: dict) -> int:
+    """``fields["layer"]``, which must be the index of a conv layer."""
+    index = whole_number(fields, "layer", len(served.model.layers))
+    if served.model.layers[index].type_name != "conv2d":
+        convs = [str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d"]
+        raise RequestError(400, f"layer {index} is not a conv layer; the conv layers are {', '.join(convs)}")
+    return index
+
+
+async def compute(request: Request, function, *args) -> JSONResponse:
+    """``function(served, *args)`` in a worker thread, one computation at a time, as JSON."""
+    served = request.app.state.served
+
+    def locked():
+        with served.lock:
+            return function(served, *args)
+
+    return JSONResponse(await run_in_threadpool(locked))
+
+
+async def index(request):
+    return Response(request.app.state.page["index.html"], media_type="text/html; charset=utf-8")
+
+
+async def static(request):
+    name = request.path_params["name"]
+    if name not in STATIC:
+        raise HTTPException(404)
+    return Response(request.app.state.page[name], media_type=STATIC[name][1])
+
+
+async def model(request):
+    return JSONResponse(inside.model_summary(request.app.state.served))
+
+
+async def predict(request):
+    """A picture's bytes (a drawing, an upload) -> predict's answer and every layer's activations."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not kind.startswith(PICTURE_TYPES):
+        raise RequestError(415, f"the upload is {kind or 'of no type'}, not a picture; choose a PNG or JPEG "
+                                "image of a digit")
+    data = await read_body(request, MAX_PICTURE_BYTES, "the picture")
+    if not data:
+        raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
+    image, doubt = await run_in_threadpool(inside.read_picture, data)
+    return await compute(request, inside.predict_picture, image, doubt)
+
+
+async def explain(request):
+    """The arithmetic behind one value of a conv layer, for a 28x28 image as predict returned it."""
+    fields, served = await read_fields(request), request.app.state.served
+    index = conv_layer(served, fields)
+    height, width, channels = served.model.layers[index].output_shape
+    where = [whole_number(fields, key, stop) for key, stop in (("row", height), ("col", width),
+                                                                ("channel", channels))]
+    image = image_field(fields)
+    return await compute(request, lambda s: inside.conv_arithmetic(s.model, inside.model_input(s, image), index,
+                                                                   *where))
+
+
+async def gradients(request):
+    fields = await read_fields(request)
+    target = whole_number(fields, "class", len(request.app.state.served.classes))
+    return await compute(request, inside.gradients, image_field(fields), target)
+
+
+async def weights(request):
+    fields, served = query_fields(request), request.app.state.served
+    index = conv_layer(served, fields)
+    channel = whole_number(fields, "channel", served.model.layers[index].filters)
+    return await compute(request, lambda s: inside.filter_weights(s.model, index, channel))
+
+
+async def run(request):
+    return await compute(request, inside.run_report)
+
+
+async def cell(request):
+    fields, count = query_fields(request), len(request.app.state.served.classes)
+    return await compute(request, inside.cell_images, whole_number(fields, "true", count),
+                         whole_number(fields, "predicted", count))
+
+
+ROUTES = [Route("/", index), Route("/static/{name}", static), Route("/api/model", model),
+          Route("/api/predict", predict, methods=["POST"]), Route("/api/explain", explain, methods=["POST"]),
+          Route("/api/gradients", gradients, methods=["POST"]), Route("/api/filter", weights),
+          Route("/api/run", run), Route("/api/run/cell", cell)]
+
+
+def create_app(served: inside.Served, allowed_hosts=("127.0.0.1", "localhost", "[::1]")) -> Starlette:
+    """The app serving ``served`` (``inside.open_model``); ``allowed_hosts``: the Host headers it
+    answers (``server.allowed_hosts``). The page's files are read once, here."""
+    app = Starlette(routes=ROUTES, exception_handlers=ERROR_HANDLERS,
+                    middleware=[Middleware(SecurityHeaders),
+                                Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+    app.state.served = served
+    app.state.page = {name: resources.files(__package__).joinpath("static", file).read_bytes()
+                      for name, (file, _) in {**STATIC, "index.html": ("index.html", "")}.items()}
+    return app
+
+
+def _refused(request, err: RequestError):
+    return JSONResponse({"error": str(err)}, status_code=err.status)
+
+
+def _library_error(request, err: MnistCnnError):
+    return JSONResponse({"error": str(err)}, status_code=413 if isinstance(err, PictureTooLarge) else 400)
+
+
+def _http_error(request, err: HTTPException):
+    message = f"no such page: {request.url.path}" if err.status_code == 404 else err.detail
+    return JSONResponse({"error": message}, status_code=err.status_code)
+
+
+ERROR_HANDLERS = {RequestError: _refused, MnistCnnError: _library_error, HTTPException: _http_error}

@@ -1,0 +1,74 @@
+"""The server process around the app: the optional extra's check, the listening socket (bound
+before anything is printed, so that a port in use is one clear line) and uvicorn."""
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import socket
+
+from ..errors import UsageError
+
+EXTRA = "pip install 'mnistcnn[serve]'"
+
+
+def require_web() -> None:
+    """Refuse, saying what to install, when the serve extra is missing."""
+    try:
+        for module in ("starlette", "uvicorn"):
+            importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"mnistcnn serve needs starlette and uvicorn, which are not installed; {EXTRA}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address that only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost may resolve anywhere
+        return False
+
+
+def allowed_hosts(host: str) -> tuple[str, ...]:
+    """The Host headers to answer when listening on ``host``: this machine's names on loopback (a
+    page elsewhere cannot then reach the server by DNS rebinding), any beyond it."""
+    if not is_loopback(host):
+        return ("*",)
+    return tuple(dict.fromkeys(("127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host)))
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening: a browser may connect at once, and its
+    request waits in the backlog until uvicorn serves it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UsageError(f"--host {host}: not an address or a name this machine can resolve; "
+                         "the default 127.0.0.1 serves this machine only") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another --port") from None
+    return sock
+
+
+def run(app, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` with uvicorn until Ctrl-C (then return) or SIGTERM; errors are
+    logged, requests are not."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down on Ctrl-C and raises it again: the end asked for
+        pass
