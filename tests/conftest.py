@@ -2,6 +2,7 @@ import gzip
 import os
 import shutil
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -123,6 +124,18 @@ def mnistcnn_command():
     """The installed command, for tests that need a real process (signals, two runs at once)."""
     exe = shutil.which("mnistcnn")
     return [exe] if exe else [sys.executable, "-m", "mnistcnn.cli"]
+
+
+@pytest.fixture(scope="session")
+def cli_without():
+    """``cli_without(module, "export", path, ...)``: the mnistcnn command in a fresh process where
+    ``module`` cannot be imported (an optional extra not installed)."""
+
+    def run(module, *args):
+        code = f"import sys; sys.modules[{module!r}] = None; from mnistcnn.cli import main; main()"
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+
+    return run
 
 
 # -- a small config and its runs ----------------------------------------------------------------

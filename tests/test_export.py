@@ -3,8 +3,6 @@ layer type), raw pixels in, metadata, refusals, and predict on an exported file.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,9 +216,8 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
     assert not (trained_run / "model.onnx").exists()
 
 
-def test_without_onnx_the_command_says_what_to_install(trained_run):
-    code = "import sys; sys.modules['onnx'] = None; from mnistcnn.cli import main; main()"
-    result = subprocess.run([sys.executable, "-c", code, "export", str(trained_run)], capture_output=True, text=True)
+def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without):
+    result = cli_without("onnx", "export", trained_run)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn export needs onnx and onnxruntime, which are not installed; "
                                      "pip install 'mnistcnn[export]'")

@@ -1,0 +1,432 @@
+"""mnistcnn serve: the endpoints against mnistcnn predict and the engine (Starlette's TestClient),
+refusals after which the server still answers, the command, and the page itself in a real
+headless Chromium against a real server.
+
+The browser test serves the shared small run; MNISTCNN_TEST_SERVE_RUN=RUN serves another (the
+README's screenshot is this test's, with a configs/lenet.yaml run). Screenshots go to
+MNISTCNN_TEST_ARTEFACTS when set.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("starlette", reason="the serve extra: pip install 'mnistcnn[serve]'")
+pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx: pip install 'mnistcnn[dev]'")
+
+with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; its TestClient works with either
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from mnistcnn.engine.model import FLOAT32_RTOL  # noqa: E402
+from mnistcnn.evaluation import eval_target  # noqa: E402
+from mnistcnn.predict import classify, prepare, read_grey  # noqa: E402
+from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
+from mnistcnn.serve.inside import open_model, trace  # noqa: E402
+from mnistcnn.trainer import load_model  # noqa: E402
+
+@pytest.fixture(scope="module")
+def served(trained_run):
+    return open_model(trained_run)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return TestClient(create_app(served), base_url="http://127.0.0.1")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def post_picture(client, data: bytes, kind="image/png"):
+    return client.post("/api/predict", content=data, headers={"content-type": kind})
+
+
+def scribble() -> np.ndarray:
+    """Two separate zigzags on black: no single digit."""
+    picture = Image.new("L", (280, 280), 0)
+    draw = ImageDraw.Draw(picture)
+    for left in (20, 170):
+        draw.line([(left, 40), (left + 80, 90), (left, 140), (left + 80, 190), (left, 240)], fill=255, width=18)
+    return np.asarray(picture)
+
+
+@pytest.fixture(scope="module")
+def pictures(served, tmp_path_factory):
+    """PNG files: MNIST test digits as they are, two as dark ink on a larger light picture (the
+    photo path of predict's preprocessing), a blank canvas and a scribble."""
+    folder = tmp_path_factory.mktemp("pictures")
+    images = {f"test{i}": served.test_x[i, :, :, 0] for i in range(4)}
+    for i in (4, 5):
+        images[f"paper{i}"] = 255 - np.asarray(Image.fromarray(served.test_x[i, :, :, 0]).resize((140, 140)))
+    images["blank"] = np.zeros((280, 280), np.uint8)
+    images["scribble"] = scribble()
+    for name, image in images.items():
+        (folder / f"{name}.png").write_bytes(png_bytes(image))
+    return sorted(folder.glob("*.png"))
+
+
+def test_predictions_equal_mnistcnn_predicts(client, trained_run, pictures, cli, tmp_path):
+    result = cli("predict", trained_run, *pictures, "--json", "--top", "10", "--save-inputs", tmp_path)
+    assert result.exit_code == 0, result.output
+    expected = {Path(row["path"]).stem: row for row in json.loads(result.output)["predictions"]}
+    for path in pictures:
+        answer = post_picture(client, path.read_bytes())
+        assert answer.status_code == 200, answer.text
+        served, want = answer.json(), expected[path.stem]
+        seen = np.frombuffer(base64.b64decode(served["image"]), np.uint8).reshape(28, 28)
+        np.testing.assert_array_equal(seen, np.asarray(Image.open(tmp_path / f"{path.stem}.png")), err_msg=path.stem)
+        assert (served["prediction"], served["doubt"]) == (want["prediction"], want["doubt"]), path.stem
+        assert [c["class"] for c in served["top"]] == [c["class"] for c in want["top"][:3]], path.stem
+        for choice in want["top"]:  # the fast plan against the plain loop: float32 rounding apart
+            index = int(choice["class"])
+            assert abs(served["probabilities"][index] - choice["probability"]) <= FLOAT32_RTOL, path.stem
+
+
+def test_a_blank_canvas_and_a_scribble_are_flagged_as_predict_flags_them(client, pictures):
+    answers = {path.stem: post_picture(client, path.read_bytes()).json() for path in pictures}
+    assert answers["blank"]["doubt"] == "blank" and answers["blank"]["prediction"] is None
+    assert answers["blank"]["probabilities"] == [None] * 10
+    assert answers["scribble"]["doubt"] == "no single digit"
+    assert all(answers[f"test{i}"]["doubt"] is None for i in range(4))
+
+
+def decoded(maps: dict) -> np.ndarray:
+    """A layer's maps as the page gets them -> values in the layer's own layout."""
+    levels = np.frombuffer(base64.b64decode(maps["data"]), np.uint8).astype(np.float64)
+    shape = maps["shape"]
+    values = maps["low"] + levels / 255 * (maps["high"] - maps["low"])
+    return np.moveaxis(values.reshape(shape[-1], *shape[:-1]), 0, -1) if len(shape) == 3 else values
+
+
+def test_activations_have_each_layers_shape_and_the_engines_values(client, served, pictures):
+    answer = post_picture(client, png_bytes(served.test_x[3, :, :, 0])).json()
+    layers = served.model.layers
+    assert len(answer["layers"]) == len(layers)
+    x = served.preprocess(served.test_x[3:4])
+    out = x
+    for layer, shown in zip(layers, answer["layers"]):
+        out = layer.forward(out)  # the engine's own evaluation forward, layer by layer
+        assert shown["maps"]["shape"] == list(layer.output_shape), layer.name
+        step = (shown["maps"]["high"] - shown["maps"]["low"]) / 255
+        assert np.max(np.abs(decoded(shown["maps"]) - out[0])) <= step / 2 + 1e-5, layer.name
+        assert shown["stats"]["max"] == pytest.approx(float(out.max()), rel=1e-6, abs=1e-6), layer.name
+        assert ("dead_channel_fraction" in shown["stats"]) == (out.ndim == 4)
+
+
+def test_a_clicked_values_products_sum_plus_bias_to_the_engines_value(client, served):
+    image = served.test_x[7, :, :, 0]
+    encoded = base64.b64encode(image.tobytes()).decode()
+    rng = np.random.default_rng(0)
+    x = served.preprocess(served.test_x[7:8])
+    convs = [i for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d"]
+    for index in convs:
+        expected = trace(served.model, x)[0][index]
+        h, w, c = served.model.layers[index].output_shape
+        for row, col, channel in [(0, 0, 0), (h - 1, w - 1, c - 1)] + [tuple(rng.integers(0, (h, w, c)))
+                                                                         for _ in range(3)]:
+            answer = client.post("/api/explain", json={"image": encoded, "layer": index, "row": int(row),
+                                                       "col": int(col), "channel": int(channel)})
+            assert answer.status_code == 200, answer.text
+            arithmetic = answer.json()
+            products = np.asarray(arithmetic["products"])
+            assert products.shape == (served.model.layers[index].input_shape[-1], 5 if index == 0 else 3,
+                                      5 if index == 0 else 3)
+            np.testing.assert_allclose(products, np.asarray(arithmetic["window"]) * np.asarray(arithmetic["filter"]))
+            value = float(expected[0, row, col, channel])
+            assert arithmetic["value"] == pytest.approx(value, rel=1e-6, abs=1e-7)
+            assert abs(products.sum() + arithmetic["bias"] - value) <= FLOAT32_RTOL * max(1.0, abs(value))
+            if row == 0 and col == 0:  # the window starts in the padding
+                assert arithmetic["top"] < 0 and not np.asarray(arithmetic["window"])[:, 0, :].any()
+
+
+def test_the_saliency_map_equals_finite_differences_of_a_float64_model(client, served, trained_run):
+    """The engine's float32 backward against centred differences of the same weights in float64,
+    within FLOAT32_RTOL of the map's largest value. The digit carries a little noise so that no
+    max-pool window ties exactly (on a blank background every window would: there a centred
+    difference averages the two sides, where the backward takes the first maximum)."""
+    rng = np.random.default_rng(1)
+    image = np.clip(served.test_x[11, :, :, 0].astype(int) + rng.integers(0, 4, (28, 28)), 0, 255).astype(np.uint8)
+    target = 6
+    answer = client.post("/api/gradients", json={"image": base64.b64encode(image.tobytes()).decode(), "class": target})
+    assert answer.status_code == 200, answer.text
+    gradients = answer.json()
+    saliency = np.asarray(gradients["saliency"])
+    assert saliency.shape == (28, 28)
+    model64, _, preprocess = load_model(served.checkpoint, np.float64)
+    x = preprocess(image[None, :, :, None]).astype(np.float64)
+    largest = np.abs(saliency).max()
+    assert largest > 0
+    pixels = list(zip(*np.unravel_index(np.argsort(-np.abs(saliency), axis=None)[:4], saliency.shape)))
+    pixels += [tuple(rng.integers(0, 28, 2)) for _ in range(4)]
+    eps = 1e-6
+    for row, col in pixels:
+        up, down = x.copy(), x.copy()
+        up[0, row, col, 0] += eps
+        down[0, row, col, 0] -= eps
+        estimate = (model64.forward(up)[0, target] - model64.forward(down)[0, target]) / (2 * eps)
+        assert abs(estimate - saliency[row, col]) <= FLOAT32_RTOL * largest, (row, col)
+    last = gradients["layers"][-1]["maps"]  # the logits' gradient: the class's one-hot vector, to a grey level
+    np.testing.assert_allclose(decoded(last), np.eye(10)[target], atol=(last["high"] - last["low"]) / 255)
+    assert [layer["maps"]["shape"] for layer in gradients["layers"]] == \
+        [list(layer.output_shape) for layer in served.model.layers]
+
+
+BAD_UPLOADS = {
+    "not an image": (b"GIF89a? no, just text", "image/png", 400, "not an image"),
+    "empty": (b"", "image/png", 400, "no picture"),
+    "wrong type": (b"name=digit", "application/x-www-form-urlencoded", 415, "not a picture"),
+    "text file": (b"hello", "text/plain", 415, "not a picture"),
+    "huge": (b"\x89PNG" + bytes(MAX_PICTURE_BYTES), "image/png", 413, "larger than 8 MB"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_UPLOADS, ids=list(BAD_UPLOADS))
+def test_bad_uploads_get_a_message_and_the_server_keeps_answering(client, served, case):
+    data, kind, status, words = BAD_UPLOADS[case]
+    answer = post_picture(client, data, kind)
+    assert answer.status_code == status and words in answer.json()["error"], answer.text
+    good = post_picture(client, png_bytes(served.test_x[0, :, :, 0]))
+    assert good.status_code == 200 and good.json()["prediction"] is not None
+
+
+def test_pictures_too_large_or_damaged_are_refused(client, served):
+    wide = png_bytes(np.zeros((6000, 6000), np.uint8))  # a few kB of PNG, 36 million pixels
+    answer = post_picture(client, wide)
+    assert answer.status_code == 413 and "million pixels" in answer.json()["error"]
+    truncated = png_bytes(served.test_x[0, :, :, 0])[:60]
+    answer = post_picture(client, truncated)
+    assert answer.status_code == 400 and "damaged or truncated" in answer.json()["error"]
+
+    def chunks():  # no Content-Length: the limit holds while the body streams in
+        for _ in range(MAX_PICTURE_BYTES // 65536 + 2):
+            yield bytes(65536)
+
+    answer = client.post("/api/predict", content=chunks(), headers={"content-type": "image/png"})
+    assert answer.status_code == 413
+    assert post_picture(client, png_bytes(served.test_x[0, :, :, 0])).status_code == 200
+
+
+@pytest.mark.parametrize("url,body,words", [
+    ("/api/explain", {"image": "AAAA", "layer": 0, "row": 0, "col": 0, "channel": 0}, "not a 28x28 image"),
+    ("/api/explain", {"layer": 1, "row": 0, "col": 0, "channel": 0}, "not a conv layer; the conv layers are 0, 3"),
+    ("/api/explain", {"layer": 0, "row": 28, "col": 0, "channel": 0}, "row: give a whole number from 0 to 27"),
+    ("/api/explain", {"layer": 0, "row": 0, "col": True, "channel": 0}, "col: give a whole number"),
+    ("/api/explain", [1, 2], "must be a JSON object"),
+    ("/api/gradients", {"class": 10}, "class: give a whole number from 0 to 9"),
+    ("/api/gradients", "{not json", "not JSON"),
+])
+def test_bad_requests_name_what_is_wrong(client, url, body, words):
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    answer = client.post(url, content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and words in answer.json()["error"], answer.text
+    assert client.get("/api/model").status_code == 200
+
+
+def test_only_the_packaged_files_are_served(client):
+    for path in ("/static/../../etc/passwd", "/static/..%2F..%2Fetc%2Fpasswd", "/static/%2e%2e/%2e%2e/etc/passwd",
+                 "/static/app.js/../../../etc/passwd", "/static/index.html", "/static/", "/etc/passwd",
+                 "/static/..%5C..%5Cetc%5Cpasswd"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.json()["error"].startswith("no such page"), path
+    page = client.get("/")
+    assert page.status_code == 200 and '<canvas id="pad"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
+
+
+def test_the_run_tab_is_evals_report(client, trained_run):
+    run = client.get("/api/run").json()
+    report, _ = eval_target(trained_run, write=False)
+    assert run["confusion"] == report["confusion"]
+    assert [m["index"] for m in run["misclassified"]] == [m["index"] for m in report["misclassified"]]
+    assert run["accuracy"] == pytest.approx(report["accuracy"])
+    assert run["summary"]["test_acc"] == json.loads((trained_run / "summary.json").read_text())["test_acc"]
+    assert "name: small" in run["config"] and len(run["history"]) == 2
+    true, predicted = next((t, p) for t in range(10) for p in range(10) if t != p and report["confusion"][t][p])
+    cell = client.get(f"/api/run/cell?true={true}&predicted={predicted}").json()
+    assert cell["count"] == report["confusion"][true][predicted] == len(cell["images"])
+    assert client.get("/api/run/cell?true=3&predicted=x").status_code == 400
+
+
+# -- the command --------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command, target, port, *options):
+    """``mnistcnn serve`` in its own process, once it answers: (process, base URL)."""
+    process = subprocess.Popen([*command, "serve", str(target), "--port", str(port), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mnistcnn serve ended: {process.communicate()}")
+        try:
+            with urllib.request.urlopen(url + "/api/model", timeout=5):
+                return process, url
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail("mnistcnn serve did not answer within 60 s")
+
+
+def stop_server(process) -> tuple[int, str, str]:
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return process.returncode, out, err
+
+
+def test_without_starlette_the_command_says_what_to_install(trained_run, cli_without):
+    result = cli_without("starlette", "serve", trained_run)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: mnistcnn serve needs starlette and uvicorn, which are not installed; "
+                                     "pip install 'mnistcnn[serve]'")
+
+
+def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
+    result = cli("serve", tmp_path / "nothing")
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("serve", trained_run, "--port", taken.getsockname()[1])
+    assert result.exit_code == 2 and "choose another --port" in result.output and result.output.count("\n") == 1
+
+
+def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, mnistcnn_command):
+    port = free_port()
+    process, url = start_server(mnistcnn_command, trained_run, port, "--host", "0.0.0.0")
+    try:
+        for raw in ("/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd"):
+            with socket.create_connection(("127.0.0.1", port)) as sock:  # the path exactly as written
+                sock.sendall(f"GET {raw} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            assert answer.startswith(b"HTTP/1.1 404") and b"root:" not in answer, (raw, answer[:200])
+        with urllib.request.urlopen(url + "/api/model", timeout=10) as response:
+            assert json.load(response)["name"] == "small"
+    finally:
+        code, out, err = stop_server(process)
+    assert code == 0, err
+    assert "warning: --host 0.0.0.0 lets other machines reach this page" in err
+    assert f"at http://0.0.0.0:{port}/" in out
+
+
+# -- the page in a real browser ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chrome():
+    """Headless Chromium from Debian's packages through Selenium; skipped when missing, failed in
+    CI (bash .ci/run installs it)."""
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+    if not (browser and driver_path and webdriver):
+        message = ("no headless browser: apt-get install chromium chromium-driver and pip install selenium "
+                   "(bash .ci/run does)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def artefacts(tmp_path):
+    folder = Path(os.environ.get("MNISTCNN_TEST_ARTEFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def draw_a_seven(driver, pad):
+    """A top bar and a long diagonal, with mouse events, offsets from the pad's centre."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    points = [(-70, -90), (70, -90), (40, -20), (10, 50), (-10, 110)]
+    chain = ActionChains(driver, duration=15).move_to_element_with_offset(pad, *points[0]).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        for _ in range(8):
+            chain.move_by_offset(round((x1 - x0) / 8), round((y1 - y0) / 8))
+    chain.release().perform()
+
+
+EVERY_PANEL_PAINTED = """return [...document.querySelectorAll('#layers .layer')].map(panel =>
+    [...panel.querySelectorAll('canvas')].some(c => c.width > 0 &&
+        c.getContext('2d').getImageData(0, 0, c.width, c.height).data[3] === 255));"""
+
+
+def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_run, mnistcnn_command, artefacts):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    target = Path(os.environ.get("MNISTCNN_TEST_SERVE_RUN") or trained_run)
+    process, url = start_server(mnistcnn_command, target, free_port())
+    try:
+        chrome.get(url)
+        wait = WebDriverWait(chrome, 30)
+        wait.until(lambda d: d.execute_script("return window.serveState.prediction !== null"))
+        assert chrome.execute_script("return window.serveState.prediction.doubt") == "blank"
+        draw_a_seven(chrome, chrome.find_element(By.ID, "pad"))
+        wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0 && "
+                                              "window.serveState.gradients !== null"))
+        drawn = base64.b64decode(chrome.execute_script(
+            "return document.getElementById('pad').toDataURL('image/png').split(',')[1]"))
+        image, doubt = prepare(read_grey(io.BytesIO(drawn), name="the canvas"))
+        model, meta, preprocess = load_model(open_model(target).checkpoint)
+        want = {"image": image, "doubt": doubt}
+        classify(model, preprocess, [want], [str(c) for c in range(10)])
+        state = chrome.execute_script("return window.serveState.prediction")
+        assert chrome.find_element(By.ID, "prediction").text == want["prediction"] == state["prediction"]
+        np.testing.assert_array_equal(np.frombuffer(base64.b64decode(state["image"]), np.uint8).reshape(28, 28), image)
+        assert chrome.execute_script(EVERY_PANEL_PAINTED) == [True] * len(model.layers)
+        chrome.find_elements(By.CSS_SELECTOR, "#layers .layer canvas.map")[3].click()
+        detail = chrome.find_element(By.ID, "detail-map")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+        ActionChains(chrome).move_to_element_with_offset(detail, 8, -10).click().perform()
+        wait.until(lambda d: "the engine computed" in d.find_element(By.ID, "arithmetic-sum").text)
+        chrome.save_screenshot(str(artefacts / "serve-draw.png"))
+        chrome.find_element(By.ID, "tab-run").click()
+        cell = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion td.cell.diagonal"))[1]
+        cell.click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cell-images canvas")) > 0)
+        assert chrome.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:")
+        chrome.save_screenshot(str(artefacts / "serve-run.png"))
+    finally:
+        code, _, err = stop_server(process)
+    assert code == 0, err
