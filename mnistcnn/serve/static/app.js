@@ -161,8 +161,9 @@ async function sendDrawing() {
   lastSent = performance.now();
   const started = lastSent;
   try {
-    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
-    await predict(blob, "image/png");
+    // toDataURL, not toBlob: Chrome encodes toBlob in idle time, which a page busy drawing may lack
+    const png = bytesOf(pad.toDataURL("image/png").split(",")[1]);
+    await predict(png, "image/png");
     if (state.strokeEnded !== undefined && started >= state.strokeEnded) {
       const took = performance.now() - state.strokeEnded;
       state.timings.push(took);
