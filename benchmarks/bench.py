@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mnistcnn import config as cfg
 from mnistcnn.data import load_dataset
@@ -112,7 +114,7 @@ class NumpyNet:
     """One network on one engine: this checkout's (``package`` mnistcnn) or another's. An engine
     from before the plan (engine/fast/plan.py) ran its model fast itself."""
 
-    def __init__(self, specs, batch, x, y, workers, package="mnistcnn"):
+    def __init__(self, specs, batch, x, y, package="mnistcnn"):
         engine = f"{package}.engine"
         model_module, optim = (importlib.import_module(f"{engine}.{name}") for name in ("model", "optim"))
         parallel = importlib.import_module(f"{engine}.fast.parallel")
@@ -121,9 +123,15 @@ class NumpyNet:
             self.plan = importlib.import_module(f"{engine}.fast.plan").Plan(self.model)
         except ModuleNotFoundError:
             self.plan = self.model
-        self.x, self.y, self.workers = x[:batch], y[:batch], workers
+        # the threads mnistcnn train would choose (an engine from before the rule: one per core)
+        if hasattr(parallel, "planned_threads"):
+            self.workers, blas_threads = parallel.planned_threads(self.model.macs(), batch)
+        else:
+            self.workers, blas_threads = default_workers(), None
+        self.blas_threads = blas_threads
+        self.x, self.y = x[:batch], y[:batch]
         self.optimizer, self.params, self.rng = optim.Adam(), self.model.params(), np.random.default_rng(0)
-        self.runner = parallel.StepRunner(self.plan, workers).__enter__()
+        self.runner = parallel.StepRunner(self.plan, self.workers).__enter__()
 
     def step(self):
         _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
@@ -135,12 +143,18 @@ class NumpyNet:
     def evaluate(self, images):
         return self.plan.predict_logits(images, 1000)
 
+    def training_threads(self):
+        """BLAS limited as the trainer limits it (evaluation is left to its own threads)."""
+        return threadpool_limits(self.blas_threads, "blas") if self.blas_threads else contextlib.nullcontext()
+
     def close(self):
         self.runner.__exit__(None, None, None)
 
 
 class TorchNet:
     """The same layer stack in PyTorch (NCHW), trained with Adam."""
+
+    training_threads = contextlib.nullcontext  # PyTorch's threads are set once, below
 
     def __init__(self, torch, specs, batch, x, y, threads):
         nn = torch.nn
@@ -193,7 +207,8 @@ class TorchNet:
 
 
 def median_step_s(net, steps) -> float:
-    return statistics.median(_timed(net.step) for _ in range(steps))
+    with net.training_threads():
+        return statistics.median(_timed(net.step) for _ in range(steps))
 
 
 def eval_images_per_s(evaluate, images, repeats=2) -> float:
@@ -230,12 +245,13 @@ def eval_rounds(net, other, images, rounds) -> dict:
 
 def bench_one(name, specs, batch, data, args, torch):
     x, y, test = data
-    net = NumpyNet(specs, batch, x, y, default_workers())
-    for _ in range(3):
-        net.step()
-    with StepClock(net.plan) as clock:
-        for _ in range(args.steps):
+    net = NumpyNet(specs, batch, x, y)
+    with net.training_threads():
+        for _ in range(3):
             net.step()
+        with StepClock(net.plan) as clock:
+            for _ in range(args.steps):
+                net.step()
     per_step, done = [], -1
     for step in net.plan.training_steps:
         done = max(done, *step.layers)  # a relu moved after its pool outputs the pool's shape
@@ -243,6 +259,7 @@ def bench_one(name, specs, batch, data, args, torch):
                          "forward_ms": 1e3 * clock.total[(step.describe(), "forward")] / args.steps / net.workers,
                          "backward_ms": 1e3 * clock.total[(step.describe(), "backward")] / args.steps / net.workers})
     row = {"net": name, "batch": batch, "params": net.model.num_params(), "macs_per_image": net.model.macs(),
+           "workers": net.workers, "blas_threads": net.blas_threads,
            "per_step_ms_per_worker": per_step}
     other = TorchNet(torch, specs, batch, x, y, default_workers()) if torch else None
     if other:
@@ -270,10 +287,9 @@ def ab_one(name, specs, batch, data, args, package):
     other round): the step time and the evaluation time of 5,000 images, this one's over the
     other's per round (below 1: this one is faster)."""
     x, y, test = data
-    this, other = (NumpyNet(specs, batch, x, y, default_workers(), engine) for engine in ("mnistcnn", package))
+    this, other = (NumpyNet(specs, batch, x, y, engine) for engine in ("mnistcnn", package))
     for net in (this, other):
-        for _ in range(3):
-            net.step()
+        median_step_s(net, 3)
         net.evaluate(test[:1000])
     rounds = []
     for index in range(args.rounds):
@@ -301,7 +317,8 @@ def ab_one(name, specs, batch, data, args, package):
 def print_row(row):
     line = (f"\n{row['net']} batch {row['batch']}: step {row['step_ms']:.1f} ms, {row['train_images_per_s']:,.0f} "
             f"img/s training (epoch of 50,000 in {row['epoch_50000_s']:.1f} s), {row['gflops']:.1f} GFLOP/s; "
-            f"eval {row['eval_images_per_s']:,.0f} img/s")
+            f"eval {row['eval_images_per_s']:,.0f} img/s; {row['workers']} worker(s)"
+            + (f", {row['blas_threads']} BLAS thread" if row["blas_threads"] else ""))
     print(line)
     if "torch_step_ms" in row:
         ratios = ", ".join(f"{r['ratio']:.2f}" for r in row["rounds"])
@@ -338,10 +355,10 @@ def main():
     nets = args.nets or ["lenet"] + [p.name for p in sorted((ROOT / "configs").glob("*.yaml")) if p != NETS["lenet"]]
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                           "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "workers": default_workers()},
+                          "threads_per_step_at_most": default_workers()},
               "mnist_load_verified_s": round(load_s, 3), "gemm_gflops": round(gemm_gflops(), 1), "runs": []}
     print(f"MNIST loaded and verified in {load_s:.2f} s; plain float32 1024x1024 A @ B: {report['gemm_gflops']} "
-          f"GFLOP/s; {default_workers()} workers")
+          f"GFLOP/s; {default_workers()} cores")
 
     torch = None
     package = import_checkout(args.ab) if args.ab else None

@@ -23,7 +23,7 @@ from .averaging import Averaged
 from .data import BatchIterator, Dataset, Preprocess, load_dataset, recorded_source, split_indices
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
-from .engine.fast.parallel import StepRunner, default_workers
+from .engine.fast.parallel import StepRunner, planned_threads
 from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
@@ -114,12 +114,14 @@ class Trainer:
     """Trains ``config`` on ``data``, writing into ``run`` (a RunDir, or None for no files)."""
 
     def __init__(self, config: dict, data: Data, run: RunDir | None = None, callbacks: Callbacks | None = None):
-        self.config, self.data, self.run = config, data, run
+        self.data, self.run = data, run
         self.callbacks = callbacks or Callbacks()
-        train_config = config["train"]
-        seed = train_config["seed"]
+        seed = config["train"]["seed"]
         self.model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                             np.random.default_rng([seed, 0]))
+        workers, blas_threads = training_threads(config, self.model)
+        self.config = {**config, "train": {**config["train"], "workers": workers, "blas_threads": blas_threads}}
+        config, train_config = self.config, self.config["train"]
         self.plan = fast_plan(self.model, config)
         self.preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
         self.augment = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])
@@ -141,7 +143,7 @@ class Trainer:
         self.finishing = False  # in the final evaluation: no batch is left to stop after
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
-        self.workers = train_config["workers"] or default_workers()
+        self.workers = workers
         self.averaged = None
         if train_config["average"]["type"] != "none":
             model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
@@ -278,6 +280,23 @@ class Trainer:
             self.run.write_json("summary.json", summary)
         self.callbacks.on_end(summary)
         return summary
+
+
+def training_threads(config: dict, model: Sequential) -> tuple[int, int | None]:
+    """``(workers, BLAS threads)``: ``train.workers`` and ``train.blas_threads``, or, when workers
+    is null, what the model's size pays for (``planned_threads``)."""
+    train_config = config["train"]
+    if train_config["workers"] is not None:
+        return train_config["workers"], train_config["blas_threads"]
+    workers, blas_threads = planned_threads(model.macs(), train_config["batch_size"])
+    return workers, train_config["blas_threads"] or blas_threads
+
+
+def threads_words(workers: int, blas_threads: int | None) -> str:
+    if workers > 1:
+        return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
+    blas = f"{blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}" if blas_threads else "the BLAS default threads"
+    return f"1 worker thread with {blas}"
 
 
 def blas_limit(threads: int | None):
@@ -451,8 +470,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         trainer = _resumed_trainer(resume, config, data, callbacks)
     else:
         run = RunDir.create(runs_dir, config["name"])
-        write_text(run.path / "config.yaml", cfg.dump(config))
         trainer = Trainer(config, data, run, callbacks)
+        write_text(run.path / "config.yaml", cfg.dump(trainer.config))  # with the threads it chose
     run = trainer.run
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
     started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
@@ -506,7 +525,7 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]:
-        write_text(run.path / "config.yaml", cfg.dump(config))
+        write_text(run.path / "config.yaml", cfg.dump(trainer.config))
     return trainer
 
 

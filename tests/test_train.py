@@ -42,6 +42,9 @@ def test_short_run_writes_every_file_consistently(trained):
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert "test accuracy" in output and str(run) in output.replace("\n", "")
     assert "epoch 2/2" in (run / "train.log").read_text()
+    recorded = cfg.parse_yaml((run / "config.yaml").read_text(), "config.yaml")["train"]
+    assert recorded["workers"] == summary["versions"]["workers"] >= 1  # the threads chosen, for a resume
+    assert "threads: " in (run / "train.log").read_text()
     from PIL import Image
     assert Image.open(run / "curves.png").size[0] > 500
 

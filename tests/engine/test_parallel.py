@@ -107,3 +107,17 @@ def test_threaded_update_in_halves_is_bit_identical(make):
             runner.update(opt_b, threaded, grads)
     for key in start:
         np.testing.assert_array_equal(serial[key], threaded[key])
+
+
+def test_threads_follow_the_model_size_not_a_timing(monkeypatch):
+    from mnistcnn.engine.fast import parallel
+    from mnistcnn.engine.fast.parallel import MIN_THREAD_MACS, planned_threads
+
+    monkeypatch.setattr(parallel, "default_workers", lambda: 2)
+    notebook_macs = 52_600  # the seed notebook's net: a step too small to hand half of it over
+    assert planned_threads(notebook_macs, 64) == (1, 1)
+    assert planned_threads(MIN_THREAD_MACS // 3 + 1, 2) == (2, None)  # a step of 3 multiply-adds per one
+    assert planned_threads(MIN_THREAD_MACS // 3, 1) == (1, 1)
+    assert planned_threads(11_065_088, 64) == (2, None)  # LeNet: one worker per core
+    monkeypatch.setattr(parallel, "default_workers", lambda: 1)
+    assert planned_threads(11_065_088, 64) == (1, 1)

@@ -22,6 +22,9 @@ from threadpoolctl import threadpool_limits
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
 SPLIT_UPDATE_SIZE = 65536
+# A training step's share of multiply-adds below which a thread of its own does not pay
+# (benchmarks/bench.py --threads prints the step times either way).
+MIN_THREAD_MACS = 16_000_000
 
 
 def keep_freed_memory() -> bool:
@@ -46,6 +49,17 @@ def cores() -> int:
 
 def default_workers() -> int:
     return min(cores(), 8)
+
+
+def planned_threads(macs_per_image: int, batch_size: int) -> tuple[int, int | None]:
+    """``(workers, BLAS threads)`` for training steps of ``batch_size`` images on a model of
+    ``macs_per_image`` forward multiply-adds (a step does about three times that): one worker
+    per core, but never a share of the step below MIN_THREAD_MACS, where handing work to
+    another thread costs more than it saves; a step left to one worker gets one BLAS thread
+    too (None: the library's default). A static rule on the model's size, never a timing: a
+    config trains the same way every run."""
+    workers = int(max(1, min(default_workers(), 3 * macs_per_image * batch_size // MIN_THREAD_MACS)))
+    return workers, (1 if workers == 1 else None)
 
 
 def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = None) -> list:
