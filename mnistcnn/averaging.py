@@ -12,6 +12,9 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, recompute_batchnorm
 from .engine.optim import WeightAverage
 
+# Batchnorm statistics for averaged weights come from this many training images: their mean
+# and variance are then as precise as the running averages of training, for a fraction of an epoch.
+BATCHNORM_IMAGES = 10_000
 TRAINING = "training."
 AVERAGE = "average."
 
@@ -38,15 +41,17 @@ class Averaged:
 
     def after_epoch(self, step: int, params: dict, images: np.ndarray, preprocess) -> None:
         """Fold in the epoch's weights (swa), then give the averaged model the current average
-        and batchnorm statistics of its own, measured on the (unaugmented) training split."""
+        and batchnorm statistics of its own, measured on (unaugmented) training images."""
         if self.weights.kind == "swa" and step > self.start_step:
             self.weights.update(params)
         if not self.ready:
             return
         for key, array in self.model.params().items():
             np.copyto(array, self.weights.average[key])
+        images = images[:BATCHNORM_IMAGES]
         batches = (preprocess(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
-        recompute_batchnorm(self.model, batches, np.random.default_rng([self.seed, 3]))
+        recompute_batchnorm(self.model, batches, np.random.default_rng([self.seed, 3]),
+                            self.plan.fold_batchnorm_statistics)
 
     def checkpoint_arrays(self, training: dict) -> dict:
         """A checkpoint's arrays: the averaged model's as the model's, beside the training

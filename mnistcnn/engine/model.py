@@ -123,17 +123,20 @@ class Sequential:
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, dtype=np.float32)
 
 
-def recompute_batchnorm(model: Sequential, batches, rng: np.random.Generator) -> None:
+def recompute_batchnorm(model: Sequential, batches, rng: np.random.Generator, forward=None) -> None:
     """Set every batchnorm layer's running statistics to their mean over ``batches``, for weights
-    that were never trained as they are (averaged ones), as PyTorch's ``update_bn`` does."""
+    that were never trained as they are (averaged ones), as PyTorch's ``update_bn`` does.
+    ``forward(x, rng)``: a training forward pass that folds a batch's statistics into the
+    running ones (default: the model's own)."""
     norms = [layer for layer in model.layers if layer.type_name == "batchnorm"]
     if not norms:
         return
+    forward = forward or (lambda x, rng: model.forward(x, training=True, rng=rng))
     momentums = [layer.momentum for layer in norms]
     for count, x in enumerate(batches):
         for layer in norms:
             layer.momentum = count / (count + 1)  # folds batch number ``count`` into a plain mean
-        model.forward(x, training=True, rng=rng)
+        forward(x, rng)
     for layer, momentum in zip(norms, momentums):
         layer.momentum = momentum
 

@@ -126,13 +126,15 @@ def test_weight_average_matches_hand_computation_and_restores(kind):
     assert np.array_equal(again.average["0.W"], average.average["0.W"]) and again.count == 3
 
 
-def test_recomputed_batchnorm_statistics_are_the_mean_over_the_batches():
+@pytest.mark.parametrize("path", ["plain", "plan"])
+def test_recomputed_batchnorm_statistics_are_the_mean_over_the_batches(path):
+    from mnistcnn.engine.fast.plan import Plan
     from mnistcnn.engine.model import Sequential, recompute_batchnorm
 
     model = Sequential.from_config([{"type": "batchnorm", "momentum": 0.8}], [3], dtype=np.float64)
     rng = np.random.default_rng(0)
     batches = [rng.normal(loc, 2.0, size=(16, 3)) for loc in (0.0, 1.0, 5.0)]
-    recompute_batchnorm(model, iter(batches), rng)
+    recompute_batchnorm(model, iter(batches), rng, Plan(model).fold_batchnorm_statistics if path == "plan" else None)
     norm = model.layers[0]
     assert np.allclose(norm.buffers["running_mean"], np.mean([b.mean(axis=0) for b in batches], axis=0))
     assert np.allclose(norm.buffers["running_var"], np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0))

@@ -155,6 +155,10 @@ class Plan:
         for step, caches in zip(self.training_steps, zip(*parts)):
             step.update_statistics(list(caches))
 
+    def fold_batchnorm_statistics(self, x, rng=None) -> None:
+        """A training forward pass of ``x`` for its batch statistics alone (``recompute_batchnorm``)."""
+        self.update_batchnorm_statistics([self.forward(x, training=True, rng=rng)[1]])
+
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0, scale=1.0, hand_over=None):
         """One training step's arithmetic for a batch: ``(loss, correct, grads, caches)``.
         ``scale`` multiplies the gradients (a part of a batch passes its share of it);
