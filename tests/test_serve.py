@@ -117,7 +117,7 @@ def decoded(maps: dict) -> np.ndarray:
     return np.moveaxis(values.reshape(shape[-1], *shape[:-1]), 0, -1) if len(shape) == 3 else values
 
 
-def test_activations_have_each_layers_shape_and_the_engines_values(client, served, pictures):
+def test_activations_have_each_layers_shape_and_the_engines_values(client, served):
     answer = post_picture(client, png_bytes(served.test_x[3, :, :, 0])).json()
     layers = served.model.layers
     assert len(answer["layers"]) == len(layers)
@@ -385,6 +385,30 @@ def draw_a_seven(driver, pad):
     chain.release().perform()
 
 
+def predicted_by_predict(served, picture: bytes) -> dict:
+    """mnistcnn predict's answer for a picture (its functions, with the plain model it loads)."""
+    model, _, preprocess = load_model(served.checkpoint)
+    result = dict(zip(("image", "doubt"), prepare(read_grey(io.BytesIO(picture), name="the picture"))))
+    classify(model, preprocess, [result], served.classes)
+    return result
+
+
+def upload_refused_then_accepted(driver, wait, folder, digit: np.ndarray) -> str:
+    """A text file chosen as the picture: its refusal shown on the page; then ``digit`` as dark ink
+    on a larger light picture: the message gone, the page's prediction returned."""
+    from selenium.webdriver.common.by import By
+
+    (folder / "notes.txt").write_text("not a digit")
+    (folder / "upload.png").write_bytes(png_bytes(255 - np.asarray(Image.fromarray(digit).resize((140, 140)))))
+    chooser = driver.find_element(By.ID, "upload")
+    chooser.send_keys(str(folder / "notes.txt"))
+    wait.until(lambda d: d.find_element(By.ID, "message").is_displayed())
+    assert "not a picture" in driver.find_element(By.ID, "message").text
+    chooser.send_keys(str(folder / "upload.png"))
+    wait.until(lambda d: not d.find_element(By.ID, "message").is_displayed())
+    return driver.find_element(By.ID, "prediction").text
+
+
 EVERY_PANEL_PAINTED = """return [...document.querySelectorAll('#layers .layer')].map(panel =>
     [...panel.querySelectorAll('canvas')].some(c => c.width > 0 &&
         c.getContext('2d').getImageData(0, 0, c.width, c.height).data[3] === 255));"""
@@ -407,20 +431,21 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
                                               "window.serveState.gradients !== null"))
         drawn = base64.b64decode(chrome.execute_script(
             "return document.getElementById('pad').toDataURL('image/png').split(',')[1]"))
-        image, doubt = prepare(read_grey(io.BytesIO(drawn), name="the canvas"))
-        model, meta, preprocess = load_model(open_model(target).checkpoint)
-        want = {"image": image, "doubt": doubt}
-        classify(model, preprocess, [want], [str(c) for c in range(10)])
+        served = open_model(target)
+        want = predicted_by_predict(served, drawn)
         state = chrome.execute_script("return window.serveState.prediction")
         assert chrome.find_element(By.ID, "prediction").text == want["prediction"] == state["prediction"]
-        np.testing.assert_array_equal(np.frombuffer(base64.b64decode(state["image"]), np.uint8).reshape(28, 28), image)
-        assert chrome.execute_script(EVERY_PANEL_PAINTED) == [True] * len(model.layers)
+        np.testing.assert_array_equal(np.frombuffer(base64.b64decode(state["image"]), np.uint8).reshape(28, 28),
+                                      want["image"])
+        assert chrome.execute_script(EVERY_PANEL_PAINTED) == [True] * len(served.model.layers)
         chrome.find_elements(By.CSS_SELECTOR, "#layers .layer canvas.map")[3].click()
         detail = chrome.find_element(By.ID, "detail-map")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
         ActionChains(chrome).move_to_element_with_offset(detail, 8, -10).click().perform()
         wait.until(lambda d: "the engine computed" in d.find_element(By.ID, "arithmetic-sum").text)
         chrome.save_screenshot(str(artefacts / "serve-draw.png"))
+        uploaded = upload_refused_then_accepted(chrome, wait, artefacts, served.test_x[0, :, :, 0])
+        assert uploaded == predicted_by_predict(served, (artefacts / "upload.png").read_bytes())["prediction"]
         chrome.find_element(By.ID, "tab-run").click()
         cell = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion td.cell.diagonal"))[1]
         cell.click()

@@ -126,7 +126,6 @@ def describe_layers(model: Sequential) -> list[dict]:
             "index": index, "name": layer.name, "type": layer.type_name, "words": layer_words(report),
             "shape": list(layer.output_shape), "params": layer.num_params(),
             "filters_from": conv if len(layer.output_shape) == 3 else None,
-            "conv": {"kernel": layer.kernel, "stride": layer.stride, "pad": layer.pad} if index == conv else None,
         })
     return described
 
@@ -228,7 +227,7 @@ def filter_weights(model: Sequential, index: int, channel: int) -> dict:
 def model_summary(served: Served) -> dict:
     """What the page needs once: the model's name, classes and layers, and where it comes from."""
     return {"name": served.meta["config"]["name"], "checkpoint": checkpoint_label(served.checkpoint),
-            "epoch": served.meta.get("epoch"), "classes": served.classes, "layers": describe_layers(served.model)}
+            "classes": served.classes, "layers": describe_layers(served.model)}
 
 
 def test_predictions(served: Served) -> np.ndarray:

@@ -15,6 +15,7 @@ const state = {
   panels: [], // per layer: {maps: [canvases], stats, ...}
   detail: null, // the enlarged map: {layer, channel}
   arithmetic: null, // the last /api/explain answer
+  strokeEnded: undefined, // when the last stroke ended (performance.now()), until the page shows it
   timings: [], // milliseconds from the end of a stroke to the page updated
 };
 window.serveState = state;
