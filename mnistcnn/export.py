@@ -265,7 +265,8 @@ def export_run(target, which: str = "best", data_dir=None, output=None, input_ki
     summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
     meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
     comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,
-                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output, input_kind, opset)
+                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
+                                     input_kind, opset)
     return Exported(path, output, comparison, folded, model.input_shape)
 
 

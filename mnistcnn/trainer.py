@@ -295,8 +295,9 @@ def training_threads(config: dict, model: Sequential) -> tuple[int, int | None]:
 def threads_words(workers: int, blas_threads: int | None) -> str:
     if workers > 1:
         return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
-    blas = f"{blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}" if blas_threads else "the BLAS default threads"
-    return f"1 worker thread with {blas}"
+    if not blas_threads:
+        return "1 worker thread with the BLAS default threads"
+    return f"1 worker thread with {blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}"
 
 
 def blas_limit(threads: int | None):

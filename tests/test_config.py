@@ -80,7 +80,8 @@ def test_name_flag_cannot_escape_runs(tmp_path, cli):
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
-    config = cfg.load_config(path, ["train.optimizer.lr=0.05", "data.augment.shift=2"], {"--epochs": ("train.epochs", 3)})
+    config = cfg.load_config(path, ["train.optimizer.lr=0.05", "data.augment.shift=2"],
+                             {"--epochs": ("train.epochs", 3)})
     assert config["train"]["optimizer"]["lr"] == 0.05 and config["train"]["epochs"] == 3
     assert config["data"]["augment"]["shift"] == 2 and config["train"]["batch_size"] == 64
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):

@@ -203,8 +203,9 @@ def test_affine_resample_matches_a_pixel_loop(elastic):
                 sy, sx = cos * dy - sin * dx + cy + fields[i, 0, y, x], sin * dy + cos * dx + cx + fields[i, 1, y, x]
                 y0, x0 = int(np.floor(sy)), int(np.floor(sx))
                 want = np.zeros(c)
-                for yy, xx, weight in ((y0, x0, (1 - (sy - y0)) * (1 - (sx - x0))), (y0, x0 + 1, (1 - (sy - y0)) * (sx - x0)),
-                                       (y0 + 1, x0, (sy - y0) * (1 - (sx - x0))), (y0 + 1, x0 + 1, (sy - y0) * (sx - x0))):
+                fy, fx = sy - y0, sx - x0  # where the sample falls between the four pixels
+                for yy, xx, weight in ((y0, x0, (1 - fy) * (1 - fx)), (y0, x0 + 1, (1 - fy) * fx),
+                                       (y0 + 1, x0, fy * (1 - fx)), (y0 + 1, x0 + 1, fy * fx)):
                     inside = 0 <= yy < h and 0 <= xx < w
                     want += weight * (batch[i, yy, xx] if inside else background)
                 np.testing.assert_allclose(got[i, y, x], want, atol=2e-5)

@@ -93,7 +93,8 @@ def test_inspect_layer_header_is_in_words_and_every_index_names_its_axes(run, cl
     assert f"model: run {run.name}, checkpoint best.npz" in said
     assert "layer 3 (3_conv2d): conv2d, 16 filters of 3x3 over 8 channels, stride 1, padding 1" in said
     assert "{'type'" not in said
-    assert "input 1 image of 14x14 with 8 channels -> output 1 image of 14x14 with 16 channels; validation image 5" in said
+    assert ("input 1 image of 14x14 with 8 channels -> output 1 image of 14x14 with 16 channels; "
+            "validation image 5") in said
     assert "output Z[validation image 5, row 2, column 1, all 16 channels] = [" in said
     assert "parameter W: (3 kernel rows, 3 kernel columns, 8 input channels, 16 filters), 1,152 values" in said
     assert "parameter b: (1, 1, 1, 16 filters)" in said and "dW and db at its parameters" in said

@@ -125,7 +125,8 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_
     path = write_config(tmp_path, limit=600, epochs=3)
     # leaky units and no batchnorm: nothing stops the weights from overflowing float32
     text = path.read_text().replace("{type: adam, lr: 0.003}", "{type: sgd, lr: 1.0e+12}")
-    text = text.replace("{type: batchnorm}", "{type: leaky_relu, alpha: 0.5}").replace("type: relu", "type: leaky_relu, alpha: 0.5")
+    leaky = "{type: leaky_relu, alpha: 0.5}"
+    text = text.replace("{type: batchnorm}", leaky).replace("type: relu", "type: leaky_relu, alpha: 0.5")
     path.write_text(text.replace("type: step,", "type: constant,"))
     result = cli("train", path, "--runs-dir", tmp_path / "r")
     assert result.exit_code == 3

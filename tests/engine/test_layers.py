@@ -152,8 +152,8 @@ def test_sequential_shape_errors_name_the_layer():
 
 def test_model_gradient_end_to_end_float64(numerical_gradient, relative_error):
     from mnistcnn.engine.losses import softmax_cross_entropy
-    specs = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}, {"type": "tanh"},
-             {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]
+    specs = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"},
+             {"type": "tanh"}, {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]
     rng = np.random.default_rng(0)
     model = Sequential.from_config(specs, (4, 4, 1), rng, dtype=np.float64)
     x = rng.normal(size=(5, 4, 4, 1)) + np.linspace(0, 1e-2, 80).reshape(5, 4, 4, 1)
