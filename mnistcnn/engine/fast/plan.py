@@ -9,6 +9,7 @@ decided, and ``describe()`` says what it decided:
   so the numbers are the same and the relu sees only the pooled values (a quarter of them
   after a 2x2 pool);
 - a conv and the 2x2 max pool after it run as one kernel (``convpool``) where it applies;
+- a max pool whose windows overlap sums its gradient by input cell number (``maxpool``);
 - in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
   fused conv and pool does the relu after them while the output is in cache;
 - evaluation runs in chunks that fit the cache, on every core (``parallel``).
@@ -28,7 +29,7 @@ from ..losses import softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv
 from .parallel import keep_freed_memory, map_grouped_in_threads
-from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, Spectrum, Step
+from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, OverlappingMaxPoolStep, Spectrum, Step
 
 # Evaluation runs in chunks whose busiest layer touches about this many bytes per chunk, so that
 # the intermediate arrays stay in cache.
@@ -89,7 +90,10 @@ class Plan:
         while at < len(order):
             index = order[at]
             layer = layers[index]
-            if not isinstance(layer, Conv2D):
+            if training and type(layer) is MaxPool2D and layer.stride < layer.size:
+                steps.append(OverlappingMaxPoolStep(index, layer))
+                at += 1
+            elif not isinstance(layer, Conv2D):
                 moved = at > 0 and index < order[at - 1]
                 steps.append(LayerStep(index, layer, f"{layer.type_name}, after the pool" if moved else ""))
                 at += 1

@@ -12,8 +12,8 @@ import functools
 import numpy as np
 
 from .. import functional as F
-from ..layers import BatchNorm, Conv2D, Dense, Layer
-from . import convpool, fftconv
+from ..layers import BatchNorm, Conv2D, Dense, Layer, MaxPool2D
+from . import convpool, fftconv, maxpool
 
 
 def _keyed(index: int, compute, *args) -> dict:
@@ -77,6 +77,19 @@ class LayerStep(Step):
             mean = (weights * means).sum(axis=0)
             var = (weights * (variances + (means - mean) ** 2)).sum(axis=0)
             self.layer.update_running_statistics(mean, var, int(counts.sum()))
+
+
+class OverlappingMaxPoolStep(LayerStep):
+    """A max pool whose windows overlap: the plain forward, the backward by cell number
+    (``maxpool``)."""
+
+    def __init__(self, index: int, pool: MaxPool2D):
+        super().__init__(index, pool, f"maxpool2d {pool.size}x{pool.size} stride {pool.stride}, "
+                                      "gradient by cell number")
+
+    def backward(self, dout, cache):
+        A_prev, _, A, _ = cache
+        return maxpool.max_pool_backward(dout, A_prev, A, self.layer.size, self.layer.stride), None
 
 
 class Spectrum:
