@@ -6,6 +6,7 @@ the same network in PyTorch when it is importable, timed in alternating rounds.
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # against another checkout
     python benchmarks/bench.py --json benchmarks/results.json
+    python benchmarks/bench.py --nets quick --workers 1                       # the planned threads or not
 
 ``lenet`` is configs/lenet-plain.yaml, the reference network (conv 5x5x32, relu, pool, conv
 5x5x64, relu, pool, dense 128, relu, dense 10). ``--ab DIR`` times another checkout's engine
@@ -114,7 +115,7 @@ class NumpyNet:
     """One network on one engine: this checkout's (``package`` mnistcnn) or another's. An engine
     from before the plan (engine/fast/plan.py) ran its model fast itself."""
 
-    def __init__(self, specs, batch, x, y, package="mnistcnn"):
+    def __init__(self, specs, batch, x, y, package="mnistcnn", workers=None):
         engine = f"{package}.engine"
         model_module, optim = (importlib.import_module(f"{engine}.{name}") for name in ("model", "optim"))
         parallel = importlib.import_module(f"{engine}.fast.parallel")
@@ -123,8 +124,11 @@ class NumpyNet:
             self.plan = importlib.import_module(f"{engine}.fast.plan").Plan(self.model)
         except ModuleNotFoundError:
             self.plan = self.model
-        # the threads mnistcnn train would choose (an engine from before the rule: one per core)
-        if hasattr(parallel, "planned_threads"):
+        # --workers, with one BLAS thread for one worker as the plan gives it; else the threads
+        # mnistcnn train would choose (an engine from before the rule: one per core)
+        if workers:
+            self.workers, blas_threads = workers, (1 if workers == 1 else None)
+        elif hasattr(parallel, "planned_threads"):
             self.workers, blas_threads = parallel.planned_threads(self.model.macs(), batch)
         else:
             self.workers, blas_threads = default_workers(), None
@@ -245,7 +249,7 @@ def eval_rounds(net, other, images, rounds) -> dict:
 
 def bench_one(name, specs, batch, data, args, torch):
     x, y, test = data
-    net = NumpyNet(specs, batch, x, y)
+    net = NumpyNet(specs, batch, x, y, workers=args.workers)
     with net.training_threads():
         for _ in range(3):
             net.step()
@@ -287,7 +291,7 @@ def ab_one(name, specs, batch, data, args, package):
     other round): the step time and the evaluation time of 5,000 images, this one's over the
     other's per round (below 1: this one is faster)."""
     x, y, test = data
-    this, other = (NumpyNet(specs, batch, x, y, engine) for engine in ("mnistcnn", package))
+    this, other = (NumpyNet(specs, batch, x, y, engine, args.workers) for engine in ("mnistcnn", package))
     for net in (this, other):
         median_step_s(net, 3)
         net.evaluate(test[:1000])
@@ -342,6 +346,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--ab", metavar="DIR", help="time another checkout's engine against this one's instead")
+    parser.add_argument("--workers", type=int, help="train on this many worker threads, not the number "
+                                                    "mnistcnn train plans (parallel.planned_threads)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     keep_freed_memory()

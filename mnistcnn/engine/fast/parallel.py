@@ -23,7 +23,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
 SPLIT_UPDATE_SIZE = 65536
 # A training step's share of multiply-adds below which a thread of its own does not pay
-# (benchmarks/bench.py --threads prints the step times either way).
+# (benchmarks/bench.py --workers 1 times a step on one thread, to set it against the plan).
 MIN_THREAD_MACS = 16_000_000
 
 
