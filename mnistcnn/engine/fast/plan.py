@@ -60,6 +60,15 @@ def _pools_after(model: Sequential, order: list[int], at: int) -> bool:
     return at + 1 < len(order) and type(model.layers[order[at + 1]]) is MaxPool2D
 
 
+def _relu_after_pool(model: Sequential) -> list[int]:
+    """The layers' order with every relu moved after the max pool that follows it."""
+    order = list(range(len(model.layers)))
+    for i in range(len(order) - 1):
+        if type(model.layers[order[i]]) is ReLU and type(model.layers[order[i + 1]]) is MaxPool2D:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
 class Plan:
     """The steps that compute a model in training and in evaluation (see the module's text)."""
 
@@ -74,16 +83,9 @@ class Plan:
                     raise err.at(index)
         self.spectra = {index: Spectrum(model.layers[index])
                         for index, method in self.methods.items() if method == "fft-gemm"}
-        order = self._relu_after_pool()
+        order = _relu_after_pool(model)
         self.training_steps = self._steps(order, training=True)
         self.evaluation_steps = self._steps(order, training=False)
-
-    def _relu_after_pool(self) -> list[int]:
-        order = list(range(len(self.model.layers)))
-        for i in range(len(order) - 1):
-            if type(self.model.layers[order[i]]) is ReLU and type(self.model.layers[order[i + 1]]) is MaxPool2D:
-                order[i], order[i + 1] = order[i + 1], order[i]
-        return order
 
     def _steps(self, order: list[int], training: bool) -> list[Step]:
         layers, steps, at = self.model.layers, [], 0
