@@ -22,18 +22,33 @@ def overlapping_pools(draw):
                 levels=draw(st.sampled_from([None, 2, 3])), seed=draw(st.integers(0, 2**16)))
 
 
-@settings(max_examples=80, deadline=None)
-@given(overlapping_pools())
-def test_matches_the_loop_reference_ties_included(case):
+def pool_case(case):
+    """``(A_prev, hparameters, A, cache, dA)`` in float64 for one drawn case."""
     rng = np.random.default_rng(case["seed"])
     shape = (case["m"], case["h"], case["w"], case["c"])
     # few levels: many windows hold their maximum twice, so the tie rule decides
     A_prev = rng.standard_normal(shape) if case["levels"] is None else rng.integers(0, case["levels"], shape) * 1.0
     hp = {"f": case["f"], "stride": case["stride"]}
-    A, _ = F.pool_forward(A_prev, hp)
-    dA = rng.standard_normal(A.shape)
+    A, cache = F.pool_forward(A_prev, hp)
+    return A_prev, hp, A, cache, rng.standard_normal(A.shape)
+
+
+@settings(max_examples=80, deadline=None)
+@given(overlapping_pools())
+def test_matches_the_loop_reference_ties_included(case):
+    A_prev, hp, A, _, dA = pool_case(case)
     got = maxpool.max_pool_backward(dA, A_prev, A, case["f"], case["stride"])
     np.testing.assert_allclose(got, pool_backward_loop(dA, A_prev, hp), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(overlapping_pools())
+def test_float64_sums_are_the_plain_engines_to_the_last_bit(case):
+    """Each cell adds its windows' gradients in the plain engine's order, so that a float64
+    plan gives the plain numbers exactly, whatever the BLAS kernels (test_plan relies on it)."""
+    A_prev, _, A, cache, dA = pool_case(case)
+    got = maxpool.max_pool_backward(dA, A_prev, A, case["f"], case["stride"])
+    np.testing.assert_array_equal(got, F.pool_backward(dA, cache))
 
 
 def test_float32_matches_the_plain_engine(float32_close):

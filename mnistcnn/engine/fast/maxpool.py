@@ -7,7 +7,8 @@ numbers long. Here each window's first maximum is located as the number of offse
 before it (a running count of the windows that have not met their maximum yet), that offset
 becomes the number of an input cell, and one ``np.bincount`` sums every window's gradient into
 its cell. The tie rule is the plain engine's (PyTorch's): the first maximum in row-major window
-order. The sums are the same, taken in another order and in float64 before rounding.
+order. The sums are the plain engine's, added in its order, in float64 before rounding to the
+gradient's type.
 """
 from __future__ import annotations
 
@@ -42,5 +43,7 @@ def max_pool_backward(dA: np.ndarray, A_prev: np.ndarray, A: np.ndarray, f: int,
         found |= A_prev[:, i:i + stride * (n_H - 1) + 1:stride, j:j + stride * (n_W - 1) + 1:stride] == A
         offset += ~found
     cells = first + shifts[offset]
-    sums = np.bincount(cells.reshape(-1), weights=dA.reshape(-1), minlength=A_prev.size)
+    # Windows in reverse order: each cell then adds its windows' gradients in order of window
+    # offset, as the plain engine does, so that in float64 the sums are its own to the last bit.
+    sums = np.bincount(cells.reshape(-1)[::-1], weights=dA.reshape(-1)[::-1], minlength=A_prev.size)
     return sums.astype(np.result_type(A_prev.dtype, dA.dtype), copy=False).reshape(A_prev.shape)
