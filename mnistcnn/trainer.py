@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,20 @@ def optimizer_from(train_config: dict):
                            "weight_decay": train_config["weight_decay"]})
 
 
+@dataclass
+class BestEpoch:
+    """The best validation accuracy so far, its epoch, and the epochs since (early stopping)."""
+    val_acc: float = -1.0
+    epoch: int = 0
+    stale_epochs: int = 0
+
+    def update(self, val_acc: float, epoch: int, min_delta: float) -> None:
+        if val_acc > self.val_acc + min_delta or self.val_acc < 0:
+            self.val_acc, self.epoch, self.stale_epochs = val_acc, epoch, 0
+        else:
+            self.stale_epochs += 1
+
+
 class Trainer:
     """Trains ``config`` on ``data``, writing into ``run`` (a RunDir, or None for no files)."""
 
@@ -135,9 +149,7 @@ class Trainer:
         self.dropout_rng = np.random.default_rng([seed, 2])
         self.step = 0
         self.history: list[dict] = []
-        self.best_val_acc = -1.0
-        self.best_epoch = 0
-        self.stale_epochs = 0
+        self.best = BestEpoch()
         self.epoch_sums = _empty_sums()
         self.stop_signal: int | None = None
         self.finishing = False  # in the final evaluation: no batch is left to stop after
@@ -198,11 +210,7 @@ class Trainer:
             dropout_state = _rng_state(self.dropout_rng)
             loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, label_smoothing)
             if not check_finite(loss, grads):
-                where = locate_non_finite(self.model, make_batch(0, len(y)), y, _rng_from(dropout_state),
-                                          label_smoothing)
-                raise NonFiniteError(f"non-finite loss or gradient at epoch {self.iterator.epoch + 1}, step "
-                                     f"{self.step + 1} (batch {self.iterator.batch}); it first appears in the {where}. "
-                                     "Lower train.optimizer.lr; the last good checkpoint is kept")
+                raise non_finite_error(self, make_batch(0, len(y)), y, dropout_state, label_smoothing)
             runner.update(self.optimizer, params, grads, scheduled_lr(schedule, self.optimizer, self.step))
             self.step += 1
             if self.averaged is not None:
@@ -230,14 +238,10 @@ class Trainer:
         self.history.append(row)
         self.wall_seconds += sums["seconds"]
         self.epoch_sums = _empty_sums()
-        improved = val_acc > self.best_val_acc + train_config["early_stopping"]["min_delta"]
-        if improved or self.best_val_acc < 0:
-            self.best_val_acc, self.best_epoch, self.stale_epochs = val_acc, epoch, 0
-        else:
-            self.stale_epochs += 1
+        self.best.update(val_acc, epoch, train_config["early_stopping"]["min_delta"])
         if self.run is not None:
             self.run.write_metrics(self.history)
-            if self.best_epoch == epoch:
+            if self.best.epoch == epoch:
                 self.save("best")
             if epoch % train_config["checkpoint"]["every"] == 0 or epoch >= self.epochs:
                 self.save("last")
@@ -257,7 +261,7 @@ class Trainer:
         with blas_limit(train_config["blas_threads"]), StepRunner(self.plan, self.workers) as self.runner, \
                 np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
-                if patience is not None and self.stale_epochs >= patience:
+                if patience is not None and self.best.stale_epochs >= patience:
                     stopped_early = True
                     break
                 self._train_epoch(schedule)
@@ -313,6 +317,15 @@ def scheduled_lr(schedule: Schedule, optimizer, step: int) -> float:
     return schedule(step)
 
 
+def non_finite_error(trainer: Trainer, batch, y, dropout_state: dict, label_smoothing: float) -> NonFiniteError:
+    """The error for a step whose loss or gradients are not finite, naming the layer where it
+    starts: the batch run again through the plain model with the step's dropout draws."""
+    where = locate_non_finite(trainer.model, batch, y, _rng_from(dropout_state), label_smoothing)
+    return NonFiniteError(f"non-finite loss or gradient at epoch {trainer.iterator.epoch + 1}, step "
+                          f"{trainer.step + 1} (batch {trainer.iterator.batch}); it first appears in the {where}. "
+                          "Lower train.optimizer.lr; the last good checkpoint is kept")
+
+
 def checkpoint_meta(trainer: Trainer) -> dict:
     """Everything besides the arrays that a checkpoint needs to continue the run exactly."""
     return {
@@ -324,7 +337,7 @@ def checkpoint_meta(trainer: Trainer) -> dict:
         "rng": {"augment": _rng_state(trainer.augment_rng), "dropout": _rng_state(trainer.dropout_rng)},
         "epoch_sums": trainer.epoch_sums,
         "history": trainer.history,
-        "best": {"val_acc": trainer.best_val_acc, "epoch": trainer.best_epoch, "stale_epochs": trainer.stale_epochs},
+        "best": asdict(trainer.best),
         "preprocess": trainer.preprocess.to_config(),
         "split_sha256": trainer.data.split_sha256,
         "data_sha256": trainer.data.files_sha256,
@@ -349,9 +362,7 @@ def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
     trainer.dropout_rng = _rng_from(meta["rng"]["dropout"])
     trainer.step = int(meta["step"])
     trainer.history = list(meta["history"])
-    best = meta["best"]
-    trainer.best_val_acc, trainer.best_epoch = best["val_acc"], best["epoch"]
-    trainer.stale_epochs = best["stale_epochs"]
+    trainer.best = BestEpoch(**meta["best"])
     trainer.epoch_sums = dict(meta["epoch_sums"])
     trainer.wall_seconds = float(meta.get("wall_seconds", 0.0))
     trainer.resumed_from = list(meta.get("resumed", []))
@@ -368,8 +379,8 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
         "status": "finished",
         "epochs": len(trainer.history),
         "stopped_early": stopped_early,
-        "best_epoch": trainer.best_epoch,
-        "best_val_acc": trainer.best_val_acc,
+        "best_epoch": trainer.best.epoch,
+        "best_val_acc": trainer.best.val_acc,
         "final_val_acc": last.get("val_acc"),
         "test_loss": test_loss,
         "test_acc": test_acc,
@@ -521,7 +532,7 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     restore(trainer, arrays, meta, last)
     planned = meta["config"]["train"]["epochs"]
     if check_resumable(run, config["train"]["epochs"]):
-        trainer.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
+        trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
