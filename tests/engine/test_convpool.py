@@ -1,10 +1,10 @@
-"""The fused first conv + 2x2 max pool against the loop oracle, finite differences, the separate
-kernels, and inside a model."""
+"""The fused conv + stride-2 max pool (2x2; 3x3 after a one-channel conv) against the loop
+oracle, finite differences, the separate kernels, and inside a model."""
 import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from mnistcnn.engine.fast import convpool, fftconv
 from mnistcnn.engine.fast.plan import Plan
@@ -12,47 +12,62 @@ from mnistcnn.engine import functional as F
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
-POOL = {"f": 2, "stride": 2}
+def pool_of(size):
+    return {"f": size, "stride": 2}
+
+
+def input_size(draw, f, stride, pad, pool):
+    """A side of the input whose conv output fits the pool: at least 2 for a 2x2 pool (odd sizes
+    included: the pool drops the last row/column), even and at least 4 for a 3x3 pool."""
+    if pool == 2:
+        return draw(st.integers(max(1, f - 2 * pad + stride), 11))
+    side = (draw(st.sampled_from([4, 6, 8])) - 1) * stride + f - 2 * pad + draw(st.integers(0, stride - 1))
+    assume(side >= 1)
+    return side
 
 
 @st.composite
 def cases(draw):
     algorithm = draw(st.sampled_from(["im2col", "fft-gemm"]))
     f = draw(st.integers(1, 5))
-    # fft-gemm: stride 1, pad < f, any channels; im2col: one channel, any stride and pad
+    # fft-gemm: stride 1, pad < f, any channels, 2x2 pools; im2col: one channel, any stride and
+    # pad, 2x2 and 3x3 pools
     stride = 1 if algorithm == "fft-gemm" else draw(st.integers(1, 2))
     pad = draw(st.integers(0, f - 1 if algorithm == "fft-gemm" else 2))
-    # a conv output of at least 2x2, odd sizes included (the pool drops the last row/column)
-    h = draw(st.integers(max(1, f - 2 * pad + stride), 11))
-    w = draw(st.integers(max(1, f - 2 * pad + stride), 11))
+    pool = 2 if algorithm == "fft-gemm" else draw(st.sampled_from([2, 3]))
+    h, w = input_size(draw, f, stride, pad, pool), input_size(draw, f, stride, pad, pool)
     c_prev = draw(st.integers(1, 3)) if algorithm == "fft-gemm" else 1
     return dict(algorithm=algorithm, m=draw(st.integers(1, 3)), h=h, w=w, c_prev=c_prev, c=draw(st.integers(1, 4)),
-                f=f, stride=stride, pad=pad, binary=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                f=f, stride=stride, pad=pad, pool=pool, binary=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-def fused_forward(algorithm, A, W, b, hp):
+def fused_forward(algorithm, A, W, b, hp, pool=2):
     if algorithm == "fft-gemm":
         return convpool.fft_conv_pool_forward(A, W, b, hp)
-    return convpool.conv_pool_forward(A, W, b, hp)
+    return convpool.conv_pool_forward(A, W, b, hp, pool=pool)
 
 
 @contextlib.contextmanager
 def eval_slices(images):
-    saved, convpool.EVAL_SLICE_IMAGES = convpool.EVAL_SLICE_IMAGES, images
+    saved = convpool.eval_slice_images
+    convpool.eval_slice_images = lambda *shape: images
     try:
         yield
     finally:
-        convpool.EVAL_SLICE_IMAGES = saved
+        convpool.eval_slice_images = saved
 
 
 def conv_values_in_image_order(cache):
-    """The fused kernel's conv output (no bias) as (m, 2h, 2w, C) in image order."""
+    """The fused kernel's conv output (no bias) in image order: (m, 2*rows, 2*columns, C), the
+    rows and columns of each phase."""
     f, m, h, w, c = cache.shape
-    if isinstance(cache.conv, np.ndarray):  # im2col: (window row, window column, m, h, w)
-        Z = cache.Z.reshape(2, 2, m, h, w, c).transpose(2, 3, 0, 4, 1, 5)
-    else:  # fft: rows (window row, h), columns (window column, w)
+    if isinstance(cache.conv, np.ndarray):  # im2col: (row parity, column parity, m, rows, columns)
+        _, _, _, rows, columns, _ = cache.Z.shape
+        Z = cache.Z.transpose(2, 3, 0, 4, 1, 5)
+    else:  # fft: rows (row parity, h), columns (column parity, w)
+        rows, columns = h, w
         Z = cache.Z.reshape(m, 2, h, 2, w, c).transpose(0, 2, 1, 4, 3, 5)
-    return Z.reshape(m, 2 * h, 2 * w, c)
+    return Z.reshape(m, 2 * rows, 2 * columns, c)
 
 
 @settings(max_examples=80, deadline=None)
@@ -62,16 +77,16 @@ def test_matches_loop_reference(images, case):
     A = images(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["binary"])
     W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
     b = rng.normal(size=(1, 1, 1, case["c"]))
-    hp = {"stride": case["stride"], "pad": case["pad"]}
-    out, cache = fused_forward(case["algorithm"], A, W, b, hp)
+    hp, pool = {"stride": case["stride"], "pad": case["pad"]}, case["pool"]
+    out, cache = fused_forward(case["algorithm"], A, W, b, hp, pool)
     Z = conv_forward_loop(A, W, b, hp)
-    assert np.max(np.abs(out - pool_forward_loop(Z, POOL))) < 1e-10
+    assert np.max(np.abs(out - pool_forward_loop(Z, pool_of(pool)))) < 1e-10
     if case["algorithm"] == "im2col":  # evaluation's way, from the shifted blocks: the same sums
         # in one slice of images and in slices of two (the last one short when m is odd)
-        for per_slice in (convpool.EVAL_SLICE_IMAGES, 2):
+        for per_slice in (3, 2):
             with eval_slices(per_slice):
-                evaluated = convpool.conv_pool_forward(A, W, b, hp, training=False)[0]
-                with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True)[0]
+                evaluated = convpool.conv_pool_forward(A, W, b, hp, training=False, pool=pool)[0]
+                with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True, pool=pool)[0]
             np.testing.assert_allclose(evaluated, out, rtol=1e-13, atol=1e-13)
             assert np.array_equal(with_relu, np.maximum(evaluated, 0))
     else:
@@ -83,8 +98,8 @@ def test_matches_loop_reference(images, case):
     # differ from the loop's, and from another fft plan's, in the last bits), then the conv's
     # oracle takes over
     dZ = np.zeros(Z.shape)
-    f, m, h, w, c = cache.shape
-    dZ[:, :2 * h, :2 * w] = pool_backward_loop(d_out, conv_values_in_image_order(cache), POOL)
+    in_order = conv_values_in_image_order(cache)
+    dZ[:, :in_order.shape[1], :in_order.shape[2]] = pool_backward_loop(d_out, in_order, pool_of(pool))
     dA_want, dW_want, db_want = conv_backward_loop(dZ, A, W, hp)
     assert np.max(np.abs(dW - dW_want)) < 1e-10
     assert np.max(np.abs(db - db_want)) < 1e-10
@@ -94,16 +109,18 @@ def test_matches_loop_reference(images, case):
         assert dA is None  # a first layer's: nobody needs it
 
 
-@pytest.mark.parametrize("algorithm,c_prev", [("im2col", 1), ("fft-gemm", 2)])
-def test_gradients_match_finite_differences(algorithm, c_prev, numerical_gradient, relative_error, conv_arrays):
+@pytest.mark.parametrize("algorithm,c_prev,pool,rows",
+                         [("im2col", 1, 2, 7), ("im2col", 1, 3, 8), ("fft-gemm", 2, 2, 7)])
+def test_gradients_match_finite_differences(algorithm, c_prev, pool, rows, numerical_gradient, relative_error,
+                                            conv_arrays):
     rng = np.random.default_rng(3)
-    A, W, b = conv_arrays(rng, (2, 7, 6, c_prev), 3, 4)
+    A, W, b = conv_arrays(rng, (2, rows, 6, c_prev), 3, 4)
     hp = {"stride": 1, "pad": 1}
-    out, cache = fused_forward(algorithm, A, W, b, hp)
+    out, cache = fused_forward(algorithm, A, W, b, hp, pool)
     probe = rng.normal(size=out.shape)
 
     def loss():
-        return float(np.sum(fused_forward(algorithm, A, W, b, hp)[0] * probe))
+        return float(np.sum(fused_forward(algorithm, A, W, b, hp, pool)[0] * probe))
 
     dA, dW, db = convpool.conv_pool_backward(probe, cache, compute_dA=True)
     assert relative_error(dW, numerical_gradient(loss, W)) < 1e-6
@@ -112,38 +129,40 @@ def test_gradients_match_finite_differences(algorithm, c_prev, numerical_gradien
         assert relative_error(dA, numerical_gradient(loss, A)) < 1e-6
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
-def test_float32_forward_is_the_separate_kernels(algorithm, float32_close, relative_error):
-    """Same dot products, and the bias after the max: equal within float32 rounding (LeNet's shapes)."""
+@pytest.mark.parametrize("algorithm,pool", [("im2col", 2), ("im2col", 3), ("fft-gemm", 2)])
+def test_float32_forward_is_the_separate_kernels(algorithm, pool, float32_close, relative_error):
+    """Same dot products, and the bias after the max: equal within float32 rounding (the shapes
+    of LeNet's convs, and of the seed notebook's: a 5x5 conv with stride 2, a 3x3 pool)."""
     rng = np.random.default_rng(4)
-    c_prev, c, side = (1, 32, 28) if algorithm == "im2col" else (32, 64, 14)
+    c_prev, c, side = (32, 64, 14) if algorithm == "fft-gemm" else (1, 32 if pool == 2 else 10, 28)
     A = rng.random((16, side, side, c_prev)).astype(np.float32)
     A[:, :4] = 0  # blank rows: tied windows
     W = rng.normal(size=(5, 5, c_prev, c)).astype(np.float32)
     b = rng.normal(size=(1, 1, 1, c)).astype(np.float32)
-    hp = {"stride": 1, "pad": 2}
-    out, cache = fused_forward(algorithm, A, W, b, hp)
+    hp = {"stride": 1 if pool == 2 else 2, "pad": 2}
+    out, cache = fused_forward(algorithm, A, W, b, hp, pool)
     kernels = fftconv if algorithm == "fft-gemm" else F
     assert out.dtype == np.float32
-    float32_close(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], POOL)[0])
-    if algorithm == "im2col":  # evaluation's way: one window position at a time, no cache,
-        # in slices of images (here 5, 5, 5 and 1), the relu done while a slice is in cache
+    float32_close(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], pool_of(pool))[0])
+    if algorithm == "im2col":  # evaluation's way: one phase at a time, no cache, in slices of
+        # images (here 5, 5, 5 and 1), the relu done while a slice is in cache
         with eval_slices(5):
-            evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, training=False)
-            with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True)[0]
+            evaluated, nothing = convpool.conv_pool_forward(A, W, b, hp, training=False, pool=pool)
+            with_relu = convpool.conv_pool_forward(A, W, b, hp, training=False, relu=True, pool=pool)[0]
         assert nothing is None
         float32_close(evaluated, out)
         assert np.array_equal(with_relu, np.maximum(evaluated, 0))  # the same products: exactly
         with eval_slices(5):  # a conv without bias: the relu alone
-            unbiased = convpool.conv_pool_forward(A, W, None, hp, training=False, relu=True)[0]
-        separate = F.pool_forward(F.conv_forward(A, W, np.zeros_like(b), hp)[0], POOL)[0]
+            unbiased = convpool.conv_pool_forward(A, W, None, hp, training=False, relu=True, pool=pool)[0]
+        separate = F.pool_forward(F.conv_forward(A, W, np.zeros_like(b), hp)[0], pool_of(pool))[0]
         float32_close(unbiased, np.maximum(separate, 0))
         with pytest.raises(ValueError, match="relu"):
             convpool.conv_pool_forward(A, W, b, hp, relu=True)
     # the gradient is routed by the fused kernel's own conv values (before the bias): over blank
     # rows the fft's outputs are near-ties whose order another GEMM shape or BLAS kernel can flip
     _, conv_cache = kernels.conv_forward(A, W, None, hp)
-    _, pool_cache = F.pool_forward(conv_values_in_image_order(cache), POOL)
+    in_order = conv_values_in_image_order(cache)
+    _, pool_cache = F.pool_forward(in_order, pool_of(pool))
     d_out = rng.normal(size=out.shape).astype(np.float32)
     dA, dW, db = convpool.conv_pool_backward(d_out, cache, compute_dA=algorithm == "fft-gemm")
     want = kernels.conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, compute_dA=algorithm == "fft-gemm")
@@ -158,11 +177,16 @@ def test_refuses_what_it_cannot_do():
     W = np.ones((3, 3, 2, 4))
     with pytest.raises(ValueError, match="one-channel"):
         convpool.conv_pool_forward(np.ones((1, 6, 6, 2)), W, None, {"stride": 1, "pad": 1})
-    with pytest.raises(ValueError, match="2x2 pool"):
+    with pytest.raises(ValueError, match="room for the pool"):
         convpool.conv_pool_forward(np.ones((1, 3, 3, 1)), np.ones((3, 3, 1, 4)), None, {"stride": 1, "pad": 0})
+    with pytest.raises(ValueError, match="an even conv output"):  # 27 rows: a 3x3 pool's phases differ
+        convpool.conv_pool_forward(np.ones((1, 27, 28, 1)), np.ones((5, 5, 1, 4)), None, {"stride": 1, "pad": 2},
+                                   pool=3)
     with pytest.raises(ValueError, match="stride 1"):
         convpool.fft_conv_pool_forward(np.ones((1, 8, 8, 2)), W, None, {"stride": 2, "pad": 1})
-    assert not convpool.supported((28, 28, 1), 5, 1, 2, 3, 2)
+    assert convpool.supported((28, 28, 1), 5, 2, 2, 3, 2)  # the seed notebook's
+    assert not convpool.supported((28, 28, 1), 5, 1, 2, 3, 3)  # stride 2 only
+    assert not convpool.supported((14, 14, 32), 5, 1, 2, 3, 2, "fft-gemm")
     assert convpool.supported((14, 14, 32), 5, 1, 2, 2, 2, "fft-gemm")
 
 
@@ -170,19 +194,29 @@ RELU, POOL_LAYER = {"type": "relu"}, {"type": "maxpool2d", "size": 2}
 LENET = [{"type": "conv2d", "filters": 8, "kernel": 5, "padding": 2}, RELU, POOL_LAYER,
          {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1}, RELU, POOL_LAYER,
          {"type": "flatten"}, {"type": "dense", "units": 10}]
+NOTEBOOK = [{"type": "conv2d", "filters": 10, "kernel": 5, "stride": 2, "padding": 2}, RELU,
+            {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"}, {"type": "dense", "units": 10}]
 
 
-def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(float32_close, relative_error):
-    model = Sequential.from_config(LENET, (12, 12, 1), np.random.default_rng(0))
+# LeNet's second conv (3x3 on 6x6x8: im2col) needs its input gradient, so it pools apart (in
+# evaluation its bias after the pool)
+@pytest.mark.parametrize("layers,side,training,evaluation,pool", [
+    (LENET, 12, [(0, 2), (1,), (3,), (5,), (4,)], [(0, 2, 1), (3,), (5,), (3,), (4,)], 2),
+    (NOTEBOOK, 28, [(0, 2), (1,), (3,), (4,)], [(0, 2, 1), (3,), (4,)], 3),
+])
+def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(layers, side, training, evaluation, pool,
+                                                                     float32_close, relative_error):
+    model = Sequential.from_config(layers, (side, side, 1), np.random.default_rng(0))
     for layer in model.layers:
         if "b" in layer.params:  # non-zero biases, so that adding them after the pool is tested
             layer.params["b"][...] = np.random.default_rng(1).normal(size=layer.params["b"].shape)
-    x = (np.random.default_rng(2).random((6, 12, 12, 1)) > 0.5).astype(np.float32)
+    x = (np.random.default_rng(2).random((9, side, side, 1)) > 0.5).astype(np.float32)
     plan = Plan(model)
-    # the second conv (3x3 on 6x6x8: im2col) needs its input gradient, so it pools apart
-    assert [type(step).__name__ for step in plan.training_steps][:4] == ["ConvPoolStep", "LayerStep", "ConvStep",
-                                                                          "LayerStep"]
+    assert [step.layers for step in plan.training_steps][:len(training)] == training
+    assert [step.layers for step in plan.evaluation_steps][:len(evaluation)] == evaluation
+    assert f"max pool {pool}x{pool}" in plan.training_steps[0].what
     float32_close(plan.forward(x)[0], model.forward(x))
+    float32_close(plan.predict_logits(x), model.forward(x))
     plain = model.forward(x, training=True)
     fused, caches = plan.forward(x, training=True)
     assert isinstance(caches[0], convpool.Cache)

@@ -64,11 +64,13 @@ def test_float32_matches_the_plain_engine(float32_close):
 
 
 def test_the_plan_takes_it_for_overlapping_windows_in_training_only():
-    config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "notebook.yaml")
-    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
-    rows = Plan(model).describe()
-    assert ("training", "2", "maxpool2d 3x3 stride 2, gradient by cell number") in rows
-    assert ("evaluation", "2", "maxpool2d") in rows
+    # after a second conv: the pool cannot be fused with it (the notebook's first conv fuses)
+    layers = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+              {"type": "conv2d", "filters": 6, "kernel": 3, "padding": 1}, {"type": "relu"},
+              {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"}, {"type": "dense", "units": 10}]
+    rows = Plan(Sequential.from_config(layers, (12, 12, 1))).describe()
+    assert ("training", "4", "maxpool2d 3x3 stride 2, gradient by cell number") in rows
+    assert ("evaluation", "4", "maxpool2d") in rows
     lenet = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
     tiled = Plan(Sequential.from_config(lenet["model"]["layers"], lenet["model"]["input_shape"])).describe()
     assert not any("cell number" in what for _, _, what in tiled)

@@ -1,15 +1,19 @@
-"""A convolution and the 2x2 max pool after it, computed together.
+"""A convolution and the max pool after it, computed together.
 
 Apart, the convolution writes its output in image order (LeNet's first: 28x28x32 per image),
-the pool reads it through four strided slices and its backward writes a gradient of the same
-size through four more, with only ``C`` contiguous numbers per step of NumPy's inner loop.
-Together, the convolution produces its output ordered by position in the pooling window, so
-the pool is three element-wise maxima of four blocks and its backward four block products:
+the pool reads it through strided slices and its backward writes a gradient of the same size
+through as many more, with only ``C`` contiguous numbers per step of NumPy's inner loop.
+Together, the convolution produces its output ordered by the parity of its row and column
+(four phases), so that each offset of a stride-2 pool's window reads one phase, shifted by
+whole rows and columns: a 2x2 pool is three element-wise maxima of four blocks and its
+backward four block products; an overlapping 3x3 pool (the seed notebook's) takes nine
+blocks, and its backward adds them in window-offset order, as ``functional.pool_backward``.
 
-- a one-channel first conv (im2col): its GEMM rows are ordered (window row, window column,
-  image, pooled row, pooled column), each window position one contiguous block;
+- a one-channel first conv (im2col): its GEMM rows are ordered (row parity, column parity,
+  image, row, column), each phase one contiguous block; 2x2 and 3x3 pools;
 - a frequency-domain conv (``fftconv``): the inverse transforms' rows are reordered so that
-  even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers).
+  even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers);
+  2x2 pools.
 
 The forward values are those of the separate conv and pool: each output is the same dot
 product (computed by GEMMs of other shapes, so equal within float32 rounding), and the bias
@@ -29,45 +33,60 @@ from .. import functional as F
 
 class Cache(NamedTuple):
     conv: object          # im2col: the (f*f, rows) column matrix; fft-gemm: fftconv's own cache
-    Z: np.ndarray         # the convolution without bias, in window-major order
-    blocks: tuple         # four views of Z, one per window position, in row-major window order
+    Z: np.ndarray         # the convolution without bias, in phase order
+    blocks: tuple         # views of Z, one per window offset, in row-major window order
     pooled: np.ndarray    # their maximum, no bias
     shape: tuple          # (f, m, h, w, C): kernel and pooled output
+    pool: int             # the pool's window: 2, or 3 (overlapping)
 
 
 def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
               algorithm: str = "im2col") -> bool:
-    """A 2x2 stride-2 pool over at least a 2x2 conv output; im2col: a one-channel input;
-    fft-gemm: what ``fftconv`` supports."""
+    """A 2x2 or 3x3 stride-2 pool that fits the conv's output; im2col: a one-channel input,
+    and for a 3x3 pool an even conv output (its phases then have equal sizes); fft-gemm: a 2x2
+    pool and what ``fftconv`` supports."""
     n_H_prev, n_W_prev, c_prev = input_shape
     n_H, n_W = (F.output_size(n, kernel, stride, pad) for n in (n_H_prev, n_W_prev))
-    if pool_size != 2 or pool_stride != 2 or n_H < 2 or n_W < 2:
+    if pool_size not in (2, 3) or pool_stride != 2 or n_H < pool_size or n_W < pool_size:
         return False
     if algorithm == "fft-gemm":
-        return fftconv.supported(n_H_prev, n_W_prev, kernel, stride, pad)
-    return c_prev == 1
+        return pool_size == 2 and fftconv.supported(n_H_prev, n_W_prev, kernel, stride, pad)
+    return c_prev == 1 and (pool_size == 2 or n_H % 2 == n_W % 2 == 0)
 
 
-def max_of_blocks(blocks) -> np.ndarray:
-    pooled = np.maximum(blocks[0], blocks[1])
-    np.maximum(pooled, blocks[2], out=pooled)
-    np.maximum(pooled, blocks[3], out=pooled)
+def max_of_blocks(blocks, out=None) -> np.ndarray:
+    pooled = np.maximum(blocks[0], blocks[1], out=out)
+    for block in blocks[2:]:
+        np.maximum(pooled, block, out=pooled)
     return pooled
 
 
-def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_blocks) -> None:
-    """Write into ``d_blocks`` (views of the conv's gradient) each pooled gradient at the first
-    maximum of its window in row-major order (PyTorch's rule, as ``functional.pool_backward``)."""
+def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_blocks, overlapping: bool) -> None:
+    """Send each pooled gradient to the first maximum of its window in row-major order
+    (PyTorch's rule, as ``functional.pool_backward``) through ``d_blocks``, views of the conv's
+    gradient: written, or added in window-offset order when windows overlap (the views then
+    start at zero)."""
+    routed = np.empty_like(d_pooled) if overlapping else None
     for first, d_block in zip(F.first_max_masks(blocks, pooled), d_blocks):
-        np.multiply(d_pooled, first, out=d_block)
+        if overlapping:
+            np.add(d_block, np.multiply(d_pooled, first, out=routed), out=d_block)
+        else:
+            np.multiply(d_pooled, first, out=d_block)
+
+
+def window_blocks(Z: np.ndarray, pool: int, h: int, w: int) -> tuple:
+    """The views ``(m, h, w, C)`` of an im2col conv's phase-ordered output ``Z`` (row parity,
+    column parity, m, rows, columns, C), one per offset (u, v) of a stride-2 pool's window, in
+    row-major order: offset u reads row parity u % 2, shifted by u // 2 rows."""
+    return tuple(Z[u % 2, v % 2, :, u // 2:u // 2 + h, v // 2:v // 2 + w] for u in range(pool) for v in range(pool))
 
 
 def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np.ndarray:
     """``(n*n, m*h*w)`` with n = f + stride: block (u, v) holds pixel (u + 2*stride*i,
-    v + 2*stride*j) of every image for every pooled position (i, j). Tap (a, b) of the conv
-    output at window position (r, q) reads block (a + stride*r, b + stride*q): these n*n blocks
-    are all the input a conv with a 2x2 pool reads (LeNet: 36, against 4*25 tap-position pairs).
-    One strided copy from ``A_pad`` (m, H, W, 1)."""
+    v + 2*stride*j) of every image for every position (i, j) of the conv output's phases
+    (``h`` x ``w`` each). Tap (a, b) of the conv output in phase (r, q) reads block
+    (a + stride*r, b + stride*q): these n*n blocks are all the input the conv reads (LeNet: 36,
+    against 4*25 tap-phase pairs). One strided copy from ``A_pad`` (m, H, W, 1)."""
     m = A_pad.shape[0]
     s_m, s_h, s_w, _ = A_pad.strides
     n = f + stride
@@ -79,12 +98,12 @@ def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np
 
 def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
     """``(f*f, 4*rows)`` from ``shifted_blocks``: for tap (a, b), the input pixel under it at
-    every conv output that a 2x2 pool reads, ordered (window row, window column, image, pooled
-    row, pooled column). Long contiguous copies, where gathering all 4*f*f blocks from the image
-    would be many short ones."""
+    every conv output of the phases, ordered (row parity, column parity, image, row, column).
+    Long contiguous copies, where gathering all 4*f*f blocks from the image would be many
+    short ones."""
     n, rows = f + stride, blocks.shape[1]
     row, size = rows * blocks.itemsize, blocks.itemsize
-    # tap (a, b) at window position (r, q) is block (a + stride*r, b + stride*q)
+    # tap (a, b) in phase (r, q) is block (a + stride*r, b + stride*q)
     by_tap = as_strided(blocks, (f, f, 2, 2, rows), (n * row, row, stride * n * row, stride * row, size),
                         writeable=False)
     cols = np.empty(by_tap.shape, dtype=blocks.dtype)
@@ -92,44 +111,59 @@ def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
     return cols.reshape(f * f, 4 * rows)
 
 
-# Images per slice of an evaluation's fused first conv: a slice's blocks, its running maximum and
-# the GEMM output beside it stay in one core's L2 cache (about 1.3 MB for LeNet), where the bias
-# and relu are added too.
-EVAL_SLICE_IMAGES = 16
+# Bytes of a slice of an evaluation's fused first conv: its blocks, its GEMM outputs and its
+# pooled output stay in one core's L2 cache, where the bias and relu are added too. Small nets
+# get more images per slice, so that NumPy's per-call cost is shared by more of them.
+EVAL_SLICE_BYTES = 1_250_000
 
 
-def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu):
-    """The pooled conv without keeping anything, one window position at a time into a running
-    maximum. Position (r, q) reads the blocks' rows (a + stride*r)*n + v: for each r one
-    contiguous range of f*n rows, so no column matrix is built; tap (a, t)'s weight sits at
-    v = t + stride*q among zeros (the same sums: the zero terms add nothing). Slices of
-    ``EVAL_SLICE_IMAGES`` images, each finished (bias, relu) while it is in cache."""
+def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> int:
+    """Images per slice of ``_pooled_without_cache`` (LeNet's first conv: 16)."""
     f, m, h, w, c = shape
-    n = f + stride
+    grid = (h + pool - 2) * (w + pool - 2)  # positions per phase
+    gemm_out = 4 * grid * c if pool == 3 else h * w * c  # a 3x3 pool keeps all four phases
+    per_image = ((f + stride) ** 2 * grid + gemm_out + h * w * c) * itemsize
+    return max(1, EVAL_SLICE_BYTES // per_image)
+
+
+def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
+    """The pooled conv without keeping anything. Phase (r, q) reads the blocks' rows
+    (a + stride*r)*n + v: for each r one contiguous range of f*n rows, so no column matrix is
+    built; tap (a, t)'s weight sits at v = t + stride*q among zeros (the same sums: the zero
+    terms add nothing). A 2x2 pool takes the phases into a running maximum as they come; a 3x3
+    pool keeps them, then takes its nine blocks. Slices of ``eval_slice_images`` images, each
+    finished (bias, relu) while it is in cache."""
+    f, m, h, w, c = shape
+    n, grid = f + stride, (h + pool - 2) * (w + pool - 2)  # values per phase of one image
     weights = []
     for q in (0, 1):
         padded = np.zeros((f, n, c), dtype=taps.dtype)
         padded[:, stride * q:stride * q + f] = taps.reshape(f, f, c)
         weights.append(padded.reshape(f * n, c))
     pooled = np.empty((m * h * w, c), dtype=taps.dtype)
-    rows = min(m, EVAL_SLICE_IMAGES) * h * w
-    scratch = np.empty((rows, c), dtype=taps.dtype)
+    per_slice = min(m, eval_slice_images(shape, stride, pool, taps.itemsize))
+    phases = np.empty((2, 2, per_slice * grid, c), dtype=taps.dtype)
     # full-size operands: NumPy's add and maximum run faster on two whole arrays than on a
     # broadcast bias or a scalar 0 (the same numbers)
-    bias = None if bias is None else np.broadcast_to(bias, (rows, c)).copy()
-    zeros = np.zeros((rows, c), dtype=taps.dtype) if relu else None
-    for lo in range(0, m, EVAL_SLICE_IMAGES):
-        hi = min(m, lo + EVAL_SLICE_IMAGES)
-        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
-        out, block = pooled[lo * h * w:hi * h * w], scratch[:(hi - lo) * h * w]
+    bias = None if bias is None else np.broadcast_to(bias, (per_slice * h * w, c)).copy()
+    zeros = np.zeros((per_slice * h * w, c), dtype=taps.dtype) if relu else None
+    for lo in range(0, m, per_slice):
+        hi = min(m, lo + per_slice)
+        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h + pool - 2, w + pool - 2)
+        out = pooled[lo * h * w:hi * h * w]
         for r in (0, 1):
             reads = blocks[stride * r * n:stride * r * n + f * n].T
             for q in (0, 1):
-                if r == q == 0:
+                if pool == 2 and r == q == 0:
                     np.matmul(reads, weights[q], out=out)
+                elif pool == 2:
+                    np.matmul(reads, weights[q], out=phases[0, 0, :len(out)])
+                    np.maximum(out, phases[0, 0, :len(out)], out=out)
                 else:
-                    np.matmul(reads, weights[q], out=block)
-                    np.maximum(out, block, out=out)
+                    np.matmul(reads, weights[q], out=phases[r, q, :(hi - lo) * grid])
+        if pool == 3:
+            Z = phases[:, :, :(hi - lo) * grid].reshape(2, 2, hi - lo, h + 1, w + 1, c)
+            max_of_blocks(window_blocks(Z, pool, h, w), out=out.reshape(hi - lo, h, w, c))
         if bias is not None:
             np.add(out, bias[:len(out)], out=out)
         if relu:
@@ -137,16 +171,17 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu):
     return pooled.reshape(m, h, w, c)
 
 
-def _pooled_shape(A_prev, W, hparameters, algorithm):
+def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
     F.require_4d("A_prev", A_prev)
     m, n_H_prev, n_W_prev, c_prev = A_prev.shape
     f, _, _, c = W.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
-    if W.shape[2] != c_prev or not supported((n_H_prev, n_W_prev, c_prev), f, stride, pad, 2, 2, algorithm):
+    if W.shape[2] != c_prev or not supported((n_H_prev, n_W_prev, c_prev), f, stride, pad, pool, 2, algorithm):
         need = "stride 1 and pad < f" if algorithm == "fft-gemm" else "a one-channel input"
-        raise ValueError(f"the fused {algorithm} conv and pool needs {need} and room for a 2x2 pool; "
-                         f"got input {A_prev.shape}, W {W.shape}, hparameters {hparameters}")
-    h, w = F.output_size(n_H_prev, f, stride, pad) // 2, F.output_size(n_W_prev, f, stride, pad) // 2
+        even = ", an even conv output" if pool == 3 else ""
+        raise ValueError(f"the fused {algorithm} conv and {pool}x{pool} pool needs {need}{even} and room for the "
+                         f"pool; got input {A_prev.shape}, W {W.shape}, hparameters {hparameters}")
+    h, w = (F.output_size(F.output_size(n, f, stride, pad), pool, 2) for n in (n_H_prev, n_W_prev))
     return f, m, h, w, c
 
 
@@ -157,26 +192,27 @@ def _biased(pooled, b, shape):
 
 
 def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
-                      training: bool = True, relu: bool = False):
-    """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": 2, "stride": 2})`` for a
-    one-channel input: returns the pooled ``(m, h, w, C)`` and a ``Cache`` (None when not
-    ``training``: an evaluation needs no backward pass). W (f, f, 1, C). ``relu`` (an
-    evaluation's only): the relu after the pool too."""
-    shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col")
+                      training: bool = True, relu: bool = False, pool: int = 2):
+    """``pool_forward(conv_forward(A_prev, W, b, hparameters), {"f": pool, "stride": 2})`` for
+    a one-channel input (``pool`` 2 or 3): returns the pooled ``(m, h, w, C)`` and a ``Cache``
+    (None when not ``training``: an evaluation needs no backward pass). W (f, f, 1, C).
+    ``relu`` (an evaluation's only): the relu after the pool too."""
+    shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col", pool)
     dtype = F.floating_dtype(A_prev, W, b)
     stride = int(hparameters["stride"])
     A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
     taps = W.reshape(f * f, c).astype(dtype, copy=False)
     if not training:
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
-        return _pooled_without_cache(A_pad, taps, bias, shape, stride, relu), None
+        return _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
-    cols = pooled_columns(shifted_blocks(A_pad, f, stride, h, w), f, stride)
-    Z = (cols.T @ taps).reshape(4, m * h * w, c)
-    blocks = tuple(Z)
+    rows, columns = h + pool - 2, w + pool - 2  # each phase's
+    cols = pooled_columns(shifted_blocks(A_pad, f, stride, rows, columns), f, stride)
+    Z = (cols.T @ taps).reshape(2, 2, m, rows, columns, c)
+    blocks = window_blocks(Z, pool, h, w)
     pooled = max_of_blocks(blocks)
-    return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape)
+    return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape, pool)
 
 
 def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
@@ -190,11 +226,11 @@ def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | Non
     out = _biased(pooled, b, shape)
     if relu:  # in place unless `out` is the cache's own `pooled` (no bias)
         out = np.maximum(out, 0, out=None if b is None else out)
-    return out, Cache(conv_cache, Z, blocks, pooled, shape)
+    return out, Cache(conv_cache, Z, blocks, pooled, shape, 2)
 
 
 def _fft_blocks(Z, shape):
-    """Views ``(m, h, w*C)`` of a window-major ``(m, 2h, 2w, C)``: rows (row parity, h), columns
+    """Views ``(m, h, w*C)`` of a phase-ordered ``(m, 2h, 2w, C)``: rows (row parity, h), columns
     (column parity, w, C)."""
     f, m, h, w, c = shape
     Z = Z.reshape(m, 2, h, 2, w * c)
@@ -214,14 +250,16 @@ def is_fft(cache: Cache) -> bool:
 
 
 def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """The pooled gradient routed back to the conv's output (window-major, like ``cache.Z``)."""
+    """The pooled gradient routed back to the conv's output (phase-ordered, like ``cache.Z``)."""
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
     d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
-    dZ = np.empty_like(cache.Z)
-    d_blocks = _fft_blocks(dZ, cache.shape) if is_fft(cache) else tuple(dZ)
-    route_to_first_max(d_pooled, cache.blocks, cache.pooled, d_blocks)
+    overlapping = cache.pool == 3
+    # overlapping windows add their gradients up, from zero
+    dZ = np.zeros_like(cache.Z) if overlapping else np.empty_like(cache.Z)
+    d_blocks = _fft_blocks(dZ, cache.shape) if is_fft(cache) else window_blocks(dZ, cache.pool, h, w)
+    route_to_first_max(d_pooled, cache.blocks, cache.pooled, d_blocks, overlapping)
     return dZ
 
 
@@ -229,6 +267,6 @@ def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
     """``(dW, db)`` of the one-channel fused conv from the columns it kept."""
     dZ = conv_gradient(dout, cache)
     f, m, h, w, c = cache.shape
-    dW = (cache.conv @ dZ.reshape(4 * m * h * w, c)).reshape(f, f, 1, c)
+    dW = (cache.conv @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
     # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
     return dW, F.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)

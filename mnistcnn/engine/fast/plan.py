@@ -8,7 +8,7 @@ decided, and ``describe()`` says what it decided:
 - a relu that feeds a max pool runs after the pool: max commutes with a monotone function,
   so the numbers are the same and the relu sees only the pooled values (a quarter of them
   after a 2x2 pool);
-- a conv and the 2x2 max pool after it run as one kernel (``convpool``) where it applies;
+- a conv and the stride-2 max pool after it run as one kernel (``convpool``) where it applies;
 - a max pool whose windows overlap sums its gradient by input cell number (``maxpool``);
 - in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
   fused conv and pool does the relu after them while the output is in cache;
@@ -102,7 +102,7 @@ class Plan:
             elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):
                 relu = not training and at + 2 < len(order) and type(layers[order[at + 2]]) is ReLU
                 fused = tuple(order[at:at + (3 if relu else 2)])
-                steps.append(ConvPoolStep(fused, layer, self.spectra.get(index)))
+                steps.append(ConvPoolStep(fused, layer, self.spectra.get(index), layers[order[at + 1]]))
                 at += len(fused)
             elif _pools_after(self.model, order, at) and layer.bias and not training:
                 pool = order[at + 1]
@@ -115,8 +115,8 @@ class Plan:
         return steps
 
     def _fuses(self, index: int, pool: MaxPool2D) -> bool:
-        """A frequency-domain conv, or an im2col one on the images (one channel, no input
-        gradient to give), with a 2x2 stride-2 pool over it."""
+        """A frequency-domain conv with a 2x2 stride-2 pool over it, or an im2col one on the
+        images (one channel, no input gradient to give) with a 2x2 or 3x3 stride-2 pool."""
         conv, method = self.model.layers[index], self.methods[index]
         if method == "im2col" and conv.needs_input_grad:
             return False

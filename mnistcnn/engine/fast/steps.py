@@ -159,13 +159,13 @@ class ConvStep(Step):
 
 
 class ConvPoolStep(ConvStep):
-    """A conv and the 2x2 max pool after it as one kernel (``convpool``); in evaluation, with
-    ``relu``, the relu after the pool too."""
+    """A conv and the stride-2 max pool after it as one kernel (``convpool``); in evaluation,
+    with ``relu``, the relu after the pool too."""
 
-    def __init__(self, layers: tuple, conv: Conv2D, spectrum: Spectrum | None):
+    def __init__(self, layers: tuple, conv: Conv2D, spectrum: Spectrum | None, pool: MaxPool2D):
         super().__init__(layers[0], conv, spectrum)
-        self.layers, self.relu = layers, len(layers) == 3
-        self.what += " + max pool 2x2" + (" + relu" if self.relu else "") + ", fused"
+        self.layers, self.relu, self.pool = layers, len(layers) == 3, pool.size
+        self.what += f" + max pool {pool.size}x{pool.size}" + (" + relu" if self.relu else "") + ", fused"
 
     def forward(self, x, training, rng):
         conv = self.conv
@@ -173,7 +173,7 @@ class ConvPoolStep(ConvStep):
         if self.spectrum:
             weights = self.spectrum.current()
             return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
-        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu)
+        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu, self.pool)
 
     def backward(self, dout, cache):
         if self.spectrum:
