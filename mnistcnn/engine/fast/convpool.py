@@ -32,12 +32,13 @@ from .. import functional as F
 
 
 class Cache(NamedTuple):
-    conv: object          # im2col: the (f*f, rows) column matrix; fft-gemm: fftconv's own cache
+    conv: object          # im2col: the shifted blocks or the column matrix; fft-gemm: fftconv's own cache
     Z: np.ndarray         # the convolution without bias, in phase order
     blocks: tuple         # views of Z, one per window offset, in row-major window order
     pooled: np.ndarray    # their maximum, no bias
     shape: tuple          # (f, m, h, w, C): kernel and pooled output
     pool: int             # the pool's window: 2, or 3 (overlapping)
+    stride: int           # the conv's
 
 
 def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
@@ -111,6 +112,33 @@ def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
     return cols.reshape(f * f, 4 * rows)
 
 
+def reads_blocks(f: int, stride: int) -> bool:
+    """Whether a one-channel conv's GEMMs read the shifted blocks directly, with its taps
+    spread among zeros (``padded_taps``), rather than a column matrix built from them: the
+    columns take 4*f*f numbers per position where the blocks take (f + stride)**2, and the
+    zeros add stride/f to the multiply-adds. Direct where those are at most a quarter more."""
+    return 4 * stride <= f
+
+
+def padded_taps(taps: np.ndarray, f: int, stride: int) -> list:
+    """For column parity q, the ``(f*n, C)`` weights that phase (r, q) multiplies the blocks'
+    rows ``block_rows(r)`` by: tap (a, t) at row a*n + t + stride*q, zeros elsewhere."""
+    n, c = f + stride, taps.shape[1]
+    weights = []
+    for q in (0, 1):
+        padded = np.zeros((f, n, c), dtype=taps.dtype)
+        padded[:, stride * q:stride * q + f] = taps.reshape(f, f, c)
+        weights.append(padded.reshape(f * n, c))
+    return weights
+
+
+def block_rows(blocks: np.ndarray, f: int, stride: int, r: int) -> np.ndarray:
+    """The ``(f*n, positions)`` rows of ``shifted_blocks`` that the conv's row-parity-``r``
+    phase reads: (a + stride*r)*n + v for tap row a, one contiguous range."""
+    n = f + stride
+    return blocks[stride * r * n:stride * r * n + f * n]
+
+
 # Bytes of a slice of an evaluation's fused first conv: its blocks, its GEMM outputs and its
 # pooled output stay in one core's L2 cache, where the bias and relu are added too. Small nets
 # get more images per slice, so that NumPy's per-call cost is shared by more of them.
@@ -127,19 +155,14 @@ def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> in
 
 
 def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
-    """The pooled conv without keeping anything. Phase (r, q) reads the blocks' rows
-    (a + stride*r)*n + v: for each r one contiguous range of f*n rows, so no column matrix is
-    built; tap (a, t)'s weight sits at v = t + stride*q among zeros (the same sums: the zero
-    terms add nothing). A 2x2 pool takes the phases into a running maximum as they come; a 3x3
-    pool keeps them, then takes its nine blocks. Slices of ``eval_slice_images`` images, each
-    finished (bias, relu) while it is in cache."""
+    """The pooled conv without keeping anything, its GEMMs reading the shifted blocks directly
+    (``padded_taps``: the zero terms add nothing to the sums), so no column matrix is built. A
+    2x2 pool takes the phases into a running maximum as they come; a 3x3 pool keeps them, then
+    takes its nine blocks. Slices of ``eval_slice_images`` images, each finished (bias, relu)
+    while it is in cache."""
     f, m, h, w, c = shape
-    n, grid = f + stride, (h + pool - 2) * (w + pool - 2)  # values per phase of one image
-    weights = []
-    for q in (0, 1):
-        padded = np.zeros((f, n, c), dtype=taps.dtype)
-        padded[:, stride * q:stride * q + f] = taps.reshape(f, f, c)
-        weights.append(padded.reshape(f * n, c))
+    grid = (h + pool - 2) * (w + pool - 2)  # values per phase of one image
+    weights = padded_taps(taps, f, stride)
     pooled = np.empty((m * h * w, c), dtype=taps.dtype)
     per_slice = min(m, eval_slice_images(shape, stride, pool, taps.itemsize))
     phases = np.empty((2, 2, per_slice * grid, c), dtype=taps.dtype)
@@ -152,7 +175,7 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
         blocks = shifted_blocks(A_pad[lo:hi], f, stride, h + pool - 2, w + pool - 2)
         out = pooled[lo * h * w:hi * h * w]
         for r in (0, 1):
-            reads = blocks[stride * r * n:stride * r * n + f * n].T
+            reads = block_rows(blocks, f, stride, r).T
             for q in (0, 1):
                 if pool == 2 and r == q == 0:
                     np.matmul(reads, weights[q], out=out)
@@ -208,11 +231,20 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     rows, columns = h + pool - 2, w + pool - 2  # each phase's
-    cols = pooled_columns(shifted_blocks(A_pad, f, stride, rows, columns), f, stride)
-    Z = (cols.T @ taps).reshape(2, 2, m, rows, columns, c)
+    conv = shifted_blocks(A_pad, f, stride, rows, columns)
+    if reads_blocks(f, stride):
+        weights = padded_taps(taps, f, stride)
+        Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
+        for r in (0, 1):
+            for q in (0, 1):
+                np.matmul(block_rows(conv, f, stride, r).T, weights[q], out=Z[r, q])
+    else:
+        conv = pooled_columns(conv, f, stride)
+        Z = conv.T @ taps
+    Z = Z.reshape(2, 2, m, rows, columns, c)
     blocks = window_blocks(Z, pool, h, w)
     pooled = max_of_blocks(blocks)
-    return _biased(pooled, b, shape), Cache(cols, Z, blocks, pooled, shape, pool)
+    return _biased(pooled, b, shape), Cache(conv, Z, blocks, pooled, shape, pool, stride)
 
 
 def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
@@ -226,7 +258,7 @@ def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | Non
     out = _biased(pooled, b, shape)
     if relu:  # in place unless `out` is the cache's own `pooled` (no bias)
         out = np.maximum(out, 0, out=None if b is None else out)
-    return out, Cache(conv_cache, Z, blocks, pooled, shape, 2)
+    return out, Cache(conv_cache, Z, blocks, pooled, shape, 2, 1)
 
 
 def _fft_blocks(Z, shape):
@@ -264,9 +296,17 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
 
 
 def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
-    """``(dW, db)`` of the one-channel fused conv from the columns it kept."""
+    """``(dW, db)`` of the one-channel fused conv from the blocks or columns it kept."""
     dZ = conv_gradient(dout, cache)
     f, m, h, w, c = cache.shape
-    dW = (cache.conv @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
+    if reads_blocks(f, cache.stride):  # each phase's products, its taps picked from among the zeros
+        n, stride = f + cache.stride, cache.stride
+        dW = np.zeros((f, f, 1, c), dtype=dZ.dtype)
+        for r in (0, 1):
+            for q in (0, 1):
+                padded = (block_rows(cache.conv, f, stride, r) @ dZ[r, q].reshape(-1, c)).reshape(f, n, 1, c)
+                dW += padded[:, stride * q:stride * q + f]
+    else:
+        dW = (cache.conv @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
     # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
     return dW, F.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
