@@ -192,7 +192,7 @@ def test_refuses_what_it_cannot_do():
 
 RELU, POOL_LAYER = {"type": "relu"}, {"type": "maxpool2d", "size": 2}
 LENET = [{"type": "conv2d", "filters": 8, "kernel": 5, "padding": 2}, RELU, POOL_LAYER,
-         {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1}, RELU, POOL_LAYER,
+         {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1, "algorithm": "im2col"}, RELU, POOL_LAYER,
          {"type": "flatten"}, {"type": "dense", "units": 10}]
 NOTEBOOK = [{"type": "conv2d", "filters": 10, "kernel": 5, "stride": 2, "padding": 2}, RELU,
             {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"}, {"type": "dense", "units": 10}]

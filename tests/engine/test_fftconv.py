@@ -74,11 +74,13 @@ def test_auto_chooses_by_shape_and_config_overrides():
         {"type": "maxpool2d", "size": 2},
         {"type": "conv2d", "filters": 64, "kernel": 5, "padding": 2},
         {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
+        {"type": "conv2d", "filters": 16, "kernel": 3, "padding": 1},  # 1.32x im2col's multiply-adds
     ], (28, 28, 1), np.random.default_rng(0))
-    assert list(Plan(model).methods.values()) == ["im2col", "fft-gemm", "im2col"]
+    # the first conv: one channel, 4.25x im2col's multiply-adds in the frequency domain
+    assert list(Plan(model).methods.values()) == ["im2col", "fft-gemm", "im2col", "fft-gemm"]
     # a model-wide fft-gemm applies where it can; im2col everywhere
-    assert list(Plan(model, "fft-gemm").methods.values()) == ["fft-gemm", "fft-gemm", "im2col"]
-    assert list(Plan(model, "im2col").methods.values()) == ["im2col"] * 3
+    assert list(Plan(model, "fft-gemm").methods.values()) == ["fft-gemm", "fft-gemm", "im2col", "fft-gemm"]
+    assert list(Plan(model, "im2col").methods.values()) == ["im2col"] * 4
     forced = layer_from_config({"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"})
     forced.build((28, 28, 1))
     assert conv_method(forced) == "fft-gemm"

@@ -160,7 +160,8 @@ def test_relu_after_the_pool_gives_the_plain_numbers_exactly():
 def test_evaluation_adds_a_conv_bias_after_the_pool(algorithm, float32_close):
     """A quarter of the additions; rounding is monotone, so max(z + b) == max(z) + b."""
     specs = [{"type": "conv2d", "filters": 6, "kernel": 5, "padding": 2, "algorithm": algorithm}, {"type": "relu"},
-             {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
+             {"type": "maxpool2d", "size": 2},
+             {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1, "algorithm": "im2col"},
              {"type": "maxpool2d", "size": 2}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}]
     model = Sequential.from_config(specs, (12, 12, 1), np.random.default_rng(0))
     rng = np.random.default_rng(3)

@@ -37,13 +37,17 @@ EVAL_CHUNK_BYTES = 10 << 20
 # Images per call of an evaluation's dense head: it then reads its weights once per this many
 # images, not once per chunk.
 HEAD_IMAGES = 192
+# The frequency domain is taken where it needs at most this many times im2col's multiply-adds:
+# im2col at these sizes spends more on its column matrix, and in training on the f*f thin GEMMs
+# and passes of its input gradient, than on its multiply-adds.
+FFT_MACS_RATIO = 1.5
 
 
 def conv_method(conv: Conv2D, default: str = "auto") -> str:
     """``im2col`` or ``fft-gemm`` for a built conv: its own ``algorithm``, else ``default``
     (a model-wide choice, which falls back to im2col where the frequency domain does not
-    apply); ``auto`` takes the frequency domain where it needs under half the multiply-adds
-    (the margin pays for its extra passes over memory)."""
+    apply); ``auto`` takes the frequency domain where it needs at most ``FFT_MACS_RATIO``
+    times the multiply-adds."""
     h, w, c_prev = conv.input_shape
     fits = fftconv.supported(h, w, conv.kernel, conv.stride, conv.pad)
     choice = default if conv.algorithm == "auto" else conv.algorithm
@@ -52,7 +56,7 @@ def conv_method(conv: Conv2D, default: str = "auto") -> str:
                                       f"padding {conv.pad}, kernel {conv.kernel}); use algorithm: im2col or auto")
     if choice == "auto" and fits:
         fft_macs = fftconv.estimated_macs(h, w, c_prev, conv.filters, conv.kernel, conv.pad)
-        return "fft-gemm" if fft_macs < 0.5 * conv.macs() else "im2col"
+        return "fft-gemm" if fft_macs <= FFT_MACS_RATIO * conv.macs() else "im2col"
     return "fft-gemm" if choice == "fft-gemm" and fits else "im2col"
 
 
