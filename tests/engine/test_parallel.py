@@ -116,6 +116,10 @@ def test_threads_follow_the_model_size_not_a_timing(monkeypatch):
     monkeypatch.setattr(parallel, "default_workers", lambda: 2)
     notebook_macs = 52_600  # the seed notebook's net: a step too small to hand half of it over
     assert planned_threads(notebook_macs, 64) == (1, 1)
+    assert planned_threads(notebook_macs, 256) == (1, 1)
+    quick_macs = 390_432  # quick.yaml: one thread at its batch of 64, two from 128
+    assert planned_threads(quick_macs, 64) == (1, 1)
+    assert planned_threads(quick_macs, 128) == (2, None)
     assert planned_threads(MIN_THREAD_MACS // 3 + 1, 2) == (2, None)  # a step of 3 multiply-adds per one
     assert planned_threads(MIN_THREAD_MACS // 3, 1) == (1, 1)
     assert planned_threads(11_065_088, 64) == (2, None)  # LeNet: one worker per core

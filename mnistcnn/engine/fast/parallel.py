@@ -24,7 +24,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 SPLIT_UPDATE_SIZE = 65536
 # A training step's share of multiply-adds below which a thread of its own does not pay
 # (benchmarks/bench.py --workers 1 times a step on one thread, to set it against the plan).
-MIN_THREAD_MACS = 16_000_000
+MIN_THREAD_MACS = 50_000_000
 
 
 def keep_freed_memory() -> bool:
