@@ -98,8 +98,49 @@ def _rng_from(state: dict) -> np.random.Generator:
     return rng
 
 
-def _empty_sums() -> dict:
-    return {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+@dataclass
+class EpochSums:
+    """The running totals of the epoch in progress; checkpoints keep them, so that a run
+    resumed mid-epoch reports the whole epoch."""
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+    seconds: float = 0.0
+
+    def add(self, mean_loss: float, correct: int, count: int, seconds: float) -> None:
+        self.loss += mean_loss * count
+        self.correct += correct
+        self.count += count
+        self.seconds = seconds
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / self.count
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count
+
+    @property
+    def images_per_s(self) -> float:
+        return self.count / max(self.seconds, 1e-9)
+
+    def row(self, epoch: int, step: int, lr: float, val_loss: float, val_acc: float) -> dict:
+        """The epoch's row of metrics.csv (``runs.METRIC_COLUMNS``)."""
+        return {"epoch": epoch, "step": step, "lr": lr, "train_loss": self.mean_loss, "train_acc": self.accuracy,
+                "val_loss": val_loss, "val_acc": val_acc, "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 1)}
+
+
+def batch_maker(preprocess: Preprocess, raw: np.ndarray, warp):
+    """``make(lo, hi)``: rows lo..hi of the training batch ``raw``, preprocessed and warped by
+    ``warp`` (an ``Augment.draw``, or None). The step's worker threads call it for their parts."""
+    def make(lo: int, hi: int) -> np.ndarray:
+        batch = preprocess(raw[lo:hi])
+        if warp is None:
+            return batch
+        return affine_resample(batch, *(p[lo:hi] if p is not None else None for p in warp))
+    return make
 
 
 def optimizer_from(train_config: dict):
@@ -150,7 +191,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.best = BestEpoch()
-        self.epoch_sums = _empty_sums()
+        self.epoch_sums = EpochSums()
         self.stop_signal: int | None = None
         self.finishing = False  # in the final evaluation: no batch is left to stop after
         self.resumed_from: list[dict] = []
@@ -194,19 +235,13 @@ class Trainer:
         x_all, y_all = self.data.train_x, self.data.train_y
         batches = len(self.iterator)
         self.callbacks.on_epoch_start(self.iterator.epoch, batches, self.iterator.batch)
-        started = time.perf_counter() - self.epoch_sums["seconds"]
+        started = time.perf_counter() - self.epoch_sums.seconds
         params = self.model.params()
         runner = self.runner
         for idx in self.iterator.epoch_batches():
-            raw, y = x_all[idx], y_all[idx]
+            y = y_all[idx]
             warp = self.augment.draw(len(y), self.augment_rng) if self.augment.active else None
-
-            def make_batch(lo, hi, raw=raw, warp=warp):  # runs in the worker threads
-                batch = self.preprocess(raw[lo:hi])
-                if warp is None:
-                    return batch
-                return affine_resample(batch, *(p[lo:hi] if p is not None else None for p in warp))
-
+            make_batch = batch_maker(self.preprocess, x_all[idx], warp)
             dropout_state = _rng_state(self.dropout_rng)
             loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, label_smoothing)
             if not check_finite(loss, grads):
@@ -216,10 +251,9 @@ class Trainer:
             if self.averaged is not None:
                 self.averaged.after_step(self.step, params)
             sums = self.epoch_sums
-            sums.update(loss=sums["loss"] + loss * len(y), correct=sums["correct"] + correct,
-                        count=sums["count"] + len(y), seconds=time.perf_counter() - started)
-            self.callbacks.on_batch(self.iterator.epoch, self.iterator.batch, batches, sums["loss"] / sums["count"],
-                                    sums["correct"] / sums["count"], sums["count"] / max(sums["seconds"], 1e-9))
+            sums.add(loss, correct, len(y), time.perf_counter() - started)
+            self.callbacks.on_batch(self.iterator.epoch, self.iterator.batch, batches, sums.mean_loss,
+                                    sums.accuracy, sums.images_per_s)
             if self.stop_signal is not None and self.iterator.batch < batches:
                 raise Interrupted(self.stop_signal, self.save("last", interrupted=True))
 
@@ -231,13 +265,10 @@ class Trainer:
         val_loss, val_acc, _ = evaluate(self.evaluated[1], self.data.val_x, self.data.val_y, self.preprocess,
                                         train_config["eval_batch_size"], self.workers)
         epoch = self.iterator.epoch  # already advanced: this is the 1-based number of the epoch just done
-        row = {"epoch": epoch, "step": self.step, "lr": schedule(max(self.step - 1, 0)),
-               "train_loss": sums["loss"] / sums["count"], "train_acc": sums["correct"] / sums["count"],
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(sums["seconds"], 3),
-               "images_per_s": round(sums["count"] / max(sums["seconds"], 1e-9), 1)}
+        row = sums.row(epoch, self.step, schedule(max(self.step - 1, 0)), val_loss, val_acc)
         self.history.append(row)
-        self.wall_seconds += sums["seconds"]
-        self.epoch_sums = _empty_sums()
+        self.wall_seconds += sums.seconds
+        self.epoch_sums = EpochSums()
         self.best.update(val_acc, epoch, train_config["early_stopping"]["min_delta"])
         if self.run is not None:
             self.run.write_metrics(self.history)
@@ -335,7 +366,7 @@ def checkpoint_meta(trainer: Trainer) -> dict:
         "step": trainer.step,
         "iterator": trainer.iterator.state(),
         "rng": {"augment": _rng_state(trainer.augment_rng), "dropout": _rng_state(trainer.dropout_rng)},
-        "epoch_sums": trainer.epoch_sums,
+        "epoch_sums": asdict(trainer.epoch_sums),
         "history": trainer.history,
         "best": asdict(trainer.best),
         "preprocess": trainer.preprocess.to_config(),
@@ -363,7 +394,7 @@ def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
     trainer.step = int(meta["step"])
     trainer.history = list(meta["history"])
     trainer.best = BestEpoch(**meta["best"])
-    trainer.epoch_sums = dict(meta["epoch_sums"])
+    trainer.epoch_sums = EpochSums(**meta["epoch_sums"])
     trainer.wall_seconds = float(meta.get("wall_seconds", 0.0))
     trainer.resumed_from = list(meta.get("resumed", []))
 
