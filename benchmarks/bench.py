@@ -7,6 +7,7 @@ the same network in PyTorch when it is importable, timed in alternating rounds.
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # against another checkout
     python benchmarks/bench.py --json benchmarks/results.json
     python benchmarks/bench.py --nets quick --workers 1                       # the planned threads or not
+    python benchmarks/bench.py --nets notebook quick --profile                # where a step's time goes
 
 ``lenet`` is configs/lenet-plain.yaml, the reference network (conv 5x5x32, relu, pool, conv
 5x5x64, relu, pool, dense 128, relu, dense 10). ``--ab DIR`` times another checkout's engine
@@ -20,16 +21,19 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import cProfile
 import importlib
 import importlib.util
 import json
 import os
 import platform
+import pstats
 import resource
 import statistics
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +322,40 @@ def ab_one(name, specs, batch, data, args, package):
     return row
 
 
+def profile_one(name, specs, batch, data, args, top=12):
+    """A training step on one thread (cProfile sees only its own thread): the median step time
+    without the profiler, the calls per step that cProfile counts (Python functions and NumPy's
+    C functions; ufuncs such as np.maximum are not among them), the step's temporary memory at
+    its peak (tracemalloc, to which NumPy reports its arrays), and the ``top`` functions by
+    their own time."""
+    x, y, _ = data
+    net = NumpyNet(specs, batch, x, y, workers=1)
+    median_step_s(net, 3)
+    step_s = median_step_s(net, args.rounds * args.steps)
+    profile = cProfile.Profile()
+    with net.training_threads():
+        profile.runcall(lambda: [net.step() for _ in range(args.steps)])
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        net.step()
+        temporary = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.stop()
+    net.close()
+    stats = pstats.Stats(profile).stats
+    by_own_time = sorted(stats.items(), key=lambda item: -item[1][2])[:top]
+    functions = [{"function": f"{Path(file).name}:{line} {function}" if line else function,
+                  "us_per_step": 1e6 * own / args.steps, "calls_per_step": calls / args.steps}
+                 for (file, line, function), (_, calls, own, _, _) in by_own_time]
+    row = {"net": name, "batch": batch, "step_ms": 1e3 * step_s, "temporary_mb": temporary / 1e6,
+           "calls_per_step": sum(calls for _, calls, _, _, _ in stats.values()) / args.steps, "functions": functions}
+    print(f"\n{name} batch {batch}, one thread: step {row['step_ms']:.2f} ms, {row['calls_per_step']:.0f} calls "
+          f"a step, {row['temporary_mb']:.1f} MB of temporary arrays at the step's peak")
+    print(f"  {'own time':>10}{'calls':>7}  function")
+    for function in functions:
+        print(f"  {function['us_per_step']:>7.0f} us{function['calls_per_step']:>7.0f}  {function['function']}")
+    return row
+
+
 def print_row(row):
     line = (f"\n{row['net']} batch {row['batch']}: step {row['step_ms']:.1f} ms, {row['train_images_per_s']:,.0f} "
             f"img/s training (epoch of 50,000 in {row['epoch_50000_s']:.1f} s), {row['gflops']:.1f} GFLOP/s; "
@@ -348,6 +386,8 @@ def main():
     parser.add_argument("--ab", metavar="DIR", help="time another checkout's engine against this one's instead")
     parser.add_argument("--workers", type=int, help="train on this many worker threads, not the number "
                                                     "mnistcnn train plans (parallel.planned_threads)")
+    parser.add_argument("--profile", action="store_true", help="profile a step on one thread instead (cProfile, "
+                                                                  "tracemalloc); --steps steps are profiled")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     keep_freed_memory()
@@ -368,7 +408,7 @@ def main():
 
     torch = None
     package = import_checkout(args.ab) if args.ab else None
-    if not args.no_torch and not args.ab:
+    if not args.no_torch and not args.ab and not args.profile:
         try:
             import torch  # noqa: F811  (optional: the comparison only)
             report["machine"]["torch"] = torch.__version__
@@ -381,6 +421,9 @@ def main():
         for batch in args.batch:
             if package:
                 report["runs"].append(ab_one(name, specs, batch, (x, y, test), args, package))
+                continue
+            if args.profile:
+                report["runs"].append(profile_one(name, specs, batch, (x, y, test), args))
                 continue
             row = bench_one(name, specs, batch, (x, y, test), args, torch)
             report["runs"].append(row)
