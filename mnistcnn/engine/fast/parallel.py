@@ -27,12 +27,14 @@ SPLIT_UPDATE_SIZE = 65536
 MIN_THREAD_MACS = 50_000_000
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to reuse freed blocks instead of returning them to the kernel.
 
     A training step allocates and frees the same few-MB arrays every time; by default glibc
     maps each afresh and gives it back, and every step pays thousands of page faults. Other
-    C libraries: nothing happens, returns False.
+    C libraries: nothing happens, returns False. Once per process: the setting stays, and
+    finding the C library runs ``ldconfig`` in a subprocess.
     """
     name = ctypes.util.find_library("c")
     try:
