@@ -172,7 +172,8 @@ def test_evaluation_adds_a_conv_bias_after_the_pool(algorithm, float32_close):
     # the first conv (either algorithm) does its pool and the relu after it itself; the second,
     # an im2col conv with an input gradient to give, pools apart and adds its bias after
     assert [step.describe() for step in plan.evaluation_steps][:4] == [
-        f"layers 0, 2, 1: conv 5x5x1x6, {'im2col' if algorithm == 'im2col' else 'frequency-domain'} "
+        "layers 0, 2, 1: conv 5x5x1x6, "
+        f"{'im2col (channel-first phases)' if algorithm == 'im2col' else 'frequency-domain'} "
         "+ max pool 2x2 + relu, fused",
         "layer 3: conv 3x3x6x8, im2col, no bias", "layer 4: maxpool2d", "layer 3: its bias, after the pool"]
     images = np.concatenate([(rng.random((5, 12, 12, 1)) > 0.6), rng.random((5, 12, 12, 1)) * 3]).astype(np.float32)

@@ -10,7 +10,9 @@ backward four block products; an overlapping 3x3 pool (the seed notebook's) take
 blocks, and its backward adds them in window-offset order, as ``functional.pool_backward``.
 
 - a one-channel first conv (im2col): its GEMM rows are ordered (row parity, column parity,
-  image, row, column), each phase one contiguous block; 2x2 and 3x3 pools;
+  image, row, column), each phase one contiguous block; 2x2 and 3x3 pools. With few filters
+  and a 2x2 pool the phases are channel-first instead (``channels_first``): rows (row parity,
+  column parity, channel), one GEMM for all four;
 - a frequency-domain conv (``fftconv``): the inverse transforms' rows are reordered so that
   even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers);
   2x2 pools.
@@ -39,6 +41,7 @@ class Cache(NamedTuple):
     shape: tuple          # (f, m, h, w, C): kernel and pooled output
     pool: int             # the pool's window: 2, or 3 (overlapping)
     stride: int           # the conv's
+    channels_first: bool = False  # Z (row parity, column parity, C, m, rows, columns): see channels_first
 
 
 def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
@@ -53,6 +56,17 @@ def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, p
     if algorithm == "fft-gemm":
         return pool_size == 2 and fftconv.supported(n_H_prev, n_W_prev, kernel, stride, pad)
     return c_prev == 1 and (pool_size == 2 or n_H % 2 == n_W % 2 == 0)
+
+
+# A one-channel conv with at most this many filters and a 2x2 pool computes its phases
+# channel-first: a GEMM output only C numbers wide leaves most of BLAS's kernel idle, while
+# (4C, n*n) @ (n*n, positions) fills it; the pooled output is then transposed, a quarter of Z.
+THIN_FILTERS = 12
+
+
+def channels_first(c: int, pool: int) -> bool:
+    """Whether a one-channel fused conv with ``c`` filters computes its phases channel-first."""
+    return pool == 2 and c <= THIN_FILTERS
 
 
 def max_of_blocks(blocks, out=None) -> np.ndarray:
@@ -75,11 +89,14 @@ def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_block
             np.multiply(d_pooled, first, out=d_block)
 
 
-def window_blocks(Z: np.ndarray, pool: int, h: int, w: int) -> tuple:
+def window_blocks(Z: np.ndarray, pool: int, h: int, w: int, in_channels_first: bool = False) -> tuple:
     """The views ``(m, h, w, C)`` of an im2col conv's phase-ordered output ``Z`` (row parity,
     column parity, m, rows, columns, C), one per offset (u, v) of a stride-2 pool's window, in
-    row-major order: offset u reads row parity u % 2, shifted by u // 2 rows."""
-    return tuple(Z[u % 2, v % 2, :, u // 2:u // 2 + h, v // 2:v // 2 + w] for u in range(pool) for v in range(pool))
+    row-major order: offset u reads row parity u % 2, shifted by u // 2 rows. Channel-first
+    ``Z`` (row parity, column parity, C, m, rows, columns): views ``(C, m, h, w)``."""
+    channel = () if in_channels_first else (slice(None),)
+    return tuple(Z[(u % 2, v % 2, ..., slice(u // 2, u // 2 + h), slice(v // 2, v // 2 + w)) + channel]
+                 for u in range(pool) for v in range(pool))
 
 
 def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np.ndarray:
@@ -132,6 +149,18 @@ def padded_taps(taps: np.ndarray, f: int, stride: int) -> list:
     return weights
 
 
+def phase_taps(taps: np.ndarray, f: int, stride: int) -> np.ndarray:
+    """``(4*C, n*n)``: row (r, q, c) holds filter c's taps where phase (r, q) reads the shifted
+    blocks, tap (a, b) at block (a + stride*r, b + stride*q), zeros elsewhere."""
+    n, c = f + stride, taps.shape[1]
+    weights = np.zeros((2, 2, c, n, n), dtype=taps.dtype)
+    by_filter = taps.T.reshape(c, f, f)
+    for r in (0, 1):
+        for q in (0, 1):
+            weights[r, q, :, stride * r:stride * r + f, stride * q:stride * q + f] = by_filter
+    return weights.reshape(4 * c, n * n)
+
+
 def block_rows(blocks: np.ndarray, f: int, stride: int, r: int) -> np.ndarray:
     """The ``(f*n, positions)`` rows of ``shifted_blocks`` that the conv's row-parity-``r``
     phase reads: (a + stride*r)*n + v for tap row a, one contiguous range."""
@@ -149,7 +178,8 @@ def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> in
     """Images per slice of ``_pooled_without_cache`` (LeNet's first conv: 16)."""
     f, m, h, w, c = shape
     grid = (h + pool - 2) * (w + pool - 2)  # positions per phase
-    gemm_out = 4 * grid * c if pool == 3 else h * w * c  # a 3x3 pool keeps all four phases
+    # a 3x3 pool and channel-first phases keep all four phases
+    gemm_out = 4 * grid * c if pool == 3 or channels_first(c, pool) else h * w * c
     per_image = ((f + stride) ** 2 * grid + gemm_out + h * w * c) * itemsize
     return max(1, EVAL_SLICE_BYTES // per_image)
 
@@ -194,6 +224,33 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
     return pooled.reshape(m, h, w, c)
 
 
+def _pooled_channel_first(A_pad, taps, bias, shape, stride, relu):
+    """``_pooled_without_cache`` for channel-first phases (a 2x2 pool): per slice, one GEMM
+    for the four phases, their maximum, bias and relu along whole channel rows, then the
+    transpose into image order."""
+    f, m, h, w, c = shape
+    weights = phase_taps(taps, f, stride)
+    pooled = np.empty((m * h * w, c), dtype=taps.dtype)
+    per_slice = min(m, eval_slice_images(shape, stride, 2, taps.itemsize))
+    phases = np.empty(4 * c * per_slice * h * w, dtype=taps.dtype)
+    rows = np.empty((c, per_slice * h * w), dtype=taps.dtype)
+    # full-size operands, as in _pooled_without_cache
+    bias = None if bias is None else np.broadcast_to(bias.reshape(c, 1), rows.shape).copy()
+    zeros = np.zeros_like(rows) if relu else None
+    for lo in range(0, m, per_slice):
+        hi = min(m, lo + per_slice)
+        size = (hi - lo) * h * w
+        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
+        Z = np.matmul(weights, blocks, out=phases[:4 * c * size].reshape(4 * c, size)).reshape(4, c, size)
+        out = max_of_blocks(Z, out=rows[:, :size])
+        if bias is not None:
+            np.add(out, bias[:, :size], out=out)
+        if relu:
+            np.maximum(out, zeros[:, :size], out=out)
+        pooled[lo * h * w:hi * h * w] = out.T
+    return pooled.reshape(m, h, w, c)
+
+
 def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
     F.require_4d("A_prev", A_prev)
     m, n_H_prev, n_W_prev, c_prev = A_prev.shape
@@ -208,8 +265,16 @@ def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
     return f, m, h, w, c
 
 
-def _biased(pooled, b, shape):
+def _biased(pooled, b, shape, in_channels_first=False):
+    """The pooled output in image order ``(m, h, w, C)``, with the bias."""
     f, m, h, w, c = shape
+    if in_channels_first:
+        out = np.empty((m, h, w, c), dtype=pooled.dtype)
+        if b is None:
+            out[...] = pooled.transpose(1, 2, 3, 0)
+        else:
+            np.add(pooled.transpose(1, 2, 3, 0), b.reshape(c), out=out)
+        return out
     pooled = pooled.reshape(m, h, w, c)
     return pooled if b is None else pooled + np.asarray(b, dtype=pooled.dtype).reshape(c)
 
@@ -225,13 +290,22 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
     stride = int(hparameters["stride"])
     A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
     taps = W.reshape(f * f, c).astype(dtype, copy=False)
+    by_channel = channels_first(c, pool)
     if not training:
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
+        if by_channel:
+            return _pooled_channel_first(A_pad, taps, bias, shape, stride, relu), None
         return _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     rows, columns = h + pool - 2, w + pool - 2  # each phase's
     conv = shifted_blocks(A_pad, f, stride, rows, columns)
+    if by_channel:
+        Z = (phase_taps(taps, f, stride) @ conv).reshape(2, 2, c, m, rows, columns)
+        blocks = window_blocks(Z, pool, h, w, in_channels_first=True)
+        pooled = max_of_blocks(blocks)
+        bias = None if b is None else np.asarray(b, dtype=dtype)
+        return _biased(pooled, bias, shape, True), Cache(conv, Z, blocks, pooled, shape, pool, stride, True)
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
@@ -286,11 +360,17 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
-    d_pooled = np.asarray(dout, dtype=cache.Z.dtype).reshape(cache.pooled.shape)
+    d_pooled = np.asarray(dout, dtype=cache.Z.dtype)
+    if cache.channels_first:
+        d_pooled = np.ascontiguousarray(d_pooled.transpose(3, 0, 1, 2))
+    d_pooled = d_pooled.reshape(cache.pooled.shape)
     overlapping = cache.pool == 3
     # overlapping windows add their gradients up, from zero
     dZ = np.zeros_like(cache.Z) if overlapping else np.empty_like(cache.Z)
-    d_blocks = _fft_blocks(dZ, cache.shape) if is_fft(cache) else window_blocks(dZ, cache.pool, h, w)
+    if is_fft(cache):
+        d_blocks = _fft_blocks(dZ, cache.shape)
+    else:
+        d_blocks = window_blocks(dZ, cache.pool, h, w, cache.channels_first)
     route_to_first_max(d_pooled, cache.blocks, cache.pooled, d_blocks, overlapping)
     return dZ
 
@@ -299,8 +379,14 @@ def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
     """``(dW, db)`` of the one-channel fused conv from the blocks or columns it kept."""
     dZ = conv_gradient(dout, cache)
     f, m, h, w, c = cache.shape
-    if reads_blocks(f, cache.stride):  # each phase's products, its taps picked from among the zeros
-        n, stride = f + cache.stride, cache.stride
+    stride = cache.stride
+    if cache.channels_first:  # all phases' products at once, each phase's taps picked out of them
+        n = f + stride
+        by_block = (cache.conv @ dZ.reshape(4 * c, -1).T).reshape(n, n, 2, 2, c)
+        dW = sum(by_block[stride * r:stride * r + f, stride * q:stride * q + f, r, q] for r in (0, 1) for q in (0, 1))
+        dW = dW.reshape(f, f, 1, c)
+    elif reads_blocks(f, stride):  # each phase's products, its taps picked from among the zeros
+        n = f + stride
         dW = np.zeros((f, f, 1, c), dtype=dZ.dtype)
         for r in (0, 1):
             for q in (0, 1):
