@@ -247,7 +247,7 @@ def _pooled_channel_first(A_pad, taps, bias, shape, stride, relu):
             np.add(out, bias[:, :size], out=out)
         if relu:
             np.maximum(out, zeros[:, :size], out=out)
-        pooled[lo * h * w:hi * h * w] = out.T
+        np.copyto(pooled[lo * h * w:hi * h * w].T, out)  # along channel rows, as in _biased
     return pooled.reshape(m, h, w, c)
 
 
@@ -268,12 +268,13 @@ def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
 def _biased(pooled, b, shape, in_channels_first=False):
     """The pooled output in image order ``(m, h, w, C)``, with the bias."""
     f, m, h, w, c = shape
-    if in_channels_first:
+    if in_channels_first:  # written through a transposed view: NumPy then runs along whole channel rows
         out = np.empty((m, h, w, c), dtype=pooled.dtype)
+        rows, out_rows = pooled.reshape(c, -1), out.reshape(-1, c).T
         if b is None:
-            out[...] = pooled.transpose(1, 2, 3, 0)
+            np.copyto(out_rows, rows)
         else:
-            np.add(pooled.transpose(1, 2, 3, 0), b.reshape(c), out=out)
+            np.add(rows, b.reshape(c, 1), out=out_rows)
         return out
     pooled = pooled.reshape(m, h, w, c)
     return pooled if b is None else pooled + np.asarray(b, dtype=pooled.dtype).reshape(c)
