@@ -306,7 +306,8 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         blocks = window_blocks(Z, pool, h, w, in_channels_first=True)
         pooled = max_of_blocks(blocks)
         bias = None if b is None else np.asarray(b, dtype=dtype)
-        return _biased(pooled, bias, shape, True), Cache(conv, Z, blocks, pooled, shape, pool, stride, True)
+        cache = Cache(conv, Z, blocks, pooled, shape, pool, stride, channels_first=True)
+        return _biased(pooled, bias, shape, in_channels_first=True), cache
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
