@@ -37,7 +37,7 @@ def cases(draw):
     pool = 2 if algorithm == "fft-gemm" else draw(st.sampled_from([2, 3]))
     h, w = input_size(draw, f, stride, pad, pool), input_size(draw, f, stride, pad, pool)
     c_prev = draw(st.integers(1, 3)) if algorithm == "fft-gemm" else 1
-    # im2col with a 2x2 pool: channel-first phases up to THIN_FILTERS filters, phase-major above
+    # im2col: channel-first phases up to THIN_FILTERS filters, phase-major above
     c = draw(st.sampled_from([1, 2, 3, 4, convpool.THIN_FILTERS + 1]))
     return dict(algorithm=algorithm, m=draw(st.integers(1, 3)), h=h, w=w, c_prev=c_prev, c=c,
                 f=f, stride=stride, pad=pad, pool=pool, binary=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
@@ -63,9 +63,9 @@ def conv_values_in_image_order(cache):
     """The fused kernel's conv output (no bias) in image order: (m, 2*rows, 2*columns, C), the
     rows and columns of each phase."""
     f, m, h, w, c = cache.shape
-    if cache.channels_first:  # (row parity, column parity, C, m, rows, columns)
-        _, _, _, _, rows, columns = cache.Z.shape
-        Z = cache.Z.transpose(3, 4, 0, 5, 1, 2)
+    if cache.channels_first:  # (row parity, column parity, C, rows, columns, m)
+        _, _, _, rows, columns, _ = cache.Z.shape
+        Z = cache.Z.transpose(5, 3, 0, 4, 1, 2)
     elif isinstance(cache.conv, np.ndarray):  # im2col: (row parity, column parity, m, rows, columns)
         _, _, _, rows, columns, _ = cache.Z.shape
         Z = cache.Z.transpose(2, 3, 0, 4, 1, 5)

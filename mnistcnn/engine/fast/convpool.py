@@ -11,8 +11,9 @@ blocks, and its backward adds them in window-offset order, as ``functional.pool_
 
 - a one-channel first conv (im2col): its GEMM rows are ordered (row parity, column parity,
   image, row, column), each phase one contiguous block; 2x2 and 3x3 pools. With few filters
-  and a 2x2 pool the phases are channel-first instead (``channels_first``): rows (row parity,
-  column parity, channel), one GEMM for all four;
+  the phases are channel-first instead (``channels_first``): one GEMM for all four, rows (row
+  parity, column parity, channel), columns (row, column, image), so that a window offset's
+  block is whole runs of rows times images, even where an overlapping pool drops a row;
 - a frequency-domain conv (``fftconv``): the inverse transforms' rows are reordered so that
   even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers);
   2x2 pools.
@@ -41,7 +42,7 @@ class Cache(NamedTuple):
     shape: tuple          # (f, m, h, w, C): kernel and pooled output
     pool: int             # the pool's window: 2, or 3 (overlapping)
     stride: int           # the conv's
-    channels_first: bool = False  # Z (row parity, column parity, C, m, rows, columns): see channels_first
+    channels_first: bool = False  # Z (row parity, column parity, C, rows, columns, m): see channels_first
 
 
 def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, pool_stride: int,
@@ -58,15 +59,15 @@ def supported(input_shape, kernel: int, stride: int, pad: int, pool_size: int, p
     return c_prev == 1 and (pool_size == 2 or n_H % 2 == n_W % 2 == 0)
 
 
-# A one-channel conv with at most this many filters and a 2x2 pool computes its phases
-# channel-first: a GEMM output only C numbers wide leaves most of BLAS's kernel idle, while
-# (4C, n*n) @ (n*n, positions) fills it; the pooled output is then transposed, a quarter of Z.
+# A one-channel conv with at most this many filters computes its phases channel-first: a GEMM
+# output only C numbers wide leaves most of BLAS's kernel idle, while (4C, n*n) @ (n*n,
+# positions) fills it; the pooled output is then transposed, a quarter of Z or less.
 THIN_FILTERS = 12
 
 
-def channels_first(c: int, pool: int) -> bool:
+def channels_first(c: int) -> bool:
     """Whether a one-channel fused conv with ``c`` filters computes its phases channel-first."""
-    return pool == 2 and c <= THIN_FILTERS
+    return c <= THIN_FILTERS
 
 
 def max_of_blocks(blocks, out=None) -> np.ndarray:
@@ -89,29 +90,40 @@ def route_to_first_max(d_pooled: np.ndarray, blocks, pooled: np.ndarray, d_block
             np.multiply(d_pooled, first, out=d_block)
 
 
-def window_blocks(Z: np.ndarray, pool: int, h: int, w: int, in_channels_first: bool = False) -> tuple:
+def window_blocks(Z: np.ndarray, pool: int, h: int, w: int) -> tuple:
     """The views ``(m, h, w, C)`` of an im2col conv's phase-ordered output ``Z`` (row parity,
     column parity, m, rows, columns, C), one per offset (u, v) of a stride-2 pool's window, in
     row-major order: offset u reads row parity u % 2, shifted by u // 2 rows. Channel-first
-    ``Z`` (row parity, column parity, C, m, rows, columns): views ``(C, m, h, w)``."""
-    channel = () if in_channels_first else (slice(None),)
-    return tuple(Z[(u % 2, v % 2, ..., slice(u // 2, u // 2 + h), slice(v // 2, v // 2 + w)) + channel]
-                 for u in range(pool) for v in range(pool))
+    ``Z`` (row parity, column parity, C, rows, columns, m): views ``(C, h, w, m)``."""
+    return tuple(Z[u % 2, v % 2, :, u // 2:u // 2 + h, v // 2:v // 2 + w] for u in range(pool) for v in range(pool))
 
 
-def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int) -> np.ndarray:
+def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int, batch_last: bool = False) -> np.ndarray:
     """``(n*n, m*h*w)`` with n = f + stride: block (u, v) holds pixel (u + 2*stride*i,
     v + 2*stride*j) of every image for every position (i, j) of the conv output's phases
     (``h`` x ``w`` each). Tap (a, b) of the conv output in phase (r, q) reads block
     (a + stride*r, b + stride*q): these n*n blocks are all the input the conv reads (LeNet: 36,
-    against 4*25 tap-phase pairs). One strided copy from ``A_pad`` (m, H, W, 1)."""
-    m = A_pad.shape[0]
-    s_m, s_h, s_w, _ = A_pad.strides
+    against 4*25 tap-phase pairs). One strided copy from ``A_pad`` (m, H, W, 1). ``batch_last``:
+    from ``A_pad`` (H, W, m), each block's columns ordered (i, j, image), runs of m numbers."""
     n = f + stride
-    view = as_strided(A_pad, (n, n, m, h, w), (s_h, s_w, s_m, 2 * stride * s_h, 2 * stride * s_w), writeable=False)
+    if batch_last:
+        s_h, s_w, s_m = A_pad.strides
+        shape, strides = (n, n, h, w, A_pad.shape[2]), (s_h, s_w, 2 * stride * s_h, 2 * stride * s_w, s_m)
+    else:
+        s_m, s_h, s_w, _ = A_pad.strides
+        shape, strides = (n, n, A_pad.shape[0], h, w), (s_h, s_w, s_m, 2 * stride * s_h, 2 * stride * s_w)
+    view = as_strided(A_pad, shape, strides, writeable=False)
     blocks = np.empty(view.shape, dtype=A_pad.dtype)
     blocks[...] = view
-    return blocks.reshape(n * n, m * h * w)
+    return blocks.reshape(n * n, -1)
+
+
+def batch_last_padded(A_prev: np.ndarray, pad: int) -> np.ndarray:
+    """A one-channel ``A_prev`` (m, H, W, 1) zero-padded and transposed to (H, W, m)."""
+    m, n_H, n_W, _ = A_prev.shape
+    padded = np.zeros((n_H + 2 * pad, n_W + 2 * pad, m), dtype=A_prev.dtype)
+    padded[pad:pad + n_H, pad:pad + n_W] = A_prev[..., 0].transpose(1, 2, 0)
+    return padded
 
 
 def pooled_columns(blocks: np.ndarray, f: int, stride: int) -> np.ndarray:
@@ -179,7 +191,7 @@ def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> in
     f, m, h, w, c = shape
     grid = (h + pool - 2) * (w + pool - 2)  # positions per phase
     # a 3x3 pool and channel-first phases keep all four phases
-    gemm_out = 4 * grid * c if pool == 3 or channels_first(c, pool) else h * w * c
+    gemm_out = 4 * grid * c if pool == 3 or channels_first(c) else h * w * c
     per_image = ((f + stride) ** 2 * grid + gemm_out + h * w * c) * itemsize
     return max(1, EVAL_SLICE_BYTES // per_image)
 
@@ -224,31 +236,34 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
     return pooled.reshape(m, h, w, c)
 
 
-def _pooled_channel_first(A_pad, taps, bias, shape, stride, relu):
-    """``_pooled_without_cache`` for channel-first phases (a 2x2 pool): per slice, one GEMM
-    for the four phases, their maximum, bias and relu along whole channel rows, then the
-    transpose into image order."""
+def _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool):
+    """``_pooled_without_cache`` for channel-first phases: per slice, one GEMM for the four
+    phases, the maximum of the window's blocks, bias and relu along whole channel rows, then
+    the transpose into image order."""
     f, m, h, w, c = shape
+    rows, columns = h + pool - 2, w + pool - 2  # each phase's
     weights = phase_taps(taps, f, stride)
-    pooled = np.empty((m * h * w, c), dtype=taps.dtype)
-    per_slice = min(m, eval_slice_images(shape, stride, 2, taps.itemsize))
-    phases = np.empty(4 * c * per_slice * h * w, dtype=taps.dtype)
-    rows = np.empty((c, per_slice * h * w), dtype=taps.dtype)
+    pooled = np.empty((m, h, w, c), dtype=taps.dtype)
+    per_slice = min(m, eval_slice_images(shape, stride, pool, taps.itemsize))
+    phases = np.empty(4 * c * rows * columns * per_slice, dtype=taps.dtype)
+    channel_rows = np.empty((c, h * w * per_slice), dtype=taps.dtype)
     # full-size operands, as in _pooled_without_cache
-    bias = None if bias is None else np.broadcast_to(bias.reshape(c, 1), rows.shape).copy()
-    zeros = np.zeros_like(rows) if relu else None
+    bias = None if bias is None else np.broadcast_to(bias.reshape(c, 1), channel_rows.shape).copy()
+    zeros = np.zeros_like(channel_rows) if relu else None
     for lo in range(0, m, per_slice):
         hi = min(m, lo + per_slice)
-        size = (hi - lo) * h * w
-        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h, w)
-        Z = np.matmul(weights, blocks, out=phases[:4 * c * size].reshape(4 * c, size)).reshape(4, c, size)
-        out = max_of_blocks(Z, out=rows[:, :size])
+        size = h * w * (hi - lo)
+        blocks = shifted_blocks(batch_last_padded(A_prev[lo:hi], pad), f, stride, rows, columns, batch_last=True)
+        Z = np.matmul(weights, blocks, out=phases[:4 * c * blocks.shape[1]].reshape(4 * c, -1))
+        out = channel_rows.reshape(-1)[:c * size].reshape(c, size)
+        max_of_blocks(window_blocks(Z.reshape(2, 2, c, rows, columns, hi - lo), pool, h, w),
+                      out=out.reshape(c, h, w, hi - lo))
         if bias is not None:
             np.add(out, bias[:, :size], out=out)
         if relu:
             np.maximum(out, zeros[:, :size], out=out)
-        np.copyto(pooled[lo * h * w:hi * h * w].T, out)  # along channel rows, as in _biased
-    return pooled.reshape(m, h, w, c)
+        np.copyto(pooled[lo:hi].transpose(3, 1, 2, 0), out.reshape(c, h, w, hi - lo))  # as in _biased
+    return pooled
 
 
 def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
@@ -268,13 +283,13 @@ def _pooled_shape(A_prev, W, hparameters, algorithm, pool=2):
 def _biased(pooled, b, shape, in_channels_first=False):
     """The pooled output in image order ``(m, h, w, C)``, with the bias."""
     f, m, h, w, c = shape
-    if in_channels_first:  # written through a transposed view: NumPy then runs along whole channel rows
+    if in_channels_first:  # pooled (C, h, w, m), written through a transposed view: NumPy then reads whole rows
         out = np.empty((m, h, w, c), dtype=pooled.dtype)
-        rows, out_rows = pooled.reshape(c, -1), out.reshape(-1, c).T
+        channel_order = out.transpose(3, 1, 2, 0)
         if b is None:
-            np.copyto(out_rows, rows)
+            np.copyto(channel_order, pooled)
         else:
-            np.add(rows, b.reshape(c, 1), out=out_rows)
+            np.add(pooled, b.reshape(c, 1, 1, 1), out=channel_order)
         return out
     pooled = pooled.reshape(m, h, w, c)
     return pooled if b is None else pooled + np.asarray(b, dtype=pooled.dtype).reshape(c)
@@ -288,26 +303,26 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
     ``relu`` (an evaluation's only): the relu after the pool too."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "im2col", pool)
     dtype = F.floating_dtype(A_prev, W, b)
-    stride = int(hparameters["stride"])
-    A_pad = F.zero_pad(np.asarray(A_prev, dtype=dtype), int(hparameters["pad"]))
+    stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
+    A_prev = np.asarray(A_prev, dtype=dtype)
     taps = W.reshape(f * f, c).astype(dtype, copy=False)
-    by_channel = channels_first(c, pool)
     if not training:
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
-        if by_channel:
-            return _pooled_channel_first(A_pad, taps, bias, shape, stride, relu), None
-        return _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool), None
+        if channels_first(c):
+            return _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool), None
+        return _pooled_without_cache(F.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     rows, columns = h + pool - 2, w + pool - 2  # each phase's
-    conv = shifted_blocks(A_pad, f, stride, rows, columns)
-    if by_channel:
-        Z = (phase_taps(taps, f, stride) @ conv).reshape(2, 2, c, m, rows, columns)
-        blocks = window_blocks(Z, pool, h, w, in_channels_first=True)
+    if channels_first(c):
+        conv = shifted_blocks(batch_last_padded(A_prev, pad), f, stride, rows, columns, batch_last=True)
+        Z = (phase_taps(taps, f, stride) @ conv).reshape(2, 2, c, rows, columns, m)
+        blocks = window_blocks(Z, pool, h, w)
         pooled = max_of_blocks(blocks)
         bias = None if b is None else np.asarray(b, dtype=dtype)
         cache = Cache(conv, Z, blocks, pooled, shape, pool, stride, channels_first=True)
         return _biased(pooled, bias, shape, in_channels_first=True), cache
+    conv = shifted_blocks(F.zero_pad(A_prev, pad), f, stride, rows, columns)
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
@@ -364,7 +379,7 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
     d_pooled = np.asarray(dout, dtype=cache.Z.dtype)
     if cache.channels_first:
-        d_pooled = np.ascontiguousarray(d_pooled.transpose(3, 0, 1, 2))
+        d_pooled = np.ascontiguousarray(d_pooled.transpose(3, 1, 2, 0))
     d_pooled = d_pooled.reshape(cache.pooled.shape)
     overlapping = cache.pool == 3
     # overlapping windows add their gradients up, from zero
@@ -372,7 +387,7 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
     if is_fft(cache):
         d_blocks = _fft_blocks(dZ, cache.shape)
     else:
-        d_blocks = window_blocks(dZ, cache.pool, h, w, cache.channels_first)
+        d_blocks = window_blocks(dZ, cache.pool, h, w)
     route_to_first_max(d_pooled, cache.blocks, cache.pooled, d_blocks, overlapping)
     return dZ
 

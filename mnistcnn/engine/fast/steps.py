@@ -165,7 +165,7 @@ class ConvPoolStep(ConvStep):
     def __init__(self, layers: tuple, conv: Conv2D, spectrum: Spectrum | None, pool: MaxPool2D):
         super().__init__(layers[0], conv, spectrum)
         self.layers, self.relu, self.pool = layers, len(layers) == 3, pool.size
-        if not spectrum and convpool.channels_first(conv.filters, pool.size):
+        if not spectrum and convpool.channels_first(conv.filters):
             self.what += " (channel-first phases)"
         self.what += f" + max pool {pool.size}x{pool.size}" + (" + relu" if self.relu else "") + ", fused"
 
