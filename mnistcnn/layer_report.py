@@ -194,7 +194,7 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
     for layer in model.layers:
         out, cache = layer.forward_pass(out, training=True, rng=rng)
         caches.append(cache)
-    _, dout, _ = softmax_cross_entropy(out, y, label_smoothing)
+    _, dout = softmax_cross_entropy(out, y, label_smoothing)
     target = model.layers[index]
     needs_input_grad = target.needs_input_grad
     target.needs_input_grad = True  # the first layer skips its input gradient in training

@@ -84,7 +84,7 @@ def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batc
     logits = plan.predict_logits(images, batch_size, transform, workers)
     if len(labels) == 0:
         return float("nan"), float("nan"), logits
-    loss, _, _ = softmax_cross_entropy(logits, labels)
+    loss, _ = softmax_cross_entropy(logits, labels)
     return loss, float((logits.argmax(axis=1) == labels).mean()), logits
 
 

@@ -18,7 +18,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     """Mean cross-entropy of integer ``labels`` (N,) under ``softmax(logits)`` (N, K).
 
     With label smoothing ``s`` the target is ``(1 - s) * one_hot + s / K``. Returns
-    ``(loss, dlogits, probs)``; ``dlogits = (probs - target) / N`` is the fused gradient.
+    ``(loss, dlogits)``; ``dlogits = (softmax(logits) - target) / N`` is the fused gradient.
     """
     n, k = logits.shape
     logp = log_softmax(logits)
@@ -27,4 +27,4 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     target[np.arange(n), labels] += 1.0 - label_smoothing
     loss = float(-(target * logp).sum() / n)
     dlogits = (probs - target) / logits.dtype.type(n)
-    return loss, dlogits, probs
+    return loss, dlogits

@@ -112,7 +112,7 @@ class Sequential:
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0):
         """One training step's arithmetic: ``(loss, correct, grads)`` for a batch."""
         logits = self.forward(x, training=True, rng=rng)
-        loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing)
         self.backward(dlogits)
         return loss, int((logits.argmax(axis=1) == y).sum()), self.gradients()
 
@@ -150,7 +150,7 @@ def locate_non_finite(model: Sequential, x, y, rng=None, label_smoothing=0.0) ->
             caches.append(cache)
             if not np.all(np.isfinite(out)):
                 return f"forward of layer {i} ({layer.name})"
-        loss, dout, _ = softmax_cross_entropy(out, y, label_smoothing)
+        loss, dout = softmax_cross_entropy(out, y, label_smoothing)
         if not np.isfinite(loss):
             return "the loss"
         for i in reversed(range(len(model.layers))):

@@ -176,7 +176,7 @@ class Plan:
         it here (then ``grads`` is empty). Batchnorm statistics are not committed."""
         with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the numbers itself
             logits, caches = self.forward(x, training=True, rng=rng)
-            loss, dlogits, _ = softmax_cross_entropy(logits, y, label_smoothing)
+            loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing)
             if scale != 1.0:
                 dlogits *= dlogits.dtype.type(scale)
             grads = {}
