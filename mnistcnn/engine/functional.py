@@ -96,8 +96,8 @@ def columns_one_channel(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: i
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
-    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C) or None (no
-    bias: the caller adds it later).
+    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C), or None for
+    no bias.
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -176,14 +176,14 @@ def _dZ_rows(dZ: np.ndarray, cache) -> np.ndarray:
 def conv_weight_gradients(dZ: np.ndarray, cache):
     """``(dW, db)``: each weight's gradient sums input value times output gradient over every
     window that uses it, which is one GEMM with the im2col matrix kept by the forward pass."""
-    A_prev, W, b, hparameters, cols = cache
+    W, cols = cache[1], cache[4]
     dZ_rows = _dZ_rows(dZ, cache)
     return (cols.T @ dZ_rows).reshape(W.shape), column_sums(dZ_rows).reshape(1, 1, 1, -1)
 
 
 def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     """``dA_prev``: every window sends ``W * dZ`` back to the input pixels it read."""
-    A_prev, W, b, hparameters, cols = cache
+    A_prev, W, _, hparameters, cols = cache
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
     n_H, n_W = np.shape(dZ)[1:3]
@@ -214,11 +214,11 @@ def _window_slices(f: int, stride: int, n_H: int, n_W: int):
 def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
     """Each window's maximum: a running np.maximum over the f*f strided slices."""
     _, n_H, n_W, _ = out_shape
-    best = None
+    running_max = None
     for _, rows, cols in _window_slices(f, stride, n_H, n_W):
         window = A[:, rows, cols, :]
-        best = window.copy() if best is None else np.maximum(best, window, out=best)
-    return best
+        running_max = window.copy() if running_max is None else np.maximum(running_max, window, out=running_max)
+    return running_max
 
 
 def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
@@ -280,16 +280,16 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     covers_all = tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f)
     dA_prev = np.empty(A_in.shape, dtype=dtype) if covers_all else np.zeros(A_in.shape, dtype=dtype)
     if mode == "average":
-        each = dA / dtype.type(f * f)
+        dA_per_cell = dA / dtype.type(f * f)
         for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
             if tiled:
-                dA_prev[:, rows, cols, :] = each
+                dA_prev[:, rows, cols, :] = dA_per_cell
             else:
-                dA_prev[:, rows, cols, :] += each
+                dA_prev[:, rows, cols, :] += dA_per_cell
         return dA_prev
     if len(cache) == 4 and cache[3] == "max":
         A = cache[2]
-    else:  # the cache came from an average-mode forward: find the maxima now
+    else:  # the notebook's (A_prev, hparameters) or an average-mode cache: find the maxima now
         A = _window_max(A_in, f, stride, out_shape)
     slices = list(_window_slices(f, stride, out_shape[1], out_shape[2]))
     windows = [A_in[:, rows, cols, :] for _, rows, cols in slices]

@@ -340,8 +340,8 @@ class Tanh(Layer):
 class Sigmoid(Layer):
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
-        small = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1 / (1 + small), small / (1 + small)).astype(x.dtype, copy=False)
+        exp_neg_abs = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs)).astype(x.dtype, copy=False)
         return out, out
 
     def backward_pass(self, dout, cache):

@@ -116,20 +116,20 @@ class Adam(Optimizer):
             else:
                 g = g + self.weight_decay * p
         m, v = slots["m"], slots["v"]
-        real = p.dtype.type
-        scratch = np.multiply(g, real(1 - self.beta1))  # one temporary, reused: no per-op allocations
-        m *= real(self.beta1)
+        cast = p.dtype.type
+        scratch = np.multiply(g, cast(1 - self.beta1))  # one temporary, reused: no per-op allocations
+        m *= cast(self.beta1)
         m += scratch
         np.multiply(g, g, out=scratch)
-        scratch *= real(1 - self.beta2)
-        v *= real(self.beta2)
+        scratch *= cast(1 - self.beta2)
+        v *= cast(self.beta2)
         v += scratch
         # bias corrections folded into the step size
         step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
         np.sqrt(v, out=scratch)
-        scratch += real(self.eps)
+        scratch += cast(self.eps)
         np.divide(m, scratch, out=scratch)
-        scratch *= real(step)
+        scratch *= cast(step)
         p -= scratch
 
 
