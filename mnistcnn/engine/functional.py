@@ -50,7 +50,7 @@ def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
     return (n + 2 * pad - f) // stride + 1
 
 
-def _offset_slice(start: int, count: int, stride: int) -> slice:
+def offset_slice(start: int, count: int, stride: int) -> slice:
     """The input rows (or columns) that kernel offset ``start`` touches for ``count`` outputs."""
     return slice(start, start + stride * (count - 1) + 1, stride)
 
@@ -83,21 +83,10 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
     return windows.reshape(m * n_H * n_W, f * f * n_C)
 
 
-def columns_one_channel(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
-    """``im2col`` for a one-channel input, transposed: ``(f*f, m*n_H*n_W)``, built by one
-    slice copy per kernel offset (rows of n_W contiguous pixels), where im2col would gather
-    runs of f pixels. Its transpose is a view with im2col's layout and the same GEMM results."""
-    m = A_pad.shape[0]
-    cols_t = np.empty((f * f, m, n_H, n_W), dtype=A_pad.dtype)
-    for i in range(f):
-        for j in range(f):
-            cols_t[i * f + j] = A_pad[:, _offset_slice(i, n_H, stride), _offset_slice(j, n_W, stride), 0]
-    return cols_t.reshape(f * f, m * n_H * n_W)
-
-
-def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
+def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict, columns=im2col):
     """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C), or None for
-    no bias.
+    no bias. ``columns(A_pad, f, stride, n_H, n_W)`` builds the im2col matrix (the fast plan
+    passes a faster builder of the same matrix).
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -122,10 +111,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
 
     dtype = floating_dtype(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
-    if n_C_prev == 1:  # a first layer on greyscale images: a faster way to the same matrix
-        cols = columns_one_channel(A_pad, f, stride, n_H, n_W).T
-    else:
-        cols = im2col(A_pad, f, stride, n_H, n_W)
+    cols = columns(A_pad, f, stride, n_H, n_W)
     Z = cols @ W.reshape(f * f * n_C_prev, n_C).astype(dtype, copy=False)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(n_C)
@@ -143,10 +129,10 @@ def col2im_add(dA_pad: np.ndarray, dZ_rows: np.ndarray, W: np.ndarray, stride: i
     # W[i, j].T made contiguous: BLAS multiplies a small transposed operand markedly slower
     W_t = np.ascontiguousarray(W.transpose(0, 1, 3, 2))
     for i in range(f):
-        rows = _offset_slice(i, n_H, stride)
+        rows = offset_slice(i, n_H, stride)
         for j in range(f):
             block = dZ_rows @ W_t[i, j]
-            dA_pad[:, rows, _offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
+            dA_pad[:, rows, offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
@@ -208,7 +194,7 @@ def _window_slices(f: int, stride: int, n_H: int, n_W: int):
     """(k, rows, cols) for each window offset k in row-major order."""
     for i in range(f):
         for j in range(f):
-            yield i * f + j, _offset_slice(i, n_H, stride), _offset_slice(j, n_W, stride)
+            yield i * f + j, offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
 
 
 def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:

@@ -197,6 +197,15 @@ def test_refuses_what_it_cannot_do():
     assert convpool.supported((14, 14, 32), 5, 1, 2, 2, 2, "fft-gemm")
 
 
+
+@pytest.mark.parametrize("f, stride, pad", [(5, 1, 2), (3, 2, 1), (5, 2, 0)])
+def test_one_channel_columns_are_im2cols_matrix(f, stride, pad):
+    """The unfused one-channel conv's column matrix is im2col's, entry for entry."""
+    A_pad = F.zero_pad(np.random.default_rng(0).random((3, 11, 9, 1), dtype=np.float32), pad)
+    n_H, n_W = F.output_size(11, f, stride, pad), F.output_size(9, f, stride, pad)
+    np.testing.assert_array_equal(convpool.one_channel_columns(A_pad, f, stride, n_H, n_W),
+                                  F.im2col(A_pad, f, stride, n_H, n_W))
+
 RELU, POOL_LAYER = {"type": "relu"}, {"type": "maxpool2d", "size": 2}
 LENET = [{"type": "conv2d", "filters": 8, "kernel": 5, "padding": 2}, RELU, POOL_LAYER,
          {"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1, "algorithm": "im2col"}, RELU, POOL_LAYER,

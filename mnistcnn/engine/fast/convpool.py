@@ -18,6 +18,9 @@ blocks, and its backward adds them in window-offset order, as ``functional.pool_
   even output rows and columns come before odd ones (blocks with ``w*C`` contiguous numbers);
   2x2 pools.
 
+An unfused one-channel conv (a first conv with batchnorm after it) gets its column matrix from
+here too (``one_channel_columns``): one slice copy per kernel offset.
+
 The forward values are those of the separate conv and pool: each output is the same dot
 product (computed by GEMMs of other shapes, so equal within float32 rounding), and the bias
 is added after the max, which rounding cannot change, as it is monotone. Gradients are the
@@ -116,6 +119,18 @@ def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int, batch
     blocks = np.empty(view.shape, dtype=A_pad.dtype)
     blocks[...] = view
     return blocks.reshape(n * n, -1)
+
+
+def one_channel_columns(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
+    """``functional.im2col`` for a one-channel input (an unfused first conv), as the transposed
+    view of ``(f*f, m*n_H*n_W)``: built by one slice copy per kernel offset (rows of n_W
+    contiguous pixels), where im2col gathers runs of f pixels."""
+    m = A_pad.shape[0]
+    cols_t = np.empty((f * f, m, n_H, n_W), dtype=A_pad.dtype)
+    for i in range(f):
+        for j in range(f):
+            cols_t[i * f + j] = A_pad[:, F.offset_slice(i, n_H, stride), F.offset_slice(j, n_W, stride), 0]
+    return cols_t.reshape(f * f, m * n_H * n_W).T
 
 
 def batch_last_padded(A_prev: np.ndarray, pad: int) -> np.ndarray:

@@ -9,6 +9,7 @@ decided, and ``describe()`` says what it decided:
   so the numbers are the same and the relu sees only the pooled values (a quarter of them
   after a 2x2 pool);
 - a conv and the stride-2 max pool after it run as one kernel (``convpool``) where it applies;
+  an unfused one-channel conv builds its column matrix by slice copies (``convpool``);
 - a max pool whose windows overlap sums its gradient by input cell number (``maxpool``);
 - in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
   fused conv and pool does the relu after them while the output is in cache;

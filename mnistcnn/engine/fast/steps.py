@@ -139,7 +139,9 @@ class ConvStep(Step):
         b = conv.params["b"] if self.bias else None
         if self.spectrum:
             return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectrum.current())
-        return F.conv_forward(x, conv.params["W"], b, conv.hparameters())
+        one_channel = conv.input_shape[2] == 1
+        return F.conv_forward(x, conv.params["W"], b, conv.hparameters(),
+                              convpool.one_channel_columns if one_channel else F.im2col)
 
     def backward(self, dout, cache):
         needs_dx = self.conv.needs_input_grad
