@@ -16,6 +16,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
+from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from . import __version__
@@ -24,6 +26,12 @@ from .errors import MnistCnnError
 from .callbacks import RunLog
 
 console = Console(highlight=False)
+# Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
+WIDE_TABLE = 120
+
+
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
+                                 help="Which checkpoint of a run directory: best (the default) or last.")
 
 
 def fail(message: str, code: int = 2):
@@ -184,6 +192,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
           quiet):
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
+    from .data import find_idx_files
     from .runs import check_runs_folder
     from .trainer import prepare_data, threads_words, train_run, training_threads
 
@@ -199,6 +208,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
+        if config["data"]["dir"]:  # a folder that is not there fails now, as the run would
+            find_idx_files(config["data"]["dir"])
         console.print(plan_table(plan))
         console.print(f"threads: {threads_words(*training_threads(config, plan.model))} (train.workers and "
                       "train.blas_threads; null: as the model's size pays for)", markup=False, soft_wrap=True)
@@ -266,25 +277,34 @@ def _report_stop(outcome) -> None:
 Examples:
   mnistcnn config-keys
   mnistcnn config-keys train.optimizer
+  mnistcnn config-keys 'model.layers[0]'                # the layer types and their arguments
   mnistcnn train configs/quick.yaml --print-config     # a config with every default filled in""")
 @click.argument("prefix", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
 def config_keys(prefix, as_json):
     """List every key a config can set (those starting with PREFIX), what it takes, its default
-    and what it means. Layers are set as model.layers[INDEX].ARGUMENT."""
-    rows = [row for row in cfg.describe_keys() if row[0].startswith(prefix)]
+    and what it means, then every layer type with its arguments. A layer's argument is set as
+    model.layers[INDEX].ARGUMENT."""
+    rows = cfg.key_rows(prefix)
     if not rows:
         fail(f"no config key starts with {prefix!r}; the sections are name, data, model and train")
     if as_json:
         _json_out([dict(zip(("key", "takes", "default", "meaning"), row)) for row in rows])
         return
+    if console.width < WIDE_TABLE:  # four columns would leave the meaning a few letters wide
+        for key, takes, default, meaning in rows:
+            console.print(f"{key}  {takes}" + (f"  (default {default})" if default else ""), markup=False,
+                          style="bold")
+            console.print(Padding(meaning, (0, 0, 1, 4)), markup=False)
+        return
     table = Table(title="config keys", box=box.SIMPLE_HEAD)
     table.add_column("key", no_wrap=True)
-    for column in ("takes", "default", "meaning"):
+    for column in ("takes", "default"):
         table.add_column(column, overflow="fold")
+    table.add_column("meaning")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # "model.layers[i]" is text, not markup
     console.print(table)
 
 
@@ -302,8 +322,7 @@ Examples:
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]),
               help="Which images: the test split, the validation split held out of training, or the training split.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-              help="Which checkpoint of a run directory.")
+@checkpoint_option
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
               help="Folder of MNIST-layout IDX files (default: the run's own data).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
@@ -367,8 +386,7 @@ Examples:
   mnistcnn predict runs/lenet-20260101-000000/model.onnx digit.png   # an exported model""")
 @click.argument("target", metavar="RUN|CHECKPOINT|MODEL.onnx", type=click.Path(path_type=Path))
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-              help="Which checkpoint of a run directory.")
+@checkpoint_option
 @click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Flag a prediction whose probability is below this as 'low confidence'.")
@@ -502,8 +520,7 @@ Examples:
               help="The file format (ONNX is the one every runtime reads).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
               help="Where to write (default: model.onnx in the run folder).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-              help="Which checkpoint of a run directory.")
+@checkpoint_option
 @click.option("--opset", type=int, default=17, show_default=True, help="The ONNX opset (13 or newer).")
 @click.option("--input", "input_kind", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
               help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
@@ -553,8 +570,7 @@ Examples:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="The address to listen on; anything but loopback lets other machines in (no login).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-              help="Which checkpoint of a run directory.")
+@checkpoint_option
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
               help="Folder of MNIST-layout IDX files for the run tab (default: the run's own data).")
 @handle_errors

@@ -185,10 +185,33 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
         if field.low is not None or field.high is not None:
             low, high = ("" if bound is None else bound for bound in (field.low, field.high))
             takes += f" in [{low}, {high}]"
-        default = dump(field.default).strip().removesuffix("...").strip()
+        default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default
         rows.append((path, takes + (" or null" if field.optional else ""), default, field.doc))
     return rows
+
+
+def describe_layers() -> list[tuple[str, str, str, str]]:
+    """``describe_keys``' rows for the layer types: ``model.layers[i]: TYPE``, its arguments (with
+    their defaults; one without must be given) and what the layer is."""
+    rows = []
+    for kind, layer in LAYERS.items():
+        defaults = {name: p.default for name, p in inspect.signature(layer.__init__).parameters.items()}
+        defaults["activation"] = None
+        arguments = [name if defaults[name] is inspect.Parameter.empty else f"{name}={_yaml_text(defaults[name])}"
+                     for name in layer_arguments(kind)]
+        rows.append((f"model.layers[i]: {kind}", ", ".join(arguments), "", layer.__doc__.strip().splitlines()[0]))
+    return rows
+
+
+def key_rows(prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """The keys and layer types that start with ``prefix`` (a list index such as [0] read as [i])."""
+    prefix = re.sub(r"\[-?\d+\]", "[i]", prefix)
+    return [row for row in describe_keys() + describe_layers() if row[0].startswith(prefix)]
+
+
+def _yaml_text(value) -> str:
+    return dump(value).strip().removesuffix("...").strip()
 
 
 def did_you_mean(key, options) -> str:
@@ -241,6 +264,13 @@ def _expand_activations(layers, path="model.layers") -> list:
     return expanded
 
 
+def layer_arguments(kind: str) -> list[str]:
+    """The arguments a layer type takes in a config: its constructor's, and ``activation`` for
+    the layers that expand it (conv2d and dense)."""
+    accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
+    return accepted + (["activation"] if kind in ("conv2d", "dense") else [])
+
+
 def _check_layers(layers, path="model.layers"):
     if not layers:
         raise _err(path, "must list at least one layer")
@@ -257,7 +287,7 @@ def _check_layers(layers, path="model.layers"):
         if kind not in LAYERS:
             raise _err(f"{where}.type", f"unknown layer type {kind!r}; {did_you_mean(kind, LAYERS)}"
                                         f"valid types: {', '.join(sorted(LAYERS))}")
-        accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
+        accepted = layer_arguments(kind)
         for key in spec:
             if key != "type" and key not in accepted:
                 raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {did_you_mean(key, accepted)}"
@@ -347,6 +377,9 @@ def _mapping_without_duplicates(loader, node, deep=False):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+# YAML 1.1 reads 1e-3 (no dot) as a string; YAML 1.2, Python and every user read it as a number.
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def parse_yaml(text: str, source: str):

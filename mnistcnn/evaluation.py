@@ -24,7 +24,7 @@ def split_arrays(data, split: str):
             "train": (data.train_x, data.train_y)}[split]
 
 
-def load_for_target(target, which="best", data_dir=None):
+def load_for_target(target, which=None, data_dir=None):
     """(model, meta, preprocess, data, checkpoint path) for a run directory or a checkpoint."""
     path = resolve_checkpoint(target, which)
     model, meta, preprocess = load_model(path)
@@ -82,7 +82,7 @@ def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str], wo
     }
 
 
-def eval_target(target, split="test", which="best", data_dir=None, batch_size=1000,
+def eval_target(target, split="test", which=None, data_dir=None, batch_size=1000,
                 write: bool = True) -> tuple[dict, Path | None]:
     """Score a run's (or a checkpoint's) model on ``split`` and, with ``write``, write the report
     beside it: ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently

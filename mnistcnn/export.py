@@ -250,7 +250,7 @@ class Exported:
     input_shape: tuple
 
 
-def export_run(target, which: str = "best", data_dir=None, output=None, input_kind: str = "uint8",
+def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = "uint8",
                opset: int = DEFAULT_OPSET) -> Exported:
     """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
     ``output`` (default: model.onnx in the run's folder), checked on the run's test split."""

@@ -30,7 +30,7 @@ def load_target(target, data_dir=None):
                                        np.random.default_rng([config["train"]["seed"], 0]))
         preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
         return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
-    model, meta, preprocess, data, path = load_for_target(target, "best", data_dir)
+    model, meta, preprocess, data, path = load_for_target(target, None, data_dir)
     return model, meta["config"], preprocess, data, output_folder(path, "inspect")
 
 
@@ -40,7 +40,7 @@ def target_label(target, config: dict) -> str:
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
         return f"config {target.name}, untrained (as initialised, seed {config['train']['seed']})"
-    return checkpoint_label(resolve_checkpoint(target, "best"))
+    return checkpoint_label(resolve_checkpoint(target))
 
 
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:

@@ -81,6 +81,10 @@ class RunDir:
     @classmethod
     def open(cls, path) -> "RunDir":
         path = Path(path)
+        if path.is_file():
+            what = "a config" if path.suffix in (".yaml", ".yml") else "a file"
+            raise UsageError(f"{path}: is {what}, not a run directory; give the folder a run wrote (runs/NAME-STAMP), "
+                             "`mnistcnn runs` lists them")
         if not path.is_dir():
             raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
         if not (path / "config.yaml").is_file() and not (path / "checkpoints").is_dir():
@@ -249,10 +253,16 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-def resolve_checkpoint(target, which: str = "best") -> Path:
-    """A checkpoint path from a run directory (``which`` = best | last) or a .npz path."""
+# Files that are pictures, not models: given first to `predict`, they are a swap of its arguments.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def resolve_checkpoint(target, which: str | None = None) -> Path:
+    """A checkpoint path from a run directory (``which`` = best, the default, or last) or a
+    checkpoint file (then ``which`` must be None: the file is the choice)."""
     target = Path(target)
     if target.is_dir():
+        which = which or "best"
         run = RunDir.open(target)
         path = run.checkpoint(which)
         if not path.is_file():
@@ -265,4 +275,10 @@ def resolve_checkpoint(target, which: str = "best") -> Path:
     if target.suffix in (".yaml", ".yml"):
         raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first (mnistcnn train "
                          f"{target}) and give the run directory it prints")
+    if target.suffix.lower() in PICTURE_SUFFIXES:
+        raise UsageError(f"{target}: is a picture, not a run or a checkpoint; the model comes first, then the "
+                         f"pictures: mnistcnn predict RUN {target}")
+    if which is not None:
+        raise UsageError(f"--checkpoint {which}: {target} is a checkpoint file, not a run directory; give the run "
+                         f"directory to choose its {which} checkpoint, or leave out --checkpoint")
     return target

@@ -84,6 +84,10 @@ def test_defaults_and_overrides(tmp_path):
                              {"--epochs": ("train.epochs", 3)})
     assert config["train"]["optimizer"]["lr"] == 0.05 and config["train"]["epochs"] == 3
     assert config["data"]["augment"]["shift"] == 2 and config["train"]["batch_size"] == 64
+    path.write_text(BASE + "train: {optimizer: {lr: 1e-3}, weight_decay: 5E-4}\n")  # YAML 1.2's floats
+    config = cfg.load_config(path, ["train.label_smoothing=1e-1"])
+    assert config["train"]["optimizer"]["lr"] == 0.001 and config["train"]["weight_decay"] == 0.0005
+    assert config["train"]["label_smoothing"] == 0.1
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         cfg.load_config(path, ["train.epochs"])
     with pytest.raises(ConfigError, match=r"--set train.epoch=3: train.epoch: unknown key; did you mean .epochs."):

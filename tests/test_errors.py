@@ -31,6 +31,12 @@ def test_an_option_error_names_the_option_not_the_file(cli, options, message):
     assert str(QUICK) not in result.output.splitlines()[0]
 
 
+def test_dry_run_checks_the_data_folder(cli, tmp_path):
+    result = cli("train", QUICK, "--data-dir", tmp_path / "nowhere", "--dry-run")
+    assert result.exit_code == 2 and f"{tmp_path / 'nowhere'}: data folder not found" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_layer_is_reachable_from_set(cli):
     result = cli("train", QUICK, "--set", "model.layers[0].filters=4", "--set", "model.layers[-1].units=10",
                  "--print-config")
@@ -46,6 +52,8 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         (("train", trained_run / "checkpoints" / "best.npz"), "is a checkpoint, not a YAML config"),
         (("train", QUICK, "--runs-dir", QUICK), f"error: {QUICK}: is a file, not a folder; give --runs-dir a folder"),
         (("runs", QUICK), f"error: {QUICK}: is a file, not a folder; give the folder that holds your run"),
+        (("train", "--resume", QUICK), f"error: {QUICK}: is a config, not a run directory; give the folder a run "
+                                       "wrote"),
     ]
     for args, message in checks:
         result = cli(*args)
@@ -90,6 +98,9 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
     assert keys["data.split"]["takes"] == "head | random"
     assert cli("config-keys", "nope").exit_code == 2
+    layers = {row["key"]: row for row in json.loads(cli("config-keys", "model.layers[0]", "--json").output)}
+    assert layers["model.layers[i]: conv2d"]["takes"].startswith("filters, kernel=3, stride=1, padding=0,")
+    assert "activation=null" in layers["model.layers[i]: dense"]["takes"] and "model.layers" not in layers
 
 
 def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):

@@ -185,6 +185,13 @@ def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digit
     table = cli("predict", trained_run, tmp_path)
     assert "no single digit" in table.output and "blank" in table.output and table.output.count("error:") == 1
     assert cli("predict", tmp_path / "norun", digit).exit_code == 2
+    swapped = cli("predict", digit, trained_run)  # the picture first: a swap of the arguments, said as such
+    assert swapped.exit_code == 2 and f"mnistcnn predict RUN {digit}" in swapped.output
+    best = Path(trained_run) / "checkpoints" / "best.npz"
+    chosen = cli("predict", best, digit, "--checkpoint", "last")  # a file is the choice: --checkpoint is refused
+    assert chosen.exit_code == 2 and "is a checkpoint file, not a run directory" in chosen.output
+    assert cli("predict", best, digit).exit_code == 0 and cli("predict", trained_run, digit, "--checkpoint",
+                                                                  "last").exit_code == 0
     assert all(f"{code} " in cli("predict", "--help").output for code in (0, 1, 2, 3))
 
 

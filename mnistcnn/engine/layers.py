@@ -288,16 +288,22 @@ class _Pool(Layer):
 
 @register("maxpool2d")
 class MaxPool2D(_Pool):
+    """The maximum of each size x size window, stepping by stride (default: size)."""
+
     mode = "max"
 
 
 @register("avgpool2d")
 class AvgPool2D(_Pool):
+    """The mean of each size x size window, stepping by stride (default: size)."""
+
     mode = "average"
 
 
 @register("relu")
 class ReLU(Layer):
+    """max(x, 0)."""
+
     def forward_pass(self, x, training=False, rng=None):
         if not training:  # evaluation keeps no cache: the mask would be a wasted pass
             return np.maximum(x, 0), None
@@ -312,6 +318,8 @@ class ReLU(Layer):
 
 @register("leaky_relu")
 class LeakyReLU(Layer):
+    """x where x > 0, else alpha * x."""
+
     def __init__(self, alpha=0.01, name=None):
         super().__init__(name)
         self.alpha = _float("alpha", alpha, 0.0, 1.0)
@@ -328,6 +336,8 @@ class LeakyReLU(Layer):
 
 @register("tanh")
 class Tanh(Layer):
+    """tanh(x)."""
+
     def forward_pass(self, x, training=False, rng=None):
         out = np.tanh(x)
         return out, out
@@ -338,6 +348,8 @@ class Tanh(Layer):
 
 @register("sigmoid")
 class Sigmoid(Layer):
+    """1 / (1 + exp(-x))."""
+
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
         exp_neg_abs = np.exp(-np.abs(x))
@@ -350,6 +362,8 @@ class Sigmoid(Layer):
 
 @register("flatten")
 class Flatten(Layer):
+    """Each example as one vector, (H, W, C) in that order: what a dense layer takes."""
+
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 

@@ -61,7 +61,7 @@ class Served:
         return cfg.class_names(self.meta["config"])
 
 
-def open_model(target, which: str = "best", data_dir=None) -> Served:
+def open_model(target, which: str | None = None, data_dir=None) -> Served:
     """A run directory's (or a checkpoint's) model, ready to serve."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     if tuple(model.input_shape) != (SIDE, SIDE, 1):
