@@ -431,13 +431,14 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
 
 def _predictions_table(results, path, top, saved) -> None:
     table = Table(title=f"predictions ({path})")
-    table.add_column("image")
-    table.add_column("prediction", justify="center")
+    # the paths fold onto more lines in a narrow terminal: cut short, no row would say which picture it is
+    table.add_column("image", overflow="fold")
+    table.add_column("prediction", justify="center", no_wrap=True)
     for rank in range(top):
-        table.add_column(f"#{rank + 1}", justify="right")
+        table.add_column(f"#{rank + 1}", justify="right", no_wrap=True)
     table.add_column("doubt")
     if saved:
-        table.add_column("model saw")
+        table.add_column("model saw", overflow="fold")
     for result in results:
         if "error" in result:
             click.echo(f"error: {result['error']}", err=True)
@@ -476,14 +477,16 @@ def runs(folder, as_json):
         return
     colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
-    # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS.
+    # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS, and
+    # what changed each run's config is listed below the table.
     wide = console.width >= 100
     table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", no_wrap=True)
-    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status",
-                                                              *(("changed by",) if wide else ())):
+    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
         table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "time") else "left",
                          no_wrap=True)
+    if wide:
+        table.add_column("changed by", overflow="fold")
     for row in rows:
         epochs = str(row["epochs"]) + (f"/{row['epochs_planned']}" if row["epochs_planned"] else "")
         config = Path(row["config"]).stem if row["config"] else "-"  # configs/lenet.yaml -> lenet
@@ -494,8 +497,13 @@ def runs(folder, as_json):
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       _duration(row["wall_seconds"]),
                       f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
-                      *((" ".join(row["overrides"]) or "-",) if wide else ()))
+                      *((escape(" ".join(row["overrides"]) or "-"),) if wide else ()))
     console.print(table)
+    changed = [row for row in rows if row["overrides"]]
+    if not wide and changed:
+        console.print("changed by:", markup=False)
+        for row in changed:
+            console.print(f"  {row['run']}: {' '.join(row['overrides'])}", markup=False)
 
 
 def _duration(seconds) -> str:
@@ -939,6 +947,8 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
 # -- download ---------------------------------------------------------------------------
 @main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""\b
 MNIST already ships inside the package: this is for a fresh copy, or another folder.
+
+\b
 Examples:
   mnistcnn download
   mnistcnn download --to data/mnist --force""")

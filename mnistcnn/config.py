@@ -47,7 +47,9 @@ class Field:
         }[self.kind]
         if not ok:
             extra = " or null" if self.optional else ""
-            raise _err(path, f"must be {expected}{extra}; got {value!r} ({type(value).__name__})")
+            # YAML 1.1 reads yes, no, on and off as true and false
+            read_as = " (YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
+            raise _err(path, f"must be {expected}{extra}; got {value!r} ({type(value).__name__}){read_as}")
         if self.kind is float:
             value = float(value)
             if not math.isfinite(value):
@@ -225,8 +227,12 @@ def _resolve(schema: dict, given, path: str) -> dict:
     out = {}
     for key in given:
         if key not in schema:
+            deeper = [f"{path}.{name}" if path else name for name, spec in schema.items()
+                      if isinstance(spec, dict) and key in spec]
+            hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if deeper
+                    else did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),
-                       f"unknown key; {did_you_mean(key, schema)}valid keys here: {', '.join(schema)}")
+                       f"unknown key; {hint}valid keys here: {', '.join(schema)}")
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
         if isinstance(spec, dict):

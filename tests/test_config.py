@@ -20,7 +20,13 @@ model:
 BAD = {
     "unknown key": ("name: t\ntrian: {epochs: 1}\n", "trian: unknown key; did you mean 'train'?"),
     "nested unknown": ("train: {optimiser: {lr: 0.1}}\n", "train.optimiser: unknown key; did you mean 'optimizer'?"),
+    "section left out": ("name: t\nepochs: 3\n", "epochs: unknown key; it belongs in train: did you mean "
+                                                  "'train.epochs'?"),
+    "key a level up": ("train: {lr: 0.1}\n", "train.lr: unknown key; it belongs in train.optimizer: did you mean "
+                                             "'train.optimizer.lr'?"),
     "wrong type": ("train: {epochs: ten}\n", "train.epochs: must be an integer"),
+    "yes for a number": ("data: {validation: yes}\n", "data.validation: must be an integer; got True (bool) (YAML "
+                                                       "reads yes/no/on/off as true/false)"),
     "negative size": ("train: {batch_size: -4}\n", "train.batch_size: must be >= 1"),
     "huge number": ("train: {epochs: 1e400}\n", "train.epochs"),
     "huge int": ("train: {epochs: 99999999999999999999999}\n", "train.epochs: must be <= 100000"),

@@ -3,10 +3,11 @@ import json
 import os
 import shutil
 
+from mnistcnn.cli import console
 from mnistcnn.runs import RunDir
 
 
-def test_runs_table_reports_each_state(trained_run, tmp_path, cli):
+def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     run = trained_run
     folder = tmp_path / "runs"
     shutil.copytree(run, folder / run.name)
@@ -18,7 +19,7 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli):
         fake.path.mkdir()
         (fake.path / "config.yaml").write_text("name: x\ntrain: {epochs: 4}\n")
         (fake.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
-        fake.write_json("status.json", status)
+        fake.write_json("status.json", {**status, "overrides": ["--set train.optimizer.lr=0.003", "--epochs 4"]})
     (folder / "not-a-run").mkdir()
     result = cli("runs", folder, "--json")
     assert result.exit_code == 0, result.output
@@ -33,4 +34,9 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli):
     assert "not-a-run" not in rows
     table = cli("runs", folder)
     assert table.exit_code == 0 and "finished" in table.output and "interrupted" in table.output
+    # under 100 columns what changed each run is listed below the table, whole
+    assert "changed by:\n  a-20260101-000000: --set train.optimizer.lr=0.003 --epochs 4\n" in table.output
+    monkeypatch.setattr(console, "_width", 140)  # as a terminal of 140 columns
+    wide = cli("runs", folder).output
+    assert "changed by" in wide.splitlines()[2] and "changed by:" not in wide and "config" in wide.splitlines()[2]
     assert cli("runs", tmp_path / "none").exit_code == 2
