@@ -278,7 +278,7 @@ Examples:
   mnistcnn config-keys
   mnistcnn config-keys train.optimizer
   mnistcnn config-keys 'model.layers[0]'                # the layer types and their arguments
-  mnistcnn train configs/quick.yaml --print-config     # a config with every default filled in""")
+  mnistcnn train configs/quick.yaml --print-config     # a config with every key's default filled in""")
 @click.argument("prefix", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
