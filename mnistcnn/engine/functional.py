@@ -180,6 +180,11 @@ def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     return np.ascontiguousarray(dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :])
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in POOL_MODES:
+        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
+
+
 def _pool_geometry(shape, hparameters):
     f = _int_param(hparameters, "f", 1)
     stride = _int_param(hparameters, "stride", 1)
@@ -214,8 +219,7 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     entries are the notebook's cache.
     """
     require_4d("A_prev", A_prev)
-    if mode not in POOL_MODES:
-        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
+    _check_mode(mode)
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
     A_in = np.asarray(A_prev, dtype=floating_dtype(A_prev))
     if mode == "max":
@@ -251,8 +255,7 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     window order (max mode, PyTorch's tie rule) or ``dA / (f*f)`` to every cell (average mode).
     Overlapping windows accumulate.
     """
-    if mode not in POOL_MODES:
-        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
+    _check_mode(mode)
     A_prev, hparameters = cache[0], cache[1]
     f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
     if np.shape(dA) != out_shape:

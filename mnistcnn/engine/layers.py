@@ -67,6 +67,12 @@ def _int(key, value, minimum):
     return int(value)
 
 
+def _bool(key, value):
+    if not isinstance(value, bool):
+        raise LayerConfigError(key, f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def _float(key, value, low, high, low_open=False, high_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise LayerConfigError(key, f"{key} must be a number, got {value!r}")
@@ -198,9 +204,7 @@ class Conv2D(Layer):
         else:
             self.padding = _int("padding", padding, 0)
         self.init = _choice("init", init, INITS)
-        if not isinstance(bias, bool):
-            raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
-        self.bias = bias
+        self.bias = _bool("bias", bias)
         # im2col or the frequency domain: a choice for the fast plan, which computes the same
         self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
 
@@ -382,9 +386,7 @@ class Dense(Layer):
         super().__init__(name)
         self.units = _int("units", units, 1)
         self.init = _choice("init", init, INITS)
-        if not isinstance(bias, bool):
-            raise LayerConfigError("bias", f"bias must be true or false, got {bias!r}")
-        self.bias = bias
+        self.bias = _bool("bias", bias)
 
     def arguments(self):
         return {"units": self.units, "init": self.init, "bias": self.bias}
