@@ -192,9 +192,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
           quiet):
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
-    from .data import find_idx_files
     from .runs import check_runs_folder
-    from .trainer import prepare_data, threads_words, train_run, training_threads
+    from .trainer import check_data_folder, prepare_data, threads_words, train_run, training_threads
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
@@ -208,8 +207,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
-        if config["data"]["dir"]:  # a folder that is not there fails now, as the run would
-            find_idx_files(config["data"]["dir"])
+        check_data_folder(config)
         console.print(plan_table(plan))
         console.print(f"threads: {threads_words(*training_threads(config, plan.model))} (train.workers and "
                       "train.blas_threads; null: as the model's size pays for)", markup=False, soft_wrap=True)

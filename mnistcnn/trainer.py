@@ -20,7 +20,7 @@ from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
-from .data import BatchIterator, Dataset, Preprocess, load_dataset, recorded_source, split_indices
+from .data import BatchIterator, Dataset, Preprocess, find_idx_files, load_dataset, recorded_source, split_indices
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_threads
@@ -53,6 +53,13 @@ class Data:
     files_sha256: dict
     source: str
     verified: bool
+
+
+def check_data_folder(config: dict) -> None:
+    """What ``--dry-run`` checks of the data without reading it: that the folder ``data.dir``
+    names (none: the bundled MNIST) holds the four MNIST-layout files."""
+    if config["data"]["dir"]:
+        find_idx_files(config["data"]["dir"])
 
 
 def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:
