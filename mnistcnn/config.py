@@ -47,7 +47,6 @@ class Field:
         }[self.kind]
         if not ok:
             extra = " or null" if self.optional else ""
-            # YAML 1.1 reads yes, no, on and off as true and false
             read_as = " (YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
             raise _err(path, f"must be {expected}{extra}; got {value!r} ({type(value).__name__}){read_as}")
         if self.kind is float:
@@ -244,6 +243,7 @@ def _resolve(schema: dict, given, path: str) -> dict:
 
 # Keras and PyTorch users write a layer's activation on the layer; it becomes a layer of its own.
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+ACTIVATED_LAYERS = ("conv2d", "dense")  # the layers that take an activation, as in Keras
 
 
 def _expand_activations(layers, path="model.layers") -> list:
@@ -256,6 +256,9 @@ def _expand_activations(layers, path="model.layers") -> list:
         if not isinstance(spec, dict) or "activation" not in spec:
             expanded.append(spec)
             continue
+        if spec.get("type") not in ACTIVATED_LAYERS:
+            raise _err(f"{path}[{i}].activation", f"{spec.get('type')} takes no activation (only "
+                                                   f"{' and '.join(ACTIVATED_LAYERS)} do); list it as a layer after it")
         spec = dict(spec)
         activation = spec.pop("activation")
         if activation == "softmax":
@@ -274,7 +277,7 @@ def layer_arguments(kind: str) -> list[str]:
     """The arguments a layer type takes in a config: its constructor's, and ``activation`` for
     the layers that expand it (conv2d and dense)."""
     accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
-    return accepted + (["activation"] if kind in ("conv2d", "dense") else [])
+    return accepted + (["activation"] if kind in ACTIVATED_LAYERS else [])
 
 
 def _check_layers(layers, path="model.layers"):

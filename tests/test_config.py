@@ -22,6 +22,9 @@ BAD = {
     "nested unknown": ("train: {optimiser: {lr: 0.1}}\n", "train.optimiser: unknown key; did you mean 'optimizer'?"),
     "section left out": ("name: t\nepochs: 3\n", "epochs: unknown key; it belongs in train: did you mean "
                                                   "'train.epochs'?"),
+    "activation on a pool": ("model: {layers: [{type: maxpool2d, activation: relu}, {type: flatten}, "
+                             "{type: dense, units: 10}]}\n",
+                             "model.layers[0].activation: maxpool2d takes no activation"),
     "key a level up": ("train: {lr: 0.1}\n", "train.lr: unknown key; it belongs in train.optimizer: did you mean "
                                              "'train.optimizer.lr'?"),
     "wrong type": ("train: {epochs: ten}\n", "train.epochs: must be an integer"),
