@@ -1,12 +1,14 @@
 """Benchmark: the training step, evaluation and every step of the engine's plan, through the
-code path ``mnistcnn train`` uses (StepRunner: one thread per core, one BLAS thread each), and
+code path ``mnistcnn train`` uses (the workers it plans: threads or, for small nets, processes,
+one BLAS thread each), and
 the same network in PyTorch when it is importable, timed in alternating rounds.
 
     python benchmarks/bench.py                       # LeNet and every config, batch 64/128/256
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9
     python benchmarks/bench.py --nets lenet --batch 64 --rounds 9 --ab ../before   # against another checkout
     python benchmarks/bench.py --json benchmarks/results.json
-    python benchmarks/bench.py --nets quick --workers 1                       # the planned threads or not
+    python benchmarks/bench.py --nets quick --workers 1                       # the planned workers or not
+    python benchmarks/bench.py --nets quick --workers 2 --parallel threads    # threads instead of processes
     python benchmarks/bench.py --nets notebook quick --profile                # where a step's time goes
 
 ``lenet`` is configs/lenet-plain.yaml, the reference network (conv 5x5x32, relu, pool, conv
@@ -119,27 +121,38 @@ class NumpyNet:
     """One network on one engine: this checkout's (``package`` mnistcnn) or another's. An engine
     from before the plan (engine/fast/plan.py) ran its model fast itself."""
 
-    def __init__(self, specs, batch, x, y, package="mnistcnn", workers=None):
+    def __init__(self, specs, batch, x, y, package="mnistcnn", workers=None, parallel=None):
         engine = f"{package}.engine"
         model_module, optim = (importlib.import_module(f"{engine}.{name}") for name in ("model", "optim"))
-        parallel = importlib.import_module(f"{engine}.fast.parallel")
+        parallel_module = importlib.import_module(f"{engine}.fast.parallel")
         self.model = model_module.Sequential.from_config(specs, (28, 28, 1), np.random.default_rng(0))
         try:
             self.plan = importlib.import_module(f"{engine}.fast.plan").Plan(self.model)
         except ModuleNotFoundError:
             self.plan = self.model
-        # --workers, with one BLAS thread for one worker as the plan gives it; else the threads
-        # mnistcnn train would choose (an engine from before the rule: one per core)
+        # the workers mnistcnn train would choose (an engine from before the rule: one thread per
+        # core); --workers and --parallel instead, with one BLAS thread for one worker
+        if hasattr(parallel_module, "planned_workers"):
+            self.workers, blas_threads, self.parallel = parallel_module.planned_workers(self.model.macs(), batch)
+        elif hasattr(parallel_module, "planned_threads"):
+            (self.workers, blas_threads), self.parallel = parallel_module.planned_threads(self.model.macs(), batch), \
+                "threads"
+        else:
+            self.workers, blas_threads, self.parallel = default_workers(), None, "threads"
         if workers:
             self.workers, blas_threads = workers, (1 if workers == 1 else None)
-        elif hasattr(parallel, "planned_threads"):
-            self.workers, blas_threads = parallel.planned_threads(self.model.macs(), batch)
-        else:
-            self.workers, blas_threads = default_workers(), None
+        self.parallel = parallel or self.parallel
         self.blas_threads = blas_threads
         self.x, self.y = x[:batch], y[:batch]
         self.optimizer, self.params, self.rng = optim.Adam(), self.model.params(), np.random.default_rng(0)
-        self.runner = parallel.StepRunner(self.plan, self.workers).__enter__()
+        # timed_workers: those whose steps of the plan run in this process (a worker process's do not)
+        if self.workers > 1 and self.parallel == "processes":
+            processes = importlib.import_module(f"{engine}.fast.processes")
+            self.runner = processes.ProcessStepRunner(self.plan, self.workers, batch).__enter__()
+            self.timed_workers = 1
+        else:
+            self.runner = parallel_module.StepRunner(self.plan, self.workers).__enter__()
+            self.timed_workers = self.workers
 
     def step(self):
         _, _, grads = self.runner.gradients(self.x, self.y, self.rng)
@@ -253,7 +266,7 @@ def eval_rounds(net, other, images, rounds) -> dict:
 
 def bench_one(name, specs, batch, data, args, torch):
     x, y, test = data
-    net = NumpyNet(specs, batch, x, y, workers=args.workers)
+    net = NumpyNet(specs, batch, x, y, workers=args.workers, parallel=args.parallel)
     with net.training_threads():
         for _ in range(3):
             net.step()
@@ -264,10 +277,11 @@ def bench_one(name, specs, batch, data, args, torch):
     for step in net.plan.training_steps:
         done = max(done, *step.layers)  # a relu moved after its pool outputs the pool's shape
         per_step.append({"step": step.describe(), "output": [batch, *net.model.layers[done].output_shape],
-                         "forward_ms": 1e3 * clock.total[(step.describe(), "forward")] / args.steps / net.workers,
-                         "backward_ms": 1e3 * clock.total[(step.describe(), "backward")] / args.steps / net.workers})
+                         "forward_ms": 1e3 * clock.total[(step.describe(), "forward")] / args.steps / net.timed_workers,
+                         "backward_ms": 1e3 * clock.total[(step.describe(), "backward")] / args.steps
+                         / net.timed_workers})
     row = {"net": name, "batch": batch, "params": net.model.num_params(), "macs_per_image": net.model.macs(),
-           "workers": net.workers, "blas_threads": net.blas_threads,
+           "workers": net.workers, "parallel": net.parallel, "blas_threads": net.blas_threads,
            "per_step_ms_per_worker": per_step}
     other = TorchNet(torch, specs, batch, x, y, default_workers()) if torch else None
     if other:
@@ -295,7 +309,7 @@ def ab_one(name, specs, batch, data, args, package):
     other round): the step time and the evaluation time of 5,000 images, this one's over the
     other's per round (below 1: this one is faster)."""
     x, y, test = data
-    this, other = (NumpyNet(specs, batch, x, y, engine, args.workers) for engine in ("mnistcnn", package))
+    this, other = (NumpyNet(specs, batch, x, y, engine, args.workers, args.parallel) for engine in ("mnistcnn", package))
     for net in (this, other):
         median_step_s(net, 3)
         net.evaluate(test[:1000])
@@ -360,6 +374,7 @@ def print_row(row):
     line = (f"\n{row['net']} batch {row['batch']}: step {row['step_ms']:.1f} ms, {row['train_images_per_s']:,.0f} "
             f"img/s training (epoch of 50,000 in {row['epoch_50000_s']:.1f} s), {row['gflops']:.1f} GFLOP/s; "
             f"eval {row['eval_images_per_s']:,.0f} img/s; {row['workers']} worker(s)"
+            + (" in processes" if row["workers"] > 1 and row["parallel"] == "processes" else "")
             + (f", {row['blas_threads']} BLAS thread" if row["blas_threads"] else ""))
     print(line)
     if "torch_step_ms" in row:
@@ -384,8 +399,10 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--ab", metavar="DIR", help="time another checkout's engine against this one's instead")
-    parser.add_argument("--workers", type=int, help="train on this many worker threads, not the number "
-                                                    "mnistcnn train plans (parallel.planned_threads)")
+    parser.add_argument("--workers", type=int, help="train on this many workers, not the number mnistcnn train "
+                                                    "plans (parallel.planned_workers)")
+    parser.add_argument("--parallel", choices=("threads", "processes"),
+                        help="the workers as threads or processes, not as mnistcnn train plans")
     parser.add_argument("--profile", action="store_true", help="profile a step on one thread instead (cProfile, "
                                                                   "tracemalloc); --steps steps are profiled")
     parser.add_argument("--json", help="write the figures here")

@@ -78,7 +78,8 @@ class RunLog(Callbacks):
         self.log(f"data: {data.source} ({'verified MNIST' if data.verified else 'unverified'}); train "
                  f"{len(data.train_x)}, validation {len(data.val_x)}, test {len(data.test_x)}")
         from .trainer import threads_words
-        self.log(f"threads: {threads_words(trainer.workers, trainer.config['train']['blas_threads'])}")
+        train_config = trainer.config["train"]
+        self.log(f"workers: {threads_words(trainer.workers, train_config['blas_threads'], train_config['parallel'])}")
 
     def on_epoch_end(self, row):
         self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "

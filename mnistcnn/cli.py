@@ -209,8 +209,9 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if dry_run:
         check_data_folder(config)
         console.print(plan_table(plan))
-        console.print(f"threads: {threads_words(*training_threads(config, plan.model))} (train.workers and "
-                      "train.blas_threads; null: as the model's size pays for)", markup=False, soft_wrap=True)
+        console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
+                      "train.parallel and train.blas_threads; null: as the model's size pays for)", markup=False,
+                      soft_wrap=True)
         return
     data = prepare_data(config, source=source)  # fails before anything is written
     reporter = TrainReporter(quiet)

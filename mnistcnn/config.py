@@ -162,8 +162,11 @@ SCHEMA = {
             "every": Field(1, int, "write checkpoints/last.npz every this many epochs (and at the end)", 1, 100000),
         },
         "eval_batch_size": Field(1000, int, "images per evaluation batch", 1, 65536),
-        "workers": Field(None, int, "threads that each take a share of every batch (BLAS limited to one thread "
-                                    "each); null: one per core", 1, 64, optional=True),
+        "workers": Field(None, int, "workers that each take a share of every batch (BLAS limited to one thread "
+                                    "each); null: as the model's size pays for", 1, 64, optional=True),
+        "parallel": Field(None, str, "how the workers run: threads, or processes (a small net's many short "
+                                     "NumPy calls do not wait for each other); null: as the model's size pays for",
+                          choices=("threads", "processes"), optional=True),
         "blas_threads": Field(None, int, "BLAS threads when one worker computes a batch (more workers use one "
                                          "each); null: the BLAS library's default", 1, 256, optional=True),
     },

@@ -23,7 +23,8 @@ from .averaging import Averaged
 from .data import BatchIterator, Dataset, Preprocess, find_idx_files, load_dataset, recorded_source, split_indices
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
-from .engine.fast.parallel import StepRunner, planned_threads
+from .engine.fast.parallel import StepRunner, planned_workers
+from .engine.fast.processes import ProcessStepRunner
 from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
@@ -181,8 +182,9 @@ class Trainer:
         seed = config["train"]["seed"]
         self.model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                             np.random.default_rng([seed, 0]))
-        workers, blas_threads = training_threads(config, self.model)
-        self.config = {**config, "train": {**config["train"], "workers": workers, "blas_threads": blas_threads}}
+        workers, blas_threads, parallel = training_threads(config, self.model)
+        self.config = {**config, "train": {**config["train"], "workers": workers, "blas_threads": blas_threads,
+                                           "parallel": parallel}}
         config, train_config = self.config, self.config["train"]
         self.plan = fast_plan(self.model, config)
         self.preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
@@ -296,7 +298,7 @@ class Trainer:
             self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
         # overflow is detected and reported by check_finite, not by numpy's warnings
-        with blas_limit(train_config["blas_threads"]), StepRunner(self.plan, self.workers) as self.runner, \
+        with blas_limit(train_config["blas_threads"]), step_runner(self) as self.runner, \
                 np.errstate(over="ignore", invalid="ignore"):
             while self.iterator.epoch < self.epochs:
                 if patience is not None and self.best.stale_epochs >= patience:
@@ -324,22 +326,35 @@ class Trainer:
         return summary
 
 
-def training_threads(config: dict, model: Sequential) -> tuple[int, int | None]:
-    """``(workers, BLAS threads)``: ``train.workers`` and ``train.blas_threads``, or, when workers
-    is null, what the model's size pays for (``planned_threads``)."""
+def training_threads(config: dict, model: Sequential) -> tuple[int, int | None, str]:
+    """``(workers, BLAS threads, parallel)``: ``train.workers``, ``train.blas_threads`` and
+    ``train.parallel``, or, when workers is null, what the model's size pays for
+    (``planned_workers``)."""
     train_config = config["train"]
     if train_config["workers"] is not None:
-        return train_config["workers"], train_config["blas_threads"]
-    workers, blas_threads = planned_threads(model.macs(), train_config["batch_size"])
-    return workers, train_config["blas_threads"] or blas_threads
+        return train_config["workers"], train_config["blas_threads"], train_config["parallel"] or "threads"
+    workers, blas_threads, parallel = planned_workers(model.macs(), train_config["batch_size"])
+    return workers, train_config["blas_threads"] or blas_threads, train_config["parallel"] or parallel
 
 
-def threads_words(workers: int, blas_threads: int | None) -> str:
+def threads_words(workers: int, blas_threads: int | None, parallel: str = "threads") -> str:
+    if workers > 1 and parallel == "processes":
+        return (f"{workers} workers (this process and {workers - 1} worker process{'es' if workers > 2 else ''}), "
+                "each with a share of every batch and one BLAS thread")
     if workers > 1:
         return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
     if not blas_threads:
         return "1 worker thread with the BLAS default threads"
     return f"1 worker thread with {blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}"
+
+
+def step_runner(trainer: "Trainer"):
+    """The ``StepRunner`` that computes the trainer's steps: threads, or worker processes."""
+    train_config = trainer.config["train"]
+    if trainer.workers > 1 and train_config["parallel"] == "processes":
+        return ProcessStepRunner(trainer.plan, trainer.workers, train_config["batch_size"],
+                                 conv_algorithm=trainer.config["model"]["conv_algorithm"])
+    return StepRunner(trainer.plan, trainer.workers)
 
 
 def blas_limit(threads: int | None):

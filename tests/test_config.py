@@ -117,7 +117,7 @@ def test_every_shipped_config_passes_dry_run(path, tmp_path, cli):
     result = cli("train", str(path), "--dry-run", "--runs-dir", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "total" in result.output and not (tmp_path / "r").exists()
-    assert "threads: " in result.output and "worker thread" in result.output
+    assert "workers: " in result.output and ("worker thread" in result.output or "worker process" in result.output)
 
 
 def test_shipped_configs_exist():

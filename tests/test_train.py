@@ -43,8 +43,9 @@ def test_short_run_writes_every_file_consistently(trained):
     assert "test accuracy" in output and str(run) in output.replace("\n", "")
     assert "epoch 2/2" in (run / "train.log").read_text()
     recorded = cfg.parse_yaml((run / "config.yaml").read_text(), "config.yaml")["train"]
-    assert recorded["workers"] == summary["versions"]["workers"] >= 1  # the threads chosen, for a resume
-    assert "threads: " in (run / "train.log").read_text()
+    assert recorded["workers"] == summary["versions"]["workers"] >= 1  # the workers chosen, for a resume
+    assert recorded["parallel"] in ("threads", "processes")
+    assert "workers: " in (run / "train.log").read_text()
     from PIL import Image
     assert Image.open(run / "curves.png").size[0] > 500
 
@@ -84,6 +85,23 @@ def test_same_seed_same_metrics(trained_run, tmp_path, cli, write_config, only_r
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(again))
     a, b = weights(run / "checkpoints/last.npz"), weights(again / "checkpoints/last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_worker_processes_train_as_worker_threads(tmp_path, cli, write_config, only_run, weights, float32_close):
+    """train.parallel: processes and threads, two workers each, give the same run."""
+    runs = {}
+    for parallel in ("threads", "processes"):
+        result = cli("train", write_config(tmp_path, limit=1500, epochs=1), "--runs-dir", tmp_path / parallel,
+                     "--quiet", "--set", "train.workers=2", "--set", f"train.parallel={parallel}")
+        assert result.exit_code == 0, result.output
+        runs[parallel] = only_run(tmp_path / parallel)
+        recorded = cfg.parse_yaml((runs[parallel] / "config.yaml").read_text(), "config.yaml")["train"]
+        assert (recorded["workers"], recorded["parallel"]) == (2, parallel)
+    threads, processes = (read_metrics(runs[name]) for name in ("threads", "processes"))
+    assert [row["val_acc"] for row in threads] == [row["val_acc"] for row in processes]
+    a, b = weights(runs["threads"] / "checkpoints/last.npz"), weights(runs["processes"] / "checkpoints/last.npz")
+    for key in a:
+        float32_close(b[key], a[key], what=key)
 
 
 def test_resume_reaches_the_same_weights(trained_run, tmp_path, cli, write_config, only_run, weights):

@@ -109,19 +109,22 @@ def test_threaded_update_in_halves_is_bit_identical(make):
         np.testing.assert_array_equal(serial[key], threaded[key])
 
 
-def test_threads_follow_the_model_size_not_a_timing(monkeypatch):
+def test_workers_follow_the_model_size_not_a_timing(monkeypatch):
     from mnistcnn.engine.fast import parallel
-    from mnistcnn.engine.fast.parallel import MIN_THREAD_MACS, planned_threads
+    from mnistcnn.engine.fast.parallel import MIN_SHARE_MACS, THREAD_SHARE_MACS, planned_workers
 
     monkeypatch.setattr(parallel, "default_workers", lambda: 2)
-    notebook_macs = 52_600  # the seed notebook's net: a step too small to hand half of it over
-    assert planned_threads(notebook_macs, 64) == (1, 1)
-    assert planned_threads(notebook_macs, 256) == (1, 1)
-    quick_macs = 390_432  # quick.yaml: one thread at its batch of 64, two from 128
-    assert planned_threads(quick_macs, 64) == (1, 1)
-    assert planned_threads(quick_macs, 128) == (2, None)
-    assert planned_threads(MIN_THREAD_MACS // 3 + 1, 2) == (2, None)  # a step of 3 multiply-adds per one
-    assert planned_threads(MIN_THREAD_MACS // 3, 1) == (1, 1)
-    assert planned_threads(11_065_088, 64) == (2, None)  # LeNet: one worker per core
+    notebook_macs = 52_600  # the seed notebook's net: at 64 a step too small to hand half of it over
+    assert planned_workers(notebook_macs, 64) == (1, 1, "threads")
+    assert planned_workers(notebook_macs, 256) == (2, None, "processes")
+    quick_macs = 390_432  # quick.yaml: two processes at its batch of 64 and up to 256
+    assert planned_workers(quick_macs, 64) == (2, None, "processes")
+    assert planned_workers(quick_macs, 256) == (2, None, "processes")
+    assert planned_workers(11_065_088, 64) == (2, None, "threads")  # LeNet: a thread per core
+    # the edges: a batch of two, a share of one image, three times its forward multiply-adds
+    assert planned_workers(-(-MIN_SHARE_MACS // 3), 2) == (2, None, "processes")
+    assert planned_workers(-(-MIN_SHARE_MACS // 3) - 1, 2) == (1, 1, "threads")
+    assert planned_workers(-(-THREAD_SHARE_MACS // 3), 2) == (2, None, "threads")
+    assert planned_workers(-(-THREAD_SHARE_MACS // 3) - 1, 2) == (2, None, "processes")
     monkeypatch.setattr(parallel, "default_workers", lambda: 1)
-    assert planned_threads(11_065_088, 64) == (1, 1)
+    assert planned_workers(11_065_088, 64) == (1, 1, "threads")

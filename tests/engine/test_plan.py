@@ -53,7 +53,7 @@ def test_one_training_step_of_the_plan_is_the_plain_loop(path, float32_close):
 
     loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
     fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
-    plan.update_batchnorm_statistics([caches])
+    plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
     assert abs(fast_loss - loss) <= 1e-5 * abs(loss) and fast_correct == correct
     assert set(fast_grads) == set(grads) == set(plain.params())
     for key in grads:

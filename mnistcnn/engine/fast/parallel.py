@@ -22,9 +22,12 @@ from threadpoolctl import threadpool_limits
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
 SPLIT_UPDATE_SIZE = 65536
-# A training step's share of multiply-adds below which a thread of its own does not pay
-# (benchmarks/bench.py --workers 1 times a step on one thread, to set it against the plan).
-MIN_THREAD_MACS = 50_000_000
+# A training step's share of multiply-adds (one worker's) below which a worker of its own does
+# not pay, and the share from which threads do as well as processes: below it, a thread waits
+# for the other's GIL through hundreds of short NumPy calls a step. ``benchmarks/bench.py
+# --workers N --parallel threads|processes`` times a step every way, to set it against the plan.
+MIN_SHARE_MACS = 8_000_000
+THREAD_SHARE_MACS = 500_000_000
 
 
 @functools.cache
@@ -53,15 +56,17 @@ def default_workers() -> int:
     return min(cores(), 8)
 
 
-def planned_threads(macs_per_image: int, batch_size: int) -> tuple[int, int | None]:
-    """``(workers, BLAS threads)`` for training steps of ``batch_size`` images on a model of
-    ``macs_per_image`` forward multiply-adds (a step does about three times that): one worker
-    per core, but never a share of the step below MIN_THREAD_MACS, where handing work to
-    another thread costs more than it saves; a step left to one worker gets one BLAS thread
-    too (None: the library's default). A static rule on the model's size, never a timing: a
-    config trains the same way every run."""
-    workers = int(max(1, min(default_workers(), 3 * macs_per_image * batch_size // MIN_THREAD_MACS)))
-    return workers, (1 if workers == 1 else None)
+def planned_workers(macs_per_image: int, batch_size: int) -> tuple[int, int | None, str]:
+    """``(workers, BLAS threads, "threads" or "processes")`` for training steps of
+    ``batch_size`` images on a model of ``macs_per_image`` forward multiply-adds (a step does
+    about three times that): one worker per core, each with one BLAS thread; threads where each
+    share has at least THREAD_SHARE_MACS, processes below (``processes``), and a single worker
+    with one BLAS thread where a share would have less than MIN_SHARE_MACS. A static rule on
+    the model's size, never a timing: a config trains the same way every run."""
+    share = 3 * macs_per_image * batch_size // default_workers()
+    if default_workers() == 1 or share < MIN_SHARE_MACS:
+        return 1, 1, "threads"
+    return default_workers(), None, "threads" if share >= THREAD_SHARE_MACS else "processes"
 
 
 def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = None) -> list:
@@ -176,7 +181,7 @@ class StepRunner:
 
     def __enter__(self):
         keep_freed_memory()
-        if self.pool is not None:
+        if self.workers > 1:
             self._limits = threadpool_limits(limits=1, user_api="blas")
         return self
 
@@ -207,18 +212,14 @@ class StepRunner:
         """``x`` is the batch, or a function ``x(lo, hi)`` that makes rows lo..hi of it: then
         each thread prepares its own part (preprocessing, augmentation) in parallel too."""
         n = len(y)
-        parts = min(self.workers, max(1, n // self.min_per_worker))
+        parts = self.parts(n)
         self.plan.prepare(self.map if parts > 1 else None)
         if parts == 1:
             batch = x(0, n) if callable(x) else x
             loss, correct, grads, caches = self.plan.loss_and_gradients(batch, y, rng, label_smoothing)
-            self.plan.update_batchnorm_statistics([caches])
+            self.plan.update_batchnorm_statistics([self.plan.batch_statistics(caches)])
             return loss, correct, grads
-        # one child generator per part, drawn in order: dropout masks are the same whatever the timing
-        seeds = rng.integers(0, 2**63 - 1, size=parts)
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        # each part's loss is a mean over its examples: weight by size to get the batch mean
-        fractions = [(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
+        shares = batch_shares(n, parts, rng)
         work = SharedWork(parts)
 
         def part(index, lo, hi, seed, fraction):
@@ -231,15 +232,35 @@ class StepRunner:
             work.help(index)
             return result
 
-        futures = [self.pool.submit(part, index, lo, hi, seed, fraction)
-                   for index, (lo, hi, seed, fraction) in enumerate(zip(bounds[:-1], bounds[1:], seeds, fractions))]
+        futures = [self.pool.submit(part, index, *share) for index, share in enumerate(shares)]
         results = [f.result() for f in futures]
         if work.error is not None:
             raise work.error
-        grads = work.grads[0]  # the parts' gradients are already scaled: add them, in a fixed order
-        for part_grads in work.grads[1:]:
+        return self.combine(shares, [(loss, correct, grads, self.plan.batch_statistics(caches))
+                                     for (loss, correct, _, caches), grads in zip(results, work.grads)])
+
+    def parts(self, n: int) -> int:
+        """Shares of a batch of ``n`` images: one per worker, none under ``min_per_worker``."""
+        return min(self.workers, max(1, n // self.min_per_worker))
+
+    def combine(self, shares: list, results: list):
+        """``(loss, correct, grads)`` of the batch from each share's ``(loss, correct, grads,
+        batch statistics)``: gradients (already scaled) added in a fixed order, the batchnorm
+        statistics folded in."""
+        grads = results[0][2]
+        for _, _, part_grads, _ in results[1:]:
             for k, g in part_grads.items():
                 grads[k] += g
-        self.plan.update_batchnorm_statistics([result[3] for result in results])
-        loss = sum(fraction * result[0] for fraction, result in zip(fractions, results))
+        self.plan.update_batchnorm_statistics([statistics for *_, statistics in results])
+        loss = sum(fraction * result[0] for (*_, fraction), result in zip(shares, results))
         return loss, sum(result[1] for result in results), grads
+
+
+def batch_shares(n: int, parts: int, rng: np.random.Generator) -> list[tuple[int, int, int, float]]:
+    """``(lo, hi, seed, fraction)`` of each share of a batch of ``n`` images: its rows, the seed
+    of its own generator (drawn in order: dropout masks do not depend on timing) and its
+    fraction of the batch (each share's loss is a mean over its images: weighted by size, they
+    give the batch's mean)."""
+    seeds = rng.integers(0, 2**63 - 1, size=parts)
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    return [(int(lo), int(hi), int(seed), (hi - lo) / n) for lo, hi, seed in zip(bounds[:-1], bounds[1:], seeds)]

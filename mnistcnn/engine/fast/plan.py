@@ -160,15 +160,19 @@ class Plan:
             if work is not None:
                 yield work
 
+    def batch_statistics(self, caches: list) -> list:
+        """Each training step's batch statistics (``Step.batch_statistics``) from its cache."""
+        return [step.batch_statistics(cache) for step, cache in zip(self.training_steps, caches)]
+
     def update_batchnorm_statistics(self, parts: list) -> None:
-        """Fold the batch statistics of a training step into the running averages, given the
-        caches of each part of the batch."""
-        for step, caches in zip(self.training_steps, zip(*parts)):
-            step.update_statistics(list(caches))
+        """Fold the batch statistics of a training step into the running averages, given
+        ``batch_statistics`` of each part of the batch."""
+        for step, statistics in zip(self.training_steps, zip(*parts)):
+            step.update_statistics(list(statistics))
 
     def fold_batchnorm_statistics(self, x, rng=None) -> None:
         """A training forward pass of ``x`` for its batch statistics alone (``recompute_batchnorm``)."""
-        self.update_batchnorm_statistics([self.forward(x, training=True, rng=rng)[1]])
+        self.update_batchnorm_statistics([self.batch_statistics(self.forward(x, training=True, rng=rng)[1])])
 
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0, scale=1.0, hand_over=None):
         """One training step's arithmetic for a batch: ``(loss, correct, grads, caches)``.

@@ -36,9 +36,14 @@ class Step:
     def backward(self, dout, cache):
         raise NotImplementedError
 
-    def update_statistics(self, caches: list) -> None:
-        """Fold the batch statistics of a training pass's parts (one cache each) into the
-        layers (batchnorm)."""
+    def batch_statistics(self, cache):
+        """What a training pass's ``cache`` gives to ``update_statistics``: ``(count, mean,
+        variance)`` for a batchnorm, else None."""
+        return None
+
+    def update_statistics(self, statistics: list) -> None:
+        """Fold the batch statistics of a training pass's parts (``batch_statistics`` of each)
+        into the layers (batchnorm)."""
 
     def where(self) -> str:
         """The layers, in the order the step computes them."""
@@ -66,13 +71,19 @@ class LayerStep(Step):
         dx, grads = layer.backward_pass(dout, cache)
         return dx, (functools.partial(_keyed, self.first, dict, grads) if grads else None)
 
-    def update_statistics(self, caches: list) -> None:
+    def batch_statistics(self, cache):
+        if isinstance(self.layer, BatchNorm):
+            x_hat, _, mean, variance = cache
+            return x_hat.size // x_hat.shape[-1], mean, variance
+        return None
+
+    def update_statistics(self, statistics: list) -> None:
         if isinstance(self.layer, BatchNorm):
             # the whole batch's mean and variance from its parts': one update per step, as with
             # one thread, whatever the number of parts
-            counts = np.array([x_hat.size // x_hat.shape[-1] for x_hat, *_ in caches], dtype=np.float64)
-            means = np.array([cache[2] for cache in caches], dtype=np.float64)
-            variances = np.array([cache[3] for cache in caches], dtype=np.float64)
+            counts = np.array([count for count, _, _ in statistics], dtype=np.float64)
+            means = np.array([mean for _, mean, _ in statistics], dtype=np.float64)
+            variances = np.array([variance for _, _, variance in statistics], dtype=np.float64)
             weights = counts[:, None] / counts.sum()
             mean = (weights * means).sum(axis=0)
             var = (weights * (variances + (means - mean) ** 2)).sum(axis=0)

@@ -1,0 +1,260 @@
+"""Data parallelism in worker processes, for the small nets.
+
+Threads share one interpreter: every NumPy call takes its lock (the GIL), and a small net's
+step is hundreds of short calls, so two threads mostly wait for each other. Here the other
+shares of a batch go to worker processes (``python -m mnistcnn.engine.fast.processes``), each
+with an interpreter and a copy of the plan of its own. Before every step the weights and the
+share's images reach a worker through a memory-mapped file, and its gradients come back the
+same way; a task and its reply are a few packed numbers on the worker's standard input and
+output (nothing is pickled). The shares, their generators and the order in which their
+gradients are added are ``StepRunner``'s, so the numbers are those of as many threads.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..model import Sequential
+from .parallel import StepRunner, batch_shares, keep_freed_memory
+
+_ALIGN = 64  # bytes: each shared array starts on a cache line
+TASK = struct.Struct("<qqdd")         # rows, seed, fraction of the batch, label smoothing
+REPLY = struct.Struct("<Bdqq")        # failed, loss, correct, bytes that follow
+STATISTICS = struct.Struct("<qqq")    # a batchnorm step's number, count and channels; then mean, variance
+
+
+def _size(shape, dtype) -> int:
+    return -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
+
+
+class SharedArrays:
+    """Named arrays laid out one after another in a memory-mapped file that a worker and the
+    trainer both map: ``layout`` is ``[(name, shape, dtype)]``."""
+
+    def __init__(self, layout: list, path: str, create: bool = False):
+        size = max(_ALIGN, sum(_size(shape, dtype) for _, shape, dtype in layout))
+        with open(path, "w+b" if create else "r+b") as file:
+            if create:
+                file.truncate(size)
+            self.memory = mmap.mmap(file.fileno(), size)
+        self.arrays, offset = {}, 0
+        for name, shape, dtype in layout:
+            count = int(np.prod(shape, dtype=np.int64))
+            self.arrays[name] = np.frombuffer(self.memory, np.dtype(dtype), count, offset).reshape(shape)
+            offset += _size(shape, dtype)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+def share_layout(model: Sequential, rows: int) -> list:
+    """What a worker and the trainer share: the weights (``param.<key>``), up to ``rows`` images
+    and labels, and the share's gradients (``grad.<key>``)."""
+    params = model.params()
+    dtype = next(iter(params.values()), np.zeros(0, np.float32)).dtype
+    layout = [(f"param.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
+    layout += [("x", [rows, *model.input_shape], dtype.str), ("y", [rows], np.dtype(np.int64).str)]
+    return layout + [(f"grad.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
+
+
+def encode_statistics(statistics: list) -> bytes:
+    """A share's ``Plan.batch_statistics``: each batchnorm step's number, count, mean, variance."""
+    parts = []
+    for number, entry in enumerate(statistics):
+        if entry is not None:
+            count, mean, variance = entry
+            parts += [STATISTICS.pack(number, count, len(mean)), np.asarray(mean, np.float64).tobytes(),
+                      np.asarray(variance, np.float64).tobytes()]
+    return b"".join(parts)
+
+
+def decode_statistics(data: bytes, steps: int) -> list:
+    statistics, at = [None] * steps, 0
+    while at < len(data):
+        number, count, channels = STATISTICS.unpack_from(data, at)
+        at += STATISTICS.size
+        mean, variance = np.frombuffer(data, np.float64, 2 * channels, at).reshape(2, channels)
+        statistics[number] = (count, mean, variance)
+        at += 16 * channels
+    return statistics
+
+
+def _reply(out, failed: bool, loss: float = 0.0, correct: int = 0, payload: bytes = b"") -> None:
+    out.write(REPLY.pack(failed, loss, correct, len(payload)) + payload)
+    out.flush()
+
+
+def serve() -> None:
+    """A worker process: reads its setup (a JSON line), builds the plan on the shared weights,
+    then computes one share of a batch per task until its input ends."""
+    tasks = sys.stdin.buffer
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to standard error, never into the replies
+    from .plan import Plan  # plan imports parallel, as this module does: not at the module's import
+
+    try:
+        setup = json.loads(tasks.readline())
+        shared = SharedArrays(setup["layout"], setup["path"])
+        model = Sequential.from_config(setup["specs"], setup["input_shape"], dtype=np.dtype(setup["dtype"]))
+        for index, layer in enumerate(model.layers):
+            for name in layer.params:
+                layer.params[name] = shared[f"param.{index}.{name}"]
+        plan = Plan(model, setup["conv_algorithm"])
+        keep_freed_memory()
+    except Exception:
+        _reply(out, True, payload=traceback.format_exc().encode())
+        return
+    _reply(out, False)  # ready
+    with threadpool_limits(limits=1, user_api="blas"):
+        while len(task := tasks.read(TASK.size)) == TASK.size:
+            rows, seed, fraction, label_smoothing = TASK.unpack(task)
+            try:
+                plan.prepare()
+                loss, correct, grads, caches = plan.loss_and_gradients(
+                    shared["x"][:rows], shared["y"][:rows], np.random.default_rng(seed), label_smoothing, fraction)
+                for key, grad in grads.items():
+                    shared[f"grad.{key}"][...] = grad
+                _reply(out, False, float(loss), correct, encode_statistics(plan.batch_statistics(caches)))
+            except Exception:
+                _reply(out, True, payload=traceback.format_exc().encode())
+
+
+class WorkerProcessError(RuntimeError):
+    """A worker process failed (its traceback) or ended."""
+
+
+class Worker:
+    """One worker process and the arrays it shares with the trainer."""
+
+    def __init__(self, model: Sequential, rows: int, conv_algorithm: str, folder: str):
+        layout = share_layout(model, rows)
+        path = os.path.join(folder, f"worker-{id(self)}")
+        self.shared = SharedArrays(layout, path, create=True)
+        # a session of its own: Ctrl-C reaches the trainer alone, which stops it by ending its input
+        self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, start_new_session=True)
+        setup = {"path": path, "layout": layout, "specs": model.get_config(), "input_shape": model.input_shape,
+                 "dtype": self.shared["x"].dtype.str, "conv_algorithm": conv_algorithm}
+        self.process.stdin.write(json.dumps(setup).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def send(self, rows: int, seed: int, fraction: float, label_smoothing: float) -> None:
+        try:
+            self.process.stdin.write(TASK.pack(rows, seed, fraction, label_smoothing))
+            self.process.stdin.flush()
+        except OSError:  # it has ended: reply() says how
+            pass
+
+    def reply(self) -> tuple:
+        """``(loss, correct, payload)``; raises WorkerProcessError if it failed or ended."""
+        header = self.process.stdout.read(REPLY.size)
+        if len(header) < REPLY.size:
+            code = self.process.wait()
+            raise WorkerProcessError(f"training worker process {self.process.pid} ended (exit code {code})")
+        failed, loss, correct, length = REPLY.unpack(header)
+        payload = self.process.stdout.read(length)
+        if failed:
+            raise WorkerProcessError(f"a training worker process failed:\n{payload.decode(errors='replace')}")
+        return loss, correct, payload
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()  # its input ends: it returns
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+class ProcessStepRunner(StepRunner):
+    """``StepRunner`` with the shares of a batch after the first computed in worker processes
+    (``workers - 1`` of them, started when entered, for batches of at most ``batch_size``); the
+    first share, the weight update and everything else stay in this process."""
+
+    def __init__(self, plan, workers: int = 2, batch_size: int = 64, min_per_worker: int = 16,
+                 conv_algorithm: str = "auto"):
+        super().__init__(plan, 1, min_per_worker)
+        self.workers = max(1, int(workers))
+        self.conv_algorithm = conv_algorithm
+        self.rows = -(-batch_size // self.workers) + 1
+        self.processes: list[Worker] = []
+
+    def __enter__(self):
+        super().__enter__()
+        # the files live only until every worker has mapped its own: nothing is left behind
+        folder = tempfile.mkdtemp(prefix="mnistcnn-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        try:
+            self.processes = [Worker(self.plan.model, self.rows, self.conv_algorithm, folder)
+                              for _ in range(self.workers - 1)]
+            for worker in self.processes:
+                worker.reply()  # ready
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
+        return self
+
+    def __exit__(self, *exc):
+        for worker in self.processes:
+            worker.close()
+        self.processes = []
+        super().__exit__(*exc)
+
+    def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
+        n = len(y)
+        parts = self.parts(n)
+        if parts == 1:
+            return super().gradients(x, y, rng, label_smoothing)
+        if n > self.rows * parts:
+            raise ValueError(f"a batch of {n} images is more than this runner was started for "
+                             f"({self.rows * parts})")
+        shares = batch_shares(n, parts, rng)
+        params = self.plan.model.params()
+        for (lo, hi, seed, fraction), worker in zip(shares[1:], self.processes):
+            for key, p in params.items():
+                worker.shared[f"param.{key}"][...] = p
+            worker.shared["x"][:hi - lo] = x(lo, hi) if callable(x) else x[lo:hi]
+            worker.shared["y"][:hi - lo] = y[lo:hi]
+            worker.send(hi - lo, seed, fraction, label_smoothing)
+        replies = []
+        try:
+            lo, hi, seed, fraction = shares[0]
+            self.plan.prepare()
+            loss, correct, grads, caches = self.plan.loss_and_gradients(
+                x(lo, hi) if callable(x) else x[lo:hi], y[lo:hi], np.random.default_rng(seed), label_smoothing,
+                fraction)
+            results = [(loss, correct, grads, self.plan.batch_statistics(caches))]
+        finally:  # every worker's reply is read, even after an error here: the next step starts clean
+            errors = []
+            for worker in self.processes[:parts - 1]:
+                try:
+                    replies.append(worker.reply())
+                except WorkerProcessError as err:
+                    errors.append(err)
+        if errors:
+            raise errors[0]
+        steps = len(self.plan.training_steps)
+        for (loss, correct, payload), worker in zip(replies, self.processes):
+            results.append((loss, correct, {key: worker.shared[f"grad.{key}"] for key in params},
+                            decode_statistics(payload, steps)))
+        return self.combine(shares, results)
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,75 @@
+"""Worker processes: the numbers of as many threads, and a worker's failure or end reported."""
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from mnistcnn.engine.fast.parallel import StepRunner
+from mnistcnn.engine.fast.plan import Plan
+from mnistcnn.engine.fast.processes import ProcessStepRunner, WorkerProcessError
+from mnistcnn.engine.optim import make_optimizer
+
+
+def train_steps(runner_type, mixed_net, steps=3, **options):
+    """A few training steps of the mixed net (dropout, batchnorm), with their losses."""
+    model, x, y = mixed_net()
+    optimizer, rng, losses = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3), []
+    with runner_type(Plan(model), workers=2, min_per_worker=4, **options) as runner:
+        for _ in range(steps):
+            loss, correct, grads = runner.gradients(x, y, rng)
+            runner.update(optimizer, model.params(), grads)
+            losses.append((loss, correct))
+    return losses, model.state_dict()
+
+
+def test_worker_processes_give_the_numbers_of_threads(mixed_net, float32_close):
+    """The same shares, generators and order of sums as two threads: the same weights, and the
+    same batchnorm running statistics, gathered from the worker's share of every batch."""
+    thread_losses, threads = train_steps(StepRunner, mixed_net)
+    process_losses, processes = train_steps(ProcessStepRunner, mixed_net, batch_size=16)
+    for (loss, correct), (want_loss, want_correct) in zip(process_losses, thread_losses):
+        assert loss == pytest.approx(want_loss, rel=1e-5) and correct == want_correct
+    assert set(processes) == set(threads) and {"buffer.4.running_mean", "buffer.4.running_var"} <= set(threads)
+    for key in threads:
+        float32_close(processes[key], threads[key], what=key)
+    assert not np.array_equal(threads["buffer.4.running_mean"], mixed_net()[0].state_dict()["buffer.4.running_mean"])
+
+
+def test_a_failing_worker_reports_its_traceback_and_the_runner_goes_on(mixed_net):
+    model, x, y = mixed_net()
+    wrong = y.copy()
+    wrong[8:] = 99  # a label past the last class, in the worker's share only
+    with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
+        with pytest.raises(WorkerProcessError, match="IndexError"):
+            runner.gradients(x, wrong, np.random.default_rng(0))
+        loss, correct, grads = runner.gradients(x, y, np.random.default_rng(0))  # the next step starts clean
+    assert np.isfinite(loss) and set(grads) == set(model.params())
+
+
+def test_a_worker_that_ends_is_named_with_its_exit_code(mixed_net):
+    model, x, y = mixed_net()
+    with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
+        worker = runner.processes[0].process
+        worker.kill()
+        worker.wait()
+        with pytest.raises(WorkerProcessError, match=rf"worker process {worker.pid} ended \(exit code -9\)"):
+            runner.gradients(x, y, np.random.default_rng(0))
+
+
+def test_workers_leave_no_process_and_no_file_behind(mixed_net):
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    before = {name for name in os.listdir(folder) if name.startswith("mnistcnn-")}
+    model, x, y = mixed_net()
+    with ProcessStepRunner(Plan(model), workers=3, batch_size=16, min_per_worker=4) as runner:
+        workers = [worker.process for worker in runner.processes]
+        assert len(workers) == 2 and {name for name in os.listdir(folder) if name.startswith("mnistcnn-")} == before
+        runner.gradients(x, y, np.random.default_rng(0))
+    assert all(worker.returncode == 0 for worker in workers)
+
+
+def test_a_batch_larger_than_the_runner_was_started_for_is_refused(mixed_net):
+    model, x, y = mixed_net()
+    with ProcessStepRunner(Plan(model), workers=2, batch_size=8, min_per_worker=4) as runner:
+        with pytest.raises(ValueError, match="a batch of 16 images is more than this runner was started for"):
+            runner.gradients(x, y, np.random.default_rng(0))
