@@ -309,7 +309,8 @@ def ab_one(name, specs, batch, data, args, package):
     other round): the step time and the evaluation time of 5,000 images, this one's over the
     other's per round (below 1: this one is faster)."""
     x, y, test = data
-    this, other = (NumpyNet(specs, batch, x, y, engine, args.workers, args.parallel) for engine in ("mnistcnn", package))
+    this, other = (NumpyNet(specs, batch, x, y, engine, args.workers, args.parallel)
+                   for engine in ("mnistcnn", package))
     for net in (this, other):
         median_step_s(net, 3)
         net.evaluate(test[:1000])
