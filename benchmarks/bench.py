@@ -162,6 +162,10 @@ class NumpyNet:
             self.optimizer.step(self.params, grads, run=self.runner.map)
 
     def evaluate(self, images):
+        """As mnistcnn train evaluates: on its worker processes if it has them, else on one
+        thread per core."""
+        if hasattr(self.runner, "predict_logits"):
+            return self.runner.predict_logits(self.plan, images, 1000)
         return self.plan.predict_logits(images, 1000)
 
     def training_threads(self):

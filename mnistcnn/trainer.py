@@ -86,10 +86,14 @@ def fast_plan(model: Sequential, config: dict) -> Plan:
 
 
 def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000,
-             workers: int | None = None):
+             workers: int | None = None, runner=None):
     """Mean loss, accuracy and logits of a model over a uint8 image array, on ``workers`` threads
-    (default: one per core; the numbers do not depend on it)."""
-    logits = plan.predict_logits(images, batch_size, transform, workers)
+    (default: one per core; the numbers do not depend on it), or on a training's worker
+    processes (``runner``, a ``ProcessStepRunner``)."""
+    if isinstance(runner, ProcessStepRunner):
+        logits = runner.predict_logits(plan, images, batch_size, transform)
+    else:
+        logits = plan.predict_logits(images, batch_size, transform, workers)
     if len(labels) == 0:
         return float("nan"), float("nan"), logits
     loss, _ = softmax_cross_entropy(logits, labels)
@@ -206,6 +210,7 @@ class Trainer:
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
         self.workers = workers
+        self.runner = None  # the StepRunner, while training
         self.averaged = None
         if train_config["average"]["type"] != "none":
             model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
@@ -272,7 +277,7 @@ class Trainer:
         if self.averaged is not None:
             self.averaged.after_epoch(self.step, self.model.params(), self.data.train_x, self.preprocess)
         val_loss, val_acc, _ = evaluate(self.evaluated[1], self.data.val_x, self.data.val_y, self.preprocess,
-                                        train_config["eval_batch_size"], self.workers)
+                                        train_config["eval_batch_size"], self.workers, self.runner)
         epoch = self.iterator.epoch  # already advanced: this is the 1-based number of the epoch just done
         row = sums.row(epoch, self.step, schedule(max(self.step - 1, 0)), val_loss, val_acc)
         self.history.append(row)
@@ -308,7 +313,7 @@ class Trainer:
                 self.callbacks.on_epoch_end(self._end_epoch(schedule))
                 if self.stop_signal is not None and self.iterator.epoch < self.epochs:
                     raise Interrupted(self.stop_signal, self.save("last", interrupted=True))
-        return self.finish(stopped_early)
+            return self.finish(stopped_early)  # while the runner's workers are there to evaluate
 
     def finish(self, stopped_early: bool = False) -> dict:
         """Restore the best weights, score the test split once, and summarise."""
@@ -318,7 +323,7 @@ class Trainer:
             arrays, _ = load_checkpoint(self.run.checkpoint("best"))
             model.load_state_dict(arrays)
         test_loss, test_acc, _ = evaluate(plan, self.data.test_x, self.data.test_y, self.preprocess,
-                                          self.config["train"]["eval_batch_size"], self.workers)
+                                          self.config["train"]["eval_batch_size"], self.workers, self.runner)
         summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
             self.run.write_json("summary.json", summary)
@@ -353,7 +358,8 @@ def step_runner(trainer: "Trainer"):
     train_config = trainer.config["train"]
     if trainer.workers > 1 and train_config["parallel"] == "processes":
         return ProcessStepRunner(trainer.plan, trainer.workers, train_config["batch_size"],
-                                 conv_algorithm=trainer.config["model"]["conv_algorithm"])
+                                 conv_algorithm=trainer.config["model"]["conv_algorithm"],
+                                 eval_batch_size=train_config["eval_batch_size"])
     return StepRunner(trainer.plan, trainer.workers)
 
 

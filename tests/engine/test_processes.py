@@ -71,5 +71,23 @@ def test_workers_leave_no_process_and_no_file_behind(mixed_net):
 def test_a_batch_larger_than_the_runner_was_started_for_is_refused(mixed_net):
     model, x, y = mixed_net()
     with ProcessStepRunner(Plan(model), workers=2, batch_size=8, min_per_worker=4) as runner:
-        with pytest.raises(ValueError, match="a batch of 16 images is more than this runner was started for"):
-            runner.gradients(x, y, np.random.default_rng(0))
+        n = 2 * runner.rows + 1
+        with pytest.raises(ValueError, match=f"a batch of {n} images is more than this runner was started for"):
+            runner.gradients(np.resize(x, (n,) + x.shape[1:]), np.resize(y, n), np.random.default_rng(0))
+
+
+def test_worker_processes_evaluate_as_this_process_does(mixed_net, float32_close):
+    """Slices of whole chunks in the workers and here: the logits of one process, for the
+    runner's model and for another with its layers (an average's), batchnorm statistics too."""
+    model, x, _ = mixed_net()
+    other = mixed_net(seed=5)[0]
+    other.layers[4].buffers["running_mean"][...] = 0.25  # not the runner's buffers
+    images = np.resize(x, (700,) + x.shape[1:]) * np.linspace(0.5, 1.0, 700, dtype=np.float32)[:, None, None, None]
+    with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
+        for plan in (runner.plan, Plan(other)):
+            chunk, group = plan.eval_runs(100)
+            assert len(images) > 2 * chunk * group  # the workers take slices
+            want = plan.predict_logits(images, 100, workers=1)
+            got = runner.predict_logits(plan, images, 100, transform=lambda batch: batch * 1.0)
+            assert got.shape == want.shape
+            float32_close(got, want, what="logits")

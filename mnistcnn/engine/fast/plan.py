@@ -202,12 +202,11 @@ class Plan:
         fixed runs of chunks, about ``HEAD_IMAGES`` images at once.
         """
         keep_freed_memory()
-        batch_size = min(batch_size, self.eval_chunk())
+        batch_size, group = self.eval_runs(batch_size)
         self.prepare()
         head = head_start(self.model)
         body = [step for step in self.evaluation_steps if step.first < head]
         tail = [step for step in self.evaluation_steps if step.first >= head]
-        group = max(1, HEAD_IMAGES // batch_size) if tail else 1
 
         def features(start):
             batch = x[start:start + batch_size]
@@ -216,6 +215,14 @@ class Plan:
         outs = map_grouped_in_threads(features, functools.partial(_run, tail), range(0, len(x), batch_size),
                                       group, workers)
         return np.concatenate(outs) if outs else np.zeros((0,) + self.model.output_shape, dtype=np.float32)
+
+    def eval_runs(self, batch_size: int) -> tuple[int, int]:
+        """``(chunk, group)`` of ``predict_logits``: images per chunk, and chunks per run of the
+        dense head. A slice of ``chunk * group`` images evaluated alone is computed as the same
+        chunks and runs as in the whole array."""
+        chunk = min(batch_size, self.eval_chunk())
+        has_tail = head_start(self.model) < len(self.model.layers)
+        return chunk, (max(1, HEAD_IMAGES // chunk) if has_tail else 1)
 
     def eval_chunk(self) -> int:
         """Images per evaluation chunk: EVAL_CHUNK_BYTES over the busiest layer's bytes per

@@ -27,7 +27,10 @@ from ..model import Sequential
 from .parallel import StepRunner, batch_shares, keep_freed_memory
 
 _ALIGN = 64  # bytes: each shared array starts on a cache line
-TASK = struct.Struct("<qqdd")         # rows, seed, fraction of the batch, label smoothing
+# a task: what (TRAIN or EVALUATE), rows of x, the share's seed (training) or the batch size
+# (evaluation), the share's fraction of the batch and the label smoothing (training)
+TASK = struct.Struct("<qqqdd")
+TRAIN, EVALUATE = 0, 1
 REPLY = struct.Struct("<Bdqq")        # failed, loss, correct, bytes that follow
 STATISTICS = struct.Struct("<qqq")    # a batchnorm step's number, count and channels; then mean, variance
 
@@ -57,12 +60,15 @@ class SharedArrays:
 
 
 def share_layout(model: Sequential, rows: int) -> list:
-    """What a worker and the trainer share: the weights (``param.<key>``), up to ``rows`` images
-    and labels, and the share's gradients (``grad.<key>``)."""
+    """What a worker and the trainer share: the weights and buffers (``param.<key>``,
+    ``buffer.<key>``), up to ``rows`` images, their labels and logits, and the share's gradients
+    (``grad.<key>``)."""
     params = model.params()
     dtype = next(iter(params.values()), np.zeros(0, np.float32)).dtype
     layout = [(f"param.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
-    layout += [("x", [rows, *model.input_shape], dtype.str), ("y", [rows], np.dtype(np.int64).str)]
+    layout += [(f"buffer.{key}", list(b.shape), b.dtype.str) for key, b in model.buffers().items()]
+    layout += [("x", [rows, *model.input_shape], dtype.str), ("y", [rows], np.dtype(np.int64).str),
+               ("logits", [rows, *model.output_shape], dtype.str)]
     return layout + [(f"grad.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
 
 
@@ -106,8 +112,9 @@ def serve() -> None:
         shared = SharedArrays(setup["layout"], setup["path"])
         model = Sequential.from_config(setup["specs"], setup["input_shape"], dtype=np.dtype(setup["dtype"]))
         for index, layer in enumerate(model.layers):
-            for name in layer.params:
-                layer.params[name] = shared[f"param.{index}.{name}"]
+            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
+                for name in store:
+                    store[name] = shared[f"{prefix}.{index}.{name}"]
         plan = Plan(model, setup["conv_algorithm"])
         keep_freed_memory()
     except Exception:
@@ -116,11 +123,15 @@ def serve() -> None:
     _reply(out, False)  # ready
     with threadpool_limits(limits=1, user_api="blas"):
         while len(task := tasks.read(TASK.size)) == TASK.size:
-            rows, seed, fraction, label_smoothing = TASK.unpack(task)
+            kind, rows, number, fraction, label_smoothing = TASK.unpack(task)
             try:
+                if kind == EVALUATE:
+                    shared["logits"][:rows] = plan.predict_logits(shared["x"][:rows], number, workers=1)
+                    _reply(out, False)
+                    continue
                 plan.prepare()
                 loss, correct, grads, caches = plan.loss_and_gradients(
-                    shared["x"][:rows], shared["y"][:rows], np.random.default_rng(seed), label_smoothing, fraction)
+                    shared["x"][:rows], shared["y"][:rows], np.random.default_rng(number), label_smoothing, fraction)
                 for key, grad in grads.items():
                     shared[f"grad.{key}"][...] = grad
                 _reply(out, False, float(loss), correct, encode_statistics(plan.batch_statistics(caches)))
@@ -147,9 +158,16 @@ class Worker:
         self.process.stdin.write(json.dumps(setup).encode() + b"\n")
         self.process.stdin.flush()
 
-    def send(self, rows: int, seed: int, fraction: float, label_smoothing: float) -> None:
+    def load(self, model: Sequential, x: np.ndarray) -> None:
+        """The weights and buffers of ``model`` (this worker's architecture), and the images."""
+        for prefix, arrays in (("param", model.params()), ("buffer", model.buffers())):
+            for key, array in arrays.items():
+                self.shared[f"{prefix}.{key}"][...] = array
+        self.shared["x"][:len(x)] = x
+
+    def send(self, kind: int, rows: int, number: int, fraction: float = 0.0, label_smoothing: float = 0.0) -> None:
         try:
-            self.process.stdin.write(TASK.pack(rows, seed, fraction, label_smoothing))
+            self.process.stdin.write(TASK.pack(kind, rows, number, fraction, label_smoothing))
             self.process.stdin.flush()
         except OSError:  # it has ended: reply() says how
             pass
@@ -182,14 +200,16 @@ class Worker:
 class ProcessStepRunner(StepRunner):
     """``StepRunner`` with the shares of a batch after the first computed in worker processes
     (``workers - 1`` of them, started when entered, for batches of at most ``batch_size``); the
-    first share, the weight update and everything else stay in this process."""
+    first share, the weight update and everything else stay in this process. Its workers
+    evaluate too (``predict_logits``), slices of ``eval_batch_size`` chunks each."""
 
     def __init__(self, plan, workers: int = 2, batch_size: int = 64, min_per_worker: int = 16,
-                 conv_algorithm: str = "auto"):
+                 conv_algorithm: str = "auto", eval_batch_size: int = 1000):
         super().__init__(plan, 1, min_per_worker)
         self.workers = max(1, int(workers))
         self.conv_algorithm = conv_algorithm
-        self.rows = -(-batch_size // self.workers) + 1
+        chunk, group = plan.eval_runs(eval_batch_size)
+        self.rows = max(-(-batch_size // self.workers) + 1, chunk * group)
         self.processes: list[Worker] = []
 
     def __enter__(self):
@@ -218,21 +238,18 @@ class ProcessStepRunner(StepRunner):
 
     def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
         n = len(y)
-        parts = self.parts(n)
+        parts = min(self.parts(n), len(self.processes) + 1)
         if parts == 1:
             return super().gradients(x, y, rng, label_smoothing)
         if n > self.rows * parts:
             raise ValueError(f"a batch of {n} images is more than this runner was started for "
                              f"({self.rows * parts})")
         shares = batch_shares(n, parts, rng)
-        params = self.plan.model.params()
-        for (lo, hi, seed, fraction), worker in zip(shares[1:], self.processes):
-            for key, p in params.items():
-                worker.shared[f"param.{key}"][...] = p
-            worker.shared["x"][:hi - lo] = x(lo, hi) if callable(x) else x[lo:hi]
+        handed = list(zip(self.processes, shares[1:]))
+        for worker, (lo, hi, seed, fraction) in handed:
+            worker.load(self.plan.model, x(lo, hi) if callable(x) else x[lo:hi])
             worker.shared["y"][:hi - lo] = y[lo:hi]
-            worker.send(hi - lo, seed, fraction, label_smoothing)
-        replies = []
+            worker.send(TRAIN, hi - lo, seed, fraction, label_smoothing)
         try:
             lo, hi, seed, fraction = shares[0]
             self.plan.prepare()
@@ -240,20 +257,50 @@ class ProcessStepRunner(StepRunner):
                 x(lo, hi) if callable(x) else x[lo:hi], y[lo:hi], np.random.default_rng(seed), label_smoothing,
                 fraction)
             results = [(loss, correct, grads, self.plan.batch_statistics(caches))]
-        finally:  # every worker's reply is read, even after an error here: the next step starts clean
-            errors = []
-            for worker in self.processes[:parts - 1]:
-                try:
-                    replies.append(worker.reply())
-                except WorkerProcessError as err:
-                    errors.append(err)
-        if errors:
-            raise errors[0]
+        finally:
+            replies = _replies(worker for worker, _ in handed)
         steps = len(self.plan.training_steps)
-        for (loss, correct, payload), worker in zip(replies, self.processes):
-            results.append((loss, correct, {key: worker.shared[f"grad.{key}"] for key in params},
+        for (loss, correct, payload), (worker, _) in zip(replies, handed):
+            results.append((loss, correct, {key: worker.shared[f"grad.{key}"] for key in grads},
                             decode_statistics(payload, steps)))
         return self.combine(shares, results)
+
+    def predict_logits(self, plan, x: np.ndarray, batch_size: int = 1000, transform=None) -> np.ndarray:
+        """``plan.predict_logits(x, batch_size, transform)`` (``plan`` of this runner's model
+        or of one with its layers, such as its average), slices of it in the worker processes:
+        each slice is whole runs of chunks, so the numbers are those of one process."""
+        chunk, group = plan.eval_runs(batch_size)
+        size = chunk * group
+        if not self.processes or size > self.rows:
+            return plan.predict_logits(x, batch_size, transform, workers=1)
+        slices = [(lo, min(len(x), lo + size)) for lo in range(0, len(x), size)]
+        outs = []
+        for first in range(0, len(slices), len(self.processes) + 1):  # a slice for each process in turn
+            own, *others = slices[first:first + len(self.processes) + 1]
+            handed = list(zip(self.processes, others))
+            for worker, (lo, hi) in handed:
+                worker.load(plan.model, transform(x[lo:hi]) if transform else x[lo:hi])
+                worker.send(EVALUATE, hi - lo, batch_size)
+            try:
+                outs.append(plan.predict_logits(x[own[0]:own[1]], batch_size, transform, workers=1))
+            finally:
+                _replies(worker for worker, _ in handed)
+            outs += [worker.shared["logits"][:hi - lo].copy() for worker, (lo, hi) in handed]
+        return np.concatenate(outs) if outs else plan.predict_logits(x, batch_size, transform, workers=1)
+
+
+def _replies(workers) -> list:
+    """Every worker's reply, each read even after another's failure (the next task then starts
+    clean); the first failure is raised after."""
+    replies, errors = [], []
+    for worker in workers:
+        try:
+            replies.append(worker.reply())
+        except WorkerProcessError as err:
+            errors.append(err)
+    if errors:
+        raise errors[0]
+    return replies
 
 
 if __name__ == "__main__":
