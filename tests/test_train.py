@@ -184,14 +184,15 @@ def _started(runs):
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, write_config, only_run, weights,
                                                      mnistcnn_command):
-    config = write_config(tmp_path, limit=1500, epochs=3, batch=16)
+    # an epoch takes a fraction of a second: enough of them that the signal lands mid-run
+    config = write_config(tmp_path, limit=1500, epochs=12, batch=16)
     reference = tmp_path / "ref"
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
     runs = tmp_path / "r"
     proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(_started(runs)), "training did not reach its first epoch"
-    time.sleep(0.3)
+    time.sleep(0.1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
