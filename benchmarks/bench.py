@@ -231,8 +231,15 @@ class TorchNet:
                     for i in range(0, len(images), batch)]
 
 
-def median_step_s(net, steps) -> float:
+def median_step_s(net, steps, settle_s=0.1) -> float:
+    """The median of ``steps`` timed steps, after untimed ones for ``settle_s`` seconds: the
+    library timed just before leaves its threads spinning on the cores for a while (OpenMP's
+    wait policy), which would slow the first steps of the next round, whichever side it is."""
     with net.training_threads():
+        end = time.perf_counter() + settle_s
+        net.step()
+        while time.perf_counter() < end:
+            net.step()
         return statistics.median(_timed(net.step) for _ in range(steps))
 
 
