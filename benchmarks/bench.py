@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from mnistcnn import config as cfg
 from mnistcnn.data import load_dataset
+from mnistcnn.errors import ConfigError
 from mnistcnn.engine.fast.parallel import default_workers, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,6 +403,20 @@ def print_row(row):
               f"{step['backward_ms']:>13.2f}")
 
 
+def layer_stacks(nets, parser) -> list:
+    """``(name, layer specs)`` of every net, all read before any is timed, so that a mistyped
+    name stops the run at once with the reason."""
+    stacks = []
+    for name in nets:
+        path = NETS.get(name) or (Path(name) if Path(name).is_file() else ROOT / "configs" / Path(name).name)
+        path = path if path.suffix else path.with_suffix(".yaml")
+        try:
+            stacks.append((name, cfg.load_config(path)["model"]["layers"]))
+        except ConfigError as err:
+            parser.error(str(err))
+    return stacks
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nets", nargs="*", help="lenet, configs by name (quick or quick.yaml) or path (default: "
@@ -419,6 +434,8 @@ def main():
                                                                   "tracemalloc); --steps steps are profiled")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    stacks = layer_stacks(args.nets or ["lenet"] + [p.name for p in sorted((ROOT / "configs").glob("*.yaml"))
+                                                    if p != NETS["lenet"]], parser)
     keep_freed_memory()
 
     start = time.perf_counter()
@@ -427,7 +444,6 @@ def main():
     x = (dataset.train_images[:256] > 0).astype(np.float32)  # binarised, as the notebook did
     y = dataset.train_labels[:256].astype(np.int64)
     test = (dataset.test_images[:5000] > 0).astype(np.float32)
-    nets = args.nets or ["lenet"] + [p.name for p in sorted((ROOT / "configs").glob("*.yaml")) if p != NETS["lenet"]]
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                           "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads_per_step_at_most": default_workers()},
@@ -443,10 +459,7 @@ def main():
             report["machine"]["torch"] = torch.__version__
         except ImportError:
             print("PyTorch is not installed: NumPy figures only (pip install torch==2.13.0 to compare)")
-    for name in nets:
-        path = NETS.get(name) or (Path(name) if Path(name).is_file() else ROOT / "configs" / Path(name).name)
-        path = path if path.suffix else path.with_suffix(".yaml")
-        specs = cfg.load_config(path)["model"]["layers"]
+    for name, specs in stacks:
         for batch in args.batch:
             if package:
                 report["runs"].append(ab_one(name, specs, batch, (x, y, test), args, package))
