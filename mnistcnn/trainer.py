@@ -177,6 +177,14 @@ class BestEpoch:
             self.stale_epochs += 1
 
 
+def averaged_copy(config: dict, steps_per_epoch: int) -> Averaged | None:
+    """A second model and plan for the weights ``train.average`` averages; None without one."""
+    if config["train"]["average"]["type"] == "none":
+        return None
+    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
+    return Averaged(config, steps_per_epoch, model, fast_plan(model, config))
+
+
 class Trainer:
     """Trains ``config`` on ``data``, writing into ``run`` (a RunDir, or None for no files)."""
 
@@ -211,10 +219,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.workers = workers
         self.runner = None  # the StepRunner, while training
-        self.averaged = None
-        if train_config["average"]["type"] != "none":
-            model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
-            self.averaged = Averaged(config, len(self.iterator), model, fast_plan(model, config))
+        self.averaged = averaged_copy(config, len(self.iterator))
 
     @property
     def evaluated(self) -> tuple[Sequential, Plan]:

@@ -10,7 +10,7 @@ import pytest
 from mnistcnn import config as cfg
 from mnistcnn.data import Preprocess
 from mnistcnn.engine.fast.parallel import StepRunner
-from mnistcnn.engine.fast.plan import Plan, head_start
+from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
 from mnistcnn.trainer import prepare_data
@@ -185,5 +185,5 @@ def test_evaluation_chunks_fit_the_cache():
     lenet = Plan(Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"]))
     small = Plan(Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2},
                                          {"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1)))
-    assert lenet.eval_chunk() == 48 and small.eval_chunk() == 256
+    assert eval_chunk(lenet.model, lenet.methods) == 48 and eval_chunk(small.model, small.methods) == 256
     assert head_start(lenet.model) == 7 and head_start(small.model) == 2  # the dense layers

@@ -196,7 +196,7 @@ class Plan:
     def predict_logits(self, x: np.ndarray, batch_size: int = 1000, transform=None, workers=None) -> np.ndarray:
         """Evaluation-mode logits for a whole array; ``transform`` maps a uint8 batch.
 
-        Batches are capped at ``eval_chunk()`` images so that a chunk's arrays stay in cache
+        Batches are capped at ``eval_chunk`` images so that a chunk's arrays stay in cache
         (the numbers do not depend on the chunk). The chunks run on ``workers`` threads
         (default: one per core); the dense head after the last image-shaped layer runs on
         fixed runs of chunks, about ``HEAD_IMAGES`` images at once.
@@ -220,17 +220,17 @@ class Plan:
         """``(chunk, group)`` of ``predict_logits``: images per chunk, and chunks per run of the
         dense head. A slice of ``chunk * group`` images evaluated alone is computed as the same
         chunks and runs as in the whole array."""
-        chunk = min(batch_size, self.eval_chunk())
+        chunk = min(batch_size, eval_chunk(self.model, self.methods))
         has_tail = head_start(self.model) < len(self.model.layers)
         return chunk, (max(1, HEAD_IMAGES // chunk) if has_tail else 1)
 
-    def eval_chunk(self) -> int:
-        """Images per evaluation chunk: EVAL_CHUNK_BYTES over the busiest layer's bytes per
-        image, a multiple of 16 between 16 and 256."""
-        busiest = max((working_values(self.model, i, self.methods.get(i)) for i in range(len(self.model.layers))),
-                      default=1)
-        per_image = busiest * next((p.itemsize for p in self.model.params().values()), 4)
-        return int(min(256, max(16, EVAL_CHUNK_BYTES // per_image // 16 * 16)))
+
+def eval_chunk(model: Sequential, methods: dict) -> int:
+    """Images per evaluation chunk: EVAL_CHUNK_BYTES over the busiest layer's bytes per image
+    (``methods``: each conv's method by layer index), a multiple of 16 between 16 and 256."""
+    busiest = max((working_values(model, i, methods.get(i)) for i in range(len(model.layers))), default=1)
+    per_image = busiest * next((p.itemsize for p in model.params().values()), 4)
+    return int(min(256, max(16, EVAL_CHUNK_BYTES // per_image // 16 * 16)))
 
 
 def head_start(model: Sequential) -> int:
