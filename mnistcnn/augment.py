@@ -12,16 +12,23 @@ class Augment:
     """Random shifts of up to ``shift`` pixels (whole pixels: a padded random crop), rotations of
     up to ``rotate`` degrees, scaling by up to ``scale`` (0.1 means a factor in [0.9, 1.1]) and
     an elastic distortion of strength ``elastic`` (Simard's alpha; 0: none) smoothed over
-    ``elastic_sigma`` pixels, for images of ``shape`` (H, W)."""
+    ``elastic_sigma`` pixels, for images of ``shape`` (H, W). A training batch holds each of its
+    images ``repeats`` times, each copy augmented on its own (Hoffer et al., 2019, "Augment your
+    batch"): more images per step from the same epoch of data."""
 
     def __init__(self, shift: int = 0, rotate: float = 0.0, scale: float = 0.0, elastic: float = 0.0,
-                 elastic_sigma: float = 4.0, shape=(28, 28)):
+                 elastic_sigma: float = 4.0, repeats: int = 1, shape=(28, 28)):
         self.shift, self.rotate, self.scale = shift, rotate, scale
         self.elastic, self.elastic_sigma, self.shape = elastic, elastic_sigma, tuple(shape[:2])
+        self.repeats = repeats
 
     @property
     def active(self) -> bool:
         return bool(self.shift or self.rotate or self.scale or self.elastic)
+
+    def repeated(self, indices: np.ndarray) -> np.ndarray:
+        """A training batch's image indices, each ``repeats`` times in a row."""
+        return np.repeat(indices, self.repeats) if self.repeats > 1 else indices
 
     def draw(self, n: int, rng: np.random.Generator):
         """The random parameters for ``n`` images: ``(theta, zoom, shifts, fields)``. Drawn for a

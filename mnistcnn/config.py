@@ -106,6 +106,8 @@ SCHEMA = {
             "elastic": Field(0.0, float, "elastic distortion's strength (Simard's alpha, e.g. 8 to 34); 0: none",
                              0, 100),
             "elastic_sigma": Field(4.0, float, "elastic distortion: the smoothing of its field, in pixels", 0.5, 20),
+            "repeats": Field(1, int, "each image of a batch this many times, each with its own augmentation (batch "
+                                     "augmentation: a step trains on train.batch_size x repeats images)", 1, 16),
         },
     },
     "model": {
@@ -332,6 +334,10 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
+        augment = config["data"]["augment"]
+        if augment["repeats"] > 1 and not any(augment[key] for key in ("shift", "rotate", "scale", "elastic")):
+            raise _err("data.augment.repeats", f"{augment['repeats']} copies of an image are the same image "
+                       "without augmentation; set data.augment.shift, rotate, scale or elastic, or repeats: 1")
         schedule = config["train"]["schedule"]
         if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
             raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
@@ -340,6 +346,11 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
     check_model(config, source, origins)
     return config
+
+
+def step_images(config: dict) -> int:
+    """Images in one training step: a batch, each image ``data.augment.repeats`` times."""
+    return config["train"]["batch_size"] * config["data"]["augment"]["repeats"]
 
 
 def num_classes(config: dict) -> int:

@@ -258,6 +258,7 @@ class Trainer:
         params = self.model.params()
         runner = self.runner
         for idx in self.iterator.epoch_batches():
+            idx = self.augment.repeated(idx)
             y = y_all[idx]
             warp = self.augment.draw(len(y), self.augment_rng) if self.augment.active else None
             make_batch = batch_maker(self.preprocess, x_all[idx], warp)
@@ -343,7 +344,7 @@ def training_threads(config: dict, model: Sequential) -> tuple[int, int | None, 
     train_config = config["train"]
     if train_config["workers"] is not None:
         return train_config["workers"], train_config["blas_threads"], train_config["parallel"] or "threads"
-    workers, blas_threads, parallel = planned_workers(model.macs(), train_config["batch_size"])
+    workers, blas_threads, parallel = planned_workers(model.macs(), cfg.step_images(config))
     return workers, train_config["blas_threads"] or blas_threads, train_config["parallel"] or parallel
 
 
@@ -362,7 +363,7 @@ def step_runner(trainer: "Trainer"):
     """The ``StepRunner`` that computes the trainer's steps: threads, or worker processes."""
     train_config = trainer.config["train"]
     if trainer.workers > 1 and train_config["parallel"] == "processes":
-        return ProcessStepRunner(trainer.plan, trainer.workers, train_config["batch_size"],
+        return ProcessStepRunner(trainer.plan, trainer.workers, cfg.step_images(trainer.config),
                                  conv_algorithm=trainer.config["model"]["conv_algorithm"],
                                  eval_batch_size=train_config["eval_batch_size"])
     return StepRunner(trainer.plan, trainer.workers)
@@ -437,7 +438,7 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
     train_config, data = trainer.config["train"], trainer.data
     last = trainer.history[-1] if trainer.history else {}
     per_epoch = len(trainer.iterator) * train_config["batch_size"] if train_config["drop_last"] else len(data.train_x)
-    images = per_epoch * len(trainer.history)
+    images = per_epoch * trainer.augment.repeats * len(trainer.history)
     return {
         "name": trainer.config["name"],
         "status": "finished",

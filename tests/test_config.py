@@ -54,6 +54,8 @@ BAD = {
     "many layers": ("model: {layers: [" + "{type: relu}, " * 10000 + "{type: flatten}]}\n",
                     "model.layers: has 10001 layers; at most 256"),
     "bad name": ("name: ../../etc\n", "run name '../../etc'"),
+    "repeats of the same image": ("data: {augment: {repeats: 2}}\n", "data.augment.repeats: 2 copies of an image "
+                                  "are the same image without augmentation; set data.augment.shift"),
 }
 
 

@@ -285,6 +285,28 @@ def test_elastic_distortion_trains_and_a_seed_repeats_it_exactly():
     assert all(np.array_equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_repeated_images_train_alike_on_worker_processes_and_threads(float32_close):
+    """data.augment.repeats: 2 steps on twice the images (the worker processes take them too)."""
+    from mnistcnn.trainer import Trainer, prepare_data
+
+    histories, weights = {}, {}
+    for repeats, parallel in ((2, "threads"), (2, "processes"), (1, "threads")):
+        config = cfg.validate({"data": {"train_limit": 2048, "validation": 64, "augment": {"shift": 2,
+                                                                                            "repeats": repeats}},
+                               "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3},
+                                                    {"type": "relu"}, {"type": "flatten"},
+                                                    {"type": "dense", "units": 10}]},
+                               "train": {"epochs": 2, "batch_size": 512, "workers": 2, "parallel": parallel}})
+        trainer = Trainer(config, prepare_data(config))
+        trainer.fit()
+        histories[repeats, parallel] = [row["val_acc"] for row in trainer.history]
+        weights[repeats, parallel] = trainer.model.state_dict()
+    assert histories[2, "threads"] == histories[2, "processes"]
+    for key, value in weights[2, "threads"].items():
+        float32_close(weights[2, "processes"][key], value, what=key)
+    assert not np.array_equal(weights[2, "threads"]["param.3.W"], weights[1, "threads"]["param.3.W"])
+
+
 class StopAfterEpoch(Callbacks):
     """Keeps each epoch's training weights; asks the trainer to stop after epoch ``stop_at``."""
 
