@@ -76,7 +76,8 @@ def describe_run(path: Path) -> dict | None:
         "started": started,
         "config": (status or {}).get("config") or (config.get("name") if isinstance(config, dict) else None),
         "overrides": (status or {}).get("overrides", []),
-        "epochs": len(history),
+        # a recorded run (docs/results) keeps metrics.csv and summary.json, not metrics.jsonl
+        "epochs": len(history) or (summary or {}).get("epochs", 0),
         "epochs_planned": (config or {}).get("train", {}).get("epochs") if isinstance(config, dict) else None,
         "best_val_acc": (summary or {}).get("best_val_acc", max(val_accs) if val_accs else None),
         "test_acc": (summary or {}).get("test_acc"),

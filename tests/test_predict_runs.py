@@ -21,6 +21,9 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
         (fake.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
         fake.write_json("status.json", {**status, "overrides": ["--set train.optimizer.lr=0.003", "--epochs 4"]})
     (folder / "not-a-run").mkdir()
+    (folder / "rec-20260101-000004").mkdir()
+    for name in ("config.yaml", "metrics.csv", "summary.json"):
+        shutil.copy(run / name, folder / "rec-20260101-000004" / name)
     result = cli("runs", folder, "--json")
     assert result.exit_code == 0, result.output
     rows = {r["run"]: r for r in json.loads(result.output)}
@@ -32,6 +35,8 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
                                         "d-20260101-000003")] == ["interrupted", "failed", "running", "interrupted"]
     assert rows["a-20260101-000000"]["started"] == "2026-01-01T00:00:00" and rows["a-20260101-000000"]["epochs"] == 1
     assert "not-a-run" not in rows
+    recorded = rows["rec-20260101-000004"]  # as docs/results keeps it: no metrics.jsonl, no status.json
+    assert recorded["status"] == "finished" and recorded["epochs"] == summary["epochs"]
     table = cli("runs", folder)
     assert table.exit_code == 0 and "finished" in table.output and "interrupted" in table.output
     # under 100 columns what changed each run is listed below the table, whole
