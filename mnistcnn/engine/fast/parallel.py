@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameter numbers
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
 SPLIT_UPDATE_SIZE = 65536
 # A training step's share of multiply-adds (one worker's) below which a worker of its own does
@@ -35,14 +35,17 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to reuse freed blocks instead of returning them to the kernel.
 
     A training step allocates and frees the same few-MB arrays every time; by default glibc
-    maps each afresh and gives it back, and every step pays thousands of page faults. Other
-    C libraries: nothing happens, returns False. Once per process: the setting stays, and
+    maps each afresh and gives it back, and every step pays thousands of page faults. All
+    threads share the main arena: a thread's own arena grows in heaps of at most 64 MB, which
+    it maps and unmaps again as a large step's arrays come and go. Other C libraries: nothing
+    happens, returns False. Once per process: the setting stays, and
     finding the C library runs ``ldconfig`` in a subprocess.
     """
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        return all([libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20), libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30),
+                    libc.mallopt(_M_ARENA_MAX, 1)])
     except (OSError, AttributeError, TypeError):
         return False
 
