@@ -7,8 +7,10 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,32 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     summaries = [json.loads((Path(row["run"]) / "summary.json").read_text()) for row in stopped
                  if (Path(row["run"]) / "summary.json").exists()]
     assert all(summary["resumed"] for summary in summaries)
+
+
+def test_each_queued_trial_goes_to_one_worker_of_a_local_study(tmp_path):
+    # the workers of one machine share a SQLite file: four threads, each with its own connection, ask at once
+    import optuna
+
+    from mnistcnn.sweep import study as studies
+
+    storage = studies.open_storage(studies.local_storage(tmp_path), heartbeat=60)
+    study = optuna.create_study(storage=storage, study_name="queued")
+    for value in range(40):
+        study.enqueue_trial({"x": value}, skip_if_exists=False)
+    taken, start = [], threading.Barrier(4)
+
+    def ask_ten() -> None:
+        start.wait()
+        taken.extend(study.ask().number for _ in range(10))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's: a heartbeat is meant for study.optimize
+        threads = [threading.Thread(target=ask_ten) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(taken) == list(range(40))
 
 
 @pytest.fixture(params=["postgresql", "journal"])

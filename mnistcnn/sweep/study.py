@@ -60,11 +60,18 @@ def open_storage(url: str, heartbeat: int):
                              "database URL") from None
     if url.startswith(("postgresql://", "postgres://")):  # the driver the extra installs
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    # SQLite: transactions begin by hand (isolation_level None), each holding the write lock (write_first)
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
     for attempt in range(CONNECT_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                                 grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
+            if sqlite:
+                from sqlalchemy import event
+
+                event.listen(storage.engine, "begin", write_first)
+            return storage
         except ModuleNotFoundError as err:
             raise UsageError(f"--storage {shown(url)}: needs the database driver {err.name}; PostgreSQL's comes with "
                              f"{EXTRA}, for MySQL pip install PyMySQL and use mysql+pymysql://") from None
@@ -74,6 +81,16 @@ def open_storage(url: str, heartbeat: int):
                 reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
                 raise UsageError(f"--storage {shown(url)}: cannot open the database: {reason}") from None
             time.sleep(0.5 + attempt)
+
+
+def write_first(connection) -> None:
+    """Begin each SQLite transaction holding the database's write lock.
+
+    Optuna hands a queued trial to the worker whose transaction reads it waiting and marks it
+    running; SQLite's default transaction reads without a lock, so two workers could both read it
+    waiting and both train it. PostgreSQL and MySQL lock the row (``SELECT ... FOR UPDATE``).
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sampler(sweep, seed_key: str):
