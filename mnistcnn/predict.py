@@ -35,12 +35,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def expand_inputs(arguments) -> list[Path]:
     """Files as given, folders as their pictures (sorted), globs as their matches (sorted).
-    A name that matches nothing stays in the list, to be reported as unreadable."""
+    A name that matches nothing, or a folder without pictures, stays in the list, to be reported
+    as unreadable."""
     paths = []
     for argument in map(str, arguments):
         path = Path(argument)
         if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) or [path]
         elif not path.exists() and glob.has_magic(argument):
             paths += [Path(p) for p in sorted(glob.glob(argument)) if Path(p).is_file()] or [path]
         else:
@@ -60,6 +61,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
 
     if name is None:
         path = name = Path(path)
+        if path.is_dir():
+            raise UsageError(f"{path}: a folder with no pictures in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
         if not path.is_file():
             raise UsageError(f"{path}: no such image file")
     too_large = (f"{name}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
@@ -244,9 +247,9 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
     probs = softmax(model.predict_logits(images, 256, preprocess).astype(np.float64))
     for result, p in zip(prepared, probs):
         order = np.argsort(-p, kind="stable")[:top]
-        blank = result["doubt"] == "blank"  # nothing to classify
-        result["prediction"] = None if blank else classes[order[0]]
-        result["top"] = [] if blank else [{"class": classes[i], "probability": float(p[i])} for i in order]
+        nothing = not result["image"].any()  # blank, or no digit found in it: nothing to classify
+        result["prediction"] = None if nothing else classes[order[0]]
+        result["top"] = [] if nothing else [{"class": classes[i], "probability": float(p[i])} for i in order]
         if result["doubt"] is None and p[order[0]] < min_confidence:
             result["doubt"] = "low confidence"
 

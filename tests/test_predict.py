@@ -177,6 +177,11 @@ def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digit
     assert "not an image" in rows["b-notes.png"]["error"] and "no such image file" in rows["missing.png"]["error"]
     assert rows["c-blank.png"]["doubt"] == "blank" and rows["c-blank.png"]["prediction"] is None
     assert rows["d-noise.png"]["doubt"] == "no single digit" and rows["a-digit.png"]["prediction"] is not None
+    assert rows["d-noise.png"]["prediction"] is None and rows["d-noise.png"]["top"] == []  # no digit to classify
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("a folder without pictures")
+    empty = cli("predict", trained_run, tmp_path / "notes")
+    assert empty.exit_code == 1 and "a folder with no pictures in it" in empty.output
     digit, blank = tmp_path / "a-digit.png", tmp_path / "c-blank.png"
     assert cli("predict", trained_run, digit, blank).exit_code == 0  # doubts are flagged, not failing
     assert cli("predict", trained_run, digit, blank, "--fail-on-doubt").exit_code == 3
