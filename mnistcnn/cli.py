@@ -193,7 +193,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
     from .runs import check_runs_folder
-    from .trainer import check_data_folder, prepare_data, threads_words, train_run, training_threads
+    from .trainer import check_data, prepare_data, threads_words, train_run, training_threads
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
@@ -207,7 +207,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
-        check_data_folder(config)
+        check_data(config, source)
         console.print(plan_table(plan))
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
                       "train.parallel and train.blas_threads; null: as the model's size pays for)", markup=False,

@@ -150,6 +150,19 @@ def find_idx_files(folder) -> dict[str, Path]:
     return found
 
 
+def training_images_shape(folder=None) -> tuple[int, tuple]:
+    """How many training images a folder (none: the default data) holds and their (H, W, C),
+    from the IDX header alone."""
+    path = find_idx_files(Path(folder) if folder is not None else default_data_dir())["train_images"]
+    try:
+        with _open(path) as stream:
+            count, *shape = _read_idx_header(stream, path, 3, None)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: unreadable ({err.__class__.__name__}: {err}); the file is corrupt or "
+                        "truncated") from None
+    return count, (*shape, 1)
+
+
 def canonical_name(path: Path) -> str:
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     return name.replace(".idx", "-idx")
@@ -262,8 +275,6 @@ def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed:
     share. ``train_limit`` keeps only that many training images (quick runs).
     """
     n = len(labels)
-    if validation >= n:
-        raise DataError(f"data.validation is {validation} but the training set has only {n} images")
     if mode == "head":
         val, train = np.arange(validation), np.arange(validation, n)
     else:

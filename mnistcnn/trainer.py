@@ -20,7 +20,8 @@ from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
-from .data import BatchIterator, Dataset, Preprocess, find_idx_files, load_dataset, recorded_source, split_indices
+from .data import (BatchIterator, Dataset, Preprocess, default_data_dir, load_dataset, recorded_source, split_indices,
+                   training_images_shape)
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
@@ -56,21 +57,31 @@ class Data:
     verified: bool
 
 
-def check_data_folder(config: dict) -> None:
-    """What ``--dry-run`` checks of the data without reading it: that the folder ``data.dir``
-    names (none: the bundled MNIST) holds the four MNIST-layout files."""
-    if config["data"]["dir"]:
-        find_idx_files(config["data"]["dir"])
+def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> None:
+    """Refuse data that the config cannot train on: ``count`` training images of ``image_shape``
+    from ``data_source``, for the config read from ``source``."""
+    want = tuple(config["model"]["input_shape"])
+    if image_shape != want:
+        raise DataError(f"{data_source}: images are {image_shape} (H, W, C) but the model takes {want}; "
+                        f"set model.input_shape in {source} to {list(image_shape)} or use matching data")
+    validation = config["data"]["validation"]
+    if validation >= count:
+        raise DataError(f"data.validation is {validation}, but {data_source} has {count} training images; set "
+                        f"data.validation (in {source} or with --set data.validation=N) below {count}")
+
+
+def check_data(config: dict, source: str = "<config>") -> None:
+    """What ``--dry-run`` checks of the data, from the files' headers: that the folder ``data.dir``
+    names (none: the bundled MNIST) holds the four MNIST-layout files, and that they fit the config."""
+    check_data_fits(config, *training_images_shape(config["data"]["dir"]),
+                    recorded_source(config["data"]["dir"] or default_data_dir()), source)
 
 
 def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:
     """Load (or take) the dataset, check it fits the model, and split it."""
     if dataset is None:
         dataset = load_dataset(config["data"]["dir"], num_classes=cfg.num_classes(config))
-    want = tuple(config["model"]["input_shape"])
-    if dataset.image_shape != want:
-        raise DataError(f"{dataset.source}: images are {dataset.image_shape} (H, W, C) but the model takes {want}; "
-                        f"set model.input_shape in {source} to {list(dataset.image_shape)} or use matching data")
+    check_data_fits(config, len(dataset.train_labels), dataset.image_shape, recorded_source(dataset.source), source)
     data_config = config["data"]
     split = split_indices(dataset.train_labels, data_config["validation"], data_config["split"],
                           config["train"]["seed"], data_config["train_limit"])
@@ -546,8 +557,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     if resume is not None:
         trainer = _resumed_trainer(resume, config, data, callbacks)
     else:
-        run = RunDir.create(runs_dir, config["name"])
-        trainer = Trainer(config, data, run, callbacks)
+        trainer = Trainer(config, data, callbacks=callbacks)  # refuses what cannot train before a folder exists
+        run = trainer.run = RunDir.create(runs_dir, config["name"])
         write_text(run.path / "config.yaml", cfg.dump(trainer.config))  # with the threads it chose
     run = trainer.run
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)

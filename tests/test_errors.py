@@ -37,6 +37,27 @@ def test_dry_run_checks_the_data_folder(cli, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("options,message", [
+    (["--set", "model.input_shape=[32, 32, 1]"], "error: bundled MNIST: images are (28, 28, 1) (H, W, C) but the "
+                                                 "model takes (32, 32, 1); set model.input_shape in"),
+    (["--set", "data.validation=60000"], "error: data.validation is 60000, but bundled MNIST has 60000 training "
+                                         "images; set data.validation (in"),
+])
+def test_dry_run_refuses_what_training_would_refuse(cli, tmp_path, options, message):
+    for dry_run in (["--dry-run"], []):
+        result = cli("train", QUICK, *options, *dry_run, "--runs-dir", tmp_path)
+        assert result.exit_code == 2 and f"\n{message}" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_cannot_start_leaves_no_folder(cli, tmp_path):
+    result = cli("train", QUICK, "--set", "data.train_limit=10", "--set", "train.drop_last=true", "--runs-dir",
+                 tmp_path, "--quiet")
+    assert result.exit_code == 2 and "fewer than one batch of 64 with drop_last" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_layer_is_reachable_from_set(cli):
     result = cli("train", QUICK, "--set", "model.layers[0].filters=4", "--set", "model.layers[-1].units=10",
                  "--print-config")
