@@ -202,6 +202,16 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         np.savez(handle, **arrays, **{META_KEY: meta_bytes})
 
 
+def another_checkpoint(path: Path) -> str:
+    """What to use instead of the unreadable checkpoint ``path``: its run's other one, if any."""
+    others = {"best.npz": "last", "last.npz": "best"}
+    other = others.get(path.name)
+    if other is None or path.parent.name != "checkpoints" or not (path.parent / f"{other}.npz").is_file():
+        return "Use another checkpoint, or train the run again"
+    return (f"The run's other checkpoint, {path.parent / other}.npz, may be intact: eval, predict and inspect-layer "
+            f"take it with --checkpoint {other}")
+
+
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything."""
     path = Path(path)
@@ -210,8 +220,7 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
         what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. Use another checkpoint "
-                              "(checkpoints/best.npz or last.npz)")
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {another_checkpoint(path)}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}  # an object array stops here, unpickled
@@ -230,8 +239,7 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as err:
         size = path.stat().st_size if path.exists() else 0
         what = "empty (0 bytes)" if size == 0 else f"not a valid .npz zip ({err.__class__.__name__})"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. Use another checkpoint "
-                              "(checkpoints/best.npz or last.npz)") from None
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {another_checkpoint(path)}") from None
     except Exception as err:  # zipfile and the npy parser raise a zoo of errors on hostile bytes
         raise CheckpointError(f"{path}: corrupt checkpoint ({err.__class__.__name__}: {err})") from None
     try:
@@ -273,6 +281,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
     if not target.exists():
         raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
     if target.suffix in (".yaml", ".yml"):
+        if (target.parent / "checkpoints").is_dir():  # a run's own config.yaml
+            raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")
         raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first (mnistcnn train "
                          f"{target}) and give the run directory it prints")
     if target.suffix.lower() in PICTURE_SUFFIXES:

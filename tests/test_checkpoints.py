@@ -49,6 +49,16 @@ def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, 
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(tmp_path, trained_run, cli):
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "checkpoints" / "best.npz").write_bytes(b"")
+    result = cli("eval", run)
+    assert result.exit_code == 2 and "take it with --checkpoint last" in result.output, result.output
+    assert cli("eval", run, "--checkpoint", "last").exit_code == 0
+
+
 def test_object_array_is_never_unpickled(tmp_path, monkeypatch):
     import pickle
     path = tmp_path / "evil.npz"

@@ -68,6 +68,9 @@ def test_a_layer_is_reachable_from_set(cli):
 def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
     checks = [
         (("eval", QUICK), f"error: {QUICK}: is a config, not a run or a checkpoint; train it first (mnistcnn train"),
+        (("eval", trained_run / "config.yaml"), f"error: {trained_run / 'config.yaml'}: is the config of the run "
+                                                f"{trained_run}; give the run directory itself"),
+        (("sweep", QUICK), f"error: {QUICK}: is a training config, not a sweep file; train it with mnistcnn train"),
         (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; continue it with "
                                  f"mnistcnn train --resume {trained_run}"),
         (("train", trained_run / "checkpoints" / "best.npz"), "is a checkpoint, not a YAML config"),
