@@ -418,12 +418,25 @@ def parse_yaml(text: str, source: str):
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
+def ready_made(name: str = "") -> str:
+    """Where the repository's ready-made configs are (``name`` inside them), as a path that works
+    from the current folder; a hint for a config that was not found."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    if not folder.is_dir():  # installed without the repository
+        return f"configs/{name} in the mnistcnn repository"
+    try:
+        folder = folder.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{folder}/{name}"
+
+
 def load_raw(path) -> dict:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; see configs/ for ready-made ones") from None
+        raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
     except IsADirectoryError:
         if (path / "config.yaml").is_file():
             raise ConfigError(f"{path}: is a run directory, not a config; continue it with mnistcnn train --resume "
@@ -431,12 +444,12 @@ def load_raw(path) -> dict:
         raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
     except UnicodeDecodeError:
         what = "a checkpoint" if path.suffix == ".npz" else "not a text file"
-        raise ConfigError(f"{path}: is {what}, not a YAML config; configs/ holds ready-made ones") from None
+        raise ConfigError(f"{path}: is {what}, not a YAML config; {ready_made()} holds ready-made ones") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
-        raise ConfigError(f"{path}: the config is empty; start from configs/lenet.yaml")
+        raise ConfigError(f"{path}: the config is empty; start from {ready_made('lenet.yaml')}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping with sections name, data, model, train; "
                           f"got a {type(raw).__name__}")

@@ -58,6 +58,14 @@ def test_a_run_that_cannot_start_leaves_no_folder(cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "configs/quick.yaml")
+    assert result.exit_code == 2
+    hint = f"see {QUICK.parent}/ for ready-made ones"
+    assert result.output == f"error: configs/quick.yaml: config file not found; {hint}\n"
+
+
 def test_a_layer_is_reachable_from_set(cli):
     result = cli("train", QUICK, "--set", "model.layers[0].filters=4", "--set", "model.layers[-1].units=10",
                  "--print-config")

@@ -191,12 +191,12 @@ def load_sweep(path) -> Sweep:
     """Read and check a sweep file (and its base config); nothing is written."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: sweep file not found; configs/sweeps/ holds examples")
+        raise ConfigError(f"{path}: sweep file not found; {cfg.ready_made('sweeps/')} holds examples")
     raw = cfg.load_raw(path)
     source = str(path)
     if isinstance(raw, dict) and "model" in raw and "space" not in raw:
         raise ConfigError(f"{source}: is a training config, not a sweep file; train it with mnistcnn train {path}, "
-                          f"or name it as the base of a sweep file (configs/sweeps/ holds examples)")
+                          f"or name it as the base of a sweep file ({cfg.ready_made('sweeps/')} holds examples)")
     _mapping(source, raw, SWEEP_KEYS)
     for key in ("base", "trials", "space"):
         if key not in raw:
