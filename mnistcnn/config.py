@@ -405,6 +405,10 @@ _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                     re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
+# what PyYAML's "while parsing a flow mapping" and the like mean to someone who wrote the file
+UNCLOSED = {"flow mapping": "the {", "flow sequence": "the [", "quoted scalar": "the quoted string"}
+
+
 def parse_yaml(text: str, source: str):
     try:
         return yaml.load(text, Loader=_StrictLoader)
@@ -412,6 +416,10 @@ def parse_yaml(text: str, source: str):
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        opened = getattr(err, "context_mark", None)
+        if getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
+            what = next((name for kind, name in UNCLOSED.items() if kind in err.context), "the construct")
+            problem += f"; {what} opened on line {opened.line + 1}, column {opened.column + 1} is not closed"
         hint = "; indent with spaces, not tabs" if "\t" in text and "tab" in str(err).lower() else ""
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
     except RecursionError:

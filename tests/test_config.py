@@ -50,6 +50,9 @@ BAD = {
     "not a mapping": ("- a\n- b\n", "must be a mapping"),
     "duplicate keys": ("name: a\nname: b\n", "duplicate key 'name'"),
     "tabs": ("train:\n\tepochs: 3\n", "not valid YAML (line 2"),
+    "unclosed brace": ("model:\n  layers:\n    - {type: conv2d, filters: 4\n    - {type: relu}\n",
+                       "not valid YAML (line 4, column 7): expected ',' or '}', but got '{'; the { opened on line 3, "
+                       "column 7 is not closed"),
     "python tag": ("name: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
     "many layers": ("model: {layers: [" + "{type: relu}, " * 10000 + "{type: flatten}]}\n",
                     "model.layers: has 10001 layers; at most 256"),
