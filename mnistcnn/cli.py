@@ -941,6 +941,8 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
     from .augment import picture_training_images
     from .runs import RunDir
 
+    if out_path is not None and out_path.suffix.lower() != ".png":
+        fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
     flags = {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
     if config_path.is_dir():
         run = RunDir.open(config_path)

@@ -206,6 +206,9 @@ def test_inspect_data_writes_into_runs_not_the_current_folder(cli, tmp_path, mon
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "wrote runs/quick-augmented.png"
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    jpeg = cli("inspect-data", QUICK, "--count", "4", "--out", "grid.jpg")  # would be PNG bytes under a JPEG name
+    assert jpeg.exit_code == 2 and "give a name that ends in .png" in jpeg.output
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
 
 
 def test_runs_shows_the_folder_and_what_changed_the_config(cli, write_config, tmp_path):
