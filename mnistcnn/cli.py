@@ -811,7 +811,8 @@ def half_block_preview(image: np.ndarray, width: int = 28):
 Examples:
   mnistcnn inspect-layer runs/lenet-20260101-000000 --list
   mnistcnn inspect-layer runs/lenet-20260101-000000 0 --index 7
-  mnistcnn inspect-layer configs/lenet.yaml 3_conv2d      # an untrained model""")
+  mnistcnn inspect-layer configs/lenet.yaml 3_conv2d      # an untrained model
+  mnistcnn inspect-layer runs/lenet-20260101-000000 -- -1   # the last layer (-- before a negative index)""")
 @click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")

@@ -50,6 +50,8 @@ def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
         except ValueError:
             raise UsageError(f"--indices {indices!r}: expected START:STOP, e.g. 0:16") from None
         lo, hi = lo or 0, n if hi is None else hi
+        if hi <= lo:
+            raise UsageError(f"--indices {indices}: STOP must be above START, e.g. {lo}:{lo + 16}")
         if not 0 <= lo < hi <= n:
             raise UsageError(f"--indices {indices}: the split has {n} images; use a range within 0:{n}")
         return np.arange(lo, hi)
