@@ -717,7 +717,8 @@ def sweep_headline(sweep, snapshot) -> str:
     counts, best = snapshot.counts, snapshot.best
     done = counts["COMPLETE"] + counts["PRUNED"]
     line = (f"{done}/{sweep.trials} trials done ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
-            f"{counts['RUNNING']} running, {counts['FAIL']} failed")
+            f"{counts['RUNNING']} running, {counts['FAIL']} failed"
+            + (f", {counts['STOPPED']} stopped by a signal and queued again" if counts["STOPPED"] else ""))
     return line + (f"; best {sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
 
 

@@ -514,7 +514,7 @@ class Outcome:
 
     run: RunDir
     summary: dict | None = None
-    signal: int | None = None
+    signal: int | None = None  # also set when the run ended anyway (pruned, or in its last batch)
     checkpoint: Path | None = None  # written when the run stopped; None when a second signal cut it short
     pruned: str | None = None  # why a callback ended the run
 
@@ -575,7 +575,7 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         return Outcome(run, signal=signal.SIGINT)
     except Pruned as stop:
         _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
-        return Outcome(run, pruned=str(stop))
+        return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
     except NonFiniteError:
         _record_end(trainer, "failed", curves=True, reason="non-finite")
         raise
@@ -584,7 +584,7 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         raise
     run.set_status("finished")
     write_curves(trainer)
-    return Outcome(run, summary)
+    return Outcome(run, summary, signal=trainer.stop_signal)
 
 
 def check_resumable(run: RunDir, epochs: int) -> bool:

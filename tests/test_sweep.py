@@ -160,6 +160,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study
     done = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert f"0 failed, {len(stopped)} stopped by a signal and queued again" in done.stdout, done.stdout
     rows = read_trials(folder)
     numbers = [int(row["number"]) for row in rows]
     assert len(numbers) == len(set(numbers))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mnistcnn import config as cfg
-from mnistcnn.callbacks import Callbacks
+from mnistcnn.callbacks import Callbacks, Pruned
 from mnistcnn.runs import load_checkpoint
 from mnistcnn.trainer import fast_plan
 
@@ -355,3 +355,38 @@ def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
     assert sorted(again) == sorted(arrays)
     assert all(np.array_equal(again[key], arrays[key]) for key in arrays if not key.startswith("optim."))
     assert resumed.summary["test_acc"] == outcome.summary["test_acc"]
+
+
+class SignalThenPrune(Callbacks):
+    """A signal arrives in the last batch of epoch ``epoch``; with ``prune``, the epoch's end then
+    prunes the run, as a sweep's pruner can at that moment."""
+
+    def __init__(self, epoch, prune):
+        self.epoch, self.prune = epoch, prune
+
+    def on_start(self, trainer):
+        self.trainer = trainer
+
+    def on_batch(self, epoch, batch, batches, loss, acc, images_per_s):
+        if epoch == self.epoch - 1 and batch == batches:
+            self.trainer.request_stop(signal.SIGINT)
+
+    def on_epoch_end(self, row):
+        if self.prune and row["epoch"] == self.epoch:
+            raise Pruned("pruned")
+
+
+def test_a_signal_the_run_ends_anyway_is_still_reported(tmp_path):
+    # a sweep's worker stops taking trials on it: a run that finished or was pruned did not use it up
+    from mnistcnn.trainer import prepare_data, train_run
+
+    config = cfg.validate({"data": {"train_limit": 256, "validation": 128},
+                           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+                           "train": {"epochs": 2, "batch_size": 64}})
+    data = prepare_data(config)
+    finished = train_run(config, data, SignalThenPrune(epoch=2, prune=False), runs_dir=tmp_path)
+    assert finished.summary is not None and finished.signal == signal.SIGINT
+    pruned = train_run(config, data, SignalThenPrune(epoch=1, prune=True), runs_dir=tmp_path)
+    assert pruned.pruned == "pruned" and pruned.signal == signal.SIGINT
+    plain = train_run(config, data, runs_dir=tmp_path)
+    assert plain.summary is not None and plain.signal is None

@@ -167,11 +167,13 @@ def retry_trial(study, trial) -> None:
 
 
 def states(trials) -> dict:
-    """How many of ``trials`` are in each state (surplus trials, which never ran, left out)."""
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    """How many of ``trials`` are in each state (surplus trials, which never ran, left out), with
+    the failed ones that a signal stopped (and that were queued again) counted as STOPPED."""
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "STOPPED": 0, "RUNNING": 0, "WAITING": 0}
     for trial in trials:
         if not trial.user_attrs.get("surplus"):
-            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+            state = "STOPPED" if trial.state.name == "FAIL" and trial.user_attrs.get("stopped") else trial.state.name
+            counts[state] = counts.get(state, 0) + 1
     return counts
 
 

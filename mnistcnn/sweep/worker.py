@@ -146,6 +146,8 @@ class Worker:
             reporter.close()
         history = _history(outcome.run)
         trial.set_user_attr("epochs", len(history))
+        if outcome.signal is not None:  # the run ended anyway (pruned, or in its last batch): no next trial
+            self.stopping = True
         if outcome.pruned is not None:
             trial.set_user_attr("reason", outcome.pruned)
             raise studies.require_optuna().TrialPruned(outcome.pruned)
