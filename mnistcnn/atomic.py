@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import WriteError
+from .errors import MnistCnnError, UsageError, WriteError
 
 
 @contextlib.contextmanager
@@ -48,7 +48,13 @@ def _umask() -> int:
     return mask
 
 
-def write_error(path: Path, err: OSError) -> WriteError:
+def write_error(path: Path, err: OSError) -> MnistCnnError:
+    """The error to report for ``err`` writing ``path``: the path given is wrong (a UsageError), or
+    the machine refused the write (a WriteError)."""
+    if path.is_dir():
+        return UsageError(f"{path}: is a folder; give the name of a file to write in it")
+    if err.errno == errno.ENOENT and not path.parent.is_dir():
+        return UsageError(f"{path}: the folder {path.parent} does not exist; create it, or write to another folder")
     reason = err.strerror or str(err)
     fix = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
            errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",

@@ -217,6 +217,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: is an exported ONNX model; give the run it came from (or its .npz "
+                              "checkpoint): of the commands, only predict takes an ONNX model")
     if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
         what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"

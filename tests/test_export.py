@@ -163,6 +163,8 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(tr
         onnx_rows, engine_rows = (json.loads(r.output)["predictions"] for r in (predicted, from_checkpoint))
         assert [row["prediction"] for row in onnx_rows] == [row["prediction"] for row in engine_rows]
         assert len(onnx_rows) > 1
+        evaluated = cli("eval", path)  # only predict runs an ONNX model
+        assert evaluated.exit_code == 2 and "is an exported ONNX model; give the run it came from" in evaluated.output
     finally:
         path.unlink(missing_ok=True)
 
@@ -214,6 +216,11 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
     assert result.output.startswith(f"error: {blocker / 'model.onnx'}: cannot write") and \
         result.output.count("\n") == 1
     assert not (trained_run / "model.onnx").exists()
+    missing = cli("export", trained_run, "-o", tmp_path / "nowhere" / "model.onnx")
+    assert missing.exit_code == 2 and f"the folder {tmp_path / 'nowhere'} does not exist; create it" in missing.output
+    folder = cli("export", trained_run, "-o", tmp_path)
+    assert folder.exit_code == 2 and f"{tmp_path}: is a folder; give the name of a file" in folder.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without):

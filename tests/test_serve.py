@@ -232,7 +232,8 @@ def test_pictures_too_large_or_damaged_are_refused(client, served):
     ("/api/explain", {"layer": 0, "row": 0, "col": True, "channel": 0}, "col: give a whole number"),
     ("/api/explain", [1, 2], "must be a JSON object"),
     ("/api/gradients", {"class": 10}, "class: give a whole number from 0 to 9"),
-    ("/api/gradients", "{not json", "not JSON"),
+    ("/api/gradients", "{not json", 'not JSON; send an object such as {"image": "...", "class": 3}'),
+    ("/api/explain", "{not json", '"layer": 0, "row": 5, "col": 7, "channel": 2}'),
 ])
 def test_bad_requests_name_what_is_wrong(client, url, body, words):
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -318,6 +319,9 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
         taken.listen()
         result = cli("serve", trained_run, "--port", taken.getsockname()[1])
     assert result.exit_code == 2 and "choose another --port" in result.output and result.output.count("\n") == 1
+    elsewhere = cli("serve", trained_run, "--host", "192.0.2.1")  # a documentation address: no machine's
+    assert elsewhere.exit_code == 2, elsewhere.output
+    assert "192.0.2.1 is not an address of this machine; choose another --host" in elsewhere.output
 
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, mnistcnn_command):

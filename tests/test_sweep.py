@@ -258,6 +258,7 @@ BAD_SWEEPS = [
     ({"pruner": {"type": "median", "warmup": 2}}, "pruner.warmup: unknown key; did you mean 'warmup_epochs'?"),
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
     ({"pruner": {"type": "median", "warmup_epochs": 3}}, "pruner.warmup_epochs: 3 leaves nothing to prune"),
+    ({"prunner": {"type": "median"}}, "sweep.yaml: prunner: unknown key; did you mean 'pruner'?"),
 ]
 
 
@@ -276,6 +277,20 @@ def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
     assert result.exit_code == 2
     assert result.output == f"error: {tmp_path / 'nope.yaml'}: sweep file not found; configs/sweeps/ holds examples\n"
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("storage", ["none.journal", "sqlite:///none.db"])
+def test_status_of_a_storage_file_that_is_not_there_makes_none(tmp_path, cli, monkeypatch, storage):
+    monkeypatch.chdir(tmp_path)
+    result = cli("sweep", "--status", "--storage", storage, "--study", "s1")
+    assert result.exit_code == 2 and result.output.startswith(f"error: --storage {storage}: no such file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
+    result = cli("sweep", "--status", "--storage", "foo://bar", "--study", "s1")
+    assert result.exit_code == 2 and result.output.startswith("error: --storage foo://bar: no database is called "
+                                                              "'foo'; give a postgresql://"), result.output
 
 
 def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):

@@ -75,14 +75,13 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def read_fields(request: Request) -> dict:
-    """A JSON object from the request's body."""
+async def read_fields(request: Request, example: str) -> dict:
+    """A JSON object from the request's body; ``example`` shows the endpoint's fields."""
     body = await read_body(request, MAX_JSON_BYTES, "the request")
     try:
         fields = json.loads(body)
     except ValueError:
-        raise RequestError(400, "the request's body is not JSON; send an object such as "
-                                '{"image": "...", "class": 3}') from None
+        raise RequestError(400, f"the request's body is not JSON; send an object such as {example}") from None
     if not isinstance(fields, dict):
         raise RequestError(400, "the request's body must be a JSON object")
     return fields
@@ -158,7 +157,8 @@ async def predict(request):
 
 async def explain(request):
     """The arithmetic behind one value of a conv layer, for a 28x28 image as predict returned it."""
-    fields, served = await read_fields(request), request.app.state.served
+    fields = await read_fields(request, '{"image": "...", "layer": 0, "row": 5, "col": 7, "channel": 2}')
+    served = request.app.state.served
     index = conv_layer(served, fields)
     height, width, channels = served.model.layers[index].output_shape
     where = [whole_number(fields, key, stop) for key, stop in (("row", height), ("col", width),
@@ -169,7 +169,7 @@ async def explain(request):
 
 
 async def gradients(request):
-    fields = await read_fields(request)
+    fields = await read_fields(request, '{"image": "...", "class": 3}')
     target = whole_number(fields, "class", len(request.app.state.served.classes))
     return await compute(request, inside.gradients, image_field(fields), target)
 

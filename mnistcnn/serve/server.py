@@ -2,6 +2,7 @@
 before anything is printed, so that a port in use is one clear line) and uvicorn."""
 from __future__ import annotations
 
+import errno
 import importlib
 import ipaddress
 import socket
@@ -58,7 +59,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another --port") from None
+        fix = {errno.EADDRINUSE: "choose another --port", errno.EACCES: "choose a --port above 1023",
+               errno.EADDRNOTAVAIL: f"{host} is not an address of this machine; choose another --host"}
+        raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); "
+                         f"{fix.get(err.errno, 'choose another --host or --port')}") from None
     return sock
 
 

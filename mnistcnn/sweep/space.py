@@ -133,7 +133,8 @@ def _mapping(where: str, value, keys: dict) -> dict:
         raise ConfigError(f"{where}: must be a mapping with keys {', '.join(keys)}; got {value!r}")
     for key in value:
         if key not in keys:
-            raise ConfigError(f"{where}.{key}: unknown key; {cfg.did_you_mean(key, keys)}valid keys here: "
+            path = f"{where}.{key}" if ": " in where else f"{where}: {key}"  # a section's key, or the file's
+            raise ConfigError(f"{path}: unknown key; {cfg.did_you_mean(key, keys)}valid keys here: "
                               f"{', '.join(keys)}")
     return value
 

@@ -79,6 +79,10 @@ def open_storage(url: str, heartbeat: int):
             # workers that start together on an empty database race to create its tables: one wins, try again
             if attempt + 1 == CONNECT_ATTEMPTS or "already exists" not in str(err) and "duplicate key" not in str(err):
                 reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+                if "Can't load plugin" in reason:  # SQLAlchemy knows no database by that name
+                    raise UsageError(f"--storage {shown(url)}: no database is called {url.split('://')[0]!r}; give "
+                                     "a postgresql://, mysql+pymysql:// or sqlite:/// URL, or a journal file's "
+                                     "path") from None
                 raise UsageError(f"--storage {shown(url)}: cannot open the database: {reason}") from None
             time.sleep(0.5 + attempt)
 
@@ -143,8 +147,13 @@ def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
 
 
 def load_any_study(url: str, name: str):
-    """A study by name alone (``--status`` from any machine)."""
+    """A study by name alone (``--status`` from any machine); a file that does not exist is not
+    made (as opening a journal or a SQLite file would)."""
     optuna = require_optuna()
+    file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None if "://" in url else url
+    if file is not None and not Path(file).is_file():
+        raise UsageError(f"--storage {url}: no such file; give the journal or SQLite file a sweep wrote, or a "
+                         "sweep folder")
     storage = open_storage(url, heartbeat=60)
     try:
         return optuna.load_study(study_name=name, storage=storage)
