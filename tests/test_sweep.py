@@ -293,6 +293,13 @@ def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
                                                               "'foo'; give a postgresql://"), result.output
 
 
+def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
+    result = cli("sweep", "--status", "--storage", "mysql://user@localhost/db", "--study", "s1")
+    assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "
+                                                              "database driver MySQLdb;"), result.output
+    assert "pip install PyMySQL and use mysql+pymysql://" in result.output
+
+
 def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):
     result = cli("sweep", write_sweep(tmp_path), "--jobs", 10_000, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "--jobs 10000: this machine has" in result.output

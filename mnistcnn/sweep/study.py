@@ -72,8 +72,9 @@ def open_storage(url: str, heartbeat: int):
 
                 event.listen(storage.engine, "begin", write_first)
             return storage
-        except ModuleNotFoundError as err:
-            raise UsageError(f"--storage {shown(url)}: needs the database driver {err.name}; PostgreSQL's comes with "
+        except ImportError as err:  # Optuna wraps the missing driver's ModuleNotFoundError in its own
+            driver = err.name or getattr(err.__cause__, "name", None) or "of that database"
+            raise UsageError(f"--storage {shown(url)}: needs the database driver {driver}; PostgreSQL's comes with "
                              f"{EXTRA}, for MySQL pip install PyMySQL and use mysql+pymysql://") from None
         except Exception as err:  # SQLAlchemy's errors: no server, wrong password, no database
             # workers that start together on an empty database race to create its tables: one wins, try again
