@@ -664,11 +664,11 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
     snapshot, stopped = _watch_sweep(run, jobs, threads)
     console.print(f"{sweep_headline(run.sweep, snapshot)}; {_duration(time.monotonic() - started)}",
                   markup=False, soft_wrap=True)
-    print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
-                                            "trials": run.sweep.trials}, "top trials", top=10))
     for message in run.worker_errors():
         click.echo(f"error: {message}", err=True)
-    if snapshot.best is not None:
+    if snapshot.best is not None:  # the table ranks complete trials: none, no table
+        print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
+                                                "trials": run.sweep.trials}, "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", markup=False, soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:

@@ -151,6 +151,8 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert f"mnistcnn sweep --resume {folder}" in err
+    complete = [row for row in read_trials(folder) if row["status"] == "complete"]
+    assert ("top trials" in out) == bool(complete), out  # no empty table when none is complete
     stopped = [row for row in read_trials(folder) if row["status"] == "stopped"]
     assert stopped, "a trial was running when the signal came"
     interrupted = [json.loads(p.read_text()) for p in folder.glob("trials/*/status.json")]
