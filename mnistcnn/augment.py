@@ -103,9 +103,8 @@ def picture_training_images(config: dict, count: int, seed: int, path, source: s
     """A PNG grid of the first ``count`` training images as ``config`` preprocesses and augments
     them (augmentation drawn with ``seed``)."""
     from . import config as cfg
-    from .data import Preprocess
+    from .data import Preprocess, prepare_data
     from .plots import image_grid
-    from .trainer import prepare_data
 
     data = prepare_data(config, source=source)
     preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)

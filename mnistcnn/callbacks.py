@@ -77,7 +77,6 @@ class RunLog(Callbacks):
         data = trainer.data
         self.log(f"data: {data.source} ({'verified MNIST' if data.verified else 'unverified'}); train "
                  f"{len(data.train_x)}, validation {len(data.val_x)}, test {len(data.test_x)}")
-        from .trainer import threads_words
         train_config = trainer.config["train"]
         self.log(f"workers: {threads_words(trainer.workers, train_config['blas_threads'], train_config['parallel'])}")
 
@@ -89,3 +88,15 @@ class RunLog(Callbacks):
     def on_end(self, summary):
         self.log(f"done: best val acc {summary['best_val_acc']:.2%} (epoch {summary['best_epoch']}), "
                  f"test acc {summary['test_acc']:.2%}, {summary['wall_seconds']:.1f} s", show=False)
+
+
+def threads_words(workers: int, blas_threads: int | None, parallel: str = "threads") -> str:
+    """How a run spreads each batch over the cores, in words: for train.log and ``--dry-run``."""
+    if workers > 1 and parallel == "processes":
+        return (f"{workers} workers (this process and {workers - 1} worker process{'es' if workers > 2 else ''}), "
+                "each with a share of every batch and one BLAS thread")
+    if workers > 1:
+        return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
+    if not blas_threads:
+        return "1 worker thread with the BLAS default threads"
+    return f"1 worker thread with {blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}"

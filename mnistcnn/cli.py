@@ -23,7 +23,7 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .errors import MnistCnnError
-from .callbacks import RunLog
+from .callbacks import RunLog, threads_words
 
 console = Console(highlight=False)
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
@@ -193,7 +193,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
     from .runs import check_runs_folder
-    from .trainer import check_data, prepare_data, threads_words, train_run, training_threads
+    from .data import check_data, prepare_data
+    from .trainer import train_run, training_threads
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),

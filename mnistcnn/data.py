@@ -1,4 +1,4 @@
-"""Data: IDX files read and checked, the bundled MNIST verified, splits and batches.
+"""Data: IDX files read and checked, the bundled MNIST verified, the arrays a config trains on, splits and batches.
 
 Images stay uint8 (N, H, W, C) in memory and become float32 one batch at a time.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import config as cfg
 from .errors import DataError
 
 BUNDLED_DIR = Path(__file__).parent / "datasets" / "mnist"
@@ -368,3 +369,53 @@ class BatchIterator:
 
     def load_state(self, state: dict) -> None:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+@dataclass
+class Data:
+    """The arrays a run trains and evaluates on, from a Dataset and a split."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    split_sha256: str
+    files_sha256: dict
+    source: str
+    verified: bool
+
+
+def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> None:
+    """Refuse data that the config cannot train on: ``count`` training images of ``image_shape``
+    from ``data_source``, for the config read from ``source``."""
+    want = tuple(config["model"]["input_shape"])
+    if image_shape != want:
+        raise DataError(f"{data_source}: images are {image_shape} (H, W, C) but the model takes {want}; "
+                        f"set model.input_shape in {source} to {list(image_shape)} or use matching data")
+    validation = config["data"]["validation"]
+    if validation >= count:
+        raise DataError(f"data.validation is {validation}, but {data_source} has {count} training images; set "
+                        f"data.validation (in {source} or with --set data.validation=N) below {count}")
+
+
+def check_data(config: dict, source: str = "<config>") -> None:
+    """What ``--dry-run`` checks of the data, from the files' headers: that the folder ``data.dir``
+    names (none: the bundled MNIST) holds the four MNIST-layout files, and that they fit the config."""
+    check_data_fits(config, *training_images_shape(config["data"]["dir"]),
+                    recorded_source(config["data"]["dir"] or default_data_dir()), source)
+
+
+def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:
+    """Load (or take) the dataset, check it fits the model, and split it."""
+    if dataset is None:
+        dataset = load_dataset(config["data"]["dir"], num_classes=cfg.num_classes(config))
+    check_data_fits(config, len(dataset.train_labels), dataset.image_shape, recorded_source(dataset.source), source)
+    data_config = config["data"]
+    split = split_indices(dataset.train_labels, data_config["validation"], data_config["split"],
+                          config["train"]["seed"], data_config["train_limit"])
+    return Data(dataset.train_images[split.train], dataset.train_labels[split.train],
+                dataset.train_images[split.validation], dataset.train_labels[split.validation],
+                dataset.test_images, dataset.test_labels, split.digest(), dataset.sha256, dataset.source,
+                dataset.verified)

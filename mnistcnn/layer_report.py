@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
-from .data import Preprocess
+from .data import Preprocess, prepare_data
 from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
 from .runs import output_folder, resolve_checkpoint
-from .trainer import prepare_data
 
 
 def load_target(target, data_dir=None):

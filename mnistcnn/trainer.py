@@ -20,8 +20,7 @@ from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
-from .data import (BatchIterator, Dataset, Preprocess, default_data_dir, load_dataset, recorded_source, split_indices,
-                   training_images_shape)
+from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
@@ -39,56 +38,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int, checkpoint):
         super().__init__(f"interrupted by signal {signum}")
         self.signum, self.checkpoint = signum, checkpoint
-
-
-@dataclass
-class Data:
-    """The arrays a run trains and evaluates on, from a Dataset and a split."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    split_sha256: str
-    files_sha256: dict
-    source: str
-    verified: bool
-
-
-def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> None:
-    """Refuse data that the config cannot train on: ``count`` training images of ``image_shape``
-    from ``data_source``, for the config read from ``source``."""
-    want = tuple(config["model"]["input_shape"])
-    if image_shape != want:
-        raise DataError(f"{data_source}: images are {image_shape} (H, W, C) but the model takes {want}; "
-                        f"set model.input_shape in {source} to {list(image_shape)} or use matching data")
-    validation = config["data"]["validation"]
-    if validation >= count:
-        raise DataError(f"data.validation is {validation}, but {data_source} has {count} training images; set "
-                        f"data.validation (in {source} or with --set data.validation=N) below {count}")
-
-
-def check_data(config: dict, source: str = "<config>") -> None:
-    """What ``--dry-run`` checks of the data, from the files' headers: that the folder ``data.dir``
-    names (none: the bundled MNIST) holds the four MNIST-layout files, and that they fit the config."""
-    check_data_fits(config, *training_images_shape(config["data"]["dir"]),
-                    recorded_source(config["data"]["dir"] or default_data_dir()), source)
-
-
-def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:
-    """Load (or take) the dataset, check it fits the model, and split it."""
-    if dataset is None:
-        dataset = load_dataset(config["data"]["dir"], num_classes=cfg.num_classes(config))
-    check_data_fits(config, len(dataset.train_labels), dataset.image_shape, recorded_source(dataset.source), source)
-    data_config = config["data"]
-    split = split_indices(dataset.train_labels, data_config["validation"], data_config["split"],
-                          config["train"]["seed"], data_config["train_limit"])
-    return Data(dataset.train_images[split.train], dataset.train_labels[split.train],
-                dataset.train_images[split.validation], dataset.train_labels[split.validation],
-                dataset.test_images, dataset.test_labels, split.digest(), dataset.sha256, dataset.source,
-                dataset.verified)
 
 
 def fast_plan(model: Sequential, config: dict) -> Plan:
@@ -357,17 +306,6 @@ def training_threads(config: dict, model: Sequential) -> tuple[int, int | None, 
         return train_config["workers"], train_config["blas_threads"], train_config["parallel"] or "threads"
     workers, blas_threads, parallel = planned_workers(model.macs(), cfg.step_images(config))
     return workers, train_config["blas_threads"] or blas_threads, train_config["parallel"] or parallel
-
-
-def threads_words(workers: int, blas_threads: int | None, parallel: str = "threads") -> str:
-    if workers > 1 and parallel == "processes":
-        return (f"{workers} workers (this process and {workers - 1} worker process{'es' if workers > 2 else ''}), "
-                "each with a share of every batch and one BLAS thread")
-    if workers > 1:
-        return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
-    if not blas_threads:
-        return "1 worker thread with the BLAS default threads"
-    return f"1 worker thread with {blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}"
 
 
 def step_runner(trainer: "Trainer"):

@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 pytest.importorskip("onnxruntime", reason="the export extra: pip install 'mnistcnn[export]'")
 
 from mnistcnn import config as cfg  # noqa: E402
-from mnistcnn.data import Preprocess, load_dataset  # noqa: E402
+from mnistcnn.data import Preprocess, load_dataset, prepare_data  # noqa: E402
 from mnistcnn.engine.fast.plan import Plan  # noqa: E402
 from mnistcnn.engine.model import Sequential  # noqa: E402
 from mnistcnn.export import (ExportMismatch, OnnxModel, build_model, compare, export_onnx, model_metadata,  # noqa: E402
                              read_metadata, session)
-from mnistcnn.trainer import Trainer, prepare_data  # noqa: E402
+from mnistcnn.trainer import Trainer  # noqa: E402
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml"))
 SLICE = 500  # test images each comparison runs on

@@ -246,7 +246,8 @@ def test_quick_config_reaches_97_percent(tmp_path, cli, only_run):
 
 def test_the_trainer_moves_sgd_momentum_and_adam_beta1_with_the_cycle(tmp_path):
     from mnistcnn.engine.optim import Schedule
-    from mnistcnn.trainer import Trainer, prepare_data
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import Trainer
 
     for optimizer, attribute in (("sgd", "momentum"), ("adam", "beta1")):
         config = cfg.validate({"data": {"train_limit": 256, "validation": 64},
@@ -270,7 +271,8 @@ def test_a_run_trained_with_the_old_onecycle_keeps_its_curve_as_cosine():
 
 
 def test_elastic_distortion_trains_and_a_seed_repeats_it_exactly():
-    from mnistcnn.trainer import Trainer, prepare_data
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import Trainer
 
     config = cfg.validate({"data": {"train_limit": 512, "validation": 64, "augment": {"elastic": 8.0, "rotate": 5}},
                            "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3, "activation": "relu"},
@@ -287,7 +289,8 @@ def test_elastic_distortion_trains_and_a_seed_repeats_it_exactly():
 
 def test_repeated_images_train_alike_on_worker_processes_and_threads(float32_close):
     """data.augment.repeats: 2 steps on twice the images (the worker processes take them too)."""
-    from mnistcnn.trainer import Trainer, prepare_data
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import Trainer
 
     histories, weights = {}, {}
     for repeats, parallel in ((2, "threads"), (2, "processes"), (1, "threads")):
@@ -325,7 +328,8 @@ class StopAfterEpoch(Callbacks):
 @pytest.mark.parametrize("kind", ["swa", "ema"])
 def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
     from mnistcnn.runs import RunDir
-    from mnistcnn.trainer import evaluate, load_model, prepare_data, train_run
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import evaluate, load_model, train_run
 
     config = cfg.validate({"data": {"train_limit": 512, "validation": 128},
                            "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3, "bias": False},
@@ -378,7 +382,8 @@ class SignalThenPrune(Callbacks):
 
 def test_a_signal_the_run_ends_anyway_is_still_reported(tmp_path):
     # a sweep's worker stops taking trials on it: a run that finished or was pruned did not use it up
-    from mnistcnn.trainer import prepare_data, train_run
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import train_run
 
     config = cfg.validate({"data": {"train_limit": 256, "validation": 128},
                            "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from mnistcnn import config as cfg
-from mnistcnn.data import Preprocess
+from mnistcnn.data import Preprocess, prepare_data
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
-from mnistcnn.trainer import prepare_data
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
