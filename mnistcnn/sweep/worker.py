@@ -19,7 +19,8 @@ from .. import config as cfg
 from ..errors import MnistCnnError, NonFiniteError
 from ..runs import RunDir, read_json
 from ..callbacks import Pruned, RunLog
-from ..trainer import prepare_data, train_run
+from ..data import prepare_data
+from ..trainer import train_run
 from . import study as studies
 from .space import load_sweep
 
