@@ -42,6 +42,20 @@ def atomic_writer(path, mode: str = "wb"):
     _fsync_dir(path.parent)
 
 
+def make_folder(folder, option: str) -> Path:
+    """Create ``folder`` (with its parents) to write into, before any work whose results it would
+    hold; a path that cannot be a folder is a UsageError naming ``option``, the one that gave it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: is a file; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{option} {folder}: cannot create this folder ({err.strerror}); give a folder you can "
+                         f"write in") from None
+    return folder
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
     os.umask(mask)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from . import config as cfg
+from .atomic import make_folder
 from .errors import MnistCnnError
 from .callbacks import RunLog, threads_words
 
@@ -405,6 +406,8 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     from .trainer import load_model
 
     path = resolve_checkpoint(target, which)
+    if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
+        make_folder(save_inputs, "--save-inputs")
     if path.suffix == ".onnx":  # an exported model, through onnxruntime
         from .export import OnnxModel
 
@@ -827,15 +830,19 @@ Examples:
               help="Folder of MNIST-layout IDX files (default: the run's own data).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
+@checkpoint_option
 @handle_errors
-def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images):
+def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images,
+                          which):
     """Run images through the model and show LAYER (an index or a name) from inside: its output's
     statistics, the gradients reaching it, its feature maps and filters. A CONFIG gives the
     model untrained, as initialised."""
     from .evaluation import split_arrays
     from .layer_report import inspect_layer, load_target, parse_indices, pictures, target_label
 
-    model, config, preprocess, data, default_out = load_target(target, data_dir)
+    if out_dir and not no_images:
+        make_folder(out_dir, "--out")
+    model, config, preprocess, data, default_out = load_target(target, data_dir, which)
     if list_layers or layer is None:
         _show_layers(model, as_json)
         return
@@ -848,7 +855,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     chosen = parse_indices(index, indices, len(images))
     report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
                            config["train"]["label_smoothing"])
-    source = target_label(target, config)
+    source = target_label(target, config, which)
     classes = cfg.class_names(config)
     caption = f"{split} image {chosen[0]}, label {classes[labels[chosen[0]]]}"
     batch = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
@@ -946,6 +953,8 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
 
     if out_path is not None and out_path.suffix.lower() != ".png":
         fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
+    if out_path is not None:
+        make_folder(out_path.parent, "--out")
     flags = {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
     if config_path.is_dir():
         run = RunDir.open(config_path)

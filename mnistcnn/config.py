@@ -278,6 +278,10 @@ def _expand_activations(layers, path="model.layers") -> list:
     return expanded
 
 
+# Values that show a required layer argument in an error's example.
+LAYER_EXAMPLES = {"filters": 32, "units": 128}
+
+
 def layer_arguments(kind: str) -> list[str]:
     """The arguments a layer type takes in a config: its constructor's, and ``activation`` for
     the layers that expand it (conv2d and dense)."""
@@ -302,6 +306,13 @@ def _check_layers(layers, path="model.layers"):
             raise _err(f"{where}.type", f"unknown layer type {kind!r}; {did_you_mean(kind, LAYERS)}"
                                         f"valid types: {', '.join(sorted(LAYERS))}")
         accepted = layer_arguments(kind)
+        required = [name for name, parameter in inspect.signature(LAYERS[kind].__init__).parameters.items()
+                    if name != "self" and parameter.default is inspect.Parameter.empty]
+        missing = [name for name in required if name not in spec]
+        if missing:
+            example = ", ".join(f"{name}: {LAYER_EXAMPLES.get(name, 'N')}" for name in required)
+            raise _err(where, f"{kind} needs {' and '.join(repr(name) for name in missing)}, "
+                              f"e.g. {{type: {kind}, {example}}}")
         for key in spec:
             if key != "type" and key not in accepted:
                 raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {did_you_mean(key, accepted)}"

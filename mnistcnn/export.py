@@ -260,6 +260,9 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     from .trainer import fast_plan
 
     require_onnx()
+    if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
+        # predict tells an ONNX model by its name, and no config or checkpoint is overwritten by a slip
+        raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     output = Path(output) if output else output_folder(path) / "model.onnx"
     summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None

@@ -18,10 +18,14 @@ from .engine.model import Sequential
 from .runs import output_folder, resolve_checkpoint
 
 
-def load_target(target, data_dir=None):
-    """(model, config, preprocess, data, where pictures go) for a run dir, checkpoint or config YAML."""
+def load_target(target, data_dir=None, which: str | None = None):
+    """(model, config, preprocess, data, where pictures go) for a run dir (its ``which`` checkpoint,
+    best by default), checkpoint or config YAML."""
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
+        if which is not None:
+            raise UsageError(f"--checkpoint {which}: {target} is a config, whose model is untrained; give a run "
+                             f"directory to choose its {which} checkpoint, or leave out --checkpoint")
         config = cfg.load_config(target, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
         data = prepare_data(config, source=str(target))
         # the weights the trainer would start from: same generator, same seed
@@ -29,17 +33,17 @@ def load_target(target, data_dir=None):
                                        np.random.default_rng([config["train"]["seed"], 0]))
         preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
         return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
-    model, meta, preprocess, data, path = load_for_target(target, None, data_dir)
+    model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     return model, meta["config"], preprocess, data, output_folder(path, "inspect")
 
 
-def target_label(target, config: dict) -> str:
+def target_label(target, config: dict, which: str | None = None) -> str:
     """What the model is, as headers and titles name it: a run's checkpoint, or for a config the
     untrained model it builds."""
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
         return f"config {target.name}, untrained (as initialised, seed {config['train']['seed']})"
-    return checkpoint_label(resolve_checkpoint(target))
+    return checkpoint_label(resolve_checkpoint(target, which))
 
 
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:

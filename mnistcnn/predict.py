@@ -255,14 +255,12 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
 
 
 def save_inputs(results: list[dict], folder) -> None:
-    """Write each result's 28x28 image to ``folder`` as ``<input name>.png`` (``-2``, ``-3``...
-    when two inputs share a name) and record the path as ``result["input_image"]``."""
+    """Write each result's 28x28 image to ``folder`` (made beforehand: ``atomic.make_folder``) as
+    ``<input name>.png`` (``-2``, ``-3``... when two inputs share a name) and record the path as
+    ``result["input_image"]``."""
     from PIL import Image
 
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: is a file; --save-inputs needs a folder (it is created if missing)")
-    folder.mkdir(parents=True, exist_ok=True)
     taken = set()
     for result in results:
         if "image" not in result:

@@ -208,8 +208,8 @@ def another_checkpoint(path: Path) -> str:
     other = others.get(path.name)
     if other is None or path.parent.name != "checkpoints" or not (path.parent / f"{other}.npz").is_file():
         return "Use another checkpoint, or train the run again"
-    return (f"The run's other checkpoint, {path.parent / other}.npz, may be intact: eval, predict and inspect-layer "
-            f"take it with --checkpoint {other}")
+    return (f"The run's other checkpoint, {path.parent / other}.npz, may be intact: give the run with --checkpoint "
+            f"{other}, or that file")
 
 
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -260,7 +260,8 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         if array.dtype.hasobject:
             raise CheckpointError(f"{path}: array {key} has dtype object; refused")
         if array_sha256(array) != sums[key]:
-            raise CheckpointError(f"{path}: array {key} fails its SHA-256 check; the file was altered or damaged")
+            raise CheckpointError(f"{path}: array {key} fails its SHA-256 check; the file was altered or damaged. "
+                                  f"{another_checkpoint(path)}")
     return arrays, meta
 
 

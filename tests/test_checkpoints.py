@@ -54,9 +54,10 @@ def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(tmp_path, trained
 
     run = shutil.copytree(trained_run, tmp_path / "run")
     (run / "checkpoints" / "best.npz").write_bytes(b"")
-    result = cli("eval", run)
-    assert result.exit_code == 2 and "take it with --checkpoint last" in result.output, result.output
-    assert cli("eval", run, "--checkpoint", "last").exit_code == 0
+    for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
+        result = cli(*command)
+        assert result.exit_code == 2 and "give the run with --checkpoint last" in result.output, result.output
+        assert cli(*command, "--checkpoint", "last").exit_code == 0
 
 
 def test_object_array_is_never_unpickled(tmp_path, monkeypatch):

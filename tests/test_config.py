@@ -40,6 +40,10 @@ BAD = {
     "layer key typo": ("model: {layers: [{type: conv2d, filters: 2, kernal: 3}, {type: flatten}, "
                        "{type: dense, units: 10}]}\n", "model.layers[0].kernal: conv2d has no argument 'kernal'; "
                                                        "did you mean 'kernel'?"),
+    "layer without filters": ("model: {layers: [{type: conv2d, kernel: 3}, {type: flatten}, {type: dense, units: 10}]}\n",
+                              "model.layers[0]: conv2d needs 'filters', e.g. {type: conv2d, filters: 32}"),
+    "layer without units": ("model: {layers: [{type: flatten}, {type: dense}]}\n",
+                            "model.layers[1]: dense needs 'units', e.g. {type: dense, units: 128}"),
     "kernel too big": ("model: {layers: [{type: relu}, {type: conv2d, filters: 2, kernel: 30}, {type: flatten}, "
                        "{type: dense, units: 10}]}\n", "model.layers[1].kernel: kernel 30 with padding 0 does not fit"),
     "dense unflattened": ("model: {layers: [{type: conv2d, filters: 2}, {type: dense, units: 10}]}\n",

@@ -148,3 +148,15 @@ def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(tmp_path,
     result = cli("inspect-data", run, "--count", "4")
     assert result.exit_code == 0, result.output
     assert Image.open(run / "augmented.png").size[0] > 100
+
+
+def test_an_out_folder_that_cannot_be_made_is_named_before_any_work(trained_run, tmp_path, cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("kept")
+    layer = cli("inspect-layer", trained_run, "0", "--out", blocker)
+    assert layer.exit_code == 2 and layer.output == f"error: --out {blocker}: is a file; give a folder (it is " \
+                                                    "created if missing)\n", layer.output
+    grid = cli("inspect-data", trained_run, "--out", blocker / "sub" / "grid.png")
+    assert grid.exit_code == 2 and grid.output.startswith(f"error: --out {blocker / 'sub'}: cannot create this "
+                                                          "folder"), grid.output
+    assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]

@@ -220,7 +220,13 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
     assert missing.exit_code == 2 and f"the folder {tmp_path / 'nowhere'} does not exist; create it" in missing.output
     folder = cli("export", trained_run, "-o", tmp_path)
     assert folder.exit_code == 2 and f"{tmp_path}: is a folder; give the name of a file" in folder.output
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+    config = tmp_path / "my.yaml"
+    config.write_text("name: mine\n")
+    slip = cli("export", trained_run, "-o", config)
+    assert slip.exit_code == 2 and f"-o {config}: an ONNX file's name ends in .onnx; give e.g. -o my.onnx" \
+        in slip.output
+    assert config.read_text() == "name: mine\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "my.yaml"]
 
 
 def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without):

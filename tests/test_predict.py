@@ -166,6 +166,15 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, te
     assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
 
 
+def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(trained_run, tmp_path, cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    Image.new("L", (50, 50), 255).save(tmp_path / "digit.png")
+    result = cli("predict", trained_run, tmp_path / "digit.png", "--save-inputs", blocker / "seen")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: --save-inputs {blocker / 'seen'}: cannot create this folder")
+
+
 def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digits, tmp_path, cli):
     Image.fromarray(255 - test_digits[0][0]).resize((90, 90)).save(tmp_path / "a-digit.png")
     (tmp_path / "b-notes.png").write_text("this is not a picture")
