@@ -323,9 +323,13 @@ def _check_layers(layers, path="model.layers"):
 
 
 def _source_of(path: str, source: str, origins: dict | None) -> str:
-    """The option that set ``path`` (or a section holding it, or a key inside it), else the file."""
-    for key, option in (origins or {}).items():
-        if path == key or path.startswith((key + ".", key + "[")) or key.startswith((path + ".", path + "[")):
+    """The option that set ``path``, else one that set a section holding it or a key inside it, else
+    the file."""
+    origins = origins or {}
+    if path in origins:
+        return origins[path]
+    for key, option in origins.items():
+        if path.startswith((key + ".", key + "[")) or key.startswith((path + ".", path + "[")):
             return option
     return source
 
@@ -571,7 +575,14 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
         origins[apply_override(raw, assignment)] = f"--set {assignment}"
     for option, (key, value) in (flags or {}).items():
         if value is not None:
-            set_path(raw, key, value, f"{option} {value}")
+            try:
+                set_path(raw, key, value, f"{option} {value}")
+            except ConfigError:
+                setter = _source_of(key, "", origins)  # a --set that made a section holding the key a value
+                if not setter:
+                    raise
+                raise ConfigError(f"{setter}: {key.rsplit('.', 1)[0]} must be a section with keys; {option} sets "
+                                  f"{key} in it") from None
             origins[key] = f"{option} {value}"
     return validate(raw, str(path), origins)
 

@@ -23,6 +23,9 @@ QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
                                             "model.layers[0].filters=4"),
     (["--set", "train.optimizer.lr.x=1"], "error: --set train.optimizer.lr.x=1: train.optimizer.lr is a value, not "
                                           "a section"),
+    (["--epochs", "1", "--set", "train=5"], "error: --set train=5: train must be a section with keys; --epochs sets "
+                                            "train.epochs in it"),
+    (["--set", "data.train_limit=10", "--set", "data=5"], "error: --set data=5: data: must be a mapping of keys"),
 ])
 def test_an_option_error_names_the_option_not_the_file(cli, options, message):
     result = cli("train", QUICK, *options, "--dry-run")
