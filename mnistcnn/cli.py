@@ -206,16 +206,18 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         click.echo(cfg.dump(config), nl=False)
         return
     plan = cfg.check_model(config, source)
+    if dry_run:
+        check_data(config, source)
+    else:
+        data = prepare_data(config, source=source)  # fails before anything is printed or written
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
-        check_data(config, source)
         console.print(plan_table(plan))
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
                       "train.parallel and train.blas_threads; null: as the model's size pays for)", markup=False,
                       soft_wrap=True)
         return
-    data = prepare_data(config, source=source)  # fails before anything is written
     reporter = TrainReporter(quiet)
     try:
         given = [f"--set {assignment}" for assignment in sets] + [

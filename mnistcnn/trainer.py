@@ -528,6 +528,9 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
 def check_resumable(run: RunDir, epochs: int) -> bool:
     """Refuse to resume a finished run unless ``epochs`` goes past what it trained; returns
     whether the run had finished (and is being trained longer)."""
+    if not run.checkpoint("last").is_file():
+        raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; train its config again: "
+                         f"mnistcnn train {run.path / 'config.yaml'}")
     if (read_json(run.path / "status.json") or {}).get("status") != "finished":
         return False
     trained = (read_json(run.path / "summary.json") or {}).get("epochs", 0)

@@ -49,7 +49,7 @@ def test_dry_run_checks_the_data_folder(cli, tmp_path):
 def test_dry_run_refuses_what_training_would_refuse(cli, tmp_path, options, message):
     for dry_run in (["--dry-run"], []):
         result = cli("train", QUICK, *options, *dry_run, "--runs-dir", tmp_path)
-        assert result.exit_code == 2 and f"\n{message}" in result.output, result.output
+        assert result.exit_code == 2 and result.output.startswith(message), result.output  # before the model table
         assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
@@ -111,6 +111,15 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_ru
     assert longer.exit_code == 0, longer.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
+
+
+def test_a_run_without_its_last_checkpoint_is_refused_before_anything_is_printed(cli, trained_run, tmp_path):
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "last.npz").unlink()
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2 and result.output == (f"error: {run}: has no checkpoints/last.npz to resume from; "
+                                                       f"train its config again: mnistcnn train {run / 'config.yaml'}\n")
 
 
 def test_help_is_whole_and_every_command_shows_examples(cli):
