@@ -472,6 +472,8 @@ class StopOnSignal:
 
     def handle(self, signum, frame):
         if self.trainer.stop_signal is not None or self.trainer.finishing:  # nothing to wait for
+            if self.trainer.stop_signal is None:
+                self.trainer.stop_signal = signum  # the exit code tells SIGTERM from Ctrl-C
             raise KeyboardInterrupt
         self.trainer.request_stop(signum)
 
@@ -508,9 +510,9 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     except Interrupted as stop:
         _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
         return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
-    except KeyboardInterrupt:  # a second signal: last.npz is as the last save left it
+    except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
         _record_end(trainer, "interrupted")
-        return Outcome(run, signal=signal.SIGINT)
+        return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
     except Pruned as stop:
         _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
         return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)

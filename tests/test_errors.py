@@ -118,8 +118,9 @@ def test_a_run_without_its_last_checkpoint_is_refused_before_anything_is_printed
     shutil.copytree(trained_run, run)
     (run / "checkpoints" / "last.npz").unlink()
     result = cli("train", "--resume", run, "--epochs", "3")
-    assert result.exit_code == 2 and result.output == (f"error: {run}: has no checkpoints/last.npz to resume from; "
-                                                       f"train its config again: mnistcnn train {run / 'config.yaml'}\n")
+    assert result.exit_code == 2
+    assert result.output == (f"error: {run}: has no checkpoints/last.npz to resume from; train its config again: "
+                             f"mnistcnn train {run / 'config.yaml'}\n")
 
 
 def test_help_is_whole_and_every_command_shows_examples(cli):
@@ -166,8 +167,9 @@ def test_training_ends_with_the_next_commands_for_its_run(trained):
     assert f"next: mnistcnn eval {run}" in output and f"mnistcnn predict {run} YOUR-DIGIT.png" in output
 
 
-def test_ctrl_c_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
-                                                                      monkeypatch):
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
+                                                                        monkeypatch, signum, code):
     import signal
 
     from mnistcnn import trainer
@@ -176,14 +178,14 @@ def test_ctrl_c_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_
 
     def interrupted_on_the_test_split(plan, images, *args, **kwargs):
         if len(images) == 10000:  # the test split, scored once at the end
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(getattr(signal, signum))
         return evaluate(plan, images, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "evaluate", interrupted_on_the_test_split)
     config = write_config(tmp_path, 600, 1, 100)
     stopped = cli("train", config, "--runs-dir", tmp_path / "runs")
     run = only_run(tmp_path / "runs")
-    assert stopped.exit_code == 130, stopped.output
+    assert stopped.exit_code == code, stopped.output
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
     assert not (run / "summary.json").exists()
     monkeypatch.setattr(trainer, "evaluate", evaluate)
