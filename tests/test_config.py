@@ -40,7 +40,8 @@ BAD = {
     "layer key typo": ("model: {layers: [{type: conv2d, filters: 2, kernal: 3}, {type: flatten}, "
                        "{type: dense, units: 10}]}\n", "model.layers[0].kernal: conv2d has no argument 'kernal'; "
                                                        "did you mean 'kernel'?"),
-    "layer without filters": ("model: {layers: [{type: conv2d, kernel: 3}, {type: flatten}, {type: dense, units: 10}]}\n",
+    "layer without filters": ("model: {layers: [{type: conv2d, kernel: 3}, {type: flatten}, "
+                              "{type: dense, units: 10}]}\n",
                               "model.layers[0]: conv2d needs 'filters', e.g. {type: conv2d, filters: 32}"),
     "layer without units": ("model: {layers: [{type: flatten}, {type: dense}]}\n",
                             "model.layers[1]: dense needs 'units', e.g. {type: dense, units: 128}"),
