@@ -245,7 +245,7 @@ def next_steps(run_path) -> str:
 
 def _train_config(config_path, resume, sets, flags):
     """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
-    from .runs import RunDir, check_run_name
+    from .runs import RunDir
     from .trainer import check_resumable
 
     if resume:
@@ -261,7 +261,6 @@ def _train_config(config_path, resume, sets, flags):
     if config_path is None:
         fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
     config = cfg.load_config(config_path, sets, flags)
-    check_run_name(config["name"])
     return config, str(config_path), None
 
 

@@ -18,6 +18,7 @@ import yaml
 from .errors import ConfigError
 from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
+from .runs import check_run_name
 
 MAX_LAYERS = 256
 
@@ -341,6 +342,10 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         if isinstance(raw.get("model"), dict) and "layers" in raw["model"]:
             raw = {**raw, "model": {**raw["model"], "layers": _expand_activations(raw["model"]["layers"])}}
         config = _resolve(SCHEMA, raw, "")
+        try:
+            check_run_name(config["name"])
+        except ConfigError as err:
+            raise _err("name", str(err)) from None
         shape = config["model"]["input_shape"]
         if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096
                                       for n in shape):

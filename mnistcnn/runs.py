@@ -279,7 +279,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         path = run.checkpoint(which)
         if not path.is_file():
             other = "last" if which == "best" else "best"
-            hint = f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else ""
+            hint = (f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else
+                    f", nor any other checkpoint; train its config again: mnistcnn train {run.path / 'config.yaml'}")
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():

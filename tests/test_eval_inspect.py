@@ -49,7 +49,8 @@ def test_eval_errors(tmp_path, cli):
     (empty / "checkpoints").mkdir(parents=True)
     (empty / "config.yaml").write_text("name: x\n")
     result = cli("eval", empty)
-    assert result.exit_code == 2 and "no checkpoints/best.npz" in result.output
+    assert result.exit_code == 2 and f"no checkpoints/best.npz, nor any other checkpoint; train its config again: " \
+        f"mnistcnn train {empty / 'config.yaml'}" in result.output, result.output
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip at all")
     result = cli("eval", bad)
