@@ -37,7 +37,8 @@ class Field:
                     list: "a list"}[self.kind]
         if self.choices is not None:
             if value not in self.choices:
-                raise _err(path, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+                raise _err(path, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}; "
+                                 f"{did_you_mean(value, map(str, self.choices))}".rstrip("; "))
             return value
         ok = {
             int: isinstance(value, int) and not isinstance(value, bool),
@@ -224,6 +225,12 @@ def _yaml_text(value) -> str:
 def did_you_mean(key, options) -> str:
     close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}? " if close else ""
+
+
+def did_you_mean_key(prefix: str) -> str:
+    """``did_you_mean`` for a prefix that no key starts with, among the keys cut to as many parts."""
+    depth = prefix.count(".") + 1
+    return did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in key_rows()})
 
 
 def _resolve(schema: dict, given, path: str) -> dict:

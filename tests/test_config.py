@@ -34,7 +34,10 @@ BAD = {
     "huge number": ("train: {epochs: 1e400}\n", "train.epochs"),
     "huge int": ("train: {epochs: 99999999999999999999999}\n", "train.epochs: must be <= 100000"),
     "nan lr": ("train: {optimizer: {lr: .nan}}\n", "train.optimizer.lr: must be a finite number"),
-    "bad choice": ("train: {optimizer: {type: adagrad}}\n", "train.optimizer.type: must be one of sgd, adam, adamw"),
+    "bad choice": ("train: {optimizer: {type: adagrad}}\n", "train.optimizer.type: must be one of sgd, adam, adamw; "
+                                                          "got 'adagrad'\n"),
+    "choice typo": ("train: {optimizer: {type: adma}}\n", "train.optimizer.type: must be one of sgd, adam, adamw; "
+                                                        "got 'adma'; did you mean 'adam'?\n"),
     "unknown layer": ("model: {layers: [{type: conv}, {type: dense, units: 10}]}\n",
                       "model.layers[0].type: unknown layer type 'conv'"),
     "layer key typo": ("model: {layers: [{type: conv2d, filters: 2, kernal: 3}, {type: flatten}, "

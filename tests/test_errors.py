@@ -143,6 +143,8 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
     assert keys["data.split"]["takes"] == "head | random"
     assert cli("config-keys", "nope").exit_code == 2
+    typo = cli("config-keys", "train.optimzer")
+    assert typo.exit_code == 2 and "did you mean 'train.optimizer'?" in typo.output, typo.output
     layers = {row["key"]: row for row in json.loads(cli("config-keys", "model.layers[0]", "--json").output)}
     assert layers["model.layers[i]: conv2d"]["takes"].startswith("filters, kernel=3, stride=1, padding=0,")
     assert "activation=null" in layers["model.layers[i]: dense"]["takes"] and "model.layers" not in layers
