@@ -470,7 +470,7 @@ Examples:
 @handle_errors
 def runs(folder, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
-    given a sweep folder, its trials."""
+    given a sweep folder, its trials; given a run directory, that run."""
     from .runlist import list_runs
 
     rows = list_runs(folder)

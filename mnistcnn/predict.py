@@ -86,7 +86,9 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     except Image.DecompressionBombError:  # Pillow's own, higher limit, checked when opening
         raise PictureTooLarge(too_large) from None
     except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image Pillow can read; give a PNG or JPEG of a digit") from None
+        empty = isinstance(path, Path) and path.stat().st_size == 0
+        what = "is empty (0 bytes)" if empty else "is not a picture in a format known here"
+        raise DataError(f"{name}: {what}; give a PNG or JPEG of a digit") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{name}: the image file is damaged or truncated ({err}); save it again as PNG or "
                         "JPEG") from None

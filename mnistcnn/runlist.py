@@ -95,6 +95,8 @@ def list_runs(folder="runs") -> list[dict]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
                          "folder that holds your run directories")
+    if not is_sweep_folder(folder) and (row := describe_run(folder)) is not None:  # one run: its own row
+        return [{**row, "sweep": None}]
     rows = []
     for child in [folder] if is_sweep_folder(folder) else folder.iterdir():
         if is_sweep_folder(child):  # its trials, each an ordinary run

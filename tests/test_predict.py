@@ -183,7 +183,12 @@ def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digit
     result = cli("predict", trained_run, tmp_path, tmp_path / "missing.png", "--json")
     assert result.exit_code == 1 and "Traceback" not in result.output
     rows = {p["path"].rsplit("/", 1)[-1]: p for p in json.loads(result.stdout)["predictions"]}
-    assert "not an image" in rows["b-notes.png"]["error"] and "no such image file" in rows["missing.png"]["error"]
+    assert "b-notes.png: is not a picture in a format known here; give a PNG or JPEG" in rows["b-notes.png"]["error"]
+    assert "no such image file" in rows["missing.png"]["error"]
+    (tmp_path / "nothing.png").write_bytes(b"")
+    nothing = cli("predict", trained_run, tmp_path / "nothing.png")
+    assert nothing.exit_code == 1 and "nothing.png: is empty (0 bytes); give a PNG or JPEG" in nothing.output
+    (tmp_path / "nothing.png").unlink()
     assert rows["c-blank.png"]["doubt"] == "blank" and rows["c-blank.png"]["prediction"] is None
     assert rows["d-noise.png"]["doubt"] == "no single digit" and rows["a-digit.png"]["prediction"] is not None
     assert rows["d-noise.png"]["prediction"] is None and rows["d-noise.png"]["top"] == []  # no digit to classify

@@ -45,3 +45,9 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     wide = cli("runs", folder).output
     assert "changed by" in wide.splitlines()[2] and "changed by:" not in wide and "config" in wide.splitlines()[2]
     assert cli("runs", tmp_path / "none").exit_code == 2
+
+
+def test_runs_given_one_run_directory_shows_that_run(trained_run, cli):
+    result = cli("runs", trained_run, "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["run"] for row in json.loads(result.output)] == [trained_run.name]

@@ -191,7 +191,7 @@ def test_the_saliency_map_equals_finite_differences_of_a_float64_model(client, s
 
 
 BAD_UPLOADS = {
-    "not an image": (b"GIF89a? no, just text", "image/png", 400, "not an image"),
+    "not an image": (b"GIF89a? no, just text", "image/png", 400, "is not a picture in a format known here"),
     "empty": (b"", "image/png", 400, "no picture"),
     "wrong type": (b"name=digit", "application/x-www-form-urlencoded", 415, "not a picture"),
     "text file": (b"hello", "text/plain", 415, "not a picture"),
