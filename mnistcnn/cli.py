@@ -937,6 +937,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
 Examples:
   mnistcnn inspect-data configs/best.yaml
   mnistcnn inspect-data configs/best.yaml --count 32 --seed 3 --out pictures/best-augmented.png
+  mnistcnn inspect-data configs/best.yaml --set data.augment.rotate=20   # try a stronger augmentation
   mnistcnn inspect-data runs/best-20260101-000000          # the data as that run trained on it""")
 @click.argument("config_path", metavar="CONFIG|RUN", type=click.Path(path_type=Path))
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
@@ -944,10 +945,12 @@ Examples:
               help="The PNG to write (default: runs/NAME-augmented.png, NAME the config's name; for a RUN, "
                    "augmented.png in it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the CONFIG, e.g. data.augment.rotate=20.")
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
               help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
 @handle_errors
-def inspect_data(config_path, count, out_path, seed, data_dir):
+def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     """Write a PNG grid of training images as the config (or a run's config) preprocesses and
     augments them."""
     from .augment import picture_training_images
@@ -959,12 +962,15 @@ def inspect_data(config_path, count, out_path, seed, data_dir):
         make_folder(out_path.parent, "--out")
     flags = {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
     if config_path.is_dir():
+        if sets:
+            fail(f"--set changes a config; {config_path} is a run, pictured as it trained: give a config file, "
+                 "e.g. the run's config.yaml, with --set")
         run = RunDir.open(config_path)
         config_path = run.path / "config.yaml"
         config = cfg.load_config(config_path, flags=flags, of_run=True)
         out_path = out_path or run.path / "augmented.png"
     else:
-        config = cfg.load_config(config_path, flags=flags)
+        config = cfg.load_config(config_path, sets, flags)
     out_path = out_path or Path("runs") / f"{config['name']}-augmented.png"
     picture_training_images(config, count, seed, out_path, source=str(config_path))
     console.print(f"wrote {out_path}", markup=False)

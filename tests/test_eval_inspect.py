@@ -1,6 +1,7 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_inspect_errors(trained_run, tmp_path, cli):
 
 def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli):
     out = tmp_path / "aug.png"
-    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "best.yaml"
+    config = Path(__file__).parent.parent / "configs" / "best.yaml"
     result = cli("inspect-data", config, "--count", "8", "--out", out)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] > 300
@@ -161,3 +162,16 @@ def test_an_out_folder_that_cannot_be_made_is_named_before_any_work(trained_run,
     assert grid.exit_code == 2 and grid.output.startswith(f"error: --out {blocker / 'sub'}: cannot create this "
                                                           "folder"), grid.output
     assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli):
+    config = Path(__file__).parent.parent / "configs" / "best.yaml"
+    plain, rotated = tmp_path / "plain.png", tmp_path / "rotated.png"
+    assert cli("inspect-data", config, "--count", "4", "--out", plain).exit_code == 0
+    result = cli("inspect-data", config, "--count", "4", "--out", rotated, "--set", "data.augment.rotate=45")
+    assert result.exit_code == 0, result.output
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(rotated)))
+    typo = cli("inspect-data", config, "--set", "data.augment.rotat=45")
+    assert typo.exit_code == 2 and "did you mean 'rotate'?" in typo.output
+    refused = cli("inspect-data", trained_run, "--set", "data.augment.rotate=45")
+    assert refused.exit_code == 2 and "--set changes a config" in refused.output
