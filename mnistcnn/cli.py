@@ -246,7 +246,7 @@ def next_steps(run_path) -> str:
 def _train_config(config_path, resume, sets, flags):
     """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
     from .runs import RunDir
-    from .trainer import check_resumable
+    from .trainer import check_resumable, load_run_config
 
     if resume:
         run = RunDir.open(resume)
@@ -254,8 +254,7 @@ def _train_config(config_path, resume, sets, flags):
                    if value is not None and option not in ("--epochs", "--data-dir")]
         if changed or sets or config_path:
             fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
-        source = run.path / "config.yaml"
-        config = cfg.load_config(source, flags=flags, of_run=True)
+        config, source = load_run_config(run, flags)
         check_resumable(run, config["train"]["epochs"])  # before anything is printed
         return config, str(source), run
     if config_path is None:
@@ -955,6 +954,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     augments them."""
     from .augment import picture_training_images
     from .runs import RunDir
+    from .trainer import load_run_config
 
     if out_path is not None and out_path.suffix.lower() != ".png":
         fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
@@ -966,8 +966,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
             fail(f"--set changes a config; {config_path} is a run, pictured as it trained: give a config file, "
                  "e.g. the run's config.yaml, with --set")
         run = RunDir.open(config_path)
-        config_path = run.path / "config.yaml"
-        config = cfg.load_config(config_path, flags=flags, of_run=True)
+        config, config_path = load_run_config(run, flags)
         out_path = out_path or run.path / "augmented.png"
     else:
         config = cfg.load_config(config_path, sets, flags)

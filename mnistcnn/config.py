@@ -579,7 +579,12 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
     """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
     3)}``), validate and resolve. An error about a key that an option set names the option.
     ``of_run``: the file is a run's config.yaml, perhaps from an older mnistcnn."""
-    raw = load_raw(path)
+    return from_raw(load_raw(path), str(path), overrides, flags, of_run)
+
+
+def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of_run: bool = False) -> dict:
+    """``load_config`` for a config already read (``source`` names where from, for errors)."""
+    raw = copy.deepcopy(raw)
     if of_run:
         raw = upgrade_run_config(raw)
     origins = {}
@@ -596,7 +601,7 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
                 raise ConfigError(f"{setter}: {key.rsplit('.', 1)[0]} must be a section with keys; {option} sets "
                                   f"{key} in it") from None
             origins[key] = f"{option} {value}"
-    return validate(raw, str(path), origins)
+    return validate(raw, source, origins)
 
 
 def dump(config: dict) -> str:

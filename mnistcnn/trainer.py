@@ -433,7 +433,7 @@ def load_model(path, dtype=np.float32):
     """Rebuild a model from a checkpoint alone: ``(model, meta, preprocess)``."""
     arrays, meta = load_checkpoint(path)
     try:
-        config = cfg.validate(cfg.upgrade_run_config(meta["config"]), f"{path} (embedded config)")
+        config = cfg.from_raw(meta["config"], f"{path} (embedded config)", of_run=True)
         preprocess = Preprocess(**meta["preprocess"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
@@ -443,6 +443,20 @@ def load_model(path, dtype=np.float32):
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess
+
+
+def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]:
+    """The config a run trained with, and the file it was read from: the run's config.yaml or,
+    when that was deleted, the copy its last (else best) checkpoint keeps."""
+    path = run.path / "config.yaml"
+    if path.is_file():
+        return cfg.load_config(path, flags=flags, of_run=True), path
+    for which in ("last", "best"):
+        if run.checkpoint(which).is_file():
+            _, meta = load_checkpoint(run.checkpoint(which))
+            source = f"{run.checkpoint(which)} (embedded config)"
+            return cfg.from_raw(meta["config"], source, flags=flags, of_run=True), run.checkpoint(which)
+    raise UsageError(f"{run.path}: has no config.yaml and no checkpoint that keeps one; give a config file instead")
 
 
 # -- a run's lifecycle --------------------------------------------------------------------

@@ -113,6 +113,24 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_ru
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
 
 
+def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, trained_run, tmp_path):
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    kept = (run / "config.yaml").read_text()
+    (run / "config.yaml").unlink()
+    grid = cli("inspect-data", run, "--count", "4")
+    assert grid.exit_code == 0 and (run / "augmented.png").is_file(), grid.output
+    longer = cli("train", "--resume", run, "--epochs", "3", "--quiet")
+    assert longer.exit_code == 0, longer.output
+    assert (run / "config.yaml").read_text() == kept.replace("epochs: 2", "epochs: 3")
+    for name in ("config.yaml", "checkpoints/last.npz", "checkpoints/best.npz"):
+        (run / name).unlink()
+    refused = cli("inspect-data", run)
+    assert refused.exit_code == 2
+    assert refused.output == f"error: {run}: has no config.yaml and no checkpoint that keeps one; give a config " \
+                             "file instead\n"
+
+
 def test_a_run_without_its_last_checkpoint_is_refused_before_anything_is_printed(cli, trained_run, tmp_path):
     run = tmp_path / trained_run.name
     shutil.copytree(trained_run, run)
