@@ -22,20 +22,20 @@ def atomic_writer(path, mode: str = "wb"):
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise write_error(path, err) from None
     try:
         # mkstemp makes the file private (0600); the user's umask decides, as for any file they write
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(temp_path, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(temp_path, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(temp_path)
         if isinstance(err, OSError):
             raise write_error(path, err) from None
         raise

@@ -23,8 +23,11 @@ from rich.table import Table
 from . import __version__
 from . import config as cfg
 from .atomic import make_folder
-from .errors import MnistCnnError
+from .errors import MnistCnnError, stopped_exit_code
 from .callbacks import RunLog, threads_words
+from .data import ENV_DATA_DIR
+from .export import DEFAULT_OPSET, INPUT_KINDS
+from .predict import MIN_CONFIDENCE
 
 console = Console(highlight=False)
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
@@ -33,6 +36,12 @@ WIDE_TABLE = 120
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
+
+
+def data_dir_option(default: str):
+    """``--data-dir`` (or the MNISTCNN_DATA_DIR variable); ``default`` says what is read without it."""
+    return click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
+                        help=f"Folder of MNIST-layout IDX files{default}.")
 
 
 def fail(message: str, code: int = 2):
@@ -175,8 +184,7 @@ Examples:
 @click.option("--batch-size", type=int, help="Override train.batch_size.")
 @click.option("--lr", type=float, help="Override train.optimizer.lr.")
 @click.option("--seed", type=int, help="Override train.seed.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
+@data_dir_option(" (default: the bundled MNIST)")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
@@ -270,7 +278,7 @@ def _report_stop(outcome) -> None:
     else:
         click.echo(f"aborted; the last checkpoint in {outcome.run.checkpoints} is intact", err=True)
     click.echo(f"resume with: mnistcnn train --resume {outcome.run.path}", err=True)
-    sys.exit(143 if outcome.signal == signal.SIGTERM else 130)
+    sys.exit(stopped_exit_code(outcome.signal))
 
 
 # -- config-keys ---------------------------------------------------------------------------
@@ -325,8 +333,7 @@ Examples:
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]),
               help="Which images: the test split, the validation split held out of training, or the training split.")
 @checkpoint_option
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files (default: the run's own data).")
+@data_dir_option(" (default: the run's own data)")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
               help="Images per evaluation batch (memory, not results).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
@@ -390,7 +397,7 @@ Examples:
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @checkpoint_option
 @click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=MIN_CONFIDENCE, show_default=True,
               help="Flag a prediction whose probability is below this as 'low confidence'.")
 @click.option("--fail-on-doubt", is_flag=True,
               help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
@@ -402,21 +409,13 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
     of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
     low confidence)."""
-    from .predict import expand_inputs, predict_files, save_inputs as write_inputs
+    from .predict import expand_inputs, load_classifier, predict_files, save_inputs as write_inputs
     from .runs import resolve_checkpoint
-    from .trainer import load_model
 
     path = resolve_checkpoint(target, which)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
         make_folder(save_inputs, "--save-inputs")
-    if path.suffix == ".onnx":  # an exported model, through onnxruntime
-        from .export import OnnxModel
-
-        model, preprocess = OnnxModel(path), None
-        classes = model.classes
-    else:
-        model, meta, preprocess = load_model(path)
-        classes = cfg.class_names(meta["config"])
+    model, preprocess, classes = load_classifier(path)
     results = predict_files(model, preprocess, expand_inputs(images), classes, top, min_confidence)
     if save_inputs:
         write_inputs(results, save_inputs)
@@ -533,11 +532,10 @@ Examples:
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
               help="Where to write (default: model.onnx in the run folder).")
 @checkpoint_option
-@click.option("--opset", type=int, default=17, show_default=True, help="The ONNX opset (13 or newer).")
-@click.option("--input", "input_kind", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="The ONNX opset (13 or newer).")
+@click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,
               help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files for the check (default: the run's own data).")
+@data_dir_option(" for the check (default: the run's own data)")
 @handle_errors
 def export(target, file_format, output, which, opset, input_kind, data_dir):
     """Write a trained model as an ONNX file with its preprocessing inside, then check it: the
@@ -583,8 +581,7 @@ Examples:
               help="The address to listen on; anything but loopback lets other machines in (no login).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
 @checkpoint_option
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files for the run tab (default: the run's own data).")
+@data_dir_option(" for the run tab (default: the run's own data)")
 @handle_errors
 def serve(target, port, host, open_browser, which, data_dir):
     """A local web page for a trained model: draw a digit (or upload a picture) and see the
@@ -678,7 +675,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
                       f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", markup=False, soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
         click.echo(f"interrupted; resume with: mnistcnn sweep --resume {run.folder}", err=True)
-        sys.exit(143 if stopped == signal.SIGTERM else 130)
+        sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)
 
@@ -773,11 +770,11 @@ def _params_text(params: dict) -> str:
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
+    from .sweep.report import ranked
+
     metric = settings["metric"]
     if top is not None:
-        sign = -1 if settings["direction"] == "maximize" else 1
-        ranked = [row for row in rows if row["value"] is not None]
-        rows = sorted(ranked, key=lambda row: (sign * row["value"], row["number"]))[:top]
+        rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
     for column in ("trial", "status", metric, "epochs", "time", "test", *[key.rsplit(".", 1)[-1] for key in keys]):
@@ -827,8 +824,7 @@ Examples:
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where pictures go.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files (default: the run's own data).")
+@data_dir_option(" (default: the run's own data)")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
 @checkpoint_option
@@ -838,34 +834,16 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     """Run images through the model and show LAYER (an index or a name) from inside: its output's
     statistics, the gradients reaching it, its feature maps and filters. A CONFIG gives the
     model untrained, as initialised."""
-    from .evaluation import split_arrays
-    from .layer_report import inspect_layer, load_target, parse_indices, pictures, target_label
+    from .layer_report import load_target, report_layer
 
     if out_dir and not no_images:
         make_folder(out_dir, "--out")
-    model, config, preprocess, data, default_out = load_target(target, data_dir, which)
+    loaded = load_target(target, data_dir, which)
     if list_layers or layer is None:
-        _show_layers(model, as_json)
+        _show_layers(loaded.model, as_json)
         return
-    try:
-        layer_index = model.layer_index(layer)
-    except (IndexError, KeyError):
-        valid = ", ".join(f"{number}:{each.name}" for number, each in enumerate(model.layers))
-        fail(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their shapes)")
-    images, labels = split_arrays(data, split)
-    chosen = parse_indices(index, indices, len(images))
-    report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
-                           config["train"]["label_smoothing"])
-    source = target_label(target, config, which)
-    classes = cfg.class_names(config)
-    caption = f"{split} image {chosen[0]}, label {classes[labels[chosen[0]]]}"
-    batch = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
-    written = [] if no_images else pictures(report, model.layers[layer_index], out_dir or default_out, source,
-                                            images[chosen[0]], caption, batch)
-    output = report.pop("_output")
-    report["model"] = source
-    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
-    report["pictures"] = [str(path) for path in written]
+    report, output = report_layer(target, loaded, layer, split, index, indices,
+                                  None if no_images else out_dir or loaded.picture_folder, which)
     if as_json:
         _json_out(report)
         return
@@ -946,32 +924,18 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the CONFIG, e.g. data.augment.rotate=20.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="MNISTCNN_DATA_DIR",
-              help="Folder of MNIST-layout IDX files (default: the bundled MNIST).")
+@data_dir_option(" (default: the bundled MNIST)")
 @handle_errors
 def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     """Write a PNG grid of training images as the config (or a run's config) preprocesses and
     augments them."""
     from .augment import picture_training_images
-    from .runs import RunDir
-    from .trainer import load_run_config
 
     if out_path is not None and out_path.suffix.lower() != ".png":
         fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
     if out_path is not None:
         make_folder(out_path.parent, "--out")
-    flags = {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
-    if config_path.is_dir():
-        if sets:
-            fail(f"--set changes a config; {config_path} is a run, pictured as it trained: give a config file, "
-                 "e.g. the run's config.yaml, with --set")
-        run = RunDir.open(config_path)
-        config, config_path = load_run_config(run, flags)
-        out_path = out_path or run.path / "augmented.png"
-    else:
-        config = cfg.load_config(config_path, sets, flags)
-    out_path = out_path or Path("runs") / f"{config['name']}-augmented.png"
-    picture_training_images(config, count, seed, out_path, source=str(config_path))
+    out_path = picture_training_images(config_path, count, seed, out_path, sets, data_dir)
     console.print(f"wrote {out_path}", markup=False)
 
 

@@ -381,8 +381,7 @@ def step_images(config: dict) -> int:
 
 
 def num_classes(config: dict) -> int:
-    classes = config["data"]["classes"]
-    return 10 if classes is None else len(classes)
+    return len(class_names(config))
 
 
 def class_names(config: dict) -> list[str]:

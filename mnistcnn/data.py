@@ -38,7 +38,6 @@ MNIST_SHA256 = {
 }
 MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MNIST_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
-DIGITS = tuple(str(d) for d in range(10))
 GENUINE_HINT = ("get the genuine file with `mnistcnn download`, or reinstall mnistcnn, "
                 "which ships MNIST")
 
@@ -51,7 +50,7 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _read_exact(stream, buffer: memoryview, hasher, path) -> int:
+def _read_exact(stream, buffer: memoryview, hasher) -> int:
     """Fill ``buffer`` from ``stream``; returns how many bytes arrived (fewer means truncated)."""
     filled = 0
     while filled < len(buffer):
@@ -84,7 +83,7 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
                     raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file "
                                     f"has {actual}")
             data = np.empty(size, dtype=np.uint8)
-            got = _read_exact(stream, memoryview(data), hasher, path)
+            got = _read_exact(stream, memoryview(data), hasher)
             if got < size:
                 raise DataError(f"{path}: truncated: header says {dims} ({size} bytes of data) but only {got} "
                                 "arrived")
@@ -284,9 +283,9 @@ def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed:
         by_class = order[np.argsort(labels[order], kind="stable")]  # shuffled within each class
         counts = np.bincount(labels, minlength=int(labels.max()) + 1)
         # each class's share, rounded down, then the remainder to the largest fractions
-        share = counts * validation / n
-        quota = np.floor(share).astype(int)
-        quota[np.argsort(quota - share, kind="stable")[:validation - quota.sum()]] += 1
+        exact_quota = counts * validation / n
+        quota = np.floor(exact_quota).astype(int)
+        quota[np.argsort(quota - exact_quota, kind="stable")[:validation - quota.sum()]] += 1
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         rank = np.arange(n) - np.repeat(starts, counts)
         chosen = rank < np.repeat(quota, counts)
@@ -304,6 +303,11 @@ class Preprocess:
     def __init__(self, type="scale", threshold=0, mean=None, std=None):
         self.type, self.threshold = type, threshold
         self.mean, self.std = mean, std
+
+    @classmethod
+    def for_config(cls, config: dict, data: "Data") -> "Preprocess":
+        """A config's ``data.preprocess``, fitted to ``data``'s training split."""
+        return cls(**config["data"]["preprocess"]).fit(data.train_x)
 
     def fit(self, images: np.ndarray) -> "Preprocess":
         if self.type == "standardize" and self.mean is None:

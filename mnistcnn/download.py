@@ -57,16 +57,16 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{name}.gz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        fd, part_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 _fetch(url, handle, timeout, progress)
                 handle.flush()
                 os.fsync(handle.fileno())
-            got = gz_content_sha256(Path(tmp))
+            got = gz_content_sha256(Path(part_path))
             if got != want:
                 raise DataError(f"SHA-256 of the decompressed file is {got}, genuine MNIST's is {want}")
-            os.replace(tmp, final)
+            os.replace(part_path, final)
             return final
         except (OSError, EOFError, zlib.error, urllib.error.URLError, DataError, ValueError) as err:
             if isinstance(err, urllib.error.HTTPError):
@@ -78,7 +78,7 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
                 log(f"{url} failed ({reason}); trying the next mirror")
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(part_path)
     raise DataError(f"could not download {name}.gz from any mirror: " + "; ".join(failures))
 
 

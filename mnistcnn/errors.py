@@ -1,6 +1,15 @@
 """Typed errors: the library raises these; only the CLI turns them into messages and exit codes."""
 from __future__ import annotations
 
+import signal
+
+INTERRUPTED = 128 + signal.SIGINT  # the shell's status for a command stopped by Ctrl-C
+
+
+def stopped_exit_code(signum: int | None) -> int:
+    """The status of a command that a signal stopped: 143 for SIGTERM, else Ctrl-C's 130."""
+    return 128 + signal.SIGTERM if signum == signal.SIGTERM else INTERRUPTED
+
 
 class MnistCnnError(Exception):
     """Base of every error a user can cause and fix; ``exit_code`` is the command's exit status."""

@@ -6,6 +6,7 @@ The figures are the ones the seed notebook printed for its conv and pool layers 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,11 +17,22 @@ from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
 from .runs import output_folder, resolve_checkpoint
+from .trainer import initial_model
 
 
-def load_target(target, data_dir=None, which: str | None = None):
-    """(model, config, preprocess, data, where pictures go) for a run dir (its ``which`` checkpoint,
-    best by default), checkpoint or config YAML."""
+class Target(NamedTuple):
+    """What inspect-layer looks into: a model, its config and data, and where its pictures go."""
+
+    model: Sequential
+    config: dict
+    preprocess: Preprocess
+    data: object
+    picture_folder: Path
+
+
+def load_target(target, data_dir=None, which: str | None = None) -> Target:
+    """The model of a run dir (its ``which`` checkpoint, best by default), a checkpoint or a config
+    YAML (untrained), with its config, preprocessing, data and default picture folder."""
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
         if which is not None:
@@ -28,13 +40,9 @@ def load_target(target, data_dir=None, which: str | None = None):
                              f"directory to choose its {which} checkpoint, or leave out --checkpoint")
         config = cfg.load_config(target, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
         data = prepare_data(config, source=str(target))
-        # the weights the trainer would start from: same generator, same seed
-        model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                       np.random.default_rng([config["train"]["seed"], 0]))
-        preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-        return model, config, preprocess, data, Path("runs") / "inspect" / config["name"]
+        return Target(initial_model(config), config, Preprocess.for_config(config, data), data, Path("runs") / "inspect" / config["name"])
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    return model, meta["config"], preprocess, data, output_folder(path, "inspect")
+    return Target(model, meta["config"], preprocess, data, output_folder(path, "inspect"))
 
 
 def target_label(target, config: dict, which: str | None = None) -> str:
@@ -162,6 +170,41 @@ def layer_words(report: dict) -> str:
     return f"layer {report['index']} ({report['name']}): {report['type']}{settings}"
 
 
+def find_layer(model: Sequential, layer, target) -> int:
+    """The index of ``layer`` (an index or a name) in ``model``, which ``target`` holds."""
+    try:
+        return model.layer_index(layer)
+    except (IndexError, KeyError):
+        valid = ", ".join(f"{number}:{each.name}" for number, each in enumerate(model.layers))
+        raise UsageError(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their "
+                         "shapes)") from None
+
+
+def report_layer(target, loaded: Target, layer, split: str, index: int | None, indices: str | None,
+                 picture_folder: Path | None, which: str | None = None) -> tuple[dict, np.ndarray]:
+    """inspect-layer's report on ``layer`` of ``target`` (``loaded`` by ``load_target``) for the
+    images of ``split`` that ``index`` or ``indices`` choose, with the pictures written to
+    ``picture_folder`` (None: none); and the layer's output, which the report describes."""
+    from .evaluation import split_arrays
+
+    model, config, preprocess, data, _ = loaded
+    layer_index = find_layer(model, layer, target)
+    images, labels = split_arrays(data, split)
+    chosen = parse_indices(index, indices, len(images))
+    report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
+                           config["train"]["label_smoothing"])
+    source = target_label(target, config, which)
+    caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
+    batch_caption = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
+    written = [] if picture_folder is None else pictures(report, model.layers[layer_index], picture_folder, source,
+                                                         images[chosen[0]], caption, batch_caption)
+    output = report.pop("_output")
+    report["model"] = source
+    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
+    report["pictures"] = [str(path) for path in written]
+    return report, output
+
+
 def inspect_layer(model: Sequential, index: int, x: np.ndarray, y: np.ndarray, label_smoothing=0.0) -> dict:
     """Statistics of layer ``index`` for a float batch ``x`` with labels ``y``."""
     layer = model.layers[index]
@@ -212,9 +255,9 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
 
 
 def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.ndarray, caption: str,
-             batch: str, image: int = 0) -> list[Path]:
+             batch_caption: str, image: int = 0) -> list[Path]:
     """Feature maps of one image beside that image (``input_image``, described by ``caption``),
-    conv filters, and a histogram of the activations of the images ``batch`` describes, as PNGs
+    conv filters, and a histogram of the activations of the images ``batch_caption`` describes, as PNGs
     titled with ``source`` (what the model is: ``target_label``)."""
     from . import plots
 
@@ -238,6 +281,6 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
                          f"{source}\n{layer_name}: filters (mean over input channels)", scale="weight")
         written.append(path)
     path = out_dir / f"{stem}-histogram.png"
-    plots.histogram(out, path, f"{source}\n{layer_name}: activations of {batch}")
+    plots.histogram(out, path, f"{source}\n{layer_name}: activations of {batch_caption}")
     written.append(path)
     return written

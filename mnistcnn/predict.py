@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import DataError, UsageError
 from .engine.losses import softmax
+from .runs import PICTURE_SUFFIXES
 
 SIDE, BOX = 28, 20
 # a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
@@ -30,7 +31,6 @@ MIN_CONFIDENCE = 0.5
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 def expand_inputs(arguments) -> list[Path]:
@@ -41,7 +41,7 @@ def expand_inputs(arguments) -> list[Path]:
     for argument in map(str, arguments):
         path = Path(argument)
         if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) or [path]
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file()) or [path]
         elif not path.exists() and glob.has_magic(argument):
             paths += [Path(p) for p in sorted(glob.glob(argument)) if Path(p).is_file()] or [path]
         else:
@@ -62,7 +62,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     if name is None:
         path = name = Path(path)
         if path.is_dir():
-            raise UsageError(f"{path}: a folder with no pictures in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise UsageError(f"{path}: a folder with no pictures in it ({', '.join(sorted(PICTURE_SUFFIXES))})")
         if not path.is_file():
             raise UsageError(f"{path}: no such image file")
     too_large = (f"{name}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
@@ -217,14 +217,34 @@ def fit_and_centre(crop: np.ndarray) -> np.ndarray:
     return np.rint(field).astype(np.uint8)
 
 
+def load_classifier(path: Path) -> tuple:
+    """``(model, preprocess, class names)`` from a checkpoint, or from an exported ONNX file (run
+    by onnxruntime, its preprocessing inside the graph: ``preprocess`` is None)."""
+    if path.suffix == ".onnx":
+        from .export import OnnxModel
+
+        model = OnnxModel(path)
+        return model, None, model.classes
+    from . import config as cfg
+    from .trainer import load_model
+
+    model, meta, preprocess = load_model(path)
+    return model, preprocess, cfg.class_names(meta["config"])
+
+
+def check_digit_model(model, command: str, source="") -> None:
+    """Pictures become 28x28 grey digits, as MNIST's: refuse a model that takes other input."""
+    if tuple(model.input_shape) != (SIDE, SIDE, 1):
+        raise UsageError(f"{source}{': ' if source else ''}{command} works with models of 28x28x1 input; this one "
+                         f"takes {'x'.join(map(str, model.input_shape))}")
+
+
 def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
                   min_confidence: float = MIN_CONFIDENCE) -> list[dict]:
     """For each picture file: its path, the top-``top`` classes with probabilities, the
     prediction, a ``doubt`` (None, "blank", "no single digit" or "low confidence") and the 28x28
     ``image`` the model saw; or, for a file that cannot be read, its path and ``error``."""
-    height, width, channels = model.input_shape
-    if (height, width, channels) != (SIDE, SIDE, 1):
-        raise UsageError(f"predict works with models of 28x28x1 input; this one takes {height}x{width}x{channels}")
+    check_digit_model(model, "predict")
     results, images = [], []
     for path in paths:
         try:
@@ -247,8 +267,8 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
     ``predict_logits(x, batch_size, transform)``, a Sequential or a fast plan."""
     images = np.stack([result["image"] for result in prepared])[..., None]
     probs = softmax(model.predict_logits(images, 256, preprocess).astype(np.float64))
-    for result, p in zip(prepared, probs):
-        order = np.argsort(-p, kind="stable")[:top]
+    orders = np.argsort(-probs, axis=1, kind="stable")[:, :top]
+    for result, p, order in zip(prepared, probs, orders):
         nothing = not result["image"].any()  # blank, or no digit found in it: nothing to classify
         result["prediction"] = None if nothing else classes[order[0]]
         result["top"] = [] if nothing else [{"class": classes[i], "probability": float(p[i])} for i in order]

@@ -265,8 +265,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-# Files that are pictures, not models: given first to `predict`, they are a swap of its arguments.
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Files that are pictures, not models: `predict` reads them from a folder; given first, they are a
+# swap of its arguments.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
 
 def resolve_checkpoint(target, which: str | None = None) -> Path:

@@ -145,6 +145,12 @@ def averaged_copy(config: dict, steps_per_epoch: int) -> Averaged | None:
     return Averaged(config, steps_per_epoch, model, fast_plan(model, config))
 
 
+def initial_model(config: dict) -> Sequential:
+    """The model a config trains from: its layers, with weights drawn from its seed."""
+    return Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
+                                  np.random.default_rng([config["train"]["seed"], 0]))
+
+
 class Trainer:
     """Trains ``config`` on ``data``, writing into ``run`` (a RunDir, or None for no files)."""
 
@@ -152,15 +158,14 @@ class Trainer:
         self.data, self.run = data, run
         self.callbacks = callbacks or Callbacks()
         seed = config["train"]["seed"]
-        self.model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                            np.random.default_rng([seed, 0]))
+        self.model = initial_model(config)
         workers, blas_threads, parallel = training_threads(config, self.model)
         self.config = {**config, "train": {**config["train"], "workers": workers, "blas_threads": blas_threads,
                                            "parallel": parallel}}
         config, train_config = self.config, self.config["train"]
         self.plan = fast_plan(self.model, config)
-        self.preprocess = Preprocess(**config["data"]["preprocess"]).fit(data.train_x)
-        self.augment = Augment(**config["data"]["augment"], shape=config["model"]["input_shape"])
+        self.preprocess = Preprocess.for_config(config, data)
+        self.augment = Augment.for_config(config)
         self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed, shuffle=True,
                                       drop_last=train_config["drop_last"])
         if len(self.iterator) == 0:

@@ -1,9 +1,12 @@
 import gzip
+import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,29 @@ from click.testing import CliRunner
 
 
 from mnistcnn.engine.model import FLOAT32_RTOL
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SHIPPED_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes ``shipped_config`` runs once for each file in configs/."""
+    if "shipped_config" in metafunc.fixturenames:
+        metafunc.parametrize("shipped_config", SHIPPED_CONFIGS, ids=[path.stem for path in SHIPPED_CONFIGS])
+
+
+@pytest.fixture(scope="session")
+def configs():
+    """The folder of shipped configs (configs/ of the repository)."""
+    return CONFIGS
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The bundled MNIST, loaded once."""
+    from mnistcnn.data import load_dataset
+
+    return load_dataset()
 
 
 def assert_float32_close(actual, expected, rtol=FLOAT32_RTOL, what=""):
@@ -108,6 +134,27 @@ def mixed_net():
         return Sequential.from_config(MIXED_NET, (12, 12, 1), np.random.default_rng(seed)), x, rng.integers(0, 5, 16)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def train_steps(mixed_net):
+    """``train_steps(runner_type=StepRunner, workers=2, steps=3, **options)``: a few Adam steps of
+    the mixed net (dropout, batchnorm) -> (each step's (loss, correct), the final state_dict)."""
+    from mnistcnn.engine.fast.parallel import StepRunner
+    from mnistcnn.engine.fast.plan import Plan
+    from mnistcnn.engine.optim import make_optimizer
+
+    def train(runner_type=StepRunner, workers=2, steps=3, **options):
+        model, x, y = mixed_net()
+        optimizer, rng, losses = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3), []
+        with runner_type(Plan(model), workers=workers, min_per_worker=4, **options) as runner:
+            for _ in range(steps):
+                loss, correct, grads = runner.gradients(x, y, rng)
+                runner.update(optimizer, model.params(), grads)
+                losses.append((loss, correct))
+        return losses, model.state_dict()
+
+    return train
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -214,6 +261,43 @@ def trained(tmp_path_factory, cli, write_config, only_run):
 def trained_run(trained):
     """The shared run's directory. Tests read it; a test that changes files copies it first."""
     return trained[0]
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A copy of the shared run, for tests whose commands write files into it."""
+    copy = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def metrics_without_time():
+    """``metrics_without_time(run)``: a run's metrics.jsonl rows without their timings, which
+    differ run to run where the numbers must not."""
+
+    def read(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """``wait_for(condition, timeout, what)``: poll ``condition`` until it returns something true,
+    and return that; fail naming ``what`` after ``timeout`` seconds."""
+
+    def wait(condition, timeout=120.0, what="a condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = condition()
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    return wait
 
 
 # -- synthetic IDX files -----------------------------------------------------------------------

@@ -1,12 +1,10 @@
 """Config errors: file, key path and the fix; exit code 2; no run directory."""
-from pathlib import Path
 
 import pytest
 
 from mnistcnn import config as cfg
 from mnistcnn.errors import ConfigError
 
-CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 
 BASE = """name: t
 model:
@@ -125,23 +123,21 @@ def test_print_config_is_the_resolved_config(tmp_path, cli):
     assert resolved == cfg.validate(resolved) and resolved["train"]["optimizer"]["lr"] == 0.3
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_config_passes_dry_run(path, tmp_path, cli):
-    result = cli("train", str(path), "--dry-run", "--runs-dir", str(tmp_path / "r"))
+def test_every_shipped_config_passes_dry_run(shipped_config, tmp_path, cli):
+    result = cli("train", str(shipped_config), "--dry-run", "--runs-dir", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "total" in result.output and not (tmp_path / "r").exists()
     assert "workers: " in result.output and ("worker thread" in result.output or "worker process" in result.output)
 
 
-def test_shipped_configs_exist():
-    assert {p.stem for p in CONFIGS} >= {"lenet", "notebook", "quick", "best"}
+def test_shipped_configs_exist(configs):
+    assert {path.stem for path in configs.glob("*.yaml")} >= {"lenet", "notebook", "quick", "best", "speedrun"}
 
 
 @pytest.mark.parametrize("choice", ["im2col", "fft-gemm"])
-def test_model_conv_algorithm_applies_where_it_can(choice):
-    root = Path(__file__).parent.parent / "configs"
-    notebook = cfg.load_config(root / "notebook.yaml", [f"model.conv_algorithm={choice}"])
+def test_model_conv_algorithm_applies_where_it_can(choice, configs):
+    notebook = cfg.load_config(configs / "notebook.yaml", [f"model.conv_algorithm={choice}"])
     # the notebook's stride-2 conv cannot run in the frequency domain: it takes im2col, not an error
     assert cfg.check_model(notebook).methods[0] == "im2col"
-    lenet = cfg.load_config(root / "lenet.yaml", [f"model.conv_algorithm={choice}"])
+    lenet = cfg.load_config(configs / "lenet.yaml", [f"model.conv_algorithm={choice}"])
     assert list(cfg.check_model(lenet).methods.values()) == [choice, choice]

@@ -10,11 +10,6 @@ from mnistcnn.data import (MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS, BatchIterator,
 from mnistcnn.errors import DataError
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset()
-
-
 def test_bundled_mnist_loads_verified_with_genuine_counts(mnist):
     assert mnist.verified
     assert mnist.train_images.shape == (60000, 28, 28, 1) and mnist.train_images.dtype == np.uint8

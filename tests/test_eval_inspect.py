@@ -1,21 +1,12 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mnistcnn.layer_report import load_target
-
-
-@pytest.fixture
-def run(trained_run, tmp_path):
-    """A copy of the shared run: eval and inspect-layer write files into it."""
-    copy = tmp_path / "runs" / trained_run.name
-    shutil.copytree(trained_run, copy)
-    return copy
 
 
 def test_eval_agrees_with_the_run_summary(run, cli):
@@ -137,9 +128,9 @@ def test_inspect_errors(trained_run, tmp_path, cli):
     assert result.exit_code == 2 and "no such run directory" in result.output
 
 
-def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli):
+def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli, configs):
     out = tmp_path / "aug.png"
-    config = Path(__file__).parent.parent / "configs" / "best.yaml"
+    config = configs / "best.yaml"
     result = cli("inspect-data", config, "--count", "8", "--out", out)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] > 300
@@ -164,8 +155,8 @@ def test_an_out_folder_that_cannot_be_made_is_named_before_any_work(trained_run,
     assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
 
 
-def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli):
-    config = Path(__file__).parent.parent / "configs" / "best.yaml"
+def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli, configs):
+    config = configs / "best.yaml"
     plain, rotated = tmp_path / "plain.png", tmp_path / "rotated.png"
     assert cli("inspect-data", config, "--count", "4", "--out", plain).exit_code == 0
     result = cli("inspect-data", config, "--count", "4", "--out", rotated, "--set", "data.augment.rotate=45")

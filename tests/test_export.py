@@ -12,20 +12,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 pytest.importorskip("onnxruntime", reason="the export extra: pip install 'mnistcnn[export]'")
 
 from mnistcnn import config as cfg  # noqa: E402
-from mnistcnn.data import Preprocess, load_dataset, prepare_data  # noqa: E402
+from mnistcnn.data import Preprocess, prepare_data  # noqa: E402
 from mnistcnn.engine.fast.plan import Plan  # noqa: E402
 from mnistcnn.engine.model import Sequential  # noqa: E402
 from mnistcnn.export import (ExportMismatch, OnnxModel, build_model, compare, export_onnx, model_metadata,  # noqa: E402
                              read_metadata, session)
 from mnistcnn.trainer import Trainer  # noqa: E402
 
-CONFIGS = sorted(Path(__file__).resolve().parent.parent.glob("configs/*.yaml"))
 SLICE = 500  # test images each comparison runs on
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset(None)
 
 
 def assert_equal_to_engine(comparison):
@@ -42,9 +36,8 @@ def briefly_trained(path: Path, mnist):
     return trainer, config
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
-def test_every_shipped_config_exports_equal_to_the_engine(path, mnist, tmp_path):
-    trainer, config = briefly_trained(path, mnist)
+def test_every_shipped_config_exports_equal_to_the_engine(shipped_config, mnist, tmp_path):
+    trainer, config = briefly_trained(shipped_config, mnist)
     output = tmp_path / "model.onnx"
     meta = {"config": config, "test_acc": None}
     comparison, _ = export_onnx(trainer.plan, trainer.preprocess, meta, cfg.class_names(config),

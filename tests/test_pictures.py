@@ -1,20 +1,10 @@
 """The pictures and inspect-layer's words: what can be checked without looking at them."""
-import shutil
 
 import numpy as np
-import pytest
 from matplotlib.colors import LogNorm
 from PIL import Image
 
 from mnistcnn import plots
-
-
-@pytest.fixture
-def run(trained_run, tmp_path):
-    """A copy of the shared run: eval and inspect-layer write files into it."""
-    copy = tmp_path / "runs" / trained_run.name
-    shutil.copytree(trained_run, copy)
-    return copy
 
 
 def title(path) -> str:

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from mnistcnn.data import load_dataset
-from mnistcnn.predict import READ_SIDE, prepare, read_grey
+from mnistcnn.engine.model import Sequential
+from mnistcnn.errors import UsageError
+from mnistcnn.predict import READ_SIDE, check_digit_model, prepare, read_grey
 from mnistcnn.trainer import load_model
 
 
@@ -151,8 +153,8 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, te
     images = test_digits[0][:20]
     logits = engine_predictions(trained_run, images)
     index = int(np.argmax(logits.max(axis=1) - np.sort(logits, axis=1)[:, -2]))  # the clearest digit
-    big = Image.fromarray(255 - images[index]).resize((300, 420), Image.BICUBIC)  # dark ink on white, stretched
-    Image.merge("RGB", [big, big, big]).save(tmp_path / "photo.jpg", quality=90)
+    stretched = Image.fromarray(255 - images[index]).resize((300, 420), Image.BICUBIC)  # dark ink on white
+    Image.merge("RGB", [stretched, stretched, stretched]).save(tmp_path / "photo.jpg", quality=90)
     normalised, doubt = prepare(read_grey(tmp_path / "photo.jpg"))
     assert normalised.shape == (28, 28) and normalised.max() > 200 and doubt is None
     assert normalised[:2].max() == 0 and normalised[:, :2].max() == 0  # a black frame around the digit, as MNIST
@@ -164,6 +166,17 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, te
     assert np.array_equal(np.asarray(Image.open(answer["input_image"])), normalised)
     table = cli("predict", trained_run, "p*.jpg")  # a glob
     assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
+
+
+def test_a_model_of_other_input_than_mnists_is_refused_by_name():
+    small = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], [14, 14, 1],
+                                   np.random.default_rng(0))
+    with pytest.raises(UsageError) as refused:
+        check_digit_model(small, "serve", "runs/small")
+    assert str(refused.value) == "runs/small: serve works with models of 28x28x1 input; this one takes 14x14x1"
+    mnist_sized = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], [28, 28, 1],
+                                         np.random.default_rng(0))
+    check_digit_model(mnist_sized, "predict")
 
 
 def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(trained_run, tmp_path, cli):

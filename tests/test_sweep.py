@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -53,17 +52,13 @@ def sweep_folder(runs: Path) -> Path:
     return folder
 
 
-def metrics_without_time(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
-
-
 def run_sweep(command, *args, cwd, timeout=240):
     return subprocess.run([*command, "sweep", *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bit(tmp_path, mnistcnn_command, cli):
+def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bit(tmp_path, mnistcnn_command, cli,
+                                                                                   metrics_without_time):
     path = write_sweep(tmp_path)
     done = run_sweep(mnistcnn_command, path, "--jobs", "2", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -117,16 +112,6 @@ def test_a_learning_rate_that_cannot_learn_is_pruned_after_fewer_epochs(tmp_path
         assert status["status"] == "pruned" and "pruned at epoch" in status["reason"]
 
 
-def wait_for(condition, timeout=120.0, what="a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def running_trial(folder: Path):
     """A trial run that has trained at least one batch and is still running, else None."""
     for status_file in folder.glob("trials/*/status.json"):
@@ -139,7 +124,7 @@ def running_trial(folder: Path):
     return None
 
 
-def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command):
+def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command, wait_for):
     path = write_sweep(tmp_path, limit=6000, epochs=4)
     process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
                                 str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -213,7 +198,7 @@ def shared_storage(request, tmp_path):
 
 
 def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_path, mnistcnn_command,
-                                                                            shared_storage):
+                                                                            shared_storage, wait_for):
     study = f"test-{uuid.uuid4().hex[:12]}"
     path = write_sweep(tmp_path, limit=6000, epochs=3, trials=6, heartbeat=1)
     common = [str(path), "--jobs", "1", "--storage", shared_storage, "--study", study]

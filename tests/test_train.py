@@ -1,6 +1,5 @@
 """mnistcnn train end to end on real MNIST: files, determinism, resume, signals, faults."""
 import json
-import os
 import signal
 import subprocess
 import time
@@ -14,20 +13,12 @@ from mnistcnn.runs import load_checkpoint
 from mnistcnn.trainer import fast_plan
 
 
-def without_timing(rows):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
-
-
-def read_metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_short_run_writes_every_file_consistently(trained):
+def test_short_run_writes_every_file_consistently(trained, metrics_without_time):
     run, output = trained
     for name in ["config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "curves.png", "train.log",
                  "checkpoints/last.npz", "checkpoints/best.npz", "status.json"]:
         assert (run / name).is_file(), name
-    rows = read_metrics(run)
+    rows = metrics_without_time(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
     summary = json.loads((run / "summary.json").read_text())
@@ -77,17 +68,18 @@ def test_cpu_model_reads_linux_model_name_else_asks_the_platform(tmp_path, monke
     assert cpu_model(arm) == "arm" and cpu_model(tmp_path / "missing") == "arm"
 
 
-def test_same_seed_same_metrics(trained_run, tmp_path, cli, write_config, only_run, weights):
+def test_same_seed_same_metrics(trained_run, tmp_path, cli, write_config, only_run, weights, metrics_without_time):
     run = trained_run
     result = cli("train", write_config(tmp_path), "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0 and result.output.count("\n") == 1
     again = only_run(tmp_path / "runs")
-    assert without_timing(read_metrics(run)) == without_timing(read_metrics(again))
+    assert metrics_without_time(run) == metrics_without_time(again)
     a, b = weights(run / "checkpoints/last.npz"), weights(again / "checkpoints/last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_worker_processes_train_as_worker_threads(tmp_path, cli, write_config, only_run, weights, float32_close):
+def test_worker_processes_train_as_worker_threads(tmp_path, cli, write_config, only_run, weights, float32_close,
+                                                  metrics_without_time):
     """train.parallel: processes and threads, two workers each, give the same run."""
     runs = {}
     for parallel in ("threads", "processes"):
@@ -97,7 +89,7 @@ def test_worker_processes_train_as_worker_threads(tmp_path, cli, write_config, o
         runs[parallel] = only_run(tmp_path / parallel)
         recorded = cfg.parse_yaml((runs[parallel] / "config.yaml").read_text(), "config.yaml")["train"]
         assert (recorded["workers"], recorded["parallel"]) == (2, parallel)
-    threads, processes = (read_metrics(runs[name]) for name in ("threads", "processes"))
+    threads, processes = (metrics_without_time(runs[name]) for name in ("threads", "processes"))
     assert [row["val_acc"] for row in threads] == [row["val_acc"] for row in processes]
     a, b = weights(runs["threads"] / "checkpoints/last.npz"), weights(runs["processes"] / "checkpoints/last.npz")
     for key in a:
@@ -156,15 +148,6 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_
 
 
 # -- real processes ----------------------------------------------------------------------
-def wait_for(predicate, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_installed_command_trains(tmp_path, write_config, only_run, mnistcnn_command):
     proc = subprocess.run(mnistcnn_command + ["train", str(write_config(tmp_path, limit=1000, epochs=1)),
                                                 "--runs-dir", str(tmp_path / "r")],
@@ -183,7 +166,7 @@ def _started(runs):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, write_config, only_run, weights,
-                                                     mnistcnn_command):
+                                                     mnistcnn_command, wait_for):
     # an epoch takes a fraction of a second: enough of them that the signal lands mid-run
     config = write_config(tmp_path, limit=1500, epochs=12, batch=16)
     reference = tmp_path / "ref"
@@ -191,7 +174,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
     runs = tmp_path / "r"
     proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(_started(runs)), "training did not reach its first epoch"
+    wait_for(_started(runs), what="training's first epoch")
     time.sleep(0.1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -207,7 +190,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
 
 def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path, cli, write_config,
                                                                                    only_run, weights,
-                                                                                   mnistcnn_command):
+                                                                                   mnistcnn_command, wait_for):
     config = write_config(tmp_path, limit=800, epochs=8, batch=32)  # long enough for most kills to land mid-run
     reference = tmp_path / "ref"
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
@@ -217,7 +200,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
         runs = tmp_path / f"r{attempt}"
         proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")) if runs.exists() else False)
+        wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")) if runs.exists() else False, what="a checkpoint")
         time.sleep(float(rng.uniform(0.0, 1.5)))
         proc.kill()
         proc.wait()
@@ -235,9 +218,9 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
 
 
 @pytest.mark.slow
-def test_quick_config_reaches_97_percent(tmp_path, cli, only_run):
-    """The shipped quick.yaml end to end on all of MNIST (about 20 s here)."""
-    config = os.path.join(os.path.dirname(__file__), "..", "configs", "quick.yaml")
+def test_quick_config_reaches_97_percent(tmp_path, cli, only_run, configs):
+    """The shipped quick.yaml end to end on all of MNIST."""
+    config = configs / "quick.yaml"
     result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads((only_run(tmp_path / "runs") / "summary.json").read_text())

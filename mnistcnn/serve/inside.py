@@ -23,10 +23,9 @@ from ..engine import functional as F
 from ..engine.fast.plan import Plan
 from ..engine.layers import BatchNorm, Conv2D, Dropout
 from ..engine.model import Sequential
-from ..errors import UsageError
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
-from ..predict import SIDE, classify, prepare, read_grey
+from ..predict import SIDE, check_digit_model, classify, prepare, read_grey
 from ..runs import output_folder, read_json
 from ..trainer import evaluate, fast_plan
 
@@ -64,9 +63,7 @@ class Served:
 def open_model(target, which: str | None = None, data_dir=None) -> Served:
     """A run directory's (or a checkpoint's) model, ready to serve."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    if tuple(model.input_shape) != (SIDE, SIDE, 1):
-        raise UsageError(f"{target}: serve works with models of 28x28x1 input; this one takes "
-                         f"{'x'.join(map(str, model.input_shape))}")
+    check_digit_model(model, "serve", target)
     return Served(with_input_gradient(model), fast_plan(model, meta["config"]), preprocess, meta, path,
                   data.test_x, data.test_y)
 
@@ -177,11 +174,12 @@ def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col:
     products = window.astype(np.float64) * weights
     bias = float(layer.params["b"].reshape(-1)[channel]) if "b" in layer.params else 0.0
     after, shape = [], outputs[index].shape
-    for later in range(index + 1, len(model.layers)):
-        if model.layers[later].type_name not in ELEMENTWISE or outputs[later].shape != shape:
+    for following in range(index + 1, len(model.layers)):
+        layer_after = model.layers[following]
+        if layer_after.type_name not in ELEMENTWISE or outputs[following].shape != shape:
             break
-        after.append({"index": later, "name": model.layers[later].name, "type": model.layers[later].type_name,
-                      "value": float(outputs[later][0, row, col, channel])})
+        after.append({"index": following, "name": layer_after.name, "type": layer_after.type_name,
+                      "value": float(outputs[following][0, row, col, channel])})
     channels_first = (lambda a: np.moveaxis(a, -1, 0).tolist())
     return {
         "layer": index, "row": row, "col": col, "channel": channel, "kernel": f, "stride": stride, "pad": pad,

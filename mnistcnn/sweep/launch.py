@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..atomic import write_text
 from ..engine.fast.parallel import cores as available_cores
-from ..errors import UsageError
+from ..errors import INTERRUPTED, UsageError
 from ..runs import stamped_folder
 from . import study as studies
 from .report import ENDED, best_row, trial_rows, write_reports
@@ -138,7 +138,7 @@ class SweepRun:
         """What each worker that failed (not stopped by a signal) said last, and where its log is."""
         failed = []
         for process, log in zip(self.workers, self.logs):
-            if process.poll() not in (None, 0, 130):
+            if process.poll() not in (None, 0, INTERRUPTED):
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
                 failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
         return failed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import config as cfg
 from ..atomic import write_text
+from .space import goodness
 
 STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
 ENDED = ("complete", "pruned", "failed", "stopped")
@@ -39,12 +40,14 @@ def trial_rows(trials) -> list[dict]:
     return rows
 
 
+def ranked(rows: list[dict], direction: str) -> list[dict]:
+    """The rows that have a value, best first; of equal values, the earlier trial first."""
+    return sorted((row for row in rows if row["value"] is not None),
+                  key=lambda row: (-goodness(direction, row["value"]), row["number"]))
+
+
 def best_row(rows: list[dict], direction: str) -> dict | None:
-    complete = [row for row in rows if row["status"] == "complete" and row["value"] is not None]
-    if not complete:
-        return None
-    sign = 1 if direction == "maximize" else -1
-    return max(complete, key=lambda row: (sign * row["value"], -row["number"]))  # ties: the earlier trial
+    return next((row for row in ranked(rows, direction) if row["status"] == "complete"), None)
 
 
 def write_reports(sweep, rows: list[dict], folder: Path) -> None:

@@ -21,6 +21,12 @@ METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 PARAMETER_TYPES = ("float", "int", "choice")
 MAX_GRID = 100_000
 
+
+def goodness(direction: str, value: float) -> float:
+    """``value`` turned so that higher is better: as is for a study that maximises, negated for
+    one that minimises."""
+    return value if direction == "maximize" else -value
+
 SWEEP_KEYS = {
     "name": "the sweep's name: its folder is runs/<name>-<timestamp>",
     "base": "the config every trial starts from, relative to the sweep file",

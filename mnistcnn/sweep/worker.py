@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from .. import config as cfg
-from ..errors import MnistCnnError, NonFiniteError
+from ..errors import INTERRUPTED, MnistCnnError, NonFiniteError
 from ..runs import RunDir, read_json
 from ..callbacks import Pruned, RunLog
 from ..data import prepare_data
 from ..trainer import train_run
 from . import study as studies
-from .space import load_sweep
+from .space import goodness, load_sweep
 
 STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
 MAX_FAILURES_IN_A_ROW = 3
@@ -81,8 +81,7 @@ class DataCache:
 
 
 def best_value(history: list[dict], metric: str, direction: str) -> float:
-    values = [row[metric] for row in history]
-    return max(values) if direction == "maximize" else min(values)
+    return max((row[metric] for row in history), key=lambda value: goodness(direction, value))
 
 
 class Worker:
@@ -98,8 +97,8 @@ class Worker:
     def objective(self, trial) -> float:
         sweep = self.sweep
         self.last_error = None
-        ahead = [t for t in self.study.get_trials(deepcopy=False, states=_counted_states())
-                 if t.number < trial.number and not t.user_attrs.get("surplus")]
+        ahead = [earlier for earlier in self.study.get_trials(deepcopy=False, states=_counted_states())
+                 if earlier.number < trial.number and not earlier.user_attrs.get("surplus")]
         if len(ahead) >= sweep.trials:
             trial.set_user_attr("surplus", True)
             raise Surplus()
@@ -219,11 +218,11 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
-        return 130
+        return INTERRUPTED
     except MnistCnnError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    return 130 if worker.stopping else 0
+    return INTERRUPTED if worker.stopping else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 """Every layer: backward against centred finite differences (float64), config round-trip."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,8 +130,8 @@ def test_bad_arguments_name_their_key():
     assert "valid types" in str(err.value)
 
 
-def test_sequential_shapes_params_and_macs():
-    lenet = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet-plain.yaml")
+def test_sequential_shapes_params_and_macs(configs):
+    lenet = cfg.load_config(configs / "lenet-plain.yaml")
     model = Sequential.from_config(lenet["model"]["layers"], (28, 28, 1))
     assert model.output_shape == (10,)
     assert [layer.output_shape for layer in model.layers][:3] == [(28, 28, 32), (28, 28, 32), (14, 14, 32)]

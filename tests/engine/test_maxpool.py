@@ -1,6 +1,5 @@
 """The overlapping max pool's backward by cell number against the loop oracle and the plain
 engine, ties included, and where the plan uses it."""
-from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -63,7 +62,7 @@ def test_float32_matches_the_plain_engine(float32_close):
     float32_close(got, F.pool_backward(dA, cache))
 
 
-def test_the_plan_takes_it_for_overlapping_windows_in_training_only():
+def test_the_plan_takes_it_for_overlapping_windows_in_training_only(configs):
     # after a second conv: the pool cannot be fused with it (the notebook's first conv fuses)
     layers = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
               {"type": "conv2d", "filters": 6, "kernel": 3, "padding": 1}, {"type": "relu"},
@@ -71,6 +70,6 @@ def test_the_plan_takes_it_for_overlapping_windows_in_training_only():
     rows = Plan(Sequential.from_config(layers, (12, 12, 1))).describe()
     assert ("training", "4", "maxpool2d 3x3 stride 2, gradient by cell number") in rows
     assert ("evaluation", "4", "maxpool2d") in rows
-    lenet = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
+    lenet = cfg.load_config(configs / "lenet.yaml")
     tiled = Plan(Sequential.from_config(lenet["model"]["layers"], lenet["model"]["input_shape"])).describe()
     assert not any("cell number" in what for _, _, what in tiled)

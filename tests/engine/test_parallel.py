@@ -2,6 +2,7 @@
 reach the caller, and evaluation's grouped map."""
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -20,14 +21,15 @@ def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch,
         want = runner.gradients(x, y, np.random.default_rng(7))[2]
     step = Plan.loss_and_gradients
     first_half_start = x.ctypes.data
+    taken_over = []
+    taken = threading.Event()
 
     def slow_first_half(self, batch, *args, **kwargs):
         result = step(self, batch, *args, **kwargs)
         if batch.ctypes.data == first_half_start:
-            time.sleep(0.05)  # the other thread runs out of its own work and takes this half's
+            taken.wait(timeout=60)  # until the other thread, out of its own work, takes this half's
         return result
 
-    taken_over = []
     next_job = SharedWork._next
 
     def counting(self, part):
@@ -35,6 +37,7 @@ def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch,
         item = next_job(self, part)
         if item is not None and others:
             taken_over.append(part)
+            taken.set()
         return item
 
     monkeypatch.setattr(SharedWork, "_next", counting)

@@ -2,7 +2,6 @@
 gradients, updated weights and batchnorm statistics, and the evaluation's logits, within
 float32 rounding (conftest's FLOAT32_RTOL); one thread against two; and the same numbers
 run to run."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def trained_looking(config, seed=0):
@@ -38,9 +36,8 @@ def mnist_batch(config, n=48):
     return data.train_x[:n], data.train_y[:n], preprocess
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_one_training_step_of_the_plan_is_the_plain_loop(path, float32_close):
-    config = cfg.load_config(path)
+def test_one_training_step_of_the_plan_is_the_plain_loop(shipped_config, float32_close):
+    config = cfg.load_config(shipped_config)
     images, y, preprocess = mnist_batch(config)
     # MNIST's blank background makes 2x2 pool windows tie exactly, where max pooling's gradient
     # may go to any of the tied places and the last bit of another GEMM shape decides which: a
@@ -68,9 +65,8 @@ def test_one_training_step_of_the_plan_is_the_plain_loop(path, float32_close):
         float32_close(fast.params()[key], value, what=f"updated {key}")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_evaluation_by_the_plan_is_the_plain_loop(path, float32_close):
-    config = cfg.load_config(path)
+def test_evaluation_by_the_plan_is_the_plain_loop(shipped_config, float32_close):
+    config = cfg.load_config(shipped_config)
     images, _, preprocess = mnist_batch(config, n=300)  # several chunks, the last one short
     model = trained_looking(config)
     plan = Plan(model, config["model"]["conv_algorithm"])
@@ -84,8 +80,8 @@ def test_evaluation_by_the_plan_is_the_plain_loop(path, float32_close):
         assert np.array_equal(logits.argmax(axis=1)[clear], plain.argmax(axis=1)[clear])
 
 
-def test_the_plan_says_what_it_does():
-    config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
+def test_the_plan_says_what_it_does(configs):
+    config = cfg.load_config(configs / "lenet.yaml")
     model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
     rows = Plan(model).describe()
     assert ("training", "3, 5", "conv 5x5x32x64, frequency-domain + max pool 2x2, fused") in rows
@@ -117,19 +113,9 @@ def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_
         float32_close(threaded.buffers()[key], value, what=key)
 
 
-def train_steps(mixed_net, workers, steps=4):
-    model, x, y = mixed_net()
-    optimizer, rng = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3)
-    with StepRunner(Plan(model), workers=workers, min_per_worker=4) as runner:
-        for _ in range(steps):
-            _, _, grads = runner.gradients(x, y, rng)
-            runner.update(optimizer, model.params(), grads)
-    return model.state_dict()
-
-
 @pytest.mark.parametrize("workers", [1, 2])
-def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers, mixed_net):
-    first, second = train_steps(mixed_net, workers), train_steps(mixed_net, workers)
+def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers, train_steps):
+    (_, first), (_, second) = train_steps(workers=workers, steps=4), train_steps(workers=workers, steps=4)
     assert set(first) == set(second)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
@@ -179,8 +165,8 @@ def test_evaluation_adds_a_conv_bias_after_the_pool(algorithm, float32_close):
     float32_close(plan.predict_logits(images), model.forward(images))
 
 
-def test_evaluation_chunks_fit_the_cache():
-    config = cfg.load_config(Path(__file__).resolve().parents[2] / "configs" / "lenet.yaml")
+def test_evaluation_chunks_fit_the_cache(configs):
+    config = cfg.load_config(configs / "lenet.yaml")
     lenet = Plan(Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"]))
     small = Plan(Sequential.from_config([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2},
                                          {"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1)))

@@ -8,26 +8,13 @@ import pytest
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan
 from mnistcnn.engine.fast.processes import ProcessStepRunner, WorkerProcessError
-from mnistcnn.engine.optim import make_optimizer
 
 
-def train_steps(runner_type, mixed_net, steps=3, **options):
-    """A few training steps of the mixed net (dropout, batchnorm), with their losses."""
-    model, x, y = mixed_net()
-    optimizer, rng, losses = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3), []
-    with runner_type(Plan(model), workers=2, min_per_worker=4, **options) as runner:
-        for _ in range(steps):
-            loss, correct, grads = runner.gradients(x, y, rng)
-            runner.update(optimizer, model.params(), grads)
-            losses.append((loss, correct))
-    return losses, model.state_dict()
-
-
-def test_worker_processes_give_the_numbers_of_threads(mixed_net, float32_close):
+def test_worker_processes_give_the_numbers_of_threads(train_steps, mixed_net, float32_close):
     """The same shares, generators and order of sums as two threads: the same weights, and the
     same batchnorm running statistics, gathered from the worker's share of every batch."""
-    thread_losses, threads = train_steps(StepRunner, mixed_net)
-    process_losses, processes = train_steps(ProcessStepRunner, mixed_net, batch_size=16)
+    thread_losses, threads = train_steps(StepRunner)
+    process_losses, processes = train_steps(ProcessStepRunner, batch_size=16)
     for (loss, correct), (want_loss, want_correct) in zip(process_losses, thread_losses):
         assert loss == pytest.approx(want_loss, rel=1e-5) and correct == want_correct
     assert set(processes) == set(threads) and {"buffer.4.running_mean", "buffer.4.running_var"} <= set(threads)

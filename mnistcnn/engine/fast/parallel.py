@@ -66,10 +66,10 @@ def planned_workers(macs_per_image: int, batch_size: int) -> tuple[int, int | No
     share has at least THREAD_SHARE_MACS, processes below (``processes``), and a single worker
     with one BLAS thread where a share would have less than MIN_SHARE_MACS. A static rule on
     the model's size, never a timing: a config trains the same way every run."""
-    share = 3 * macs_per_image * batch_size // default_workers()
-    if default_workers() == 1 or share < MIN_SHARE_MACS:
+    macs_per_worker = 3 * macs_per_image * batch_size // default_workers()
+    if default_workers() == 1 or macs_per_worker < MIN_SHARE_MACS:
         return 1, 1, "threads"
-    return default_workers(), None, "threads" if share >= THREAD_SHARE_MACS else "processes"
+    return default_workers(), None, "threads" if macs_per_worker >= THREAD_SHARE_MACS else "processes"
 
 
 def map_grouped_in_threads(fn, then, items, group: int, workers: int | None = None) -> list:
