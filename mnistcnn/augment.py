@@ -116,7 +116,7 @@ def picture_training_images(target, count: int, seed: int, path=None, overrides=
     from .trainer import load_run_config
 
     target = Path(target)
-    flags = {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
+    flags = cfg.data_dir_flag(data_dir)
     if target.is_dir():
         if overrides:
             raise UsageError(f"--set changes a config; {target} is a run, pictured as it trained: give a config "

@@ -207,7 +207,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
-             "--data-dir": ("data.dir", str(data_dir) if data_dir else None), "--name": ("name", name)}
+             **cfg.data_dir_flag(data_dir), "--name": ("name", name)}
     config, source, run = _train_config(config_path, resume, sets, flags)
     check_runs_folder(runs_dir)  # before anything is printed
     if print_config:

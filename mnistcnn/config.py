@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
-from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError
+from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError, unknown_layer_type
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import check_run_name
 
@@ -275,8 +275,7 @@ def _expand_activations(layers, path="model.layers") -> list:
         spec = dict(spec)
         activation = spec.pop("activation")
         if activation == "softmax":
-            raise _err(f"{path}[{i}].activation", "softmax is applied by the loss (cross-entropy takes the "
-                                                  "logits); remove it: the model ends with the last dense layer")
+            raise _err(f"{path}[{i}].activation", SOFTMAX_IN_LOSS.format(what="it"))
         if activation not in ACTIVATIONS + ("linear", None):
             raise _err(f"{path}[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; "
                                                    f"got {activation!r}")
@@ -286,6 +285,8 @@ def _expand_activations(layers, path="model.layers") -> list:
     return expanded
 
 
+SOFTMAX_IN_LOSS = ("softmax is applied by the loss (cross-entropy takes the logits); remove {what}: the model "
+                   "ends with the last dense layer")
 # Values that show a required layer argument in an error's example.
 LAYER_EXAMPLES = {"filters": 32, "units": 128}
 
@@ -308,11 +309,9 @@ def _check_layers(layers, path="model.layers"):
             raise _err(where, f"must be a mapping like {{type: conv2d, filters: 32}}; got {spec!r}")
         kind = spec.get("type")
         if kind == "softmax":
-            raise _err(f"{where}.type", "softmax is applied by the loss (cross-entropy takes the logits); "
-                                        "remove this layer: the model ends with the last dense layer")
+            raise _err(f"{where}.type", SOFTMAX_IN_LOSS.format(what="this layer"))
         if kind not in LAYERS:
-            raise _err(f"{where}.type", f"unknown layer type {kind!r}; {did_you_mean(kind, LAYERS)}"
-                                        f"valid types: {', '.join(sorted(LAYERS))}")
+            raise _err(f"{where}.type", unknown_layer_type(kind, did_you_mean(kind, LAYERS)))
         accepted = layer_arguments(kind)
         required = [name for name, parameter in inspect.signature(LAYERS[kind].__init__).parameters.items()
                     if name != "self" and parameter.default is inspect.Parameter.empty]
@@ -507,22 +506,28 @@ def _key_steps(key: str, option: str) -> list:
     return steps
 
 
+def _step_path(node, step, where: str, option: str, hint: str = "") -> str:
+    """The key path one ``step`` (a list index or a key) below ``node``, found at ``where``; a
+    ConfigError when ``node`` has no such entry or is not a section."""
+    if isinstance(step, int):
+        if not isinstance(node, list) or not -len(node) <= step < len(node):
+            what = f"has {len(node)} entries (0 to {len(node) - 1})" if isinstance(node, list) else "is not a list"
+            raise ConfigError(f"{option}: {where} {what}{hint}")
+        return f"{where}[{step % len(node)}]"
+    if not isinstance(node, dict):
+        raise ConfigError(f"{option}: {where} is a value, not a section with keys")
+    return f"{where}.{step}" if where else step
+
+
 def set_path(raw: dict, key: str, value, option: str) -> str:
     """Set ``key`` (dots between sections, ``[i]`` for a list entry) in a raw config; a step
     that leads nowhere says what is there. Returns the key's path, list indices counted from 0."""
     steps = _key_steps(key, option)
     node, where = raw, ""
     for step, following in zip(steps, steps[1:] + [None]):
+        here = _step_path(node, step, where, option, "; --print-config shows them")
         if isinstance(step, int):
-            if not isinstance(node, list) or not -len(node) <= step < len(node):
-                what = f"has {len(node)} entries (0 to {len(node) - 1})" if isinstance(node, list) else "is not a list"
-                raise ConfigError(f"{option}: {where} {what}; --print-config shows them")
             step %= len(node)
-            here = f"{where}[{step}]"
-        else:
-            if not isinstance(node, dict):
-                raise ConfigError(f"{option}: {where} is a value, not a section with keys")
-            here = f"{where}.{step}" if where else step
         if following is None:
             node[step] = value
             return here
@@ -539,19 +544,11 @@ def lookup(config: dict, key: str, option: str):
     says which step leads nowhere and what is there instead."""
     node, where = config, ""
     for step in _key_steps(key, option):
-        if isinstance(step, int):
-            if not isinstance(node, list) or not -len(node) <= step < len(node):
-                what = f"has {len(node)} entries (0 to {len(node) - 1})" if isinstance(node, list) else "is not a list"
-                raise ConfigError(f"{option}: {where} {what}")
-            node, where = node[step], f"{where}[{step % len(node)}]"
-        elif not isinstance(node, dict):
-            raise ConfigError(f"{option}: {where} is a value, not a section with keys")
-        elif step not in node:
-            here = f"{where}.{step}" if where else step
+        here = _step_path(node, step, where, option)
+        if not isinstance(step, int) and step not in node:
             raise ConfigError(f"{option}: {here}: unknown key; {did_you_mean(step, node)}valid keys here: "
                               f"{', '.join(node)}")
-        else:
-            node, where = node[step], f"{where}.{step}" if where else step
+        node, where = node[step], here
     return node
 
 
@@ -572,6 +569,11 @@ def upgrade_run_config(raw: dict) -> dict:
     if isinstance(schedule, dict) and schedule.get("type") == "onecycle" and "pct_start" not in schedule:
         return {**raw, "train": {**raw["train"], "schedule": {**schedule, "type": "cosine"}}}
     return raw
+
+
+def data_dir_flag(data_dir) -> dict:
+    """The ``flags`` entry (see ``load_config``) of the --data-dir option."""
+    return {"--data-dir": ("data.dir", str(data_dir) if data_dir else None)}
 
 
 def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = False) -> dict:

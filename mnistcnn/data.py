@@ -46,6 +46,15 @@ _CHUNK = 1 << 20
 
 
 # -- IDX ----------------------------------------------------------------------------
+def unreadable(path, err: Exception) -> DataError:
+    """A file whose gzip stream or bytes cannot be read."""
+    return DataError(f"{path}: unreadable ({err.__class__.__name__}: {err}); the file is corrupt or truncated")
+
+
+def not_genuine(got: str, want: str) -> str:
+    return f"SHA-256 of the decompressed data is {got}, genuine MNIST's is {want}"
+
+
 def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
@@ -98,8 +107,7 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
     except (OSError, EOFError, zlib.error) as err:  # a corrupt or truncated gzip stream
-        raise DataError(f"{path}: unreadable ({err.__class__.__name__}: {err}); the file is corrupt or "
-                        "truncated") from None
+        raise unreadable(path, err) from None
     array = data.reshape(dims)
     return (array, hasher.hexdigest()) if want_sha256 else array
 
@@ -158,8 +166,7 @@ def training_images_shape(folder=None) -> tuple[int, tuple]:
         with _open(path) as stream:
             count, *shape = _read_idx_header(stream, path, 3, None)
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: unreadable ({err.__class__.__name__}: {err}); the file is corrupt or "
-                        "truncated") from None
+        raise unreadable(path, err) from None
     return count, (*shape, 1)
 
 
@@ -227,8 +234,7 @@ def load_dataset(folder=None, verify: bool | None = None, num_classes: int = 10)
         if verify:
             want = MNIST_SHA256.get(canonical_name(path))
             if want != sums[canonical_name(path)]:
-                raise DataError(f"{path}: SHA-256 of the decompressed data is {sums[canonical_name(path)]}, "
-                                f"genuine MNIST's is {want}; {GENUINE_HINT}")
+                raise DataError(f"{path}: {not_genuine(sums[canonical_name(path)], want)}; {GENUINE_HINT}")
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):

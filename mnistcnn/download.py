@@ -15,7 +15,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from .data import MNIST_SHA256
+from .data import MNIST_SHA256, not_genuine
 from .errors import DataError
 
 MIRRORS = (
@@ -65,7 +65,7 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
                 os.fsync(handle.fileno())
             got = gz_content_sha256(Path(part_path))
             if got != want:
-                raise DataError(f"SHA-256 of the decompressed file is {got}, genuine MNIST's is {want}")
+                raise DataError(not_genuine(got, want))
             os.replace(part_path, final)
             return final
         except (OSError, EOFError, zlib.error, urllib.error.URLError, DataError, ValueError) as err:

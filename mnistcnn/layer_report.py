@@ -38,9 +38,10 @@ def load_target(target, data_dir=None, which: str | None = None) -> Target:
         if which is not None:
             raise UsageError(f"--checkpoint {which}: {target} is a config, whose model is untrained; give a run "
                              f"directory to choose its {which} checkpoint, or leave out --checkpoint")
-        config = cfg.load_config(target, flags={"--data-dir": ("data.dir", str(data_dir) if data_dir else None)})
+        config = cfg.load_config(target, flags=cfg.data_dir_flag(data_dir))
         data = prepare_data(config, source=str(target))
-        return Target(initial_model(config), config, Preprocess.for_config(config, data), data, Path("runs") / "inspect" / config["name"])
+        return Target(initial_model(config), config, Preprocess.for_config(config, data), data,
+                      Path("runs") / "inspect" / config["name"])
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     return Target(model, meta["config"], preprocess, data, output_folder(path, "inspect"))
 

@@ -99,9 +99,8 @@ def _shared_scale(arrays: np.ndarray) -> dict:
 
 def _grid(fig, images: np.ndarray, captions: list[str], style: dict):
     """Images (N, H, W) or (N, H, W, 1), 8 to a row, in ``fig``; the last image drawn."""
-    n = len(images)
-    cols = min(8, max(n, 1))
-    axes = fig.subplots(max(1, math.ceil(n / cols)), cols, squeeze=False)
+    cols, rows = _grid_size(len(images))
+    axes = fig.subplots(rows, cols, squeeze=False)
     shown = None
     for ax in axes.flat:
         ax.axis("off")

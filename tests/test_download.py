@@ -13,10 +13,10 @@ LABELS = "t10k-labels-idx1-ubyte"
 
 
 class Mirror(BaseHTTPRequestHandler):
-    # path prefix -> behaviour: good | corrupt | truncated | missing
+    # path prefix -> behaviour: good | corrupt | truncated | missing | foreign (another MNIST file)
     def do_GET(self):
         kind, name = self.path.strip("/").split("/", 1)
-        source = BUNDLED_DIR / name
+        source = BUNDLED_DIR / ("train-labels-idx1-ubyte.gz" if kind == "foreign" else name)
         if kind == "missing" or not source.is_file():
             self.send_error(404)
             return
@@ -49,7 +49,9 @@ def test_good_file(server, tmp_path):
 
 # the corrupt body fails inside gzip (zlib's Z_DATA_ERROR, -3) before its SHA-256 can be taken
 @pytest.mark.parametrize("kind,reason", [("corrupt", r"Error -3 while decompressing data: .+"),
-                                         ("truncated", r"transfer ended after \d+ of \d+ bytes")])
+                                         ("truncated", r"transfer ended after \d+ of \d+ bytes"),
+                                         ("foreign", r"SHA-256 of the decompressed data is [0-9a-f]{64}, genuine "
+                                                     r"MNIST's is [0-9a-f]{64}")])
 def test_bad_transfer_is_rejected_and_leaves_nothing(server, tmp_path, kind, reason):
     url = re.escape(f"{server}/{kind}/{LABELS}.gz")
     with pytest.raises(DataError) as err:

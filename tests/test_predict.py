@@ -253,7 +253,7 @@ def test_large_pictures_are_capped_by_their_header_and_reduced_before_decoding(t
 def measure(run, n=1000, min_confidence=0.5):
     """Accuracy and doubts of RUN's best checkpoint on clean MNIST test digits, on the photo-like
     set and on blank and noise pictures."""
-    from mnistcnn.engine.losses import softmax
+    from mnistcnn.predict import classify
 
     model, _, preprocess = load_model(f"{run}/checkpoints/best.npz")
     data = load_dataset()
@@ -262,12 +262,10 @@ def measure(run, n=1000, min_confidence=0.5):
     digits, labels = data.test_images[pick].reshape(n, 28, 28), data.test_labels[pick]
 
     def answers(greys):
-        prepared = [prepare(grey) for grey in greys]
-        probs = softmax(model.predict_logits(np.stack([image for image, _ in prepared])[..., None], 256,
-                                             preprocess).astype(np.float64))
-        doubts = [doubt or ("low confidence" if p.max() < min_confidence else None)
-                  for (_, doubt), p in zip(prepared, probs)]
-        return probs.argmax(1), np.array([doubt is not None for doubt in doubts])
+        prepared = [dict(zip(("image", "doubt"), prepare(grey))) for grey in greys]
+        classify(model, preprocess, prepared, [str(digit) for digit in range(10)], 1, min_confidence)
+        predicted = [int(result["prediction"]) if result["prediction"] is not None else -1 for result in prepared]
+        return np.array(predicted), np.array([result["doubt"] is not None for result in prepared])
 
     for name, greys in (("clean MNIST test digits", [d.astype(np.float64) for d in digits]),
                         ("photo-like", [grey_of(photo_like(d, rng)) for d in digits])):

@@ -53,11 +53,16 @@ def register(name: str):
     return add
 
 
+def unknown_layer_type(kind, hint: str = "") -> str:
+    """The error for a layer type the engine lacks; ``hint``: a did-you-mean, ending in "; "."""
+    return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
+
+
 def layer_from_config(config: dict) -> "Layer":
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in LAYERS:
-        raise LayerConfigError("type", f"unknown layer type {kind!r}; valid types: {', '.join(sorted(LAYERS))}")
+        raise LayerConfigError("type", unknown_layer_type(kind))
     return LAYERS[kind].from_config(config)
 
 
@@ -502,10 +507,16 @@ class BatchNorm(Layer):
             self.update_running(self.cache)
         return out
 
+    @staticmethod
+    def batch_statistics(cache) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(count, mean, variance)`` of a training batch, from its forward cache."""
+        x_hat, _, mean, var = cache
+        return x_hat.size // x_hat.shape[-1], mean, var
+
     def update_running(self, cache) -> None:
         """Fold a training batch's statistics (from its cache) into the running averages."""
-        x_hat, _, mean, var = cache
-        self.update_running_statistics(mean, var, x_hat.size // x_hat.shape[-1])
+        count, mean, var = self.batch_statistics(cache)
+        self.update_running_statistics(mean, var, count)
 
     def update_running_statistics(self, mean, var, count: int) -> None:
         """Fold a batch's mean and (biased) variance over ``count`` values into the running

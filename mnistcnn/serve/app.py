@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ..errors import MnistCnnError
 from ..predict import PictureTooLarge
 from . import inside
+from .server import LOOPBACK_NAMES
 
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
@@ -197,7 +198,7 @@ ROUTES = [Route("/", index), Route("/static/{name}", static), Route("/api/model"
           Route("/api/run", run), Route("/api/run/cell", cell)]
 
 
-def create_app(served: inside.Served, allowed_hosts=("127.0.0.1", "localhost", "[::1]")) -> Starlette:
+def create_app(served: inside.Served, allowed_hosts=LOOPBACK_NAMES) -> Starlette:
     """The app serving ``served`` (``inside.open_model``); ``allowed_hosts``: the Host headers it
     answers (``server.allowed_hosts``). The page's files are read once, here."""
     app = Starlette(routes=ROUTES, exception_handlers=ERROR_HANDLERS,

@@ -9,6 +9,8 @@ import socket
 
 from ..errors import UsageError
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # this machine, as a browser on it names it
+
 EXTRA = "pip install 'mnistcnn[serve]'"
 
 
@@ -36,7 +38,7 @@ def allowed_hosts(host: str) -> tuple[str, ...]:
     page elsewhere cannot then reach the server by DNS rebinding), any beyond it."""
     if not is_loopback(host):
         return ("*",)
-    return tuple(dict.fromkeys(("127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host)))
+    return tuple(dict.fromkeys((*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host)))
 
 
 def url_of(host: str, port: int) -> str:

@@ -16,6 +16,8 @@ import functools
 
 import numpy as np
 
+from .. import functional as F
+
 
 @functools.lru_cache(maxsize=8)
 def _window_cells(shape: tuple, f: int, stride: int, out_shape: tuple):
@@ -40,7 +42,7 @@ def max_pool_backward(dA: np.ndarray, A_prev: np.ndarray, A: np.ndarray, f: int,
     offset = np.zeros(A.shape, dtype=np.min_scalar_type(f * f))  # each window's offset of its first maximum
     for k in range(f * f - 1):  # the last offset is where a window's maximum is if not before
         i, j = divmod(k, f)
-        found |= A_prev[:, i:i + stride * (n_H - 1) + 1:stride, j:j + stride * (n_W - 1) + 1:stride] == A
+        found |= A_prev[:, F.offset_slice(i, n_H, stride), F.offset_slice(j, n_W, stride)] == A
         offset += ~found
     cells = first + shifts[offset]
     # Windows in reverse order: each cell then adds its windows' gradients in order of window

@@ -72,10 +72,7 @@ class LayerStep(Step):
         return dx, (functools.partial(_keyed, self.first, dict, grads) if grads else None)
 
     def batch_statistics(self, cache):
-        if isinstance(self.layer, BatchNorm):
-            x_hat, _, mean, variance = cache
-            return x_hat.size // x_hat.shape[-1], mean, variance
-        return None
+        return self.layer.batch_statistics(cache) if isinstance(self.layer, BatchNorm) else None
 
     def update_statistics(self, statistics: list) -> None:
         if isinstance(self.layer, BatchNorm):
