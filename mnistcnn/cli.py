@@ -801,12 +801,11 @@ def half_block_preview(image: np.ndarray, width: int = 28):
     grey = ((img - lo) / (hi - lo) * 255).astype(int) if hi > lo else np.zeros(img.shape, int)
     if len(grey) % 2:
         grey = np.vstack([grey, np.zeros((1, grey.shape[1]), int)])
-    text = Text()
-    for top, bottom in zip(grey[0::2], grey[1::2]):
-        for upper, lower in zip(top, bottom):
-            text.append("\u2580", style=f"rgb({upper},{upper},{upper}) on rgb({lower},{lower},{lower})")
-        text.append("\n")
-    return text
+    greys = np.array([f"rgb({level},{level},{level})" for level in range(256)])
+    # each character: the upper pixel's grey as its colour, the lower one's as its background
+    cells = np.char.add(np.char.add(np.char.add("[", greys[grey[0::2]]), " on "), greys[grey[1::2]])
+    rows = np.concatenate([np.char.add(cells, "]\u2580[/]"), np.full((len(cells), 1), "\n")], axis=1)
+    return Text.from_markup("".join(rows.ravel()))
 
 
 @main.command("inspect-layer", short_help="Look inside one layer: statistics, gradients, feature maps.",

@@ -98,3 +98,14 @@ def test_inspect_layer_says_a_config_gives_an_untrained_model(tmp_path, cli, wri
     result = cli("inspect-layer", write_config(tmp_path), "0", "--indices", "0:4", "--no-images")
     assert result.exit_code == 0, result.output
     assert "model: config small.yaml, untrained (as initialised, seed 0)" in words(result.output)
+
+
+def test_a_terminal_preview_shows_two_pixels_a_character_upper_as_colour_lower_as_background():
+    from mnistcnn.cli import half_block_preview
+
+    image = np.array([[0, 5], [1, 0], [2, 0]])  # an odd height: the last character's lower half is black
+    preview = half_block_preview(image)
+    assert preview.plain == "\u2580\u2580\n\u2580\u2580\n"
+    styles = [str(span.style) for span in preview.spans]
+    assert styles == ["rgb(0,0,0) on rgb(51,51,51)", "rgb(255,255,255) on rgb(0,0,0)",
+                      "rgb(102,102,102) on rgb(0,0,0)", "rgb(0,0,0) on rgb(0,0,0)"]
