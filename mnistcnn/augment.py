@@ -103,37 +103,19 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     return out
 
 
-def picture_training_images(target, count: int, seed: int, path=None, overrides=(), data_dir=None) -> Path:
-    """A PNG grid of the first ``count`` training images as a config file (changed by
-    ``overrides``, ``--set`` assignments) or a run directory's config preprocesses and augments
-    them (augmentation drawn with ``seed``), written to ``path`` (default: augmented.png in the run,
-    or runs/NAME-augmented.png for a config). Returns the path written."""
+def picture_training_images(config: dict, count: int, seed: int, path, source: str = "<config>") -> None:
+    """A PNG grid of the first ``count`` training images as ``config`` preprocesses and augments
+    them (augmentation drawn with ``seed``)."""
     from . import config as cfg
     from .data import Preprocess, prepare_data
-    from .errors import UsageError
     from .plots import image_grid
-    from .runs import RunDir
-    from .trainer import load_run_config
 
-    target = Path(target)
-    flags = cfg.data_dir_flag(data_dir)
-    if target.is_dir():
-        if overrides:
-            raise UsageError(f"--set changes a config; {target} is a run, pictured as it trained: give a config "
-                             "file, e.g. the run's config.yaml, with --set")
-        run = RunDir.open(target)
-        config, source = load_run_config(run, flags)
-        path = path or run.path / "augmented.png"
-    else:
-        config, source = cfg.load_config(target, overrides, flags), target
-    path = Path(path or Path("runs") / f"{config['name']}-augmented.png")
-    data = prepare_data(config, source=str(source))
+    data = prepare_data(config, source=source)
     preprocess = Preprocess.for_config(config, data)
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
                f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
                f"augment {config['data']['augment']}")
-    return path

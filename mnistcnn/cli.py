@@ -929,12 +929,15 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     """Write a PNG grid of training images as the config (or a run's config) preprocesses and
     augments them."""
     from .augment import picture_training_images
+    from .trainer import config_of_target
 
     if out_path is not None and out_path.suffix.lower() != ".png":
         fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
     if out_path is not None:
         make_folder(out_path.parent, "--out")
-    out_path = picture_training_images(config_path, count, seed, out_path, sets, data_dir)
+    config, source, run = config_of_target(config_path, sets, data_dir)
+    out_path = out_path or (run.path / "augmented.png" if run else Path("runs") / f"{config['name']}-augmented.png")
+    picture_training_images(config, count, seed, out_path, source=str(source))
     console.print(f"wrote {out_path}", markup=False)
 
 

@@ -464,6 +464,20 @@ def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]
     raise UsageError(f"{run.path}: has no config.yaml and no checkpoint that keeps one; give a config file instead")
 
 
+def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
+    """The config of a config file (changed by ``overrides``, --set assignments) or of a run
+    directory, as it trained; the file it was read from; and the run (None for a config file)."""
+    target, flags = Path(target), cfg.data_dir_flag(data_dir)
+    if not target.is_dir():
+        return cfg.load_config(target, overrides, flags), target, None
+    if overrides:
+        raise UsageError(f"--set changes a config; {target} is a run, pictured as it trained: give a config file, "
+                         "e.g. the run's config.yaml, with --set")
+    run = RunDir.open(target)
+    config, source = load_run_config(run, flags)
+    return config, source, run
+
+
 # -- a run's lifecycle --------------------------------------------------------------------
 @dataclass
 class Outcome:
