@@ -180,8 +180,6 @@ def _scatter_by_status(ax, points, x_of) -> None:
 def sweep_pictures(rows: list[dict], sweep, folder) -> None:
     """metric-by-trial.png (each trial's metric and the best so far) and metric-by-parameter.png
     (the metric against each searched parameter) in the sweep folder."""
-    from .sweep.space import goodness
-
     points = list(_sweep_points(rows))
     metric, folder = sweep.metric, Path(folder)
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
@@ -189,7 +187,7 @@ def sweep_pictures(rows: list[dict], sweep, folder) -> None:
         _scatter_by_status(ax, points, lambda row: row["number"])
         complete = sorted((row["number"], value) for row, value, status in points if status == "complete")
         if complete:
-            best = [max((value for _, value in complete[:i + 1]), key=lambda value: goodness(sweep.direction, value))
+            best = [max((value for _, value in complete[:i + 1]), key=sweep.goodness)
                     for i in range(len(complete))]
             ax.step([number for number, _ in complete], best, where="post", color="black", label="best so far")
         ax.legend()

@@ -95,6 +95,9 @@ class Sweep:
     heartbeat: int
     parameters: list
 
+    def goodness(self, value: float) -> float:
+        return goodness(self.direction, value)
+
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}
 
