@@ -180,6 +180,7 @@ class Trainer:
         self.epoch_sums = EpochSums()
         self.stop_signal: int | None = None
         self.finishing = False  # in the final evaluation: no batch is left to stop after
+        self.finished = False  # summary.json written: the run is whole
         self.resumed_from: list[dict] = []
         self.wall_seconds = 0.0
         self.workers = workers
@@ -298,6 +299,7 @@ class Trainer:
         summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
             self.run.write_json("summary.json", summary)
+        self.finished = True
         self.callbacks.on_end(summary)
         return summary
 
@@ -492,7 +494,8 @@ class Outcome:
 
 class StopOnSignal:
     """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second one, or one
-    during the final evaluation, stops at once (last.npz is as the last save left it)."""
+    during the final evaluation, stops at once (last.npz is as the last save left it); one
+    after the summary is written only waits for the run's last files."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -504,6 +507,9 @@ class StopOnSignal:
         return self
 
     def handle(self, signum, frame):
+        if self.trainer.finished:  # the run is whole: its status and curves are written all the same
+            self.trainer.stop_signal = self.trainer.stop_signal or signum
+            return
         if self.trainer.stop_signal is not None or self.trainer.finishing:  # nothing to wait for
             if self.trainer.stop_signal is None:
                 self.trainer.stop_signal = signum  # the exit code tells SIGTERM from Ctrl-C
@@ -537,26 +543,27 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
     started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
     run.set_status("running", **started_from)
-    try:
-        with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
+    with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
+        try:
             summary = trainer.fit()
-    except Interrupted as stop:
-        _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
-        return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
-    except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
-        _record_end(trainer, "interrupted")
-        return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
-    except Pruned as stop:
-        _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
-        return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
-    except NonFiniteError:
-        _record_end(trainer, "failed", curves=True, reason="non-finite")
-        raise
-    except BaseException:
-        _record_end(trainer, "failed")
-        raise
-    run.set_status("finished")
-    write_curves(trainer)
+        except Interrupted as stop:
+            _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch,
+                        batch=trainer.iterator.batch)
+            return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
+        except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as it was
+            _record_end(trainer, "interrupted")
+            return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
+        except Pruned as stop:
+            _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
+            return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
+        except NonFiniteError:
+            _record_end(trainer, "failed", curves=True, reason="non-finite")
+            raise
+        except BaseException:
+            _record_end(trainer, "failed")
+            raise
+        run.set_status("finished")
+        write_curves(trainer)
     return Outcome(run, summary, signal=trainer.stop_signal)
 
 

@@ -215,6 +215,27 @@ def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, writ
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_once_the_summary_is_written_lets_the_run_end_whole(cli, write_config, only_run, tmp_path,
+                                                                     monkeypatch, signum):
+    import signal
+
+    from mnistcnn import trainer
+
+    write_curves = trainer.write_curves
+
+    def signalled_while_drawing(*args, **kwargs):
+        signal.raise_signal(getattr(signal, signum))
+        return write_curves(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "write_curves", signalled_while_drawing)
+    result = cli("train", write_config(tmp_path, 600, 1, 100), "--runs-dir", tmp_path / "runs", "--quiet")
+    run = only_run(tmp_path / "runs")
+    assert result.exit_code == 0 and result.output.startswith("test accuracy "), result.output
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert (run / "curves.png").is_file() and (run / "summary.json").is_file()
+
+
 def test_files_respect_the_umask_and_json_writes_nothing(cli, trained_run, tmp_path):
     import os
     import stat
