@@ -16,9 +16,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
-from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from . import config as cfg
@@ -29,7 +29,7 @@ from .data import ENV_DATA_DIR
 from .export import DEFAULT_OPSET, INPUT_KINDS
 from .predict import MIN_CONFIDENCE
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # file names may hold [brackets]: text is text
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 
@@ -120,7 +120,7 @@ class TrainReporter(RunLog):
 
     def show(self, message: str) -> None:
         if not self.quiet:
-            console.print(message, markup=False, soft_wrap=True)
+            console.print(message, soft_wrap=True)
 
     def close(self):
         if self.progress:
@@ -143,7 +143,7 @@ class TrainReporter(RunLog):
         elif not self.quiet and (batch - self.last_plain >= max(batches // 5, 1)) and batch < batches:
             self.last_plain = batch
             console.print(f"epoch {epoch + 1}/{self.epochs} batch {batch}/{batches} loss {loss:.4f} "
-                          f"acc {acc:.2%} {ips:,.0f} img/s", markup=False, soft_wrap=True)
+                          f"acc {acc:.2%} {ips:,.0f} img/s", soft_wrap=True)
 
     def on_epoch_end(self, row):
         if self.progress:
@@ -223,7 +223,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if dry_run:
         console.print(plan_table(plan))
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
-                      "train.parallel and train.blas_threads; null: as the model's size pays for)", markup=False,
+                      "train.parallel and train.blas_threads; null: as the model's size pays for)",
                       soft_wrap=True)
         return
     reporter = TrainReporter(quiet)
@@ -242,7 +242,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
                    f"epoch {summary['best_epoch']}); run directory {outcome.run.path}")
     else:
         console.print(results_table(outcome.summary, outcome.run.path))
-        console.print(next_steps(outcome.run.path), markup=False, soft_wrap=True)
+        console.print(next_steps(outcome.run.path), soft_wrap=True)
 
 
 def next_steps(run_path) -> str:
@@ -304,9 +304,9 @@ def config_keys(prefix, as_json):
         return
     if console.width < WIDE_TABLE:  # four columns would leave the meaning a few letters wide
         for key, takes, default, meaning in rows:
-            console.print(f"{key}  {takes}" + (f"  (default {default})" if default else ""), markup=False,
+            console.print(f"{key}  {takes}" + (f"  (default {default})" if default else ""),
                           style="bold")
-            console.print(Padding(meaning, (0, 0, 1, 4)), markup=False)
+            console.print(Padding(meaning, (0, 0, 1, 4)))
         return
     table = Table(title="config keys", box=box.SIMPLE_HEAD)
     table.add_column("key", no_wrap=True)
@@ -314,7 +314,7 @@ def config_keys(prefix, as_json):
         table.add_column(column, overflow="fold")
     table.add_column("meaning")
     for row in rows:
-        table.add_row(*map(escape, row))  # "model.layers[i]" is text, not markup
+        table.add_row(*row)
     console.print(table)
 
 
@@ -354,10 +354,10 @@ def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
     if quiet:
         click.echo(line)
         return
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, soft_wrap=True)
     console.print(per_class_table(result))
     console.print(confusion_table(result))
-    console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", markup=False, soft_wrap=True)
+    console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", soft_wrap=True)
 
 
 def per_class_table(result: dict) -> Table:
@@ -377,8 +377,8 @@ def confusion_table(result: dict) -> Table:
     for name in result["classes"]:
         table.add_column(name, justify="right")
     for true, (name, row) in enumerate(zip(result["classes"], result["confusion"])):
-        table.add_row(name, *[f"[bold]{count}[/]" if true == predicted else (str(count) if count else "[dim]0[/]")
-                              for predicted, count in enumerate(row)])
+        styles = ["bold" if true == predicted else "" if count else "dim" for predicted, count in enumerate(row)]
+        table.add_row(name, *[Text(str(count), style=style) for count, style in zip(row, styles)])
     return table
 
 
@@ -447,15 +447,15 @@ def _predictions_table(results, path, top, saved) -> None:
             click.echo(f"error: {result['error']}", err=True)
             continue
         choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
-        row = [result["path"], f"[bold]{result['prediction'] or '-'}[/]", *(choices + [""] * (top - len(choices))),
-               f"[yellow]{result['doubt']}[/]" if result["doubt"] else ""]
+        row = [result["path"], Text(result["prediction"] or "-", style="bold"),
+               *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
         console.print(table)
     if console.is_terminal:
         for result in results:
             if "image" in result:
-                console.print(f"{result['path']} as the model sees it:", markup=False)
+                console.print(f"{result['path']} as the model sees it:")
                 console.print(half_block_preview(result["image"].astype(np.float64)))
 
 
@@ -476,7 +476,7 @@ def runs(folder, as_json):
         _json_out(rows)
         return
     if not rows:
-        console.print(f"no run directories in {folder}", markup=False)
+        console.print(f"no run directories in {folder}")
         return
     colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
@@ -499,14 +499,14 @@ def runs(folder, as_json):
                       f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       _duration(row["wall_seconds"]),
-                      f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
-                      *((escape(" ".join(row["overrides"]) or "-"),) if wide else ()))
+                      Text(row["status"], style=colours.get(row["status"], "white")),
+                      *((" ".join(row["overrides"]) or "-",) if wide else ()))
     console.print(table)
     changed = [row for row in rows if row["overrides"]]
     if not wide and changed:
-        console.print("changed by:", markup=False)
+        console.print("changed by:")
         for row in changed:
-            console.print(f"  {row['run']}: {' '.join(row['overrides'])}", markup=False)
+            console.print(f"  {row['run']}: {' '.join(row['overrides'])}")
 
 
 def _duration(seconds) -> str:
@@ -600,7 +600,7 @@ def serve(target, port, host, open_browser, which, data_dir):
         click.echo(f"warning: --host {host} lets other machines reach this page, which has no login; "
                    "the default 127.0.0.1 keeps it to this machine", err=True)
     console.print(f"serving {served.meta['config']['name']} ({served.checkpoint}) at {url}\nCtrl-C stops",
-                  markup=False, soft_wrap=True)
+                  soft_wrap=True)
     if open_browser:
         import webbrowser
 
@@ -661,18 +661,18 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
     console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
                   f"study {run.sweep.study!r}",
-                  markup=False, soft_wrap=True)
+                  soft_wrap=True)
     started = time.monotonic()
     snapshot, stopped = _watch_sweep(run, jobs, threads)
     console.print(f"{sweep_headline(run.sweep, snapshot)}; {_duration(time.monotonic() - started)}",
-                  markup=False, soft_wrap=True)
+                  soft_wrap=True)
     for message in run.worker_errors():
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
                                                 "trials": run.sweep.trials}, "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
-                      f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", markup=False, soft_wrap=True)
+                      f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
         click.echo(f"interrupted; resume with: mnistcnn sweep --resume {run.folder}", err=True)
         sys.exit(stopped_exit_code(stopped))
@@ -711,7 +711,7 @@ def _watch_sweep(run, jobs: int, threads: int):
 def print_whole(table: Table) -> None:
     """A table whose numbers must not be cut: as wide as it needs off a terminal (a log, a pipe),
     where the usual 80 columns would truncate them."""
-    (console if console.is_terminal else Console(highlight=False, width=200)).print(table)
+    (console if console.is_terminal else Console(highlight=False, markup=False, width=200)).print(table)
 
 
 def sweep_headline(sweep, snapshot) -> str:
@@ -754,9 +754,9 @@ class SweepView:
             self.told.add(row["number"])
             outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"] or ""
             console.print(f"trial {row['number']} {row['status']}: {outcome} after {row['epochs']} epochs, "
-                          f"{_duration(row['seconds'])} ({_params_text(row['params'])})", markup=False, soft_wrap=True)
+                          f"{_duration(row['seconds'])} ({_params_text(row['params'])})", soft_wrap=True)
         if ended:
-            console.print(sweep_headline(self.sweep, snapshot), markup=False, soft_wrap=True)
+            console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)
 
     def close(self) -> None:
         if self.live:
@@ -792,8 +792,6 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
 # -- inspect-layer ---------------------------------------------------------------------------
 def half_block_preview(image: np.ndarray, width: int = 28):
     """A feature map as terminal art: each character shows two pixels (upper and lower half)."""
-    from rich.text import Text
-
     img = image.astype(np.float64)
     step = max(1, int(np.ceil(img.shape[1] / width)))
     img = img[::step, ::step]
@@ -867,15 +865,15 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
 
     first, stop = report["images"]["indices"]
     split = report["images"]["split"]
-    console.print(f"model: {report['model']}", markup=False)
-    console.print(layer_words(report), markup=False, style="bold")
+    console.print(f"model: {report['model']}")
+    console.print(layer_words(report), style="bold")
     chosen = f"{split} image {first}" if stop == first + 1 else f"{split} images {first} to {stop - 1}"
     console.print(f"input {shape_words(report['input_shape'])} -> output {shape_words(report['output_shape'])}; "
-                  f"{chosen}", markup=False)
+                  f"{chosen}")
     if report["params"]:
         for key, param in report["params"].items():
             console.print(f"  parameter {key}: {param_shape_words(report['type'], key, param['shape'])}, "
-                          f"{fmt_int(param['count'])} values", markup=False)
+                          f"{fmt_int(param['count'])} values")
     else:
         console.print("  this layer has no parameters")
     gradients = " and ".join(f"d{key}" for key in report["params"])
@@ -892,7 +890,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
     console.print(table)
     sample = report["sample"]
     where = index_words(sample["index"], report["output_shape"], split, first)
-    console.print(f"output Z[{where}] = {np.round(np.asarray(sample['value']), 5).tolist()}", markup=False)
+    console.print(f"output Z[{where}] = {np.round(np.asarray(sample['value']), 5).tolist()}")
     if "dead_channel_fraction" in report["forward"]:
         console.print(f"dead channels (zero for every image): {report['forward']['dead_channel_fraction']:.1%}")
     for key, stats in report["backward"].items():
@@ -905,7 +903,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
         console.print(f"feature maps of {split} image {first}, channels 0 to {min(4, output.shape[-1]) - 1}:")
         console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
     for path in report["pictures"]:
-        console.print(f"wrote {path}", markup=False, soft_wrap=True)
+        console.print(f"wrote {path}", soft_wrap=True)
 
 
 # -- inspect-data ---------------------------------------------------------------------------
@@ -938,7 +936,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     config, source, run = config_of_target(config_path, sets, data_dir)
     out_path = out_path or (run.path / "augmented.png" if run else Path("runs") / f"{config['name']}-augmented.png")
     picture_training_images(config, count, seed, out_path, source=str(source))
-    console.print(f"wrote {out_path}", markup=False)
+    console.print(f"wrote {out_path}")
 
 
 # -- download ---------------------------------------------------------------------------
@@ -967,9 +965,9 @@ def download(folder, mirrors, timeout, force):
             return lambda done, total: progress.update(task, completed=done, total=total or None)
 
         paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, factory,
-                               log=lambda m: console.print(m, markup=False), force=force)
+                               log=lambda m: console.print(m), force=force)
     for path in paths:
-        console.print(f"ok {path}", markup=False)
+        console.print(f"ok {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

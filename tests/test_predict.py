@@ -148,6 +148,17 @@ def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_digits, t
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
 
 
+def test_names_with_brackets_are_shown_as_they_are(trained_run, test_digits, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)  # short relative paths: each fits its column
+    Image.fromarray(test_digits[0][0]).save(tmp_path / "[red]7.png")
+    result = cli("predict", trained_run, "[red]7.png", "--save-inputs", "s[x]", "--top", "1")
+    assert result.exit_code == 0, result.output
+    assert "[red]7.png" in result.output and str(Path("s[x]") / "[red]7.png") in result.output, result.output
+    assert (tmp_path / "s[x]" / "[red]7.png").is_file()
+    listed = cli("runs", trained_run.parent)
+    assert listed.exit_code == 0 and f"run directories in {trained_run.parent}" in listed.output.replace("\n", "")
+
+
 def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_digits, tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)  # short relative paths keep the table's columns wide in an 80-column test
     images = test_digits[0][:20]
