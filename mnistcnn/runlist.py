@@ -29,6 +29,7 @@ def process_alive(pid) -> bool:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl, skipping any line that is not a JSON object."""
     rows = []
     try:
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -38,7 +39,7 @@ def read_metrics(path: Path) -> list[dict]:
                 continue
     except OSError:
         pass
-    return rows
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def run_status(status: dict | None, summary: dict | None) -> str:
@@ -99,9 +100,9 @@ def list_runs(folder="runs") -> list[dict]:
         return [{**row, "sweep": None}]
     rows = []
     for child in [folder] if is_sweep_folder(folder) else folder.iterdir():
-        if is_sweep_folder(child):  # its trials, each an ordinary run
-            rows += [{**row, "sweep": child.name} for trial in (child / "trials").iterdir()
-                     if trial.is_dir() and (row := describe_run(trial)) is not None]
+        if is_sweep_folder(child):  # its trials, each an ordinary run, named by their path from ``folder``
+            rows += [{**row, "run": str(trial.relative_to(folder)), "sweep": child.name}
+                     for trial in (child / "trials").iterdir() if trial.is_dir() and (row := describe_run(trial))]
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))

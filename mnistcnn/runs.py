@@ -163,12 +163,14 @@ def check_runs_folder(runs_dir) -> Path:
     return runs_dir
 
 
-def read_json(path: Path):
-    """A JSON file's content, or None when it is missing or unreadable (a run killed mid-way)."""
+def read_json(path: Path) -> dict | None:
+    """A run's JSON file (an object), or None when it is missing, unreadable (a run killed
+    mid-way) or holds something else (edited by hand)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return content if isinstance(content, dict) else None
 
 
 def output_folder(checkpoint, what: str = "") -> Path:

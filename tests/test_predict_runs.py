@@ -47,6 +47,21 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     assert cli("runs", tmp_path / "none").exit_code == 2
 
 
+def test_runs_lists_a_run_whose_json_files_were_edited_into_something_else(trained_run, tmp_path, cli):
+    folder = tmp_path / "runs"
+    edited = shutil.copytree(trained_run, folder / "edited-20260101-000000")
+    shutil.copytree(trained_run, folder / trained_run.name)
+    (edited / "summary.json").write_text("[1, 2]")
+    (edited / "status.json").write_text('"finished"')
+    (edited / "metrics.jsonl").write_text('[]\n{"epoch": 1, "val_acc": 0.5}\n')
+    for options in ((), ("--json",)):
+        result = cli("runs", folder, *options)
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    rows = {row["run"]: row for row in json.loads(result.output)}
+    assert rows["edited-20260101-000000"]["epochs"] == 1 and rows["edited-20260101-000000"]["best_val_acc"] == 0.5
+    assert rows[trained_run.name]["status"] == "finished"
+
+
 def test_runs_given_one_run_directory_shows_that_run(trained_run, cli):
     result = cli("runs", trained_run, "--json")
     assert result.exit_code == 0, result.output
