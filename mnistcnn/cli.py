@@ -297,8 +297,7 @@ def config_keys(prefix, as_json):
     model.layers[INDEX].ARGUMENT."""
     rows = cfg.key_rows(prefix)
     if not rows:
-        fail(f"no config key starts with {prefix!r}; {cfg.did_you_mean_key(prefix)}the sections are name, data, "
-             "model and train")
+        fail(cfg.no_key_message(prefix))
     if as_json:
         _json_out([dict(zip(("key", "takes", "default", "meaning"), row)) for row in rows])
         return

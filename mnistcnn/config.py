@@ -212,9 +212,17 @@ def describe_layers() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+LAYER_ARGUMENT = re.compile(r"model\.layers\[i\]\.(\w*)")  # a layer's argument, as --set names it
+
+
 def key_rows(prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """The keys and layer types that start with ``prefix`` (a list index such as [0] read as [i])."""
+    """The keys and layer types that start with ``prefix`` (a list index such as [0] read as [i]);
+    for ``model.layers[i].ARGUMENT``, the layer types with an argument that starts so."""
     prefix = re.sub(r"\[-?\d+\]", "[i]", prefix)
+    argument = LAYER_ARGUMENT.fullmatch(prefix)
+    if argument:
+        return [row for row, kind in zip(describe_layers(), LAYERS)
+                if any(name.startswith(argument.group(1)) for name in layer_arguments(kind))]
     return [row for row in describe_keys() + describe_layers() if row[0].startswith(prefix)]
 
 
@@ -227,10 +235,19 @@ def did_you_mean(key, options) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def did_you_mean_key(prefix: str) -> str:
-    """``did_you_mean`` for a prefix that no key starts with, among the keys cut to as many parts."""
+def no_key_message(prefix: str) -> str:
+    """What to say when no key starts with ``prefix``: the closest key (cut to as many parts), or
+    for a layer's argument the closest argument of any layer."""
+    argument = LAYER_ARGUMENT.fullmatch(re.sub(r"\[-?\d+\]", "[i]", prefix))
+    if argument:
+        given = argument.group(1)
+        hint = did_you_mean(given, {name for kind in LAYERS for name in layer_arguments(kind)})
+        hint = hint.replace("did you mean '", f"did you mean '{prefix[:len(prefix) - len(given)]}", 1)
+        return (f"no layer takes an argument that starts with {given!r}; {hint}`mnistcnn config-keys model.layers` "
+                "lists every layer type's arguments")
     depth = prefix.count(".") + 1
-    return did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in key_rows()})
+    hint = did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in key_rows()})
+    return f"no config key starts with {prefix!r}; {hint}the sections are name, data, model and train"
 
 
 def _resolve(schema: dict, given, path: str) -> dict:

@@ -166,6 +166,13 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     layers = {row["key"]: row for row in json.loads(cli("config-keys", "model.layers[0]", "--json").output)}
     assert layers["model.layers[i]: conv2d"]["takes"].startswith("filters, kernel=3, stride=1, padding=0,")
     assert "activation=null" in layers["model.layers[i]: dense"]["takes"] and "model.layers" not in layers
+    # the form the help gives, model.layers[INDEX].ARGUMENT: the layer types that take the argument
+    filters = [row["key"] for row in json.loads(cli("config-keys", "model.layers[0].filters", "--json").output)]
+    assert filters == ["model.layers[i]: conv2d"]
+    misspelt = cli("config-keys", "model.layers[2].unts")
+    assert misspelt.exit_code == 2 and misspelt.output == (
+        "error: no layer takes an argument that starts with 'unts'; did you mean 'model.layers[2].units'? "
+        "`mnistcnn config-keys model.layers` lists every layer type's arguments\n")
 
 
 def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
