@@ -23,7 +23,7 @@ from rich.text import Text
 from . import __version__
 from . import config as cfg
 from .atomic import make_folder
-from .errors import MnistCnnError, stopped_exit_code
+from .errors import MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR
 from .export import DEFAULT_OPSET, INPUT_KINDS
@@ -246,9 +246,9 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
 
 
 def next_steps(run_path) -> str:
-    return (f"next: mnistcnn eval {run_path}\n"
-            f"      mnistcnn inspect-layer {run_path} --list\n"
-            f"      mnistcnn predict {run_path} YOUR-DIGIT.png")
+    return (f"next: {command_line('eval', run_path)}\n"
+            f"      {command_line('inspect-layer', run_path, '--list')}\n"
+            f"      {command_line('predict', run_path, 'YOUR-DIGIT.png')}")
 
 
 def _train_config(config_path, resume, sets, flags):
@@ -277,7 +277,7 @@ def _report_stop(outcome) -> None:
         click.echo(f"interrupted: checkpoint written to {outcome.checkpoint}", err=True)
     else:
         click.echo(f"aborted; the last checkpoint in {outcome.run.checkpoints} is intact", err=True)
-    click.echo(f"resume with: mnistcnn train --resume {outcome.run.path}", err=True)
+    click.echo(f"resume with: {command_line('train', '--resume', outcome.run.path)}", err=True)
     sys.exit(stopped_exit_code(outcome.signal))
 
 
@@ -671,9 +671,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
                                                 "trials": run.sweep.trials}, "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
-                      f"train it: mnistcnn train {run.folder / 'best-trial.yaml'}", soft_wrap=True)
+                      f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
-        click.echo(f"interrupted; resume with: mnistcnn sweep --resume {run.folder}", err=True)
+        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)

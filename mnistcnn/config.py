@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, command_line
 from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError, unknown_layer_type
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import check_run_name
@@ -489,8 +489,9 @@ def load_raw(path) -> dict:
         raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
     except IsADirectoryError:
         if (path / "config.yaml").is_file():
-            raise ConfigError(f"{path}: is a run directory, not a config; continue it with mnistcnn train --resume "
-                              f"{path}, or train its config afresh: mnistcnn train {path / 'config.yaml'}") from None
+            raise ConfigError(f"{path}: is a run directory, not a config; continue it with "
+                              f"{command_line('train', '--resume', path)}, or train its config afresh: "
+                              f"{command_line('train', path / 'config.yaml')}") from None
         raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
     except UnicodeDecodeError:
         what = "a checkpoint" if path.suffix == ".npz" else "not a text file"

@@ -1,9 +1,16 @@
 """Typed errors: the library raises these; only the CLI turns them into messages and exit codes."""
 from __future__ import annotations
 
+import shlex
 import signal
 
 INTERRUPTED = 128 + signal.SIGINT  # the shell's status for a command stopped by Ctrl-C
+
+
+def command_line(*arguments) -> str:
+    """An mnistcnn command to copy into a shell, each argument quoted where it needs to be (a path
+    with spaces or brackets)."""
+    return " ".join(["mnistcnn", *(shlex.quote(str(argument)) for argument in arguments)])
 
 
 def stopped_exit_code(signum: int | None) -> int:

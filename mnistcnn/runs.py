@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_writer, write_text
-from .errors import CheckpointError, ConfigError, UsageError
+from .errors import CheckpointError, ConfigError, UsageError, command_line
 
 META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
@@ -283,7 +283,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         if not path.is_file():
             other = "last" if which == "best" else "best"
             hint = (f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else
-                    f", nor any other checkpoint; train its config again: mnistcnn train {run.path / 'config.yaml'}")
+                    f", nor any other checkpoint; train its config again: "
+                    f"{command_line('train', run.path / 'config.yaml')}")
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():
@@ -291,11 +292,11 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
     if target.suffix in (".yaml", ".yml"):
         if (target.parent / "checkpoints").is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")
-        raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first (mnistcnn train "
-                         f"{target}) and give the run directory it prints")
+        raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first "
+                         f"({command_line('train', target)}) and give the run directory it prints")
     if target.suffix.lower() in PICTURE_SUFFIXES:
         raise UsageError(f"{target}: is a picture, not a run or a checkpoint; the model comes first, then the "
-                         f"pictures: mnistcnn predict RUN {target}")
+                         f"pictures: {command_line('predict', 'RUN', target)}")
     if which is not None:
         raise UsageError(f"--checkpoint {which}: {target} is a checkpoint file, not a run directory; give the run "
                          f"directory to choose its {which} checkpoint, or leave out --checkpoint")

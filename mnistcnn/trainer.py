@@ -21,7 +21,7 @@ from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
-from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError
+from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, command_line
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner
@@ -572,13 +572,14 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
     whether the run had finished (and is being trained longer)."""
     if not run.checkpoint("last").is_file():
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; train its config again: "
-                         f"mnistcnn train {run.path / 'config.yaml'}")
+                         f"{command_line('train', run.path / 'config.yaml')}")
     if (read_json(run.path / "status.json") or {}).get("status") != "finished":
         return False
     trained = (read_json(run.path / "summary.json") or {}).get("epochs", 0)
     if epochs <= trained:
         raise UsageError(f"{run.path}: finished after {trained} epochs; there is nothing to resume. To train it "
-                         f"longer: mnistcnn train --resume {run.path} --epochs N, with N over {trained}")
+                         f"longer: {command_line('train', '--resume', run.path, '--epochs', 'N')}, with N over "
+                         f"{trained}")
     return True
 
 

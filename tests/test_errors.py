@@ -278,3 +278,14 @@ def test_runs_shows_the_folder_and_what_changed_the_config(cli, write_config, tm
     assert cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.seed=3", "--quiet").exit_code == 0
     rows = json.loads(cli("runs", tmp_path / "runs", "--json").output)
     assert rows[0]["overrides"] == ["--set train.seed=3"]
+
+
+def test_commands_suggested_for_a_path_with_a_space_can_be_pasted(cli, trained_run, tmp_path):
+    import shlex
+
+    run = shutil.copytree(trained_run, tmp_path / "my runs" / trained_run.name)
+    (run / "checkpoints" / "last.npz").unlink()
+    refused = cli("train", "--resume", run, "--epochs", "3")
+    assert refused.exit_code == 2
+    suggested = refused.output.rstrip("\n").split("train its config again: ", 1)[1]
+    assert shlex.split(suggested) == ["mnistcnn", "train", str(run / "config.yaml")]

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..atomic import write_text
 from ..engine.fast.parallel import cores as available_cores
-from ..errors import INTERRUPTED, UsageError
+from ..errors import INTERRUPTED, UsageError, command_line
 from ..runs import stamped_folder
 from . import study as studies
 from .report import ENDED, best_row, trial_rows, write_reports
@@ -82,8 +82,8 @@ class SweepRun:
         write_text(folder / "base.yaml", cfg.dump(sweep.base))
         resolved = {**sweep.to_yaml(), "base": "base.yaml",
                     "storage": studies.shown(storage) if storage is not None else None}
-        write_text(folder / "sweep.yaml", f"# resolved from {sweep.path}; resume with mnistcnn sweep --resume "
-                                          f"{folder}\n" + cfg.dump(resolved))
+        write_text(folder / "sweep.yaml", f"# resolved from {sweep.path}; resume with "
+                                          f"{command_line('sweep', '--resume', folder)}\n" + cfg.dump(resolved))
         return cls(sweep, folder, storage or studies.local_storage(folder))
 
     @classmethod

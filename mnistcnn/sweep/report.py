@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import config as cfg
 from ..atomic import write_text
+from ..errors import command_line
 from .space import goodness
 
 STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
@@ -74,5 +75,5 @@ def write_reports(sweep, rows: list[dict], folder: Path) -> None:
     config = {**best["config"], "name": f"{sweep.name}-best"}
     header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g}),\n"
               f"# with the worker and BLAS thread counts it ran with, so that on the same machine\n"
-              f"#   mnistcnn train {path}\n# trains it again bit for bit.\n")
+              f"#   {command_line('train', path)}\n# trains it again bit for bit.\n")
     write_text(path, header + cfg.dump(config))

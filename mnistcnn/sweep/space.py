@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as cfg
-from ..errors import ConfigError
+from ..errors import ConfigError, command_line
 from ..runs import check_run_name
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -205,8 +205,9 @@ def load_sweep(path) -> Sweep:
     raw = cfg.load_raw(path)
     source = str(path)
     if isinstance(raw, dict) and "model" in raw and "space" not in raw:
-        raise ConfigError(f"{source}: is a training config, not a sweep file; train it with mnistcnn train {path}, "
-                          f"or name it as the base of a sweep file ({cfg.ready_made('sweeps/')} holds examples)")
+        raise ConfigError(f"{source}: is a training config, not a sweep file; train it with "
+                          f"{command_line('train', path)}, or name it as the base of a sweep file "
+                          f"({cfg.ready_made('sweeps/')} holds examples)")
     _mapping(source, raw, SWEEP_KEYS)
     for key in ("base", "trials", "space"):
         if key not in raw:
