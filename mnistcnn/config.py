@@ -358,6 +358,12 @@ def _source_of(path: str, source: str, origins: dict | None) -> str:
     return source
 
 
+def _first_setter(paths, source: str, origins: dict | None) -> str:
+    """``_source_of`` the first of ``paths`` that an option set, else the file."""
+    return next((option for option in (_source_of(path, source, origins) for path in paths) if option != source),
+                source)
+
+
 def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -> dict:
     """Fill defaults into ``raw`` and check it all, including that the layer stack fits.
     ``origins`` maps key paths to the options that set them (``--lr -1``), named in errors."""
@@ -385,6 +391,12 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
             raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
                        "of its own; set warmup_epochs: 0, or use type: cosine for a warm-up then a cosine")
+        epochs = config["train"]["epochs"]
+        if schedule["warmup_epochs"] > epochs:
+            blamed = _first_setter(("train.schedule.warmup_epochs", "train.epochs"), source, origins)
+            raise ConfigError(f"{blamed}: train.schedule.warmup_epochs: a warm-up of {schedule['warmup_epochs']:g} "
+                              f"epochs does not end within train.epochs ({epochs}), so the rate never reaches lr; "
+                              "give fewer warm-up epochs or more epochs")
     except _PathError as err:
         raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
     check_model(config, source, origins)
@@ -421,8 +433,10 @@ def check_model(config: dict, source: str = "<config>", origins: dict | None = N
         raise ConfigError(f"{_source_of(where, source, origins)}: {where}: {err}") from None
     k = num_classes(config)
     if model.output_shape != (k,):
-        raise ConfigError(f"{source}: model.layers[{len(model.layers) - 1}]: the model ends with shape "
-                          f"{model.output_shape} but there are {k} classes; end with {{type: dense, units: {k}}}")
+        where = f"model.layers[{len(model.layers) - 1}]"
+        blamed = _first_setter((where, "data.classes"), source, origins)
+        raise ConfigError(f"{blamed}: {where}: the model ends with shape {model.output_shape} but there are {k} "
+                          f"classes; end with {{type: dense, units: {k}}}")
     return plan
 
 

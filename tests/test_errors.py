@@ -289,3 +289,21 @@ def test_commands_suggested_for_a_path_with_a_space_can_be_pasted(cli, trained_r
     assert refused.exit_code == 2
     suggested = refused.output.rstrip("\n").split("train its config again: ", 1)[1]
     assert shlex.split(suggested) == ["mnistcnn", "train", str(run / "config.yaml")]
+
+
+@pytest.mark.parametrize("assignment,blamed", [("model.layers[-1].units=5", "--set model.layers[-1].units=5"),
+                                               ("data.classes=[a,b]", "--set data.classes=[a,b]")])
+def test_a_model_that_no_longer_ends_in_the_classes_blames_the_set_that_did_it(cli, assignment, blamed):
+    result = cli("train", QUICK, "--dry-run", "--set", assignment)
+    assert result.exit_code == 2 and result.output.startswith(f"error: {blamed}: model.layers[7]: the model ends "
+                                                              "with shape"), result.output
+
+
+def test_a_warm_up_longer_than_the_training_is_refused_naming_the_option(cli):
+    result = cli("train", QUICK, "--dry-run", "--epochs", "1", "--set", "train.schedule.type=cosine",
+                 "--set", "train.schedule.warmup_epochs=5")
+    assert result.exit_code == 2 and result.output.startswith(
+        "error: --set train.schedule.warmup_epochs=5: train.schedule.warmup_epochs: a warm-up of 5 epochs does not "
+        "end within train.epochs (1)"), result.output
+    shortened = cli("train", QUICK, "--dry-run", "--epochs", "1", "--set", "train.schedule.warmup_epochs=1")
+    assert shortened.exit_code == 0, shortened.output  # the rate reaches lr in the last step
