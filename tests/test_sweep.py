@@ -251,6 +251,17 @@ BAD_SWEEPS = [
 ]
 
 
+def test_a_default_pruner_warm_up_that_leaves_nothing_to_prune_says_it_is_the_default(tmp_path, cli):
+    path = write_sweep(tmp_path, epochs=1, pruner={"type": "median"})
+    result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "pruner.warmup_epochs: 1 (the default) leaves nothing to prune in the base " \
+                                      "config's 1 epochs" in result.output, result.output
+    both = write_sweep(tmp_path, epochs=1, pruner={"type": "median"},
+                       space={"train.optimizer.lr": {"type": "float", "low": -1.0, "high": 0.1}})
+    first = cli("sweep", both, "--runs-dir", tmp_path / "runs")
+    assert first.exit_code == 2 and "must be >= 0" in first.output  # a mistake in the space comes first
+
+
 @pytest.mark.parametrize("settings, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
 def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, settings, message):
     path = write_sweep(tmp_path, **settings)

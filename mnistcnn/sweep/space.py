@@ -247,13 +247,15 @@ def load_sweep(path) -> Sweep:
     for key in ("warmup_epochs", "startup_trials", "heartbeat"):
         if getattr(sweep, key) < (1 if key == "heartbeat" else 0):
             raise ConfigError(f"{source}: {key}: must be {'1 or more' if key == 'heartbeat' else '0 or more'}")
-    epochs = base["train"]["epochs"]
-    if sweep.pruner != "none" and sweep.warmup_epochs >= epochs:
-        raise ConfigError(f"{source}: pruner.warmup_epochs: {sweep.warmup_epochs} leaves nothing to prune in the base "
-                          f"config's {epochs} epochs; give fewer, or pruner: {{type: none}}")
     if sweep.sampler == "grid":
         _check_grid(sweep)
     _check_values(sweep)
+    epochs = base["train"]["epochs"]
+    if sweep.pruner != "none" and sweep.warmup_epochs >= epochs:
+        given = "" if "warmup_epochs" in pruner else " (the default)"
+        raise ConfigError(f"{source}: pruner.warmup_epochs: {sweep.warmup_epochs}{given} leaves nothing to prune in "
+                          f"the base config's {epochs} epochs; set pruner.warmup_epochs under {epochs}, or "
+                          "pruner: {type: none}")
     return sweep
 
 
