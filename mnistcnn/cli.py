@@ -575,7 +575,8 @@ Examples:
   mnistcnn serve runs/lenet-20260101-000000/checkpoints/last.npz --port 8080
   mnistcnn serve runs/lenet-20260101-000000 --host 0.0.0.0     # reachable from other machines""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="The port to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="The port to listen on (0: a free one, which is printed).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="The address to listen on; anything but loopback lets other machines in (no login).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
@@ -594,7 +595,7 @@ def serve(target, port, host, open_browser, which, data_dir):
 
     served = open_model(target, which, data_dir)
     sock = listening_socket(host, port)
-    url = url_of(host, port)
+    url = url_of(host, sock.getsockname()[1])  # the port the system gave, for --port 0
     if not is_loopback(host):
         click.echo(f"warning: --host {host} lets other machines reach this page, which has no login; "
                    "the default 127.0.0.1 keeps it to this machine", err=True)

@@ -38,6 +38,7 @@ from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import classify, prepare, read_grey  # noqa: E402
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
 from mnistcnn.serve.inside import open_model, trace  # noqa: E402
+from mnistcnn.serve.server import url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
 @pytest.fixture(scope="module")
@@ -309,6 +310,24 @@ def test_without_starlette_the_command_says_what_to_install(trained_run, cli_wit
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn serve needs starlette and uvicorn, which are not installed; "
                                      "pip install 'mnistcnn[serve]'")
+
+
+def test_port_0_serves_on_a_free_port_and_prints_it(trained_run, mnistcnn_command):
+    process = subprocess.Popen([*mnistcnn_command, "serve", str(trained_run), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().rsplit(" at ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/"), url
+        with urllib.request.urlopen(url + "api/model", timeout=30) as response:
+            assert response.status == 200 and "classes" in json.load(response)
+    finally:
+        code, _, err = stop_server(process)
+    assert code == 0, err
+
+
+def test_the_address_printed_for_every_interface_is_the_machines_name():
+    assert url_of("0.0.0.0", 8000) == f"http://{socket.gethostname()}:8000/"
+    assert url_of("127.0.0.1", 8000) == "http://127.0.0.1:8000/" and url_of("::1", 80) == "http://[::1]:80/"
 
 
 def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):

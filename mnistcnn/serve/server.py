@@ -42,6 +42,9 @@ def allowed_hosts(host: str) -> tuple[str, ...]:
 
 
 def url_of(host: str, port: int) -> str:
+    """The page's address; on every interface (0.0.0.0, ::), the address by this machine's name,
+    which other machines can open."""
+    host = socket.gethostname() if host in ("0.0.0.0", "::") else host
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
