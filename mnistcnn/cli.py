@@ -529,7 +529,7 @@ Examples:
 @click.option("--format", "file_format", type=click.Choice(["onnx"]), default="onnx", show_default=True,
               help="The file format (ONNX is the one every runtime reads).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
-              help="Where to write (default: model.onnx in the run folder).")
+              help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="The ONNX opset (13 or newer).")
 @click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,

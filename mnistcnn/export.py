@@ -253,7 +253,8 @@ class Exported:
 def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = "uint8",
                opset: int = DEFAULT_OPSET) -> Exported:
     """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
-    ``output`` (default: model.onnx in the run's folder), checked on the run's test split."""
+    ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
+    checked on the run's test split."""
     from . import config as cfg
     from .evaluation import load_for_target
     from .runs import output_folder, read_json
@@ -264,7 +265,8 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
         # predict tells an ONNX model by its name, and no config or checkpoint is overwritten by a slip
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    output = Path(output) if output else output_folder(path) / "model.onnx"
+    default_name = "model.onnx" if path.name == "best.npz" else f"model-{path.stem}.onnx"  # none overwrites another
+    output = Path(output) if output else output_folder(path) / default_name
     summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
     meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
     comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,

@@ -162,6 +162,14 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(tr
         path.unlink(missing_ok=True)
 
 
+def test_the_last_checkpoint_is_exported_beside_the_best_not_over_it(run, cli):
+    assert cli("export", run).exit_code == 0
+    best = (run / "model.onnx").read_bytes()
+    last = cli("export", run, "--checkpoint", "last")
+    assert last.exit_code == 0, last.output
+    assert (run / "model.onnx").read_bytes() == best and read_metadata(run / "model-last.onnx")["config_name"] == "small"
+
+
 def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run, mnist, tmp_path, monkeypatch):
     """The classic silent bug: flattening NCHW as it comes, not in the engine's (H, W, C) order."""
     import mnistcnn.export as export
