@@ -298,6 +298,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         raise UsageError(f"{target}: is a picture, not a run or a checkpoint; the model comes first, then the "
                          f"pictures: {command_line('predict', 'RUN', target)}")
     if which is not None:
-        raise UsageError(f"--checkpoint {which}: {target} is a checkpoint file, not a run directory; give the run "
+        what = "an exported ONNX model" if target.suffix.lower() == ".onnx" else "a checkpoint file"
+        raise UsageError(f"--checkpoint {which}: {target} is {what}, not a run directory; give the run "
                          f"directory to choose its {which} checkpoint, or leave out --checkpoint")
     return target

@@ -158,6 +158,8 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(tr
         assert len(onnx_rows) > 1
         evaluated = cli("eval", path)  # only predict runs an ONNX model
         assert evaluated.exit_code == 2 and "is an exported ONNX model; give the run it came from" in evaluated.output
+        chosen = cli("predict", path, tmp_path, "--checkpoint", "last")
+        assert chosen.exit_code == 2 and f"{path} is an exported ONNX model, not a run directory" in chosen.output
     finally:
         path.unlink(missing_ok=True)
 
