@@ -348,8 +348,10 @@ def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
     if as_json:
         _json_out(result)
         return
+    trained = (f"after {result['steps']:,} training steps" if result["steps"] else
+               "saved before any training step: the initial weights")
     line = (f"{split}: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f}, {result['images']:,} images, "
-            f"{result['images_per_s']:,.0f} img/s ({result['checkpoint']})")
+            f"{result['images_per_s']:,.0f} img/s ({result['checkpoint']}, {trained})")
     if quiet:
         click.echo(line)
         return

@@ -92,7 +92,7 @@ def eval_target(target, split="test", which=None, data_dir=None, batch_size=1000
     images, labels = split_arrays(data, split)
     result = score(fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
                    batch_size)
-    result.update(split=split, checkpoint=str(path), epoch=meta["epoch"])
+    result.update(split=split, checkpoint=str(path), epoch=meta["epoch"], steps=meta.get("step", 0))
     if not write:
         return result, None
     out_dir = output_folder(path)

@@ -19,7 +19,10 @@ def test_eval_agrees_with_the_run_summary(run, cli):
     assert confusion.sum() == 10000 and np.trace(confusion) / 10000 == report["accuracy"]
     assert sum(row["support"] for row in report["per_class"]) == 10000
     assert "pictures" not in report and not (run / "eval-test-best.json").exists()  # --json writes nothing
-    assert cli("eval", run, "--quiet").exit_code == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = rows[summary["best_epoch"] - 1]["step"]  # the best checkpoint's training so far
+    quiet = cli("eval", run, "--quiet")
+    assert quiet.exit_code == 0 and report["steps"] == steps and f"after {steps:,} training steps)" in quiet.output
     written = json.loads((run / "eval-test-best.json").read_text())
     assert written["accuracy"] == report["accuracy"]
     for picture in written["pictures"]:
