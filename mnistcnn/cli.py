@@ -676,7 +676,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
-        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
+        resume_command = command_line("sweep", "--resume", run.folder, "--jobs", jobs)  # the same threads a trial
+        click.echo(f"interrupted; resume with: {resume_command}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)

@@ -137,7 +137,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert f"mnistcnn sweep --resume {folder}" in err
+    assert f"mnistcnn sweep --resume {folder} --jobs 2" in err  # with the threads each trial had
     complete = [row for row in read_trials(folder) if row["status"] == "complete"]
     assert ("top trials" in out) == bool(complete), out  # no empty table when none is complete
     stopped = [row for row in read_trials(folder) if row["status"] == "stopped"]
