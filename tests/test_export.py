@@ -169,7 +169,8 @@ def test_the_last_checkpoint_is_exported_beside_the_best_not_over_it(run, cli):
     best = (run / "model.onnx").read_bytes()
     last = cli("export", run, "--checkpoint", "last")
     assert last.exit_code == 0, last.output
-    assert (run / "model.onnx").read_bytes() == best and read_metadata(run / "model-last.onnx")["config_name"] == "small"
+    assert (run / "model.onnx").read_bytes() == best
+    assert read_metadata(run / "model-last.onnx")["config_name"] == "small"
 
 
 def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run, mnist, tmp_path, monkeypatch):
