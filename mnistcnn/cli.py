@@ -29,7 +29,7 @@ from .data import ENV_DATA_DIR
 from .export import DEFAULT_OPSET, INPUT_KINDS
 from .predict import MIN_CONFIDENCE
 
-console = Console(highlight=False, markup=False)  # file names may hold [brackets]: text is text
+console = Console(highlight=False, markup=False, emoji=False)  # names may hold [brackets] or :codes:
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 
@@ -38,10 +38,11 @@ checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["be
                                  help="Which checkpoint of a run directory: best (the default) or last.")
 
 
-def data_dir_option(default: str):
-    """``--data-dir`` (or the MNISTCNN_DATA_DIR variable); ``default`` says what is read without it."""
+def data_dir_option(help_suffix: str):
+    """``--data-dir`` (or the MNISTCNN_DATA_DIR variable); ``help_suffix`` ends its help: what is
+    read without it."""
     return click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
-                        help=f"Folder of MNIST-layout IDX files{default}.")
+                        help=f"Folder of MNIST-layout IDX files{help_suffix}.")
 
 
 def fail(message: str, code: int = 2):
@@ -236,7 +237,9 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         reporter.close()
     if outcome.summary is None:
         _report_stop(outcome)
-    elif quiet:
+    if outcome.signal is not None:  # it came in the last batch or after the summary: nothing was cut short
+        click.echo("the signal came as the run was finishing: it finished, and its files are whole", err=True)
+    if quiet:
         summary = outcome.summary
         click.echo(f"test accuracy {summary['test_acc']:.2%} (best val {summary['best_val_acc']:.2%}, "
                    f"epoch {summary['best_epoch']}); run directory {outcome.run.path}")
@@ -503,6 +506,8 @@ def runs(folder, as_json):
                       Text(row["status"], style=colours.get(row["status"], "white")),
                       *((" ".join(row["overrides"]) or "-",) if wide else ()))
     console.print(table)
+    for sweep, trials in sorted({(row["sweep"], Path(row["path"]).parent) for row in rows if row["sweep"]}):
+        console.print(f"sweep {sweep}: its trials are in {trials}/", soft_wrap=True)
     changed = [row for row in rows if row["overrides"]]
     if not wide and changed:
         console.print("changed by:")
@@ -606,7 +611,7 @@ def serve(target, port, host, open_browser, which, data_dir):
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url)
+        webbrowser.open(url_of("127.0.0.1", sock.getsockname()[1]) if host in ("0.0.0.0", "::") else url)
     run(create_app(served, allowed_hosts(host)), sock)
 
 
@@ -676,7 +681,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
-        resume_command = command_line("sweep", "--resume", run.folder, "--jobs", jobs)  # the same threads a trial
+        resume_command = command_line("sweep", "--resume", run.folder, "--jobs", jobs)  # each trial's threads
         click.echo(f"interrupted; resume with: {resume_command}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
@@ -714,7 +719,7 @@ def _watch_sweep(run, jobs: int, threads: int):
 def print_whole(table: Table) -> None:
     """A table whose numbers must not be cut: as wide as it needs off a terminal (a log, a pipe),
     where the usual 80 columns would truncate them."""
-    (console if console.is_terminal else Console(highlight=False, markup=False, width=200)).print(table)
+    (console if console.is_terminal else Console(highlight=False, markup=False, emoji=False, width=200)).print(table)
 
 
 def sweep_headline(sweep, snapshot) -> str:

@@ -246,7 +246,7 @@ def no_key_message(prefix: str) -> str:
         return (f"no layer takes an argument that starts with {given!r}; {hint}`mnistcnn config-keys model.layers` "
                 "lists every layer type's arguments")
     depth = prefix.count(".") + 1
-    hint = did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in key_rows()})
+    hint = did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in describe_keys()})
     return f"no config key starts with {prefix!r}; {hint}the sections are name, data, model and train"
 
 
@@ -391,12 +391,6 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
         if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
             raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
                        "of its own; set warmup_epochs: 0, or use type: cosine for a warm-up then a cosine")
-        epochs = config["train"]["epochs"]
-        if schedule["warmup_epochs"] > epochs:
-            blamed = _first_setter(("train.schedule.warmup_epochs", "train.epochs"), source, origins)
-            raise ConfigError(f"{blamed}: train.schedule.warmup_epochs: a warm-up of {schedule['warmup_epochs']:g} "
-                              f"epochs does not end within train.epochs ({epochs}), so the rate never reaches lr; "
-                              "give fewer warm-up epochs or more epochs")
     except _PathError as err:
         raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
     check_model(config, source, origins)
@@ -433,10 +427,12 @@ def check_model(config: dict, source: str = "<config>", origins: dict | None = N
         raise ConfigError(f"{_source_of(where, source, origins)}: {where}: {err}") from None
     k = num_classes(config)
     if model.output_shape != (k,):
+        # who set the last layer (activation: shorthands add layers, so the file may number it lower), the
+        # classes or any layer
         where = f"model.layers[{len(model.layers) - 1}]"
-        blamed = _first_setter((where, "data.classes"), source, origins)
-        raise ConfigError(f"{blamed}: {where}: the model ends with shape {model.output_shape} but there are {k} "
-                          f"classes; end with {{type: dense, units: {k}}}")
+        blamed = _first_setter((where, "data.classes", "model.layers"), source, origins)
+        raise ConfigError(f"{blamed}: model.layers[-1]: the model ends with shape {model.output_shape} but there are "
+                          f"{k} classes; end with {{type: dense, units: {k}}}")
     return plan
 
 
@@ -634,7 +630,19 @@ def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of
                 raise ConfigError(f"{setter}: {key.rsplit('.', 1)[0]} must be a section with keys; {option} sets "
                                   f"{key} in it") from None
             origins[key] = f"{option} {value}"
-    return validate(raw, source, origins)
+    config = validate(raw, source, origins)
+    if not of_run:  # a run trained so already stays readable
+        _check_warm_up(config, source, origins)
+    return config
+
+
+def _check_warm_up(config: dict, source: str, origins: dict) -> None:
+    warm_up, epochs = config["train"]["schedule"]["warmup_epochs"], config["train"]["epochs"]
+    if warm_up > epochs:
+        blamed = _first_setter(("train.schedule.warmup_epochs", "train.epochs"), source, origins)
+        raise ConfigError(f"{blamed}: train.schedule.warmup_epochs: a warm-up of {warm_up:g} epochs does not end "
+                          f"within train.epochs ({epochs}), so the rate never reaches lr; give fewer warm-up epochs "
+                          "or more epochs")
 
 
 def dump(config: dict) -> str:

@@ -89,7 +89,7 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress
     from .data import CACHE_DIR
 
     folder = Path(folder) if folder is not None else CACHE_DIR
-    created = not folder.exists()
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -108,7 +108,8 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress
         try:
             paths.append(download_file(name, folder, mirrors, timeout, progress, log))
         except DataError as err:
-            if created and not any(folder.iterdir()):
-                folder.rmdir()  # nothing came: leave no empty folder behind
+            with contextlib.suppress(OSError):  # nothing came: leave no empty folder behind
+                for path in made:
+                    path.rmdir()
             raise DataError(f"{err}; MNIST ships inside mnistcnn, so every command works without a download") from None
     return paths

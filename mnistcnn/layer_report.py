@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import config as cfg
-from .data import Preprocess, prepare_data
+from .data import Data, Preprocess, prepare_data
 from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
@@ -26,7 +26,7 @@ class Target(NamedTuple):
     model: Sequential
     config: dict
     preprocess: Preprocess
-    data: object
+    data: Data
     picture_folder: Path
 
 

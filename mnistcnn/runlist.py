@@ -100,9 +100,9 @@ def list_runs(folder="runs") -> list[dict]:
         return [{**row, "sweep": None}]
     rows = []
     for child in [folder] if is_sweep_folder(folder) else folder.iterdir():
-        if is_sweep_folder(child):  # its trials, each an ordinary run, named by their path from ``folder``
-            rows += [{**row, "run": str(trial.relative_to(folder)), "sweep": child.name}
-                     for trial in (child / "trials").iterdir() if trial.is_dir() and (row := describe_run(trial))]
+        if is_sweep_folder(child):  # its trials, each an ordinary run
+            rows += [{**row, "sweep": child.name} for trial in (child / "trials").iterdir()
+                     if trial.is_dir() and (row := describe_run(trial)) is not None]
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))

@@ -91,6 +91,13 @@ class RunDir:
             raise UsageError(f"{path}: not a run directory (no config.yaml, no checkpoints/)")
         return cls(path)
 
+    def train_again(self) -> str:
+        """How to start this run afresh, as a message ends: from its config.yaml, while it is there."""
+        config = self.path / "config.yaml"
+        if config.is_file():
+            return f"train its config again: {command_line('train', config)}"
+        return "train its config file again (this run's config.yaml is gone)"
+
     # paths
     @property
     def checkpoints(self) -> Path:
@@ -283,8 +290,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         if not path.is_file():
             other = "last" if which == "best" else "best"
             hint = (f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else
-                    f", nor any other checkpoint; train its config again: "
-                    f"{command_line('train', run.path / 'config.yaml')}")
+                    f", nor any other checkpoint; {run.train_again()}")
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():

@@ -461,6 +461,9 @@ def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]
     for which in ("last", "best"):
         if run.checkpoint(which).is_file():
             _, meta = load_checkpoint(run.checkpoint(which))
+            if not isinstance(meta.get("config"), dict):
+                raise CheckpointError(f"{run.checkpoint(which)}: its metadata lacks the config; not a complete "
+                                      "mnistcnn checkpoint")
             source = f"{run.checkpoint(which)} (embedded config)"
             return cfg.from_raw(meta["config"], source, flags=flags, of_run=True), run.checkpoint(which)
     raise UsageError(f"{run.path}: has no config.yaml and no checkpoint that keeps one; give a config file instead")
@@ -543,27 +546,27 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
     started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
     run.set_status("running", **started_from)
-    with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
-        try:
+    try:
+        with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
             summary = trainer.fit()
-        except Interrupted as stop:
-            _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch,
-                        batch=trainer.iterator.batch)
-            return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
-        except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as it was
-            _record_end(trainer, "interrupted")
-            return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
-        except Pruned as stop:
-            _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
-            return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
-        except NonFiniteError:
-            _record_end(trainer, "failed", curves=True, reason="non-finite")
-            raise
-        except BaseException:
+            run.set_status("finished")
+            write_curves(trainer)  # a signal now is noted, not obeyed: the run is whole
+    except Interrupted as stop:
+        _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
+        return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
+    except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
+        _record_end(trainer, "interrupted")
+        return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
+    except Pruned as stop:
+        _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
+        return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
+    except NonFiniteError:
+        _record_end(trainer, "failed", curves=True, reason="non-finite")
+        raise
+    except BaseException:
+        if not trainer.finished:  # a run whose summary is written stays finished
             _record_end(trainer, "failed")
-            raise
-        run.set_status("finished")
-        write_curves(trainer)
+        raise
     return Outcome(run, summary, signal=trainer.stop_signal)
 
 
@@ -571,8 +574,7 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
     """Refuse to resume a finished run unless ``epochs`` goes past what it trained; returns
     whether the run had finished (and is being trained longer)."""
     if not run.checkpoint("last").is_file():
-        raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; train its config again: "
-                         f"{command_line('train', run.path / 'config.yaml')}")
+        raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
     if (read_json(run.path / "status.json") or {}).get("status") != "finished":
         return False
     trained = (read_json(run.path / "summary.json") or {}).get("epochs", 0)
@@ -596,7 +598,8 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    if planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]:
+    if (planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]
+            or not (run.path / "config.yaml").is_file()):  # read from the checkpoint: written back
         write_text(run.path / "config.yaml", cfg.dump(trainer.config))
     return trainer
 

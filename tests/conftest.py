@@ -2,6 +2,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -269,6 +270,15 @@ def run(trained_run, tmp_path):
     copy = tmp_path / "runs" / trained_run.name
     shutil.copytree(trained_run, copy)
     return copy
+
+
+@pytest.fixture
+def sigterm_raises():
+    """SIGTERM raises KeyboardInterrupt during the test instead of ending pytest: a test that sends
+    one fails, not the whole session, when no handler of mnistcnn's takes it."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")

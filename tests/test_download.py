@@ -78,11 +78,11 @@ def test_download_all_then_load_verified_from_there(server, tmp_path, monkeypatc
 
 
 def test_cli_download_failure_is_one_line(server, tmp_path, cli):
-    result = cli("download", "--to", tmp_path / "new", "--mirror", f"{server}/missing/")
+    result = cli("download", "--to", tmp_path / "new" / "mnist", "--mirror", f"{server}/missing/")
     assert result.exit_code == 2
     assert "Traceback" not in result.output and result.output.count("\n") == 1
     missing = re.escape(f"{server}/missing/")
     assert re.fullmatch(rf"error: could not download ([\w-]+)\.gz from any mirror: {missing}\1\.gz: HTTP 404 .+; "
                         r"MNIST ships inside mnistcnn, so every command works without a download\n",
                         result.output), result.output
-    assert list(tmp_path.iterdir()) == []  # the folder it made for the download is gone again
+    assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone again

@@ -123,8 +123,13 @@ def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, tr
     longer = cli("train", "--resume", run, "--epochs", "3", "--quiet")
     assert longer.exit_code == 0, longer.output
     assert (run / "config.yaml").read_text() == kept.replace("epochs: 2", "epochs: 3")
-    for name in ("config.yaml", "checkpoints/last.npz", "checkpoints/best.npz"):
+    for name in ("config.yaml", "checkpoints/last.npz"):
         (run / name).unlink()
+    unresumable = cli("train", "--resume", run, "--epochs", "4")
+    assert unresumable.exit_code == 2 and unresumable.output == (
+        f"error: {run}: has no checkpoints/last.npz to resume from; train its config file again (this run's "
+        "config.yaml is gone)\n")
+    (run / "checkpoints/best.npz").unlink()
     refused = cli("inspect-data", run)
     assert refused.exit_code == 2
     assert refused.output == f"error: {run}: has no config.yaml and no checkpoint that keeps one; give a config " \
@@ -196,7 +201,7 @@ def test_training_ends_with_the_next_commands_for_its_run(trained):
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
-                                                                        monkeypatch, signum, code):
+                                                                        monkeypatch, signum, code, sigterm_raises):
     import signal
 
     from mnistcnn import trainer
@@ -224,7 +229,7 @@ def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, writ
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_once_the_summary_is_written_lets_the_run_end_whole(cli, write_config, only_run, tmp_path,
-                                                                     monkeypatch, signum):
+                                                                     monkeypatch, signum, sigterm_raises):
     import signal
 
     from mnistcnn import trainer
@@ -238,7 +243,8 @@ def test_a_signal_once_the_summary_is_written_lets_the_run_end_whole(cli, write_
     monkeypatch.setattr(trainer, "write_curves", signalled_while_drawing)
     result = cli("train", write_config(tmp_path, 600, 1, 100), "--runs-dir", tmp_path / "runs", "--quiet")
     run = only_run(tmp_path / "runs")
-    assert result.exit_code == 0 and result.output.startswith("test accuracy "), result.output
+    assert result.exit_code == 0 and "test accuracy " in result.output, result.output
+    assert "the signal came as the run was finishing: it finished, and its files are whole" in result.output
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert (run / "curves.png").is_file() and (run / "summary.json").is_file()
 
@@ -291,12 +297,13 @@ def test_commands_suggested_for_a_path_with_a_space_can_be_pasted(cli, trained_r
     assert shlex.split(suggested) == ["mnistcnn", "train", str(run / "config.yaml")]
 
 
-@pytest.mark.parametrize("assignment,blamed", [("model.layers[-1].units=5", "--set model.layers[-1].units=5"),
-                                               ("data.classes=[a,b]", "--set data.classes=[a,b]")])
-def test_a_model_that_no_longer_ends_in_the_classes_blames_the_set_that_did_it(cli, assignment, blamed):
-    result = cli("train", QUICK, "--dry-run", "--set", assignment)
-    assert result.exit_code == 2 and result.output.startswith(f"error: {blamed}: model.layers[7]: the model ends "
-                                                              "with shape"), result.output
+@pytest.mark.parametrize("config,assignment", [("quick.yaml", "model.layers[-1].units=5"),
+                                               ("quick.yaml", "data.classes=[a,b]"),
+                                               ("speedrun.yaml", "model.layers[-1].units=5")])  # activation: relu
+def test_a_model_that_no_longer_ends_in_the_classes_blames_the_set_that_did_it(cli, configs, config, assignment):
+    result = cli("train", configs / config, "--dry-run", "--set", assignment)
+    assert result.exit_code == 2 and result.output.startswith(f"error: --set {assignment}: model.layers[-1]: the "
+                                                              "model ends with shape"), result.output
 
 
 def test_a_warm_up_longer_than_the_training_is_refused_naming_the_option(cli):
@@ -307,3 +314,7 @@ def test_a_warm_up_longer_than_the_training_is_refused_naming_the_option(cli):
         "end within train.epochs (1)"), result.output
     shortened = cli("train", QUICK, "--dry-run", "--epochs", "1", "--set", "train.schedule.warmup_epochs=1")
     assert shortened.exit_code == 0, shortened.output  # the rate reaches lr in the last step
+    from mnistcnn import config as cfg
+
+    trained_so = {"train": {"epochs": 1, "schedule": {"type": "cosine", "warmup_epochs": 5}}}
+    assert cfg.from_raw(trained_so, "a run's config.yaml", of_run=True)["train"]["epochs"] == 1  # still readable

@@ -5,6 +5,7 @@ Run as a script, ``python tests/test_predict.py RUN``, it prints the accuracy on
 test digits and on the photo-like set below, and the share of blank and noise pictures flagged."""
 import io
 import json
+import shutil
 import struct
 import sys
 import warnings
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnistcnn.cli import console
 from mnistcnn.data import load_dataset
 from mnistcnn.engine.model import Sequential
 from mnistcnn.errors import UsageError
@@ -148,15 +150,18 @@ def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_digits, t
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
 
 
-def test_names_with_brackets_are_shown_as_they_are(trained_run, test_digits, tmp_path, monkeypatch, cli):
+def test_names_with_brackets_or_emoji_codes_are_shown_as_they_are(trained_run, test_digits, tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)  # short relative paths: each fits its column
     Image.fromarray(test_digits[0][0]).save(tmp_path / "[red]7.png")
     result = cli("predict", trained_run, "[red]7.png", "--save-inputs", "s[x]", "--top", "1")
     assert result.exit_code == 0, result.output
     assert "[red]7.png" in result.output and str(Path("s[x]") / "[red]7.png") in result.output, result.output
     assert (tmp_path / "s[x]" / "[red]7.png").is_file()
-    listed = cli("runs", trained_run.parent)
-    assert listed.exit_code == 0 and f"run directories in {trained_run.parent}" in listed.output.replace("\n", "")
+    runs = tmp_path / "[red]runs :100:"
+    shutil.copytree(trained_run, runs / trained_run.name)
+    monkeypatch.setattr(console, "_width", 200)  # the title on one line
+    listed = cli("runs", runs)
+    assert listed.exit_code == 0 and f"run directories in {runs} " in listed.output, listed.output
 
 
 def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_digits, tmp_path, monkeypatch, cli):

@@ -90,8 +90,9 @@ def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bi
     assert listed.exit_code == 0, listed.output
     trials = json.loads(listed.output)
     assert len(trials) == 6 and {row["sweep"] for row in trials} == {folder.name}
-    for row in trials:  # named by their path from the folder listed: a name that eval and runs take
-        assert row["run"].startswith(f"{folder.name}/trials/trial-") and (tmp_path / "runs" / row["run"]).is_dir()
+    assert all(Path(row["path"]).parent == folder / "trials" for row in trials)
+    table = cli("runs", tmp_path / "runs")  # where the trials are, to give them to eval or predict
+    assert table.exit_code == 0 and f"sweep {folder.name}: its trials are in {folder / 'trials'}/" in table.output
     status = cli("sweep", "--status", folder)
     assert status.exit_code == 0, status.output
     assert "6 trials" in status.output

@@ -90,7 +90,7 @@ class SweepRun:
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         folder = Path(folder)
-        sweep = load_sweep(sweep_file(folder, "give the folder mnistcnn sweep printed"))
+        sweep = load_sweep(sweep_yaml_of(folder, "give the folder mnistcnn sweep printed"))
         url = storage or sweep.storage or studies.local_storage(folder)
         if "***" in url:
             raise UsageError(f"{folder}: the storage's password is not kept in the sweep folder; give it again with "
@@ -142,7 +142,7 @@ class SweepRun:
         return failed
 
 
-def sweep_file(folder: Path, hint: str) -> Path:
+def sweep_yaml_of(folder: Path, hint: str) -> Path:
     """A sweep folder's sweep.yaml; when there is none, a UsageError that ends with ``hint``."""
     if not (folder / "sweep.yaml").is_file():
         raise UsageError(f"{folder}: not a sweep folder (no sweep.yaml); {hint}")
@@ -154,7 +154,8 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
     folder that ran it."""
     if folder is not None:
         folder = Path(folder)
-        sweep = load_sweep(sweep_file(folder, "with --status give a sweep folder, or --storage URL and --study NAME"))
+        hint = "with --status give a sweep folder, or --storage URL and --study NAME"
+        sweep = load_sweep(sweep_yaml_of(folder, hint))
         storage, name = storage or sweep.storage or studies.local_storage(folder), name or sweep.study
     elif storage is None or name is None:
         raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")

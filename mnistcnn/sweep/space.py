@@ -27,6 +27,7 @@ def goodness(direction: str, value: float) -> float:
     one that minimises."""
     return value if direction == "maximize" else -value
 
+
 SWEEP_KEYS = {
     "name": "the sweep's name: its folder is runs/<name>-<timestamp>",
     "base": "the config every trial starts from, relative to the sweep file",
