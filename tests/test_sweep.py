@@ -243,7 +243,8 @@ BAD_SWEEPS = [
     ({"space": {}}, "space: give at least one config key to search"),
     ({"sampler": "bayes"}, "sampler: must be one of tpe, random, grid; got 'bayes'"),
     ({"sampler": "grid"}, "the grid sampler takes choices, or ranges with a step"),
-    ({"base": "missing.yaml"}, "missing.yaml: config file not found"),
+    ({"base": "missing.yaml"}, "missing.yaml: config file not found; base 'missing.yaml' is read from the sweep file's "
+                                  "folder"),
     ({"trials": 0}, "trials: must be 1 to 100000"),
     ({"pruner": {"type": "median", "warmup": 2}}, "pruner.warmup: unknown key; did you mean 'warmup_epochs'?"),
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),

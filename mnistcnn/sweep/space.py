@@ -217,6 +217,9 @@ def load_sweep(path) -> Sweep:
     if not isinstance(raw["base"], str):
         raise ConfigError(f"{source}: base: must be the path of a config file; got {raw['base']!r}")
     base_path = (path.parent / raw["base"]).resolve()
+    if not base_path.exists():
+        raise ConfigError(f"{source}: base: {base_path}: config file not found; base {raw['base']!r} is read from "
+                          f"the sweep file's folder, {path.parent.resolve()}")
     try:
         base = cfg.load_config(base_path)
     except ConfigError as err:
