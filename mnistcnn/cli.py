@@ -621,6 +621,7 @@ Needs the sweep extra: pip install 'mnistcnn[sweep]'.
 \b
 Examples:
   mnistcnn sweep configs/sweeps/quick-lr.yaml                  # 8 small trials, about a minute
+  mnistcnn sweep configs/sweeps/lenet-search.yaml --dry-run    # what it searches, and how
   mnistcnn sweep configs/sweeps/lenet-search.yaml --jobs 2
   mnistcnn sweep --resume runs/lenet-search-20260101-000000    # continue after Ctrl-C
   mnistcnn sweep configs/sweeps/lenet-search.yaml --storage postgresql://USER:PASSWORD@HOST/DB --study s1
@@ -638,8 +639,9 @@ Examples:
                                              "folder given as the argument) and exit.")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Parent folder of the sweep folder.")
+@click.option("--dry-run", is_flag=True, help="Check the sweep file, print what it searches and how, and exit.")
 @handle_errors
-def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
+def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     """Search the config keys that SWEEP.yaml lists with Optuna: each trial is an ordinary run
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
@@ -665,6 +667,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir):
         check_runs_folder(runs_dir)
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
+        if dry_run:
+            _show_sweep_plan(sweep_file, jobs, threads, storage)
+            return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
     console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
                   f"study {run.sweep.study!r}",
@@ -774,6 +779,26 @@ class SweepView:
 def _params_text(params: dict) -> str:
     return ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
                      f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items())
+
+
+def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> None:
+    """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings."""
+    from .sweep.study import shown
+
+    table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
+    for column in ("key", "type", "values"):
+        table.add_column(column, overflow="fold")
+    for parameter in sweep.parameters:
+        values = (", ".join(map(str, parameter.values)) if parameter.kind == "choice" else
+                  f"{parameter.low} to {parameter.high}" + (", log scale" if parameter.log else "")
+                  + (f", step {parameter.step}" if parameter.step else ""))
+        table.add_row(parameter.key, parameter.kind, values)
+    console.print(table)
+    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {sweep.warmup_epochs} epochs)"
+    storage = storage or sweep.storage
+    console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
+                  f"pruner {pruner}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}; "
+                  f"storage {shown(storage) if storage else 'a SQLite file in the sweep folder'}", soft_wrap=True)
 
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:

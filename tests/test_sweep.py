@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -267,10 +268,22 @@ def test_a_default_pruner_warm_up_that_leaves_nothing_to_prune_says_it_is_the_de
 @pytest.mark.parametrize("settings, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
 def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, settings, message):
     path = write_sweep(tmp_path, **settings)
-    result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2
-    assert result.output.startswith(f"error: {path}: ") and result.output.count("\n") == 1, result.output
-    assert message in result.output
+    for options in ((), ("--dry-run",)):
+        result = cli("sweep", path, "--runs-dir", tmp_path / "runs", *options)
+        assert result.exit_code == 2
+        assert result.output.startswith(f"error: {path}: ") and result.output.count("\n") == 1, result.output
+        assert message in result.output
+        assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
+    path = write_sweep(tmp_path, storage="postgresql://user:secret@db.example/sweeps")
+    result = cli("sweep", path, "--runs-dir", tmp_path / "runs", "--dry-run", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"train\.optimizer\.lr +float +0\.01 to 0\.2, log scale", result.output), result.output
+    assert re.search(r"model\.layers\[0\]\.filters +int +3 to 6", result.output), result.output
+    assert "sampler random (seed 0); pruner none" in result.output and "1 job x " in result.output
+    assert "postgresql://user:***@db.example/sweeps" in result.output and "secret" not in result.output
     assert not (tmp_path / "runs").exists()
 
 
