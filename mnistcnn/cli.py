@@ -650,6 +650,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     from .sweep.study import require_optuna
 
     require_optuna()
+    if dry_run and (status or resume is not None):
+        fail("--dry-run checks a sweep file before it starts; give SWEEP.yaml, without --status or --resume")
     if status:
         settings, rows = study_status(sweep_path, storage, study)
         print_whole(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))

@@ -285,6 +285,8 @@ def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
     assert "sampler random (seed 0); pruner none" in result.output and "1 job x " in result.output
     assert "postgresql://user:***@db.example/sweeps" in result.output and "secret" not in result.output
     assert not (tmp_path / "runs").exists()
+    resumed = cli("sweep", "--resume", tmp_path, "--dry-run")
+    assert resumed.exit_code == 2 and "--dry-run checks a sweep file before it starts" in resumed.output
 
 
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
