@@ -482,7 +482,8 @@ def runs(folder, as_json):
     if not rows:
         console.print(f"no run directories in {folder}")
         return
-    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pruned": "magenta"}
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "diverged": "red",
+               "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS, and
     # what changed each run's config is listed below the table.

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import read_json
+from .runs import DIVERGED, read_json
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -43,8 +43,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def run_status(status: dict | None, summary: dict | None) -> str:
-    """finished, interrupted, failed or running; a run whose process is gone without saying
-    so (killed, machine restarted) counts as interrupted: it can be resumed."""
+    """finished, interrupted, failed, diverged (failed on a NaN or infinity) or running; a run
+    whose process is gone without saying so (killed, machine restarted) counts as interrupted: it
+    can be resumed."""
     if summary is not None:
         return "finished"
     if status is None:
@@ -52,6 +53,8 @@ def run_status(status: dict | None, summary: dict | None) -> str:
     state = status.get("status", "unknown")
     if state == "running" and not process_alive(status.get("pid")):
         return "interrupted"
+    if state == "failed" and status.get("reason") == DIVERGED:
+        return "diverged"
     return state
 
 

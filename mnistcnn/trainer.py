@@ -29,7 +29,7 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import RunDir, load_checkpoint, read_json, save_checkpoint, versions
+from .runs import DIVERGED, RunDir, load_checkpoint, read_json, save_checkpoint, versions
 
 
 class Interrupted(Exception):
@@ -561,7 +561,7 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
         return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
     except NonFiniteError:
-        _record_end(trainer, "failed", curves=True, reason="non-finite")
+        _record_end(trainer, "failed", curves=True, reason=DIVERGED)
         raise
     except BaseException:
         if not trainer.finished:  # a run whose summary is written stays finished

@@ -276,6 +276,19 @@ def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, se
         assert not (tmp_path / "runs").exists()
 
 
+def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
+    from types import SimpleNamespace
+
+    from mnistcnn.sweep.report import trial_status
+
+    def trial(state, **attrs):
+        return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs)
+
+    assert trial_status(trial("PRUNED", diverged=True, reason="non-finite loss")) == "diverged"
+    assert trial_status(trial("PRUNED", reason="pruned at epoch 2")) == "pruned"
+    assert trial_status(trial("FAIL", stopped=True)) == "stopped" and trial_status(trial("COMPLETE")) == "complete"
+
+
 def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
     path = write_sweep(tmp_path, storage="postgresql://user:secret@db.example/sweeps")
     result = cli("sweep", path, "--runs-dir", tmp_path / "runs", "--dry-run", "--jobs", "1")

@@ -145,6 +145,8 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_
     run = only_run(tmp_path / "r")
     assert load_checkpoint(run / "checkpoints/last.npz")[1]["step"] == 0  # the good initial checkpoint
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    listed = cli("runs", tmp_path / "r", "--json")
+    assert [row["status"] for row in json.loads(listed.output)] == ["diverged"]  # a failure with its cause
 
 
 # -- real processes ----------------------------------------------------------------------

@@ -13,8 +13,18 @@ from ..errors import command_line
 from .space import goodness
 
 STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
-ENDED = ("complete", "pruned", "failed", "stopped")
+ENDED = ("complete", "pruned", "diverged", "failed", "stopped")
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
+
+
+def trial_status(trial) -> str:
+    """A trial's status in the sweep's words: Optuna's, or stopped (by a signal, to be resumed), or
+    diverged (pruned for Optuna, which then learns to avoid its values, but not by the pruner)."""
+    if trial.user_attrs.get("stopped"):
+        return "stopped"
+    if trial.user_attrs.get("diverged"):
+        return "diverged"
+    return STATUS[trial.state.name]
 
 
 def trial_rows(trials) -> list[dict]:
@@ -29,7 +39,7 @@ def trial_rows(trials) -> list[dict]:
         started, ended = trial.datetime_start, trial.datetime_complete
         seconds = round((ended - started).total_seconds(), 2) if started and ended else None
         rows.append({
-            "number": trial.number, "status": "stopped" if attrs.get("stopped") else STATUS[trial.state.name],
+            "number": trial.number, "status": trial_status(trial),
             "value": trial.value,
             "epochs": attrs.get("epochs", len(trial.intermediate_values)), "seconds": seconds,
             "test_acc": attrs.get("test_acc"), "retry_of": attrs.get("retry_of"), "run": attrs.get("run_dir"),

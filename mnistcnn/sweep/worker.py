@@ -118,8 +118,9 @@ class Worker:
             trial.set_user_attr("stopped", True)
             self.stopping = True
             raise
-        except NonFiniteError as err:  # a learning rate that diverges: as good as pruned
+        except NonFiniteError as err:  # a learning rate that diverges: as good as pruned, for the sampler
             trial.set_user_attr("reason", str(err))
+            trial.set_user_attr("diverged", True)
             raise studies.require_optuna().TrialPruned(str(err)) from None
         except MnistCnnError as err:
             trial.set_user_attr("error", str(err))
