@@ -630,7 +630,8 @@ Examples:
   mnistcnn sweep --status runs/lenet-search-20260101-000000""")
 @click.argument("sweep_path", metavar="[SWEEP.yaml]", required=False, type=click.Path(path_type=Path))
 @click.option("--jobs", type=int, help="Trials at once on this machine, each in its own process with an equal "
-                                       "share of the cores (default: one per core).")
+                                       "share of the cores (default: one per core; with --resume, as many as "
+                                       "the sweep ran here before).")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="SWEEP_DIR",
               help="Continue the sweep in SWEEP_DIR: interrupted trials resume from their checkpoints.")
 @click.option("--storage", metavar="URL", help="A shared study: a PostgreSQL or MySQL URL, or a journal file on a "
@@ -661,7 +662,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         if sweep_path is not None or study is not None:
             fail("--resume continues a sweep with its own sweep file and study; give only --jobs (and --storage)")
         run = SweepRun.resume(resume, storage)
-        jobs, threads = plan_jobs(jobs, run.sweep.trials)
+        jobs, threads = plan_jobs(jobs, run.sweep.trials, run.jobs_before())
     elif sweep_path is None:
         fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")
     else:
@@ -689,8 +690,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
-        resume_command = command_line("sweep", "--resume", run.folder, "--jobs", jobs)  # each trial's threads
-        click.echo(f"interrupted; resume with: {resume_command}", err=True)
+        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)

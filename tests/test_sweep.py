@@ -139,7 +139,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert f"mnistcnn sweep --resume {folder} --jobs 2" in err  # with the threads each trial had
+    assert f"interrupted; resume with: mnistcnn sweep --resume {folder}\n" in err
     complete = [row for row in read_trials(folder) if row["status"] == "complete"]
     assert ("top trials" in out) == bool(complete), out  # no empty table when none is complete
     stopped = [row for row in read_trials(folder) if row["status"] == "stopped"]
@@ -149,8 +149,9 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
 
     elsewhere = run_sweep(mnistcnn_command, "--resume", folder, "--storage", tmp_path / "other.journal", cwd=tmp_path)
     assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study
-    done = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
+    done = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "2 jobs x " in done.stdout  # as before: each trial goes on with the threads it had
     assert f"0 failed, {len(stopped)} stopped by a signal and queued again" in done.stdout, done.stdout
     rows = read_trials(folder)
     numbers = [int(row["number"]) for row in rows]
@@ -164,6 +165,20 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     summaries = [json.loads((Path(row["run"]) / "summary.json").read_text()) for row in stopped
                  if (Path(row["run"]) / "summary.json").exists()]
     assert all(summary["resumed"] for summary in summaries)
+
+
+def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told(tmp_path, mnistcnn_command):
+    path = write_sweep(tmp_path, limit=500, epochs=1, trials=2)
+    first = run_sweep(mnistcnn_command, path, "--jobs", "1", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "1 job x " in first.stdout
+    folder = sweep_folder(tmp_path / "runs")
+    again = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)  # the default on 2 cores is 2 jobs
+    assert again.returncode == 0, again.stderr
+    assert "1 job x " in again.stdout
+    told = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
+    assert told.returncode == 0, told.stderr
+    assert "2 jobs x " in told.stdout
 
 
 def test_each_queued_trial_goes_to_one_worker_of_a_local_study(tmp_path):

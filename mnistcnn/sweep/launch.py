@@ -4,7 +4,7 @@
         sweep.yaml, base.yaml   the resolved sweep file and base config (--resume reads them)
         study.db                the study, unless --storage names a shared one
         trials/                 one ordinary run directory per trial run here
-        workers/                each worker process's log
+        workers/                each worker process's log, and jobs.json: how many ran here last
         trials.csv, trials.jsonl, best-trial.yaml, metric-by-trial.png, metric-by-parameter.png
 
 The workers are separate processes (``worker.py``) in sessions of their own: a Ctrl-C reaches
@@ -12,6 +12,7 @@ this process only, which passes it on once, so that each running trial checkpoin
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,11 +31,12 @@ from .space import Sweep, load_sweep
 from .worker import STORAGE_VARIABLE
 
 
-def plan_jobs(jobs: int | None, trials: int) -> tuple[int, int]:
-    """``(jobs, threads per job)`` with jobs x threads <= cores; by default a job per core."""
+def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> tuple[int, int]:
+    """``(jobs, threads per job)`` with jobs x threads <= cores; by default as many jobs as a
+    resumed sweep ran before (so that its trials keep their threads), else a job per core."""
     cores = available_cores()
     if jobs is None:
-        jobs = max(1, min(cores, trials))
+        jobs = min(cores, jobs_before) if jobs_before is not None else max(1, min(cores, trials))
     if not 1 <= jobs <= cores:
         raise UsageError(f"--jobs {jobs}: this machine has {cores} cores, and each job needs one; give --jobs 1 to "
                          f"{cores}")
@@ -103,6 +105,7 @@ class SweepRun:
         """Start ``jobs`` worker processes of ``threads`` threads each."""
         logs = self.folder / "workers"
         logs.mkdir(exist_ok=True)
+        write_text(logs / "jobs.json", json.dumps({"jobs": jobs, "threads": threads}) + "\n")
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage_url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
@@ -114,6 +117,14 @@ class SweepRun:
                     [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.folder),
                      f"{name}/{self.folder.resolve()}/{launched}",
                      str(threads)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def jobs_before(self) -> int | None:
+        """How many jobs the last launch in this folder ran (None before any, or if unreadable)."""
+        try:
+            jobs = json.loads((self.folder / "workers" / "jobs.json").read_text(encoding="utf-8"))["jobs"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return jobs if isinstance(jobs, int) and jobs >= 1 else None
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Pass a signal on to the workers: each running trial checkpoints and stops."""
