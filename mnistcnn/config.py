@@ -16,7 +16,8 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, command_line
-from .engine.layers import CONV_ALGORITHMS, LAYERS, LayerConfigError, unknown_layer_type
+from .engine.layers import (ACTIVATED_LAYERS, CONV_ALGORITHMS, LAYERS, SOFTMAX_IN_LOSS, LayerConfigError,
+                            unknown_layer_type)
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import check_run_name
 
@@ -271,46 +272,13 @@ def _resolve(schema: dict, given, path: str) -> dict:
     return out
 
 
-# Keras and PyTorch users write a layer's activation on the layer; it becomes a layer of its own.
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-ACTIVATED_LAYERS = ("conv2d", "dense")  # the layers that take an activation, as in Keras
-
-
-def _expand_activations(layers, path="model.layers") -> list:
-    """``{type: dense, units: 128, activation: relu}`` as the layer and then ``{type: relu}``;
-    layer indices everywhere count the expanded list (``--print-config`` shows it)."""
-    if not isinstance(layers, list):
-        return layers
-    expanded = []
-    for i, spec in enumerate(layers):
-        if not isinstance(spec, dict) or "activation" not in spec:
-            expanded.append(spec)
-            continue
-        if spec.get("type") not in ACTIVATED_LAYERS:
-            raise _err(f"{path}[{i}].activation", f"{spec.get('type')} takes no activation (only "
-                                                   f"{' and '.join(ACTIVATED_LAYERS)} do); list it as a layer after it")
-        spec = dict(spec)
-        activation = spec.pop("activation")
-        if activation == "softmax":
-            raise _err(f"{path}[{i}].activation", SOFTMAX_IN_LOSS.format(what="it"))
-        if activation not in ACTIVATIONS + ("linear", None):
-            raise _err(f"{path}[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; "
-                                                   f"got {activation!r}")
-        expanded.append(spec)
-        if activation not in ("linear", None):
-            expanded.append({"type": activation})
-    return expanded
-
-
-SOFTMAX_IN_LOSS = ("softmax is applied by the loss (cross-entropy takes the logits); remove {what}: the model "
-                   "ends with the last dense layer")
 # Values that show a required layer argument in an error's example.
 LAYER_EXAMPLES = {"filters": 32, "units": 128}
 
 
 def layer_arguments(kind: str) -> list[str]:
     """The arguments a layer type takes in a config: its constructor's, and ``activation`` for
-    the layers that expand it (conv2d and dense)."""
+    the layers that take one (conv2d and dense)."""
     accepted = [p for p in inspect.signature(LAYERS[kind].__init__).parameters if p != "self"]
     return accepted + (["activation"] if kind in ACTIVATED_LAYERS else [])
 
@@ -338,7 +306,7 @@ def _check_layers(layers, path="model.layers"):
             raise _err(where, f"{kind} needs {' and '.join(repr(name) for name in missing)}, "
                               f"e.g. {{type: {kind}, {example}}}")
         for key in spec:
-            if key != "type" and key not in accepted:
+            if key not in ("type", "activation") and key not in accepted:  # the model checks activation
                 raise _err(f"{where}.{key}", f"{kind} has no argument {key!r}; {did_you_mean(key, accepted)}"
                                              f"valid: {', '.join(accepted)}")
         for key, value in spec.items():
@@ -368,8 +336,6 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
     """Fill defaults into ``raw`` and check it all, including that the layer stack fits.
     ``origins`` maps key paths to the options that set them (``--lr -1``), named in errors."""
     try:
-        if isinstance(raw.get("model"), dict) and "layers" in raw["model"]:
-            raw = {**raw, "model": {**raw["model"], "layers": _expand_activations(raw["model"]["layers"])}}
         config = _resolve(SCHEMA, raw, "")
         try:
             check_run_name(config["name"])
@@ -427,9 +393,8 @@ def check_model(config: dict, source: str = "<config>", origins: dict | None = N
         raise ConfigError(f"{_source_of(where, source, origins)}: {where}: {err}") from None
     k = num_classes(config)
     if model.output_shape != (k,):
-        # who set the last layer (activation: shorthands add layers, so the file may number it lower), the
-        # classes or any layer
-        where = f"model.layers[{len(model.layers) - 1}]"
+        # who set the last layer, the classes or any layer
+        where = f"model.layers[{len(config['model']['layers']) - 1}]"
         blamed = _first_setter((where, "data.classes", "model.layers"), source, origins)
         raise ConfigError(f"{blamed}: model.layers[-1]: the model ends with shape {model.output_shape} but there are "
                           f"{k} classes; end with {{type: dense, units: {k}}}")

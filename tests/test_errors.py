@@ -190,8 +190,15 @@ def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
     relu.write_text(QUICK.read_text().replace("- {type: conv2d, filters: 8, kernel: 5, padding: 2}\n    - {type: relu}",
                                               "- {type: conv2d, filters: 8, kernel: 5, padding: 2, activation: relu}"))
     assert relu.read_text() != QUICK.read_text()
-    plain, expanded = (cli("train", path, "--print-config").output for path in (QUICK, relu))
-    assert expanded.replace("name: relu", "name: quick") == plain  # the same layer list, indices and all
+    assert "activation: relu" in cli("train", relu, "--print-config").output  # the config as written
+    plain, shorthand = (cli("train", path, "--dry-run").output for path in (QUICK, relu))
+    assert shorthand.replace("model: relu", "model: quick") == plain  # the same model, its layers numbered alike
+    # a key counts the entries as written: the second conv is model.layers[2] in relu.yaml, [3] in quick.yaml
+    for path, index in ((relu, 2), (QUICK, 3)):
+        narrowed = cli("train", path, "--dry-run", "--set", f"model.layers[{index}].filters=5")
+        assert narrowed.exit_code == 0 and "(14, 14, 5)" in narrowed.output, narrowed.output
+    wrong = cli("train", relu, "--dry-run", "--set", "model.layers[2].filters=0")
+    assert "error: --set model.layers[2].filters=0: model.layers[2].filters: filters must be" in wrong.output
 
 
 def test_training_ends_with_the_next_commands_for_its_run(trained):

@@ -58,6 +58,32 @@ def unknown_layer_type(kind, hint: str = "") -> str:
     return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
 
 
+# As in Keras, a conv2d or dense layer may name its activation; it becomes a layer of its own after it.
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+ACTIVATED_LAYERS = ("conv2d", "dense")
+SOFTMAX_IN_LOSS = ("softmax is applied by the loss (cross-entropy takes the logits); remove {what}: the model "
+                   "ends with the last dense layer")
+
+
+def split_activation(spec: dict) -> list[dict]:
+    """``{type: dense, units: 128, activation: relu}`` as the dense layer's spec and then
+    ``{type: relu}``; a spec without an activation (or with ``linear``) as itself."""
+    if "activation" not in spec:
+        return [spec]
+    spec = dict(spec)
+    activation = spec.pop("activation")
+    if spec.get("type") not in ACTIVATED_LAYERS:
+        raise LayerConfigError("activation", f"{spec.get('type')} takes no activation (only "
+                                             f"{' and '.join(ACTIVATED_LAYERS)} do); list it as a layer after it")
+    if activation == "softmax":
+        raise LayerConfigError("activation", SOFTMAX_IN_LOSS.format(what="it"))
+    if activation in ("linear", None):
+        return [spec]
+    if activation not in ACTIVATIONS:
+        raise LayerConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; got {activation!r}")
+    return [spec, {"type": activation}]
+
+
 def layer_from_config(config: dict) -> "Layer":
     config = dict(config)
     kind = config.pop("type", None)

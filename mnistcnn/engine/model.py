@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import Layer, LayerConfigError, layer_from_config
+from .layers import Layer, LayerConfigError, layer_from_config, split_activation
 from .losses import softmax_cross_entropy
 
 # Two float32 computations of the same sums in another order (another GEMM shape, another thread
@@ -40,15 +40,21 @@ class Sequential:
 
     @classmethod
     def from_config(cls, specs: list[dict], input_shape, rng=None, dtype=np.float32) -> "Sequential":
-        layers = []
+        """The model of a config's layer list; an error's index is the spec's place in ``specs``
+        (an ``activation`` adds a layer, so the model's own numbering can run ahead of it)."""
+        layers, spec_index = [], []  # spec_index[i]: the spec that made layers[i]
         for index, spec in enumerate(specs):
             try:
-                layers.append(layer_from_config(spec))
+                layers.extend(layer_from_config(each) for each in split_activation(spec))
             except TypeError as err:  # an argument the layer does not take
                 raise LayerConfigError(None, str(err)).at(index) from None
             except LayerConfigError as err:
                 raise err.at(index)
-        return cls(layers, input_shape, rng, dtype)
+            spec_index.extend([index] * (len(layers) - len(spec_index)))
+        try:
+            return cls(layers, input_shape, rng, dtype)
+        except LayerConfigError as err:
+            raise err.at(spec_index[err.index]) if err.index is not None else err
 
     def get_config(self) -> list[dict]:
         return [layer.get_config() for layer in self.layers]

@@ -164,3 +164,18 @@ def test_model_gradient_end_to_end_float64(numerical_gradient, relative_error):
 
     for key, p in model.params().items():
         assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
+
+
+def test_an_activation_becomes_a_layer_and_errors_count_the_specs_as_written():
+    specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1, "activation": "tanh"},
+             {"type": "dense", "units": 3, "activation": "linear"}]
+    with pytest.raises(LayerConfigError) as err:  # the dense layer is the model's third, the second spec
+        Sequential.from_config(specs, (5, 5, 1))
+    assert err.value.index == 1 and "flatten" in str(err.value)
+    model = Sequential.from_config([specs[0], {"type": "flatten"}, specs[1]], (5, 5, 1))
+    assert [layer.type_name for layer in model.layers] == ["conv2d", "tanh", "flatten", "dense"]
+    for spec, message in (({"type": "maxpool2d", "activation": "relu"}, "maxpool2d takes no activation"),
+                          ({**specs[1], "activation": "softmax"}, "softmax is applied by the loss")):
+        with pytest.raises(LayerConfigError) as err:
+            Sequential.from_config([specs[0], spec], (5, 5, 1))
+        assert err.value.index == 1 and err.value.key == "activation" and message in str(err.value)
