@@ -24,7 +24,7 @@ from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, command_line
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
-from .engine.fast.processes import ProcessStepRunner
+from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
 from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
@@ -563,6 +563,11 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     except NonFiniteError:
         _record_end(trainer, "failed", curves=True, reason=DIVERGED)
         raise
+    except WorkerProcessError as err:
+        _record_end(trainer, "failed", curves=True, reason=str(err))
+        then = (f"go on from the run's last checkpoint: {command_line('train', '--resume', run.path)}"
+                if run.checkpoint("last").is_file() else run.train_again())
+        raise WorkerProcessError(f"{err}; {then}") from None
     except BaseException:
         if not trainer.finished:  # a run whose summary is written stays finished
             _record_end(trainer, "failed")

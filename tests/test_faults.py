@@ -190,3 +190,28 @@ def test_random_yaml_text_gives_config_errors_only(tmp_path, text):
         assert str(path) in str(err)
         return
     assert cfg.validate(config) == config
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the worker process through /proc")
+def test_a_killed_worker_process_ends_the_run_with_one_line_and_it_resumes(tmp_path, mnistcnn_command, write_config,
+                                                                          only_run, wait_for):
+    config = write_config(tmp_path, limit=3000, epochs=8)  # still training when the first epoch is seen
+    process = subprocess.Popen([*mnistcnn_command, "train", str(config), "--runs-dir", str(tmp_path / "runs"),
+                                "--set", "train.parallel=processes", "--set", "train.workers=2", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{process.pid}/task/{process.pid}/children"
+    wait_for(lambda: (tmp_path / "runs").is_dir() and list((tmp_path / "runs").glob("*/metrics.jsonl")),
+             what="the first epoch")
+    (worker,) = open(children).read().split()
+    os.kill(int(worker), 9)
+    out, err = process.communicate(timeout=120)
+    run = only_run(tmp_path / "runs")
+    assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"error: training worker process {worker} ended (exit code -9; killed")
+    assert err.endswith(f"go on from the run's last checkpoint: mnistcnn train --resume {run}\n")
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and f"worker process {worker} ended" in status["reason"]
+    resumed = subprocess.run([*mnistcnn_command, "train", "--resume", str(run), "--quiet"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import traceback
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ...errors import MnistCnnError
 from ..model import Sequential
 from .parallel import StepRunner, batch_shares, keep_freed_memory
 
@@ -139,8 +141,8 @@ def serve() -> None:
                 _reply(out, True, payload=traceback.format_exc().encode())
 
 
-class WorkerProcessError(RuntimeError):
-    """A worker process failed (its traceback) or ended."""
+class WorkerProcessError(MnistCnnError):
+    """A worker process failed (the message ends with its traceback) or ended."""
 
 
 class Worker:
@@ -177,7 +179,8 @@ class Worker:
         header = self.process.stdout.read(REPLY.size)
         if len(header) < REPLY.size:
             code = self.process.wait()
-            raise WorkerProcessError(f"training worker process {self.process.pid} ended (exit code {code})")
+            killed = "; killed, perhaps for want of memory" if code == -signal.SIGKILL else ""
+            raise WorkerProcessError(f"training worker process {self.process.pid} ended (exit code {code}{killed})")
         failed, loss, correct, length = REPLY.unpack(header)
         payload = self.process.stdout.read(length)
         if failed:
