@@ -685,11 +685,10 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     for message in run.worker_errors():
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
-        print_whole(sweep_table(snapshot.rows, {"metric": run.sweep.metric, "direction": run.sweep.direction,
-                                                "trials": run.sweep.trials}, "top trials", top=10))
+        print_whole(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
-    if stopped is not None and snapshot.counts["COMPLETE"] + snapshot.counts["PRUNED"] < run.sweep.trials:
+    if stopped is not None and not snapshot.finished:
         click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
@@ -733,10 +732,10 @@ def print_whole(table: Table) -> None:
 def sweep_headline(sweep, snapshot) -> str:
     """Trials done of the planned, by state, and the best so far."""
     counts, best = snapshot.counts, snapshot.best
-    done = counts["COMPLETE"] + counts["PRUNED"]
-    line = (f"{done}/{sweep.trials} trials done ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), "
-            f"{counts['RUNNING']} running, {counts['FAIL']} failed"
-            + (f", {counts['STOPPED']} stopped by a signal and queued again" if counts["STOPPED"] else ""))
+    line = (f"{snapshot.done}/{sweep.trials} trials done ({counts['complete']} complete, {counts['pruned']} pruned"
+            + (f", {counts['diverged']} diverged" if counts["diverged"] else "")
+            + f"), {counts['running']} running, {counts['failed']} failed"
+            + (f", {counts['stopped']} stopped by a signal and queued again" if counts["stopped"] else ""))
     return line + (f"; best {sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
 
 
@@ -759,8 +758,7 @@ class SweepView:
 
             recent = [row for row in snapshot.rows if row["status"] == "running"] + \
                 [row for row in snapshot.rows if row["status"] != "running"][-8:]
-            settings = {"metric": self.sweep.metric, "direction": self.sweep.direction, "trials": self.sweep.trials}
-            self.live.update(Group(sweep_headline(self.sweep, snapshot), sweep_table(recent, settings, "")))
+            self.live.update(Group(sweep_headline(self.sweep, snapshot), sweep_table(recent, self.sweep.settings(), "")))
             return
         from .sweep.report import ENDED
 

@@ -294,7 +294,7 @@ def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, se
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from types import SimpleNamespace
 
-    from mnistcnn.sweep.report import trial_status
+    from mnistcnn.sweep.study import trial_status
 
     def trial(state, **attrs):
         return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs)
@@ -302,6 +302,15 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert trial_status(trial("PRUNED", diverged=True, reason="non-finite loss")) == "diverged"
     assert trial_status(trial("PRUNED", reason="pruned at epoch 2")) == "pruned"
     assert trial_status(trial("FAIL", stopped=True)) == "stopped" and trial_status(trial("COMPLETE")) == "complete"
+    from mnistcnn.cli import sweep_headline
+    from mnistcnn.sweep.launch import Snapshot
+    from mnistcnn.sweep.study import states
+
+    ended = [trial("PRUNED", diverged=True), trial("PRUNED"), trial("COMPLETE"), trial("FAIL", stopped=True)]
+    snapshot = Snapshot([], states(ended), None, 0, trials=4)
+    assert snapshot.done == 3 and not snapshot.finished  # the stopped one is queued again
+    assert sweep_headline(SimpleNamespace(trials=4), snapshot).startswith(
+        "3/4 trials done (1 complete, 1 pruned, 1 diverged), 0 running, 0 failed, 1 stopped by a signal")
 
 
 def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):

@@ -61,6 +61,15 @@ class Snapshot:
     counts: dict
     best: dict | None
     running_workers: int
+    trials: int  # the sweep's
+
+    @property
+    def done(self) -> int:
+        return studies.trials_done(self.counts)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.trials
 
 
 class SweepRun:
@@ -141,7 +150,7 @@ class SweepRun:
             write_reports(self.sweep, rows, self.folder)
             self.reported = ended
         return Snapshot(rows, studies.states(trials), best_row(rows, self.sweep.direction),
-                        sum(process.poll() is None for process in self.workers))
+                        sum(process.poll() is None for process in self.workers), self.sweep.trials)
 
     def worker_errors(self) -> list[str]:
         """What each worker that failed (not stopped by a signal) said last, and where its log is."""

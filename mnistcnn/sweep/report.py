@@ -11,20 +11,10 @@ from .. import config as cfg
 from ..atomic import write_text
 from ..errors import command_line
 from .space import goodness
+from .study import trial_status
 
-STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
 ENDED = ("complete", "pruned", "diverged", "failed", "stopped")
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
-
-
-def trial_status(trial) -> str:
-    """A trial's status in the sweep's words: Optuna's, or stopped (by a signal, to be resumed), or
-    diverged (pruned for Optuna, which then learns to avoid its values, but not by the pruner)."""
-    if trial.user_attrs.get("stopped"):
-        return "stopped"
-    if trial.user_attrs.get("diverged"):
-        return "diverged"
-    return STATUS[trial.state.name]
 
 
 def trial_rows(trials) -> list[dict]:

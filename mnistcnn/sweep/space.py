@@ -99,6 +99,10 @@ class Sweep:
     def goodness(self, value: float) -> float:
         return goodness(self.direction, value)
 
+    def settings(self) -> dict:
+        """The objective and the trials planned: what a study keeps, and a table of trials needs."""
+        return {"metric": self.metric, "direction": self.direction, "trials": self.trials}
+
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}
 

@@ -125,8 +125,7 @@ def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
     """The sweep's study in ``storage``; ``create`` makes it when missing. A study that another
     sweep file started (another space or objective) is refused."""
     optuna = require_optuna()
-    settings = {"space": sweep.to_yaml()["space"], "metric": sweep.metric, "direction": sweep.direction,
-                "trials": sweep.trials}
+    settings = {"space": sweep.to_yaml()["space"], **sweep.settings()}
     try:
         study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
                                     sampler=make_sampler(sweep, seed_key), pruner=make_pruner(sweep),
@@ -176,15 +175,31 @@ def retry_trial(study, trial) -> None:
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
+STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
+
+
+def trial_status(trial) -> str:
+    """A trial's status in the sweep's words: Optuna's, or stopped (by a signal, to be resumed), or
+    diverged (pruned for Optuna, which then learns to avoid its values, but not by the pruner)."""
+    if trial.user_attrs.get("stopped"):
+        return "stopped"
+    if trial.user_attrs.get("diverged"):
+        return "diverged"
+    return STATUS[trial.state.name]
+
+
 def states(trials) -> dict:
-    """How many of ``trials`` are in each state (surplus trials, which never ran, left out), with
-    the failed ones that a signal stopped (and that were queued again) counted as STOPPED."""
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "STOPPED": 0, "RUNNING": 0, "WAITING": 0}
+    """How many of ``trials`` have each status (surplus trials, which never ran, left out)."""
+    counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "stopped", "running", "queued"), 0)
     for trial in trials:
         if not trial.user_attrs.get("surplus"):
-            state = "STOPPED" if trial.state.name == "FAIL" and trial.user_attrs.get("stopped") else trial.state.name
-            counts[state] = counts.get(state, 0) + 1
+            counts[trial_status(trial)] += 1
     return counts
+
+
+def trials_done(counts: dict) -> int:
+    """The trials that count towards the sweep's number: those that ran to an end of their own."""
+    return counts["complete"] + counts["pruned"] + counts["diverged"]
 
 
 def _stopped(trial) -> bool:

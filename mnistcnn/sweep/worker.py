@@ -178,10 +178,10 @@ class Worker:
         failures = 0
         while not self.stopping:
             counts = studies.states(self.study.get_trials(deepcopy=False))
-            done, queued = counts["COMPLETE"] + counts["PRUNED"], counts["WAITING"]
+            done = studies.trials_done(counts)
             if done >= self.sweep.trials:
                 return
-            if done + counts["RUNNING"] >= self.sweep.trials and not queued:
+            if done + counts["running"] >= self.sweep.trials and not counts["queued"]:
                 # a dead worker's trial comes back as a queued retry
                 studies.fail_stale(self.study, self.storage, self.sweep.heartbeat)
                 time.sleep(POLL_SECONDS)
