@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+
 
 class Augment:
     """Random shifts of up to ``shift`` pixels (whole pixels: a padded random crop), rotations of
@@ -103,19 +105,30 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     return out
 
 
-def picture_training_images(config: dict, count: int, seed: int, path, source: str = "<config>") -> None:
-    """A PNG grid of the first ``count`` training images as ``config`` preprocesses and augments
-    them (augmentation drawn with ``seed``)."""
+def picture_training_images(config: dict, source, run, count: int, seed: int, path=None) -> Path:
+    """A PNG grid of the first ``count`` training images as ``config`` (read from ``source``, the
+    config of ``run`` if not None) preprocesses and augments them, drawn with ``seed``. Written to
+    ``path`` (the --out option), else augmented.png in the run, or runs/NAME-augmented.png."""
     from . import config as cfg
+    from .atomic import make_folder
     from .data import Preprocess, prepare_data
     from .plots import image_grid
+    from .runs import RUNS_DIR
 
-    data = prepare_data(config, source=source)
+    if path is None:
+        path = run.path / "augmented.png" if run else RUNS_DIR / f"{config['name']}-augmented.png"
+    elif Path(path).suffix.lower() != ".png":
+        raise UsageError(f"--out {path}: the grid is written as a PNG; give a name that ends in .png")
+    else:
+        make_folder(Path(path).parent, "--out")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, source=str(source))
     preprocess = Preprocess.for_config(config, data)
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
                f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
                f"augment {config['data']['augment']}")
+    return path

@@ -28,6 +28,7 @@ from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR
 from .export import DEFAULT_OPSET, INPUT_KINDS
 from .predict import MIN_CONFIDENCE
+from .runs import RUNS_DIR
 
 console = Console(highlight=False, markup=False, emoji=False)  # names may hold [brackets] or :codes:
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
@@ -186,7 +187,7 @@ Examples:
 @click.option("--lr", type=float, help="Override train.optimizer.lr.")
 @click.option("--seed", type=int, help="Override train.seed.")
 @data_dir_option(" (default: the bundled MNIST)")
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=RUNS_DIR, show_default=True,
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -256,17 +257,10 @@ def next_steps(run_path) -> str:
 
 def _train_config(config_path, resume, sets, flags):
     """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
-    from .runs import RunDir
-    from .trainer import check_resumable, load_run_config
+    from .trainer import config_to_resume
 
     if resume:
-        run = RunDir.open(resume)
-        changed = [option for option, (_, value) in flags.items()
-                   if value is not None and option not in ("--epochs", "--data-dir")]
-        if changed or sets or config_path:
-            fail("--resume continues a run with its own config; only --epochs (and --data-dir) may change")
-        config, source = load_run_config(run, flags)
-        check_resumable(run, config["train"]["epochs"])  # before anything is printed
+        config, source, run = config_to_resume(resume, flags, bool(sets or config_path))
         return config, str(source), run
     if config_path is None:
         fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
@@ -467,7 +461,7 @@ def _predictions_table(results, path, top, saved) -> None:
 Examples:
   mnistcnn runs
   mnistcnn runs /data/experiments --json""")
-@click.argument("folder", metavar="[DIR]", required=False, default=Path("runs"), type=click.Path(path_type=Path))
+@click.argument("folder", metavar="[DIR]", required=False, default=RUNS_DIR, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
 def runs(folder, as_json):
@@ -534,8 +528,6 @@ Examples:
   mnistcnn export runs/lenet-20260101-000000 -o digits.onnx --input float
   mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("--format", "file_format", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="The file format (ONNX is the one every runtime reads).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
               help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
 @checkpoint_option
@@ -544,7 +536,7 @@ Examples:
               help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
 @data_dir_option(" for the check (default: the run's own data)")
 @handle_errors
-def export(target, file_format, output, which, opset, input_kind, data_dir):
+def export(target, output, which, opset, input_kind, data_dir):
     """Write a trained model as an ONNX file with its preprocessing inside, then check it: the
     ONNX checker, and onnxruntime against the engine on the run's test split."""
     from .export import export_run
@@ -595,7 +587,7 @@ def serve(target, port, host, open_browser, which, data_dir):
     """A local web page for a trained model: draw a digit (or upload a picture) and see the
     probabilities, every layer's activations, the arithmetic behind any conv value and the
     gradients; a run tab shows the curves, the confusion matrix and the worst test images."""
-    from .serve.server import allowed_hosts, is_loopback, listening_socket, require_web, run, url_of
+    from .serve.server import allowed_hosts, browser_url, is_loopback, listening_socket, require_web, run, url_of
 
     require_web()
     from .serve.app import create_app
@@ -612,7 +604,7 @@ def serve(target, port, host, open_browser, which, data_dir):
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url_of("127.0.0.1", sock.getsockname()[1]) if host in ("0.0.0.0", "::") else url)
+        webbrowser.open(browser_url(host, sock.getsockname()[1]))
     run(create_app(served, allowed_hosts(host)), sock)
 
 
@@ -639,7 +631,7 @@ Examples:
 @click.option("--study", metavar="NAME", help="The study's name in --storage (default: the sweep's name).")
 @click.option("--status", is_flag=True, help="Print the study's trials (from --storage and --study, or a sweep "
                                              "folder given as the argument) and exit.")
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=RUNS_DIR, show_default=True,
               help="Parent folder of the sweep folder.")
 @click.option("--dry-run", is_flag=True, help="Check the sweep file, print what it searches and how, and exit.")
 @handle_errors
@@ -963,14 +955,8 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     from .augment import picture_training_images
     from .trainer import config_of_target
 
-    if out_path is not None and out_path.suffix.lower() != ".png":
-        fail(f"--out {out_path}: the grid is written as a PNG; give a name that ends in .png")
-    if out_path is not None:
-        make_folder(out_path.parent, "--out")
     config, source, run = config_of_target(config_path, sets, data_dir)
-    out_path = out_path or (run.path / "augmented.png" if run else Path("runs") / f"{config['name']}-augmented.png")
-    picture_training_images(config, count, seed, out_path, source=str(source))
-    console.print(f"wrote {out_path}")
+    console.print(f"wrote {picture_training_images(config, source, run, count, seed, out_path)}")
 
 
 # -- download ---------------------------------------------------------------------------

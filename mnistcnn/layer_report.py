@@ -16,7 +16,7 @@ from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
-from .runs import output_folder, resolve_checkpoint
+from .runs import RUNS_DIR, output_folder, resolve_checkpoint
 from .trainer import initial_model
 
 
@@ -41,7 +41,7 @@ def load_target(target, data_dir=None, which: str | None = None) -> Target:
         config = cfg.load_config(target, flags=cfg.data_dir_flag(data_dir))
         data = prepare_data(config, source=str(target))
         return Target(initial_model(config), config, Preprocess.for_config(config, data), data,
-                      Path("runs") / "inspect" / config["name"])
+                      RUNS_DIR / "inspect" / config["name"])
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     return Target(model, meta["config"], preprocess, data, output_folder(path, "inspect"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, read_json
+from .runs import DIVERGED, RUNS_DIR, read_json
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -91,7 +91,7 @@ def describe_run(path: Path) -> dict | None:
     }
 
 
-def list_runs(folder="runs") -> list[dict]:
+def list_runs(folder=RUNS_DIR) -> list[dict]:
     folder = Path(folder)
     if folder.is_file():
         raise UsageError(f"{folder}: is a file, not a folder; give the folder that holds your run directories "

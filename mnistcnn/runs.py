@@ -26,6 +26,7 @@ from .errors import CheckpointError, ConfigError, UsageError, command_line
 META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 

@@ -29,7 +29,7 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import DIVERGED, RunDir, load_checkpoint, read_json, save_checkpoint, versions
+from .runs import DIVERGED, RUNS_DIR, RunDir, load_checkpoint, read_json, save_checkpoint, versions
 
 
 class Interrupted(Exception):
@@ -469,6 +469,23 @@ def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]
     raise UsageError(f"{run.path}: has no config.yaml and no checkpoint that keeps one; give a config file instead")
 
 
+RESUME_OPTIONS = ("--epochs", "--data-dir")  # a run goes on with its own config, but these may change
+
+
+def config_to_resume(run_path, flags: dict, with_config: bool) -> tuple[dict, Path, RunDir]:
+    """The config to continue the run at ``run_path`` with, the file it was read from, and the
+    run; ``flags`` may change only RESUME_OPTIONS, and ``with_config`` (a config file or --set
+    given as well) is refused."""
+    changed = [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
+    if changed or with_config:
+        raise UsageError(f"--resume continues a run with its own config; only {' and '.join(RESUME_OPTIONS)} "
+                         "may change")
+    run = RunDir.open(run_path)
+    config, source = load_run_config(run, flags)
+    check_resumable(run, config["train"]["epochs"])  # before anything is printed
+    return config, source, run
+
+
 def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
     """The config of a config file (changed by ``overrides``, --set assignments) or of a run
     directory, as it trained; the file it was read from; and the run (None for a config file)."""
@@ -524,7 +541,7 @@ class StopOnSignal:
             signal.signal(signum, handler)
 
 
-def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, runs_dir="runs",
+def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, runs_dir=RUNS_DIR,
               resume: RunDir | None = None, config_path=None, overrides=(),
               stop_on_signals: bool = False) -> Outcome:
     """Train in a new run directory under ``runs_dir``, or continue the run ``resume``.

@@ -110,8 +110,9 @@ def test_resume_reaches_the_same_weights(trained_run, tmp_path, cli, write_confi
 
 
 def test_resume_refuses_config_changes(trained_run, cli):
-    result = cli("train", "--resume", trained_run, "--lr", "0.5")
-    assert result.exit_code == 2 and "only --epochs" in result.output
+    for options in (("--lr", "0.5"), ("--set", "train.seed=3"), ("--epochs", "3", "--batch-size", "8")):
+        result = cli("train", "--resume", trained_run, *options)
+        assert result.exit_code == 2 and "only --epochs and --data-dir may change" in result.output, result.output
 
 
 def test_data_dir_with_wrong_image_size_fails_before_writing(tmp_path, cli, write_config, make_folder):

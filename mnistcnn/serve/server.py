@@ -41,11 +41,19 @@ def allowed_hosts(host: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host)))
 
 
+EVERY_INTERFACE = ("0.0.0.0", "::")
+
+
 def url_of(host: str, port: int) -> str:
-    """The page's address; on every interface (0.0.0.0, ::), the address by this machine's name,
-    which other machines can open."""
-    host = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    """The page's address; on every interface, the address by this machine's name, which other
+    machines can open."""
+    host = socket.gethostname() if host in EVERY_INTERFACE else host
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def browser_url(host: str, port: int) -> str:
+    """The address for a browser on this machine: by loopback when serving on every interface."""
+    return url_of("127.0.0.1" if host in EVERY_INTERFACE else host, port)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
