@@ -127,9 +127,13 @@ def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_ru
 
     model, _, preprocess = load_model(trained_run / "checkpoints" / "best.npz")
     images = mnist.test_images[:300]
-    engine = model.predict_logits(images, 100, preprocess).argmax(axis=1)
+    logits = model.predict_logits(images, 100, preprocess)
+    top_two = np.sort(logits, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 1e-3  # a near-tie may go either way in another runtime's rounding
+    assert clear.mean() > 0.95
     pixels = (images.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32)
-    assert np.array_equal(runner.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1), engine)
+    exported = runner.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1)
+    assert np.array_equal(exported[clear], logits.argmax(axis=1)[clear])
 
 
 def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(trained_run, cli, tmp_path, mnist):

@@ -43,8 +43,9 @@ def test_matches_the_loop_reference_ties_included(case):
 @settings(max_examples=80, deadline=None)
 @given(overlapping_pools())
 def test_float64_sums_are_the_plain_engines_to_the_last_bit(case):
-    """Each cell adds its windows' gradients in the plain engine's order, so that a float64
-    plan gives the plain numbers exactly, whatever the BLAS kernels (test_plan relies on it)."""
+    """Each cell adds its windows' gradients in the plain engine's order, so that the float64
+    sums are the plain engine's to the last bit: scalar additions in one order, no BLAS and no
+    vectorised reduction, so this holds on any CPU."""
     A_prev, _, A, cache, dA = pool_case(case)
     got = maxpool.max_pool_backward(dA, A_prev, A, case["f"], case["stride"])
     np.testing.assert_array_equal(got, F.pool_backward(dA, cache))

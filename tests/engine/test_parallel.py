@@ -84,18 +84,23 @@ def test_grouped_map_runs_fixed_groups_in_order_whatever_the_timing():
 
 
 def test_grouped_map_error_reaches_the_caller_and_stops_the_others():
-    done = []
+    later_started, raised, done = threading.Event(), threading.Event(), []
 
     def fn(i):
-        if i == 2:
+        if i == 2:  # fails while the other thread is inside an item
+            assert later_started.wait(30)
+            raised.set()
             raise ValueError("item 2 is bad")
-        time.sleep(0.002)
+        if i > 2:
+            later_started.set()
+            assert raised.wait(30)
+            time.sleep(0.2)  # the failing thread marks the failure meanwhile
         done.append(i)
         return np.array([i])
 
     with pytest.raises(ValueError, match="item 2"):
         map_grouped_in_threads(fn, np.sum, range(200), 3, 2)
-    assert len(done) < 20  # the other thread stopped taking items
+    assert len([i for i in done if i > 2]) == 1  # the item under way ended; the other thread took no other
 
 
 @pytest.mark.parametrize("make", [lambda: Adam(lr=0.01, weight_decay=0.1), lambda: AdamW(lr=0.01, weight_decay=0.1),

@@ -121,10 +121,11 @@ def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers, 
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
-def test_relu_after_the_pool_gives_the_plain_numbers_exactly():
+def test_relu_after_the_pool_gives_the_plain_numbers(relative_error):
     """Max commutes with relu, ties of binarised inputs and all-negative windows included: in
     float64, with no fused kernel (two input channels; the second conv gives an input
-    gradient), the plan's outputs and gradients are the plain loop's to the last bit."""
+    gradient), the plan's outputs and gradients are the plain engine's up to float64 rounding
+    (1e-12: a tap, a window or a tie gone wrong is off by far more)."""
     specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
              {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1},
              {"type": "relu"}, {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "flatten"},
@@ -136,9 +137,10 @@ def test_relu_after_the_pool_gives_the_plain_numbers_exactly():
     y = np.arange(6) % 5
     loss, correct, grads = model.loss_and_gradients(x, y)
     fast_loss, fast_correct, fast_grads, _ = plan.loss_and_gradients(x, y)
-    assert (fast_loss, fast_correct) == (loss, correct) and fast_grads.keys() == grads.keys()
+    assert fast_correct == correct and fast_grads.keys() == grads.keys()
+    assert relative_error(fast_loss, loss) < 1e-12
     for key in grads:
-        np.testing.assert_array_equal(fast_grads[key], grads[key], err_msg=key)
+        assert relative_error(fast_grads[key], grads[key]) < 1e-12, key
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "fft-gemm"])
