@@ -110,7 +110,7 @@ def plan_table(plan) -> Table:
 
 
 class TrainReporter(RunLog):
-    """Trainer callbacks that show train.log's lines (``trainer.RunLog``) and a progress bar, or
+    """Trainer callbacks that show train.log's lines (``callbacks.RunLog``) and a progress bar, or
     plain lines off a terminal."""
 
     def __init__(self, quiet: bool):

@@ -245,7 +245,7 @@ def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
     prediction, a ``doubt`` (None, "blank", "no single digit" or "low confidence") and the 28x28
     ``image`` the model saw; or, for a file that cannot be read, its path and ``error``."""
     check_digit_model(model, "predict")
-    results, images = [], []
+    results = []
     for path in paths:
         try:
             image, doubt = prepare(read_grey(path))
@@ -253,9 +253,9 @@ def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
             results.append({"path": str(path), "error": str(err)})
             continue
         results.append({"path": str(path), "doubt": doubt, "image": image})
-        images.append(image)
-    if images:
-        classify(model, preprocess, [result for result in results if "image" in result], classes, top, min_confidence)
+    readable = [result for result in results if "image" in result]
+    if readable:
+        classify(model, preprocess, readable, classes, top, min_confidence)
     return results
 
 

@@ -43,7 +43,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def run_status(status: dict | None, summary: dict | None) -> str:
-    """finished, interrupted, failed, diverged (failed on a NaN or infinity) or running; a run
+    """finished, interrupted, failed, diverged (failed on a NaN or infinity), pruned (by a sweep),
+    running, or unknown (no status.json); a run
     whose process is gone without saying so (killed, machine restarted) counts as interrupted: it
     can be resumed."""
     if summary is not None:

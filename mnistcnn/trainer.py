@@ -546,8 +546,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
               stop_on_signals: bool = False) -> Outcome:
     """Train in a new run directory under ``runs_dir``, or continue the run ``resume``.
 
-    Writes config.yaml, keeps status.json up to date (running, then finished, interrupted or
-    failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
+    Writes config.yaml, keeps status.json up to date (running, then finished, interrupted, pruned
+    or failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
     curves.png. A signal (with ``stop_on_signals``) ends the run with a checkpoint and returns
     an Outcome without summary, as does a callback's ``Pruned``; errors are raised after the
     status says failed.

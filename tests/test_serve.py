@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -277,22 +276,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(command, target, port, *options):
-    """``mnistcnn serve`` in its own process, once it answers: (process, base URL)."""
-    process = subprocess.Popen([*command, "serve", str(target), "--port", str(port), *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mnistcnn serve ended: {process.communicate()}")
+@pytest.fixture
+def start_server(mnistcnn_command, wait_for):
+    """``start_server(target, port, *options)``: ``mnistcnn serve`` in its own process, once it
+    answers: (process, base URL)."""
+
+    def start(target, port, *options):
+        process = subprocess.Popen([*mnistcnn_command, "serve", str(target), "--port", str(port), *options],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"mnistcnn serve ended: {process.communicate()}")
+            try:
+                with urllib.request.urlopen(url + "/api/model", timeout=5):
+                    return True
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
         try:
-            with urllib.request.urlopen(url + "/api/model", timeout=5):
-                return process, url
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail("mnistcnn serve did not answer within 60 s")
+            wait_for(answers, 60, "mnistcnn serve to answer")
+        except AssertionError:
+            process.kill()
+            raise
+        return process, url
+
+    return start
 
 
 def stop_server(process) -> tuple[int, str, str]:
@@ -343,9 +353,9 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
     assert "192.0.2.1 is not an address of this machine; choose another --host" in elsewhere.output
 
 
-def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, mnistcnn_command):
+def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
     port = free_port()
-    process, url = start_server(mnistcnn_command, trained_run, port, "--host", "0.0.0.0")
+    process, url = start_server(trained_run, port, "--host", "0.0.0.0")
     try:
         for raw in ("/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd"):
             with socket.create_connection(("127.0.0.1", port)) as sock:  # the path exactly as written
@@ -437,13 +447,13 @@ EVERY_PANEL_PAINTED = """return [...document.querySelectorAll('#layers .layer')]
         c.getContext('2d').getImageData(0, 0, c.width, c.height).data[3] === 255));"""
 
 
-def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_run, mnistcnn_command, artefacts):
+def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_run, start_server, artefacts):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     target = Path(os.environ.get("MNISTCNN_TEST_SERVE_RUN") or trained_run)
-    process, url = start_server(mnistcnn_command, target, free_port())
+    process, url = start_server(target, free_port())
     try:
         chrome.get(url)
         wait = WebDriverWait(chrome, 30)

@@ -1,7 +1,7 @@
 """A sweep's worker: one process that draws trials from the study and trains each as an
 ordinary run, until the study has its trials. ``mnistcnn sweep`` starts ``--jobs`` of them
-(``python -m mnistcnn.sweep.worker SWEEP_DIR INDEX THREADS``, the storage URL in the
-environment so that no password shows in the process list).
+(``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``, NAME the key that seeds its
+sampler; the storage URL in the environment so that no password shows in the process list).
 
 A trial reports its validation metric every epoch, so the pruner can end it early; a trial
 interrupted by a signal checkpoints and is queued again, to be resumed from its run directory.
@@ -204,7 +204,7 @@ def _history(run: RunDir) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    """``python -m mnistcnn.sweep.worker SWEEP_DIR INDEX THREADS``: one worker process."""
+    """``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``: one worker process."""
     sweep_dir, name, threads = (argv or sys.argv[1:])[:3]
     try:
         sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")

@@ -1,4 +1,4 @@
-"""Data parallelism over the cores: each half of a batch runs forward and backward in its own
+"""Data parallelism over the cores: each share of a batch runs forward and backward in its own
 thread with BLAS limited to one thread, and the gradients are summed in a fixed order, so the
 result does not depend on which thread finishes first.
 
