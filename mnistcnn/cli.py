@@ -25,7 +25,7 @@ from . import config as cfg
 from .atomic import make_folder
 from .errors import MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
-from .data import ENV_DATA_DIR
+from .data import ENV_DATA_DIR, SPLITS
 from .export import DEFAULT_OPSET, INPUT_KINDS
 from .predict import MIN_CONFIDENCE
 from .runs import RUNS_DIR
@@ -44,6 +44,13 @@ def data_dir_option(help_suffix: str):
     read without it."""
     return click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
                         help=f"Folder of MNIST-layout IDX files{help_suffix}.")
+
+
+def split_option(default: str):
+    """``--split``: which of the SPLITS a command's images come from."""
+    return click.option("--split", default=default, show_default=True, type=click.Choice(SPLITS),
+                        help="Which images: the test split, the validation split held out of training, or the "
+                             "training split.")
 
 
 def fail(message: str, code: int = 2):
@@ -326,8 +333,7 @@ Examples:
   mnistcnn eval runs/lenet-20260101-000000 --split validation --checkpoint last
   mnistcnn eval runs/lenet-20260101-000000/checkpoints/best.npz --json""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "validation", "train"]),
-              help="Which images: the test split, the validation split held out of training, or the training split.")
+@split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
@@ -842,8 +848,7 @@ Examples:
 @click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")
-@click.option("--split", default="validation", show_default=True, type=click.Choice(["test", "validation", "train"]),
-              help="Which images: the test split, the validation split held out of training, or the training split.")
+@split_option("validation")
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where pictures go.")

@@ -20,6 +20,7 @@ from .errors import DataError
 
 BUNDLED_DIR = Path(__file__).parent / "datasets" / "mnist"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnistcnn"
+SPLITS = ("test", "validation", "train")  # the splits a model is scored on
 ENV_DATA_DIR = "MNISTCNN_DATA_DIR"
 
 ROLES = {

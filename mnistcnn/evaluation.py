@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
-from .data import prepare_data
+from .data import SPLITS, prepare_data
 from .errors import UsageError
 from .engine.losses import softmax
 from .runs import RunDir, output_folder, resolve_checkpoint
 from .trainer import evaluate, fast_plan, load_model
-
-SPLITS = ("test", "validation", "train")
 
 
 def split_arrays(data, split: str):

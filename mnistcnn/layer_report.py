@@ -16,7 +16,7 @@ from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
-from .runs import RUNS_DIR, output_folder, resolve_checkpoint
+from .runs import RUNS_DIR, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
 
 
@@ -34,10 +34,9 @@ def load_target(target, data_dir=None, which: str | None = None) -> Target:
     """The model of a run dir (its ``which`` checkpoint, best by default), a checkpoint or a config
     YAML (untrained), with its config, preprocessing, data and default picture folder."""
     target = Path(target)
-    if target.suffix in (".yaml", ".yml"):
+    if is_config_file(target):
         if which is not None:
-            raise UsageError(f"--checkpoint {which}: {target} is a config, whose model is untrained; give a run "
-                             f"directory to choose its {which} checkpoint, or leave out --checkpoint")
+            raise no_checkpoint_choice(which, target, "a config, whose model is untrained")
         config = cfg.load_config(target, flags=cfg.data_dir_flag(data_dir))
         data = prepare_data(config, source=str(target))
         return Target(initial_model(config), config, Preprocess.for_config(config, data), data,
@@ -50,7 +49,7 @@ def target_label(target, config: dict, which: str | None = None) -> str:
     """What the model is, as headers and titles name it: a run's checkpoint, or for a config the
     untrained model it builds."""
     target = Path(target)
-    if target.suffix in (".yaml", ".yml"):
+    if is_config_file(target):
         return f"config {target.name}, untrained (as initialised, seed {config['train']['seed']})"
     return checkpoint_label(resolve_checkpoint(target, which))
 

@@ -84,7 +84,7 @@ class RunDir:
     def open(cls, path) -> "RunDir":
         path = Path(path)
         if path.is_file():
-            what = "a config" if path.suffix in (".yaml", ".yml") else "a file"
+            what = "a config" if is_config_file(path) else "a file"
             raise UsageError(f"{path}: is {what}, not a run directory; give the folder a run wrote (runs/NAME-STAMP), "
                              "`mnistcnn runs` lists them")
         if not path.is_dir():
@@ -279,6 +279,17 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
 # Files that are pictures, not models: `predict` reads them from a folder; given first, they are a
 # swap of its arguments.
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def is_config_file(path) -> bool:
+    return Path(path).suffix.lower() in CONFIG_SUFFIXES
+
+
+def no_checkpoint_choice(which: str, target, what: str) -> UsageError:
+    """--checkpoint given with ``target``, which is ``what`` (a config, a checkpoint file), not a run."""
+    return UsageError(f"--checkpoint {which}: {target} is {what}, not a run directory; give the run directory to "
+                      f"choose its {which} checkpoint, or leave out --checkpoint")
 
 
 def resolve_checkpoint(target, which: str | None = None) -> Path:
@@ -297,7 +308,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         return path
     if not target.exists():
         raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
-    if target.suffix in (".yaml", ".yml"):
+    if is_config_file(target):
         if (target.parent / "checkpoints").is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")
         raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first "
@@ -306,7 +317,6 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         raise UsageError(f"{target}: is a picture, not a run or a checkpoint; the model comes first, then the "
                          f"pictures: {command_line('predict', 'RUN', target)}")
     if which is not None:
-        what = "an exported ONNX model" if target.suffix.lower() == ".onnx" else "a checkpoint file"
-        raise UsageError(f"--checkpoint {which}: {target} is {what}, not a run directory; give the run "
-                         f"directory to choose its {which} checkpoint, or leave out --checkpoint")
+        raise no_checkpoint_choice(which, target, "an exported ONNX model" if target.suffix.lower() == ".onnx"
+                                   else "a checkpoint file")
     return target

@@ -147,6 +147,7 @@ class Layer:
     """Base layer: no parameters, shape-preserving."""
 
     type_name = "layer"
+    elementwise = False  # maps each value alone (or per channel): a value keeps its place through it
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -339,6 +340,8 @@ class AvgPool2D(_Pool):
 class ReLU(Layer):
     """max(x, 0)."""
 
+    elementwise = True
+
     def forward_pass(self, x, training=False, rng=None):
         if not training:  # evaluation keeps no cache: the mask would be a wasted pass
             return np.maximum(x, 0), None
@@ -354,6 +357,8 @@ class ReLU(Layer):
 @register("leaky_relu")
 class LeakyReLU(Layer):
     """x where x > 0, else alpha * x."""
+
+    elementwise = True
 
     def __init__(self, alpha=0.01, name=None):
         super().__init__(name)
@@ -373,6 +378,8 @@ class LeakyReLU(Layer):
 class Tanh(Layer):
     """tanh(x)."""
 
+    elementwise = True
+
     def forward_pass(self, x, training=False, rng=None):
         out = np.tanh(x)
         return out, out
@@ -384,6 +391,8 @@ class Tanh(Layer):
 @register("sigmoid")
 class Sigmoid(Layer):
     """1 / (1 + exp(-x))."""
+
+    elementwise = True
 
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
@@ -464,6 +473,8 @@ class Dense(Layer):
 class Dropout(Layer):
     """Inverted dropout: scales the kept units by 1/(1-rate) in training; identity in evaluation."""
 
+    elementwise = True
+
     def __init__(self, rate=0.5, name=None):
         super().__init__(name)
         self.rate = _float("rate", rate, 0.0, 1.0, high_open=True)
@@ -491,6 +502,8 @@ class BatchNorm(Layer):
     Training uses the batch's statistics and updates running averages; evaluation uses the
     running averages. gamma and beta have the shape of the last axis.
     """
+
+    elementwise = True
 
     def __init__(self, momentum=0.9, eps=1e-5, name=None):
         super().__init__(name)

@@ -8,6 +8,8 @@ max window sends its gradient to its first maximum only.
 """
 import numpy as np
 
+from .notebook import conv_single_step, create_mask_from_window, distribute_value
+
 
 def conv_forward_loop(A_prev, W, b, hparameters):
     """Z (m, n_H, n_W, C): for every example, output pixel and channel, the sum of the window
@@ -24,7 +26,7 @@ def conv_forward_loop(A_prev, W, b, hparameters):
             for w in range(n_W):
                 for c in range(n_C):
                     window = A_pad[i, h * stride:h * stride + f, w * stride:w * stride + f, :]
-                    Z[i, h, w, c] = np.sum(window * W[:, :, :, c]) + b[0, 0, 0, c]
+                    Z[i, h, w, c] = conv_single_step(window, W[:, :, :, c], b[:, :, :, c])
     return Z
 
 
@@ -77,8 +79,7 @@ def pool_backward_loop(dA, A_prev, hparameters, mode="max"):
                     hs, ws = h * stride, w * stride
                     if mode == "max":
                         window = A_prev[i, hs:hs + f, ws:ws + f, c]
-                        r, q = np.unravel_index(np.argmax(window), window.shape)  # first maximum
-                        dA_prev[i, hs + r, ws + q, c] += dA[i, h, w, c]
+                        dA_prev[i, hs:hs + f, ws:ws + f, c] += create_mask_from_window(window) * dA[i, h, w, c]
                     else:
-                        dA_prev[i, hs:hs + f, ws:ws + f, c] += dA[i, h, w, c] / (f * f)
+                        dA_prev[i, hs:hs + f, ws:ws + f, c] += distribute_value(dA[i, h, w, c], (f, f))
     return dA_prev

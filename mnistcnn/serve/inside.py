@@ -35,8 +35,6 @@ CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
 # trace runs them as in evaluation, and every other layer "in training" only so that it keeps
 # what its backward pass needs (relu's mask)
 TRAINING_DIFFERS = (BatchNorm, Dropout)
-# layers that map each value alone (or per channel): a conv's value keeps its place through them
-ELEMENTWISE = ("batchnorm", "relu", "leaky_relu", "tanh", "sigmoid", "dropout")
 
 
 @dataclass
@@ -176,7 +174,7 @@ def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col:
     after, shape = [], outputs[index].shape
     for following in range(index + 1, len(model.layers)):
         layer_after = model.layers[following]
-        if layer_after.type_name not in ELEMENTWISE or outputs[following].shape != shape:
+        if not layer_after.elementwise or outputs[following].shape != shape:
             break
         after.append({"index": following, "name": layer_after.name, "type": layer_after.type_name,
                       "value": float(outputs[following][0, row, col, channel])})
