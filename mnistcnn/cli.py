@@ -141,18 +141,18 @@ class TrainReporter(RunLog):
         if self.interactive:
             self.progress = Progress(
                 TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} {task.fields[ips]:,.0f} img/s"),
+                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} {task.fields[images_per_s]:,.0f} img/s"),
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True)
             self.progress.start()
-            self.task = self.progress.add_task("train", total=batches, completed=done, loss=0.0, acc=0.0, ips=0.0)
+            self.task = self.progress.add_task("train", total=batches, completed=done, loss=0.0, acc=0.0, images_per_s=0.0)
 
-    def on_batch(self, epoch, batch, batches, loss, acc, ips):
+    def on_batch(self, epoch, batch, batches, loss, acc, images_per_s):
         if self.interactive:
-            self.progress.update(self.task, completed=batch, loss=loss, acc=acc, ips=ips)
+            self.progress.update(self.task, completed=batch, loss=loss, acc=acc, images_per_s=images_per_s)
         elif not self.quiet and (batch - self.last_plain >= max(batches // 5, 1)) and batch < batches:
             self.last_plain = batch
             console.print(f"epoch {epoch + 1}/{self.epochs} batch {batch}/{batches} loss {loss:.4f} "
-                          f"acc {acc:.2%} {ips:,.0f} img/s", soft_wrap=True)
+                          f"acc {acc:.2%} {images_per_s:,.0f} img/s", soft_wrap=True)
 
     def on_epoch_end(self, row):
         if self.progress:
@@ -914,7 +914,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                           + (f"; {gradients} at its parameters" if gradients else ""))
     for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
         table.add_column(column, justify="right")
-    rows = [("output Z", report["forward"])] + [(key, st) for key, st in report["backward"].items() if st is not None]
+    rows = [("output Z", report["forward"])] + [(key, stats) for key, stats in report["backward"].items() if stats is not None]
     for name, stats in rows:
         table.add_row(name, *(f"{stats[key]:.3g}" for key in ("mean", "std", "min", "max", "norm")),
                       f"{stats['zero_fraction']:.1%}")
@@ -985,12 +985,12 @@ def download(folder, mirrors, timeout, force):
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=console, disable=not console.is_terminal) as progress:
 
-        def factory(name):
+        def progress_bar(name):
             task = progress.add_task(name, total=None)
             return lambda done, total: progress.update(task, completed=done, total=total or None)
 
-        paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, factory,
-                               log=lambda m: console.print(m), force=force)
+        paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, progress_bar,
+                               log=console.print, force=force)
     for path in paths:
         console.print(f"ok {path}")
 

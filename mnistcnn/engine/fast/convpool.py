@@ -375,14 +375,6 @@ def _fft_blocks(Z, shape):
     return tuple(Z[:, r, :, q] for r in (0, 1) for q in (0, 1))
 
 
-def conv_pool_backward(dout: np.ndarray, cache: Cache, compute_dA: bool = False):
-    """``(dA_prev, dW, db)`` for either forward's cache. im2col's fused conv gives no input
-    gradient (``dA_prev`` is None: it is a first layer's)."""
-    if is_fft(cache):
-        return fftconv.conv_backward(conv_gradient(dout, cache), cache.conv, compute_dA)
-    return (None,) + im2col_weight_gradients(dout, cache)
-
-
 def is_fft(cache: Cache) -> bool:
     return not isinstance(cache.conv, np.ndarray)
 

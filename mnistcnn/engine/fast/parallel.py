@@ -206,9 +206,10 @@ class StepRunner:
         thread (the update is element-wise: the same numbers)."""
         lr = optimizer.start_step(params, lr)
         jobs = []
-        for key, p in params.items():
-            cuts = [0, p.size] if self.pool is None or p.size < SPLIT_UPDATE_SIZE else [0, p.size // 2, p.size]
-            jobs += [(key, p, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        for key, param in params.items():
+            size = param.size
+            cuts = [0, size] if self.pool is None or size < SPLIT_UPDATE_SIZE else [0, size // 2, size]
+            jobs += [(key, param, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
         self.map(lambda job: optimizer.update(*job[:3], lr, job[3]), jobs)
 
     def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
@@ -252,8 +253,8 @@ class StepRunner:
         statistics folded in."""
         grads = results[0][2]
         for _, _, part_grads, _ in results[1:]:
-            for k, g in part_grads.items():
-                grads[k] += g
+            for key, grad in part_grads.items():
+                grads[key] += grad
         self.plan.update_batchnorm_statistics([statistics for *_, statistics in results])
         loss = sum(fraction * result[0] for (*_, fraction), result in zip(shares, results))
         return loss, sum(result[1] for result in results), grads

@@ -139,10 +139,10 @@ class Plan:
                        if step.describe() not in training]
 
     # -- training -------------------------------------------------------------------
-    def prepare(self, run=None) -> None:
+    def prepare(self, map_in_threads=None) -> None:
         """Compute what depends only on the weights, once per step, before threads share it."""
         for spectrum in self.spectra.values():
-            spectrum.prepare(run)
+            spectrum.prepare(map_in_threads)
 
     def forward(self, x, training=False, rng=None):
         """``(out, caches)``: the steps in turn. Batchnorm statistics: ``update_batchnorm_statistics``."""

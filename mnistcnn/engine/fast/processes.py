@@ -101,7 +101,7 @@ def _reply(out, failed: bool, loss: float = 0.0, correct: int = 0, payload: byte
     out.flush()
 
 
-def serve() -> None:
+def worker_main() -> None:
     """A worker process: reads its setup (a JSON line), builds the plan on the shared weights,
     then computes one share of a batch per task until its input ends."""
     tasks = sys.stdin.buffer
@@ -307,4 +307,4 @@ def _replies(workers) -> list:
 
 
 if __name__ == "__main__":
-    serve()
+    worker_main()

@@ -108,18 +108,18 @@ class Spectrum:
         self.conv = conv
         self.made_from = self.weights = None  # a copy of W, and its fftconv.SpectralWeights
 
-    def prepare(self, run=None) -> None:
-        """From the weights as they are now; ``run`` (a thread pool's map) splits the
+    def prepare(self, map_in_threads=None) -> None:
+        """From the weights as they are now; ``map_in_threads`` (a thread pool's map) splits the
         frequencies in two."""
         W = self.conv.params["W"]
         h, w, _ = self.conv.input_shape
         weights = fftconv.empty_spectral_weights(W, h, w, self.conv.pad)
         fill = functools.partial(fftconv.fill_spectral_weights, weights, W, h, w, self.conv.pad)
         k = len(weights.blocks)
-        if run is None:
+        if map_in_threads is None:
             fill(0, k)
         else:
-            run(lambda span: fill(*span), [(0, k // 2), (k // 2, k)])
+            map_in_threads(lambda span: fill(*span), [(0, k // 2), (k // 2, k)])
         self.made_from, self.weights = W.copy(), weights
 
     def current(self):
@@ -174,7 +174,7 @@ class ConvPoolStep(ConvStep):
 
     def __init__(self, layers: tuple, conv: Conv2D, spectrum: Spectrum | None, pool: MaxPool2D):
         super().__init__(layers[0], conv, spectrum)
-        self.layers, self.relu, self.pool = layers, len(layers) == 3, pool.size
+        self.layers, self.relu, self.pool_size = layers, len(layers) == 3, pool.size
         if not spectrum and convpool.channels_first(conv.filters):
             self.what += " (channel-first phases)"
         self.what += f" + max pool {pool.size}x{pool.size}" + (" + relu" if self.relu else "") + ", fused"
@@ -185,7 +185,7 @@ class ConvPoolStep(ConvStep):
         if self.spectrum:
             weights = self.spectrum.current()
             return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
-        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu, self.pool)
+        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu, self.pool_size)
 
     def backward(self, dout, cache):
         if self.spectrum:
