@@ -22,6 +22,7 @@ from .runs import PICTURE_SUFFIXES
 SIDE, BOX = 28, 20
 # a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
 # (twice its MAX_IMAGE_PIXELS, 178,956,970), which refuses a picture before ours is checked.
+ONE_COLOUR = 24  # grey levels across which the visible pixels of a drawing count as one colour
 MAX_PIXELS = 178_000_000
 READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
 WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
@@ -57,7 +58,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     """A picture file (a path, or a binary file object such as ``io.BytesIO``, which messages call
     ``name``) as a float array of grey levels 0..255 (transparent parts count as white),
     reduced to about READ_SIDE on its longer side before any float copy is made."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if name is None:
         path = name = Path(path)
@@ -76,13 +77,14 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
                     raise PictureTooLarge(too_large)
                 image.draft("L", (max(1, width * READ_SIDE // max(width, height)), 1))  # JPEG: decode reduced
                 image.load()
+                image = ImageOps.exif_transpose(image)  # upright, as a phone's photo is shown
                 factor = max(image.size) // READ_SIDE
                 if factor > 1:  # box-average in uint8: the full-size float copy is never made
                     image = image.reduce(factor)
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                    image = image.convert("RGBA")
-                    image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
-                grey = np.asarray(image.convert("L"), dtype=np.float64)
+                    grey = _flattened(image.convert("RGBA"))
+                else:
+                    grey = np.asarray(image.convert("L"), dtype=np.float64)
     except Image.DecompressionBombError:  # Pillow's own, higher limit, checked when opening
         raise PictureTooLarge(too_large) from None
     except UnidentifiedImageError:
@@ -95,6 +97,21 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     if grey.ndim != 2 or grey.size == 0:
         raise DataError(f"{name}: the image has no pixels")
     return grey
+
+
+def _flattened(rgba) -> np.ndarray:
+    """Grey levels of a picture with transparency: over white paper; but when what shows is all
+    one colour (a canvas's strokes, white ones included), the drawing is in the transparency
+    alone, and it becomes dark ink on white."""
+    from PIL import Image
+
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+    colour = np.asarray(rgba.convert("L"), dtype=np.float64)  # the colour, whatever the alpha
+    shown = colour[alpha > 0]
+    if shown.size and alpha.min() < 255 and np.ptp(np.percentile(shown, [1, 99])) <= ONE_COLOUR:
+        return 255.0 - alpha
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.float64)
 
 
 def is_mnist_style(grey: np.ndarray) -> bool:

@@ -294,3 +294,32 @@ def measure(run, n=1000, min_confidence=0.5):
 
 if __name__ == "__main__":
     measure(sys.argv[1])
+
+
+def test_a_phones_orientation_tag_and_a_canvas_in_any_colour_give_the_upright_digit(test_digits, tmp_path):
+    """A photo stored sideways with the EXIF tag that turns it upright, and strokes drawn in one
+    colour on a transparent canvas (white ones too, as a dark-mode canvas exports), read as the
+    digit drawn cleanly does."""
+    digits, _ = test_digits
+    clean = drawn_cleanly(digits[0])
+    expected = prepare(clean)[0]
+    upright = Image.fromarray(clean.astype(np.uint8)).convert("RGB")
+    for orientation, turned in ((3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90),
+                                (8, Image.Transpose.ROTATE_270)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation  # the turn a viewer makes to show the stored pixels upright
+        path = tmp_path / f"orientation-{orientation}.jpg"
+        upright.transpose(turned).save(path, exif=exif, quality=95)
+        assert similarity(prepare(read_grey(path))[0], expected) > 0.95, orientation
+    ink = 255 - clean  # the stroke's opacity
+    for colour in ((0, 0, 0), (255, 255, 255), (40, 90, 220)):
+        rgba = np.zeros(clean.shape + (4,), np.uint8)
+        rgba[..., :3], rgba[..., 3] = colour, ink
+        path = tmp_path / f"canvas-{colour[0]}.png"
+        Image.fromarray(rgba).save(path)
+        image, doubt = prepare(read_grey(path))
+        assert doubt is None and similarity(image, expected) > 0.95, colour
+    paper = np.dstack([clean] * 3 + [np.full(clean.shape, 255.0)]).astype(np.uint8)
+    paper[:10, :10, 3] = 0  # a photo with a transparent corner keeps its own colours
+    Image.fromarray(paper).save(tmp_path / "corner.png")
+    assert similarity(prepare(read_grey(tmp_path / "corner.png"))[0], expected) > 0.95
