@@ -223,9 +223,11 @@ def another_checkpoint(path: Path) -> str:
             f"{other}, or that file")
 
 
-def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything."""
+def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything. ``instead``:
+    what to do when the file is damaged (default: use the run's other checkpoint)."""
     path = Path(path)
+    instead = instead or another_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.suffix.lower() == ".onnx":
@@ -234,7 +236,7 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
         what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {another_checkpoint(path)}")
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {instead}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}  # an object array stops here, unpickled
@@ -253,7 +255,7 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as err:
         size = path.stat().st_size if path.exists() else 0
         what = "empty (0 bytes)" if size == 0 else f"not a valid .npz zip ({err.__class__.__name__})"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {another_checkpoint(path)}") from None
+        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {instead}") from None
     except Exception as err:  # zipfile and the npy parser raise a zoo of errors on hostile bytes
         raise CheckpointError(f"{path}: corrupt checkpoint ({err.__class__.__name__}: {err})") from None
     try:
@@ -272,7 +274,7 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
             raise CheckpointError(f"{path}: array {key} has dtype object; refused")
         if array_sha256(array) != sums[key]:
             raise CheckpointError(f"{path}: array {key} fails its SHA-256 check; the file was altered or damaged. "
-                                  f"{another_checkpoint(path)}")
+                                  f"{instead}")
     return arrays, meta
 
 

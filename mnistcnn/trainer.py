@@ -483,7 +483,13 @@ def config_to_resume(run_path, flags: dict, with_config: bool) -> tuple[dict, Pa
     run = RunDir.open(run_path)
     config, source = load_run_config(run, flags)
     check_resumable(run, config["train"]["epochs"])  # before anything is printed
+    last_checkpoint(run)
     return config, source, run
+
+
+def last_checkpoint(run: RunDir) -> tuple[dict, dict]:
+    """``(arrays, meta)`` of the checkpoint a run resumes from; a damaged one cannot be replaced."""
+    return load_checkpoint(run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}")
 
 
 def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
@@ -610,10 +616,9 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
 def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
     """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
     run.discard_partial_writes()
-    last = run.checkpoint("last")
-    arrays, meta = load_checkpoint(last)
+    arrays, meta = last_checkpoint(run)
     trainer = Trainer(config, data, run, callbacks)
-    restore(trainer, arrays, meta, last)
+    restore(trainer, arrays, meta, run.checkpoint("last"))
     planned = meta["config"]["train"]["epochs"]
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs

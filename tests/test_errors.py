@@ -97,6 +97,16 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_do(cli, run):
+    last = run / "checkpoints" / "last.npz"
+    last.write_bytes(last.read_bytes()[:1000])
+    result = cli("train", "--resume", run, "--epochs", "9")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output  # before the model's table
+    assert result.output == (f"error: {last}: not a .npz (zip) file; the file is truncated or corrupt. A run goes on "
+                             f"from its last checkpoint only: train its config again: mnistcnn train "
+                             f"{run / 'config.yaml'}\n")
+
+
 def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_run, tmp_path):
     run = tmp_path / trained_run.name
     shutil.copytree(trained_run, run)
