@@ -342,9 +342,12 @@ def non_finite_error(trainer: Trainer, batch, y, dropout_state: dict, label_smoo
     """The error for a step whose loss or gradients are not finite, naming the layer where it
     starts: the batch run again through the plain model with the step's dropout draws."""
     where = locate_non_finite(trainer.model, batch, y, _rng_from(dropout_state), label_smoothing)
+    lower = f"{trainer.config['train']['optimizer']['lr'] / 10:g}"
+    config = trainer.run.path / "config.yaml" if trainer.run is not None else "CONFIG"
     return NonFiniteError(f"non-finite loss or gradient at epoch {trainer.iterator.epoch + 1}, step "
                           f"{trainer.step + 1} (batch {trainer.iterator.batch}); it first appears in the {where}. "
-                          "Lower train.optimizer.lr; the last good checkpoint is kept")
+                          "The learning rate is too high for this net; train again with a lower one, e.g. "
+                          f"{command_line('train', config, '--lr', lower)}")
 
 
 def checkpoint_meta(trainer: Trainer) -> dict:

@@ -144,6 +144,7 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("error: non-finite") and "epoch 1, step" in line and "layer" in line
     run = only_run(tmp_path / "r")
+    assert line.endswith(f"train again with a lower one, e.g. mnistcnn train {run / 'config.yaml'} --lr 1e+11")
     assert load_checkpoint(run / "checkpoints/last.npz")[1]["step"] == 0  # the good initial checkpoint
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     listed = cli("runs", tmp_path / "r", "--json")
