@@ -217,7 +217,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
              **cfg.data_dir_flag(data_dir), "--name": ("name", name)}
-    config, source, run = _train_config(config_path, resume, sets, flags)
+    runs_dir_given = click.get_current_context().get_parameter_source("runs_dir").name != "DEFAULT"
+    config, source, run = _train_config(config_path, resume, sets, flags, runs_dir_given)
     check_runs_folder(runs_dir)  # before anything is printed
     if print_config:
         click.echo(cfg.dump(config), nl=False)
@@ -262,12 +263,14 @@ def next_steps(run_path) -> str:
             f"      {command_line('predict', run_path, 'YOUR-DIGIT.png')}")
 
 
-def _train_config(config_path, resume, sets, flags):
+def _train_config(config_path, resume, sets, flags, runs_dir_given: bool):
     """``(config, where it came from, the RunDir to resume or None)`` from the train options."""
     from .trainer import config_to_resume
 
     if resume:
-        config, source, run = config_to_resume(resume, flags, bool(sets or config_path))
+        others = [f"CONFIG ({config_path})"] * bool(config_path) + ["--set"] * bool(sets) + \
+            ["--runs-dir"] * runs_dir_given
+        config, source, run = config_to_resume(resume, flags, others)
         return config, str(source), run
     if config_path is None:
         fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")

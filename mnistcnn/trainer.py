@@ -475,14 +475,17 @@ def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]
 RESUME_OPTIONS = ("--epochs", "--data-dir")  # a run goes on with its own config, but these may change
 
 
-def config_to_resume(run_path, flags: dict, with_config: bool) -> tuple[dict, Path, RunDir]:
+def config_to_resume(run_path, flags: dict, others=()) -> tuple[dict, Path, RunDir]:
     """The config to continue the run at ``run_path`` with, the file it was read from, and the
-    run; ``flags`` may change only RESUME_OPTIONS, and ``with_config`` (a config file or --set
-    given as well) is refused."""
-    changed = [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
-    if changed or with_config:
-        raise UsageError(f"--resume continues a run with its own config; only {' and '.join(RESUME_OPTIONS)} "
-                         "may change")
+    run; ``flags`` may change only RESUME_OPTIONS, and ``others`` (the other options given, such
+    as a config file or --set) are refused."""
+    refused = [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
+    refused += others
+    if refused:
+        raise UsageError(f"--resume continues a run with its own config, in its own folder: {', '.join(refused)} "
+                         f"cannot change it (only {' and '.join(RESUME_OPTIONS)} may); to train with other "
+                         f"settings, start a new run with them: {command_line('train', Path(run_path) / 'config.yaml')}"
+                         " ...")
     run = RunDir.open(run_path)
     config, source = load_run_config(run, flags)
     check_resumable(run, config["train"]["epochs"])  # before anything is printed

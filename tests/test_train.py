@@ -110,9 +110,15 @@ def test_resume_reaches_the_same_weights(trained_run, tmp_path, cli, write_confi
 
 
 def test_resume_refuses_config_changes(trained_run, cli):
-    for options in (("--lr", "0.5"), ("--set", "train.seed=3"), ("--epochs", "3", "--batch-size", "8")):
+    for options, named in ((("--lr", "0.5"), "--lr"), (("--set", "train.seed=3"), "--set"),
+                           (("--epochs", "3", "--batch-size", "8"), "--batch-size"),
+                           (("--runs-dir", "elsewhere", "--name", "other"), "--name, --runs-dir")):
         result = cli("train", "--resume", trained_run, *options)
-        assert result.exit_code == 2 and "only --epochs and --data-dir may change" in result.output, result.output
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: --resume continues a run with its own config, in its own folder: "
+                                        f"{named} cannot change it (only --epochs and --data-dir may); to train "
+                                        f"with other settings, start a new run with them: mnistcnn train "
+                                        f"{trained_run / 'config.yaml'} ..."), result.output
 
 
 def test_data_dir_with_wrong_image_size_fails_before_writing(tmp_path, cli, write_config, make_folder):
