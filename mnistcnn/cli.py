@@ -854,7 +854,9 @@ Examples:
 @split_option("validation")
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where pictures go.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="The folder the pictures go into (default: inspect/ in the run's folder; runs/inspect/NAME for a "
+                   "config).")
 @data_dir_option(" (default: the run's own data)")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
@@ -867,8 +869,6 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     model untrained, as initialised."""
     from .layer_report import load_target, report_layer
 
-    if out_dir and not no_images:
-        make_folder(out_dir, "--out")
     loaded = load_target(target, data_dir, which)
     if list_layers or layer is None:
         _show_layers(loaded.model, as_json)

@@ -12,11 +12,12 @@ import numpy as np
 
 from . import config as cfg
 from .data import Data, Preprocess, prepare_data
+from .atomic import make_folder
 from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
-from .runs import RUNS_DIR, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
+from .runs import PICTURE_SUFFIXES, RUNS_DIR, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
 
 
@@ -55,6 +56,8 @@ def target_label(target, config: dict, which: str | None = None) -> str:
 
 
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
+    if index is not None and indices:
+        raise UsageError(f"--index {index} and --indices {indices}: give one of them, one image or a range")
     if indices:
         try:
             lo, hi = (int(part) if part else None for part in indices.split(":"))
@@ -196,7 +199,11 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
     source = target_label(target, config, which)
     caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
     batch_caption = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
-    written = [] if picture_folder is None else pictures(report, model.layers[layer_index], picture_folder, source,
+    if picture_folder is not None and Path(picture_folder).suffix.lower() in PICTURE_SUFFIXES:
+        raise UsageError(f"--out {picture_folder}: is where the pictures go, a folder (several PNGs are written); "
+                         f"give a folder name, e.g. --out {Path(picture_folder).with_suffix('')}")
+    written = [] if picture_folder is None else pictures(report, model.layers[layer_index],
+                                                         make_folder(picture_folder, "--out"), source,
                                                          images[chosen[0]], caption, batch_caption)
     output = report.pop("_output")
     report["model"] = source
@@ -261,7 +268,6 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
     titled with ``source`` (what the model is: ``target_label``)."""
     from . import plots
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     out = report["_output"]
     stem = f"layer{report['index']:02d}-{report['name']}"
     layer_name = f"layer {report['index']} ({report['name']})"

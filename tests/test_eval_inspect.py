@@ -115,9 +115,14 @@ def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_
 
 def test_inspect_errors(trained_run, tmp_path, cli):
     run = trained_run
-    result = cli("inspect-layer", run, "42")
+    result = cli("inspect-layer", run, "42", "--out", tmp_path / "pictures")
     assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output
-    assert "--list" in result.output
+    assert "--list" in result.output and not (tmp_path / "pictures").exists()  # refused: nothing made
+    result = cli("inspect-layer", run, "0", "--out", tmp_path / "layer0.png")
+    assert result.exit_code == 2 and "is where the pictures go, a folder" in result.output, result.output
+    assert not (tmp_path / "layer0.png").exists()
+    result = cli("inspect-layer", run, "0", "--index", "3", "--indices", "0:4")
+    assert result.exit_code == 2 and "--index 3 and --indices 0:4: give one of them" in result.output
     result = cli("inspect-layer", run, "conv9")
     assert result.exit_code == 2 and "valid:" in result.output
     result = cli("inspect-layer", run, "0", "--index", "5000")
@@ -146,7 +151,7 @@ def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(tmp_path,
     assert Image.open(run / "augmented.png").size[0] > 100
 
 
-def test_an_out_folder_that_cannot_be_made_is_named_before_any_work(trained_run, tmp_path, cli):
+def test_an_out_folder_that_cannot_be_made_is_named_and_nothing_is_written(trained_run, tmp_path, cli):
     blocker = tmp_path / "a-file"
     blocker.write_text("kept")
     layer = cli("inspect-layer", trained_run, "0", "--out", blocker)
