@@ -23,7 +23,7 @@ from rich.text import Text
 from . import __version__
 from . import config as cfg
 from .atomic import make_folder
-from .errors import MnistCnnError, command_line, stopped_exit_code
+from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS
 from .export import DEFAULT_OPSET, INPUT_KINDS
@@ -71,6 +71,8 @@ def handle_errors(command):
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
             fail(f"{where}{err.strerror or err}", 1)
+        except KeyboardInterrupt:  # Ctrl-C outside training, which handles its own: the shell's code, not click's 1
+            fail("interrupted", INTERRUPTED)
 
     return wrapper
 

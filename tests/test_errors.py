@@ -335,3 +335,14 @@ def test_a_warm_up_longer_than_the_training_is_refused_naming_the_option(cli):
 
     trained_so = {"train": {"epochs": 1, "schedule": {"type": "cosine", "warmup_epochs": 5}}}
     assert cfg.from_raw(trained_so, "a run's config.yaml", of_run=True)["train"]["epochs"] == 1  # still readable
+
+
+def test_ctrl_c_before_training_exits_130_in_one_line(cli, monkeypatch, configs):
+    from mnistcnn import config as cfg
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cfg, "load_config", interrupted)  # Ctrl-C while the config and data load
+    result = cli("train", configs / "quick.yaml")
+    assert result.exit_code == 130 and result.output == "error: interrupted\n", result.output
