@@ -30,7 +30,9 @@ from .export import DEFAULT_OPSET, INPUT_KINDS
 from .predict import MIN_CONFIDENCE
 from .runs import RUNS_DIR
 
-console = Console(highlight=False, markup=False, emoji=False)  # names may hold [brackets] or :codes:
+# names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
+# so that paths and table cells stay whole for grep
+console = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 
@@ -659,7 +661,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         fail("--dry-run checks a sweep file before it starts; give SWEEP.yaml, without --status or --resume")
     if status:
         settings, rows = study_status(sweep_path, storage, study)
-        print_whole(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
+        console.print(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
         return
     if resume is not None:
         if sweep_path is not None or study is not None:
@@ -688,7 +690,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     for message in run.worker_errors():
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
-        print_whole(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
+        console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
@@ -724,12 +726,6 @@ def _watch_sweep(run, jobs: int, threads: int):
         view.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def print_whole(table: Table) -> None:
-    """A table whose numbers must not be cut: as wide as it needs off a terminal (a log, a pipe),
-    where the usual 80 columns would truncate them."""
-    (console if console.is_terminal else Console(highlight=False, markup=False, emoji=False, width=200)).print(table)
 
 
 def sweep_headline(sweep, snapshot) -> str:

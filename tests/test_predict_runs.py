@@ -37,6 +37,7 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     assert "not-a-run" not in rows
     recorded = rows["rec-20260101-000004"]  # as docs/results keeps it: no metrics.jsonl, no status.json
     assert recorded["status"] == "finished" and recorded["epochs"] == summary["epochs"]
+    monkeypatch.setattr(console, "_width", 80)  # as a terminal of 80 columns
     table = cli("runs", folder)
     assert table.exit_code == 0 and "finished" in table.output and "interrupted" in table.output
     # under 100 columns what changed each run is listed below the table, whole
