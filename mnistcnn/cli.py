@@ -976,7 +976,8 @@ Examples:
 @click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL to try (repeatable; default: the public ones).")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per connection.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              help="Seconds per connection.")
 @click.option("--force", is_flag=True, help="Download again even when a genuine file is there.")
 @handle_errors
 def download(folder, mirrors, timeout, force):

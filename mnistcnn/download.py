@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
+from .atomic import make_folder
 from .errors import DataError
 
 MIRRORS = (
@@ -90,10 +91,7 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress
 
     folder = Path(folder) if folder is not None else CACHE_DIR
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"{folder}: cannot create the download folder ({err.strerror})") from None
+    make_folder(folder, "--to")
     paths = []
     for name in MNIST_SHA256:
         existing = folder / f"{name}.gz"

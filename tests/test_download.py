@@ -86,3 +86,11 @@ def test_cli_download_failure_is_one_line(server, tmp_path, cli):
                         r"MNIST ships inside mnistcnn, so every command works without a download\n",
                         result.output), result.output
     assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone again
+
+
+def test_a_file_as_the_folder_and_a_timeout_of_nothing_are_refused(tmp_path, cli):
+    (tmp_path / "a-file").write_text("kept")
+    result = cli("download", "--to", tmp_path / "a-file")
+    assert result.exit_code == 2
+    assert result.output == f"error: --to {tmp_path / 'a-file'}: is a file; give a folder (it is created if missing)\n"
+    assert cli("download", "--timeout", "-1").exit_code == 2 and (tmp_path / "a-file").read_text() == "kept"
