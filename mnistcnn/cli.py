@@ -306,7 +306,9 @@ def config_keys(prefix, as_json):
     """List every key a config can set (those starting with PREFIX), what it takes, its default
     and what it means, then every layer type with its arguments. A layer's argument is set as
     model.layers[INDEX].ARGUMENT."""
-    rows = cfg.key_rows(prefix)
+    rows, title = cfg.key_rows(prefix), "config keys"
+    if not rows:  # not the start of a key: keys that hold it, as a search would find them
+        rows, title = cfg.search_keys(prefix), f"config keys with {prefix!r} in them"
     if not rows:
         fail(cfg.no_key_message(prefix))
     if as_json:
@@ -318,7 +320,7 @@ def config_keys(prefix, as_json):
                           style="bold")
             console.print(Padding(meaning, (0, 0, 1, 4)))
         return
-    table = Table(title="config keys", box=box.SIMPLE_HEAD)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("key", no_wrap=True)
     for column in ("takes", "default"):
         table.add_column(column, overflow="fold")

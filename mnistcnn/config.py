@@ -227,6 +227,14 @@ def key_rows(prefix: str = "") -> list[tuple[str, str, str, str]]:
     return [row for row in describe_keys() + describe_layers() if row[0].startswith(prefix)]
 
 
+def search_keys(query: str) -> list[tuple[str, str, str, str]]:
+    """``key_rows``' rows of the keys that hold each dot-separated part of ``query``, in order
+    (``lr``: train.optimizer.lr; ``data.limit``: data.train_limit)."""
+    parts = [re.escape(part) for part in query.split(".") if part]
+    pattern = re.compile(".*".join(parts)) if parts else None
+    return [row for row in describe_keys() if pattern is not None and pattern.search(row[0])]
+
+
 def _yaml_text(value) -> str:
     return dump(value).strip().removesuffix("...").strip()
 
@@ -248,7 +256,7 @@ def no_key_message(prefix: str) -> str:
                 "lists every layer type's arguments")
     depth = prefix.count(".") + 1
     hint = did_you_mean(prefix, {".".join(row[0].split(".")[:depth]) for row in describe_keys()})
-    return f"no config key starts with {prefix!r}; {hint}the sections are name, data, model and train"
+    return f"no config key starts with or holds {prefix!r}; {hint}the sections are name, data, model and train"
 
 
 def _resolve(schema: dict, given, path: str) -> dict:
@@ -257,8 +265,8 @@ def _resolve(schema: dict, given, path: str) -> dict:
     out = {}
     for key in given:
         if key not in schema:
-            deeper = [f"{path}.{name}" if path else name for name, spec in schema.items()
-                      if isinstance(spec, dict) and key in spec]
+            deeper = [row[0].rsplit(".", 1)[0] for row in describe_keys(schema, f"{path}." if path else "")
+                      if row[0].endswith(f".{key}")]  # the sections below that hold such a key
             hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if deeper
                     else did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),

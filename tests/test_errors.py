@@ -176,6 +176,11 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
     assert keys["data.split"]["takes"] == "head | random"
     assert cli("config-keys", "nope").exit_code == 2
+    for query, found in (("lr", ["train.optimizer.lr", "train.schedule.min_lr"]), ("data.limit", ["data.train_limit"])):
+        searched = cli("config-keys", query, "--json")  # no key starts so: the keys that hold it
+        assert [row["key"] for row in json.loads(searched.output)] == found, searched.output
+    top = cli("train", QUICK, "--dry-run", "--set", "lr=0.1")
+    assert "lr: unknown key; it belongs in train.optimizer: did you mean 'train.optimizer.lr'?" in top.output
     typo = cli("config-keys", "train.optimzer")
     assert typo.exit_code == 2 and "did you mean 'train.optimizer'?" in typo.output, typo.output
     layers = {row["key"]: row for row in json.loads(cli("config-keys", "model.layers[0]", "--json").output)}
