@@ -816,7 +816,8 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in rows:
         value = row["value"] if row["value"] is not None else (row["per_epoch"] or [None])[-1]
-        table.add_row(str(row["number"]), row["status"], f"{value:.4f}" if value is not None else "-",
+        number = f"{row['number']} (resumes {row['retry_of']})" if row["retry_of"] is not None else str(row["number"])
+        table.add_row(number, row["status"], f"{value:.4f}" if value is not None else "-",
                       str(row["epochs"]), _duration(row["seconds"]),
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       *[f"{row['params'][key]:.4g}" if isinstance(row["params"].get(key), float)

@@ -149,10 +149,13 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
 
     elsewhere = run_sweep(mnistcnn_command, "--resume", folder, "--storage", tmp_path / "other.journal", cwd=tmp_path)
     assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study
+    assert f"{len(stopped)} stopped by a signal and queued again" in out, out
     done = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "2 jobs x " in done.stdout  # as before: each trial goes on with the threads it had
-    assert f"0 failed, {len(stopped)} stopped by a signal and queued again" in done.stdout, done.stdout
+    final = [line for line in done.stdout.splitlines() if "trials done" in line][-1]
+    assert "stopped by a signal" not in final, done.stdout  # the trials that resumed them have ended
+    assert f"(resumes {stopped[0]['number']})" in done.stdout  # the table says which trial a retry continues
     rows = read_trials(folder)
     numbers = [int(row["number"]) for row in rows]
     assert len(numbers) == len(set(numbers))
@@ -296,8 +299,8 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
 
     from mnistcnn.sweep.study import trial_status
 
-    def trial(state, **attrs):
-        return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs)
+    def trial(state, number=0, **attrs):
+        return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs, number=number)
 
     assert trial_status(trial("PRUNED", diverged=True, reason="non-finite loss")) == "diverged"
     assert trial_status(trial("PRUNED", reason="pruned at epoch 2")) == "pruned"
@@ -306,11 +309,13 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.launch import Snapshot
     from mnistcnn.sweep.study import states
 
-    ended = [trial("PRUNED", diverged=True), trial("PRUNED"), trial("COMPLETE"), trial("FAIL", stopped=True)]
+    ended = [trial("PRUNED", 0, diverged=True), trial("PRUNED", 1), trial("COMPLETE", 2), trial("FAIL", 3, stopped=True)]
     snapshot = Snapshot([], states(ended), None, 0, trials=4)
     assert snapshot.done == 3 and not snapshot.finished  # the stopped one is queued again
     assert sweep_headline(SimpleNamespace(trials=4), snapshot).startswith(
         "3/4 trials done (1 complete, 1 pruned, 1 diverged), 0 running, 0 failed, 1 stopped by a signal")
+    resumed = Snapshot([], states(ended + [trial("COMPLETE", 4, retry_of=3)]), None, 0, trials=4)
+    assert resumed.finished and resumed.counts["stopped"] == 0
 
 
 def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
