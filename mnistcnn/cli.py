@@ -145,10 +145,12 @@ class TrainReporter(RunLog):
         if self.interactive:
             self.progress = Progress(
                 TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} {task.fields[images_per_s]:,.0f} img/s"),
+                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} "
+                           "{task.fields[images_per_s]:,.0f} img/s"),
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True)
             self.progress.start()
-            self.task = self.progress.add_task("train", total=batches, completed=done, loss=0.0, acc=0.0, images_per_s=0.0)
+            self.task = self.progress.add_task("train", total=batches, completed=done, loss=0.0, acc=0.0,
+                                               images_per_s=0.0)
 
     def on_batch(self, epoch, batch, batches, loss, acc, images_per_s):
         if self.interactive:
@@ -759,7 +761,8 @@ class SweepView:
 
             recent = [row for row in snapshot.rows if row["status"] == "running"] + \
                 [row for row in snapshot.rows if row["status"] != "running"][-8:]
-            self.live.update(Group(sweep_headline(self.sweep, snapshot), sweep_table(recent, self.sweep.settings(), "")))
+            self.live.update(Group(sweep_headline(self.sweep, snapshot),
+                                   sweep_table(recent, self.sweep.settings(), "")))
             return
         from .sweep.report import ENDED
 
@@ -918,7 +921,8 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                           + (f"; {gradients} at its parameters" if gradients else ""))
     for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
         table.add_column(column, justify="right")
-    rows = [("output Z", report["forward"])] + [(key, stats) for key, stats in report["backward"].items() if stats is not None]
+    rows = [("output Z", report["forward"])] + [(key, stats) for key, stats in report["backward"].items()
+                                                if stats is not None]
     for name, stats in rows:
         table.add_row(name, *(f"{stats[key]:.3g}" for key in ("mean", "std", "min", "max", "norm")),
                       f"{stats['zero_fraction']:.1%}")

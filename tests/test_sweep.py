@@ -309,7 +309,8 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.launch import Snapshot
     from mnistcnn.sweep.study import states
 
-    ended = [trial("PRUNED", 0, diverged=True), trial("PRUNED", 1), trial("COMPLETE", 2), trial("FAIL", 3, stopped=True)]
+    ended = [trial("PRUNED", 0, diverged=True), trial("PRUNED", 1), trial("COMPLETE", 2),
+             trial("FAIL", 3, stopped=True)]
     snapshot = Snapshot([], states(ended), None, 0, trials=4)
     assert snapshot.done == 3 and not snapshot.finished  # the stopped one is queued again
     assert sweep_headline(SimpleNamespace(trials=4), snapshot).startswith(

@@ -185,7 +185,8 @@ class ConvPoolStep(ConvStep):
         if self.spectrum:
             weights = self.spectrum.current()
             return convpool.fft_conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), weights, self.relu)
-        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu, self.pool_size)
+        return convpool.conv_pool_forward(x, conv.params["W"], b, conv.hparameters(), training, self.relu,
+                                          self.pool_size)
 
     def backward(self, dout, cache):
         if self.spectrum:
