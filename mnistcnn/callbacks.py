@@ -34,6 +34,9 @@ class Callbacks:
 
     def on_end(self, summary: dict) -> None: ...
 
+    def on_stop(self, status: str, why: str) -> None:
+        """The run ended before its last epoch: interrupted, pruned or failed, and ``why``."""
+
 
 class RunLog(Callbacks):
     """Keeps train.log in the run directory: where the run started or resumed, its data, a line
@@ -84,6 +87,9 @@ class RunLog(Callbacks):
         self.log(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc "
                  f"{row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | "
                  f"lr {row['lr']:.3g} | {row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s")
+
+    def on_stop(self, status, why):
+        self.log(f"{status}: {why}", show=False)  # the command says it in its own words
 
     def on_end(self, summary):
         self.log(f"done: best val acc {summary['best_val_acc']:.2%} (epoch {summary['best_epoch']}), "

@@ -581,25 +581,28 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
             run.set_status("finished")
             write_curves(trainer)  # a signal now is noted, not obeyed: the run is whole
     except Interrupted as stop:
-        _record_end(trainer, "interrupted", curves=True, epoch=trainer.iterator.epoch, batch=trainer.iterator.batch)
+        # the epoch counted from 1, as the progress bar and the resume line count it
+        _record_end(trainer, "interrupted", f"by {signal.Signals(stop.signum).name} at epoch "
+                    f"{trainer.iterator.epoch + 1}, batch {trainer.iterator.batch}; checkpoint {stop.checkpoint}",
+                    curves=True, epoch=trainer.iterator.epoch + 1, batch=trainer.iterator.batch)
         return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
     except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
-        _record_end(trainer, "interrupted")
+        _record_end(trainer, "interrupted", "by a second signal; checkpoints/last.npz is the last one saved")
         return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
     except Pruned as stop:
-        _record_end(trainer, "pruned", curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
+        _record_end(trainer, "pruned", str(stop), curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
         return Outcome(run, pruned=str(stop), signal=trainer.stop_signal)
-    except NonFiniteError:
-        _record_end(trainer, "failed", curves=True, reason=DIVERGED)
+    except NonFiniteError as err:
+        _record_end(trainer, "failed", str(err), curves=True, reason=DIVERGED)
         raise
     except WorkerProcessError as err:
-        _record_end(trainer, "failed", curves=True, reason=str(err))
+        _record_end(trainer, "failed", str(err), curves=True, reason=str(err))
         then = (f"go on from the run's last checkpoint: {command_line('train', '--resume', run.path)}"
                 if run.checkpoint("last").is_file() else run.train_again())
         raise WorkerProcessError(f"{err}; {then}") from None
-    except BaseException:
+    except BaseException as err:
         if not trainer.finished:  # a run whose summary is written stays finished
-            _record_end(trainer, "failed")
+            _record_end(trainer, "failed", f"{type(err).__name__}: {err}")
         raise
     return Outcome(run, summary, signal=trainer.stop_signal)
 
@@ -637,10 +640,12 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     return trainer
 
 
-def _record_end(trainer: Trainer, status: str, curves: bool = False, **extra) -> None:
-    """Best effort: a full disk here must not mask why the run stopped."""
+def _record_end(trainer: Trainer, status: str, why: str, curves: bool = False, **extra) -> None:
+    """status.json, train.log (through the callbacks) and the curves of a run that stopped before
+    its end. Best effort: a full disk here must not mask why the run stopped."""
     with contextlib.suppress(MnistCnnError, OSError):
         trainer.run.set_status(status, **extra)
+        trainer.callbacks.on_stop(status, why)
         if curves:
             write_curves(trainer)
 

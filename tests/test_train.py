@@ -193,7 +193,11 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
     assert f"mnistcnn train --resume {run}" in err
     _, meta = load_checkpoint(run / "checkpoints/last.npz")
     assert meta["interrupted"] is True
+    status = json.loads((run / "status.json").read_text())
+    where = f"at epoch {status['epoch']}, batch {status['batch']}"  # counted as the resume line counts
+    assert f"{where}; checkpoint {run / 'checkpoints' / 'last.npz'}" in (run / "train.log").read_text()
     assert cli("train", "--resume", run, "--quiet").exit_code == 0
+    assert f"resuming {run} {where}" in (run / "train.log").read_text()
     a, b = weights(only_run(reference) / "checkpoints/last.npz"), weights(run / "checkpoints/last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
