@@ -799,7 +799,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> Non
                   + (f", step {parameter.step}" if parameter.step else ""))
         table.add_row(parameter.key, parameter.kind, values)
     console.print(table)
-    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {sweep.warmup_epochs} epochs)"
+    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {sweep.warmup_epochs} epoch{'s' * (sweep.warmup_epochs != 1)})"
     storage = storage or sweep.storage
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}; "
