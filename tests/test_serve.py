@@ -488,3 +488,15 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
     finally:
         code, _, err = stop_server(process)
     assert code == 0, err
+
+
+def test_a_picture_sent_as_a_forms_file_predicts_as_the_raw_picture(client, served):
+    picture = png_bytes(served.test_x[3, :, :, 0])
+    raw = post_picture(client, picture).json()
+    form = client.post("/api/predict", files={"picture": ("../../etc/passwd", picture, "image/png")})  # name unused
+    assert form.status_code == 200 and form.json()["prediction"] == raw["prediction"], form.text
+    assert form.json()["top"] == raw["top"]
+    empty = client.post("/api/predict", data={"note": "no file"}, files={"other": ("", b"", "image/png")})
+    assert empty.status_code == 400 and "no picture" in empty.json()["error"], empty.text
+    broken = post_picture(client, picture, "multipart/form-data")  # no boundary
+    assert broken.status_code == 400 and "no boundary" in broken.json()["error"], broken.text

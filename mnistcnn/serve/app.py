@@ -8,6 +8,8 @@ listens on loopback (a page elsewhere cannot reach it by DNS rebinding), and eve
 """
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 from importlib import resources
 
@@ -144,16 +146,31 @@ async def model(request):
 
 
 async def predict(request):
-    """A picture's bytes (a drawing, an upload) -> predict's answer and every layer's activations."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not kind.startswith(PICTURE_TYPES):
+    """A picture (the request's body, or the first file of a form: ``curl -F picture=@7.png``) ->
+    predict's answer and every layer's activations."""
+    header = request.headers.get("content-type", "")
+    kind = header.split(";")[0].strip().lower()
+    if not kind.startswith(PICTURE_TYPES) and kind != "multipart/form-data":
         raise RequestError(415, f"the upload is {kind or 'of no type'}, not a picture; choose a PNG or JPEG "
                                 "image of a digit")
     data = await read_body(request, MAX_PICTURE_BYTES, "the picture")
+    if kind == "multipart/form-data":
+        data = first_file(header, data)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
     image, doubt = await run_in_threadpool(inside.read_picture, data)
     return await compute(request, inside.predict_picture, image, doubt)
+
+
+def first_file(content_type: str, body: bytes) -> bytes:
+    """The first file of a multipart form (its name is never used), or b"" when it has none."""
+    form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not form.is_multipart():
+        raise RequestError(400, "the form cannot be read (no boundary between its parts); send the picture as "
+                                "the request's body, or as a form's file")
+    files = [part for part in form.iter_parts() if part.get_filename() is not None]
+    return files[0].get_payload(decode=True) or b"" if files else b""
 
 
 async def explain(request):
