@@ -115,19 +115,16 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     from .plots import image_grid
     from .runs import RUNS_DIR
 
-    if path is None:
-        path = run.path / "augmented.png" if run else RUNS_DIR / f"{config['name']}-augmented.png"
-    elif Path(path).suffix.lower() != ".png":
+    given = path is not None
+    if given and Path(path).suffix.lower() != ".png":
         raise UsageError(f"--out {path}: the grid is written as a PNG; give a name that ends in .png")
-    else:
-        make_folder(Path(path).parent, "--out")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path) if given else run.path / "augmented.png" if run else RUNS_DIR / f"{config['name']}-augmented.png"
     data = prepare_data(config, source=str(source))
     preprocess = Preprocess.for_config(config, data)
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
+    make_folder(path.parent, "--out" if given else "the runs folder")  # once nothing can be refused
     image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
                f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
                f"augment {config['data']['augment']}")

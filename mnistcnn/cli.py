@@ -305,9 +305,9 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
 def config_keys(prefix, as_json):
-    """List every key a config can set (those starting with PREFIX), what it takes, its default
-    and what it means, then every layer type with its arguments. A layer's argument is set as
-    model.layers[INDEX].ARGUMENT."""
+    """List every key a config can set (those starting with PREFIX, or else those that hold it:
+    `config-keys lr`), what it takes, its default and what it means, then every layer type with
+    its arguments. A layer's argument is set as model.layers[INDEX].ARGUMENT."""
     rows, title = cfg.key_rows(prefix), "config keys"
     if not rows:  # not the start of a key: keys that hold it, as a search would find them
         rows, title = cfg.search_keys(prefix), f"config keys with {prefix!r} in them"
@@ -317,6 +317,7 @@ def config_keys(prefix, as_json):
         _json_out([dict(zip(("key", "takes", "default", "meaning"), row)) for row in rows])
         return
     if console.width < WIDE_TABLE:  # four columns would leave the meaning a few letters wide
+        console.print(f"{title}:")
         for key, takes, default, meaning in rows:
             console.print(f"{key}  {takes}" + (f"  (default {default})" if default else ""),
                           style="bold")
@@ -799,7 +800,8 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> Non
                   + (f", step {parameter.step}" if parameter.step else ""))
         table.add_row(parameter.key, parameter.kind, values)
     console.print(table)
-    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {sweep.warmup_epochs} epoch{'s' * (sweep.warmup_epochs != 1)})"
+    warm_up = f"{sweep.warmup_epochs} epoch{'s' * (sweep.warmup_epochs != 1)}"
+    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {warm_up})"
     storage = storage or sweep.storage
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}; "

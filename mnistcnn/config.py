@@ -228,11 +228,14 @@ def key_rows(prefix: str = "") -> list[tuple[str, str, str, str]]:
 
 
 def search_keys(query: str) -> list[tuple[str, str, str, str]]:
-    """``key_rows``' rows of the keys that hold each dot-separated part of ``query``, in order
-    (``lr``: train.optimizer.lr; ``data.limit``: data.train_limit)."""
-    parts = [re.escape(part) for part in query.split(".") if part]
-    pattern = re.compile(".*".join(parts)) if parts else None
-    return [row for row in describe_keys() if pattern is not None and pattern.search(row[0])]
+    """``key_rows``' rows of the keys, and the layer types by their arguments, that hold each
+    dot-separated part of ``query`` in order (``lr``: train.optimizer.lr; ``data.limit``:
+    data.train_limit; ``filters``: conv2d)."""
+    parts = [re.escape(part) for part in re.sub(r"\[-?\d+\]", "[i]", query).split(".") if part]
+    if not parts:
+        return []
+    pattern = re.compile(".*".join(parts))
+    return [row for row in describe_keys() + describe_layers() if pattern.search(f"{row[0]} {row[1]}")]
 
 
 def _yaml_text(value) -> str:
@@ -267,7 +270,8 @@ def _resolve(schema: dict, given, path: str) -> dict:
         if key not in schema:
             deeper = [row[0].rsplit(".", 1)[0] for row in describe_keys(schema, f"{path}." if path else "")
                       if row[0].endswith(f".{key}")]  # the sections below that hold such a key
-            hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if deeper
+            hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if len(deeper) == 1
+                    else f"it belongs in one of {', '.join(deeper)}; " if deeper
                     else did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),
                        f"unknown key; {hint}valid keys here: {', '.join(schema)}")
@@ -394,7 +398,10 @@ def check_model(config: dict, source: str = "<config>", origins: dict | None = N
     try:
         model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
                                        np.random.default_rng(0))
-        plan = Plan(model, config["model"]["conv_algorithm"])
+        try:
+            plan = Plan(model, config["model"]["conv_algorithm"])
+        except LayerConfigError as err:  # numbered by the model's layers: the config's entry instead
+            raise err.at(model.spec_index[err.index]) if err.index is not None else err
     except LayerConfigError as err:
         index = err.index
         where = ("model.layers" if index is None else f"model.layers[{index}]") + (f".{err.key}" if err.key else "")

@@ -22,7 +22,7 @@ from .runs import PICTURE_SUFFIXES
 SIDE, BOX = 28, 20
 # a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
 # (twice its MAX_IMAGE_PIXELS, 178,956,970), which refuses a picture before ours is checked.
-ONE_COLOUR = 24  # grey levels across which the visible pixels of a drawing count as one colour
+ONE_COLOUR = 24  # grey levels within which a picture shows nothing
 MAX_PIXELS = 178_000_000
 READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
 WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
@@ -77,10 +77,10 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
                     raise PictureTooLarge(too_large)
                 image.draft("L", (max(1, width * READ_SIDE // max(width, height)), 1))  # JPEG: decode reduced
                 image.load()
-                image = ImageOps.exif_transpose(image)  # upright, as a phone's photo is shown
                 factor = max(image.size) // READ_SIDE
                 if factor > 1:  # box-average in uint8: the full-size float copy is never made
                     image = image.reduce(factor)
+                image = ImageOps.exif_transpose(image)  # upright, as a phone's photo is shown; a copy
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                     grey = _flattened(image.convert("RGBA"))
                 else:
@@ -100,18 +100,17 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
 
 
 def _flattened(rgba) -> np.ndarray:
-    """Grey levels of a picture with transparency: over white paper; but when what shows is all
-    one colour (a canvas's strokes, white ones included), the drawing is in the transparency
-    alone, and it becomes dark ink on white."""
+    """Grey levels of a picture with transparency: over white paper; but when that leaves nothing
+    to see (white strokes on a transparent canvas), the drawing is in the transparency alone, and
+    it becomes dark ink on white."""
     from PIL import Image
 
-    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
-    colour = np.asarray(rgba.convert("L"), dtype=np.float64)  # the colour, whatever the alpha
-    shown = colour[alpha > 0]
-    if shown.size and alpha.min() < 255 and np.ptp(np.percentile(shown, [1, 99])) <= ONE_COLOUR:
-        return 255.0 - alpha
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.float64)
+    grey = np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.float64)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+    if np.ptp(grey) <= ONE_COLOUR < np.ptp(alpha):
+        return 255.0 - alpha
+    return grey
 
 
 def is_mnist_style(grey: np.ndarray) -> bool:

@@ -587,7 +587,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
                     curves=True, epoch=trainer.iterator.epoch + 1, batch=trainer.iterator.batch)
         return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
     except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
-        _record_end(trainer, "interrupted", "by a second signal; checkpoints/last.npz is the last one saved")
+        _record_end(trainer, "interrupted", "by a signal that stopped it at once (a second one, or one during the "
+                    "final evaluation); checkpoints/last.npz is the last one saved")
         return Outcome(run, signal=trainer.stop_signal or signal.SIGINT)
     except Pruned as stop:
         _record_end(trainer, "pruned", str(stop), curves=True, epoch=trainer.iterator.epoch, reason=str(stop))
@@ -596,10 +597,11 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         _record_end(trainer, "failed", str(err), curves=True, reason=DIVERGED)
         raise
     except WorkerProcessError as err:
-        _record_end(trainer, "failed", str(err), curves=True, reason=str(err))
+        _record_end(trainer, "failed", f"{err}\n{err.details}".strip(), curves=True, reason=str(err))
         then = (f"go on from the run's last checkpoint: {command_line('train', '--resume', run.path)}"
                 if run.checkpoint("last").is_file() else run.train_again())
-        raise WorkerProcessError(f"{err}; {then}") from None
+        raise WorkerProcessError(f"{err}; {then}" + (" (its traceback is in train.log)" if err.details else ""),
+                                 err.details) from None
     except BaseException as err:
         if not trainer.finished:  # a run whose summary is written stays finished
             _record_end(trainer, "failed", f"{type(err).__name__}: {err}")

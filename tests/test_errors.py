@@ -179,8 +179,12 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     for query, found in (("lr", ["train.optimizer.lr", "train.schedule.min_lr"]), ("data.limit", ["data.train_limit"])):
         searched = cli("config-keys", query, "--json")  # no key starts so: the keys that hold it
         assert [row["key"] for row in json.loads(searched.output)] == found, searched.output
+    layer_argument = cli("config-keys", "filters", "--json")
+    assert [row["key"] for row in json.loads(layer_argument.output)] == ["model.layers[i]: conv2d"]
     top = cli("train", QUICK, "--dry-run", "--set", "lr=0.1")
     assert "lr: unknown key; it belongs in train.optimizer: did you mean 'train.optimizer.lr'?" in top.output
+    several = cli("train", QUICK, "--dry-run", "--set", "type=sgd")  # no guess among several sections
+    assert "type: unknown key; it belongs in one of data.preprocess, train.optimizer," in several.output
     typo = cli("config-keys", "train.optimzer")
     assert typo.exit_code == 2 and "did you mean 'train.optimizer'?" in typo.output, typo.output
     layers = {row["key"]: row for row in json.loads(cli("config-keys", "model.layers[0]", "--json").output)}
@@ -214,6 +218,10 @@ def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
         assert narrowed.exit_code == 0 and "(14, 14, 5)" in narrowed.output, narrowed.output
     wrong = cli("train", relu, "--dry-run", "--set", "model.layers[2].filters=0")
     assert "error: --set model.layers[2].filters=0: model.layers[2].filters: filters must be" in wrong.output
+    planned = cli("train", relu, "--dry-run", "--set", "model.layers[2].stride=2",  # the plan's own check
+                  "--set", "model.layers[2].algorithm=fft-gemm")
+    assert planned.output.startswith("error: --set model.layers[2].algorithm=fft-gemm: model.layers[2].algorithm: "
+                                     "fft-gemm needs stride 1"), planned.output
 
 
 def test_training_ends_with_the_next_commands_for_its_run(trained):

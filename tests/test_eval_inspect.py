@@ -160,7 +160,10 @@ def test_an_out_folder_that_cannot_be_made_is_named_and_nothing_is_written(train
     grid = cli("inspect-data", trained_run, "--out", blocker / "sub" / "grid.png")
     assert grid.exit_code == 2 and grid.output.startswith(f"error: --out {blocker / 'sub'}: cannot create this "
                                                           "folder"), grid.output
-    assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+    (tmp_path / "no-data").mkdir()
+    refused = cli("inspect-data", trained_run, "--data-dir", tmp_path / "no-data", "--out", tmp_path / "deep" / "g.png")
+    assert refused.exit_code == 2 and "no train-images" in refused.output, refused.output
+    assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "no-data"]
 
 
 def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli, configs):

@@ -323,3 +323,10 @@ def test_a_phones_orientation_tag_and_a_canvas_in_any_colour_give_the_upright_di
     paper[:10, :10, 3] = 0  # a photo with a transparent corner keeps its own colours
     Image.fromarray(paper).save(tmp_path / "corner.png")
     assert similarity(prepare(read_grey(tmp_path / "corner.png"))[0], expected) > 0.95
+    card = np.zeros((600, 600, 4), np.uint8)  # an opaque white card on transparency, a small digit on it
+    card[50:550, 50:550] = 255
+    card[250:350, 250:350, :3] = np.asarray(Image.fromarray(clean.astype(np.uint8)).resize((100, 100)))[..., None]
+    Image.fromarray(card).save(tmp_path / "card.png")
+    page = np.where(card[..., 3:] > 0, card[..., :3], 255).astype(np.uint8)  # the same, on white paper
+    Image.fromarray(page).save(tmp_path / "page.png")
+    assert np.array_equal(read_grey(tmp_path / "card.png"), read_grey(tmp_path / "page.png"))

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnistcnn.engine.fast.parallel import cores as available_cores
+
 pytest.importorskip("optuna", reason="the sweep extra: pip install 'mnistcnn[sweep]'")
 
 BASE = """name: tiny
@@ -170,6 +172,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert all(summary["resumed"] for summary in summaries)
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="one job and two jobs differ only with two cores")
 def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told(tmp_path, mnistcnn_command):
     path = write_sweep(tmp_path, limit=500, epochs=1, trials=2)
     first = run_sweep(mnistcnn_command, path, "--jobs", "1", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
@@ -317,6 +320,8 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
         "3/4 trials done (1 complete, 1 pruned, 1 diverged), 0 running, 0 failed, 1 stopped by a signal")
     resumed = Snapshot([], states(ended + [trial("COMPLETE", 4, retry_of=3)]), None, 0, trials=4)
     assert resumed.finished and resumed.counts["stopped"] == 0
+    twice = ended + [trial("FAIL", 4, stopped=True, retry_of=3)]  # its resumption stopped too
+    assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
 
 
 def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):

@@ -20,6 +20,7 @@ class Sequential:
     def __init__(self, layers: list[Layer], input_shape, rng: np.random.Generator | None = None,
                  dtype=np.float32):
         self.layers = layers
+        self.spec_index = list(range(len(layers)))  # the config entry each layer came from (see from_config)
         self.input_shape = tuple(int(n) for n in input_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         shape = self.input_shape
@@ -52,9 +53,11 @@ class Sequential:
                 raise err.at(index)
             spec_index.extend([index] * (len(layers) - len(spec_index)))
         try:
-            return cls(layers, input_shape, rng, dtype)
+            model = cls(layers, input_shape, rng, dtype)
         except LayerConfigError as err:
             raise err.at(spec_index[err.index]) if err.index is not None else err
+        model.spec_index = spec_index
+        return model
 
     def get_config(self) -> list[dict]:
         return [layer.get_config() for layer in self.layers]

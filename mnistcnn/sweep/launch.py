@@ -114,7 +114,7 @@ class SweepRun:
         """Start ``jobs`` worker processes of ``threads`` threads each."""
         logs = self.folder / "workers"
         logs.mkdir(exist_ok=True)
-        write_text(logs / "jobs.json", json.dumps({"jobs": jobs, "threads": threads}) + "\n")
+        write_text(logs / "jobs.json", json.dumps({"jobs": jobs}) + "\n")
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage_url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}

@@ -190,10 +190,11 @@ def trial_status(trial) -> str:
 
 def states(trials) -> dict:
     """How many of ``trials`` have each status (surplus trials, which never ran, left out); a
-    stopped trial counts as stopped until the trial that resumes it has ended."""
+    stopped trial counts as stopped until the trial that resumes it has ended (or stopped in its
+    turn: then that one stands for it)."""
     counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "stopped", "running", "queued"), 0)
     resumed = {trial.user_attrs["retry_of"] for trial in trials if "retry_of" in trial.user_attrs
-               and trial_status(trial) in ("complete", "pruned", "diverged", "failed")}
+               and trial_status(trial) in ("complete", "pruned", "diverged", "failed", "stopped")}
     for trial in trials:
         if not trial.user_attrs.get("surplus") and trial.number not in resumed:
             counts[trial_status(trial)] += 1

@@ -28,8 +28,9 @@ def test_a_failing_worker_reports_its_traceback_and_the_runner_goes_on(mixed_net
     wrong = y.copy()
     wrong[8:] = 99  # a label past the last class, in the worker's share only
     with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
-        with pytest.raises(WorkerProcessError, match="IndexError"):
+        with pytest.raises(WorkerProcessError, match="^a training worker process failed: IndexError") as failed:
             runner.gradients(x, wrong, np.random.default_rng(0))
+        assert "\n" not in str(failed.value) and failed.value.details.startswith("Traceback")
         loss, correct, grads = runner.gradients(x, y, np.random.default_rng(0))  # the next step starts clean
     assert np.isfinite(loss) and set(grads) == set(model.params())
 

@@ -142,7 +142,11 @@ def worker_main() -> None:
 
 
 class WorkerProcessError(MnistCnnError):
-    """A worker process failed (the message ends with its traceback) or ended."""
+    """A worker process failed or ended; ``details``: the traceback of a failure, for the log."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
 class Worker:
@@ -184,7 +188,8 @@ class Worker:
         failed, loss, correct, length = REPLY.unpack(header)
         payload = self.process.stdout.read(length)
         if failed:
-            raise WorkerProcessError(f"a training worker process failed:\n{payload.decode(errors='replace')}")
+            details = payload.decode(errors="replace").strip()
+            raise WorkerProcessError(f"a training worker process failed: {details.splitlines()[-1]}", details)
         return loss, correct, payload
 
     def close(self) -> None:
