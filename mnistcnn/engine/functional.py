@@ -51,7 +51,10 @@ def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
 
 
 def offset_slice(start: int, count: int, stride: int) -> slice:
-    """The input rows (or columns) that kernel offset ``start`` touches for ``count`` outputs."""
+    """The input rows (or columns) that kernel offset ``start`` touches for ``count`` outputs.
+
+    The notebook's loops read row ``h*stride + i`` for output ``h`` and offset ``i``; fixing the
+    offset instead gives rows ``i, i + stride, ...``: one slice for every output at once."""
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
@@ -74,6 +77,8 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
     """
     m, _, _, n_C = A_pad.shape
     s_m, s_h, s_w, s_c = A_pad.strides
+    # a view, nothing copied: output (h, w) starts at input row h*stride, so those axes step
+    # stride rows; offset (i, j) in the window moves one row or column. reshape makes the copy.
     windows = as_strided(
         A_pad,
         shape=(m, n_H, n_W, f, f, n_C),

@@ -147,7 +147,8 @@ class Layer:
     """Base layer: no parameters, shape-preserving."""
 
     type_name = "layer"
-    elementwise = False  # maps each value alone (or per channel): a value keeps its place through it
+    # maps each value alone (or per channel; batchnorm in evaluation): a value keeps its place through it
+    elementwise = False
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -220,6 +221,8 @@ class Conv2D(Layer):
 
     Forward: ``functional.conv_forward`` (an im2col matrix and one GEMM). Backward:
     ``functional.conv_backward`` (dW and db by a GEMM with that matrix, dA by a scatter-add).
+    ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, or "same"
+    (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
     """
 
     def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):

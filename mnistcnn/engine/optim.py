@@ -97,6 +97,10 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
+    """m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+    p -= lr m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t).
+    ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2); AdamW decays p directly."""
+
     name = "adam"
     decoupled = False
 
@@ -124,7 +128,9 @@ class Adam(Optimizer):
         scratch *= cast(1 - self.beta2)
         v *= cast(self.beta2)
         v += scratch
-        # bias corrections folded into the step size
+        # m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into the step size: Kingma and
+        # Ba's "more efficient" order, as Keras's Adam; eps then weighs sqrt(1 - beta2^t) times more
+        # than in torch.optim.Adam, which only matters for gradients near eps
         step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
         np.sqrt(v, out=scratch)
         scratch += cast(self.eps)

@@ -4,7 +4,8 @@ tested against.
 Slow on purpose (a Python loop over every example, pixel and channel): the plainest statement
 of what the kernels compute, for reading and for tests, never for training. Fixes: pad 0
 works, pool_backward reads dA[i, h, w, c], average mode spreads dA[i, h, w, c] / (f*f), and a
-max window sends its gradient to its first maximum only.
+max window sends its gradient to its first maximum only. Named ``*_loop``; the backward loops
+take the arrays they need, not the notebook's cache.
 """
 import numpy as np
 
