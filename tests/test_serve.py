@@ -477,13 +477,30 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
         ActionChains(chrome).move_to_element_with_offset(detail, 8, -10).click().perform()
         wait.until(lambda d: "the engine computed" in d.find_element(By.ID, "arithmetic-sum").text)
         chrome.save_screenshot(str(artefacts / "serve-draw.png"))
+        drawn_value = chrome.execute_script("return window.serveState.arithmetic.value")
         uploaded = upload_refused_then_accepted(chrome, wait, artefacts, served.test_x[0, :, :, 0])
         assert uploaded == predicted_by_predict(served, (artefacts / "upload.png").read_bytes())["prediction"]
+        # the arithmetic follows the picture: the value the API gives for the uploaded one, not the drawing's
+        explained = chrome.execute_script("return window.serveState.explained")
+        request = urllib.request.Request(url + "/api/explain", method="POST", headers={"content-type":
+                                         "application/json"}, data=json.dumps(
+                                             {"image": chrome.execute_script("return window.serveState.image"),
+                                              **explained}).encode())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            fresh = json.loads(answer.read())["value"]
+        wait.until(lambda d: d.execute_script("return window.serveState.arithmetic.value") == fresh)
+        assert fresh != drawn_value
+        assert chrome.execute_script("return window.serveState.ink") == "#000"  # dark ink on the light upload
+        chrome.find_elements(By.CSS_SELECTOR, "#layers .layer canvas.map")[4].click()  # another map
+        wait.until(lambda d: not d.find_element(By.ID, "arithmetic").is_displayed())
+        chrome.set_window_size(390, 844)  # a phone: nothing wider than the screen
+        assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
         chrome.find_element(By.ID, "tab-run").click()
         cell = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion td.cell.diagonal"))[1]
         cell.click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cell-images canvas")) > 0)
         assert chrome.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:")
+        assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
         chrome.save_screenshot(str(artefacts / "serve-run.png"))
     finally:
         code, _, err = stop_server(process)

@@ -15,6 +15,9 @@ const state = {
   panels: [], // per layer: {maps: [canvases], stats, ...}
   detail: null, // the enlarged map: {layer, channel}
   arithmetic: null, // the last /api/explain answer
+  explained: null, // the value whose arithmetic is shown: {layer, channel, row, col}, kept up with the drawing
+  paper: "#000", // an uploaded picture's border colour, around it on the pad
+  ink: "#fff", // the pen: white on the black pad, black on an uploaded picture's light paper
   strokeEnded: undefined, // when the last stroke ended (performance.now()), until the page shows it
   timings: [], // milliseconds from the end of a stroke to the page updated
 };
@@ -98,8 +101,15 @@ function redraw() {
   const context = pad.getContext("2d");
   context.fillStyle = "#000";
   context.fillRect(0, 0, pad.width, pad.height);
-  if (state.upload) context.drawImage(state.upload, 0, 0, pad.width, pad.height);
-  context.strokeStyle = "#fff";
+  if (state.upload) {
+    // the picture whole, its shape kept, on its own paper's colour
+    const scale = Math.min(pad.width / state.upload.width, pad.height / state.upload.height);
+    const w = state.upload.width * scale, h = state.upload.height * scale;
+    context.fillStyle = state.paper;
+    context.fillRect(0, 0, pad.width, pad.height);
+    context.drawImage(state.upload, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  }
+  context.strokeStyle = state.ink;
   context.lineWidth = STROKE_WIDTH;
   context.lineCap = context.lineJoin = "round";
   for (const stroke of state.strokes) {
@@ -132,7 +142,33 @@ pad.addEventListener("pointerup", () => {
   requestUpdate();
 });
 $("undo").addEventListener("click", () => { state.strokes.pop(); redraw(); requestUpdate(); });
-$("clear").addEventListener("click", () => { state.strokes = []; state.upload = null; redraw(); requestUpdate(); });
+$("clear").addEventListener("click", () => {
+  state.strokes = [];
+  state.upload = null;
+  state.ink = "#fff";
+  $("timing").textContent = "";
+  redraw();
+  requestUpdate();
+});
+
+// The colour of a picture's border, as its paper's; the pen then draws in the contrasting ink.
+function paperOf(bitmap) {
+  const small = document.createElement("canvas");
+  small.width = small.height = 16;
+  const context = small.getContext("2d");
+  context.drawImage(bitmap, 0, 0, 16, 16);
+  const pixels = context.getImageData(0, 0, 16, 16).data;
+  const sum = [0, 0, 0];
+  let count = 0;
+  for (let i = 0; i < 16 * 16; i++) {
+    const x = i % 16, y = Math.floor(i / 16);
+    if (x > 0 && x < 15 && y > 0 && y < 15) continue;
+    for (let k = 0; k < 3; k++) sum[k] += pixels[4 * i + k];
+    count += 1;
+  }
+  const [r, g, b] = sum.map((v) => Math.round(v / count));
+  return { colour: `rgb(${r}, ${g}, ${b})`, light: 0.299 * r + 0.587 * g + 0.114 * b > 127 };
+}
 $("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   event.target.value = "";
@@ -140,7 +176,13 @@ $("upload").addEventListener("change", async (event) => {
   try {
     await predict(file, file.type || "application/octet-stream");
     state.strokes = [];
+    $("timing").textContent = "";
     state.upload = await createImageBitmap(file).catch(() => null);
+    if (state.upload) {
+      const paper = paperOf(state.upload);
+      state.paper = paper.colour;
+      state.ink = paper.light ? "#000" : "#fff";
+    }
     redraw();
   } catch (error) {
     showMessage(error.message);
@@ -189,6 +231,7 @@ async function predict(body, type) {
   showVerdict(answer);
   if (showing() === "activations") paintLayers();
   if (state.detail) showDetail(state.detail.layer, state.detail.channel);
+  if (state.explained) explain(); // the numbers of this drawing, not of the one before
   updateGradients();
   return answer;
 }
@@ -272,7 +315,7 @@ function buildPanels() {
       canvas.width = w;
       canvas.height = h;
       canvas.style.width = `${w * scale}px`;
-      canvas.style.height = `${h * scale}px`;
+      canvas.style.height = strip !== undefined ? "auto" : `${h * scale}px`; // a strip may shrink to fit
       canvas.title = strip !== undefined ? `${strip} values` : `channel ${c}`;
       if (strip === undefined) canvas.addEventListener("click", () => showDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
@@ -302,6 +345,8 @@ async function showDetail(index, channel) {
   const source = showing() === "gradients" && state.gradients ? state.gradients : state.prediction;
   if (!source) return;
   state.detail = { layer: index, channel: channel };
+  const explained = state.explained;
+  if (explained && (explained.layer !== index || explained.channel !== channel)) hideArithmetic();
   $("detail").hidden = false;
   $("detail-title").textContent = `Layer ${index} (${layer.name}), channel ${channel}`;
   const { h, w } = layout(layer.shape);
@@ -336,7 +381,24 @@ function showFilter(filter) {
     `; weights from -${number(largest)} (blue) to ${number(largest)} (red)`;
 }
 
-$("detail-close").addEventListener("click", () => { state.detail = null; $("detail").hidden = true; });
+$("detail-close").addEventListener("click", () => { state.detail = null; $("detail").hidden = true; hideArithmetic(); });
+
+function hideArithmetic() {
+  state.explained = state.arithmetic = null;
+  $("arithmetic").hidden = true;
+}
+
+async function explain() {
+  const value = state.explained;
+  try {
+    const answer = await postJson("/api/explain", { image: state.image, ...value });
+    if (state.explained !== value) return; // another value was chosen meanwhile
+    state.arithmetic = answer;
+    showArithmetic(answer);
+  } catch (error) {
+    showMessage(error.message);
+  }
+}
 
 $("detail-map").addEventListener("click", async (event) => {
   const detail = state.detail;
@@ -345,13 +407,8 @@ $("detail-map").addEventListener("click", async (event) => {
   const box = canvas.getBoundingClientRect();
   const col = Math.floor(((event.clientX - box.left) / box.width) * canvas.width);
   const row = Math.floor(((event.clientY - box.top) / box.height) * canvas.height);
-  try {
-    state.arithmetic = await postJson("/api/explain", { image: state.image, layer: detail.layer, row: row, col: col,
-                                                       channel: detail.channel });
-    showArithmetic(state.arithmetic);
-  } catch (error) {
-    showMessage(error.message);
-  }
+  state.explained = { layer: detail.layer, channel: detail.channel, row: row, col: col };
+  await explain();
 });
 
 function showArithmetic(a) {
