@@ -93,6 +93,10 @@ def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bi
     assert listed.exit_code == 0, listed.output
     trials = json.loads(listed.output)
     assert len(trials) == 6 and {row["sweep"] for row in trials} == {folder.name}
+    for row in trials:  # what changed each trial's run: the sweep file's values for it
+        assert row["config"] == str(folder / "sweep.yaml") and sorted(value.split("=")[0] for value in
+                                                                     row["overrides"]) == \
+            ["model.layers[0].filters", "train.optimizer.lr"], row
     assert all(Path(row["path"]).parent == folder / "trials" for row in trials)
     table = cli("runs", tmp_path / "runs")  # where the trials are, to give them to eval or predict
     assert table.exit_code == 0 and f"sweep {folder.name}: its trials are in {folder / 'trials'}/" in table.output

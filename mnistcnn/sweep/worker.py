@@ -141,8 +141,11 @@ class Worker:
         if run is not None:
             config = cfg.load_config(run.path / "config.yaml", of_run=True)
         try:
+            # `mnistcnn runs` lists what changed each run: here the sweep file and the trial's values
+            values = [f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                      for key, value in trial.params.items()]
             outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials",
-                                resume=run, stop_on_signals=True)
+                                resume=run, config_path=self.sweep.path, overrides=values, stop_on_signals=True)
         finally:
             reporter.close()
         history = _history(outcome.run)
