@@ -254,6 +254,9 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     (retry,) = [row for row in rows if row["retry_of"] == lost["number"]]
     assert retry["status"] == "complete" and retry["train.optimizer.lr"] == lost["train.optimizer.lr"]
     assert {row["host"] for row in rows if row["status"] == "complete"}  # every trial says where it ran
+    again = run_sweep(mnistcnn_command, *common, "--runs-dir", tmp_path / "c", cwd=tmp_path)
+    assert again.returncode == 2 and f"study '{study}' has its 6 trials already" in again.stderr, again.stderr
+    assert not (tmp_path / "c").exists()  # no new, empty sweep folder
 
 
 BAD_SWEEPS = [

@@ -88,7 +88,12 @@ class SweepRun:
         URL writes nothing."""
         storage, sweep.study = absolute(storage or sweep.storage), study or sweep.study
         if storage is not None:
-            studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
+            study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
+            done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
+            if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
+                status = command_line("sweep", "--status", "--storage", studies.shown(storage), "--study", sweep.study)
+                raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
+                                 f"them with {status}, or give another --study")
         folder = stamped_folder(runs_dir, sweep.name)
         write_text(folder / "base.yaml", cfg.dump(sweep.base))
         resolved = {**sweep.to_yaml(), "base": "base.yaml",
