@@ -549,7 +549,8 @@ Examples:
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
               help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
 @checkpoint_option
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="The ONNX opset (13 or newer).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help="The ONNX opset: 13 up to the newest the installed onnx knows.")
 @click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,
               help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
 @data_dir_option(" for the check (default: the run's own data)")
@@ -772,7 +773,8 @@ class SweepView:
         for row in ended:
             self.told.add(row["number"])
             outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"] or ""
-            console.print(f"trial {row['number']} {row['status']}: {outcome} after {row['epochs']} epochs, "
+            epochs = f"{row['epochs']} epoch{'s' * (row['epochs'] != 1)}"
+            console.print(f"trial {row['number']} {row['status']}: {outcome} after {epochs}, "
                           f"{_duration(row['seconds'])} ({_params_text(row['params'])})", soft_wrap=True)
         if ended:
             console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)

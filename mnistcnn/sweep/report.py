@@ -35,7 +35,7 @@ def trial_rows(trials) -> list[dict]:
             "test_acc": attrs.get("test_acc"), "retry_of": attrs.get("retry_of"), "run": attrs.get("run_dir"),
             "host": attrs.get("host"), "params": dict(trial.params),
             "per_epoch": [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)],
-            "reason": attrs.get("reason") or attrs.get("error") or (f"retried as trial {retry}" if retry else None),
+            "reason": attrs.get("reason") or attrs.get("error") or (f"to go on as trial {retry}" if retry else None),
             "config": attrs.get("config"),
         })
     return rows
