@@ -201,17 +201,17 @@ def _pool_geometry(shape, hparameters):
 
 
 def _window_slices(f: int, stride: int, n_H: int, n_W: int):
-    """(k, rows, cols) for each window offset k in row-major order."""
+    """(rows, cols): the strided slices of each window offset, in row-major order."""
     for i in range(f):
         for j in range(f):
-            yield i * f + j, offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
+            yield offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
 
 
 def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
     """Each window's maximum: a running np.maximum over the f*f strided slices."""
     _, n_H, n_W, _ = out_shape
     running_max = None
-    for _, rows, cols in _window_slices(f, stride, n_H, n_W):
+    for rows, cols in _window_slices(f, stride, n_H, n_W):
         window = A[:, rows, cols, :]
         running_max = window.copy() if running_max is None else np.maximum(running_max, window, out=running_max)
     return running_max
@@ -231,7 +231,7 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
         A = _window_max(A_in, f, stride, out_shape)
     else:
         A = np.zeros(out_shape, dtype=A_in.dtype)
-        for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+        for rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
             A += A_in[:, rows, cols, :]
         A /= f * f
     return A, (A_prev, hparameters, A, mode)
@@ -241,17 +241,11 @@ def first_max_masks(windows: list, maximum: np.ndarray):
     """For each window offset in turn (row-major), the mask of the windows whose first maximum
     sits there, given each offset's values (``windows``) and the windows' ``maximum``: PyTorch's
     tie rule, by which each window's gradient goes to one cell only."""
-    unclaimed = None  # windows whose maximum has not been met yet (None: all of them)
-    for k, window in enumerate(windows):
-        if k == len(windows) - 1 and unclaimed is not None:
-            yield unclaimed  # every finite window has its maximum somewhere: here, if not before
-            return
+    unclaimed = np.ones(maximum.shape, dtype=bool)  # windows whose first maximum is still to come
+    for window in windows:
         first = window == maximum
-        if unclaimed is None:
-            unclaimed = ~first
-        else:
-            first &= unclaimed
-            unclaimed ^= first
+        first &= unclaimed
+        unclaimed ^= first
         yield first
 
 
@@ -275,7 +269,7 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     dA_prev = np.empty(A_in.shape, dtype=dtype) if covers_all else np.zeros(A_in.shape, dtype=dtype)
     if mode == "average":
         dA_per_cell = dA / dtype.type(f * f)
-        for _, rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+        for rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
             if tiled:
                 dA_prev[:, rows, cols, :] = dA_per_cell
             else:
@@ -286,8 +280,8 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     else:  # the notebook's (A_prev, hparameters) or an average-mode cache: find the maxima now
         A = _window_max(A_in, f, stride, out_shape)
     slices = list(_window_slices(f, stride, out_shape[1], out_shape[2]))
-    windows = [A_in[:, rows, cols, :] for _, rows, cols in slices]
-    for (_, rows, cols), first in zip(slices, first_max_masks(windows, A)):
+    windows = [A_in[:, rows, cols, :] for rows, cols in slices]
+    for (rows, cols), first in zip(slices, first_max_masks(windows, A)):
         if tiled:
             np.multiply(dA, first, out=dA_prev[:, rows, cols, :])
         else:

@@ -254,3 +254,15 @@ def test_plan_fuses_a_first_one_channel_conv_and_keeps_its_numbers(layers, side,
     assert set(got) == set(want)
     for key in want:
         assert relative_error(got[key], want[key]) < 1e-5, key
+
+
+@pytest.mark.parametrize("offsets", [4, 9])
+def test_the_fast_first_max_masks_are_the_engines_ties_included(offsets):
+    rng = np.random.default_rng(offsets)
+    windows = [(rng.random((6, 5, 5, 3)) > 0.5).astype(np.float32) for _ in range(offsets)]  # many ties
+    maximum = np.maximum.reduce(windows)
+    plain, fast = list(F.first_max_masks(windows, maximum)), list(convpool.first_max_masks(windows, maximum))
+    assert len(plain) == len(fast) == offsets
+    for mask, fast_mask in zip(plain, fast):
+        np.testing.assert_array_equal(fast_mask, mask)
+    np.testing.assert_array_equal(np.sum(plain, axis=0), 1)  # each window's gradient goes to one cell
