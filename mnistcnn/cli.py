@@ -537,7 +537,7 @@ def _duration(seconds) -> str:
 
 # -- export ----------------------------------------------------------------------------------
 @main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""\b
-Needs the export extra: pip install 'mnistcnn[export]'. The file takes raw pixels (NCHW) and
+Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW) and
 gives logits and probabilities; it is kept only if onnxruntime agrees with the engine on the
 run's test split.
 \b
@@ -586,7 +586,7 @@ def export(target, output, which, opset, input_kind, data_dir):
 
 # -- serve ------------------------------------------------------------------------------------
 @main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""\b
-Needs the serve extra: pip install 'mnistcnn[serve]'. The page works offline (no CDN) and
+Needs the serve extra: pip install -e '.[serve]' in the mnistcnn checkout. The page works offline (no CDN) and
 listens on this machine only unless --host says otherwise.
 \b
 Examples:
@@ -629,7 +629,7 @@ def serve(target, port, host, open_browser, which, data_dir):
 
 # -- sweep ------------------------------------------------------------------------------------
 @main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""\b
-Needs the sweep extra: pip install 'mnistcnn[sweep]'.
+Needs the sweep extra: pip install -e '.[sweep]' in the mnistcnn checkout.
 \b
 Examples:
   mnistcnn sweep configs/sweeps/quick-lr.yaml                  # 8 small trials, about a minute

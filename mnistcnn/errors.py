@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shlex
 import signal
+from pathlib import Path
 
 INTERRUPTED = 128 + signal.SIGINT  # the shell's status for a command stopped by Ctrl-C
 
@@ -11,6 +12,15 @@ def command_line(*arguments) -> str:
     """An mnistcnn command to copy into a shell, each argument quoted where it needs to be (a path
     with spaces or brackets)."""
     return " ".join(["mnistcnn", *(shlex.quote(str(argument)) for argument in arguments)])
+
+
+def install_extra(extra: str) -> str:
+    """The command that installs an optional extra: from the checkout mnistcnn runs from (the
+    usual install, ``pip install -e``), else from the package index."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e {shlex.quote(f'{checkout}[{extra}]')}"
+    return f"pip install 'mnistcnn[{extra}]'"
 
 
 def stopped_exit_code(signum: int | None) -> int:

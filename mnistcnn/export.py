@@ -20,9 +20,9 @@ from . import __version__
 from .atomic import write_bytes
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.model import FLOAT32_RTOL
-from .errors import CheckpointError, MnistCnnError, UsageError
+from .errors import CheckpointError, MnistCnnError, UsageError, install_extra
 
-EXTRA = "pip install 'mnistcnn[export]'"
+EXTRA = install_extra("export")
 DEFAULT_OPSET = 17
 LOWEST_OPSET = 13  # Softmax over one axis, as the graph uses it
 INPUT_KINDS = {"uint8": "uint8 pixels 0-255, NCHW", "float": "float32 pixels 0-1 (pixel / 255), NCHW"}

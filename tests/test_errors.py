@@ -359,3 +359,12 @@ def test_ctrl_c_before_training_exits_130_in_one_line(cli, monkeypatch, configs)
     monkeypatch.setattr(cfg, "load_config", interrupted)  # Ctrl-C while the config and data load
     result = cli("train", configs / "quick.yaml")
     assert result.exit_code == 130 and result.output == "error: interrupted\n", result.output
+
+
+def test_a_missing_extra_is_installed_from_the_checkout_mnistcnn_runs_from():
+    import mnistcnn
+    from mnistcnn.errors import install_extra
+
+    checkout = Path(mnistcnn.__file__).resolve().parent.parent
+    assert (checkout / "pyproject.toml").is_file()  # an editable install, as the README makes
+    assert install_extra("sweep") == f"pip install -e '{checkout}[sweep]'"

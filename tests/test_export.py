@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mnistcnn.errors import install_extra
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 pytest.importorskip("onnxruntime", reason="the export extra: pip install 'mnistcnn[export]'")
@@ -241,4 +243,4 @@ def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without)
     result = cli_without("onnx", "export", trained_run)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn export needs onnx and onnxruntime, which are not installed; "
-                                     "pip install 'mnistcnn[export]'")
+                                     f"{install_extra('export')}")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mnistcnn.errors import install_extra
 from PIL import Image, ImageDraw
 
 pytest.importorskip("starlette", reason="the serve extra: pip install 'mnistcnn[serve]'")
@@ -319,7 +321,7 @@ def test_without_starlette_the_command_says_what_to_install(trained_run, cli_wit
     result = cli_without("starlette", "serve", trained_run)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn serve needs starlette and uvicorn, which are not installed; "
-                                     "pip install 'mnistcnn[serve]'")
+                                     f"{install_extra('serve')}")
 
 
 def test_port_0_serves_on_a_free_port_and_prints_it(trained_run, mnistcnn_command):

@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+from mnistcnn.errors import install_extra
 import yaml
 
 from mnistcnn.engine.fast.parallel import cores as available_cores
@@ -394,4 +396,4 @@ def test_without_optuna_the_command_says_what_to_install(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn sweep needs Optuna, which is not installed; "
-                                     "pip install 'mnistcnn[sweep]'")
+                                     f"{install_extra('sweep')}")

@@ -7,11 +7,11 @@ import importlib
 import ipaddress
 import socket
 
-from ..errors import UsageError
+from ..errors import UsageError, install_extra
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # this machine, as a browser on it names it
 
-EXTRA = "pip install 'mnistcnn[serve]'"
+EXTRA = install_extra("serve")
 
 
 def require_web() -> None:

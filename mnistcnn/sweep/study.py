@@ -13,9 +13,9 @@ import warnings
 import zlib
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, install_extra
 
-EXTRA = "pip install 'mnistcnn[sweep]'"
+EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
 
 
