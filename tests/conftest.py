@@ -55,6 +55,21 @@ def float32_close():
     return assert_float32_close
 
 
+@pytest.fixture(scope="session")
+def decided_ranks():
+    """``decided_ranks(scores, tolerance)``: the ranks (0 the top) whose class no rounding within
+    ``tolerance`` can change, those further than it from both neighbours; another path (the fast
+    plan, onnxruntime, another BLAS) must rank alike there, and only there."""
+
+    def ranks(scores, tolerance):
+        ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+        apart = -np.diff(ordered) > tolerance  # apart[i]: ranks i and i + 1
+        return [rank for rank in range(len(ordered))
+                if (rank == 0 or apart[rank - 1]) and (rank == len(ordered) - 1 or apart[rank])]
+
+    return ranks
+
+
 # -- gradients and arrays for the engine's tests ---------------------------------------------
 @pytest.fixture(scope="session")
 def numerical_gradient():

@@ -86,7 +86,7 @@ def pictures(served, tmp_path_factory):
     return sorted(folder.glob("*.png"))
 
 
-def test_predictions_equal_mnistcnn_predicts(client, trained_run, pictures, cli, tmp_path):
+def test_predictions_equal_mnistcnn_predicts(client, trained_run, pictures, cli, tmp_path, decided_ranks):
     result = cli("predict", trained_run, *pictures, "--json", "--top", "10", "--save-inputs", tmp_path)
     assert result.exit_code == 0, result.output
     expected = {Path(row["path"]).stem: row for row in json.loads(result.output)["predictions"]}
@@ -96,8 +96,12 @@ def test_predictions_equal_mnistcnn_predicts(client, trained_run, pictures, cli,
         served, want = answer.json(), expected[path.stem]
         seen = np.frombuffer(base64.b64decode(served["image"]), np.uint8).reshape(28, 28)
         np.testing.assert_array_equal(seen, np.asarray(Image.open(tmp_path / f"{path.stem}.png")), err_msg=path.stem)
-        assert (served["prediction"], served["doubt"]) == (want["prediction"], want["doubt"]), path.stem
-        assert [c["class"] for c in served["top"]] == [c["class"] for c in want["top"][:3]], path.stem
+        # the fast plan against the plain loop: the same classes where float32 rounding cannot swap them
+        for rank in decided_ranks([c["probability"] for c in want["top"]], FLOAT32_RTOL):
+            if rank < 3:
+                assert served["top"][rank]["class"] == want["top"][rank]["class"], (path.stem, rank)
+        if 0 in decided_ranks([c["probability"] for c in want["top"]], FLOAT32_RTOL):
+            assert (served["prediction"], served["doubt"]) == (want["prediction"], want["doubt"]), path.stem
         for choice in want["top"]:  # the fast plan against the plain loop: float32 rounding apart
             index = int(choice["class"])
             assert abs(served["probabilities"][index] - choice["probability"]) <= FLOAT32_RTOL, path.stem

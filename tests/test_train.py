@@ -90,7 +90,9 @@ def test_worker_processes_train_as_worker_threads(tmp_path, cli, write_config, o
         recorded = cfg.parse_yaml((runs[parallel] / "config.yaml").read_text(), "config.yaml")["train"]
         assert (recorded["workers"], recorded["parallel"]) == (2, parallel)
     threads, processes = (metrics_without_time(runs[name]) for name in ("threads", "processes"))
-    assert [row["val_acc"] for row in threads] == [row["val_acc"] for row in processes]
+    # float32 rounding apart: a validation image on a tie may go either way
+    assert np.allclose([row["val_acc"] for row in threads], [row["val_acc"] for row in processes], rtol=0,
+                       atol=2 / 1000)
     a, b = weights(runs["threads"] / "checkpoints/last.npz"), weights(runs["processes"] / "checkpoints/last.npz")
     for key in a:
         float32_close(b[key], a[key], what=key)
@@ -185,7 +187,6 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
     proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(_started(runs), what="training's first epoch")
-    time.sleep(0.1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -209,7 +210,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
     reference = tmp_path / "ref"
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
     expected = weights(only_run(reference) / "checkpoints/last.npz")
-    rng = np.random.default_rng(0)
+    rng, cut_short = np.random.default_rng(0), 0
     for attempt in range(3):
         runs = tmp_path / f"r{attempt}"
         proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
@@ -225,10 +226,12 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
         if finished:  # the kill came after the end: there is nothing to resume, and the run is whole
             assert result.exit_code == 2 and "there is nothing to resume" in result.output, result.output
         else:
+            cut_short += 1
             assert result.exit_code == 0, result.output
             assert not list(run.rglob(".*.tmp")), "resume leaves no temp file of a write the kill cut short"
         got = weights(run / "checkpoints/last.npz")
         assert all(np.array_equal(expected[k], got[k]) for k in expected)
+    assert cut_short, "no kill landed mid-run: nothing was resumed"
 
 
 @pytest.mark.slow
@@ -301,7 +304,7 @@ def test_repeated_images_train_alike_on_worker_processes_and_threads(float32_clo
         trainer.fit()
         histories[repeats, parallel] = [row["val_acc"] for row in trainer.history]
         weights[repeats, parallel] = trainer.model.state_dict()
-    assert histories[2, "threads"] == histories[2, "processes"]
+    assert np.allclose(histories[2, "threads"], histories[2, "processes"], rtol=0, atol=1 / 64)  # a tie apart
     for key, value in weights[2, "threads"].items():
         float32_close(weights[2, "processes"][key], value, what=key)
     assert not np.array_equal(weights[2, "threads"]["param.3.W"], weights[1, "threads"]["param.3.W"])
@@ -344,10 +347,13 @@ def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
     assert all(np.array_equal(arrays["training." + key], value) for key, value in whole.snapshots[2].items())
     model, _, preprocess = load_model(outcome.run.checkpoint("last"))
     _, val_acc, _ = evaluate(fast_plan(model, config), data.val_x, data.val_y, preprocess)
-    assert val_acc == meta["history"][-1]["val_acc"]  # the averaged weights, their own batchnorm statistics
+    # the averaged weights, with their own batchnorm statistics (scored here in this process, by the trainer
+    # maybe on a worker process: a tie within rounding may go either way)
+    assert abs(val_acc - meta["history"][-1]["val_acc"]) <= 1 / len(data.val_y)
     model, best, _ = load_model(outcome.run.checkpoint("best"))
     _, test_acc, _ = evaluate(fast_plan(model, config), data.test_x, data.test_y, preprocess)
-    assert test_acc == outcome.summary["test_acc"] and best["epoch"] == outcome.summary["best_epoch"]
+    assert abs(test_acc - outcome.summary["test_acc"]) <= 1 / len(data.test_y)
+    assert best["epoch"] == outcome.summary["best_epoch"]
 
     stopped = train_run(config, data, StopAfterEpoch(stop_at=2), runs_dir=tmp_path / "parts")
     assert stopped.summary is None
