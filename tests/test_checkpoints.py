@@ -49,10 +49,7 @@ def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, 
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(tmp_path, trained_run, cli):
-    import shutil
-
-    run = shutil.copytree(trained_run, tmp_path / "run")
+def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
     (run / "checkpoints" / "best.npz").write_bytes(b"")
     for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
         result = cli(*command)

@@ -107,9 +107,7 @@ def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_d
                              f"{run / 'config.yaml'}\n")
 
 
-def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_run, tmp_path):
-    run = tmp_path / trained_run.name
-    shutil.copytree(trained_run, run)
+def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, run):
     before = (run / "train.log").read_text()
     refused = cli("train", "--resume", run)
     assert refused.exit_code == 2
@@ -123,9 +121,7 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, trained_ru
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
 
 
-def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, trained_run, tmp_path):
-    run = tmp_path / trained_run.name
-    shutil.copytree(trained_run, run)
+def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, run, tmp_path):
     kept = (run / "config.yaml").read_text()
     (run / "config.yaml").unlink()
     grid = cli("inspect-data", run, "--count", "4")
@@ -146,9 +142,7 @@ def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, tr
                              "file instead\n"
 
 
-def test_a_run_without_its_last_checkpoint_is_refused_before_anything_is_printed(cli, trained_run, tmp_path):
-    run = tmp_path / trained_run.name
-    shutil.copytree(trained_run, run)
+def test_a_run_without_its_last_checkpoint_is_refused_before_anything_is_printed(cli, run):
     (run / "checkpoints" / "last.npz").unlink()
     result = cli("train", "--resume", run, "--epochs", "3")
     assert result.exit_code == 2

@@ -1,6 +1,5 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -145,8 +144,7 @@ def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli, configs)
     assert Image.open(out).size[0] > 300
 
 
-def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(tmp_path, trained_run, cli):
-    run = shutil.copytree(trained_run, tmp_path / "run")
+def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(run, cli):
     result = cli("inspect-data", run, "--count", "4")
     assert result.exit_code == 0, result.output
     assert Image.open(run / "augmented.png").size[0] > 100

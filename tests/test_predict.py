@@ -135,7 +135,7 @@ def test_blank_and_noise_are_flagged_and_clean_digits_are_not(test_digits):
 
 
 # -- the command ------------------------------------------------------------------------------
-def test_mnist_pngs_get_the_same_predictions_as_eval(trained_run, test_digits, tmp_path, cli):
+def test_mnist_pngs_get_the_same_predictions_as_the_engine(trained_run, test_digits, tmp_path, cli):
     images = test_digits[0][:20]
     for i, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"digit{i:02d}.png")
