@@ -309,6 +309,13 @@ def metrics_without_time():
 
 
 @pytest.fixture(scope="session")
+def first_epoch_done():
+    """``first_epoch_done(runs)``: the metrics.jsonl of a run under ``runs`` that has ended an
+    epoch, or None (for ``wait_for``)."""
+    return lambda runs: next(Path(runs).glob("*/metrics.jsonl"), None) if Path(runs).is_dir() else None
+
+
+@pytest.fixture(scope="session")
 def wait_for():
     """``wait_for(condition, timeout, what)``: poll ``condition`` until it returns something true,
     and return that; fail naming ``what`` after ``timeout`` seconds."""

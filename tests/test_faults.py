@@ -194,13 +194,13 @@ def test_random_yaml_text_gives_config_errors_only(tmp_path, text):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the worker process through /proc")
 def test_a_killed_worker_process_ends_the_run_with_one_line_and_it_resumes(tmp_path, mnistcnn_command, write_config,
-                                                                          only_run, wait_for):
+                                                                          only_run, wait_for, first_epoch_done):
     config = write_config(tmp_path, limit=3000, epochs=8)  # still training when the first epoch is seen
     process = subprocess.Popen([*mnistcnn_command, "train", str(config), "--runs-dir", str(tmp_path / "runs"),
                                 "--set", "train.parallel=processes", "--set", "train.workers=2", "--quiet"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children = f"/proc/{process.pid}/task/{process.pid}/children"
-    wait_for(lambda: (tmp_path / "runs").is_dir() and list((tmp_path / "runs").glob("*/metrics.jsonl")),
+    wait_for(lambda: first_epoch_done(tmp_path / "runs"),
              what="the first epoch")
     (worker,) = open(children).read().split()
     os.kill(int(worker), 9)

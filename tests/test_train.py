@@ -169,16 +169,9 @@ def test_installed_command_trains(tmp_path, write_config, only_run, mnistcnn_com
     assert "epoch 1/1" in proc.stdout and (only_run(tmp_path / "r") / "summary.json").is_file()
 
 
-def _started(runs):
-    def check():
-        runs_found = list(runs.glob("*/metrics.jsonl")) if runs.exists() else []
-        return bool(runs_found)
-    return check
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, write_config, only_run, weights,
-                                                     mnistcnn_command, wait_for):
+                                                     mnistcnn_command, wait_for, first_epoch_done):
     # an epoch takes a fraction of a second: enough of them that the signal lands mid-run
     config = write_config(tmp_path, limit=1500, epochs=12, batch=16)
     reference = tmp_path / "ref"
@@ -186,7 +179,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
     runs = tmp_path / "r"
     proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(_started(runs), what="training's first epoch")
+    wait_for(lambda: first_epoch_done(runs), what="training's first epoch")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
