@@ -6,6 +6,7 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import functools
+import re
 import signal
 import sys
 import time
@@ -833,6 +834,21 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
 
 
 # -- inspect-layer ---------------------------------------------------------------------------
+class NegativeLayerCommand(click.Command):
+    """A command whose last argument may be a negative index (-1, the last layer), which click
+    would read as an option: it is moved behind a ``--``."""
+
+    def parse_args(self, ctx, args):
+        if "--" not in args:
+            takes_value = {name for param in self.params if isinstance(param, click.Option) and not param.is_flag
+                           for name in param.opts}  # an option's value may be negative too: --index -1
+            negative = [i for i, arg in enumerate(args) if re.fullmatch(r"-\d+", arg)
+                        and (i == 0 or args[i - 1] not in takes_value)]
+            args = [arg for i, arg in enumerate(args) if i not in negative] + \
+                (["--", *(args[i] for i in negative)] if negative else [])
+        return super().parse_args(ctx, args)
+
+
 def half_block_preview(image: np.ndarray, width: int = 28):
     """A feature map as terminal art: each character shows two pixels (upper and lower half)."""
     img = image.astype(np.float64)
@@ -850,12 +866,12 @@ def half_block_preview(image: np.ndarray, width: int = 28):
 
 
 @main.command("inspect-layer", short_help="Look inside one layer: statistics, gradients, feature maps.",
-              epilog="""\b
+              cls=NegativeLayerCommand, epilog="""\b
 Examples:
   mnistcnn inspect-layer runs/lenet-20260101-000000 --list
   mnistcnn inspect-layer runs/lenet-20260101-000000 0 --index 7
   mnistcnn inspect-layer configs/lenet.yaml 3_conv2d      # an untrained model
-  mnistcnn inspect-layer runs/lenet-20260101-000000 -- -1   # the last layer (-- before a negative index)""")
+  mnistcnn inspect-layer runs/lenet-20260101-000000 -1      # the last layer""")
 @click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")

@@ -129,9 +129,12 @@ def test_inspect_errors(trained_run, tmp_path, cli):
     assert result.exit_code == 2 and "the split has 1000 images" in result.output
     result = cli("inspect-layer", run, "0", "--indices", "5:2")
     assert result.exit_code == 2 and "--indices 5:2: STOP must be above START" in result.output
-    last = cli("inspect-layer", run, "--no-images", "--json", "--", "-1")  # as the help's example
     layers = json.loads(cli("inspect-layer", run, "--list", "--json").output)
-    assert last.exit_code == 0 and json.loads(last.output)["index"] == layers[-1]["index"], last.output
+    for args in (("-1", "--no-images", "--json"), ("--no-images", "--json", "--", "-1")):  # as the help's example
+        last = cli("inspect-layer", run, *args)
+        assert last.exit_code == 0 and json.loads(last.output)["index"] == layers[-1]["index"], last.output
+    typo = cli("inspect-layer", run, "-1", "--bogus")  # options are still checked
+    assert typo.exit_code == 2 and "No such option '--bogus'" in typo.output
     result = cli("inspect-layer", tmp_path / "missing", "0")
     assert result.exit_code == 2 and "no such run directory" in result.output
 
