@@ -134,10 +134,10 @@ def col2im_add(dA_pad: np.ndarray, dZ_rows: np.ndarray, W: np.ndarray, stride: i
     # W[i, j].T made contiguous: BLAS multiplies a small transposed operand markedly slower
     W_t = np.ascontiguousarray(W.transpose(0, 1, 3, 2))
     for i in range(f):
-        rows = offset_slice(i, n_H, stride)
+        h_slice = offset_slice(i, n_H, stride)
         for j in range(f):
             block = dZ_rows @ W_t[i, j]
-            dA_pad[:, rows, offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
+            dA_pad[:, h_slice, offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
@@ -201,7 +201,7 @@ def _pool_geometry(shape, hparameters):
 
 
 def _window_slices(f: int, stride: int, n_H: int, n_W: int):
-    """(rows, cols): the strided slices of each window offset, in row-major order."""
+    """(h_slice, w_slice): the strided slices of each window offset, in row-major order."""
     for i in range(f):
         for j in range(f):
             yield offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
@@ -211,8 +211,8 @@ def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
     """Each window's maximum: a running np.maximum over the f*f strided slices."""
     _, n_H, n_W, _ = out_shape
     running_max = None
-    for rows, cols in _window_slices(f, stride, n_H, n_W):
-        window = A[:, rows, cols, :]
+    for h_slice, w_slice in _window_slices(f, stride, n_H, n_W):
+        window = A[:, h_slice, w_slice, :]
         running_max = window.copy() if running_max is None else np.maximum(running_max, window, out=running_max)
     return running_max
 
@@ -231,8 +231,8 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
         A = _window_max(A_in, f, stride, out_shape)
     else:
         A = np.zeros(out_shape, dtype=A_in.dtype)
-        for rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
-            A += A_in[:, rows, cols, :]
+        for h_slice, w_slice in _window_slices(f, stride, out_shape[1], out_shape[2]):
+            A += A_in[:, h_slice, w_slice, :]
         A /= f * f
     return A, (A_prev, hparameters, A, mode)
 
@@ -269,21 +269,21 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     dA_prev = np.empty(A_in.shape, dtype=dtype) if covers_all else np.zeros(A_in.shape, dtype=dtype)
     if mode == "average":
         dA_per_cell = dA / dtype.type(f * f)
-        for rows, cols in _window_slices(f, stride, out_shape[1], out_shape[2]):
+        for h_slice, w_slice in _window_slices(f, stride, out_shape[1], out_shape[2]):
             if tiled:
-                dA_prev[:, rows, cols, :] = dA_per_cell
+                dA_prev[:, h_slice, w_slice, :] = dA_per_cell
             else:
-                dA_prev[:, rows, cols, :] += dA_per_cell
+                dA_prev[:, h_slice, w_slice, :] += dA_per_cell
         return dA_prev
     if len(cache) == 4 and cache[3] == "max":
         A = cache[2]
     else:  # the notebook's (A_prev, hparameters) or an average-mode cache: find the maxima now
         A = _window_max(A_in, f, stride, out_shape)
     slices = list(_window_slices(f, stride, out_shape[1], out_shape[2]))
-    windows = [A_in[:, rows, cols, :] for rows, cols in slices]
-    for (rows, cols), first in zip(slices, first_max_masks(windows, A)):
+    windows = [A_in[:, h_slice, w_slice, :] for h_slice, w_slice in slices]
+    for (h_slice, w_slice), first in zip(slices, first_max_masks(windows, A)):
         if tiled:
-            np.multiply(dA, first, out=dA_prev[:, rows, cols, :])
+            np.multiply(dA, first, out=dA_prev[:, h_slice, w_slice, :])
         else:
-            dA_prev[:, rows, cols, :] += dA * first
+            dA_prev[:, h_slice, w_slice, :] += dA * first
     return dA_prev
