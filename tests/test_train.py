@@ -169,13 +169,19 @@ def test_installed_command_trains(tmp_path, write_config, only_run, mnistcnn_com
     assert "epoch 1/1" in proc.stdout and (only_run(tmp_path / "r") / "summary.json").is_file()
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cli, write_config, only_run):
+    """``(config, run)``: a config of many short epochs (a signal lands mid-run), trained whole."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    config = write_config(folder, limit=1500, epochs=12, batch=16)
+    assert cli("train", config, "--runs-dir", folder / "runs", "--quiet").exit_code == 0
+    return config, only_run(folder / "runs")
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, write_config, only_run, weights,
+def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, uninterrupted, only_run, weights,
                                                      mnistcnn_command, wait_for, first_epoch_done):
-    # an epoch takes a fraction of a second: enough of them that the signal lands mid-run
-    config = write_config(tmp_path, limit=1500, epochs=12, batch=16)
-    reference = tmp_path / "ref"
-    assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
+    config, reference = uninterrupted
     runs = tmp_path / "r"
     proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -192,7 +198,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, w
     assert f"{where}; checkpoint {run / 'checkpoints' / 'last.npz'}" in (run / "train.log").read_text()
     assert cli("train", "--resume", run, "--quiet").exit_code == 0
     assert f"resuming {run} {where}" in (run / "train.log").read_text()
-    a, b = weights(only_run(reference) / "checkpoints/last.npz"), weights(run / "checkpoints/last.npz")
+    a, b = weights(reference / "checkpoints/last.npz"), weights(run / "checkpoints/last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
