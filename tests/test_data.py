@@ -172,14 +172,14 @@ def test_elastic_fields_are_smooth_seeded_and_move_pixels_as_a_shift_would():
     assert augment.active and len(augment.draw(2, np.random.default_rng(0))) == 4
 
 
-def test_repeats_put_each_image_in_a_batch_twice_each_copy_augmented_on_its_own():
+def test_repeats_put_each_image_in_a_batch_twice_each_copy_augmented_on_its_own(mnist):
     from mnistcnn.trainer import batch_maker
 
     augment = Augment(shift=2, rotate=10, repeats=2)
     indices = augment.repeated(np.array([5, 3, 9]))
     assert indices.tolist() == [5, 5, 3, 3, 9, 9]
     assert Augment(shift=2).repeated(np.array([5, 3])).tolist() == [5, 3]
-    images = load_dataset().train_images
+    images = mnist.train_images
     batch = batch_maker(Preprocess("scale"), images[indices], augment.draw(6, np.random.default_rng(0)))(0, 6)
     assert batch.shape == (6, 28, 28, 1)
     assert all(not np.array_equal(batch[i], batch[i + 1]) for i in (0, 2, 4))

@@ -90,8 +90,8 @@ def drawn_cleanly(digit):
 
 
 @pytest.fixture(scope="module")
-def test_digits():
-    data = load_dataset()
+def test_digits(mnist):
+    data = mnist
     pick = np.random.default_rng(0).choice(len(data.test_labels), 200, replace=False)
     return data.test_images[pick].reshape(-1, 28, 28), data.test_labels[pick]
 

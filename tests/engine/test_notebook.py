@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mnistcnn.data import load_dataset, split_indices
+from mnistcnn.data import split_indices
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import Adam
 from mnistcnn.engine.reference import conv_forward_loop, pool_forward_loop
@@ -12,8 +12,8 @@ from mnistcnn.functional import (conv_backward, conv_forward, conv_single_step, 
 
 
 @pytest.fixture(scope="module")
-def train_x():
-    data = load_dataset()
+def train_x(mnist):
+    data = mnist
     split = split_indices(data.train_labels, 5000, "head", train_limit=50000)
     # the notebook's reshape_data: binarised, uint8, 0 or 255
     return (data.train_images[split.train] > 0).astype(np.uint8) * 255
@@ -60,8 +60,8 @@ def test_notebook_cells_run_unchanged(train_x):
     assert np.isclose(pool_backward(dA, cache, mode="average").sum(), dA.sum())
 
 
-def test_tiny_network_overfits_64_real_digits():
-    data = load_dataset()
+def test_tiny_network_overfits_64_real_digits(mnist):
+    data = mnist
     x = data.train_images[:64].astype(np.float32) / 255
     y = data.train_labels[:64]
     specs = [{"type": "conv2d", "filters": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
