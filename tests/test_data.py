@@ -45,7 +45,7 @@ def test_any_idx_folder_in_either_naming(tmp_path, gz, naming, make_folder):
     assert not data.verified and data.train_images.shape == (200, 28, 28, 1)
 
 
-def test_other_image_sizes(tmp_path, make_folder):
+def test_a_folder_of_32x32_images_loads_with_its_shape(tmp_path, make_folder):
     make_folder(tmp_path, size=32)
     assert load_dataset(tmp_path).image_shape == (32, 32, 1)
 
@@ -83,7 +83,7 @@ def test_labels_outside_the_classes(tmp_path, make_folder, write_idx):
         load_dataset(tmp_path)
 
 
-def test_truncated_and_garbage_gzip(tmp_path, make_folder):
+def test_a_truncated_or_garbage_gzip_is_a_data_error_naming_the_file(tmp_path, make_folder):
     make_folder(tmp_path, gz=True)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-500])
@@ -112,7 +112,7 @@ def test_checksum_mismatch_names_file_both_sums_and_the_fix(tmp_path, make_folde
     assert "mnistcnn download" in message
 
 
-def test_preprocessing():
+def test_binarize_scale_and_standardize_and_a_fitted_standardize_round_trips():
     batch = np.array([[0, 1, 128, 255]], np.uint8).reshape(1, 2, 2, 1)
     assert Preprocess("binarize", threshold=0)(batch).ravel().tolist() == [0, 1, 1, 1]
     assert Preprocess("binarize", threshold=127)(batch).ravel().tolist() == [0, 0, 1, 1]

@@ -41,7 +41,7 @@ def server():
     httpd.shutdown()
 
 
-def test_good_file(server, tmp_path):
+def test_a_genuine_file_is_downloaded_whole_and_alone(server, tmp_path):
     path = download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",))
     assert path == tmp_path / f"{LABELS}.gz" and path.read_bytes() == (BUNDLED_DIR / f"{LABELS}.gz").read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == [f"{LABELS}.gz"]

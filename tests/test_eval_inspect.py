@@ -37,7 +37,7 @@ def test_eval_table_and_other_splits(run, cli):
     assert result.exit_code == 0 and result.output.startswith("test: accuracy")
 
 
-def test_eval_errors(tmp_path, cli):
+def test_eval_of_a_missing_run_or_one_without_checkpoints_says_what_to_do(tmp_path, cli):
     output = cli("eval", tmp_path / "nope").output
     assert "nope: no such run directory or checkpoint" in output and "`mnistcnn runs` lists the runs" in output
     empty = tmp_path / "r"
@@ -113,7 +113,7 @@ def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_
     assert "|dW| / |W| = " in result.output and "e+" not in result.output.split("|dW| / |W| = ")[1].split()[0]
 
 
-def test_inspect_errors(trained_run, tmp_path, cli):
+def test_inspect_layer_refuses_bad_layers_images_and_out_folders_by_name(trained_run, tmp_path, cli):
     run = trained_run
     result = cli("inspect-layer", run, "42", "--out", tmp_path / "pictures")
     assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output

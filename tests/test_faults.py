@@ -93,7 +93,7 @@ def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_pa
     assert {out.strip().rsplit(" ", 1)[-1] for out, _ in outputs} == {str(run) for run in dirs}
 
 
-def test_an_empty_data_folder(tmp_path, cli, write_config):
+def test_an_empty_data_folder_is_named_and_no_run_is_made(tmp_path, cli, write_config):
     empty = tmp_path / "data"
     empty.mkdir()
     result = cli("train", write_config(tmp_path, epochs=1), "--runs-dir", tmp_path / "runs", "--data-dir", empty)

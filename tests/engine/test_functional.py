@@ -138,7 +138,7 @@ def test_dtype_follows_input():
     assert P.dtype == np.float32 and pool_backward(P, pcache).dtype == np.float32
 
 
-def test_helpers_and_errors():
+def test_the_notebook_helpers_work_and_bad_shapes_or_settings_raise():
     assert zero_pad(np.ones((1, 2, 2, 1)), 1).shape == (1, 4, 4, 1)
     assert create_mask_from_window(np.array([[1.0, 3.0], [3.0, 0.0]])).sum() == 1
     assert np.allclose(distribute_value(2, (2, 2)), 0.5)

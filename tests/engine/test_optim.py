@@ -54,7 +54,7 @@ def test_state_save_restore_continues_identically(cls):
     assert np.array_equal(p["0.W"], q["0.W"])
 
 
-def test_schedules():
+def test_step_and_cosine_schedules_give_their_rates_at_each_step():
     s = Schedule(1.0, steps_per_epoch=10, epochs=10, type="step", step_epochs=3, gamma=0.5)
     assert s(0) == 1.0 and s(29) == 1.0 and s(30) == 0.5 and s(60) == 0.25
     c = Schedule(1.0, 10, 10, type="cosine", warmup_epochs=1, min_lr=0.1)
