@@ -572,7 +572,7 @@ class BatchNorm(Layer):
         self.buffers["running_var"] = (momentum * self.buffers["running_var"] + (1 - momentum) * unbiased).astype(dtype)
 
     def backward_pass(self, dout, cache):
-        if isinstance(cache, np.ndarray):
+        if isinstance(cache, np.ndarray):  # an evaluation forward keeps its input alone, not a tuple
             return self.evaluation_backward(dout, cache)
         x_hat, inv_std = cache[:2]
         shape = dout.shape
