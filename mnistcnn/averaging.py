@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import random_stream
 from .engine.fast.plan import Plan
 from .engine.model import Sequential, recompute_batchnorm
 from .engine.optim import WeightAverage
@@ -50,7 +51,7 @@ class Averaged:
             np.copyto(array, self.weights.average[key])
         images = images[:BATCHNORM_IMAGES]
         batches = (preprocess(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
-        recompute_batchnorm(self.model, batches, np.random.default_rng([self.seed, 3]),
+        recompute_batchnorm(self.model, batches, random_stream(self.seed, "batchnorm recompute"),
                             self.plan.fold_batchnorm_statistics)
 
     def checkpoint_arrays(self, training: dict) -> dict:

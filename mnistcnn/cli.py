@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from .atomic import make_folder
 from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS
-from .export import DEFAULT_OPSET, INPUT_KINDS
+from .download import TIMEOUT_SECONDS
+from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import MIN_CONFIDENCE
 from .runs import RUNS_DIR
 
@@ -36,6 +36,7 @@ from .runs import RUNS_DIR
 console = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
+PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel
 
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
@@ -275,9 +276,7 @@ def _train_config(config_path, resume, sets, flags, runs_dir_given: bool):
     from .trainer import config_to_resume
 
     if resume:
-        others = [f"CONFIG ({config_path})"] * bool(config_path) + ["--set"] * bool(sets) + \
-            ["--runs-dir"] * runs_dir_given
-        config, source, run = config_to_resume(resume, flags, others)
+        config, source, run = config_to_resume(resume, flags, config_path, sets, runs_dir_given)
         return config, str(source), run
     if config_path is None:
         fail("give a CONFIG file (e.g. configs/lenet.yaml), or --resume RUN_DIR")
@@ -309,11 +308,7 @@ def config_keys(prefix, as_json):
     """List every key a config can set (those starting with PREFIX, or else those that hold it:
     `config-keys lr`), what it takes, its default and what it means, then every layer type with
     its arguments. A layer's argument is set as model.layers[INDEX].ARGUMENT."""
-    rows, title = cfg.key_rows(prefix), "config keys"
-    if not rows:  # not the start of a key: keys that hold it, as a search would find them
-        rows, title = cfg.search_keys(prefix), f"config keys with {prefix!r} in them"
-    if not rows:
-        fail(cfg.no_key_message(prefix))
+    rows, title = cfg.find_keys(prefix)
     if as_json:
         _json_out([dict(zip(("key", "takes", "default", "meaning"), row)) for row in rows])
         return
@@ -349,7 +344,7 @@ Examples:
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=1000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=cfg.EVAL_BATCH_SIZE, show_default=True,
               help="Images per evaluation batch (memory, not results).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
 @click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
@@ -473,7 +468,7 @@ def _predictions_table(results, path, top, saved) -> None:
         for result in results:
             if "image" in result:
                 console.print(f"{result['path']} as the model sees it:")
-                console.print(half_block_preview(result["image"].astype(np.float64)))
+                console.print(half_block_preview(result["image"]))
 
 
 @main.command(short_help="List the runs in a folder: epochs, accuracy, time, status.", epilog="""\b
@@ -551,9 +546,9 @@ Examples:
               help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
-              help="The ONNX opset: 13 up to the newest the installed onnx knows.")
+              help=f"The ONNX opset: {LOWEST_OPSET} up to the newest the installed onnx knows.")
 @click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,
-              help="What the graph takes: uint8 pixels 0-255, or float32 pixels 0-1 (pixel / 255).")
+              help=f"What the graph takes: {INPUT_KINDS['uint8']}, or {INPUT_KINDS['float']}.")
 @data_dir_option(" for the check (default: the run's own data)")
 @handle_errors
 def export(target, output, which, opset, input_kind, data_dir):
@@ -569,8 +564,7 @@ def export(target, output, which, opset, input_kind, data_dir):
     rows = [
         ("checkpoint", str(exported.checkpoint)),
         ("file", f"{output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset})"),
-        ("input", f"pixels: {'uint8 0-255' if input_kind == 'uint8' else 'float32 0-1'}, NCHW "
-                  f"[N, {channels}, {height}, {width}]"),
+        ("input", f"{INPUT_KINDS[input_kind]} [N, {channels}, {height}, {width}]"),
         ("outputs", "logits, probabilities"),
         ("batchnorm", "folded into the layer before it" if exported.folded else "-"),
         ("largest logit difference", f"{comparison.largest_difference:.2e} (tolerance {comparison.tolerance:.2e})"),
@@ -687,11 +681,13 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
             _show_sweep_plan(sweep_file, jobs, threads, storage)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
-    console.print(f"sweep folder: {run.folder}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}, "
-                  f"study {run.sweep.study!r}",
+    console.print(f"sweep folder: {run.folder}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
                   soft_wrap=True)
-    started = time.monotonic()
-    snapshot, stopped = _watch_sweep(run, jobs, threads)
+    started, view = time.monotonic(), SweepView(run.sweep)
+    try:
+        snapshot, stopped = run.run_workers(jobs, threads, view.show)
+    finally:
+        view.close()
     console.print(f"{sweep_headline(run.sweep, snapshot)}; {_duration(time.monotonic() - started)}",
                   soft_wrap=True)
     for message in run.worker_errors():
@@ -705,34 +701,6 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)
-
-
-def _watch_sweep(run, jobs: int, threads: int):
-    """Start the workers and show the study until they end; a signal is passed on to them once."""
-    stopped = None
-
-    def pass_on(signum, frame):
-        nonlocal stopped
-        stopped = signum
-        run.stop(signum)
-
-    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
-    view = SweepView(run.sweep)
-    try:
-        run.launch(jobs, threads)
-        while True:
-            snapshot = run.snapshot()
-            view.show(snapshot)
-            if not snapshot.running_workers:
-                return run.snapshot(), stopped
-            time.sleep(1.0)
-    except BaseException:  # the workers run in sessions of their own: they must not outlive this
-        run.stop(signal.SIGTERM)
-        raise
-    finally:
-        view.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def sweep_headline(sweep, snapshot) -> str:
@@ -786,8 +754,13 @@ class SweepView:
 
 
 def _params_text(params: dict) -> str:
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
-                     f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items())
+    from .sweep.report import assignment
+
+    return ", ".join(assignment(key.rsplit(".", 1)[-1], value) for key, value in params.items())
+
+
+def _jobs_text(jobs: int, threads: int) -> str:
+    return f"{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}"
 
 
 def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> None:
@@ -807,13 +780,13 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> Non
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {warm_up})"
     storage = storage or sweep.storage
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
-                  f"pruner {pruner}\n{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}; "
+                  f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
                   f"storage {shown(storage) if storage else 'a SQLite file in the sweep folder'}", soft_wrap=True)
 
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
-    from .sweep.report import ranked
+    from .sweep.report import last_value, ranked
 
     metric = settings["metric"]
     if top is not None:
@@ -823,7 +796,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     for column in ("trial", "status", metric, "epochs", "time", "test", *[key.rsplit(".", 1)[-1] for key in keys]):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in rows:
-        value = row["value"] if row["value"] is not None else (row["per_epoch"] or [None])[-1]
+        value = last_value(row)
         number = f"{row['number']} (resumes {row['retry_of']})" if row["retry_of"] is not None else str(row["number"])
         table.add_row(number, row["status"], f"{value:.4f}" if value is not None else "-",
                       str(row["epochs"]), _duration(row["seconds"]),
@@ -849,13 +822,13 @@ class NegativeLayerCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def half_block_preview(image: np.ndarray, width: int = 28):
-    """A feature map as terminal art: each character shows two pixels (upper and lower half)."""
-    img = image.astype(np.float64)
-    step = max(1, int(np.ceil(img.shape[1] / width)))
-    img = img[::step, ::step]
-    lo, hi = img.min(), img.max()
-    grey = ((img - lo) / (hi - lo) * 255).astype(int) if hi > lo else np.zeros(img.shape, int)
+def half_block_preview(image: np.ndarray):
+    """A feature map as terminal art, at most PREVIEW_WIDTH characters wide: each character
+    shows two pixels (upper and lower half)."""
+    step = max(1, int(np.ceil(image.shape[1] / PREVIEW_WIDTH)))
+    pixels = image[::step, ::step].astype(np.float64)
+    lo, hi = pixels.min(), pixels.max()
+    grey = ((pixels - lo) / (hi - lo) * 255).astype(int) if hi > lo else np.zeros(pixels.shape, int)
     if len(grey) % 2:
         grey = np.vstack([grey, np.zeros((1, grey.shape[1]), int)])
     greys = np.array([f"rgb({level},{level},{level})" for level in range(256)])
@@ -910,22 +883,16 @@ def _show_layers(model, as_json: bool) -> None:
         _json_out([{"index": i, "name": layer.name, "type": layer.type_name, "output_shape": list(layer.output_shape)}
                    for i, layer in enumerate(model.layers)])
         return
-    table = Table(title="layers")
-    for column in ("#", "name", "type", "output shape", "parameters"):
-        table.add_column(column)
-    for i, layer in enumerate(model.layers):
-        table.add_row(str(i), layer.name, layer.type_name, str(layer.output_shape), fmt_int(layer.num_params()))
-    console.print(table)
+    console.print(model_table(model, "layers"))
 
 
 def _show_layer_report(report: dict, output: np.ndarray) -> None:
     from .layer_report import index_words, layer_words, param_shape_words, shape_words
 
-    first, stop = report["images"]["indices"]
-    split = report["images"]["split"]
+    first, _ = report["images"]["indices"]
+    split, chosen = report["images"]["split"], report["images"]["described"]
     console.print(f"model: {report['model']}")
     console.print(layer_words(report), style="bold")
-    chosen = f"{split} image {first}" if stop == first + 1 else f"{split} images {first} to {stop - 1}"
     console.print(f"input {shape_words(report['input_shape'])} -> output {shape_words(report['output_shape'])}; "
                   f"{chosen}")
     if report["params"]:
@@ -1003,7 +970,7 @@ Examples:
 @click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL to try (repeatable; default: the public ones).")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=TIMEOUT_SECONDS, show_default=True,
               help="Seconds per connection.")
 @click.option("--force", is_flag=True, help="Download again even when a genuine file is there.")
 @handle_errors

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import ConfigError, command_line
+from .errors import ConfigError, UsageError, command_line
 from .engine.layers import (ACTIVATED_LAYERS, CONV_ALGORITHMS, LAYERS, SOFTMAX_IN_LOSS, LayerConfigError,
                             unknown_layer_type)
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import check_run_name
 
 MAX_LAYERS = 256
+EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
 
 
 class Field:
@@ -166,7 +167,7 @@ SCHEMA = {
         "checkpoint": {
             "every": Field(1, int, "write checkpoints/last.npz every this many epochs (and at the end)", 1, 100000),
         },
-        "eval_batch_size": Field(1000, int, "images per evaluation batch", 1, 65536),
+        "eval_batch_size": Field(EVAL_BATCH_SIZE, int, "images per evaluation batch", 1, 65536),
         "workers": Field(None, int, "workers that each take a share of every batch (BLAS limited to one thread "
                                     "each); null: as the model's size pays for", 1, 64, optional=True),
         "parallel": Field(None, str, "how the workers run: threads, or processes (a small net's many short "
@@ -176,10 +177,6 @@ SCHEMA = {
                                          "each); null: the BLAS library's default", 1, 256, optional=True),
     },
 }
-
-
-def defaults(schema=SCHEMA) -> dict:
-    return {k: (defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)) for k, v in schema.items()}
 
 
 def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -240,6 +237,18 @@ def search_keys(query: str) -> list[tuple[str, str, str, str]]:
 
 def _yaml_text(value) -> str:
     return dump(value).strip().removesuffix("...").strip()
+
+
+def find_keys(query: str) -> tuple[list[tuple[str, str, str, str]], str]:
+    """``(rows, title)`` of what ``mnistcnn config-keys QUERY`` lists: the keys that start with
+    ``query``, or else those that hold it, as a search would find them."""
+    rows = key_rows(query)
+    if rows:
+        return rows, "config keys"
+    rows = search_keys(query)
+    if rows:
+        return rows, f"config keys with {query!r} in them"
+    raise UsageError(no_key_message(query))
 
 
 def did_you_mean(key, options) -> str:
@@ -389,17 +398,36 @@ def class_names(config: dict) -> list[str]:
     return [str(d) for d in range(10)] if classes is None else [str(c) for c in classes]
 
 
+# The random streams one train.seed starts, each its own: a change in how one is used (more
+# augmentation, say) leaves the others' numbers as they were.
+RANDOM_STREAMS = ("weights", "augmentation", "dropout", "batchnorm recompute")
+
+
+def random_stream(seed: int, use: str) -> np.random.Generator:
+    return np.random.default_rng([seed, RANDOM_STREAMS.index(use)])
+
+
+def build_model(config: dict, rng=None, dtype=np.float32):
+    """The Sequential of a config's model section, its weights drawn from ``rng``."""
+    from .engine.model import Sequential
+
+    return Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"], rng, dtype)
+
+
+def fast_plan(model, config: dict):
+    """The plan that trains and evaluates ``model`` fast, with the config's conv algorithm."""
+    from .engine.fast.plan import Plan
+
+    return Plan(model, config["model"]["conv_algorithm"])
+
+
 def check_model(config: dict, source: str = "<config>", origins: dict | None = None):
     """Build the model and the fast plan that will run it (shapes only matter) to prove the
     stack fits; returns the plan (``plan.model`` is the model)."""
-    from .engine.fast.plan import Plan
-    from .engine.model import Sequential
-
     try:
-        model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                       np.random.default_rng(0))
+        model = build_model(config, np.random.default_rng(0))
         try:
-            plan = Plan(model, config["model"]["conv_algorithm"])
+            plan = fast_plan(model, config)
         except LayerConfigError as err:  # numbered by the model's layers: the config's entry instead
             raise err.at(model.spec_index[err.index]) if err.index is not None else err
     except LayerConfigError as err:

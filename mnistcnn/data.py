@@ -353,17 +353,14 @@ class BatchIterator:
     ``(epoch, batch)`` alone restores the exact sequence an uninterrupted run would see.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.shuffle, self.drop_last = shuffle, drop_last
+    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = False):
+        self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
         self.epoch, self.batch = 0, 0
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
     def epoch_batches(self):

@@ -25,6 +25,7 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 _CHUNK = 1 << 16
+TIMEOUT_SECONDS = 30.0  # a connection that says nothing this long is given up for the next mirror
 
 
 def gz_content_sha256(path: Path) -> str:
@@ -49,7 +50,7 @@ def _fetch(url: str, dest, timeout: float, progress) -> None:
             raise DataError(f"transfer ended after {done} of {total} bytes")
 
 
-def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0, progress=None,
+def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIMEOUT_SECONDS, progress=None,
                   log=None) -> Path:
     """Download ``name`` (e.g. ``train-images-idx3-ubyte``) as ``folder/name.gz``, trying each
     mirror in turn. Returns the final path; raises DataError when every mirror fails."""
@@ -83,7 +84,7 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.
     raise DataError(f"could not download {name}.gz from any mirror: " + "; ".join(failures))
 
 
-def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = 30.0, progress_factory=None, log=None,
+def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = TIMEOUT_SECONDS, progress_factory=None, log=None,
                    force: bool = False) -> list[Path]:
     """Fetch the four MNIST files into ``folder`` (default: the cache). Files already there and
     genuine are kept. ``progress_factory(name)`` returns a ``progress(done, total)`` callback."""

@@ -12,7 +12,9 @@ from .data import SPLITS, prepare_data
 from .errors import UsageError
 from .engine.losses import softmax
 from .runs import RunDir, output_folder, resolve_checkpoint
-from .trainer import evaluate, fast_plan, load_model
+from .trainer import evaluate, load_model
+
+MISCLASSIFIED_SHOWN = 16  # the report's list, and the tiles of its picture
 
 
 def split_arrays(data, split: str):
@@ -54,25 +56,25 @@ def per_class(confusion: np.ndarray) -> list[dict]:
             for p, r, f, n in zip(precision, recall, f1, support)]
 
 
-def score(plan, images, labels, preprocess, classes: list[str], batch_size=1000, worst=16) -> dict:
+def score(plan, images, labels, preprocess, classes: list[str], batch_size=cfg.EVAL_BATCH_SIZE) -> dict:
     """Everything ``mnistcnn eval`` reports about a model run as ``plan``, as plain data."""
     start = time.perf_counter()
     loss, acc, logits = evaluate(plan, images, labels, preprocess, batch_size)
     seconds = time.perf_counter() - start
     return {"loss": loss, "accuracy": acc, "images": int(len(labels)), "seconds": seconds,
             "images_per_s": len(labels) / seconds if seconds else None,
-            **logits_report(logits, labels, classes, worst)}
+            **logits_report(logits, labels, classes)}
 
 
-def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str], worst=16) -> dict:
+def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """From a split's logits (n, classes): the per-class table, the confusion matrix (rows true,
-    columns predicted) and the ``worst`` most confidently misclassified images."""
+    columns predicted) and the MISCLASSIFIED_SHOWN most confidently misclassified images."""
     num_classes = len(classes)
     predicted = logits.argmax(axis=1)
     confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes ** 2)
     probs = softmax(logits.astype(np.float64))
     wrong = np.flatnonzero(predicted != labels)
-    confident = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:worst]
+    confident = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:MISCLASSIFIED_SHOWN]
     confusion = confusion.reshape(num_classes, num_classes)
     return {
         "classes": classes, "per_class": per_class(confusion), "confusion": confusion.tolist(),
@@ -81,14 +83,14 @@ def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str], wo
     }
 
 
-def eval_target(target, split="test", which=None, data_dir=None, batch_size=1000,
+def eval_target(target, split="test", which=None, data_dir=None, batch_size=cfg.EVAL_BATCH_SIZE,
                 write: bool = True) -> tuple[dict, Path | None]:
     """Score a run's (or a checkpoint's) model on ``split`` and, with ``write``, write the report
     beside it: ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
     misclassified images. Returns the report and the JSON file's path (None: nothing written)."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     images, labels = split_arrays(data, split)
-    result = score(fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
+    result = score(cfg.fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
                    batch_size)
     result.update(split=split, checkpoint=str(path), epoch=meta["epoch"], steps=meta.get("step", 0))
     if not write:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import config as cfg
 from .atomic import write_bytes
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.model import FLOAT32_RTOL
@@ -205,26 +206,26 @@ def session(path):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_logits(runner, images_nhwc: np.ndarray, input_kind: str, batch_size: int = 1000) -> np.ndarray:
+def onnx_logits(session, images_nhwc: np.ndarray, input_kind: str, batch_size: int = cfg.EVAL_BATCH_SIZE) -> np.ndarray:
     """Logits of an onnxruntime session for uint8 NHWC images (sent as the graph takes them)."""
     outputs = []
     for start in range(0, len(images_nhwc), batch_size):
         batch = images_nhwc[start:start + batch_size].transpose(0, 3, 1, 2)
         batch = batch if input_kind == "uint8" else batch.astype(np.float32) / np.float32(255)
-        outputs.append(runner.run(["logits"], {"pixels": np.ascontiguousarray(batch)})[0])
-    return np.concatenate(outputs) if outputs else np.zeros((0, runner.get_outputs()[0].shape[1]), np.float32)
+        outputs.append(session.run(["logits"], {"pixels": np.ascontiguousarray(batch)})[0])
+    return np.concatenate(outputs) if outputs else np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
 
 
-def compare(plan, preprocess, runner, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
+def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
     """Logits of the engine (``plan``) and of the exported graph on the same uint8 images; each is
     timed after a first small batch (onnxruntime plans its memory on the first run)."""
-    plan.predict_logits(images[:16], 1000, preprocess)
-    onnx_logits(runner, images[:16], input_kind)
+    plan.predict_logits(images[:16], cfg.EVAL_BATCH_SIZE, preprocess)
+    onnx_logits(session, images[:16], input_kind)
     started = time.perf_counter()
-    engine = plan.predict_logits(images, 1000, preprocess)
+    engine = plan.predict_logits(images, cfg.EVAL_BATCH_SIZE, preprocess)
     engine_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    exported = onnx_logits(runner, images, input_kind)
+    exported = onnx_logits(session, images, input_kind)
     onnx_seconds = time.perf_counter() - started
     tolerance = FLOAT32_RTOL * float(np.abs(engine).max(initial=0.0))
     top2 = np.sort(engine, axis=1)[:, -2:] if engine.shape[1] > 1 else np.zeros((len(engine), 2))
@@ -255,10 +256,8 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
-    from . import config as cfg
     from .evaluation import load_for_target
     from .runs import output_folder, read_json
-    from .trainer import fast_plan
 
     require_onnx()
     if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
@@ -269,7 +268,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     output = Path(output) if output else output_folder(path) / default_name
     summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
     meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
-    comparison, folded = export_onnx(fast_plan(model, meta["config"]), preprocess, meta,
+    comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                      cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
                                      input_kind, opset)
     return Exported(path, output, comparison, folded, model.input_shape)
@@ -310,11 +309,11 @@ class OnnxModel:
         if not path.is_file():
             raise UsageError(f"{path}: no such ONNX file")
         try:
-            self.runner = session(path)
+            self.session = session(path)
             self.metadata = read_metadata(path)
         except Exception as err:  # onnxruntime and onnx raise their own zoo on a foreign or truncated file
             raise CheckpointError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        inputs = self.runner.get_inputs()
+        inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or "classes" not in self.metadata:
             raise CheckpointError(f"{path}: not a model that mnistcnn export wrote (no pixel input and class names)")
         _, channels, height, width = inputs[0].shape
@@ -323,4 +322,4 @@ class OnnxModel:
         self.classes = [str(name) for name in self.metadata["classes"]]
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256, transform=None) -> np.ndarray:
-        return onnx_logits(self.runner, x, self.input_kind, batch_size)
+        return onnx_logits(self.session, x, self.input_kind, batch_size)

@@ -198,7 +198,8 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
                            config["train"]["label_smoothing"])
     source = target_label(target, config, which)
     caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
-    batch_caption = caption if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
+    described = f"{split} image {chosen[0]}" if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
+    batch_caption = caption if len(chosen) == 1 else described
     if picture_folder is not None and Path(picture_folder).suffix.lower() in PICTURE_SUFFIXES:
         raise UsageError(f"--out {picture_folder}: is where the pictures go, a folder (several PNGs are written); "
                          f"give a folder name, e.g. --out {Path(picture_folder).with_suffix('')}")
@@ -207,7 +208,7 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
                                                          images[chosen[0]], caption, batch_caption)
     output = report.pop("_output")
     report["model"] = source
-    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1]}
+    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1], "described": described}
     report["pictures"] = [str(path) for path in written]
     return report, output
 
@@ -262,8 +263,8 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
 
 
 def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.ndarray, caption: str,
-             batch_caption: str, image: int = 0) -> list[Path]:
-    """Feature maps of one image beside that image (``input_image``, described by ``caption``),
+             batch_caption: str) -> list[Path]:
+    """Feature maps of the batch's first image beside it (``input_image``, described by ``caption``),
     conv filters, and a histogram of the activations of the images ``batch_caption`` describes, as PNGs
     titled with ``source`` (what the model is: ``target_label``)."""
     from . import plots
@@ -273,7 +274,7 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
     layer_name = f"layer {report['index']} ({report['name']})"
     written = []
     if out.ndim == 4:
-        maps = np.moveaxis(out[image], -1, 0)[:64]
+        maps = np.moveaxis(out[0], -1, 0)[:64]
         path = out_dir / f"{stem}-feature-maps.png"
         shown = f"first {len(maps)} of {out.shape[-1]} channels" if len(maps) < out.shape[-1] else "all channels"
         plots.feature_maps(input_image, caption, maps, path,

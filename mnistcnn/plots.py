@@ -161,8 +161,10 @@ def histogram(values: np.ndarray, path, title: str = "") -> None:
 def _sweep_points(rows: list[dict]):
     """(row, value, status) for each trial with a value: complete trials their objective, pruned
     ones the last value they reported."""
+    from .sweep.report import last_value
+
     for row in rows:
-        value = row["value"] if row["status"] == "complete" else (row["per_epoch"] or [None])[-1]
+        value = last_value(row)
         if row["status"] in SWEEP_STYLES and value is not None:
             yield row, value, row["status"]
 

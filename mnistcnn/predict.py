@@ -20,9 +20,9 @@ from .engine.losses import softmax
 from .runs import PICTURE_SUFFIXES
 
 SIDE, BOX = 28, 20
+ONE_COLOUR = 24  # grey levels within which a picture shows nothing
 # a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
 # (twice its MAX_IMAGE_PIXELS, 178,956,970), which refuses a picture before ours is checked.
-ONE_COLOUR = 24  # grey levels within which a picture shows nothing
 MAX_PIXELS = 178_000_000
 READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
 WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box

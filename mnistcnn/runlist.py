@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, RUNS_DIR, read_json
+from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, read_json
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -73,7 +73,7 @@ def describe_run(path: Path) -> dict | None:
     if started is None:
         match = STAMP.search(path.name)
         if match:
-            started = _dt.datetime.strptime(match.group(1), "%Y%m%d-%H%M%S").isoformat(timespec="seconds")
+            started = _dt.datetime.strptime(match.group(1), STAMP_FORMAT).isoformat(timespec="seconds")
     val_accs = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
     return {
         "run": path.name,

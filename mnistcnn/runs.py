@@ -27,6 +27,7 @@ META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
+STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
@@ -75,8 +76,8 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, runs_dir, name: str, now: _dt.datetime | None = None) -> "RunDir":
-        run = cls(stamped_folder(runs_dir, name, now))
+    def create(cls, runs_dir, name: str) -> "RunDir":
+        run = cls(stamped_folder(runs_dir, name))
         run.checkpoints.mkdir()
         return run
 
@@ -117,11 +118,11 @@ class RunDir:
         """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so readers never
         see half a row, and a resumed run's files match its checkpoint)."""
         write_text(self.path / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
-        write_text(self.path / "metrics.csv", buf.getvalue())
+        write_text(self.path / "metrics.csv", text.getvalue())
 
     def write_json(self, name: str, data: dict) -> None:
         write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -142,7 +143,7 @@ class RunDir:
                                         "updated": now, **extra})
 
 
-def stamped_folder(runs_dir, name: str, now: _dt.datetime | None = None) -> Path:
+def stamped_folder(runs_dir, name: str) -> Path:
     """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's)."""
     check_run_name(name)
     runs_dir = check_runs_folder(runs_dir)
@@ -150,7 +151,7 @@ def stamped_folder(runs_dir, name: str, now: _dt.datetime | None = None) -> Path
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{runs_dir}: cannot create the runs folder ({err.strerror})") from None
-    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now().strftime(STAMP_FORMAT)
     for suffix in range(1, 10000):
         path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
         try:
@@ -213,7 +214,7 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         np.savez(handle, **arrays, **{META_KEY: meta_bytes})
 
 
-def another_checkpoint(path: Path) -> str:
+def damaged_checkpoint_advice(path: Path) -> str:
     """What to use instead of the unreadable checkpoint ``path``: its run's other one, if any."""
     others = {"best.npz": "last", "last.npz": "best"}
     other = others.get(path.name)
@@ -227,7 +228,7 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
     """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything. ``instead``:
     what to do when the file is damaged (default: use the run's other checkpoint)."""
     path = Path(path)
-    instead = instead or another_checkpoint(path)
+    instead = instead or damaged_checkpoint_advice(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.suffix.lower() == ".onnx":

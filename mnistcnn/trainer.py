@@ -40,12 +40,7 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
 
 
-def fast_plan(model: Sequential, config: dict) -> Plan:
-    """The plan that trains and evaluates ``model`` fast, with the config's conv algorithm."""
-    return Plan(model, config["model"]["conv_algorithm"])
-
-
-def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = 1000,
+def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batch_size: int = cfg.EVAL_BATCH_SIZE,
              workers: int | None = None, runner=None):
     """Mean loss, accuracy and logits of a model over a uint8 image array, on ``workers`` threads
     (default: one per core; the numbers do not depend on it), or on a training's worker
@@ -141,14 +136,13 @@ def averaged_copy(config: dict, steps_per_epoch: int) -> Averaged | None:
     """A second model and plan for the weights ``train.average`` averages; None without one."""
     if config["train"]["average"]["type"] == "none":
         return None
-    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"])
-    return Averaged(config, steps_per_epoch, model, fast_plan(model, config))
+    model = cfg.build_model(config)
+    return Averaged(config, steps_per_epoch, model, cfg.fast_plan(model, config))
 
 
 def initial_model(config: dict) -> Sequential:
     """The model a config trains from: its layers, with weights drawn from its seed."""
-    return Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                  np.random.default_rng([config["train"]["seed"], 0]))
+    return cfg.build_model(config, cfg.random_stream(config["train"]["seed"], "weights"))
 
 
 class Trainer:
@@ -163,17 +157,17 @@ class Trainer:
         self.config = {**config, "train": {**config["train"], "workers": workers, "blas_threads": blas_threads,
                                            "parallel": parallel}}
         config, train_config = self.config, self.config["train"]
-        self.plan = fast_plan(self.model, config)
+        self.plan = cfg.fast_plan(self.model, config)
         self.preprocess = Preprocess.for_config(config, data)
         self.augment = Augment.for_config(config)
-        self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed, shuffle=True,
+        self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed,
                                       drop_last=train_config["drop_last"])
         if len(self.iterator) == 0:
             raise DataError(f"the training split has {len(data.train_x)} images, fewer than one batch of "
                             f"{train_config['batch_size']} with drop_last; lower train.batch_size")
         self.optimizer = optimizer_from(train_config)
-        self.augment_rng = np.random.default_rng([seed, 1])
-        self.dropout_rng = np.random.default_rng([seed, 2])
+        self.augment_rng = cfg.random_stream(seed, "augmentation")
+        self.dropout_rng = cfg.random_stream(seed, "dropout")
         self.step = 0
         self.history: list[dict] = []
         self.best = BestEpoch()
@@ -373,7 +367,7 @@ def checkpoint_meta(trainer: Trainer) -> dict:
 
 def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
     """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``) left off."""
-    check_compatible(trainer.model, arrays, meta, path)
+    check_compatible(trainer.model, arrays, path)
     trainer.model.load_state_dict(trainer.averaged.restore(arrays) if trainer.averaged is not None else arrays)
     optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
     if optim:
@@ -423,7 +417,7 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
     }
 
 
-def check_compatible(model: Sequential, arrays: dict, meta: dict, path) -> None:
+def check_compatible(model: Sequential, arrays: dict, path) -> None:
     """Refuse a checkpoint whose arrays do not fit the model (another config)."""
     for key, want in model.state_dict().items():
         if key not in arrays:
@@ -447,9 +441,8 @@ def load_model(path, dtype=np.float32):
         preprocess = Preprocess(**meta["preprocess"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
-    model = Sequential.from_config(config["model"]["layers"], config["model"]["input_shape"],
-                                   np.random.default_rng(0), dtype)
-    check_compatible(model, arrays, meta, path)
+    model = cfg.build_model(config, np.random.default_rng(0), dtype)
+    check_compatible(model, arrays, path)
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess
@@ -475,12 +468,13 @@ def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]
 RESUME_OPTIONS = ("--epochs", "--data-dir")  # a run goes on with its own config, but these may change
 
 
-def config_to_resume(run_path, flags: dict, others=()) -> tuple[dict, Path, RunDir]:
+def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_given=False
+                     ) -> tuple[dict, Path, RunDir]:
     """The config to continue the run at ``run_path`` with, the file it was read from, and the
-    run; ``flags`` may change only RESUME_OPTIONS, and ``others`` (the other options given, such
-    as a config file or --set) are refused."""
-    refused = [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
-    refused += others
+    run; ``flags`` may change only RESUME_OPTIONS: a config file, --set and --runs-dir are refused."""
+    refused = [f"CONFIG ({config_path})"] * bool(config_path) + ["--set"] * bool(sets)
+    refused += [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
+    refused += ["--runs-dir"] * runs_dir_given
     if refused:
         raise UsageError(f"--resume continues a run with its own config, in its own folder: {', '.join(refused)} "
                          f"cannot change it (only {' and '.join(RESUME_OPTIONS)} may); to train with other "

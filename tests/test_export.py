@@ -116,16 +116,16 @@ def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fol
     images, labels = mnist.test_images[:200], mnist.test_labels[:200]
     import onnxruntime
 
-    runner = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert_equal_to_engine(compare(plan, preprocess, runner, images, labels, "uint8"))
+    onnx_session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_equal_to_engine(compare(plan, preprocess, onnx_session, images, labels, "uint8"))
 
 
 def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_run, mnist, tmp_path, cli):
     result = cli("export", trained_run, "--input", "float", "-o", tmp_path / "float.onnx")
     assert result.exit_code == 0, result.output
-    runner = session(tmp_path / "float.onnx")
-    assert runner.get_inputs()[0].type == "tensor(float)"
-    assert runner.get_inputs()[0].shape[1:] == [1, 28, 28]
+    onnx_session = session(tmp_path / "float.onnx")
+    assert onnx_session.get_inputs()[0].type == "tensor(float)"
+    assert onnx_session.get_inputs()[0].shape[1:] == [1, 28, 28]
     from mnistcnn.trainer import load_model
 
     model, _, preprocess = load_model(trained_run / "checkpoints" / "best.npz")
@@ -135,7 +135,7 @@ def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_ru
     clear = top_two[:, 1] - top_two[:, 0] > 1e-3  # a near-tie may go either way in another runtime's rounding
     assert clear.mean() > 0.95
     pixels = (images.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32)
-    exported = runner.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1)
+    exported = onnx_session.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1)
     assert np.array_equal(exported[clear], logits.argmax(axis=1)[clear])
 
 
@@ -150,7 +150,7 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(ru
     assert metadata["test_accuracy"] == summary["test_acc"]
     assert metadata["config_name"] == "small" and metadata["input_kind"] == "uint8"
     assert "0-255" in metadata["input"] and metadata["mnistcnn_version"]
-    assert "largest logit difference" in result.output and "uint8 0-255" in result.output
+    assert "largest logit difference" in result.output and "uint8 pixels 0-255, NCHW [N, 1, 28, 28]" in result.output
     assert f"{summary['test_acc']:.2%}" in result.output  # both accuracies, on the whole test split
 
     from PIL import Image

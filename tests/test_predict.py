@@ -90,7 +90,7 @@ def drawn_cleanly(digit):
 
 
 @pytest.fixture(scope="module")
-def test_digits(mnist):
+def sample_digits(mnist):
     data = mnist
     pick = np.random.default_rng(0).choice(len(data.test_labels), 200, replace=False)
     return data.test_images[pick].reshape(-1, 28, 28), data.test_labels[pick]
@@ -106,8 +106,8 @@ def similarity(a, b):
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
-def test_a_photo_gives_what_the_digit_drawn_cleanly_gives(test_digits, trained_run):
-    digits, _ = test_digits
+def test_a_photo_gives_what_the_digit_drawn_cleanly_gives(sample_digits, trained_run):
+    digits, _ = sample_digits
     rng = np.random.default_rng(1)
     digits = digits[:80]
     clean = np.stack([prepare(drawn_cleanly(d))[0] for d in digits])
@@ -120,13 +120,13 @@ def test_a_photo_gives_what_the_digit_drawn_cleanly_gives(test_digits, trained_r
     assert same.mean() >= 0.9, f"the photos change {1 - same.mean():.0%} of the answers"
 
 
-def test_blank_and_noise_are_flagged_and_clean_digits_are_not(test_digits):
+def test_blank_and_noise_are_flagged_and_clean_digits_are_not(sample_digits):
     rng = np.random.default_rng(2)
     blank = [prepare(grey_of(not_a_digit(rng, "blank")))[1] for _ in range(40)]
     noise = [prepare(grey_of(not_a_digit(rng, "noise")))[1] for _ in range(40)]
     assert np.mean([d == "blank" for d in blank]) >= 0.95, blank
     assert np.mean([d is not None for d in noise]) >= 0.95, noise
-    digits, _ = test_digits
+    digits, _ = sample_digits
     flagged = [prepare(drawn_cleanly(d))[1] is not None for d in digits]
     assert np.mean(flagged) <= 0.02
     two = np.full((100, 200), 255.0)
@@ -135,8 +135,8 @@ def test_blank_and_noise_are_flagged_and_clean_digits_are_not(test_digits):
 
 
 # -- the command ------------------------------------------------------------------------------
-def test_mnist_pngs_get_the_same_predictions_as_the_engine(trained_run, test_digits, tmp_path, cli):
-    images = test_digits[0][:20]
+def test_mnist_pngs_get_the_same_predictions_as_the_engine(trained_run, sample_digits, tmp_path, cli):
+    images = sample_digits[0][:20]
     for i, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"digit{i:02d}.png")
     result = cli("predict", trained_run, tmp_path, "--json")  # a folder: its pictures, sorted
@@ -150,9 +150,10 @@ def test_mnist_pngs_get_the_same_predictions_as_the_engine(trained_run, test_dig
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
 
 
-def test_names_with_brackets_or_emoji_codes_are_shown_as_they_are(trained_run, test_digits, tmp_path, monkeypatch, cli):
+def test_names_with_brackets_or_emoji_codes_are_shown_as_they_are(trained_run, sample_digits, tmp_path, monkeypatch,
+                                                                   cli):
     monkeypatch.chdir(tmp_path)  # short relative paths: each fits its column
-    Image.fromarray(test_digits[0][0]).save(tmp_path / "[red]7.png")
+    Image.fromarray(sample_digits[0][0]).save(tmp_path / "[red]7.png")
     result = cli("predict", trained_run, "[red]7.png", "--save-inputs", "s[x]", "--top", "1")
     assert result.exit_code == 0, result.output
     assert "[red]7.png" in result.output and str(Path("s[x]") / "[red]7.png") in result.output, result.output
@@ -164,9 +165,10 @@ def test_names_with_brackets_or_emoji_codes_are_shown_as_they_are(trained_run, t
     assert listed.exit_code == 0 and f"run directories in {runs} " in listed.output, listed.output
 
 
-def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, test_digits, tmp_path, monkeypatch, cli):
+def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, sample_digits, tmp_path, monkeypatch,
+                                                                 cli):
     monkeypatch.chdir(tmp_path)  # short relative paths keep the table's columns wide in an 80-column test
-    images = test_digits[0][:20]
+    images = sample_digits[0][:20]
     logits = engine_predictions(trained_run, images)
     index = int(np.argmax(logits.max(axis=1) - np.sort(logits, axis=1)[:, -2]))  # the clearest digit
     stretched = Image.fromarray(255 - images[index]).resize((300, 420), Image.BICUBIC)  # dark ink on white
@@ -204,8 +206,8 @@ def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(traine
     assert result.output.startswith(f"error: --save-inputs {blocker / 'seen'}: cannot create this folder")
 
 
-def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, test_digits, tmp_path, cli):
-    Image.fromarray(255 - test_digits[0][0]).resize((90, 90)).save(tmp_path / "a-digit.png")
+def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, sample_digits, tmp_path, cli):
+    Image.fromarray(255 - sample_digits[0][0]).resize((90, 90)).save(tmp_path / "a-digit.png")
     (tmp_path / "b-notes.png").write_text("this is not a picture")
     Image.new("L", (50, 50), 255).save(tmp_path / "c-blank.png")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80), dtype=np.uint8)).save(tmp_path / "d-noise.png")
@@ -296,11 +298,11 @@ if __name__ == "__main__":
     measure(sys.argv[1])
 
 
-def test_a_phones_orientation_tag_and_a_canvas_in_any_colour_give_the_upright_digit(test_digits, tmp_path):
+def test_a_phones_orientation_tag_and_a_canvas_in_any_colour_give_the_upright_digit(sample_digits, tmp_path):
     """A photo stored sideways with the EXIF tag that turns it upright, and strokes drawn in one
     colour on a transparent canvas (white ones too, as a dark-mode canvas exports), read as the
     digit drawn cleanly does."""
-    digits, _ = test_digits
+    digits, _ = sample_digits
     clean = drawn_cleanly(digits[0])
     expected = prepare(clean)[0]
     upright = Image.fromarray(clean.astype(np.uint8)).convert("RGB")

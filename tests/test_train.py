@@ -10,7 +10,6 @@ import pytest
 from mnistcnn import config as cfg
 from mnistcnn.callbacks import Callbacks, Pruned
 from mnistcnn.runs import load_checkpoint
-from mnistcnn.trainer import fast_plan
 
 
 def test_short_run_writes_every_file_consistently(trained, metrics_without_time):
@@ -345,12 +344,12 @@ def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
         assert all(np.allclose(arrays[key], mean[key], rtol=1e-5, atol=1e-7) for key in mean if "param." in key)
     assert all(np.array_equal(arrays["training." + key], value) for key, value in whole.snapshots[2].items())
     model, _, preprocess = load_model(outcome.run.checkpoint("last"))
-    _, val_acc, _ = evaluate(fast_plan(model, config), data.val_x, data.val_y, preprocess)
+    _, val_acc, _ = evaluate(cfg.fast_plan(model, config), data.val_x, data.val_y, preprocess)
     # the averaged weights, with their own batchnorm statistics (scored here in this process, by the trainer
     # maybe on a worker process: a tie within rounding may go either way)
     assert abs(val_acc - meta["history"][-1]["val_acc"]) <= 1 / len(data.val_y)
     model, best, _ = load_model(outcome.run.checkpoint("best"))
-    _, test_acc, _ = evaluate(fast_plan(model, config), data.test_x, data.test_y, preprocess)
+    _, test_acc, _ = evaluate(cfg.fast_plan(model, config), data.test_x, data.test_y, preprocess)
     assert abs(test_acc - outcome.summary["test_acc"]) <= 1 / len(data.test_y)
     assert best["epoch"] == outcome.summary["best_epoch"]
 

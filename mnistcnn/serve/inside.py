@@ -27,7 +27,7 @@ from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
 from ..predict import SIDE, check_digit_model, classify, prepare, read_grey
 from ..runs import output_folder, read_json
-from ..trainer import evaluate, fast_plan
+from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
 CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
@@ -62,7 +62,7 @@ def open_model(target, which: str | None = None, data_dir=None) -> Served:
     """A run directory's (or a checkpoint's) model, ready to serve."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     check_digit_model(model, "serve", target)
-    return Served(with_input_gradient(model), fast_plan(model, meta["config"]), preprocess, meta, path,
+    return Served(with_input_gradient(model), cfg.fast_plan(model, meta["config"]), preprocess, meta, path,
                   data.test_x, data.test_y)
 
 

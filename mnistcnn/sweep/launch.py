@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..runs import stamped_folder
 from . import study as studies
 from .report import ENDED, best_row, trial_rows, write_reports
 from .space import Sweep, load_sweep
-from .worker import STORAGE_VARIABLE
+from .worker import POLL_SECONDS, STORAGE_VARIABLE
 
 
 def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> tuple[int, int]:
@@ -139,6 +140,32 @@ class SweepRun:
         except (OSError, ValueError, TypeError, KeyError):
             return None
         return jobs if isinstance(jobs, int) and jobs >= 1 else None
+
+    def run_workers(self, jobs: int, threads: int, show) -> tuple[Snapshot, int | None]:
+        """Launch the workers and call ``show(snapshot)`` until they end; SIGINT and SIGTERM are
+        passed on to them once. Returns the last snapshot and the signal that stopped the sweep."""
+        stopped = None
+
+        def pass_on(signum, frame):
+            nonlocal stopped
+            stopped = signum
+            self.stop(signum)
+
+        previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.launch(jobs, threads)
+            while True:
+                snapshot = self.snapshot()
+                show(snapshot)
+                if not snapshot.running_workers:
+                    return self.snapshot(), stopped
+                time.sleep(POLL_SECONDS)
+        except BaseException:  # the workers run in sessions of their own: they must not outlive this
+            self.stop(signal.SIGTERM)
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Pass a signal on to the workers: each running trial checkpoints and stops."""

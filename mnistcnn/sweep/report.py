@@ -41,6 +41,16 @@ def trial_rows(trials) -> list[dict]:
     return rows
 
 
+def last_value(row: dict) -> float | None:
+    """A trial's objective, or else the last value it reported (a pruned or stopped trial)."""
+    return row["value"] if row["value"] is not None else (row["per_epoch"] or [None])[-1]
+
+
+def assignment(key: str, value) -> str:
+    """``key=value`` as trials are listed and recorded: floats to four significant digits."""
+    return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+
+
 def ranked(rows: list[dict], direction: str) -> list[dict]:
     """The rows that have a value, best first; of equal values, the earlier trial first."""
     return sorted((row for row in rows if row["value"] is not None),

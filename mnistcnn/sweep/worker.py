@@ -22,6 +22,7 @@ from ..callbacks import Pruned, RunLog
 from ..data import prepare_data
 from ..trainer import train_run
 from . import study as studies
+from .report import assignment
 from .space import goodness, load_sweep
 
 STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
@@ -142,8 +143,7 @@ class Worker:
             config = cfg.load_config(run.path / "config.yaml", of_run=True)
         try:
             # `mnistcnn runs` lists what changed each run: here the sweep file and the trial's values
-            values = [f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                      for key, value in trial.params.items()]
+            values = [assignment(key, value) for key, value in trial.params.items()]
             outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials",
                                 resume=run, config_path=self.sweep.path, overrides=values, stop_on_signals=True)
         finally:
