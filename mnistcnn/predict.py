@@ -32,6 +32,8 @@ MIN_CONFIDENCE = 0.5
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
+MIN_INSIDE = 0.1  # of the ink: away from the picture's edge, enough to be the digit
+MIN_STROKE = 0.1  # of the digit's longer side: three in four MNIST digits have strokes at least this wide
 
 
 def expand_inputs(arguments) -> list[Path]:
@@ -77,6 +79,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
                     raise PictureTooLarge(too_large)
                 image.draft("L", (max(1, width * READ_SIDE // max(width, height)), 1))  # JPEG: decode reduced
                 image.load()
+                if image.mode.startswith("I") or image.mode == "F":
+                    image = _eight_bits(image)
                 factor = max(image.size) // READ_SIDE
                 if factor > 1:  # box-average in uint8: the full-size float copy is never made
                     image = image.reduce(factor)
@@ -97,6 +101,17 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     if grey.ndim != 2 or grey.size == 0:
         raise DataError(f"{name}: the image has no pixels")
     return grey
+
+
+def _eight_bits(image):
+    """A 16-bit, 32-bit integer or floating-point grey picture as 8-bit grey: 16-bit by its
+    depth, the others by the range their values fill (0-1, 0-255, 0-65535 or beyond)."""
+    if image.mode.startswith("I;16"):
+        image, top = image.convert("I"), 65535
+    else:
+        high = image.getextrema()[1]
+        top = next((limit for limit in (1, 255, 65535) if high <= limit), high)
+    return image.point(lambda value: value * (255 / top)).convert("L")
 
 
 def _flattened(rgba) -> np.ndarray:
@@ -187,6 +202,41 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return np.sort(np.unique(labels[mask], return_counts=True)[1])[::-1]
 
 
+def touching_the_edge(mask: np.ndarray) -> np.ndarray:
+    """The pieces of ``mask`` (8-connected) that touch the picture's edge: grown from the edge's
+    pixels in the mask, a step at a time, inside the mask."""
+    reached = np.zeros_like(mask)
+    reached[[0, -1]] = mask[[0, -1]]
+    reached[:, [0, -1]] |= mask[:, [0, -1]]
+    while True:
+        grown = np.pad(reached, 1)
+        grown = grown[:-2] | grown[1:-1] | grown[2:]
+        grown = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & mask
+        if np.array_equal(grown, reached):
+            return reached
+        reached = grown
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """The mean width of a mask's strokes: twice its area over its outline's length."""
+    outline = (mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum()
+    return 2 * float(mask.sum()) / max(int(outline), 1)
+
+
+def thickened(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A cropped digit whose strokes are thinner than MNIST's (a ballpoint pen's, on a large
+    photo) widened to MIN_STROKE of its longer side by a maximum filter; else as it is. Thin
+    strokes would come out faint and broken from the 20x20 reduction."""
+    from PIL import Image, ImageFilter
+
+    extra = round(MIN_STROKE * max(mask.shape) - stroke_width(mask))
+    if extra < 2:
+        return crop
+    size = extra + 1 - extra % 2  # the filter's side is odd
+    widened = Image.fromarray(np.pad(crop, size // 2).astype(np.float32), mode="F").filter(ImageFilter.MaxFilter(size))
+    return np.asarray(widened, dtype=np.float64)
+
+
 def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     """Any grey picture of one digit -> (uint8 (28, 28) white digit on black, fitted into a 20x20
     box and centred by mass as MNIST was made; a doubt: None, "blank" or "no single digit")."""
@@ -196,6 +246,12 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     smooth = _box_blur(ink)
     threshold = _otsu(smooth)
     mask = smooth > threshold
+    inside = mask & ~touching_the_edge(mask)
+    # a photo is aimed at its digit: ink that reaches the edge is a table, the page's edge or a
+    # shadow's, unless it is most of the ink (a digit cropped close)
+    if ink[inside].sum() >= MIN_INSIDE * ink[mask].sum() and not np.array_equal(inside, mask):
+        mask = inside
+        ink = np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
     inked = ink[mask]
     # A digit's strokes stand clearly above the paper and cover a small part of the picture;
     # paper alone, or noise, splits into two classes that are neither.
@@ -204,7 +260,8 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     low = 0.5 * threshold
     strokes = np.clip((ink - low) / (np.median(inked) - low), 0, 1)  # keeps the strokes' soft edges
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    image = fit_and_centre(strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] * 255.0)
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    image = fit_and_centre(thickened(strokes[box], mask[box]) * 255.0)
     return image, shape_doubt(image)
 
 

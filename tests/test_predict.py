@@ -332,3 +332,46 @@ def test_a_phones_orientation_tag_and_a_canvas_in_any_colour_give_the_upright_di
     page = np.where(card[..., 3:] > 0, card[..., :3], 255).astype(np.uint8)  # the same, on white paper
     Image.fromarray(page).save(tmp_path / "page.png")
     assert np.array_equal(read_grey(tmp_path / "card.png"), read_grey(tmp_path / "page.png"))
+
+
+def test_pictures_of_more_than_8_bits_read_as_their_8_bit_copy(sample_digits, tmp_path):
+    clean = drawn_cleanly(sample_digits[0][0])
+    levels = np.clip(np.rint(clean), 0, 255)
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "8-bit.png")
+    Image.fromarray((levels * 257).astype(np.uint16)).save(tmp_path / "16-bit.png")
+    Image.fromarray((levels / 255).astype(np.float32), mode="F").save(tmp_path / "float.tif")
+    expected = read_grey(tmp_path / "8-bit.png")
+    for name in ("16-bit.png", "float.tif"):
+        assert Image.open(tmp_path / name).mode in ("I;16", "F")
+        assert np.abs(read_grey(tmp_path / name) - expected).max() <= 1, name
+
+
+def _seven(width: int, size=(800, 1000)) -> np.ndarray:
+    """A 7 drawn with a pen ``width`` pixels wide on white paper, as a large photo shows it."""
+    from PIL import ImageDraw
+
+    paper = Image.new("L", size, 235)
+    ImageDraw.Draw(paper).line([(250, 300), (550, 300), (380, 750)], fill=30, width=width, joint="curve")
+    return np.asarray(paper, dtype=np.float64)
+
+
+def test_a_ballpoint_pens_thin_strokes_are_widened_as_a_markers_are_seen():
+    marker, marker_doubt = prepare(_seven(60))
+    thin, thin_doubt = prepare(_seven(5))
+    assert marker_doubt is None and thin_doubt is None
+    assert similarity(thin, marker) > 0.85
+    assert thin.max() == 255 and (thin > 128).sum() >= 0.6 * (marker > 128).sum()  # not faint, not broken
+
+
+def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sample_digits):
+    clean = drawn_cleanly(sample_digits[0][0])
+    expected = prepare(clean)[0]
+    for side in ("bottom", "left"):
+        photo = np.full((400, 300), 225.0)
+        photo[100:300, 50:250] = clean  # the 200 px digit on the page
+        if side == "bottom":
+            photo[-25:] = 60.0  # the table below the page
+        else:
+            photo[:, :15] = 60.0
+        image, doubt = prepare(photo)
+        assert doubt is None and similarity(image, expected) > 0.9, side
