@@ -171,6 +171,13 @@ def training_images_shape(folder=None) -> tuple[int, tuple]:
     return count, (*shape, 1)
 
 
+def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> None:
+    if labels.size and labels.max() >= num_classes:
+        bad = int(np.argmax(labels >= num_classes))
+        raise DataError(f"{path}: label {labels[bad]} at index {bad} is outside 0-{num_classes - 1}; data.classes "
+                        f"must name one class for each label ({num_classes} now; leave it out for the ten digits)")
+
+
 def canonical_name(path: Path) -> str:
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     return name.replace(".idx", "-idx")
@@ -243,10 +250,7 @@ def load_dataset(folder=None, verify: bool | None = None, num_classes: int = 10)
                             f"{len(labels)} labels; the two files must have the same count")
         if len(labels) == 0:
             raise DataError(f"{files[f'{split}_labels']}: holds no examples")
-        if labels.max() >= num_classes:
-            bad = int(np.argmax(labels >= num_classes))
-            raise DataError(f"{files[f'{split}_labels']}: label {labels[bad]} at index {bad} is outside "
-                            f"0-{num_classes - 1}")
+        check_labels(labels, num_classes, files[f"{split}_labels"])
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise DataError(f"{folder}: train images are {arrays['train_images'].shape[1:]} but test images are "
                         f"{arrays['test_images'].shape[1:]}")
@@ -409,10 +413,14 @@ def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, s
 
 
 def check_data(config: dict, source: str = "<config>") -> None:
-    """What ``--dry-run`` checks of the data, from the files' headers: that the folder ``data.dir``
-    names (none: the bundled MNIST) holds the four MNIST-layout files, and that they fit the config."""
-    check_data_fits(config, *training_images_shape(config["data"]["dir"]),
-                    recorded_source(config["data"]["dir"] or default_data_dir()), source)
+    """What ``--dry-run`` checks of the data, from the image files' headers and the (small) label
+    files: that the folder ``data.dir`` names (none: the bundled MNIST) holds the four
+    MNIST-layout files, and that they fit the config."""
+    folder = config["data"]["dir"] or default_data_dir()
+    check_data_fits(config, *training_images_shape(folder), recorded_source(folder), source)
+    files = find_idx_files(folder)
+    for role in ("train_labels", "test_labels"):
+        check_labels(read_idx(files[role], 1), cfg.num_classes(config), files[role])
 
 
 def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:

@@ -54,6 +54,15 @@ def test_dry_run_refuses_what_training_would_refuse(cli, tmp_path, options, mess
     assert list(tmp_path.iterdir()) == []
 
 
+def test_class_names_fewer_than_the_labels_are_refused_by_a_dry_run_naming_data_classes(cli, tmp_path):
+    options = ["--set", "data.classes=[odd, even]", "--set", "model.layers[-1].units=2"]
+    for dry_run in (["--dry-run"], []):
+        result = cli("train", QUICK, *options, *dry_run, "--runs-dir", tmp_path)
+        assert result.exit_code == 2 and "train-labels-idx1-ubyte.gz: label 5 at index 0 is outside 0-1; data.classes " \
+            "must name one class for each label (2 now" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(cli, tmp_path):
     result = cli("train", QUICK, "--set", "data.train_limit=10", "--set", "train.drop_last=true", "--runs-dir",
                  tmp_path, "--quiet")
