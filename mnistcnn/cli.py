@@ -97,6 +97,20 @@ def fmt_int(n) -> str:
     return f"{n:,}"
 
 
+class Probability(click.FloatRange):
+    """A float from 0 to 1; a percentage given instead is refused with its fraction."""
+
+    def __init__(self):
+        super().__init__(0, 1)
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if 1 < number <= 100:
+            self.fail(f"{number:g} is over 1: a probability from 0 to 1, e.g. {number / 100:g} for {number:g}%",
+                      param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def model_table(model, title="model") -> Table:
     table = Table(title=title, show_footer=True)
     table.add_column("#", footer="")
@@ -409,7 +423,7 @@ Examples:
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @checkpoint_option
 @click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=MIN_CONFIDENCE, show_default=True,
+@click.option("--min-confidence", type=Probability(), default=MIN_CONFIDENCE, show_default=True,
               help="Flag a prediction whose probability is below this as 'low confidence'.")
 @click.option("--fail-on-doubt", is_flag=True,
               help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
@@ -459,10 +473,14 @@ def _predictions_table(results, path, top, saved) -> None:
             click.echo(f"error: {result['error']}", err=True)
             continue
         choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
-        row = [result["path"], Text(result["prediction"] or "-", style="bold"),
+        # a prediction in doubt is a guess: marked so, not to be read as the answer
+        shown = "-" if result["prediction"] is None else result["prediction"] + "?" * bool(result["doubt"])
+        row = [result["path"], Text(shown, style="bold"),
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
+        if any(result.get("doubt") and result.get("prediction") is not None for result in results):
+            table.caption = "?: a guess, for the reason in the doubt column"
         console.print(table)
     if console.is_terminal:
         for result in results:

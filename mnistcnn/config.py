@@ -273,7 +273,8 @@ def no_key_message(prefix: str) -> str:
 
 def _resolve(schema: dict, given, path: str) -> dict:
     if not isinstance(given, dict):
-        raise _err(path, f"must be a mapping of keys ({', '.join(schema)}); got {given!r}")
+        spelled = f"; did you mean {{type: {given}}}?" if "type" in schema and isinstance(given, str) else ""
+        raise _err(path, f"must be a mapping of keys ({', '.join(schema)}); got {given!r}{spelled}")
     out = {}
     for key in given:
         if key not in schema:
@@ -480,7 +481,10 @@ def parse_yaml(text: str, source: str):
         if getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
             what = next((name for kind, name in UNCLOSED.items() if kind in err.context), "the construct")
             problem += f"; {what} opened on line {opened.line + 1}, column {opened.column + 1} is not closed"
-        hint = "; indent with spaces, not tabs" if "\t" in text and "tab" in str(err).lower() else ""
+        tab = "\t" in text and ("tab" in str(err).lower() or "'\\t'" in str(err))
+        hint = "; indent with spaces, not tabs" if tab else ""
+        if "could not determine a constructor" in problem:  # !!python/object and the like
+            hint = "; a config holds plain values (numbers, words, lists, mappings): remove the tag"
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}{hint}") from None
     except RecursionError:
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
@@ -570,7 +574,8 @@ def set_path(raw: dict, key: str, value, option: str) -> str:
         if isinstance(node, dict) and node.get(step) is None:
             if isinstance(following, int):
                 raise ConfigError(f"{option}: {here} is not in the config file; write the list there to "
-                                  "change one of its entries")
+                                  "change one of its entries (--print-config prints the whole config, the "
+                                  "default list included, to copy it from)")
             node[step] = {}
         node, where = node[step], here
 

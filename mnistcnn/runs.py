@@ -236,6 +236,9 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
                               "checkpoint): of the commands, only predict takes an ONNX model")
     if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
+        if size and path.suffix.lower() != ".npz":
+            raise CheckpointError(f"{path}: is not a checkpoint (a run's checkpoints/best.npz or last.npz); give a run "
+                                  "folder or one of its checkpoints")
         what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"
         raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {instead}")
     try:

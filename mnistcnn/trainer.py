@@ -21,7 +21,7 @@ from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
-from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, command_line
+from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, WriteError, command_line
 from .engine.losses import softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
@@ -29,7 +29,7 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import DIVERGED, RUNS_DIR, RunDir, load_checkpoint, read_json, save_checkpoint, versions
+from .runs import DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint, versions
 
 
 class Interrupted(Exception):
@@ -496,6 +496,9 @@ def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, R
     """The config of a config file (changed by ``overrides``, --set assignments) or of a run
     directory, as it trained; the file it was read from; and the run (None for a config file)."""
     target, flags = Path(target), cfg.data_dir_flag(data_dir)
+    if not target.exists() and not is_config_file(target):
+        raise UsageError(f"{target}: no such run folder or config file; `mnistcnn runs` lists the runs, "
+                         f"{cfg.ready_made()} holds ready-made configs")
     if not target.is_dir():
         return cfg.load_config(target, overrides, flags), target, None
     if overrides:
@@ -592,15 +595,23 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         raise
     except WorkerProcessError as err:
         _record_end(trainer, "failed", f"{err}\n{err.details}".strip(), curves=True, reason=str(err))
-        then = (f"go on from the run's last checkpoint: {command_line('train', '--resume', run.path)}"
-                if run.checkpoint("last").is_file() else run.train_again())
-        raise WorkerProcessError(f"{err}; {then}" + (" (its traceback is in train.log)" if err.details else ""),
-                                 err.details) from None
+        raise WorkerProcessError(f"{err}; {_then_go_on(run)}" + (" (its traceback is in train.log)" if err.details
+                                                                    else ""), err.details) from None
+    except WriteError as err:  # a full disk, say: once there is room, the run goes on
+        _record_end(trainer, "failed", str(err), reason=str(err))
+        raise WriteError(f"{err}; then {_then_go_on(run)}") from None
     except BaseException as err:
         if not trainer.finished:  # a run whose summary is written stays finished
             _record_end(trainer, "failed", f"{type(err).__name__}: {err}")
         raise
     return Outcome(run, summary, signal=trainer.stop_signal)
+
+
+def _then_go_on(run: RunDir) -> str:
+    """How a run that failed goes on: from its last checkpoint, or else from the start."""
+    if run.checkpoint("last").is_file():
+        return f"go on from the run's last checkpoint: {command_line('train', '--resume', run.path)}"
+    return run.train_again()
 
 
 def check_resumable(run: RunDir, epochs: int) -> bool:

@@ -370,3 +370,29 @@ def test_a_missing_extra_is_installed_from_the_checkout_mnistcnn_runs_from():
     checkout = Path(mnistcnn.__file__).resolve().parent.parent
     assert (checkout / "pyproject.toml").is_file()  # an editable install, as the README makes
     assert install_extra("sweep") == f"pip install -e '{checkout}[sweep]'"
+
+
+def test_a_newcomers_slips_get_the_fix_in_the_message(cli, tmp_path, trained_run):
+    (tmp_path / "tab.yaml").write_text("name: x\ntrain:\n\tepochs: 3\n")
+    (tmp_path / "tag.yaml").write_text("name: !!python/object:os.system x\n")
+    (tmp_path / "schedule.yaml").write_text("name: x\ntrain:\n  schedule: cosine\n")
+    (tmp_path / "mini.yaml").write_text("name: mini\n")
+    (tmp_path / "notes.md").write_text("# notes\n")
+    slips = [
+        (("train", tmp_path / "tab.yaml", "--dry-run"), "found character '\\t' that cannot start any token; indent "
+                                                        "with spaces, not tabs"),
+        (("train", tmp_path / "tag.yaml", "--dry-run"), "a config holds plain values (numbers, words, lists, "
+                                                        "mappings): remove the tag"),
+        (("train", tmp_path / "schedule.yaml", "--dry-run"), "got 'cosine'; did you mean {type: cosine}?"),
+        (("train", tmp_path / "mini.yaml", "--set", "model.layers[0].filters=16", "--dry-run"),
+         "(--print-config prints the whole config, the default list included, to copy it from)"),
+        (("eval", tmp_path / "notes.md"), f"{tmp_path / 'notes.md'}: is not a checkpoint"),
+        (("inspect-data", tmp_path / "nope"), f"{tmp_path / 'nope'}: no such run folder or config file"),
+        (("predict", trained_run, tmp_path / "*.gif"), f"{tmp_path / '*.gif'}: no file matches"),
+        (("predict", trained_run, tmp_path / "x.png", "--min-confidence", "50"), "50 is over 1: a probability from "
+                                                                                "0 to 1, e.g. 0.5 for 50%"),
+    ]
+    for args, words in slips:
+        result = cli(*args)
+        assert result.exit_code in (1, 2) and words in result.output, (args, result.output)
+        assert "Traceback" not in result.output

@@ -60,6 +60,10 @@ def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_che
     assert meta["epoch"] == 0
     assert leftovers(run) == []
     assert disk.failed  # the fault really happened
+    resume = f"then go on from the run's last checkpoint: mnistcnn train --resume {run}"
+    assert message.endswith(resume), message
+    resumed = cli("train", "--resume", run)  # the disk has room again: the advice works
+    assert resumed.exit_code == 0 and json.loads((run / "summary.json").read_text())["epochs"] == 2, resumed.output
 
 
 def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):

@@ -231,7 +231,11 @@ def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, sample_dig
     assert cli("predict", trained_run, digit, blank).exit_code == 0  # doubts are flagged, not failing
     assert cli("predict", trained_run, digit, blank, "--fail-on-doubt").exit_code == 3
     doubtful = cli("predict", trained_run, digit, "--min-confidence", "1", "--json")
-    assert json.loads(doubtful.output)["predictions"][0]["doubt"] == "low confidence"
+    guess = json.loads(doubtful.output)["predictions"][0]
+    assert guess["doubt"] == "low confidence"
+    shown = cli("predict", trained_run, digit, "--min-confidence", "1").output  # the table marks the guess
+    assert f" {guess['prediction']}? " in shown and "?: a guess, for the reason in the doubt column" in shown
+    assert "?" not in cli("predict", trained_run, digit, "--min-confidence", "0").output
     table = cli("predict", trained_run, tmp_path)
     assert "no single digit" in table.output and "blank" in table.output and table.output.count("error:") == 1
     assert cli("predict", tmp_path / "norun", digit).exit_code == 2
