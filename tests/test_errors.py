@@ -58,8 +58,9 @@ def test_class_names_fewer_than_the_labels_are_refused_by_a_dry_run_naming_data_
     options = ["--set", "data.classes=[odd, even]", "--set", "model.layers[-1].units=2"]
     for dry_run in (["--dry-run"], []):
         result = cli("train", QUICK, *options, *dry_run, "--runs-dir", tmp_path)
-        assert result.exit_code == 2 and "train-labels-idx1-ubyte.gz: label 5 at index 0 is outside 0-1; data.classes " \
-            "must name one class for each label (2 now" in result.output, result.output
+        words = "train-labels-idx1-ubyte.gz: label 5 at index 0 is outside 0-1; data.classes must name one class " \
+            "for each label (2 now"
+        assert result.exit_code == 2 and words in result.output, result.output
     assert list(tmp_path.iterdir()) == []
 
 
