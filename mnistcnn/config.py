@@ -19,7 +19,7 @@ from .errors import ConfigError, UsageError, command_line
 from .engine.layers import (ACTIVATED_LAYERS, CONV_ALGORITHMS, LAYERS, SOFTMAX_IN_LOSS, LayerConfigError,
                             unknown_layer_type)
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
-from .runs import check_run_name
+from .runs import RunDir, check_run_name
 
 MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
@@ -510,10 +510,10 @@ def load_raw(path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
     except IsADirectoryError:
-        if (path / "config.yaml").is_file():
+        if RunDir(path).config_file.is_file():
             raise ConfigError(f"{path}: is a run directory, not a config; continue it with "
                               f"{command_line('train', '--resume', path)}, or train its config afresh: "
-                              f"{command_line('train', path / 'config.yaml')}") from None
+                              f"{command_line('train', RunDir(path).config_file)}") from None
         raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
     except UnicodeDecodeError:
         what = "a checkpoint" if path.suffix == ".npz" else "not a text file"

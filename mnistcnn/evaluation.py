@@ -11,7 +11,7 @@ from . import config as cfg
 from .data import SPLITS, prepare_data
 from .errors import UsageError
 from .engine.losses import softmax
-from .runs import RunDir, output_folder, resolve_checkpoint
+from .runs import output_folder, resolve_checkpoint, write_json
 from .trainer import evaluate, load_model
 
 MISCLASSIFIED_SHOWN = 16  # the report's list, and the tiles of its picture
@@ -99,7 +99,7 @@ def eval_target(target, split="test", which=None, data_dir=None, batch_size=cfg.
     stem = f"eval-{split}-{path.stem}"
     title = f"{checkpoint_label(path)}, {split} split"
     result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, title)]
-    RunDir(out_dir).write_json(f"{stem}.json", result)
+    write_json(out_dir / f"{stem}.json", result)
     return result, out_dir / f"{stem}.json"
 
 

@@ -257,7 +257,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
     from .evaluation import load_for_target
-    from .runs import output_folder, read_json
+    from .runs import RunDir, output_folder, read_json
 
     require_onnx()
     if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
@@ -266,7 +266,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     default_name = "model.onnx" if path.name == "best.npz" else f"model-{path.stem}.onnx"  # none overwrites another
     output = Path(output) if output else output_folder(path) / default_name
-    summary = read_json(output_folder(path) / "summary.json") if path.name == "best.npz" else None
+    summary = read_json(RunDir(output_folder(path)).summary_file) if path.name == "best.npz" else None
     meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
     comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                      cfg.class_names(meta["config"]), data.test_x, data.test_y, output,

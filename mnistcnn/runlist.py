@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, read_json
+from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -61,12 +61,13 @@ def run_status(status: dict | None, summary: dict | None) -> str:
 
 def describe_run(path: Path) -> dict | None:
     """One run directory as a row, or None when ``path`` is not a run directory."""
-    if not (path / "config.yaml").is_file() and not (path / "status.json").is_file():
+    run = RunDir(path)
+    if not run.config_file.is_file() and not run.status_file.is_file():
         return None
-    status, summary = read_json(path / "status.json"), read_json(path / "summary.json")
-    history = read_metrics(path / "metrics.jsonl")
+    status, summary = read_json(run.status_file), read_json(run.summary_file)
+    history = read_metrics(run.metrics_file)
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         config = None
     started = (status or {}).get("started")

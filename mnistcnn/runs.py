@@ -90,18 +90,34 @@ class RunDir:
                              "`mnistcnn runs` lists them")
         if not path.is_dir():
             raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
-        if not (path / "config.yaml").is_file() and not (path / "checkpoints").is_dir():
+        run = cls(path)
+        if not run.config_file.is_file() and not run.checkpoints.is_dir():
             raise UsageError(f"{path}: not a run directory (no config.yaml, no checkpoints/)")
-        return cls(path)
+        return run
 
     def train_again(self) -> str:
         """How to start this run afresh, as a message ends: from its config.yaml, while it is there."""
-        config = self.path / "config.yaml"
-        if config.is_file():
-            return f"train its config again: {command_line('train', config)}"
+        if self.config_file.is_file():
+            return f"train its config again: {command_line('train', self.config_file)}"
         return "train its config file again (this run's config.yaml is gone)"
 
     # paths
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
@@ -117,15 +133,12 @@ class RunDir:
     def write_metrics(self, history: list[dict]) -> None:
         """Rewrite metrics.jsonl and metrics.csv from the full history (atomic, so readers never
         see half a row, and a resumed run's files match its checkpoint)."""
-        write_text(self.path / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+        write_text(self.metrics_file, "".join(json.dumps(row) + "\n" for row in history))
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
         write_text(self.path / "metrics.csv", text.getvalue())
-
-    def write_json(self, name: str, data: dict) -> None:
-        write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
     def discard_partial_writes(self) -> None:
         """Delete the temporary files of writes that never finished: a process killed mid-write
@@ -136,11 +149,11 @@ class RunDir:
     def set_status(self, status: str, **extra) -> None:
         """Rewrite status.json; when and from which config the run started carry over."""
         now = _dt.datetime.now().isoformat(timespec="seconds")
-        previous = read_json(self.path / "status.json")
+        previous = read_json(self.status_file)
         kept = {key: previous[key] for key in ("started", "config", "overrides")
                 if isinstance(previous, dict) and key in previous}
-        self.write_json("status.json", {"status": status, "pid": os.getpid(), "started": now, **kept,
-                                        "updated": now, **extra})
+        write_json(self.status_file, {"status": status, "pid": os.getpid(), "started": now, **kept,
+                                      "updated": now, **extra})
 
 
 def stamped_folder(runs_dir, name: str) -> Path:
@@ -171,6 +184,10 @@ def check_runs_folder(runs_dir) -> Path:
         raise UsageError(f"{runs_dir}: is a file, not a folder; give --runs-dir a folder for run directories "
                          "(default: runs)")
     return runs_dir
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> dict | None:

@@ -29,7 +29,8 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint, versions
+from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint, versions,
+                   write_json)
 
 
 class Interrupted(Exception):
@@ -292,7 +293,7 @@ class Trainer:
                                           self.config["train"]["eval_batch_size"], self.workers, self.runner)
         summary = summarise(self, test_loss, test_acc, stopped_early)
         if self.run is not None:
-            self.run.write_json("summary.json", summary)
+            write_json(self.run.summary_file, summary)
         self.finished = True
         self.callbacks.on_end(summary)
         return summary
@@ -337,7 +338,7 @@ def non_finite_error(trainer: Trainer, batch, y, dropout_state: dict, label_smoo
     starts: the batch run again through the plain model with the step's dropout draws."""
     where = locate_non_finite(trainer.model, batch, y, _rng_from(dropout_state), label_smoothing)
     lower = f"{trainer.config['train']['optimizer']['lr'] / 10:g}"
-    config = trainer.run.path / "config.yaml" if trainer.run is not None else "CONFIG"
+    config = trainer.run.config_file if trainer.run is not None else "CONFIG"
     return NonFiniteError(f"non-finite loss or gradient at epoch {trainer.iterator.epoch + 1}, step "
                           f"{trainer.step + 1} (batch {trainer.iterator.batch}); it first appears in the {where}. "
                           "The learning rate is too high for this net; train again with a lower one, e.g. "
@@ -451,7 +452,7 @@ def load_model(path, dtype=np.float32):
 def load_run_config(run: RunDir, flags: dict | None = None) -> tuple[dict, Path]:
     """The config a run trained with, and the file it was read from: the run's config.yaml or,
     when that was deleted, the copy its last (else best) checkpoint keeps."""
-    path = run.path / "config.yaml"
+    path = run.config_file
     if path.is_file():
         return cfg.load_config(path, flags=flags, of_run=True), path
     for which in ("last", "best"):
@@ -567,7 +568,7 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     else:
         trainer = Trainer(config, data, callbacks=callbacks)  # refuses what cannot train before a folder exists
         run = trainer.run = RunDir.create(runs_dir, config["name"])
-        write_text(run.path / "config.yaml", cfg.dump(trainer.config))  # with the threads it chose
+        write_text(run.config_file, cfg.dump(trainer.config))  # with the threads it chose
     run = trainer.run
     callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
     started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
@@ -619,9 +620,9 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
     whether the run had finished (and is being trained longer)."""
     if not run.checkpoint("last").is_file():
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
-    if (read_json(run.path / "status.json") or {}).get("status") != "finished":
+    if (read_json(run.status_file) or {}).get("status") != "finished":
         return False
-    trained = (read_json(run.path / "summary.json") or {}).get("epochs", 0)
+    trained = (read_json(run.summary_file) or {}).get("epochs", 0)
     if epochs <= trained:
         raise UsageError(f"{run.path}: finished after {trained} epochs; there is nothing to resume. To train it "
                          f"longer: {command_line('train', '--resume', run.path, '--epochs', 'N')}, with N over "
@@ -642,8 +643,8 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if (planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]
-            or not (run.path / "config.yaml").is_file()):  # read from the checkpoint: written back
-        write_text(run.path / "config.yaml", cfg.dump(trainer.config))
+            or not run.config_file.is_file()):  # read from the checkpoint: written back
+        write_text(run.config_file, cfg.dump(trainer.config))
     return trainer
 
 

@@ -4,7 +4,7 @@ import os
 import shutil
 
 from mnistcnn.cli import console
-from mnistcnn.runs import RunDir
+from mnistcnn.runs import RunDir, write_json
 
 
 def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
@@ -19,7 +19,7 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
         fake.path.mkdir()
         (fake.path / "config.yaml").write_text("name: x\ntrain: {epochs: 4}\n")
         (fake.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
-        fake.write_json("status.json", {**status, "overrides": ["--set train.optimizer.lr=0.003", "--epochs 4"]})
+        write_json(fake.status_file, {**status, "overrides": ["--set train.optimizer.lr=0.003", "--epochs 4"]})
     (folder / "not-a-run").mkdir()
     (folder / "rec-20260101-000004").mkdir()
     for name in ("config.yaml", "metrics.csv", "summary.json"):

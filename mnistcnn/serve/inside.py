@@ -26,7 +26,7 @@ from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
 from ..predict import SIDE, check_digit_model, classify, prepare, read_grey
-from ..runs import output_folder, read_json
+from ..runs import RunDir, output_folder, read_json
 from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
@@ -243,7 +243,7 @@ def run_report(served: Served) -> dict:
     accuracy = float((logits.argmax(axis=1) == served.test_y).mean())
     return {**report, "accuracy": accuracy, "history": served.meta.get("history", []),
             "config": cfg.dump(served.meta["config"]),
-            "summary": read_json(output_folder(served.checkpoint) / "summary.json")}
+            "summary": read_json(RunDir(output_folder(served.checkpoint)).summary_file)}
 
 
 def cell_images(served: Served, true: int, predicted: int) -> dict:

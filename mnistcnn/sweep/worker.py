@@ -137,10 +137,10 @@ class Worker:
     def _train(self, trial, config: dict) -> float:
         reporter = TrialReporter(trial, self.sweep.metric, lambda: self.stopping)
         run = self._resumable(trial)
-        if run is not None and (read_json(run.path / "status.json") or {}).get("status") in ("finished", "pruned"):
+        if run is not None and (read_json(run.status_file) or {}).get("status") in ("finished", "pruned"):
             return self._ended(trial, run, reporter)  # its worker stopped after the run ended
         if run is not None:
-            config = cfg.load_config(run.path / "config.yaml", of_run=True)
+            config = cfg.load_config(run.config_file, of_run=True)
         try:
             # `mnistcnn runs` lists what changed each run: here the sweep file and the trial's values
             values = [assignment(key, value) for key, value in trial.params.items()]
@@ -170,7 +170,7 @@ class Worker:
             trial.report(row[self.sweep.metric], row["epoch"])
         trial.set_user_attr("run_dir", str(run.path))
         trial.set_user_attr("epochs", len(history))
-        summary = read_json(run.path / "summary.json")
+        summary = read_json(run.summary_file)
         if summary is None:
             raise studies.require_optuna().TrialPruned("pruned before its worker stopped")
         trial.set_user_attr("test_acc", summary["test_acc"])
@@ -203,7 +203,7 @@ def _counted_states():
 def _history(run: RunDir) -> list[dict]:
     from ..runlist import read_metrics
 
-    return read_metrics(run.path / "metrics.jsonl")
+    return read_metrics(run.metrics_file)
 
 
 def main(argv=None) -> int:
