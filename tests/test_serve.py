@@ -240,12 +240,28 @@ def test_pictures_too_large_or_damaged_are_refused(client, served):
     ("/api/gradients", {"class": 10}, "class: give a whole number from 0 to 9"),
     ("/api/gradients", "{not json", 'not JSON; send an object such as {"image": "...", "class": 3}'),
     ("/api/explain", "{not json", '"layer": 0, "row": 5, "col": 7, "channel": 2}'),
+    ("/api/explain", {"layer": 0.0, "row": 0, "col": 0, "channel": 0},
+     "layer: give a conv layer's index (0, 3), not 0.0"),
+    ("/api/gradients", "[" * 20000 + "]" * 20000, "nested too deeply"),
+    ("/api/gradients", {"image": 5, "class": 1}, "image: give the base64 text of a 28x28 image"),
+    ("/api/gradients", {"image": "@@@@", "class": 1}, "image: not base64 text"),
 ])
 def test_bad_requests_name_what_is_wrong(client, url, body, words):
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     answer = client.post(url, content=content, headers={"content-type": "application/json"})
     assert answer.status_code == 400 and words in answer.json()["error"], answer.text
     assert client.get("/api/model").status_code == 200
+
+
+@pytest.mark.parametrize("url,status,words", [
+    ("/api/filter?layer=%C2%B2&channel=0", 400, "layer: give a conv layer's index (0, 3), not"),  # a superscript 2
+    ("/api/filter?layer=" + "9" * 5000 + "&channel=0", 400, "layer: give a conv layer's index"),
+    ("/api/run/cell?true=%C2%B9&predicted=9", 400, "true: give a whole number from 0 to 9"),
+    ("/api/predict", 405, "/api/predict takes POST, not GET"),
+])
+def test_bad_queries_and_methods_name_what_is_wrong(client, url, status, words):
+    answer = client.get(url)
+    assert answer.status_code == status and words in answer.json()["error"], answer.text
 
 
 def test_only_the_packaged_files_are_served(client):

@@ -8,9 +8,11 @@ listens on loopback (a page elsewhere cannot reach it by DNS rebinding), and eve
 """
 from __future__ import annotations
 
+import binascii
 import email.parser
 import email.policy
 import json
+import re
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -85,6 +87,8 @@ async def read_fields(request: Request, example: str) -> dict:
         fields = json.loads(body)
     except ValueError:
         raise RequestError(400, f"the request's body is not JSON; send an object such as {example}") from None
+    except RecursionError:
+        raise RequestError(400, f"the request's JSON is nested too deeply; send an object such as {example}") from None
     if not isinstance(fields, dict):
         raise RequestError(400, "the request's body must be a JSON object")
     return fields
@@ -99,23 +103,33 @@ def whole_number(fields: dict, key: str, stop: int) -> int:
 
 
 def query_fields(request: Request) -> dict:
-    """The query's parameters, digits as numbers (``whole_number`` checks them)."""
-    return {key: int(value) if value.isdigit() else value for key, value in request.query_params.items()}
+    """The query's parameters, up to nine ASCII digits as numbers (``whole_number`` checks them;
+    other text, such as a superscript or a number a thousand digits long, it refuses)."""
+    return {key: int(value) if re.fullmatch("[0-9]{1,9}", value) else value
+            for key, value in request.query_params.items()}
 
 
 def image_field(fields: dict):
+    text = fields.get("image")
+    if not isinstance(text, str):
+        raise RequestError(400, f"image: give the base64 text of a 28x28 image, as /api/predict returns it, not "
+                                f"{json.dumps(text)[:40]}")
     try:
-        return inside.decode_image(fields.get("image") if isinstance(fields.get("image"), str) else "")
+        return inside.decode_image(text)
+    except binascii.Error:
+        raise RequestError(400, "image: not base64 text; send the image as /api/predict returns it") from None
     except ValueError as err:
         raise RequestError(400, f"image: not a 28x28 image as /api/predict returns it ({err})") from None
 
 
 def conv_layer(served: inside.Served, fields: dict) -> int:
     """``fields["layer"]``, which must be the index of a conv layer."""
-    index = whole_number(fields, "layer", len(served.model.layers))
-    if served.model.layers[index].type_name != "conv2d":
-        convs = [str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d"]
-        raise RequestError(400, f"layer {index} is not a conv layer; the conv layers are {', '.join(convs)}")
+    convs = ", ".join(str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d")
+    index = fields.get("layer")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {json.dumps(index)[:40]}")
+    if not 0 <= index < len(served.model.layers) or served.model.layers[index].type_name != "conv2d":
+        raise RequestError(400, f"layer {index} is not a conv layer; the conv layers are {convs}")
     return index
 
 
@@ -237,6 +251,9 @@ def _library_error(request, err: MnistCnnError):
 
 def _http_error(request, err: HTTPException):
     message = f"no such page: {request.url.path}" if err.status_code == 404 else err.detail
+    if err.status_code == 405 and err.headers and "allow" in {key.lower() for key in err.headers}:
+        allowed = next(value for key, value in err.headers.items() if key.lower() == "allow")
+        message = f"{request.url.path} takes {allowed}, not {request.method}"
     return JSONResponse({"error": message}, status_code=err.status_code)
 
 
