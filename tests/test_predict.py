@@ -379,3 +379,10 @@ def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sampl
             photo[:, :15] = 60.0
         image, doubt = prepare(photo)
         assert doubt is None and similarity(image, expected) > 0.9, side
+
+
+def test_a_blot_such_as_a_single_tap_on_a_pad_is_no_digit():
+    ys, xs = np.mgrid[0:280, 0:280]
+    tap = np.where((ys - 140) ** 2 + (xs - 140) ** 2 <= 10 ** 2, 255.0, 0.0)  # the pen's dot on serve's dark pad
+    image, doubt = prepare(tap)
+    assert doubt == "no single digit" and image.any()
