@@ -516,8 +516,8 @@ def runs(folder, as_json):
     wide = console.width >= 100
     table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run", no_wrap=True)
-    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "time", "status"):
-        table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "time") else "left",
+    for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "train time", "status"):
+        table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "train time") else "left",
                          no_wrap=True)
     if wide:
         table.add_column("changed by", overflow="fold")
@@ -673,14 +673,15 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, plan_jobs, study_status
     from .sweep.space import load_sweep
-    from .sweep.study import require_optuna
+    from .sweep.study import check_storage_folder, require_optuna
 
     require_optuna()
     if dry_run and (status or resume is not None):
         fail("--dry-run checks a sweep file before it starts; give SWEEP.yaml, without --status or --resume")
     if status:
-        settings, rows = study_status(sweep_path, storage, study)
-        console.print(sweep_table(rows, settings, f"study {settings['study']}: {len(rows)} trials"))
+        settings, rows, done = study_status(sweep_path, storage, study)
+        planned = f" of {settings['trials']}" if settings["trials"] else ""
+        console.print(sweep_table(rows, settings, f"study {settings['study']}: {done}{planned} trials done"))
         return
     if resume is not None:
         if sweep_path is not None or study is not None:
@@ -696,6 +697,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:
+            check_storage_folder(storage or sweep_file.storage)
             _show_sweep_plan(sweep_file, jobs, threads, storage)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
@@ -712,7 +714,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
-        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f}\n"
+        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
+                      f"(its run: {snapshot.best['run']})\n"
                       f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
         click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
@@ -811,7 +814,8 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
         rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
-    for column in ("trial", "status", metric, "epochs", "time", "test", *[key.rsplit(".", 1)[-1] for key in keys]):
+    for column in ("trial", "status", metric, "epochs", "trial time", "test",
+                   *[key.rsplit(".", 1)[-1] for key in keys]):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in rows:
         value = last_value(row)

@@ -62,10 +62,11 @@ def blas_libraries() -> list[dict]:
             if library.get("user_api") == "blas"]
 
 
-def check_run_name(name: str) -> str:
+def check_run_name(name: str, example: str = "--name lenet") -> str:
+    """``name``, which names a folder under the runs folder; ``example`` shows how to give another."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
         raise ConfigError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (no path separators, "
-                          "no '..'), e.g. --name lenet")
+                          f"no '..'), e.g. {example}")
     return name
 
 

@@ -80,6 +80,8 @@ def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bi
     assert best_config["model"]["layers"][0]["filters"] == int(best["model.layers[0].filters"])
     assert best_config["train"]["workers"] == best_config["train"]["blas_threads"] == 1  # 2 jobs on 2 cores
     assert f"mnistcnn train {folder / 'best-trial.yaml'}" in done.stdout
+    assert f"(its run: {best['run']})" in done.stdout and f"# its run: {best['run']})" in \
+        (folder / "best-trial.yaml").read_text()  # a resumed trial's number names no folder: its run does
 
     again = cli("train", folder / "best-trial.yaml", "--runs-dir", tmp_path / "again", "--quiet")
     assert again.exit_code == 0, again.output
@@ -103,7 +105,7 @@ def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bi
     assert table.exit_code == 0 and f"sweep {folder.name}: its trials are in {folder / 'trials'}/" in table.output
     status = cli("sweep", "--status", folder)
     assert status.exit_code == 0, status.output
-    assert "6 trials" in status.output
+    assert "study tiny: 6 of 6 trials done" in status.output
 
 
 def test_a_learning_rate_that_cannot_learn_is_pruned_after_fewer_epochs(tmp_path, mnistcnn_command):
@@ -280,6 +282,8 @@ BAD_SWEEPS = [
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
     ({"pruner": {"type": "median", "warmup_epochs": 3}}, "pruner.warmup_epochs: 3 leaves nothing to prune"),
     ({"prunner": {"type": "median"}}, "sweep.yaml: prunner: unknown key; did you mean 'pruner'?"),
+    ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
+                            "path separators, no '..'), e.g. name: lr-search"),
 ]
 
 
@@ -303,6 +307,16 @@ def test_a_bad_sweep_file_gets_one_line_and_nothing_is_written(tmp_path, cli, se
         assert result.output.startswith(f"error: {path}: ") and result.output.count("\n") == 1, result.output
         assert message in result.output
         assert not (tmp_path / "runs").exists()
+
+
+def test_a_storage_file_in_a_missing_folder_is_refused_by_the_dry_run_too(tmp_path, cli):
+    path = write_sweep(tmp_path)
+    for storage in (tmp_path / "nowhere" / "study.journal", f"sqlite:///{tmp_path / 'nowhere' / 'study.db'}"):
+        for options in ((), ("--dry-run",)):
+            result = cli("sweep", path, "--storage", storage, "--runs-dir", tmp_path / "runs", *options)
+            assert result.exit_code == 2 and f"the folder {tmp_path / 'nowhere'} does not exist; create it" in \
+                result.output, result.output
+            assert not (tmp_path / "runs").exists()
 
 
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():

@@ -201,9 +201,9 @@ def sweep_yaml_of(folder: Path, hint: str) -> Path:
     return folder / "sweep.yaml"
 
 
-def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict]]:
-    """``(settings, trial rows)`` of a study: named by ``storage`` and ``name``, or by the sweep
-    folder that ran it."""
+def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:
+    """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name``, or by
+    the sweep folder that ran it."""
     if folder is not None:
         folder = Path(folder)
         hint = "with --status give a sweep folder, or --storage URL and --study NAME"
@@ -214,4 +214,5 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
     study = studies.load_any_study(storage, name)
     settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
                 "study": name}
-    return settings, trial_rows(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    return settings, trial_rows(trials), studies.trials_done(studies.states(trials))

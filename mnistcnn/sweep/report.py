@@ -83,7 +83,8 @@ def write_reports(sweep, rows: list[dict], folder: Path) -> None:
         return
     path = folder / "best-trial.yaml"
     config = {**best["config"], "name": f"{sweep.name}-best"}
-    header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g}),\n"
+    header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g};\n"
+              f"# its run: {best['run']}),\n"
               f"# with the worker and BLAS thread counts it ran with, so that on the same machine\n"
               f"#   {command_line('train', path)}\n# trains it again bit for bit.\n")
     write_text(path, header + cfg.dump(config))

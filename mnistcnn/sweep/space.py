@@ -153,6 +153,13 @@ def _mapping(where: str, value, keys: dict) -> dict:
     return value
 
 
+def _sweep_name(source: str, name) -> str:
+    try:
+        return check_run_name(str(name), "name: lr-search")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: name: {err}") from None
+
+
 def _choose(where: str, value, choices) -> str:
     if value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}; got {value!r}")
@@ -242,7 +249,7 @@ def load_sweep(path) -> Sweep:
         raise ConfigError(f"{source}: space: give at least one config key to search, e.g. "
                           "train.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
     sweep = Sweep(
-        name=check_run_name(str(name)),
+        name=_sweep_name(source, name),
         path=path, base_path=base_path, base=base, metric=metric, direction=direction, trials=trials,
         sampler=_choose(f"{source}: sampler", raw.get("sampler", "tpe"), SAMPLERS),
         seed=_number(f"{source}: seed", raw.get("seed", 0), integer=True),

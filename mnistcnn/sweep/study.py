@@ -43,11 +43,22 @@ def shown(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
 
 
+def check_storage_folder(url: str | None) -> None:
+    """Refuse a journal file or SQLite database whose folder does not exist (nothing would create it)."""
+    if url is None or "://" in url and not url.startswith("sqlite:///"):
+        return
+    folder = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url).parent
+    if not folder.is_dir():
+        raise UsageError(f"--storage {url}: the folder {folder} does not exist; create it (mkdir -p {folder}), or "
+                         "give a path in a folder that does")
+
+
 def open_storage(url: str, heartbeat: int):
     """Optuna's storage for ``url``: a database URL (SQLite, PostgreSQL, MySQL), or else the
     path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
     whose worker is silent for two heartbeats is failed and retried."""
     optuna = require_optuna()
+    check_storage_folder(url)
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
