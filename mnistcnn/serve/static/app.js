@@ -237,7 +237,8 @@ async function predict(body, type) {
 }
 
 function showVerdict(answer) {
-  $("prediction").textContent = answer.prediction === null ? "-" : answer.prediction;
+  // a prediction in doubt is a guess, marked as mnistcnn predict marks it
+  $("prediction").textContent = answer.prediction === null ? "-" : answer.prediction + (answer.doubt ? "?" : "");
   $("doubt").textContent = answer.doubt || "";
   $("doubt").hidden = !answer.doubt;
   state.model.classes.forEach((name, i) => {
