@@ -71,6 +71,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
+    """g += weight_decay p (coupled L2, as torch.optim.SGD; weights only);  v = momentum v + g;
+    p -= lr (g + momentum v) with Nesterov, p -= lr v without; p -= lr g when momentum is 0."""
+
     name = "sgd"
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -98,7 +101,12 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
-    p -= lr m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t).
+    p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), at step t = 1, 2, ...
+
+    Both bias corrections folded into the step size, Kingma and Ba's "more efficient" order, as
+    Keras's Adam computes it. That is PyTorch's p -= lr m_hat / (sqrt(v_hat) + eps_torch), with
+    m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t), for eps_torch = eps / sqrt(1 - beta2^t):
+    eps weighs 1 / sqrt(1 - beta2^t) times more here, which only matters for gradients near eps.
     ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2); AdamW decays p directly."""
 
     name = "adam"
@@ -128,9 +136,6 @@ class Adam(Optimizer):
         scratch *= cast(1 - self.beta2)
         v *= cast(self.beta2)
         v += scratch
-        # m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into the step size: Kingma and
-        # Ba's "more efficient" order, as Keras's Adam; eps then weighs sqrt(1 - beta2^t) times more
-        # than in torch.optim.Adam, which only matters for gradients near eps
         step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
         np.sqrt(v, out=scratch)
         scratch += cast(self.eps)
