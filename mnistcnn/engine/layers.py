@@ -504,6 +504,8 @@ class BatchNorm(Layer):
 
     Training uses the batch's statistics and updates running averages; evaluation uses the
     running averages. gamma and beta have the shape of the last axis.
+    ``momentum`` is Keras's: running = momentum * running + (1 - momentum) * batch (PyTorch's
+    momentum is 1 minus this).
     """
 
     elementwise = True
