@@ -203,7 +203,8 @@ class Schedule:
 
     ``constant``; ``step`` (times ``gamma`` every ``step_epochs``); ``cosine`` (from the base
     rate down to ``min_lr`` over the run); each after an optional linear warm-up of
-    ``warmup_epochs``. ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it:
+    ``warmup_epochs`` (the rate climbs in equal steps from ``lr / warm-up steps`` to ``lr``), and
+    counted from its end, as PyTorch's SequentialLR of a warm-up and StepLR or CosineAnnealingLR. ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it:
     the rate rises from ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals,
     cosine, to ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the
     other way between ``max_momentum`` and ``base_momentum``.
@@ -229,11 +230,11 @@ class Schedule:
             return self.base_lr * (step + 1) / self.warmup_steps
         if self.type == "constant":
             return self.base_lr
+        after_warm_up = step - self.warmup_steps  # both decays start where the warm-up ends
         if self.type == "step":
-            return self.base_lr * self.gamma ** (step // (self.step_epochs * self.steps_per_epoch))
+            return self.base_lr * self.gamma ** (after_warm_up // (self.step_epochs * self.steps_per_epoch))
         total = max(self.epochs * self.steps_per_epoch - self.warmup_steps, 1)
-        progress = min((step - self.warmup_steps) / total, 1.0)
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return _cosine(self.base_lr, self.min_lr, min(after_warm_up / total, 1.0))
 
     def momentum(self, step: int) -> float | None:
         """The momentum (or beta1) for ``step``; None when the schedule leaves it alone."""

@@ -163,3 +163,9 @@ def test_adam_equals_pytorch_form_with_eps_scaled_by_the_bias_correction():
         m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
         q -= lr * m_hat / (np.sqrt(v_hat) + eps / math.sqrt(1 - beta2 ** t))
         np.testing.assert_allclose(params["0.W"], q, rtol=1e-12)
+
+
+def test_step_decay_counts_from_the_end_of_the_warm_up():
+    s = Schedule(1.0, steps_per_epoch=10, epochs=6, type="step", warmup_epochs=2, step_epochs=1, gamma=0.5)
+    assert s(0) == pytest.approx(0.05) and s(19) == 1.0  # warm-up: lr / 20 up to lr
+    assert s(20) == 1.0 and s(29) == 1.0 and s(30) == 0.5 and s(40) == 0.25  # as SequentialLR(warm-up, StepLR)
