@@ -25,33 +25,19 @@ class Optimizer:
         self.steps = 0
 
     def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
-        """Update every parameter in place with its gradient at learning rate ``lr``."""
-        lr = self.start_step(params, lr)
+        """Update every parameter in place with its gradient at learning rate ``lr`` (default:
+        ``self.lr``)."""
+        self.steps += 1
+        lr = float(self.lr if lr is None else lr)
         for key, p in params.items():
             self.update(key, p, grads[key], lr)
 
-    def start_step(self, params: dict, lr: float | None = None) -> float:
-        """Count the step and make the state; returns the learning rate to update with."""
-        self.steps += 1
-        for key, p in params.items():
-            if not p.flags.c_contiguous:  # updates go through flat views: a copy would lose them
-                raise ValueError(f"parameter {key} must be a C-contiguous array")
-            for kind in self.slot_kinds:
-                self._slot(kind, key, p)
-        return self.lr if lr is None else lr
-
-    def update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float, part: slice = slice(None)) -> None:
-        """Update the entries ``part`` of the flattened ``p``. Every update is element-wise, so
-        any split of the entries gives the same numbers."""
-        slots = {kind: self.state[f"{kind}.{key}"].reshape(-1)[part] for kind in self.slot_kinds}
-        self._update(key, p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part], lr, slots)
-
-    slot_kinds: tuple = ()
-
-    def _update(self, key, p, g, lr, slots):
+    def update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """One parameter's update: ``p`` changes in place, the state under ``key`` is replaced."""
         raise NotImplementedError
 
-    def _slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
+    def slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
+        """The state ``kind`` (``"velocity"``, ``"m"``...) of parameter ``key``: zeros at first."""
         name = f"{kind}.{key}"
         if name not in self.state:
             self.state[name] = np.zeros_like(like)
@@ -81,22 +67,17 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    @property
-    def slot_kinds(self):
-        return ("velocity",) if self.momentum else ()
-
     def set_momentum(self, value: float) -> None:
         self.momentum = value
 
-    def _update(self, key, p, g, lr, slots):
+    def update(self, key, p, g, lr):
         if self.weight_decay and decays(key):
-            g = g + self.weight_decay * p  # coupled L2, as torch.optim.SGD does
+            g = g + self.weight_decay * p
         if self.momentum:
-            v = slots["velocity"]
-            v *= self.momentum
-            v += g
+            v = self.momentum * self.slot("velocity", key, p) + g
+            self.state[f"velocity.{key}"] = v
             g = g + self.momentum * v if self.nesterov else v
-        p -= p.dtype.type(lr) * g
+        p -= lr * g
 
 
 class Adam(Optimizer):
@@ -116,32 +97,23 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    slot_kinds = ("m", "v")
-
     def set_momentum(self, value: float) -> None:
         self.beta1 = value
 
-    def _update(self, key, p, g, lr, slots):
+    def step_size(self, lr: float) -> float:
+        """lr sqrt(1 - beta2^t) / (1 - beta1^t): the rate with both bias corrections."""
+        return lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
+
+    def update(self, key, p, g, lr):
         if self.weight_decay and decays(key):
             if self.decoupled:
-                p -= p.dtype.type(lr * self.weight_decay) * p
+                p -= lr * self.weight_decay * p
             else:
                 g = g + self.weight_decay * p
-        m, v = slots["m"], slots["v"]
-        cast = p.dtype.type
-        scratch = np.multiply(g, cast(1 - self.beta1))  # one temporary, reused: no per-op allocations
-        m *= cast(self.beta1)
-        m += scratch
-        np.multiply(g, g, out=scratch)
-        scratch *= cast(1 - self.beta2)
-        v *= cast(self.beta2)
-        v += scratch
-        step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
-        np.sqrt(v, out=scratch)
-        scratch += cast(self.eps)
-        np.divide(m, scratch, out=scratch)
-        scratch *= cast(step)
-        p -= scratch
+        m = self.beta1 * self.slot("m", key, p) + (1 - self.beta1) * g
+        v = self.beta2 * self.slot("v", key, p) + (1 - self.beta2) * (g * g)
+        self.state[f"m.{key}"], self.state[f"v.{key}"] = m, v
+        p -= self.step_size(lr) * (m / (np.sqrt(v) + self.eps))
 
 
 class AdamW(Adam):
