@@ -48,7 +48,7 @@ def _sgd(optimizer: SGD, key, p, g, lr, slots):
         v *= optimizer.momentum
         v += g
         g = g + optimizer.momentum * v if optimizer.nesterov else v
-    p -= lr * g
+    p -= p.dtype.type(lr) * g
 
 
 def _adam(optimizer: Adam, key, p, g, lr, slots):
@@ -58,16 +58,16 @@ def _adam(optimizer: Adam, key, p, g, lr, slots):
         else:
             g = g + optimizer.weight_decay * p
     m, v = slots["m"], slots["v"]
-    beta1, beta2 = optimizer.beta1, optimizer.beta2
-    scratch = np.multiply(g, 1 - beta1)  # one temporary, reused: no per-operation arrays
-    m *= beta1
+    cast = p.dtype.type  # a Python float would cost a conversion in every operation on these small arrays
+    scratch = np.multiply(g, cast(1 - optimizer.beta1))  # one temporary, reused: no per-operation arrays
+    m *= cast(optimizer.beta1)
     m += scratch
     np.multiply(g, g, out=scratch)
-    scratch *= 1 - beta2
-    v *= beta2
+    scratch *= cast(1 - optimizer.beta2)
+    v *= cast(optimizer.beta2)
     v += scratch
     np.sqrt(v, out=scratch)
-    scratch += optimizer.eps
+    scratch += cast(optimizer.eps)
     np.divide(m, scratch, out=scratch)
-    scratch *= optimizer.step_size(lr)
+    scratch *= cast(optimizer.step_size(lr))
     p -= scratch
