@@ -346,15 +346,11 @@ class ReLU(Layer):
     elementwise = True
 
     def forward_pass(self, x, training=False, rng=None):
-        if not training:  # evaluation keeps no cache: the mask would be a wasted pass
-            return np.maximum(x, 0), None
-        return np.maximum(x, 0), x > 0
+        return np.maximum(x, 0), x
 
     def backward_pass(self, dout, cache):
-        if cache is None:
-            raise ValueError("relu's backward needs a forward pass with training=True (evaluation keeps no mask)")
-        # a product with the mask (faster than np.where), into a fresh array: dout is not edited
-        return dout * cache, {}
+        # d(max(x, 0))/dx is 1 where x > 0, else 0; a fresh array: dout is not edited
+        return dout * (cache > 0), {}
 
 
 @register("leaky_relu")
@@ -531,41 +527,29 @@ class BatchNorm(Layer):
     def forward_pass(self, x, training=False, rng=None):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:  # the cache is the input itself (no copy): a backward in evaluation needs it
+            # gamma (x - mean) inv_std + beta as one scale and one shift of x
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             scale = (gamma * inv_std).astype(x.dtype)
             return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), x
         rows = x.reshape(-1, x.shape[-1])
         count = rows.shape[0]
-        mean = F.column_sums(rows) / count
-        centred = rows - mean
-        var = F.column_sums(centred * centred) / count
+        mean = F.sum_rows(rows) / count
+        var = F.sum_rows((rows - mean) ** 2) / count
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = np.multiply(centred, inv_std, out=centred)
-        out = x_hat * gamma
-        out += beta
+        x_hat = (rows - mean) * inv_std
+        out = gamma * x_hat + beta
         return out.reshape(x.shape), (x_hat.reshape(x.shape), inv_std, mean, var)
 
     def forward(self, x, training=False, rng=None):
         out = super().forward(x, training, rng)
-        if training:
-            self.update_running(self.cache)
+        if training:  # every training batch moves the running averages towards its own statistics
+            _, _, mean, var = self.cache
+            self.update_running_statistics(mean, var, x.size // x.shape[-1])
         return out
 
-    @staticmethod
-    def batch_statistics(cache) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(count, mean, variance)`` of a training batch, from its forward cache."""
-        x_hat, _, mean, var = cache
-        return x_hat.size // x_hat.shape[-1], mean, var
-
-    def update_running(self, cache) -> None:
-        """Fold a training batch's statistics (from its cache) into the running averages."""
-        count, mean, var = self.batch_statistics(cache)
-        self.update_running_statistics(mean, var, count)
-
     def update_running_statistics(self, mean, var, count: int) -> None:
-        """Fold a batch's mean and (biased) variance over ``count`` values into the running
-        averages. Kept out of ``forward_pass`` so that parts of a batch computed in parallel
-        can fold in the whole batch's statistics once."""
+        """running = momentum * running + (1 - momentum) * batch, for a batch's mean and (biased)
+        variance over ``count`` values."""
         momentum = self.momentum
         dtype = self.buffers["running_mean"].dtype
         self.buffers["running_mean"] = (momentum * self.buffers["running_mean"] + (1 - momentum) * mean).astype(dtype)
@@ -577,20 +561,15 @@ class BatchNorm(Layer):
         if isinstance(cache, np.ndarray):  # an evaluation forward keeps its input alone, not a tuple
             return self.evaluation_backward(dout, cache)
         x_hat, inv_std = cache[:2]
-        shape = dout.shape
-        dout = dout.reshape(-1, shape[-1])
-        x_hat = x_hat.reshape(dout.shape)
-        dbeta = F.column_sums(dout)
-        dgamma = F.column_sums(dout * x_hat)
-        count = dout.shape[0]
-        # the compact form of d(loss)/dx: the mean and variance depend on every x of the batch,
+        rows = dout.reshape(-1, dout.shape[-1])
+        x_hat = x_hat.reshape(rows.shape)
+        dbeta = F.sum_rows(rows)
+        dgamma = F.sum_rows(rows * x_hat)
+        count = rows.shape[0]
+        # the mean and variance depend on every x of the batch, hence the two mean terms:
         # dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
-        dx = x_hat * (dgamma / count).astype(dout.dtype)
-        np.subtract(dout, dx, out=dx)
-        dx -= (dbeta / count).astype(dout.dtype)
-        dx *= (self.params["gamma"] * inv_std).astype(dout.dtype)
-        dx = dx.reshape(shape)
-        return dx.astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}
+        dx = self.params["gamma"] * inv_std * (rows - dbeta / count - x_hat * (dgamma / count))
+        return dx.reshape(dout.shape).astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}
 
     def evaluation_backward(self, dout, x):
         """``(dx, grads)`` of the evaluation forward: a fixed map per channel with the running
@@ -598,5 +577,5 @@ class BatchNorm(Layer):
         inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
         x_hat = ((x - self.buffers["running_mean"]) * inv_std).reshape(-1, x.shape[-1])
         rows = dout.reshape(x_hat.shape)
-        grads = {"gamma": F.column_sums(rows * x_hat), "beta": F.column_sums(rows)}
+        grads = {"gamma": F.sum_rows(rows * x_hat), "beta": F.sum_rows(rows)}
         return (dout * (self.params["gamma"] * inv_std).astype(dout.dtype)), grads

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import fftconv
+from . import fftconv, kernels
 from .. import functional as F
 
 
@@ -343,7 +343,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
         if channels_first(c):
             return _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool), None
-        return _pooled_without_cache(F.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
+        return _pooled_without_cache(kernels.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     rows, columns = h + pool - 2, w + pool - 2  # each phase's
@@ -355,7 +355,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         bias = None if b is None else np.asarray(b, dtype=dtype)
         cache = Cache(conv, Z, blocks, pooled, shape, pool, stride, channels_first=True)
         return _biased(pooled, bias, shape, in_channels_first=True), cache
-    conv = shifted_blocks(F.zero_pad(A_prev, pad), f, stride, rows, columns)
+    conv = shifted_blocks(kernels.zero_pad(A_prev, pad), f, stride, rows, columns)
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
@@ -437,4 +437,4 @@ def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
     else:
         dW = (cache.conv @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
     # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
-    return dW, F.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
+    return dW, kernels.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import functional as F
+from . import kernels
 
 
 class DftMatrices(NamedTuple):
@@ -226,7 +227,7 @@ def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
     f, _, c_prev, c = W.shape
     k = X_spectrum.shape[0]
     dft = dft_matrices(A_prev.shape[1], A_prev.shape[2], f, int(hparameters["pad"]), X_spectrum.dtype.name, pooled)
-    db = F.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
+    db = kernels.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
     # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see dft_matrices' grad_taps
     X_t = X_spectrum.transpose(0, 2, 1)
     products = np.empty((2, k, 2 * c_prev, c), dtype=X_spectrum.dtype)
