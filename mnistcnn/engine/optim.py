@@ -2,7 +2,9 @@
 
 Parameters and gradients are dicts of arrays keyed by a stable name (``"0.W"``); optimiser
 state is a dict of arrays under the same keys, so it saves into a checkpoint and restores.
-Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta.
+Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta. The averages'
+maths is ``WeightAverage``; when a run averages, and what it keeps, is ``mnistcnn.averaging``.
+The in-place, split form of the updates that training runs is ``fast.optim``.
 """
 from __future__ import annotations
 
