@@ -147,8 +147,9 @@ class Layer:
     """Base layer: no parameters, shape-preserving."""
 
     type_name = "layer"
-    # maps each value alone (or per channel; batchnorm in evaluation): a value keeps its place through it
-    elementwise = False
+    # in evaluation each output value depends only on the input value at the same position (and
+    # the channel's parameters): what the page's conv arithmetic follows a value through
+    keeps_positions = False
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -221,8 +222,8 @@ class Conv2D(Layer):
 
     Forward: ``functional.conv_forward`` (an im2col matrix and one GEMM). Backward:
     ``functional.conv_backward`` (dW and db by a GEMM with that matrix, dA by a scatter-add).
-    ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, or "same"
-    (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
+    ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, "valid" (0)
+    or "same" (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
     """
 
     def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):
@@ -343,7 +344,7 @@ class AvgPool2D(_Pool):
 class ReLU(Layer):
     """max(x, 0)."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
         return np.maximum(x, 0), x
@@ -357,7 +358,7 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """x where x > 0, else alpha * x."""
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, alpha=0.01, name=None):
         super().__init__(name)
@@ -377,7 +378,7 @@ class LeakyReLU(Layer):
 class Tanh(Layer):
     """tanh(x)."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
         out = np.tanh(x)
@@ -391,7 +392,7 @@ class Tanh(Layer):
 class Sigmoid(Layer):
     """1 / (1 + exp(-x))."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
@@ -472,7 +473,7 @@ class Dense(Layer):
 class Dropout(Layer):
     """Inverted dropout: scales the kept units by 1/(1-rate) in training; identity in evaluation."""
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, rate=0.5, name=None):
         super().__init__(name)
@@ -504,7 +505,7 @@ class BatchNorm(Layer):
     momentum is 1 minus this).
     """
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, momentum=0.9, eps=1e-5, name=None):
         super().__init__(name)
