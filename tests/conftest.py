@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 
-from mnistcnn.engine.model import FLOAT32_RTOL
+from mnistcnn.export import FLOAT32_RTOL
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
