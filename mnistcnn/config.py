@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, command_line
-from .engine.layers import (ACTIVATED_LAYERS, CONV_ALGORITHMS, LAYERS, SOFTMAX_IN_LOSS, LayerConfigError,
-                            unknown_layer_type)
+from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
+from .engine.layers import LAYERS, unknown_layer_type
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import check_run_name
 

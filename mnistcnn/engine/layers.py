@@ -19,27 +19,10 @@ import math
 import numpy as np
 
 from . import functional as F
-from ..errors import MnistCnnError
+from .layer_arguments import (CONV_ALGORITHMS, INITS, LayerConfigError, ShapeError, boolean, check_weight_count,
+                              choice, integer, number)
 
-LAYERS: dict[str, type["Layer"]] = {}
-
-
-class LayerConfigError(MnistCnnError, exit_code=2):
-    """A layer argument is invalid; ``key`` names it so the config loader can give its path."""
-
-    def __init__(self, key: str | None, message: str):
-        super().__init__(message)
-        self.key = key
-        self.index = None  # the layer's place in the model, once known
-
-    def at(self, index: int) -> "LayerConfigError":
-        """This error, for the layer at ``index`` of a model."""
-        self.index = index
-        return self
-
-
-class ShapeError(LayerConfigError):
-    """A layer does not fit the shape its input has."""
+LAYERS: dict[str, type["Layer"]] = {}  # a config's ``type:`` name -> its class
 
 
 def register(name: str):
@@ -51,86 +34,6 @@ def register(name: str):
         return cls
 
     return add
-
-
-def unknown_layer_type(kind, hint: str = "") -> str:
-    """The error for a layer type the engine lacks; ``hint``: a did-you-mean, ending in "; "."""
-    return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
-
-
-# As in Keras, a conv2d or dense layer may name its activation; it becomes a layer of its own after it.
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-ACTIVATED_LAYERS = ("conv2d", "dense")
-SOFTMAX_IN_LOSS = ("softmax is applied by the loss (cross-entropy takes the logits); remove {what}: the model "
-                   "ends with the last dense layer")
-
-
-def split_activation(spec: dict) -> list[dict]:
-    """``{type: dense, units: 128, activation: relu}`` as the dense layer's spec and then
-    ``{type: relu}``; a spec without an activation (or with ``linear``) as itself."""
-    if "activation" not in spec:
-        return [spec]
-    spec = dict(spec)
-    activation = spec.pop("activation")
-    if spec.get("type") not in ACTIVATED_LAYERS:
-        raise LayerConfigError("activation", f"{spec.get('type')} takes no activation (only "
-                                             f"{' and '.join(ACTIVATED_LAYERS)} do); list it as a layer after it")
-    if activation == "softmax":
-        raise LayerConfigError("activation", SOFTMAX_IN_LOSS.format(what="it"))
-    if activation in ("linear", None):
-        return [spec]
-    if activation not in ACTIVATIONS:
-        raise LayerConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; got {activation!r}")
-    return [spec, {"type": activation}]
-
-
-def layer_from_config(config: dict) -> "Layer":
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in LAYERS:
-        raise LayerConfigError("type", unknown_layer_type(kind))
-    return LAYERS[kind].from_config(config)
-
-
-def _int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise LayerConfigError(key, f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise LayerConfigError(key, f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _float(key, value, low, high, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LayerConfigError(key, f"{key} must be a number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise LayerConfigError(key, f"{key} must be in {lo}{low}, {high}{hi}, got {value!r}")
-    return float(value)
-
-
-def _choice(key, value, choices):
-    if value not in choices:
-        raise LayerConfigError(key, f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
-INITS = ("he", "glorot", "lecun")
-MAX_WEIGHTS = 50_000_000  # per layer: 200 MB of float32, far beyond any MNIST net, far below a frozen machine
-
-
-def _check_weight_count(key: str, count: int) -> None:
-    """Refuse a layer too big to allocate before trying (a typo like units: 1000000)."""
-    if count > MAX_WEIGHTS:
-        raise ShapeError(key, f"this layer would have {count:,} weights; at most {MAX_WEIGHTS:,} per layer are "
-                              f"supported: lower {key}")
-CONV_ALGORITHMS = ("auto", "im2col", "fft-gemm")
 
 
 def init_weights(rng: np.random.Generator, shape, fan_in: int, fan_out: int, scheme: str) -> np.ndarray:
@@ -228,9 +131,9 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):
         super().__init__(name)
-        self.filters = _int("filters", filters, 1)
-        self.kernel = _int("kernel", kernel, 1)
-        self.stride = _int("stride", stride, 1)
+        self.filters = integer("filters", filters, 1)
+        self.kernel = integer("kernel", kernel, 1)
+        self.stride = integer("stride", stride, 1)
         if padding == "same":
             if self.kernel % 2 == 0:
                 raise LayerConfigError("padding", "padding 'same' needs an odd kernel; give an integer instead")
@@ -238,11 +141,11 @@ class Conv2D(Layer):
         elif padding == "valid":
             self.padding = "valid"
         else:
-            self.padding = _int("padding", padding, 0)
-        self.init = _choice("init", init, INITS)
-        self.bias = _bool("bias", bias)
+            self.padding = integer("padding", padding, 0)
+        self.init = choice("init", init, INITS)
+        self.bias = boolean("bias", bias)
         # im2col or the frequency domain: a choice for the fast plan, which computes the same
-        self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
+        self.algorithm = choice("algorithm", algorithm, CONV_ALGORITHMS)
 
     @property
     def pad(self) -> int:
@@ -272,7 +175,7 @@ class Conv2D(Layer):
         out = super().build(input_shape, rng, dtype)
         c_prev = input_shape[2]
         f = self.kernel
-        _check_weight_count("filters", f * f * c_prev * self.filters)
+        check_weight_count("filters", f * f * c_prev * self.filters)
         rng = rng if rng is not None else np.random.default_rng(0)
         W = init_weights(rng, (f, f, c_prev, self.filters), f * f * c_prev, f * f * self.filters, self.init)
         self.params = {"W": W.astype(dtype)}
@@ -301,8 +204,8 @@ class _Pool(Layer):
 
     def __init__(self, size=2, stride=None, name=None):
         super().__init__(name)
-        self.size = _int("size", size, 1)
-        self.stride = self.size if stride is None else _int("stride", stride, 1)
+        self.size = integer("size", size, 1)
+        self.stride = self.size if stride is None else integer("stride", stride, 1)
 
     def arguments(self):
         return {"size": self.size, "stride": self.stride}
@@ -362,7 +265,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, alpha=0.01, name=None):
         super().__init__(name)
-        self.alpha = _float("alpha", alpha, 0.0, 1.0)
+        self.alpha = number("alpha", alpha, 0.0, 1.0)
 
     def arguments(self):
         return {"alpha": self.alpha}
@@ -424,9 +327,9 @@ class Dense(Layer):
 
     def __init__(self, units, init="he", bias=True, name=None):
         super().__init__(name)
-        self.units = _int("units", units, 1)
-        self.init = _choice("init", init, INITS)
-        self.bias = _bool("bias", bias)
+        self.units = integer("units", units, 1)
+        self.init = choice("init", init, INITS)
+        self.bias = boolean("bias", bias)
 
     def arguments(self):
         return {"units": self.units, "init": self.init, "bias": self.bias}
@@ -441,7 +344,7 @@ class Dense(Layer):
         out = super().build(input_shape, rng, dtype)
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in = input_shape[0]
-        _check_weight_count("units", fan_in * self.units)
+        check_weight_count("units", fan_in * self.units)
         self.params = {"W": init_weights(rng, (fan_in, self.units), fan_in, self.units, self.init).astype(dtype)}
         if self.bias:
             self.params["b"] = np.zeros(self.units, dtype=dtype)
@@ -477,7 +380,7 @@ class Dropout(Layer):
 
     def __init__(self, rate=0.5, name=None):
         super().__init__(name)
-        self.rate = _float("rate", rate, 0.0, 1.0, high_open=True)
+        self.rate = number("rate", rate, 0.0, 1.0, high_open=True)
 
     def arguments(self):
         return {"rate": self.rate}
@@ -509,8 +412,8 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum=0.9, eps=1e-5, name=None):
         super().__init__(name)
-        self.momentum = _float("momentum", momentum, 0.0, 1.0, high_open=True)
-        self.eps = _float("eps", eps, 0.0, 1.0, low_open=True)
+        self.momentum = number("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.eps = number("eps", eps, 0.0, 1.0, low_open=True)
 
     def arguments(self):
         return {"momentum": self.momentum, "eps": self.eps}
@@ -580,3 +483,16 @@ class BatchNorm(Layer):
         rows = dout.reshape(x_hat.shape)
         grads = {"gamma": F.sum_rows(rows * x_hat), "beta": F.sum_rows(rows)}
         return (dout * (self.params["gamma"] * inv_std).astype(dout.dtype)), grads
+
+
+def unknown_layer_type(kind, hint: str = "") -> str:
+    """The error for a layer type the engine lacks; ``hint``: a did-you-mean, ending in "; "."""
+    return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
+
+
+def layer_from_config(config: dict) -> "Layer":
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYERS:
+        raise LayerConfigError("type", unknown_layer_type(kind))
+    return LAYERS[kind].from_config(config)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import Layer, LayerConfigError, layer_from_config, split_activation
+from .layer_arguments import LayerConfigError, split_activation
+from .layers import Layer, layer_from_config
 from .losses import softmax_cross_entropy
 
 

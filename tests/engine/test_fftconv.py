@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 from mnistcnn.engine.fast import fftconv
 from mnistcnn.engine.fast.plan import Plan, conv_method
 from mnistcnn.engine import functional as F
-from mnistcnn.engine.layers import ShapeError, layer_from_config
+from mnistcnn.engine.layer_arguments import ShapeError
+from mnistcnn.engine.layers import layer_from_config
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop
 

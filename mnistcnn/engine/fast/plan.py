@@ -25,7 +25,8 @@ import functools
 
 import numpy as np
 
-from ..layers import Conv2D, MaxPool2D, ReLU, ShapeError
+from ..layer_arguments import ShapeError
+from ..layers import Conv2D, MaxPool2D, ReLU
 from ..losses import softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv
