@@ -206,7 +206,7 @@ class ConvPoolStep(ConvStep):
 
     def backward(self, dout, cache):
         if self.spectrum:
-            return ConvStep.backward(self, convpool.conv_gradient(dout, cache), cache.conv)
+            return ConvStep.backward(self, convpool.conv_gradient(dout, cache), cache.conv_input)
         # a first layer's (im2col fuses only there): no input gradient, all of it is weight work
         return None, self._weight_work(convpool.im2col_weight_gradients, dout, cache)
 
