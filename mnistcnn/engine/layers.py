@@ -400,12 +400,12 @@ class Dropout(Layer):
 
 @register("batchnorm")
 class BatchNorm(Layer):
-    """Batch normalisation over every axis but the last (channels of NHWC, units of dense).
+    """Batch normalisation per channel; running = momentum * running + (1 - momentum) * batch, as Keras.
 
-    Training uses the batch's statistics and updates running averages; evaluation uses the
-    running averages. gamma and beta have the shape of the last axis.
-    ``momentum`` is Keras's: running = momentum * running + (1 - momentum) * batch (PyTorch's
-    momentum is 1 minus this).
+    The statistics are over every axis but the last (channels of NHWC, units of dense). Training
+    uses the batch's statistics and updates the running averages; evaluation uses the running
+    averages. gamma and beta have the shape of the last axis. PyTorch's ``momentum`` is 1 minus
+    this one.
     """
 
     keeps_positions = True

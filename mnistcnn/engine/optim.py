@@ -178,10 +178,11 @@ class Schedule:
     ``constant``; ``step`` (times ``gamma`` every ``step_epochs``); ``cosine`` (from the base
     rate down to ``min_lr`` over the run); each after an optional linear warm-up of
     ``warmup_epochs`` (the rate climbs in equal steps from ``lr / warm-up steps`` to ``lr``), and
-    counted from its end, as PyTorch's SequentialLR of a warm-up and StepLR or CosineAnnealingLR. ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it:
-    the rate rises from ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals,
-    cosine, to ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the
-    other way between ``max_momentum`` and ``base_momentum``.
+    counted from its end, as PyTorch's SequentialLR of a warm-up and StepLR or CosineAnnealingLR.
+    ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it: the rate rises from
+    ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals, cosine, to
+    ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the other way
+    between ``max_momentum`` and ``base_momentum``.
     """
 
     def __init__(self, base_lr, steps_per_epoch, epochs, type="constant", warmup_epochs=0.0,
