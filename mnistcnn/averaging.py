@@ -2,7 +2,8 @@
 
 Averaging begins after ``start`` of the run. From then on, each epoch's validation score, the
 best checkpoint and the test score are those of the averaged weights; the training weights go
-on unaveraged and are kept in the checkpoints under ``training.`` to resume from.
+on unaveraged and are kept in the checkpoints under ``training.`` to resume from. The average
+itself (EMA or SWA, its formula and state) is ``engine.optim.WeightAverage``.
 """
 from __future__ import annotations
 

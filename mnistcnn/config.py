@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, UsageError, command_line
-from .engine.layers import (ACTIVATED_LAYERS, CONV_ALGORITHMS, LAYERS, SOFTMAX_IN_LOSS, LayerConfigError,
-                            unknown_layer_type)
+from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
+from .engine.layers import LAYERS, unknown_layer_type
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
 from .runs import RunDir, check_run_name
 
@@ -139,7 +139,8 @@ SCHEMA = {
         "schedule": {
             "type": Field("constant", str, "constant, step, cosine or onecycle (Smith and Topin's, as PyTorch's "
                                            "OneCycleLR)", choices=SCHEDULES),
-            "warmup_epochs": Field(0.0, float, "linear warm-up from 0 over this many epochs (onecycle rises over "
+            "warmup_epochs": Field(0.0, float, "linear warm-up over this many epochs, from lr / its steps up to "
+                                               "lr; step and cosine count from its end (onecycle rises over "
                                                "pct_start instead)", 0, 1000),
             "step_epochs": Field(1, int, "step: multiply by gamma every this many epochs", 1, 100000),
             "gamma": Field(0.1, float, "step: the factor", 0, 1),

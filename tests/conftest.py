@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 
-from mnistcnn.engine.model import FLOAT32_RTOL
+from mnistcnn.export import FLOAT32_RTOL
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -95,7 +95,7 @@ def numerical_gradient():
 
 @pytest.fixture(scope="session")
 def relative_error():
-    """The largest difference over the largest magnitude of the two."""
+    """The largest difference over the sum of the two arrays' largest magnitudes."""
 
     def error(a, b):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

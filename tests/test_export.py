@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistcnn.engine.model import FLOAT32_RTOL
+from mnistcnn.export import FLOAT32_RTOL
 from mnistcnn.errors import install_extra
 from hypothesis import HealthCheck, given, settings, strategies as st
 

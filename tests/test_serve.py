@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; 
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
-from mnistcnn.engine.model import FLOAT32_RTOL  # noqa: E402
+from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import classify, prepare, read_grey  # noqa: E402
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402

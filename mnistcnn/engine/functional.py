@@ -1,6 +1,7 @@
 """Pure array kernels: convolution and pooling, forward and backward.
 
-The names, signatures and layout are the seed notebook's, so its cells run unchanged:
+The names, signatures and layout are the seed notebook's, so its cells run unchanged (all but
+the one that passes a wrongly shaped ``dA``, which is now refused):
 activations are NHWC, conv weights ``W`` are ``(f, f, C_prev, C)``, biases ``b`` are
 ``(1, 1, 1, C)``, conv ``hparameters = {"stride", "pad"}`` and pool ``{"f", "stride"}``.
 Every forward returns ``(out, cache)``; the backward takes that cache.
@@ -39,10 +40,10 @@ def require_4d(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name} must be 4-D (m, n_H, n_W, n_C), got shape {np.shape(x)}")
 
 
-def column_sums(rows: np.ndarray) -> np.ndarray:
-    """Sum over the first axis of a 2-D array as a BLAS matrix-vector product: much faster
-    than ``rows.sum(axis=0)``, whose pairwise summation walks the array once per column."""
-    return np.ones(rows.shape[0], dtype=rows.dtype) @ rows
+def sum_rows(rows: np.ndarray) -> np.ndarray:
+    """``rows.sum(axis=0)`` of a 2-D array, added up in float64: NumPy adds a float32 array's
+    rows one at a time, and over a conv output's tens of thousands of rows that loses digits."""
+    return rows.sum(axis=0, dtype=np.float64).astype(rows.dtype)
 
 
 def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
@@ -61,12 +62,7 @@ def offset_slice(start: int, count: int, stride: int) -> slice:
 def zero_pad(X: np.ndarray, pad: int) -> np.ndarray:
     """Pad the two spatial axes of an NHWC batch with ``pad`` zeros on each side."""
     require_4d("X", X)
-    if pad == 0:
-        return X
-    m, h, w, c = X.shape
-    padded = np.zeros((m, h + 2 * pad, w + 2 * pad, c), dtype=X.dtype)  # np.pad is much slower here
-    padded[:, pad:pad + h, pad:pad + w] = X
-    return padded
+    return np.pad(X, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="constant", constant_values=0)
 
 
 def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
@@ -88,10 +84,9 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
     return windows.reshape(m * n_H * n_W, f * f * n_C)
 
 
-def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict, columns=im2col):
+def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
     """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C), or None for
-    no bias. ``columns(A_pad, f, stride, n_H, n_W)`` builds the im2col matrix (the fast plan
-    passes a faster builder of the same matrix).
+    no bias.
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -116,7 +111,7 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
 
     dtype = floating_dtype(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
-    cols = columns(A_pad, f, stride, n_H, n_W)
+    cols = im2col(A_pad, f, stride, n_H, n_W)
     Z = cols @ W.reshape(f * f * n_C_prev, n_C).astype(dtype, copy=False)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(n_C)
@@ -131,12 +126,10 @@ def col2im_add(dA_pad: np.ndarray, dZ_rows: np.ndarray, W: np.ndarray, stride: i
     """
     f = W.shape[0]
     m = dA_pad.shape[0]
-    # W[i, j].T made contiguous: BLAS multiplies a small transposed operand markedly slower
-    W_t = np.ascontiguousarray(W.transpose(0, 1, 3, 2))
     for i in range(f):
         h_slice = offset_slice(i, n_H, stride)
         for j in range(f):
-            block = dZ_rows @ W_t[i, j]
+            block = dZ_rows @ W[i, j].T
             dA_pad[:, h_slice, offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
@@ -151,7 +144,7 @@ def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
     return (conv_input_gradient(dZ, cache) if compute_dA else None), dW, db
 
 
-def _dZ_rows(dZ: np.ndarray, cache) -> np.ndarray:
+def dZ_rows(dZ: np.ndarray, cache) -> np.ndarray:
     """``dZ``, checked against the forward output's shape, as one row per output pixel:
     (m*n_H*n_W, C), the layout of the GEMM that made it."""
     A_prev, W, _, hparameters, cols = cache
@@ -168,8 +161,8 @@ def conv_weight_gradients(dZ: np.ndarray, cache):
     """``(dW, db)``: each weight's gradient sums input value times output gradient over every
     window that uses it, which is one GEMM with the im2col matrix kept by the forward pass."""
     W, cols = cache[1], cache[4]
-    dZ_rows = _dZ_rows(dZ, cache)
-    return (cols.T @ dZ_rows).reshape(W.shape), column_sums(dZ_rows).reshape(1, 1, 1, -1)
+    rows = dZ_rows(dZ, cache)
+    return (cols.T @ rows).reshape(W.shape), sum_rows(rows).reshape(1, 1, 1, -1)
 
 
 def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
@@ -180,7 +173,7 @@ def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     n_H, n_W = np.shape(dZ)[1:3]
     dtype = cols.dtype
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)
-    col2im_add(dA_pad, _dZ_rows(dZ, cache), W.astype(dtype, copy=False), stride, n_H, n_W)
+    col2im_add(dA_pad, dZ_rows(dZ, cache), W.astype(dtype, copy=False), stride, n_H, n_W)
     # Slicing [pad:pad+H] rather than the notebook's [pad:-pad], which is empty when pad == 0.
     return np.ascontiguousarray(dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :])
 
@@ -190,7 +183,7 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
 
 
-def _pool_geometry(shape, hparameters):
+def pool_geometry(shape, hparameters):
     f = _int_param(hparameters, "f", 1)
     stride = _int_param(hparameters, "stride", 1)
     m, n_H_prev, n_W_prev, n_C = shape
@@ -200,18 +193,18 @@ def _pool_geometry(shape, hparameters):
     return f, stride, (m, n_H, n_W, n_C)
 
 
-def _window_slices(f: int, stride: int, n_H: int, n_W: int):
+def window_slices(f: int, stride: int, n_H: int, n_W: int):
     """(h_slice, w_slice): the strided slices of each window offset, in row-major order."""
     for i in range(f):
         for j in range(f):
             yield offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
 
 
-def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
+def window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
     """Each window's maximum: a running np.maximum over the f*f strided slices."""
     _, n_H, n_W, _ = out_shape
     running_max = None
-    for h_slice, w_slice in _window_slices(f, stride, n_H, n_W):
+    for h_slice, w_slice in window_slices(f, stride, n_H, n_W):
         window = A[:, h_slice, w_slice, :]
         running_max = window.copy() if running_max is None else np.maximum(running_max, window, out=running_max)
     return running_max
@@ -220,21 +213,21 @@ def _window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
 def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     """Max or average pooling of an NHWC batch with an f x f window and a stride.
 
-    Returns ``A`` (m, n_H, n_W, C) and ``cache = (A_prev, hparameters, A, mode)``; the first two
-    entries are the notebook's cache.
+    Returns ``A`` (m, n_H, n_W, C) and ``cache = (A_prev, hparameters)``, the notebook's cache,
+    followed in max mode by ``A``, whose maxima the backward pass then need not find again.
     """
     require_4d("A_prev", A_prev)
     _check_mode(mode)
-    f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
+    f, stride, out_shape = pool_geometry(A_prev.shape, hparameters)
     A_in = np.asarray(A_prev, dtype=floating_dtype(A_prev))
     if mode == "max":
-        A = _window_max(A_in, f, stride, out_shape)
-    else:
-        A = np.zeros(out_shape, dtype=A_in.dtype)
-        for h_slice, w_slice in _window_slices(f, stride, out_shape[1], out_shape[2]):
-            A += A_in[:, h_slice, w_slice, :]
-        A /= f * f
-    return A, (A_prev, hparameters, A, mode)
+        A = window_max(A_in, f, stride, out_shape)
+        return A, (A_prev, hparameters, A)
+    A = np.zeros(out_shape, dtype=A_in.dtype)
+    for h_slice, w_slice in window_slices(f, stride, out_shape[1], out_shape[2]):
+        A += A_in[:, h_slice, w_slice, :]
+    A /= f * f
+    return A, (A_prev, hparameters)
 
 
 def first_max_masks(windows: list, maximum: np.ndarray):
@@ -252,38 +245,26 @@ def first_max_masks(windows: list, maximum: np.ndarray):
 def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     """Route ``dA[i, h, w, c]`` back to its window: all of it to the first maximum in row-major
     window order (max mode, PyTorch's tie rule) or ``dA / (f*f)`` to every cell (average mode).
-    Overlapping windows accumulate.
+    Overlapping windows accumulate. ``mode`` says which pooling made ``cache``.
     """
     _check_mode(mode)
     A_prev, hparameters = cache[0], cache[1]
-    f, stride, out_shape = _pool_geometry(A_prev.shape, hparameters)
+    f, stride, out_shape = pool_geometry(A_prev.shape, hparameters)
     if np.shape(dA) != out_shape:
         raise ValueError(f"dA must have the pooled output's shape {out_shape}, got {np.shape(dA)}")
     dtype = floating_dtype(A_prev, dA)
     dA = np.asarray(dA, dtype=dtype)
     A_in = np.asarray(A_prev, dtype=dtype)
-    # Windows that do not overlap are written instead of accumulated; if they leave no gap
-    # either, they write every cell and the array needs no clearing first.
-    tiled = stride == f
-    covers_all = tiled and A_in.shape[1:3] == (out_shape[1] * f, out_shape[2] * f)
-    dA_prev = np.empty(A_in.shape, dtype=dtype) if covers_all else np.zeros(A_in.shape, dtype=dtype)
+    dA_prev = np.zeros(A_in.shape, dtype=dtype)
+    slices = list(window_slices(f, stride, out_shape[1], out_shape[2]))
     if mode == "average":
-        dA_per_cell = dA / dtype.type(f * f)
-        for h_slice, w_slice in _window_slices(f, stride, out_shape[1], out_shape[2]):
-            if tiled:
-                dA_prev[:, h_slice, w_slice, :] = dA_per_cell
-            else:
-                dA_prev[:, h_slice, w_slice, :] += dA_per_cell
+        dA_per_cell = dA / (f * f)
+        for h_slice, w_slice in slices:
+            dA_prev[:, h_slice, w_slice, :] += dA_per_cell
         return dA_prev
-    if len(cache) == 4 and cache[3] == "max":
-        A = cache[2]
-    else:  # the notebook's (A_prev, hparameters) or an average-mode cache: find the maxima now
-        A = _window_max(A_in, f, stride, out_shape)
-    slices = list(_window_slices(f, stride, out_shape[1], out_shape[2]))
+    # the maxima: kept by a max-mode forward pass; the notebook's cache (A_prev, hparameters) has none
+    A = cache[2] if len(cache) > 2 else window_max(A_in, f, stride, out_shape)
     windows = [A_in[:, h_slice, w_slice, :] for h_slice, w_slice in slices]
     for (h_slice, w_slice), first in zip(slices, first_max_masks(windows, A)):
-        if tiled:
-            np.multiply(dA, first, out=dA_prev[:, h_slice, w_slice, :])
-        else:
-            dA_prev[:, h_slice, w_slice, :] += dA * first
+        dA_prev[:, h_slice, w_slice, :] += dA * first
     return dA_prev

@@ -19,27 +19,10 @@ import math
 import numpy as np
 
 from . import functional as F
-from ..errors import MnistCnnError
+from .layer_arguments import (CONV_ALGORITHMS, INITS, LayerConfigError, ShapeError, boolean, check_weight_count,
+                              choice, integer, number)
 
-LAYERS: dict[str, type["Layer"]] = {}
-
-
-class LayerConfigError(MnistCnnError, exit_code=2):
-    """A layer argument is invalid; ``key`` names it so the config loader can give its path."""
-
-    def __init__(self, key: str | None, message: str):
-        super().__init__(message)
-        self.key = key
-        self.index = None  # the layer's place in the model, once known
-
-    def at(self, index: int) -> "LayerConfigError":
-        """This error, for the layer at ``index`` of a model."""
-        self.index = index
-        return self
-
-
-class ShapeError(LayerConfigError):
-    """A layer does not fit the shape its input has."""
+LAYERS: dict[str, type["Layer"]] = {}  # a config's ``type:`` name -> its class
 
 
 def register(name: str):
@@ -51,86 +34,6 @@ def register(name: str):
         return cls
 
     return add
-
-
-def unknown_layer_type(kind, hint: str = "") -> str:
-    """The error for a layer type the engine lacks; ``hint``: a did-you-mean, ending in "; "."""
-    return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
-
-
-# As in Keras, a conv2d or dense layer may name its activation; it becomes a layer of its own after it.
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-ACTIVATED_LAYERS = ("conv2d", "dense")
-SOFTMAX_IN_LOSS = ("softmax is applied by the loss (cross-entropy takes the logits); remove {what}: the model "
-                   "ends with the last dense layer")
-
-
-def split_activation(spec: dict) -> list[dict]:
-    """``{type: dense, units: 128, activation: relu}`` as the dense layer's spec and then
-    ``{type: relu}``; a spec without an activation (or with ``linear``) as itself."""
-    if "activation" not in spec:
-        return [spec]
-    spec = dict(spec)
-    activation = spec.pop("activation")
-    if spec.get("type") not in ACTIVATED_LAYERS:
-        raise LayerConfigError("activation", f"{spec.get('type')} takes no activation (only "
-                                             f"{' and '.join(ACTIVATED_LAYERS)} do); list it as a layer after it")
-    if activation == "softmax":
-        raise LayerConfigError("activation", SOFTMAX_IN_LOSS.format(what="it"))
-    if activation in ("linear", None):
-        return [spec]
-    if activation not in ACTIVATIONS:
-        raise LayerConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)} or linear; got {activation!r}")
-    return [spec, {"type": activation}]
-
-
-def layer_from_config(config: dict) -> "Layer":
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in LAYERS:
-        raise LayerConfigError("type", unknown_layer_type(kind))
-    return LAYERS[kind].from_config(config)
-
-
-def _int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise LayerConfigError(key, f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise LayerConfigError(key, f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _float(key, value, low, high, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LayerConfigError(key, f"{key} must be a number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise LayerConfigError(key, f"{key} must be in {lo}{low}, {high}{hi}, got {value!r}")
-    return float(value)
-
-
-def _choice(key, value, choices):
-    if value not in choices:
-        raise LayerConfigError(key, f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
-INITS = ("he", "glorot", "lecun")
-MAX_WEIGHTS = 50_000_000  # per layer: 200 MB of float32, far beyond any MNIST net, far below a frozen machine
-
-
-def _check_weight_count(key: str, count: int) -> None:
-    """Refuse a layer too big to allocate before trying (a typo like units: 1000000)."""
-    if count > MAX_WEIGHTS:
-        raise ShapeError(key, f"this layer would have {count:,} weights; at most {MAX_WEIGHTS:,} per layer are "
-                              f"supported: lower {key}")
-CONV_ALGORITHMS = ("auto", "im2col", "fft-gemm")
 
 
 def init_weights(rng: np.random.Generator, shape, fan_in: int, fan_out: int, scheme: str) -> np.ndarray:
@@ -147,8 +50,9 @@ class Layer:
     """Base layer: no parameters, shape-preserving."""
 
     type_name = "layer"
-    # maps each value alone (or per channel; batchnorm in evaluation): a value keeps its place through it
-    elementwise = False
+    # in evaluation each output value depends only on the input value at the same position (and
+    # the channel's parameters): what the page's conv arithmetic follows a value through
+    keeps_positions = False
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -221,15 +125,15 @@ class Conv2D(Layer):
 
     Forward: ``functional.conv_forward`` (an im2col matrix and one GEMM). Backward:
     ``functional.conv_backward`` (dW and db by a GEMM with that matrix, dA by a scatter-add).
-    ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, or "same"
-    (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
+    ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, "valid" (0)
+    or "same" (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
     """
 
     def __init__(self, filters, kernel=3, stride=1, padding=0, init="he", bias=True, algorithm="auto", name=None):
         super().__init__(name)
-        self.filters = _int("filters", filters, 1)
-        self.kernel = _int("kernel", kernel, 1)
-        self.stride = _int("stride", stride, 1)
+        self.filters = integer("filters", filters, 1)
+        self.kernel = integer("kernel", kernel, 1)
+        self.stride = integer("stride", stride, 1)
         if padding == "same":
             if self.kernel % 2 == 0:
                 raise LayerConfigError("padding", "padding 'same' needs an odd kernel; give an integer instead")
@@ -237,11 +141,11 @@ class Conv2D(Layer):
         elif padding == "valid":
             self.padding = "valid"
         else:
-            self.padding = _int("padding", padding, 0)
-        self.init = _choice("init", init, INITS)
-        self.bias = _bool("bias", bias)
+            self.padding = integer("padding", padding, 0)
+        self.init = choice("init", init, INITS)
+        self.bias = boolean("bias", bias)
         # im2col or the frequency domain: a choice for the fast plan, which computes the same
-        self.algorithm = _choice("algorithm", algorithm, CONV_ALGORITHMS)
+        self.algorithm = choice("algorithm", algorithm, CONV_ALGORITHMS)
 
     @property
     def pad(self) -> int:
@@ -271,7 +175,7 @@ class Conv2D(Layer):
         out = super().build(input_shape, rng, dtype)
         c_prev = input_shape[2]
         f = self.kernel
-        _check_weight_count("filters", f * f * c_prev * self.filters)
+        check_weight_count("filters", f * f * c_prev * self.filters)
         rng = rng if rng is not None else np.random.default_rng(0)
         W = init_weights(rng, (f, f, c_prev, self.filters), f * f * c_prev, f * f * self.filters, self.init)
         self.params = {"W": W.astype(dtype)}
@@ -300,8 +204,8 @@ class _Pool(Layer):
 
     def __init__(self, size=2, stride=None, name=None):
         super().__init__(name)
-        self.size = _int("size", size, 1)
-        self.stride = self.size if stride is None else _int("stride", stride, 1)
+        self.size = integer("size", size, 1)
+        self.stride = self.size if stride is None else integer("stride", stride, 1)
 
     def arguments(self):
         return {"size": self.size, "stride": self.stride}
@@ -343,29 +247,25 @@ class AvgPool2D(_Pool):
 class ReLU(Layer):
     """max(x, 0)."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
-        if not training:  # evaluation keeps no cache: the mask would be a wasted pass
-            return np.maximum(x, 0), None
-        return np.maximum(x, 0), x > 0
+        return np.maximum(x, 0), x
 
     def backward_pass(self, dout, cache):
-        if cache is None:
-            raise ValueError("relu's backward needs a forward pass with training=True (evaluation keeps no mask)")
-        # a product with the mask (faster than np.where), into a fresh array: dout is not edited
-        return dout * cache, {}
+        # d(max(x, 0))/dx is 1 where x > 0, else 0; a fresh array: dout is not edited
+        return dout * (cache > 0), {}
 
 
 @register("leaky_relu")
 class LeakyReLU(Layer):
     """x where x > 0, else alpha * x."""
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, alpha=0.01, name=None):
         super().__init__(name)
-        self.alpha = _float("alpha", alpha, 0.0, 1.0)
+        self.alpha = number("alpha", alpha, 0.0, 1.0)
 
     def arguments(self):
         return {"alpha": self.alpha}
@@ -381,7 +281,7 @@ class LeakyReLU(Layer):
 class Tanh(Layer):
     """tanh(x)."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
         out = np.tanh(x)
@@ -395,7 +295,7 @@ class Tanh(Layer):
 class Sigmoid(Layer):
     """1 / (1 + exp(-x))."""
 
-    elementwise = True
+    keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
         # exp of a non-positive number only, so neither branch can overflow
@@ -427,9 +327,9 @@ class Dense(Layer):
 
     def __init__(self, units, init="he", bias=True, name=None):
         super().__init__(name)
-        self.units = _int("units", units, 1)
-        self.init = _choice("init", init, INITS)
-        self.bias = _bool("bias", bias)
+        self.units = integer("units", units, 1)
+        self.init = choice("init", init, INITS)
+        self.bias = boolean("bias", bias)
 
     def arguments(self):
         return {"units": self.units, "init": self.init, "bias": self.bias}
@@ -444,7 +344,7 @@ class Dense(Layer):
         out = super().build(input_shape, rng, dtype)
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in = input_shape[0]
-        _check_weight_count("units", fan_in * self.units)
+        check_weight_count("units", fan_in * self.units)
         self.params = {"W": init_weights(rng, (fan_in, self.units), fan_in, self.units, self.init).astype(dtype)}
         if self.bias:
             self.params["b"] = np.zeros(self.units, dtype=dtype)
@@ -476,11 +376,11 @@ class Dense(Layer):
 class Dropout(Layer):
     """Inverted dropout: scales the kept units by 1/(1-rate) in training; identity in evaluation."""
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, rate=0.5, name=None):
         super().__init__(name)
-        self.rate = _float("rate", rate, 0.0, 1.0, high_open=True)
+        self.rate = number("rate", rate, 0.0, 1.0, high_open=True)
 
     def arguments(self):
         return {"rate": self.rate}
@@ -500,18 +400,20 @@ class Dropout(Layer):
 
 @register("batchnorm")
 class BatchNorm(Layer):
-    """Batch normalisation over every axis but the last (channels of NHWC, units of dense).
+    """Batch normalisation per channel; running = momentum * running + (1 - momentum) * batch, as Keras.
 
-    Training uses the batch's statistics and updates running averages; evaluation uses the
-    running averages. gamma and beta have the shape of the last axis.
+    The statistics are over every axis but the last (channels of NHWC, units of dense). Training
+    uses the batch's statistics and updates the running averages; evaluation uses the running
+    averages. gamma and beta have the shape of the last axis. PyTorch's ``momentum`` is 1 minus
+    this one.
     """
 
-    elementwise = True
+    keeps_positions = True
 
     def __init__(self, momentum=0.9, eps=1e-5, name=None):
         super().__init__(name)
-        self.momentum = _float("momentum", momentum, 0.0, 1.0, high_open=True)
-        self.eps = _float("eps", eps, 0.0, 1.0, low_open=True)
+        self.momentum = number("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.eps = number("eps", eps, 0.0, 1.0, low_open=True)
 
     def arguments(self):
         return {"momentum": self.momentum, "eps": self.eps}
@@ -529,41 +431,29 @@ class BatchNorm(Layer):
     def forward_pass(self, x, training=False, rng=None):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:  # the cache is the input itself (no copy): a backward in evaluation needs it
+            # gamma (x - mean) inv_std + beta as one scale and one shift of x
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             scale = (gamma * inv_std).astype(x.dtype)
             return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), x
         rows = x.reshape(-1, x.shape[-1])
         count = rows.shape[0]
-        mean = F.column_sums(rows) / count
-        centred = rows - mean
-        var = F.column_sums(centred * centred) / count
+        mean = F.sum_rows(rows) / count
+        var = F.sum_rows((rows - mean) ** 2) / count
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = np.multiply(centred, inv_std, out=centred)
-        out = x_hat * gamma
-        out += beta
+        x_hat = (rows - mean) * inv_std
+        out = gamma * x_hat + beta
         return out.reshape(x.shape), (x_hat.reshape(x.shape), inv_std, mean, var)
 
     def forward(self, x, training=False, rng=None):
         out = super().forward(x, training, rng)
-        if training:
-            self.update_running(self.cache)
+        if training:  # every training batch moves the running averages towards its own statistics
+            _, _, mean, var = self.cache
+            self.update_running_statistics(mean, var, x.size // x.shape[-1])
         return out
 
-    @staticmethod
-    def batch_statistics(cache) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(count, mean, variance)`` of a training batch, from its forward cache."""
-        x_hat, _, mean, var = cache
-        return x_hat.size // x_hat.shape[-1], mean, var
-
-    def update_running(self, cache) -> None:
-        """Fold a training batch's statistics (from its cache) into the running averages."""
-        count, mean, var = self.batch_statistics(cache)
-        self.update_running_statistics(mean, var, count)
-
     def update_running_statistics(self, mean, var, count: int) -> None:
-        """Fold a batch's mean and (biased) variance over ``count`` values into the running
-        averages. Kept out of ``forward_pass`` so that parts of a batch computed in parallel
-        can fold in the whole batch's statistics once."""
+        """running = momentum * running + (1 - momentum) * batch, for a batch's mean and (biased)
+        variance over ``count`` values."""
         momentum = self.momentum
         dtype = self.buffers["running_mean"].dtype
         self.buffers["running_mean"] = (momentum * self.buffers["running_mean"] + (1 - momentum) * mean).astype(dtype)
@@ -575,20 +465,15 @@ class BatchNorm(Layer):
         if isinstance(cache, np.ndarray):  # an evaluation forward keeps its input alone, not a tuple
             return self.evaluation_backward(dout, cache)
         x_hat, inv_std = cache[:2]
-        shape = dout.shape
-        dout = dout.reshape(-1, shape[-1])
-        x_hat = x_hat.reshape(dout.shape)
-        dbeta = F.column_sums(dout)
-        dgamma = F.column_sums(dout * x_hat)
-        count = dout.shape[0]
-        # the compact form of d(loss)/dx: the mean and variance depend on every x of the batch,
+        rows = dout.reshape(-1, dout.shape[-1])
+        x_hat = x_hat.reshape(rows.shape)
+        dbeta = F.sum_rows(rows)
+        dgamma = F.sum_rows(rows * x_hat)
+        count = rows.shape[0]
+        # the mean and variance depend on every x of the batch, hence the two mean terms:
         # dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
-        dx = x_hat * (dgamma / count).astype(dout.dtype)
-        np.subtract(dout, dx, out=dx)
-        dx -= (dbeta / count).astype(dout.dtype)
-        dx *= (self.params["gamma"] * inv_std).astype(dout.dtype)
-        dx = dx.reshape(shape)
-        return dx.astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}
+        dx = self.params["gamma"] * inv_std * (rows - dbeta / count - x_hat * (dgamma / count))
+        return dx.reshape(dout.shape).astype(dout.dtype, copy=False), {"gamma": dgamma, "beta": dbeta}
 
     def evaluation_backward(self, dout, x):
         """``(dx, grads)`` of the evaluation forward: a fixed map per channel with the running
@@ -596,5 +481,18 @@ class BatchNorm(Layer):
         inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
         x_hat = ((x - self.buffers["running_mean"]) * inv_std).reshape(-1, x.shape[-1])
         rows = dout.reshape(x_hat.shape)
-        grads = {"gamma": F.column_sums(rows * x_hat), "beta": F.column_sums(rows)}
+        grads = {"gamma": F.sum_rows(rows * x_hat), "beta": F.sum_rows(rows)}
         return (dout * (self.params["gamma"] * inv_std).astype(dout.dtype)), grads
+
+
+def unknown_layer_type(kind, hint: str = "") -> str:
+    """The error for a layer type the engine lacks; ``hint``: a did-you-mean, ending in "; "."""
+    return f"unknown layer type {kind!r}; {hint}valid types: {', '.join(sorted(LAYERS))}"
+
+
+def layer_from_config(config: dict) -> "Layer":
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYERS:
+        raise LayerConfigError("type", unknown_layer_type(kind))
+    return LAYERS[kind].from_config(config)

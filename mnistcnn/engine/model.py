@@ -3,16 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import Layer, LayerConfigError, layer_from_config, split_activation
+from .layer_arguments import LayerConfigError, split_activation
+from .layers import Layer, layer_from_config
 from .losses import softmax_cross_entropy
 
-# Two float32 computations of the same sums in another order (another GEMM shape, another thread
-# split, another CPU's BLAS kernel, another runtime) differ by rounding alone: a sum of n products
-# by about sqrt(n) * eps of its terms' size, eps = 1.2e-7 and n <= 1,600 in the shipped nets,
-# compounded over a few layers. 1e-4 of the array's largest magnitude bounds that with room to
-# spare and is still far below the error of any real mistake (a wrong tap, a lost window, a
-# missing bias).
-FLOAT32_RTOL = 1e-4
 
 class Sequential:
     """Layers applied in order to NHWC batches; shapes exclude the batch axis."""
@@ -109,7 +103,9 @@ class Sequential:
         return x
 
     def backward(self, dout: np.ndarray):
-        """Backpropagate ``dout`` through every layer in reverse; gradients land on the layers."""
+        """Backpropagate ``dout`` through every layer in reverse; gradients land on the layers.
+        Returns the gradient at the input, or None: the first layer skips it (``needs_input_grad``
+        is False there, as the model sets it), and so does any layer told to."""
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout

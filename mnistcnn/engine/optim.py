@@ -2,7 +2,9 @@
 
 Parameters and gradients are dicts of arrays keyed by a stable name (``"0.W"``); optimiser
 state is a dict of arrays under the same keys, so it saves into a checkpoint and restores.
-Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta.
+Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta. The averages'
+maths is ``WeightAverage``; when a run averages, and what it keeps, is ``mnistcnn.averaging``.
+The in-place, split form of the updates that training runs is ``fast.optim``.
 """
 from __future__ import annotations
 
@@ -25,33 +27,19 @@ class Optimizer:
         self.steps = 0
 
     def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
-        """Update every parameter in place with its gradient at learning rate ``lr``."""
-        lr = self.start_step(params, lr)
+        """Update every parameter in place with its gradient at learning rate ``lr`` (default:
+        ``self.lr``)."""
+        self.steps += 1
+        lr = float(self.lr if lr is None else lr)
         for key, p in params.items():
             self.update(key, p, grads[key], lr)
 
-    def start_step(self, params: dict, lr: float | None = None) -> float:
-        """Count the step and make the state; returns the learning rate to update with."""
-        self.steps += 1
-        for key, p in params.items():
-            if not p.flags.c_contiguous:  # updates go through flat views: a copy would lose them
-                raise ValueError(f"parameter {key} must be a C-contiguous array")
-            for kind in self.slot_kinds:
-                self._slot(kind, key, p)
-        return self.lr if lr is None else lr
-
-    def update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float, part: slice = slice(None)) -> None:
-        """Update the entries ``part`` of the flattened ``p``. Every update is element-wise, so
-        any split of the entries gives the same numbers."""
-        slots = {kind: self.state[f"{kind}.{key}"].reshape(-1)[part] for kind in self.slot_kinds}
-        self._update(key, p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part], lr, slots)
-
-    slot_kinds: tuple = ()
-
-    def _update(self, key, p, g, lr, slots):
+    def update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """One parameter's update: ``p`` changes in place, the state under ``key`` is replaced."""
         raise NotImplementedError
 
-    def _slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
+    def slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
+        """The state ``kind`` (``"velocity"``, ``"m"``...) of parameter ``key``: zeros at first."""
         name = f"{kind}.{key}"
         if name not in self.state:
             self.state[name] = np.zeros_like(like)
@@ -71,6 +59,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
+    """g += weight_decay p (coupled L2, as torch.optim.SGD; weights only);  v = momentum v + g;
+    p -= lr (g + momentum v) with Nesterov, p -= lr v without; p -= lr g when momentum is 0."""
+
     name = "sgd"
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -78,27 +69,27 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    @property
-    def slot_kinds(self):
-        return ("velocity",) if self.momentum else ()
-
     def set_momentum(self, value: float) -> None:
         self.momentum = value
 
-    def _update(self, key, p, g, lr, slots):
+    def update(self, key, p, g, lr):
         if self.weight_decay and decays(key):
-            g = g + self.weight_decay * p  # coupled L2, as torch.optim.SGD does
+            g = g + self.weight_decay * p
         if self.momentum:
-            v = slots["velocity"]
-            v *= self.momentum
-            v += g
+            v = self.momentum * self.slot("velocity", key, p) + g
+            self.state[f"velocity.{key}"] = v
             g = g + self.momentum * v if self.nesterov else v
-        p -= p.dtype.type(lr) * g
+        p -= lr * g
 
 
 class Adam(Optimizer):
     """m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
-    p -= lr m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t).
+    p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), at step t = 1, 2, ...
+
+    Both bias corrections folded into the step size, Kingma and Ba's "more efficient" order, as
+    Keras's Adam computes it. That is PyTorch's p -= lr m_hat / (sqrt(v_hat) + eps_torch), with
+    m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t), for eps_torch = eps / sqrt(1 - beta2^t):
+    eps weighs 1 / sqrt(1 - beta2^t) times more here, which only matters for gradients near eps.
     ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2); AdamW decays p directly."""
 
     name = "adam"
@@ -108,35 +99,23 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    slot_kinds = ("m", "v")
-
     def set_momentum(self, value: float) -> None:
         self.beta1 = value
 
-    def _update(self, key, p, g, lr, slots):
+    def step_size(self, lr: float) -> float:
+        """lr sqrt(1 - beta2^t) / (1 - beta1^t): the rate with both bias corrections."""
+        return lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
+
+    def update(self, key, p, g, lr):
         if self.weight_decay and decays(key):
             if self.decoupled:
-                p -= p.dtype.type(lr * self.weight_decay) * p
+                p -= lr * self.weight_decay * p
             else:
                 g = g + self.weight_decay * p
-        m, v = slots["m"], slots["v"]
-        cast = p.dtype.type
-        scratch = np.multiply(g, cast(1 - self.beta1))  # one temporary, reused: no per-op allocations
-        m *= cast(self.beta1)
-        m += scratch
-        np.multiply(g, g, out=scratch)
-        scratch *= cast(1 - self.beta2)
-        v *= cast(self.beta2)
-        v += scratch
-        # m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into the step size: Kingma and
-        # Ba's "more efficient" order, as Keras's Adam; eps then weighs sqrt(1 - beta2^t) times more
-        # than in torch.optim.Adam, which only matters for gradients near eps
-        step = lr * math.sqrt(1 - self.beta2 ** self.steps) / (1 - self.beta1 ** self.steps)
-        np.sqrt(v, out=scratch)
-        scratch += cast(self.eps)
-        np.divide(m, scratch, out=scratch)
-        scratch *= cast(step)
-        p -= scratch
+        m = self.beta1 * self.slot("m", key, p) + (1 - self.beta1) * g
+        v = self.beta2 * self.slot("v", key, p) + (1 - self.beta2) * (g * g)
+        self.state[f"m.{key}"], self.state[f"v.{key}"] = m, v
+        p -= self.step_size(lr) * (m / (np.sqrt(v) + self.eps))
 
 
 class AdamW(Adam):
@@ -198,10 +177,12 @@ class Schedule:
 
     ``constant``; ``step`` (times ``gamma`` every ``step_epochs``); ``cosine`` (from the base
     rate down to ``min_lr`` over the run); each after an optional linear warm-up of
-    ``warmup_epochs``. ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it:
-    the rate rises from ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals,
-    cosine, to ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the
-    other way between ``max_momentum`` and ``base_momentum``.
+    ``warmup_epochs`` (the rate climbs in equal steps from ``lr / warm-up steps`` to ``lr``), and
+    counted from its end, as PyTorch's SequentialLR of a warm-up and StepLR or CosineAnnealingLR.
+    ``onecycle`` is Smith and Topin's policy as PyTorch's OneCycleLR draws it: the rate rises from
+    ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run and anneals, cosine, to
+    ``lr / div_factor / final_div_factor``; momentum (SGD) or beta1 (Adam) moves the other way
+    between ``max_momentum`` and ``base_momentum``.
     """
 
     def __init__(self, base_lr, steps_per_epoch, epochs, type="constant", warmup_epochs=0.0,
@@ -224,11 +205,11 @@ class Schedule:
             return self.base_lr * (step + 1) / self.warmup_steps
         if self.type == "constant":
             return self.base_lr
+        after_warm_up = step - self.warmup_steps  # both decays start where the warm-up ends
         if self.type == "step":
-            return self.base_lr * self.gamma ** (step // (self.step_epochs * self.steps_per_epoch))
+            return self.base_lr * self.gamma ** (after_warm_up // (self.step_epochs * self.steps_per_epoch))
         total = max(self.epochs * self.steps_per_epoch - self.warmup_steps, 1)
-        progress = min((step - self.warmup_steps) / total, 1.0)
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return _cosine(self.base_lr, self.min_lr, min(after_warm_up / total, 1.0))
 
     def momentum(self, step: int) -> float | None:
         """The momentum (or beta1) for ``step``; None when the schedule leaves it alone."""

@@ -161,7 +161,8 @@ def predict_picture(served: Served, image: np.ndarray, doubt: str | None) -> dic
 def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col: int, channel: int) -> dict:
     """The value at (``row``, ``col``, ``channel``) of conv layer ``index`` for a batch of one
     ``x``, taken apart: the input window (padding included), the filter, their products, the
-    bias, the value the engine computed, and what the elementwise layers after it make of it.
+    bias, the value the engine computed, and what the layers after it that keep positions (relu,
+    batchnorm, ...: ``Layer.keeps_positions``) make of it.
     Arrays are channels first: (C_prev, f, f)."""
     layer = model.layers[index]
     outputs, _ = trace(model, x)
@@ -174,7 +175,7 @@ def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col:
     after, shape = [], outputs[index].shape
     for following in range(index + 1, len(model.layers)):
         layer_after = model.layers[following]
-        if not layer_after.elementwise or outputs[following].shape != shape:
+        if not layer_after.keeps_positions or outputs[following].shape != shape:
             break
         after.append({"index": following, "name": layer_after.name, "type": layer_after.type_name,
                       "value": float(outputs[following][0, row, col, channel])})

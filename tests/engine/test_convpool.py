@@ -12,11 +12,17 @@ from mnistcnn.engine import functional as F
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
+def fft_conv_backward(dZ, cache, compute_dA=True):
+    """``(dA_prev, dW, db)`` for a cache of ``fftconv.conv_forward``, as the plan's steps take them."""
+    dY = fftconv.output_spectrum_gradient(dZ, cache)
+    return (fftconv.input_gradient(dY, cache) if compute_dA else None), *fftconv.weight_gradients(dZ, dY, cache)
+
+
 def conv_pool_backward(dout, cache, compute_dA=False):
     """``(dA_prev, dW, db)`` from either fused forward's cache, as the plan's step computes them
     (the im2col kernel fuses only a first layer: no input gradient)."""
     if convpool.is_fft(cache):
-        return fftconv.conv_backward(convpool.conv_gradient(dout, cache), cache.conv, compute_dA)
+        return fft_conv_backward(convpool.conv_gradient(dout, cache), cache.conv_input, compute_dA)
     return (None,) + convpool.im2col_weight_gradients(dout, cache)
 
 
@@ -74,7 +80,7 @@ def conv_values_in_image_order(cache):
     if cache.channels_first:  # (row parity, column parity, C, rows, columns, m)
         _, _, _, rows, columns, _ = cache.Z.shape
         Z = cache.Z.transpose(5, 3, 0, 4, 1, 2)
-    elif isinstance(cache.conv, np.ndarray):  # im2col: (row parity, column parity, m, rows, columns)
+    elif isinstance(cache.conv_input, np.ndarray):  # im2col: (row parity, column parity, m, rows, columns)
         _, _, _, rows, columns, _ = cache.Z.shape
         Z = cache.Z.transpose(2, 3, 0, 4, 1, 5)
     else:  # fft: rows (row parity, h), columns (column parity, w)
@@ -156,9 +162,9 @@ def test_float32_forward_is_the_separate_kernels(algorithm, pool, c, float32_clo
     b = rng.normal(size=(1, 1, 1, c)).astype(np.float32)
     hp = {"stride": 1 if pool == 2 else 2, "pad": 2}
     out, cache = fused_forward(algorithm, A, W, b, hp, pool)
-    kernels = fftconv if algorithm == "fft-gemm" else F
+    unfused = fftconv if algorithm == "fft-gemm" else F
     assert out.dtype == np.float32
-    float32_close(out, F.pool_forward(kernels.conv_forward(A, W, b, hp)[0], pool_of(pool))[0])
+    float32_close(out, F.pool_forward(unfused.conv_forward(A, W, b, hp)[0], pool_of(pool))[0])
     if algorithm == "im2col":  # evaluation's way: one phase at a time, no cache, in slices of
         # images (here 5, 5, 5 and 1), the relu done while a slice is in cache
         with eval_slices(5):
@@ -175,12 +181,13 @@ def test_float32_forward_is_the_separate_kernels(algorithm, pool, c, float32_clo
             convpool.conv_pool_forward(A, W, b, hp, relu=True)
     # the gradient is routed by the fused kernel's own conv values (before the bias): over blank
     # rows the fft's outputs are near-ties whose order another GEMM shape or BLAS kernel can flip
-    _, conv_cache = kernels.conv_forward(A, W, None, hp)
+    _, conv_cache = unfused.conv_forward(A, W, None, hp)
     in_order = conv_values_in_image_order(cache)
     _, pool_cache = F.pool_forward(in_order, pool_of(pool))
     d_out = rng.normal(size=out.shape).astype(np.float32)
     dA, dW, db = conv_pool_backward(d_out, cache, compute_dA=algorithm == "fft-gemm")
-    want = kernels.conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, compute_dA=algorithm == "fft-gemm")
+    conv_backward = fft_conv_backward if algorithm == "fft-gemm" else F.conv_backward
+    want = conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, algorithm == "fft-gemm")
     assert dW.dtype == np.float32
     for got, expected in zip((dA, dW, db), want):
         assert (got is None) == (expected is None)

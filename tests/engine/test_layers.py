@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mnistcnn import config as cfg
-from mnistcnn.engine.layers import LAYERS, LayerConfigError, layer_from_config
+from mnistcnn.engine.layer_arguments import LayerConfigError
+from mnistcnn.engine.layers import LAYERS, layer_from_config
 from mnistcnn.engine.model import Sequential
 
 # (config, input shape without batch); inputs are kept away from kinks (relu at 0)

@@ -139,3 +139,33 @@ def test_recomputed_batchnorm_statistics_are_the_mean_over_the_batches(path):
     assert np.allclose(norm.buffers["running_mean"], np.mean([b.mean(axis=0) for b in batches], axis=0))
     assert np.allclose(norm.buffers["running_var"], np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0))
     assert norm.momentum == 0.8
+
+
+def test_sgd_nesterov_step_matches_hand_computation():
+    opt = SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.5)
+    p = {"0.W": np.array([2.0])}
+    opt.step(p, {"0.W": np.array([1.0])})  # g = 1 + 0.5*2 = 2, v = 2, p = 2 - 0.1*(2 + 0.9*2) = 1.62
+    assert np.allclose(p["0.W"], 1.62)
+    opt.step(p, {"0.W": np.array([1.0])})  # g = 1 + 0.81 = 1.81, v = 1.8 + 1.81 = 3.61, p -= 0.1*(1.81 + 3.249)
+    assert np.allclose(p["0.W"], 1.62 - 0.1 * (1.81 + 0.9 * 3.61))
+
+
+def test_adam_equals_pytorch_form_with_eps_scaled_by_the_bias_correction():
+    beta1, beta2, eps, lr = 0.9, 0.999, 1e-3, 0.01  # a large eps, so that its placement shows
+    rng = np.random.default_rng(0)
+    params = {"0.W": rng.normal(size=5)}
+    q, m, v = params["0.W"].copy(), np.zeros(5), np.zeros(5)
+    opt = Adam(lr, beta1, beta2, eps)
+    for t in range(1, 4):
+        g = rng.normal(size=5) * 1e-3
+        opt.step(params, {"0.W": g})
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+        q -= lr * m_hat / (np.sqrt(v_hat) + eps / math.sqrt(1 - beta2 ** t))
+        np.testing.assert_allclose(params["0.W"], q, rtol=1e-12)
+
+
+def test_step_decay_counts_from_the_end_of_the_warm_up():
+    s = Schedule(1.0, steps_per_epoch=10, epochs=6, type="step", warmup_epochs=2, step_epochs=1, gamma=0.5)
+    assert s(0) == pytest.approx(0.05) and s(19) == 1.0  # warm-up: lr / 20 up to lr
+    assert s(20) == 1.0 and s(29) == 1.0 and s(30) == 0.5 and s(40) == 0.25  # as SequentialLR(warm-up, StepLR)

@@ -33,12 +33,13 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import fftconv
+from . import fftconv, kernels
 from .. import functional as F
 
 
 class Cache(NamedTuple):
-    conv: object          # im2col: the shifted blocks or the column matrix; fft-gemm: fftconv's own cache
+    conv_input: object    # the conv's input as its backward reads it: im2col's shifted blocks or column
+    #                       matrix; fft-gemm: fftconv's cache (the input, the weights, their spectra)
     Z: np.ndarray         # the convolution without bias, in phase order
     blocks: tuple         # views of Z, one per window offset, in row-major window order
     pooled: np.ndarray    # their maximum, no bias
@@ -343,7 +344,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         bias = None if b is None else np.asarray(b, dtype=dtype).reshape(c)
         if channels_first(c):
             return _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool), None
-        return _pooled_without_cache(F.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
+        return _pooled_without_cache(kernels.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
     rows, columns = h + pool - 2, w + pool - 2  # each phase's
@@ -355,7 +356,7 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         bias = None if b is None else np.asarray(b, dtype=dtype)
         cache = Cache(conv, Z, blocks, pooled, shape, pool, stride, channels_first=True)
         return _biased(pooled, bias, shape, in_channels_first=True), cache
-    conv = shifted_blocks(F.zero_pad(A_prev, pad), f, stride, rows, columns)
+    conv = shifted_blocks(kernels.zero_pad(A_prev, pad), f, stride, rows, columns)
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
@@ -394,11 +395,12 @@ def _fft_blocks(Z, shape):
 
 
 def is_fft(cache: Cache) -> bool:
-    return not isinstance(cache.conv, np.ndarray)
+    return not isinstance(cache.conv_input, np.ndarray)
 
 
 def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """The pooled gradient routed back to the conv's output (phase-ordered, like ``cache.Z``)."""
+    """The pooled gradient routed back to the conv's output (phase-ordered, like ``cache.Z``):
+    equals ``F.pool_backward`` (max mode), in phase order."""
     f, m, h, w, c = cache.shape
     if np.shape(dout) != (m, h, w, c):
         raise ValueError(f"dout must have the pooled output's shape {(m, h, w, c)}, got {np.shape(dout)}")
@@ -418,13 +420,14 @@ def conv_gradient(dout: np.ndarray, cache: Cache) -> np.ndarray:
 
 
 def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
-    """``(dW, db)`` of the one-channel fused conv from the blocks or columns it kept."""
+    """``(dW, db)`` of the one-channel fused conv from the blocks or columns it kept: equals
+    ``F.conv_weight_gradients`` for the gradient that ``F.pool_backward`` gives the conv."""
     dZ = conv_gradient(dout, cache)
     f, m, h, w, c = cache.shape
     stride = cache.stride
     if cache.channels_first:  # all phases' products at once, each phase's taps picked out of them
         n = f + stride
-        by_block = (cache.conv @ dZ.reshape(4 * c, -1).T).reshape(n, n, 2, 2, c)
+        by_block = (cache.conv_input @ dZ.reshape(4 * c, -1).T).reshape(n, n, 2, 2, c)
         dW = sum(by_block[stride * r:stride * r + f, stride * q:stride * q + f, r, q] for r in (0, 1) for q in (0, 1))
         dW = dW.reshape(f, f, 1, c)
     elif reads_blocks(f, stride):  # each phase's products, its taps picked from among the zeros
@@ -432,9 +435,9 @@ def im2col_weight_gradients(dout: np.ndarray, cache: Cache):
         dW = np.zeros((f, f, 1, c), dtype=dZ.dtype)
         for r in (0, 1):
             for q in (0, 1):
-                padded = (block_rows(cache.conv, f, stride, r) @ dZ[r, q].reshape(-1, c)).reshape(f, n, 1, c)
+                padded = (block_rows(cache.conv_input, f, stride, r) @ dZ[r, q].reshape(-1, c)).reshape(f, n, 1, c)
                 dW += padded[:, stride * q:stride * q + f]
     else:
-        dW = (cache.conv @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
+        dW = (cache.conv_input @ dZ.reshape(-1, c)).reshape(f, f, 1, c)
     # every pooled gradient lands on exactly one conv output: the bias gradient is their sum
-    return dW, F.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
+    return dW, kernels.column_sums(np.asarray(dout, dtype=dZ.dtype).reshape(-1, c)).reshape(1, 1, 1, c)

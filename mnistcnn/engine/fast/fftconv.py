@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import functional as F
+from . import kernels
 
 
 class DftMatrices(NamedTuple):
@@ -196,17 +197,10 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     return Z, (A_prev, W, b, hparameters, (X_spectrum, weights, pooled))
 
 
-def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
-    """``(dA_prev, dW, db)`` for a cache from this module's ``conv_forward``: the forward's
-    steps in reverse, each with its matrix transposed."""
-    dY = output_spectrum_gradient(dZ, cache)
-    dW, db = weight_gradients(dZ, dY, cache)
-    return (input_gradient(dY, cache) if compute_dA else None), dW, db
-
-
 def output_spectrum_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     """The gradient at the output spectrum ``Y``: the two inverse transforms, transposed.
-    ``(K, m, 2C)``, ``[dYr dYi]`` per frequency, which both gradients below start from."""
+    ``(K, m, 2C)``, ``[dYr dYi]`` per frequency, which both gradients below start from: the
+    frequency domain's first step of ``F.conv_backward``, which has no plain counterpart alone."""
     A_prev, W, _, hparameters, (_, weights, pooled) = cache
     m, n_H, n_W, _ = A_prev.shape
     f, _, _, c = W.shape
@@ -221,12 +215,13 @@ def output_spectrum_gradient(dZ: np.ndarray, cache) -> np.ndarray:
 
 
 def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
-    """``(dW, db)`` from the output gradient ``dZ`` and its spectrum ``dY``."""
+    """``(dW, db)`` from the output gradient ``dZ`` and its spectrum ``dY``: equals
+    ``F.conv_weight_gradients``."""
     A_prev, W, _, hparameters, (X_spectrum, weights, pooled) = cache
     f, _, c_prev, c = W.shape
     k = X_spectrum.shape[0]
     dft = dft_matrices(A_prev.shape[1], A_prev.shape[2], f, int(hparameters["pad"]), X_spectrum.dtype.name, pooled)
-    db = F.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
+    db = kernels.column_sums(np.asarray(dZ, dtype=X_spectrum.dtype).reshape(-1, c)).reshape(1, 1, 1, c)
     # X^T dYr and X^T dYi, each (K, 2*C_prev, C), one after the other: see dft_matrices' grad_taps
     X_t = X_spectrum.transpose(0, 2, 1)
     products = np.empty((2, k, 2 * c_prev, c), dtype=X_spectrum.dtype)
@@ -237,7 +232,7 @@ def weight_gradients(dZ: np.ndarray, dY: np.ndarray, cache):
 
 def input_gradient(dY: np.ndarray, cache) -> np.ndarray:
     """``dA_prev`` from the output spectrum's gradient: the channel products and the two
-    forward transforms, transposed."""
+    forward transforms, transposed. Equals ``F.conv_input_gradient``."""
     A_prev, W, _, hparameters, (_, weights, pooled) = cache
     m, n_H, n_W, c_prev = A_prev.shape
     dtype = weights.blocks.dtype

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .optim import start_step, update_part
+
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameter numbers
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
@@ -203,14 +205,14 @@ class StepRunner:
 
     def update(self, optimizer, params: dict, grads: dict, lr: float | None = None) -> None:
         """``optimizer.step(params, grads, lr)`` with each large array updated in halves, one per
-        thread (the update is element-wise: the same numbers)."""
-        lr = optimizer.start_step(params, lr)
+        thread (``fast.optim``: the update is element-wise, so the same numbers)."""
+        lr = start_step(optimizer, params, lr)
         jobs = []
         for key, param in params.items():
             size = param.size
             cuts = [0, size] if self.pool is None or size < SPLIT_UPDATE_SIZE else [0, size // 2, size]
             jobs += [(key, param, grads[key], slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
-        self.map(lambda job: optimizer.update(*job[:3], lr, job[3]), jobs)
+        self.map(lambda job: update_part(optimizer, *job[:3], lr, job[3]), jobs)
 
     def gradients(self, x, y: np.ndarray, rng: np.random.Generator, label_smoothing: float = 0.0):
         """``x`` is the batch, or a function ``x(lo, hi)`` that makes rows lo..hi of it: then

@@ -13,7 +13,10 @@ decided, and ``describe()`` says what it decided:
 - a max pool whose windows overlap sums its gradient by input cell number (``maxpool``);
 - in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
   fused conv and pool does the relu after them while the output is in cache;
-- evaluation runs in chunks that fit the cache, on every core (``parallel``).
+- evaluation runs in chunks that fit the cache, on every core (``parallel``);
+- the other layers run as the plain engine does, in the forms of ``kernels`` where NumPy's
+  plainest form is slow (sums over rows by BLAS, relu's mask made in its forward pass, a pool
+  backward that writes where windows do not overlap, batchnorm in place).
 
 The steps (``steps``) read the layers' parameters; two threads may run the same plan on two
 parts of a batch. Results equal the plain ``Sequential`` within float32 rounding
@@ -25,7 +28,8 @@ import functools
 
 import numpy as np
 
-from ..layers import Conv2D, MaxPool2D, ReLU, ShapeError
+from ..layer_arguments import ShapeError
+from ..layers import Conv2D, MaxPool2D, ReLU
 from ..losses import softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv

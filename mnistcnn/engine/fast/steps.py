@@ -12,8 +12,8 @@ import functools
 import numpy as np
 
 from .. import functional as F
-from ..layers import BatchNorm, Conv2D, Dense, Layer, MaxPool2D
-from . import convpool, fftconv, maxpool
+from ..layers import AvgPool2D, BatchNorm, Conv2D, Dense, Layer, MaxPool2D, ReLU
+from . import convpool, fftconv, kernels, maxpool
 
 
 def _keyed(index: int, compute, *args) -> dict:
@@ -54,17 +54,30 @@ class Step:
 
 
 class LayerStep(Step):
-    """One layer as the plain engine runs it; a dense layer's weight gradients as work."""
+    """One layer as the plain engine runs it, but for relu, batchnorm in training and the
+    backward of pools whose windows do not overlap (``kernels``); a dense layer's weight
+    gradients as work."""
 
     def __init__(self, index: int, layer: Layer, what: str = ""):
         super().__init__((index,), what or layer.type_name)
         self.layer = layer
 
     def forward(self, x, training, rng):
+        if type(self.layer) is ReLU:
+            return kernels.relu_forward(x, training)
+        if training and isinstance(self.layer, BatchNorm):
+            return kernels.batchnorm_forward(self.layer, x)
         return self.layer.forward_pass(x, training, rng)
 
     def backward(self, dout, cache):
         layer = self.layer
+        if type(layer) is ReLU:
+            return kernels.relu_backward(dout, cache), None
+        if isinstance(layer, BatchNorm):
+            dx, grads = kernels.batchnorm_backward(layer, dout, cache)
+            return dx, functools.partial(_keyed, self.first, dict, grads)
+        if isinstance(layer, (MaxPool2D, AvgPool2D)) and layer.stride == layer.size:
+            return kernels.tiled_pool_backward(dout, cache, layer.mode), None
         if isinstance(layer, Dense):
             dx = layer.input_gradient(dout) if layer.needs_input_grad else None
             return dx, functools.partial(_keyed, self.first, layer.weight_gradients, dout, cache)
@@ -72,7 +85,10 @@ class LayerStep(Step):
         return dx, (functools.partial(_keyed, self.first, dict, grads) if grads else None)
 
     def batch_statistics(self, cache):
-        return self.layer.batch_statistics(cache) if isinstance(self.layer, BatchNorm) else None
+        if not isinstance(self.layer, BatchNorm):
+            return None
+        x_hat, _, mean, var = cache
+        return x_hat.size // x_hat.shape[-1], mean, var
 
     def update_statistics(self, statistics: list) -> None:
         if isinstance(self.layer, BatchNorm):
@@ -96,7 +112,7 @@ class OverlappingMaxPoolStep(LayerStep):
                                       "gradient by cell number")
 
     def backward(self, dout, cache):
-        A_prev, _, A, _ = cache
+        A_prev, _, A = cache
         return maxpool.max_pool_backward(dout, A_prev, A, self.layer.size, self.layer.stride), None
 
 
@@ -148,8 +164,8 @@ class ConvStep(Step):
         if self.spectrum:
             return fftconv.conv_forward(x, conv.params["W"], b, conv.hparameters(), self.spectrum.current())
         one_channel = conv.input_shape[2] == 1
-        return F.conv_forward(x, conv.params["W"], b, conv.hparameters(),
-                              convpool.one_channel_columns if one_channel else F.im2col)
+        return kernels.conv_forward(x, conv.params["W"], b, conv.hparameters(),
+                                    convpool.one_channel_columns if one_channel else F.im2col)
 
     def backward(self, dout, cache):
         needs_dx = self.conv.needs_input_grad
@@ -158,7 +174,7 @@ class ConvStep(Step):
             dx = fftconv.input_gradient(dY, cache) if needs_dx else None
             return dx, self._weight_work(fftconv.weight_gradients, dout, dY, cache)
         dx = F.conv_input_gradient(dout, cache) if needs_dx else None
-        return dx, self._weight_work(F.conv_weight_gradients, dout, cache)
+        return dx, self._weight_work(kernels.conv_weight_gradients, dout, cache)
 
     def _weight_work(self, compute, *args):
         """``compute(*args)``'s ``(dW, db)``, named and keyed, as work for any thread."""
@@ -190,7 +206,7 @@ class ConvPoolStep(ConvStep):
 
     def backward(self, dout, cache):
         if self.spectrum:
-            return ConvStep.backward(self, convpool.conv_gradient(dout, cache), cache.conv)
+            return ConvStep.backward(self, convpool.conv_gradient(dout, cache), cache.conv_input)
         # a first layer's (im2col fuses only there): no input gradient, all of it is weight work
         return None, self._weight_work(convpool.im2col_weight_gradients, dout, cache)
 
