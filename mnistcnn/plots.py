@@ -158,11 +158,9 @@ def histogram(values: np.ndarray, path, title: str = "") -> None:
     _save(fig, path, title)
 
 
-def _sweep_points(rows: list[dict]):
+def _sweep_points(rows: list[dict], last_value):
     """(row, value, status) for each trial with a value: complete trials their objective, pruned
-    ones the last value they reported."""
-    from .sweep.report import last_value
-
+    ones the last value they reported (``last_value(row)``)."""
     for row in rows:
         value = last_value(row)
         if row["status"] in SWEEP_STYLES and value is not None:
@@ -179,10 +177,11 @@ def _scatter_by_status(ax, points, x_of) -> None:
             ax.plot(*zip(*chosen), marker, color=colour, label=label, alpha=0.8, linestyle="none")
 
 
-def sweep_pictures(rows: list[dict], sweep, folder) -> None:
+def sweep_pictures(rows: list[dict], sweep, folder, last_value) -> None:
     """metric-by-trial.png (each trial's metric and the best so far) and metric-by-parameter.png
-    (the metric against each searched parameter) in the sweep folder."""
-    points = list(_sweep_points(rows))
+    (the metric against each searched parameter) in the sweep folder; ``last_value(row)`` is the
+    value a trial's point shows."""
+    points = list(_sweep_points(rows, last_value))
     metric, folder = sweep.metric, Path(folder)
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     if points:

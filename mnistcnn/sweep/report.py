@@ -77,7 +77,7 @@ def write_reports(sweep, rows: list[dict], folder: Path) -> None:
     if rows:
         from ..plots import sweep_pictures
 
-        sweep_pictures(rows, sweep, folder)
+        sweep_pictures(rows, sweep, folder, last_value)
     best = best_row(rows, sweep.direction)
     if best is None or best["config"] is None:
         return
