@@ -525,6 +525,9 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cell-images canvas")) > 0)
         assert chrome.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:")
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
+        card = "document.getElementById('confusion').parentElement"  # the matrix fits without scrolling
+        assert chrome.execute_script(f"return {card}.scrollWidth <= {card}.clientWidth"), \
+            chrome.execute_script(f"return [{card}.scrollWidth, {card}.clientWidth, window.innerWidth]")
         chrome.save_screenshot(str(artefacts / "serve-run.png"))
     finally:
         code, _, err = stop_server(process)

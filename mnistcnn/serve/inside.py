@@ -75,7 +75,7 @@ def with_input_gradient(model: Sequential) -> Sequential:
 
 def read_picture(data: bytes) -> tuple[np.ndarray, str | None]:
     """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt)."""
-    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="the upload"))
+    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload"))
 
 
 def encode_image(image: np.ndarray) -> str:
