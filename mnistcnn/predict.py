@@ -37,6 +37,7 @@ MIN_INSIDE = 0.1  # of the ink: away from the picture's edge, enough to be the d
 # median digit 0.11, none of its 10,000 test digits over 0.31
 MIN_STROKE = 0.1  # thinner strokes are widened to this
 MAX_STROKE = 0.32  # a blot (a single tap on a pad), not strokes: no digit
+SHADOW_WINDOW = 1.5  # stroke widths: the window that tells a stroke from a step in the paper's light
 
 
 def expand_inputs(arguments) -> list[Path]:
@@ -189,7 +190,36 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     paper = _resize(high if dark_ink else low, (w, h)) if (gh, gw) != (h, w) else (high if dark_ink else low)
     ink = np.clip(paper - grey if dark_ink else grey - paper, 0, None)
     full = np.percentile(ink, 99.5)
+    mask, _ = stroke_mask(ink / full if full > 0 else ink)
+    if mask.any():
+        # A shadow's sharp edge is a step in the paper that the smooth estimate blurs into a band
+        # of false ink. A closing (an opening for light ink) over a few stroke widths keeps the
+        # step and takes out the strokes: where it sees less ink, it is right.
+        side = 2 * round(SHADOW_WINDOW * stroke_width(mask)) + 1
+        local = _closing(grey, side) - grey if dark_ink else grey - _closing(-grey, side) * -1
+        ink = np.minimum(ink, np.clip(local, 0, None))
     return (ink / full if full > 0 else ink), float(full)
+
+
+def _max_filter(image: np.ndarray, side: int) -> np.ndarray:
+    """The maximum over side x side windows (side odd), edges repeated: along rows, then columns."""
+    half = side // 2
+    view = np.lib.stride_tricks.sliding_window_view
+    rows = view(np.pad(image, ((0, 0), (half, half)), mode="edge"), side, axis=1).max(axis=-1)
+    return view(np.pad(rows, ((half, half), (0, 0)), mode="edge"), side, axis=0).max(axis=-1)
+
+
+def _closing(image: np.ndarray, side: int) -> np.ndarray:
+    """The image without its dark features narrower than ``side``: a maximum, then a minimum filter."""
+    return -_max_filter(-_max_filter(image, side), side)
+
+
+def stroke_mask(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """The strokes of an ink image (0..1) and the threshold that found them: Otsu's, on the ink
+    blurred over 3x3 so that a stroke's soft edge counts and single noisy pixels do not."""
+    smooth = _box_blur(ink)
+    threshold = _otsu(smooth)
+    return smooth > threshold, threshold
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
@@ -247,9 +277,7 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     if is_mnist_style(grey):
         return np.clip(np.rint(grey), 0, 255).astype(np.uint8), None
     ink, contrast = remove_background(grey)
-    smooth = _box_blur(ink)
-    threshold = _otsu(smooth)
-    mask = smooth > threshold
+    mask, threshold = stroke_mask(ink)
     inside = mask & ~touching_the_edge(mask)
     # a photo is aimed at its digit: ink that reaches the edge is a table, the page's edge or a
     # shadow's, unless it is most of the ink (a digit cropped close)

@@ -386,3 +386,19 @@ def test_a_blot_such_as_a_single_tap_on_a_pad_is_no_digit():
     tap = np.where((ys - 140) ** 2 + (xs - 140) ** 2 <= 10 ** 2, 255.0, 0.0)  # the pen's dot on serve's dark pad
     image, doubt = prepare(tap)
     assert doubt == "no single digit" and image.any()
+
+
+def test_a_shadows_sharp_edge_across_the_digit_seldom_changes_the_answer_unflagged(sample_digits, trained_run):
+    ys, xs = np.mgrid[0:400, 0:300]
+    clean, shadowed = [], []
+    for digit in sample_digits[0][:20]:
+        for slope, offset in ((0.4, 60), (0.0, 150), (-0.5, 300)):  # edges slanting across page and digit
+            photo = np.full((400, 300), 225.0)
+            photo[100:300, 50:250] = drawn_cleanly(digit)
+            photo[xs > slope * ys + offset] *= 0.45
+            clean.append(prepare(drawn_cleanly(digit))[0])
+            shadowed.append(prepare(photo))
+    same = engine_predictions(trained_run, np.stack(clean)).argmax(1) == \
+        engine_predictions(trained_run, np.stack([image for image, _ in shadowed])).argmax(1)
+    flagged = np.array([doubt is not None for _, doubt in shadowed])
+    assert same.mean() >= 0.5 and (~same & ~flagged).mean() <= 0.15, (same.mean(), (~same & ~flagged).mean())
