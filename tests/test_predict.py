@@ -345,7 +345,11 @@ def test_pictures_of_more_than_8_bits_read_as_their_8_bit_copy(sample_digits, tm
     Image.fromarray((levels * 257).astype(np.uint16)).save(tmp_path / "16-bit.png")
     Image.fromarray((levels / 255).astype(np.float32), mode="F").save(tmp_path / "float.tif")
     expected = read_grey(tmp_path / "8-bit.png")
-    for name in ("16-bit.png", "float.tif"):
+    Image.fromarray((levels * 4095 / 255).astype(np.uint16)).save(tmp_path / "12-bit.png")  # 12 bits in 16
+    with_nan = (levels / 255).astype(np.float32)
+    with_nan[0, 0] = np.nan  # a hole in a float picture reads as its paper, not as ink
+    Image.fromarray(with_nan, mode="F").save(tmp_path / "nan.tif")
+    for name in ("16-bit.png", "float.tif", "12-bit.png", "nan.tif"):
         assert Image.open(tmp_path / name).mode in ("I;16", "F")
         assert np.abs(read_grey(tmp_path / name) - expected).max() <= 1, name
 
@@ -402,3 +406,19 @@ def test_a_shadows_sharp_edge_across_the_digit_seldom_changes_the_answer_unflagg
         engine_predictions(trained_run, np.stack([image for image, _ in shadowed])).argmax(1)
     flagged = np.array([doubt is not None for _, doubt in shadowed])
     assert same.mean() >= 0.5 and (~same & ~flagged).mean() <= 0.15, (same.mean(), (~same & ~flagged).mean())
+
+
+def test_a_digits_own_stroke_that_ends_at_the_edge_is_kept():
+    from PIL import ImageDraw
+
+    def pad(strokes, shift=0):  # serve's pad: white strokes 20 px wide on black, 280 px
+        picture = Image.new("L", (280, 280), 0)
+        for stroke in strokes:
+            ImageDraw.Draw(picture).line([(x, y + shift) for x, y in stroke], fill=255, width=20, joint="curve")
+        return np.asarray(picture, dtype=np.float64)
+
+    five = [[(110, 30), (220, 30)], [(95, 55), (85, 130), (200, 135), (215, 230), (90, 269)]]  # its bar apart
+    seven = [[(20, 10), (260, 10), (130, 270)], [(70, 140), (150, 140)]]  # a dash across, apart
+    for strokes, shift in ((five, 10), (seven, -10)):  # to the bottom edge, and off the top edge
+        inside, at_the_edge = prepare(pad(strokes)), prepare(pad(strokes, shift))
+        assert at_the_edge[1] is None and similarity(at_the_edge[0], inside[0]) > 0.9
