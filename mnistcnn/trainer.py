@@ -599,6 +599,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         raise WorkerProcessError(f"{err}; {_then_go_on(run)}" + (" (its traceback is in train.log)" if err.details
                                                                     else ""), err.details) from None
     except WriteError as err:  # a full disk, say: once there is room, the run goes on
+        if trainer.finished:  # its summary is written: only a picture after it failed
+            raise
         _record_end(trainer, "failed", str(err), reason=str(err))
         raise WriteError(f"{err}; then {_then_go_on(run)}") from None
     except BaseException as err:

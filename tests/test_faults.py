@@ -66,6 +66,23 @@ def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_che
     assert resumed.exit_code == 0 and json.loads((run / "summary.json").read_text())["epochs"] == 2, resumed.output
 
 
+def test_a_picture_that_cannot_be_written_after_the_summary_leaves_the_run_finished(tmp_path, monkeypatch, cli,
+                                                                                   write_config, only_run):
+    real = os.fsync
+
+    def curves_refused(fd):
+        if "curves" in _file_behind(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", curves_refused)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs", "--quiet")
+    monkeypatch.undo()
+    assert result.exit_code == 1 and "curves.png: cannot write" in result.stderr, result.output
+    run = only_run(tmp_path / "runs")
+    assert json.loads((run / "status.json").read_text())["status"] == "finished" and "--resume" not in result.stderr
+
+
 def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):
     import tempfile
 

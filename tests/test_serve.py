@@ -262,6 +262,7 @@ def test_bad_requests_name_what_is_wrong(client, url, body, words):
 def test_bad_queries_and_methods_name_what_is_wrong(client, url, status, words):
     answer = client.get(url)
     assert answer.status_code == status and words in answer.json()["error"], answer.text
+    assert status != 405 or answer.headers["allow"] == "POST"
 
 
 def test_only_the_packaged_files_are_served(client):

@@ -254,7 +254,7 @@ def _http_error(request, err: HTTPException):
     if err.status_code == 405 and err.headers and "allow" in {key.lower() for key in err.headers}:
         allowed = next(value for key, value in err.headers.items() if key.lower() == "allow")
         message = f"{request.url.path} takes {allowed}, not {request.method}"
-    return JSONResponse({"error": message}, status_code=err.status_code)
+    return JSONResponse({"error": message}, status_code=err.status_code, headers=err.headers)
 
 
 ERROR_HANDLERS = {RequestError: _refused, MnistCnnError: _library_error, HTTPException: _http_error}

@@ -47,11 +47,10 @@ def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> 
 def absolute(storage: str | None) -> str | None:
     """A journal file's or SQLite database's path made absolute, so that the URL kept in the
     sweep folder still names it from another working directory."""
-    if storage is None or storage.startswith("sqlite:////") or "://" in storage and not storage.startswith("sqlite"):
+    path = studies.storage_file(storage)
+    if path is None:
         return storage
-    if storage.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(storage[len("sqlite:///"):]).resolve())
-    return str(Path(storage).resolve())
+    return ("sqlite:///" if storage.startswith("sqlite:///") else "") + str(path.resolve())
 
 
 @dataclass

@@ -43,12 +43,19 @@ def shown(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
 
 
+def storage_file(url: str | None) -> Path | None:
+    """The file a storage URL names: a journal file's path, or an SQLite database's; None for a
+    database server."""
+    if url is None or "://" in url and not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+
+
 def check_storage_folder(url: str | None) -> None:
     """Refuse a journal file or SQLite database whose folder does not exist (nothing would create it)."""
-    if url is None or "://" in url and not url.startswith("sqlite:///"):
-        return
-    folder = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url).parent
-    if not folder.is_dir():
+    path = storage_file(url)
+    folder = path.parent if path is not None else None
+    if folder is not None and not folder.is_dir():
         raise UsageError(f"--storage {url}: the folder {folder} does not exist; create it (mkdir -p {folder}), or "
                          "give a path in a folder that does")
 
