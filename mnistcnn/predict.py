@@ -24,7 +24,7 @@ ONE_COLOUR = 24  # grey levels within which a picture shows nothing
 # a 12000x12000 photo passes; a decompression bomb does not. Under Pillow's own hard limit
 # (twice its MAX_IMAGE_PIXELS, 178,956,970), which refuses a picture before ours is checked.
 MAX_PIXELS = 178_000_000
-READ_SIDE = 1024  # pictures are reduced (in uint8, or by the JPEG decoder) to about this side
+READ_SIDE = 1024  # pictures are reduced (by Pillow, or by the JPEG decoder) to about this side
 WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
 GRID = 32  # the background is estimated on a grid of about this side ...
 WINDOW = 9  # ... over windows of this many cells, wider than any stroke
@@ -88,6 +88,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
                 image.load()
                 if image.mode.startswith("I;16"):
                     image = image.convert("I")  # Pillow reduces 32-bit integers and floats, not 16-bit
+                elif image.mode in ("1", "P"):  # nor 1-bit or palette pictures (a scan, a GIF)
+                    image = image.convert("RGBA" if "transparency" in image.info else "L")
                 factor = max(image.size) // READ_SIDE
                 if factor > 1:  # box-average before the float copy, which is made of the reduced picture
                     image = image.reduce(factor)
@@ -200,8 +202,9 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
         # A shadow's sharp edge is a step in the paper that the smooth estimate blurs into a band
         # of false ink. A closing (an opening for light ink) over a few stroke widths keeps the
         # step and takes out the strokes; where it sees much less ink, in a region that runs in
-        # from the picture's edge as a cast shadow does, it is right. (A bold stroke's thick
-        # junction, which the closing takes out too, lies inside the picture.)
+        # from the picture's edge as a cast shadow does, it is right. A bold stroke's thick
+        # junction, which the closing takes out too, is spared while the digit stays off the
+        # edge; a bold digit cut by the edge can lose some of its ink.
         side = 2 * round(SHADOW_WINDOW * stroke_width(mask)) + 1
         local = np.clip(_closing(grey, side) - grey if dark_ink else grey - _closing(-grey, side) * -1, 0, None)
         shadowed = touching_the_edge(ink > local + SHADOW_GATE * full)

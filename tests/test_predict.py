@@ -422,3 +422,13 @@ def test_a_digits_own_stroke_that_ends_at_the_edge_is_kept():
     for strokes, shift in ((five, 10), (seven, -10)):  # to the bottom edge, and off the top edge
         inside, at_the_edge = prepare(pad(strokes)), prepare(pad(strokes, shift))
         assert at_the_edge[1] is None and similarity(at_the_edge[0], inside[0]) > 0.9
+
+
+def test_large_palette_and_one_bit_pictures_are_read_reduced(sample_digits):
+    digit = Image.fromarray(255 - sample_digits[0][0]).resize((2100, 2100))  # a 300 dpi scan's size
+    expected = prepare(np.asarray(digit.convert("1").convert("L"), dtype=np.float64))[0]
+    for mode, kind in (("P", "GIF"), ("1", "PNG"), ("1", "TIFF")):
+        stored = io.BytesIO()
+        digit.convert(mode).save(stored, kind)
+        grey = read_grey(io.BytesIO(stored.getvalue()), name=f"{mode} {kind}")
+        assert max(grey.shape) <= 2 * READ_SIDE and similarity(prepare(grey)[0], expected) > 0.9, (mode, kind)
