@@ -42,12 +42,11 @@ def read_metrics(path: Path) -> list[dict]:
     return [row for row in rows if isinstance(row, dict)]
 
 
-def run_status(status: dict | None, summary: dict | None) -> str:
+def run_status(run: RunDir, status: dict | None) -> str:
     """finished, interrupted, failed, diverged (failed on a NaN or infinity), pruned (by a sweep),
-    running, or unknown (no status.json); a run
-    whose process is gone without saying so (killed, machine restarted) counts as interrupted: it
-    can be resumed."""
-    if summary is not None:
+    running, or unknown (no status.json); a run whose process is gone without saying so (killed,
+    machine restarted) counts as interrupted: it can be resumed."""
+    if run.finished:
         return "finished"
     if status is None:
         return "unknown"
@@ -89,7 +88,7 @@ def describe_run(path: Path) -> dict | None:
         "test_acc": (summary or {}).get("test_acc"),
         "wall_seconds": (summary or {}).get("wall_seconds",
                                              round(sum(row.get("seconds", 0) for row in history), 2) or None),
-        "status": run_status(status, summary),
+        "status": run_status(run, status),
     }
 
 

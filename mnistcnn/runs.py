@@ -116,6 +116,12 @@ class RunDir:
         return self.path / "summary.json"
 
     @property
+    def finished(self) -> bool:
+        """Whether the run is whole: summary.json is written last at its end and removed when it is
+        trained longer, so it says so even when status.json could not be written after it."""
+        return self.summary_file.is_file()
+
+    @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
 

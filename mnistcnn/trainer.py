@@ -622,7 +622,7 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
     whether the run had finished (and is being trained longer)."""
     if not run.checkpoint("last").is_file():
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
-    if (read_json(run.status_file) or {}).get("status") != "finished":
+    if not run.finished:
         return False
     trained = (read_json(run.summary_file) or {}).get("epochs", 0)
     if epochs <= trained:
@@ -641,6 +641,7 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     planned = meta["config"]["train"]["epochs"]
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
+        run.summary_file.unlink()  # it is no longer finished; its end writes a new one
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -131,6 +131,28 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, run):
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
 
 
+def test_a_run_trained_longer_is_not_finished_until_it_ends_again(cli, run, monkeypatch):
+    import signal
+
+    from mnistcnn import trainer
+
+    evaluate = trainer.evaluate
+
+    def interrupted_on_the_test_split(plan, images, *args, **kwargs):
+        if len(images) == 10000:  # the test split, scored once at the end
+            signal.raise_signal(signal.SIGINT)
+        return evaluate(plan, images, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted_on_the_test_split)
+    assert cli("train", "--resume", run, "--epochs", "3", "--quiet").exit_code == 130
+    (row,) = json.loads(cli("runs", run, "--json").output)
+    assert (row["status"], row["epochs"], row["test_acc"]) == ("interrupted", 3, None)  # not the 2 epochs' summary
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    assert cli("train", "--resume", run, "--quiet").exit_code == 0  # what is left: the final evaluation
+    (row,) = json.loads(cli("runs", run, "--json").output)
+    assert (row["status"], row["epochs"]) == ("finished", 3) and row["test_acc"] is not None
+
+
 def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, run, tmp_path):
     kept = (run / "config.yaml").read_text()
     (run / "config.yaml").unlink()

@@ -83,6 +83,27 @@ def test_a_picture_that_cannot_be_written_after_the_summary_leaves_the_run_finis
     assert json.loads((run / "status.json").read_text())["status"] == "finished" and "--resume" not in result.stderr
 
 
+def test_a_status_that_cannot_be_written_after_the_summary_leaves_the_run_finished(tmp_path, monkeypatch, cli,
+                                                                                   write_config, only_run):
+    real = os.fsync
+
+    def status_refused(fd):
+        if "status" in _file_behind(fd) and (only_run(tmp_path / "runs") / "summary.json").is_file():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", status_refused)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs", "--quiet")
+    monkeypatch.undo()
+    run = only_run(tmp_path / "runs")
+    assert result.exit_code == 1 and "status.json: cannot write" in result.stderr, result.output
+    assert json.loads((run / "status.json").read_text())["status"] == "running"  # as the fault left it
+    (row,) = json.loads(cli("runs", run, "--json").output)
+    assert row["status"] == "finished"
+    again = cli("train", "--resume", run)
+    assert again.exit_code == 2 and "finished after 1 epochs; there is nothing to resume" in again.output
+
+
 def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):
     import tempfile
 

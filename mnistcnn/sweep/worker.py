@@ -137,7 +137,7 @@ class Worker:
     def _train(self, trial, config: dict) -> float:
         reporter = TrialReporter(trial, self.sweep.metric, lambda: self.stopping)
         run = self._resumable(trial)
-        if run is not None and (read_json(run.status_file) or {}).get("status") in ("finished", "pruned"):
+        if run is not None and (run.finished or (read_json(run.status_file) or {}).get("status") == "pruned"):
             return self._ended(trial, run, reporter)  # its worker stopped after the run ended
         if run is not None:
             config = cfg.load_config(run.config_file, of_run=True)
