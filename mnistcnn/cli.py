@@ -28,7 +28,7 @@ from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
-from .predict import MIN_CONFIDENCE
+from .predict import MIN_CONFIDENCE, TOP
 from .runs import RUNS_DIR
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -422,7 +422,7 @@ Examples:
 @click.argument("target", metavar="RUN|CHECKPOINT|MODEL.onnx", type=click.Path(path_type=Path))
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @checkpoint_option
-@click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="How many classes to show.")
+@click.option("--top", type=click.IntRange(1, 10), default=TOP, show_default=True, help="How many classes to show.")
 @click.option("--min-confidence", type=Probability(), default=MIN_CONFIDENCE, show_default=True,
               help="Flag a prediction whose probability is below this as 'low confidence'.")
 @click.option("--fail-on-doubt", is_flag=True,

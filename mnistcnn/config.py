@@ -214,10 +214,15 @@ def describe_layers() -> list[tuple[str, str, str, str]]:
 LAYER_ARGUMENT = re.compile(r"model\.layers\[i\]\.(\w*)")  # a layer's argument, as --set names it
 
 
+def as_pattern(key: str) -> str:
+    """A key as the list of keys spells it: a list index ([0], [-1]) read as [i]."""
+    return re.sub(r"\[-?\d+\]", "[i]", key)
+
+
 def key_rows(prefix: str = "") -> list[tuple[str, str, str, str]]:
     """The keys and layer types that start with ``prefix`` (a list index such as [0] read as [i]);
     for ``model.layers[i].ARGUMENT``, the layer types with an argument that starts so."""
-    prefix = re.sub(r"\[-?\d+\]", "[i]", prefix)
+    prefix = as_pattern(prefix)
     argument = LAYER_ARGUMENT.fullmatch(prefix)
     if argument:
         return [row for row, kind in zip(describe_layers(), LAYERS)
@@ -229,7 +234,7 @@ def search_keys(query: str) -> list[tuple[str, str, str, str]]:
     """``key_rows``' rows of the keys, and the layer types by their arguments, that hold each
     dot-separated part of ``query`` in order (``lr``: train.optimizer.lr; ``data.limit``:
     data.train_limit; ``filters``: conv2d)."""
-    parts = [re.escape(part) for part in re.sub(r"\[-?\d+\]", "[i]", query).split(".") if part]
+    parts = [re.escape(part) for part in as_pattern(query).split(".") if part]
     if not parts:
         return []
     pattern = re.compile(".*".join(parts))
@@ -260,7 +265,7 @@ def did_you_mean(key, options) -> str:
 def no_key_message(prefix: str) -> str:
     """What to say when no key starts with ``prefix``: the closest key (cut to as many parts), or
     for a layer's argument the closest argument of any layer."""
-    argument = LAYER_ARGUMENT.fullmatch(re.sub(r"\[-?\d+\]", "[i]", prefix))
+    argument = LAYER_ARGUMENT.fullmatch(as_pattern(prefix))
     if argument:
         given = argument.group(1)
         hint = did_you_mean(given, {name for kind in LAYERS for name in layer_arguments(kind)})
@@ -438,13 +443,13 @@ def check_model(config: dict, source: str = "<config>", origins: dict | None = N
         index = err.index
         where = ("model.layers" if index is None else f"model.layers[{index}]") + (f".{err.key}" if err.key else "")
         raise ConfigError(f"{_source_of(where, source, origins)}: {where}: {err}") from None
-    k = num_classes(config)
-    if model.output_shape != (k,):
+    classes = num_classes(config)
+    if model.output_shape != (classes,):
         # who set the last layer, the classes or any layer
         where = f"model.layers[{len(config['model']['layers']) - 1}]"
         blamed = _first_setter((where, "data.classes", "model.layers"), source, origins)
         raise ConfigError(f"{blamed}: model.layers[-1]: the model ends with shape {model.output_shape} but there are "
-                          f"{k} classes; end with {{type: dense, units: {k}}}")
+                          f"{classes} classes; end with {{type: dense, units: {classes}}}")
     return plan
 
 

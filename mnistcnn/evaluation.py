@@ -11,7 +11,7 @@ from . import config as cfg
 from .data import SPLITS, prepare_data
 from .errors import UsageError
 from .engine.losses import softmax
-from .runs import output_folder, resolve_checkpoint, write_json
+from .runs import RunDir, output_folder, resolve_checkpoint, write_json
 from .trainer import evaluate, load_model
 
 MISCLASSIFIED_SHOWN = 16  # the report's list, and the tiles of its picture
@@ -40,8 +40,9 @@ def checkpoint_label(path) -> str:
     """A checkpoint as a picture's title names it: ``run NAME, checkpoint best.npz`` inside a run
     directory, else its path."""
     path = Path(path)
-    if path.parent.name == "checkpoints":
-        return f"run {path.parent.parent.name}, checkpoint {path.name}"
+    run = RunDir.of_checkpoint(path)
+    if run is not None:
+        return f"run {run.path.name}, checkpoint {path.name}"
     return f"checkpoint {path}"
 
 
@@ -52,8 +53,8 @@ def per_class(confusion: np.ndarray) -> list[dict]:
     precision = np.divide(true_positives, predicted, out=zeros.copy(), where=predicted > 0)
     recall = np.divide(true_positives, support, out=zeros.copy(), where=support > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=zeros.copy(), where=precision + recall > 0)
-    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-            for p, r, f, n in zip(precision, recall, f1, support)]
+    return [{"precision": float(precision[label]), "recall": float(recall[label]), "f1": float(f1[label]),
+             "support": int(support[label])} for label in range(len(support))]
 
 
 def score(plan, images, labels, preprocess, classes: list[str], batch_size=cfg.EVAL_BATCH_SIZE) -> dict:

@@ -20,6 +20,7 @@ from . import __version__
 from . import config as cfg
 from .atomic import write_bytes
 from .engine.layers import BatchNorm, Conv2D, Dense
+from .engine.losses import accuracy
 from .errors import CheckpointError, MnistCnnError, UsageError, install_extra
 
 # Two float32 computations of the same sums in another order (another GEMM shape, another thread
@@ -241,8 +242,7 @@ def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, i
     return Comparison(
         images=len(images), largest_difference=float(np.abs(engine - exported).max(initial=0.0)), tolerance=tolerance,
         ties=int((differ & tied).sum()), disagreements=int((differ & ~tied).sum()),
-        engine_accuracy=float((engine.argmax(axis=1) == labels).mean()),
-        onnx_accuracy=float((exported.argmax(axis=1) == labels).mean()),
+        engine_accuracy=accuracy(engine, labels), onnx_accuracy=accuracy(exported, labels),
         engine_images_per_s=len(images) / max(engine_seconds, 1e-9),
         onnx_images_per_s=len(images) / max(onnx_seconds, 1e-9))
 
@@ -264,7 +264,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
     from .evaluation import load_for_target
-    from .runs import RunDir, output_folder, read_json
+    from .runs import output_folder, run_summary
 
     require_onnx()
     if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
@@ -273,8 +273,8 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     default_name = "model.onnx" if path.name == "best.npz" else f"model-{path.stem}.onnx"  # none overwrites another
     output = Path(output) if output else output_folder(path) / default_name
-    summary = read_json(RunDir(output_folder(path)).summary_file) if path.name == "best.npz" else None
-    meta["test_acc"] = (summary or {}).get("test_acc")  # the run's test score is its best checkpoint's
+    # the run's test score is its best checkpoint's
+    meta["test_acc"] = (run_summary(path) or {}).get("test_acc") if path.stem == "best" else None
     comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                      cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
                                      input_kind, opset)
@@ -328,5 +328,5 @@ class OnnxModel:
         self.input_kind = self.metadata.get("input_kind", "uint8")
         self.classes = [str(name) for name in self.metadata["classes"]]
 
-    def predict_logits(self, x: np.ndarray, batch_size: int = 256, transform=None) -> np.ndarray:
+    def predict_logits(self, x: np.ndarray, batch_size: int = cfg.EVAL_BATCH_SIZE, transform=None) -> np.ndarray:
         return onnx_logits(self.session, x, self.input_kind, batch_size)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import config as cfg
 from .errors import DataError, UsageError
 from .engine.losses import softmax
 from .runs import PICTURE_SUFFIXES
@@ -29,14 +30,16 @@ WORK_SIDE = 256  # the side the background is removed at: plenty for a 20x20 box
 GRID = 32  # the background is estimated on a grid of about this side ...
 WINDOW = 9  # ... over windows of this many cells, wider than any stroke
 MIN_CONFIDENCE = 0.5
+TOP = 3  # classes shown with their probabilities
+# Why a prediction is in doubt, in the words the CLI and the page show
+BLANK, NO_SINGLE_DIGIT, LOW_CONFIDENCE = "blank", "no single digit", "low confidence"
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
 MIN_INSIDE = 0.1  # of the ink: away from the picture's edge, enough to be the digit
 NEAR = 2  # stroke widths: ink at the picture's edge this close to the rest is the digit's own
-# Stroke widths as a share of the digit's longer side (stroke_width over the crop). MNIST's own
-# 28x28 digits (pixels over 96): median 0.11, none of the 10,000 test digits over 0.31; drawn at
-# 200 px and measured as prepare measures them: median 0.10, 5% under 0.072
+# Stroke widths as a share of the digit's longer side (stroke_width over the crop), set by MNIST's
+# own digits (tests/test_predict.py holds them to it): about as thin as most, wider than any.
 MIN_STROKE = 0.1  # thinner strokes are widened to this, by two pixels or more
 MAX_STROKE = 0.32  # a blot (a single tap on a pad), not strokes: no digit
 SHADOW_WINDOW = 1.5  # stroke widths: the window that tells a stroke from a step in the paper's light
@@ -94,7 +97,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
                 if factor > 1:  # box-average before the float copy, which is made of the reduced picture
                     image = image.reduce(factor)
                 image = ImageOps.exif_transpose(image)  # upright, as a phone's photo is shown; a copy
-                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                if image.mode in ("RGBA", "LA", "PA"):
                     grey = _flattened(image.convert("RGBA"))
                 elif image.mode in ("I", "F"):
                     grey = _eight_bits(np.asarray(image, dtype=np.float64))
@@ -299,7 +302,7 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     # A digit's strokes stand clearly above the paper and cover a small part of the picture;
     # paper alone, or noise, splits into two classes that are neither.
     if inked.size == 0 or np.median(inked) < MIN_SEPARATION * threshold or mask.mean() > MAX_COVERAGE:
-        return np.zeros((SIDE, SIDE), np.uint8), "blank" if contrast < MIN_CONTRAST else "no single digit"
+        return np.zeros((SIDE, SIDE), np.uint8), BLANK if contrast < MIN_CONTRAST else NO_SINGLE_DIGIT
     edge = touching_the_edge(mask)
     inside = mask & ~edge
     # A photo is aimed at its digit: ink that reaches the edge, when a tenth of the ink is
@@ -316,14 +319,14 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     image = fit_and_centre(thickened(strokes[box], mask[box]) * 255.0)
     blot = stroke_width(mask[box]) > MAX_STROKE * max(mask[box].shape)
-    return image, "no single digit" if blot else shape_doubt(image)
+    return image, NO_SINGLE_DIGIT if blot else shape_doubt(image)
 
 
 def shape_doubt(image: np.ndarray) -> str | None:
     """"no single digit" when the ink of a 28x28 image falls into several large pieces, else None."""
     sizes = _components(image > 96)
     if sizes.size == 0 or (sizes.size > 1 and sizes[1] > 0.25 * sizes[0]):
-        return "no single digit"
+        return NO_SINGLE_DIGIT
     return None
 
 
@@ -352,7 +355,6 @@ def load_classifier(path: Path) -> tuple:
 
         model = OnnxModel(path)
         return model, None, model.classes
-    from . import config as cfg
     from .trainer import load_model
 
     model, meta, preprocess = load_model(path)
@@ -366,7 +368,7 @@ def check_digit_model(model, command: str, source="") -> None:
                          f"takes {'x'.join(map(str, model.input_shape))}")
 
 
-def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
+def predict_files(model, preprocess, paths, classes: list[str], top: int = TOP,
                   min_confidence: float = MIN_CONFIDENCE) -> list[dict]:
     """For each picture file: its path, the top-``top`` classes with probabilities, the
     prediction, a ``doubt`` (None, "blank", "no single digit" or "low confidence") and the 28x28
@@ -386,21 +388,22 @@ def predict_files(model, preprocess, paths, classes: list[str], top: int = 3,
     return results
 
 
-def classify(model, preprocess, prepared: list[dict], classes: list[str], top: int = 3,
+def classify(model, preprocess, prepared: list[dict], classes: list[str], top: int = TOP,
              min_confidence: float = MIN_CONFIDENCE) -> None:
     """Add to each of ``prepared`` (dicts with the 28x28 ``image`` and the ``doubt`` of
     ``prepare``) its ``prediction``, the ``top`` classes with probabilities, and the doubt "low
     confidence" when the first is under ``min_confidence``. ``model``: anything with the engine's
     ``predict_logits(x, batch_size, transform)``, a Sequential or a fast plan."""
     images = np.stack([result["image"] for result in prepared])[..., None]
-    probs = softmax(model.predict_logits(images, 256, preprocess).astype(np.float64))
+    probs = softmax(model.predict_logits(images, cfg.EVAL_BATCH_SIZE, preprocess).astype(np.float64))
     orders = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-    for result, p, order in zip(prepared, probs, orders):
+    for result, probabilities, order in zip(prepared, probs, orders):
         nothing = not result["image"].any()  # blank, or no digit found in it: nothing to classify
         result["prediction"] = None if nothing else classes[order[0]]
-        result["top"] = [] if nothing else [{"class": classes[i], "probability": float(p[i])} for i in order]
-        if result["doubt"] is None and p[order[0]] < min_confidence:
-            result["doubt"] = "low confidence"
+        result["top"] = [] if nothing else [{"class": classes[i], "probability": float(probabilities[i])}
+                                            for i in order]
+        if result["doubt"] is None and probabilities[order[0]] < min_confidence:
+            result["doubt"] = LOW_CONFIDENCE
 
 
 def save_inputs(results: list[dict], folder) -> None:

@@ -70,11 +70,24 @@ def check_run_name(name: str, example: str = "--name lenet") -> str:
     return name
 
 
+CHECKPOINTS = ("best", "last")  # a run's two checkpoints, checkpoints/best.npz and last.npz
+
+
+def other_checkpoint(which: str) -> str:
+    return CHECKPOINTS[1 - CHECKPOINTS.index(which)]
+
+
 class RunDir:
     """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` and the files inside it."""
 
     def __init__(self, path):
         self.path = Path(path)
+
+    @classmethod
+    def of_checkpoint(cls, path) -> "RunDir | None":
+        """The run a checkpoint file lies in, or None for a checkpoint outside a run directory."""
+        path = Path(path)
+        return cls(path.parent.parent) if path.parent.name == "checkpoints" else None
 
     @classmethod
     def create(cls, runs_dir, name: str) -> "RunDir":
@@ -124,6 +137,10 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / "curves.png"
 
     @property
     def checkpoints(self) -> Path:
@@ -207,13 +224,19 @@ def read_json(path: Path) -> dict | None:
     return content if isinstance(content, dict) else None
 
 
+def run_summary(checkpoint) -> dict | None:
+    """The summary.json of the run a checkpoint lies in; None outside a run, or before its end."""
+    run = RunDir.of_checkpoint(checkpoint)
+    return read_json(run.summary_file) if run is not None else None
+
+
 def output_folder(checkpoint, what: str = "") -> Path:
     """Where files made from a checkpoint go: its run directory (subfolder ``what``), or, for a
     checkpoint outside a run, its own folder (subfolder ``<stem>-<what>``)."""
     checkpoint = Path(checkpoint)
-    if checkpoint.parent.name == "checkpoints":
-        run = checkpoint.parent.parent
-        return run / what if what else run
+    run = RunDir.of_checkpoint(checkpoint)
+    if run is not None:
+        return run.path / what if what else run.path
     return checkpoint.parent / f"{checkpoint.stem}-{what}" if what else checkpoint.parent
 
 
@@ -240,11 +263,11 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
 
 def damaged_checkpoint_advice(path: Path) -> str:
     """What to use instead of the unreadable checkpoint ``path``: its run's other one, if any."""
-    others = {"best.npz": "last", "last.npz": "best"}
-    other = others.get(path.name)
-    if other is None or path.parent.name != "checkpoints" or not (path.parent / f"{other}.npz").is_file():
+    run = RunDir.of_checkpoint(path)
+    if run is None or path.stem not in CHECKPOINTS or not run.checkpoint(other_checkpoint(path.stem)).is_file():
         return "Use another checkpoint, or train the run again"
-    return (f"The run's other checkpoint, {path.parent / other}.npz, may be intact: give the run with --checkpoint "
+    other = other_checkpoint(path.stem)
+    return (f"The run's other checkpoint, {run.checkpoint(other)}, may be intact: give the run with --checkpoint "
             f"{other}, or that file")
 
 
@@ -331,7 +354,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         run = RunDir.open(target)
         path = run.checkpoint(which)
         if not path.is_file():
-            other = "last" if which == "best" else "best"
+            other = other_checkpoint(which)
             hint = (f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else
                     f", nor any other checkpoint; {run.train_again()}")
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
@@ -339,7 +362,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
     if not target.exists():
         raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
     if is_config_file(target):
-        if (target.parent / "checkpoints").is_dir():  # a run's own config.yaml
+        if RunDir(target.parent).checkpoints.is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")
         raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first "
                          f"({command_line('train', target)}) and give the run directory it prints")

@@ -22,7 +22,7 @@ from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, WriteError, command_line
-from .engine.losses import softmax_cross_entropy
+from .engine.losses import accuracy, softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
 from .engine.fast.plan import Plan
@@ -53,7 +53,7 @@ def evaluate(plan: Plan, images: np.ndarray, labels: np.ndarray, transform, batc
     if len(labels) == 0:
         return float("nan"), float("nan"), logits
     loss, _ = softmax_cross_entropy(logits, labels)
-    return loss, float((logits.argmax(axis=1) == labels).mean()), logits
+    return loss, accuracy(logits, labels), logits
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -218,11 +218,11 @@ class Trainer:
         started = time.perf_counter() - self.epoch_sums.seconds
         params = self.model.params()
         runner = self.runner
-        for idx in self.iterator.epoch_batches():
-            idx = self.augment.repeated(idx)
-            y = y_all[idx]
+        for batch_indices in self.iterator.epoch_batches():
+            batch_indices = self.augment.repeated(batch_indices)
+            y = y_all[batch_indices]
             warp = self.augment.draw(len(y), self.augment_rng) if self.augment.active else None
-            make_batch = batch_maker(self.preprocess, x_all[idx], warp)
+            make_batch = batch_maker(self.preprocess, x_all[batch_indices], warp)
             dropout_state = _rng_state(self.dropout_rng)
             loss, correct, grads = runner.gradients(make_batch, y, self.dropout_rng, label_smoothing)
             if not check_finite(loss, grads):
@@ -479,7 +479,7 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
     if refused:
         raise UsageError(f"--resume continues a run with its own config, in its own folder: {', '.join(refused)} "
                          f"cannot change it (only {' and '.join(RESUME_OPTIONS)} may); to train with other "
-                         f"settings, start a new run with them: {command_line('train', Path(run_path) / 'config.yaml')}"
+                         f"settings, start a new run with them: {command_line('train', RunDir(run_path).config_file)}"
                          " ...")
     run = RunDir.open(run_path)
     config, source = load_run_config(run, flags)
@@ -665,4 +665,4 @@ def write_curves(trainer: Trainer) -> None:
     """curves.png in the run directory, once there is an epoch to draw."""
     if trainer.history:
         from .plots import training_curves
-        training_curves(trainer.history, trainer.run.path / "curves.png", trainer.config["name"])
+        training_curves(trainer.history, trainer.run.curves_file, trainer.config["name"])

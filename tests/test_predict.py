@@ -20,7 +20,7 @@ from mnistcnn.cli import console
 from mnistcnn.data import load_dataset
 from mnistcnn.engine.model import Sequential
 from mnistcnn.errors import UsageError
-from mnistcnn.predict import READ_SIDE, check_digit_model, prepare, read_grey
+from mnistcnn.predict import MAX_STROKE, MIN_STROKE, READ_SIDE, check_digit_model, prepare, read_grey, stroke_width
 from mnistcnn.trainer import load_model
 
 
@@ -383,6 +383,18 @@ def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sampl
             photo[:, :15] = 60.0
         image, doubt = prepare(photo)
         assert doubt is None and similarity(image, expected) > 0.9, side
+
+
+def test_the_stroke_width_limits_fit_mnists_own_digits(mnist):
+    def relative_width(digit):
+        mask = digit[:, :, 0] > 96
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        return stroke_width(box) / max(box.shape)
+
+    widths = np.array([relative_width(digit) for digit in mnist.test_images])
+    assert widths.max() < MAX_STROKE  # no MNIST digit is a blot
+    assert 0.9 * MIN_STROKE < np.median(widths) < 1.3 * MIN_STROKE  # widening stops at a typical digit's width
 
 
 def test_a_blot_such_as_a_single_tap_on_a_pad_is_no_digit():

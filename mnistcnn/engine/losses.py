@@ -1,4 +1,4 @@
-"""Softmax cross-entropy on logits, numerically stable, with its fused gradient."""
+"""Softmax cross-entropy on logits, numerically stable, with its fused gradient; accuracy."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +28,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     loss = float(-(target * logp).sum() / n)
     dlogits = (probs - target) / logits.dtype.type(n)
     return loss, dlogits
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of rows whose largest logit is at the row's label."""
+    return float((logits.argmax(axis=1) == labels).mean())

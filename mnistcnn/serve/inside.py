@@ -22,11 +22,12 @@ from ..data import Preprocess
 from ..engine import functional as F
 from ..engine.fast.plan import Plan
 from ..engine.layers import BatchNorm, Conv2D, Dropout
+from ..engine.losses import accuracy
 from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
-from ..predict import SIDE, check_digit_model, classify, prepare, read_grey
-from ..runs import RunDir, output_folder, read_json
+from ..predict import SIDE, TOP, check_digit_model, classify, prepare, read_grey
+from ..runs import run_summary
 from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
@@ -154,7 +155,7 @@ def predict_picture(served: Served, image: np.ndarray, doubt: str | None) -> dic
         layers.append({"stats": stats, "maps": encode_map(output[0])})
     by_class = {choice["class"]: choice["probability"] for choice in result["top"]}
     return {"image": encode_image(image), "doubt": result["doubt"], "prediction": result["prediction"],
-            "probabilities": [by_class.get(name) for name in served.classes], "top": result["top"][:3],
+            "probabilities": [by_class.get(name) for name in served.classes], "top": result["top"][:TOP],
             "layers": layers}
 
 
@@ -169,9 +170,8 @@ def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col:
     before = x if index == 0 else outputs[index - 1]
     f, stride, pad = layer.kernel, layer.stride, layer.pad
     window = F.zero_pad(before, pad)[0, row * stride:row * stride + f, col * stride:col * stride + f, :]
-    weights = layer.params["W"][:, :, :, channel]
+    weights, bias = filter_of(layer, channel)
     products = window.astype(np.float64) * weights
-    bias = float(layer.params["b"].reshape(-1)[channel]) if "b" in layer.params else 0.0
     after, shape = [], outputs[index].shape
     for following in range(index + 1, len(model.layers)):
         layer_after = model.layers[following]
@@ -185,7 +185,7 @@ def conv_arithmetic(model: Sequential, x: np.ndarray, index: int, row: int, col:
         "input_layer": index - 1, "top": row * stride - pad, "left": col * stride - pad,
         "window": channels_first(window.astype(np.float64)), "filter": channels_first(weights.astype(np.float64)),
         "products": channels_first(products), "channel_sums": products.sum(axis=(0, 1)).tolist(),
-        "sum": float(products.sum()), "bias": bias, "value": float(outputs[index][0, row, col, channel]),
+        "sum": float(products.sum()), "bias": bias or 0.0, "value": float(outputs[index][0, row, col, channel]),
         "after": after,
     }
 
@@ -213,12 +213,17 @@ def gradients(served: Served, image: np.ndarray, target: int) -> dict:
             "layers": [{"stats": statistics(grad), "maps": encode_map(grad[0], signed=True)} for grad in reaching]}
 
 
+def filter_of(layer: Conv2D, channel: int) -> tuple[np.ndarray, float | None]:
+    """Filter ``channel`` of a conv layer: its weights (f, f, C_prev) and its bias (None if it has none)."""
+    bias = float(layer.params["b"][0, 0, 0, channel]) if "b" in layer.params else None
+    return layer.params["W"][:, :, :, channel], bias
+
+
 def filter_weights(model: Sequential, index: int, channel: int) -> dict:
     """Filter ``channel`` of conv layer ``index``: its weights channels first (C_prev, f, f) and bias."""
-    layer = model.layers[index]
-    weights = layer.params["W"][:, :, :, channel].astype(np.float64)
-    return {"layer": index, "channel": channel, "weights": np.moveaxis(weights, -1, 0).tolist(),
-            "bias": float(layer.params["b"].reshape(-1)[channel]) if "b" in layer.params else None}
+    weights, bias = filter_of(model.layers[index], channel)
+    return {"layer": index, "channel": channel, "weights": np.moveaxis(weights.astype(np.float64), -1, 0).tolist(),
+            "bias": bias}
 
 
 def model_summary(served: Served) -> dict:
@@ -241,10 +246,9 @@ def run_report(served: Served) -> dict:
     report = logits_report(logits, served.test_y, served.classes)
     for mistake in report["misclassified"]:
         mistake["image"] = encode_image(served.test_x[mistake["index"]])
-    accuracy = float((logits.argmax(axis=1) == served.test_y).mean())
-    return {**report, "accuracy": accuracy, "history": served.meta.get("history", []),
+    return {**report, "accuracy": accuracy(logits, served.test_y), "history": served.meta.get("history", []),
             "config": cfg.dump(served.meta["config"]),
-            "summary": read_json(RunDir(output_folder(served.checkpoint)).summary_file)}
+            "summary": run_summary(served.checkpoint)}
 
 
 def cell_images(served: Served, true: int, predicted: int) -> dict:
