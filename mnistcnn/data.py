@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
-from .errors import DataError
+from .errors import DataError, UsageError
 
 BUNDLED_DIR = Path(__file__).parent / "datasets" / "mnist"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnistcnn"
@@ -397,6 +397,16 @@ class Data:
     files_sha256: dict
     source: str
     verified: bool
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of one of SPLITS by its name."""
+        if name not in SPLITS:
+            raise UsageError(f"--split {name!r}: choose one of {', '.join(SPLITS)}")
+        return {"test": (self.test_x, self.test_y), "validation": (self.val_x, self.val_y),
+                "train": (self.train_x, self.train_y)}[name]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(self.split(name)[1]) for name in SPLITS}
 
 
 def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> None:

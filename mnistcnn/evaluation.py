@@ -8,21 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
-from .data import SPLITS, prepare_data
-from .errors import UsageError
+from .data import prepare_data
 from .engine.losses import softmax
 from .runs import RunDir, output_folder, resolve_checkpoint, write_json
 from .trainer import evaluate, load_model
 
 MISCLASSIFIED_SHOWN = 16  # the report's list, and the tiles of its picture
-
-
-def split_arrays(data, split: str):
-    """``(images, labels)`` of one split by its name."""
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    return {"test": (data.test_x, data.test_y), "validation": (data.val_x, data.val_y),
-            "train": (data.train_x, data.train_y)}[split]
 
 
 def load_for_target(target, which=None, data_dir=None):
@@ -90,7 +81,7 @@ def eval_target(target, split="test", which=None, data_dir=None, batch_size=cfg.
     beside it: ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
     misclassified images. Returns the report and the JSON file's path (None: nothing written)."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    images, labels = split_arrays(data, split)
+    images, labels = data.split(split)
     result = score(cfg.fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
                    batch_size)
     result.update(split=split, checkpoint=str(path), epoch=meta["epoch"], steps=meta.get("step", 0))

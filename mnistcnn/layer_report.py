@@ -188,11 +188,10 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
     """inspect-layer's report on ``layer`` of ``target`` (``loaded`` by ``load_target``) for the
     images of ``split`` that ``index`` or ``indices`` choose, with the pictures written to
     ``picture_folder`` (None: none); and the layer's output, which the report describes."""
-    from .evaluation import split_arrays
 
     model, config, preprocess, data, _ = loaded
     layer_index = find_layer(model, layer, target)
-    images, labels = split_arrays(data, split)
+    images, labels = data.split(split)
     chosen = parse_indices(index, indices, len(images))
     report = inspect_layer(model, layer_index, preprocess(images[chosen]), labels[chosen],
                            config["train"]["label_smoothing"])

@@ -413,7 +413,7 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
         "data_sha256": data.files_sha256,
         "data_source": recorded_source(data.source),
         "data_verified": data.verified,
-        "split_sizes": {"train": len(data.train_x), "validation": len(data.val_x), "test": len(data.test_x)},
+        "split_sizes": data.split_sizes(),
         "resumed": trainer.resumed_from,
     }
 
