@@ -70,7 +70,34 @@ def decided_ranks():
     return ranks
 
 
+@pytest.fixture(scope="session")
+def close_calls():
+    """``close_calls(logits, rtol=FLOAT32_RTOL)``: how many rows' two largest logits lie within
+    twice the rounding of another path (``rtol`` of the largest magnitude, on each side): two
+    paths' counts of right answers may differ by that many, no more."""
+
+    def count(logits, rtol=FLOAT32_RTOL):
+        logits = np.asarray(logits, np.float64)
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        return int((top2[:, 1] - top2[:, 0] <= 2 * rtol * np.abs(logits).max()).sum())
+
+    return count
+
+
 # -- gradients and arrays for the engine's tests ---------------------------------------------
+@pytest.fixture(scope="session")
+def fft_conv_backward():
+    """``fft_conv_backward(dZ, cache, compute_dA=True)``: ``(dA_prev, dW, db)`` for a cache of
+    ``fftconv.conv_forward``, as the plan's steps take them."""
+    from mnistcnn.engine.fast import fftconv
+
+    def backward(dZ, cache, compute_dA=True):
+        dY = fftconv.output_spectrum_gradient(dZ, cache)
+        return (fftconv.input_gradient(dY, cache) if compute_dA else None), *fftconv.weight_gradients(dZ, dY, cache)
+
+    return backward
+
+
 @pytest.fixture(scope="session")
 def numerical_gradient():
     """``numerical_gradient(f, x)``: d f() / d x by centred differences in float64, one entry at
@@ -313,6 +340,25 @@ def first_epoch_done():
     """``first_epoch_done(runs)``: the metrics.jsonl of a run under ``runs`` that has ended an
     epoch, or None (for ``wait_for``)."""
     return lambda runs: next(Path(runs).glob("*/metrics.jsonl"), None) if Path(runs).is_dir() else None
+
+
+@pytest.fixture
+def signal_in_final_evaluation(monkeypatch):
+    """``signal_in_final_evaluation(signum)``: from now on the trainer raises ``signum`` as it
+    scores the test split (once, at a run's end); ``signal_in_final_evaluation(None)``: no more."""
+    from mnistcnn import trainer
+
+    evaluate = trainer.evaluate
+
+    def arrange(signum):
+        def signalled(plan, images, *args, **kwargs):
+            if len(images) == 10000:  # the test split
+                signal.raise_signal(signum)
+            return evaluate(plan, images, *args, **kwargs)
+
+        monkeypatch.setattr(trainer, "evaluate", evaluate if signum is None else signalled)
+
+    return arrange
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
 
 
-@settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2000))
 def test_random_bytes_give_only_checkpoint_errors(tmp_path, blob):
     path = tmp_path / "fuzz.npz"
@@ -98,7 +98,7 @@ def test_random_bytes_give_only_checkpoint_errors(tmp_path, blob):
         load_checkpoint(path)
 
 
-@settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=1, max_size=300), st.integers(0, 10**6))
 def test_random_zip_members_give_only_checkpoint_errors(tmp_path, blob, seed):
     path = tmp_path / "fuzz.npz"

@@ -131,23 +131,14 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, run):
     assert summary["epochs"] == 3 and summary["resumed"][-1]["epochs"] == [2, 3]
 
 
-def test_a_run_trained_longer_is_not_finished_until_it_ends_again(cli, run, monkeypatch):
+def test_a_run_trained_longer_is_not_finished_until_it_ends_again(cli, run, signal_in_final_evaluation):
     import signal
 
-    from mnistcnn import trainer
-
-    evaluate = trainer.evaluate
-
-    def interrupted_on_the_test_split(plan, images, *args, **kwargs):
-        if len(images) == 10000:  # the test split, scored once at the end
-            signal.raise_signal(signal.SIGINT)
-        return evaluate(plan, images, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "evaluate", interrupted_on_the_test_split)
+    signal_in_final_evaluation(signal.SIGINT)
     assert cli("train", "--resume", run, "--epochs", "3", "--quiet").exit_code == 130
     (row,) = json.loads(cli("runs", run, "--json").output)
     assert (row["status"], row["epochs"], row["test_acc"]) == ("interrupted", 3, None)  # not the 2 epochs' summary
-    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    signal_in_final_evaluation(None)
     assert cli("train", "--resume", run, "--quiet").exit_code == 0  # what is left: the final evaluation
     (row,) = json.loads(cli("runs", run, "--json").output)
     assert (row["status"], row["epochs"]) == ("finished", 3) and row["test_acc"] is not None
@@ -257,26 +248,18 @@ def test_training_ends_with_the_next_commands_for_its_run(trained):
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
-                                                                        monkeypatch, signum, code, sigterm_raises):
+                                                                        signal_in_final_evaluation, signum, code,
+                                                                        sigterm_raises):
     import signal
 
-    from mnistcnn import trainer
-
-    evaluate = trainer.evaluate
-
-    def interrupted_on_the_test_split(plan, images, *args, **kwargs):
-        if len(images) == 10000:  # the test split, scored once at the end
-            signal.raise_signal(getattr(signal, signum))
-        return evaluate(plan, images, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "evaluate", interrupted_on_the_test_split)
+    signal_in_final_evaluation(getattr(signal, signum))
     config = write_config(tmp_path, 600, 1, 100)
     stopped = cli("train", config, "--runs-dir", tmp_path / "runs")
     run = only_run(tmp_path / "runs")
     assert stopped.exit_code == code, stopped.output
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
     assert not (run / "summary.json").exists()
-    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    signal_in_final_evaluation(None)
     resumed = cli("train", "--resume", run, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "status.json").read_text())["status"] == "finished"

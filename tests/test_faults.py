@@ -145,7 +145,7 @@ def test_an_empty_data_folder_is_named_and_no_run_is_made(tmp_path, cli, write_c
 
 
 # -- fuzzing: random input gives a typed error or a result, never another exception, never a hang
-@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=600), st.booleans())
 def test_random_bytes_as_an_idx_file(tmp_path, blob, gz):
     import gzip
@@ -170,7 +170,7 @@ def idx_like(draw):
     return header + draw(st.binary(max_size=400))
 
 
-@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(idx_like(), st.sampled_from([None, 1, 3]))
 def test_random_idx_headers(tmp_path, blob, ndim):
     path = tmp_path / "g"
@@ -196,7 +196,7 @@ LAYER_TYPES = ["conv2d", "maxpool2d", "avgpool2d", "relu", "flatten", "dense", "
 
 
 @st.composite
-def configs(draw):
+def config_trees(draw):
     """Random structures, and real keys with random values (so the fuzzing gets past the top)."""
     raw = draw(st.dictionaries(st.sampled_from(["name", "data", "model", "train", "extra"]), structures, max_size=3))
     if draw(st.booleans()):
@@ -210,8 +210,8 @@ def configs(draw):
     return raw
 
 
-@settings(max_examples=250, deadline=3000)
-@given(configs())
+@settings(max_examples=250, deadline=None)
+@given(config_trees())
 def test_random_configs_give_config_errors_only(raw):
     try:
         config = cfg.validate(raw, "fuzz.yaml")
@@ -221,7 +221,7 @@ def test_random_configs_give_config_errors_only(raw):
     assert cfg.validate(config, "again.yaml") == config  # what passes is complete: validating it changes nothing
 
 
-@settings(max_examples=150, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=200) | st.builds(yaml.safe_dump, structures))
 def test_random_yaml_text_gives_config_errors_only(tmp_path, text):
     path = tmp_path / "c.yaml"

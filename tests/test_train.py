@@ -209,17 +209,22 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resume_match
     assert cli("train", config, "--runs-dir", reference, "--quiet").exit_code == 0
     expected = weights(only_run(reference) / "checkpoints/last.npz")
     rng, cut_short = np.random.default_rng(0), 0
+
+    def epochs_ended(runs):
+        return [json.loads(line) for path in runs.glob("*/metrics.jsonl") for line in path.read_text().splitlines()]
+
     for attempt in range(3):
         runs = tmp_path / f"r{attempt}"
         proc = subprocess.Popen(mnistcnn_command + ["train", str(config), "--runs-dir", str(runs), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: any(runs.glob("*/checkpoints/last.npz")) if runs.exists() else False, what="a checkpoint")
-        time.sleep(float(rng.uniform(0.0, 1.5)))
+        # a moment within epoch 2, 3 or 4 of 8, whatever the machine's speed: mid-run, mid-write perhaps
+        ended = wait_for(lambda: len(epochs_ended(runs)) > attempt and epochs_ended(runs), what=f"epoch {attempt + 1}")
+        time.sleep(float(rng.uniform(0.0, ended[-1]["seconds"])))
         proc.kill()
         proc.wait()
         run = only_run(runs)
         load_checkpoint(run / "checkpoints/last.npz")  # always loadable
-        finished = json.loads((run / "status.json").read_text())["status"] == "finished"
+        finished = (run / "summary.json").is_file()
         result = cli("train", "--resume", run, "--quiet")
         if finished:  # the kill came after the end: there is nothing to resume, and the run is whole
             assert result.exit_code == 2 and "there is nothing to resume" in result.output, result.output

@@ -12,13 +12,7 @@ from mnistcnn.engine import functional as F
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
-def fft_conv_backward(dZ, cache, compute_dA=True):
-    """``(dA_prev, dW, db)`` for a cache of ``fftconv.conv_forward``, as the plan's steps take them."""
-    dY = fftconv.output_spectrum_gradient(dZ, cache)
-    return (fftconv.input_gradient(dY, cache) if compute_dA else None), *fftconv.weight_gradients(dZ, dY, cache)
-
-
-def conv_pool_backward(dout, cache, compute_dA=False):
+def conv_pool_backward(fft_conv_backward, dout, cache, compute_dA=False):
     """``(dA_prev, dW, db)`` from either fused forward's cache, as the plan's step computes them
     (the im2col kernel fuses only a first layer: no input gradient)."""
     if convpool.is_fft(cache):
@@ -91,7 +85,7 @@ def conv_values_in_image_order(cache):
 
 @settings(max_examples=80, deadline=None)
 @given(cases())
-def test_matches_loop_reference(images, case):
+def test_matches_loop_reference(images, fft_conv_backward, case):
     rng = np.random.default_rng(case["seed"])
     A = images(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["binary"])
     W = rng.normal(size=(case["f"], case["f"], case["c_prev"], case["c"]))
@@ -112,7 +106,7 @@ def test_matches_loop_reference(images, case):
         assert np.array_equal(convpool.fft_conv_pool_forward(A, W, b, hp, relu=True)[0], np.maximum(out, 0))
     d_out = rng.normal(size=out.shape)
     fft = case["algorithm"] == "fft-gemm"
-    dA, dW, db = conv_pool_backward(d_out, cache, compute_dA=fft)
+    dA, dW, db = conv_pool_backward(fft_conv_backward, d_out, cache, compute_dA=fft)
     # the pool's oracle routes by the kernel's own conv values (exact ties there, while an fft's
     # differ from the loop's, and from another fft plan's, in the last bits), then the conv's
     # oracle takes over
@@ -131,7 +125,7 @@ def test_matches_loop_reference(images, case):
 @pytest.mark.parametrize("algorithm,c_prev,pool,rows",
                          [("im2col", 1, 2, 7), ("im2col", 1, 3, 8), ("fft-gemm", 2, 2, 7)])
 def test_gradients_match_finite_differences(algorithm, c_prev, pool, rows, numerical_gradient, relative_error,
-                                            conv_arrays):
+                                            conv_arrays, fft_conv_backward):
     rng = np.random.default_rng(3)
     A, W, b = conv_arrays(rng, (2, rows, 6, c_prev), 3, 4)
     hp = {"stride": 1, "pad": 1}
@@ -141,7 +135,7 @@ def test_gradients_match_finite_differences(algorithm, c_prev, pool, rows, numer
     def loss():
         return float(np.sum(fused_forward(algorithm, A, W, b, hp, pool)[0] * probe))
 
-    dA, dW, db = conv_pool_backward(probe, cache, compute_dA=True)
+    dA, dW, db = conv_pool_backward(fft_conv_backward, probe, cache, compute_dA=True)
     assert relative_error(dW, numerical_gradient(loss, W)) < 1e-6
     assert relative_error(db, numerical_gradient(loss, b)) < 1e-6
     if algorithm == "fft-gemm":
@@ -150,7 +144,8 @@ def test_gradients_match_finite_differences(algorithm, c_prev, pool, rows, numer
 
 @pytest.mark.parametrize("algorithm,pool,c", [("im2col", 2, 32), ("im2col", 2, 8), ("im2col", 3, 10),
                                               ("fft-gemm", 2, 64)])
-def test_float32_forward_is_the_separate_kernels(algorithm, pool, c, float32_close, relative_error):
+def test_float32_forward_is_the_separate_kernels(algorithm, pool, c, float32_close, relative_error,
+                                                fft_conv_backward):
     """Same dot products, and the bias after the max: equal within float32 rounding (the shapes
     of LeNet's convs, quick.yaml's first (channel-first phases), and the seed notebook's: a 5x5
     conv with stride 2, a 3x3 pool)."""
@@ -185,7 +180,7 @@ def test_float32_forward_is_the_separate_kernels(algorithm, pool, c, float32_clo
     in_order = conv_values_in_image_order(cache)
     _, pool_cache = F.pool_forward(in_order, pool_of(pool))
     d_out = rng.normal(size=out.shape).astype(np.float32)
-    dA, dW, db = conv_pool_backward(d_out, cache, compute_dA=algorithm == "fft-gemm")
+    dA, dW, db = conv_pool_backward(fft_conv_backward, d_out, cache, compute_dA=algorithm == "fft-gemm")
     conv_backward = fft_conv_backward if algorithm == "fft-gemm" else F.conv_backward
     want = conv_backward(F.pool_backward(d_out, pool_cache), conv_cache, algorithm == "fft-gemm")
     assert dW.dtype == np.float32

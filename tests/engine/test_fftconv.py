@@ -22,15 +22,9 @@ def fft_cases(draw):
                 f=f, pad=pad, seed=draw(st.integers(0, 2**16)))
 
 
-def fft_conv_backward(dZ, cache):
-    """``(dA_prev, dW, db)`` for a cache of ``fftconv.conv_forward``, as the plan's steps take them."""
-    dY = fftconv.output_spectrum_gradient(dZ, cache)
-    return (fftconv.input_gradient(dY, cache), *fftconv.weight_gradients(dZ, dY, cache))
-
-
 @settings(max_examples=60, deadline=None)
 @given(fft_cases())
-def test_fft_conv_matches_loop_reference(conv_arrays, case):
+def test_fft_conv_matches_loop_reference(conv_arrays, fft_conv_backward, case):
     rng = np.random.default_rng(case["seed"])
     A, W, b = conv_arrays(rng, (case["m"], case["h"], case["w"], case["c_prev"]), case["f"], case["c"])
     hp = {"stride": 1, "pad": case["pad"]}
@@ -44,7 +38,8 @@ def test_fft_conv_matches_loop_reference(conv_arrays, case):
 
 
 @pytest.mark.parametrize("shape,f,pad", [((6, 5, 3), 3, 1), ((5, 7, 2), 5, 2), ((4, 4, 3), 2, 0), ((3, 3, 2), 3, 2)])
-def test_fft_conv_gradients_match_finite_differences(shape, f, pad, numerical_gradient, relative_error, conv_arrays):
+def test_fft_conv_gradients_match_finite_differences(shape, f, pad, numerical_gradient, relative_error, conv_arrays,
+                                                    fft_conv_backward):
     rng = np.random.default_rng(1)
     A, W, b = conv_arrays(rng, (2,) + shape, f, 3)
     hp = {"stride": 1, "pad": pad}
@@ -59,7 +54,7 @@ def test_fft_conv_gradients_match_finite_differences(shape, f, pad, numerical_gr
         assert relative_error(analytic, numerical_gradient(loss, array)) < 1e-6
 
 
-def test_lenet_conv2_in_float32_agrees_with_im2col():
+def test_lenet_conv2_in_float32_agrees_with_im2col(fft_conv_backward):
     rng = np.random.default_rng(2)
     A = rng.random((8, 14, 14, 32), dtype=np.float32)
     W = (rng.normal(size=(5, 5, 32, 64)) * 0.05).astype(np.float32)

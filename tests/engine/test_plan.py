@@ -12,6 +12,7 @@ from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
+from mnistcnn.export import FLOAT32_RTOL
 
 
 
@@ -36,7 +37,7 @@ def mnist_batch(config, n=48):
     return data.train_x[:n], data.train_y[:n], preprocess
 
 
-def test_one_training_step_of_the_plan_is_the_plain_loop(shipped_config, float32_close):
+def test_one_training_step_of_the_plan_is_the_plain_loop(shipped_config, float32_close, close_calls):
     config = cfg.load_config(shipped_config)
     images, y, preprocess = mnist_batch(config)
     # MNIST's blank background makes 2x2 pool windows tie exactly, where max pooling's gradient
@@ -50,7 +51,8 @@ def test_one_training_step_of_the_plan_is_the_plain_loop(shipped_config, float32
     loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
     fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5), smoothing)
     plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
-    assert abs(fast_loss - loss) <= 1e-5 * abs(loss) and fast_correct == correct
+    logits = trained_looking(config).forward(x, training=True, rng=np.random.default_rng(5))  # as the step saw them
+    assert abs(fast_loss - loss) <= 1e-5 * abs(loss) and abs(fast_correct - correct) <= close_calls(logits)
     assert set(fast_grads) == set(grads) == set(plain.params())
     for key in grads:
         float32_close(fast_grads[key], grads[key], what=key)
@@ -76,7 +78,7 @@ def test_evaluation_by_the_plan_is_the_plain_loop(shipped_config, float32_close)
         float32_close(logits, plain)
         # the same class, except where two logits tie within the tolerance
         top2 = np.sort(plain, axis=1)[:, -2:]
-        clear = top2[:, 1] - top2[:, 0] > 2 * 1e-4 * np.abs(plain).max()
+        clear = top2[:, 1] - top2[:, 0] > 2 * FLOAT32_RTOL * np.abs(plain).max()
         assert np.array_equal(logits.argmax(axis=1)[clear], plain.argmax(axis=1)[clear])
 
 
@@ -90,7 +92,7 @@ def test_the_plan_says_what_it_does(configs):
     assert ("training", "3", "conv 5x5x32x64, im2col") in Plan(model, "im2col").describe()
 
 
-def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_net):
+def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, close_calls, mixed_net):
     """``StepRunner``'s promise: each half with its own child generator, drawn in order, its
     gradients scaled by its share and added in order; batchnorm's running statistics those of
     the whole batch, folded in once, as one thread would."""
@@ -104,7 +106,10 @@ def test_two_threads_give_the_numbers_of_the_parts_in_turn(float32_close, mixed_
     with StepRunner(Plan(threaded), workers=2, min_per_worker=4) as runner:
         loss, correct, grads = runner.gradients(x, y, np.random.default_rng(7))
     assert loss == pytest.approx((halves[0][0] + halves[1][0]) / 2, rel=1e-5)
-    assert correct == halves[0][1] + halves[1][1]
+    probe = mixed_net()[0]  # the halves' logits, as each half's step saw them
+    logits = np.concatenate([probe.forward(x[lo:lo + 8], training=True, rng=np.random.default_rng(s))
+                             for lo, s in zip((0, 8), seeds)])
+    assert abs(correct - (halves[0][1] + halves[1][1])) <= close_calls(logits)  # BLAS threads differ, so may ties
     assert set(grads) == set(in_turn.params())
     for key in grads:
         float32_close(grads[key], halves[0][2][key] + halves[1][2][key], what=key)
@@ -121,7 +126,7 @@ def test_one_machine_one_seed_one_worker_count_gives_identical_numbers(workers, 
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
-def test_relu_after_the_pool_gives_the_plain_numbers(relative_error):
+def test_relu_after_the_pool_gives_the_plain_numbers(relative_error, close_calls):
     """Max commutes with relu, ties of binarised inputs and all-negative windows included: in
     float64, with no fused kernel (two input channels; the second conv gives an input
     gradient), the plan's outputs and gradients are the plain engine's up to float64 rounding
@@ -137,7 +142,8 @@ def test_relu_after_the_pool_gives_the_plain_numbers(relative_error):
     y = np.arange(6) % 5
     loss, correct, grads = model.loss_and_gradients(x, y)
     fast_loss, fast_correct, fast_grads, _ = plan.loss_and_gradients(x, y)
-    assert fast_correct == correct and fast_grads.keys() == grads.keys()
+    logits = model.forward(x, training=True)
+    assert abs(fast_correct - correct) <= close_calls(logits, 1e-12) and fast_grads.keys() == grads.keys()
     assert relative_error(fast_loss, loss) < 1e-12
     for key in grads:
         assert relative_error(fast_grads[key], grads[key]) < 1e-12, key
