@@ -756,7 +756,7 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
-        from .sweep.report import ENDED
+        from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
                  if row["status"] in ENDED and row["number"] not in self.told]

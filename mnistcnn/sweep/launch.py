@@ -27,7 +27,7 @@ from ..engine.fast.parallel import cores as available_cores
 from ..errors import INTERRUPTED, UsageError, command_line
 from ..runs import stamped_folder
 from . import study as studies
-from .report import ENDED, best_row, trial_rows, write_reports
+from .report import best_row, trial_rows, write_reports
 from .space import Sweep, load_sweep
 from .worker import POLL_SECONDS, STORAGE_VARIABLE
 
@@ -176,7 +176,7 @@ class SweepRun:
         """The trials now; the reports are rewritten whenever a trial has ended since the last."""
         trials = self.study.get_trials(deepcopy=False)
         rows = trial_rows(trials)
-        ended = [(row["number"], row["status"]) for row in rows if row["status"] in ENDED]
+        ended = [(row["number"], row["status"]) for row in rows if row["status"] in studies.ENDED]
         if ended != self.reported:
             write_reports(self.sweep, rows, self.folder)
             self.reported = ended

@@ -13,7 +13,6 @@ from ..errors import command_line
 from .space import goodness
 from .study import trial_status
 
-ENDED = ("complete", "pruned", "diverged", "failed", "stopped")
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
 
 

@@ -194,6 +194,7 @@ def retry_trial(study, trial) -> None:
 
 
 STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
+ENDED = ("complete", "pruned", "diverged", "failed", "stopped")  # the statuses of a trial that runs no more
 
 
 def trial_status(trial) -> str:
@@ -210,9 +211,9 @@ def states(trials) -> dict:
     """How many of ``trials`` have each status (surplus trials, which never ran, left out); a
     stopped trial counts as stopped until the trial that resumes it has ended (or stopped in its
     turn: then that one stands for it)."""
-    counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "stopped", "running", "queued"), 0)
+    counts = dict.fromkeys((*ENDED, "running", "queued"), 0)
     resumed = {trial.user_attrs["retry_of"] for trial in trials if "retry_of" in trial.user_attrs
-               and trial_status(trial) in ("complete", "pruned", "diverged", "failed", "stopped")}
+               and trial_status(trial) in ENDED}
     for trial in trials:
         if not trial.user_attrs.get("surplus") and trial.number not in resumed:
             counts[trial_status(trial)] += 1
