@@ -44,15 +44,6 @@ def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> 
     return jobs, cores // jobs
 
 
-def absolute(storage: str | None) -> str | None:
-    """A journal file's or SQLite database's path made absolute, so that the URL kept in the
-    sweep folder still names it from another working directory."""
-    path = studies.storage_file(storage)
-    if path is None:
-        return storage
-    return ("sqlite:///" if storage.startswith("sqlite:///") else "") + str(path.resolve())
-
-
 @dataclass
 class Snapshot:
     """The study as it is now, for the view."""
@@ -86,32 +77,32 @@ class SweepRun:
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
         URL writes nothing."""
-        storage, sweep.study = absolute(storage or sweep.storage), study or sweep.study
-        if storage is not None:
-            study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
+        shared, sweep.study = studies.absolute_storage(sweep.storage_url(storage)), study or sweep.study
+        if shared is not None:
+            study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
             if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
-                status = command_line("sweep", "--status", "--storage", studies.shown(storage), "--study", sweep.study)
+                status = command_line("sweep", "--status", "--storage", studies.shown(shared), "--study", sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
         folder = stamped_folder(runs_dir, sweep.name)
         write_text(folder / "base.yaml", cfg.dump(sweep.base))
         resolved = {**sweep.to_yaml(), "base": "base.yaml",
-                    "storage": studies.shown(storage) if storage is not None else None}
+                    "storage": studies.shown(shared) if shared is not None else None}
         write_text(folder / "sweep.yaml", f"# resolved from {sweep.path}; resume with "
                                           f"{command_line('sweep', '--resume', folder)}\n" + cfg.dump(resolved))
-        return cls(sweep, folder, storage or studies.local_storage(folder))
+        return cls(sweep, folder, studies.absolute_storage(sweep.storage_url(storage, folder)))
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         folder = Path(folder)
         sweep = load_sweep(sweep_yaml_of(folder, "give the folder mnistcnn sweep printed"))
-        url = storage or sweep.storage or studies.local_storage(folder)
-        if "***" in url:
+        url = sweep.storage_url(storage, folder)
+        if studies.is_masked(url):
             raise UsageError(f"{folder}: the storage's password is not kept in the sweep folder; give it again with "
-                             f"--storage {url.replace('***', 'PASSWORD')}")
-        run = cls(sweep, folder, absolute(url), create=False)
+                             f"--storage {studies.shown(url, password='PASSWORD')}")
+        run = cls(sweep, folder, studies.absolute_storage(url), create=False)
         studies.retry_unfinished(run.study)
         return run
 
@@ -207,7 +198,7 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
         folder = Path(folder)
         hint = "with --status give a sweep folder, or --storage URL and --study NAME"
         sweep = load_sweep(sweep_yaml_of(folder, hint))
-        storage, name = storage or sweep.storage or studies.local_storage(folder), name or sweep.study
+        storage, name = sweep.storage_url(storage, folder), name or sweep.study
     elif storage is None or name is None:
         raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
     study = studies.load_any_study(storage, name)
