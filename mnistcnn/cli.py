@@ -702,7 +702,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
             _show_sweep_plan(sweep_file, jobs, threads, storage_url)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
-    console.print(f"sweep folder: {run.folder}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
+    console.print(f"sweep folder: {run.sweep_dir.path}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
                   soft_wrap=True)
     started, view = time.monotonic(), SweepView(run.sweep)
     try:
@@ -717,9 +717,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {snapshot.best['run']})\n"
-                      f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
+                      f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
-        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
+        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)

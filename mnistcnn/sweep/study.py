@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import UsageError, install_extra
+from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
@@ -33,7 +34,7 @@ def require_optuna():
 
 def local_storage(sweep_dir: Path) -> str:
     """A SQLite file in the sweep folder: enough for the jobs of one machine."""
-    return f"{SQLITE}{(Path(sweep_dir) / 'study.db').resolve()}"
+    return f"{SQLITE}{SweepDir(sweep_dir).study_file.resolve()}"
 
 
 def shown(url: str, password: str = MASK) -> str:
