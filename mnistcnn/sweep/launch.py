@@ -178,14 +178,18 @@ class SweepRun:
 
 
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:
-    """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name``, or by
-    the sweep folder that ran it."""
-    if folder is not None:
+    """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name`` when
+    both are given, else by the sweep folder that ran it."""
+    if storage is None or name is None:
+        if folder is None:
+            raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
+        if Path(folder).is_file():  # most likely the sweep file, given as when the sweep started
+            raise UsageError(f"{folder}: is a file, not a sweep folder; --status reads a sweep folder "
+                             "(runs/NAME-STAMP) or --storage URL --study NAME, and mnistcnn sweep SWEEP.yaml starts "
+                             "a sweep")
         sweep_dir = SweepDir.open(folder, "with --status give a sweep folder, or --storage URL and --study NAME")
         sweep = load_sweep(sweep_dir.sweep_file)
         storage, name = sweep.storage_url(storage, sweep_dir.path), name or sweep.study
-    elif storage is None or name is None:
-        raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
     study = studies.load_any_study(storage, name)
     settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
                 "study": name}
