@@ -77,3 +77,11 @@ class SweepDir:
     @property
     def best_trial(self) -> Path:
         return self.path / "best-trial.yaml"
+
+    @property
+    def metric_by_trial(self) -> Path:
+        return self.path / "metric-by-trial.png"
+
+    @property
+    def metric_by_parameter(self) -> Path:
+        return self.path / "metric-by-parameter.png"

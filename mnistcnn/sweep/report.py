@@ -74,7 +74,7 @@ def write_reports(sweep, rows: list[dict], sweep_dir: SweepDir) -> None:
     if rows:
         from ..plots import sweep_pictures
 
-        sweep_pictures(rows, sweep, sweep_dir.path, last_value)
+        sweep_pictures(rows, sweep, sweep_dir.metric_by_trial, sweep_dir.metric_by_parameter, last_value)
     best = best_row(rows, sweep.direction)
     if best is None or best["config"] is None:
         return
