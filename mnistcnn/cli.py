@@ -697,11 +697,12 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:
-            check_storage_folder(storage or sweep_file.storage)
-            _show_sweep_plan(sweep_file, jobs, threads, storage)
+            storage_url = sweep_file.storage_url(storage)
+            check_storage_folder(storage_url)
+            _show_sweep_plan(sweep_file, jobs, threads, storage_url)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
-    console.print(f"sweep folder: {run.folder}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
+    console.print(f"sweep folder: {run.sweep_dir.path}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
                   soft_wrap=True)
     started, view = time.monotonic(), SweepView(run.sweep)
     try:
@@ -716,9 +717,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {snapshot.best['run']})\n"
-                      f"train it: {command_line('train', run.folder / 'best-trial.yaml')}", soft_wrap=True)
+                      f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
-        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.folder)}", err=True)
+        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)
@@ -756,7 +757,7 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
-        from .sweep.report import ENDED
+        from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
                  if row["status"] in ENDED and row["number"] not in self.told]
@@ -784,8 +785,9 @@ def _jobs_text(jobs: int, threads: int) -> str:
     return f"{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}"
 
 
-def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> None:
-    """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings."""
+def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) -> None:
+    """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings
+    (``storage_url`` None: the SQLite file in the sweep folder)."""
     from .sweep.study import shown
 
     table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
@@ -799,10 +801,10 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage: str | None) -> Non
     console.print(table)
     warm_up = f"{sweep.warmup_epochs} epoch{'s' * (sweep.warmup_epochs != 1)}"
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {warm_up})"
-    storage = storage or sweep.storage
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
-                  f"storage {shown(storage) if storage else 'a SQLite file in the sweep folder'}", soft_wrap=True)
+                  f"storage {shown(storage_url) if storage_url else 'a SQLite file in the sweep folder'}",
+                  soft_wrap=True)
 
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:

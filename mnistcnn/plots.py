@@ -177,12 +177,11 @@ def _scatter_by_status(ax, points, x_of) -> None:
             ax.plot(*zip(*chosen), marker, color=colour, label=label, alpha=0.8, linestyle="none")
 
 
-def sweep_pictures(rows: list[dict], sweep, folder, last_value) -> None:
-    """metric-by-trial.png (each trial's metric and the best so far) and metric-by-parameter.png
-    (the metric against each searched parameter) in the sweep folder; ``last_value(row)`` is the
-    value a trial's point shows."""
+def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, last_value) -> None:
+    """``by_trial`` (each trial's metric and the best so far) and ``by_parameter`` (the metric
+    against each searched parameter); ``last_value(row)`` is the value a trial's point shows."""
     points = list(_sweep_points(rows, last_value))
-    metric, folder = sweep.metric, Path(folder)
+    metric = sweep.metric
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     if points:
         _scatter_by_status(ax, points, lambda row: row["number"])
@@ -197,7 +196,7 @@ def sweep_pictures(rows: list[dict], sweep, folder, last_value) -> None:
     ax.grid(alpha=0.3)
     title = f"sweep {sweep.name}: {metric} by trial"
     ax.set_title(title)
-    _save(fig, folder / "metric-by-trial.png", title)
+    _save(fig, by_trial, title)
 
     columns = min(3, len(sweep.parameters))
     lines = math.ceil(len(sweep.parameters) / columns)
@@ -223,4 +222,4 @@ def sweep_pictures(rows: list[dict], sweep, folder, last_value) -> None:
         ax.set_visible(False)
     title = f"sweep {sweep.name}: {metric} against each parameter"
     fig.suptitle(title)
-    _save(fig, folder / "metric-by-parameter.png", title)
+    _save(fig, by_parameter, title)

@@ -12,6 +12,7 @@ import yaml
 
 from .errors import UsageError
 from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json
+from .sweep.folder import SweepDir
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
@@ -100,17 +101,13 @@ def list_runs(folder=RUNS_DIR) -> list[dict]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such runs folder; train first (mnistcnn train CONFIG.yaml) or give the "
                          "folder that holds your run directories")
-    if not is_sweep_folder(folder) and (row := describe_run(folder)) is not None:  # one run: its own row
+    if not SweepDir(folder).is_sweep_folder and (row := describe_run(folder)) is not None:  # one run: its own row
         return [{**row, "sweep": None}]
     rows = []
-    for child in [folder] if is_sweep_folder(folder) else folder.iterdir():
-        if is_sweep_folder(child):  # its trials, each an ordinary run
-            rows += [{**row, "sweep": child.name} for trial in (child / "trials").iterdir()
+    for child in [folder] if SweepDir(folder).is_sweep_folder else folder.iterdir():
+        if (sweep_dir := SweepDir(child)).is_sweep_folder:  # its trials, each an ordinary run
+            rows += [{**row, "sweep": child.name} for trial in sweep_dir.trials.iterdir()
                      if trial.is_dir() and (row := describe_run(trial)) is not None]
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))
-
-
-def is_sweep_folder(path: Path) -> bool:
-    return (path / "sweep.yaml").is_file() and (path / "trials").is_dir()

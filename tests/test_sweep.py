@@ -374,6 +374,18 @@ def test_status_of_a_storage_file_that_is_not_there_makes_none(tmp_path, cli, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_status_of_a_sweep_file_says_what_status_reads_unless_storage_and_study_name_the_study(tmp_path, cli):
+    path = write_sweep(tmp_path)
+    result = cli("sweep", path, "--status")
+    assert result.exit_code == 2
+    assert result.output == (f"error: {path}: is a file, not a sweep folder; --status reads a sweep folder "
+                             "(runs/NAME-STAMP) or --storage URL --study NAME, and mnistcnn sweep SWEEP.yaml starts a "
+                             "sweep\n")
+    named = cli("sweep", path, "--status", "--storage", "foo://bar", "--study", "s1")
+    assert named.exit_code == 2 and named.output.startswith("error: --storage foo://bar: no database is called "
+                                                            "'foo'"), named.output
+
+
 def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
     result = cli("sweep", "--status", "--storage", "foo://bar", "--study", "s1")
     assert result.exit_code == 2 and result.output.startswith("error: --storage foo://bar: no database is called "

@@ -1,11 +1,5 @@
-"""A sweep on this machine: its folder, its worker processes, and what the study holds now.
-
-    runs/<name>-<stamp>/
-        sweep.yaml, base.yaml   the resolved sweep file and base config (--resume reads them)
-        study.db                the study, unless --storage names a shared one
-        trials/                 one ordinary run directory per trial run here
-        workers/                each worker process's log, and jobs.json: how many ran here last
-        trials.csv, trials.jsonl, best-trial.yaml, metric-by-trial.png, metric-by-parameter.png
+"""A sweep on this machine: its folder (folder.py names what is in it), its worker processes,
+and what the study holds now.
 
 The workers are separate processes (``worker.py``) in sessions of their own: a Ctrl-C reaches
 this process only, which passes it on once, so that each running trial checkpoints cleanly.
@@ -25,9 +19,9 @@ from .. import config as cfg
 from ..atomic import write_text
 from ..engine.fast.parallel import cores as available_cores
 from ..errors import INTERRUPTED, UsageError, command_line
-from ..runs import stamped_folder
 from . import study as studies
-from .report import ENDED, best_row, trial_rows, write_reports
+from .folder import SweepDir
+from .report import best_row, trial_rows, write_reports
 from .space import Sweep, load_sweep
 from .worker import POLL_SECONDS, STORAGE_VARIABLE
 
@@ -42,15 +36,6 @@ def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> 
         raise UsageError(f"--jobs {jobs}: this machine has {cores} cores, and each job needs one; give --jobs 1 to "
                          f"{cores}")
     return jobs, cores // jobs
-
-
-def absolute(storage: str | None) -> str | None:
-    """A journal file's or SQLite database's path made absolute, so that the URL kept in the
-    sweep folder still names it from another working directory."""
-    path = studies.storage_file(storage)
-    if path is None:
-        return storage
-    return ("sqlite:///" if storage.startswith("sqlite:///") else "") + str(path.resolve())
 
 
 @dataclass
@@ -75,8 +60,8 @@ class Snapshot:
 class SweepRun:
     """A sweep folder, the study it feeds, and the worker processes started here."""
 
-    def __init__(self, sweep: Sweep, folder: Path, storage_url: str, create: bool = True):
-        self.sweep, self.folder, self.storage_url = sweep, Path(folder), storage_url
+    def __init__(self, sweep: Sweep, sweep_dir: SweepDir, storage_url: str, create: bool = True):
+        self.sweep, self.sweep_dir, self.storage_url = sweep, sweep_dir, storage_url
         self.study = studies.open_study(sweep, studies.open_storage(storage_url, sweep.heartbeat), create=create)
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
@@ -86,56 +71,55 @@ class SweepRun:
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
         URL writes nothing."""
-        storage, sweep.study = absolute(storage or sweep.storage), study or sweep.study
-        if storage is not None:
-            study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=True)
+        shared, sweep.study = studies.absolute_storage(sweep.storage_url(storage)), study or sweep.study
+        if shared is not None:
+            study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
             if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
-                status = command_line("sweep", "--status", "--storage", studies.shown(storage), "--study", sweep.study)
+                status = command_line("sweep", "--status", "--storage", studies.shown(shared), "--study", sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
-        folder = stamped_folder(runs_dir, sweep.name)
-        write_text(folder / "base.yaml", cfg.dump(sweep.base))
-        resolved = {**sweep.to_yaml(), "base": "base.yaml",
-                    "storage": studies.shown(storage) if storage is not None else None}
-        write_text(folder / "sweep.yaml", f"# resolved from {sweep.path}; resume with "
-                                          f"{command_line('sweep', '--resume', folder)}\n" + cfg.dump(resolved))
-        return cls(sweep, folder, storage or studies.local_storage(folder))
+        sweep_dir = SweepDir.create(runs_dir, sweep.name)
+        write_text(sweep_dir.base_file, cfg.dump(sweep.base))
+        resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
+                    "storage": studies.shown(shared) if shared is not None else None}
+        write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
+                                         f"{command_line('sweep', '--resume', sweep_dir.path)}\n" + cfg.dump(resolved))
+        return cls(sweep, sweep_dir, studies.absolute_storage(sweep.storage_url(storage, sweep_dir.path)))
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
-        folder = Path(folder)
-        sweep = load_sweep(sweep_yaml_of(folder, "give the folder mnistcnn sweep printed"))
-        url = storage or sweep.storage or studies.local_storage(folder)
-        if "***" in url:
-            raise UsageError(f"{folder}: the storage's password is not kept in the sweep folder; give it again with "
-                             f"--storage {url.replace('***', 'PASSWORD')}")
-        run = cls(sweep, folder, absolute(url), create=False)
+        sweep_dir = SweepDir.open(folder, "give the folder mnistcnn sweep printed")
+        sweep = load_sweep(sweep_dir.sweep_file)
+        url = sweep.storage_url(storage, sweep_dir.path)
+        if studies.is_masked(url):
+            raise UsageError(f"{sweep_dir.path}: the storage's password is not kept in the sweep folder; give it "
+                             f"again with --storage {studies.shown(url, password='PASSWORD')}")
+        run = cls(sweep, sweep_dir, studies.absolute_storage(url), create=False)
         studies.retry_unfinished(run.study)
         return run
 
     def launch(self, jobs: int, threads: int) -> None:
         """Start ``jobs`` worker processes of ``threads`` threads each."""
-        logs = self.folder / "workers"
-        logs.mkdir(exist_ok=True)
-        write_text(logs / "jobs.json", json.dumps({"jobs": jobs}) + "\n")
+        self.sweep_dir.workers.mkdir(exist_ok=True)
+        write_text(self.sweep_dir.jobs_file, json.dumps({"jobs": jobs}) + "\n")
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage_url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
         for index in range(jobs):
             name = f"{studies.host()}-{index}"
-            self.logs.append(logs / f"{name}.log")
+            self.logs.append(self.sweep_dir.worker_log(name))
             with open(self.logs[-1], "a", encoding="utf-8") as log:
                 self.workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.folder),
-                     f"{name}/{self.folder.resolve()}/{launched}",
+                    [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.sweep_dir.path),
+                     f"{name}/{self.sweep_dir.path.resolve()}/{launched}",
                      str(threads)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def jobs_before(self) -> int | None:
         """How many jobs the last launch in this folder ran (None before any, or if unreadable)."""
         try:
-            jobs = json.loads((self.folder / "workers" / "jobs.json").read_text(encoding="utf-8"))["jobs"]
+            jobs = json.loads(self.sweep_dir.jobs_file.read_text(encoding="utf-8"))["jobs"]
         except (OSError, ValueError, TypeError, KeyError):
             return None
         return jobs if isinstance(jobs, int) and jobs >= 1 else None
@@ -176,9 +160,9 @@ class SweepRun:
         """The trials now; the reports are rewritten whenever a trial has ended since the last."""
         trials = self.study.get_trials(deepcopy=False)
         rows = trial_rows(trials)
-        ended = [(row["number"], row["status"]) for row in rows if row["status"] in ENDED]
+        ended = [(row["number"], row["status"]) for row in rows if row["status"] in studies.ENDED]
         if ended != self.reported:
-            write_reports(self.sweep, rows, self.folder)
+            write_reports(self.sweep, rows, self.sweep_dir)
             self.reported = ended
         return Snapshot(rows, studies.states(trials), best_row(rows, self.sweep.direction),
                         sum(process.poll() is None for process in self.workers), self.sweep.trials)
@@ -193,23 +177,19 @@ class SweepRun:
         return failed
 
 
-def sweep_yaml_of(folder: Path, hint: str) -> Path:
-    """A sweep folder's sweep.yaml; when there is none, a UsageError that ends with ``hint``."""
-    if not (folder / "sweep.yaml").is_file():
-        raise UsageError(f"{folder}: not a sweep folder (no sweep.yaml); {hint}")
-    return folder / "sweep.yaml"
-
-
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:
-    """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name``, or by
-    the sweep folder that ran it."""
-    if folder is not None:
-        folder = Path(folder)
-        hint = "with --status give a sweep folder, or --storage URL and --study NAME"
-        sweep = load_sweep(sweep_yaml_of(folder, hint))
-        storage, name = storage or sweep.storage or studies.local_storage(folder), name or sweep.study
-    elif storage is None or name is None:
-        raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
+    """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name`` when
+    both are given, else by the sweep folder that ran it."""
+    if storage is None or name is None:
+        if folder is None:
+            raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")
+        if Path(folder).is_file():  # most likely the sweep file, given as when the sweep started
+            raise UsageError(f"{folder}: is a file, not a sweep folder; --status reads a sweep folder "
+                             "(runs/NAME-STAMP) or --storage URL --study NAME, and mnistcnn sweep SWEEP.yaml starts "
+                             "a sweep")
+        sweep_dir = SweepDir.open(folder, "with --status give a sweep folder, or --storage URL and --study NAME")
+        sweep = load_sweep(sweep_dir.sweep_file)
+        storage, name = sweep.storage_url(storage, sweep_dir.path), name or sweep.study
     study = studies.load_any_study(storage, name)
     settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
                 "study": name}

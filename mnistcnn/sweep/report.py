@@ -5,15 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
-
 from .. import config as cfg
 from ..atomic import write_text
 from ..errors import command_line
+from .folder import SweepDir
 from .space import goodness
 from .study import trial_status
 
-ENDED = ("complete", "pruned", "diverged", "failed", "stopped")
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
 
 
@@ -61,9 +59,8 @@ def best_row(rows: list[dict], direction: str) -> dict | None:
     return next((row for row in ranked(rows, direction) if row["status"] == "complete"), None)
 
 
-def write_reports(sweep, rows: list[dict], folder: Path) -> None:
+def write_reports(sweep, rows: list[dict], sweep_dir: SweepDir) -> None:
     """trials.csv, trials.jsonl, the PNGs and, once a trial is complete, best-trial.yaml."""
-    folder = Path(folder)
     keys = [parameter.key for parameter in sweep.parameters]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -71,17 +68,17 @@ def write_reports(sweep, rows: list[dict], folder: Path) -> None:
     for row in rows:
         writer.writerow([row[column] for column in COLUMNS] + [row["params"].get(key) for key in keys]
                         + [" ".join(f"{value:.6g}" for value in row["per_epoch"])])
-    write_text(folder / "trials.csv", buffer.getvalue())
-    write_text(folder / "trials.jsonl", "".join(json.dumps({k: v for k, v in row.items() if k != "config"}) + "\n"
-                                                for row in rows))
+    write_text(sweep_dir.trials_csv, buffer.getvalue())
+    write_text(sweep_dir.trials_jsonl, "".join(json.dumps({k: v for k, v in row.items() if k != "config"}) + "\n"
+                                               for row in rows))
     if rows:
         from ..plots import sweep_pictures
 
-        sweep_pictures(rows, sweep, folder, last_value)
+        sweep_pictures(rows, sweep, sweep_dir.metric_by_trial, sweep_dir.metric_by_parameter, last_value)
     best = best_row(rows, sweep.direction)
     if best is None or best["config"] is None:
         return
-    path = folder / "best-trial.yaml"
+    path = sweep_dir.best_trial
     config = {**best["config"], "name": f"{sweep.name}-best"}
     header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g};\n"
               f"# its run: {best['run']}),\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..errors import ConfigError, command_line
 from ..runs import check_run_name
+from .study import local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -102,6 +103,12 @@ class Sweep:
     def settings(self) -> dict:
         """The objective and the trials planned: what a study keeps, and a table of trials needs."""
         return {"metric": self.metric, "direction": self.direction, "trials": self.trials}
+
+    def storage_url(self, given: str | None, sweep_dir: Path | None = None) -> str | None:
+        """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file
+        in ``sweep_dir``; None for that file while there is no sweep folder yet."""
+        url = given or self.storage
+        return local_storage(sweep_dir) if url is None and sweep_dir is not None else url
 
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}

@@ -14,9 +14,12 @@ import zlib
 from pathlib import Path
 
 from ..errors import UsageError, install_extra
+from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
+SQLITE = "sqlite:///"  # then a database file's path
+MASK = "***"  # a password that is not written down
 
 
 def require_optuna():
@@ -31,24 +34,39 @@ def require_optuna():
 
 def local_storage(sweep_dir: Path) -> str:
     """A SQLite file in the sweep folder: enough for the jobs of one machine."""
-    return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
+    return f"{SQLITE}{SweepDir(sweep_dir).study_file.resolve()}"
 
 
-def shown(url: str) -> str:
-    """The storage URL without its password, fit to print or write into the sweep folder."""
+def shown(url: str, password: str = MASK) -> str:
+    """The storage URL with ``password`` in place of its own: by default fit to print or write
+    into the sweep folder."""
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else url
+
+
+def is_masked(url: str) -> bool:
+    """Whether ``url`` is one that ``shown`` wrote: its password must be given again."""
+    return f":{MASK}@" in url
 
 
 def storage_file(url: str | None) -> Path | None:
     """The file a storage URL names: a journal file's path, or an SQLite database's; None for a
     database server."""
-    if url is None or "://" in url and not url.startswith("sqlite:///"):
+    if url is None or "://" in url and not url.startswith(SQLITE):
         return None
-    return Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+    return Path(url.removeprefix(SQLITE))
+
+
+def absolute_storage(url: str | None) -> str | None:
+    """A journal file's or SQLite database's path made absolute, so that the URL kept in the
+    sweep folder still names it from another working directory."""
+    path = storage_file(url)
+    if path is None:
+        return url
+    return (SQLITE if url.startswith(SQLITE) else "") + str(path.resolve())
 
 
 def check_storage_folder(url: str | None) -> None:
@@ -168,8 +186,8 @@ def load_any_study(url: str, name: str):
     """A study by name alone (``--status`` from any machine); a file that does not exist is not
     made (as opening a journal or a SQLite file would)."""
     optuna = require_optuna()
-    file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None if "://" in url else url
-    if file is not None and not Path(file).is_file():
+    file = storage_file(url)
+    if file is not None and not file.is_file():
         raise UsageError(f"--storage {url}: no such file; give the journal or SQLite file a sweep wrote, or a "
                          "sweep folder")
     storage = open_storage(url, heartbeat=60)
@@ -194,6 +212,7 @@ def retry_trial(study, trial) -> None:
 
 
 STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
+ENDED = ("complete", "pruned", "diverged", "failed", "stopped")  # the statuses of a trial that runs no more
 
 
 def trial_status(trial) -> str:
@@ -210,9 +229,9 @@ def states(trials) -> dict:
     """How many of ``trials`` have each status (surplus trials, which never ran, left out); a
     stopped trial counts as stopped until the trial that resumes it has ended (or stopped in its
     turn: then that one stands for it)."""
-    counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "stopped", "running", "queued"), 0)
+    counts = dict.fromkeys((*ENDED, "running", "queued"), 0)
     resumed = {trial.user_attrs["retry_of"] for trial in trials if "retry_of" in trial.user_attrs
-               and trial_status(trial) in ("complete", "pruned", "diverged", "failed", "stopped")}
+               and trial_status(trial) in ENDED}
     for trial in trials:
         if not trial.user_attrs.get("surplus") and trial.number not in resumed:
             counts[trial_status(trial)] += 1

@@ -23,6 +23,7 @@ from ..data import prepare_data
 from ..trainer import train_run
 from . import study as studies
 from .report import assignment
+from .folder import SweepDir
 from .space import goodness, load_sweep
 
 STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
@@ -88,9 +89,9 @@ def best_value(history: list[dict], metric: str, direction: str) -> float:
 class Worker:
     """Runs trials of ``sweep`` from ``study`` with ``threads`` threads each."""
 
-    def __init__(self, sweep, study, storage, sweep_dir: Path, threads: int):
+    def __init__(self, sweep, study, storage, sweep_dir: SweepDir, threads: int):
         self.sweep, self.study, self.storage = sweep, study, storage
-        self.sweep_dir, self.threads = Path(sweep_dir), threads
+        self.sweep_dir, self.threads = sweep_dir, threads
         self.data = DataCache()
         self.stopping = False
         self.last_error = None  # of this worker's last trial
@@ -144,7 +145,7 @@ class Worker:
         try:
             # `mnistcnn runs` lists what changed each run: here the sweep file and the trial's values
             values = [assignment(key, value) for key, value in trial.params.items()]
-            outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir / "trials",
+            outcome = train_run(config, self.data.get(config), reporter, runs_dir=self.sweep_dir.trials,
                                 resume=run, config_path=self.sweep.path, overrides=values, stop_on_signals=True)
         finally:
             reporter.close()
@@ -208,12 +209,12 @@ def _history(run: RunDir) -> list[dict]:
 
 def main(argv=None) -> int:
     """``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``: one worker process."""
-    sweep_dir, name, threads = (argv or sys.argv[1:])[:3]
+    folder, name, threads = (argv or sys.argv[1:])[:3]
     try:
-        sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
+        sweep_dir = SweepDir(folder)
+        sweep = load_sweep(sweep_dir.sweep_file)
         storage = studies.open_storage(os.environ[STORAGE_VARIABLE], sweep.heartbeat)
-        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, Path(sweep_dir),
-                        int(threads))
+        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads))
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
             worker.stopping = True

@@ -1,0 +1,87 @@
+"""A sweep's folder: the one place that names what is in it.
+
+    runs/<name>-<stamp>/
+        sweep.yaml, base.yaml   the resolved sweep file and base config (--resume reads them)
+        study.db                the study, unless --storage names a shared one
+        trials/                 one ordinary run directory per trial run here
+        workers/                each worker process's log, and jobs.json: how many ran here last
+        trials.csv, trials.jsonl, best-trial.yaml, metric-by-trial.png, metric-by-parameter.png
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from ..runs import stamped_folder
+
+
+class SweepDir:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` of a sweep and the files inside it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir, name: str) -> "SweepDir":
+        return cls(stamped_folder(runs_dir, name))
+
+    @classmethod
+    def open(cls, path, hint: str) -> "SweepDir":
+        """The sweep folder at ``path``; when it has no sweep file, a UsageError that ends with ``hint``."""
+        sweep_dir = cls(path)
+        if not sweep_dir.sweep_file.is_file():
+            raise UsageError(f"{sweep_dir.path}: not a sweep folder (no {sweep_dir.sweep_file.name}); {hint}")
+        return sweep_dir
+
+    @property
+    def is_sweep_folder(self) -> bool:
+        """Whether the folder is a sweep's that has trials to list."""
+        return self.sweep_file.is_file() and self.trials.is_dir()
+
+    # paths
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / "sweep.yaml"
+
+    @property
+    def base_file(self) -> Path:
+        return self.path / "base.yaml"
+
+    @property
+    def study_file(self) -> Path:
+        return self.path / "study.db"
+
+    @property
+    def trials(self) -> Path:
+        return self.path / "trials"
+
+    @property
+    def workers(self) -> Path:
+        return self.path / "workers"
+
+    @property
+    def jobs_file(self) -> Path:
+        return self.workers / "jobs.json"
+
+    def worker_log(self, name: str) -> Path:
+        return self.workers / f"{name}.log"
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.path / "trials.csv"
+
+    @property
+    def trials_jsonl(self) -> Path:
+        return self.path / "trials.jsonl"
+
+    @property
+    def best_trial(self) -> Path:
+        return self.path / "best-trial.yaml"
+
+    @property
+    def metric_by_trial(self) -> Path:
+        return self.path / "metric-by-trial.png"
+
+    @property
+    def metric_by_parameter(self) -> Path:
+        return self.path / "metric-by-parameter.png"
