@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 from pathlib import Path
 
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json
+from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json, training_process
 from .sweep.folder import SweepDir
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
-
-
-def process_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -52,7 +39,7 @@ def run_status(run: RunDir, status: dict | None) -> str:
     if status is None:
         return "unknown"
     state = status.get("status", "unknown")
-    if state == "running" and not process_alive(status.get("pid")):
+    if state == "running" and training_process(status) is None:
         return "interrupted"
     if state == "failed" and status.get("reason") == DIVERGED:
         return "diverged"

@@ -62,6 +62,27 @@ def blas_libraries() -> list[dict]:
             if library.get("user_api") == "blas"]
 
 
+def process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def training_process(status: dict | None) -> int | None:
+    """The process a run's status.json (``status``) says trains it, while that process lives; None
+    when it is gone without saying so (killed, machine restarted)."""
+    pid = (status or {}).get("pid")
+    if (status or {}).get("status") != "running" or not process_alive(pid):
+        return None
+    return pid
+
+
 def check_run_name(name: str, example: str = "--name lenet") -> str:
     """``name``, which names a folder under the runs folder; ``example`` shows how to give another."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:

@@ -8,6 +8,7 @@ and goes on as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -29,8 +30,8 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint, versions,
-                   write_json)
+from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
+                   training_process, versions, write_json)
 
 
 class Interrupted(Exception):
@@ -618,8 +619,13 @@ def _then_go_on(run: RunDir) -> str:
 
 
 def check_resumable(run: RunDir, epochs: int) -> bool:
-    """Refuse to resume a finished run unless ``epochs`` goes past what it trained; returns
-    whether the run had finished (and is being trained longer)."""
+    """Refuse to resume a run that another process is training now (two would write its files at
+    once), or a finished run unless ``epochs`` goes past what it trained; returns whether the run
+    had finished (and is being trained longer)."""
+    pid = training_process(read_json(run.status_file))
+    if pid is not None and pid != os.getpid():  # this process: a full disk kept it from writing how the run ended
+        raise UsageError(f"{run.path}: is being trained by process {pid} now; wait for it to end, or stop it "
+                         f"(kill -INT {pid}) and resume then")
     if not run.checkpoint("last").is_file():
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
     if not run.finished:

@@ -3,6 +3,7 @@ empty data folder, and fuzzing of the IDX reader and the config loader with rand
 import errno
 import json
 import os
+import signal
 import subprocess
 
 import numpy as np
@@ -133,6 +134,27 @@ def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_pa
         assert json.loads((run / "summary.json").read_text())["status"] == "finished"
         load_checkpoint(run / "checkpoints" / "best.npz")
     assert {out.strip().rsplit(" ", 1)[-1] for out, _ in outputs} == {str(run) for run in dirs}
+
+
+def test_a_resume_of_a_run_that_another_process_trains_is_refused_until_it_ends(tmp_path, cli, write_config, only_run,
+                                                                                 mnistcnn_command, wait_for,
+                                                                                 first_epoch_done):
+    config = write_config(tmp_path, limit=3000, epochs=50)  # still training when the resume is tried
+    process = subprocess.Popen([*mnistcnn_command, "train", str(config), "--runs-dir", str(tmp_path / "runs"),
+                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: first_epoch_done(tmp_path / "runs"), what="the first epoch")
+        run = only_run(tmp_path / "runs")
+        refused = cli("train", "--resume", run, "--quiet")
+        log = (run / "train.log").read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert refused.output == (f"error: {run}: is being trained by process {process.pid} now; wait for it to end, or "
+                              f"stop it (kill -INT {process.pid}) and resume then\n")
+    assert "resuming" not in log
+    assert cli("train", "--resume", run, "--print-config").exit_code == 0  # its process has ended
 
 
 def test_an_empty_data_folder_is_named_and_no_run_is_made(tmp_path, cli, write_config):

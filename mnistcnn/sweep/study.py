@@ -257,7 +257,7 @@ def _fail(study, trial) -> None:
 def retry_unfinished(study) -> None:
     """Queue a retry for each trial that stopped without one: cut short by a second Ctrl-C, or
     left running by a worker of this machine that is gone."""
-    from ..runlist import process_alive
+    from ..runs import process_alive
 
     trials = study.get_trials(deepcopy=False)
     retried = {trial.user_attrs.get("retry_of") for trial in trials}
