@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
@@ -25,7 +26,7 @@ from . import config as cfg
 from .atomic import make_folder
 from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
-from .data import ENV_DATA_DIR, SPLITS
+from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import MIN_CONFIDENCE, TOP
@@ -46,8 +47,22 @@ checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["be
 def data_dir_option(help_suffix: str):
     """``--data-dir`` (or the MNISTCNN_DATA_DIR variable); ``help_suffix`` ends its help: what is
     read without it."""
-    return click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
-                        help=f"Folder of MNIST-layout IDX files{help_suffix}.")
+    return click.option("--data-dir", cls=DataDirOption, type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
+                        show_envvar=True, help=f"Folder of MNIST-layout IDX files{help_suffix}.")
+
+
+class DataDirOption(click.Option):
+    """--data-dir, which MNISTCNN_DATA_DIR gives too: a folder from the variable is checked as it is
+    read, since only the parser knows that the variable named it, not the option."""
+
+    def consume_value(self, ctx, opts):
+        folder, source = super().consume_value(ctx, opts)
+        if source is ParameterSource.ENVIRONMENT:
+            try:
+                check_data_folder(folder, from_variable=True)
+            except MnistCnnError as err:
+                fail(str(err), err.exit_code)
+        return folder, source
 
 
 def split_option(default: str):

@@ -141,12 +141,21 @@ def _read_idx_header(stream, path: Path, expected_ndim: int | None, hasher) -> t
     return dims
 
 
-def find_idx_files(folder) -> dict[str, Path]:
-    """The four MNIST-layout files in ``folder``, in either naming, raw or gzip."""
+def check_data_folder(folder, from_variable: bool = False) -> Path:
+    """``folder`` as a Path, refused when it is no folder; ``from_variable``: MNISTCNN_DATA_DIR named
+    it, not data.dir or --data-dir, so the message names the variable."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: data folder not found; point data.dir (or --data-dir) at a folder "
-                        "holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files")
+        holding = "a folder holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files"
+        fix = (f"the {ENV_DATA_DIR} variable names it: point the variable at {holding}, or unset it"
+               if from_variable else f"point data.dir (or --data-dir) at {holding}")
+        raise DataError(f"{folder}: data folder not found; {fix}")
+    return folder
+
+
+def find_idx_files(folder) -> dict[str, Path]:
+    """The four MNIST-layout files in ``folder``, in either naming, raw or gzip."""
+    folder = check_data_folder(folder)
     found = {}
     for role, (stem, kind) in ROLES.items():
         names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
@@ -205,7 +214,7 @@ def default_data_dir() -> Path:
     """Where data comes from when nothing is named: $MNISTCNN_DATA_DIR, the bundled copy, the cache."""
     env = os.environ.get(ENV_DATA_DIR)
     if env:
-        return Path(env)
+        return check_data_folder(env, from_variable=True)
     if all((BUNDLED_DIR / f"{name}.gz").is_file() for name in MNIST_SHA256):
         return BUNDLED_DIR
     if CACHE_DIR.is_dir():

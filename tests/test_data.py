@@ -94,9 +94,12 @@ def test_a_truncated_or_garbage_gzip_is_a_data_error_naming_the_file(tmp_path, m
         read_idx(path)
 
 
-def test_missing_folder_and_missing_file(tmp_path, make_folder):
+def test_missing_folder_and_missing_file(tmp_path, make_folder, monkeypatch):
     with pytest.raises(DataError, match="data folder not found"):
         load_dataset(tmp_path / "nope")
+    monkeypatch.setenv("MNISTCNN_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="data folder not found; the MNISTCNN_DATA_DIR variable names it"):
+        load_dataset()
     make_folder(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):

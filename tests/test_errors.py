@@ -40,6 +40,24 @@ def test_dry_run_checks_the_data_folder(cli, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_a_data_folder_that_the_variable_named_is_blamed_on_the_variable(cli, trained_run, tmp_path, monkeypatch):
+    nowhere = tmp_path / "nowhere"
+    monkeypatch.setenv("MNISTCNN_DATA_DIR", str(nowhere))
+    result = cli("eval", trained_run)
+    assert result.exit_code == 2 and result.output == (
+        f"error: {nowhere}: data folder not found; the MNISTCNN_DATA_DIR variable names it: point the variable at a "
+        "folder holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files, or unset it\n")
+    given = cli("eval", trained_run, "--data-dir", nowhere)  # the option, not the variable
+    assert given.exit_code == 2 and "MNISTCNN_DATA_DIR" not in given.output
+    assert f"error: {nowhere}: data folder not found; point data.dir (or --data-dir) at" in given.output
+
+
+def test_the_help_of_data_dir_names_the_variable_that_gives_it_too(cli):
+    help_text = " ".join(cli("train", "--help").output.split())
+    assert "--data-dir PATH Folder of MNIST-layout IDX files (default: the bundled MNIST). [env var: " \
+           "MNISTCNN_DATA_DIR]" in help_text
+
+
 @pytest.mark.parametrize("options,message", [
     (["--set", "model.input_shape=[32, 32, 1]"], "error: bundled MNIST: images are (28, 28, 1) (H, W, C) but the "
                                                  "model takes (32, 32, 1); set model.input_shape in"),
