@@ -350,8 +350,8 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
     return arrays, meta
 
 
-# Files that are pictures, not models: `predict` reads them from a folder; given first, they are a
-# swap of its arguments.
+# Files that are pictures by their names: `predict` reads them from a folder; given where a model goes, they
+# are a slip (for predict, a swap of its arguments).
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -388,8 +388,9 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         raise UsageError(f"{target}: is a config, not a run or a checkpoint; train it first "
                          f"({command_line('train', target)}) and give the run directory it prints")
     if target.suffix.lower() in PICTURE_SUFFIXES:
-        raise UsageError(f"{target}: is a picture, not a run or a checkpoint; the model comes first, then the "
-                         f"pictures: {command_line('predict', 'RUN', target)}")
+        raise UsageError(f"{target}: a {target.suffix} file is a picture, not a run directory or a checkpoint; give "
+                         f"the run (runs/NAME-STAMP) or one of its checkpoints; to classify the picture: "
+                         f"{command_line('predict', 'RUN', target)}")
     if which is not None:
         raise no_checkpoint_choice(which, target, "an exported ONNX model" if target.suffix.lower() == ".onnx"
                                    else "a checkpoint file")

@@ -105,7 +105,13 @@ def test_a_layer_is_reachable_from_set(cli):
 
 
 def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
+    picture = tmp_path / "digit.jpg"
+    picture.write_bytes(b"")
+    picture_words = (f"error: {picture}: a .jpg file is a picture, not a run directory or a checkpoint; give the run "
+                     f"(runs/NAME-STAMP) or one of its checkpoints; to classify the picture: mnistcnn predict RUN "
+                     f"{picture}\n")
     checks = [
+        *[((command, picture), picture_words) for command in ("eval", "export", "serve")],
         (("eval", QUICK), f"error: {QUICK}: is a config, not a run or a checkpoint; train it first (mnistcnn train"),
         (("eval", trained_run / "config.yaml"), f"error: {trained_run / 'config.yaml'}: is the config of the run "
                                                 f"{trained_run}; give the run directory itself"),
