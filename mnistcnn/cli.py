@@ -651,7 +651,9 @@ def serve(target, port, host, open_browser, which, data_dir):
     if open_browser:
         import webbrowser
 
-        webbrowser.open(browser_url(host, sock.getsockname()[1]))
+        page = browser_url(host, sock.getsockname()[1])
+        if not webbrowser.open(page):
+            click.echo(f"no browser to open here; open {page} yourself", err=True)
     run(create_app(served, allowed_hosts(host)), sock)
 
 

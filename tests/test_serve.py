@@ -345,6 +345,26 @@ def test_without_starlette_the_command_says_what_to_install(trained_run, cli_wit
                                      f"{install_extra('serve')}")
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_open_without_a_browser_says_to_open_the_page_by_hand(trained_run, cli, monkeypatch, host):
+    import webbrowser
+    from mnistcnn.serve import server
+
+    opened = []
+
+    def no_browser(url):
+        opened.append(url)
+        return False  # as webbrowser.open does where it finds no browser
+
+    monkeypatch.setattr(webbrowser, "open", no_browser)
+    monkeypatch.setattr(server, "run", lambda app, sock: sock.close())  # no need to serve
+    result = cli("serve", trained_run, "--port", "0", "--host", host, "--open")
+    assert result.exit_code == 0, result.output
+    (page,) = opened
+    assert page.startswith("http://127.0.0.1:") and result.stderr.endswith(f"no browser to open here; open {page} "
+                                                                          "yourself\n")
+
+
 def test_port_0_serves_on_a_free_port_and_prints_it(trained_run, mnistcnn_command):
     process = subprocess.Popen([*mnistcnn_command, "serve", str(trained_run), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
