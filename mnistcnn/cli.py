@@ -761,7 +761,7 @@ class SweepView:
 
         self.sweep = sweep
         self.live = Live(console=console, transient=True) if console.is_terminal else None
-        self.told = set()
+        self.trials_printed = set()  # the numbers of the trials whose line is printed
         if self.live:
             self.live.start()
 
@@ -777,13 +777,13 @@ class SweepView:
         from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
-                 if row["status"] in ENDED and row["number"] not in self.told]
+                 if row["status"] in ENDED and row["number"] not in self.trials_printed]
         for row in ended:
-            self.told.add(row["number"])
-            outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"] or ""
+            self.trials_printed.add(row["number"])
+            outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
             epochs = f"{row['epochs']} epoch{'s' * (row['epochs'] != 1)}"
-            console.print(f"trial {row['number']} {row['status']}: {outcome} after {epochs}, "
-                          f"{_duration(row['seconds'])} ({_params_text(row['params'])})", soft_wrap=True)
+            console.print(f"trial {row['number']} {row['status']} after {epochs}, {_duration(row['seconds'])}"
+                          + (f": {outcome}" if outcome else "") + f" ({_params_text(row['params'])})", soft_wrap=True)
         if ended:
             console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)
 
@@ -793,9 +793,10 @@ class SweepView:
 
 
 def _params_text(params: dict) -> str:
-    from .sweep.report import assignment
+    from .sweep.report import assignment, parameter_names
 
-    return ", ".join(assignment(key.rsplit(".", 1)[-1], value) for key, value in params.items())
+    names = parameter_names(params)
+    return ", ".join(assignment(names[key], value) for key, value in params.items())
 
 
 def _jobs_text(jobs: int, threads: int) -> str:
@@ -826,15 +827,16 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) ->
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
-    from .sweep.report import last_value, ranked
+    from .sweep.report import last_value, parameter_names, ranked
 
     metric = settings["metric"]
     if top is not None:
         rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
+    columns = ("trial", "status", metric, "epochs", "trial time", "test")
+    names = parameter_names(keys, columns)
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
-    for column in ("trial", "status", metric, "epochs", "trial time", "test",
-                   *[key.rsplit(".", 1)[-1] for key in keys]):
+    for column in (*columns, *[names[key] for key in keys]):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in rows:
         value = last_value(row)

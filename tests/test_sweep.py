@@ -346,6 +346,38 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
 
 
+def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mnistcnn.cli import SweepView, sweep_table
+    from mnistcnn.sweep.launch import Snapshot
+    from mnistcnn.sweep.report import parameter_names, trial_rows
+    from mnistcnn.sweep.study import states
+
+    start = dt.datetime(2026, 1, 1)
+
+    def trial(number, state, value=None, **attrs):
+        return SimpleNamespace(number=number, state=SimpleNamespace(name=state), value=value, user_attrs=attrs,
+                               params={"train.epochs": 3, "train.optimizer.lr": 0.05}, intermediate_values={1: 0.5},
+                               datetime_start=start, datetime_complete=start + dt.timedelta(seconds=2))
+
+    trials = [trial(0, "FAIL", stopped=True), trial(1, "RUNNING", retry_of=0)]
+    sweep = SimpleNamespace(metric="val_acc", trials=2)
+    SweepView(sweep).show(Snapshot(trial_rows(trials), states(trials), None, 1, trials=2))
+    assert capsys.readouterr().out.splitlines()[0] == ("trial 0 stopped after 1 epoch, 2.0s: it goes on as trial 1 "
+                                                       "(epochs=3, lr=0.05)")
+    console = Console(width=200, record=True)
+    console.print(sweep_table(trial_rows(trials), {"metric": "val_acc", "direction": "maximize"}, ""))
+    header = console.export_text().splitlines()[1].split()
+    assert header == ["trial", "status", "val_acc", "epochs", "trial", "time", "test", "train.epochs", "lr"]
+    assert parameter_names(["model.layers[0].filters", "model.layers[3].filters", "train.batch_size"]) == {
+        "model.layers[0].filters": "model.layers[0].filters", "model.layers[3].filters": "model.layers[3].filters",
+        "train.batch_size": "batch_size"}
+
+
 def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
     path = write_sweep(tmp_path, storage="postgresql://user:secret@db.example/sweeps")
     result = cli("sweep", path, "--runs-dir", tmp_path / "runs", "--dry-run", "--jobs", "1")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
+
 from .. import config as cfg
 from ..atomic import write_text
 from ..errors import command_line
@@ -33,7 +35,7 @@ def trial_rows(trials) -> list[dict]:
             "test_acc": attrs.get("test_acc"), "retry_of": attrs.get("retry_of"), "run": attrs.get("run_dir"),
             "host": attrs.get("host"), "params": dict(trial.params),
             "per_epoch": [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)],
-            "reason": attrs.get("reason") or attrs.get("error") or (f"to go on as trial {retry}" if retry else None),
+            "reason": attrs.get("reason") or attrs.get("error") or (f"it goes on as trial {retry}" if retry else None),
             "config": attrs.get("config"),
         })
     return rows
@@ -47,6 +49,15 @@ def last_value(row: dict) -> float | None:
 def assignment(key: str, value) -> str:
     """``key=value`` as trials are listed and recorded: floats to four significant digits."""
     return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+
+
+def parameter_names(keys, taken=()) -> dict[str, str]:
+    """Each searched key as tables and trial lines name it: the last part of its path (lr for
+    train.optimizer.lr), or the whole key where that part is ambiguous: shared with another key, or
+    with a name in ``taken`` (a table's other columns: train.epochs beside the epochs trained)."""
+    last = {key: key.rsplit(".", 1)[-1] for key in keys}
+    uses = Counter(last.values())
+    return {key: name if uses[name] == 1 and name not in taken else key for key, name in last.items()}
 
 
 def ranked(rows: list[dict], direction: str) -> list[dict]:
