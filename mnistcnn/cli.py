@@ -675,8 +675,9 @@ Examples:
                                        "the sweep ran here before).")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="SWEEP_DIR",
               help="Continue the sweep in SWEEP_DIR: interrupted trials resume from their checkpoints.")
-@click.option("--storage", metavar="URL", help="A shared study: a PostgreSQL or MySQL URL, or a journal file on a "
-                                               "shared filesystem (default: a SQLite file in the sweep folder).")
+@click.option("--storage", metavar="URL", help="A shared study: a PostgreSQL, MySQL or SQLite URL, a SQLite file "
+                                               "(.db, .sqlite, .sqlite3), or else a journal file on a shared "
+                                               "filesystem (default: a SQLite file in the sweep folder).")
 @click.option("--study", metavar="NAME", help="The study's name in --storage (default: the sweep's name).")
 @click.option("--status", is_flag=True, help="Print the study's trials (from --storage and --study, or a sweep "
                                              "folder given as the argument) and exit.")
@@ -806,7 +807,7 @@ def _jobs_text(jobs: int, threads: int) -> str:
 def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) -> None:
     """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings
     (``storage_url`` None: the SQLite file in the sweep folder)."""
-    from .sweep.study import shown
+    from .sweep.study import storage_words
 
     table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
     for column in ("key", "type", "values"):
@@ -821,7 +822,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) ->
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {warm_up})"
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
-                  f"storage {shown(storage_url) if storage_url else 'a SQLite file in the sweep folder'}",
+                  f"storage: {storage_words(storage_url)}",
                   soft_wrap=True)
 
 

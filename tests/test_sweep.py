@@ -391,6 +391,29 @@ def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
     assert resumed.exit_code == 2 and "--dry-run checks a sweep file before it starts" in resumed.output
 
 
+@pytest.mark.parametrize("storage,kind", [("study.db", "the SQLite database"), ("study.sqlite3", "the SQLite database"),
+                                          ("sqlite:///study.sqlite", "the SQLite database"),
+                                          ("study.journal", "the Optuna journal file")])
+def test_the_dry_run_says_which_storage_a_path_means(tmp_path, cli, monkeypatch, storage, kind):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path)
+    result = cli("sweep", path, "--storage", storage, "--runs-dir", tmp_path / "runs", "--dry-run", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert f"storage: {kind} {tmp_path / storage.removeprefix('sqlite:///')}\n" in result.output
+
+
+def test_a_storage_path_named_as_a_sqlite_file_is_a_sqlite_database(tmp_path, mnistcnn_command, cli):
+    path = write_sweep(tmp_path, limit=500, epochs=1, trials=1)
+    database = tmp_path / "shared" / "studies.db"
+    database.parent.mkdir()
+    done = run_sweep(mnistcnn_command, path, "--storage", "../shared/studies.db", "--study", "s1", "--jobs", "1",
+                     "--runs-dir", tmp_path / "runs", cwd=tmp_path / "shared")
+    assert done.returncode == 0, done.stderr
+    assert database.read_bytes().startswith(b"SQLite format 3\x00")  # not a journal file's JSON lines
+    status = cli("sweep", "--status", "--storage", database, "--study", "s1")
+    assert status.exit_code == 0 and "study s1: 1 of 1 trials done" in status.output, status.output
+
+
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
     result = cli("sweep", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2

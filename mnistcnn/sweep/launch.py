@@ -71,7 +71,7 @@ class SweepRun:
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
         URL writes nothing."""
-        shared, sweep.study = studies.absolute_storage(sweep.storage_url(storage)), study or sweep.study
+        shared, sweep.study = sweep.storage_url(storage), study or sweep.study
         if shared is not None:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
@@ -85,7 +85,7 @@ class SweepRun:
                     "storage": studies.shown(shared) if shared is not None else None}
         write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
                                          f"{command_line('sweep', '--resume', sweep_dir.path)}\n" + cfg.dump(resolved))
-        return cls(sweep, sweep_dir, studies.absolute_storage(sweep.storage_url(storage, sweep_dir.path)))
+        return cls(sweep, sweep_dir, sweep.storage_url(storage, sweep_dir.path))
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
@@ -96,7 +96,7 @@ class SweepRun:
         if studies.is_masked(url):
             raise UsageError(f"{sweep_dir.path}: the storage's password is not kept in the sweep folder; give it "
                              f"again with --storage {studies.shown(url, password='PASSWORD')}")
-        run = cls(sweep, sweep_dir, studies.absolute_storage(url), create=False)
+        run = cls(sweep, sweep_dir, url, create=False)
         studies.retry_unfinished(run.study)
         return run
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..errors import ConfigError, command_line
 from ..runs import check_run_name
-from .study import local_storage
+from .study import local_storage, resolved_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -37,7 +37,8 @@ SWEEP_KEYS = {
     "sampler": "tpe, random or grid",
     "seed": "seeds the sampler",
     "pruner": "{type: median | hyperband | none, warmup_epochs: N, startup_trials: N}",
-    "storage": "null: a SQLite file in the sweep folder; else a PostgreSQL/MySQL URL or a journal file",
+    "storage": "null: a SQLite file in the sweep folder; else a PostgreSQL/MySQL/SQLite URL, a SQLite file "
+               "(.db, .sqlite, .sqlite3) or a journal file",
     "study": "the study's name in the storage (null: the sweep's name)",
     "heartbeat": "seconds between a running trial's signs of life; silent for twice that, it is retried",
     "space": "config key path -> {type: float | int | choice, ...}",
@@ -105,10 +106,10 @@ class Sweep:
         return {"metric": self.metric, "direction": self.direction, "trials": self.trials}
 
     def storage_url(self, given: str | None, sweep_dir: Path | None = None) -> str | None:
-        """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file
-        in ``sweep_dir``; None for that file while there is no sweep folder yet."""
+        """The study's storage (``resolved_storage``): ``given`` (--storage), else the sweep file's,
+        else the SQLite file in ``sweep_dir``; None for that file while there is no sweep folder yet."""
         url = given or self.storage
-        return local_storage(sweep_dir) if url is None and sweep_dir is not None else url
+        return local_storage(sweep_dir) if url is None and sweep_dir is not None else resolved_storage(url)
 
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}

@@ -19,6 +19,7 @@ from .folder import SweepDir
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
 SQLITE = "sqlite:///"  # then a database file's path
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 MASK = "***"  # a password that is not written down
 
 
@@ -60,13 +61,28 @@ def storage_file(url: str | None) -> Path | None:
     return Path(url.removeprefix(SQLITE))
 
 
-def absolute_storage(url: str | None) -> str | None:
-    """A journal file's or SQLite database's path made absolute, so that the URL kept in the
-    sweep folder still names it from another working directory."""
+def resolved_storage(url: str | None) -> str | None:
+    """The storage a --storage value means: a database URL as it is; a plain path ending in one of
+    SQLITE_SUFFIXES a SQLite database's URL; any other plain path an Optuna journal file. A file's
+    path is made absolute, so that the URL kept in the sweep folder still names it from another
+    working directory."""
     path = storage_file(url)
     if path is None:
         return url
-    return (SQLITE if url.startswith(SQLITE) else "") + str(path.resolve())
+    sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES
+    return (SQLITE if sqlite else "") + str(path.resolve())
+
+
+def storage_words(url: str | None) -> str:
+    """A storage (``resolved_storage``) in words, its kind first, with no password; None: the
+    SQLite file a new sweep folder will hold."""
+    if url is None:
+        return "a SQLite file in the sweep folder"
+    if url.startswith(SQLITE):
+        return f"the SQLite database {url.removeprefix(SQLITE)}"
+    if "://" not in url:
+        return f"the Optuna journal file {url}"
+    return f"the database {shown(url)}"
 
 
 def check_storage_folder(url: str | None) -> None:
@@ -183,14 +199,15 @@ def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
 
 
 def load_any_study(url: str, name: str):
-    """A study by name alone (``--status`` from any machine); a file that does not exist is not
-    made (as opening a journal or a SQLite file would)."""
+    """A study by name alone (``--status`` from any machine) in the storage that ``url``, a --storage
+    value, means; a file that does not exist is not made (as opening a journal or a SQLite file would)."""
     optuna = require_optuna()
-    file = storage_file(url)
+    resolved = resolved_storage(url)
+    file = storage_file(resolved)
     if file is not None and not file.is_file():
         raise UsageError(f"--storage {url}: no such file; give the journal or SQLite file a sweep wrote, or a "
                          "sweep folder")
-    storage = open_storage(url, heartbeat=60)
+    storage = open_storage(resolved, heartbeat=60)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
