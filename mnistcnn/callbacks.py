@@ -7,6 +7,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .words import counted
+
 if TYPE_CHECKING:
     from .runs import RunDir
     from .trainer import Trainer
@@ -99,10 +101,10 @@ class RunLog(Callbacks):
 def threads_words(workers: int, blas_threads: int | None, parallel: str = "threads") -> str:
     """How a run spreads each batch over the cores, in words: for train.log and ``--dry-run``."""
     if workers > 1 and parallel == "processes":
-        return (f"{workers} workers (this process and {workers - 1} worker process{'es' if workers > 2 else ''}), "
+        return (f"{workers} workers (this process and {counted(workers - 1, 'worker process', 'worker processes')}), "
                 "each with a share of every batch and one BLAS thread")
     if workers > 1:
         return f"{workers} worker threads, each with a share of every batch and one BLAS thread"
     if not blas_threads:
         return "1 worker thread with the BLAS default threads"
-    return f"1 worker thread with {blas_threads} BLAS thread{'s' if blas_threads != 1 else ''}"
+    return f"1 worker thread with {counted(blas_threads, 'BLAS thread')}"

@@ -31,6 +31,7 @@ from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import MIN_CONFIDENCE, TOP
 from .runs import RUNS_DIR
+from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
 # so that paths and table cells stay whole for grep
@@ -782,8 +783,8 @@ class SweepView:
         for row in ended:
             self.trials_printed.add(row["number"])
             outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
-            epochs = f"{row['epochs']} epoch{'s' * (row['epochs'] != 1)}"
-            console.print(f"trial {row['number']} {row['status']} after {epochs}, {_duration(row['seconds'])}"
+            console.print(f"trial {row['number']} {row['status']} after {counted(row['epochs'], 'epoch')}, "
+                          f"{_duration(row['seconds'])}"
                           + (f": {outcome}" if outcome else "") + f" ({_params_text(row['params'])})", soft_wrap=True)
         if ended:
             console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)
@@ -801,7 +802,7 @@ def _params_text(params: dict) -> str:
 
 
 def _jobs_text(jobs: int, threads: int) -> str:
-    return f"{jobs} job{'s' * (jobs > 1)} x {threads} thread{'s' * (threads > 1)}"
+    return f"{counted(jobs, 'job')} x {counted(threads, 'thread')}"
 
 
 def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) -> None:
@@ -818,8 +819,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) ->
                   + (f", step {parameter.step}" if parameter.step else ""))
         table.add_row(parameter.key, parameter.kind, values)
     console.print(table)
-    warm_up = f"{sweep.warmup_epochs} epoch{'s' * (sweep.warmup_epochs != 1)}"
-    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {warm_up})"
+    pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {counted(sweep.warmup_epochs, 'epoch')})"
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
                   f"storage: {storage_words(storage_url)}",

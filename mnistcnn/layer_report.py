@@ -19,6 +19,7 @@ from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
 from .runs import PICTURE_SUFFIXES, RUNS_DIR, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
+from .words import counted
 
 
 class Target(NamedTuple):
@@ -102,15 +103,11 @@ def sample_index(shape) -> tuple:
 AXES = {4: ("image", "row", "column", "channel"), 2: ("image", "unit")}
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' if n != 1 else ''}"
-
-
 def shape_words(shape) -> str:
     """``(16, 14, 14, 8)`` as ``16 images of 14x14 with 8 channels``."""
-    images = _count(shape[0], "image")
+    images = counted(shape[0], "image")
     if len(shape) == 4:
-        return f"{images} of {shape[1]}x{shape[2]} with {_count(shape[3], 'channel')}"
+        return f"{images} of {shape[1]}x{shape[2]} with {counted(shape[3], 'channel')}"
     if len(shape) == 2:
         return f"{images} of {shape[1]} values"
     return f"{images} of shape {tuple(shape[1:])}"
@@ -143,12 +140,12 @@ def param_shape_words(layer_type: str, key: str, shape) -> str:
     names = PARAM_AXES.get((layer_type, key))
     if names is None or len(names) != len(shape):
         return str(tuple(shape))
-    return "(" + ", ".join(str(n) if name is None else _count(n, name) for n, name in zip(shape, names)) + ")"
+    return "(" + ", ".join(str(n) if name is None else counted(n, name) for n, name in zip(shape, names)) + ")"
 
 
 def _conv_words(config, input_shape):
     k = config["kernel"]
-    return (f"{_count(config['filters'], 'filter')} of {k}x{k} over {_count(input_shape[-1], 'channel')}, "
+    return (f"{counted(config['filters'], 'filter')} of {k}x{k} over {counted(input_shape[-1], 'channel')}, "
             f"stride {config['stride']}, padding {config['padding']}"
             + ("" if config.get("bias", True) else ", no bias"))
 

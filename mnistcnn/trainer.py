@@ -32,6 +32,7 @@ from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
 from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
                    training_process, versions, write_json)
+from .words import counted
 
 
 class Interrupted(Exception):
@@ -632,9 +633,9 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
         return False
     trained = (read_json(run.summary_file) or {}).get("epochs", 0)
     if epochs <= trained:
-        raise UsageError(f"{run.path}: finished after {trained} epochs; there is nothing to resume. To train it "
-                         f"longer: {command_line('train', '--resume', run.path, '--epochs', 'N')}, with N over "
-                         f"{trained}")
+        raise UsageError(f"{run.path}: finished after {counted(trained, 'epoch')}; there is nothing to resume. To "
+                         f"train it longer: {command_line('train', '--resume', run.path, '--epochs', 'N')}, with N "
+                         f"over {trained}")
     return True
 
 

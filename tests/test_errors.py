@@ -393,6 +393,17 @@ def test_ctrl_c_before_training_exits_130_in_one_line(cli, monkeypatch, configs)
     assert result.exit_code == 130 and result.output == "error: interrupted\n", result.output
 
 
+def test_a_count_of_one_is_said_in_the_singular_wherever_a_count_is_said():
+    from mnistcnn.callbacks import threads_words
+    from mnistcnn.words import counted
+
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert counted(1, "worker process", "worker processes") == "1 worker process"
+    assert counted(2, "worker process", "worker processes") == "2 worker processes"
+    assert threads_words(2, None, "processes").startswith("2 workers (this process and 1 worker process), ")
+    assert threads_words(1, 1) == "1 worker thread with 1 BLAS thread"
+
+
 def test_a_missing_extra_is_installed_from_the_checkout_mnistcnn_runs_from():
     import mnistcnn
     from mnistcnn.errors import install_extra

@@ -102,7 +102,7 @@ def test_a_status_that_cannot_be_written_after_the_summary_leaves_the_run_finish
     (row,) = json.loads(cli("runs", run, "--json").output)
     assert row["status"] == "finished"
     again = cli("train", "--resume", run)
-    assert again.exit_code == 2 and "finished after 1 epochs; there is nothing to resume" in again.output
+    assert again.exit_code == 2 and "finished after 1 epoch; there is nothing to resume" in again.output
 
 
 def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):

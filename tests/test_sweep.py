@@ -291,7 +291,7 @@ def test_a_default_pruner_warm_up_that_leaves_nothing_to_prune_says_it_is_the_de
     path = write_sweep(tmp_path, epochs=1, pruner={"type": "median"})
     result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "pruner.warmup_epochs: 1 (the default) leaves nothing to prune in the base " \
-                                      "config's 1 epochs" in result.output, result.output
+                                      "config's 1 epoch;" in result.output, result.output
     both = write_sweep(tmp_path, epochs=1, pruner={"type": "median"},
                        space={"train.optimizer.lr": {"type": "float", "low": -1.0, "high": 0.1}})
     first = cli("sweep", both, "--runs-dir", tmp_path / "runs")

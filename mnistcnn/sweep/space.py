@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..errors import ConfigError, command_line
 from ..runs import check_run_name
+from ..words import counted
 from .study import local_storage, resolved_storage
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -277,7 +278,7 @@ def load_sweep(path) -> Sweep:
     if sweep.pruner != "none" and sweep.warmup_epochs >= epochs:
         given = "" if "warmup_epochs" in pruner else " (the default)"
         raise ConfigError(f"{source}: pruner.warmup_epochs: {sweep.warmup_epochs}{given} leaves nothing to prune in "
-                          f"the base config's {epochs} epochs; set pruner.warmup_epochs under {epochs}, or "
+                          f"the base config's {counted(epochs, 'epoch')}; set pruner.warmup_epochs under {epochs}, or "
                           "pruner: {type: none}")
     return sweep
 

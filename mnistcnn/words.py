@@ -1,0 +1,8 @@
+"""How messages, logs and reports say a number of things: one rule for the plural."""
+from __future__ import annotations
+
+
+def counted(n, noun: str, plural: str | None = None) -> str:
+    """``n`` with its noun: ``1 epoch``, ``3 epochs``; ``plural`` where adding an s is wrong
+    (``worker processes``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
