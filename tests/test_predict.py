@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistcnn.cli import console
 from mnistcnn.data import load_dataset
@@ -369,6 +369,20 @@ def test_a_ballpoint_pens_thin_strokes_are_widened_as_a_markers_are_seen():
     assert marker_doubt is None and thin_doubt is None
     assert similarity(thin, marker) > 0.85
     assert thin.max() == 255 and (thin > 128).sum() >= 0.6 * (marker > 128).sum()  # not faint, not broken
+
+
+def test_a_thin_pen_on_a_large_unevenly_lit_page_gives_the_digit():
+    """Strokes that cover under 1% of the picture, on paper lit 40 grey levels brighter on one side."""
+    def page(levels):
+        light = np.linspace(200 - levels / 2, 200 + levels / 2, 1500)
+        grey = Image.fromarray(np.tile(light, (2000, 1)).astype(np.uint8))
+        ImageDraw.Draw(grey).line([(525, 650), (975, 650), (712, 1325)], fill=30, width=10)
+        return np.asarray(grey, dtype=np.float64)
+
+    evenly, evenly_doubt = prepare(page(0))
+    unevenly, unevenly_doubt = prepare(page(40))
+    assert evenly_doubt is None and unevenly_doubt is None
+    assert similarity(unevenly, evenly) > 0.9
 
 
 def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sample_digits):
