@@ -508,15 +508,21 @@ def _predictions_table(results, path, top, saved) -> None:
 @main.command(short_help="List the runs in a folder: epochs, accuracy, time, status.", epilog="""\b
 Examples:
   mnistcnn runs
-  mnistcnn runs /data/experiments --json""")
-@click.argument("folder", metavar="[DIR]", required=False, default=RUNS_DIR, type=click.Path(path_type=Path))
+  mnistcnn runs /data/experiments --json
+  mnistcnn runs --runs-dir /data/experiments""")
+@click.argument("folder", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
+@click.option("--runs-dir", type=click.Path(path_type=Path),
+              help="The same as DIR: the folder train --runs-dir wrote to.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @handle_errors
-def runs(folder, as_json):
+def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
     given a sweep folder, its trials; given a run directory, that run."""
     from .runlist import list_runs
 
+    if folder is not None and runs_dir is not None and folder != runs_dir:
+        raise click.UsageError(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
+    folder = folder or runs_dir or RUNS_DIR
     rows = list_runs(folder)
     if as_json:
         _json_out(rows)

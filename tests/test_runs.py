@@ -46,6 +46,10 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     wide = cli("runs", folder).output
     assert "changed by" in wide.splitlines()[2] and "changed by:" not in wide and "config" in wide.splitlines()[2]
     assert cli("runs", tmp_path / "none").exit_code == 2
+    # train's --runs-dir names the same folder to runs, as DIR does
+    assert cli("runs", "--runs-dir", folder, "--json").output == result.output
+    two = cli("runs", folder, "--runs-dir", tmp_path / "other")
+    assert two.exit_code == 2 and "name two folders; give one of them" in two.output
 
 
 def test_runs_lists_a_run_whose_json_files_were_edited_into_something_else(trained_run, tmp_path, cli):
