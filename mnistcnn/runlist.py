@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json, training_process
+from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json
 from .sweep.folder import SweepDir
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
@@ -39,7 +39,7 @@ def run_status(run: RunDir, status: dict | None) -> str:
     if status is None:
         return "unknown"
     state = status.get("status", "unknown")
-    if state == "running" and training_process(status) is None:
+    if state == "running" and not run.being_trained:
         return "interrupted"
     if state == "failed" and status.get("reason") == DIVERGED:
         return "diverged"

@@ -6,14 +6,17 @@ array, so a tampered or damaged array is detected).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -29,6 +32,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
+LOCK_ATTEMPTS = 20  # tries, 50 ms apart, at a run's training lock
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
 
@@ -72,15 +76,6 @@ def process_alive(pid) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def training_process(status: dict | None) -> int | None:
-    """The process a run's status.json (``status``) says trains it, while that process lives; None
-    when it is gone without saying so (killed, machine restarted)."""
-    pid = (status or {}).get("pid")
-    if (status or {}).get("status") != "running" or not process_alive(pid):
-        return None
-    return pid
 
 
 def check_run_name(name: str, example: str = "--name lenet") -> str:
@@ -154,6 +149,47 @@ class RunDir:
         """Whether the run is whole: summary.json is written last at its end and removed when it is
         trained longer, so it says so even when status.json could not be written after it."""
         return self.summary_file.is_file()
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".training.lock"
+
+    @contextlib.contextmanager
+    def training_lock(self):
+        """Held while a process trains the run, so that no other trains it at once. The kernel lets
+        go of it when the process ends, however it ends: a killed trainer, or its process id taken
+        by another process since, cannot leave the run locked."""
+        with open(self.lock_file, "a") as handle:
+            for _ in range(LOCK_ATTEMPTS):  # a look by being_trained holds it for an instant
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.05)
+            else:
+                raise self.busy_error()
+            yield
+
+    @property
+    def being_trained(self) -> bool:
+        """Whether a process holds the run's training lock now."""
+        try:
+            with open(self.lock_file) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # no lock file: no process has trained the run since it was made or copied
+            return False
+        return False
+
+    def busy_error(self) -> UsageError:
+        status = read_json(self.status_file) or {}
+        pid = status.get("pid") if status.get("status") == "running" else None
+        if not isinstance(pid, int):
+            return UsageError(f"{self.path}: is being trained by another process now; wait for it to end, or stop "
+                              "it and resume then")
+        return UsageError(f"{self.path}: is being trained by process {pid} now; wait for it to end, or stop it "
+                          f"(kill -INT {pid}) and resume then")
 
     @property
     def metrics_file(self) -> Path:

@@ -8,7 +8,6 @@ and goes on as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
 from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
-                   training_process, versions, write_json)
+                   versions, write_json)
 from .words import counted
 
 
@@ -484,6 +483,8 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
                          f"settings, start a new run with them: {command_line('train', RunDir(run_path).config_file)}"
                          " ...")
     run = RunDir.open(run_path)
+    if run.being_trained:  # said before the data loads; train_run's lock decides
+        raise run.busy_error()
     config, source = load_run_config(run, flags)
     check_resumable(run, config["train"]["epochs"])  # before anything is printed
     last_checkpoint(run)
@@ -565,16 +566,25 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     status says failed.
     """
     callbacks = callbacks or Callbacks()
-    if resume is not None:
-        trainer = _resumed_trainer(resume, config, data, callbacks)
-    else:
+    if resume is None:
         trainer = Trainer(config, data, callbacks=callbacks)  # refuses what cannot train before a folder exists
-        run = trainer.run = RunDir.create(runs_dir, config["name"])
-        write_text(run.config_file, cfg.dump(trainer.config))  # with the threads it chose
+        trainer.run = RunDir.create(runs_dir, config["name"])
+    with (resume or trainer.run).training_lock():
+        if resume is not None:
+            trainer = _resumed_trainer(resume, config, data, callbacks)
+        else:
+            write_text(trainer.run.config_file, cfg.dump(trainer.config))  # with the threads it chose
+        callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
+        started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
+        trainer.run.set_status("running", **started_from)
+        # a run trained longer is no longer finished; its end writes a new summary
+        trainer.run.summary_file.unlink(missing_ok=True)
+        return _fit(trainer, stop_on_signals)
+
+
+def _fit(trainer: Trainer, stop_on_signals: bool) -> Outcome:
+    """Train a run that is open and marked running, and record how it ended."""
     run = trainer.run
-    callbacks.on_open(run, trainer.resumed_from[-1] if resume is not None else None)
-    started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
-    run.set_status("running", **started_from)
     try:
         with StopOnSignal(trainer) if stop_on_signals else contextlib.nullcontext():
             summary = trainer.fit()
@@ -620,13 +630,8 @@ def _then_go_on(run: RunDir) -> str:
 
 
 def check_resumable(run: RunDir, epochs: int) -> bool:
-    """Refuse to resume a run that another process is training now (two would write its files at
-    once), or a finished run unless ``epochs`` goes past what it trained; returns whether the run
-    had finished (and is being trained longer)."""
-    pid = training_process(read_json(run.status_file))
-    if pid is not None and pid != os.getpid():  # this process: a full disk kept it from writing how the run ended
-        raise UsageError(f"{run.path}: is being trained by process {pid} now; wait for it to end, or stop it "
-                         f"(kill -INT {pid}) and resume then")
+    """Refuse to resume a run without a last checkpoint, or a finished run unless ``epochs`` goes
+    past what it trained; returns whether the run had finished (and is being trained longer)."""
     if not run.checkpoint("last").is_file():
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
     if not run.finished:
@@ -648,7 +653,6 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     planned = meta["config"]["train"]["epochs"]
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
-        run.summary_file.unlink()  # it is no longer finished; its end writes a new one
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mnistcnn import config as cfg
 from mnistcnn.data import read_idx
-from mnistcnn.errors import ConfigError, DataError
-from mnistcnn.runs import load_checkpoint
+from mnistcnn.errors import ConfigError, DataError, UsageError, WriteError
+from mnistcnn.runs import RunDir, load_checkpoint, write_json
+from mnistcnn.trainer import train_run
 
 
 def _file_behind(fd: int) -> str:
@@ -155,6 +156,43 @@ def test_a_resume_of_a_run_that_another_process_trains_is_refused_until_it_ends(
                               f"stop it (kill -INT {process.pid}) and resume then\n")
     assert "resuming" not in log
     assert cli("train", "--resume", run, "--print-config").exit_code == 0  # its process has ended
+
+
+def test_a_run_whose_process_id_another_process_took_since_is_resumed(run, cli):
+    # status.json names a live process (init) that is not training the run: after a reboot or a kill -9
+    write_json(run / "status.json", {"status": "running", "pid": 1})
+    assert json.loads(cli("runs", run, "--json").output)[0]["status"] == "finished"
+    longer = cli("train", "--resume", run, "--epochs", "3", "--quiet")
+    assert longer.exit_code == 0, longer.output
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+
+def test_a_refused_resume_leaves_the_training_process_files_alone(run):
+    # a sweep worker resumes through train_run, without the command's early look at the lock
+    partial = run / "checkpoints" / ".last.npz.k3j2.tmp"  # the live trainer's write in flight
+    partial.write_bytes(b"half a checkpoint")
+    write_json(run / "status.json", {"status": "running", "pid": os.getpid()})
+    with RunDir(run).training_lock(), pytest.raises(UsageError, match=f"is being trained by process {os.getpid()}"):
+        train_run({}, None, resume=RunDir(run))
+    assert partial.read_bytes() == b"half a checkpoint"
+
+
+def test_a_run_to_be_trained_longer_stays_finished_when_its_config_cannot_be_written(run, cli, monkeypatch):
+    from mnistcnn import trainer
+
+    real = trainer.write_text
+
+    def config_refused(path, text):
+        if path.name == "config.yaml":
+            raise WriteError(f"{path}: cannot write: No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(trainer, "write_text", config_refused)
+    result = cli("train", "--resume", run, "--epochs", "3", "--quiet")
+    monkeypatch.undo()
+    assert result.exit_code == 1 and "config.yaml: cannot write" in result.stderr, result.output
+    (row,) = json.loads(cli("runs", run, "--json").output)
+    assert (row["status"], row["epochs"]) == ("finished", 2) and row["test_acc"] is not None
 
 
 def test_an_empty_data_folder_is_named_and_no_run_is_made(tmp_path, cli, write_config):

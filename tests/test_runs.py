@@ -14,7 +14,8 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     for name, status in (("a-20260101-000000", {"status": "interrupted", "pid": 1}),
                          ("b-20260101-000001", {"status": "failed", "pid": 1}),
                          ("c-20260101-000002", {"status": "running", "pid": os.getpid()}),
-                         ("d-20260101-000003", {"status": "running", "pid": 2**22 + 12345})):  # no such process
+                         # its process id taken by a live process (init) that does not train it
+                         ("d-20260101-000003", {"status": "running", "pid": 1})):
         fake = RunDir(folder / name)
         fake.path.mkdir()
         (fake.path / "config.yaml").write_text("name: x\ntrain: {epochs: 4}\n")
@@ -24,7 +25,8 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     (folder / "rec-20260101-000004").mkdir()
     for name in ("config.yaml", "metrics.csv", "summary.json"):
         shutil.copy(run / name, folder / "rec-20260101-000004" / name)
-    result = cli("runs", folder, "--json")
+    with RunDir(folder / "c-20260101-000002").training_lock():  # as its trainer holds it
+        result = cli("runs", folder, "--json")
     assert result.exit_code == 0, result.output
     rows = {r["run"]: r for r in json.loads(result.output)}
     summary = json.loads((run / "summary.json").read_text())
@@ -47,7 +49,7 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     assert "changed by" in wide.splitlines()[2] and "changed by:" not in wide and "config" in wide.splitlines()[2]
     assert cli("runs", tmp_path / "none").exit_code == 2
     # train's --runs-dir names the same folder to runs, as DIR does
-    assert cli("runs", "--runs-dir", folder, "--json").output == result.output
+    assert cli("runs", "--runs-dir", folder, "--json").output == cli("runs", folder, "--json").output
     two = cli("runs", folder, "--runs-dir", tmp_path / "other")
     assert two.exit_code == 2 and "name two folders; give one of them" in two.output
 
