@@ -520,7 +520,7 @@ def runs(folder, runs_dir, as_json):
     given a sweep folder, its trials; given a run directory, that run."""
     from .runlist import list_runs
 
-    if folder is not None and runs_dir is not None and folder != runs_dir:
+    if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
         raise click.UsageError(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
     folder = folder or runs_dir or RUNS_DIR
     rows = list_runs(folder)

@@ -50,6 +50,7 @@ def test_runs_table_reports_each_state(trained_run, tmp_path, cli, monkeypatch):
     assert cli("runs", tmp_path / "none").exit_code == 2
     # train's --runs-dir names the same folder to runs, as DIR does
     assert cli("runs", "--runs-dir", folder, "--json").output == cli("runs", folder, "--json").output
+    assert cli("runs", folder, "--runs-dir", folder / ".." / "runs", "--json").exit_code == 0  # one folder, spelt twice
     two = cli("runs", folder, "--runs-dir", tmp_path / "other")
     assert two.exit_code == 2 and "name two folders; give one of them" in two.output
 
