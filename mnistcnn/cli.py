@@ -451,14 +451,17 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
     of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
     low confidence)."""
-    from .predict import expand_inputs, load_classifier, predict_files, save_inputs as write_inputs
+    from .predict import (check_save_folder, expand_inputs, load_classifier, predict_files,
+                          save_inputs as write_inputs)
     from .runs import resolve_checkpoint
 
     path = resolve_checkpoint(target, which)
+    pictures = expand_inputs(images)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
+        check_save_folder(save_inputs, pictures)
         make_folder(save_inputs, "--save-inputs")
     model, preprocess, classes = load_classifier(path)
-    results = predict_files(model, preprocess, expand_inputs(images), classes, top, min_confidence)
+    results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
     if save_inputs:
         write_inputs(results, save_inputs)
     unreadable = any("error" in result for result in results)

@@ -411,6 +411,15 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
             result["doubt"] = LOW_CONFIDENCE
 
 
+def check_save_folder(folder, paths: list[Path]) -> None:
+    """Refuse a --save-inputs folder that holds pictures given: the 28x28 images, written there as
+    ``<name>[-N].png``, could replace them or the user's other pictures beside them."""
+    given = [path for path in paths if path.resolve().parent == Path(folder).resolve()]
+    if given:
+        raise UsageError(f"--save-inputs {folder}: holds pictures given to predict ({given[0].name}); the 28x28 "
+                         "images written there could replace them: give another folder, e.g. --save-inputs seen")
+
+
 def save_inputs(results: list[dict], folder) -> None:
     """Write each result's 28x28 image to ``folder`` (made beforehand: ``atomic.make_folder``) as
     ``<input name>.png`` (``-2``, ``-3``... when two inputs share a name) and record the path as

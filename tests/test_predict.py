@@ -206,6 +206,25 @@ def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(traine
     assert result.output.startswith(f"error: --save-inputs {blocker / 'seen'}: cannot create this folder")
 
 
+def test_save_inputs_never_writes_over_the_pictures_given(trained_run, sample_digits, tmp_path, cli, monkeypatch):
+    pictures = tmp_path / "mine"
+    pictures.mkdir()
+    Image.fromarray(255 - sample_digits[0][0]).resize((90, 90)).save(pictures / "seven.png")
+    kept = (pictures / "seven.png").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    refused = cli("predict", trained_run, "mine", "--save-inputs", "mine/")
+    assert refused.exit_code == 2 and refused.output == (
+        "error: --save-inputs mine: holds pictures given to predict (seven.png); the 28x28 images written there "
+        "could replace them: give another folder, e.g. --save-inputs seen\n")
+    assert (pictures / "seven.png").read_bytes() == kept
+    Image.fromarray(255 - sample_digits[0][0]).resize((90, 90)).save(pictures / "seven.jpg")
+    beside = cli("predict", trained_run, "mine/seven.jpg", "--save-inputs", "mine")  # its 28x28 would be seven.png
+    assert beside.exit_code == 2 and "(seven.jpg)" in beside.output
+    assert (pictures / "seven.png").read_bytes() == kept
+    assert cli("predict", trained_run, "mine", "--save-inputs", "seen").exit_code == 0
+    assert sorted(path.name for path in (tmp_path / "seen").iterdir()) == ["seven-2.png", "seven.png"]
+
+
 def test_a_batch_goes_on_past_bad_files_and_flags_doubts(trained_run, sample_digits, tmp_path, cli):
     Image.fromarray(255 - sample_digits[0][0]).resize((90, 90)).save(tmp_path / "a-digit.png")
     (tmp_path / "b-notes.png").write_text("this is not a picture")
