@@ -518,10 +518,12 @@ def load_raw(path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
     except IsADirectoryError:
-        if RunDir(path).config_file.is_file():
-            raise ConfigError(f"{path}: is a run directory, not a config; continue it with "
-                              f"{command_line('train', '--resume', path)}, or train its config afresh: "
-                              f"{command_line('train', RunDir(path).config_file)}") from None
+        run = RunDir(path)
+        if run.config_file.is_file():
+            go_on = ("train it longer with " + command_line('train', '--resume', path, '--epochs', 'N') if run.finished
+                     else "continue it with " + command_line('train', '--resume', path))
+            raise ConfigError(f"{path}: is a run directory, not a config; {go_on}, or train its config afresh: "
+                              f"{command_line('train', run.config_file)}") from None
         raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
     except UnicodeDecodeError:
         what = "a checkpoint" if path.suffix == ".npz" else "not a text file"

@@ -116,8 +116,11 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         (("eval", trained_run / "config.yaml"), f"error: {trained_run / 'config.yaml'}: is the config of the run "
                                                 f"{trained_run}; give the run directory itself"),
         (("sweep", QUICK), f"error: {QUICK}: is a training config, not a sweep file; train it with mnistcnn train"),
-        (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; continue it with "
-                                 f"mnistcnn train --resume {trained_run}"),
+        (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; train it longer with "
+                                 f"mnistcnn train --resume {trained_run} --epochs N, or train its config afresh"),
+        (("train", "--resume", trained_run / "checkpoints" / "best.npz"),
+         f"error: {trained_run / 'checkpoints' / 'best.npz'}: a run goes on from its last checkpoint only: mnistcnn "
+         f"train --resume {trained_run}\n"),
         (("train", trained_run / "checkpoints" / "best.npz"), "is a checkpoint, not a YAML config"),
         (("train", QUICK, "--runs-dir", QUICK), f"error: {QUICK}: is a file, not a folder; give --runs-dir a folder"),
         (("runs", QUICK), f"error: {QUICK}: is a file, not a folder; give the folder that holds your run"),
@@ -145,6 +148,8 @@ def test_a_finished_run_is_not_resumed_but_can_be_trained_longer(cli, run):
     before = (run / "train.log").read_text()
     refused = cli("train", "--resume", run)
     assert refused.exit_code == 2
+    # its last checkpoint stands for the run, as Lightning's ckpt_path does
+    assert cli("train", "--resume", run / "checkpoints" / "last.npz").output == refused.output
     assert refused.output.startswith(f"error: {run}: finished after 2 epochs; there is nothing to resume. To train "
                                      f"it longer: mnistcnn train --resume {run} --epochs N, with N over 2")
     assert (run / "train.log").read_text() == before  # nothing appended, nothing rewritten
