@@ -262,6 +262,16 @@ def did_you_mean(key, options) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def glued_key(mapping: dict) -> str:
+    """A hint for a key that YAML read with its value glued on (``{type:sgd}``: no space after
+    the colon, so one key 'type:sgd' without a value), else ""; it ends in "; "."""
+    glued = next((key for key, value in mapping.items() if isinstance(key, str) and ":" in key and value is None), None)
+    if glued is None:
+        return ""
+    name, _, value = glued.partition(":")
+    return f"YAML reads {glued!r} as one key: put a space after the colon ({name}: {value}); "
+
+
 def no_key_message(prefix: str) -> str:
     """What to say when no key starts with ``prefix``: the closest key (cut to as many parts), or
     for a layer's argument the closest argument of any layer."""
@@ -288,7 +298,7 @@ def _resolve(schema: dict, given, path: str) -> dict:
                       if row[0].endswith(f".{key}")]  # the sections below that hold such a key
             hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if len(deeper) == 1
                     else f"it belongs in one of {', '.join(deeper)}; " if deeper
-                    else did_you_mean(key, schema))
+                    else glued_key({key: given[key]}) or did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),
                        f"unknown key; {hint}valid keys here: {', '.join(schema)}")
     for key, spec in schema.items():
@@ -324,7 +334,7 @@ def _check_layers(layers, path="model.layers"):
         if kind == "softmax":
             raise _err(f"{where}.type", SOFTMAX_IN_LOSS.format(what="this layer"))
         if kind not in LAYERS:
-            raise _err(f"{where}.type", unknown_layer_type(kind, did_you_mean(kind, LAYERS)))
+            raise _err(f"{where}.type", unknown_layer_type(kind, glued_key(spec) or did_you_mean(kind, LAYERS)))
         accepted = layer_arguments(kind)
         required = [name for name, parameter in inspect.signature(LAYERS[kind].__init__).parameters.items()
                     if name != "self" and parameter.default is inspect.Parameter.empty]

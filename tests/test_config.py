@@ -36,6 +36,12 @@ BAD = {
                                                           "got 'adagrad'\n"),
     "choice typo": ("train: {optimizer: {type: adma}}\n", "train.optimizer.type: must be one of sgd, adam, adamw; "
                                                         "got 'adma'; did you mean 'adam'?\n"),
+    "no space after a colon": ("train: {optimizer: {type:sgd}}\n", "train.optimizer.type:sgd: unknown key; YAML reads "
+                               "'type:sgd' as one key: put a space after the colon (type: sgd); valid keys here"),
+    "a layer without spaces": ("model: {layers: [{type:conv2d,filters:4}, {type: flatten}, "
+                               "{type: dense, units: 10}]}\n",
+                               "model.layers[0].type: unknown layer type None; YAML reads 'type:conv2d' as one key: "
+                               "put a space after the colon (type: conv2d); valid types"),
     "unknown layer": ("model: {layers: [{type: conv}, {type: dense, units: 10}]}\n",
                       "model.layers[0].type: unknown layer type 'conv'"),
     "layer key typo": ("model: {layers: [{type: conv2d, filters: 2, kernal: 3}, {type: flatten}, "
