@@ -97,7 +97,28 @@ def handle_errors(command):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog="""\b
+class Command(click.Command):
+    """A command that names the commands taking an option it lacks: click's own guess is the
+    closest spelling among this command's options (--data-dir for eval --runs-dir)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as err:
+            owners = [name for name, command in sorted(main.commands.items())
+                      if any(err.option_name in param.opts for param in command.params)]
+            if not owners:
+                raise
+            raise click.NoSuchOption(err.option_name, f"No such option {err.option_name!r}: {ctx.info_name} does "
+                                     f"not take it; {', '.join(owners)} do{'es' * (len(owners) == 1)}.", ctx=ctx)
+
+
+class Tool(click.Group):
+    command_class = Command
+
+
+@click.group(cls=Tool, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="""\b
 First steps:
   mnistcnn train configs/quick.yaml            # a small net, about 10 seconds
   mnistcnn eval runs/quick-YYYYmmdd-HHMMSS     # the run folder that train printed
@@ -860,7 +881,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
 
 
 # -- inspect-layer ---------------------------------------------------------------------------
-class NegativeLayerCommand(click.Command):
+class NegativeLayerCommand(Command):
     """A command whose last argument may be a negative index (-1, the last layer), which click
     would read as an option: it is moved behind a ``--``."""
 

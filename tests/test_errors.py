@@ -134,6 +134,13 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
+    result = cli("eval", trained_run, "--runs-dir", "runs")
+    assert result.exit_code == 2 and "Did you mean" not in result.output  # click's guess was --data-dir
+    assert "No such option '--runs-dir': eval does not take it; runs, sweep, train do." in result.output
+    assert "Did you mean '--save-inputs'?" in cli("predict", trained_run, "x.png", "--save-input", "seen").output
+
+
 def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_do(cli, run):
     last = run / "checkpoints" / "last.npz"
     last.write_bytes(last.read_bytes()[:1000])
