@@ -29,7 +29,7 @@ from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
-from .predict import MIN_CONFIDENCE, TOP
+from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
 from .runs import RUNS_DIR
 from .words import counted
 
@@ -519,9 +519,13 @@ def _predictions_table(results, path, top, saved) -> None:
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
-        if any(result.get("doubt") and result.get("prediction") is not None for result in results):
-            table.caption = "?: a guess, for the reason in the doubt column"
+        notes = ["?: a guess, for the reason in the doubt column"] * any(
+            result.get("doubt") and result.get("prediction") is not None for result in results)
+        notes += [f"{doubt}: {advice}" for doubt, advice in DOUBT_ADVICE.items()
+                  if any(result.get("doubt") == doubt for result in results)]
         console.print(table)
+        for note in notes:
+            console.print(note, style="dim", highlight=False)
     if console.is_terminal:
         for result in results:
             if "image" in result:

@@ -33,6 +33,11 @@ MIN_CONFIDENCE = 0.5
 TOP = 3  # classes shown with their probabilities
 # Why a prediction is in doubt, in the words the CLI and the page show
 BLANK, NO_SINGLE_DIGIT, LOW_CONFIDENCE = "blank", "no single digit", "low confidence"
+DOUBT_ADVICE = {  # what each doubt means to the person who took the picture, and what to do
+    BLANK: "no digit found: one under a tenth of the picture's height, or too faint, is not seen; crop closer",
+    NO_SINGLE_DIGIT: "several pieces of ink, a blot, or a digit cut by the edge; frame one digit with paper around it",
+    LOW_CONFIDENCE: "the model's best class is under --min-confidence",
+}
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 THIN_INK = 4  # ink under 1% of the picture: its 0.1% tail this many times further out than the 1% tails
