@@ -53,16 +53,15 @@ SHADOW_GATE = 0.15  # of full ink: how much less ink the closing must see for a 
 
 
 def expand_inputs(arguments) -> list[Path]:
-    """Files as given, folders as their pictures (sorted), globs as their matches (sorted).
-    A name that matches nothing, or a folder without pictures, stays in the list, to be reported
-    as unreadable."""
+    """Files as given, folders and globs as the pictures in them or matching them (sorted, by
+    their suffixes: notes.txt beside the pictures is passed over). A name that matches nothing, or
+    a folder without pictures, stays in the list, to be reported as unreadable."""
     paths = []
     for argument in map(str, arguments):
         path = Path(argument)
-        if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file()) or [path]
-        elif not path.exists() and glob.has_magic(argument):
-            paths += [Path(p) for p in sorted(glob.glob(argument)) if Path(p).is_file()] or [path]
+        if path.is_dir() or (not path.exists() and glob.has_magic(argument)):
+            found = path.iterdir() if path.is_dir() else map(Path, glob.glob(argument))
+            paths += sorted(p for p in found if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file()) or [path]
         else:
             paths.append(path)
     return paths

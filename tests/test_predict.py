@@ -184,6 +184,10 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, sa
     assert np.array_equal(np.asarray(Image.open(answer["input_image"])), normalised)
     table = cli("predict", trained_run, "p*.jpg")  # a glob
     assert table.exit_code == 0 and "photo.jpg" in table.output and "#3" in table.output
+    (tmp_path / "photo-notes.txt").write_text("where the photo was taken")
+    everything = cli("predict", trained_run, "photo*", "--json")  # takes the pictures it matches, as a folder does
+    assert everything.exit_code == 0 and [answer["path"] for answer in json.loads(everything.output)["predictions"]] \
+        == ["photo.jpg"]
 
 
 def test_a_model_of_other_input_than_mnists_is_refused_by_name():
