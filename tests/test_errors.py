@@ -134,6 +134,23 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkeypatch, capsys):
+    import sys
+
+    import mnistcnn
+
+    class CtrlC:  # the import of the command's module meets a Ctrl-C, as while NumPy loads
+        def find_spec(self, name, path=None, target=None):
+            if name == "mnistcnn.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "mnistcnn.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [CtrlC(), *sys.meta_path])
+    with pytest.raises(SystemExit) as ended:
+        mnistcnn.command()
+    assert ended.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
 def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
     result = cli("eval", trained_run, "--runs-dir", "runs")
     assert result.exit_code == 2 and "Did you mean" not in result.output  # click's guess was --data-dir
