@@ -414,6 +414,35 @@ def test_a_storage_path_named_as_a_sqlite_file_is_a_sqlite_database(tmp_path, mn
     assert status.exit_code == 0 and "study s1: 1 of 1 trials done" in status.output, status.output
 
 
+def write_journal(path: Path, study: str) -> None:
+    """An Optuna journal file holding ``study`` with one complete trial."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))),
+                                  study_name=study, direction="maximize")
+    journal.optimize(lambda trial: trial.suggest_float("train.optimizer.lr", 0.01, 0.2, log=True), n_trials=1)
+
+
+def test_a_journal_file_an_earlier_version_wrote_under_a_sqlite_name_is_read_as_a_journal(tmp_path, cli,
+                                                                                         monkeypatch):
+    from mnistcnn.sweep.launch import SweepRun
+
+    monkeypatch.chdir(tmp_path)
+    write_journal(tmp_path / "old.db", "s")
+    status = cli("sweep", "--status", "--storage", "old.db", "--study", "s")
+    assert status.exit_code == 0 and "study s: 1 trials done" in status.output, status.output
+    write_sweep(tmp_path, trials=1, storage=str(tmp_path / "old.db"), study="s")  # as its sweep folder keeps it
+    assert len(SweepRun.resume(tmp_path).study.trials) == 1  # which keeps the sweep's settings in the study
+    from_folder = cli("sweep", "--status", tmp_path)
+    assert from_folder.exit_code == 0 and "study s: 1 of 1 trials done" in from_folder.output, from_folder.output
+    assert (tmp_path / "old.db").read_bytes().startswith(b"{")  # still the journal's JSON lines
+    (tmp_path / "empty.db").touch()
+    for storage, kind in (("old.db", "the Optuna journal file"), ("empty.db", "the SQLite database")):
+        plan = cli("sweep", "sweep.yaml", "--storage", storage, "--dry-run", "--jobs", "1")
+        assert f"storage: {kind} {tmp_path / storage}\n" in plan.output, plan.output
+
+
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
     result = cli("sweep", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2

@@ -20,6 +20,7 @@ EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
+SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
 MASK = "***"  # a password that is not written down
 
 
@@ -61,15 +62,26 @@ def storage_file(url: str | None) -> Path | None:
     return Path(url.removeprefix(SQLITE))
 
 
+def holds_journal(path: Path) -> bool:
+    """Whether the file at ``path`` holds something, and not a SQLite database: an Optuna journal,
+    as sweeps of earlier versions wrote under a .db name. A new or empty file holds neither yet."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError:  # no such file, or one that opening it will explain
+        return False
+    return head not in (b"", SQLITE_HEADER)
+
+
 def resolved_storage(url: str | None) -> str | None:
     """The storage a --storage value means: a database URL as it is; a plain path ending in one of
-    SQLITE_SUFFIXES a SQLite database's URL; any other plain path an Optuna journal file. A file's
-    path is made absolute, so that the URL kept in the sweep folder still names it from another
-    working directory."""
+    SQLITE_SUFFIXES a SQLite database's URL, unless the file there is a journal already; any other
+    plain path an Optuna journal file. A file's path is made absolute, so that the URL kept in the
+    sweep folder still names it from another working directory."""
     path = storage_file(url)
     if path is None:
         return url
-    sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES
+    sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES and not holds_journal(path)
     return (SQLITE if sqlite else "") + str(path.resolve())
 
 
