@@ -443,6 +443,15 @@ def test_a_journal_file_an_earlier_version_wrote_under_a_sqlite_name_is_read_as_
         assert f"storage: {kind} {tmp_path / storage}\n" in plan.output, plan.output
 
 
+def test_status_and_resume_of_a_sweep_folder_ask_alike_for_the_password_it_does_not_keep(tmp_path, cli):
+    path = write_sweep(tmp_path, storage="postgresql://user:***@localhost:1/sweeps")  # as a sweep folder keeps it
+    message = (f"error: {path}: storage: the sweep folder keeps no password; give it again with --storage "
+               "postgresql://user:PASSWORD@localhost:1/sweeps\n")
+    for command in (("--status", tmp_path), ("--resume", tmp_path)):
+        result = cli("sweep", *command)
+        assert result.exit_code == 2 and result.output == message, result.output
+
+
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):
     result = cli("sweep", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2

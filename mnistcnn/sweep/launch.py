@@ -92,11 +92,7 @@ class SweepRun:
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         sweep_dir = SweepDir.open(folder, "give the folder mnistcnn sweep printed")
         sweep = load_sweep(sweep_dir.sweep_file)
-        url = sweep.storage_url(storage, sweep_dir.path)
-        if studies.is_masked(url):
-            raise UsageError(f"{sweep_dir.path}: the storage's password is not kept in the sweep folder; give it "
-                             f"again with --storage {studies.shown(url, password='PASSWORD')}")
-        run = cls(sweep, sweep_dir, url, create=False)
+        run = cls(sweep, sweep_dir, sweep.storage_url(storage, sweep_dir.path), create=False)
         studies.retry_unfinished(run.study)
         return run
 
