@@ -722,9 +722,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:
-            storage_url = sweep_file.storage_url(storage)
-            check_storage_folder(storage_url)
-            _show_sweep_plan(sweep_file, jobs, threads, storage_url)
+            study_storage = sweep_file.study_storage(storage)
+            check_storage_folder(study_storage)
+            _show_sweep_plan(sweep_file, jobs, threads, study_storage)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
     console.print(f"sweep folder: {run.sweep_dir.path}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
@@ -811,9 +811,9 @@ def _jobs_text(jobs: int, threads: int) -> str:
     return f"{counted(jobs, 'job')} x {counted(threads, 'thread')}"
 
 
-def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) -> None:
+def _show_sweep_plan(sweep, jobs: int, threads: int, storage) -> None:
     """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings
-    (``storage_url`` None: the SQLite file in the sweep folder)."""
+    (``storage`` None: the SQLite file in the sweep folder)."""
     from .sweep.study import storage_words
 
     table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
@@ -828,7 +828,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) ->
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {counted(sweep.warmup_epochs, 'epoch')})"
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
-                  f"storage: {storage_words(storage_url)}",
+                  f"storage: {storage_words(storage)}",
                   soft_wrap=True)
 
 

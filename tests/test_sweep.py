@@ -445,11 +445,34 @@ def test_a_journal_file_an_earlier_version_wrote_under_a_sqlite_name_is_read_as_
 
 def test_status_and_resume_of_a_sweep_folder_ask_alike_for_the_password_it_does_not_keep(tmp_path, cli):
     path = write_sweep(tmp_path, storage="postgresql://user:***@localhost:1/sweeps")  # as a sweep folder keeps it
-    message = (f"error: {path}: storage: the sweep folder keeps no password; give it again with --storage "
-               "postgresql://user:PASSWORD@localhost:1/sweeps\n")
+    message = (f"error: {path}: storage: postgresql://user:***@localhost:1/sweeps: the sweep folder keeps no "
+               "password; give it again with --storage postgresql://user:PASSWORD@localhost:1/sweeps\n")
     for command in (("--status", tmp_path), ("--resume", tmp_path)):
         result = cli("sweep", *command)
         assert result.exit_code == 2 and result.output == message, result.output
+
+
+def test_a_storage_error_names_where_the_storage_was_given_as_the_user_spelt_it(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path)  # tmp_path is a sweep folder whose study.db is gone
+    folder = cli("sweep", "--status", ".")
+    assert folder.output == ("error: study.db (the sweep folder's own study): no such file; give --storage the "
+                             "journal or SQLite file the sweep wrote\n"), folder.output
+    write_sweep(tmp_path, storage="foo://bar")
+    unknown = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert unknown.output.startswith(f"error: {path}: storage: foo://bar: no database is called 'foo';"), \
+        unknown.output
+    write_sweep(tmp_path, storage="nowhere/study.journal")
+    missing = cli("sweep", path, "--dry-run")
+    assert missing.output.startswith(f"error: {path}: storage: nowhere/study.journal: the folder "
+                                     f"{tmp_path / 'nowhere'} does not exist;"), missing.output
+    given = cli("sweep", "--status", "--storage", "postgresql://user:secret@localhost:1/sweeps", "--study", "s1")
+    assert given.output.startswith("error: --storage postgresql://user:***@localhost:1/sweeps: cannot open the "
+                                   "database: "), given.output  # not the postgresql+psycopg:// it opens
+    write_journal(tmp_path / "studies.journal", "s1")
+    other = cli("sweep", "--status", "--storage", "studies.journal", "--study", "s2")
+    assert other.output == "error: --storage studies.journal: holds no study 's2'; give --study one of: s1\n"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "study.db").exists()
 
 
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):

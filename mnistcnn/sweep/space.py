@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as cfg
-from ..errors import ConfigError, UsageError, command_line
+from ..errors import ConfigError, command_line
 from ..runs import check_run_name
 from ..words import counted
-from .study import is_masked, local_storage, resolved_storage, shown
+from .study import Storage, local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -106,14 +106,14 @@ class Sweep:
         """The objective and the trials planned: what a study keeps, and a table of trials needs."""
         return {"metric": self.metric, "direction": self.direction, "trials": self.trials}
 
-    def storage_url(self, given: str | None, sweep_dir: Path | None = None) -> str | None:
-        """The study's storage (``resolved_storage``): ``given`` (--storage), else the sweep file's,
-        else the SQLite file in ``sweep_dir``; None for that file while there is no sweep folder yet."""
-        url = given or self.storage
-        if url is not None and is_masked(url):  # --status and --resume of a sweep folder both come here
-            raise UsageError(f"{self.path}: storage: the sweep folder keeps no password; give it again with "
-                             f"--storage {shown(url, password='PASSWORD')}")
-        return local_storage(sweep_dir) if url is None and sweep_dir is not None else resolved_storage(url)
+    def study_storage(self, given: str | None, sweep_dir: Path | None = None) -> Storage | None:
+        """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file in
+        ``sweep_dir``; None for that file while there is no sweep folder yet."""
+        if given:
+            return Storage.named(given, "--storage")
+        if self.storage:
+            return Storage.named(self.storage, f"{self.path}: storage:")
+        return local_storage(sweep_dir) if sweep_dir is not None else None
 
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}
