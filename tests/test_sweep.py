@@ -282,6 +282,9 @@ BAD_SWEEPS = [
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
     ({"pruner": {"type": "median", "warmup_epochs": 3}}, "pruner.warmup_epochs: 3 leaves nothing to prune"),
     ({"prunner": {"type": "median"}}, "sweep.yaml: prunner: unknown key; did you mean 'pruner'?"),
+    ({"storage": 5}, "sweep.yaml: storage: must be text or null (null: a SQLite file in the sweep folder; else a "
+                     "PostgreSQL/MySQL/SQLite URL"),
+    ({"study": ["s1"]}, "sweep.yaml: study: must be text or null (the study's name in the storage"),
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
 ]

@@ -165,6 +165,14 @@ def _mapping(where: str, value, keys: dict) -> dict:
     return value
 
 
+def _optional_text(source: str, raw: dict, key: str) -> str | None:
+    """The sweep file's ``key``: text, or null (missing)."""
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{source}: {key}: must be text or null ({SWEEP_KEYS[key]}); got {value!r}")
+    return value
+
+
 def _sweep_name(source: str, name) -> str:
     try:
         return check_run_name(str(name), "name: lr-search")
@@ -268,7 +276,7 @@ def load_sweep(path) -> Sweep:
         pruner=_choose(f"{source}: pruner.type", pruner.get("type", "median"), PRUNERS),
         warmup_epochs=_number(f"{source}: pruner.warmup_epochs", pruner.get("warmup_epochs", 1), integer=True),
         startup_trials=_number(f"{source}: pruner.startup_trials", pruner.get("startup_trials", 5), integer=True),
-        storage=raw.get("storage"), study=raw.get("study") or name,
+        storage=_optional_text(source, raw, "storage"), study=_optional_text(source, raw, "study") or name,
         heartbeat=_number(f"{source}: heartbeat", raw.get("heartbeat", 30), integer=True),
         parameters=[parse_parameter(source, str(key), spec, base) for key, spec in space.items()])
     for key in ("warmup_epochs", "startup_trials", "heartbeat"):
