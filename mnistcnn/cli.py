@@ -767,7 +767,11 @@ class SweepView:
     def __init__(self, sweep):
         from rich.live import Live
 
+        from .sweep.report import parameter_names
+
         self.sweep = sweep
+        # every searched key, beside the table's columns: a line names a key as the table does, trial after trial
+        self.names = parameter_names([parameter.key for parameter in sweep.parameters], _trial_columns(sweep.metric))
         self.live = Live(console=console, transient=True) if console.is_terminal else None
         self.trials_printed = set()  # the numbers of the trials whose line is printed
         if self.live:
@@ -782,6 +786,7 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
+        from .sweep.report import assignment
         from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
@@ -789,22 +794,16 @@ class SweepView:
         for row in ended:
             self.trials_printed.add(row["number"])
             outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
+            values = ", ".join(assignment(self.names[key], value) for key, value in row["params"].items())
             console.print(f"trial {row['number']} {row['status']} after {counted(row['epochs'], 'epoch')}, "
-                          f"{_duration(row['seconds'])}"
-                          + (f": {outcome}" if outcome else "") + f" ({_params_text(row['params'])})", soft_wrap=True)
+                          f"{_duration(row['seconds'])}" + (f": {outcome}" if outcome else "") + f" ({values})",
+                          soft_wrap=True)
         if ended:
             console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)
 
     def close(self) -> None:
         if self.live:
             self.live.stop()
-
-
-def _params_text(params: dict) -> str:
-    from .sweep.report import assignment, parameter_names
-
-    names = parameter_names(params)
-    return ", ".join(assignment(names[key], value) for key, value in params.items())
 
 
 def _jobs_text(jobs: int, threads: int) -> str:
@@ -832,6 +831,11 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage) -> None:
                   soft_wrap=True)
 
 
+def _trial_columns(metric: str) -> tuple[str, ...]:
+    """A trials table's columns before the searched keys'."""
+    return ("trial", "status", metric, "epochs", "trial time", "test")
+
+
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
     from .sweep.report import last_value, parameter_names, ranked
@@ -840,7 +844,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     if top is not None:
         rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
-    columns = ("trial", "status", metric, "epochs", "trial time", "test")
+    columns = _trial_columns(metric)
     names = parameter_names(keys, columns)
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
     for column in (*columns, *[names[key] for key in keys]):

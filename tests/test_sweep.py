@@ -368,10 +368,15 @@ def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
                                datetime_start=start, datetime_complete=start + dt.timedelta(seconds=2))
 
     trials = [trial(0, "FAIL", stopped=True), trial(1, "RUNNING", retry_of=0)]
-    sweep = SimpleNamespace(metric="val_acc", trials=2)
+    searched = ["train.epochs", "train.optimizer.lr", "model.layers[0].filters", "model.layers[3].filters"]
+    sweep = SimpleNamespace(metric="val_acc", trials=2, parameters=[SimpleNamespace(key=key) for key in searched])
     SweepView(sweep).show(Snapshot(trial_rows(trials), states(trials), None, 1, trials=2))
     assert capsys.readouterr().out.splitlines()[0] == ("trial 0 stopped after 1 epoch, 2.0s: it goes on as trial 1 "
-                                                       "(epochs=3, lr=0.05)")
+                                                       "(train.epochs=3, lr=0.05)")
+    one = trial(2, "COMPLETE", 0.9)  # a trial without one of the filters keys still names the other in full
+    one.params = {"model.layers[0].filters": 4}
+    SweepView(sweep).show(Snapshot(trial_rows([one]), states([one]), None, 0, trials=2))
+    assert capsys.readouterr().out.splitlines()[0].endswith(": val_acc 0.9000 (model.layers[0].filters=4)")
     console = Console(width=200, record=True)
     console.print(sweep_table(trial_rows(trials), {"metric": "val_acc", "direction": "maximize"}, ""))
     header = console.export_text().splitlines()[1].split()
