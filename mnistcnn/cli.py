@@ -750,9 +750,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:
-            storage_url = sweep_file.storage_url(storage)
-            check_storage_folder(storage_url)
-            _show_sweep_plan(sweep_file, jobs, threads, storage_url)
+            study_storage = sweep_file.study_storage(storage)
+            check_storage_folder(study_storage)
+            _show_sweep_plan(sweep_file, jobs, threads, study_storage)
             return
         run = SweepRun.start(sweep_file, runs_dir, storage, study)
     console.print(f"sweep folder: {run.sweep_dir.path}\n{_jobs_text(jobs, threads)}, study {run.sweep.study!r}",
@@ -795,7 +795,11 @@ class SweepView:
     def __init__(self, sweep):
         from rich.live import Live
 
+        from .sweep.report import parameter_names
+
         self.sweep = sweep
+        # every searched key, beside the table's columns: a line names a key as the table does, trial after trial
+        self.names = parameter_names([parameter.key for parameter in sweep.parameters], _trial_columns(sweep.metric))
         self.live = Live(console=console, transient=True) if console.is_terminal else None
         self.trials_printed = set()  # the numbers of the trials whose line is printed
         if self.live:
@@ -810,6 +814,7 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
+        from .sweep.report import assignment
         from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
@@ -817,9 +822,10 @@ class SweepView:
         for row in ended:
             self.trials_printed.add(row["number"])
             outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
+            values = ", ".join(assignment(self.names[key], value) for key, value in row["params"].items())
             console.print(f"trial {row['number']} {row['status']} after {counted(row['epochs'], 'epoch')}, "
-                          f"{_duration(row['seconds'])}"
-                          + (f": {outcome}" if outcome else "") + f" ({_params_text(row['params'])})", soft_wrap=True)
+                          f"{_duration(row['seconds'])}" + (f": {outcome}" if outcome else "") + f" ({values})",
+                          soft_wrap=True)
         if ended:
             console.print(sweep_headline(self.sweep, snapshot), soft_wrap=True)
 
@@ -828,20 +834,13 @@ class SweepView:
             self.live.stop()
 
 
-def _params_text(params: dict) -> str:
-    from .sweep.report import assignment, parameter_names
-
-    names = parameter_names(params)
-    return ", ".join(assignment(names[key], value) for key, value in params.items())
-
-
 def _jobs_text(jobs: int, threads: int) -> str:
     return f"{counted(jobs, 'job')} x {counted(threads, 'thread')}"
 
 
-def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) -> None:
+def _show_sweep_plan(sweep, jobs: int, threads: int, storage) -> None:
     """What ``sweep --dry-run`` prints: each searched key's range, and the study's settings
-    (``storage_url`` None: the SQLite file in the sweep folder)."""
+    (``storage`` None: the SQLite file in the sweep folder)."""
     from .sweep.study import storage_words
 
     table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
@@ -856,8 +855,13 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage_url: str | None) ->
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {counted(sweep.warmup_epochs, 'epoch')})"
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "
                   f"pruner {pruner}\n{_jobs_text(jobs, threads)}; "
-                  f"storage: {storage_words(storage_url)}",
+                  f"storage: {storage_words(storage)}",
                   soft_wrap=True)
+
+
+def _trial_columns(metric: str) -> tuple[str, ...]:
+    """A trials table's columns before the searched keys'."""
+    return ("trial", "status", metric, "epochs", "trial time", "test")
 
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
@@ -868,7 +872,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     if top is not None:
         rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
-    columns = ("trial", "status", metric, "epochs", "trial time", "test")
+    columns = _trial_columns(metric)
     names = parameter_names(keys, columns)
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
     for column in (*columns, *[names[key] for key in keys]):

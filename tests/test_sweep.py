@@ -282,6 +282,9 @@ BAD_SWEEPS = [
     ({"objective": {"metric": "test_acc"}}, "objective.metric: must be one of val_acc, val_loss"),
     ({"pruner": {"type": "median", "warmup_epochs": 3}}, "pruner.warmup_epochs: 3 leaves nothing to prune"),
     ({"prunner": {"type": "median"}}, "sweep.yaml: prunner: unknown key; did you mean 'pruner'?"),
+    ({"storage": 5}, "sweep.yaml: storage: must be text or null (null: a SQLite file in the sweep folder; else a "
+                     "PostgreSQL/MySQL/SQLite URL"),
+    ({"study": ["s1"]}, "sweep.yaml: study: must be text or null (the study's name in the storage"),
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
 ]
@@ -365,10 +368,15 @@ def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
                                datetime_start=start, datetime_complete=start + dt.timedelta(seconds=2))
 
     trials = [trial(0, "FAIL", stopped=True), trial(1, "RUNNING", retry_of=0)]
-    sweep = SimpleNamespace(metric="val_acc", trials=2)
+    searched = ["train.epochs", "train.optimizer.lr", "model.layers[0].filters", "model.layers[3].filters"]
+    sweep = SimpleNamespace(metric="val_acc", trials=2, parameters=[SimpleNamespace(key=key) for key in searched])
     SweepView(sweep).show(Snapshot(trial_rows(trials), states(trials), None, 1, trials=2))
     assert capsys.readouterr().out.splitlines()[0] == ("trial 0 stopped after 1 epoch, 2.0s: it goes on as trial 1 "
-                                                       "(epochs=3, lr=0.05)")
+                                                       "(train.epochs=3, lr=0.05)")
+    one = trial(2, "COMPLETE", 0.9)  # a trial without one of the filters keys still names the other in full
+    one.params = {"model.layers[0].filters": 4}
+    SweepView(sweep).show(Snapshot(trial_rows([one]), states([one]), None, 0, trials=2))
+    assert capsys.readouterr().out.splitlines()[0].endswith(": val_acc 0.9000 (model.layers[0].filters=4)")
     console = Console(width=200, record=True)
     console.print(sweep_table(trial_rows(trials), {"metric": "val_acc", "direction": "maximize"}, ""))
     header = console.export_text().splitlines()[1].split()
@@ -412,6 +420,67 @@ def test_a_storage_path_named_as_a_sqlite_file_is_a_sqlite_database(tmp_path, mn
     assert database.read_bytes().startswith(b"SQLite format 3\x00")  # not a journal file's JSON lines
     status = cli("sweep", "--status", "--storage", database, "--study", "s1")
     assert status.exit_code == 0 and "study s1: 1 of 1 trials done" in status.output, status.output
+
+
+def write_journal(path: Path, study: str) -> None:
+    """An Optuna journal file holding ``study`` with one complete trial."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))),
+                                  study_name=study, direction="maximize")
+    journal.optimize(lambda trial: trial.suggest_float("train.optimizer.lr", 0.01, 0.2, log=True), n_trials=1)
+
+
+def test_a_journal_file_an_earlier_version_wrote_under_a_sqlite_name_is_read_as_a_journal(tmp_path, cli,
+                                                                                         monkeypatch):
+    from mnistcnn.sweep.launch import SweepRun
+
+    monkeypatch.chdir(tmp_path)
+    write_journal(tmp_path / "old.db", "s")
+    status = cli("sweep", "--status", "--storage", "old.db", "--study", "s")
+    assert status.exit_code == 0 and "study s: 1 trials done" in status.output, status.output
+    write_sweep(tmp_path, trials=1, storage=str(tmp_path / "old.db"), study="s")  # as its sweep folder keeps it
+    assert len(SweepRun.resume(tmp_path).study.trials) == 1  # which keeps the sweep's settings in the study
+    from_folder = cli("sweep", "--status", tmp_path)
+    assert from_folder.exit_code == 0 and "study s: 1 of 1 trials done" in from_folder.output, from_folder.output
+    assert (tmp_path / "old.db").read_bytes().startswith(b"{")  # still the journal's JSON lines
+    (tmp_path / "empty.db").touch()
+    for storage, kind in (("old.db", "the Optuna journal file"), ("empty.db", "the SQLite database")):
+        plan = cli("sweep", "sweep.yaml", "--storage", storage, "--dry-run", "--jobs", "1")
+        assert f"storage: {kind} {tmp_path / storage}\n" in plan.output, plan.output
+
+
+def test_status_and_resume_of_a_sweep_folder_ask_alike_for_the_password_it_does_not_keep(tmp_path, cli):
+    path = write_sweep(tmp_path, storage="postgresql://user:***@localhost:1/sweeps")  # as a sweep folder keeps it
+    message = (f"error: {path}: storage: postgresql://user:***@localhost:1/sweeps: the sweep folder keeps no "
+               "password; give it again with --storage postgresql://user:PASSWORD@localhost:1/sweeps\n")
+    for command in (("--status", tmp_path), ("--resume", tmp_path)):
+        result = cli("sweep", *command)
+        assert result.exit_code == 2 and result.output == message, result.output
+
+
+def test_a_storage_error_names_where_the_storage_was_given_as_the_user_spelt_it(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path)  # tmp_path is a sweep folder whose study.db is gone
+    folder = cli("sweep", "--status", ".")
+    assert folder.output == ("error: study.db (the sweep folder's own study): no such file; give --storage the "
+                             "journal or SQLite file the sweep wrote\n"), folder.output
+    write_sweep(tmp_path, storage="foo://bar")
+    unknown = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert unknown.output.startswith(f"error: {path}: storage: foo://bar: no database is called 'foo';"), \
+        unknown.output
+    write_sweep(tmp_path, storage="nowhere/study.journal")
+    missing = cli("sweep", path, "--dry-run")
+    assert missing.output.startswith(f"error: {path}: storage: nowhere/study.journal: the folder "
+                                     f"{tmp_path / 'nowhere'} does not exist;"), missing.output
+    given = cli("sweep", "--status", "--storage", "postgresql://user:secret@localhost:1/sweeps", "--study", "s1")
+    assert given.output.startswith("error: --storage postgresql://user:***@localhost:1/sweeps: cannot open the "
+                                   "database: "), given.output  # not the postgresql+psycopg:// it opens
+    write_journal(tmp_path / "studies.journal", "s1")
+    other = cli("sweep", "--status", "--storage", "studies.journal", "--study", "s2")
+    assert other.output == "error: --storage studies.journal: holds no study 's2'; give --study one of: s1\n"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "study.db").exists()
 
 
 def test_a_missing_sweep_file_points_at_the_examples(tmp_path, cli):

@@ -60,9 +60,9 @@ class Snapshot:
 class SweepRun:
     """A sweep folder, the study it feeds, and the worker processes started here."""
 
-    def __init__(self, sweep: Sweep, sweep_dir: SweepDir, storage_url: str, create: bool = True):
-        self.sweep, self.sweep_dir, self.storage_url = sweep, sweep_dir, storage_url
-        self.study = studies.open_study(sweep, studies.open_storage(storage_url, sweep.heartbeat), create=create)
+    def __init__(self, sweep: Sweep, sweep_dir: SweepDir, storage: studies.Storage, create: bool = True):
+        self.sweep, self.sweep_dir, self.storage = sweep, sweep_dir, storage
+        self.study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=create)
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.reported = None
@@ -71,32 +71,29 @@ class SweepRun:
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
         URL writes nothing."""
-        shared, sweep.study = sweep.storage_url(storage), study or sweep.study
+        shared, sweep.study = sweep.study_storage(storage), study or sweep.study
         if shared is not None:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
             if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
-                status = command_line("sweep", "--status", "--storage", studies.shown(shared), "--study", sweep.study)
+                status = command_line("sweep", "--status", "--storage", studies.shown(shared.url), "--study",
+                                      sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
         sweep_dir = SweepDir.create(runs_dir, sweep.name)
         write_text(sweep_dir.base_file, cfg.dump(sweep.base))
         resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
-                    "storage": studies.shown(shared) if shared is not None else None}
+                    "storage": studies.shown(shared.url) if shared is not None else None}
         write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
                                          f"{command_line('sweep', '--resume', sweep_dir.path)}\n" + cfg.dump(resolved))
-        return cls(sweep, sweep_dir, sweep.storage_url(storage, sweep_dir.path))
+        return cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path))
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         sweep_dir = SweepDir.open(folder, "give the folder mnistcnn sweep printed")
         sweep = load_sweep(sweep_dir.sweep_file)
-        url = sweep.storage_url(storage, sweep_dir.path)
-        if studies.is_masked(url):
-            raise UsageError(f"{sweep_dir.path}: the storage's password is not kept in the sweep folder; give it "
-                             f"again with --storage {studies.shown(url, password='PASSWORD')}")
-        run = cls(sweep, sweep_dir, url, create=False)
+        run = cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path), create=False)
         studies.retry_unfinished(run.study)
         return run
 
@@ -105,7 +102,7 @@ class SweepRun:
         self.sweep_dir.workers.mkdir(exist_ok=True)
         write_text(self.sweep_dir.jobs_file, json.dumps({"jobs": jobs}) + "\n")
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
-        environment = {**os.environ, STORAGE_VARIABLE: self.storage_url, "OPENBLAS_NUM_THREADS": str(threads),
+        environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
         for index in range(jobs):
             name = f"{studies.host()}-{index}"
@@ -189,8 +186,10 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
                              "a sweep")
         sweep_dir = SweepDir.open(folder, "with --status give a sweep folder, or --storage URL and --study NAME")
         sweep = load_sweep(sweep_dir.sweep_file)
-        storage, name = sweep.storage_url(storage, sweep_dir.path), name or sweep.study
-    study = studies.load_any_study(storage, name)
+        study_storage, name = sweep.study_storage(storage, sweep_dir.path), name or sweep.study
+    else:
+        study_storage = studies.Storage.named(storage, "--storage")
+    study = studies.load_any_study(study_storage, name)
     settings = {"metric": "value", "direction": "maximize", "trials": None, **study.user_attrs.get("sweep", {}),
                 "study": name}
     trials = study.get_trials(deepcopy=False)

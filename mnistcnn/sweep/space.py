@@ -15,7 +15,7 @@ from .. import config as cfg
 from ..errors import ConfigError, command_line
 from ..runs import check_run_name
 from ..words import counted
-from .study import local_storage, resolved_storage
+from .study import Storage, local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -106,11 +106,14 @@ class Sweep:
         """The objective and the trials planned: what a study keeps, and a table of trials needs."""
         return {"metric": self.metric, "direction": self.direction, "trials": self.trials}
 
-    def storage_url(self, given: str | None, sweep_dir: Path | None = None) -> str | None:
-        """The study's storage (``resolved_storage``): ``given`` (--storage), else the sweep file's,
-        else the SQLite file in ``sweep_dir``; None for that file while there is no sweep folder yet."""
-        url = given or self.storage
-        return local_storage(sweep_dir) if url is None and sweep_dir is not None else resolved_storage(url)
+    def study_storage(self, given: str | None, sweep_dir: Path | None = None) -> Storage | None:
+        """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file in
+        ``sweep_dir``; None for that file while there is no sweep folder yet."""
+        if given:
+            return Storage.named(given, "--storage")
+        if self.storage:
+            return Storage.named(self.storage, f"{self.path}: storage:")
+        return local_storage(sweep_dir) if sweep_dir is not None else None
 
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}
@@ -159,6 +162,14 @@ def _mapping(where: str, value, keys: dict) -> dict:
             path = f"{where}.{key}" if ": " in where else f"{where}: {key}"  # a section's key, or the file's
             raise ConfigError(f"{path}: unknown key; {cfg.did_you_mean(key, keys)}valid keys here: "
                               f"{', '.join(keys)}")
+    return value
+
+
+def _optional_text(source: str, raw: dict, key: str) -> str | None:
+    """The sweep file's ``key``: text, or null (missing)."""
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{source}: {key}: must be text or null ({SWEEP_KEYS[key]}); got {value!r}")
     return value
 
 
@@ -265,7 +276,7 @@ def load_sweep(path) -> Sweep:
         pruner=_choose(f"{source}: pruner.type", pruner.get("type", "median"), PRUNERS),
         warmup_epochs=_number(f"{source}: pruner.warmup_epochs", pruner.get("warmup_epochs", 1), integer=True),
         startup_trials=_number(f"{source}: pruner.startup_trials", pruner.get("startup_trials", 5), integer=True),
-        storage=raw.get("storage"), study=raw.get("study") or name,
+        storage=_optional_text(source, raw, "storage"), study=_optional_text(source, raw, "study") or name,
         heartbeat=_number(f"{source}: heartbeat", raw.get("heartbeat", 30), integer=True),
         parameters=[parse_parameter(source, str(key), spec, base) for key, spec in space.items()])
     for key in ("warmup_epochs", "startup_trials", "heartbeat"):

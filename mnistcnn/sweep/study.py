@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, install_extra
@@ -20,6 +21,7 @@ EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
+SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
 MASK = "***"  # a password that is not written down
 
 
@@ -31,11 +33,6 @@ def require_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
-
-
-def local_storage(sweep_dir: Path) -> str:
-    """A SQLite file in the sweep folder: enough for the jobs of one machine."""
-    return f"{SQLITE}{SweepDir(sweep_dir).study_file.resolve()}"
 
 
 def shown(url: str, password: str = MASK) -> str:
@@ -61,23 +58,60 @@ def storage_file(url: str | None) -> Path | None:
     return Path(url.removeprefix(SQLITE))
 
 
+def holds_journal(path: Path) -> bool:
+    """Whether the file at ``path`` holds something, and not a SQLite database: an Optuna journal,
+    as sweeps of earlier versions wrote under a .db name. A new or empty file holds neither yet."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError:  # no such file, or one that opening it will explain
+        return False
+    return head not in (b"", SQLITE_HEADER)
+
+
 def resolved_storage(url: str | None) -> str | None:
-    """The storage a --storage value means: a database URL as it is; a plain path ending in one of
-    SQLITE_SUFFIXES a SQLite database's URL; any other plain path an Optuna journal file. A file's
-    path is made absolute, so that the URL kept in the sweep folder still names it from another
-    working directory."""
+    """The storage a --storage value or a sweep file's storage: means: a database URL as it is; a
+    plain path ending in one of SQLITE_SUFFIXES a SQLite database's URL, unless the file there is a
+    journal already; any other plain path an Optuna journal file. A file's path is made absolute, so
+    that the URL kept in the sweep folder still names it from another working directory."""
     path = storage_file(url)
     if path is None:
         return url
-    sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES
+    sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES and not holds_journal(path)
     return (SQLITE if sqlite else "") + str(path.resolve())
 
 
-def storage_words(url: str | None) -> str:
-    """A storage (``resolved_storage``) in words, its kind first, with no password; None: the
-    SQLite file a new sweep folder will hold."""
-    if url is None:
+@dataclass(frozen=True)
+class Storage:
+    """A study's storage: ``url`` as Optuna opens it (``resolved_storage``, with its password), and
+    ``origin``, where the user named it, in their spelling and without a password: what a message
+    about the storage starts with."""
+
+    url: str
+    origin: str
+
+    @classmethod
+    def named(cls, value: str, where: str) -> "Storage":
+        """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``."""
+        origin = f"{where} {shown(value)}"
+        if is_masked(value):  # as a sweep folder keeps it
+            raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
+                             f"{shown(value, password='PASSWORD')}")
+        return cls(resolved_storage(value), origin)
+
+
+def local_storage(sweep_dir: Path) -> Storage:
+    """A SQLite file in the sweep folder: enough for the jobs of one machine."""
+    study_file = SweepDir(sweep_dir).study_file
+    return Storage(f"{SQLITE}{study_file.resolve()}", f"{study_file} (the sweep folder's own study)")
+
+
+def storage_words(storage: Storage | None) -> str:
+    """A storage in words, its kind first, with no password; None: the SQLite file a new sweep
+    folder will hold."""
+    if storage is None:
         return "a SQLite file in the sweep folder"
+    url = storage.url
     if url.startswith(SQLITE):
         return f"the SQLite database {url.removeprefix(SQLITE)}"
     if "://" not in url:
@@ -85,30 +119,31 @@ def storage_words(url: str | None) -> str:
     return f"the database {shown(url)}"
 
 
-def check_storage_folder(url: str | None) -> None:
+def check_storage_folder(storage: Storage | None) -> None:
     """Refuse a journal file or SQLite database whose folder does not exist (nothing would create it)."""
-    path = storage_file(url)
+    path = storage_file(storage.url) if storage is not None else None
     folder = path.parent if path is not None else None
     if folder is not None and not folder.is_dir():
-        raise UsageError(f"--storage {url}: the folder {folder} does not exist; create it (mkdir -p {folder}), or "
-                         "give a path in a folder that does")
+        raise UsageError(f"{storage.origin}: the folder {folder} does not exist; create it (mkdir -p {folder}), "
+                         "or give a path in a folder that does")
 
 
-def open_storage(url: str, heartbeat: int):
-    """Optuna's storage for ``url``: a database URL (SQLite, PostgreSQL, MySQL), or else the
-    path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
+def open_storage(storage: Storage, heartbeat: int):
+    """Optuna's storage for ``storage.url``: a database URL (SQLite, PostgreSQL, MySQL), or else
+    the path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
     whose worker is silent for two heartbeats is failed and retried."""
     optuna = require_optuna()
-    check_storage_folder(url)
+    check_storage_folder(storage)
+    url, origin = storage.url, storage.origin
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         try:
             return optuna.storages.JournalStorage(JournalFileBackend(url, JournalFileOpenLock(url)))
         except OSError as err:
-            raise UsageError(f"--storage {url}: cannot open the journal file ({err.strerror or err})") from None
+            raise UsageError(f"{origin}: cannot open the journal file ({err.strerror or err})") from None
         except ValueError:  # the journal's lines are JSON
-            raise UsageError(f"--storage {url}: is not an Optuna journal file; give a new file's path, or a "
+            raise UsageError(f"{origin}: is not an Optuna journal file; give a new file's path, or a "
                              "database URL") from None
     if url.startswith(("postgresql://", "postgres://")):  # the driver the extra installs
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -126,17 +161,17 @@ def open_storage(url: str, heartbeat: int):
             return storage
         except ImportError as err:  # Optuna wraps the missing driver's ModuleNotFoundError in its own
             driver = err.name or getattr(err.__cause__, "name", None) or "of that database"
-            raise UsageError(f"--storage {shown(url)}: needs the database driver {driver}; PostgreSQL's comes with "
+            raise UsageError(f"{origin}: needs the database driver {driver}; PostgreSQL's comes with "
                              f"{EXTRA}, for MySQL pip install PyMySQL and use mysql+pymysql://") from None
         except Exception as err:  # SQLAlchemy's errors: no server, wrong password, no database
             # workers that start together on an empty database race to create its tables: one wins, try again
             if attempt + 1 == CONNECT_ATTEMPTS or "already exists" not in str(err) and "duplicate key" not in str(err):
                 reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
                 if "Can't load plugin" in reason:  # SQLAlchemy knows no database by that name
-                    raise UsageError(f"--storage {shown(url)}: no database is called {url.split('://')[0]!r}; give "
+                    raise UsageError(f"{origin}: no database is called {url.split('://')[0]!r}; give "
                                      "a postgresql://, mysql+pymysql:// or sqlite:/// URL, or a journal file's "
                                      "path") from None
-                raise UsageError(f"--storage {shown(url)}: cannot open the database: {reason}") from None
+                raise UsageError(f"{origin}: cannot open the database: {reason}") from None
             time.sleep(0.5 + attempt)
 
 
@@ -198,22 +233,21 @@ def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
     return study
 
 
-def load_any_study(url: str, name: str):
-    """A study by name alone (``--status`` from any machine) in the storage that ``url``, a --storage
-    value, means; a file that does not exist is not made (as opening a journal or a SQLite file would)."""
+def load_any_study(storage: Storage, name: str):
+    """A study by name alone (``--status`` from any machine); a file that does not exist is not
+    made (as opening a journal or a SQLite file would)."""
     optuna = require_optuna()
-    resolved = resolved_storage(url)
-    file = storage_file(resolved)
+    file = storage_file(storage.url)
     if file is not None and not file.is_file():
-        raise UsageError(f"--storage {url}: no such file; give the journal or SQLite file a sweep wrote, or a "
-                         "sweep folder")
-    storage = open_storage(resolved, heartbeat=60)
+        raise UsageError(f"{storage.origin}: no such file; give --storage the journal or SQLite file the sweep "
+                         "wrote")
+    opened = open_storage(storage, heartbeat=60)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=opened)
     except KeyError:
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-        raise UsageError(f"study {name!r} is not in {shown(url)}; it holds: {', '.join(names) or 'no study'}") \
-            from None
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(opened)]
+        held = f"give --study one of: {', '.join(names)}" if names else "it holds none"
+        raise UsageError(f"{storage.origin}: holds no study {name!r}; {held}") from None
 
 
 def retry_trial(study, trial) -> None:

@@ -213,7 +213,9 @@ def main(argv=None) -> int:
     try:
         sweep_dir = SweepDir(folder)
         sweep = load_sweep(sweep_dir.sweep_file)
-        storage = studies.open_storage(os.environ[STORAGE_VARIABLE], sweep.heartbeat)
+        url = os.environ[STORAGE_VARIABLE]  # resolved by the command that started this worker
+        storage = studies.open_storage(studies.Storage(url, f"{sweep_dir.path}'s storage {studies.shown(url)}"),
+                                       sweep.heartbeat)
         worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads))
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
