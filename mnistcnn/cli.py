@@ -740,6 +740,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         if sweep_path is not None or study is not None:
             fail("--resume continues a sweep with its own sweep file and study; give only --jobs (and --storage)")
         run = SweepRun.resume(resume, storage)
+        run.check_unfinished()
         jobs, threads = plan_jobs(jobs, run.sweep.trials, run.jobs_before())
     elif sweep_path is None:
         fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")

@@ -180,18 +180,26 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="one job and two jobs differ only with two cores")
-def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told(tmp_path, mnistcnn_command):
+def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_one_is_not_resumed(
+        tmp_path, mnistcnn_command):
+    from mnistcnn.sweep.launch import SweepRun, plan_jobs
+
     path = write_sweep(tmp_path, limit=500, epochs=1, trials=2)
     first = run_sweep(mnistcnn_command, path, "--jobs", "1", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "1 job x " in first.stdout
     folder = sweep_folder(tmp_path / "runs")
-    again = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)  # the default on 2 cores is 2 jobs
-    assert again.returncode == 0, again.stderr
-    assert "1 job x " in again.stdout
-    told = run_sweep(mnistcnn_command, "--resume", folder, "--jobs", "2", cwd=tmp_path)
-    assert told.returncode == 0, told.stderr
-    assert "2 jobs x " in told.stdout
+    jobs_before = SweepRun.resume(folder).jobs_before()
+    assert plan_jobs(None, 2, jobs_before)[0] == 1  # the default on 2 cores is 2 jobs
+    assert plan_jobs(2, 2, jobs_before)[0] == 2
+    finished = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
+    assert finished.returncode == 2 and finished.stdout == "" and finished.stderr == (
+        f"error: {folder}: the sweep is finished, 2 of 2 trials done; there is nothing to resume. Its trials: "
+        f"mnistcnn sweep --status {folder}; its best: mnistcnn train {folder / 'best-trial.yaml'}\n")
+    again = run_sweep(mnistcnn_command, folder, cwd=tmp_path)  # the folder given as a sweep file
+    assert again.returncode == 2 and again.stderr == (
+        f"error: {folder}: is a sweep folder, not a sweep file; go on with it: mnistcnn sweep --resume {folder}, or "
+        f"see its trials: mnistcnn sweep --status {folder}\n")
 
 
 def test_each_queued_trial_goes_to_one_worker_of_a_local_study(tmp_path):

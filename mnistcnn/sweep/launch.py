@@ -97,6 +97,16 @@ class SweepRun:
         studies.retry_unfinished(run.study)
         return run
 
+    def check_unfinished(self) -> None:
+        """Refuse to go on with a sweep that has run all its trials: its workers would find nothing to do."""
+        counts = studies.states(self.study.get_trials(deepcopy=False))
+        done = studies.trials_done(counts)
+        if done >= self.sweep.trials and not counts["queued"] and not counts["running"]:
+            folder = self.sweep_dir.path
+            raise UsageError(f"{folder}: the sweep is finished, {done} of {self.sweep.trials} trials done; there is "
+                             f"nothing to resume. Its trials: {command_line('sweep', '--status', folder)}; its best: "
+                             f"{command_line('train', self.sweep_dir.best_trial)}")
+
     def launch(self, jobs: int, threads: int) -> None:
         """Start ``jobs`` worker processes of ``threads`` threads each."""
         self.sweep_dir.workers.mkdir(exist_ok=True)

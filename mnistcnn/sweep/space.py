@@ -15,6 +15,7 @@ from .. import config as cfg
 from ..errors import ConfigError, command_line
 from ..runs import check_run_name
 from ..words import counted
+from .folder import SweepDir
 from .study import Storage, local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -234,6 +235,10 @@ def load_sweep(path) -> Sweep:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: sweep file not found; {cfg.ready_made('sweeps/')} holds examples")
+    if SweepDir(path).sweep_file.is_file():
+        raise ConfigError(f"{path}: is a sweep folder, not a sweep file; go on with it: "
+                          f"{command_line('sweep', '--resume', path)}, or see its trials: "
+                          f"{command_line('sweep', '--status', path)}")
     raw = cfg.load_raw(path)
     source = str(path)
     if isinstance(raw, dict) and "model" in raw and "space" not in raw:
