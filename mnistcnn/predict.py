@@ -41,6 +41,7 @@ DOUBT_ADVICE = {  # what each doubt means to the person who took the picture, an
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 THIN_INK = 4  # ink under 1% of the picture: its 0.1% tail this many times further out than the 1% tails
+PAPER_TAIL = 8  # grey levels: the paper's light and grain keep its 1% tails within this; ink's reach further
 MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
 MIN_INSIDE = 0.1  # of the ink: away from the picture's edge, enough to be the digit
 NEAR = 2  # stroke widths: ink at the picture's edge this close to the rest is the digit's own
@@ -203,8 +204,10 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     residual = grey - _resize(median, (w, h)) if (gh, gw) != (h, w) else grey - median
     # The ink is the side whose 1% tail reaches further from the paper; but a thin pen on a large
     # page covers less than 1% of it, and then only its 0.1% tail stands far out of the paper's.
+    # A glint's 0.1% tail does too, so the 0.1% tails decide only while neither 1% tail stands out of the paper.
     tails = np.percentile(residual, [0.1, 1, 99, 99.9]) * [-1, -1, 1, 1]
-    dark, light = tails[[0, 3]] if tails[[0, 3]].max() > THIN_INK * tails[[1, 2]].max() else tails[[1, 2]]
+    thin = THIN_INK * tails[[1, 2]].max() < tails[[0, 3]].max() and tails[[1, 2]].max() < PAPER_TAIL
+    dark, light = tails[[0, 3]] if thin else tails[[1, 2]]
     dark_ink = dark > light
     paper = _resize(high if dark_ink else low, (w, h)) if (gh, gw) != (h, w) else (high if dark_ink else low)
     ink = np.clip(paper - grey if dark_ink else grey - paper, 0, None)

@@ -411,6 +411,23 @@ def test_a_thin_pen_on_a_large_unevenly_lit_page_gives_the_digit():
     assert similarity(unevenly, evenly) > 0.9
 
 
+def test_a_faint_digit_beside_a_glint_gives_the_digit():
+    """A pencil 7 only 30 grey levels darker than the paper, and a small bright reflection beside it:
+    the reflection reaches far out of the paper but covers little of it, and it is not the ink."""
+    def page(glint):
+        grey = Image.new("L", (512, 512), 130)
+        draw = ImageDraw.Draw(grey)
+        draw.line([(150, 140), (360, 140), (230, 400)], fill=100, width=14)
+        if glint:
+            draw.ellipse([400, 400, 424, 424], fill=255)
+        return np.asarray(grey, dtype=np.float64) + np.random.default_rng(0).normal(0, 2, (512, 512))
+
+    plain, plain_doubt = prepare(page(glint=False))
+    glinted, glinted_doubt = prepare(page(glint=True))
+    assert plain_doubt is None and glinted_doubt is None
+    assert similarity(glinted, plain) > 0.9
+
+
 def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sample_digits):
     clean = drawn_cleanly(sample_digits[0][0])
     expected = prepare(clean)[0]
