@@ -171,13 +171,12 @@ def layer_words(report: dict) -> str:
 
 
 def find_layer(model: Sequential, layer, target) -> int:
-    """The index of ``layer`` (an index or a name) in ``model``, which ``target`` holds."""
+    """The index of ``layer`` in ``model``, which ``target`` holds: ``Sequential.layer_index``'s
+    rule (an index, a name, or a type that names one layer), its refusal naming ``target``."""
     try:
         return model.layer_index(layer)
-    except (IndexError, KeyError):
-        valid = ", ".join(f"{number}:{each.name}" for number, each in enumerate(model.layers))
-        raise UsageError(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their "
-                         "shapes)") from None
+    except UsageError as err:
+        raise UsageError(f"{target}: {err} (`--list` shows their shapes)") from None
 
 
 def report_layer(target, loaded: Target, layer, split: str, index: int | None, indices: str | None,

@@ -96,6 +96,23 @@ def test_inspect_list_and_plain_output(run, cli):
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
 
 
+def test_inspect_layer_takes_a_type_that_names_one_layer_and_lists_the_choices_otherwise(trained_run, cli):
+    # the help promised "an index or a name", and `dense` (the net's one dense layer) was refused
+    layers = json.loads(cli("inspect-layer", trained_run, "--list", "--json").output)
+    for kind in ("dense", "flatten", "batchnorm"):  # one layer of each in the small config
+        result = cli("inspect-layer", trained_run, kind, "--no-images", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["index"] == next(each["index"] for each in layers if each["type"] == kind)
+    convs = [f"{each['index']}:{each['name']}" for each in layers if each["type"] == "conv2d"]
+    result = cli("inspect-layer", trained_run, "conv2d", "--no-images")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{trained_run}: 2 layers are conv2d: {', '.join(convs)}; give one's index or name" in result.output
+    result = cli("inspect-layer", trained_run, "densse", "--no-images")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no layer 'densse'" in result.output and "0:0_conv2d" in result.output
+    assert "or a type that names one layer: batchnorm, flatten, dropout, dense" in result.output
+
+
 def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_config):
     # a fresh model's biases are all zero: |db| / |b| has no meaning there, and used to print as
     # 1e+11 (divided by a guard value); the weights' ratio is still |dW| / |W|
