@@ -1,5 +1,6 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,25 @@ def test_inspect_layer_takes_a_type_that_names_one_layer_and_lists_the_choices_o
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "no layer 'densse'" in result.output and "0:0_conv2d" in result.output
     assert "or a type that names one layer: batchnorm, flatten, dropout, dense" in result.output
+
+
+def test_inspect_pictures_of_other_images_are_written_beside_not_over_earlier_ones(run, cli):
+    # the names ignored --split and --index: a train image's pictures replaced the validation ones
+    def pictures(*args):
+        result = cli("inspect-layer", run, "0", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return {Path(path).name: Path(path).read_bytes() for path in json.loads(result.output)["pictures"]}
+
+    validation = pictures()  # the first 16 validation images
+    train = pictures("--split", "train", "--index", "0")
+    assert sorted(validation) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-validation-image0-feature-maps.png",
+                                  "layer00-0_conv2d-validation-images0-15-histogram.png"]
+    assert sorted(train) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-train-image0-feature-maps.png",
+                             "layer00-0_conv2d-train-image0-histogram.png"]
+    for name, made in validation.items():  # still there, as the first call wrote them
+        assert (run / "inspect" / name).read_bytes() == made, name
+    other = pictures("--split", "validation", "--index", "3")
+    assert sorted(set(other) & (set(validation) | set(train))) == ["layer00-0_conv2d-filters.png"]
 
 
 def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_config):
