@@ -926,8 +926,9 @@ def half_block_preview(image: np.ndarray):
 Examples:
   mnistcnn inspect-layer runs/lenet-20260101-000000 --list
   mnistcnn inspect-layer runs/lenet-20260101-000000 0 --index 7
-  mnistcnn inspect-layer configs/lenet.yaml 3_conv2d      # an untrained model
-  mnistcnn inspect-layer runs/lenet-20260101-000000 -1      # the last layer""")
+  mnistcnn inspect-layer configs/lenet.yaml 3_conv2d        # an untrained model
+  mnistcnn inspect-layer runs/lenet-20260101-000000 flatten  # its one flatten layer
+  mnistcnn inspect-layer runs/lenet-20260101-000000 -1       # the last layer""")
 @click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")
@@ -944,9 +945,9 @@ Examples:
 @handle_errors
 def inspect_layer_command(target, layer, list_layers, split, index, indices, out_dir, data_dir, as_json, no_images,
                           which):
-    """Run images through the model and show LAYER (an index or a name) from inside: its output's
-    statistics, the gradients reaching it, its feature maps and filters. A CONFIG gives the
-    model untrained, as initialised."""
+    """Run images through the model and show LAYER (an index, a name, or a type that names one
+    layer, such as flatten) from inside: its output's statistics, the gradients reaching it, its
+    feature maps and filters. A CONFIG gives the model untrained, as initialised."""
     from .layer_report import load_target, report_layer
 
     loaded = load_target(target, data_dir, which)

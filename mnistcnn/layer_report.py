@@ -171,13 +171,12 @@ def layer_words(report: dict) -> str:
 
 
 def find_layer(model: Sequential, layer, target) -> int:
-    """The index of ``layer`` (an index or a name) in ``model``, which ``target`` holds."""
+    """The index of ``layer`` in ``model``, which ``target`` holds: ``Sequential.layer_index``'s
+    rule (an index, a name, or a type that names one layer), its refusal naming ``target``."""
     try:
         return model.layer_index(layer)
-    except (IndexError, KeyError):
-        valid = ", ".join(f"{number}:{each.name}" for number, each in enumerate(model.layers))
-        raise UsageError(f"{target}: no layer {layer!r} in this model; valid: {valid} (`--list` shows their "
-                         "shapes)") from None
+    except UsageError as err:
+        raise UsageError(f"{target}: {err} (`--list` shows their shapes)") from None
 
 
 def report_layer(target, loaded: Target, layer, split: str, index: int | None, indices: str | None,
@@ -199,12 +198,12 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
     if picture_folder is not None and Path(picture_folder).suffix.lower() in PICTURE_SUFFIXES:
         raise UsageError(f"--out {picture_folder}: is where the pictures go, a folder (several PNGs are written); "
                          f"give a folder name, e.g. --out {Path(picture_folder).with_suffix('')}")
+    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1], "described": described}
     written = [] if picture_folder is None else pictures(report, model.layers[layer_index],
                                                          make_folder(picture_folder, "--out"), source,
                                                          images[chosen[0]], caption, batch_caption)
     output = report.pop("_output")
     report["model"] = source
-    report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1], "described": described}
     report["pictures"] = [str(path) for path in written]
     return report, output
 
@@ -262,16 +261,22 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
              batch_caption: str) -> list[Path]:
     """Feature maps of the batch's first image beside it (``input_image``, described by ``caption``),
     conv filters, and a histogram of the activations of the images ``batch_caption`` describes, as PNGs
-    titled with ``source`` (what the model is: ``target_label``)."""
+    titled with ``source`` (what the model is: ``target_label``).
+
+    A picture of images is named after them (``validation-image5``, ``train-images0-15``), so
+    another choice of split or images writes beside it; the filters do not depend on the images."""
     from . import plots
 
     out = report["_output"]
     stem = f"layer{report['index']:02d}-{report['name']}"
+    first, stop = report["images"]["indices"]
+    first_image = f"{stem}-{report['images']['split']}-image{first}"
+    batch = first_image if stop - first == 1 else f"{stem}-{report['images']['split']}-images{first}-{stop - 1}"
     layer_name = f"layer {report['index']} ({report['name']})"
     written = []
     if out.ndim == 4:
         maps = np.moveaxis(out[0], -1, 0)[:64]
-        path = out_dir / f"{stem}-feature-maps.png"
+        path = out_dir / f"{first_image}-feature-maps.png"
         shown = f"first {len(maps)} of {out.shape[-1]} channels" if len(maps) < out.shape[-1] else "all channels"
         plots.feature_maps(input_image, caption, maps, path,
                            f"{source}\n{layer_name}: feature maps of {caption} ({shown})")
@@ -283,7 +288,7 @@ def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.nd
         plots.image_grid(filters, [f"filter {c}" for c in range(len(filters))], path,
                          f"{source}\n{layer_name}: filters (mean over input channels)", scale="weight")
         written.append(path)
-    path = out_dir / f"{stem}-histogram.png"
+    path = out_dir / f"{batch}-histogram.png"
     plots.histogram(out, path, f"{source}\n{layer_name}: activations of {batch_caption}")
     written.append(path)
     return written

@@ -72,6 +72,10 @@ class PictureTooLarge(DataError):
     """A picture with more pixels than the limit, refused by its header."""
 
 
+class NotAPicture(DataError):
+    """Bytes that no picture format known to Pillow reads (a text file, a form's fields)."""
+
+
 def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """A picture file (a path, or a binary file object such as ``io.BytesIO``, which messages call
     ``name``) as a float array of grey levels 0..255 (transparent parts count as white),
@@ -114,7 +118,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     except UnidentifiedImageError:
         empty = isinstance(path, Path) and path.stat().st_size == 0
         what = "is empty (0 bytes)" if empty else "is not a picture in a format known here"
-        raise DataError(f"{name}: {what}; give a PNG or JPEG of a digit") from None
+        raise NotAPicture(f"{name}: {what}; give a PNG or JPEG of a digit") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{name}: the image file is damaged or truncated ({err}); save it again as PNG or "
                         "JPEG") from None

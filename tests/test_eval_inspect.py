@@ -1,5 +1,6 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,42 @@ def test_inspect_list_and_plain_output(run, cli):
     assert result.exit_code == 0 and "0_conv2d" in result.output
     result = cli("inspect-layer", run, "2_maxpool2d", "--no-images")
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
+
+
+def test_inspect_layer_takes_a_type_that_names_one_layer_and_lists_the_choices_otherwise(trained_run, cli):
+    # the help promised "an index or a name", and `dense` (the net's one dense layer) was refused
+    layers = json.loads(cli("inspect-layer", trained_run, "--list", "--json").output)
+    for kind in ("dense", "flatten", "batchnorm"):  # one layer of each in the small config
+        result = cli("inspect-layer", trained_run, kind, "--no-images", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["index"] == next(each["index"] for each in layers if each["type"] == kind)
+    convs = [f"{each['index']}:{each['name']}" for each in layers if each["type"] == "conv2d"]
+    result = cli("inspect-layer", trained_run, "conv2d", "--no-images")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"{trained_run}: 2 layers are conv2d: {', '.join(convs)}; give one's index or name" in result.output
+    result = cli("inspect-layer", trained_run, "densse", "--no-images")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no layer 'densse'" in result.output and "0:0_conv2d" in result.output
+    assert "or a type that names one layer: batchnorm, flatten, dropout, dense" in result.output
+
+
+def test_inspect_pictures_of_other_images_are_written_beside_not_over_earlier_ones(run, cli):
+    # the names ignored --split and --index: a train image's pictures replaced the validation ones
+    def pictures(*args):
+        result = cli("inspect-layer", run, "0", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return {Path(path).name: Path(path).read_bytes() for path in json.loads(result.output)["pictures"]}
+
+    validation = pictures()  # the first 16 validation images
+    train = pictures("--split", "train", "--index", "0")
+    assert sorted(validation) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-validation-image0-feature-maps.png",
+                                  "layer00-0_conv2d-validation-images0-15-histogram.png"]
+    assert sorted(train) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-train-image0-feature-maps.png",
+                             "layer00-0_conv2d-train-image0-histogram.png"]
+    for name, made in validation.items():  # still there, as the first call wrote them
+        assert (run / "inspect" / name).read_bytes() == made, name
+    other = pictures("--split", "validation", "--index", "3")
+    assert sorted(set(other) & (set(validation) | set(train))) == ["layer00-0_conv2d-filters.png"]
 
 
 def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_config):

@@ -52,10 +52,15 @@ def client(served):
     return TestClient(create_app(served), base_url="http://127.0.0.1")
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def picture_bytes(image: np.ndarray, kind: str) -> bytes:
+    """``image`` as a file of Pillow's format ``kind`` (PNG, JPEG, ...)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG")
+    Image.fromarray(image).save(buffer, kind)
     return buffer.getvalue()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    return picture_bytes(image, "PNG")
 
 
 def post_picture(client, data: bytes, kind="image/png"):
@@ -197,11 +202,13 @@ def test_the_saliency_map_equals_finite_differences_of_a_float64_model(client, s
 
 
 BAD_UPLOADS = {
-    "not an image": (b"GIF89a? no, just text", "image/png", 400, "is not a picture in a format known here"),
+    "not an image": (b"GIF89a? no, just text", "image/png", 415, "is not a picture in a format known here"),
     "empty": (b"", "image/png", 400, "no picture"),
-    "wrong type": (b"name=digit", "application/x-www-form-urlencoded", 415, "not a picture"),
+    "form fields": (b"name=digit", "application/x-www-form-urlencoded", 415, "not a picture"),
     "text file": (b"hello", "text/plain", 415, "not a picture"),
     "huge": (b"\x89PNG" + bytes(MAX_PICTURE_BYTES), "image/png", 413, "larger than 8 MB"),
+    "huge, sent by curl": (b"\x89PNG" + bytes(MAX_PICTURE_BYTES), "application/x-www-form-urlencoded", 413,
+                           "larger than 8 MB"),
 }
 
 
@@ -212,6 +219,33 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_answering(client, served
     assert answer.status_code == status and words in answer.json()["error"], answer.text
     good = post_picture(client, png_bytes(served.test_x[0, :, :, 0]))
     assert good.status_code == 200 and good.json()["prediction"] is not None
+
+
+@pytest.mark.parametrize("declared", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_a_picture_is_known_by_its_bytes_not_its_declared_type(client, served, declared):
+    # `curl --data-binary @7.png` declares a url-encoded form, requests.post(url, data=...) nothing:
+    # both were refused with 415 as "not a picture"
+    headers = {} if declared is None else {"content-type": declared}
+    digit = served.test_x[3, :, :, 0]
+    for kind in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"):
+        picture = picture_bytes(digit, kind)
+        answer = client.post("/api/predict", content=picture, headers=headers)
+        assert answer.status_code == 200, (kind, answer.text)
+        typed = post_picture(client, picture, f"image/{kind.lower()}").json()
+        assert answer.json()["image"] == typed["image"] and answer.json()["top"] == typed["top"], kind
+    wide = client.post("/api/predict", content=png_bytes(np.zeros((6000, 6000), np.uint8)), headers=headers)
+    assert wide.status_code == 413 and "million pixels" in wide.json()["error"]  # the pixel limit still holds
+    text = client.post("/api/predict", content=b"picture=7.png", headers=headers)
+    assert text.status_code == 415 and "not a picture" in text.json()["error"], text.text
+
+
+def test_json_requests_are_read_whatever_type_they_declare(client, served):
+    image = post_picture(client, png_bytes(served.test_x[3, :, :, 0])).json()["image"]
+    for url, fields in (("/api/explain", {"image": image, "layer": 0, "row": 5, "col": 7, "channel": 2}),
+                        ("/api/gradients", {"image": image, "class": 3})):
+        for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}):  # curl -d, requests' data=
+            answer = client.post(url, content=json.dumps(fields).encode(), headers=headers)
+            assert answer.status_code == 200, (url, headers, answer.text)
 
 
 def test_pictures_too_large_or_damaged_are_refused(client, served):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .layer_arguments import LayerConfigError, split_activation
 from .layers import Layer, layer_from_config
 from .losses import softmax_cross_entropy
@@ -83,17 +84,34 @@ class Sequential:
         return sum(layer.macs() for layer in self.layers)
 
     def layer_index(self, key) -> int:
-        """An index from an int, a numeric string or a layer name."""
+        """The index of layer ``key``: an index (negative counts from the end), a layer's name, or a
+        layer type that names exactly one layer (``dense`` in a net with one dense layer).
+
+        UsageError, in one line without the model's location, when ``key`` selects no layer or
+        several: it lists the ones to choose from."""
         if isinstance(key, str) and key.lstrip("-").isdigit():
             key = int(key)
+        count = len(self.layers)
         if isinstance(key, int):
-            if -len(self.layers) <= key < len(self.layers):
-                return key % len(self.layers)
-            raise IndexError(key)
-        for i, layer in enumerate(self.layers):
-            if layer.name == key:
-                return i
-        raise KeyError(key)
+            if -count <= key < count:
+                return key % count
+            matches = []
+        else:
+            # a name wins over a type: a layer may be named after another layer's type
+            matches = ([i for i, layer in enumerate(self.layers) if layer.name == key]
+                       or [i for i, layer in enumerate(self.layers) if layer.type_name == key])
+            if len(matches) == 1:
+                return matches[0]
+
+        def listed(indices) -> str:
+            return ", ".join(f"{i}:{self.layers[i].name}" for i in indices)
+
+        if matches:
+            raise UsageError(f"{len(matches)} layers are {key}: {listed(matches)}; give one's index or name")
+        types = [layer.type_name for layer in self.layers]
+        unique = [kind for kind in dict.fromkeys(types) if types.count(kind) == 1]
+        raise UsageError(f"no layer {str(key)!r} in this model; valid: {listed(range(count))}"
+                         + (f", or a type that names one layer: {', '.join(unique)}" if unique else ""))
 
     # -- computation ------------------------------------------------------------
     def forward(self, x: np.ndarray, training=False, rng=None) -> np.ndarray:

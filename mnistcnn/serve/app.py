@@ -25,13 +25,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import MnistCnnError
-from ..predict import PictureTooLarge
+from ..predict import NotAPicture, PictureTooLarge
 from . import inside
 from .server import LOOPBACK_NAMES
 
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
-PICTURE_TYPES = ("image/", "application/octet-stream")  # a file the browser has no type for
 # the page's files: name in the URL -> (file in static/, content type)
 STATIC = {"app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css; charset=utf-8")}
 HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -161,14 +160,13 @@ async def model(request):
 
 async def predict(request):
     """A picture (the request's body, or the first file of a form: ``curl -F picture=@7.png``) ->
-    predict's answer and every layer's activations."""
+    predict's answer and every layer's activations.
+
+    The bytes decide whether they are a picture (``read_picture``, 415 if not), not the declared
+    type: ``curl --data-binary @7.png`` declares a PNG a url-encoded form, and some clients none."""
     header = request.headers.get("content-type", "")
-    kind = header.split(";")[0].strip().lower()
-    if not kind.startswith(PICTURE_TYPES) and kind != "multipart/form-data":
-        raise RequestError(415, f"the upload is {kind or 'of no type'}, not a picture; choose a PNG or JPEG "
-                                "image of a digit")
     data = await read_body(request, MAX_PICTURE_BYTES, "the picture")
-    if kind == "multipart/form-data":
+    if header.split(";")[0].strip().lower() == "multipart/form-data":
         data = first_file(header, data)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
@@ -246,7 +244,8 @@ def _refused(request, err: RequestError):
 
 
 def _library_error(request, err: MnistCnnError):
-    return JSONResponse({"error": str(err)}, status_code=413 if isinstance(err, PictureTooLarge) else 400)
+    status = 413 if isinstance(err, PictureTooLarge) else 415 if isinstance(err, NotAPicture) else 400
+    return JSONResponse({"error": str(err)}, status_code=status)
 
 
 def _http_error(request, err: HTTPException):
