@@ -23,7 +23,7 @@ from rich.text import Text
 
 from . import __version__
 from . import config as cfg
-from .atomic import make_folder
+from .atomic import OutputOption, make_folder
 from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
@@ -369,6 +369,7 @@ def _json_out(data) -> None:
 Examples:
   mnistcnn eval runs/lenet-20260101-000000
   mnistcnn eval runs/lenet-20260101-000000 --split validation --checkpoint last
+  mnistcnn eval /shared/runs/lenet-20260101-000000 --out my-eval     # a run folder you cannot write in
   mnistcnn eval runs/lenet-20260101-000000/checkpoints/best.npz --json""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @split_option("test")
@@ -376,16 +377,22 @@ Examples:
 @data_dir_option(" (default: the run's own data)")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=cfg.EVAL_BATCH_SIZE, show_default=True,
               help="Images per evaluation batch (memory, not results).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
+                   "checkpoint outside a run, its folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
 @click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
 @handle_errors
-def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
+def eval_command(target, split, which, data_dir, batch_size, out_dir, as_json, quiet):
     """Score a trained model on a split: loss, accuracy, precision, recall and F1 per class, a
     confusion matrix and the most confidently misclassified images. The report (JSON) and the
-    pictures are written into the run's folder."""
-    from .evaluation import eval_target
+    pictures are written into the run's folder, or --out; the scores are printed first, so a
+    folder that cannot be written loses none of them."""
+    from .evaluation import eval_target, write_report
 
-    result, report_path = eval_target(target, split, which, data_dir, batch_size, write=not as_json)
+    if as_json and out_dir is not None:
+        fail("--json prints the report and writes no files; give --json or --out DIR, not both")
+    result, images = eval_target(target, split, which, data_dir, batch_size, out_dir)
     if as_json:
         _json_out(result)
         return
@@ -395,11 +402,13 @@ def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
             f"{result['images_per_s']:,.0f} img/s ({result['checkpoint']}, {trained})")
     if quiet:
         click.echo(line)
-        return
-    console.print(line, soft_wrap=True)
-    console.print(per_class_table(result))
-    console.print(confusion_table(result))
-    console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", soft_wrap=True)
+    else:
+        console.print(line, soft_wrap=True)
+        console.print(per_class_table(result))
+        console.print(confusion_table(result))
+    report_path = write_report(result, images, out_dir)
+    if not quiet:
+        console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", soft_wrap=True)
 
 
 def per_class_table(result: dict) -> Table:
@@ -456,7 +465,7 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
 
     path = resolve_checkpoint(target, which)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
-        make_folder(save_inputs, "--save-inputs")
+        make_folder(save_inputs, OutputOption("--save-inputs", "DIR"))
     model, preprocess, classes = load_classifier(path)
     results = predict_files(model, preprocess, expand_inputs(images), classes, top, min_confidence)
     if save_inputs:
@@ -920,8 +929,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     if list_layers or layer is None:
         _show_layers(loaded.model, as_json)
         return
-    report, output = report_layer(target, loaded, layer, split, index, indices,
-                                  None if no_images else out_dir or loaded.picture_folder, which)
+    report, output = report_layer(target, loaded, layer, split, index, indices, out_dir, not no_images, which)
     if as_json:
         _json_out(report)
         return

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from . import config as cfg
-from .atomic import write_bytes
+from .atomic import OutputOption, write_bytes, written_to
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.losses import accuracy
 from .errors import CheckpointError, MnistCnnError, UsageError, install_extra
@@ -272,12 +272,14 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     default_name = "model.onnx" if path.name == "best.npz" else f"model-{path.stem}.onnx"  # none overwrites another
+    option = OutputOption("-o", "FILE", given=output is not None)
     output = Path(output) if output else output_folder(path) / default_name
     # the run's test score is its best checkpoint's
     meta["test_acc"] = (run_summary(path) or {}).get("test_acc") if path.stem == "best" else None
-    comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
-                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
-                                     input_kind, opset)
+    with written_to(option):
+        comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
+                                         cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
+                                         input_kind, opset)
     return Exported(path, output, comparison, folded, model.input_shape)
 
 

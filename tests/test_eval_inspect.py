@@ -37,6 +37,41 @@ def test_eval_table_and_other_splits(run, cli):
     assert result.exit_code == 0 and result.output.startswith("test: accuracy")
 
 
+def test_eval_of_a_run_it_cannot_write_in_prints_the_scores_then_names_out(run, tmp_path, cli, read_only):
+    before = sorted(path.name for path in run.iterdir())
+    read_only(run)
+    result = cli("eval", run)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("test: accuracy") and "confusion matrix" in result.stdout, result.output
+    assert result.stderr == (f"error: {run / 'eval-test-best-confusion.png'}: cannot write: Permission denied; make "
+                             "the folder writable, or write elsewhere with --out DIR (--json writes nothing)\n")
+    assert sorted(path.name for path in run.iterdir()) == before
+    quiet = cli("eval", run, "--quiet")
+    assert quiet.exit_code == 1 and quiet.stdout.startswith("test: accuracy") and quiet.stderr == result.stderr
+    elsewhere = cli("eval", run, "--out", tmp_path / "mine" / "eval")
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert sorted(path.name for path in (tmp_path / "mine" / "eval").iterdir()) == [
+        "eval-test-best-confusion.png", "eval-test-best-misclassified.png", "eval-test-best.json"]
+    both = cli("eval", run, "--json", "--out", tmp_path / "x")
+    assert both.exit_code == 2 and both.output == ("error: --json prints the report and writes no files; give --json "
+                                                   "or --out DIR, not both\n")
+
+
+def test_inspect_layer_in_a_run_it_cannot_write_in_names_out_and_no_images(run, tmp_path, cli, read_only):
+    read_only(run)
+    result = cli("inspect-layer", run, "0")
+    assert result.exit_code == 2 and result.output == (f"error: {run / 'inspect'}: cannot create this folder "
+                                                       "(Permission denied); write elsewhere with --out DIR "
+                                                       "(--no-images writes nothing)\n")
+    (tmp_path / "pictures").mkdir()
+    read_only(tmp_path / "pictures")
+    given = cli("inspect-layer", run, "0", "--out", tmp_path / "pictures")
+    assert given.exit_code == 1 and given.output == (
+        f"error: {tmp_path / 'pictures' / 'layer00-0_conv2d-feature-maps.png'}: cannot write: Permission denied; "
+        "make the folder writable, or write elsewhere with --out DIR (--no-images writes nothing)\n")
+    assert cli("inspect-layer", run, "0", "--no-images").exit_code == 0
+
+
 def test_eval_of_a_missing_run_or_one_without_checkpoints_says_what_to_do(tmp_path, cli):
     output = cli("eval", tmp_path / "nope").output
     assert "nope: no such run directory or checkpoint" in output and "`mnistcnn runs` lists the runs" in output

@@ -242,6 +242,16 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "my.yaml"]
 
 
+def test_a_run_it_cannot_write_in_names_o_as_the_fix(run, tmp_path, cli, read_only):
+    read_only(run)
+    result = cli("export", run)
+    assert result.exit_code == 1 and result.output == (f"error: {run / 'model.onnx'}: cannot write: Permission "
+                                                       "denied; make the folder writable, or write elsewhere with "
+                                                       "-o FILE\n")
+    assert not (run / "model.onnx").exists()
+    assert cli("export", run, "-o", tmp_path / "model.onnx").exit_code == 0
+
+
 def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without):
     result = cli_without("onnx", "export", trained_run)
     assert result.returncode == 2
