@@ -74,18 +74,23 @@ def atomic_writer(path, mode: str = "wb"):
     _fsync_dir(path.parent)
 
 
-def make_folder(folder, option: OutputOption) -> Path:
+def make_folder(folder, option: OutputOption, file=None) -> Path:
     """Create ``folder`` (with its parents) to write into, before any work whose results it would
-    hold; a path that cannot be a folder is a UsageError naming it, and ``option`` as the fix."""
+    hold: the value of ``option``, or (``file`` given) the folder of the file it names. A folder
+    that cannot be made is a UsageError naming the option's value, what is in the way, and the fix."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        fix = "give a folder (it is created if missing)" if option.given else option.fix()
-        raise UsageError(f"{option.named(folder)}: is a file; {fix}")
+    named = option.named(folder if file is None else file)
+    nearest = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        if nearest == folder and file is None:
+            fix = "give a folder (it is created if missing)" if option.given else option.fix()
+            raise UsageError(f"{named}: is a file; {fix}")
+        raise UsageError(f"{named}: {nearest} is a file, not a folder; {option.fix()}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"{option.named(folder)}: cannot create this folder ({err.strerror}); "
-                         f"{option.fix()}") from None
+        what = "this folder" if file is None else f"its folder {folder}"
+        raise UsageError(f"{named}: cannot create {what} ({err.strerror}); {option.fix()}") from None
     return folder
 
 

@@ -125,7 +125,7 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
     option = OutputOption("--out", "FILE.png", given)
-    make_folder(path.parent, option)  # once nothing can be refused
+    make_folder(path.parent, option, path)  # once nothing can be refused
     with written_to(option):
         image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
                    f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "

@@ -592,7 +592,8 @@ Examples:
   mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
-              help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
+              help="Where to write, its folder made if missing (default: model.onnx in the run folder; "
+                   "model-last.onnx with --checkpoint last).")
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help=f"The ONNX opset: {LOWEST_OPSET} up to the newest the installed onnx knows.")

@@ -195,12 +195,26 @@ def test_an_out_folder_that_cannot_be_made_is_named_and_nothing_is_written(train
     assert layer.exit_code == 2 and layer.output == f"error: --out {blocker}: is a file; give a folder (it is " \
                                                     "created if missing)\n", layer.output
     grid = cli("inspect-data", trained_run, "--out", blocker / "sub" / "grid.png")
-    assert grid.exit_code == 2 and grid.output.startswith(f"error: --out {blocker / 'sub'}: cannot create this "
-                                                          "folder"), grid.output
+    assert grid.exit_code == 2 and grid.output == (f"error: --out {blocker / 'sub' / 'grid.png'}: {blocker} is a "
+                                                   "file, not a folder; write elsewhere with --out FILE.png\n")
+    layer = cli("inspect-layer", trained_run, "0", "--out", blocker / "sub")
+    assert layer.exit_code == 2 and layer.output == (f"error: --out {blocker / 'sub'}: {blocker} is a file, not a "
+                                                     "folder; write elsewhere with --out DIR (--no-images writes "
+                                                     "nothing)\n")
     (tmp_path / "no-data").mkdir()
     refused = cli("inspect-data", trained_run, "--data-dir", tmp_path / "no-data", "--out", tmp_path / "deep" / "g.png")
     assert refused.exit_code == 2 and "no train-images" in refused.output, refused.output
     assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "no-data"]
+
+
+def test_the_missing_folders_of_an_out_option_are_made(run, tmp_path, cli):
+    for args in (("eval", run, "--quiet", "--out", tmp_path / "a" / "eval"),
+                 ("inspect-layer", run, "0", "--out", tmp_path / "b" / "layer"),
+                 ("inspect-data", run, "--count", "4", "--out", tmp_path / "c" / "grid" / "x.png")):
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+    assert [path.name for path in (tmp_path / "c" / "grid").iterdir()] == ["x.png"]
+    assert all(any((tmp_path / name).rglob("*.png")) for name in "ab")
 
 
 def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli, configs):
