@@ -74,23 +74,30 @@ def atomic_writer(path, mode: str = "wb"):
     _fsync_dir(path.parent)
 
 
-def make_folder(folder, option: OutputOption, file=None) -> Path:
+def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> Path:
     """Create ``folder`` (with its parents) to write into, before any work whose results it would
     hold: the value of ``option``, or (``file`` given) the folder of the file it names. A folder
-    that cannot be made is a UsageError naming the option's value, what is in the way, and the fix."""
+    that cannot be made or written in is a UsageError naming the option's value, what is in the
+    way, and the fix. ``make`` False checks what can be told without making anything (a dry run)."""
     folder = Path(folder)
     named = option.named(folder if file is None else file)
-    nearest = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    if nearest is not None and not nearest.is_dir():
+    what = "this folder" if file is None else f"its folder {folder}"
+    nearest = next((path for path in (folder, *folder.parents) if path.exists()), Path.cwd())
+    if not nearest.is_dir():
         if nearest == folder and file is None:
             fix = "give a folder (it is created if missing)" if option.given else option.fix()
-            raise UsageError(f"{named}: is a file; {fix}")
+            raise UsageError(f"{named}: is a file" + ("; " if option.given else ", not a folder; ") + fix)
         raise UsageError(f"{named}: {nearest} is a file, not a folder; {option.fix()}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        what = "this folder" if file is None else f"its folder {folder}"
-        raise UsageError(f"{named}: cannot create {what} ({err.strerror}); {option.fix()}") from None
+    if make:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"{named}: cannot create {what} ({err.strerror}); {option.fix()}") from None
+        nearest = folder
+    # a folder that exists but refuses files fails here, before the work, not at the first write
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        done = "write in" if nearest == folder else "create"
+        raise UsageError(f"{named}: cannot {done} {what} ({os.strerror(errno.EACCES)}); {option.fix()}")
     return folder
 
 

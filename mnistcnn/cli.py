@@ -257,7 +257,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
              **cfg.data_dir_flag(data_dir), "--name": ("name", name)}
     runs_dir_given = click.get_current_context().get_parameter_source("runs_dir").name != "DEFAULT"
     config, source, run = _train_config(config_path, resume, sets, flags, runs_dir_given)
-    check_runs_folder(runs_dir)  # before anything is printed
+    if run is None:  # a resumed run stays in its own folder
+        check_runs_folder(runs_dir)  # before anything is printed
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
@@ -266,6 +267,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         check_data(config, source)
     else:
         data = prepare_data(config, source=source)  # fails before anything is printed or written
+        if run is None:
+            check_runs_folder(runs_dir, make=True)  # once the config and data are sound: made, not just checked
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:

@@ -317,13 +317,13 @@ def run(trained_run, tmp_path):
 @pytest.fixture
 def read_only(monkeypatch):
     """``read_only(folder)``: from now on no file or folder can be made in ``folder`` or under it
-    (EACCES), as in a folder its user may not write in: a permission that root, who runs CI,
-    would override."""
+    (EACCES), and os.access says so, as in a folder its user may not write in: a permission that
+    root, who runs CI, would override."""
     import errno
     import tempfile
 
     folders = []
-    mkdir, mkstemp = os.mkdir, tempfile.mkstemp
+    mkdir, mkstemp, access = os.mkdir, tempfile.mkstemp, os.access
 
     def refused(path):
         path = Path(path).absolute()
@@ -339,7 +339,11 @@ def read_only(monkeypatch):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         return mkstemp(*args, dir=dir, **kwargs)
 
+    def guarded_access(path, mode, *args, **kwargs):
+        return not (mode & os.W_OK and refused(path)) and access(path, mode, *args, **kwargs)
+
     monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+    monkeypatch.setattr(os, "access", guarded_access)
     monkeypatch.setattr(tempfile, "mkstemp", guarded_mkstemp)
     return lambda folder: folders.append(Path(folder).absolute())
 

@@ -66,9 +66,9 @@ def test_inspect_layer_in_a_run_it_cannot_write_in_names_out_and_no_images(run, 
     (tmp_path / "pictures").mkdir()
     read_only(tmp_path / "pictures")
     given = cli("inspect-layer", run, "0", "--out", tmp_path / "pictures")
-    assert given.exit_code == 1 and given.output == (
-        f"error: {tmp_path / 'pictures' / 'layer00-0_conv2d-feature-maps.png'}: cannot write: Permission denied; "
-        "make the folder writable, or write elsewhere with --out DIR (--no-images writes nothing)\n")
+    assert given.exit_code == 2 and given.output == (
+        f"error: --out {tmp_path / 'pictures'}: cannot write in this folder (Permission denied); write elsewhere "
+        "with --out DIR (--no-images writes nothing)\n")
     assert cli("inspect-layer", run, "0", "--no-images").exit_code == 0
 
 
