@@ -8,9 +8,41 @@ import contextlib
 import errno
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MnistCnnError, UsageError, WriteError
+
+
+@dataclass(frozen=True)
+class OutputOption:
+    """The option that chooses where a command writes (``-o FILE``): a write refused there names it
+    as the way to write elsewhere. ``given``: the place is the option's value, not its default;
+    ``instead``: an option with which the command writes nothing (``--json``)."""
+
+    name: str
+    metavar: str
+    given: bool = True
+    instead: str | None = None
+
+    def fix(self) -> str:
+        return f"write elsewhere with {self.name} {self.metavar}" + (
+            f" ({self.instead} writes nothing)" if self.instead else "")
+
+    def named(self, path) -> str:
+        """``path`` as a message names it: after the option, when the user gave it."""
+        return f"{self.name} {path}" if self.given else str(path)
+
+
+@contextlib.contextmanager
+def written_to(option: OutputOption):
+    """Files written in this block go where ``option`` chose: a refused write says so in its fix."""
+    try:
+        yield
+    except WriteError as err:
+        if err.path is None:
+            raise
+        raise write_error(err.path, err.reason, option) from None
 
 
 @contextlib.contextmanager
@@ -42,17 +74,30 @@ def atomic_writer(path, mode: str = "wb"):
     _fsync_dir(path.parent)
 
 
-def make_folder(folder, option: str) -> Path:
+def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> Path:
     """Create ``folder`` (with its parents) to write into, before any work whose results it would
-    hold; a path that cannot be a folder is a UsageError naming ``option``, the one that gave it."""
+    hold: the value of ``option``, or (``file`` given) the folder of the file it names. A folder
+    that cannot be made or written in is a UsageError naming the option's value, what is in the
+    way, and the fix. ``make`` False checks what can be told without making anything (a dry run)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder}: is a file; give a folder (it is created if missing)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"{option} {folder}: cannot create this folder ({err.strerror}); give a folder you can "
-                         f"write in") from None
+    named = option.named(folder if file is None else file)
+    what = "this folder" if file is None else f"its folder {folder}"
+    nearest = next((path for path in (folder, *folder.parents) if path.exists()), Path.cwd())
+    if not nearest.is_dir():
+        if nearest == folder and file is None:
+            fix = "give a folder (it is created if missing)" if option.given else option.fix()
+            raise UsageError(f"{named}: is a file" + ("; " if option.given else ", not a folder; ") + fix)
+        raise UsageError(f"{named}: {nearest} is a file, not a folder; {option.fix()}")
+    if make:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"{named}: cannot create {what} ({err.strerror}); {option.fix()}") from None
+        nearest = folder
+    # a folder that exists but refuses files fails here, before the work, not at the first write
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        done = "write in" if nearest == folder else "create"
+        raise UsageError(f"{named}: cannot {done} {what} ({os.strerror(errno.EACCES)}); {option.fix()}")
     return folder
 
 
@@ -62,19 +107,22 @@ def _umask() -> int:
     return mask
 
 
-def write_error(path: Path, err: OSError) -> MnistCnnError:
+def write_error(path: Path, err: OSError, option: OutputOption | None = None) -> MnistCnnError:
     """The error to report for ``err`` writing ``path``: the path given is wrong (a UsageError), or
-    the machine refused the write (a WriteError)."""
+    the machine refused the write (a WriteError); ``option``, the one that chose the place, is the
+    other fix (None: no option could write elsewhere, as in a run's own folder)."""
     if path.is_dir():
         return UsageError(f"{path}: is a folder; give the name of a file to write in it")
     if err.errno == errno.ENOENT and not path.parent.is_dir():
-        return UsageError(f"{path}: the folder {path.parent} does not exist; create it, or write to another folder")
+        return UsageError(f"{path}: the folder {path.parent} does not exist; create it"
+                          + (f", or {option.fix()}" if option else ""))
     reason = err.strerror or str(err)
     fix = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
            errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",
            errno.EROFS: "use a writable folder"}.get(err.errno, "check the folder")
     previous = " (the previous version is intact)" if path.exists() else ""
-    return WriteError(f"{path}: cannot write: {reason}{previous}; {fix}, or write to another folder")
+    return WriteError(f"{path}: cannot write: {reason}{previous}; {fix}" + (f", or {option.fix()}" if option else ""),
+                      path, err)
 
 
 def _fsync_dir(folder: Path) -> None:

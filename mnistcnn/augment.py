@@ -110,7 +110,7 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     config of ``run`` if not None) preprocesses and augments them, drawn with ``seed``. Written to
     ``path`` (the --out option), else augmented.png in the run, or runs/NAME-augmented.png."""
     from . import config as cfg
-    from .atomic import make_folder
+    from .atomic import OutputOption, make_folder, written_to
     from .data import Preprocess, prepare_data
     from .plots import image_grid
     from .runs import RUNS_DIR
@@ -124,8 +124,10 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = cfg.class_names(config)
-    make_folder(path.parent, "--out" if given else "the runs folder")  # once nothing can be refused
-    image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
-               f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
-               f"augment {config['data']['augment']}")
+    option = OutputOption("--out", "FILE.png", given)
+    make_folder(path.parent, option, path)  # once nothing can be refused
+    with written_to(option):
+        image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
+                   f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
+                   f"augment {config['data']['augment']}")
     return path

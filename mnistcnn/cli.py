@@ -23,7 +23,7 @@ from rich.text import Text
 
 from . import __version__
 from . import config as cfg
-from .atomic import make_folder
+from .atomic import OutputOption, make_folder
 from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
@@ -278,7 +278,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
              **cfg.data_dir_flag(data_dir), "--name": ("name", name)}
     runs_dir_given = click.get_current_context().get_parameter_source("runs_dir").name != "DEFAULT"
     config, source, run = _train_config(config_path, resume, sets, flags, runs_dir_given)
-    check_runs_folder(runs_dir)  # before anything is printed
+    if run is None:  # a resumed run stays in its own folder
+        check_runs_folder(runs_dir)  # before anything is printed
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
@@ -287,6 +288,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         check_data(config, source)
     else:
         data = prepare_data(config, source=source)  # fails before anything is printed or written
+        if run is None:
+            check_runs_folder(runs_dir, make=True)  # once the config and data are sound: made, not just checked
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
@@ -390,6 +393,7 @@ def _json_out(data) -> None:
 Examples:
   mnistcnn eval runs/lenet-20260101-000000
   mnistcnn eval runs/lenet-20260101-000000 --split validation --checkpoint last
+  mnistcnn eval /shared/runs/lenet-20260101-000000 --out my-eval     # a run folder you cannot write in
   mnistcnn eval runs/lenet-20260101-000000/checkpoints/best.npz --json""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @split_option("test")
@@ -397,16 +401,22 @@ Examples:
 @data_dir_option(" (default: the run's own data)")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=cfg.EVAL_BATCH_SIZE, show_default=True,
               help="Images per evaluation batch (memory, not results).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
+                   "checkpoint outside a run, its folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
 @click.option("--quiet", is_flag=True, help="Print only the accuracy line.")
 @handle_errors
-def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
+def eval_command(target, split, which, data_dir, batch_size, out_dir, as_json, quiet):
     """Score a trained model on a split: loss, accuracy, precision, recall and F1 per class, a
     confusion matrix and the most confidently misclassified images. The report (JSON) and the
-    pictures are written into the run's folder."""
-    from .evaluation import eval_target
+    pictures are written into the run's folder, or --out; the scores are printed first, so a
+    folder that cannot be written loses none of them."""
+    from .evaluation import eval_target, write_report
 
-    result, report_path = eval_target(target, split, which, data_dir, batch_size, write=not as_json)
+    if as_json and out_dir is not None:
+        fail("--json prints the report and writes no files; give --json or --out DIR, not both")
+    result, images = eval_target(target, split, which, data_dir, batch_size, out_dir)
     if as_json:
         _json_out(result)
         return
@@ -416,11 +426,13 @@ def eval_command(target, split, which, data_dir, batch_size, as_json, quiet):
             f"{result['images_per_s']:,.0f} img/s ({result['checkpoint']}, {trained})")
     if quiet:
         click.echo(line)
-        return
-    console.print(line, soft_wrap=True)
-    console.print(per_class_table(result))
-    console.print(confusion_table(result))
-    console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", soft_wrap=True)
+    else:
+        console.print(line, soft_wrap=True)
+        console.print(per_class_table(result))
+        console.print(confusion_table(result))
+    report_path = write_report(result, images, out_dir)
+    if not quiet:
+        console.print(f"wrote {report_path} and pictures {', '.join(result['pictures'])}", soft_wrap=True)
 
 
 def per_class_table(result: dict) -> Table:
@@ -480,7 +492,7 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     pictures = expand_inputs(images)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
         check_save_folder(save_inputs, pictures)
-        make_folder(save_inputs, "--save-inputs")
+        make_folder(save_inputs, OutputOption("--save-inputs", "DIR"))
     model, preprocess, classes = load_classifier(path)
     results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
     if save_inputs:
@@ -611,7 +623,8 @@ Examples:
   mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
 @click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
-              help="Where to write (default: model.onnx in the run folder; model-last.onnx with --checkpoint last).")
+              help="Where to write, its folder made if missing (default: model.onnx in the run folder; "
+                   "model-last.onnx with --checkpoint last).")
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help=f"The ONNX opset: {LOWEST_OPSET} up to the newest the installed onnx knows.")
@@ -954,8 +967,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     if list_layers or layer is None:
         _show_layers(loaded.model, as_json)
         return
-    report, output = report_layer(target, loaded, layer, split, index, indices,
-                                  None if no_images else out_dir or loaded.picture_folder, which)
+    report, output = report_layer(target, loaded, layer, split, index, indices, out_dir, not no_images, which)
     if as_json:
         _json_out(report)
         return

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
-from .atomic import make_folder
+from .atomic import OutputOption, make_folder
 from .errors import DataError
 
 MIRRORS = (
@@ -90,9 +90,9 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = TIMEOUT_SECOND
     genuine are kept. ``progress_factory(name)`` returns a ``progress(done, total)`` callback."""
     from .data import CACHE_DIR
 
+    option = OutputOption("--to", "DIR", given=folder is not None)
     folder = Path(folder) if folder is not None else CACHE_DIR
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
-    make_folder(folder, "--to")
     paths = []
     for name in MNIST_SHA256:
         existing = folder / f"{name}.gz"
@@ -103,6 +103,7 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = TIMEOUT_SECOND
                     if log:
                         log(f"{existing}: already there and genuine")
                     continue
+        make_folder(folder, option)  # only where a file is to be fetched: genuine files in a read-only folder will do
         progress = progress_factory(name) if progress_factory else None
         try:
             paths.append(download_file(name, folder, mirrors, timeout, progress, log))

@@ -60,4 +60,10 @@ class NonFiniteError(MnistCnnError, exit_code=3):
 
 
 class WriteError(MnistCnnError):
-    """A file could not be written (disk full, no permission); the previous version is intact."""
+    """A file could not be written (disk full, no permission); the previous version is intact.
+    ``path`` and ``reason`` (the OSError), where known, let ``atomic.written_to`` name the option
+    that writes elsewhere."""
+
+    def __init__(self, message: str, path: Path | None = None, reason: OSError | None = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason

@@ -1,5 +1,5 @@
 """Scoring a trained model on a split: loss, accuracy, per-class table, confusion matrix, and
-the files ``mnistcnn eval`` leaves beside the run (a JSON report and two pictures)."""
+the files ``mnistcnn eval`` leaves beside the run or in --out (a JSON report and two pictures)."""
 from __future__ import annotations
 
 import time
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
+from .atomic import OutputOption, make_folder, written_to
 from .data import prepare_data
 from .engine.losses import softmax
 from .runs import RunDir, output_folder, resolve_checkpoint, write_json
@@ -76,23 +77,38 @@ def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) ->
 
 
 def eval_target(target, split="test", which=None, data_dir=None, batch_size=cfg.EVAL_BATCH_SIZE,
-                write: bool = True) -> tuple[dict, Path | None]:
-    """Score a run's (or a checkpoint's) model on ``split`` and, with ``write``, write the report
-    beside it: ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently
-    misclassified images. Returns the report and the JSON file's path (None: nothing written)."""
+                out_dir=None) -> tuple[dict, np.ndarray]:
+    """Score a run's (or a checkpoint's) model on ``split``: the report, and the split's images
+    (which ``write_report`` pictures). ``out_dir``, where the report will go, is made first: a
+    folder that cannot be made costs no scoring."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
+    if out_dir is not None:
+        make_folder(out_dir, _report_option(out_dir))
     images, labels = data.split(split)
     result = score(cfg.fast_plan(model, meta["config"]), images, labels, preprocess, cfg.class_names(meta["config"]),
                    batch_size)
     result.update(split=split, checkpoint=str(path), epoch=meta["epoch"], steps=meta.get("step", 0))
-    if not write:
-        return result, None
-    out_dir = output_folder(path)
-    stem = f"eval-{split}-{path.stem}"
-    title = f"{checkpoint_label(path)}, {split} split"
-    result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, title)]
-    write_json(out_dir / f"{stem}.json", result)
-    return result, out_dir / f"{stem}.json"
+    return result, images
+
+
+def write_report(result: dict, images: np.ndarray, out_dir=None) -> Path:
+    """Write ``eval_target``'s report into ``out_dir`` (None: beside the checkpoint, in its run):
+    ``eval-<split>-<checkpoint>.json``, a confusion matrix and the most confidently misclassified
+    images, whose paths it adds to ``result["pictures"]``. Returns the JSON file's path."""
+    checkpoint = Path(result["checkpoint"])
+    option = _report_option(out_dir)
+    out_dir = make_folder(out_dir, option) if out_dir is not None else output_folder(checkpoint)
+    stem = f"eval-{result['split']}-{checkpoint.stem}"
+    title = f"{checkpoint_label(checkpoint)}, {result['split']} split"
+    with written_to(option):
+        result["pictures"] = [str(p) for p in _eval_pictures(result, images, out_dir / stem, title)]
+        write_json(out_dir / f"{stem}.json", result)
+    return out_dir / f"{stem}.json"
+
+
+def _report_option(out_dir) -> OutputOption:
+    """eval's --out, the option that chooses where the report goes (--json: nowhere)."""
+    return OutputOption("--out", "DIR", given=out_dir is not None, instead="--json")
 
 
 def _eval_pictures(result: dict, images: np.ndarray, stem: Path, title: str) -> list[Path]:

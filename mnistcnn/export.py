@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from . import config as cfg
-from .atomic import write_bytes
+from .atomic import OutputOption, make_folder, write_bytes, written_to
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.losses import accuracy
 from .errors import CheckpointError, MnistCnnError, UsageError, install_extra
@@ -272,13 +272,24 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
     default_name = "model.onnx" if path.name == "best.npz" else f"model-{path.stem}.onnx"  # none overwrites another
+    option = OutputOption("-o", "FILE", given=output is not None)
     output = Path(output) if output else output_folder(path) / default_name
     # the run's test score is its best checkpoint's
     meta["test_acc"] = (run_summary(path) or {}).get("test_acc") if path.stem == "best" else None
-    comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
-                                     cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
-                                     input_kind, opset)
+    check_opset(opset)
+    make_folder(output.parent, option, output)  # once nothing can be refused
+    with written_to(option):
+        comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
+                                         cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
+                                         input_kind, opset)
     return Exported(path, output, comparison, folded, model.input_shape)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset below LOWEST_OPSET or above the newest the installed onnx knows."""
+    onnx, _ = require_onnx()
+    if not LOWEST_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {opset}: give {LOWEST_OPSET} to {onnx.defs.onnx_opset_version()}")
 
 
 def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.ndarray, labels: np.ndarray,
@@ -288,8 +299,7 @@ def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.nda
     batchnorm folded into the layer before it sums in another order: if that misses the
     tolerance, it is kept as a node."""
     onnx, _ = require_onnx()
-    if not LOWEST_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise UsageError(f"--opset {opset}: give {LOWEST_OPSET} to {onnx.defs.onnx_opset_version()}")
+    check_opset(opset)
     test_acc = meta.get("test_acc")
     metadata = model_metadata(meta, classes, input_kind, test_acc)
     has_norm = any(isinstance(layer, BatchNorm) for layer in plan.model.layers)

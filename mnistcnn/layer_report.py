@@ -12,7 +12,7 @@ import numpy as np
 
 from . import config as cfg
 from .data import Data, Preprocess, prepare_data
-from .atomic import make_folder
+from .atomic import OutputOption, make_folder, written_to
 from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
@@ -180,10 +180,12 @@ def find_layer(model: Sequential, layer, target) -> int:
 
 
 def report_layer(target, loaded: Target, layer, split: str, index: int | None, indices: str | None,
-                 picture_folder: Path | None, which: str | None = None) -> tuple[dict, np.ndarray]:
+                 out_dir: Path | None = None, write_pictures: bool = True,
+                 which: str | None = None) -> tuple[dict, np.ndarray]:
     """inspect-layer's report on ``layer`` of ``target`` (``loaded`` by ``load_target``) for the
-    images of ``split`` that ``index`` or ``indices`` choose, with the pictures written to
-    ``picture_folder`` (None: none); and the layer's output, which the report describes."""
+    images of ``split`` that ``index`` or ``indices`` choose, with the pictures written (if
+    ``write_pictures``) to ``out_dir`` (None: the target's picture folder); and the layer's
+    output, which the report describes."""
 
     model, config, preprocess, data, _ = loaded
     layer_index = find_layer(model, layer, target)
@@ -195,13 +197,16 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
     caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
     described = f"{split} image {chosen[0]}" if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
     batch_caption = caption if len(chosen) == 1 else described
-    if picture_folder is not None and Path(picture_folder).suffix.lower() in PICTURE_SUFFIXES:
-        raise UsageError(f"--out {picture_folder}: is where the pictures go, a folder (several PNGs are written); "
-                         f"give a folder name, e.g. --out {Path(picture_folder).with_suffix('')}")
+    if write_pictures and out_dir is not None and Path(out_dir).suffix.lower() in PICTURE_SUFFIXES:
+        raise UsageError(f"--out {out_dir}: is where the pictures go, a folder (several PNGs are written); "
+                         f"give a folder name, e.g. --out {Path(out_dir).with_suffix('')}")
     report["images"] = {"split": split, "indices": [int(chosen[0]), int(chosen[-1]) + 1], "described": described}
-    written = [] if picture_folder is None else pictures(report, model.layers[layer_index],
-                                                         make_folder(picture_folder, "--out"), source,
-                                                         images[chosen[0]], caption, batch_caption)
+    written = []
+    if write_pictures:
+        option = OutputOption("--out", "DIR", given=out_dir is not None, instead="--no-images")
+        with written_to(option):
+            written = pictures(report, model.layers[layer_index], make_folder(out_dir or loaded.picture_folder, option),
+                               source, images[chosen[0]], caption, batch_caption)
     output = report.pop("_output")
     report["model"] = source
     report["pictures"] = [str(path) for path in written]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_writer, write_text
+from .atomic import OutputOption, atomic_writer, make_folder, write_text
 from .errors import CheckpointError, ConfigError, UsageError, command_line
 
 META_KEY = "__meta__"
@@ -240,11 +240,7 @@ class RunDir:
 def stamped_folder(runs_dir, name: str) -> Path:
     """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's)."""
     check_run_name(name)
-    runs_dir = check_runs_folder(runs_dir)
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"{runs_dir}: cannot create the runs folder ({err.strerror})") from None
+    runs_dir = check_runs_folder(runs_dir, make=True)
     stamp = _dt.datetime.now().strftime(STAMP_FORMAT)
     for suffix in range(1, 10000):
         path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
@@ -258,13 +254,11 @@ def stamped_folder(runs_dir, name: str) -> Path:
     raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
 
 
-def check_runs_folder(runs_dir) -> Path:
-    """``runs_dir`` as a Path, refused when it names a file."""
-    runs_dir = Path(runs_dir)
-    if runs_dir.exists() and not runs_dir.is_dir():
-        raise UsageError(f"{runs_dir}: is a file, not a folder; give --runs-dir a folder for run directories "
-                         "(default: runs)")
-    return runs_dir
+def check_runs_folder(runs_dir, make: bool = False) -> Path:
+    """``runs_dir``, the folder of run directories (train's and sweep's --runs-dir), refused naming
+    --runs-dir when it is a file or cannot be made or written in; ``make``: made now, else checked
+    as far as can be told without making it (--dry-run, and before a config is read)."""
+    return make_folder(runs_dir, OutputOption("--runs-dir", "DIR", given=False), make=make)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -315,6 +315,40 @@ def run(trained_run, tmp_path):
 
 
 @pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: from now on no file or folder can be made in ``folder`` or under it
+    (EACCES), and os.access says so, as in a folder its user may not write in: a permission that
+    root, who runs CI, would override."""
+    import errno
+    import tempfile
+
+    folders = []
+    mkdir, mkstemp, access = os.mkdir, tempfile.mkstemp, os.access
+
+    def refused(path):
+        path = Path(path).absolute()
+        return any(path == folder or folder in path.parents for folder in folders)
+
+    def guarded_mkdir(path, *args, **kwargs):
+        if refused(Path(path).parent):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return mkdir(path, *args, **kwargs)
+
+    def guarded_mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and refused(dir):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    def guarded_access(path, mode, *args, **kwargs):
+        return not (mode & os.W_OK and refused(path)) and access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+    monkeypatch.setattr(os, "access", guarded_access)
+    monkeypatch.setattr(tempfile, "mkstemp", guarded_mkstemp)
+    return lambda folder: folders.append(Path(folder).absolute())
+
+
+@pytest.fixture
 def sigterm_raises():
     """SIGTERM raises KeyboardInterrupt during the test instead of ending pytest: a test that sends
     one fails, not the whole session, when no handler of mnistcnn's takes it."""

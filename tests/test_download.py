@@ -68,12 +68,13 @@ def test_404_falls_through_to_the_next_mirror(server, tmp_path):
     assert path.is_file() and len(logs) == 2 and "404" in logs[0]
 
 
-def test_download_all_then_load_verified_from_there(server, tmp_path, monkeypatch):
+def test_download_all_then_load_verified_from_there(server, tmp_path, monkeypatch, read_only):
     paths = download_mnist(tmp_path, mirrors=(f"{server}/good/",))
     assert sorted(p.name for p in paths) == sorted(f"{n}.gz" for n in MNIST_SHA256)
     data = load_dataset(tmp_path, verify=True)
     assert len(data.train_labels) == 60000
-    # a second call keeps the genuine files without fetching them again
+    # a second call keeps the genuine files without fetching them again, in a folder it may not write in too
+    read_only(tmp_path)
     assert download_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",)) == paths
 
 

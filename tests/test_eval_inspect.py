@@ -38,6 +38,41 @@ def test_eval_table_and_other_splits(run, cli):
     assert result.exit_code == 0 and result.output.startswith("test: accuracy")
 
 
+def test_eval_of_a_run_it_cannot_write_in_prints_the_scores_then_names_out(run, tmp_path, cli, read_only):
+    before = sorted(path.name for path in run.iterdir())
+    read_only(run)
+    result = cli("eval", run)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("test: accuracy") and "confusion matrix" in result.stdout, result.output
+    assert result.stderr == (f"error: {run / 'eval-test-best-confusion.png'}: cannot write: Permission denied; make "
+                             "the folder writable, or write elsewhere with --out DIR (--json writes nothing)\n")
+    assert sorted(path.name for path in run.iterdir()) == before
+    quiet = cli("eval", run, "--quiet")
+    assert quiet.exit_code == 1 and quiet.stdout.startswith("test: accuracy") and quiet.stderr == result.stderr
+    elsewhere = cli("eval", run, "--out", tmp_path / "mine" / "eval")
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert sorted(path.name for path in (tmp_path / "mine" / "eval").iterdir()) == [
+        "eval-test-best-confusion.png", "eval-test-best-misclassified.png", "eval-test-best.json"]
+    both = cli("eval", run, "--json", "--out", tmp_path / "x")
+    assert both.exit_code == 2 and both.output == ("error: --json prints the report and writes no files; give --json "
+                                                   "or --out DIR, not both\n")
+
+
+def test_inspect_layer_in_a_run_it_cannot_write_in_names_out_and_no_images(run, tmp_path, cli, read_only):
+    read_only(run)
+    result = cli("inspect-layer", run, "0")
+    assert result.exit_code == 2 and result.output == (f"error: {run / 'inspect'}: cannot create this folder "
+                                                       "(Permission denied); write elsewhere with --out DIR "
+                                                       "(--no-images writes nothing)\n")
+    (tmp_path / "pictures").mkdir()
+    read_only(tmp_path / "pictures")
+    given = cli("inspect-layer", run, "0", "--out", tmp_path / "pictures")
+    assert given.exit_code == 2 and given.output == (
+        f"error: --out {tmp_path / 'pictures'}: cannot write in this folder (Permission denied); write elsewhere "
+        "with --out DIR (--no-images writes nothing)\n")
+    assert cli("inspect-layer", run, "0", "--no-images").exit_code == 0
+
+
 def test_eval_of_a_missing_run_or_one_without_checkpoints_says_what_to_do(tmp_path, cli):
     output = cli("eval", tmp_path / "nope").output
     assert "nope: no such run directory or checkpoint" in output and "`mnistcnn runs` lists the runs" in output
@@ -197,12 +232,26 @@ def test_an_out_folder_that_cannot_be_made_is_named_and_nothing_is_written(train
     assert layer.exit_code == 2 and layer.output == f"error: --out {blocker}: is a file; give a folder (it is " \
                                                     "created if missing)\n", layer.output
     grid = cli("inspect-data", trained_run, "--out", blocker / "sub" / "grid.png")
-    assert grid.exit_code == 2 and grid.output.startswith(f"error: --out {blocker / 'sub'}: cannot create this "
-                                                          "folder"), grid.output
+    assert grid.exit_code == 2 and grid.output == (f"error: --out {blocker / 'sub' / 'grid.png'}: {blocker} is a "
+                                                   "file, not a folder; write elsewhere with --out FILE.png\n")
+    layer = cli("inspect-layer", trained_run, "0", "--out", blocker / "sub")
+    assert layer.exit_code == 2 and layer.output == (f"error: --out {blocker / 'sub'}: {blocker} is a file, not a "
+                                                     "folder; write elsewhere with --out DIR (--no-images writes "
+                                                     "nothing)\n")
     (tmp_path / "no-data").mkdir()
     refused = cli("inspect-data", trained_run, "--data-dir", tmp_path / "no-data", "--out", tmp_path / "deep" / "g.png")
     assert refused.exit_code == 2 and "no train-images" in refused.output, refused.output
     assert blocker.read_text() == "kept" and sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "no-data"]
+
+
+def test_the_missing_folders_of_an_out_option_are_made(run, tmp_path, cli):
+    for args in (("eval", run, "--quiet", "--out", tmp_path / "a" / "eval"),
+                 ("inspect-layer", run, "0", "--out", tmp_path / "b" / "layer"),
+                 ("inspect-data", run, "--count", "4", "--out", tmp_path / "c" / "grid" / "x.png")):
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+    assert [path.name for path in (tmp_path / "c" / "grid").iterdir()] == ["x.png"]
+    assert all(any((tmp_path / name).rglob("*.png")) for name in "ab")
 
 
 def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, trained_run, cli, configs):

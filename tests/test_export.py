@@ -225,12 +225,10 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = cli("export", trained_run, "-o", blocker / "model.onnx")
-    assert result.exit_code == 1
-    assert result.output.startswith(f"error: {blocker / 'model.onnx'}: cannot write") and \
-        result.output.count("\n") == 1
+    assert result.exit_code == 2
+    assert result.output == f"error: -o {blocker / 'model.onnx'}: {blocker} is a file, not a folder; write " \
+                            "elsewhere with -o FILE\n"
     assert not (trained_run / "model.onnx").exists()
-    missing = cli("export", trained_run, "-o", tmp_path / "nowhere" / "model.onnx")
-    assert missing.exit_code == 2 and f"the folder {tmp_path / 'nowhere'} does not exist; create it" in missing.output
     folder = cli("export", trained_run, "-o", tmp_path)
     assert folder.exit_code == 2 and f"{tmp_path}: is a folder; give the name of a file" in folder.output
     config = tmp_path / "my.yaml"
@@ -240,6 +238,23 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
         in slip.output
     assert config.read_text() == "name: mine\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "my.yaml"]
+
+
+def test_a_missing_folder_of_o_is_made_once_nothing_can_be_refused(trained_run, tmp_path, cli):
+    refused = cli("export", trained_run, "-o", tmp_path / "new" / "model.onnx", "--opset", "3")
+    assert refused.exit_code == 2 and "--opset 3: give 13 to" in refused.output and not (tmp_path / "new").exists()
+    result = cli("export", trained_run, "-o", tmp_path / "new" / "deeper" / "model.onnx")
+    assert result.exit_code == 0, result.output
+    assert [path.name for path in (tmp_path / "new" / "deeper").iterdir()] == ["model.onnx"]
+
+
+def test_a_run_it_cannot_write_in_names_o_as_the_fix(run, tmp_path, cli, read_only):
+    read_only(run)
+    result = cli("export", run)  # refused before the export and its check, which take a while
+    assert result.exit_code == 2 and result.output == (f"error: {run / 'model.onnx'}: cannot write in its folder "
+                                                       f"{run} (Permission denied); write elsewhere with -o FILE\n")
+    assert not (run / "model.onnx").exists()
+    assert cli("export", run, "-o", tmp_path / "model.onnx").exit_code == 0
 
 
 def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without):

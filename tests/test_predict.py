@@ -207,7 +207,8 @@ def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(traine
     Image.new("L", (50, 50), 255).save(tmp_path / "digit.png")
     result = cli("predict", trained_run, tmp_path / "digit.png", "--save-inputs", blocker / "seen")
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert result.output.startswith(f"error: --save-inputs {blocker / 'seen'}: cannot create this folder")
+    assert result.output == (f"error: --save-inputs {blocker / 'seen'}: {blocker} is a file, not a folder; write "
+                             "elsewhere with --save-inputs DIR\n")
 
 
 def test_save_inputs_never_writes_over_the_pictures_given(trained_run, sample_digits, tmp_path, cli, monkeypatch):

@@ -314,7 +314,7 @@ def test_only_the_packaged_files_are_served(client):
 
 def test_the_run_tab_is_evals_report(client, trained_run):
     run = client.get("/api/run").json()
-    report, _ = eval_target(trained_run, write=False)
+    report, _ = eval_target(trained_run)
     assert run["confusion"] == report["confusion"]
     assert [m["index"] for m in run["misclassified"]] == [m["index"] for m in report["misclassified"]]
     assert run["accuracy"] == pytest.approx(report["accuracy"])
