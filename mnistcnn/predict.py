@@ -76,10 +76,11 @@ class NotAPicture(DataError):
     """Bytes that no picture format known to Pillow reads (a text file, a form's fields)."""
 
 
-def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None, formats=None) -> np.ndarray:
     """A picture file (a path, or a binary file object such as ``io.BytesIO``, which messages call
     ``name``) as a float array of grey levels 0..255 (transparent parts count as white),
-    reduced to about READ_SIDE on its longer side before any float copy is made."""
+    reduced to about READ_SIDE on its longer side before any float copy is made; ``formats``
+    (Pillow's names) limits the parsers tried, else all that Pillow has."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if name is None:
@@ -93,7 +94,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below replaces it
-            with Image.open(path) as image:  # reads the header only
+            with Image.open(path, formats=formats) as image:  # reads the header only
                 width, height = image.size
                 if width * height > max_pixels:
                     raise PictureTooLarge(too_large)

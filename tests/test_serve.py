@@ -237,6 +237,10 @@ def test_a_picture_is_known_by_its_bytes_not_its_declared_type(client, served, d
     assert wide.status_code == 413 and "million pixels" in wide.json()["error"]  # the pixel limit still holds
     text = client.post("/api/predict", content=b"picture=7.png", headers=headers)
     assert text.status_code == 415 and "not a picture" in text.json()["error"], text.text
+    # a format predict does not take by name meets no parser: Pillow would read this PCX
+    assert Image.open(io.BytesIO(picture_bytes(digit, "PCX"))).format == "PCX"
+    other = client.post("/api/predict", content=picture_bytes(digit, "PCX"), headers=headers)
+    assert other.status_code == 415 and "not a picture" in other.json()["error"], other.text
 
 
 def test_json_requests_are_read_whatever_type_they_declare(client, served):

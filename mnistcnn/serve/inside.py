@@ -31,6 +31,9 @@ from ..runs import run_summary
 from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
+# The formats of the files predict takes by their names (runs.PICTURE_SUFFIXES): no other of
+# Pillow's parsers, each a way in, meets a stranger's bytes.
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM")
 CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
 # layers whose arithmetic differs in training (dropout's masks, batchnorm's batch statistics): a
 # trace runs them as in evaluation, and every other layer "in training" only so that it keeps
@@ -76,7 +79,7 @@ def with_input_gradient(model: Sequential) -> Sequential:
 
 def read_picture(data: bytes) -> tuple[np.ndarray, str | None]:
     """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt)."""
-    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload"))
+    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload", formats=UPLOAD_FORMATS))
 
 
 def encode_image(image: np.ndarray) -> str:
