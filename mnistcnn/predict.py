@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
+from .atomic import atomic_writer
 from .errors import DataError, UsageError
 from .engine.losses import softmax
 from .runs import PICTURE_SUFFIXES
@@ -448,5 +449,6 @@ def save_inputs(results: list[dict], folder) -> None:
             n += 1
         taken.add(name)
         target = folder / f"{name}.png"
-        Image.fromarray(result["image"]).save(target)
+        with atomic_writer(target) as handle:
+            Image.fromarray(result["image"]).save(handle, "PNG")
         result["input_image"] = str(target)
