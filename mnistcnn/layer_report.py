@@ -30,6 +30,7 @@ class Target(NamedTuple):
     preprocess: Preprocess
     data: Data
     picture_folder: Path
+    model_name: str  # in the pictures' names: its checkpoint's (best, last), or untrained
 
 
 def load_target(target, data_dir=None, which: str | None = None) -> Target:
@@ -42,9 +43,9 @@ def load_target(target, data_dir=None, which: str | None = None) -> Target:
         config = cfg.load_config(target, flags=cfg.data_dir_flag(data_dir))
         data = prepare_data(config, source=str(target))
         return Target(initial_model(config), config, Preprocess.for_config(config, data), data,
-                      RUNS_DIR / "inspect" / config["name"])
+                      RUNS_DIR / "inspect" / config["name"], "untrained")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
-    return Target(model, meta["config"], preprocess, data, output_folder(path, "inspect"))
+    return Target(model, meta["config"], preprocess, data, output_folder(path, "inspect"), path.stem)
 
 
 def target_label(target, config: dict, which: str | None = None) -> str:
@@ -187,7 +188,7 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
     ``write_pictures``) to ``out_dir`` (None: the target's picture folder); and the layer's
     output, which the report describes."""
 
-    model, config, preprocess, data, _ = loaded
+    model, config, preprocess, data = loaded.model, loaded.config, loaded.preprocess, loaded.data
     layer_index = find_layer(model, layer, target)
     images, labels = data.split(split)
     chosen = parse_indices(index, indices, len(images))
@@ -206,7 +207,7 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
         option = OutputOption("--out", "DIR", given=out_dir is not None, instead="--no-images")
         with written_to(option):
             written = pictures(report, model.layers[layer_index], make_folder(out_dir or loaded.picture_folder, option),
-                               source, images[chosen[0]], caption, batch_caption)
+                               loaded.model_name, source, images[chosen[0]], caption, batch_caption)
     output = report.pop("_output")
     report["model"] = source
     report["pictures"] = [str(path) for path in written]
@@ -262,18 +263,19 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
     return dout, grads
 
 
-def pictures(report: dict, layer, out_dir: Path, source: str, input_image: np.ndarray, caption: str,
-             batch_caption: str) -> list[Path]:
+def pictures(report: dict, layer, out_dir: Path, model_name: str, source: str, input_image: np.ndarray,
+             caption: str, batch_caption: str) -> list[Path]:
     """Feature maps of the batch's first image beside it (``input_image``, described by ``caption``),
     conv filters, and a histogram of the activations of the images ``batch_caption`` describes, as PNGs
     titled with ``source`` (what the model is: ``target_label``).
 
-    A picture of images is named after them (``validation-image5``, ``train-images0-15``), so
-    another choice of split or images writes beside it; the filters do not depend on the images."""
+    The pictures are named after the layer and the model (``model_name``: best, last, untrained),
+    and a picture of images after them too (``validation-image5``, ``train-images0-15``), so
+    another checkpoint, split or choice of images writes beside them."""
     from . import plots
 
     out = report["_output"]
-    stem = f"layer{report['index']:02d}-{report['name']}"
+    stem = f"layer{report['index']:02d}-{report['name']}-{model_name}"
     first, stop = report["images"]["indices"]
     first_image = f"{stem}-{report['images']['split']}-image{first}"
     batch = first_image if stop - first == 1 else f"{stem}-{report['images']['split']}-images{first}-{stop - 1}"

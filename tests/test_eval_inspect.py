@@ -94,7 +94,7 @@ LAYER_TYPES = ["conv2d", "relu", "maxpool2d", "batchnorm", "flatten", "dropout",
 @pytest.mark.parametrize("source", ["run", "config"])
 def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source, cli, write_config):
     target = run if source == "run" else write_config(tmp_path)
-    model, config, preprocess, data, _ = load_target(target)
+    model, config, preprocess, data, *_ = load_target(target)
     x, y = preprocess(data.val_x[:8]), data.val_y[:8]
     # the engine's own training step, on a second copy (it moves batchnorm's running statistics)
     _, _, grads = load_target(target)[0].loss_and_gradients(x, y, np.random.default_rng(0))
@@ -158,14 +158,17 @@ def test_inspect_pictures_of_other_images_are_written_beside_not_over_earlier_on
 
     validation = pictures()  # the first 16 validation images
     train = pictures("--split", "train", "--index", "0")
-    assert sorted(validation) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-validation-image0-feature-maps.png",
-                                  "layer00-0_conv2d-validation-images0-15-histogram.png"]
-    assert sorted(train) == ["layer00-0_conv2d-filters.png", "layer00-0_conv2d-train-image0-feature-maps.png",
-                             "layer00-0_conv2d-train-image0-histogram.png"]
+    assert sorted(validation) == ["layer00-0_conv2d-best-filters.png",
+                                  "layer00-0_conv2d-best-validation-image0-feature-maps.png",
+                                  "layer00-0_conv2d-best-validation-images0-15-histogram.png"]
+    assert sorted(train) == ["layer00-0_conv2d-best-filters.png", "layer00-0_conv2d-best-train-image0-feature-maps.png",
+                             "layer00-0_conv2d-best-train-image0-histogram.png"]
+    last = pictures("--checkpoint", "last")  # another model's pictures of the same images
+    assert sorted(last) == sorted(name.replace("-best-", "-last-") for name in validation)
     for name, made in validation.items():  # still there, as the first call wrote them
         assert (run / "inspect" / name).read_bytes() == made, name
     other = pictures("--split", "validation", "--index", "3")
-    assert sorted(set(other) & (set(validation) | set(train))) == ["layer00-0_conv2d-filters.png"]
+    assert sorted(set(other) & (set(validation) | set(train))) == ["layer00-0_conv2d-best-filters.png"]
 
 
 def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_config):

@@ -26,9 +26,9 @@ def test_every_picture_names_the_run_and_where_they_apply_the_split_and_checkpoi
     result = cli("inspect-layer", run, "0", "--index", "5", "--out", tmp_path / "pics")
     assert result.exit_code == 0, result.output
     for name in ("validation-image5-feature-maps", "filters", "validation-image5-histogram"):
-        made = title(tmp_path / "pics" / f"layer00-0_conv2d-{name}.png")
+        made = title(tmp_path / "pics" / f"layer00-0_conv2d-best-{name}.png")
         assert f"run {run.name}, checkpoint best.npz" in made and "layer 0 (0_conv2d)" in made
-    assert "activations of validation image 5" in title(tmp_path / "pics" / "layer00-0_conv2d-validation-image5-"
+    assert "activations of validation image 5" in title(tmp_path / "pics" / "layer00-0_conv2d-best-validation-image5-"
                                                                              "histogram.png")
 
 
@@ -74,7 +74,7 @@ def test_feature_maps_show_the_input_with_its_label_and_a_colour_bar(run, cli, t
     assert result.exit_code == 0, result.output
     from mnistcnn.layer_report import load_target
     label = int(load_target(run)[3].val_y[5])
-    feature_maps = tmp_path / "layer03-3_conv2d-validation-image5-feature-maps.png"
+    feature_maps = tmp_path / "layer03-3_conv2d-best-validation-image5-feature-maps.png"
     assert f"feature maps of validation image 5, label {label}" in title(feature_maps)
 
 
