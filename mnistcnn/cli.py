@@ -129,6 +129,11 @@ def main():
     """Train, evaluate and look inside convolutional networks on MNIST, in NumPy alone."""
 
 
+def option_given(name: str) -> bool:
+    """Whether the user gave the current command's option ``name``, rather than its default."""
+    return click.get_current_context().get_parameter_source(name).name != "DEFAULT"
+
+
 # -- rendering helpers --------------------------------------------------------------------
 def fmt_int(n) -> str:
     return f"{n:,}"
@@ -276,20 +281,18 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
              **cfg.data_dir_flag(data_dir), "--name": ("name", name)}
-    runs_dir_given = click.get_current_context().get_parameter_source("runs_dir").name != "DEFAULT"
+    runs_dir_given = option_given("runs_dir")
     config, source, run = _train_config(config_path, resume, sets, flags, runs_dir_given)
-    if run is None:  # a resumed run stays in its own folder
-        check_runs_folder(runs_dir)  # before anything is printed
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
+    if run is None:  # a resumed run stays in its own folder
+        check_runs_folder(runs_dir, given=runs_dir_given)  # before anything is printed
     plan = cfg.check_model(config, source)
     if dry_run:
         check_data(config, source)
     else:
         data = prepare_data(config, source=source)  # fails before anything is printed or written
-        if run is None:
-            check_runs_folder(runs_dir, make=True)  # once the config and data are sound: made, not just checked
     if not quiet:
         console.print(model_table(plan.model, f"model: {config['name']}"))
     if dry_run:
@@ -760,7 +763,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     else:
         from .runs import check_runs_folder
 
-        check_runs_folder(runs_dir)
+        check_runs_folder(runs_dir, given=option_given("runs_dir"))
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:

@@ -32,7 +32,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
-LOCK_ATTEMPTS = 20  # tries, 50 ms apart, at a run's training lock
+LOCK_ATTEMPTS, LOCK_RETRY_SECONDS = 20, 0.05  # tries at a run's training lock, and the wait between them
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
 
@@ -165,9 +165,12 @@ class RunDir:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    time.sleep(0.05)
+                    time.sleep(LOCK_RETRY_SECONDS)
             else:
                 raise self.busy_error()
+            handle.truncate(0)  # the holder's process id, for the message of a refused trainer
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
             yield
 
     @property
@@ -183,9 +186,11 @@ class RunDir:
         return False
 
     def busy_error(self) -> UsageError:
-        status = read_json(self.status_file) or {}
-        pid = status.get("pid") if status.get("status") == "running" else None
-        if not isinstance(pid, int):
+        try:
+            pid = int(self.lock_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the holder has not written it yet
+            pid = None
+        if pid is None:
             return UsageError(f"{self.path}: is being trained by another process now; wait for it to end, or stop "
                               "it and resume then")
         return UsageError(f"{self.path}: is being trained by process {pid} now; wait for it to end, or stop it "
@@ -254,11 +259,11 @@ def stamped_folder(runs_dir, name: str) -> Path:
     raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
 
 
-def check_runs_folder(runs_dir, make: bool = False) -> Path:
-    """``runs_dir``, the folder of run directories (train's and sweep's --runs-dir), refused naming
-    --runs-dir when it is a file or cannot be made or written in; ``make``: made now, else checked
-    as far as can be told without making it (--dry-run, and before a config is read)."""
-    return make_folder(runs_dir, OutputOption("--runs-dir", "DIR", given=False), make=make)
+def check_runs_folder(runs_dir, make: bool = False, given: bool = False) -> Path:
+    """``runs_dir``, the folder of run directories (train's and sweep's --runs-dir, ``given`` by the
+    user or the default), refused naming --runs-dir when it is a file or cannot be made or written
+    in; ``make``: made now, else checked as far as can be told without making it (before the work)."""
+    return make_folder(runs_dir, OutputOption("--runs-dir", "DIR", given=given), make=make)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -474,6 +474,12 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
                      ) -> tuple[dict, Path, RunDir]:
     """The config to continue the run at ``run_path`` with, the file it was read from, and the
     run; ``flags`` may change only RESUME_OPTIONS: a config file, --set and --runs-dir are refused."""
+    run_path, run_of_checkpoint = Path(run_path), RunDir.of_checkpoint(run_path)
+    if run_path.is_file() and run_of_checkpoint is not None:  # a run's checkpoint, as Lightning's ckpt_path takes
+        if run_path != run_of_checkpoint.checkpoint("last"):
+            raise UsageError(f"{run_path}: a run goes on from its last checkpoint only: "
+                             f"{command_line('train', '--resume', run_of_checkpoint.path)}")
+        run_path = run_of_checkpoint.path
     refused = [f"CONFIG ({config_path})"] * bool(config_path) + ["--set"] * bool(sets)
     refused += [option for option, (_, value) in flags.items() if value is not None and option not in RESUME_OPTIONS]
     refused += ["--runs-dir"] * runs_dir_given
@@ -482,12 +488,6 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
                          f"cannot change it (only {' and '.join(RESUME_OPTIONS)} may); to train with other "
                          f"settings, start a new run with them: {command_line('train', RunDir(run_path).config_file)}"
                          " ...")
-    run_path, run_of_checkpoint = Path(run_path), RunDir.of_checkpoint(run_path)
-    if run_path.is_file() and run_of_checkpoint is not None:  # a run's checkpoint, as Lightning's ckpt_path takes
-        if run_path != run_of_checkpoint.checkpoint("last"):
-            raise UsageError(f"{run_path}: a run goes on from its last checkpoint only: "
-                             f"{command_line('train', '--resume', run_of_checkpoint.path)}")
-        run_path = run_of_checkpoint.path
     run = RunDir.open(run_path)
     if run.being_trained:  # said before the data loads; train_run's lock decides
         raise run.busy_error()

@@ -99,13 +99,14 @@ def test_a_runs_folder_that_cannot_be_written_is_refused_before_anything_is_prin
     read_only(tmp_path)
     result = cli(*command, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and result.stdout == "", result.output
-    assert result.stderr == (f"error: {tmp_path / 'runs'}: cannot create this folder (Permission denied); write "
-                             "elsewhere with --runs-dir DIR\n")
+    assert result.stderr == (f"error: --runs-dir {tmp_path / 'runs'}: cannot create this folder (Permission denied); "
+                             "write elsewhere with --runs-dir DIR\n")
     result = cli(*command, "--runs-dir", tmp_path / "elsewhere")
     assert result.exit_code == 2 and result.stdout == "", result.output
-    assert result.stderr == (f"error: {tmp_path / 'elsewhere'}: cannot write in this folder (Permission denied); "
-                             "write elsewhere with --runs-dir DIR\n")
+    assert result.stderr == (f"error: --runs-dir {tmp_path / 'elsewhere'}: cannot write in this folder (Permission "
+                             "denied); write elsewhere with --runs-dir DIR\n")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere"]
+    assert cli("train", QUICK, "--print-config", "--runs-dir", tmp_path / "runs").exit_code == 0  # it writes nothing
 
 
 def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp_path, monkeypatch):
@@ -141,8 +142,8 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
          f"error: {trained_run / 'checkpoints' / 'best.npz'}: a run goes on from its last checkpoint only: mnistcnn "
          f"train --resume {trained_run}\n"),
         (("train", trained_run / "checkpoints" / "best.npz"), "is a checkpoint, not a YAML config"),
-        (("train", QUICK, "--runs-dir", QUICK), f"error: {QUICK}: is a file, not a folder; write elsewhere with "
-                                                "--runs-dir DIR\n"),
+        (("train", QUICK, "--runs-dir", QUICK), f"error: --runs-dir {QUICK}: is a file; give a folder (it is created "
+                                                "if missing)\n"),
         (("runs", QUICK), f"error: {QUICK}: is a file, not a folder; give the folder that holds your run"),
         (("train", "--resume", QUICK), f"error: {QUICK}: is a config, not a run directory; give the folder a run "
                                        "wrote"),
