@@ -23,7 +23,6 @@ from rich.text import Text
 
 from . import __version__
 from . import config as cfg
-from .atomic import OutputOption, make_folder
 from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
@@ -109,15 +108,16 @@ class Command(click.Command):
                       if any(err.option_name in param.opts for param in command.params)]
             if not owners:
                 raise
+            verb = "does" if len(owners) == 1 else "do"
             raise click.NoSuchOption(err.option_name, f"No such option {err.option_name!r}: {ctx.info_name} does "
-                                     f"not take it; {', '.join(owners)} do{'es' * (len(owners) == 1)}.", ctx=ctx)
+                                     f"not take it; {', '.join(owners)} {verb}.", ctx=ctx)
 
 
-class Tool(click.Group):
+class CommandGroup(click.Group):
     command_class = Command
 
 
-@click.group(cls=Tool, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="""\b
 First steps:
   mnistcnn train configs/quick.yaml            # a small net, about 10 seconds
@@ -487,15 +487,13 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
     of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
     low confidence)."""
-    from .predict import (check_save_folder, expand_inputs, load_classifier, predict_files,
-                          save_inputs as write_inputs)
+    from .predict import expand_inputs, load_classifier, make_save_folder, predict_files, save_inputs as write_inputs
     from .runs import resolve_checkpoint
 
     path = resolve_checkpoint(target, which)
     pictures = expand_inputs(images)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
-        check_save_folder(save_inputs, pictures)
-        make_folder(save_inputs, OutputOption("--save-inputs", "DIR"))
+        make_save_folder(save_inputs, pictures)
     model, preprocess, classes = load_classifier(path)
     results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
     if save_inputs:
@@ -534,10 +532,10 @@ def _predictions_table(results, path, top, saved) -> None:
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
-        notes = ["?: a guess, for the reason in the doubt column"] * any(
-            result.get("doubt") and result.get("prediction") is not None for result in results)
-        notes += [f"{doubt}: {advice}" for doubt, advice in DOUBT_ADVICE.items()
-                  if any(result.get("doubt") == doubt for result in results)]
+        notes = [f"{doubt}: {advice}" for doubt, advice in DOUBT_ADVICE.items()
+                 if any(result.get("doubt") == doubt for result in results)]
+        if any(result.get("doubt") and result.get("prediction") is not None for result in results):
+            notes.insert(0, "?: a guess, for the reason in the doubt column")
         console.print(table)
         for note in notes:
             console.print(note, style="dim", highlight=False)
@@ -749,15 +747,14 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         fail("--dry-run checks a sweep file before it starts; give SWEEP.yaml, without --status or --resume")
     if status:
         settings, rows, done = study_status(sweep_path, storage, study)
-        planned = f" of {settings['trials']}" if settings["trials"] else ""
-        console.print(sweep_table(rows, settings, f"study {settings['study']}: {done}{planned} trials done"))
+        done_words = f"{done} of {settings['trials']} trials" if settings["trials"] else counted(done, "trial")
+        console.print(sweep_table(rows, settings, f"study {settings['study']}: {done_words} done"))
         return
     if resume is not None:
         if sweep_path is not None or study is not None:
             fail("--resume continues a sweep with its own sweep file and study; give only --jobs (and --storage)")
         run = SweepRun.resume(resume, storage)
-        run.check_unfinished()
-        jobs, threads = plan_jobs(jobs, run.sweep.trials, run.jobs_before())
+        jobs, threads = plan_jobs(jobs, run.sweep.trials, run.sweep_dir.jobs_before)
     elif sweep_path is None:
         fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")
     else:
@@ -886,11 +883,13 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     from .sweep.report import last_value, parameter_names, ranked
 
     metric = settings["metric"]
+    # every searched key names the shown ones, as the trial lines name them
+    searched = sorted({key for row in rows for key in row["params"]} | set(settings.get("space") or ()))
     if top is not None:
         rows = ranked(rows, settings["direction"])[:top]
     keys = sorted({key for row in rows for key in row["params"]})
     columns = _trial_columns(metric)
-    names = parameter_names(keys, columns)
+    names = parameter_names(searched, columns)
     table = Table(title=title or None, box=box.SIMPLE_HEAD)
     for column in (*columns, *[names[key] for key in keys]):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cfg
-from .atomic import atomic_writer
+from .atomic import OutputOption, atomic_writer, make_folder, written_to
 from .errors import DataError, UsageError
 from .engine.losses import softmax
 from .runs import PICTURE_SUFFIXES
@@ -424,31 +424,37 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
             result["doubt"] = LOW_CONFIDENCE
 
 
-def check_save_folder(folder, paths: list[Path]) -> None:
-    """Refuse a --save-inputs folder that holds pictures given: the 28x28 images, written there as
-    ``<name>[-N].png``, could replace them or the user's other pictures beside them."""
+SAVE_INPUTS = OutputOption("--save-inputs", "DIR")
+
+
+def make_save_folder(folder, paths: list[Path]) -> Path:
+    """The --save-inputs folder, made before predicting; one that holds pictures given is refused:
+    the 28x28 images, written there as ``<name>[-N].png``, could replace them or the user's other
+    pictures beside them."""
     given = [path for path in paths if path.resolve().parent == Path(folder).resolve()]
     if given:
         raise UsageError(f"--save-inputs {folder}: holds pictures given to predict ({given[0].name}); the 28x28 "
                          "images written there could replace them: give another folder, e.g. --save-inputs seen")
+    return make_folder(folder, SAVE_INPUTS)
 
 
 def save_inputs(results: list[dict], folder) -> None:
-    """Write each result's 28x28 image to ``folder`` (made beforehand: ``atomic.make_folder``) as
+    """Write each result's 28x28 image to ``folder`` (made beforehand: ``make_save_folder``) as
     ``<input name>.png`` (``-2``, ``-3``... when two inputs share a name) and record the path as
     ``result["input_image"]``."""
     from PIL import Image
 
     folder = Path(folder)
     taken = set()
-    for result in results:
-        if "image" not in result:
-            continue
-        stem, n = Path(result["path"]).stem, 1
-        while (name := stem if n == 1 else f"{stem}-{n}") in taken:
-            n += 1
-        taken.add(name)
-        target = folder / f"{name}.png"
-        with atomic_writer(target) as handle:
-            Image.fromarray(result["image"]).save(handle, "PNG")
-        result["input_image"] = str(target)
+    with written_to(SAVE_INPUTS):
+        for result in results:
+            if "image" not in result:
+                continue
+            stem, n = Path(result["path"]).stem, 1
+            while (name := stem if n == 1 else f"{stem}-{n}") in taken:
+                n += 1
+            taken.add(name)
+            target = folder / f"{name}.png"
+            with atomic_writer(target) as handle:
+                Image.fromarray(result["image"]).save(handle, "PNG")
+            result["input_image"] = str(target)

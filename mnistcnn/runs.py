@@ -66,18 +66,6 @@ def blas_libraries() -> list[dict]:
             if library.get("user_api") == "blas"]
 
 
-def process_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_run_name(name: str, example: str = "--name lenet") -> str:
     """``name``, which names a folder under the runs folder; ``example`` shows how to give another."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:

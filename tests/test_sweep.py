@@ -3,6 +3,7 @@ study with a worker killed mid-trial, and sweep files refused with one line."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import re
 import signal
@@ -11,6 +12,7 @@ import threading
 import uuid
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -182,16 +184,17 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
 @pytest.mark.skipif(available_cores() < 2, reason="one job and two jobs differ only with two cores")
 def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_one_is_not_resumed(
         tmp_path, mnistcnn_command):
-    from mnistcnn.sweep.launch import SweepRun, plan_jobs
+    from mnistcnn.sweep.folder import SweepDir
+    from mnistcnn.sweep.launch import plan_jobs
 
     path = write_sweep(tmp_path, limit=500, epochs=1, trials=2)
     first = run_sweep(mnistcnn_command, path, "--jobs", "1", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "1 job x " in first.stdout
     folder = sweep_folder(tmp_path / "runs")
-    jobs_before = SweepRun.resume(folder).jobs_before()
-    assert plan_jobs(None, 2, jobs_before)[0] == 1  # the default on 2 cores is 2 jobs
-    assert plan_jobs(2, 2, jobs_before)[0] == 2
+    jobs_before = SweepDir(folder).jobs_before
+    assert jobs_before == 1 and plan_jobs(None, 2, jobs_before)[0] == 1  # not a job per core, as without one before
+    assert plan_jobs(None, 2, None)[0] == 2 and plan_jobs(2, 2, jobs_before)[0] == 2  # --jobs decides
     finished = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert finished.returncode == 2 and finished.stdout == "" and finished.stderr == (
         f"error: {folder}: the sweep is finished, 2 of 2 trials done; there is nothing to resume. Its trials: "
@@ -330,14 +333,19 @@ def test_a_storage_file_in_a_missing_folder_is_refused_by_the_dry_run_too(tmp_pa
             assert not (tmp_path / "runs").exists()
 
 
-def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
-    from types import SimpleNamespace
+def fake_trial(state, number=0, value=None, params=None, **attrs):
+    """An Optuna trial as the sweep's reports read it: ``state`` its state's name, ``attrs`` its user attributes."""
+    start = dt.datetime(2026, 1, 1)
+    return SimpleNamespace(number=number, state=SimpleNamespace(name=state), value=value, user_attrs=attrs,
+                           params={"train.epochs": 3, "train.optimizer.lr": 0.05} if params is None else params,
+                           intermediate_values={1: 0.5}, datetime_start=start,
+                           datetime_complete=start + dt.timedelta(seconds=2))
 
+
+def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.study import trial_status
 
-    def trial(state, number=0, **attrs):
-        return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs, number=number)
-
+    trial = fake_trial
     assert trial_status(trial("PRUNED", diverged=True, reason="non-finite loss")) == "diverged"
     assert trial_status(trial("PRUNED", reason="pruned at epoch 2")) == "pruned"
     assert trial_status(trial("FAIL", stopped=True)) == "stopped" and trial_status(trial("COMPLETE")) == "complete"
@@ -358,9 +366,6 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
 
 
 def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
-    import datetime as dt
-    from types import SimpleNamespace
-
     from rich.console import Console
 
     from mnistcnn.cli import SweepView, sweep_table
@@ -368,27 +373,24 @@ def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
     from mnistcnn.sweep.report import parameter_names, trial_rows
     from mnistcnn.sweep.study import states
 
-    start = dt.datetime(2026, 1, 1)
-
-    def trial(number, state, value=None, **attrs):
-        return SimpleNamespace(number=number, state=SimpleNamespace(name=state), value=value, user_attrs=attrs,
-                               params={"train.epochs": 3, "train.optimizer.lr": 0.05}, intermediate_values={1: 0.5},
-                               datetime_start=start, datetime_complete=start + dt.timedelta(seconds=2))
-
-    trials = [trial(0, "FAIL", stopped=True), trial(1, "RUNNING", retry_of=0)]
+    trials = [fake_trial("FAIL", 0, stopped=True), fake_trial("RUNNING", 1, retry_of=0)]
     searched = ["train.epochs", "train.optimizer.lr", "model.layers[0].filters", "model.layers[3].filters"]
     sweep = SimpleNamespace(metric="val_acc", trials=2, parameters=[SimpleNamespace(key=key) for key in searched])
     SweepView(sweep).show(Snapshot(trial_rows(trials), states(trials), None, 1, trials=2))
     assert capsys.readouterr().out.splitlines()[0] == ("trial 0 stopped after 1 epoch, 2.0s: it goes on as trial 1 "
                                                        "(train.epochs=3, lr=0.05)")
-    one = trial(2, "COMPLETE", 0.9)  # a trial without one of the filters keys still names the other in full
-    one.params = {"model.layers[0].filters": 4}
+    one = fake_trial("COMPLETE", 2, 0.9, {"model.layers[0].filters": 4})  # still names the other filters key in full
     SweepView(sweep).show(Snapshot(trial_rows([one]), states([one]), None, 0, trials=2))
     assert capsys.readouterr().out.splitlines()[0].endswith(": val_acc 0.9000 (model.layers[0].filters=4)")
     console = Console(width=200, record=True)
     console.print(sweep_table(trial_rows(trials), {"metric": "val_acc", "direction": "maximize"}, ""))
     header = console.export_text().splitlines()[1].split()
     assert header == ["trial", "status", "val_acc", "epochs", "trial", "time", "test", "train.epochs", "lr"]
+    # the top rows name a key as every searched key does, as the trial lines above named it
+    console.print(sweep_table(trial_rows([one, fake_trial("COMPLETE", 3, 0.8)]),
+                              {"metric": "val_acc", "direction": "maximize", "space": dict.fromkeys(searched)}, "",
+                              top=1))
+    assert "model.layers[0].filters" in console.export_text().splitlines()[1].split()
     assert parameter_names(["model.layers[0].filters", "model.layers[3].filters", "train.batch_size"]) == {
         "model.layers[0].filters": "model.layers[0].filters", "model.layers[3].filters": "model.layers[3].filters",
         "train.batch_size": "batch_size"}
@@ -447,11 +449,11 @@ def test_a_journal_file_an_earlier_version_wrote_under_a_sqlite_name_is_read_as_
     monkeypatch.chdir(tmp_path)
     write_journal(tmp_path / "old.db", "s")
     status = cli("sweep", "--status", "--storage", "old.db", "--study", "s")
-    assert status.exit_code == 0 and "study s: 1 trials done" in status.output, status.output
-    write_sweep(tmp_path, trials=1, storage=str(tmp_path / "old.db"), study="s")  # as its sweep folder keeps it
+    assert status.exit_code == 0 and "study s: 1 trial done" in status.output, status.output
+    write_sweep(tmp_path, trials=2, storage=str(tmp_path / "old.db"), study="s")  # as its sweep folder keeps it
     assert len(SweepRun.resume(tmp_path).study.trials) == 1  # which keeps the sweep's settings in the study
     from_folder = cli("sweep", "--status", tmp_path)
-    assert from_folder.exit_code == 0 and "study s: 1 of 1 trials done" in from_folder.output, from_folder.output
+    assert from_folder.exit_code == 0 and "study s: 1 of 2 trials done" in from_folder.output, from_folder.output
     assert (tmp_path / "old.db").read_bytes().startswith(b"{")  # still the journal's JSON lines
     (tmp_path / "empty.db").touch()
     for storage, kind in (("old.db", "the Optuna journal file"), ("empty.db", "the SQLite database")):

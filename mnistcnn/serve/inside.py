@@ -10,6 +10,7 @@ travel as numbers.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import threading
 from dataclasses import dataclass, field
@@ -27,13 +28,10 @@ from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
 from ..predict import SIDE, TOP, check_digit_model, classify, prepare, read_grey
-from ..runs import run_summary
+from ..runs import PICTURE_SUFFIXES, run_summary
 from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
-# The formats of the files predict takes by their names (runs.PICTURE_SUFFIXES): no other of
-# Pillow's parsers, each a way in, meets a stranger's bytes.
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM")
 CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
 # layers whose arithmetic differs in training (dropout's masks, batchnorm's batch statistics): a
 # trace runs them as in evaluation, and every other layer "in training" only so that it keeps
@@ -77,9 +75,18 @@ def with_input_gradient(model: Sequential) -> Sequential:
     return model
 
 
+@functools.cache
+def upload_formats() -> tuple[str, ...]:
+    """Pillow's names of the formats predict takes by their files' names (PICTURE_SUFFIXES): no
+    other of its parsers, each a way in, meets a stranger's bytes."""
+    from PIL import Image
+
+    return tuple(sorted({Image.registered_extensions()[suffix] for suffix in PICTURE_SUFFIXES}))
+
+
 def read_picture(data: bytes) -> tuple[np.ndarray, str | None]:
     """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt)."""
-    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload", formats=UPLOAD_FORMATS))
+    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload", formats=upload_formats()))
 
 
 def encode_image(image: np.ndarray) -> str:

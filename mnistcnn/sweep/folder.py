@@ -9,8 +9,10 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import UsageError
 from ..runs import stamped_folder
 
@@ -62,6 +64,18 @@ class SweepDir:
     @property
     def jobs_file(self) -> Path:
         return self.workers / "jobs.json"
+
+    @property
+    def jobs_before(self) -> int | None:
+        """How many jobs the last launch in this folder ran (None before any, or if unreadable)."""
+        try:
+            jobs = json.loads(self.jobs_file.read_text(encoding="utf-8"))["jobs"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return jobs if isinstance(jobs, int) and jobs >= 1 else None
+
+    def record_jobs(self, jobs: int) -> None:
+        write_text(self.jobs_file, json.dumps({"jobs": jobs}) + "\n")
 
     def worker_log(self, name: str) -> Path:
         return self.workers / f"{name}.log"

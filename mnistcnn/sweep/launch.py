@@ -6,7 +6,6 @@ this process only, which passes it on once, so that each running trial checkpoin
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -86,7 +85,7 @@ class SweepRun:
                     "storage": studies.shown(shared.url) if shared is not None else None}
         write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
                                          f"{command_line('sweep', '--resume', sweep_dir.path)}\n" + cfg.dump(resolved))
-        return cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path))
+        return cls(sweep, sweep_dir, shared or studies.local_storage(sweep_dir.path))
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
@@ -95,22 +94,18 @@ class SweepRun:
         sweep = load_sweep(sweep_dir.sweep_file)
         run = cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path), create=False)
         studies.retry_unfinished(run.study)
-        return run
-
-    def check_unfinished(self) -> None:
-        """Refuse to go on with a sweep that has run all its trials: its workers would find nothing to do."""
-        counts = studies.states(self.study.get_trials(deepcopy=False))
+        counts = studies.states(run.study.get_trials(deepcopy=False))
         done = studies.trials_done(counts)
-        if done >= self.sweep.trials and not counts["queued"] and not counts["running"]:
-            folder = self.sweep_dir.path
-            raise UsageError(f"{folder}: the sweep is finished, {done} of {self.sweep.trials} trials done; there is "
-                             f"nothing to resume. Its trials: {command_line('sweep', '--status', folder)}; its best: "
-                             f"{command_line('train', self.sweep_dir.best_trial)}")
+        if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
+            raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
+                             f"is nothing to resume. Its trials: {command_line('sweep', '--status', sweep_dir.path)}; "
+                             f"its best: {command_line('train', sweep_dir.best_trial)}")
+        return run
 
     def launch(self, jobs: int, threads: int) -> None:
         """Start ``jobs`` worker processes of ``threads`` threads each."""
         self.sweep_dir.workers.mkdir(exist_ok=True)
-        write_text(self.sweep_dir.jobs_file, json.dumps({"jobs": jobs}) + "\n")
+        self.sweep_dir.record_jobs(jobs)
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
@@ -122,14 +117,6 @@ class SweepRun:
                     [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.sweep_dir.path),
                      f"{name}/{self.sweep_dir.path.resolve()}/{launched}",
                      str(threads)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-
-    def jobs_before(self) -> int | None:
-        """How many jobs the last launch in this folder ran (None before any, or if unreadable)."""
-        try:
-            jobs = json.loads(self.sweep_dir.jobs_file.read_text(encoding="utf-8"))["jobs"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return jobs if isinstance(jobs, int) and jobs >= 1 else None
 
     def run_workers(self, jobs: int, threads: int, show) -> tuple[Snapshot, int | None]:
         """Launch the workers and call ``show(snapshot)`` until they end; SIGINT and SIGTERM are

@@ -6,6 +6,7 @@ Optuna is an optional extra: it is imported here, and ``require_optuna`` says ho
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -305,16 +306,26 @@ def _fail(study, trial) -> None:
     study.tell(trial.number, state=require_optuna().trial.TrialState.FAIL, skip_if_finished=True)
 
 
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def retry_unfinished(study) -> None:
     """Queue a retry for each trial that stopped without one: cut short by a second Ctrl-C, or
     left running by a worker of this machine that is gone."""
-    from ..runs import process_alive
-
     trials = study.get_trials(deepcopy=False)
     retried = {trial.user_attrs.get("retry_of") for trial in trials}
     for trial in trials:
         orphaned = (trial.state.name == "RUNNING" and trial.user_attrs.get("host") == host()
-                    and not process_alive(trial.user_attrs.get("pid")))
+                    and not _process_alive(trial.user_attrs.get("pid")))
         if orphaned:
             _fail(study, trial)
         if (orphaned or _stopped(trial)) and trial.number not in retried:
