@@ -92,6 +92,8 @@ def handle_errors(command):
             fail(f"{where}{err.strerror or err}", 1)
         except KeyboardInterrupt:  # Ctrl-C outside training, which handles its own: the shell's code, not click's 1
             fail("interrupted", INTERRUPTED)
+        except MemoryError as err:  # outside training, which names its own fix
+            fail(f"out of memory ({err}); fewer images at once (--batch-size, where the command has it) need less", 1)
 
     return wrapper
 

@@ -59,6 +59,10 @@ class NonFiniteError(MnistCnnError, exit_code=3):
     """Training produced a NaN or infinity; says where it first appeared."""
 
 
+class OutOfMemory(MnistCnnError):
+    """The machine had no memory left for an array the work needed (names what to make smaller)."""
+
+
 class WriteError(MnistCnnError):
     """A file could not be written (disk full, no permission); the previous version is intact.
     ``path`` and ``reason`` (the OSError), where known, let ``atomic.written_to`` name the option

@@ -21,7 +21,8 @@ from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
-from .errors import CheckpointError, DataError, MnistCnnError, NonFiniteError, UsageError, WriteError, command_line
+from .errors import (CheckpointError, DataError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
+                     command_line)
 from .engine.losses import accuracy, softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
@@ -621,6 +622,11 @@ def _fit(trainer: Trainer, stop_on_signals: bool) -> Outcome:
             raise
         _record_end(trainer, "failed", str(err), reason=str(err))
         raise WriteError(f"{err}; then {_then_go_on(run)}") from None
+    except MemoryError as err:  # numpy's, for an array the batch needed
+        _record_end(trainer, "failed", f"out of memory: {err}", reason="out of memory")
+        batch = trainer.config["train"]["batch_size"]
+        raise OutOfMemory(f"out of memory in training ({err}); train with smaller batches: "
+                          f"{command_line('train', run.config_file, '--batch-size', max(1, batch // 4))}") from None
     except BaseException as err:
         if not trainer.finished:  # a run whose summary is written stays finished
             _record_end(trainer, "failed", f"{type(err).__name__}: {err}")

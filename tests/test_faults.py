@@ -195,6 +195,28 @@ def test_a_run_to_be_trained_longer_stays_finished_when_its_config_cannot_be_wri
     assert (row["status"], row["epochs"]) == ("finished", 2) and row["test_acc"] is not None
 
 
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, cli, write_config, only_run, trained_run, monkeypatch):
+    from mnistcnn import evaluation
+    from mnistcnn.trainer import Trainer
+
+    numpy_words = "Unable to allocate 658. MiB for an array with shape (60000, 28, 28, 8) and data type float32"
+
+    def out_of_memory(*args, **kwargs):  # as numpy's _ArrayMemoryError, a MemoryError, says it
+        raise MemoryError(numpy_words)
+
+    monkeypatch.setattr(Trainer, "fit", out_of_memory)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs", "--quiet")
+    run = only_run(tmp_path / "runs")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (f"error: out of memory in training ({numpy_words}); train with smaller batches: mnistcnn "
+                             f"train {run / 'config.yaml'} --batch-size 8\n")  # a quarter of its 32
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(evaluation, "score", out_of_memory)
+    scored = cli("eval", trained_run, "--json")
+    assert scored.exit_code == 1 and scored.stderr == (f"error: out of memory ({numpy_words}); fewer images at once "
+                                                       "(--batch-size, where the command has it) need less\n")
+
+
 def test_an_empty_data_folder_is_named_and_no_run_is_made(tmp_path, cli, write_config):
     empty = tmp_path / "data"
     empty.mkdir()
