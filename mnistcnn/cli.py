@@ -292,7 +292,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         check_runs_folder(runs_dir, given=runs_dir_given)  # before anything is printed
     plan = cfg.check_model(config, source)
     if dry_run:
-        check_data(config, source)
+        sizes = check_data(config, source)
     else:
         data = prepare_data(config, source=source)  # fails before anything is printed or written
     if not quiet:
@@ -301,6 +301,11 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         console.print(plan_table(plan))
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
                       "train.parallel and train.blas_threads; null: as the model's size pays for)",
+                      soft_wrap=True)
+        epochs = config["train"]["epochs"]
+        console.print(f"dry run: {counted(epochs, 'epoch')} of {counted(sizes['steps_per_epoch'], 'step')} "
+                      f"(batches of {config['train']['batch_size']} from {sizes['training']:,} training images; "
+                      f"{sizes['validation']:,} validate); nothing was written. Without --dry-run it trains.",
                       soft_wrap=True)
         return
     reporter = TrainReporter(quiet)

@@ -418,9 +418,9 @@ class Data:
         return {name: len(self.split(name)[1]) for name in SPLITS}
 
 
-def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> None:
+def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, source: str) -> int:
     """Refuse data that the config cannot train on: ``count`` training images of ``image_shape``
-    from ``data_source``, for the config read from ``source``."""
+    from ``data_source``, for the config read from ``source``; returns how many it trains on."""
     want = tuple(config["model"]["input_shape"])
     if image_shape != want:
         raise DataError(f"{data_source}: images are {image_shape} (H, W, C) but the model takes {want}; "
@@ -429,17 +429,27 @@ def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, s
     if validation >= count:
         raise DataError(f"data.validation is {validation}, but {data_source} has {count} training images; set "
                         f"data.validation (in {source} or with --set data.validation=N) below {count}")
+    training = min(count - validation, config["data"]["train_limit"] or count)
+    batch_size = config["train"]["batch_size"]
+    if config["train"]["drop_last"] and training < batch_size:
+        raise DataError(f"the training split has {training} images, fewer than one batch of {batch_size} with "
+                        f"train.drop_last; lower train.batch_size (--batch-size) in {source}, or set drop_last false")
+    return training
 
 
-def check_data(config: dict, source: str = "<config>") -> None:
+def check_data(config: dict, source: str = "<config>") -> dict:
     """What ``--dry-run`` checks of the data, from the image files' headers and the (small) label
     files: that the folder ``data.dir`` names (none: the bundled MNIST) holds the four
-    MNIST-layout files, and that they fit the config."""
+    MNIST-layout files, and that they fit the config. Returns the training images, validation
+    images and steps an epoch the run would have."""
     folder = config["data"]["dir"] or default_data_dir()
-    check_data_fits(config, *training_images_shape(folder), recorded_source(folder), source)
+    training = check_data_fits(config, *training_images_shape(folder), recorded_source(folder), source)
     files = find_idx_files(folder)
     for role in ("train_labels", "test_labels"):
         check_labels(read_idx(files[role], 1), cfg.num_classes(config), files[role])
+    steps = len(BatchIterator(training, config["train"]["batch_size"], config["train"]["seed"],
+                              drop_last=config["train"]["drop_last"]))
+    return {"training": training, "validation": config["data"]["validation"], "steps_per_epoch": steps}
 
 
 def prepare_data(config: dict, dataset: Dataset | None = None, source: str = "<config>") -> Data:

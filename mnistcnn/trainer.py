@@ -21,7 +21,7 @@ from .atomic import write_text
 from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
-from .errors import (CheckpointError, DataError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
+from .errors import (CheckpointError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
                      command_line)
 from .engine.losses import accuracy, softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
@@ -165,9 +165,6 @@ class Trainer:
         self.augment = Augment.for_config(config)
         self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed,
                                       drop_last=train_config["drop_last"])
-        if len(self.iterator) == 0:
-            raise DataError(f"the training split has {len(data.train_x)} images, fewer than one batch of "
-                            f"{train_config['batch_size']} with drop_last; lower train.batch_size")
         self.optimizer = optimizer_from(train_config)
         self.augment_rng = cfg.random_stream(seed, "augmentation")
         self.dropout_rng = cfg.random_stream(seed, "dropout")

@@ -134,6 +134,11 @@ def test_every_shipped_config_passes_dry_run(shipped_config, tmp_path, cli):
     assert result.exit_code == 0, result.output
     assert "total" in result.output and not (tmp_path / "r").exists()
     assert "workers: " in result.output and ("worker thread" in result.output or "worker process" in result.output)
+    config = cfg.load_config(shipped_config)
+    batch, epochs = config["train"]["batch_size"], config["train"]["epochs"]
+    training = min(60000 - config["data"]["validation"], config["data"]["train_limit"] or 60000)  # bundled MNIST's
+    steps = training // batch if config["train"]["drop_last"] else -(-training // batch)
+    assert f"dry run: {epochs} epoch{'s' * (epochs != 1)} of {steps} steps (batches of {batch} from " in result.output
 
 
 def test_shipped_configs_exist(configs):

@@ -85,8 +85,10 @@ def test_class_names_fewer_than_the_labels_are_refused_by_a_dry_run_naming_data_
 def test_a_run_that_cannot_start_leaves_no_folder(cli, tmp_path):
     result = cli("train", QUICK, "--set", "data.train_limit=10", "--set", "train.drop_last=true", "--runs-dir",
                  tmp_path, "--quiet")
-    assert result.exit_code == 2 and "fewer than one batch of 64 with drop_last" in result.output
+    assert result.exit_code == 2 and "fewer than one batch of 64 with train.drop_last" in result.output
     assert list(tmp_path.iterdir()) == []
+    checked = cli("train", QUICK, "--set", "data.train_limit=10", "--set", "train.drop_last=true", "--dry-run")
+    assert checked.exit_code == 2 and checked.output == result.output  # --dry-run refuses what the run would
 
 
 @pytest.mark.parametrize("command", [["train", QUICK], ["train", QUICK, "--dry-run"],
