@@ -666,6 +666,7 @@ def export(target, output, which, opset, input_kind, data_dir):
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print(f"next: {command_line('predict', output, 'YOUR-DIGIT.png')}", soft_wrap=True)
 
 
 # -- serve ------------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ def test_the_last_checkpoint_is_exported_beside_the_best_not_over_it(run, cli):
     best = (run / "model.onnx").read_bytes()
     last = cli("export", run, "--checkpoint", "last")
     assert last.exit_code == 0, last.output
+    assert f"next: mnistcnn predict {run / 'model-last.onnx'} YOUR-DIGIT.png" in last.output  # what to do with it
     assert (run / "model.onnx").read_bytes() == best
     assert read_metadata(run / "model-last.onnx")["config_name"] == "small"
 
