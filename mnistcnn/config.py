@@ -28,9 +28,11 @@ EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
 class Field:
     """A leaf of the schema: its default, what it accepts and a line of documentation."""
 
-    def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False):
+    def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False, above_low=False):
+        """``above_low``: ``low`` itself is refused (a learning rate of 0 trains nothing)."""
         self.default, self.kind, self.doc = default, kind, doc
         self.low, self.high, self.choices, self.optional = low, high, choices, optional
+        self.above_low = above_low
 
     def check(self, value, path):
         if value is None and self.optional:
@@ -57,8 +59,8 @@ class Field:
             value = float(value)
             if not math.isfinite(value):
                 raise _err(path, f"must be a finite number; got {value!r}")
-        if self.low is not None and value < self.low:
-            raise _err(path, f"must be >= {self.low}; got {value!r}")
+        if self.low is not None and (value <= self.low if self.above_low else value < self.low):
+            raise _err(path, f"must be {'>' if self.above_low else '>='} {self.low}; got {value!r}")
         if self.high is not None and value > self.high:
             raise _err(path, f"must be <= {self.high}; got {value!r}")
         return value
@@ -127,7 +129,7 @@ SCHEMA = {
         "seed": Field(0, int, "seeds initialisation, shuffling, augmentation and dropout", 0, 2**63 - 1),
         "optimizer": {
             "type": Field("adam", str, "sgd, adam or adamw", choices=tuple(OPTIMIZERS)),
-            "lr": Field(0.001, float, "base learning rate", 0, 1e12),
+            "lr": Field(0.001, float, "base learning rate", 0, 1e12, above_low=True),
             "momentum": Field(0.9, float, "sgd: momentum", 0, 0.9999),
             "nesterov": Field(False, bool, "sgd: Nesterov momentum"),
             "beta1": Field(0.9, float, "adam: first-moment decay", 0, 0.9999),
@@ -191,7 +193,7 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
         takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
         if field.low is not None or field.high is not None:
             low, high = ("" if bound is None else bound for bound in (field.low, field.high))
-            takes += f" in [{low}, {high}]"
+            takes += f" in {'(' if field.above_low else '['}{low}, {high}]"
         default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default
         rows.append((path, takes + (" or null" if field.optional else ""), default, field.doc))

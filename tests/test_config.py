@@ -31,6 +31,7 @@ BAD = {
     "negative size": ("train: {batch_size: -4}\n", "train.batch_size: must be >= 1"),
     "huge number": ("train: {epochs: 1e400}\n", "train.epochs"),
     "huge int": ("train: {epochs: 99999999999999999999999}\n", "train.epochs: must be <= 100000"),
+    "zero lr": ("train: {optimizer: {lr: 0}}\n", "train.optimizer.lr: must be > 0; got 0.0"),
     "nan lr": ("train: {optimizer: {lr: .nan}}\n", "train.optimizer.lr: must be a finite number"),
     "bad choice": ("train: {optimizer: {type: adagrad}}\n", "train.optimizer.type: must be one of sgd, adam, adamw; "
                                                           "got 'adagrad'\n"),

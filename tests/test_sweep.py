@@ -280,7 +280,7 @@ BAD_SWEEPS = [
     ({"space": {"train.optimizer.lr": {"type": "float", "low": 0, "high": 0.1, "log": True}}},
      "log: true needs low > 0"),
     ({"space": {"train.optimizer.lr": {"type": "float", "low": -1.0, "high": 0.1}}},
-     "space[train.optimizer.lr] = -1.0: train.optimizer.lr: must be >= 0"),
+     "space[train.optimizer.lr] = -1.0: train.optimizer.lr: must be > 0"),
     ({"space": {"model.layers[0].filters": {"type": "float", "low": 2, "high": 8}}},
      "space[model.layers[0].filters].type: model.layers[0].filters takes whole numbers"),
     ({"space": {}}, "space: give at least one config key to search"),
@@ -309,7 +309,7 @@ def test_a_default_pruner_warm_up_that_leaves_nothing_to_prune_says_it_is_the_de
     both = write_sweep(tmp_path, epochs=1, pruner={"type": "median"},
                        space={"train.optimizer.lr": {"type": "float", "low": -1.0, "high": 0.1}})
     first = cli("sweep", both, "--runs-dir", tmp_path / "runs")
-    assert first.exit_code == 2 and "must be >= 0" in first.output  # a mistake in the space comes first
+    assert first.exit_code == 2 and "must be > 0" in first.output  # a mistake in the space comes first
 
 
 @pytest.mark.parametrize("settings, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
