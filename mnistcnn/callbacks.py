@@ -74,7 +74,8 @@ class RunLog(Callbacks):
             self.log(f"run directory: {run.path}")
             return
         planned, epochs = resumed["epochs"]
-        self.log(f"resuming {run.path} at epoch {resumed['from_epoch'] + 1}, batch {resumed['from_batch']}"
+        self.log(f"resuming {run.path} at epoch {resumed['from_epoch'] + 1}, batch {resumed['from_batch']}/"
+                 f"{resumed['batches']}"
                  + (f"; epochs {planned} -> {epochs}" if planned != epochs else ""))
 
     def on_start(self, trainer):

@@ -597,8 +597,10 @@ def _fit(trainer: Trainer, stop_on_signals: bool) -> Outcome:
     except Interrupted as stop:
         # the epoch counted from 1, as the progress bar and the resume line count it
         _record_end(trainer, "interrupted", f"by {signal.Signals(stop.signum).name} at epoch "
-                    f"{trainer.iterator.epoch + 1}, batch {trainer.iterator.batch}; checkpoint {stop.checkpoint}",
-                    curves=True, epoch=trainer.iterator.epoch + 1, batch=trainer.iterator.batch)
+                    f"{trainer.iterator.epoch + 1}, batch {trainer.iterator.batch}/{len(trainer.iterator)}; checkpoint "
+                    f"{stop.checkpoint}",
+                    curves=True, epoch=trainer.iterator.epoch + 1, batch=trainer.iterator.batch,
+                    batches=len(trainer.iterator))
         return Outcome(run, signal=stop.signum, checkpoint=stop.checkpoint)
     except KeyboardInterrupt:  # a second signal, or one in the final evaluation: last.npz is as the last save left it
         _record_end(trainer, "interrupted", "by a signal that stopped it at once (a second one, or one during the "
@@ -663,6 +665,7 @@ def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
     trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
+                                 "batches": len(trainer.iterator),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if (planned != config["train"]["epochs"] or cfg.upgrade_run_config(meta["config"]) is not meta["config"]

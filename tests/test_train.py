@@ -193,7 +193,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, sig, code, cli, u
     _, meta = load_checkpoint(run / "checkpoints/last.npz")
     assert meta["interrupted"] is True
     status = json.loads((run / "status.json").read_text())
-    where = f"at epoch {status['epoch']}, batch {status['batch']}"  # counted as the resume line counts
+    where = f"at epoch {status['epoch']}, batch {status['batch']}/{status['batches']}"  # as the resume line counts
     assert f"{where}; checkpoint {run / 'checkpoints' / 'last.npz'}" in (run / "train.log").read_text()
     assert cli("train", "--resume", run, "--quiet").exit_code == 0
     assert f"resuming {run} {where}" in (run / "train.log").read_text()
