@@ -15,7 +15,7 @@ QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
 
 @pytest.mark.parametrize("options,message", [
     (["--set", "train.epochs=abc"], "error: --set train.epochs=abc: train.epochs: must be an integer"),
-    (["--lr", "-1"], "error: --lr -1.0: train.optimizer.lr: must be >= 0"),
+    (["--lr", "-1"], "error: --lr -1.0: train.optimizer.lr: must be > 0"),
     (["--epochs", "0"], "error: --epochs 0: train.epochs: must be >= 1"),
     (["--set", "model.layers[0].filtres=4"], "error: --set model.layers[0].filtres=4: model.layers[0].filtres: "
                                              "conv2d has no argument 'filtres'; did you mean 'filters'?"),
