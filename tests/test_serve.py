@@ -603,3 +603,54 @@ def test_a_picture_sent_as_a_forms_file_predicts_as_the_raw_picture(client, serv
     assert empty.status_code == 400 and "no picture" in empty.json()["error"], empty.text
     broken = post_picture(client, picture, "multipart/form-data")  # no boundary
     assert broken.status_code == 400 and "no boundary" in broken.json()["error"], broken.text
+
+
+SIZES = {"laptop": (1366, 768), "phone": (390, 844)}
+IN_VIEW = """const box = arguments[0].getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= innerHeight && box.left >= 0 && box.right <= innerWidth;"""
+
+
+def open_page(driver, url, size):
+    """The page at one of SIZES, its first (blank) prediction in."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.set_window_size(*SIZES[size])
+    driver.get(url)
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.execute_script("return window.serveState.prediction !== null"))
+    return wait
+
+
+def drawn_seven(driver, wait):
+    """A seven drawn on the pad, its prediction and gradients in."""
+    from selenium.webdriver.common.by import By
+
+    pad = driver.find_element(By.ID, "pad")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'nearest'})", pad)
+    driver.execute_script("window.serveState.timings = []")
+    draw_a_seven(driver, pad)
+    wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0 && "
+                                          "window.serveState.gradients !== null"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_map_clicked_far_down_the_page_brings_its_enlarged_view_into_sight(chrome, trained_run, start_server,
+                                                                             artefacts, size):
+    # the enlarged view opens in a card above the layers: a deeper layer's map, clicked after
+    # scrolling, opened it off screen and the page looked as if nothing had happened
+    from selenium.webdriver.common.by import By
+
+    process, url = start_server(trained_run, free_port())
+    try:
+        wait = open_page(chrome, url, size)
+        drawn_seven(chrome, wait)
+        deepest = chrome.find_elements(By.CSS_SELECTOR, "#layers canvas.map[title^=channel]")[-1]
+        chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", deepest)
+        assert chrome.execute_script("return document.getElementById('layers').getBoundingClientRect().top < 0")
+        deepest.click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+        wait.until(lambda d: d.execute_script(IN_VIEW, d.find_element(By.ID, "detail-map")))
+        chrome.save_screenshot(str(artefacts / f"serve-deep-map-{size}.png"))
+    finally:
+        code, _, err = stop_server(process)
+    assert code == 0, err

@@ -318,7 +318,7 @@ function buildPanels() {
       canvas.style.width = `${w * scale}px`;
       canvas.style.height = strip !== undefined ? "auto" : `${h * scale}px`; // a strip may shrink to fit
       canvas.title = strip !== undefined ? `${strip} values` : `channel ${c}`;
-      if (strip === undefined) canvas.addEventListener("click", () => showDetail(layer.index, c));
+      if (strip === undefined) canvas.addEventListener("click", () => openDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
       maps.push(canvas);
     }
@@ -359,6 +359,16 @@ async function showDetail(index, channel) {
   if (layer.filters_from === null) return;
   const filter = await call(`/api/filter?layer=${layer.filters_from}&channel=${channel}`);
   showFilter(filter);
+}
+
+// The card opens above the layers: a map clicked far down would open it off screen, as if nothing happened.
+async function openDetail(index, channel) {
+  try {
+    await showDetail(index, channel);
+  } catch (error) {
+    showMessage(error.message);
+  }
+  $("detail").scrollIntoView({ block: "nearest" });
 }
 
 function showFilter(filter) {
@@ -410,6 +420,7 @@ $("detail-map").addEventListener("click", async (event) => {
   const row = Math.floor(((event.clientY - box.top) / box.height) * canvas.height);
   state.explained = { layer: detail.layer, channel: detail.channel, row: row, col: col };
   await explain();
+  $("arithmetic").scrollIntoView({ block: "nearest" }); // below the map, off a phone's screen
 });
 
 function showArithmetic(a) {
