@@ -611,14 +611,27 @@ IN_VIEW = """const box = arguments[0].getBoundingClientRect();
 
 
 def open_page(driver, url, size):
-    """The page at one of SIZES, its first (blank) prediction in."""
+    """The page in a viewport of one of SIZES (the window a little larger, by its own frame), its
+    first (blank) prediction in."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.set_window_size(*SIZES[size])
+    width, height = SIZES[size]
+    driver.set_window_size(width, height)
+    frame = driver.execute_script("return [outerWidth - innerWidth, outerHeight - innerHeight]")
+    driver.set_window_size(width + frame[0], height + frame[1])
     driver.get(url)
     wait = WebDriverWait(driver, 30)
     wait.until(lambda d: d.execute_script("return window.serveState.prediction !== null"))
     return wait
+
+
+@pytest.fixture
+def page_url(trained_run, start_server):
+    """A real server of the shared run for one browser test: its address; it must stop cleanly after."""
+    process, url = start_server(trained_run, free_port())
+    yield url
+    code, _, err = stop_server(process)
+    assert code == 0, err
 
 
 def drawn_seven(driver, wait):
@@ -634,23 +647,47 @@ def drawn_seven(driver, wait):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_a_map_clicked_far_down_the_page_brings_its_enlarged_view_into_sight(chrome, trained_run, start_server,
-                                                                             artefacts, size):
+def test_a_map_clicked_far_down_the_page_brings_its_enlarged_view_into_sight(chrome, page_url, artefacts, size):
     # the enlarged view opens in a card above the layers: a deeper layer's map, clicked after
     # scrolling, opened it off screen and the page looked as if nothing had happened
     from selenium.webdriver.common.by import By
 
-    process, url = start_server(trained_run, free_port())
-    try:
-        wait = open_page(chrome, url, size)
-        drawn_seven(chrome, wait)
-        deepest = chrome.find_elements(By.CSS_SELECTOR, "#layers canvas.map[title^=channel]")[-1]
-        chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", deepest)
-        assert chrome.execute_script("return document.getElementById('layers').getBoundingClientRect().top < 0")
-        deepest.click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
-        wait.until(lambda d: d.execute_script(IN_VIEW, d.find_element(By.ID, "detail-map")))
-        chrome.save_screenshot(str(artefacts / f"serve-deep-map-{size}.png"))
-    finally:
-        code, _, err = stop_server(process)
-    assert code == 0, err
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    deepest = chrome.find_elements(By.CSS_SELECTOR, "#layers canvas.map[title^=channel]")[-1]
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", deepest)
+    assert chrome.execute_script("return document.getElementById('layers').getBoundingClientRect().top < 0")
+    deepest.click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    wait.until(lambda d: d.execute_script(IN_VIEW, d.find_element(By.ID, "detail-map")))
+    chrome.save_screenshot(str(artefacts / f"serve-deep-map-{size}.png"))
+
+
+CARDS = """return [...document.querySelectorAll('#draw > .row > .card')].map(card => {
+    const box = card.getBoundingClientRect();
+    return {name: card.querySelector('h2').textContent, top: box.top, bottom: box.bottom, left: box.left,
+            right: box.right};
+});"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_prediction_is_in_sight_beside_or_under_the_pad_after_drawing(chrome, page_url, artefacts, size):
+    # on a phone the cards stacked as pad, "The model sees", prediction: the answer to a drawing
+    # was below the fold, under a header whose model name took four lines
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    chrome.execute_script("scrollTo(0, 0)")
+    assert chrome.execute_script(IN_VIEW, chrome.find_element(By.CSS_SELECTOR, ".answer"))
+    cards = chrome.execute_script(CARDS)
+    assert [card["name"] for card in sorted(cards, key=lambda c: (c["top"], c["left"]))][:2] == \
+        ["Draw a digit", "The model sees" if size == "laptop" else "Prediction"]
+    for i, one in enumerate(cards):  # no card over another
+        for other in cards[i + 1:]:
+            assert (one["right"] <= other["left"] or other["right"] <= one["left"] or
+                    one["bottom"] <= other["top"] or other["bottom"] <= one["top"]), (one, other)
+    assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+    name = chrome.find_element(By.ID, "model-name")
+    assert name.size["height"] <= 2 * float(name.value_of_css_property("line-height")[:-2]), name.size
+    chrome.save_screenshot(str(artefacts / f"serve-drawn-{size}.png"))
