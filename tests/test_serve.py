@@ -36,7 +36,8 @@ with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; 
 
 from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
-from mnistcnn.predict import classify, prepare, read_grey  # noqa: E402
+from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, NO_SINGLE_DIGIT,  # noqa: E402
+                              classify, prepare, read_grey)
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
 from mnistcnn.serve.inside import open_model, trace  # noqa: E402
 from mnistcnn.serve.server import url_of  # noqa: E402
@@ -691,3 +692,34 @@ def test_the_prediction_is_in_sight_beside_or_under_the_pad_after_drawing(chrome
     name = chrome.find_element(By.ID, "model-name")
     assert name.size["height"] <= 2 * float(name.value_of_css_property("line-height")[:-2]), name.size
     chrome.save_screenshot(str(artefacts / f"serve-drawn-{size}.png"))
+
+
+def test_the_page_gets_each_doubts_meaning_in_predicts_words_or_the_pads(client):
+    advice = client.get("/api/model").json()["advice"]
+    assert advice["drawing"] == DRAWN_ADVICE and set(DRAWN_ADVICE) == set(DOUBT_ADVICE)
+    assert advice["picture"] == {**DOUBT_ADVICE, LOW_CONFIDENCE: DRAWN_ADVICE[LOW_CONFIDENCE]}  # no option here
+    assert "--" not in " ".join(advice["drawing"].values()) + " ".join(advice["picture"].values())
+
+
+VERDICT = """return {prediction: document.getElementById('prediction').offsetParent !== null &&
+    document.getElementById('prediction').textContent, doubt: !document.getElementById('doubt').hidden &&
+    document.getElementById('doubt').textContent, advice: document.getElementById('advice').textContent};"""
+
+
+def test_an_empty_pad_invites_a_drawing_and_a_doubt_says_why(chrome, page_url, artefacts):
+    # an empty pad showed a big "-", a yellow "blank" badge, empty bars and an empty saliency box: a warning
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    invitation = {"prediction": False, "doubt": False, "advice": DRAWN_ADVICE[BLANK]}
+    assert chrome.execute_script(VERDICT) == invitation
+    chrome.save_screenshot(str(artefacts / "serve-empty.png"))
+    ActionChains(chrome).move_to_element(chrome.find_element(By.ID, "pad")).click().perform()  # a tap: a dot
+    wait.until(lambda d: d.execute_script(VERDICT)["doubt"])
+    shown = chrome.execute_script(VERDICT)
+    assert shown["doubt"] == NO_SINGLE_DIGIT and shown["prediction"].endswith("?"), shown
+    assert shown["advice"] == DRAWN_ADVICE[NO_SINGLE_DIGIT]
+    chrome.save_screenshot(str(artefacts / "serve-dot.png"))
+    chrome.find_element(By.ID, "clear").click()
+    wait.until(lambda d: d.execute_script(VERDICT) == invitation)

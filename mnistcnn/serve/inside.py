@@ -27,7 +27,8 @@ from ..engine.losses import accuracy
 from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
-from ..predict import SIDE, TOP, check_digit_model, classify, prepare, read_grey
+from ..predict import (DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, SIDE, TOP, check_digit_model, classify,
+                       prepare, read_grey)
 from ..runs import PICTURE_SUFFIXES, run_summary
 from ..trainer import evaluate
 
@@ -37,6 +38,9 @@ CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
 # trace runs them as in evaluation, and every other layer "in training" only so that it keeps
 # what its backward pass needs (relu's mask)
 TRAINING_DIFFERS = (BatchNorm, Dropout)
+# what each doubt means and what to do, as the page says it under the prediction: an uploaded
+# picture in predict's words (the page has no --min-confidence), a drawing in the pad's
+PAGE_ADVICE = {"picture": {**DOUBT_ADVICE, LOW_CONFIDENCE: DRAWN_ADVICE[LOW_CONFIDENCE]}, "drawing": DRAWN_ADVICE}
 
 
 @dataclass
@@ -239,7 +243,7 @@ def filter_weights(model: Sequential, index: int, channel: int) -> dict:
 def model_summary(served: Served) -> dict:
     """What the page needs once: the model's name, classes and layers, and where it comes from."""
     return {"name": served.meta["config"]["name"], "checkpoint": checkpoint_label(served.checkpoint),
-            "classes": served.classes, "layers": describe_layers(served.model)}
+            "classes": served.classes, "layers": describe_layers(served.model), "advice": PAGE_ADVICE}
 
 
 def test_predictions(served: Served) -> np.ndarray:

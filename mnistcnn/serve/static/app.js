@@ -10,6 +10,7 @@ const state = {
   strokes: [], // the drawing, for undo: lists of [x, y]
   upload: null, // a picture drawn under the strokes
   image: null, // the 28x28 image the model saw last (base64), sent back for the arithmetic
+  source: "drawing", // where that image came from: "drawing" (the pad alone) or "picture" (an upload under it)
   prediction: null, // the last /api/predict answer
   gradients: null, // the last /api/gradients answer
   panels: [], // per layer: {maps: [canvases], stats, ...}
@@ -174,7 +175,7 @@ $("upload").addEventListener("change", async (event) => {
   event.target.value = "";
   if (!file) return;
   try {
-    await predict(file, file.type || "application/octet-stream");
+    await predict(file, file.type || "application/octet-stream", "picture");
     state.strokes = [];
     $("timing").textContent = "";
     state.upload = await createImageBitmap(file).catch(() => null);
@@ -206,7 +207,7 @@ async function sendDrawing() {
   try {
     // toDataURL, not toBlob: Chrome encodes toBlob in idle time, which a page busy drawing may lack
     const png = bytesOf(pad.toDataURL("image/png").split(",")[1]);
-    await predict(png, "image/png");
+    await predict(png, "image/png", state.upload ? "picture" : "drawing");
     if (state.strokeEnded !== undefined && started >= state.strokeEnded) {
       const took = performance.now() - state.strokeEnded;
       state.timings.push(took);
@@ -222,10 +223,11 @@ async function sendDrawing() {
 }
 
 // -- the answer --------------------------------------------------------------------------------
-async function predict(body, type) {
+async function predict(body, type, source) {
   const answer = await call("/api/predict", { method: "POST", headers: { "Content-Type": type }, body: body });
   showMessage("");
   state.prediction = answer;
+  state.source = source;
   state.image = answer.image;
   paint($("seen"), bytesOf(answer.image), 0, 28, 28, GREY);
   showVerdict(answer);
@@ -237,10 +239,14 @@ async function predict(body, type) {
 }
 
 function showVerdict(answer) {
-  // a prediction in doubt is a guess, marked as mnistcnn predict marks it
+  // nothing on the pad is no doubt: the page invites a drawing (in the pad's words for "blank")
+  const nothingDrawn = answer.prediction === null && state.source === "drawing";
+  $("draw").classList.toggle("nothing-drawn", nothingDrawn);
+  // a prediction in doubt is a guess, marked as mnistcnn predict marks it, and the page says why
   $("prediction").textContent = answer.prediction === null ? "-" : answer.prediction + (answer.doubt ? "?" : "");
   $("doubt").textContent = answer.doubt || "";
-  $("doubt").hidden = !answer.doubt;
+  $("doubt").hidden = !answer.doubt || nothingDrawn;
+  $("advice").textContent = answer.doubt ? state.model.advice[state.source][answer.doubt] : "";
   state.model.classes.forEach((name, i) => {
     const p = answer.probabilities[i];
     const bar = $(`bar-${i}`);
