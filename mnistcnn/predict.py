@@ -125,7 +125,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None, forma
     except UnidentifiedImageError:
         empty = isinstance(path, Path) and path.stat().st_size == 0
         what = "is empty (0 bytes)" if empty else "is not a picture in a format known here"
-        raise NotAPicture(f"{name}: {what}; give a PNG or JPEG of a digit") from None
+        takes = f"give a picture of a digit as {', '.join(formats)}" if formats else "give a PNG or JPEG of a digit"
+        raise NotAPicture(f"{name}: {what}; {takes}") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{name}: the image file is damaged or truncated ({err}); save it again as PNG or "
                         "JPEG") from None

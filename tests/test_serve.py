@@ -39,7 +39,7 @@ from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, NO_SINGLE_DIGIT,  # noqa: E402
                               classify, prepare, read_grey)
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
-from mnistcnn.serve.inside import open_model, trace  # noqa: E402
+from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
@@ -518,7 +518,9 @@ def upload_refused_then_accepted(driver, wait, folder, digit: np.ndarray) -> str
     chooser = driver.find_element(By.ID, "upload")
     chooser.send_keys(str(folder / "notes.txt"))
     wait.until(lambda d: d.find_element(By.ID, "message").is_displayed())
-    assert "not a picture" in driver.find_element(By.ID, "message").text
+    assert driver.find_element(By.ID, "message-text").text == (
+        f"notes.txt: is not a picture in a format known here; give a picture of a digit as "
+        f"{', '.join(upload_formats())}")
     chooser.send_keys(str(folder / "upload.png"))
     wait.until(lambda d: not d.find_element(By.ID, "message").is_displayed())
     return driver.find_element(By.ID, "prediction").text
@@ -602,6 +604,15 @@ def test_a_picture_sent_as_a_forms_file_predicts_as_the_raw_picture(client, serv
     assert form.json()["top"] == raw["top"]
     empty = client.post("/api/predict", data={"note": "no file"}, files={"other": ("", b"", "image/png")})
     assert empty.status_code == 400 and "no picture" in empty.json()["error"], empty.text
+    # the name as text, escaped (a browser sends a quote as %22; a client may send it raw); no file is opened by it
+    named = client.post("/api/predict", content=b'--XX\r\nContent-Disposition: form-data; name="picture"; '
+                        b'filename="../notes \\"1\\"\a.txt"\r\n\r\nnot a digit\r\n--XX--\r\n',
+                        headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert named.status_code == 415 and named.json()["error"] == (
+        '../notes "1"\\x07.txt: is not a picture in a format known here; give a picture of a digit as '
+        f"{', '.join(upload_formats())}"), named.text
+    long = client.post("/api/predict", files={"picture": ("n" * 500 + ".txt", b"not a digit", "text/plain")})
+    assert long.json()["error"].startswith("n" * 77 + "...: is not a picture"), long.text
     broken = post_picture(client, picture, "multipart/form-data")  # no boundary
     assert broken.status_code == 400 and "no boundary" in broken.json()["error"], broken.text
 
@@ -723,3 +734,24 @@ def test_an_empty_pad_invites_a_drawing_and_a_doubt_says_why(chrome, page_url, a
     chrome.save_screenshot(str(artefacts / "serve-dot.png"))
     chrome.find_element(By.ID, "clear").click()
     wait.until(lambda d: d.execute_script(VERDICT) == invitation)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_refused_upload_names_its_file_over_the_page_without_moving_it(chrome, page_url, artefacts, size):
+    # "upload: is not a picture ...; give a PNG or JPEG" named no file, listed two of the formats
+    # taken, and pushed the pad and the prediction down while it showed
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, size)
+    pad_top = "return document.getElementById('pad').getBoundingClientRect().top"
+    before = chrome.execute_script(pad_top)
+    (artefacts / "notes <b>1.txt").write_text("not a digit")
+    chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "notes <b>1.txt"))
+    message = wait.until(lambda d: d.find_element(By.ID, "message") if d.find_element(By.ID, "message")
+                         .is_displayed() else None)
+    assert chrome.find_element(By.ID, "message-text").text.startswith("notes <b>1.txt: is not a picture")
+    assert not chrome.find_elements(By.CSS_SELECTOR, "#message b")  # the name is text, not markup
+    assert chrome.execute_script(IN_VIEW, message) and chrome.execute_script(pad_top) == before
+    chrome.save_screenshot(str(artefacts / f"serve-refused-upload-{size}.png"))
+    chrome.find_element(By.ID, "message-close").click()
+    assert not message.is_displayed()

@@ -165,24 +165,34 @@ async def predict(request):
     The bytes decide whether they are a picture (``read_picture``, 415 if not), not the declared
     type: ``curl --data-binary @7.png`` declares a PNG a url-encoded form, and some clients none."""
     header = request.headers.get("content-type", "")
-    data = await read_body(request, MAX_PICTURE_BYTES, "the picture")
+    data, name = await read_body(request, MAX_PICTURE_BYTES, "the picture"), "upload"
     if header.split(";")[0].strip().lower() == "multipart/form-data":
-        data = first_file(header, data)
+        data, name = first_file(header, data)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
-    image, doubt = await run_in_threadpool(inside.read_picture, data)
+    image, doubt = await run_in_threadpool(inside.read_picture, data, name)
     return await compute(request, inside.predict_picture, image, doubt)
 
 
-def first_file(content_type: str, body: bytes) -> bytes:
-    """The first file of a multipart form (its name is never used), or b"" when it has none."""
+def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
+    """The first file of a multipart form, or b"" when it has none, and its name as messages show it
+    (``shown_name``: text only, never a path)."""
     form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     if not form.is_multipart():
         raise RequestError(400, "the form cannot be read (no boundary between its parts); send the picture as "
                                 "the request's body, or as a form's file")
     files = [part for part in form.iter_parts() if part.get_filename() is not None]
-    return files[0].get_payload(decode=True) or b"" if files else b""
+    if not files:
+        return b"", "upload"
+    return files[0].get_payload(decode=True) or b"", shown_name(files[0].get_filename())
+
+
+def shown_name(filename: str, longest: int = 80) -> str:
+    """A file's name as the client sent it, as text for a message: what does not print (a newline, a
+    terminal's escape) as Python writes it (\\n, \\x1b), cut to ``longest`` characters; "upload" when empty."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in filename)
+    return (text if len(text) <= longest else text[:longest - 3] + "...") or "upload"
 
 
 async def explain(request):

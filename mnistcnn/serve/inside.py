@@ -88,9 +88,10 @@ def upload_formats() -> tuple[str, ...]:
     return tuple(sorted({Image.registered_extensions()[suffix] for suffix in PICTURE_SUFFIXES}))
 
 
-def read_picture(data: bytes) -> tuple[np.ndarray, str | None]:
-    """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt)."""
-    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload", formats=upload_formats()))
+def read_picture(data: bytes, name: str = "upload") -> tuple[np.ndarray, str | None]:
+    """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt);
+    ``name``: what messages call it."""
+    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name=name, formats=upload_formats()))
 
 
 def encode_image(image: np.ndarray) -> str:

@@ -80,9 +80,10 @@ function paintMaps(panel, maps, colours) {
 
 // -- requests ----------------------------------------------------------------------------------
 function showMessage(text) {
-  $("message").textContent = text || "";
+  $("message-text").textContent = text || "";
   $("message").hidden = !text;
 }
+$("message-close").addEventListener("click", () => showMessage(""));
 
 async function call(url, options) {
   const response = await fetch(url, options);
@@ -175,7 +176,10 @@ $("upload").addEventListener("change", async (event) => {
   event.target.value = "";
   if (!file) return;
   try {
-    await predict(file, file.type || "application/octet-stream", "picture");
+    // a form's file: the server names it in a refusal ("notes.txt: is not a picture ...")
+    const form = new FormData();
+    form.append("picture", file);
+    await predict(form, "picture");
     state.strokes = [];
     $("timing").textContent = "";
     state.upload = await createImageBitmap(file).catch(() => null);
@@ -207,7 +211,7 @@ async function sendDrawing() {
   try {
     // toDataURL, not toBlob: Chrome encodes toBlob in idle time, which a page busy drawing may lack
     const png = bytesOf(pad.toDataURL("image/png").split(",")[1]);
-    await predict(png, "image/png", state.upload ? "picture" : "drawing");
+    await predict(new Blob([png], { type: "image/png" }), state.upload ? "picture" : "drawing");
     if (state.strokeEnded !== undefined && started >= state.strokeEnded) {
       const took = performance.now() - state.strokeEnded;
       state.timings.push(took);
@@ -223,8 +227,8 @@ async function sendDrawing() {
 }
 
 // -- the answer --------------------------------------------------------------------------------
-async function predict(body, type, source) {
-  const answer = await call("/api/predict", { method: "POST", headers: { "Content-Type": type }, body: body });
+async function predict(body, source) {
+  const answer = await call("/api/predict", { method: "POST", body: body }); // the body's own type
   showMessage("");
   state.prediction = answer;
   state.source = source;
