@@ -40,7 +40,7 @@ from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE,
                               classify, prepare, read_grey)
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
 from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
-from mnistcnn.serve.server import url_of  # noqa: E402
+from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
 @pytest.fixture(scope="module")
@@ -317,6 +317,24 @@ def test_only_the_packaged_files_are_served(client):
     assert client.get("/", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
 
 
+@pytest.mark.parametrize("listening", ["127.0.0.1", "0.0.0.0"])
+def test_requests_by_an_address_or_this_machines_names_are_answered_and_by_other_names_refused(served, listening):
+    # on 0.0.0.0 any Host was answered, so a page elsewhere could reach the server by DNS rebinding
+    # (a name of its own pointed at this machine); an IP address it cannot use
+    client = TestClient(create_app(served, host_names(listening, ["proxy.example"])), base_url="http://127.0.0.1")
+    machine = [] if listening == "127.0.0.1" else [socket.gethostname(), socket.getfqdn().upper() + "."]
+    for host in ("localhost:8000", "127.0.0.1", "10.1.2.3:8000", "[::1]:8000", "[fe80::1]", "proxy.example:8080",
+                 *machine):
+        assert client.get("/api/model", headers={"host": host}).status_code == 200, host
+    for host in ("attacker.example", "attacker.example:8000", "localhost.attacker.example", ""):
+        refused = client.get("/api/model", headers={"host": host})
+        assert refused.status_code == 400, (host, refused.text)
+        assert (f"--allow-host {host.split(':')[0]}" if host else "no Host header") in refused.json()["error"], \
+            refused.text
+    if listening == "127.0.0.1" and socket.gethostname() != "localhost":  # loopback: no other machine's name
+        assert client.get("/api/model", headers={"host": socket.gethostname()}).status_code == 400
+
+
 def test_the_run_tab_is_evals_report(client, trained_run):
     run = client.get("/api/run").json()
     report, _ = eval_target(trained_run)
@@ -437,8 +455,13 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
     port = free_port()
-    process, url = start_server(trained_run, port, "--host", "0.0.0.0")
+    process, url = start_server(trained_run, port, "--host", "0.0.0.0", "--allow-host", "proxy.example")
     try:
+        for host, status in (("attacker.example", b"400"), ("proxy.example", b"200"), (socket.gethostname(), b"200")):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(f"GET /api/model HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+                             .encode())
+                assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 " + status), host
         for raw in ("/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd"):
             with socket.create_connection(("127.0.0.1", port)) as sock:  # the path exactly as written
                 sock.sendall(f"GET {raw} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
@@ -451,6 +474,8 @@ def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(
     assert code == 0, err
     assert "warning: --host 0.0.0.0 lets other machines reach this page" in err
     assert f"at http://{socket.gethostname()}:{port}/" in out  # an address other machines can open
+    address = network_address("0.0.0.0")  # and one that does not need the name to resolve there
+    assert address is None or f"at http://{socket.gethostname()}:{port}/ or http://{address}:{port}/\n" in out
 
 
 # -- the page in a real browser ---------------------------------------------------------------------
