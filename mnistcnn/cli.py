@@ -685,15 +685,19 @@ Examples:
               help="The port to listen on (0: a free one, which is printed).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="The address to listen on; anything but loopback lets other machines in (no login).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests addressed to NAME (a proxy's or another DNS name of this machine); "
+                   "IP addresses, localhost and, beyond loopback, this machine's name are always answered.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
 @checkpoint_option
 @data_dir_option(" for the run tab (default: the run's own data)")
 @handle_errors
-def serve(target, port, host, open_browser, which, data_dir):
+def serve(target, port, host, allow_hosts, open_browser, which, data_dir):
     """A local web page for a trained model: draw a digit (or upload a picture) and see the
     probabilities, every layer's activations, the arithmetic behind any conv value and the
     gradients; a run tab shows the curves, the confusion matrix and the worst test images."""
-    from .serve.server import allowed_hosts, browser_url, is_loopback, listening_socket, require_web, run, url_of
+    from .serve.server import (browser_url, host_names, is_loopback, listening_socket, network_address, require_web,
+                               run, url_of)
 
     require_web()
     from .serve.app import create_app
@@ -702,6 +706,9 @@ def serve(target, port, host, open_browser, which, data_dir):
     served = open_model(target, which, data_dir)
     sock = listening_socket(host, port)
     url = url_of(host, sock.getsockname()[1])  # the port the system gave, for --port 0
+    address = network_address(host)
+    if address:  # the machine's name may not resolve on another machine; its address does
+        url += f" or {url_of(address, sock.getsockname()[1])}"
     if not is_loopback(host):
         click.echo(f"warning: --host {host} lets other machines reach this page, which has no login; "
                    "the default 127.0.0.1 keeps it to this machine", err=True)
@@ -713,7 +720,7 @@ def serve(target, port, host, open_browser, which, data_dir):
         page = browser_url(host, sock.getsockname()[1])
         if not webbrowser.open(page):
             click.echo(f"no browser to open here; open {page} yourself", err=True)
-    run(create_app(served, allowed_hosts(host)), sock)
+    run(create_app(served, host_names(host, allow_hosts)), sock)
 
 
 # -- sweep ------------------------------------------------------------------------------------

@@ -39,6 +39,11 @@ DOUBT_ADVICE = {  # what each doubt means to the person who took the picture, an
     NO_SINGLE_DIGIT: "several pieces of ink, a blot, or a digit cut by the edge; frame one digit with paper around it",
     LOW_CONFIDENCE: "the model's best class is under --min-confidence",
 }
+DRAWN_ADVICE = {  # the same for a digit drawn on mnistcnn serve's pad, where nothing is cropped or framed
+    BLANK: "draw a digit on the pad, or upload a picture of one",
+    NO_SINGLE_DIGIT: "a dot, a blot or several separate pieces of ink; draw one digit, in strokes",
+    LOW_CONFIDENCE: f"no class reaches {MIN_CONFIDENCE:.0%}: the model cannot tell which digit this is",
+}
 MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink and paper
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 THIN_INK = 4  # ink under 1% of the picture: its 0.1% tail this many times further out than the 1% tails
@@ -120,7 +125,8 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None, forma
     except UnidentifiedImageError:
         empty = isinstance(path, Path) and path.stat().st_size == 0
         what = "is empty (0 bytes)" if empty else "is not a picture in a format known here"
-        raise NotAPicture(f"{name}: {what}; give a PNG or JPEG of a digit") from None
+        takes = f"give a picture of a digit as {', '.join(formats)}" if formats else "give a PNG or JPEG of a digit"
+        raise NotAPicture(f"{name}: {what}; {takes}") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{name}: the image file is damaged or truncated ({err}); save it again as PNG or "
                         "JPEG") from None

@@ -36,10 +36,11 @@ with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; 
 
 from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
-from mnistcnn.predict import classify, prepare, read_grey  # noqa: E402
+from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, NO_SINGLE_DIGIT,  # noqa: E402
+                              classify, prepare, read_grey)
 from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
-from mnistcnn.serve.inside import open_model, trace  # noqa: E402
-from mnistcnn.serve.server import url_of  # noqa: E402
+from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
+from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
 @pytest.fixture(scope="module")
@@ -316,6 +317,24 @@ def test_only_the_packaged_files_are_served(client):
     assert client.get("/", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
 
 
+@pytest.mark.parametrize("listening", ["127.0.0.1", "0.0.0.0"])
+def test_requests_by_an_address_or_this_machines_names_are_answered_and_by_other_names_refused(served, listening):
+    # on 0.0.0.0 any Host was answered, so a page elsewhere could reach the server by DNS rebinding
+    # (a name of its own pointed at this machine); an IP address it cannot use
+    client = TestClient(create_app(served, host_names(listening, ["proxy.example"])), base_url="http://127.0.0.1")
+    machine = [] if listening == "127.0.0.1" else [socket.gethostname(), socket.getfqdn().upper() + "."]
+    for host in ("localhost:8000", "127.0.0.1", "10.1.2.3:8000", "[::1]:8000", "[fe80::1]", "proxy.example:8080",
+                 *machine):
+        assert client.get("/api/model", headers={"host": host}).status_code == 200, host
+    for host in ("attacker.example", "attacker.example:8000", "localhost.attacker.example", ""):
+        refused = client.get("/api/model", headers={"host": host})
+        assert refused.status_code == 400, (host, refused.text)
+        assert (f"--allow-host {host.split(':')[0]}" if host else "no Host header") in refused.json()["error"], \
+            refused.text
+    if listening == "127.0.0.1" and socket.gethostname() != "localhost":  # loopback: no other machine's name
+        assert client.get("/api/model", headers={"host": socket.gethostname()}).status_code == 400
+
+
 def test_the_run_tab_is_evals_report(client, trained_run):
     run = client.get("/api/run").json()
     report, _ = eval_target(trained_run)
@@ -436,8 +455,13 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
     port = free_port()
-    process, url = start_server(trained_run, port, "--host", "0.0.0.0")
+    process, url = start_server(trained_run, port, "--host", "0.0.0.0", "--allow-host", "proxy.example")
     try:
+        for host, status in (("attacker.example", b"400"), ("proxy.example", b"200"), (socket.gethostname(), b"200")):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(f"GET /api/model HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+                             .encode())
+                assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 " + status), host
         for raw in ("/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd"):
             with socket.create_connection(("127.0.0.1", port)) as sock:  # the path exactly as written
                 sock.sendall(f"GET {raw} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
@@ -450,6 +474,8 @@ def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(
     assert code == 0, err
     assert "warning: --host 0.0.0.0 lets other machines reach this page" in err
     assert f"at http://{socket.gethostname()}:{port}/" in out  # an address other machines can open
+    address = network_address("0.0.0.0")  # and one that does not need the name to resolve there
+    assert address is None or f"at http://{socket.gethostname()}:{port}/ or http://{address}:{port}/\n" in out
 
 
 # -- the page in a real browser ---------------------------------------------------------------------
@@ -517,7 +543,9 @@ def upload_refused_then_accepted(driver, wait, folder, digit: np.ndarray) -> str
     chooser = driver.find_element(By.ID, "upload")
     chooser.send_keys(str(folder / "notes.txt"))
     wait.until(lambda d: d.find_element(By.ID, "message").is_displayed())
-    assert "not a picture" in driver.find_element(By.ID, "message").text
+    assert driver.find_element(By.ID, "message-text").text == (
+        f"notes.txt: is not a picture in a format known here; give a picture of a digit as "
+        f"{', '.join(upload_formats())}")
     chooser.send_keys(str(folder / "upload.png"))
     wait.until(lambda d: not d.find_element(By.ID, "message").is_displayed())
     return driver.find_element(By.ID, "prediction").text
@@ -601,5 +629,154 @@ def test_a_picture_sent_as_a_forms_file_predicts_as_the_raw_picture(client, serv
     assert form.json()["top"] == raw["top"]
     empty = client.post("/api/predict", data={"note": "no file"}, files={"other": ("", b"", "image/png")})
     assert empty.status_code == 400 and "no picture" in empty.json()["error"], empty.text
+    # the name as text, escaped (a browser sends a quote as %22; a client may send it raw); no file is opened by it
+    named = client.post("/api/predict", content=b'--XX\r\nContent-Disposition: form-data; name="picture"; '
+                        b'filename="../notes \\"1\\"\a.txt"\r\n\r\nnot a digit\r\n--XX--\r\n',
+                        headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert named.status_code == 415 and named.json()["error"] == (
+        '../notes "1"\\x07.txt: is not a picture in a format known here; give a picture of a digit as '
+        f"{', '.join(upload_formats())}"), named.text
+    long = client.post("/api/predict", files={"picture": ("n" * 500 + ".txt", b"not a digit", "text/plain")})
+    assert long.json()["error"].startswith("n" * 77 + "...: is not a picture"), long.text
     broken = post_picture(client, picture, "multipart/form-data")  # no boundary
     assert broken.status_code == 400 and "no boundary" in broken.json()["error"], broken.text
+
+
+SIZES = {"laptop": (1366, 768), "phone": (390, 844)}
+IN_VIEW = """const box = arguments[0].getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= innerHeight && box.left >= 0 && box.right <= innerWidth;"""
+
+
+def open_page(driver, url, size):
+    """The page in a viewport of one of SIZES (the window a little larger, by its own frame), its
+    first (blank) prediction in."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    width, height = SIZES[size]
+    driver.set_window_size(width, height)
+    frame = driver.execute_script("return [outerWidth - innerWidth, outerHeight - innerHeight]")
+    driver.set_window_size(width + frame[0], height + frame[1])
+    driver.get(url)
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.execute_script("return window.serveState.prediction !== null"))
+    return wait
+
+
+@pytest.fixture
+def page_url(trained_run, start_server):
+    """A real server of the shared run for one browser test: its address; it must stop cleanly after."""
+    process, url = start_server(trained_run, free_port())
+    yield url
+    code, _, err = stop_server(process)
+    assert code == 0, err
+
+
+def drawn_seven(driver, wait):
+    """A seven drawn on the pad, its prediction and gradients in."""
+    from selenium.webdriver.common.by import By
+
+    pad = driver.find_element(By.ID, "pad")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'nearest'})", pad)
+    driver.execute_script("window.serveState.timings = []")
+    draw_a_seven(driver, pad)
+    wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0 && "
+                                          "window.serveState.gradients !== null"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_map_clicked_far_down_the_page_brings_its_enlarged_view_into_sight(chrome, page_url, artefacts, size):
+    # the enlarged view opens in a card above the layers: a deeper layer's map, clicked after
+    # scrolling, opened it off screen and the page looked as if nothing had happened
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    deepest = chrome.find_elements(By.CSS_SELECTOR, "#layers canvas.map[title^=channel]")[-1]
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", deepest)
+    assert chrome.execute_script("return document.getElementById('layers').getBoundingClientRect().top < 0")
+    deepest.click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    wait.until(lambda d: d.execute_script(IN_VIEW, d.find_element(By.ID, "detail-map")))
+    chrome.save_screenshot(str(artefacts / f"serve-deep-map-{size}.png"))
+
+
+CARDS = """return [...document.querySelectorAll('#draw > .row > .card')].map(card => {
+    const box = card.getBoundingClientRect();
+    return {name: card.querySelector('h2').textContent, top: box.top, bottom: box.bottom, left: box.left,
+            right: box.right};
+});"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_prediction_is_in_sight_beside_or_under_the_pad_after_drawing(chrome, page_url, artefacts, size):
+    # on a phone the cards stacked as pad, "The model sees", prediction: the answer to a drawing
+    # was below the fold, under a header whose model name took four lines
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    chrome.execute_script("scrollTo(0, 0)")
+    assert chrome.execute_script(IN_VIEW, chrome.find_element(By.CSS_SELECTOR, ".answer"))
+    cards = chrome.execute_script(CARDS)
+    assert [card["name"] for card in sorted(cards, key=lambda c: (c["top"], c["left"]))][:2] == \
+        ["Draw a digit", "The model sees" if size == "laptop" else "Prediction"]
+    for i, one in enumerate(cards):  # no card over another
+        for other in cards[i + 1:]:
+            assert (one["right"] <= other["left"] or other["right"] <= one["left"] or
+                    one["bottom"] <= other["top"] or other["bottom"] <= one["top"]), (one, other)
+    assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+    name = chrome.find_element(By.ID, "model-name")
+    assert name.size["height"] <= 2 * float(name.value_of_css_property("line-height")[:-2]), name.size
+    chrome.save_screenshot(str(artefacts / f"serve-drawn-{size}.png"))
+
+
+def test_the_page_gets_each_doubts_meaning_in_predicts_words_or_the_pads(client):
+    advice = client.get("/api/model").json()["advice"]
+    assert advice["drawing"] == DRAWN_ADVICE and set(DRAWN_ADVICE) == set(DOUBT_ADVICE)
+    assert advice["picture"] == {**DOUBT_ADVICE, LOW_CONFIDENCE: DRAWN_ADVICE[LOW_CONFIDENCE]}  # no option here
+    assert "--" not in " ".join(advice["drawing"].values()) + " ".join(advice["picture"].values())
+
+
+VERDICT = """return {prediction: document.getElementById('prediction').offsetParent !== null &&
+    document.getElementById('prediction').textContent, doubt: !document.getElementById('doubt').hidden &&
+    document.getElementById('doubt').textContent, advice: document.getElementById('advice').textContent};"""
+
+
+def test_an_empty_pad_invites_a_drawing_and_a_doubt_says_why(chrome, page_url, artefacts):
+    # an empty pad showed a big "-", a yellow "blank" badge, empty bars and an empty saliency box: a warning
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    invitation = {"prediction": False, "doubt": False, "advice": DRAWN_ADVICE[BLANK]}
+    assert chrome.execute_script(VERDICT) == invitation
+    chrome.save_screenshot(str(artefacts / "serve-empty.png"))
+    ActionChains(chrome).move_to_element(chrome.find_element(By.ID, "pad")).click().perform()  # a tap: a dot
+    wait.until(lambda d: d.execute_script(VERDICT)["doubt"])
+    shown = chrome.execute_script(VERDICT)
+    assert shown["doubt"] == NO_SINGLE_DIGIT and shown["prediction"].endswith("?"), shown
+    assert shown["advice"] == DRAWN_ADVICE[NO_SINGLE_DIGIT]
+    chrome.save_screenshot(str(artefacts / "serve-dot.png"))
+    chrome.find_element(By.ID, "clear").click()
+    wait.until(lambda d: d.execute_script(VERDICT) == invitation)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_refused_upload_names_its_file_over_the_page_without_moving_it(chrome, page_url, artefacts, size):
+    # "upload: is not a picture ...; give a PNG or JPEG" named no file, listed two of the formats
+    # taken, and pushed the pad and the prediction down while it showed
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, size)
+    pad_top = "return document.getElementById('pad').getBoundingClientRect().top"
+    before = chrome.execute_script(pad_top)
+    (artefacts / "notes <b>1.txt").write_text("not a digit")
+    chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "notes <b>1.txt"))
+    message = wait.until(lambda d: d.find_element(By.ID, "message") if d.find_element(By.ID, "message")
+                         .is_displayed() else None)
+    assert chrome.find_element(By.ID, "message-text").text.startswith("notes <b>1.txt: is not a picture")
+    assert not chrome.find_elements(By.CSS_SELECTOR, "#message b")  # the name is text, not markup
+    assert chrome.execute_script(IN_VIEW, message) and chrome.execute_script(pad_top) == before
+    chrome.save_screenshot(str(artefacts / f"serve-refused-upload-{size}.png"))
+    chrome.find_element(By.ID, "message-close").click()
+    assert not message.is_displayed()

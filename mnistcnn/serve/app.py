@@ -2,8 +2,8 @@
 
 Safe by default: a request's body is read up to a limit (413 past it), what is not a picture is
 refused with a message the page shows, only the packaged files are served (a fixed map of names:
-no path from a request reaches the file system), the Host header must name this machine when it
-listens on loopback (a page elsewhere cannot reach it by DNS rebinding), and every refusal is
+no path from a request reaches the file system), the Host header must be an IP address or a name
+of this machine (``server.host_names``: a page elsewhere cannot reach it by DNS rebinding), and every refusal is
 ``{"error": "..."}`` with a 4xx status, after which the server answers as before.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from importlib import resources
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,7 +27,7 @@ from starlette.routing import Route
 from ..errors import MnistCnnError
 from ..predict import NotAPicture, PictureTooLarge
 from . import inside
-from .server import LOOPBACK_NAMES
+from .server import host_allowed, host_names, host_of
 
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
@@ -59,6 +59,25 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostCheck:
+    """ASGI middleware refusing, with 400, a request whose Host header is neither an IP address nor
+    one of ``names`` (``server.host_names``)."""
+
+    def __init__(self, app, names: tuple[str, ...]):
+        self.app, self.names = app, names
+
+    async def __call__(self, scope, receive, send):
+        host = Headers(scope=scope).get("host", "") if scope["type"] == "http" else None
+        if host is not None and not host_allowed(host, self.names):
+            shown = shown_name(host_of(host))
+            error = (f"this server does not answer requests addressed to {shown}; open it by this machine's name "
+                     f"or address, or serve with --allow-host {shown}" if host else
+                     "the request has no Host header; send the name or address it is addressed to")
+            await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int, what: str) -> bytes:
@@ -165,24 +184,34 @@ async def predict(request):
     The bytes decide whether they are a picture (``read_picture``, 415 if not), not the declared
     type: ``curl --data-binary @7.png`` declares a PNG a url-encoded form, and some clients none."""
     header = request.headers.get("content-type", "")
-    data = await read_body(request, MAX_PICTURE_BYTES, "the picture")
+    data, name = await read_body(request, MAX_PICTURE_BYTES, "the picture"), "upload"
     if header.split(";")[0].strip().lower() == "multipart/form-data":
-        data = first_file(header, data)
+        data, name = first_file(header, data)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
-    image, doubt = await run_in_threadpool(inside.read_picture, data)
+    image, doubt = await run_in_threadpool(inside.read_picture, data, name)
     return await compute(request, inside.predict_picture, image, doubt)
 
 
-def first_file(content_type: str, body: bytes) -> bytes:
-    """The first file of a multipart form (its name is never used), or b"" when it has none."""
+def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
+    """The first file of a multipart form, or b"" when it has none, and its name as messages show it
+    (``shown_name``: text only, never a path)."""
     form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     if not form.is_multipart():
         raise RequestError(400, "the form cannot be read (no boundary between its parts); send the picture as "
                                 "the request's body, or as a form's file")
     files = [part for part in form.iter_parts() if part.get_filename() is not None]
-    return files[0].get_payload(decode=True) or b"" if files else b""
+    if not files:
+        return b"", "upload"
+    return files[0].get_payload(decode=True) or b"", shown_name(files[0].get_filename()) or "upload"
+
+
+def shown_name(filename: str, longest: int = 80) -> str:
+    """A name as the client sent it (a file's, a Host), as text for a message: what does not print (a
+    newline, a terminal's escape) as Python writes it (\\n, \\x1b), cut to ``longest`` characters."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in filename)
+    return text if len(text) <= longest else text[:longest - 3] + "..."
 
 
 async def explain(request):
@@ -227,12 +256,12 @@ ROUTES = [Route("/", index), Route("/static/{name}", static), Route("/api/model"
           Route("/api/run", run), Route("/api/run/cell", cell)]
 
 
-def create_app(served: inside.Served, allowed_hosts=LOOPBACK_NAMES) -> Starlette:
-    """The app serving ``served`` (``inside.open_model``); ``allowed_hosts``: the Host headers it
-    answers (``server.allowed_hosts``). The page's files are read once, here."""
+def create_app(served: inside.Served, names: tuple[str, ...] = host_names("127.0.0.1")) -> Starlette:
+    """The app serving ``served`` (``inside.open_model``); ``names``: the names a request's Host
+    header may give (``server.host_names``). The page's files are read once, here."""
     app = Starlette(routes=ROUTES, exception_handlers=ERROR_HANDLERS,
                     middleware=[Middleware(SecurityHeaders),
-                                Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+                                Middleware(HostCheck, names=names)])
     app.state.served = served
     app.state.page = {name: resources.files(__package__).joinpath("static", file).read_bytes()
                       for name, (file, _) in {**STATIC, "index.html": ("index.html", "")}.items()}

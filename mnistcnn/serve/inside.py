@@ -27,7 +27,8 @@ from ..engine.losses import accuracy
 from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
-from ..predict import SIDE, TOP, check_digit_model, classify, prepare, read_grey
+from ..predict import (DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, SIDE, TOP, check_digit_model, classify,
+                       prepare, read_grey)
 from ..runs import PICTURE_SUFFIXES, run_summary
 from ..trainer import evaluate
 
@@ -37,6 +38,9 @@ CELL_IMAGES = 60  # test images shown for a cell of the confusion matrix
 # trace runs them as in evaluation, and every other layer "in training" only so that it keeps
 # what its backward pass needs (relu's mask)
 TRAINING_DIFFERS = (BatchNorm, Dropout)
+# what each doubt means and what to do, as the page says it under the prediction: an uploaded
+# picture in predict's words (the page has no --min-confidence), a drawing in the pad's
+PAGE_ADVICE = {"picture": {**DOUBT_ADVICE, LOW_CONFIDENCE: DRAWN_ADVICE[LOW_CONFIDENCE]}, "drawing": DRAWN_ADVICE}
 
 
 @dataclass
@@ -84,9 +88,10 @@ def upload_formats() -> tuple[str, ...]:
     return tuple(sorted({Image.registered_extensions()[suffix] for suffix in PICTURE_SUFFIXES}))
 
 
-def read_picture(data: bytes) -> tuple[np.ndarray, str | None]:
-    """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt)."""
-    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name="upload", formats=upload_formats()))
+def read_picture(data: bytes, name: str = "upload") -> tuple[np.ndarray, str | None]:
+    """A picture's bytes -> (the uint8 (28, 28) image ``mnistcnn predict`` makes of it, its doubt);
+    ``name``: what messages call it."""
+    return prepare(read_grey(io.BytesIO(data), MAX_PICTURE_PIXELS, name=name, formats=upload_formats()))
 
 
 def encode_image(image: np.ndarray) -> str:
@@ -239,7 +244,7 @@ def filter_weights(model: Sequential, index: int, channel: int) -> dict:
 def model_summary(served: Served) -> dict:
     """What the page needs once: the model's name, classes and layers, and where it comes from."""
     return {"name": served.meta["config"]["name"], "checkpoint": checkpoint_label(served.checkpoint),
-            "classes": served.classes, "layers": describe_layers(served.model)}
+            "classes": served.classes, "layers": describe_layers(served.model), "advice": PAGE_ADVICE}
 
 
 def test_predictions(served: Served) -> np.ndarray:

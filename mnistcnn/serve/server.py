@@ -9,7 +9,6 @@ import socket
 
 from ..errors import UsageError, install_extra
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # this machine, as a browser on it names it
 
 EXTRA = install_extra("serve")
 
@@ -33,12 +32,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def allowed_hosts(host: str) -> tuple[str, ...]:
-    """The Host headers to answer when listening on ``host``: this machine's names on loopback (a
-    page elsewhere cannot then reach the server by DNS rebinding), any beyond it."""
+def host_names(host: str, allowed=()) -> tuple[str, ...]:
+    """The names a request's Host header may give when listening on ``host`` (any IP address may be
+    given too: DNS rebinding needs a name): localhost; beyond loopback this machine's names, by which
+    other machines reach it; and ``allowed`` (--allow-host: a proxy's name, another DNS name). A page
+    elsewhere, under its own name pointed at this machine, is refused."""
+    names = ["localhost", *allowed]
     if not is_loopback(host):
-        return ("*",)
-    return tuple(dict.fromkeys((*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host)))
+        names += [socket.gethostname(), socket.getfqdn()]
+        if not is_address(host):
+            names.append(host)
+    return tuple(dict.fromkeys(name.lower().rstrip(".") for name in names))
+
+
+def is_address(host: str) -> bool:
+    """True for an IP address (IPv6 in brackets or not), False for a name."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return False
+    return True
+
+
+def host_of(header: str) -> str:
+    """A Host header (``name``, ``name:port``, ``[v6]:port``) without its port."""
+    if header.startswith("["):
+        return header[:header.find("]") + 1]
+    # name:port; an IPv6 address without brackets (not HTTP's way, but unambiguous) has several colons
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def host_allowed(header: str, names: tuple[str, ...]) -> bool:
+    """Whether a Host header names an IP address or one of ``names`` (``host_names``)."""
+    host = host_of(header)
+    return is_address(host) or host.lower().rstrip(".") in names
 
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
@@ -49,6 +76,22 @@ def url_of(host: str, port: int) -> str:
     machines can open."""
     host = socket.gethostname() if host in EVERY_INTERFACE else host
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def network_address(host: str) -> str | None:
+    """This machine's address on the network its default route leads to, when serving on every
+    interface (as Jupyter prints it: a machine's name may not resolve elsewhere), else None. A UDP
+    socket "connected" to a documentation address finds it and sends nothing."""
+    if host not in EVERY_INTERFACE:
+        return None
+    family, probe = (socket.AF_INET, "192.0.2.1") if host == "0.0.0.0" else (socket.AF_INET6, "2001:db8::1")
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            address = sock.getsockname()[0]
+    except OSError:  # no route: no network to be reached from
+        return None
+    return None if ipaddress.ip_address(address).is_loopback else address
 
 
 def browser_url(host: str, port: int) -> str:

@@ -10,6 +10,7 @@ const state = {
   strokes: [], // the drawing, for undo: lists of [x, y]
   upload: null, // a picture drawn under the strokes
   image: null, // the 28x28 image the model saw last (base64), sent back for the arithmetic
+  source: "drawing", // where that image came from: "drawing" (the pad alone) or "picture" (an upload under it)
   prediction: null, // the last /api/predict answer
   gradients: null, // the last /api/gradients answer
   panels: [], // per layer: {maps: [canvases], stats, ...}
@@ -79,9 +80,10 @@ function paintMaps(panel, maps, colours) {
 
 // -- requests ----------------------------------------------------------------------------------
 function showMessage(text) {
-  $("message").textContent = text || "";
+  $("message-text").textContent = text || "";
   $("message").hidden = !text;
 }
+$("message-close").addEventListener("click", () => showMessage(""));
 
 async function call(url, options) {
   const response = await fetch(url, options);
@@ -174,7 +176,10 @@ $("upload").addEventListener("change", async (event) => {
   event.target.value = "";
   if (!file) return;
   try {
-    await predict(file, file.type || "application/octet-stream");
+    // a form's file: the server names it in a refusal ("notes.txt: is not a picture ...")
+    const form = new FormData();
+    form.append("picture", file);
+    await predict(form, "picture");
     state.strokes = [];
     $("timing").textContent = "";
     state.upload = await createImageBitmap(file).catch(() => null);
@@ -206,7 +211,7 @@ async function sendDrawing() {
   try {
     // toDataURL, not toBlob: Chrome encodes toBlob in idle time, which a page busy drawing may lack
     const png = bytesOf(pad.toDataURL("image/png").split(",")[1]);
-    await predict(png, "image/png");
+    await predict(new Blob([png], { type: "image/png" }), state.upload ? "picture" : "drawing");
     if (state.strokeEnded !== undefined && started >= state.strokeEnded) {
       const took = performance.now() - state.strokeEnded;
       state.timings.push(took);
@@ -222,10 +227,11 @@ async function sendDrawing() {
 }
 
 // -- the answer --------------------------------------------------------------------------------
-async function predict(body, type) {
-  const answer = await call("/api/predict", { method: "POST", headers: { "Content-Type": type }, body: body });
+async function predict(body, source) {
+  const answer = await call("/api/predict", { method: "POST", body: body }); // the body's own type
   showMessage("");
   state.prediction = answer;
+  state.source = source;
   state.image = answer.image;
   paint($("seen"), bytesOf(answer.image), 0, 28, 28, GREY);
   showVerdict(answer);
@@ -237,10 +243,14 @@ async function predict(body, type) {
 }
 
 function showVerdict(answer) {
-  // a prediction in doubt is a guess, marked as mnistcnn predict marks it
+  // nothing on the pad is no doubt: the page invites a drawing (in the pad's words for "blank")
+  const nothingDrawn = answer.prediction === null && state.source === "drawing";
+  $("draw").classList.toggle("nothing-drawn", nothingDrawn);
+  // a prediction in doubt is a guess, marked as mnistcnn predict marks it, and the page says why
   $("prediction").textContent = answer.prediction === null ? "-" : answer.prediction + (answer.doubt ? "?" : "");
   $("doubt").textContent = answer.doubt || "";
-  $("doubt").hidden = !answer.doubt;
+  $("doubt").hidden = !answer.doubt || nothingDrawn;
+  $("advice").textContent = answer.doubt ? state.model.advice[state.source][answer.doubt] : "";
   state.model.classes.forEach((name, i) => {
     const p = answer.probabilities[i];
     const bar = $(`bar-${i}`);
@@ -318,7 +328,7 @@ function buildPanels() {
       canvas.style.width = `${w * scale}px`;
       canvas.style.height = strip !== undefined ? "auto" : `${h * scale}px`; // a strip may shrink to fit
       canvas.title = strip !== undefined ? `${strip} values` : `channel ${c}`;
-      if (strip === undefined) canvas.addEventListener("click", () => showDetail(layer.index, c));
+      if (strip === undefined) canvas.addEventListener("click", () => openDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
       maps.push(canvas);
     }
@@ -359,6 +369,16 @@ async function showDetail(index, channel) {
   if (layer.filters_from === null) return;
   const filter = await call(`/api/filter?layer=${layer.filters_from}&channel=${channel}`);
   showFilter(filter);
+}
+
+// The card opens above the layers: a map clicked far down would open it off screen, as if nothing happened.
+async function openDetail(index, channel) {
+  try {
+    await showDetail(index, channel);
+  } catch (error) {
+    showMessage(error.message);
+  }
+  $("detail").scrollIntoView({ block: "nearest" });
 }
 
 function showFilter(filter) {
@@ -410,6 +430,7 @@ $("detail-map").addEventListener("click", async (event) => {
   const row = Math.floor(((event.clientY - box.top) / box.height) * canvas.height);
   state.explained = { layer: detail.layer, channel: detail.channel, row: row, col: col };
   await explain();
+  $("arithmetic").scrollIntoView({ block: "nearest" }); // below the map, off a phone's screen
 });
 
 function showArithmetic(a) {
