@@ -6,7 +6,6 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 import time
@@ -34,9 +33,8 @@ from .runs import RUNS_DIR
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
-# so that paths and table cells stay whole for grep, unless COLUMNS says how wide (rich reads it)
-console = Console(highlight=False, markup=False, emoji=False,
-                  width=None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 200)
+# so that paths and table cells stay whole for grep
+console = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel

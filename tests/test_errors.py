@@ -2,9 +2,7 @@
 file, the kind of path given where another was expected, and a finished run that is not
 resumed as if it had stopped."""
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import click
@@ -263,17 +261,6 @@ def test_help_is_whole_and_every_command_shows_examples(cli):
             if isinstance(option, click.Option):
                 assert option.help, f"{name} {option.opts[0]} has no help"
     assert " train [OPTIONS] [CONFIG]\n" in cli("train", "--help").output.splitlines()[0] + "\n"
-
-
-def test_output_off_a_terminal_is_wide_unless_columns_says_otherwise(mnistcnn_command):
-    def widest(**environment):
-        ran = subprocess.run([*mnistcnn_command, "config-keys", "train.optimizer"], capture_output=True, text=True,
-                             env={key: value for key, value in os.environ.items() if key != "COLUMNS"} | environment)
-        assert ran.returncode == 0, ran.stderr
-        return max(map(len, ran.stdout.splitlines()))
-
-    assert widest() > 80  # whole lines for grep and logs
-    assert widest(COLUMNS="60") <= 60  # `COLUMNS=60 mnistcnn config-keys | less`
 
 
 def test_config_keys_lists_every_key_with_its_default(cli):
