@@ -228,21 +228,12 @@ class TrainReporter(RunLog):
 
 
 def results_table(summary: dict, run_path) -> Table:
+    from .runs import summary_rows
+
     table = Table(title="results", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    rows = [
-        ("epochs", str(summary["epochs"]) + (" (early stop)" if summary["stopped_early"] else "")),
-        ("best validation accuracy", f"{summary['best_val_acc']:.2%} (epoch {summary['best_epoch']})"),
-        ("final validation accuracy", f"{summary['final_val_acc']:.2%}" if summary["final_val_acc"] is not None
-         else "-"),
-        ("test accuracy (best checkpoint)", f"{summary['test_acc']:.2%}"),
-        ("wall time", f"{summary['wall_seconds']:.1f} s"),
-        ("images/s", f"{summary['images_per_s']:,.0f}" if summary["images_per_s"] else "-"),
-        ("parameters", fmt_int(summary["params"])),
-        ("run directory", str(run_path)),
-    ]
-    for row in rows:
+    for row in [*summary_rows(summary), ("run directory", str(run_path))]:
         table.add_row(*row)
     return table
 

@@ -268,6 +268,23 @@ def read_json(path: Path) -> dict | None:
     return content if isinstance(content, dict) else None
 
 
+def _percent(value) -> str:
+    return f"{value:.2%}" if value is not None else "-"
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """A run's summary.json in words, a row each, as train's results and the page's run tab show it."""
+    return [
+        ("epochs", str(summary["epochs"]) + (" (early stop)" if summary["stopped_early"] else "")),
+        ("best validation accuracy", f"{_percent(summary['best_val_acc'])} (epoch {summary['best_epoch']})"),
+        ("final validation accuracy", _percent(summary["final_val_acc"])),
+        ("test accuracy (best checkpoint)", _percent(summary["test_acc"])),
+        ("wall time", f"{summary['wall_seconds']:.1f} s"),
+        ("images/s", f"{summary['images_per_s']:,.0f}" if summary["images_per_s"] else "-"),
+        ("parameters", f"{summary['params']:,}"),
+    ]
+
+
 def run_summary(checkpoint) -> dict | None:
     """The summary.json of the run a checkpoint lies in; None outside a run, or before its end."""
     run = RunDir.of_checkpoint(checkpoint)

@@ -341,7 +341,10 @@ def test_the_run_tab_is_evals_report(client, trained_run):
     assert run["confusion"] == report["confusion"]
     assert [m["index"] for m in run["misclassified"]] == [m["index"] for m in report["misclassified"]]
     assert run["accuracy"] == pytest.approx(report["accuracy"])
-    assert run["summary"]["test_acc"] == json.loads((trained_run / "summary.json").read_text())["test_acc"]
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert run["summary"]["test_acc"] == summary["test_acc"]
+    # in words, as train's results table says them: percentages, not summary.json's fractions
+    assert ["test accuracy (best checkpoint)", f"{summary['test_acc']:.2%}"] in run["results"]
     assert "name: small" in run["config"] and len(run["history"]) == 2
     true, predicted = next((t, p) for t in range(10) for p in range(10) if t != p and report["confusion"][t][p])
     cell = client.get(f"/api/run/cell?true={true}&predicted={predicted}").json()

@@ -29,7 +29,7 @@ from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
 from ..predict import (DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, SIDE, TOP, check_digit_model, classify,
                        prepare, read_grey)
-from ..runs import PICTURE_SUFFIXES, run_summary
+from ..runs import PICTURE_SUFFIXES, run_summary, summary_rows
 from ..trainer import evaluate
 
 MAX_PICTURE_PIXELS = 25_000_000  # a phone photo passes; more is refused by the picture's header
@@ -258,12 +258,13 @@ def run_report(served: Served) -> dict:
     """The run tab: training curves (the checkpoint's history), the test split's confusion matrix
     and most confidently misclassified images, the config and the run's summary."""
     logits = test_predictions(served)
+    summary = run_summary(served.checkpoint)
     report = logits_report(logits, served.test_y, served.classes)
     for mistake in report["misclassified"]:
         mistake["image"] = encode_image(served.test_x[mistake["index"]])
     return {**report, "accuracy": accuracy(logits, served.test_y), "history": served.meta.get("history", []),
             "config": cfg.dump(served.meta["config"]),
-            "summary": run_summary(served.checkpoint)}
+            "summary": summary, "results": summary_rows(summary) if summary else None}
 
 
 def cell_images(served: Served, true: int, predicted: int) -> dict:

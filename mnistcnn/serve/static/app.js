@@ -516,7 +516,7 @@ async function loadRun() {
       addThumb($("worst"), m.image, `${caption} ${(100 * m.confidence).toFixed(0)}%`);
     }
     $("config").textContent = run.config;
-    showSummary(run.summary);
+    showSummary(run.results, run.summary);
   } catch (error) {
     $("run-status").textContent = error.message;
   }
@@ -570,19 +570,21 @@ async function showCell(run, t, p) {
   }
 }
 
-function showSummary(summary) {
+// the run's results in words, as train printed them; summary.json itself under them, folded
+function showSummary(results, summary) {
   const table = $("summary");
   table.textContent = "";
-  if (!summary) {
+  $("summary-json").hidden = !summary;
+  if (!results) {
     table.insertRow().insertCell().textContent = "No summary.json beside this checkpoint.";
     return;
   }
-  for (const [key, value] of Object.entries(summary)) {
+  for (const [what, value] of results) {
     const tr = table.insertRow();
-    tr.insertCell().textContent = key;
-    const shown = typeof value === "number" && !Number.isInteger(value) ? Number(value.toPrecision(4)) : value;
-    tr.insertCell().textContent = typeof shown === "object" && shown !== null ? JSON.stringify(shown) : String(shown);
+    tr.insertCell().textContent = what;
+    tr.insertCell().textContent = value;
   }
+  $("summary-file").textContent = JSON.stringify(summary, null, 2);
 }
 
 function drawCurves(canvas, history, series, label) {
