@@ -3,6 +3,7 @@ optional elastic distortion (Simard, Steinkraus and Platt, 2003), applied to the
 once by bilinear resampling with zero fill."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +106,12 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     return out
 
 
-def picture_training_images(config: dict, source, run, count: int, seed: int, path=None) -> Path:
+def picture_training_images(config: dict, source, run, count: int, seed: int, path=None, sets=()) -> Path:
     """A PNG grid of the first ``count`` training images as ``config`` (read from ``source``, the
-    config of ``run`` if not None) preprocesses and augments them, drawn with ``seed``. Written to
-    ``path`` (the --out option), else augmented.png in the run, or runs/NAME-augmented.png."""
+    config of ``run`` if not None, changed by the ``sets`` assignments) preprocesses and augments
+    them, drawn with ``seed``. Written to ``path`` (the --out option), else augmented.png in the
+    run, or runs/NAME-augmented.png; the --set changes name the default file too (augmented-
+    rotate20.png), so that a change tried writes beside the config's own picture."""
     from . import config as cfg
     from .atomic import OutputOption, make_folder, written_to
     from .data import Preprocess, prepare_data
@@ -118,7 +121,13 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     given = path is not None
     if given and Path(path).suffix.lower() != ".png":
         raise UsageError(f"--out {path}: the grid is written as a PNG; give a name that ends in .png")
-    path = Path(path) if given else run.path / "augmented.png" if run else RUNS_DIR / f"{config['name']}-augmented.png"
+    if given:
+        path = Path(path)
+    else:
+        changed = [assignment.split("=", 1) for assignment in sets]  # checked as KEY=VALUE by the config
+        suffix = "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in changed)
+        name = "augmented" + re.sub(r"[^A-Za-z0-9._-]", "", suffix)
+        path = run.path / f"{name}.png" if run else RUNS_DIR / f"{config['name']}-{name}.png"
     data = prepare_data(config, source=str(source))
     preprocess = Preprocess.for_config(config, data)
     augment = Augment.for_config(config)

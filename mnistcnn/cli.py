@@ -1047,7 +1047,7 @@ Examples:
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path),
               help="The PNG to write (default: runs/NAME-augmented.png, NAME the config's name; for a RUN, "
-                   "augmented.png in it).")
+                   "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the CONFIG, e.g. data.augment.rotate=20.")
@@ -1060,7 +1060,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
     from .trainer import config_of_target
 
     config, source, run = config_of_target(config_path, sets, data_dir)
-    console.print(f"wrote {picture_training_images(config, source, run, count, seed, out_path)}")
+    console.print(f"wrote {picture_training_images(config, source, run, count, seed, out_path, sets)}")
 
 
 # -- download ---------------------------------------------------------------------------

@@ -388,6 +388,10 @@ def test_inspect_data_writes_into_runs_not_the_current_folder(cli, tmp_path, mon
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "wrote runs/quick-augmented.png"
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    tried = cli("inspect-data", QUICK, "--count", "4", "--set", "data.augment.rotate=20")  # beside, not over it
+    assert tried.output.strip() == "wrote runs/quick-augmented-rotate20.png"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["quick-augmented-rotate20.png",
+                                                                     "quick-augmented.png"]
     jpeg = cli("inspect-data", QUICK, "--count", "4", "--out", "grid.jpg")  # would be PNG bytes under a JPEG name
     assert jpeg.exit_code == 2 and "give a name that ends in .png" in jpeg.output
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
