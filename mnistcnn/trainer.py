@@ -579,11 +579,22 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         else:
             write_text(trainer.run.config_file, cfg.dump(trainer.config))  # with the threads it chose
         callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
-        started_from = {"config": str(config_path), "overrides": list(overrides)} if config_path else {}
-        trainer.run.set_status("running", **started_from)
+        trainer.run.set_status("running", **_started_from(trainer.run, config_path, overrides))
         # a run trained longer is no longer finished; its end writes a new summary
         trainer.run.summary_file.unlink(missing_ok=True)
         return _fit(trainer, stop_on_signals)
+
+
+def _started_from(run: RunDir, config_path, overrides) -> dict:
+    """What status.json says changed the run's config: the config file and its overrides; for a
+    resume, the overrides the run started with, each option given again (--epochs) replaced."""
+    if config_path:
+        return {"config": str(config_path), "overrides": list(overrides)}
+    if not overrides:
+        return {}
+    given = {override.split(" ", 1)[0] for override in overrides}
+    before = (read_json(run.status_file) or {}).get("overrides", [])
+    return {"overrides": [override for override in before if override.split(" ", 1)[0] not in given] + list(overrides)}
 
 
 def _fit(trainer: Trainer, stop_on_signals: bool) -> Outcome:

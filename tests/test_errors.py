@@ -399,9 +399,14 @@ def test_inspect_data_writes_into_runs_not_the_current_folder(cli, tmp_path, mon
 
 def test_runs_shows_the_folder_and_what_changed_the_config(cli, write_config, tmp_path):
     config = write_config(tmp_path, 600, 1, 100)
-    assert cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.seed=3", "--quiet").exit_code == 0
+    assert cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.seed=3", "--epochs", "1",
+               "--quiet").exit_code == 0
     rows = json.loads(cli("runs", tmp_path / "runs", "--json").output)
-    assert rows[0]["overrides"] == ["--set train.seed=3"]
+    assert rows[0]["overrides"] == ["--set train.seed=3", "--epochs 1"]
+    run = rows[0]["path"]
+    assert cli("train", "--resume", run, "--epochs", "2", "--quiet").exit_code == 0  # trained longer
+    (row,) = json.loads(cli("runs", run, "--json").output)
+    assert (row["overrides"], row["epochs"]) == (["--set train.seed=3", "--epochs 2"], 2)
 
 
 def test_commands_suggested_for_a_path_with_a_space_can_be_pasted(cli, trained_run, tmp_path):
