@@ -85,13 +85,7 @@ def read_idx(path, expected_ndim: int | None = None, want_sha256: bool = False):
         with _open(path) as stream:
             dims = _read_idx_header(stream, path, expected_ndim, hasher)
             size = math.prod(dims)
-            # Compare with the file's length before allocating (a raw file's size is known).
-            if path.suffix != ".gz":
-                actual = path.stat().st_size - 4 - 4 * len(dims)
-                if actual != size:
-                    what = "truncated" if actual < size else "padded"
-                    raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file "
-                                    f"has {actual}")
+            _check_length(path, dims)  # before allocating
             data = np.empty(size, dtype=np.uint8)
             got = _read_exact(stream, memoryview(data), hasher)
             if got < size:
@@ -168,15 +162,28 @@ def find_idx_files(folder) -> dict[str, Path]:
     return found
 
 
+def _check_length(path: Path, dims) -> None:
+    """Refuse a raw IDX file whose size disagrees with its header (a gzip file's is known only
+    once it is read)."""
+    if path.suffix == ".gz":
+        return
+    size, actual = math.prod(dims), path.stat().st_size - 4 - 4 * len(dims)
+    if actual != size:
+        what = "truncated" if actual < size else "padded"
+        raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file has {actual}")
+
+
 def training_images_shape(folder=None) -> tuple[int, tuple]:
     """How many training images a folder (none: the default data) holds and their (H, W, C),
-    from the IDX header alone."""
+    from the IDX header alone, and the raw file's length checked against it."""
     path = find_idx_files(Path(folder) if folder is not None else default_data_dir())["train_images"]
     try:
         with _open(path) as stream:
-            count, *shape = _read_idx_header(stream, path, 3, None)
+            dims = _read_idx_header(stream, path, 3, None)
     except (OSError, EOFError, zlib.error) as err:
         raise unreadable(path, err) from None
+    _check_length(path, dims)
+    count, *shape = dims
     return count, (*shape, 1)
 
 

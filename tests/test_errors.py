@@ -82,6 +82,20 @@ def test_class_names_fewer_than_the_labels_are_refused_by_a_dry_run_naming_data_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dry_run_refuses_a_truncated_raw_image_file_as_training_would(cli, tmp_path):
+    import gzip
+
+    from mnistcnn.data import default_data_dir
+
+    for source in default_data_dir().glob("*-ubyte.gz"):
+        (tmp_path / source.name[:-3]).write_bytes(gzip.decompress(source.read_bytes()))
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1_000_000])
+    checked = cli("train", QUICK, "--data-dir", tmp_path, "--dry-run")
+    assert checked.exit_code == 2 and checked.output == (
+        f"error: {images}: truncated: header says (60000, 28, 28) (47040000 bytes of data) but the file has 999984\n")
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(cli, tmp_path):
     result = cli("train", QUICK, "--set", "data.train_limit=10", "--set", "train.drop_last=true", "--runs-dir",
                  tmp_path, "--quiet")
