@@ -512,3 +512,19 @@ def test_a_newcomers_slips_get_the_fix_in_the_message(cli, tmp_path, trained_run
         result = cli(*args)
         assert result.exit_code in (1, 2) and words in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("words, expected", [("mnistcnn ins", {"inspect-data", "inspect-layer"}),
+                                              ("mnistcnn eval runs/x --checkpoint ", {"best", "last"}),
+                                              ("mnistcnn train --ep", {"--epochs"})])
+def test_tab_completion_offers_commands_options_and_choices(monkeypatch, capsys, words, expected):
+    from mnistcnn.cli import main
+
+    # what the README's line in ~/.bashrc asks of the command at each Tab
+    monkeypatch.setenv("_MNISTCNN_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(len(words.split(" ")) - 1))
+    with pytest.raises(SystemExit) as ended:
+        main.main(prog_name="mnistcnn")
+    assert ended.value.code == 0
+    assert {line.split(",", 1)[1] for line in capsys.readouterr().out.splitlines()} == expected
