@@ -88,8 +88,8 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
-    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C), or None for
-    no bias.
+    """Convolution. A_prev (m, n_H_prev, n_W_prev, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C),
+    or None for no bias.
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -98,8 +98,8 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     require_4d("A_prev", A_prev)
     require_4d("W", W)
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
-    f, f2, w_C_prev, n_C = W.shape
-    if f != f2:
+    f, f_width, w_C_prev, n_C = W.shape
+    if f != f_width:
         raise ValueError(f"W must be square in its first two axes (f, f, C_prev, C), got {W.shape}")
     if w_C_prev != n_C_prev:
         raise ValueError(f"W expects {w_C_prev} input channels but A_prev has {n_C_prev} (shape {A_prev.shape})")
@@ -125,8 +125,8 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
 
 
 def col2im_add(dA_pad: np.ndarray, dZ_flat: np.ndarray, W: np.ndarray, stride: int, n_H: int, n_W: int) -> None:
-    """Add every window's ``W * dZ`` into the padded input gradient ``dA_pad`` (m, H + 2*pad,
-    W + 2*pad, C_prev), given ``dZ_flat`` (m*n_H*n_W, C), one row per output pixel.
+    """Add every window's ``W * dZ`` into the padded input gradient ``dA_pad`` (m, n_H_prev +
+    2*pad, n_W_prev + 2*pad, C_prev), given ``dZ_flat`` (m*n_H*n_W, C), a row per output pixel.
 
     The notebook adds ``W[:, :, :, c] * dZ[i, h, w, c]`` to the window of output (h, w), one
     window and channel at a time. Here the loop runs over the f*f kernel offsets instead: offset
