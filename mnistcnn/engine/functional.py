@@ -26,6 +26,7 @@ def floating_dtype(x: np.ndarray, *others: np.ndarray | None) -> np.dtype:
 
 
 def _int_param(hparameters: dict, key: str, minimum: int) -> int:
+    """``hparameters[key]`` as an int >= ``minimum``; a ValueError that names the key otherwise."""
     try:
         value = hparameters[key]
     except (KeyError, TypeError):
@@ -54,8 +55,9 @@ def output_size(n: int, f: int, stride: int, pad: int = 0) -> int:
 def offset_slice(start: int, count: int, stride: int) -> slice:
     """The input rows (or columns) that kernel offset ``start`` touches for ``count`` outputs.
 
-    The notebook's loops read row ``h*stride + i`` for output ``h`` and offset ``i``; fixing the
-    offset instead gives rows ``i, i + stride, ...``: one slice for every output at once."""
+    The notebook's loops read input row ``h*stride + start`` for output row ``h`` at row
+    ``start`` of its window; fixing the window row instead gives input rows ``start, start +
+    stride, ...``, one for each output row: one slice for every output at once."""
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
@@ -68,8 +70,9 @@ def zero_pad(X: np.ndarray, pad: int) -> np.ndarray:
 def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
     """Windows of a padded NHWC batch as rows: shape ``(m*n_H*n_W, f*f*C)``.
 
-    The row layout (f, f, C) matches ``W.reshape(f*f*C, C_out)``, so conv is one GEMM with
-    no transpose.
+    Row ``(i, h, w)`` is the notebook's ``a_slice_prev`` for example ``i`` and output ``(h, w)``,
+    ``A_pad[i, h*stride:h*stride+f, w*stride:w*stride+f, :]``, flattened in (f, f, C) order:
+    the order of ``W.reshape(f*f*C, C_out)``, so conv is one GEMM with no transpose.
     """
     m, _, _, n_C = A_pad.shape
     s_m, s_h, s_w, s_c = A_pad.strides
@@ -85,8 +88,8 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
 
 
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict):
-    """Convolution. A_prev (m, H, W, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C), or None for
-    no bias.
+    """Convolution. A_prev (m, n_H_prev, n_W_prev, C_prev), W (f, f, C_prev, C), b (1, 1, 1, C),
+    or None for no bias.
 
     Returns ``Z`` of shape (m, n_H, n_W, C) and ``cache = (A_prev, W, b, hparameters, cols)``;
     the first four entries are the notebook's cache, ``cols`` is the im2col matrix reused by
@@ -95,8 +98,8 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     require_4d("A_prev", A_prev)
     require_4d("W", W)
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
-    f, f2, w_C_prev, n_C = W.shape
-    if f != f2:
+    f, f_width, w_C_prev, n_C = W.shape
+    if f != f_width:
         raise ValueError(f"W must be square in its first two axes (f, f, C_prev, C), got {W.shape}")
     if w_C_prev != n_C_prev:
         raise ValueError(f"W expects {w_C_prev} input channels but A_prev has {n_C_prev} (shape {A_prev.shape})")
@@ -112,25 +115,34 @@ def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: 
     dtype = floating_dtype(A_prev, W, b)
     A_pad = zero_pad(np.asarray(A_prev, dtype=dtype), pad)
     cols = im2col(A_pad, f, stride, n_H, n_W)
+    # The notebook's loops over (i, h, w, c) each take conv_single_step: one window times one
+    # filter, summed, plus b[c]. Rows of cols are the windows and columns of W.reshape the
+    # filters, so one matrix product computes every one of those sums.
     Z = cols @ W.reshape(f * f * n_C_prev, n_C).astype(dtype, copy=False)
     if b is not None:
         Z += np.asarray(b, dtype=dtype).reshape(n_C)
     return Z.reshape(m, n_H, n_W, n_C), (A_prev, W, b, hparameters, cols)
 
 
-def col2im_add(dA_pad: np.ndarray, dZ_rows: np.ndarray, W: np.ndarray, stride: int, n_H: int, n_W: int) -> None:
-    """Scatter-add each kernel offset's input gradient ``dZ @ W[i, j].T`` into ``dA_pad``.
+def col2im_add(dA_pad: np.ndarray, dZ_flat: np.ndarray, W: np.ndarray, stride: int, n_H: int, n_W: int) -> None:
+    """Add every window's ``W * dZ`` into the padded input gradient ``dA_pad`` (m, n_H_prev +
+    2*pad, n_W_prev + 2*pad, C_prev), given ``dZ_flat`` (m*n_H*n_W, C), a row per output pixel.
 
-    One small GEMM per offset writes a contiguous (m, n_H, n_W, C_prev) block, which is then
-    added through a strided slice; overlapping windows accumulate.
+    The notebook adds ``W[:, :, :, c] * dZ[i, h, w, c]`` to the window of output (h, w), one
+    window and channel at a time. Here the loop runs over the f*f kernel offsets instead: offset
+    (kernel_row, kernel_col) of every window is input pixel (h*stride + kernel_row, w*stride +
+    kernel_col), for all outputs one strided slice, and what it receives, summed over c, is
+    ``dZ_flat @ W[kernel_row, kernel_col].T``: (m*n_H*n_W, C) times (C, C_prev). Within one
+    offset no two outputs share a pixel, so ``+=`` through the slice loses no addition; where
+    windows overlap, they meet at different offsets and add up over the loop.
     """
     f = W.shape[0]
     m = dA_pad.shape[0]
-    for i in range(f):
-        h_slice = offset_slice(i, n_H, stride)
-        for j in range(f):
-            block = dZ_rows @ W[i, j].T
-            dA_pad[:, h_slice, offset_slice(j, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
+    for kernel_row in range(f):
+        h_slice = offset_slice(kernel_row, n_H, stride)
+        for kernel_col in range(f):
+            block = dZ_flat @ W[kernel_row, kernel_col].T
+            dA_pad[:, h_slice, offset_slice(kernel_col, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
@@ -158,8 +170,10 @@ def dZ_rows(dZ: np.ndarray, cache) -> np.ndarray:
 
 
 def conv_weight_gradients(dZ: np.ndarray, cache):
-    """``(dW, db)``: each weight's gradient sums input value times output gradient over every
-    window that uses it, which is one GEMM with the im2col matrix kept by the forward pass."""
+    """``(dW, db)``, shaped like W and (1, 1, 1, C). The notebook adds ``a_slice * dZ[i, h, w, c]``
+    to ``dW[:, :, :, c]`` for every window: summed over the windows, that is ``cols.T @ dZ``
+    with the im2col matrix the forward pass kept, (f*f*C_prev, m*n_H*n_W) times (m*n_H*n_W, C);
+    and ``db[c]``, the sum of ``dZ[..., c]``, the column sums of the same rows."""
     W, cols = cache[1], cache[4]
     rows = dZ_rows(dZ, cache)
     return (cols.T @ rows).reshape(W.shape), sum_rows(rows).reshape(1, 1, 1, -1)
@@ -184,6 +198,7 @@ def _check_mode(mode: str) -> None:
 
 
 def pool_geometry(shape, hparameters):
+    """``(f, stride, (m, n_H, n_W, C))`` of a pool of an input of ``shape`` (no padding)."""
     f = _int_param(hparameters, "f", 1)
     stride = _int_param(hparameters, "stride", 1)
     m, n_H_prev, n_W_prev, n_C = shape
@@ -195,13 +210,15 @@ def pool_geometry(shape, hparameters):
 
 def window_slices(f: int, stride: int, n_H: int, n_W: int):
     """(h_slice, w_slice): the strided slices of each window offset, in row-major order."""
-    for i in range(f):
-        for j in range(f):
-            yield offset_slice(i, n_H, stride), offset_slice(j, n_W, stride)
+    for window_row in range(f):
+        for window_col in range(f):
+            yield offset_slice(window_row, n_H, stride), offset_slice(window_col, n_W, stride)
 
 
 def window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
-    """Each window's maximum: a running np.maximum over the f*f strided slices."""
+    """Each window's maximum, (m, n_H, n_W, C). The notebook takes np.max of one window at a
+    time; a window's maximum is also the maximum over its f*f offsets, and one offset of every
+    window is one strided slice, so a running np.maximum over f*f slices gives them all."""
     _, n_H, n_W, _ = out_shape
     running_max = None
     for h_slice, w_slice in window_slices(f, stride, n_H, n_W):
@@ -223,6 +240,7 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     if mode == "max":
         A = window_max(A_in, f, stride, out_shape)
         return A, (A_prev, hparameters, A)
+    # each window's mean: the sum over its f*f offsets, each offset one slice for every window
     A = np.zeros(out_shape, dtype=A_in.dtype)
     for h_slice, w_slice in window_slices(f, stride, out_shape[1], out_shape[2]):
         A += A_in[:, h_slice, w_slice, :]
@@ -257,7 +275,7 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     A_in = np.asarray(A_prev, dtype=dtype)
     dA_prev = np.zeros(A_in.shape, dtype=dtype)
     slices = list(window_slices(f, stride, out_shape[1], out_shape[2]))
-    if mode == "average":
+    if mode == "average":  # the notebook's distribute_value for every window, one offset at a time
         dA_per_cell = dA / (f * f)
         for h_slice, w_slice in slices:
             dA_prev[:, h_slice, w_slice, :] += dA_per_cell
@@ -265,6 +283,8 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
     # the maxima: kept by a max-mode forward pass; the notebook's cache (A_prev, hparameters) has none
     A = cache[2] if len(cache) > 2 else window_max(A_in, f, stride, out_shape)
     windows = [A_in[:, h_slice, w_slice, :] for h_slice, w_slice in slices]
+    # the notebook's mask * dA, one offset of every window at a time: the mask of an offset is
+    # True in the windows whose first maximum it holds
     for (h_slice, w_slice), first in zip(slices, first_max_masks(windows, A)):
         dA_prev[:, h_slice, w_slice, :] += dA * first
     return dA_prev

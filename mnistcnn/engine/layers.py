@@ -200,6 +200,10 @@ class Conv2D(Layer):
 
 
 class _Pool(Layer):
+    """Pooling of NHWC input, no parameters: ``size`` is the notebook's ``f`` and ``stride`` its
+    stride (default ``size``: windows side by side); ``functional.pool_forward`` and
+    ``pool_backward`` compute it in ``mode``."""
+
     mode = "max"
 
     def __init__(self, size=2, stride=None, name=None):

@@ -30,6 +30,11 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
     return loss, dlogits
 
 
+def right_answers(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) bools: whether each row's largest logit is at the row's label."""
+    return logits.argmax(axis=1) == labels
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """The fraction of rows whose largest logit is at the row's label."""
-    return float((logits.argmax(axis=1) == labels).mean())
+    return float(right_answers(logits, labels).mean())

@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import UsageError
 from .layer_arguments import LayerConfigError, split_activation
 from .layers import Layer, layer_from_config
-from .losses import softmax_cross_entropy
+from .losses import right_answers, softmax_cross_entropy
 
 
 class Sequential:
@@ -137,7 +137,7 @@ class Sequential:
         logits = self.forward(x, training=True, rng=rng)
         loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing)
         self.backward(dlogits)
-        return loss, int((logits.argmax(axis=1) == y).sum()), self.gradients()
+        return loss, int(right_answers(logits, y).sum()), self.gradients()
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256, transform=None) -> np.ndarray:
         """Evaluation-mode logits for a whole array, in batches; ``transform`` maps a batch."""

@@ -14,6 +14,7 @@ import numpy as np
 
 
 def decays(key: str) -> bool:
+    """Whether weight decay applies to parameter ``key`` ("0.W"): weights only."""
     return key.rsplit(".", 1)[-1] == "W"
 
 
@@ -119,6 +120,11 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter, as torch.optim.AdamW):
+    p -= lr weight_decay p, then Adam's step. The decay stays out of m and v, so every weight
+    shrinks by the same fraction whatever its gradients; Adam's ``weight_decay`` (L2) goes
+    through the gradient and is divided by sqrt(v) with the rest of it."""
+
     name = "adamw"
     decoupled = True
 

@@ -5,7 +5,9 @@ Slow on purpose (a Python loop over every example, pixel and channel): the plain
 of what the kernels compute, for reading and for tests, never for training. Fixes: pad 0
 works, pool_backward reads dA[i, h, w, c], average mode spreads dA[i, h, w, c] / (f*f), and a
 max window sends its gradient to its first maximum only. Named ``*_loop``; the backward loops
-take the arrays they need, not the notebook's cache.
+take the arrays they need, not the notebook's cache. Nothing here comes from ``functional``
+(output sizes, padding and slices are written out again), so that a mistake there cannot hide
+in both.
 """
 import numpy as np
 

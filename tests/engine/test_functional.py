@@ -150,3 +150,57 @@ def test_the_notebook_helpers_work_and_bad_shapes_or_settings_raise():
         pool_forward(np.ones((1, 4, 4, 1)), {"f": 2, "stride": 2}, mode="min")
     with pytest.raises(ValueError, match="stride"):
         conv_forward(np.ones((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), np.zeros((1, 1, 1, 1)), {"stride": 0, "pad": 0})
+
+
+# (m, h, w, c_prev, c, f, stride, pad): the corners a drawn case may miss, each checked against
+# the loop oracle and by finite differences
+CONV_EDGES = {
+    "batch of 1, one channel, pad 0": (1, 5, 5, 1, 2, 3, 1, 0),
+    "1x1 kernel on a non-square input": (2, 4, 7, 3, 2, 1, 1, 0),
+    "stride 2 that leaves the last row and column out": (2, 7, 6, 2, 3, 3, 2, 0),
+    "stride larger than the kernel: gaps": (1, 6, 9, 1, 2, 2, 3, 1),
+    "pad at least f: windows wholly in the padding": (2, 3, 4, 2, 2, 3, 1, 3),
+    "kernel the size of the input: one output": (2, 4, 4, 2, 3, 4, 1, 0),
+}
+
+
+@pytest.mark.parametrize("m,h,w,c_prev,c,f,stride,pad", CONV_EDGES.values(), ids=CONV_EDGES.keys())
+def test_conv_edge_cases_match_the_loop_and_finite_differences(m, h, w, c_prev, c, f, stride, pad, conv_arrays,
+                                                               numerical_gradient, relative_error):
+    rng = np.random.default_rng(6)
+    A, W, b = conv_arrays(rng, (m, h, w, c_prev), f, c)
+    hp = {"stride": stride, "pad": pad}
+    Z, cache = conv_forward(A, W, b, hp)
+    assert np.max(np.abs(Z - conv_forward_loop(A, W, b, hp))) < 1e-10
+    dZ = rng.normal(size=Z.shape)
+    loss = lambda: float(np.sum(conv_forward(A, W, b, hp)[0] * dZ))  # noqa: E731
+    for analytic, loop, x in zip(conv_backward(dZ, cache), conv_backward_loop(dZ, A, W, hp), (A, W, b)):
+        assert analytic.shape == x.shape
+        assert np.max(np.abs(analytic - loop)) < 1e-10
+        assert relative_error(analytic, numerical_gradient(loss, x)) < 1e-6
+
+
+# (m, h, w, c, f, stride)
+POOL_EDGES = {
+    "1x1 window: the identity": (1, 4, 6, 1, 1, 1),
+    "1x1 window, stride 2: every other pixel": (2, 5, 7, 2, 1, 2),
+    "window the size of the input": (1, 4, 4, 3, 4, 1),
+    "stride larger than the window: gaps": (2, 7, 9, 2, 2, 3),
+    "overlapping windows, batch of 1, non-square": (1, 6, 5, 1, 3, 1),
+}
+
+
+@pytest.mark.parametrize("mode", ["max", "average"])
+@pytest.mark.parametrize("m,h,w,c,f,stride", POOL_EDGES.values(), ids=POOL_EDGES.keys())
+def test_pool_edge_cases_match_the_loop_and_finite_differences(m, h, w, c, f, stride, mode, numerical_gradient,
+                                                               relative_error):
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(m, h, w, c))  # distinct values: each window's maximum is its only one
+    hp = {"f": f, "stride": stride}
+    out, cache = pool_forward(A, hp, mode=mode)
+    assert np.max(np.abs(out - pool_forward_loop(A, hp, mode))) < 1e-10
+    dA = rng.normal(size=out.shape)
+    got = pool_backward(dA, cache, mode=mode)
+    assert np.max(np.abs(got - pool_backward_loop(dA, A, hp, mode))) < 1e-10
+    numeric = numerical_gradient(lambda: float(np.sum(pool_forward(A, hp, mode=mode)[0] * dA)), A)
+    assert relative_error(got, numeric) < 1e-6

@@ -180,3 +180,22 @@ def test_an_activation_becomes_a_layer_and_errors_count_the_specs_as_written():
         with pytest.raises(LayerConfigError) as err:
             Sequential.from_config([specs[0], spec], (5, 5, 1))
         assert err.value.index == 1 and err.value.key == "activation" and message in str(err.value)
+
+
+def test_batchnorm_running_statistics_follow_their_formula_batch_after_batch():
+    """running = momentum * running + (1 - momentum) * batch's, the variance unbiased (n - 1),
+    from mean 0 and variance 1; over every axis but the channels."""
+    layer = layer_from_config({"type": "batchnorm", "momentum": 0.8})
+    layer.build((2, 3, 2), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    mean, var = np.zeros(2), np.ones(2)
+    for loc in (1.0, -2.0, 0.5):
+        x = rng.normal(loc, 1.5, size=(4, 2, 3, 2))
+        layer.forward(x, training=True)
+        values = x.reshape(-1, 2)
+        mean = 0.8 * mean + 0.2 * values.mean(axis=0)
+        var = 0.8 * var + 0.2 * values.var(axis=0, ddof=1)
+        np.testing.assert_allclose(layer.buffers["running_mean"], mean, rtol=1e-12)
+        np.testing.assert_allclose(layer.buffers["running_var"], var, rtol=1e-12)
+    layer.forward(x, training=False)  # evaluation leaves them alone
+    np.testing.assert_allclose(layer.buffers["running_mean"], mean, rtol=1e-12)

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import assume, example, given, settings, strategies as st
 
 from mnistcnn.engine.optim import SGD, Adam, AdamW, Schedule
 
@@ -169,3 +170,120 @@ def test_step_decay_counts_from_the_end_of_the_warm_up():
     s = Schedule(1.0, steps_per_epoch=10, epochs=6, type="step", warmup_epochs=2, step_epochs=1, gamma=0.5)
     assert s(0) == pytest.approx(0.05) and s(19) == 1.0  # warm-up: lr / 20 up to lr
     assert s(20) == 1.0 and s(29) == 1.0 and s(30) == 0.5 and s(40) == 0.25  # as SequentialLR(warm-up, StepLR)
+
+
+def written_out_updates(kind, params, gradients, rates, momentum=0.0, nesterov=False, weight_decay=0.0,
+                        beta1=0.9, beta2=0.999, eps=1e-8):
+    """The parameters after one update per (gradients, rate), each optimiser's formula written
+    out step by step (PyTorch's SGD; Adam in Kingma and Ba's form with both bias corrections in
+    the step size; AdamW's decay decoupled, before the step), weight decay on "W" keys only."""
+    params = {key: p.copy() for key, p in params.items()}
+    first = {key: np.zeros_like(p) for key, p in params.items()}   # SGD's velocity, Adam's m
+    second = {key: np.zeros_like(p) for key, p in params.items()}  # Adam's v
+    for t, (grads, lr) in enumerate(zip(gradients, rates), start=1):
+        for key, p in params.items():
+            decay = weight_decay if key.endswith(".W") else 0.0
+            g = grads[key] + (0.0 if kind == "adamw" else decay) * p
+            if kind == "sgd":
+                first[key] = momentum * first[key] + g
+                step = g + momentum * first[key] if nesterov else (first[key] if momentum else g)
+                params[key] = p - lr * step
+                continue
+            if kind == "adamw":
+                p = p - lr * decay * p
+            first[key] = beta1 * first[key] + (1 - beta1) * g
+            second[key] = beta2 * second[key] + (1 - beta2) * g ** 2
+            rate = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+            params[key] = p - rate * first[key] / (np.sqrt(second[key]) + eps)
+    return params
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("sgd", {}), ("sgd", {"weight_decay": 0.1}), ("sgd", {"momentum": 0.9}),
+    ("sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.05}),
+    ("adam", {}), ("adam", {"weight_decay": 0.1}), ("adam", {"beta1": 0.5, "beta2": 0.9, "eps": 1e-3}),
+    ("adamw", {"weight_decay": 0.1}), ("adamw", {"weight_decay": 0.3, "beta1": 0.8}),
+])
+def test_each_optimiser_steps_as_its_formula(kind, options):
+    """Five steps at changing rates (as a schedule gives them), gradients of either sign and of
+    sizes far apart; the decay touches W, never b."""
+    rng = np.random.default_rng(0)
+    start = {"0.W": rng.normal(size=(3, 4)), "0.b": rng.normal(size=4)}
+    gradients = [{key: rng.normal(size=p.shape) * 10.0 ** rng.integers(-3, 2, p.shape) for key, p in start.items()}
+                 for _ in range(5)]
+    rates = [0.1, 0.05, 0.2, 0.01, 0.1]
+    optimizer = {"sgd": SGD, "adam": Adam, "adamw": AdamW}[kind](**options)
+    params = {key: p.copy() for key, p in start.items()}
+    for grads, lr in zip(gradients, rates):
+        optimizer.step(params, grads, lr=lr)
+    want = written_out_updates(kind, start, gradients, rates, **options)
+    for key in start:
+        np.testing.assert_allclose(params[key], want[key], rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+def test_adamw_decay_is_decoupled_from_the_gradient():
+    """With a zero gradient Adam's step is zero: AdamW then shrinks W by exactly lr * weight_decay
+    of itself, and leaves b; Adam's L2 decay instead turns into a step of about lr, the size of
+    any Adam step, whatever the weight."""
+    W, b = np.array([4.0, -0.5]), np.array([2.0])
+    params = {"0.W": W.copy(), "0.b": b.copy()}
+    AdamW(weight_decay=0.1).step(params, {"0.W": np.zeros(2), "0.b": np.zeros(1)}, lr=0.01)
+    np.testing.assert_allclose(params["0.W"], W * (1 - 0.01 * 0.1), rtol=1e-15)
+    np.testing.assert_array_equal(params["0.b"], b)
+    coupled = {"0.W": W.copy()}
+    Adam(weight_decay=0.1).step(coupled, {"0.W": np.zeros(2)}, lr=0.01)
+    np.testing.assert_allclose(coupled["0.W"], W - 0.01 * np.sign(W), rtol=1e-4)  # eps aside
+
+
+@pytest.mark.parametrize("make,attribute", [(lambda: SGD(0.1, momentum=0.9), "momentum"), (lambda: Adam(0.1), "beta1")])
+def test_set_momentum_sets_what_the_next_step_uses(make, attribute):
+    """One-cycle's momentum reaches SGD's momentum and Adam's beta1."""
+    optimizer = make()
+    optimizer.set_momentum(0.5)
+    assert getattr(optimizer, attribute) == 0.5
+    options = {"momentum": 0.5} if attribute == "momentum" else {"beta1": 0.5}
+    kind = "sgd" if attribute == "momentum" else "adam"
+    params, grads = {"0.W": np.array([1.0, -2.0])}, [{"0.W": np.array([0.3, 0.1])}, {"0.W": np.array([-0.2, 0.4])}]
+    start = {"0.W": params["0.W"].copy()}
+    for g in grads:
+        optimizer.step(params, g, lr=0.1)
+    np.testing.assert_allclose(params["0.W"], written_out_updates(kind, start, grads, [0.1, 0.1], **options)["0.W"],
+                               rtol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(["constant", "step", "cosine"]), steps_per_epoch=st.integers(1, 12),
+       epochs=st.integers(1, 6), warmup_epochs=st.sampled_from([0.0, 0.3, 1.0, 2.5]),
+       step_epochs=st.integers(1, 3), gamma=st.sampled_from([0.1, 0.5]), min_lr=st.sampled_from([0.0, 0.01]))
+@example(kind="cosine", steps_per_epoch=4, epochs=1, warmup_epochs=1.0, step_epochs=1, gamma=0.1, min_lr=0.01)
+def test_schedules_give_their_formula_at_every_step(kind, steps_per_epoch, epochs, warmup_epochs, step_epochs, gamma,
+                                                   min_lr):
+    """A warm-up of equal steps up to the base rate, then: the base rate (constant); times
+    gamma every step_epochs (step); half a cosine from the base rate towards min_lr, over the
+    steps left (cosine), each counted from the warm-up's end. The config refuses a warm-up
+    longer than the run."""
+    assume(warmup_epochs <= epochs)
+    base = 0.1
+    schedule = Schedule(base, steps_per_epoch, epochs, type=kind, warmup_epochs=warmup_epochs,
+                        step_epochs=step_epochs, gamma=gamma, min_lr=min_lr)
+    total, warm = epochs * steps_per_epoch, schedule.warmup_steps
+    assert abs(warm - warmup_epochs * steps_per_epoch) <= 0.5  # the nearest whole step
+    rates = [schedule(step) for step in range(total + 3)]  # a few past the end: a resumed run's
+    for step in range(min(warm, len(rates))):
+        assert rates[step] == pytest.approx(base * (step + 1) / warm, rel=1e-12)
+    after = rates[warm:]
+    if not after:
+        return
+    assert after[0] == pytest.approx(base, rel=1e-12)
+    if kind == "constant":
+        assert after == pytest.approx([base] * len(after), rel=1e-12)
+    elif kind == "step":
+        period = step_epochs * steps_per_epoch
+        assert after == pytest.approx([base * gamma ** (k // period) for k in range(len(after))], rel=1e-12)
+    else:
+        span = max(total - warm, 1)
+        assert all(later <= earlier + 1e-15 for earlier, later in zip(after, after[1:]))
+        assert all(rate >= min_lr - 1e-15 for rate in after) and after[-1] == pytest.approx(min_lr, abs=1e-15)
+        # half a cosine: rates k steps from either end lie symmetric about the midpoint
+        for k in range(span + 1):
+            assert (after[k] - min_lr) + (after[span - k] - min_lr) == pytest.approx(base - min_lr, rel=1e-9)

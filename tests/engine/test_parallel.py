@@ -10,6 +10,7 @@ import pytest
 
 from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
 from mnistcnn.engine.fast.plan import Plan
+from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import SGD, Adam, AdamW
 
 def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close, mixed_net):
@@ -176,3 +177,28 @@ def test_threads_reuse_freed_memory_instead_of_faulting_it_in_again():
     few, many = page_faults(2), page_faults(20)
     # the first step faults its pages in; with an arena per thread, each later step would fault them in again
     assert many - few < few / 2, (few, many)
+
+
+def test_two_threads_give_the_plain_engine_s_step_on_the_whole_batch_without_batchnorm(relative_error):
+    """Each thread's share of the batch has its gradients scaled by its fraction and the two are
+    added: the mean over the whole batch, as the plain engine computes it. In float64, with every
+    kind of step a thread runs (a fused first conv, a frequency-domain conv, dense layers), and
+    neither batchnorm (each share normalises by its own statistics) nor dropout (each share draws
+    from its own generator), which would make a step on shares another step."""
+    specs = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2},
+             {"type": "conv2d", "filters": 5, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"}, {"type": "relu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 6}, {"type": "tanh"},
+             {"type": "dense", "units": 3}]
+    plain, threaded = (Sequential.from_config(specs, (8, 10, 1), np.random.default_rng(0), dtype=np.float64)
+                       for _ in range(2))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(13, 8, 10, 1)), rng.integers(0, 3, size=13)  # shares of 6 and 7 images
+    loss, correct, grads = plain.loss_and_gradients(x, y)
+    with StepRunner(Plan(threaded), workers=2, min_per_worker=4) as runner:
+        assert runner.parts(len(y)) == 2
+        threaded_loss, threaded_correct, threaded_grads = runner.gradients(x, y, np.random.default_rng(2))
+    assert threaded_loss == pytest.approx(loss, rel=1e-12) and threaded_correct == correct
+    assert threaded_grads.keys() == grads.keys()
+    for key in grads:
+        assert relative_error(threaded_grads[key], grads[key]) < 1e-10, key

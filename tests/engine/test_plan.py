@@ -8,6 +8,7 @@ import pytest
 
 from mnistcnn import config as cfg
 from mnistcnn.data import Preprocess, prepare_data
+from mnistcnn.engine.fast import convpool
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.model import Sequential
@@ -180,3 +181,127 @@ def test_evaluation_chunks_fit_the_cache(configs):
                                          {"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1)))
     assert eval_chunk(lenet.model, lenet.methods) == 48 and eval_chunk(small.model, small.methods) == 256
     assert head_start(lenet.model) == 7 and head_start(small.model) == 2  # the dense layers
+
+
+def conv(filters, kernel, padding=0, stride=1, **options):
+    return {"type": "conv2d", "filters": filters, "kernel": kernel, "padding": padding, "stride": stride, **options}
+
+
+def pool(kind, size, stride=None):
+    return {"type": kind, "size": size, **({"stride": stride} if stride else {})}
+
+
+RELU, FLAT, HEAD, NORM = {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 4}, {"type": "batchnorm"}
+FFT = {"algorithm": "fft-gemm"}
+# One small net for each choice the plan makes (non-square inputs, odd sizes where a pool drops a
+# row): its layers, its input, what ``describe()`` must list, and for a fused first conv the
+# phases its kernel computes (convpool.channels_first, else reads_blocks or the column matrix).
+SWITCHES = {
+    "first conv fused, channel-first phases": (
+        [conv(8, 5, 2), RELU, pool("maxpool2d", 2), FLAT, HEAD], (9, 12, 1),
+        ["conv 5x5x1x8, im2col (channel-first phases) + max pool 2x2, fused", "relu, after the pool",
+         "conv 5x5x1x8, im2col (channel-first phases) + max pool 2x2 + relu, fused"], "channel-first"),
+    "first conv fused, phases read from the shifted blocks": (
+        [conv(16, 5, 2), RELU, pool("maxpool2d", 2), FLAT, HEAD], (12, 9, 1),
+        ["conv 5x5x1x16, im2col + max pool 2x2, fused"], "blocks"),
+    "first conv fused, phases from a column matrix": (
+        [conv(16, 3, 1), RELU, pool("maxpool2d", 2), FLAT, HEAD], (11, 10, 1),
+        ["conv 3x3x1x16, im2col + max pool 2x2, fused"], "columns"),
+    "first conv fused with an overlapping 3x3 pool, channel-first": (
+        [conv(10, 5, 2, 2), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD], (16, 20, 1),
+        ["conv 5x5x1x10, im2col (channel-first phases) + max pool 3x3, fused"], "channel-first"),
+    "first conv fused with an overlapping 3x3 pool, phases": (
+        [conv(16, 5, 2, 2), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD], (20, 16, 1),
+        ["conv 5x5x1x16, im2col + max pool 3x3 + relu, fused"], "columns"),
+    "first conv in the frequency domain, fused": (
+        [conv(6, 5, 2, **FFT), RELU, pool("maxpool2d", 2), FLAT, HEAD], (10, 7, 1),
+        ["conv 5x5x1x6, frequency-domain + max pool 2x2, fused"], None),
+    "frequency-domain conv with an input gradient, fused": (
+        [conv(3, 3, 1), RELU, conv(5, 5, 2, **FFT), RELU, pool("maxpool2d", 2), FLAT, HEAD], (9, 11, 1),
+        ["conv 5x5x3x5, frequency-domain + max pool 2x2, fused",
+         "conv 5x5x3x5, frequency-domain + max pool 2x2 + relu, fused"], None),
+    "frequency-domain conv without bias, fused": (
+        [conv(3, 3, 1), RELU, conv(5, 3, 1, bias=False, **FFT), RELU, pool("maxpool2d", 2), FLAT, HEAD], (8, 10, 1),
+        ["conv 3x3x3x5, frequency-domain + max pool 2x2 + relu, fused"], None),
+    "frequency-domain conv apart, batchnorm after it": (
+        [conv(3, 3, 1), RELU, conv(4, 5, 2, bias=False, **FFT), NORM, RELU, FLAT, HEAD], (7, 8, 1),
+        ["conv 5x5x3x4, frequency-domain", "batchnorm"], None),
+    "im2col conv with an input gradient, its pool apart, bias after it in evaluation": (
+        [conv(3, 3, 1), RELU, conv(5, 3, 1, algorithm="im2col"), RELU, pool("maxpool2d", 2), FLAT, HEAD], (9, 8, 1),
+        ["conv 3x3x3x5, im2col", "maxpool2d", "relu, after the pool", "conv 3x3x3x5, im2col, no bias",
+         "its bias, after the pool"], None),
+    "one-channel conv apart (batchnorm after it), its columns by slice copies": (
+        [conv(4, 3, 1, bias=False), NORM, RELU, pool("maxpool2d", 2), FLAT, HEAD], (10, 9, 1),
+        ["conv 3x3x1x4, im2col", "batchnorm", "relu, after the pool"], None),
+    "overlapping max pool, its gradient by cell number": (
+        [conv(3, 3, 1), RELU, conv(4, 3, 1, algorithm="im2col"), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD],
+        (10, 11, 1), ["maxpool2d 3x3 stride 2, gradient by cell number"], None),
+    "max pool with gaps between its windows": (
+        [conv(3, 3, 1), {"type": "tanh"}, pool("maxpool2d", 2, 3), FLAT, HEAD], (11, 10, 2), ["maxpool2d"], None),
+    "average pools, side by side and overlapping": (
+        [conv(3, 3, 1), {"type": "leaky_relu"}, pool("avgpool2d", 2), conv(4, 3, 1, algorithm="im2col"),
+         {"type": "sigmoid"}, pool("avgpool2d", 3, 1), FLAT, HEAD], (10, 9, 2), ["avgpool2d"], None),
+    "dense head with batchnorm and dropout": (
+        # no bias before a batchnorm: its gradient is 0, rounding noise alone
+        [conv(3, 3, 0, 2), RELU, FLAT, {"type": "dense", "units": 6, "bias": False}, NORM, RELU,
+         {"type": "dropout", "rate": 0.3}, HEAD], (9, 9, 1), ["batchnorm", "dropout"], None),
+}
+
+
+def switch_case(name, dtype):
+    """The net of ``SWITCHES[name]`` twice (the same weights, biases and batchnorm shifts not
+    zero, so that a bias added after a pool shows), a batch of 10 and its labels."""
+    layers, shape, _, _ = SWITCHES[name]
+    models = [Sequential.from_config(layers, shape, np.random.default_rng(0), dtype=dtype) for _ in range(2)]
+    rng = np.random.default_rng(1)
+    shifts = {key: rng.normal(scale=0.5, size=p.shape) for key, p in models[0].params().items()
+              if key.endswith((".b", ".beta"))}
+    for model in models:
+        for key, shift in shifts.items():
+            model.params()[key][...] = shift
+    x = rng.normal(size=(10,) + shape).astype(dtype)  # no two values tie, none sits on relu's kink
+    return models, x, rng.integers(0, 4, size=10)
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_every_choice_of_the_plan_gives_the_plain_engine_s_numbers(name, relative_error):
+    """In float64, where no rounding can tip a max pool's choice or a relu's: the training step's
+    logits, loss, gradients and batchnorm statistics, and the evaluation's logits (in chunks of
+    4, on two threads), are the plain engine's within float64 rounding (1e-10 of the largest
+    magnitude: a wrong tap, window, phase or bias is off by far more)."""
+    _, _, listed, phases = SWITCHES[name]
+    (plain, fast), x, y = switch_case(name, np.float64)
+    plan = Plan(fast)
+    described = [what for _, _, what in plan.describe()]
+    for what in listed:
+        assert what in described, described
+    if phases is not None:  # the fused first conv's kernel computes its phases this way
+        first = fast.layers[0]
+        reads = "blocks" if convpool.reads_blocks(first.kernel, first.stride) else "columns"
+        assert ("channel-first" if convpool.channels_first(first.filters) else reads) == phases
+    loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5))
+    fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5))
+    plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
+    assert fast_loss == pytest.approx(loss, rel=1e-10) and fast_correct == correct
+    assert fast_grads.keys() == grads.keys() == plain.params().keys()
+    for key in grads:
+        assert relative_error(fast_grads[key], grads[key]) < 1e-10, key
+    for key, value in plain.buffers().items():
+        assert relative_error(fast.buffers()[key], value) < 1e-10, key
+    assert relative_error(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x)) < 1e-10
+    # last: the plain training forward moves batchnorm's running statistics once more
+    training_logits = plan.forward(x, training=True, rng=np.random.default_rng(5))[0]
+    assert relative_error(training_logits, plain.forward(x, training=True, rng=np.random.default_rng(5))) < 1e-10
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_every_choice_of_the_plan_in_float32_computes_the_plain_values(name, float32_close):
+    """The same nets in float32, the dtype training runs in: forward values within float32
+    rounding (FLOAT32_RTOL) in training and evaluation. The gradients' routing through a max
+    pool may tip on a last bit there; the shipped configs' test compares them on inputs made
+    free of near-ties."""
+    (plain, fast), x, _ = switch_case(name, np.float32)
+    plan = Plan(fast)
+    float32_close(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x), what="evaluation logits")
+    float32_close(plan.forward(x, training=True, rng=np.random.default_rng(5))[0],
+                  plain.forward(x, training=True, rng=np.random.default_rng(5)), what="training logits")

@@ -1,6 +1,8 @@
 """Data parallelism over the cores: each share of a batch runs forward and backward in its own
 thread with BLAS limited to one thread, and the gradients are summed in a fixed order, so the
-result does not depend on which thread finishes first.
+result does not depend on which thread finishes first. A batchnorm layer normalises each share
+by that share's statistics (its running averages get the whole batch's): with batchnorm, a step
+on two shares is not the step on the whole batch.
 
 NumPy releases the GIL inside BLAS and most element-wise loops, so two threads keep two
 cores busy; two workers with multi-threaded BLAS would oversubscribe the cores and lose.

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..layer_arguments import ShapeError
 from ..layers import Conv2D, MaxPool2D, ReLU
-from ..losses import softmax_cross_entropy
+from ..losses import right_answers, softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv
 from .parallel import keep_freed_memory, map_grouped_in_threads
@@ -194,7 +194,7 @@ class Plan:
                     grads.update(work())
                 else:
                     hand_over(work)
-        return loss, int((logits.argmax(axis=1) == y).sum()), grads, caches
+        return loss, int(right_answers(logits, y).sum()), grads, caches
 
     # -- evaluation ------------------------------------------------------------------
     def predict_logits(self, x: np.ndarray, batch_size: int = 1000, transform=None, workers=None) -> np.ndarray:
