@@ -5,6 +5,7 @@ exit code, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -98,25 +99,96 @@ def handle_errors(command):
     return wrapper
 
 
+COMMAND_LINE = "mnistcnn.command_line"  # the key of the arguments in the context's meta, shared by every command
+# click 8.2 and later show the group's help, when no command is given, by raising a usage error: kept as it is
+HELP_FOR_NO_ARGUMENTS = ((click.exceptions.NoArgsIsHelpError,) if hasattr(click.exceptions, "NoArgsIsHelpError")
+                         else ())
+
+
+class UsageLine(click.UsageError):
+    """A usage error shown as the tool's other errors are: one line on stderr, no usage block."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
+    """click's usage error (a bad value, an unknown option, a missing or extra argument, an unknown
+    command) as one line: the command, what is wrong and the fix. ``ctx``: the context the error
+    arose in, when click did not attach one; its ``meta`` holds the command line."""
+    ctx = err.ctx or ctx
+    command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
+    message = (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+        err.format_message().rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
+        message = message[0].lower() + message[1:]
+    if "unexpected extra argument" in message and any(arg.startswith("=") or arg.endswith("=") for arg in arguments):
+        message += "; --set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)"
+    if "Did you mean" in message:  # click's guess is the fix
+        return UsageLine(f"{command}: {message}", ctx)
+    missing_argument = isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument)
+    if isinstance(err, (click.BadParameter, click.BadOptionUsage, click.NoSuchOption)) and not missing_argument:
+        fix = f"see {command}{' COMMAND' * isinstance(ctx.command, click.Group)} --help"
+    elif isinstance(ctx.command, click.Group):  # an unknown command
+        fix = f"the commands: {', '.join(sorted(ctx.command.commands))} ({command} --help says what each does)"
+    else:  # an argument missing or one too many: where each goes
+        fix = f"usage: {' '.join(ctx.get_usage().split()[1:])}"
+    return UsageLine(f"{command}: {message}; {fix}", ctx)
+
+
+def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """What an unknown option is when click's guess (the closest spelling among this command's
+    options: --data-dir for eval --runs-dir) misses it: a long name after one dash, read by click
+    as short options (-epochs), or an option of other commands, or of a command given before it."""
+    known = {name for command in main.commands.values() for param in command.params for name in param.opts}
+    for argument in arguments:
+        name = "-" + argument.split("=", 1)[0]
+        if argument.startswith(err.option_name) and not argument.startswith("--") and name in known:
+            return f"{argument}: an option's name takes two dashes: {name}"
+    owners = [name for name, command in sorted(main.commands.items())
+              if any(err.option_name in param.opts for param in command.params)]
+    if not owners:
+        return None
+    verb = "takes" if len(owners) == 1 else "take"
+    if isinstance(ctx.command, click.Group):
+        return (f"no such option {err.option_name!r} before the command: an option goes after its command "
+                f"(mnistcnn {owners[0]} ... {err.option_name}); {', '.join(owners)} {verb} it")
+    return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
+
+
 class Command(click.Command):
-    """A command that names the commands taking an option it lacks: click's own guess is the
-    closest spelling among this command's options (--data-dir for eval --runs-dir)."""
+    """A command whose usage errors are shown in one line; the parser's own (an option without its
+    value) come without a context, so this one is given."""
 
     def parse_args(self, ctx, args):
-        try:
+        with usage_errors_in_one_line(ctx):
             return super().parse_args(ctx, args)
-        except click.NoSuchOption as err:
-            owners = [name for name, command in sorted(main.commands.items())
-                      if any(err.option_name in param.opts for param in command.params)]
-            if not owners:
-                raise
-            verb = "does" if len(owners) == 1 else "do"
-            raise click.NoSuchOption(err.option_name, f"No such option {err.option_name!r}: {ctx.info_name} does "
-                                     f"not take it; {', '.join(owners)} {verb}.", ctx=ctx)
 
 
 class CommandGroup(click.Group):
+    """The mnistcnn group: its usage errors (an unknown command, an option before the command) and
+    its commands' (those raised while they run too) are shown in one line."""
+
     command_class = Command
+
+    def parse_args(self, ctx, args):
+        ctx.meta[COMMAND_LINE] = list(args)
+        with usage_errors_in_one_line(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with usage_errors_in_one_line(ctx):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def usage_errors_in_one_line(ctx: click.Context):
+    try:
+        yield
+    except (UsageLine, *HELP_FOR_NO_ARGUMENTS):
+        raise
+    except click.UsageError as err:
+        raise usage_line(err, ctx) from None
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

@@ -191,8 +191,31 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkey
 def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
     result = cli("eval", trained_run, "--runs-dir", "runs")
     assert result.exit_code == 2 and "Did you mean" not in result.output  # click's guess was --data-dir
-    assert "No such option '--runs-dir': eval does not take it; runs, sweep, train do." in result.output
+    assert "no such option '--runs-dir': eval does not take it; runs, sweep, train take it" in result.output
     assert "Did you mean '--save-inputs'?" in cli("predict", trained_run, "x.png", "--save-input", "seen").output
+
+
+def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cli, trained_run):
+    said = {  # a newcomer's slips, and what each is told
+        ("train", "c.yaml", "--epochs", "two"):
+            "mnistcnn train: invalid value for '--epochs': 'two' is not a valid integer; see mnistcnn train --help",
+        ("predict", trained_run): "mnistcnn predict: missing argument 'IMAGE|FOLDER|GLOB...'; usage: mnistcnn "
+                                  "predict [OPTIONS] RUN|CHECKPOINT|MODEL.onnx IMAGE|FOLDER|GLOB...",
+        ("train", "c.yaml", "--epochs"): "mnistcnn train: option '--epochs' requires an argument",
+        ("--epochs", "1", "train", "c.yaml"): "mnistcnn: no such option '--epochs' before the command: an option goes "
+                                              "after its command (mnistcnn train ... --epochs); train takes it",
+        ("train", "c.yaml", "-epochs", "1"): "mnistcnn train: -epochs: an option's name takes two dashes: --epochs",
+        ("train", "c.yaml", "--set", "train.epochs", "=", "3"):
+            "--set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)",
+        ("trian",): "mnistcnn: no such command 'trian'. Did you mean 'train'?",
+        ("help",): "mnistcnn: no such command 'help'; the commands: config-keys, download, eval,",
+    }
+    for arguments, words in said.items():
+        result = cli(*arguments)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert words in result.output, result.output
+    assert "Usage: mnistcnn [OPTIONS] COMMAND" in cli().output  # no command at all: the commands, with help
 
 
 def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_do(cli, run):

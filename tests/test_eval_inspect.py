@@ -209,7 +209,7 @@ def test_inspect_layer_refuses_bad_layers_images_and_out_folders_by_name(trained
         last = cli("inspect-layer", run, *args)
         assert last.exit_code == 0 and json.loads(last.output)["index"] == layers[-1]["index"], last.output
     typo = cli("inspect-layer", run, "-1", "--bogus")  # options are still checked
-    assert typo.exit_code == 2 and "No such option '--bogus'" in typo.output
+    assert typo.exit_code == 2 and "no such option '--bogus'" in typo.output
     result = cli("inspect-layer", tmp_path / "missing", "0")
     assert result.exit_code == 2 and "no such run directory" in result.output
 
