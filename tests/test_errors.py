@@ -551,3 +551,20 @@ def test_tab_completion_offers_commands_options_and_choices(monkeypatch, capsys,
         main.main(prog_name="mnistcnn")
     assert ended.value.code == 0
     assert {line.split(",", 1)[1] for line in capsys.readouterr().out.splitlines()} == expected
+
+
+def test_a_folder_given_as_a_run_is_told_what_it_is_and_what_to_give(cli, run, tmp_path):
+    runs_folder, pictures = run.parent, tmp_path / "my digits"
+    pictures.mkdir()
+    (pictures / "seven.png").write_bytes(b"")
+    said = {  # the folder given, and the words of its line
+        runs_folder: f"holds run directories, not a run; give one of them, such as {run}",
+        run / "checkpoints": f"is the checkpoints folder of the run {run}; give the run itself, or one of its "
+                             f"checkpoints ({run / 'checkpoints' / 'best.npz'})",
+        pictures: "is a folder of pictures, not a run; to classify them, the run comes first: mnistcnn predict RUN",
+    }
+    for folder, words in said.items():
+        result = cli("eval", folder, "--json")
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert words in " ".join(result.output.split()), result.output
+    assert "is a folder of pictures" in cli("predict", pictures, run).output  # the arguments swapped
