@@ -220,6 +220,11 @@ def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli, configs)
     result = cli("inspect-data", config, "--count", "8", "--out", out)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] > 300
+    # the title says the augmentation in words, not as a dict
+    said = "shifts of up to 2 px, rotations of up to 10°, scaling by up to 10%, each image 2 times a batch"
+    assert Image.open(out).text["Title"] == f"best: preprocess standardize; augmentation: {said}"
+    assert cli("inspect-data", configs / "quick.yaml", "--count", "2", "--out", out).exit_code == 0
+    assert Image.open(out).text["Title"] == "quick: preprocess scale; augmentation: none"
 
 
 def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(run, cli):
