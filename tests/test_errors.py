@@ -50,6 +50,12 @@ def test_a_data_folder_that_the_variable_named_is_blamed_on_the_variable(cli, tr
     given = cli("eval", trained_run, "--data-dir", nowhere)  # the option, not the variable
     assert given.exit_code == 2 and "MNISTCNN_DATA_DIR" not in given.output
     assert f"error: {nowhere}: data folder not found; point data.dir (or --data-dir) at" in given.output
+    nowhere.mkdir()  # a folder, without the four files: blamed on the variable too
+    result = cli("eval", trained_run)
+    assert result.exit_code == 2 and result.output == (
+        f"error: {nowhere}: no train-images-idx3-ubyte[.gz] (or train-images.idx3-ubyte) in this folder; the "
+        "MNISTCNN_DATA_DIR variable names it: point the variable at a folder holding train-images, train-labels, "
+        "t10k-images and t10k-labels, or unset it\n")
 
 
 def test_the_help_of_data_dir_names_the_variable_that_gives_it_too(cli):
