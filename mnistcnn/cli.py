@@ -18,6 +18,8 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
+from rich.columns import Columns
+from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -183,6 +185,7 @@ class CommandGroup(click.Group):
 
 @contextlib.contextmanager
 def usage_errors_in_one_line(ctx: click.Context):
+    """click's usage errors raised within, as UsageLine (``ctx``: where they arise, for those without one)."""
     try:
         yield
     except (UsageLine, *HELP_FOR_NO_ARGUMENTS):
@@ -581,7 +584,19 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
         sys.exit(3)
 
 
+def _answer(result: dict) -> str:
+    """A picture's prediction as shown: a prediction in doubt is a guess, marked so (7?), not to be
+    read as the answer; none at all (a blank picture) a dash."""
+    return "-" if result["prediction"] is None else result["prediction"] + "?" * bool(result["doubt"])
+
+
 def _predictions_table(results, path, top, saved) -> None:
+    seen = [result for result in results if "image" in result]
+    if console.is_terminal and seen:  # side by side, and first: the answers end the output, where the eye is
+        console.print("as the model sees them:" if len(seen) > 1 else "as the model sees it:")
+        console.print(Columns([Group(Text(f"{_answer(result)} {Path(result['path']).name}", no_wrap=True,
+                                          overflow="ellipsis"), half_block_preview(result["image"]))
+                               for result in seen], width=PREVIEW_WIDTH, padding=(0, 2)))
     table = Table(title=f"predictions ({path})")
     # the paths fold onto more lines in a narrow terminal: cut short, no row would say which picture it is
     table.add_column("image", overflow="fold")
@@ -596,9 +611,7 @@ def _predictions_table(results, path, top, saved) -> None:
             click.echo(f"error: {result['error']}", err=True)
             continue
         choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
-        # a prediction in doubt is a guess: marked so, not to be read as the answer
-        shown = "-" if result["prediction"] is None else result["prediction"] + "?" * bool(result["doubt"])
-        row = [result["path"], Text(shown, style="bold"),
+        row = [result["path"], Text(_answer(result), style="bold"),
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
@@ -609,11 +622,6 @@ def _predictions_table(results, path, top, saved) -> None:
         console.print(table)
         for note in notes:
             console.print(note, style="dim", highlight=False)
-    if console.is_terminal:
-        for result in results:
-            if "image" in result:
-                console.print(f"{result['path']} as the model sees it:")
-                console.print(half_block_preview(result["image"]))
 
 
 @main.command(short_help="List the runs in a folder: epochs, accuracy, time, status.", epilog="""\b
