@@ -488,6 +488,16 @@ _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 # what PyYAML's "while parsing a flow mapping" and the like mean to someone who wrote the file
 UNCLOSED = {"flow mapping": "the {", "flow sequence": "the [", "quoted scalar": "the quoted string"}
+# PyYAML's words for the slips of indentation and colons (the start of its problem), in the words of someone
+# who wrote the file, with the fix
+SLIPS = {
+    "expected <block end>": "indented differently from the lines above it; give the keys of one section, and the "
+                            "items of one list, the same indentation",
+    "mapping values are not allowed here": "a ':' where a value goes: a key indented deeper than the key above it, or "
+                                           "two keys on one line; write one 'key: value' a line (a value holding ': ' "
+                                           "in quotes)",
+    "could not find expected ':'": "a key without its ':'; write 'key: value'",
+}
 
 
 def parse_yaml(text: str, source: str):
@@ -498,7 +508,12 @@ def parse_yaml(text: str, source: str):
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         opened = getattr(err, "context_mark", None)
-        if getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
+        slip = next((words for start, words in SLIPS.items() if problem.startswith(start)), None)
+        if slip:
+            if problem.startswith("could not find expected ':'") and opened:  # found a line later: the key's line
+                where = f" (line {opened.line + 1}, column {opened.column + 1})"
+            problem = slip
+        elif getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
             what = next((name for kind, name in UNCLOSED.items() if kind in err.context), "the construct")
             problem += f"; {what} opened on line {opened.line + 1}, column {opened.column + 1} is not closed"
         tab = "\t" in text and ("tab" in str(err).lower() or "'\\t'" in str(err))
