@@ -32,7 +32,7 @@ from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
-from .runs import RUNS_DIR
+from .runs import PICTURE_SUFFIXES, RUNS_DIR
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -41,6 +41,7 @@ console = Console(highlight=False, markup=False, emoji=False, width=None if sys.
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel
+PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
@@ -564,7 +565,7 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     from .runs import resolve_checkpoint
 
     path = resolve_checkpoint(target, which)
-    pictures = expand_inputs(images)
+    pictures, passed_over = expand_inputs(images)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
         make_save_folder(save_inputs, pictures)
     model, preprocess, classes = load_classifier(path)
@@ -575,9 +576,16 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     doubtful = any(result.get("doubt") for result in results)
     if as_json:
         _json_out({"checkpoint": str(path), "predictions": [{key: value for key, value in result.items()
-                                                             if key != "image"} for result in results]})
+                                                             if key != "image"} for result in results],
+                   "passed_over": list(map(str, passed_over))})
     else:
         _predictions_table(results, path, top, save_inputs)
+        if passed_over:
+            names = ", ".join(p.name for p in passed_over[:PASSED_OVER_NAMED]) + ", ..." * (
+                len(passed_over) > PASSED_OVER_NAMED)
+            console.print(f"passed over {counted(len(passed_over), 'file')} whose names are not pictures' ({names}); "
+                          f"predict reads {', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format "
+                          "(HEIC, SVG) as JPEG or PNG", style="dim", highlight=False)
     if unreadable:
         sys.exit(1)
     if doubtful and fail_on_doubt:

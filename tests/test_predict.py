@@ -189,6 +189,12 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, sa
     everything = cli("predict", trained_run, "photo*", "--json")  # takes the pictures it matches, as a folder does
     assert everything.exit_code == 0 and [answer["path"] for answer in json.loads(everything.output)["predictions"]] \
         == ["photo.jpg"]
+    (tmp_path / "IMG_0001.HEIC").write_text("a phone's photo, in a format not read here")
+    assert json.loads(cli("predict", trained_run, ".", "--json").output)["passed_over"] == [
+        str(Path(".") / "IMG_0001.HEIC"), str(Path(".") / "photo-notes.txt")]  # said, not lost without a word
+    said = " ".join(cli("predict", trained_run, ".").output.split())
+    assert "passed over 2 files whose names are not pictures' (IMG_0001.HEIC, photo-notes.txt); predict reads " \
+           ".bmp, .gif" in said, said
 
 
 def test_a_model_of_other_input_than_mnists_is_refused_by_name():
