@@ -1061,7 +1061,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
 
     loaded = load_target(target, data_dir, which)
     if list_layers or layer is None:
-        _show_layers(loaded.model, as_json)
+        _show_layers(loaded.model, as_json, target)
         return
     report, output = report_layer(target, loaded, layer, split, index, indices, out_dir, not no_images, which)
     if as_json:
@@ -1070,12 +1070,16 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     _show_layer_report(report, output)
 
 
-def _show_layers(model, as_json: bool) -> None:
+def _show_layers(model, as_json: bool, target) -> None:
+    """The layers, then the command that looks inside one (the first conv layer, where there is one)."""
     if as_json:
         _json_out([{"index": i, "name": layer.name, "type": layer.type_name, "output_shape": list(layer.output_shape)}
                    for i, layer in enumerate(model.layers)])
         return
     console.print(model_table(model, "layers"))
+    example = next((layer.name for layer in model.layers if layer.type_name == "conv2d"), "0")
+    console.print(f"next: {command_line('inspect-layer', target, example)}   # a layer by its # or its name",
+                  soft_wrap=True)
 
 
 def _show_layer_report(report: dict, output: np.ndarray) -> None:

@@ -128,6 +128,8 @@ def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source, cli,
 def test_inspect_list_and_plain_output(run, cli):
     result = cli("inspect-layer", run, "--list")
     assert result.exit_code == 0 and "0_conv2d" in result.output
+    # the list ends with how to look inside one of them
+    assert result.output.splitlines()[-1].startswith(f"next: mnistcnn inspect-layer {run} 0_conv2d"), result.output
     result = cli("inspect-layer", run, "2_maxpool2d", "--no-images")
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
 
