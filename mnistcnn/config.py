@@ -25,6 +25,11 @@ MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
 
 
+def bound_words(bound) -> str:
+    """A key's bound as people write it: 1e+12, not 1000000000000.0 (the bounds are round numbers)."""
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
 class Field:
     """A leaf of the schema: its default, what it accepts and a line of documentation."""
 
@@ -60,9 +65,9 @@ class Field:
             if not math.isfinite(value):
                 raise _err(path, f"must be a finite number; got {value!r}")
         if self.low is not None and (value <= self.low if self.above_low else value < self.low):
-            raise _err(path, f"must be {'>' if self.above_low else '>='} {self.low}; got {value!r}")
+            raise _err(path, f"must be {'>' if self.above_low else '>='} {bound_words(self.low)}; got {value!r}")
         if self.high is not None and value > self.high:
-            raise _err(path, f"must be <= {self.high}; got {value!r}")
+            raise _err(path, f"must be <= {bound_words(self.high)}; got {value!r}")
         return value
 
 
@@ -192,7 +197,7 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
             continue
         takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
         if field.low is not None or field.high is not None:
-            low, high = ("" if bound is None else bound for bound in (field.low, field.high))
+            low, high = ("" if bound is None else bound_words(bound) for bound in (field.low, field.high))
             takes += f" in {'(' if field.above_low else '['}{low}, {high}]"
         default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default

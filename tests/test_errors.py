@@ -311,6 +311,8 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     keys = {row["key"]: row for row in json.loads(result.output)}
     assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
     assert keys["data.split"]["takes"] == "head | random"
+    assert keys["train.optimizer.lr"]["takes"] == "float in (0, 1e+12]"  # as people write it, not 1000000000000.0
+    assert "train.optimizer.lr: must be <= 1e+12; got" in cli("train", QUICK, "--lr", "1e13", "--dry-run").output
     assert cli("config-keys", "nope").exit_code == 2
     for query, found in (("lr", ["train.optimizer.lr", "train.schedule.min_lr"]), ("data.limit", ["data.train_limit"])):
         searched = cli("config-keys", query, "--json")  # no key starts so: the keys that hold it
