@@ -331,7 +331,8 @@ Examples:
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any key, e.g. train.optimizer.lr=0.01.")
+              help="Override any key, e.g. train.optimizer.lr=0.01 (repeatable; one word: no spaces around =; "
+                   "`mnistcnn config-keys` lists the keys).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--dry-run", is_flag=True,
               help="Validate, build the model, print it and the plan that runs it, and exit.")
@@ -1142,7 +1143,8 @@ Examples:
                    "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the CONFIG, e.g. data.augment.rotate=20.")
+              help="Override a key of the CONFIG, e.g. data.augment.rotate=20 (repeatable; one word: no spaces "
+                   "around =).")
 @data_dir_option(" (default: the bundled MNIST)")
 @handle_errors
 def inspect_data(config_path, count, out_path, seed, sets, data_dir):

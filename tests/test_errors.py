@@ -576,3 +576,9 @@ def test_a_folder_given_as_a_run_is_told_what_it_is_and_what_to_give(cli, run, t
         assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
         assert words in " ".join(result.output.split()), result.output
     assert "is a folder of pictures" in cli("predict", pictures, run).output  # the arguments swapped
+
+
+def test_the_help_of_set_says_it_repeats_and_is_one_word(cli):
+    for command in ("train", "inspect-data"):
+        said = " ".join(cli(command, "--help").output.split())
+        assert "(repeatable; one word: no spaces around =" in said, said
