@@ -304,12 +304,15 @@ class TrainReporter(RunLog):
 
 
 def results_table(summary: dict, run_path) -> Table:
-    from .runs import summary_rows
+    """A finished run's figures, its folder and the picture of its curves, which a person would
+    rather look at than read the epochs' lines."""
+    from .runs import RunDir, summary_rows
 
     table = Table(title="results", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for row in [*summary_rows(summary), ("run directory", str(run_path))]:
+    for row in [*summary_rows(summary), ("run directory", str(run_path)),
+                ("loss and accuracy per epoch", str(RunDir(run_path).curves_file))]:
         table.add_row(*row)
     return table
 

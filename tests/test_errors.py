@@ -365,6 +365,8 @@ def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
 def test_training_ends_with_the_next_commands_for_its_run(trained):
     run, output = trained
     assert f"next: mnistcnn eval {run}" in output and f"mnistcnn predict {run} YOUR-DIGIT.png" in output
+    curves = next(line for line in output.splitlines() if "loss and accuracy per epoch" in line)  # and its picture
+    assert str(run / "curves.png") in curves and (run / "curves.png").is_file(), output
 
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
