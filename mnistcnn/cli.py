@@ -883,6 +883,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {snapshot.best['run']})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
+    pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
+    if pictures:  # the study at a glance, which the lines above do not give
+        console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
         click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
         sys.exit(stopped_exit_code(stopped))
