@@ -584,3 +584,11 @@ def test_the_help_of_set_says_it_repeats_and_is_one_word(cli):
     for command in ("train", "inspect-data"):
         said = " ".join(cli(command, "--help").output.split())
         assert "(repeatable; one word: no spaces around =" in said, said
+
+
+def test_python_dash_m_mnistcnn_is_the_command():
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-m", "mnistcnn", "--version"], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.startswith("mnistcnn, version"), ran.stderr
