@@ -33,6 +33,15 @@ class Augment:
     def active(self) -> bool:
         return bool(self.shift or self.rotate or self.scale or self.elastic)
 
+    def words(self) -> str:
+        """What the augmentation does, as a picture's title says it ("none" for nothing)."""
+        said = [f"shifts of up to {self.shift} px" * bool(self.shift),
+                f"rotations of up to {self.rotate:g}°" * bool(self.rotate),
+                f"scaling by up to {self.scale:.0%}" * bool(self.scale),
+                f"elastic distortion {self.elastic:g} (smoothed over {self.elastic_sigma:g} px)" * bool(self.elastic),
+                f"each image {self.repeats} times a batch" * (self.repeats > 1)]
+        return ", ".join(filter(None, said)) or "none"
+
     def repeated(self, indices: np.ndarray) -> np.ndarray:
         """A training batch's image indices, each ``repeats`` times in a row."""
         return np.repeat(indices, self.repeats) if self.repeats > 1 else indices
@@ -137,6 +146,6 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     make_folder(path.parent, option, path)  # once nothing can be refused
     with written_to(option):
         image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
-                   f"{config['name']}: preprocess {config['data']['preprocess']['type']}, "
-                   f"augment {config['data']['augment']}")
+                   f"{config['name']}: preprocess {config['data']['preprocess']['type']}; augmentation: "
+                   f"{augment.words()}")
     return path

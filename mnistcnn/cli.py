@@ -5,6 +5,7 @@ exit code, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -17,6 +18,8 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
+from rich.columns import Columns
+from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -29,7 +32,7 @@ from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
-from .runs import RUNS_DIR
+from .runs import PICTURE_SUFFIXES, RUNS_DIR
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -38,6 +41,7 @@ console = Console(highlight=False, markup=False, emoji=False, width=None if sys.
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel
+PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
@@ -98,25 +102,97 @@ def handle_errors(command):
     return wrapper
 
 
+COMMAND_LINE = "mnistcnn.command_line"  # the key of the arguments in the context's meta, shared by every command
+# click 8.2 and later show the group's help, when no command is given, by raising a usage error: kept as it is
+HELP_FOR_NO_ARGUMENTS = ((click.exceptions.NoArgsIsHelpError,) if hasattr(click.exceptions, "NoArgsIsHelpError")
+                         else ())
+
+
+class UsageLine(click.UsageError):
+    """A usage error shown as the tool's other errors are: one line on stderr, no usage block."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
+    """click's usage error (a bad value, an unknown option, a missing or extra argument, an unknown
+    command) as one line: the command, what is wrong and the fix. ``ctx``: the context the error
+    arose in, when click did not attach one; its ``meta`` holds the command line."""
+    ctx = err.ctx or ctx
+    command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
+    message = (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+        err.format_message().rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
+        message = message[0].lower() + message[1:]
+    if "unexpected extra argument" in message and any(arg.startswith("=") or arg.endswith("=") for arg in arguments):
+        message += "; --set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)"
+    if "Did you mean" in message:  # click's guess is the fix
+        return UsageLine(f"{command}: {message}", ctx)
+    missing_argument = isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument)
+    if isinstance(err, (click.BadParameter, click.BadOptionUsage, click.NoSuchOption)) and not missing_argument:
+        fix = f"see {command}{' COMMAND' * isinstance(ctx.command, click.Group)} --help"
+    elif isinstance(ctx.command, click.Group):  # an unknown command
+        fix = f"the commands: {', '.join(sorted(ctx.command.commands))} ({command} --help says what each does)"
+    else:  # an argument missing or one too many: where each goes
+        fix = f"usage: {' '.join(ctx.get_usage().split()[1:])}"
+    return UsageLine(f"{command}: {message}; {fix}", ctx)
+
+
+def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """What an unknown option is when click's guess (the closest spelling among this command's
+    options: --data-dir for eval --runs-dir) misses it: a long name after one dash, read by click
+    as short options (-epochs), or an option of other commands, or of a command given before it."""
+    known = {name for command in main.commands.values() for param in command.params for name in param.opts}
+    for argument in arguments:
+        name = "-" + argument.split("=", 1)[0]
+        if argument.startswith(err.option_name) and not argument.startswith("--") and name in known:
+            return f"{argument}: an option's name takes two dashes: {name}"
+    owners = [name for name, command in sorted(main.commands.items())
+              if any(err.option_name in param.opts for param in command.params)]
+    if not owners:
+        return None
+    verb = "takes" if len(owners) == 1 else "take"
+    if isinstance(ctx.command, click.Group):
+        return (f"no such option {err.option_name!r} before the command: an option goes after its command "
+                f"(mnistcnn {owners[0]} ... {err.option_name}); {', '.join(owners)} {verb} it")
+    return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
+
+
 class Command(click.Command):
-    """A command that names the commands taking an option it lacks: click's own guess is the
-    closest spelling among this command's options (--data-dir for eval --runs-dir)."""
+    """A command whose usage errors are shown in one line; the parser's own (an option without its
+    value) come without a context, so this one is given."""
 
     def parse_args(self, ctx, args):
-        try:
+        with usage_errors_in_one_line(ctx):
             return super().parse_args(ctx, args)
-        except click.NoSuchOption as err:
-            owners = [name for name, command in sorted(main.commands.items())
-                      if any(err.option_name in param.opts for param in command.params)]
-            if not owners:
-                raise
-            verb = "does" if len(owners) == 1 else "do"
-            raise click.NoSuchOption(err.option_name, f"No such option {err.option_name!r}: {ctx.info_name} does "
-                                     f"not take it; {', '.join(owners)} {verb}.", ctx=ctx)
 
 
 class CommandGroup(click.Group):
+    """The mnistcnn group: its usage errors (an unknown command, an option before the command) and
+    its commands' (those raised while they run too) are shown in one line."""
+
     command_class = Command
+
+    def parse_args(self, ctx, args):
+        ctx.meta[COMMAND_LINE] = list(args)
+        with usage_errors_in_one_line(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with usage_errors_in_one_line(ctx):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def usage_errors_in_one_line(ctx: click.Context):
+    """click's usage errors raised within, as UsageLine (``ctx``: where they arise, for those without one)."""
+    try:
+        yield
+    except (UsageLine, *HELP_FOR_NO_ARGUMENTS):
+        raise
+    except click.UsageError as err:
+        raise usage_line(err, ctx) from None
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -228,12 +304,15 @@ class TrainReporter(RunLog):
 
 
 def results_table(summary: dict, run_path) -> Table:
-    from .runs import summary_rows
+    """A finished run's figures, its folder and the picture of its curves, which a person would
+    rather look at than read the epochs' lines."""
+    from .runs import RunDir, summary_rows
 
     table = Table(title="results", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for row in [*summary_rows(summary), ("run directory", str(run_path))]:
+    for row in [*summary_rows(summary), ("run directory", str(run_path)),
+                ("loss and accuracy per epoch", str(RunDir(run_path).curves_file))]:
         table.add_row(*row)
     return table
 
@@ -255,7 +334,8 @@ Examples:
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any key, e.g. train.optimizer.lr=0.01.")
+              help="Override any key, e.g. train.optimizer.lr=0.01 (repeatable; one word: no spaces around =; "
+                   "`mnistcnn config-keys` lists the keys).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--dry-run", is_flag=True,
               help="Validate, build the model, print it and the plan that runs it, and exit.")
@@ -489,7 +569,7 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     from .runs import resolve_checkpoint
 
     path = resolve_checkpoint(target, which)
-    pictures = expand_inputs(images)
+    pictures, passed_over = expand_inputs(images)
     if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
         make_save_folder(save_inputs, pictures)
     model, preprocess, classes = load_classifier(path)
@@ -500,16 +580,35 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     doubtful = any(result.get("doubt") for result in results)
     if as_json:
         _json_out({"checkpoint": str(path), "predictions": [{key: value for key, value in result.items()
-                                                             if key != "image"} for result in results]})
+                                                             if key != "image"} for result in results],
+                   "passed_over": list(map(str, passed_over))})
     else:
         _predictions_table(results, path, top, save_inputs)
+        if passed_over:
+            names = ", ".join(p.name for p in passed_over[:PASSED_OVER_NAMED]) + ", ..." * (
+                len(passed_over) > PASSED_OVER_NAMED)
+            console.print(f"passed over {counted(len(passed_over), 'file')} whose names are not pictures' ({names}); "
+                          f"predict reads {', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format "
+                          "(HEIC, SVG) as JPEG or PNG", style="dim", highlight=False)
     if unreadable:
         sys.exit(1)
     if doubtful and fail_on_doubt:
         sys.exit(3)
 
 
+def _answer(result: dict) -> str:
+    """A picture's prediction as shown: a prediction in doubt is a guess, marked so (7?), not to be
+    read as the answer; none at all (a blank picture) a dash."""
+    return "-" if result["prediction"] is None else result["prediction"] + "?" * bool(result["doubt"])
+
+
 def _predictions_table(results, path, top, saved) -> None:
+    seen = [result for result in results if "image" in result]
+    if console.is_terminal and seen:  # side by side, and first: the answers end the output, where the eye is
+        console.print("as the model sees them:" if len(seen) > 1 else "as the model sees it:")
+        console.print(Columns([Group(Text(f"{_answer(result)} {Path(result['path']).name}", no_wrap=True,
+                                          overflow="ellipsis"), half_block_preview(result["image"]))
+                               for result in seen], width=PREVIEW_WIDTH, padding=(0, 2)))
     table = Table(title=f"predictions ({path})")
     # the paths fold onto more lines in a narrow terminal: cut short, no row would say which picture it is
     table.add_column("image", overflow="fold")
@@ -524,9 +623,7 @@ def _predictions_table(results, path, top, saved) -> None:
             click.echo(f"error: {result['error']}", err=True)
             continue
         choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
-        # a prediction in doubt is a guess: marked so, not to be read as the answer
-        shown = "-" if result["prediction"] is None else result["prediction"] + "?" * bool(result["doubt"])
-        row = [result["path"], Text(shown, style="bold"),
+        row = [result["path"], Text(_answer(result), style="bold"),
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
         table.add_row(*row, *([result["input_image"]] if saved else []))
     if table.row_count:
@@ -537,11 +634,6 @@ def _predictions_table(results, path, top, saved) -> None:
         console.print(table)
         for note in notes:
             console.print(note, style="dim", highlight=False)
-    if console.is_terminal:
-        for result in results:
-            if "image" in result:
-                console.print(f"{result['path']} as the model sees it:")
-                console.print(half_block_preview(result["image"]))
 
 
 @main.command(short_help="List the runs in a folder: epochs, accuracy, time, status.", epilog="""\b
@@ -791,6 +883,9 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {snapshot.best['run']})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
+    pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
+    if pictures:  # the study at a glance, which the lines above do not give
+        console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
         click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
         sys.exit(stopped_exit_code(stopped))
@@ -973,7 +1068,7 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
 
     loaded = load_target(target, data_dir, which)
     if list_layers or layer is None:
-        _show_layers(loaded.model, as_json)
+        _show_layers(loaded.model, as_json, target)
         return
     report, output = report_layer(target, loaded, layer, split, index, indices, out_dir, not no_images, which)
     if as_json:
@@ -982,12 +1077,16 @@ def inspect_layer_command(target, layer, list_layers, split, index, indices, out
     _show_layer_report(report, output)
 
 
-def _show_layers(model, as_json: bool) -> None:
+def _show_layers(model, as_json: bool, target) -> None:
+    """The layers, then the command that looks inside one (the first conv layer, where there is one)."""
     if as_json:
         _json_out([{"index": i, "name": layer.name, "type": layer.type_name, "output_shape": list(layer.output_shape)}
                    for i, layer in enumerate(model.layers)])
         return
     console.print(model_table(model, "layers"))
+    example = next((layer.name for layer in model.layers if layer.type_name == "conv2d"), "0")
+    console.print(f"next: {command_line('inspect-layer', target, example)}   # a layer by its # or its name",
+                  soft_wrap=True)
 
 
 def _show_layer_report(report: dict, output: np.ndarray) -> None:
@@ -1050,7 +1149,8 @@ Examples:
                    "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the CONFIG, e.g. data.augment.rotate=20.")
+              help="Override a key of the CONFIG, e.g. data.augment.rotate=20 (repeatable; one word: no spaces "
+                   "around =).")
 @data_dir_option(" (default: the bundled MNIST)")
 @handle_errors
 def inspect_data(config_path, count, out_path, seed, sets, data_dir):

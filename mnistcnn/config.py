@@ -25,6 +25,11 @@ MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
 
 
+def bound_words(bound) -> str:
+    """A key's bound as people write it: 1e+12, not 1000000000000.0 (the bounds are round numbers)."""
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
 class Field:
     """A leaf of the schema: its default, what it accepts and a line of documentation."""
 
@@ -60,9 +65,9 @@ class Field:
             if not math.isfinite(value):
                 raise _err(path, f"must be a finite number; got {value!r}")
         if self.low is not None and (value <= self.low if self.above_low else value < self.low):
-            raise _err(path, f"must be {'>' if self.above_low else '>='} {self.low}; got {value!r}")
+            raise _err(path, f"must be {'>' if self.above_low else '>='} {bound_words(self.low)}; got {value!r}")
         if self.high is not None and value > self.high:
-            raise _err(path, f"must be <= {self.high}; got {value!r}")
+            raise _err(path, f"must be <= {bound_words(self.high)}; got {value!r}")
         return value
 
 
@@ -192,7 +197,7 @@ def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, 
             continue
         takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
         if field.low is not None or field.high is not None:
-            low, high = ("" if bound is None else bound for bound in (field.low, field.high))
+            low, high = ("" if bound is None else bound_words(bound) for bound in (field.low, field.high))
             takes += f" in {'(' if field.above_low else '['}{low}, {high}]"
         default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default
@@ -488,6 +493,16 @@ _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 # what PyYAML's "while parsing a flow mapping" and the like mean to someone who wrote the file
 UNCLOSED = {"flow mapping": "the {", "flow sequence": "the [", "quoted scalar": "the quoted string"}
+# PyYAML's words for the slips of indentation and colons (the start of its problem), in the words of someone
+# who wrote the file, with the fix
+SLIPS = {
+    "expected <block end>": "indented differently from the lines above it; give the keys of one section, and the "
+                            "items of one list, the same indentation",
+    "mapping values are not allowed here": "a ':' where a value goes: a key indented deeper than the key above it, or "
+                                           "two keys on one line; write one 'key: value' a line (a value holding ': ' "
+                                           "in quotes)",
+    "could not find expected ':'": "a key without its ':'; write 'key: value'",
+}
 
 
 def parse_yaml(text: str, source: str):
@@ -498,7 +513,12 @@ def parse_yaml(text: str, source: str):
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         opened = getattr(err, "context_mark", None)
-        if getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
+        slip = next((words for start, words in SLIPS.items() if problem.startswith(start)), None)
+        if slip:
+            if problem.startswith("could not find expected ':'") and opened:  # found a line later: the key's line
+                where = f" (line {opened.line + 1}, column {opened.column + 1})"
+            problem = slip
+        elif getattr(err, "context", None) and opened and mark and opened.line != mark.line:  # e.g. an unclosed {
             what = next((name for kind, name in UNCLOSED.items() if kind in err.context), "the construct")
             problem += f"; {what} opened on line {opened.line + 1}, column {opened.column + 1} is not closed"
         tab = "\t" in text and ("tab" in str(err).lower() or "'\\t'" in str(err))

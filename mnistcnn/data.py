@@ -136,20 +136,25 @@ def _read_idx_header(stream, path: Path, expected_ndim: int | None, hasher) -> t
 
 
 def check_data_folder(folder, from_variable: bool = False) -> Path:
-    """``folder`` as a Path, refused when it is no folder; ``from_variable``: MNISTCNN_DATA_DIR named
-    it, not data.dir or --data-dir, so the message names the variable."""
+    """``folder`` as a Path, refused when it is no folder of the four MNIST-layout files;
+    ``from_variable``: MNISTCNN_DATA_DIR named it, not data.dir or --data-dir, so the message names
+    the variable."""
+    find_idx_files(folder, from_variable)
+    return Path(folder)
+
+
+def find_idx_files(folder, from_variable: bool = False) -> dict[str, Path]:
+    """The four MNIST-layout files in ``folder``, in either naming, raw or gzip (``from_variable``:
+    as check_data_folder's)."""
     folder = Path(folder)
+
+    def fix(folder_words: str) -> str:
+        return (f"the {ENV_DATA_DIR} variable names it: point the variable at {folder_words}, or unset it"
+                if from_variable else f"point data.dir (or --data-dir) at {folder_words}")
+
     if not folder.is_dir():
         holding = "a folder holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files"
-        fix = (f"the {ENV_DATA_DIR} variable names it: point the variable at {holding}, or unset it"
-               if from_variable else f"point data.dir (or --data-dir) at {holding}")
-        raise DataError(f"{folder}: data folder not found; {fix}")
-    return folder
-
-
-def find_idx_files(folder) -> dict[str, Path]:
-    """The four MNIST-layout files in ``folder``, in either naming, raw or gzip."""
-    folder = check_data_folder(folder)
+        raise DataError(f"{folder}: data folder not found; {fix(holding)}")
     found = {}
     for role, (stem, kind) in ROLES.items():
         names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
@@ -157,7 +162,7 @@ def find_idx_files(folder) -> dict[str, Path]:
         existing = [p for p in candidates if p.is_file()]
         if not existing:
             raise DataError(f"{folder}: no {stem}-{kind}-ubyte[.gz] (or {stem}.{kind}-ubyte) in this folder; "
-                            "an MNIST-layout folder holds train-images, train-labels, t10k-images and t10k-labels")
+                            f"{fix('a folder holding train-images, train-labels, t10k-images and t10k-labels')}")
         found[role] = existing[0]
     return found
 

@@ -30,6 +30,12 @@ def _save(fig, path, title: str) -> None:
     plt.close(fig)
 
 
+def _whole_number_ticks(axis) -> None:
+    """Ticks on whole numbers only (epochs, trials), one at least: a single point's axis would
+    otherwise be ticked 0.95, 0.975, 1.0 ..."""
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def curves_figure(history: list[dict], title: str):
     """Loss and accuracy per epoch, train and validation, with a tick on whole epochs only."""
     epochs = [row["epoch"] for row in history]
@@ -41,7 +47,7 @@ def curves_figure(history: list[dict], title: str):
     ax_acc.plot(epochs, [100 * r["val_acc"] for r in history], "s-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _whole_number_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -192,7 +198,7 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
             ax.step([number for number, _ in complete], best, where="post", color="black", label="best so far")
         ax.legend()
     ax.set(xlabel="trial", ylabel=metric)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _whole_number_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     title = f"sweep {sweep.name}: {metric} by trial"
     ax.set_title(title)

@@ -59,19 +59,24 @@ SHADOW_WINDOW = 1.5  # stroke widths: the window that tells a stroke from a step
 SHADOW_GATE = 0.15  # of full ink: how much less ink the closing must see for a band to be a shadow's
 
 
-def expand_inputs(arguments) -> list[Path]:
+def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
     """Files as given, folders and globs as the pictures in them or matching them (sorted, by
-    their suffixes: notes.txt beside the pictures is passed over). A name that matches nothing, or
-    a folder without pictures, stays in the list, to be reported as unreadable."""
-    paths = []
+    their suffixes); a name that matches nothing, or a folder without pictures, stays in the list,
+    to be reported as unreadable. Also the files of those folders and globs passed over, whose
+    names are not pictures' (notes.txt, a phone's .HEIC): said, so that none goes missing without
+    a word; hidden files (.DS_Store) are not."""
+    paths, passed_over = [], []
     for argument in map(str, arguments):
         path = Path(argument)
         if path.is_dir() or (not path.exists() and glob.has_magic(argument)):
-            found = path.iterdir() if path.is_dir() else map(Path, glob.glob(argument))
-            paths += sorted(p for p in found if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file()) or [path]
+            found = sorted(p for p in (path.iterdir() if path.is_dir() else map(Path, glob.glob(argument)))
+                           if p.is_file())
+            pictures = [p for p in found if p.suffix.lower() in PICTURE_SUFFIXES]
+            paths += pictures or [path]
+            passed_over += [p for p in found if p not in pictures and not p.name.startswith(".")]
         else:
             paths.append(path)
-    return paths
+    return paths, passed_over
 
 
 class PictureTooLarge(DataError):

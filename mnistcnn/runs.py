@@ -110,7 +110,7 @@ class RunDir:
             raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
         run = cls(path)
         if not run.config_file.is_file() and not run.checkpoints.is_dir():
-            raise UsageError(f"{path}: not a run directory (no config.yaml, no checkpoints/)")
+            raise not_a_run(path)
         return run
 
     def train_again(self) -> str:
@@ -404,6 +404,30 @@ def no_checkpoint_choice(which: str, target, what: str) -> UsageError:
     """--checkpoint given with ``target``, which is ``what`` (a config, a checkpoint file), not a run."""
     return UsageError(f"--checkpoint {which}: {target} is {what}, not a run directory; give the run directory to "
                       f"choose its {which} checkpoint, or leave out --checkpoint")
+
+
+def not_a_run(folder: Path) -> UsageError:
+    """A folder given as a run that is none: what it is (a folder of runs, a sweep's, a run's
+    checkpoints/, a folder of pictures) and what to give instead."""
+    from .sweep.folder import SweepDir
+
+    if folder.name == "checkpoints" and RunDir(folder.parent).config_file.is_file():
+        return UsageError(f"{folder}: is the checkpoints folder of the run {folder.parent}; give the run itself, or "
+                          f"one of its checkpoints ({folder / 'best.npz'})")
+    if SweepDir(folder).is_sweep_folder:
+        return UsageError(f"{folder}: is a sweep folder, not a run; each of its trials is one, in "
+                          f"{SweepDir(folder).trials}: `{command_line('runs', folder)}` lists them")
+    files = [child for child in folder.iterdir() if not child.name.startswith(".")]
+    runs = [child for child in files if RunDir(child).config_file.is_file()]
+    if runs:
+        newest = max(runs, key=lambda run: run.stat().st_mtime)
+        return UsageError(f"{folder}: holds run directories, not a run; give one of them, such as {newest} "
+                          f"(`{command_line('runs', folder)}` lists them)")
+    if any(child.suffix.lower() in PICTURE_SUFFIXES for child in files):
+        return UsageError(f"{folder}: is a folder of pictures, not a run; to classify them, the run comes first: "
+                          f"{command_line('predict', 'RUN', folder)}")
+    return UsageError(f"{folder}: not a run directory (no config.yaml, no checkpoints/); give a folder a run wrote "
+                      "(runs/NAME-STAMP): `mnistcnn runs` lists them")
 
 
 def resolve_checkpoint(target, which: str | None = None) -> Path:

@@ -203,10 +203,11 @@ def train_steps(mixed_net):
 # -- the command line -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def cli():
-    """``cli("train", path, ...)``: the mnistcnn command in this process (arguments made strings)."""
+    """``cli("train", path, ...)``: the mnistcnn command in this process (arguments made strings),
+    named as a shell names it, so that messages quote it as people see them."""
     from mnistcnn.cli import main
 
-    return lambda *args: CliRunner().invoke(main, [str(arg) for arg in args])
+    return lambda *args: CliRunner().invoke(main, [str(arg) for arg in args], prog_name="mnistcnn")
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,15 @@ BAD = {
                        "not valid YAML (line 4, column 7): expected ',' or '}', but got '{'; the { opened on line 3, "
                        "column 7 is not closed"),
     "python tag": ("name: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),
+    "a key indented less than its section's": ("train:\n  epochs: 2\n batch_size: 3\n",
+                                               "not valid YAML (line 3, column 2): indented differently from the lines "
+                                               "above it; give the keys of one section, and the items of one list, "
+                                               "the same indentation"),
+    "a key indented deeper than its section's": ("train:\n  epochs: 2\n   batch_size: 3\n",
+                                                 "not valid YAML (line 3, column 14): a ':' where a value goes: a key "
+                                                 "indented deeper than the key above it"),
+    "a key without its colon": ("name: x\ntrain\n  epochs: 2\n",
+                                "not valid YAML (line 2, column 1): a key without its ':'; write 'key: value'"),
     "many layers": ("model: {layers: [" + "{type: relu}, " * 10000 + "{type: flatten}]}\n",
                     "model.layers: has 10001 layers; at most 256"),
     "bad name": ("name: ../../etc\n", "name: run name '../../etc'"),

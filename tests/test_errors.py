@@ -50,6 +50,12 @@ def test_a_data_folder_that_the_variable_named_is_blamed_on_the_variable(cli, tr
     given = cli("eval", trained_run, "--data-dir", nowhere)  # the option, not the variable
     assert given.exit_code == 2 and "MNISTCNN_DATA_DIR" not in given.output
     assert f"error: {nowhere}: data folder not found; point data.dir (or --data-dir) at" in given.output
+    nowhere.mkdir()  # a folder, without the four files: blamed on the variable too
+    result = cli("eval", trained_run)
+    assert result.exit_code == 2 and result.output == (
+        f"error: {nowhere}: no train-images-idx3-ubyte[.gz] (or train-images.idx3-ubyte) in this folder; the "
+        "MNISTCNN_DATA_DIR variable names it: point the variable at a folder holding train-images, train-labels, "
+        "t10k-images and t10k-labels, or unset it\n")
 
 
 def test_the_help_of_data_dir_names_the_variable_that_gives_it_too(cli):
@@ -191,8 +197,31 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkey
 def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
     result = cli("eval", trained_run, "--runs-dir", "runs")
     assert result.exit_code == 2 and "Did you mean" not in result.output  # click's guess was --data-dir
-    assert "No such option '--runs-dir': eval does not take it; runs, sweep, train do." in result.output
+    assert "no such option '--runs-dir': eval does not take it; runs, sweep, train take it" in result.output
     assert "Did you mean '--save-inputs'?" in cli("predict", trained_run, "x.png", "--save-input", "seen").output
+
+
+def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cli, trained_run):
+    said = {  # a newcomer's slips, and what each is told
+        ("train", "c.yaml", "--epochs", "two"):
+            "mnistcnn train: invalid value for '--epochs': 'two' is not a valid integer; see mnistcnn train --help",
+        ("predict", trained_run): "mnistcnn predict: missing argument 'IMAGE|FOLDER|GLOB...'; usage: mnistcnn "
+                                  "predict [OPTIONS] RUN|CHECKPOINT|MODEL.onnx IMAGE|FOLDER|GLOB...",
+        ("train", "c.yaml", "--epochs"): "mnistcnn train: option '--epochs' requires an argument",
+        ("--epochs", "1", "train", "c.yaml"): "mnistcnn: no such option '--epochs' before the command: an option goes "
+                                              "after its command (mnistcnn train ... --epochs); train takes it",
+        ("train", "c.yaml", "-epochs", "1"): "mnistcnn train: -epochs: an option's name takes two dashes: --epochs",
+        ("train", "c.yaml", "--set", "train.epochs", "=", "3"):
+            "--set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)",
+        ("trian",): "mnistcnn: no such command 'trian'. Did you mean 'train'?",
+        ("help",): "mnistcnn: no such command 'help'; the commands: config-keys, download, eval,",
+    }
+    for arguments, words in said.items():
+        result = cli(*arguments)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert words in result.output, result.output
+    assert "Usage: mnistcnn [OPTIONS] COMMAND" in cli().output  # no command at all: the commands, with help
 
 
 def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_do(cli, run):
@@ -282,6 +311,8 @@ def test_config_keys_lists_every_key_with_its_default(cli):
     keys = {row["key"]: row for row in json.loads(result.output)}
     assert keys["train.optimizer.lr"]["default"] == "0.001" and "learning rate" in keys["train.optimizer.lr"]["meaning"]
     assert keys["data.split"]["takes"] == "head | random"
+    assert keys["train.optimizer.lr"]["takes"] == "float in (0, 1e+12]"  # as people write it, not 1000000000000.0
+    assert "train.optimizer.lr: must be <= 1e+12; got" in cli("train", QUICK, "--lr", "1e13", "--dry-run").output
     assert cli("config-keys", "nope").exit_code == 2
     for query, found in (("lr", ["train.optimizer.lr", "train.schedule.min_lr"]), ("data.limit", ["data.train_limit"])):
         searched = cli("config-keys", query, "--json")  # no key starts so: the keys that hold it
@@ -334,6 +365,8 @@ def test_keras_style_activation_expands_and_softmax_is_refused(cli, tmp_path):
 def test_training_ends_with_the_next_commands_for_its_run(trained):
     run, output = trained
     assert f"next: mnistcnn eval {run}" in output and f"mnistcnn predict {run} YOUR-DIGIT.png" in output
+    curves = next(line for line in output.splitlines() if "loss and accuracy per epoch" in line)  # and its picture
+    assert str(run / "curves.png") in curves and (run / "curves.png").is_file(), output
 
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
@@ -528,3 +561,34 @@ def test_tab_completion_offers_commands_options_and_choices(monkeypatch, capsys,
         main.main(prog_name="mnistcnn")
     assert ended.value.code == 0
     assert {line.split(",", 1)[1] for line in capsys.readouterr().out.splitlines()} == expected
+
+
+def test_a_folder_given_as_a_run_is_told_what_it_is_and_what_to_give(cli, run, tmp_path):
+    runs_folder, pictures = run.parent, tmp_path / "my digits"
+    pictures.mkdir()
+    (pictures / "seven.png").write_bytes(b"")
+    said = {  # the folder given, and the words of its line
+        runs_folder: f"holds run directories, not a run; give one of them, such as {run}",
+        run / "checkpoints": f"is the checkpoints folder of the run {run}; give the run itself, or one of its "
+                             f"checkpoints ({run / 'checkpoints' / 'best.npz'})",
+        pictures: "is a folder of pictures, not a run; to classify them, the run comes first: mnistcnn predict RUN",
+    }
+    for folder, words in said.items():
+        result = cli("eval", folder, "--json")
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert words in " ".join(result.output.split()), result.output
+    assert "is a folder of pictures" in cli("predict", pictures, run).output  # the arguments swapped
+
+
+def test_the_help_of_set_says_it_repeats_and_is_one_word(cli):
+    for command in ("train", "inspect-data"):
+        said = " ".join(cli(command, "--help").output.split())
+        assert "(repeatable; one word: no spaces around =" in said, said
+
+
+def test_python_dash_m_mnistcnn_is_the_command():
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-m", "mnistcnn", "--version"], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.startswith("mnistcnn, version"), ran.stderr

@@ -128,6 +128,8 @@ def test_inspect_every_layer_type_matches_the_engine(run, tmp_path, source, cli,
 def test_inspect_list_and_plain_output(run, cli):
     result = cli("inspect-layer", run, "--list")
     assert result.exit_code == 0 and "0_conv2d" in result.output
+    # the list ends with how to look inside one of them
+    assert result.output.splitlines()[-1].startswith(f"next: mnistcnn inspect-layer {run} 0_conv2d"), result.output
     result = cli("inspect-layer", run, "2_maxpool2d", "--no-images")
     assert result.exit_code == 0 and "this layer has no parameters" in result.output and "Z[" in result.output
 
@@ -209,7 +211,7 @@ def test_inspect_layer_refuses_bad_layers_images_and_out_folders_by_name(trained
         last = cli("inspect-layer", run, *args)
         assert last.exit_code == 0 and json.loads(last.output)["index"] == layers[-1]["index"], last.output
     typo = cli("inspect-layer", run, "-1", "--bogus")  # options are still checked
-    assert typo.exit_code == 2 and "No such option '--bogus'" in typo.output
+    assert typo.exit_code == 2 and "no such option '--bogus'" in typo.output
     result = cli("inspect-layer", tmp_path / "missing", "0")
     assert result.exit_code == 2 and "no such run directory" in result.output
 
@@ -220,6 +222,11 @@ def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli, configs)
     result = cli("inspect-data", config, "--count", "8", "--out", out)
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] > 300
+    # the title says the augmentation in words, not as a dict
+    said = "shifts of up to 2 px, rotations of up to 10°, scaling by up to 10%, each image 2 times a batch"
+    assert Image.open(out).text["Title"] == f"best: preprocess standardize; augmentation: {said}"
+    assert cli("inspect-data", configs / "quick.yaml", "--count", "2", "--out", out).exit_code == 0
+    assert Image.open(out).text["Title"] == "quick: preprocess scale; augmentation: none"
 
 
 def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(run, cli):

@@ -20,7 +20,8 @@ from mnistcnn.cli import console
 from mnistcnn.data import load_dataset
 from mnistcnn.engine.model import Sequential
 from mnistcnn.errors import UsageError
-from mnistcnn.predict import MAX_STROKE, MIN_STROKE, READ_SIDE, check_digit_model, prepare, read_grey, stroke_width
+from mnistcnn.predict import (MAX_STROKE, MIN_STROKE, READ_SIDE, SIDE, check_digit_model, prepare, read_grey,
+                              stroke_width)
 from mnistcnn.trainer import load_model
 
 
@@ -188,6 +189,12 @@ def test_a_large_light_background_photo_is_normalised_like_mnist(trained_run, sa
     everything = cli("predict", trained_run, "photo*", "--json")  # takes the pictures it matches, as a folder does
     assert everything.exit_code == 0 and [answer["path"] for answer in json.loads(everything.output)["predictions"]] \
         == ["photo.jpg"]
+    (tmp_path / "IMG_0001.HEIC").write_text("a phone's photo, in a format not read here")
+    assert json.loads(cli("predict", trained_run, ".", "--json").output)["passed_over"] == [
+        str(Path(".") / "IMG_0001.HEIC"), str(Path(".") / "photo-notes.txt")]  # said, not lost without a word
+    said = " ".join(cli("predict", trained_run, ".").output.split())
+    assert "passed over 2 files whose names are not pictures' (IMG_0001.HEIC, photo-notes.txt); predict reads " \
+           ".bmp, .gif" in said, said
 
 
 def test_a_model_of_other_input_than_mnists_is_refused_by_name():
@@ -502,3 +509,23 @@ def test_large_palette_and_one_bit_pictures_are_read_reduced(sample_digits):
         digit.convert(mode).save(stored, kind)
         grey = read_grey(io.BytesIO(stored.getvalue()), name=f"{mode} {kind}")
         assert max(grey.shape) <= 2 * READ_SIDE and similarity(prepare(grey)[0], expected) > 0.9, (mode, kind)
+
+
+def test_in_a_terminal_the_pictures_as_seen_come_side_by_side_and_the_answers_last(trained_run, sample_digits,
+                                                                                    tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    for i, image in enumerate(sample_digits[0][:6]):
+        Image.fromarray(image).save(tmp_path / f"digit{i}.png")
+    monkeypatch.setattr(console, "_force_terminal", True)
+    monkeypatch.setattr(console, "_width", 100)  # three 28-column previews a row
+    result = cli("predict", trained_run, ".")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    seen = lines.index("as the model sees them:")
+    table = next(i for i, line in enumerate(lines) if line.strip().startswith("predictions"))  # its title
+    assert seen < table < seen + 3 * (SIDE // 2 + 2), result.output  # two rows of three, not six stacked
+    answers = json.loads(cli("predict", trained_run, ".", "--json").output)["predictions"]
+    label = answers[0]["prediction"] + "?" * bool(answers[0]["doubt"])
+    assert lines[seen + 1].startswith(f"{label} digit0.png"), result.output  # each picture labelled with its answer
+    end = max(i for i, line in enumerate(lines) if line.startswith("└"))  # the table's bottom border
+    assert all(":" in line for line in lines[end + 1:] if line), result.output  # then only what the doubts mean

@@ -82,6 +82,7 @@ def test_two_jobs_complete_the_trials_and_the_best_trial_trains_again_bit_for_bi
     assert best_config["model"]["layers"][0]["filters"] == int(best["model.layers[0].filters"])
     assert best_config["train"]["workers"] == best_config["train"]["blas_threads"] == 1  # 2 jobs on 2 cores
     assert f"mnistcnn train {folder / 'best-trial.yaml'}" in done.stdout
+    assert f"pictures: {folder / 'metric-by-trial.png'}, {folder / 'metric-by-parameter.png'}" in done.stdout
     assert f"(its run: {best['run']})" in done.stdout and f"# its run: {best['run']})" in \
         (folder / "best-trial.yaml").read_text()  # a resumed trial's number names no folder: its run does
 
