@@ -206,12 +206,13 @@ class Comparison:
         return self.largest_difference <= self.tolerance and self.disagreements == 0
 
 
-def session(path):
-    """An onnxruntime session on the CPU for an .onnx file."""
+def session(model):
+    """An onnxruntime session on the CPU for an .onnx file, or a serialized graph (bytes)."""
     _, onnxruntime = require_onnx()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                        providers=["CPUExecutionProvider"])
 
 
 def onnx_logits(session, images_nhwc: np.ndarray, input_kind: str, batch_size: int = cfg.EVAL_BATCH_SIZE) -> np.ndarray:
@@ -294,25 +295,27 @@ def check_opset(opset: int) -> None:
 
 def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.ndarray, labels: np.ndarray,
                 output: Path, input_kind: str = "uint8", opset: int = DEFAULT_OPSET) -> tuple[Comparison, bool]:
-    """Write the graph to ``output``, check the file and prove it equal to the engine on
-    ``images`` (else remove it); returns the comparison and whether batchnorm was folded. A
-    batchnorm folded into the layer before it sums in another order: if that misses the
-    tolerance, it is kept as a node."""
+    """Check the graph and prove it equal to the engine on ``images``, then write it to
+    ``output`` (else write nothing: a file already there stays); returns the comparison and
+    whether batchnorm was folded. A batchnorm folded into the layer before it sums in another
+    order: if that misses the tolerance, it is kept as a node."""
     onnx, _ = require_onnx()
     check_opset(opset)
     test_acc = meta.get("test_acc")
     metadata = model_metadata(meta, classes, input_kind, test_acc)
     has_norm = any(isinstance(layer, BatchNorm) for layer in plan.model.layers)
     for fold in (True, False) if has_norm else (False,):
-        write_bytes(output, build_model(plan.model, preprocess, metadata, input_kind, opset, fold).SerializeToString())
-        onnx.checker.check_model(str(output), full_check=True)
-        comparison = compare(plan, preprocess, session(output), images, labels, input_kind)
+        # checked in memory: an interrupted or failed check leaves no unchecked file under the name predict takes
+        graph = build_model(plan.model, preprocess, metadata, input_kind, opset, fold)
+        onnx.checker.check_model(graph, full_check=True)
+        serialized = graph.SerializeToString()
+        comparison = compare(plan, preprocess, session(serialized), images, labels, input_kind)
         if comparison.equal:
+            write_bytes(output, serialized)
             return comparison, fold
-        output.unlink()
     raise ExportMismatch(f"the exported graph's logits differ from the engine's by {comparison.largest_difference:.3g} "
                          f"(tolerance {comparison.tolerance:.3g}) and {comparison.disagreements} predictions differ; "
-                         f"the file was removed. Please report it with the checkpoint")
+                         f"nothing was written. Please report it with the checkpoint")
 
 
 class OnnxModel:

@@ -198,10 +198,27 @@ def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run,
 
     monkeypatch.setattr(export, "_layer", careless)
     output = tmp_path / "model.onnx"
-    with pytest.raises(ExportMismatch, match="the file was removed"):
+    with pytest.raises(ExportMismatch, match="nothing was written"):
         export_onnx(Plan(model), preprocess, {**meta, "test_acc": None}, [str(d) for d in range(10)],
                     mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
     assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
+    output.write_bytes(b"an earlier export")  # one that passed its check: a failed export does not take its place
+    with pytest.raises(ExportMismatch):
+        export_onnx(Plan(model), preprocess, {**meta, "test_acc": None}, [str(d) for d in range(10)],
+                    mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
+    assert output.read_bytes() == b"an earlier export"
+
+
+def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path, cli, monkeypatch):
+    import mnistcnn.export as export
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the graph is compared with the engine
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "compare", interrupted)
+    result = cli("export", trained_run, "-o", tmp_path / "model.onnx")
+    assert result.exit_code == 130 and result.output == "error: interrupted\n"
+    assert list(tmp_path.iterdir()) == []  # an unchecked graph is never under the name predict takes
 
 
 def test_metadata_round_trips(tmp_path):
