@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from rich.text import Text
 
 from . import __version__
 from . import config as cfg
-from .errors import INTERRUPTED, MnistCnnError, command_line, stopped_exit_code
+from .errors import INTERRUPTED, MnistCnnError, Terminated, command_line, raise_terminated, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
@@ -87,6 +88,7 @@ def handle_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
             return command(*args, **kwargs)
         except MnistCnnError as err:
@@ -96,8 +98,12 @@ def handle_errors(command):
             fail(f"{where}{err.strerror or err}", 1)
         except KeyboardInterrupt:  # Ctrl-C outside training, which handles its own: the shell's code, not click's 1
             fail("interrupted", INTERRUPTED)
+        except Terminated:
+            fail("interrupted", stopped_exit_code(signal.SIGTERM))
         except MemoryError as err:  # outside training, which names its own fix
             fail(f"out of memory ({err}); fewer images at once (--batch-size, where the command has it) need less", 1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

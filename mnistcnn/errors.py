@@ -28,6 +28,16 @@ def stopped_exit_code(signum: int | None) -> int:
     return 128 + signal.SIGTERM if signum == signal.SIGTERM else INTERRUPTED
 
 
+class Terminated(BaseException):
+    """SIGTERM in a command, raised where it is as Ctrl-C raises KeyboardInterrupt: what it was
+    writing is cleaned up as after Ctrl-C (a temporary file, a half-fetched download)."""
+
+
+def raise_terminated(signum, frame):
+    """The commands' SIGTERM handler."""
+    raise Terminated
+
+
 class MnistCnnError(Exception):
     """Base of every error a user can cause and fix; ``exit_code`` is the command's exit status."""
 

@@ -1,6 +1,10 @@
 """`mnistcnn download` against mirrors served on 127.0.0.1 by the test itself."""
+import contextlib
 import re
+import signal
+import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,7 +17,8 @@ LABELS = "t10k-labels-idx1-ubyte"
 
 
 class Mirror(BaseHTTPRequestHandler):
-    # path prefix -> behaviour: good | corrupt | truncated | missing | foreign (another MNIST file)
+    # path prefix -> behaviour: good | corrupt | truncated | missing | foreign (another MNIST file) | stalled
+    # (half the file, then nothing for a while)
     def do_GET(self):
         kind, name = self.path.strip("/").split("/", 1)
         source = BUNDLED_DIR / ("train-labels-idx1-ubyte.gz" if kind == "foreign" else name)
@@ -26,6 +31,12 @@ class Mirror(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind == "stalled":
+            with contextlib.suppress(OSError):  # the client may be gone before the half is sent
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+            time.sleep(10)
+            return
         self.wfile.write(body[: len(body) // 2] if kind == "truncated" else body)
 
     def log_message(self, *args):
@@ -95,3 +106,14 @@ def test_a_file_as_the_folder_and_a_timeout_of_nothing_are_refused(tmp_path, cli
     assert result.exit_code == 2
     assert result.output == f"error: --to {tmp_path / 'a-file'}: is a file; give a folder (it is created if missing)\n"
     assert cli("download", "--timeout", "-1").exit_code == 2 and (tmp_path / "a-file").read_text() == "kept"
+
+
+def test_sigterm_mid_download_leaves_no_partial_file(server, tmp_path, mnistcnn_command, wait_for):
+    folder = tmp_path / "mnist"
+    process = subprocess.Popen([*mnistcnn_command, "download", "--to", str(folder), "--mirror", f"{server}/stalled/"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: folder.is_dir() and any(folder.glob(".*.part")), what="the first file's transfer")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err == "error: interrupted\n", err
+    assert list(folder.iterdir()) == []  # as after Ctrl-C: the half-fetched file is removed

@@ -7,7 +7,7 @@ import importlib
 import ipaddress
 import socket
 
-from ..errors import UsageError, install_extra
+from ..errors import Terminated, UsageError, install_extra
 
 
 EXTRA = install_extra("serve")
@@ -123,12 +123,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def run(app, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` with uvicorn until Ctrl-C (then return) or SIGTERM; errors are
+    """Serve ``app`` on ``sock`` with uvicorn until Ctrl-C or SIGTERM (then return); errors are
     logged, requests are not."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn has shut down on Ctrl-C and raises it again: the end asked for
+    except (KeyboardInterrupt, Terminated):  # uvicorn shut down on the signal and raises it again: the end asked for
         pass
