@@ -8,6 +8,7 @@ and goes on as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -574,12 +575,17 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
         trainer = Trainer(config, data, callbacks=callbacks)  # refuses what cannot train before a folder exists
         trainer.run = RunDir.create(runs_dir, config["name"])
     with (resume or trainer.run).training_lock():
-        if resume is not None:
-            trainer = _resumed_trainer(resume, config, data, callbacks)
-        else:
-            write_text(trainer.run.config_file, cfg.dump(trainer.config))  # with the threads it chose
-        callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
-        trainer.run.set_status("running", **_started_from(trainer.run, config_path, overrides))
+        try:
+            if resume is not None:
+                trainer = _resumed_trainer(resume, config, data, callbacks)
+            else:
+                write_text(trainer.run.config_file, cfg.dump(trainer.config))  # with the threads it chose
+            callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
+            trainer.run.set_status("running", **_started_from(trainer.run, config_path, overrides))
+        except BaseException:
+            if resume is None:  # a new run stopped (a signal, a full disk) before it held anything to resume
+                shutil.rmtree(trainer.run.path, ignore_errors=True)
+            raise
         # a run trained longer is no longer finished; its end writes a new summary
         trainer.run.summary_file.unlink(missing_ok=True)
         return _fit(trainer, stop_on_signals)

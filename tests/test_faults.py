@@ -117,8 +117,22 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, writ
     monkeypatch.undo()
     assert result.exit_code == 1
     assert "config.yaml: cannot write: Permission denied" in result.stderr and "Traceback" not in result.stderr
-    run = only_run(tmp_path / "runs")
-    assert leftovers(run) == [] and not (run / "checkpoints" / "last.npz").exists()
+    assert list((tmp_path / "runs").iterdir()) == []  # a folder with nothing to resume is not left behind
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_path, monkeypatch, cli, write_config,
+                                                                         signum, code, sigterm_raises):
+    real = RunDir.set_status
+
+    def signalled(run, status, **extra):  # the signal comes after config.yaml, before the run is marked running
+        signal.raise_signal(getattr(signal, signum))
+        real(run, status, **extra)
+
+    monkeypatch.setattr(RunDir, "set_status", signalled)
+    result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == code and result.stderr == "error: interrupted\n", result.output
+    assert list((tmp_path / "runs").iterdir()) == []  # not a folder that `runs` skips and --resume refuses
 
 
 def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,
