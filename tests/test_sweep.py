@@ -334,6 +334,23 @@ def test_a_storage_file_in_a_missing_folder_is_refused_by_the_dry_run_too(tmp_pa
             assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_the_study_is_made_leaves_no_sweep_folder(tmp_path, cli, monkeypatch, signum, code,
+                                                                 sigterm_raises):
+    from mnistcnn.sweep import study as studies
+
+    real = studies.open_study
+
+    def signalled(*args, **kwargs):  # the sweep folder exists; its SQLite study is being made
+        signal.raise_signal(getattr(signal, signum))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(studies, "open_study", signalled)
+    result = cli("sweep", write_sweep(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == code and result.output == "error: interrupted\n", result.output
+    assert list((tmp_path / "runs").iterdir()) == []  # not a folder that --status and --resume refuse
+
+
 def fake_trial(state, number=0, value=None, params=None, **attrs):
     """An Optuna trial as the sweep's reports read it: ``state`` its state's name, ``attrs`` its user attributes."""
     start = dt.datetime(2026, 1, 1)

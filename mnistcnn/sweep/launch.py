@@ -7,6 +7,7 @@ this process only, which passes it on once, so that each running trial checkpoin
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,12 +81,17 @@ class SweepRun:
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
         sweep_dir = SweepDir.create(runs_dir, sweep.name)
-        write_text(sweep_dir.base_file, cfg.dump(sweep.base))
-        resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
-                    "storage": studies.shown(shared.url) if shared is not None else None}
-        write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
-                                         f"{command_line('sweep', '--resume', sweep_dir.path)}\n" + cfg.dump(resolved))
-        return cls(sweep, sweep_dir, shared or studies.local_storage(sweep_dir.path))
+        try:
+            write_text(sweep_dir.base_file, cfg.dump(sweep.base))
+            resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
+                        "storage": studies.shown(shared.url) if shared is not None else None}
+            write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
+                                             f"{command_line('sweep', '--resume', sweep_dir.path)}\n"
+                       + cfg.dump(resolved))
+            return cls(sweep, sweep_dir, shared or studies.local_storage(sweep_dir.path))
+        except BaseException:  # a signal or a full disk before the study was made: a folder --resume would refuse
+            shutil.rmtree(sweep_dir.path, ignore_errors=True)
+            raise
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
