@@ -182,6 +182,20 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert all(summary["resumed"] for summary in summaries)
 
 
+def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistcnn_command, wait_for):
+    path = write_sweep(tmp_path, limit=500, epochs=1)
+    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
+                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    logs = wait_for(lambda: list((tmp_path / "runs").glob("*/workers/*.log")), what="the first worker's start")
+    process.send_signal(signal.SIGINT)  # the worker is still importing: the signal waits until it can obey it
+    out, err = process.communicate(timeout=120)
+    folder = sweep_folder(tmp_path / "runs")
+    assert process.returncode == 130 and err == f"interrupted; resume with: mnistcnn sweep --resume {folder}\n", err
+    assert all("Traceback" not in log.read_text() for log in logs)
+    assert "0/6 trials done" in out  # no worker went on with the sweep
+
+
 @pytest.mark.skipif(available_cores() < 2, reason="one job and two jobs differ only with two cores")
 def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_one_is_not_resumed(
         tmp_path, mnistcnn_command):

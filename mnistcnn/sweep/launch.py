@@ -23,7 +23,7 @@ from . import study as studies
 from .folder import SweepDir
 from .report import best_row, trial_rows, write_reports
 from .space import Sweep, load_sweep
-from .worker import POLL_SECONDS, STORAGE_VARIABLE
+from .worker import POLL_SECONDS, STOP_SIGNALS, STORAGE_VARIABLE
 
 
 def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> tuple[int, int]:
@@ -115,14 +115,20 @@ class SweepRun:
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
-        for index in range(jobs):
-            name = f"{studies.host()}-{index}"
-            self.logs.append(self.sweep_dir.worker_log(name))
-            with open(self.logs[-1], "a", encoding="utf-8") as log:
-                self.workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.sweep_dir.path),
-                     f"{name}/{self.sweep_dir.path.resolve()}/{launched}",
-                     str(threads)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        # blocked here, a signal waits until every worker is started (and is passed on to all); the workers
+        # inherit the block and lift it once their handlers are set, not ending with a traceback as they import
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for index in range(jobs):
+                name = f"{studies.host()}-{index}"
+                self.logs.append(self.sweep_dir.worker_log(name))
+                with open(self.logs[-1], "a", encoding="utf-8") as log:
+                    self.workers.append(subprocess.Popen(
+                        [sys.executable, "-m", "mnistcnn.sweep.worker", str(self.sweep_dir.path),
+                         f"{name}/{self.sweep_dir.path.resolve()}/{launched}", str(threads)],
+                        env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
     def run_workers(self, jobs: int, threads: int, show) -> tuple[Snapshot, int | None]:
         """Launch the workers and call ``show(snapshot)`` until they end; SIGINT and SIGTERM are
@@ -134,7 +140,7 @@ class SweepRun:
             stopped = signum
             self.stop(signum)
 
-        previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
         try:
             self.launch(jobs, threads)
             while True:

@@ -27,6 +27,7 @@ from .folder import SweepDir
 from .space import goodness, load_sweep
 
 STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a worker checkpoints its trial and stops
 MAX_FAILURES_IN_A_ROW = 3
 POLL_SECONDS = 1.0
 
@@ -221,8 +222,9 @@ def main(argv=None) -> int:
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
             worker.stopping = True
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, request_stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the command that started this worker
         worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
         return INTERRUPTED
