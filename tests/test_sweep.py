@@ -196,6 +196,26 @@ def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistc
     assert "0/6 trials done" in out  # no worker went on with the sweep
 
 
+def test_a_signal_between_two_workers_starting_reaches_both(tmp_path, monkeypatch):
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    started = []
+
+    class SignalledAfterTheFirst(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+            if len(started) == 1:  # Ctrl-C before the sweep has this worker in its list, or the second one at all
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", SignalledAfterTheFirst)
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, limit=500, epochs=1, trials=2)), tmp_path / "runs")
+    snapshot, stopped = run.run_workers(2, 1, lambda snapshot: None)
+    assert stopped == signal.SIGINT and [worker.returncode for worker in run.workers] == [130, 130]
+    assert snapshot.done == 0
+
+
 @pytest.mark.skipif(available_cores() < 2, reason="one job and two jobs differ only with two cores")
 def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_one_is_not_resumed(
         tmp_path, mnistcnn_command):

@@ -115,8 +115,8 @@ class SweepRun:
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
         environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, "OPENBLAS_NUM_THREADS": str(threads),
                        "OMP_NUM_THREADS": str(threads)}
-        # blocked here, a signal waits until every worker is started (and is passed on to all); the workers
-        # inherit the block and lift it once their handlers are set, not ending with a traceback as they import
+        # the workers start with the stop signals blocked and lift the block once their handlers are set: one
+        # passed on while a worker imports waits for it rather than ending it with a traceback
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for index in range(jobs):
@@ -143,6 +143,8 @@ class SweepRun:
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
         try:
             self.launch(jobs, threads)
+            if stopped is not None:  # a worker started after the signal gets it too (twice, still blocked: as once)
+                self.stop(stopped)
             while True:
                 snapshot = self.snapshot()
                 show(snapshot)
