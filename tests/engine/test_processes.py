@@ -1,5 +1,7 @@
 """Worker processes: the numbers of as many threads, and a worker's failure or end reported."""
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -9,6 +11,7 @@ from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan
 from mnistcnn.engine.fast.processes import ProcessStepRunner, WorkerProcessError
 
+SHARED = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # where worker files would be
 CLOSE_CALLS = 1  # of the mixed net's 16 images: a tie within rounding may go either way
 
 
@@ -48,20 +51,35 @@ def test_a_worker_that_ends_is_named_with_its_exit_code(mixed_net):
             runner.gradients(x, y, np.random.default_rng(0))
 
 
-def test_workers_leave_no_process_and_no_file_behind(mixed_net, monkeypatch):
-    made, make_folder = [], tempfile.mkdtemp
+@pytest.mark.skipif(not os.path.isfile("/proc/self/maps"), reason="reads this process's mappings in /proc")
+def test_workers_leave_no_process_and_no_file_behind_whenever_the_trainer_is_killed(mixed_net, monkeypatch):
+    from mnistcnn.engine.fast import processes
 
-    def recorded(*args, **kwargs):  # this runner's folder: /dev/shm is the whole machine's
-        made.append(make_folder(*args, **kwargs))
-        return made[-1]
+    named, reply = [], processes.Worker.reply
 
-    monkeypatch.setattr(tempfile, "mkdtemp", recorded)
+    def looked(worker):  # as the workers start: a trainer killed now (SIGKILL) removes nothing itself
+        answer = reply(worker)
+        with open("/proc/self/maps") as maps:
+            named.extend(line for line in maps if SHARED in line and not line.rstrip().endswith("(deleted)"))
+        return answer
+
+    monkeypatch.setattr(processes.Worker, "reply", looked)
     model, x, y = mixed_net()
     with ProcessStepRunner(Plan(model), workers=3, batch_size=16, min_per_worker=4) as runner:
         workers = [worker.process for worker in runner.processes]
-        assert len(workers) == 2 and len(made) == 1 and not os.path.exists(made[0])
+        assert len(workers) == 2
         runner.gradients(x, y, np.random.default_rng(0))
+    assert named == []  # the shared memory is mapped by a name that only the kernel holds
     assert all(worker.returncode == 0 for worker in workers)
+
+
+def test_a_worker_whose_trainer_is_gone_ends_without_a_word(tmp_path):
+    # the trainer killed: the worker's reply meets a closed pipe, and its traceback would land on the user's terminal
+    worker = subprocess.Popen([sys.executable, "-m", "mnistcnn.engine.fast.processes"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker.stdout.close()
+    _, err = worker.communicate(b"{}\n", timeout=60)  # a setup it cannot use: it replies with its failure
+    assert worker.returncode == 0 and err == b"", err.decode()
 
 
 def test_a_batch_larger_than_the_runner_was_started_for_is_refused(mixed_net):

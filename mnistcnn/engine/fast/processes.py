@@ -4,10 +4,11 @@ Threads share one interpreter: every NumPy call takes its lock (the GIL), and a 
 step is hundreds of short calls, so two threads mostly wait for each other. Here the other
 shares of a batch go to worker processes (``python -m mnistcnn.engine.fast.processes``), each
 with an interpreter and a copy of the plan of its own. Before every step the weights and the
-share's images reach a worker through a memory-mapped file, and its gradients come back the
-same way; a task and its reply are a few packed numbers on the worker's standard input and
-output (nothing is pickled). The shares, their generators and the order in which their
-gradients are added are ``StepRunner``'s, so the numbers are those of as many threads.
+share's images reach a worker through a memory-mapped file with no name (handed over open),
+and its gradients come back the same way; a task and its reply are a few packed numbers on the
+worker's standard input and output (nothing is pickled). The shares, their generators and the
+order in which their gradients are added are ``StepRunner``'s, so the numbers are those of as
+many threads.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..model import Sequential
 from .parallel import StepRunner, batch_shares, keep_freed_memory
 
 _ALIGN = 64  # bytes: each shared array starts on a cache line
+SHARED_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the shared files' folder: RAM, where there is one
 # a task: what (TRAIN or EVALUATE), rows of x, the share's seed (training) or the batch size
 # (evaluation), the share's fraction of the batch and the label smoothing (training)
 TASK = struct.Struct("<qqqdd")
@@ -43,14 +45,13 @@ def _size(shape, dtype) -> int:
 
 class SharedArrays:
     """Named arrays laid out one after another in a memory-mapped file that a worker and the
-    trainer both map: ``layout`` is ``[(name, shape, dtype)]``."""
+    trainer both map, each by a descriptor ``fd`` of it: ``layout`` is ``[(name, shape, dtype)]``."""
 
-    def __init__(self, layout: list, path: str, create: bool = False):
+    def __init__(self, layout: list, fd: int, create: bool = False):
         size = max(_ALIGN, sum(_size(shape, dtype) for _, shape, dtype in layout))
-        with open(path, "w+b" if create else "r+b") as file:
-            if create:
-                file.truncate(size)
-            self.memory = mmap.mmap(file.fileno(), size)
+        if create:
+            os.ftruncate(fd, size)
+        self.memory = mmap.mmap(fd, size)
         self.arrays, offset = {}, 0
         for name, shape, dtype in layout:
             count = int(np.prod(shape, dtype=np.int64))
@@ -97,8 +98,12 @@ def decode_statistics(data: bytes, steps: int) -> list:
 
 
 def _reply(out, failed: bool, loss: float = 0.0, correct: int = 0, payload: bytes = b"") -> None:
-    out.write(REPLY.pack(failed, loss, correct, len(payload)) + payload)
-    out.flush()
+    try:
+        out.write(REPLY.pack(failed, loss, correct, len(payload)) + payload)
+        out.flush()
+    except BrokenPipeError:  # the trainer has gone (killed): no one to reply to, nothing to say on its terminal
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # where the reply's last flush at exit goes
+        sys.exit(0)
 
 
 def worker_main() -> None:
@@ -111,7 +116,8 @@ def worker_main() -> None:
 
     try:
         setup = json.loads(tasks.readline())
-        shared = SharedArrays(setup["layout"], setup["path"])
+        shared = SharedArrays(setup["layout"], setup["fd"])
+        os.close(setup["fd"])  # the mapping keeps the file
         model = Sequential.from_config(setup["specs"], setup["input_shape"], dtype=np.dtype(setup["dtype"]))
         for index, layer in enumerate(model.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
@@ -152,15 +158,17 @@ class WorkerProcessError(MnistCnnError):
 class Worker:
     """One worker process and the arrays it shares with the trainer."""
 
-    def __init__(self, model: Sequential, rows: int, conv_algorithm: str, folder: str):
+    def __init__(self, model: Sequential, rows: int, conv_algorithm: str):
         layout = share_layout(model, rows)
-        path = os.path.join(folder, f"worker-{id(self)}")
-        self.shared = SharedArrays(layout, path, create=True)
-        # a session of its own: Ctrl-C reaches the trainer alone, which stops it by ending its input
-        self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, start_new_session=True)
-        setup = {"path": path, "layout": layout, "specs": model.get_config(), "input_shape": model.input_shape,
-                 "dtype": self.shared["x"].dtype.str, "conv_algorithm": conv_algorithm}
+        # a file with no name (or unlinked at once): a trainer killed at any moment leaves nothing in SHARED_MEMORY
+        with tempfile.TemporaryFile(dir=SHARED_MEMORY) as file:
+            self.shared = SharedArrays(layout, file.fileno(), create=True)
+            # a session of its own: Ctrl-C reaches the trainer alone, which stops it by ending its input
+            self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, start_new_session=True, pass_fds=[file.fileno()])
+            setup = {"fd": file.fileno(), "layout": layout, "specs": model.get_config(),
+                     "input_shape": model.input_shape, "dtype": self.shared["x"].dtype.str,
+                     "conv_algorithm": conv_algorithm}
         self.process.stdin.write(json.dumps(setup).encode() + b"\n")
         self.process.stdin.flush()
 
@@ -222,20 +230,13 @@ class ProcessStepRunner(StepRunner):
 
     def __enter__(self):
         super().__enter__()
-        # the files live only until every worker has mapped its own: nothing is left behind
-        folder = tempfile.mkdtemp(prefix="mnistcnn-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         try:
-            self.processes = [Worker(self.plan.model, self.rows, self.conv_algorithm, folder)
-                              for _ in range(self.workers - 1)]
+            self.processes = [Worker(self.plan.model, self.rows, self.conv_algorithm) for _ in range(self.workers - 1)]
             for worker in self.processes:
                 worker.reply()  # ready
         except BaseException:
             self.__exit__()
             raise
-        finally:
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
         return self
 
     def __exit__(self, *exc):
