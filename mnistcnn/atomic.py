@@ -58,8 +58,7 @@ def atomic_writer(path, mode: str = "wb"):
     except OSError as err:
         raise write_error(path, err) from None
     try:
-        # mkstemp makes the file private (0600); the user's umask decides, as for any file they write
-        os.chmod(temp_path, 0o666 & ~_umask())
+        mode_by_umask(temp_path)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -99,6 +98,11 @@ def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> P
         done = "write in" if nearest == folder else "create"
         raise UsageError(f"{named}: cannot {done} {what} ({os.strerror(errno.EACCES)}); {option.fix()}")
     return folder
+
+
+def mode_by_umask(path) -> None:
+    """Give a file that mkstemp made (private, 0600) the mode the user's umask gives any file they write."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
-from .atomic import OutputOption, make_folder
+from .atomic import OutputOption, make_folder, mode_by_umask
 from .errors import DataError
 
 MIRRORS = (
@@ -61,6 +61,7 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIM
         url = mirror.rstrip("/") + f"/{name}.gz"
         fd, part_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         try:
+            mode_by_umask(part_path)
             with os.fdopen(fd, "wb") as handle:
                 _fetch(url, handle, timeout, progress)
                 handle.flush()

@@ -72,6 +72,19 @@ def test_bad_transfer_is_rejected_and_leaves_nothing(server, tmp_path, kind, rea
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_downloaded_file_has_the_mode_the_umask_gives(server, tmp_path):
+    import os
+    import stat
+
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):  # readable by others, as any file they write: not 0600
+        old = os.umask(umask)
+        try:
+            path = download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",))
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(path.stat().st_mode) == mode, oct(umask)
+
+
 def test_404_falls_through_to_the_next_mirror(server, tmp_path):
     logs = []
     path = download_file(LABELS, tmp_path, mirrors=(f"{server}/missing/", f"{server}/corrupt/", f"{server}/good/"),
