@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -50,10 +51,21 @@ def _fetch(url: str, dest, timeout: float, progress) -> None:
             raise DataError(f"transfer ended after {done} of {total} bytes")
 
 
+def discard_abandoned_parts(name: str, folder: Path, timeout: float) -> None:
+    """Delete the partial files of ``name`` that downloads killed mid-way (SIGKILL, a power cut) left
+    in ``folder``: one unwritten for twice ``timeout`` is abandoned, as a live download gives up a
+    mirror silent for ``timeout``."""
+    for part in folder.glob(f".{name}.*.part"):
+        with contextlib.suppress(OSError):
+            if time.time() - part.stat().st_mtime > 2 * timeout:
+                part.unlink()
+
+
 def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIMEOUT_SECONDS, progress=None,
                   log=None) -> Path:
     """Download ``name`` (e.g. ``train-images-idx3-ubyte``) as ``folder/name.gz``, trying each
     mirror in turn. Returns the final path; raises DataError when every mirror fails."""
+    discard_abandoned_parts(name, folder, timeout)
     final = folder / f"{name}.gz"
     want = MNIST_SHA256[name]
     failures = []

@@ -85,6 +85,17 @@ def test_a_downloaded_file_has_the_mode_the_umask_gives(server, tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == mode, oct(umask)
 
 
+def test_a_part_file_a_killed_download_left_is_removed_by_the_next(server, tmp_path):
+    import os
+
+    abandoned, live = tmp_path / f".{LABELS}.k1ll3d.part", tmp_path / f".{LABELS}.w0rk1n.part"
+    for part in (abandoned, live):
+        part.write_bytes(b"half a file")
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))  # untouched for an hour: its download is dead
+    download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",), timeout=30)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [live.name, f"{LABELS}.gz"]  # another's, in flight
+
+
 def test_404_falls_through_to_the_next_mirror(server, tmp_path):
     logs = []
     path = download_file(LABELS, tmp_path, mirrors=(f"{server}/missing/", f"{server}/corrupt/", f"{server}/good/"),
