@@ -2,9 +2,11 @@
 study with a worker killed mid-trial, and sweep files refused with one line."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
+import os
 import re
 import signal
 import subprocess
@@ -194,6 +196,36 @@ def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistc
     assert process.returncode == 130 and err == f"interrupted; resume with: mnistcnn sweep --resume {folder}\n", err
     assert all("Traceback" not in log.read_text() for log in logs)
     assert "0/6 trials done" in out  # no worker went on with the sweep
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc")
+def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path, mnistcnn_command, wait_for):
+    path = write_sweep(tmp_path, limit=6000, epochs=4)
+    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
+                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
+                      what="the sweep folder")
+    wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+    process.kill()  # no signal to pass on: the workers see their command gone
+    process.communicate(timeout=60)
+
+    def ended() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "sweep.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+                       for pid in workers)
+
+    try:
+        wait_for(ended, timeout=60, what="the workers of the killed sweep to stop")
+    finally:
+        for pid in workers:  # not left running the sweep unseen if they do not
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    statuses = [json.loads(status.read_text())["status"] for status in folder.glob("trials/*/status.json")]
+    assert "interrupted" in statuses and "running" not in statuses  # each running trial checkpointed
+    done = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sum(row["status"] in ("complete", "pruned") for row in read_trials(folder)) == 6
 
 
 def test_a_signal_between_two_workers_starting_reaches_both(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from . import study as studies
 from .folder import SweepDir
 from .report import best_row, trial_rows, write_reports
 from .space import Sweep, load_sweep
-from .worker import POLL_SECONDS, STOP_SIGNALS, STORAGE_VARIABLE
+from .worker import COMMAND_VARIABLE, POLL_SECONDS, STOP_SIGNALS, STORAGE_VARIABLE
 
 
 def plan_jobs(jobs: int | None, trials: int, jobs_before: int | None = None) -> tuple[int, int]:
@@ -113,8 +113,8 @@ class SweepRun:
         self.sweep_dir.workers.mkdir(exist_ok=True)
         self.sweep_dir.record_jobs(jobs)
         launched = len(self.study.get_trials(deepcopy=False))  # seeds differ from an earlier launch's
-        environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, "OPENBLAS_NUM_THREADS": str(threads),
-                       "OMP_NUM_THREADS": str(threads)}
+        environment = {**os.environ, STORAGE_VARIABLE: self.storage.url, COMMAND_VARIABLE: str(os.getpid()),
+                       "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         # the workers start with the stop signals blocked and lift the block once their handlers are set: one
         # passed on while a worker imports waits for it rather than ending it with a traceback
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

@@ -1,7 +1,8 @@
 """A sweep's worker: one process that draws trials from the study and trains each as an
 ordinary run, until the study has its trials. ``mnistcnn sweep`` starts ``--jobs`` of them
 (``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``, NAME the key that seeds its
-sampler; the storage URL in the environment so that no password shows in the process list).
+sampler; the storage URL in the environment so that no password shows in the process list, and
+the command's process id: a worker whose command is gone stops).
 
 A trial reports its validation metric every epoch, so the pruner can end it early; a trial
 interrupted by a signal checkpoints and is queued again, to be resumed from its run directory.
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from .folder import SweepDir
 from .space import goodness, load_sweep
 
 STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
+COMMAND_VARIABLE = "MNISTCNN_SWEEP_COMMAND"  # the process id of the mnistcnn sweep that started the worker
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a worker checkpoints its trial and stops
 MAX_FAILURES_IN_A_ROW = 3
 POLL_SECONDS = 1.0
@@ -208,6 +211,14 @@ def _history(run: RunDir) -> list[dict]:
     return read_metrics(run.metrics_file)
 
 
+def stop_without(command: int) -> None:
+    """Stop this worker as Ctrl-C does once ``command``, the process that started it, is gone
+    without passing a signal on (SIGKILL): its trial checkpoints, rather than the sweep going on unseen."""
+    while os.getppid() == command:
+        time.sleep(POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def main(argv=None) -> int:
     """``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``: one worker process."""
     folder, name, threads = (argv or sys.argv[1:])[:3]
@@ -225,6 +236,7 @@ def main(argv=None) -> int:
         for signum in STOP_SIGNALS:
             signal.signal(signum, request_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the command that started this worker
+        threading.Thread(target=stop_without, args=(int(os.environ[COMMAND_VARIABLE]),), daemon=True).start()
         worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
         return INTERRUPTED
