@@ -262,7 +262,11 @@ def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_
     jobs_before = SweepDir(folder).jobs_before
     assert jobs_before == 1 and plan_jobs(None, 2, jobs_before)[0] == 1  # not a job per core, as without one before
     assert plan_jobs(None, 2, None)[0] == 2 and plan_jobs(2, 2, jobs_before)[0] == 2  # --jobs decides
+    best_trial = (folder / "best-trial.yaml").read_text()
+    for report in ("best-trial.yaml", "trials.csv"):  # as when the command was killed as its last trial ended
+        (folder / report).unlink()
     finished = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
+    assert (folder / "best-trial.yaml").read_text() == best_trial and len(read_trials(folder)) == 2
     assert finished.returncode == 2 and finished.stdout == "" and finished.stderr == (
         f"error: {folder}: the sweep is finished, 2 of 2 trials done; there is nothing to resume. Its trials: "
         f"mnistcnn sweep --status {folder}; its best: mnistcnn train {folder / 'best-trial.yaml'}\n")

@@ -103,6 +103,7 @@ class SweepRun:
         counts = studies.states(run.study.get_trials(deepcopy=False))
         done = studies.trials_done(counts)
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
+            run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
             raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
                              f"is nothing to resume. Its trials: {command_line('sweep', '--status', sweep_dir.path)}; "
                              f"its best: {command_line('train', sweep_dir.best_trial)}")
