@@ -568,7 +568,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     or failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
     curves.png. A signal (with ``stop_on_signals``) ends the run with a checkpoint and returns
     an Outcome without summary, as does a callback's ``Pruned``; errors are raised after the
-    status says failed.
+    status says failed. A new run's folder is removed again when the run stops (an error, a
+    signal) before it is marked running: it holds nothing to resume.
     """
     callbacks = callbacks or Callbacks()
     if resume is None:

@@ -144,7 +144,7 @@ class SweepRun:
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
         try:
             self.launch(jobs, threads)
-            if stopped is not None:  # a worker started after the signal gets it too (twice, still blocked: as once)
+            if stopped is not None:  # to the workers started after it too; one that had it still blocks it: no second
                 self.stop(stopped)
             while True:
                 snapshot = self.snapshot()
