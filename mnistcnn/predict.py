@@ -48,6 +48,7 @@ MIN_SEPARATION = 1.6  # the strokes' median over the Otsu threshold between ink 
 MAX_COVERAGE = 0.25  # of the picture, by the ink
 THIN_INK = 4  # ink under 1% of the picture: its 0.1% tail this many times further out than the 1% tails
 PAPER_TAIL = 8  # grey levels: the paper's light and grain keep its 1% tails within this; ink's reach further
+LIGHT_PAPER = 160  # grey levels: a ground this light holds dark ink only; a board's or a screen's is darker
 MIN_CONTRAST = 40  # grey levels between ink and paper, below which a picture without a digit is blank
 MIN_INSIDE = 0.1  # of the ink: away from the picture's edge, enough to be the digit
 NEAR = 2  # stroke widths: ink at the picture's edge this close to the rest is the digit's own
@@ -57,6 +58,7 @@ MIN_STROKE = 0.1  # thinner strokes are widened to this, by two pixels or more
 MAX_STROKE = 0.32  # a blot (a single tap on a pad), not strokes: no digit
 SHADOW_WINDOW = 1.5  # stroke widths: the window that tells a stroke from a step in the paper's light
 SHADOW_GATE = 0.15  # of full ink: how much less ink the closing must see for a band to be a shadow's
+MIN_VALLEY = 0.6  # of the strokes' ink: how much of it the closing must see for the picture to hold strokes
 
 
 def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
@@ -204,8 +206,9 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     and the grey levels that 1 stands for (the ink's contrast with the paper).
 
     The paper's brightness is estimated on a coarse grid by rank filters over windows much wider
-    than a stroke (a median decides which way the ink goes, then the paper's side of the
-    distribution is taken), subtracted, and the rest scaled so full ink is 1."""
+    than a stroke (a median decides which way the ink goes, and light paper always takes dark ink;
+    then the paper's side of the distribution is taken), subtracted, and the rest scaled so full
+    ink is 1. Ink that mostly lies in no valley, as strokes do (a glint's halo), is none: 0, 0."""
     h, w = grey.shape
     scale = min(1.0, WORK_SIDE / max(h, w))
     if scale < 1:
@@ -225,7 +228,9 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     tails = np.percentile(residual, [0.1, 1, 99, 99.9]) * [-1, -1, 1, 1]
     thin = THIN_INK * tails[[1, 2]].max() < tails[[0, 3]].max() and tails[[1, 2]].max() < PAPER_TAIL
     dark, light = tails[[0, 3]] if thin else tails[[1, 2]]
-    dark_ink = dark > light
+    # Light ink needs a dark ground (chalk on a board, a screen): on light paper what stands out
+    # brighter is a glint, not a stroke. The ground is taken as light ink's reading takes it (low).
+    dark_ink = dark > light or float(np.median(low)) > LIGHT_PAPER
     paper = _resize(high if dark_ink else low, (w, h)) if (gh, gw) != (h, w) else (high if dark_ink else low)
     ink = np.clip(paper - grey if dark_ink else grey - paper, 0, None)
     full = np.percentile(ink, 99.5)
@@ -241,6 +246,11 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
         local = np.clip(_closing(grey, side) - grey if dark_ink else grey - _closing(-grey, side) * -1, 0, None)
         shadowed = touching_the_edge(ink > local + SHADOW_GATE * full)
         ink = np.where(shadowed, np.minimum(ink, local), ink)
+        # Strokes are valleys that the closing fills. A glint's halo, where the paper's estimate rides
+        # up on the bright patch beside it, is none: ink the closing mostly does not see is no digit.
+        strokes, _ = stroke_mask(ink)
+        if np.minimum(ink, local)[strokes].sum() < MIN_VALLEY * ink[strokes].sum():
+            ink, full = np.zeros_like(ink), 0.0
     return (ink / full if full > 0 else ink), float(full)
 
 

@@ -436,6 +436,35 @@ def test_a_faint_digit_beside_a_glint_gives_the_digit():
     assert similarity(glinted, plain) > 0.9
 
 
+def _glossy_page(axes, angle, centre, level, edge, shape=(400, 300)):
+    """A blank glossy page: paper lit 30 grey levels brighter to the right, noise, and a glint 70 levels
+    bright (clipped at white), an ellipse of semi-axes ``axes`` turned by ``angle`` whose edge fades as
+    a Gaussian ``edge`` pixels wide."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    page = level + 30 * (xs / shape[1] - 0.5) + np.random.default_rng(1).normal(0, 3, shape)
+    along = (xs - centre[1]) * np.cos(angle) + (ys - centre[0]) * np.sin(angle)
+    across = (ys - centre[0]) * np.cos(angle) - (xs - centre[1]) * np.sin(angle)
+    outside = np.hypot(along / axes[0], across / axes[1]) - 1  # 0 on the ellipse's outline
+    glint = 70 * np.exp(-(np.maximum(outside, 0) * min(axes) / edge) ** 2 / 2)
+    return np.clip(np.rint(page + glint), 0, 255)
+
+
+def test_a_glint_on_a_blank_glossy_page_is_blank(sample_digits):
+    """On light paper a glint is no light stroke (light ink needs a dark ground), and the dark halo
+    that the paper's estimate leaves around a wide one is no dark stroke either; chalk on a grey
+    board is still light ink."""
+    glints = (((40, 12), 0.3, (280, 150), 210, 4), ((25, 8), 1.2, (300, 90), 190, 12),
+              ((30, 30), 0.0, (200, 150), 210, 4), ((45, 35), 0.8, (220, 160), 190, 12),
+              ((60, 20), -0.5, (120, 170), 210, 12), ((50, 15), 2.0, (150, 200), 190, 4))
+    for axes, angle, centre, level, edge in glints:
+        assert prepare(_glossy_page(axes, angle, centre, level, edge))[1] == "blank", (axes, level, edge)
+    clean = drawn_cleanly(sample_digits[0][0])
+    board = 140 + 30 * (np.arange(200) / 200 - 0.5) + np.random.default_rng(2).normal(0, 4, (200, 200))
+    chalk = board + (255 - clean) / 255 * (235 - board)
+    image, doubt = prepare(chalk)
+    assert doubt is None and similarity(image, prepare(clean)[0]) > 0.9
+
+
 def test_a_table_or_the_pages_edge_in_the_photo_is_not_taken_for_the_digit(sample_digits):
     clean = drawn_cleanly(sample_digits[0][0])
     expected = prepare(clean)[0]
