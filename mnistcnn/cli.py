@@ -127,7 +127,8 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     arose in, when click did not attach one; its ``meta`` holds the command line."""
     ctx = err.ctx or ctx
     command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
-    message = (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+    message = _one_dash(err, ctx, arguments) or \
+        (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
         err.format_message().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
         message = message[0].lower() + message[1:]
@@ -145,23 +146,35 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     return UsageLine(f"{command}: {message}; {fix}", ctx)
 
 
-def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
-    """What an unknown option is when click's guess (the closest spelling among this command's
-    options: --data-dir for eval --runs-dir) misses it: a long name after one dash, read by click
-    as short options (-epochs), or an option of other commands, or of a command given before it."""
-    known = {name for command in main.commands.values() for param in command.params for name in param.opts}
+def _one_dash(err: click.UsageError, ctx: click.Context, arguments: list[str]) -> str | None:
+    """A long name after one dash, the slip behind click's error: read as short options, its first
+    letter that is none refused (-epochs as -e, -help as -h -e), or as a short option and its value
+    (-output as -o utput), with an argument too many after it."""
+    short = isinstance(err, click.NoSuchOption) and not err.option_name.startswith("--")
+    if not short and "unexpected extra argument" not in err.format_message():
+        return None
+    known = {name for command in (main, *main.commands.values()) for param in command.get_params(ctx)
+             for name in param.opts}
     for argument in arguments:
         name = "-" + argument.split("=", 1)[0]
-        if argument.startswith(err.option_name) and not argument.startswith("--") and name in known:
+        if argument[:1] == "-" and name in known and (not short or err.option_name[1] in argument):
             return f"{argument}: an option's name takes two dashes: {name}"
+    return None
+
+
+def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """What an unknown option is when click's guess (the closest spelling among this command's
+    options: --data-dir for eval --runs-dir) misses it: an option of other commands, or of the
+    command given after it."""
     owners = [name for name, command in sorted(main.commands.items())
               if any(err.option_name in param.opts for param in command.params)]
     if not owners:
         return None
     verb = "takes" if len(owners) == 1 else "take"
     if isinstance(ctx.command, click.Group):
+        given = next((argument for argument in arguments if argument in owners), owners[0])
         return (f"no such option {err.option_name!r} before the command: an option goes after its command "
-                f"(mnistcnn {owners[0]} ... {err.option_name}); {', '.join(owners)} {verb} it")
+                f"(mnistcnn {given} ... {err.option_name}); {', '.join(owners)} {verb} it")
     return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
 
 
