@@ -671,7 +671,7 @@ def runs(folder, runs_dir, as_json):
     from .runlist import list_runs
 
     if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
-        raise click.UsageError(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
+        fail(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
     folder = folder or runs_dir or RUNS_DIR
     rows = list_runs(folder)
     if as_json:
