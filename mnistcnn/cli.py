@@ -606,9 +606,10 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
         if passed_over:
             names = ", ".join(p.name for p in passed_over[:PASSED_OVER_NAMED]) + ", ..." * (
                 len(passed_over) > PASSED_OVER_NAMED)
-            console.print(f"passed over {counted(len(passed_over), 'file')} whose names are not pictures' ({names}); "
-                          f"predict reads {', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format "
-                          "(HEIC, SVG) as JPEG or PNG", style="dim", highlight=False)
+            whose = "whose name is not a picture's" if len(passed_over) == 1 else "whose names are not pictures'"
+            console.print(f"passed over {counted(len(passed_over), 'file')} {whose} ({names}); predict reads "
+                          f"{', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format (HEIC, SVG) as "
+                          "JPEG or PNG", style="dim", highlight=False, soft_wrap=True)
     if unreadable:
         sys.exit(1)
     if doubtful and fail_on_doubt:
