@@ -76,7 +76,7 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIM
         url = mirror.rstrip("/") + f"/{name}.gz"
         fd, part_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         try:
-            with contextlib.suppress(OSError):  # a folder without locks has the rule of age alone
+            with contextlib.suppress(OSError):  # a folder without locks: fetched all the same, its leftovers kept
                 fcntl.flock(fd, fcntl.LOCK_EX)  # while it is fetched: another download does not take it for abandoned
             mode_by_umask(part_path)
             with os.fdopen(fd, "wb") as handle:
