@@ -84,7 +84,8 @@ def fail(message: str, code: int = 2):
 
 
 def handle_errors(command):
-    """Turn library errors (and OS errors such as a full disk) into one line and an exit code."""
+    """Turn library errors (and OS errors such as a full disk) into one line and an exit code; a
+    SIGTERM while the command runs stops it as Ctrl-C does (``Terminated``), with the shell's 143."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
