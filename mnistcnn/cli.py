@@ -84,7 +84,8 @@ def fail(message: str, code: int = 2):
 
 
 def handle_errors(command):
-    """Turn library errors (and OS errors such as a full disk) into one line and an exit code."""
+    """Turn library errors (and OS errors such as a full disk) into one line and an exit code; a
+    SIGTERM while the command runs stops it as Ctrl-C does (``Terminated``), with the shell's 143."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -127,7 +128,8 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     arose in, when click did not attach one; its ``meta`` holds the command line."""
     ctx = err.ctx or ctx
     command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
-    message = (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+    message = _one_dash(err, ctx, arguments) or \
+        (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
         err.format_message().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
         message = message[0].lower() + message[1:]
@@ -145,23 +147,35 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     return UsageLine(f"{command}: {message}; {fix}", ctx)
 
 
-def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
-    """What an unknown option is when click's guess (the closest spelling among this command's
-    options: --data-dir for eval --runs-dir) misses it: a long name after one dash, read by click
-    as short options (-epochs), or an option of other commands, or of a command given before it."""
-    known = {name for command in main.commands.values() for param in command.params for name in param.opts}
+def _one_dash(err: click.UsageError, ctx: click.Context, arguments: list[str]) -> str | None:
+    """A long name after one dash, the slip behind click's error: read as short options, its first
+    letter that is none refused (-epochs as -e, -help as -h -e), or as a short option and its value
+    (-output as -o utput), with an argument too many after it."""
+    short = isinstance(err, click.NoSuchOption) and not err.option_name.startswith("--")
+    if not short and "unexpected extra argument" not in err.format_message():
+        return None
+    known = {name for command in (main, *main.commands.values()) for param in command.get_params(ctx)
+             for name in param.opts}
     for argument in arguments:
         name = "-" + argument.split("=", 1)[0]
-        if argument.startswith(err.option_name) and not argument.startswith("--") and name in known:
+        if argument[:1] == "-" and name in known and (not short or err.option_name[1] in argument):
             return f"{argument}: an option's name takes two dashes: {name}"
+    return None
+
+
+def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """What an unknown option is when click's guess (the closest spelling among this command's
+    options: --data-dir for eval --runs-dir) misses it: an option of other commands, or of the
+    command given after it."""
     owners = [name for name, command in sorted(main.commands.items())
               if any(err.option_name in param.opts for param in command.params)]
     if not owners:
         return None
     verb = "takes" if len(owners) == 1 else "take"
     if isinstance(ctx.command, click.Group):
+        given = next((argument for argument in arguments if argument in owners), owners[0])
         return (f"no such option {err.option_name!r} before the command: an option goes after its command "
-                f"(mnistcnn {owners[0]} ... {err.option_name}); {', '.join(owners)} {verb} it")
+                f"(mnistcnn {given} ... {err.option_name}); {', '.join(owners)} {verb} it")
     return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
 
 
@@ -593,9 +607,10 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
         if passed_over:
             names = ", ".join(p.name for p in passed_over[:PASSED_OVER_NAMED]) + ", ..." * (
                 len(passed_over) > PASSED_OVER_NAMED)
-            console.print(f"passed over {counted(len(passed_over), 'file')} whose names are not pictures' ({names}); "
-                          f"predict reads {', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format "
-                          "(HEIC, SVG) as JPEG or PNG", style="dim", highlight=False)
+            whose = "whose name is not a picture's" if len(passed_over) == 1 else "whose names are not pictures'"
+            console.print(f"passed over {counted(len(passed_over), 'file')} {whose} ({names}); predict reads "
+                          f"{', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format (HEIC, SVG) as "
+                          "JPEG or PNG", style="dim", highlight=False, soft_wrap=True)
     if unreadable:
         sys.exit(1)
     if doubtful and fail_on_doubt:
@@ -658,7 +673,7 @@ def runs(folder, runs_dir, as_json):
     from .runlist import list_runs
 
     if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
-        raise click.UsageError(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
+        fail(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
     folder = folder or runs_dir or RUNS_DIR
     rows = list_runs(folder)
     if as_json:

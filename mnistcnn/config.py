@@ -498,9 +498,9 @@ UNCLOSED = {"flow mapping": "the {", "flow sequence": "the [", "quoted scalar": 
 SLIPS = {
     "expected <block end>": "indented differently from the lines above it; give the keys of one section, and the "
                             "items of one list, the same indentation",
-    "mapping values are not allowed here": "a ':' where a value goes: a key indented deeper than the key above it, or "
-                                           "two keys on one line; write one 'key: value' a line (a value holding ': ' "
-                                           "in quotes)",
+    "mapping values are not allowed here": "a ':' where a value goes: a key indented deeper than the key above it, a "
+                                           "key above it without its ':', or two keys on one line; write one "
+                                           "'key: value' a line (a value holding ': ' in quotes)",
     "could not find expected ':'": "a key without its ':'; write 'key: value'",
 }
 

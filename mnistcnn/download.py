@@ -6,6 +6,7 @@ after the SHA-256 of its decompressed content matches genuine MNIST's.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -53,11 +54,13 @@ def _fetch(url: str, dest, timeout: float, progress) -> None:
 
 def discard_abandoned_parts(name: str, folder: Path, timeout: float) -> None:
     """Delete the partial files of ``name`` that downloads killed mid-way (SIGKILL, a power cut) left
-    in ``folder``: one unwritten for twice ``timeout`` is abandoned, as a live download gives up a
-    mirror silent for ``timeout``."""
+    in ``folder``: one that no download holds locked (the kernel lets go of a killed one's lock),
+    unwritten for twice ``timeout``: a live download gives up a mirror silent for ``timeout``, and
+    one whose file is just made has not locked it yet."""
     for part in folder.glob(f".{name}.*.part"):
-        with contextlib.suppress(OSError):
-            if time.time() - part.stat().st_mtime > 2 * timeout:
+        with contextlib.suppress(OSError), open(part, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused (an OSError) while its download runs
+            if time.time() - os.fstat(handle.fileno()).st_mtime > 2 * timeout:
                 part.unlink()
 
 
@@ -73,6 +76,8 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIM
         url = mirror.rstrip("/") + f"/{name}.gz"
         fd, part_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         try:
+            with contextlib.suppress(OSError):  # a folder without locks: fetched all the same, its leftovers kept
+                fcntl.flock(fd, fcntl.LOCK_EX)  # while it is fetched: another download does not take it for abandoned
             mode_by_umask(part_path)
             with os.fdopen(fd, "wb") as handle:
                 _fetch(url, handle, timeout, progress)

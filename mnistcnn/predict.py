@@ -98,10 +98,14 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None, forma
 
     if name is None:
         path = name = Path(path)
+        suffixes = ", ".join(sorted(PICTURE_SUFFIXES))
         if path.is_dir():
-            raise UsageError(f"{path}: a folder with no pictures in it ({', '.join(sorted(PICTURE_SUFFIXES))})")
-        if not path.is_file():
-            raise UsageError(f"{path}: no file matches" if glob.has_magic(str(path)) else f"{path}: no such image file")
+            raise UsageError(f"{path}: a folder with no pictures in it ({suffixes})")
+        if not path.is_file() and not glob.has_magic(str(path)):
+            raise UsageError(f"{path}: no such image file")
+        if not path.is_file():  # a glob: its files, if any, are passed over by their names
+            raise UsageError(f"{path}: matches no picture ({suffixes})" if glob.glob(str(path)) else
+                             f"{path}: no file matches")
     too_large = (f"{name}: the picture has more than {max_pixels / 1e6:.0f} million pixels, the limit; "
                  "scale it down (a digit needs a few hundred pixels a side) and try again")
     try:

@@ -74,6 +74,9 @@ BAD = {
     "a key indented deeper than its section's": ("train:\n  epochs: 2\n   batch_size: 3\n",
                                                  "not valid YAML (line 3, column 14): a ':' where a value goes: a key "
                                                  "indented deeper than the key above it"),
+    "a key without its colon above another": ("train:\n  epochs 2\n  seed: 3\n",
+                                              "not valid YAML (line 3, column 7): a ':' where a value goes: a key "
+                                              "indented deeper than the key above it, a key above it without its ':'"),
     "a key without its colon": ("name: x\ntrain\n  epochs: 2\n",
                                 "not valid YAML (line 2, column 1): a key without its ':'; write 'key: value'"),
     "many layers": ("model: {layers: [" + "{type: relu}, " * 10000 + "{type: flatten}]}\n",

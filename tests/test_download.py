@@ -14,11 +14,12 @@ from mnistcnn.download import download_file, download_mnist
 from mnistcnn.errors import DataError
 
 LABELS = "t10k-labels-idx1-ubyte"
+PAUSE_SECONDS = 4  # of the paused mirror: longer than twice a timeout of 1 s, well under one of 30
 
 
 class Mirror(BaseHTTPRequestHandler):
     # path prefix -> behaviour: good | corrupt | truncated | missing | foreign (another MNIST file) | stalled
-    # (half the file, then nothing for a while)
+    # (half the file, then nothing for a while) | paused (half the file, nothing for a while, then the rest)
     def do_GET(self):
         kind, name = self.path.strip("/").split("/", 1)
         source = BUNDLED_DIR / ("train-labels-idx1-ubyte.gz" if kind == "foreign" else name)
@@ -37,6 +38,11 @@ class Mirror(BaseHTTPRequestHandler):
                 self.wfile.flush()
             time.sleep(10)
             return
+        if kind == "paused":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(PAUSE_SECONDS)
+            body = body[len(body) // 2:]
         self.wfile.write(body[: len(body) // 2] if kind == "truncated" else body)
 
     def log_message(self, *args):
@@ -94,6 +100,24 @@ def test_a_part_file_a_killed_download_left_is_removed_by_the_next(server, tmp_p
     os.utime(abandoned, (time.time() - 3600, time.time() - 3600))  # untouched for an hour: its download is dead
     download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",), timeout=30)
     assert sorted(path.name for path in tmp_path.iterdir()) == [live.name, f"{LABELS}.gz"]  # another's, in flight
+
+
+def test_a_part_file_of_a_download_still_running_is_kept_however_long_its_mirror_pauses(server, tmp_path, wait_for):
+    outcome = {}
+
+    def patient():  # a download with a longer --timeout than the next one's, on a mirror that pauses
+        try:
+            outcome["path"] = download_file(LABELS, tmp_path, mirrors=(f"{server}/paused/",), timeout=30)
+        except DataError as err:
+            outcome["error"] = err
+
+    first = threading.Thread(target=patient)
+    first.start()
+    part = wait_for(lambda: next(tmp_path.glob(".*.part"), None), what="the first download's part file")
+    wait_for(lambda: time.time() - part.stat().st_mtime > 2.5, what="the part file to be untouched for 2.5 s")
+    download_file(LABELS, tmp_path, mirrors=(f"{server}/good/",), timeout=1)  # abandoned after 2 s, by its rule
+    first.join(timeout=60)
+    assert "error" not in outcome, outcome  # its part file was not taken from under it
 
 
 def test_404_falls_through_to_the_next_mirror(server, tmp_path):

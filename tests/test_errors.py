@@ -224,6 +224,25 @@ def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cl
     assert "Usage: mnistcnn [OPTIONS] COMMAND" in cli().output  # no command at all: the commands, with help
 
 
+def test_a_long_name_after_one_dash_is_said_whatever_click_read_it_as(cli, trained_run):
+    said = {  # click reads -help as -h -e (no -e), -output as -o utput (then x.onnx is one argument too many)
+        ("-help",): "mnistcnn: -help: an option's name takes two dashes: --help",
+        ("train", "c.yaml", "-help"): "mnistcnn train: -help: an option's name takes two dashes: --help",
+        ("export", trained_run, "-output", "x.onnx"): "mnistcnn export: -output: an option's name takes two dashes: "
+                                                      "--output",
+    }
+    for arguments, words in said.items():
+        result = cli(*arguments)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
+    assert "no such command 'trian'" in cli("trian", "-epochs", "3").output  # a slip after it is not the error
+
+
+def test_an_option_before_its_command_is_shown_after_that_command(cli):
+    for command, option in (("runs", "--json"), ("sweep", "--runs-dir"), ("train", "--data-dir")):
+        result = cli(option, "x", command, "y")
+        assert result.exit_code == 2 and f"(mnistcnn {command} ... {option})" in result.output, result.output
+
+
 def test_a_damaged_last_checkpoint_is_not_resumed_and_the_message_says_what_to_do(cli, run):
     last = run / "checkpoints" / "last.npz"
     last.write_bytes(last.read_bytes()[:1000])

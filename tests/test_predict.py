@@ -558,3 +558,18 @@ def test_in_a_terminal_the_pictures_as_seen_come_side_by_side_and_the_answers_la
     assert lines[seen + 1].startswith(f"{label} digit0.png"), result.output  # each picture labelled with its answer
     end = max(i for i, line in enumerate(lines) if line.startswith("└"))  # the table's bottom border
     assert all(":" in line for line in lines[end + 1:] if line), result.output  # then only what the doubts mean
+
+
+def test_the_files_passed_over_are_said_in_one_line(trained_run, tmp_path, cli):
+    (tmp_path / "IMG_0001.HEIC").write_text("a phone's photo, in a format not read here")
+    result = cli("predict", trained_run, tmp_path)  # off a terminal: a line 200 columns wide is not cut for grep
+    said = next(line for line in result.output.splitlines() if line.startswith("passed over"))
+    assert said.startswith("passed over 1 file whose name is not a picture's (IMG_0001.HEIC); predict reads") and \
+        said.endswith("as JPEG or PNG"), result.output
+
+
+def test_a_glob_that_matches_files_but_no_picture_is_not_said_to_match_nothing(trained_run, tmp_path, cli):
+    (tmp_path / "seven.svg").write_text("<svg/>")
+    result = cli("predict", trained_run, tmp_path / "*.svg")
+    assert result.exit_code == 1 and "no file matches" not in result.output, result.output
+    assert f"error: {tmp_path / '*.svg'}: matches no picture (.bmp, .gif" in result.output, result.output

@@ -142,14 +142,24 @@ def running_trial(folder: Path):
     return None
 
 
-def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command, wait_for):
-    path = write_sweep(tmp_path, limit=6000, epochs=4)
-    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
-                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+def start_sweep(command, path: Path, tmp_path: Path) -> subprocess.Popen:
+    """``mnistcnn sweep PATH --jobs 2`` running, its sweep folder in tmp_path/runs."""
+    return subprocess.Popen([*command, "sweep", str(path), "--jobs", "2", "--runs-dir", str(tmp_path / "runs")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_a_running_trial(tmp_path: Path, wait_for) -> Path:
+    """The sweep folder of start_sweep, once a trial in it has trained past its first epoch."""
     folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
                       what="the sweep folder")
     wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    return folder
+
+
+def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command, wait_for):
+    path = write_sweep(tmp_path, limit=6000, epochs=4)
+    process = start_sweep(mnistcnn_command, path, tmp_path)
+    folder = wait_for_a_running_trial(tmp_path, wait_for)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -186,9 +196,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
 
 def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistcnn_command, wait_for):
     path = write_sweep(tmp_path, limit=500, epochs=1)
-    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
-                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = start_sweep(mnistcnn_command, path, tmp_path)
     logs = wait_for(lambda: list((tmp_path / "runs").glob("*/workers/*.log")), what="the first worker's start")
     process.send_signal(signal.SIGINT)  # the worker is still importing: the signal waits until it can obey it
     out, err = process.communicate(timeout=120)
@@ -201,12 +209,8 @@ def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistc
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc")
 def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path, mnistcnn_command, wait_for):
     path = write_sweep(tmp_path, limit=6000, epochs=4)
-    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "2", "--runs-dir",
-                                str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
-                      what="the sweep folder")
-    wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    process = start_sweep(mnistcnn_command, path, tmp_path)
+    folder = wait_for_a_running_trial(tmp_path, wait_for)
     workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
     process.kill()  # no signal to pass on: the workers see their command gone
     process.communicate(timeout=60)

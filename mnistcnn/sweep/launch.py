@@ -118,7 +118,7 @@ class SweepRun:
                        "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         # the workers start with the stop signals blocked and lift the block once their handlers are set: one
         # passed on while a worker imports waits for it rather than ending it with a traceback
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for index in range(jobs):
                 name = f"{studies.host()}-{index}"
@@ -129,7 +129,7 @@ class SweepRun:
                          f"{name}/{self.sweep_dir.path.resolve()}/{launched}", str(threads)],
                         env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask_before)
 
     def run_workers(self, jobs: int, threads: int, show) -> tuple[Snapshot, int | None]:
         """Launch the workers and call ``show(snapshot)`` until they end; SIGINT and SIGTERM are
@@ -144,7 +144,8 @@ class SweepRun:
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
         try:
             self.launch(jobs, threads)
-            if stopped is not None:  # to the workers started after it too; one that had it still blocks it: no second
+            # one that came before the launch reached no worker; a worker that has it still blocks it: one, not two
+            if stopped is not None:
                 self.stop(stopped)
             while True:
                 snapshot = self.snapshot()

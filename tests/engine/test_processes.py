@@ -73,6 +73,19 @@ def test_workers_leave_no_process_and_no_file_behind_whenever_the_trainer_is_kil
     assert all(worker.returncode == 0 for worker in workers)
 
 
+def test_workers_start_under_a_trainer_whose_standard_input_is_closed(mixed_net):
+    # (mnistcnn train ... <&-, a daemon's): the shared file may then get descriptor 0, the worker's standard input
+    model, x, y = mixed_net()
+    standard_input = os.dup(0)
+    os.close(0)
+    try:
+        with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
+            runner.gradients(x, y, np.random.default_rng(0))
+    finally:
+        os.dup2(standard_input, 0)
+        os.close(standard_input)
+
+
 def test_a_worker_whose_trainer_is_gone_ends_without_a_word(tmp_path):
     # the trainer killed: the worker's reply meets a closed pipe, and its traceback would land on the user's terminal
     worker = subprocess.Popen([sys.executable, "-m", "mnistcnn.engine.fast.processes"], stdin=subprocess.PIPE,

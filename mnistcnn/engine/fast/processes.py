@@ -12,6 +12,7 @@ many threads.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import mmap
 import os
@@ -155,20 +156,29 @@ class WorkerProcessError(MnistCnnError):
         self.details = details
 
 
+def _shared_file() -> int:
+    """A descriptor of a new file with no name (or unlinked at once) in SHARED_MEMORY: a trainer killed at
+    any moment leaves nothing there. It is above 2, where a worker's standard streams go: a trainer with
+    its standard input closed (``<&-``) would have the file itself at 0."""
+    with tempfile.TemporaryFile(dir=SHARED_MEMORY) as file:
+        return fcntl.fcntl(file.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+
+
 class Worker:
     """One worker process and the arrays it shares with the trainer."""
 
     def __init__(self, model: Sequential, rows: int, conv_algorithm: str):
         layout = share_layout(model, rows)
-        # a file with no name (or unlinked at once): a trainer killed at any moment leaves nothing in SHARED_MEMORY
-        with tempfile.TemporaryFile(dir=SHARED_MEMORY) as file:
-            self.shared = SharedArrays(layout, file.fileno(), create=True)
+        fd = _shared_file()
+        try:
+            self.shared = SharedArrays(layout, fd, create=True)
             # a session of its own: Ctrl-C reaches the trainer alone, which stops it by ending its input
             self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, start_new_session=True, pass_fds=[file.fileno()])
-            setup = {"fd": file.fileno(), "layout": layout, "specs": model.get_config(),
-                     "input_shape": model.input_shape, "dtype": self.shared["x"].dtype.str,
-                     "conv_algorithm": conv_algorithm}
+                                            stdout=subprocess.PIPE, start_new_session=True, pass_fds=[fd])
+        finally:
+            os.close(fd)  # the mapping keeps the file
+        setup = {"fd": fd, "layout": layout, "specs": model.get_config(), "input_shape": model.input_shape,
+                 "dtype": self.shared["x"].dtype.str, "conv_algorithm": conv_algorithm}
         self.process.stdin.write(json.dumps(setup).encode() + b"\n")
         self.process.stdin.flush()
 
