@@ -842,7 +842,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     """Search the config keys that SWEEP.yaml lists with Optuna: each trial is an ordinary run
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
-    from .sweep.launch import SweepRun, plan_jobs, study_status
+    from .sweep.launch import SweepRun, folder_command, plan_jobs, study_status
     from .sweep.space import load_sweep
     from .sweep.study import check_storage_folder, require_optuna
 
@@ -893,7 +893,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     if pictures:  # the study at a glance, which the lines above do not give
         console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
     if stopped is not None and not snapshot.finished:
-        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
+        click.echo(f"interrupted; resume with: {folder_command('--resume', run.sweep_dir, run.storage)}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
         sys.exit(1)

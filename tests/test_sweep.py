@@ -344,6 +344,30 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     assert not (tmp_path / "c").exists()  # no new, empty sweep folder
 
 
+def test_commands_printed_for_a_sweep_on_a_database_give_its_storage_again_without_its_password(tmp_path, cli,
+                                                                                                postgres_url):
+    # the sweep folder keeps no password, yet "resume with: mnistcnn sweep --resume DIR" left --storage out: the
+    # command printed was refused with "the sweep folder keeps no password"
+    from urllib.parse import urlsplit
+
+    from mnistcnn.sweep.study import shown
+
+    study, secret = f"test-{uuid.uuid4().hex[:12]}", f":{urlsplit(postgres_url).password}@"
+    path = write_sweep(tmp_path, limit=500, epochs=1, trials=1)
+    first = cli("sweep", path, "--jobs", 1, "--storage", postgres_url, "--study", study, "--runs-dir", tmp_path / "runs")
+    assert first.exit_code == 0, first.output
+    folder, again = sweep_folder(tmp_path / "runs"), shown(postgres_url, password="PASSWORD")
+    kept = (folder / "sweep.yaml").read_text()
+    assert kept.startswith(f"# resolved from {path}; resume with mnistcnn sweep --resume {folder} --storage {again}\n")
+    finished = cli("sweep", "--resume", folder, "--storage", postgres_url)
+    assert f"Its trials: mnistcnn sweep --status {folder} --storage {again};" in finished.output, finished.output
+    full = cli("sweep", path, "--storage", postgres_url, "--study", study, "--runs-dir", tmp_path / "runs")
+    assert f"see them with mnistcnn sweep --status --storage {again} --study {study}," in full.output, full.output
+    assert secret not in kept + finished.output + full.output
+    status = cli("sweep", "--status", folder, "--storage", again.replace(":PASSWORD@", secret))  # as the user types it
+    assert status.exit_code == 0 and f"study {study}: 1 of 1 trial" in status.output, status.output
+
+
 BAD_SWEEPS = [
     ({"space": {"train.optimizr.lr": {"type": "float", "low": 0.01, "high": 0.1}}},
      "space[train.optimizr.lr]: train.optimizr: unknown key; did you mean 'optimizer'?"),

@@ -76,19 +76,20 @@ class SweepRun:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
             if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
-                status = command_line("sweep", "--status", "--storage", studies.shown(shared.url), "--study",
-                                      sweep.study)
+                status = command_line("sweep", "--status", "--storage",
+                                      studies.shown(shared.url, password=studies.PLACEHOLDER), "--study", sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
         sweep_dir = SweepDir.create(runs_dir, sweep.name)
+        storage = shared or studies.local_storage(sweep_dir.path)
         try:
             write_text(sweep_dir.base_file, cfg.dump(sweep.base))
             resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
                         "storage": studies.shown(shared.url) if shared is not None else None}
             write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
-                                             f"{command_line('sweep', '--resume', sweep_dir.path)}\n"
+                                             f"{folder_command('--resume', sweep_dir, storage)}\n"
                        + cfg.dump(resolved))
-            return cls(sweep, sweep_dir, shared or studies.local_storage(sweep_dir.path))
+            return cls(sweep, sweep_dir, storage)
         except BaseException:  # a signal or a full disk before the study was made: a folder --resume would refuse
             shutil.rmtree(sweep_dir.path, ignore_errors=True)
             raise
@@ -105,7 +106,7 @@ class SweepRun:
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
             run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
             raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
-                             f"is nothing to resume. Its trials: {command_line('sweep', '--status', sweep_dir.path)}; "
+                             f"is nothing to resume. Its trials: {folder_command('--status', sweep_dir, run.storage)}; "
                              f"its best: {command_line('train', sweep_dir.best_trial)}")
         return run
 
@@ -184,6 +185,12 @@ class SweepRun:
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
                 failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
         return failed
+
+
+def folder_command(option: str, sweep_dir: SweepDir, storage: studies.Storage) -> str:
+    """``mnistcnn sweep --resume|--status SWEEP_DIR`` to print, with the --storage that the folder
+    keeps no password for."""
+    return command_line("sweep", option, sweep_dir.path, *studies.storage_again(storage.url))
 
 
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:

@@ -24,6 +24,7 @@ SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
 MASK = "***"  # a password that is not written down
+PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
 
 
 def require_optuna():
@@ -44,6 +45,12 @@ def shown(url: str, password: str = MASK) -> str:
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
     return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else url
+
+
+def storage_again(url: str) -> tuple[str, ...]:
+    """The ``--storage`` that a printed command on a sweep folder must add: none when the folder
+    keeps the storage whole, the URL with a placeholder for its password when it keeps it masked."""
+    return ("--storage", shown(url, password=PLACEHOLDER)) if shown(url) != url else ()
 
 
 def is_masked(url: str) -> bool:
@@ -97,7 +104,7 @@ class Storage:
         origin = f"{where} {shown(value)}"
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
-                             f"{shown(value, password='PASSWORD')}")
+                             f"{shown(value, password=PLACEHOLDER)}")
         return cls(resolved_storage(value), origin)
 
 
