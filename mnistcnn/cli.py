@@ -843,6 +843,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, folder_command, plan_jobs, study_status
+    from .sweep.report import run_place
     from .sweep.space import load_sweep
     from .sweep.study import check_storage_folder, require_optuna
 
@@ -887,7 +888,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
-                      f"(its run: {snapshot.best['run']})\n"
+                      f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
     if pictures:  # the study at a glance, which the lines above do not give

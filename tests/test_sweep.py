@@ -477,6 +477,26 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
 
 
+def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_path):
+    # every machine of a shared study writes the study's best trial; its run, in another machine's folders, was
+    # named by its path alone, as if it were here
+    from mnistcnn.sweep.folder import SweepDir
+    from mnistcnn.sweep.report import trial_rows, write_reports
+    from mnistcnn.sweep.space import load_sweep
+    from mnistcnn.sweep.study import host
+
+    config, params = {"name": "trial-000"}, {"train.optimizer.lr": 0.05, "model.layers[0].filters": 4}
+    trials = [fake_trial("COMPLETE", 0, 0.9, params, host="elsewhere", run_dir="/runs/s/trials/trial-000",
+                         config=config),
+              fake_trial("COMPLETE", 1, 0.8, params, host=host(), run_dir="/runs/s/trials/trial-001", config=config)]
+    rows = trial_rows(trials)
+    write_reports(load_sweep(write_sweep(tmp_path)), rows, SweepDir(tmp_path))
+    assert "# its run: elsewhere:/runs/s/trials/trial-000),\n" in (tmp_path / "best-trial.yaml").read_text()
+    from mnistcnn.sweep.report import run_place
+
+    assert run_place(rows[1]) == "/runs/s/trials/trial-001"  # a run of this machine: its path
+
+
 def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
     from rich.console import Console
 
