@@ -665,6 +665,45 @@ def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     assert "pip install PyMySQL and use mysql+pymysql://" in result.output
 
 
+def test_a_database_that_refuses_or_does_not_answer_is_one_line_that_says_what_to_do(cli, monkeypatch):
+    # a server that took the connection and never answered (a firewall, a hung machine) left the command waiting
+    # for ever, silent; a refusal said what PostgreSQL said and nothing of what to do
+    import socket
+
+    from mnistcnn.sweep import study as studies
+
+    refused = cli("sweep", "--status", "--storage", "postgresql://user:secret@127.0.0.1:1/sweeps", "--study", "s1")
+    assert refused.exit_code == 2 and refused.output.endswith(
+        "Connection refused; check the host and port, and that PostgreSQL runs there and listens to other machines "
+        "(listen_addresses in postgresql.conf)\n"), refused.output
+    monkeypatch.setattr(studies, "CONNECT_SECONDS", 1)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, and never answers
+        url = f"postgresql://user:secret@127.0.0.1:{silent.getsockname()[1]}/sweeps"
+        waited = cli("sweep", "--status", "--storage", url, "--study", "s1")
+    assert waited.exit_code == 2 and waited.output.startswith(
+        f"error: --storage {studies.shown(url)}: cannot open the database: connection timeout expired; the server did "
+        "not answer within"), waited.output
+    at = cli("sweep", "--status", "--storage", "postgresql://user:p@ss@127.0.0.1/sweeps", "--study", "s1")
+    assert at.exit_code == 2 and at.output == ("error: --storage postgresql://user:***@127.0.0.1/sweeps: the user name "
+                                               "or password holds an '@', which ends them in a URL; write each '@' in "
+                                               "them as %40\n"), at.output
+
+
+def test_a_wrong_password_or_database_name_on_a_real_server_says_what_to_check(cli, postgres_url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(postgres_url)
+    wrong = postgres_url.replace(f":{parts.password}@", ":wrong@")
+    password = cli("sweep", "--status", "--storage", wrong, "--study", "s1")
+    assert password.exit_code == 2 and password.output.endswith(
+        f'password authentication failed for user "{parts.username}"; check the user name and password in the '
+        'URL\n'), password.output
+    missing = cli("sweep", "--status", "--storage", parts._replace(path="/no_such_db").geturl(), "--study", "s1")
+    assert missing.exit_code == 2 and missing.output.endswith(
+        'database "no_such_db" does not exist; check its name in the URL, or create it on the database machine '
+        '(README: On many machines)\n'), missing.output
+
+
 def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):
     result = cli("sweep", write_sweep(tmp_path), "--jobs", 10_000, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "--jobs 10000: this machine has" in result.output

@@ -20,6 +20,7 @@ from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
+CONNECT_SECONDS = 10  # a database server that does not answer by then is named, not waited for
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
@@ -105,6 +106,9 @@ class Storage:
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
                              f"{shown(value, password=PLACEHOLDER)}")
+        if "://" in value and "@" in value.split("://", 1)[1].rsplit("@", 1)[0]:  # read as the host's start
+            raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
+                             "each '@' in them as %40")
         return cls(resolved_storage(value), origin)
 
 
@@ -158,6 +162,8 @@ def open_storage(storage: Storage, heartbeat: int):
     sqlite = url.startswith("sqlite")
     # SQLite: transactions begin by hand (isolation_level None), each holding the write lock (write_first)
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    if url.startswith("postgresql") and "connect_timeout" not in url:  # libpq waits for ever by default
+        engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
     for attempt in range(CONNECT_ATTEMPTS):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
@@ -179,8 +185,29 @@ def open_storage(storage: Storage, heartbeat: int):
                     raise UsageError(f"{origin}: no database is called {url.split('://')[0]!r}; give "
                                      "a postgresql://, mysql+pymysql:// or sqlite:/// URL, or a journal file's "
                                      "path") from None
-                raise UsageError(f"{origin}: cannot open the database: {reason}") from None
+                raise UsageError(f"{origin}: cannot open the database: {' '.join(reason.split())}; "
+                                 f"{database_hint(reason)}") from None
             time.sleep(0.5 + attempt)
+
+
+# what to do about a database server's refusal, by the words of PostgreSQL's message (libpq's)
+DATABASE_HINTS = (
+    ("password authentication failed", "check the user name and password in the URL"),
+    ("no password supplied", "give the password in the URL (USER:PASSWORD@HOST), or in PGPASSWORD or ~/.pgpass"),
+    ("does not exist", "check its name in the URL, or create it on the database machine (README: On many machines)"),
+    ("no pg_hba.conf entry", "let this machine in: a host line for it in pg_hba.conf on the database machine, then "
+                             "reload PostgreSQL"),
+    ("Connection refused", "check the host and port, and that PostgreSQL runs there and listens to other machines "
+                           "(listen_addresses in postgresql.conf)"),
+    ("resolve host", "check the host's name in the URL"),
+    ("timeout expired", f"the server did not answer within {CONNECT_SECONDS} s; check the host and port, and any "
+                        "firewall between"),
+)
+
+
+def database_hint(reason: str) -> str:
+    return next((hint for words, hint in DATABASE_HINTS if words in reason),
+                "check the URL: postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE")
 
 
 def write_first(connection) -> None:
