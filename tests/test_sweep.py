@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -366,6 +367,102 @@ def test_commands_printed_for_a_sweep_on_a_database_give_its_storage_again_witho
     assert secret not in kept + finished.output + full.output
     status = cli("sweep", "--status", folder, "--storage", again.replace(":PASSWORD@", secret))  # as the user types it
     assert status.exit_code == 0 and f"study {study}: 1 of 1 trial" in status.output, status.output
+
+
+class Gateway:
+    """A TCP relay to the PostgreSQL server of ``url``, at ``self.url``: ``down()`` closes every
+    connection through it and refuses new ones (the database gone, as the sweep sees it), ``up()``
+    lets them through again on the same port."""
+
+    def __init__(self, url: str):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.server = (parts.hostname, parts.port or 5432)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = parts._replace(netloc=f"{parts.netloc.rsplit('@', 1)[0]}@127.0.0.1:{self.port}").geturl()
+        self.sockets, self.lock = [], threading.Lock()
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # down() closed it
+                return
+            server = socket.create_connection(self.server)
+            with self.lock:
+                self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self.relay, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def relay(source, target):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def down(self):
+        with contextlib.suppress(OSError):  # wakes the thread in accept(), which close() alone would leave listening
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+            self.sockets = []
+
+    def up(self):
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+
+def test_a_database_that_restarts_is_waited_for_and_one_gone_longer_is_one_line(postgres_url):
+    # a database restarted under a sweep ended it with Optuna's traceback, and the workers with it
+    from mnistcnn.sweep import study as studies
+
+    gateway = Gateway(postgres_url)
+    storage = studies.open_storage(studies.Storage(gateway.url, "--storage DB"), heartbeat=5)
+    before = len(storage.get_all_studies())  # a connection in the pool, which down() breaks
+    gateway.down()
+    threading.Timer(1.5, gateway.up).start()
+    assert len(storage.get_all_studies()) == before  # waited for the database to come back
+    gateway.down()
+    with pytest.raises(studies.StorageLost) as lost:
+        with studies.storage_answering("--storage DB", "resume it then"):
+            storage.get_all_studies()
+    assert re.fullmatch(r"--storage DB: the database stopped answering \([^\n]+\); resume it then", str(lost.value))
+
+
+def test_a_sweep_whose_database_is_gone_stops_in_one_line_and_resumes_once_it_is_back(tmp_path, mnistcnn_command,
+                                                                                      postgres_url, wait_for):
+    from mnistcnn.sweep.study import shown
+
+    gateway, study = Gateway(postgres_url), f"test-{uuid.uuid4().hex[:12]}"
+    path = write_sweep(tmp_path, limit=6000, epochs=3, trials=3, heartbeat=2)
+    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "1", "--storage", gateway.url,
+                                "--study", study, "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
+                      what="the sweep folder")
+    wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    gateway.down()
+    _, err = process.communicate(timeout=120)
+    resume = f"mnistcnn sweep --resume {folder} --storage {shown(gateway.url, password='PASSWORD')}"
+    assert process.returncode == 1 and re.fullmatch(
+        rf"error: --storage {re.escape(shown(gateway.url))}: the database stopped answering \([^\n]+\); the running "
+        rf"trials checkpoint; once it answers again: {re.escape(resume)}\n", err), err
+    (log,) = folder.glob("workers/*.log")  # the worker stops on its own, told to and without the database
+    wait_for(lambda: log.read_text().strip().endswith("this worker stopped; resume the sweep once it answers again"),
+             what="the worker's own line")
+    gateway.up()
+    done = run_sweep(mnistcnn_command, "--resume", folder, "--storage", gateway.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sum(row["status"] in ("complete", "pruned") for row in read_trials(folder)) == 3
 
 
 BAD_SWEEPS = [

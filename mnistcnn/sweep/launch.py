@@ -143,16 +143,19 @@ class SweepRun:
             self.stop(signum)
 
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
+        resume = folder_command("--resume", self.sweep_dir, self.storage)
         try:
             self.launch(jobs, threads)
             if stopped is not None:  # to the workers started after it too; one that had it still blocks it: no second
                 self.stop(stopped)
-            while True:
-                snapshot = self.snapshot()
-                show(snapshot)
-                if not snapshot.running_workers:
-                    return self.snapshot(), stopped
-                time.sleep(POLL_SECONDS)
+            with studies.storage_answering(self.storage.origin, f"the running trials checkpoint; once it answers "
+                                                                f"again: {resume}"):
+                while True:
+                    snapshot = self.snapshot()
+                    show(snapshot)
+                    if not snapshot.running_workers:
+                        return self.snapshot(), stopped
+                    time.sleep(POLL_SECONDS)
         except BaseException:  # the workers run in sessions of their own: they must not outlive this
             self.stop(signal.SIGTERM)
             raise

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, install_extra
+from ..errors import MnistCnnError, UsageError, install_extra
 from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
@@ -168,10 +168,12 @@ def open_storage(storage: Storage, heartbeat: int):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
                                                  grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
-            if sqlite:
-                from sqlalchemy import event
+            from sqlalchemy import event
 
+            if sqlite:
                 event.listen(storage.engine, "begin", write_first)
+            else:  # opened: from now on a lost connection is waited for, a while
+                event.listen(storage.engine, "do_connect", patient_connect(heartbeat))
             return storage
         except ImportError as err:  # Optuna wraps the missing driver's ModuleNotFoundError in its own
             driver = err.name or getattr(err.__cause__, "name", None) or "of that database"
@@ -208,6 +210,47 @@ DATABASE_HINTS = (
 def database_hint(reason: str) -> str:
     return next((hint for words, hint in DATABASE_HINTS if words in reason),
                 "check the URL: postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE")
+
+
+def patient_connect(seconds: int):
+    """SQLAlchemy's do_connect handler for a database that answered once: a connection that fails
+    is tried again each second for up to ``seconds`` (a heartbeat), so that a database restarting,
+    or a network dropping for a moment, does not end the sweep. Two heartbeats without a worker's
+    beat fail its trial: a longer wait would outlast the trials it waits for."""
+
+    def connect(dialect, record, arguments, options):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return dialect.connect(*arguments, **options)
+            except dialect.loaded_dbapi.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
+
+    return connect
+
+
+class StorageLost(MnistCnnError):
+    """The study's database stopped answering, for longer than ``patient_connect`` waits."""
+
+
+@contextlib.contextmanager
+def storage_answering(origin: str, then: str):
+    """Turn the error of a database that stopped answering into one line: ``origin`` (the storage
+    as the user named it), the driver's reason and ``then`` (what to do); other errors pass."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except Exception as err:
+        cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
+        while cause is not None and not isinstance(cause, OperationalError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
+        raise StorageLost(f"{origin}: the database stopped answering ({reason}); {then}") from None
 
 
 def write_first(connection) -> None:

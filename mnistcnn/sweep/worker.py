@@ -226,8 +226,8 @@ def main(argv=None) -> int:
         sweep_dir = SweepDir(folder)
         sweep = load_sweep(sweep_dir.sweep_file)
         url = os.environ[STORAGE_VARIABLE]  # resolved by the command that started this worker
-        storage = studies.open_storage(studies.Storage(url, f"{sweep_dir.path}'s storage {studies.shown(url)}"),
-                                       sweep.heartbeat)
+        origin = f"{sweep_dir.path}'s storage {studies.shown(url)}"
+        storage = studies.open_storage(studies.Storage(url, origin), sweep.heartbeat)
         worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads))
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
@@ -237,7 +237,8 @@ def main(argv=None) -> int:
             signal.signal(signum, request_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the command that started this worker
         threading.Thread(target=stop_without, args=(int(os.environ[COMMAND_VARIABLE]),), daemon=True).start()
-        worker.run()
+        with studies.storage_answering(origin, "this worker stopped; resume the sweep once it answers again"):
+            worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
         return INTERRUPTED
     except MnistCnnError as err:
