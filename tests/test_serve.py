@@ -816,3 +816,27 @@ def test_a_drawing_on_a_transparent_canvas_shows_on_the_pad_and_stays_under_a_st
     wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0"))
     assert chrome.execute_script("return window.serveState.prediction.prediction") == uploaded
     chrome.save_screenshot(str(artefacts / "serve-transparent-upload.png"))
+
+
+LOGIT_NAMES = """const panels = document.querySelectorAll('#layers .layer');
+    const last = panels[panels.length - 1];
+    const strip = last.querySelector('canvas.map').getBoundingClientRect();
+    return [...last.querySelectorAll('.unit-names span')].map(label => {
+        const box = label.getBoundingClientRect();
+        return {name: label.textContent, cell: Math.floor((box.left + box.width / 2 - strip.left) / strip.width * 10),
+                below: box.top >= strip.bottom - 1};
+    });"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(chrome, page_url, served, artefacts,
+                                                                              size):
+    # the last layer's strip of ten logits had no names: which cell was the 7's could only be counted
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    names = chrome.execute_script(LOGIT_NAMES)
+    assert [name["name"] for name in names] == served.classes
+    assert [name["cell"] for name in names] == list(range(10)) and all(name["below"] for name in names), names
+    assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+    chrome.execute_script("document.querySelector('#layers .layer:last-child').scrollIntoView()")
+    chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))

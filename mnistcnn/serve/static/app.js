@@ -324,6 +324,9 @@ function buildPanels() {
     const { channels, h, w, strip } = layout(layer.shape);
     const scale = strip !== undefined ? Math.max(4, Math.min(24, Math.floor(512 / w)))
       : Math.max(2, Math.round(56 / w));
+    // the last layer's units are the classes' logits: each is named under its cell
+    const logits = layer.index === state.model.layers.length - 1 && strip === state.model.classes.length;
+    panel.querySelector(".maps").classList.toggle("logits", logits);
     const maps = [];
     for (let c = 0; c < channels; c++) {
       const canvas = document.createElement("canvas");
@@ -336,6 +339,17 @@ function buildPanels() {
       if (strip === undefined) canvas.addEventListener("click", () => openDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
       maps.push(canvas);
+    }
+    if (logits) {
+      const names = document.createElement("div");
+      names.className = "unit-names";
+      names.style.width = maps[0].style.width;
+      for (const name of state.model.classes) {
+        const label = document.createElement("span");
+        label.textContent = name;
+        names.appendChild(label);
+      }
+      panel.querySelector(".maps").appendChild(names);
     }
     holder.appendChild(panel);
     state.panels.push({ element: panel, maps: maps });
