@@ -355,16 +355,24 @@ def test_commands_printed_for_a_sweep_on_a_database_give_its_storage_again_witho
 
     study, secret = f"test-{uuid.uuid4().hex[:12]}", f":{urlsplit(postgres_url).password}@"
     path = write_sweep(tmp_path, limit=500, epochs=1, trials=1)
-    first = cli("sweep", path, "--jobs", 1, "--storage", postgres_url, "--study", study, "--runs-dir", tmp_path / "runs")
+    runs = tmp_path / "runs"
+    first = cli("sweep", path, "--jobs", 1, "--storage", postgres_url, "--study", study, "--runs-dir", runs)
     assert first.exit_code == 0, first.output
     folder, again = sweep_folder(tmp_path / "runs"), shown(postgres_url, password="PASSWORD")
     kept = (folder / "sweep.yaml").read_text()
     assert kept.startswith(f"# resolved from {path}; resume with mnistcnn sweep --resume {folder} --storage {again}\n")
     finished = cli("sweep", "--resume", folder, "--storage", postgres_url)
     assert f"Its trials: mnistcnn sweep --status {folder} --storage {again};" in finished.output, finished.output
-    full = cli("sweep", path, "--storage", postgres_url, "--study", study, "--runs-dir", tmp_path / "runs")
+    full = cli("sweep", path, "--storage", postgres_url, "--study", study, "--runs-dir", runs)
     assert f"see them with mnistcnn sweep --status --storage {again} --study {study}," in full.output, full.output
-    assert secret not in kept + finished.output + full.output
+    given = cli("sweep", folder)  # the folder given as a sweep file
+    assert given.output.endswith(f"go on with it: mnistcnn sweep --resume {folder} --storage {again}, or see its "
+                                 f"trials: mnistcnn sweep --status {folder} --storage {again}\n"), given.output
+    listed = cli("runs", runs)  # the trials run here, and where the study's others are
+    assert (f"sweep {folder.name}: its trials are in {folder / 'trials'}/; those run here, of a study kept in "
+            f"{shown(postgres_url)}: all of them with mnistcnn sweep --status {folder} --storage {again}\n") \
+        in listed.output, listed.output
+    assert secret not in kept + finished.output + full.output + given.output + listed.output
     status = cli("sweep", "--status", folder, "--storage", again.replace(":PASSWORD@", secret))  # as the user types it
     assert status.exit_code == 0 and f"study {study}: 1 of 1 trial" in status.output, status.output
 

@@ -87,7 +87,7 @@ class SweepRun:
             resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
                         "storage": studies.shown(shared.url) if shared is not None else None}
             write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
-                                             f"{folder_command('--resume', sweep_dir, storage)}\n"
+                                             f"{studies.folder_command('--resume', sweep_dir.path, storage.url)}\n"
                        + cfg.dump(resolved))
             return cls(sweep, sweep_dir, storage)
         except BaseException:  # a signal or a full disk before the study was made: a folder --resume would refuse
@@ -105,9 +105,10 @@ class SweepRun:
         done = studies.trials_done(counts)
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
             run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
+            status = studies.folder_command("--status", sweep_dir.path, run.storage.url)
             raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
-                             f"is nothing to resume. Its trials: {folder_command('--status', sweep_dir, run.storage)}; "
-                             f"its best: {command_line('train', sweep_dir.best_trial)}")
+                             f"is nothing to resume. Its trials: {status}; its best: "
+                             f"{command_line('train', sweep_dir.best_trial)}")
         return run
 
     def launch(self, jobs: int, threads: int) -> None:
@@ -143,7 +144,7 @@ class SweepRun:
             self.stop(signum)
 
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
-        resume = folder_command("--resume", self.sweep_dir, self.storage)
+        resume = studies.folder_command("--resume", self.sweep_dir.path, self.storage.url)
         try:
             self.launch(jobs, threads)
             if stopped is not None:  # to the workers started after it too; one that had it still blocks it: no second
@@ -188,12 +189,6 @@ class SweepRun:
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
                 failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
         return failed
-
-
-def folder_command(option: str, sweep_dir: SweepDir, storage: studies.Storage) -> str:
-    """``mnistcnn sweep --resume|--status SWEEP_DIR`` to print, with the --storage that the folder
-    keeps no password for."""
-    return command_line("sweep", option, sweep_dir.path, *studies.storage_again(storage.url))
 
 
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:

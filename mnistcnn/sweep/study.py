@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MnistCnnError, UsageError, install_extra
+from ..errors import MnistCnnError, UsageError, command_line, install_extra
 from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
@@ -48,10 +48,12 @@ def shown(url: str, password: str = MASK) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else url
 
 
-def storage_again(url: str) -> tuple[str, ...]:
-    """The ``--storage`` that a printed command on a sweep folder must add: none when the folder
-    keeps the storage whole, the URL with a placeholder for its password when it keeps it masked."""
-    return ("--storage", shown(url, password=PLACEHOLDER)) if shown(url) != url else ()
+def folder_command(option: str, folder, url: str | None) -> str:
+    """``mnistcnn sweep --resume|--status SWEEP_DIR`` to print, with the --storage that the folder
+    keeps no password for: ``url`` is the storage's (with its password, or masked as the folder
+    keeps it; None: the folder's own study), and the command has a placeholder in its place."""
+    again = url is not None and (shown(url) != url or is_masked(url))
+    return command_line("sweep", option, folder, *(("--storage", shown(url, password=PLACEHOLDER)) if again else ()))
 
 
 def is_masked(url: str) -> bool:
