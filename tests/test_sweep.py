@@ -161,6 +161,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert stopped, "a trial was running when the signal came"
     interrupted = [json.loads(p.read_text()) for p in folder.glob("trials/*/status.json")]
     assert "running" not in {status["status"] for status in interrupted}
+    assert not [log for log in folder.glob("workers/*.log") if "Traceback" in log.read_text()]  # a stop is no error
 
     elsewhere = run_sweep(mnistcnn_command, "--resume", folder, "--storage", tmp_path / "other.journal", cwd=tmp_path)
     assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study

@@ -33,7 +33,7 @@ def require_optuna():
         import optuna
     except ImportError:
         raise UsageError(f"mnistcnn sweep needs Optuna, which is not installed; {EXTRA}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(max(optuna.logging.get_verbosity(), optuna.logging.WARNING))  # a worker's ERROR stays
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 

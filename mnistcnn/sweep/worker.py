@@ -222,6 +222,10 @@ def stop_without(command: int) -> None:
 def main(argv=None) -> int:
     """``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``: one worker process."""
     folder, name, threads = (argv or sys.argv[1:])[:3]
+    # Optuna logs each trial this worker ends by an exception (stopped by a signal, surplus, a config that fails) as
+    # failed, with a traceback: the sweep reports those in its own words, and an unexpected error still has its own
+    optuna = studies.require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         sweep_dir = SweepDir(folder)
         sweep = load_sweep(sweep_dir.sweep_file)
