@@ -899,11 +899,13 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
     if pictures:  # the study at a glance, which the lines above do not give
         console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
+    resume = folder_command("--resume", run.sweep_dir.path, run.storage.url)
     if stopped is not None and not snapshot.finished:
-        click.echo(f"interrupted; resume with: {folder_command('--resume', run.sweep_dir.path, run.storage.url)}",
-                   err=True)
+        click.echo(f"interrupted; resume with: {resume}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
+        if not snapshot.finished:  # a worker killed (or failing): its trial goes on from its checkpoint
+            click.echo(f"the sweep is not finished; resume with: {resume}", err=True)
         sys.exit(1)
 
 

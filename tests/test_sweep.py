@@ -315,6 +315,8 @@ def shared_storage(request, tmp_path):
 
 def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_path, mnistcnn_command,
                                                                             shared_storage, wait_for):
+    from mnistcnn.sweep.study import shown
+
     study = f"test-{uuid.uuid4().hex[:12]}"
     path = write_sweep(tmp_path, limit=6000, epochs=3, trials=6, heartbeat=1)
     common = [str(path), "--jobs", "1", "--storage", shared_storage, "--study", study]
@@ -330,6 +332,9 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     _, first_err = first.communicate(timeout=240)
     assert first.returncode == 0, first_err
     assert second.returncode == 1 and "exited with code -9" in second_err
+    assert second_err.endswith(f"the sweep is not finished; resume with: mnistcnn sweep --resume {folder}"
+                               + (f" --storage {shown(shared_storage, password='PASSWORD')}\n"
+                                  if "@" in shared_storage else "\n")), second_err
 
     status = run_sweep(mnistcnn_command, "--status", "--storage", shared_storage, "--study", study, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
