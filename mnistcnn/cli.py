@@ -671,6 +671,8 @@ def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
     given a sweep folder, its trials; given a run directory, that run."""
     from .runlist import list_runs
+    from .sweep.folder import SweepDir
+    from .sweep.study import folder_command
 
     if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
         fail(f"DIR {folder} and --runs-dir {runs_dir} name two folders; give one of them")
@@ -708,7 +710,10 @@ def runs(folder, runs_dir, as_json):
                       *((" ".join(row["overrides"]) or "-",) if wide else ()))
     console.print(table)
     for sweep, trials in sorted({(row["sweep"], Path(row["path"]).parent) for row in rows if row["sweep"]}):
-        console.print(f"sweep {sweep}: its trials are in {trials}/", soft_wrap=True)
+        kept = SweepDir(trials.parent).kept_storage  # a study other machines may have run trials of too
+        shared = (f"; those run here, of a study kept in {kept}: all of them with "
+                  f"{folder_command('--status', trials.parent, kept)}") if kept else ""
+        console.print(f"sweep {sweep}: its trials are in {trials}/{shared}", soft_wrap=True)
     changed = [row for row in rows if row["overrides"]]
     if not wide and changed:
         console.print("changed by:")
@@ -858,6 +863,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, plan_jobs, study_status
+    from .sweep.report import run_place
+    from .sweep.study import folder_command
     from .sweep.space import load_sweep
     from .sweep.study import check_storage_folder, require_optuna
 
@@ -902,15 +909,18 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
-                      f"(its run: {snapshot.best['run']})\n"
+                      f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
     if pictures:  # the study at a glance, which the lines above do not give
         console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
+    resume = folder_command("--resume", run.sweep_dir.path, run.storage.url)
     if stopped is not None and not snapshot.finished:
-        click.echo(f"interrupted; resume with: {command_line('sweep', '--resume', run.sweep_dir.path)}", err=True)
+        click.echo(f"interrupted; resume with: {resume}", err=True)
         sys.exit(stopped_exit_code(stopped))
     if run.worker_errors():
+        if not snapshot.finished:  # a worker killed (or failing): its trial goes on from its checkpoint
+            click.echo(f"the sweep is not finished; resume with: {resume}", err=True)
         sys.exit(1)
 
 

@@ -783,3 +783,60 @@ def test_a_refused_upload_names_its_file_over_the_page_without_moving_it(chrome,
     chrome.save_screenshot(str(artefacts / f"serve-refused-upload-{size}.png"))
     chrome.find_element(By.ID, "message-close").click()
     assert not message.is_displayed()
+
+
+PAD_INK = """const pad = document.getElementById('pad');
+    const data = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+    let darkest = 255;
+    for (let i = 0; i < data.length; i += 4) darkest = Math.min(darkest, data[i]);
+    return {corner: data[0], darkest: darkest};"""
+
+
+def test_a_drawing_on_a_transparent_canvas_shows_on_the_pad_and_stays_under_a_stroke(chrome, page_url, served,
+                                                                                       artefacts):
+    # a drawing app's dark strokes on a transparent canvas (read by predict over white paper) lay on the pad as
+    # black on black: the pad looked empty, and a stroke drawn over it sent the pad without the digit
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    digit = np.asarray(Image.fromarray(served.test_x[0, :, :, 0]).resize((140, 140)))
+    strokes = np.zeros((140, 140, 4), np.uint8)
+    strokes[..., 3] = digit  # black ink, its opacity the digit's
+    Image.fromarray(strokes, "RGBA").save(artefacts / "transparent.png")
+    chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "transparent.png"))
+    wait.until(lambda d: d.execute_script("return window.serveState.source === 'picture'"))
+    uploaded = chrome.execute_script("return window.serveState.prediction.prediction")
+    assert uploaded == predicted_by_predict(served, (artefacts / "transparent.png").read_bytes())["prediction"]
+    ink = chrome.execute_script(PAD_INK)
+    assert ink["corner"] > 200 and ink["darkest"] < 50, ink  # dark strokes on white paper, as predict reads them
+    chrome.execute_script("window.serveState.timings = []")
+    pad = chrome.find_element(By.ID, "pad")
+    ActionChains(chrome).move_to_element_with_offset(pad, -130, -130).click().perform()  # a dot in a corner
+    wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0"))
+    assert chrome.execute_script("return window.serveState.prediction.prediction") == uploaded
+    chrome.save_screenshot(str(artefacts / "serve-transparent-upload.png"))
+
+
+LOGIT_NAMES = """const panels = document.querySelectorAll('#layers .layer');
+    const last = panels[panels.length - 1];
+    const strip = last.querySelector('canvas.map').getBoundingClientRect();
+    return [...last.querySelectorAll('.unit-names span')].map(label => {
+        const box = label.getBoundingClientRect();
+        return {name: label.textContent, cell: Math.floor((box.left + box.width / 2 - strip.left) / strip.width * 10),
+                below: box.top >= strip.bottom - 1};
+    });"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(chrome, page_url, served, artefacts,
+                                                                              size):
+    # the last layer's strip of ten logits had no names: which cell was the 7's could only be counted
+    wait = open_page(chrome, page_url, size)
+    drawn_seven(chrome, wait)
+    names = chrome.execute_script(LOGIT_NAMES)
+    assert [name["name"] for name in names] == served.classes
+    assert [name["cell"] for name in names] == list(range(10)) and all(name["below"] for name in names), names
+    assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+    chrome.execute_script("document.querySelector('#layers .layer:last-child').scrollIntoView()")
+    chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -170,6 +171,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     assert stopped, "a trial was running when the signal came"
     interrupted = [json.loads(p.read_text()) for p in folder.glob("trials/*/status.json")]
     assert "running" not in {status["status"] for status in interrupted}
+    assert not [log for log in folder.glob("workers/*.log") if "Traceback" in log.read_text()]  # a stop is no error
 
     elsewhere = run_sweep(mnistcnn_command, "--resume", folder, "--storage", tmp_path / "other.journal", cwd=tmp_path)
     assert elsewhere.returncode == 2 and "is not in the storage" in elsewhere.stderr  # no new, empty study
@@ -317,6 +319,8 @@ def shared_storage(request, tmp_path):
 
 def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_path, mnistcnn_command,
                                                                             shared_storage, wait_for):
+    from mnistcnn.sweep.study import shown
+
     study = f"test-{uuid.uuid4().hex[:12]}"
     path = write_sweep(tmp_path, limit=6000, epochs=3, trials=6, heartbeat=1)
     common = [str(path), "--jobs", "1", "--storage", shared_storage, "--study", study]
@@ -332,6 +336,9 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     _, first_err = first.communicate(timeout=240)
     assert first.returncode == 0, first_err
     assert second.returncode == 1 and "exited with code -9" in second_err
+    assert second_err.endswith(f"the sweep is not finished; resume with: mnistcnn sweep --resume {folder}"
+                               + (f" --storage {shown(shared_storage, password='PASSWORD')}\n"
+                                  if "@" in shared_storage else "\n")), second_err
 
     status = run_sweep(mnistcnn_command, "--status", "--storage", shared_storage, "--study", study, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -346,6 +353,134 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     again = run_sweep(mnistcnn_command, *common, "--runs-dir", tmp_path / "c", cwd=tmp_path)
     assert again.returncode == 2 and f"study '{study}' has its 6 trials already" in again.stderr, again.stderr
     assert not (tmp_path / "c").exists()  # no new, empty sweep folder
+
+
+def test_commands_printed_for_a_sweep_on_a_database_give_its_storage_again_without_its_password(tmp_path, cli,
+                                                                                                postgres_url):
+    # the sweep folder keeps no password, yet "resume with: mnistcnn sweep --resume DIR" left --storage out: the
+    # command printed was refused with "the sweep folder keeps no password"
+    from urllib.parse import urlsplit
+
+    from mnistcnn.sweep.study import shown
+
+    study, secret = f"test-{uuid.uuid4().hex[:12]}", f":{urlsplit(postgres_url).password}@"
+    path = write_sweep(tmp_path, limit=500, epochs=1, trials=1)
+    runs = tmp_path / "runs"
+    first = cli("sweep", path, "--jobs", 1, "--storage", postgres_url, "--study", study, "--runs-dir", runs)
+    assert first.exit_code == 0, first.output
+    folder, again = sweep_folder(tmp_path / "runs"), shown(postgres_url, password="PASSWORD")
+    kept = (folder / "sweep.yaml").read_text()
+    assert kept.startswith(f"# resolved from {path}; resume with mnistcnn sweep --resume {folder} --storage {again}\n")
+    finished = cli("sweep", "--resume", folder, "--storage", postgres_url)
+    assert f"Its trials: mnistcnn sweep --status {folder} --storage {again};" in finished.output, finished.output
+    full = cli("sweep", path, "--storage", postgres_url, "--study", study, "--runs-dir", runs)
+    assert f"see them with mnistcnn sweep --status --storage {again} --study {study}," in full.output, full.output
+    given = cli("sweep", folder)  # the folder given as a sweep file
+    assert given.output.endswith(f"go on with it: mnistcnn sweep --resume {folder} --storage {again}, or see its "
+                                 f"trials: mnistcnn sweep --status {folder} --storage {again}\n"), given.output
+    listed = cli("runs", runs)  # the trials run here, and where the study's others are
+    assert (f"sweep {folder.name}: its trials are in {folder / 'trials'}/; those run here, of a study kept in "
+            f"{shown(postgres_url)}: all of them with mnistcnn sweep --status {folder} --storage {again}\n") \
+        in listed.output, listed.output
+    assert secret not in kept + finished.output + full.output + given.output + listed.output
+    status = cli("sweep", "--status", folder, "--storage", again.replace(":PASSWORD@", secret))  # as the user types it
+    assert status.exit_code == 0 and f"study {study}: 1 of 1 trial" in status.output, status.output
+
+
+class Gateway:
+    """A TCP relay to the PostgreSQL server of ``url``, at ``self.url``: ``down()`` closes every
+    connection through it and refuses new ones (the database gone, as the sweep sees it), ``up()``
+    lets them through again on the same port."""
+
+    def __init__(self, url: str):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.server = (parts.hostname, parts.port or 5432)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = parts._replace(netloc=f"{parts.netloc.rsplit('@', 1)[0]}@127.0.0.1:{self.port}").geturl()
+        self.sockets, self.lock = [], threading.Lock()
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # down() closed it
+                return
+            server = socket.create_connection(self.server)
+            with self.lock:
+                self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self.relay, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def relay(source, target):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def down(self):
+        with contextlib.suppress(OSError):  # wakes the thread in accept(), which close() alone would leave listening
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+            self.sockets = []
+
+    def up(self):
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+
+def test_a_database_that_restarts_is_waited_for_and_one_gone_longer_is_one_line(postgres_url):
+    # a database restarted under a sweep ended it with Optuna's traceback, and the workers with it
+    from mnistcnn.sweep import study as studies
+
+    gateway = Gateway(postgres_url)
+    storage = studies.open_storage(studies.Storage(gateway.url, "--storage DB"), heartbeat=5)
+    before = len(storage.get_all_studies())  # a connection in the pool, which down() breaks
+    gateway.down()
+    threading.Timer(1.5, gateway.up).start()
+    assert len(storage.get_all_studies()) == before  # waited for the database to come back
+    gateway.down()
+    with pytest.raises(studies.StorageLost) as lost:
+        with studies.storage_answering("--storage DB", "resume it then"):
+            storage.get_all_studies()
+    assert re.fullmatch(r"--storage DB: the database stopped answering \([^\n]+\); resume it then", str(lost.value))
+
+
+def test_a_sweep_whose_database_is_gone_stops_in_one_line_and_resumes_once_it_is_back(tmp_path, mnistcnn_command,
+                                                                                      postgres_url, wait_for):
+    from mnistcnn.sweep.study import shown
+
+    gateway, study = Gateway(postgres_url), f"test-{uuid.uuid4().hex[:12]}"
+    path = write_sweep(tmp_path, limit=6000, epochs=3, trials=3, heartbeat=2)
+    process = subprocess.Popen([*mnistcnn_command, "sweep", str(path), "--jobs", "1", "--storage", gateway.url,
+                                "--study", study, "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = wait_for(lambda: next((p for p in (tmp_path / "runs").glob("*") if (p / "trials").is_dir()), None),
+                      what="the sweep folder")
+    wait_for(lambda: running_trial(folder), what="a trial past its first epoch")
+    gateway.down()
+    _, err = process.communicate(timeout=120)
+    resume = f"mnistcnn sweep --resume {folder} --storage {shown(gateway.url, password='PASSWORD')}"
+    assert process.returncode == 1 and re.fullmatch(
+        rf"error: --storage {re.escape(shown(gateway.url))}: the database stopped answering \([^\n]+\); the running "
+        rf"trials checkpoint; once it answers again: {re.escape(resume)}\n", err), err
+    (log,) = folder.glob("workers/*.log")  # the worker stops on its own, told to and without the database
+    wait_for(lambda: log.read_text().strip().endswith("this worker stopped; resume the sweep once it answers again"),
+             what="the worker's own line")
+    gateway.up()
+    done = run_sweep(mnistcnn_command, "--resume", folder, "--storage", gateway.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sum(row["status"] in ("complete", "pruned") for row in read_trials(folder)) == 3
 
 
 BAD_SWEEPS = [
@@ -455,6 +590,26 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert resumed.finished and resumed.counts["stopped"] == 0
     twice = ended + [trial("FAIL", 4, stopped=True, retry_of=3)]  # its resumption stopped too
     assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
+
+
+def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_path):
+    # every machine of a shared study writes the study's best trial; its run, in another machine's folders, was
+    # named by its path alone, as if it were here
+    from mnistcnn.sweep.folder import SweepDir
+    from mnistcnn.sweep.report import trial_rows, write_reports
+    from mnistcnn.sweep.space import load_sweep
+    from mnistcnn.sweep.study import host
+
+    config, params = {"name": "trial-000"}, {"train.optimizer.lr": 0.05, "model.layers[0].filters": 4}
+    trials = [fake_trial("COMPLETE", 0, 0.9, params, host="elsewhere", run_dir="/runs/s/trials/trial-000",
+                         config=config),
+              fake_trial("COMPLETE", 1, 0.8, params, host=host(), run_dir="/runs/s/trials/trial-001", config=config)]
+    rows = trial_rows(trials)
+    write_reports(load_sweep(write_sweep(tmp_path)), rows, SweepDir(tmp_path))
+    assert "# its run: elsewhere:/runs/s/trials/trial-000),\n" in (tmp_path / "best-trial.yaml").read_text()
+    from mnistcnn.sweep.report import run_place
+
+    assert run_place(rows[1]) == "/runs/s/trials/trial-001"  # a run of this machine: its path
 
 
 def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
@@ -623,6 +778,45 @@ def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "
                                                               "database driver MySQLdb;"), result.output
     assert "pip install PyMySQL and use mysql+pymysql://" in result.output
+
+
+def test_a_database_that_refuses_or_does_not_answer_is_one_line_that_says_what_to_do(cli, monkeypatch):
+    # a server that took the connection and never answered (a firewall, a hung machine) left the command waiting
+    # for ever, silent; a refusal said what PostgreSQL said and nothing of what to do
+    import socket
+
+    from mnistcnn.sweep import study as studies
+
+    refused = cli("sweep", "--status", "--storage", "postgresql://user:secret@127.0.0.1:1/sweeps", "--study", "s1")
+    assert refused.exit_code == 2 and refused.output.endswith(
+        "Connection refused; check the host and port, and that PostgreSQL runs there and listens to other machines "
+        "(listen_addresses in postgresql.conf)\n"), refused.output
+    monkeypatch.setattr(studies, "CONNECT_SECONDS", 1)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, and never answers
+        url = f"postgresql://user:secret@127.0.0.1:{silent.getsockname()[1]}/sweeps"
+        waited = cli("sweep", "--status", "--storage", url, "--study", "s1")
+    assert waited.exit_code == 2 and waited.output.startswith(
+        f"error: --storage {studies.shown(url)}: cannot open the database: connection timeout expired; the server did "
+        "not answer within"), waited.output
+    at = cli("sweep", "--status", "--storage", "postgresql://user:p@ss@127.0.0.1/sweeps", "--study", "s1")
+    assert at.exit_code == 2 and at.output == ("error: --storage postgresql://user:***@127.0.0.1/sweeps: the user name "
+                                               "or password holds an '@', which ends them in a URL; write each '@' in "
+                                               "them as %40\n"), at.output
+
+
+def test_a_wrong_password_or_database_name_on_a_real_server_says_what_to_check(cli, postgres_url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(postgres_url)
+    wrong = postgres_url.replace(f":{parts.password}@", ":wrong@")
+    password = cli("sweep", "--status", "--storage", wrong, "--study", "s1")
+    assert password.exit_code == 2 and password.output.endswith(
+        f'password authentication failed for user "{parts.username}"; check the user name and password in the '
+        'URL\n'), password.output
+    missing = cli("sweep", "--status", "--storage", parts._replace(path="/no_such_db").geturl(), "--study", "s1")
+    assert missing.exit_code == 2 and missing.output.endswith(
+        'database "no_such_db" does not exist; check its name in the URL, or create it on the database machine '
+        '(README: On many machines)\n'), missing.output
 
 
 def test_more_jobs_than_cores_is_refused_before_anything_is_written(tmp_path, cli):

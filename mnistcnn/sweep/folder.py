@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from ..atomic import write_text
 from ..errors import UsageError
 from ..runs import stamped_folder
@@ -34,6 +36,16 @@ class SweepDir:
         if not sweep_dir.sweep_file.is_file():
             raise UsageError(f"{sweep_dir.path}: not a sweep folder (no {sweep_dir.sweep_file.name}); {hint}")
         return sweep_dir
+
+    @property
+    def kept_storage(self) -> str | None:
+        """The storage that sweep.yaml names (a password in it masked); None for the folder's own
+        study, or a sweep file that cannot be read."""
+        try:
+            kept = yaml.safe_load(self.sweep_file.read_text(encoding="utf-8")).get("storage")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+        return kept if isinstance(kept, str) else None
 
     @property
     def is_sweep_folder(self) -> bool:

@@ -76,19 +76,20 @@ class SweepRun:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
             if done >= sweep.trials:  # nothing left to run: no new, empty sweep folder
-                status = command_line("sweep", "--status", "--storage", studies.shown(shared.url), "--study",
-                                      sweep.study)
+                status = command_line("sweep", "--status", "--storage",
+                                      studies.shown(shared.url, password=studies.PLACEHOLDER), "--study", sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
         sweep_dir = SweepDir.create(runs_dir, sweep.name)
+        storage = shared or studies.local_storage(sweep_dir.path)
         try:
             write_text(sweep_dir.base_file, cfg.dump(sweep.base))
             resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
                         "storage": studies.shown(shared.url) if shared is not None else None}
             write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
-                                             f"{command_line('sweep', '--resume', sweep_dir.path)}\n"
+                                             f"{studies.folder_command('--resume', sweep_dir.path, storage.url)}\n"
                        + cfg.dump(resolved))
-            return cls(sweep, sweep_dir, shared or studies.local_storage(sweep_dir.path))
+            return cls(sweep, sweep_dir, storage)
         except BaseException:  # a signal or a full disk before the study was made: a folder --resume would refuse
             shutil.rmtree(sweep_dir.path, ignore_errors=True)
             raise
@@ -104,9 +105,10 @@ class SweepRun:
         done = studies.trials_done(counts)
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
             run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
+            status = studies.folder_command("--status", sweep_dir.path, run.storage.url)
             raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
-                             f"is nothing to resume. Its trials: {command_line('sweep', '--status', sweep_dir.path)}; "
-                             f"its best: {command_line('train', sweep_dir.best_trial)}")
+                             f"is nothing to resume. Its trials: {status}; its best: "
+                             f"{command_line('train', sweep_dir.best_trial)}")
         return run
 
     def launch(self, jobs: int, threads: int) -> None:
@@ -142,17 +144,20 @@ class SweepRun:
             self.stop(signum)
 
         previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
+        resume = studies.folder_command("--resume", self.sweep_dir.path, self.storage.url)
         try:
             self.launch(jobs, threads)
             # one that came before the launch reached no worker; a worker that has it still blocks it: one, not two
             if stopped is not None:
                 self.stop(stopped)
-            while True:
-                snapshot = self.snapshot()
-                show(snapshot)
-                if not snapshot.running_workers:
-                    return self.snapshot(), stopped
-                time.sleep(POLL_SECONDS)
+            with studies.storage_answering(self.storage.origin, f"the running trials checkpoint; once it answers "
+                                                                f"again: {resume}"):
+                while True:
+                    snapshot = self.snapshot()
+                    show(snapshot)
+                    if not snapshot.running_workers:
+                        return self.snapshot(), stopped
+                    time.sleep(POLL_SECONDS)
         except BaseException:  # the workers run in sessions of their own: they must not outlive this
             self.stop(signal.SIGTERM)
             raise

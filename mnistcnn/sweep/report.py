@@ -12,7 +12,7 @@ from ..atomic import write_text
 from ..errors import command_line
 from .folder import SweepDir
 from .space import goodness
-from .study import trial_status
+from .study import host, trial_status
 
 COLUMNS = ["number", "status", "value", "epochs", "seconds", "test_acc", "retry_of", "run", "host"]
 
@@ -39,6 +39,12 @@ def trial_rows(trials) -> list[dict]:
             "config": attrs.get("config"),
         })
     return rows
+
+
+def run_place(row: dict) -> str:
+    """Where a trial's run directory is: its path, led by its machine's name (``HOST:PATH``, as scp
+    names it) when the trial ran on another machine of a shared study."""
+    return row["run"] if row["host"] in (None, host()) else f"{row['host']}:{row['run']}"
 
 
 def last_value(row: dict) -> float | None:
@@ -92,7 +98,7 @@ def write_reports(sweep, rows: list[dict], sweep_dir: SweepDir) -> None:
     path = sweep_dir.best_trial
     config = {**best["config"], "name": f"{sweep.name}-best"}
     header = (f"# The best trial of sweep {sweep.name} (trial {best['number']}: {sweep.metric} {best['value']:.6g};\n"
-              f"# its run: {best['run']}),\n"
+              f"# its run: {run_place(best)}),\n"
               f"# with the worker and BLAS thread counts it ran with, so that on the same machine\n"
               f"#   {command_line('train', path)}\n# trains it again bit for bit.\n")
     write_text(path, header + cfg.dump(config))

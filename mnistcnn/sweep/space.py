@@ -16,7 +16,7 @@ from ..errors import ConfigError, command_line
 from ..runs import check_run_name
 from ..words import counted
 from .folder import SweepDir
-from .study import Storage, local_storage
+from .study import Storage, folder_command, local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -236,9 +236,10 @@ def load_sweep(path) -> Sweep:
     if not path.exists():
         raise ConfigError(f"{path}: sweep file not found; {cfg.ready_made('sweeps/')} holds examples")
     if SweepDir(path).sweep_file.is_file():
+        kept = SweepDir(path).kept_storage
         raise ConfigError(f"{path}: is a sweep folder, not a sweep file; go on with it: "
-                          f"{command_line('sweep', '--resume', path)}, or see its trials: "
-                          f"{command_line('sweep', '--status', path)}")
+                          f"{folder_command('--resume', path, kept)}, or see its trials: "
+                          f"{folder_command('--status', path, kept)}")
     raw = cfg.load_raw(path)
     source = str(path)
     if isinstance(raw, dict) and "model" in raw and "space" not in raw:

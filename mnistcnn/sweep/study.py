@@ -15,15 +15,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, install_extra
+from ..errors import MnistCnnError, UsageError, command_line, install_extra
 from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
+CONNECT_SECONDS = 10  # a database server that does not answer by then is named, not waited for
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
 MASK = "***"  # a password that is not written down
+PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
 
 
 def require_optuna():
@@ -31,7 +33,7 @@ def require_optuna():
         import optuna
     except ImportError:
         raise UsageError(f"mnistcnn sweep needs Optuna, which is not installed; {EXTRA}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(max(optuna.logging.get_verbosity(), optuna.logging.WARNING))  # a worker's ERROR stays
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
@@ -44,6 +46,14 @@ def shown(url: str, password: str = MASK) -> str:
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
     return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else url
+
+
+def folder_command(option: str, folder, url: str | None) -> str:
+    """``mnistcnn sweep --resume|--status SWEEP_DIR`` to print, with the --storage that the folder
+    keeps no password for: ``url`` is the storage's (with its password, or masked as the folder
+    keeps it; None: the folder's own study), and the command has a placeholder in its place."""
+    again = url is not None and (shown(url) != url or is_masked(url))
+    return command_line("sweep", option, folder, *(("--storage", shown(url, password=PLACEHOLDER)) if again else ()))
 
 
 def is_masked(url: str) -> bool:
@@ -97,7 +107,10 @@ class Storage:
         origin = f"{where} {shown(value)}"
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
-                             f"{shown(value, password='PASSWORD')}")
+                             f"{shown(value, password=PLACEHOLDER)}")
+        if "://" in value and "@" in value.split("://", 1)[1].rsplit("@", 1)[0]:  # read as the host's start
+            raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
+                             "each '@' in them as %40")
         return cls(resolved_storage(value), origin)
 
 
@@ -151,14 +164,18 @@ def open_storage(storage: Storage, heartbeat: int):
     sqlite = url.startswith("sqlite")
     # SQLite: transactions begin by hand (isolation_level None), each holding the write lock (write_first)
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    if url.startswith("postgresql") and "connect_timeout" not in url:  # libpq waits for ever by default
+        engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
     for attempt in range(CONNECT_ATTEMPTS):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
                                                  grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
-            if sqlite:
-                from sqlalchemy import event
+            from sqlalchemy import event
 
+            if sqlite:
                 event.listen(storage.engine, "begin", write_first)
+            else:  # opened: from now on a lost connection is waited for, a while
+                event.listen(storage.engine, "do_connect", patient_connect(heartbeat))
             return storage
         except ImportError as err:  # Optuna wraps the missing driver's ModuleNotFoundError in its own
             driver = err.name or getattr(err.__cause__, "name", None) or "of that database"
@@ -172,8 +189,70 @@ def open_storage(storage: Storage, heartbeat: int):
                     raise UsageError(f"{origin}: no database is called {url.split('://')[0]!r}; give "
                                      "a postgresql://, mysql+pymysql:// or sqlite:/// URL, or a journal file's "
                                      "path") from None
-                raise UsageError(f"{origin}: cannot open the database: {reason}") from None
+                raise UsageError(f"{origin}: cannot open the database: {' '.join(reason.split())}; "
+                                 f"{database_hint(reason)}") from None
             time.sleep(0.5 + attempt)
+
+
+# what to do about a database server's refusal, by the words of PostgreSQL's message (libpq's)
+DATABASE_HINTS = (
+    ("password authentication failed", "check the user name and password in the URL"),
+    ("no password supplied", "give the password in the URL (USER:PASSWORD@HOST), or in PGPASSWORD or ~/.pgpass"),
+    ("does not exist", "check its name in the URL, or create it on the database machine (README: On many machines)"),
+    ("no pg_hba.conf entry", "let this machine in: a host line for it in pg_hba.conf on the database machine, then "
+                             "reload PostgreSQL"),
+    ("Connection refused", "check the host and port, and that PostgreSQL runs there and listens to other machines "
+                           "(listen_addresses in postgresql.conf)"),
+    ("resolve host", "check the host's name in the URL"),
+    ("timeout expired", f"the server did not answer within {CONNECT_SECONDS} s; check the host and port, and any "
+                        "firewall between"),
+)
+
+
+def database_hint(reason: str) -> str:
+    return next((hint for words, hint in DATABASE_HINTS if words in reason),
+                "check the URL: postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE")
+
+
+def patient_connect(seconds: int):
+    """SQLAlchemy's do_connect handler for a database that answered once: a connection that fails
+    is tried again each second for up to ``seconds`` (a heartbeat), so that a database restarting,
+    or a network dropping for a moment, does not end the sweep. Two heartbeats without a worker's
+    beat fail its trial: a longer wait would outlast the trials it waits for."""
+
+    def connect(dialect, record, arguments, options):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return dialect.connect(*arguments, **options)
+            except dialect.loaded_dbapi.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
+
+    return connect
+
+
+class StorageLost(MnistCnnError):
+    """The study's database stopped answering, for longer than ``patient_connect`` waits."""
+
+
+@contextlib.contextmanager
+def storage_answering(origin: str, then: str):
+    """Turn the error of a database that stopped answering into one line: ``origin`` (the storage
+    as the user named it), the driver's reason and ``then`` (what to do); other errors pass."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except Exception as err:
+        cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
+        while cause is not None and not isinstance(cause, OperationalError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
+        raise StorageLost(f"{origin}: the database stopped answering ({reason}); {then}") from None
 
 
 def write_first(connection) -> None:

@@ -222,12 +222,16 @@ def stop_without(command: int) -> None:
 def main(argv=None) -> int:
     """``python -m mnistcnn.sweep.worker SWEEP_DIR NAME THREADS``: one worker process."""
     folder, name, threads = (argv or sys.argv[1:])[:3]
+    # Optuna logs each trial this worker ends by an exception (stopped by a signal, surplus, a config that fails) as
+    # failed, with a traceback: the sweep reports those in its own words, and an unexpected error still has its own
+    optuna = studies.require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         sweep_dir = SweepDir(folder)
         sweep = load_sweep(sweep_dir.sweep_file)
         url = os.environ[STORAGE_VARIABLE]  # resolved by the command that started this worker
-        storage = studies.open_storage(studies.Storage(url, f"{sweep_dir.path}'s storage {studies.shown(url)}"),
-                                       sweep.heartbeat)
+        origin = f"{sweep_dir.path}'s storage {studies.shown(url)}"
+        storage = studies.open_storage(studies.Storage(url, origin), sweep.heartbeat)
         worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads))
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
@@ -237,7 +241,8 @@ def main(argv=None) -> int:
             signal.signal(signum, request_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the command that started this worker
         threading.Thread(target=stop_without, args=(int(os.environ[COMMAND_VARIABLE]),), daemon=True).start()
-        worker.run()
+        with studies.storage_answering(origin, "this worker stopped; resume the sweep once it answers again"):
+            worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
         return INTERRUPTED
     except MnistCnnError as err:

@@ -104,11 +104,14 @@ function redraw() {
   context.fillStyle = "#000";
   context.fillRect(0, 0, pad.width, pad.height);
   if (state.upload) {
-    // the picture whole, its shape kept, on its own paper's colour
+    // the picture whole, its shape kept, on its own paper's colour; its transparent parts white, as
+    // predict reads them (a drawing app's dark strokes on a transparent canvas)
     const scale = Math.min(pad.width / state.upload.width, pad.height / state.upload.height);
     const w = state.upload.width * scale, h = state.upload.height * scale;
     context.fillStyle = state.paper;
     context.fillRect(0, 0, pad.width, pad.height);
+    context.fillStyle = "#fff";
+    context.fillRect((pad.width - w) / 2, (pad.height - h) / 2, w, h);
     context.drawImage(state.upload, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
   }
   context.strokeStyle = state.ink;
@@ -158,6 +161,8 @@ function paperOf(bitmap) {
   const small = document.createElement("canvas");
   small.width = small.height = 16;
   const context = small.getContext("2d");
+  context.fillStyle = "#fff"; // under transparent parts, as on the pad
+  context.fillRect(0, 0, 16, 16);
   context.drawImage(bitmap, 0, 0, 16, 16);
   const pixels = context.getImageData(0, 0, 16, 16).data;
   const sum = [0, 0, 0];
@@ -319,6 +324,9 @@ function buildPanels() {
     const { channels, h, w, strip } = layout(layer.shape);
     const scale = strip !== undefined ? Math.max(4, Math.min(24, Math.floor(512 / w)))
       : Math.max(2, Math.round(56 / w));
+    // the last layer's units are the classes' logits: each is named under its cell
+    const logits = layer.index === state.model.layers.length - 1 && strip === state.model.classes.length;
+    panel.querySelector(".maps").classList.toggle("logits", logits);
     const maps = [];
     for (let c = 0; c < channels; c++) {
       const canvas = document.createElement("canvas");
@@ -331,6 +339,17 @@ function buildPanels() {
       if (strip === undefined) canvas.addEventListener("click", () => openDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
       maps.push(canvas);
+    }
+    if (logits) {
+      const names = document.createElement("div");
+      names.className = "unit-names";
+      names.style.width = maps[0].style.width;
+      for (const name of state.model.classes) {
+        const label = document.createElement("span");
+        label.textContent = name;
+        names.appendChild(label);
+      }
+      panel.querySelector(".maps").appendChild(names);
     }
     holder.appendChild(panel);
     state.panels.push({ element: panel, maps: maps });
