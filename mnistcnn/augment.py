@@ -125,7 +125,7 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     from .atomic import OutputOption, make_folder, written_to
     from .data import Preprocess, prepare_data
     from .plots import image_grid
-    from .runs import RUNS_DIR
+    from .folders import RUNS_DIR
 
     given = path is not None
     if given and Path(path).suffix.lower() != ".png":

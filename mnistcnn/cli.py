@@ -33,7 +33,8 @@ from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
-from .runs import PICTURE_SUFFIXES, RUNS_DIR
+from .folders import RUNS_DIR
+from .runs import PICTURE_SUFFIXES
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -367,7 +368,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
           quiet):
     """Train the model described by CONFIG (a YAML file; configs/ holds ready-made ones) on MNIST,
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
-    from .runs import check_runs_folder
+    from .folders import check_runs_folder
     from .data import check_data, prepare_data
     from .trainer import train_run, training_threads
 
@@ -884,7 +885,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     elif sweep_path is None:
         fail("give a SWEEP.yaml file (configs/sweeps/ holds examples), or --resume SWEEP_DIR, or --status")
     else:
-        from .runs import check_runs_folder
+        from .folders import check_runs_folder
 
         check_runs_folder(runs_dir, given=option_given("runs_dir"))
         sweep_file = load_sweep(sweep_path)

@@ -19,7 +19,8 @@ from .errors import ConfigError, UsageError, command_line
 from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
 from .engine.layers import LAYERS, unknown_layer_type
 from .engine.optim import AVERAGES, OPTIMIZERS, SCHEDULES
-from .runs import RunDir, check_run_name
+from .folders import check_run_name
+from .runs import RunDir
 
 MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results

@@ -17,7 +17,8 @@ from .errors import UsageError
 from .evaluation import checkpoint_label, load_for_target
 from .engine.losses import softmax_cross_entropy
 from .engine.model import Sequential
-from .runs import PICTURE_SUFFIXES, RUNS_DIR, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
+from .folders import RUNS_DIR
+from .runs import PICTURE_SUFFIXES, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
 from .words import counted
 

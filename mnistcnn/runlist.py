@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runs import DIVERGED, RUNS_DIR, STAMP_FORMAT, RunDir, read_json
+from .folders import RUNS_DIR, STAMP_FORMAT
+from .runs import DIVERGED, RunDir, read_json
 from .sweep.folder import SweepDir
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import platform
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -23,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import OutputOption, atomic_writer, make_folder, write_text
-from .errors import CheckpointError, ConfigError, UsageError, command_line
+from .atomic import atomic_writer, write_text
+from .errors import CheckpointError, UsageError, command_line
+from .folders import stamped_folder
+from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
-STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
 LOCK_ATTEMPTS, LOCK_RETRY_SECONDS = 20, 0.05  # tries at a run's training lock, and the wait between them
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
@@ -64,14 +62,6 @@ def blas_libraries() -> list[dict]:
     keys = ("internal_api", "version", "architecture", "num_threads")
     return [{key: library.get(key) for key in keys} for library in threadpool_info()
             if library.get("user_api") == "blas"]
-
-
-def check_run_name(name: str, example: str = "--name lenet") -> str:
-    """``name``, which names a folder under the runs folder; ``example`` shows how to give another."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
-        raise ConfigError(f"run name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (no path separators, "
-                          f"no '..'), e.g. {example}")
-    return name
 
 
 CHECKPOINTS = ("best", "last")  # a run's two checkpoints, checkpoints/best.npz and last.npz
@@ -230,30 +220,6 @@ class RunDir:
                                       "updated": now, **extra})
 
 
-def stamped_folder(runs_dir, name: str) -> Path:
-    """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's)."""
-    check_run_name(name)
-    runs_dir = check_runs_folder(runs_dir, make=True)
-    stamp = _dt.datetime.now().strftime(STAMP_FORMAT)
-    for suffix in range(1, 10000):
-        path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
-        try:
-            path.mkdir()  # atomic: two runs started together never get the same folder
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise UsageError(f"{path}: cannot create the folder ({err.strerror})") from None
-        return path
-    raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
-
-
-def check_runs_folder(runs_dir, make: bool = False, given: bool = False) -> Path:
-    """``runs_dir``, the folder of run directories (train's and sweep's --runs-dir, ``given`` by the
-    user or the default), refused naming --runs-dir when it is a file or cannot be made or written
-    in; ``make``: made now, else checked as far as can be told without making it (before the work)."""
-    return make_folder(runs_dir, OutputOption("--runs-dir", "DIR", given=given), make=make)
-
-
 def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
@@ -409,7 +375,6 @@ def no_checkpoint_choice(which: str, target, what: str) -> UsageError:
 def not_a_run(folder: Path) -> UsageError:
     """A folder given as a run that is none: what it is (a folder of runs, a sweep's, a run's
     checkpoints/, a folder of pictures) and what to give instead."""
-    from .sweep.folder import SweepDir
 
     if folder.name == "checkpoints" and RunDir(folder.parent).config_file.is_file():
         return UsageError(f"{folder}: is the checkpoints folder of the run {folder.parent}; give the run itself, or "

@@ -31,7 +31,8 @@ from .engine.fast.plan import Plan
 from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
-from .runs import (DIVERGED, RUNS_DIR, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
+from .folders import RUNS_DIR
+from .runs import (DIVERGED, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
                    versions, write_json)
 from .words import counted
 

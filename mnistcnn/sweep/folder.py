@@ -16,7 +16,7 @@ import yaml
 
 from ..atomic import write_text
 from ..errors import UsageError
-from ..runs import stamped_folder
+from ..folders import stamped_folder
 
 
 class SweepDir:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import config as cfg
 from ..errors import ConfigError, command_line
-from ..runs import check_run_name
+from ..folders import check_run_name
 from ..words import counted
 from .folder import SweepDir
 from .study import Storage, folder_command, local_storage
