@@ -865,9 +865,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, plan_jobs, study_status
     from .sweep.report import run_place
-    from .sweep.study import folder_command
     from .sweep.space import load_sweep
-    from .sweep.study import check_storage_folder, require_optuna
+    from .sweep.study import check_storage_folder, folder_command, require_optuna
 
     require_optuna()
     if dry_run and (status or resume is not None):

@@ -792,17 +792,19 @@ PAD_INK = """const pad = document.getElementById('pad');
     return {corner: data[0], darkest: darkest};"""
 
 
+@pytest.mark.parametrize("ink_grey", [0, 255], ids=["black-ink", "white-ink"])
 def test_a_drawing_on_a_transparent_canvas_shows_on_the_pad_and_stays_under_a_stroke(chrome, page_url, served,
-                                                                                       artefacts):
+                                                                                       artefacts, ink_grey):
     # a drawing app's dark strokes on a transparent canvas (read by predict over white paper) lay on the pad as
-    # black on black: the pad looked empty, and a stroke drawn over it sent the pad without the digit
+    # black on black: the pad looked empty, and a stroke drawn over it sent the pad without the digit; white strokes
+    # (read by predict from their opacity alone, as dark ink on white) then lay white on white
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     wait = open_page(chrome, page_url, "laptop")
     digit = np.asarray(Image.fromarray(served.test_x[0, :, :, 0]).resize((140, 140)))
-    strokes = np.zeros((140, 140, 4), np.uint8)
-    strokes[..., 3] = digit  # black ink, its opacity the digit's
+    strokes = np.full((140, 140, 4), ink_grey, np.uint8)
+    strokes[..., 3] = digit  # the ink's opacity the digit's
     Image.fromarray(strokes, "RGBA").save(artefacts / "transparent.png")
     chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "transparent.png"))
     wait.until(lambda d: d.execute_script("return window.serveState.source === 'picture'"))
@@ -815,7 +817,7 @@ def test_a_drawing_on_a_transparent_canvas_shows_on_the_pad_and_stays_under_a_st
     ActionChains(chrome).move_to_element_with_offset(pad, -130, -130).click().perform()  # a dot in a corner
     wait.until(lambda d: d.execute_script("return window.serveState.timings.length > 0"))
     assert chrome.execute_script("return window.serveState.prediction.prediction") == uploaded
-    chrome.save_screenshot(str(artefacts / "serve-transparent-upload.png"))
+    chrome.save_screenshot(str(artefacts / f"serve-transparent-upload-{ink_grey}.png"))
 
 
 LOGIT_NAMES = """const panels = document.querySelectorAll('#layers .layer');

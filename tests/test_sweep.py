@@ -780,6 +780,22 @@ def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     assert "pip install PyMySQL and use mysql+pymysql://" in result.output
 
 
+def test_a_password_given_as_the_url_s_password_parameter_is_masked_as_one_before_the_host(cli, tmp_path):
+    # libpq takes a password from ?password= too: it was printed in messages, kept in sweep.yaml and given in the
+    # commands printed for the folder as it was typed
+    from mnistcnn.sweep.study import folder_command, shown
+
+    url = "postgresql://user@127.0.0.1:1/sweeps?sslmode=disable&password=secret"
+    refused = cli("sweep", "--status", "--storage", url, "--study", "s1")
+    assert refused.exit_code == 2 and "secret" not in refused.output, refused.output
+    assert shown(url) == "postgresql://user@127.0.0.1:1/sweeps?sslmode=disable&password=***"
+    again = "postgresql://user@127.0.0.1:1/sweeps?sslmode=disable&password=PASSWORD"
+    assert folder_command("--resume", tmp_path, url) == f"mnistcnn sweep --resume {tmp_path} --storage '{again}'"
+    kept = cli("sweep", "--status", "--storage", shown(url), "--study", "s1")  # as the sweep folder keeps it
+    assert kept.exit_code == 2 and f"the sweep folder keeps no password; give it again with --storage {again}" \
+        in kept.output, kept.output
+
+
 def test_a_database_that_refuses_or_does_not_answer_is_one_line_that_says_what_to_do(cli, monkeypatch):
     # a server that took the connection and never answered (a firewall, a hung machine) left the command waiting
     # for ever, silent; a refusal said what PostgreSQL said and nothing of what to do

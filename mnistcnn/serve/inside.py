@@ -27,8 +27,8 @@ from ..engine.losses import accuracy
 from ..engine.model import Sequential
 from ..evaluation import checkpoint_label, load_for_target, logits_report
 from ..layer_report import layer_words, output_statistics, statistics
-from ..predict import (DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, SIDE, TOP, check_digit_model, classify,
-                       prepare, read_grey)
+from ..predict import (DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, ONE_COLOUR, SIDE, TOP, check_digit_model,
+                       classify, prepare, read_grey)
 from ..runs import PICTURE_SUFFIXES, run_summary, summary_rows
 from ..trainer import evaluate
 
@@ -242,9 +242,11 @@ def filter_weights(model: Sequential, index: int, channel: int) -> dict:
 
 
 def model_summary(served: Served) -> dict:
-    """What the page needs once: the model's name, classes and layers, and where it comes from."""
+    """What the page needs once: the model's name, classes and layers, and where it comes from; and
+    the grey levels within which predict sees no drawing, that the pad shows an upload as predict reads it."""
     return {"name": served.meta["config"]["name"], "checkpoint": checkpoint_label(served.checkpoint),
-            "classes": served.classes, "layers": describe_layers(served.model), "advice": PAGE_ADVICE}
+            "classes": served.classes, "layers": describe_layers(served.model), "advice": PAGE_ADVICE,
+            "one_colour": ONE_COLOUR}
 
 
 def test_predictions(served: Served) -> np.ndarray:

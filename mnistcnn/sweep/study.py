@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -39,13 +40,17 @@ def require_optuna():
 
 
 def shown(url: str, password: str = MASK) -> str:
-    """The storage URL with ``password`` in place of its own: by default fit to print or write
-    into the sweep folder."""
-    if "://" not in url or "@" not in url:
+    """The storage URL with ``password`` in place of its own (before the host, or libpq's
+    ``?password=`` parameter): by default fit to print or write into the sweep folder."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else url
+    credentials, host = rest.rsplit("@", 1) if "@" in rest else (None, rest)
+    host = re.sub(r"([?&]password=)[^&]*", lambda found: found[1] + password, host)
+    if credentials is None:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else \
+        f"{scheme}://{credentials}@{host}"
 
 
 def folder_command(option: str, folder, url: str | None) -> str:
@@ -58,7 +63,7 @@ def folder_command(option: str, folder, url: str | None) -> str:
 
 def is_masked(url: str) -> bool:
     """Whether ``url`` is one that ``shown`` wrote: its password must be given again."""
-    return f":{MASK}@" in url
+    return f":{MASK}@" in url or re.search(rf"[?&]password={re.escape(MASK)}(&|$)", url) is not None
 
 
 def storage_file(url: str | None) -> Path | None:

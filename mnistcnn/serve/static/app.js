@@ -9,6 +9,7 @@ const state = {
   model: null, // /api/model
   strokes: [], // the drawing, for undo: lists of [x, y]
   upload: null, // a picture drawn under the strokes
+  inkInAlpha: false, // whether that picture's drawing is in its transparency alone (drawn as dark ink)
   image: null, // the 28x28 image the model saw last (base64), sent back for the arithmetic
   source: "drawing", // where that image came from: "drawing" (the pad alone) or "picture" (an upload under it)
   prediction: null, // the last /api/predict answer
@@ -112,7 +113,10 @@ function redraw() {
     context.fillRect(0, 0, pad.width, pad.height);
     context.fillStyle = "#fff";
     context.fillRect((pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    // light strokes on a transparent canvas: predict reads their opacity alone, as dark ink
+    context.filter = state.inkInAlpha ? "brightness(0)" : "none";
     context.drawImage(state.upload, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    context.filter = "none";
   }
   context.strokeStyle = state.ink;
   context.lineWidth = STROKE_WIDTH;
@@ -156,6 +160,27 @@ $("clear").addEventListener("click", () => {
   requestUpdate();
 });
 
+// Whether a picture's drawing is in its transparency alone, as predict's _flattened tells: one grey
+// over white paper (white strokes on a transparent canvas), its opacity varied.
+function inkInAlphaOf(bitmap) {
+  const small = document.createElement("canvas");
+  small.width = bitmap.width;
+  small.height = bitmap.height;
+  const context = small.getContext("2d");
+  context.drawImage(bitmap, 0, 0);
+  const pixels = context.getImageData(0, 0, small.width, small.height).data;
+  let greyLow = 255, greyHigh = 0, alphaLow = 255, alphaHigh = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    const alpha = pixels[i + 3] / 255;
+    const grey = (0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2]) * alpha + 255 * (1 - alpha);
+    greyLow = Math.min(greyLow, grey);
+    greyHigh = Math.max(greyHigh, grey);
+    alphaLow = Math.min(alphaLow, pixels[i + 3]);
+    alphaHigh = Math.max(alphaHigh, pixels[i + 3]);
+  }
+  return greyHigh - greyLow <= state.model.one_colour && alphaHigh - alphaLow > state.model.one_colour;
+}
+
 // The colour of a picture's border, as its paper's; the pen then draws in the contrasting ink.
 function paperOf(bitmap) {
   const small = document.createElement("canvas");
@@ -189,6 +214,7 @@ $("upload").addEventListener("change", async (event) => {
     $("timing").textContent = "";
     state.upload = await createImageBitmap(file).catch(() => null);
     if (state.upload) {
+      state.inkInAlpha = inkInAlphaOf(state.upload);
       const paper = paperOf(state.upload);
       state.paper = paper.colour;
       state.ink = paper.light ? "#000" : "#fff";
