@@ -818,6 +818,21 @@ def test_a_database_that_refuses_or_does_not_answer_is_one_line_that_says_what_t
     assert at.exit_code == 2 and at.output == ("error: --storage postgresql://user:***@127.0.0.1/sweeps: the user name "
                                                "or password holds an '@', which ends them in a URL; write each '@' in "
                                                "them as %40\n"), at.output
+    # an '@' in the query is no password's: the URL goes to the server (refused here), as SQLAlchemy reads it
+    query = cli("sweep", "--status", "--storage", "postgresql://user:p@127.0.0.1:1/sweeps?application_name=me@x",
+                "--study", "s1")
+    assert query.exit_code == 2 and "Connection refused" in query.output, query.output
+    assert query.output.startswith("error: --storage postgresql://user:***@127.0.0.1:1/sweeps?application_name=me@x:")
+
+
+def test_only_libpq_drivers_are_given_a_connect_timeout():
+    # pg8000 refuses connect_timeout, which every postgresql* URL got
+    from mnistcnn.sweep.study import CONNECT_SECONDS, engine_options
+
+    assert engine_options("postgresql+psycopg://u@h/db")["connect_args"] == {"connect_timeout": CONNECT_SECONDS}
+    assert engine_options("postgresql+psycopg2://u@h/db")["connect_args"] == {"connect_timeout": CONNECT_SECONDS}
+    assert "connect_args" not in engine_options("postgresql+pg8000://u@h/db")
+    assert "connect_args" not in engine_options("postgresql+psycopg://u@h/db?connect_timeout=3")
 
 
 def test_a_wrong_password_or_database_name_on_a_real_server_says_what_to_check(cli, postgres_url):

@@ -44,13 +44,24 @@ def shown(url: str, password: str = MASK) -> str:
     ``?password=`` parameter): by default fit to print or write into the sweep folder."""
     if "://" not in url:
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1) if "@" in rest else (None, rest)
+    scheme, credentials, host = url_parts(url)
     host = re.sub(r"([?&]password=)[^&]*", lambda found: found[1] + password, host)
     if credentials is None:
         return f"{scheme}://{host}"
     return f"{scheme}://{credentials.split(':', 1)[0]}:{password}@{host}" if ":" in credentials else \
         f"{scheme}://{credentials}@{host}"
+
+
+def url_parts(url: str) -> tuple[str, str | None, str]:
+    """A database URL's scheme, its credentials (``user:password``, None without) and the rest
+    (host, database, query). The credentials end at the last '@' before the query, as SQLAlchemy
+    reads them: an '@' in the query is the query's own."""
+    scheme, rest = url.split("://", 1)
+    before_query, query = rest.split("?", 1) if "?" in rest else (rest, None)
+    if "@" not in before_query:
+        return scheme, None, rest
+    credentials, host = before_query.rsplit("@", 1)
+    return scheme, credentials, host if query is None else f"{host}?{query}"
 
 
 def folder_command(option: str, folder, url: str | None) -> str:
@@ -113,7 +124,8 @@ class Storage:
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
                              f"{shown(value, password=PLACEHOLDER)}")
-        if "://" in value and "@" in value.split("://", 1)[1].rsplit("@", 1)[0]:  # read as the host's start
+        credentials = url_parts(value)[1] if "://" in value else None
+        if credentials is not None and "@" in credentials:  # the first '@' would be read as the host's start
             raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
                              "each '@' in them as %40")
         return cls(resolved_storage(value), origin)
@@ -147,6 +159,17 @@ def check_storage_folder(storage: Storage | None) -> None:
                          "or give a path in a folder that does")
 
 
+def engine_options(url: str) -> dict:
+    """SQLAlchemy's engine options for the database ``url`` names."""
+    if url.startswith("sqlite"):  # transactions begun by hand (isolation_level None), each holding the write lock
+        return {"connect_args": {"timeout": 60, "isolation_level": None}}
+    engine = {"pool_pre_ping": True}
+    # libpq waits for ever by default; other drivers (pg8000) take no connect_timeout
+    if url.startswith(("postgresql+psycopg://", "postgresql+psycopg2://")) and "connect_timeout" not in url:
+        engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
+    return engine
+
+
 def open_storage(storage: Storage, heartbeat: int):
     """Optuna's storage for ``storage.url``: a database URL (SQLite, PostgreSQL, MySQL), or else
     the path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
@@ -167,13 +190,9 @@ def open_storage(storage: Storage, heartbeat: int):
     if url.startswith(("postgresql://", "postgres://")):  # the driver the extra installs
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     sqlite = url.startswith("sqlite")
-    # SQLite: transactions begin by hand (isolation_level None), each holding the write lock (write_first)
-    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
-    if url.startswith("postgresql") and "connect_timeout" not in url:  # libpq waits for ever by default
-        engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
     for attempt in range(CONNECT_ATTEMPTS):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), heartbeat_interval=heartbeat,
                                                  grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
             from sqlalchemy import event
 
