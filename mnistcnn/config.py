@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .augment import WARPS
 from .errors import ConfigError, UsageError, command_line
 from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
 from .engine.layers import LAYERS, unknown_layer_type
@@ -396,9 +397,10 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
         augment = config["data"]["augment"]
-        if augment["repeats"] > 1 and not any(augment[key] for key in ("shift", "rotate", "scale", "elastic")):
+        if augment["repeats"] > 1 and not any(augment[key] for key in WARPS):
             raise _err("data.augment.repeats", f"{augment['repeats']} copies of an image are the same image "
-                       "without augmentation; set data.augment.shift, rotate, scale or elastic, or repeats: 1")
+                       f"without augmentation; set data.augment.{', '.join(WARPS[:-1])} or {WARPS[-1]}, "
+                       "or repeats: 1")
         schedule = config["train"]["schedule"]
         if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
             raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
