@@ -43,11 +43,13 @@ console = Console(highlight=False, markup=False, emoji=False, width=None if sys.
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel
+PREVIEW_CHANNELS = 4  # feature maps inspect-layer shows in a terminal, side by side
 PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 
 
 def data_dir_option(help_suffix: str):
@@ -458,7 +460,7 @@ Examples:
   mnistcnn config-keys 'model.layers[0]'                # the layer types and their arguments
   mnistcnn train configs/quick.yaml --print-config     # a config with every key's default filled in""")
 @click.argument("prefix", required=False, default="")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def config_keys(prefix, as_json):
     """List every key a config can set (those starting with PREFIX, or else those that hold it:
@@ -580,7 +582,7 @@ Examples:
               help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
 @click.option("--save-inputs", type=click.Path(path_type=Path), metavar="DIR",
               help="Write the 28x28 image the model saw for each picture to DIR, named after the picture.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inputs, as_json):
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
@@ -666,7 +668,7 @@ Examples:
 @click.argument("folder", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
 @click.option("--runs-dir", type=click.Path(path_type=Path),
               help="The same as DIR: the folder train --runs-dir wrote to.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
@@ -953,8 +955,6 @@ class SweepView:
 
     def show(self, snapshot) -> None:
         if self.live:
-            from rich.console import Group
-
             recent = [row for row in snapshot.rows if row["status"] == "running"] + \
                 [row for row in snapshot.rows if row["status"] != "running"][-8:]
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
@@ -1086,7 +1086,7 @@ Examples:
               help="The folder the pictures go into (default: inspect/ in the run's folder; runs/inspect/NAME for a "
                    "config).")
 @data_dir_option(" (default: the run's own data)")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
 @checkpoint_option
 @handle_errors
@@ -1159,9 +1159,9 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
             console.print(f"|{key}| / |{key[1:]}| = "
                           + (f"{ratio:.3g}" if ratio is not None else f"n/a ({key[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
-        from rich.columns import Columns
-        console.print(f"feature maps of {split} image {first}, channels 0 to {min(4, output.shape[-1]) - 1}:")
-        console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
+        channels = min(PREVIEW_CHANNELS, output.shape[-1])
+        console.print(f"feature maps of {split} image {first}, channels 0 to {channels - 1}:")
+        console.print(Columns([half_block_preview(output[0, :, :, channel]) for channel in range(channels)]))
     for path in report["pictures"]:
         console.print(f"wrote {path}", soft_wrap=True)
 
