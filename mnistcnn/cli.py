@@ -404,10 +404,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         return
     reporter = TrainReporter(quiet)
     try:
-        given = [f"--set {assignment}" for assignment in sets] + [
-            f"{option} {value}" for option, (_, value) in flags.items() if value is not None]
         outcome = train_run(config, data, reporter, runs_dir=runs_dir, resume=run, config_path=config_path,
-                            overrides=given, stop_on_signals=True)
+                            overrides=cfg.given_options(sets, flags), stop_on_signals=True)
     finally:
         reporter.close()
     if outcome.summary is None:

@@ -638,14 +638,28 @@ def lookup(config: dict, key: str, option: str):
     return node
 
 
-def apply_override(raw: dict, assignment: str, option="--set") -> str:
-    """Apply ``a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns the
-    key path."""
+def option_words(option: str, value) -> str:
+    """An option as it was given, as errors name it and a run's status.json lists it:
+    ``--set train.epochs=3``, ``--lr 0.01``."""
+    return f"{option} {value}"
+
+
+def given_options(sets, flags: dict) -> list[str]:
+    """The ``--set`` assignments and the flags (as ``load_config`` takes them) that were given,
+    each in ``option_words``: what a run records as having changed its config."""
+    return [option_words("--set", assignment) for assignment in sets] + [
+        option_words(option, value) for option, (_, value) in flags.items() if value is not None]
+
+
+def apply_override(raw: dict, assignment: str) -> str:
+    """Apply ``--set a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns
+    the key path."""
     if "=" not in assignment:
-        raise ConfigError(f"{option} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
     key, text = assignment.split("=", 1)
-    value = parse_yaml(text, f"{option} {assignment}") if text.strip() else None
-    return set_path(raw, key, value, f"{option} {assignment}")
+    where = option_words("--set", assignment)
+    value = parse_yaml(text, where) if text.strip() else None
+    return set_path(raw, key, value, where)
 
 
 def upgrade_run_config(raw: dict) -> dict:
@@ -676,18 +690,18 @@ def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of
         raw = upgrade_run_config(raw)
     origins = {}
     for assignment in overrides:
-        origins[apply_override(raw, assignment)] = f"--set {assignment}"
+        origins[apply_override(raw, assignment)] = option_words("--set", assignment)
     for option, (key, value) in (flags or {}).items():
         if value is not None:
             try:
-                set_path(raw, key, value, f"{option} {value}")
+                set_path(raw, key, value, option_words(option, value))
             except ConfigError:
                 setter = _source_of(key, "", origins)  # a --set that made a section holding the key a value
                 if not setter:
                     raise
                 raise ConfigError(f"{setter}: {key.rsplit('.', 1)[0]} must be a section with keys; {option} sets "
                                   f"{key} in it") from None
-            origins[key] = f"{option} {value}"
+            origins[key] = option_words(option, value)
     config = validate(raw, source, origins)
     if not of_run:  # a run trained so already stays readable
         _check_warm_up(config, source, origins)
