@@ -762,7 +762,7 @@ def export(target, output, which, opset, input_kind, data_dir):
     table.add_column("value", overflow="fold")
     rows = [
         ("checkpoint", str(exported.checkpoint)),
-        ("file", f"{output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset})"),
+        ("file", f"{output} ({exported.size_bytes / 1e6:.2f} MB, opset {opset})"),
         ("input", f"{INPUT_KINDS[input_kind]} [N, {channels}, {height}, {width}]"),
         ("outputs", "logits, probabilities"),
         ("batchnorm", "folded into the layer before it" if exported.folded else "-"),
@@ -911,7 +911,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
-    pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
+    pictures = run.sweep_dir.pictures
     if pictures:  # the study at a glance, which the lines above do not give
         console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
     resume = folder_command("--resume", run.sweep_dir.path, run.storage.url)
