@@ -326,6 +326,11 @@ def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed:
 
 
 # -- preprocessing ----------------------------------------------------------------------
+# images whose float64 copy standardize's statistics are summed over at once: memory stays flat;
+# another size adds in another order and moves a standardized run's numbers by rounding
+FIT_CHUNK = 10000
+
+
 class Preprocess:
     """uint8 images -> float32: ``binarize`` (x > threshold -> 1), ``scale`` (x / 255) or
     ``standardize`` ((x/255 - mean) / std with the training split's statistics)."""
@@ -343,8 +348,8 @@ class Preprocess:
         if self.type == "standardize" and self.mean is None:
             # float64 sums over the uint8 array, in chunks to keep memory flat
             total, total_sq, count = 0.0, 0.0, 0
-            for start in range(0, len(images), 10000):
-                chunk = images[start:start + 10000].astype(np.float64) / 255.0
+            for start in range(0, len(images), FIT_CHUNK):
+                chunk = images[start:start + FIT_CHUNK].astype(np.float64) / 255.0
                 total += chunk.sum()
                 total_sq += (chunk * chunk).sum()
                 count += chunk.size
