@@ -330,7 +330,9 @@ def layer_arguments(kind: str) -> list[str]:
     return accepted + (["activation"] if kind in ACTIVATED_LAYERS else [])
 
 
-def _check_layers(layers, path="model.layers"):
+def _check_layers(layers):
+    """The entries of ``model.layers``, each a layer type with the arguments it takes."""
+    path = "model.layers"
     if not layers:
         raise _err(path, "must list at least one layer")
     if len(layers) > MAX_LAYERS:
