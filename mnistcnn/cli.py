@@ -702,7 +702,7 @@ def runs(folder, runs_dir, as_json):
         epochs = str(row["epochs"]) + (f"/{row['epochs_planned']}" if row["epochs_planned"] else "")
         config = Path(row["config"]).stem if row["config"] else "-"  # configs/lenet.yaml -> lenet
         config = f"sweep {row['sweep']}" if row["sweep"] else config
-        started = (row["started"] or "-").replace("T", " ")[5:16]
+        started = row["started"].replace("T", " ")[5:16] if row["started"] else "-"  # MM-DD HH:MM
         table.add_row(row["run"], *((started, config) if wide else ()), epochs,
                       f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
