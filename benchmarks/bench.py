@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistcnn import config as cfg
+from mnistcnn.atomic import write_text
 from mnistcnn.data import load_dataset
 from mnistcnn.errors import ConfigError
 from mnistcnn.engine.fast.parallel import default_workers, keep_freed_memory
@@ -166,8 +167,8 @@ class NumpyNet:
         """As mnistcnn train evaluates: on its worker processes if it has them, else on one
         thread per core."""
         if hasattr(self.runner, "predict_logits"):
-            return self.runner.predict_logits(self.plan, images, 1000)
-        return self.plan.predict_logits(images, 1000)
+            return self.runner.predict_logits(self.plan, images, cfg.EVAL_BATCH_SIZE)
+        return self.plan.predict_logits(images, cfg.EVAL_BATCH_SIZE)
 
     def training_threads(self):
         """BLAS limited as the trainer limits it (evaluation is left to its own threads)."""
@@ -225,7 +226,7 @@ class TorchNet:
         loss.backward()
         self.optimizer.step()
 
-    def evaluate(self, images, batch=1000):
+    def evaluate(self, images, batch=cfg.EVAL_BATCH_SIZE):
         self.net.eval()
         with self.torch.no_grad():
             return [self.net(self.torch.from_numpy(np.ascontiguousarray(images[i:i + batch].transpose(0, 3, 1, 2))))
@@ -248,19 +249,19 @@ def eval_images_per_s(evaluate, images, repeats=2) -> float:
     return len(images) / min(_timed(lambda: evaluate(images)) for _ in range(repeats))
 
 
-EVAL_BATCHES = (32, 64, 256, 1000)
+EVAL_BATCHES = (32, 64, 256, cfg.EVAL_BATCH_SIZE)  # PyTorch's, beside mnistcnn's own
 
 
 def eval_rounds(net, other, images, rounds) -> dict:
-    """Evaluation speed at batch 1000 (mnistcnn's evaluation batch), alternating NumPy and
-    PyTorch rounds. PyTorch is also timed at each of EVAL_BATCHES and its best kept, since its
-    fastest batch size is not 1000, so the comparison can be read both ways."""
-    net.evaluate(images[:1000])
+    """Evaluation speed at mnistcnn's evaluation batch (config.EVAL_BATCH_SIZE), alternating NumPy
+    and PyTorch rounds. PyTorch is also timed at each of EVAL_BATCHES and its best kept, since its
+    fastest batch size is not mnistcnn's, so the comparison can be read both ways."""
+    net.evaluate(images[:cfg.EVAL_BATCH_SIZE])
     out = {"eval_images_per_s": None}
     if other is None:
         out["eval_images_per_s"] = statistics.median(eval_images_per_s(net.evaluate, images) for _ in range(rounds))
         return out
-    other.evaluate(images[:1000])
+    other.evaluate(images[:cfg.EVAL_BATCH_SIZE])
     by_batch = {b: eval_images_per_s(lambda im, b=b: other.evaluate(im, b), images) for b in EVAL_BATCHES}
     best = max(by_batch, key=by_batch.get)
     numpy_s, torch_s, torch_best = [], [], []
@@ -325,7 +326,7 @@ def ab_one(name, specs, batch, data, args, package):
                    for engine in ("mnistcnn", package))
     for net in (this, other):
         median_step_s(net, 3)
-        net.evaluate(test[:1000])
+        net.evaluate(test[:cfg.EVAL_BATCH_SIZE])
     rounds = []
     for index in range(args.rounds):
         times = {}
@@ -394,7 +395,8 @@ def print_row(row):
         ratios = ", ".join(f"{r['ratio']:.2f}" for r in row["rounds"])
         print(f"  PyTorch: step {row['torch_step_ms']:.1f} ms, eval {row['torch_eval_images_per_s']:,.0f} img/s; "
               f"NumPy/PyTorch step time per round: {ratios} (median {row['step_ratio_median']:.2f}); "
-              f"eval speed-up per round at batch 1000: {', '.join(f'{r:.2f}' for r in row['eval_ratio_rounds'])} "
+              f"eval speed-up per round at batch {cfg.EVAL_BATCH_SIZE}: "
+              f"{', '.join(f'{r:.2f}' for r in row['eval_ratio_rounds'])} "
               f"(median {row['eval_ratio']:.2f}x), {row['eval_ratio_vs_best_batch']:.2f}x against "
               f"PyTorch at batch {row['torch_eval_best_batch']} ({row['torch_eval_best_images_per_s']:,.0f} img/s)")
     print(f"  {'step of the plan (per worker)':<70}{'output':<20}{'forward ms':>12}{'backward ms':>13}")
@@ -474,7 +476,7 @@ def main():
     print(f"\npeak RSS of this process {report.get('peak_rss_mb', report.get('peak_rss_mb_with_torch')):.0f} MB"
           + (" (PyTorch included)" if torch else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
 
 

@@ -10,6 +10,10 @@ import numpy as np
 
 from .errors import UsageError
 
+# The settings that change an image (``data.augment.repeats`` only copies it): any of them set
+# makes the augmentation active.
+WARPS = ("shift", "rotate", "scale", "elastic")
+
 
 class Augment:
     """Random shifts of up to ``shift`` pixels (whole pixels: a padded random crop), rotations of
@@ -31,7 +35,7 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic)
+        return any(getattr(self, name) for name in WARPS)
 
     def words(self) -> str:
         """What the augmentation does, as a picture's title says it ("none" for nothing)."""

@@ -1,6 +1,6 @@
 """What a training run tells the world as it goes: the ``Callbacks`` a trainer calls, ``Pruned``
 (a callback ending a run early), and ``RunLog``, which keeps a run's train.log. Light to import:
-the command line builds its progress display on them before any engine module loads."""
+the command line builds its progress display on them without loading the trainer or the fast plan."""
 from __future__ import annotations
 
 import contextlib

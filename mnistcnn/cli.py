@@ -43,11 +43,13 @@ console = Console(highlight=False, markup=False, emoji=False, width=None if sys.
 # Narrower than this, a table of keys becomes a list: each key on its line, its meaning below.
 WIDE_TABLE = 120
 PREVIEW_WIDTH = 28  # characters: an MNIST image pixel for pixel
+PREVIEW_CHANNELS = 4  # feature maps inspect-layer shows in a terminal, side by side
 PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 
 
 def data_dir_option(help_suffix: str):
@@ -402,10 +404,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         return
     reporter = TrainReporter(quiet)
     try:
-        given = [f"--set {assignment}" for assignment in sets] + [
-            f"{option} {value}" for option, (_, value) in flags.items() if value is not None]
         outcome = train_run(config, data, reporter, runs_dir=runs_dir, resume=run, config_path=config_path,
-                            overrides=given, stop_on_signals=True)
+                            overrides=cfg.given_options(sets, flags), stop_on_signals=True)
     finally:
         reporter.close()
     if outcome.summary is None:
@@ -458,7 +458,7 @@ Examples:
   mnistcnn config-keys 'model.layers[0]'                # the layer types and their arguments
   mnistcnn train configs/quick.yaml --print-config     # a config with every key's default filled in""")
 @click.argument("prefix", required=False, default="")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def config_keys(prefix, as_json):
     """List every key a config can set (those starting with PREFIX, or else those that hold it:
@@ -580,7 +580,7 @@ Examples:
               help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
 @click.option("--save-inputs", type=click.Path(path_type=Path), metavar="DIR",
               help="Write the 28x28 image the model saw for each picture to DIR, named after the picture.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inputs, as_json):
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
@@ -666,7 +666,7 @@ Examples:
 @click.argument("folder", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
 @click.option("--runs-dir", type=click.Path(path_type=Path),
               help="The same as DIR: the folder train --runs-dir wrote to.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @handle_errors
 def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
@@ -702,7 +702,7 @@ def runs(folder, runs_dir, as_json):
         epochs = str(row["epochs"]) + (f"/{row['epochs_planned']}" if row["epochs_planned"] else "")
         config = Path(row["config"]).stem if row["config"] else "-"  # configs/lenet.yaml -> lenet
         config = f"sweep {row['sweep']}" if row["sweep"] else config
-        started = (row["started"] or "-").replace("T", " ")[5:16]
+        started = row["started"].replace("T", " ")[5:16] if row["started"] else "-"  # MM-DD HH:MM
         table.add_row(row["run"], *((started, config) if wide else ()), epochs,
                       f"{row['best_val_acc']:.2%}" if row["best_val_acc"] is not None else "-",
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
@@ -762,7 +762,7 @@ def export(target, output, which, opset, input_kind, data_dir):
     table.add_column("value", overflow="fold")
     rows = [
         ("checkpoint", str(exported.checkpoint)),
-        ("file", f"{output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset})"),
+        ("file", f"{output} ({exported.size_bytes / 1e6:.2f} MB, opset {opset})"),
         ("input", f"{INPUT_KINDS[input_kind]} [N, {channels}, {height}, {width}]"),
         ("outputs", "logits, probabilities"),
         ("batchnorm", "folded into the layer before it" if exported.folded else "-"),
@@ -911,7 +911,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
                       f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
-    pictures = [path for path in (run.sweep_dir.metric_by_trial, run.sweep_dir.metric_by_parameter) if path.is_file()]
+    pictures = run.sweep_dir.pictures
     if pictures:  # the study at a glance, which the lines above do not give
         console.print(f"pictures: {', '.join(map(str, pictures))}", soft_wrap=True)
     resume = folder_command("--resume", run.sweep_dir.path, run.storage.url)
@@ -953,8 +953,6 @@ class SweepView:
 
     def show(self, snapshot) -> None:
         if self.live:
-            from rich.console import Group
-
             recent = [row for row in snapshot.rows if row["status"] == "running"] + \
                 [row for row in snapshot.rows if row["status"] != "running"][-8:]
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
@@ -1086,7 +1084,7 @@ Examples:
               help="The folder the pictures go into (default: inspect/ in the run's folder; runs/inspect/NAME for a "
                    "config).")
 @data_dir_option(" (default: the run's own data)")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@json_option
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
 @checkpoint_option
 @handle_errors
@@ -1159,9 +1157,9 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
             console.print(f"|{key}| / |{key[1:]}| = "
                           + (f"{ratio:.3g}" if ratio is not None else f"n/a ({key[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
-        from rich.columns import Columns
-        console.print(f"feature maps of {split} image {first}, channels 0 to {min(4, output.shape[-1]) - 1}:")
-        console.print(Columns([half_block_preview(output[0, :, :, c]) for c in range(min(4, output.shape[-1]))]))
+        channels = min(PREVIEW_CHANNELS, output.shape[-1])
+        console.print(f"feature maps of {split} image {first}, channels 0 to {channels - 1}:")
+        console.print(Columns([half_block_preview(output[0, :, :, channel]) for channel in range(channels)]))
     for path in report["pictures"]:
         console.print(f"wrote {path}", soft_wrap=True)
 

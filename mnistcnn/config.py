@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .augment import WARPS
 from .errors import ConfigError, UsageError, command_line
 from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
 from .engine.layers import LAYERS, unknown_layer_type
@@ -329,7 +330,9 @@ def layer_arguments(kind: str) -> list[str]:
     return accepted + (["activation"] if kind in ACTIVATED_LAYERS else [])
 
 
-def _check_layers(layers, path="model.layers"):
+def _check_layers(layers):
+    """The entries of ``model.layers``, each a layer type with the arguments it takes."""
+    path = "model.layers"
     if not layers:
         raise _err(path, "must list at least one layer")
     if len(layers) > MAX_LAYERS:
@@ -396,9 +399,10 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
             raise _err("data.classes", f"must list at least two distinct class names; got {classes!r}")
         _check_layers(config["model"]["layers"])
         augment = config["data"]["augment"]
-        if augment["repeats"] > 1 and not any(augment[key] for key in ("shift", "rotate", "scale", "elastic")):
+        if augment["repeats"] > 1 and not any(augment[key] for key in WARPS):
             raise _err("data.augment.repeats", f"{augment['repeats']} copies of an image are the same image "
-                       "without augmentation; set data.augment.shift, rotate, scale or elastic, or repeats: 1")
+                       f"without augmentation; set data.augment.{', '.join(WARPS[:-1])} or {WARPS[-1]}, "
+                       "or repeats: 1")
         schedule = config["train"]["schedule"]
         if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
             raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
@@ -636,14 +640,28 @@ def lookup(config: dict, key: str, option: str):
     return node
 
 
-def apply_override(raw: dict, assignment: str, option="--set") -> str:
-    """Apply ``a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns the
-    key path."""
+def option_words(option: str, value) -> str:
+    """An option as it was given, as errors name it and a run's status.json lists it:
+    ``--set train.epochs=3``, ``--lr 0.01``."""
+    return f"{option} {value}"
+
+
+def given_options(sets, flags: dict) -> list[str]:
+    """The ``--set`` assignments and the flags (as ``load_config`` takes them) that were given,
+    each in ``option_words``: what a run records as having changed its config."""
+    return [option_words("--set", assignment) for assignment in sets] + [
+        option_words(option, value) for option, (_, value) in flags.items() if value is not None]
+
+
+def apply_override(raw: dict, assignment: str) -> str:
+    """Apply ``--set a.b[i].c=value`` (value parsed as YAML) to a raw config in place; returns
+    the key path."""
     if "=" not in assignment:
-        raise ConfigError(f"{option} {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.optimizer.lr=0.01")
     key, text = assignment.split("=", 1)
-    value = parse_yaml(text, f"{option} {assignment}") if text.strip() else None
-    return set_path(raw, key, value, f"{option} {assignment}")
+    where = option_words("--set", assignment)
+    value = parse_yaml(text, where) if text.strip() else None
+    return set_path(raw, key, value, where)
 
 
 def upgrade_run_config(raw: dict) -> dict:
@@ -674,18 +692,18 @@ def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of
         raw = upgrade_run_config(raw)
     origins = {}
     for assignment in overrides:
-        origins[apply_override(raw, assignment)] = f"--set {assignment}"
+        origins[apply_override(raw, assignment)] = option_words("--set", assignment)
     for option, (key, value) in (flags or {}).items():
         if value is not None:
             try:
-                set_path(raw, key, value, f"{option} {value}")
+                set_path(raw, key, value, option_words(option, value))
             except ConfigError:
                 setter = _source_of(key, "", origins)  # a --set that made a section holding the key a value
                 if not setter:
                     raise
                 raise ConfigError(f"{setter}: {key.rsplit('.', 1)[0]} must be a section with keys; {option} sets "
                                   f"{key} in it") from None
-            origins[key] = f"{option} {value}"
+            origins[key] = option_words(option, value)
     config = validate(raw, source, origins)
     if not of_run:  # a run trained so already stays readable
         _check_warm_up(config, source, origins)

@@ -37,8 +37,6 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
-MNIST_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 GENUINE_HINT = ("get the genuine file with `mnistcnn download`, or reinstall mnistcnn, "
                 "which ships MNIST")
 
@@ -178,10 +176,10 @@ def _check_length(path: Path, dims) -> None:
         raise DataError(f"{path}: {what}: header says {dims} ({size} bytes of data) but the file has {actual}")
 
 
-def training_images_shape(folder=None) -> tuple[int, tuple]:
-    """How many training images a folder (none: the default data) holds and their (H, W, C),
-    from the IDX header alone, and the raw file's length checked against it."""
-    path = find_idx_files(Path(folder) if folder is not None else default_data_dir())["train_images"]
+def training_images_shape(folder) -> tuple[int, tuple]:
+    """How many training images a folder holds and their (H, W, C), from the IDX header alone,
+    and the raw file's length checked against it."""
+    path = find_idx_files(folder)["train_images"]
     try:
         with _open(path) as stream:
             dims = _read_idx_header(stream, path, 3, None)
@@ -328,6 +326,11 @@ def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed:
 
 
 # -- preprocessing ----------------------------------------------------------------------
+# images whose float64 copy standardize's statistics are summed over at once: memory stays flat;
+# another size adds in another order and moves a standardized run's numbers by rounding
+FIT_CHUNK = 10000
+
+
 class Preprocess:
     """uint8 images -> float32: ``binarize`` (x > threshold -> 1), ``scale`` (x / 255) or
     ``standardize`` ((x/255 - mean) / std with the training split's statistics)."""
@@ -345,8 +348,8 @@ class Preprocess:
         if self.type == "standardize" and self.mean is None:
             # float64 sums over the uint8 array, in chunks to keep memory flat
             total, total_sq, count = 0.0, 0.0, 0
-            for start in range(0, len(images), 10000):
-                chunk = images[start:start + 10000].astype(np.float64) / 255.0
+            for start in range(0, len(images), FIT_CHUNK):
+                chunk = images[start:start + FIT_CHUNK].astype(np.float64) / 255.0
                 total += chunk.sum()
                 total_sq += (chunk * chunk).sum()
                 count += chunk.size

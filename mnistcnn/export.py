@@ -254,6 +254,7 @@ class Exported:
 
     checkpoint: Path
     output: Path
+    size_bytes: int
     comparison: Comparison
     folded: bool
     input_shape: tuple
@@ -283,7 +284,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
         comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                          cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
                                          input_kind, opset)
-    return Exported(path, output, comparison, folded, model.input_shape)
+    return Exported(path, output, output.stat().st_size, comparison, folded, model.input_shape)
 
 
 def check_opset(opset: int) -> None:

@@ -58,6 +58,10 @@ def target_label(target, config: dict, which: str | None = None) -> str:
     return checkpoint_label(resolve_checkpoint(target, which))
 
 
+# images inspect-layer looks at without --index or --indices: a few, so that statistics mean something
+IMAGES_BY_DEFAULT = 16
+
+
 def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
     if index is not None and indices:
         raise UsageError(f"--index {index} and --indices {indices}: give one of them, one image or a range")
@@ -65,18 +69,17 @@ def parse_indices(index: int | None, indices: str | None, n: int) -> np.ndarray:
         try:
             lo, hi = (int(part) if part else None for part in indices.split(":"))
         except ValueError:
-            raise UsageError(f"--indices {indices!r}: expected START:STOP, e.g. 0:16") from None
+            raise UsageError(f"--indices {indices!r}: expected START:STOP, e.g. 0:{IMAGES_BY_DEFAULT}") from None
         lo, hi = lo or 0, n if hi is None else hi
         if hi <= lo:
-            raise UsageError(f"--indices {indices}: STOP must be above START, e.g. {lo}:{lo + 16}")
+            raise UsageError(f"--indices {indices}: STOP must be above START, e.g. {lo}:{lo + IMAGES_BY_DEFAULT}")
         if not 0 <= lo < hi <= n:
             raise UsageError(f"--indices {indices}: the split has {n} images; use a range within 0:{n}")
         return np.arange(lo, hi)
     i = 0 if index is None else index
     if not 0 <= i < n:
         raise UsageError(f"--index {i}: the split has {n} images (0 to {n - 1})")
-    # a few images so that statistics mean something, starting at the chosen one
-    return np.arange(i, min(i + 16, n)) if index is None else np.array([i])
+    return np.arange(i, min(i + IMAGES_BY_DEFAULT, n)) if index is None else np.array([i])
 
 
 def statistics(a: np.ndarray) -> dict:

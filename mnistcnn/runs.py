@@ -298,6 +298,14 @@ def damaged_checkpoint_advice(path: Path) -> str:
             f"{other}, or that file")
 
 
+def damaged_checkpoint_error(path: Path, what: str, instead: str) -> CheckpointError:
+    """A checkpoint whose bytes are cut short or corrupt: ``what`` is wrong with them (an empty
+    file is named so), and ``instead`` what to use."""
+    empty = not path.exists() or path.stat().st_size == 0
+    return CheckpointError(f"{path}: {'empty (0 bytes)' if empty else what}; the file is truncated or corrupt. "
+                           f"{instead}")
+
+
 def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read and verify a checkpoint: ``(arrays, meta)``. Never unpickles anything. ``instead``:
     what to do when the file is damaged (default: use the run's other checkpoint)."""
@@ -313,8 +321,7 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
         if size and path.suffix.lower() != ".npz":
             raise CheckpointError(f"{path}: is not a checkpoint (a run's checkpoints/best.npz or last.npz); give a run "
                                   "folder or one of its checkpoints")
-        what = "empty (0 bytes)" if size == 0 else "not a .npz (zip) file"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {instead}")
+        raise damaged_checkpoint_error(path, "not a .npz (zip) file", instead)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}  # an object array stops here, unpickled
@@ -331,9 +338,7 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
                                   "refused (checkpoints hold plain numeric arrays only)") from None
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({err})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as err:
-        size = path.stat().st_size if path.exists() else 0
-        what = "empty (0 bytes)" if size == 0 else f"not a valid .npz zip ({err.__class__.__name__})"
-        raise CheckpointError(f"{path}: {what}; the file is truncated or corrupt. {instead}") from None
+        raise damaged_checkpoint_error(path, f"not a valid .npz zip ({err.__class__.__name__})", instead) from None
     except Exception as err:  # zipfile and the npy parser raise a zoo of errors on hostile bytes
         raise CheckpointError(f"{path}: corrupt checkpoint ({err.__class__.__name__}: {err})") from None
     try:

@@ -594,8 +594,9 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
 
 
 def _started_from(run: RunDir, config_path, overrides) -> dict:
-    """What status.json says changed the run's config: the config file and its overrides; for a
-    resume, the overrides the run started with, each option given again (--epochs) replaced."""
+    """What status.json says changed the run's config: the config file and its overrides
+    (``config.given_options``); for a resume, the overrides the run started with, each option
+    given again (--epochs) replaced."""
     if config_path:
         return {"config": str(config_path), "overrides": list(overrides)}
     if not overrides:

@@ -75,3 +75,13 @@ def test_runs_given_one_run_directory_shows_that_run(trained_run, cli):
     result = cli("runs", trained_run, "--json")
     assert result.exit_code == 0, result.output
     assert [row["run"] for row in json.loads(result.output)] == [trained_run.name]
+
+
+def test_a_run_whose_start_is_unknown_shows_a_dash_as_other_unknowns_do(trained_run, tmp_path, cli, monkeypatch):
+    renamed = shutil.copytree(trained_run, tmp_path / "runs" / "mine")  # no time stamp in its name
+    (renamed / "status.json").unlink()  # nor a status that says when it started
+    monkeypatch.setattr(console, "_width", 140)  # wide enough for the started column
+    result = cli("runs", renamed.parent)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.split()[:1] == ["mine"])
+    assert row.split()[:3] == ["mine", "-", "small"], row

@@ -202,9 +202,7 @@ class Conv2D(Layer):
 class _Pool(Layer):
     """Pooling of NHWC input, no parameters: ``size`` is the notebook's ``f`` and ``stride`` its
     stride (default ``size``: windows side by side); ``functional.pool_forward`` and
-    ``pool_backward`` compute it in ``mode``."""
-
-    mode = "max"
+    ``pool_backward`` compute it in ``mode`` (each subclass's)."""
 
     def __init__(self, size=2, stride=None, name=None):
         super().__init__(name)
@@ -436,7 +434,7 @@ class BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:  # the cache is the input itself (no copy): a backward in evaluation needs it
             # gamma (x - mean) inv_std + beta as one scale and one shift of x
-            inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+            inv_std = self.running_inv_std()
             scale = (gamma * inv_std).astype(x.dtype)
             return x * scale + (beta - self.buffers["running_mean"] * gamma * inv_std).astype(x.dtype), x
         rows = x.reshape(-1, x.shape[-1])
@@ -454,6 +452,10 @@ class BatchNorm(Layer):
             _, _, mean, var = self.cache
             self.update_running_statistics(mean, var, x.size // x.shape[-1])
         return out
+
+    def running_inv_std(self) -> np.ndarray:
+        """1 / sqrt(running_var + eps): what an evaluation divides by, forward and backward."""
+        return 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
 
     def update_running_statistics(self, mean, var, count: int) -> None:
         """running = momentum * running + (1 - momentum) * batch, for a batch's mean and (biased)
@@ -482,7 +484,7 @@ class BatchNorm(Layer):
     def evaluation_backward(self, dout, x):
         """``(dx, grads)`` of the evaluation forward: a fixed map per channel with the running
         statistics, y = gamma * x_hat + beta, x_hat = (x - running_mean) * inv_std."""
-        inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+        inv_std = self.running_inv_std()
         x_hat = ((x - self.buffers["running_mean"]) * inv_std).reshape(-1, x.shape[-1])
         rows = dout.reshape(x_hat.shape)
         grads = {"gamma": F.sum_rows(rows * x_hat), "beta": F.sum_rows(rows)}

@@ -111,3 +111,8 @@ class SweepDir:
     @property
     def metric_by_parameter(self) -> Path:
         return self.path / "metric-by-parameter.png"
+
+    @property
+    def pictures(self) -> list[Path]:
+        """The study's pictures, those written yet (the reports draw them once the study has a trial)."""
+        return [path for path in (self.metric_by_trial, self.metric_by_parameter) if path.is_file()]

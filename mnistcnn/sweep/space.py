@@ -16,7 +16,7 @@ from ..errors import ConfigError, command_line
 from ..folders import check_run_name
 from ..words import counted
 from .folder import SweepDir
-from .study import Storage, folder_command, local_storage
+from .study import STALE_HEARTBEATS, Storage, folder_command, local_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -42,7 +42,8 @@ SWEEP_KEYS = {
     "storage": "null: a SQLite file in the sweep folder; else a PostgreSQL/MySQL/SQLite URL, a SQLite file "
                "(.db, .sqlite, .sqlite3) or a journal file",
     "study": "the study's name in the storage (null: the sweep's name)",
-    "heartbeat": "seconds between a running trial's signs of life; silent for twice that, it is retried",
+    "heartbeat": f"seconds between a running trial's signs of life; silent for {STALE_HEARTBEATS} of them, it is "
+                 "retried",
     "space": "config key path -> {type: float | int | choice, ...}",
 }
 

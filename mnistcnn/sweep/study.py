@@ -22,6 +22,9 @@ from .folder import SweepDir
 EXTRA = install_extra("sweep")
 CONNECT_ATTEMPTS = 4
 CONNECT_SECONDS = 10  # a database server that does not answer by then is named, not waited for
+# a running trial whose worker is silent this many heartbeats is failed and retried: a beat
+# late by a busy machine or a database restarting fails nothing
+STALE_HEARTBEATS = 2
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
@@ -173,7 +176,7 @@ def engine_options(url: str) -> dict:
 def open_storage(storage: Storage, heartbeat: int):
     """Optuna's storage for ``storage.url``: a database URL (SQLite, PostgreSQL, MySQL), or else
     the path of a journal file on a shared filesystem. Databases get a heartbeat: a running trial
-    whose worker is silent for two heartbeats is failed and retried."""
+    whose worker is silent for STALE_HEARTBEATS heartbeats is failed and retried."""
     optuna = require_optuna()
     check_storage_folder(storage)
     url, origin = storage.url, storage.origin
@@ -193,7 +196,8 @@ def open_storage(storage: Storage, heartbeat: int):
     for attempt in range(CONNECT_ATTEMPTS):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), heartbeat_interval=heartbeat,
-                                                 grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_trial)
+                                                 grace_period=STALE_HEARTBEATS * heartbeat,
+                                                 heartbeat_stale_trial_callback=retry_trial)
             from sqlalchemy import event
 
             if sqlite:
@@ -241,8 +245,8 @@ def database_hint(reason: str) -> str:
 def patient_connect(seconds: int):
     """SQLAlchemy's do_connect handler for a database that answered once: a connection that fails
     is tried again each second for up to ``seconds`` (a heartbeat), so that a database restarting,
-    or a network dropping for a moment, does not end the sweep. Two heartbeats without a worker's
-    beat fail its trial: a longer wait would outlast the trials it waits for."""
+    or a network dropping for a moment, does not end the sweep. STALE_HEARTBEATS heartbeats without
+    a worker's beat fail its trial: a longer wait would outlast the trials it waits for."""
 
     def connect(dialect, record, arguments, options):
         deadline = time.monotonic() + seconds
@@ -452,7 +456,7 @@ def fail_stale(study, storage, heartbeat: int) -> None:
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         alive = trial.user_attrs.get("alive", trial.datetime_start.timestamp() if trial.datetime_start else now)
-        if now - alive > 2 * heartbeat:
+        if now - alive > STALE_HEARTBEATS * heartbeat:
             _fail(study, trial)
             retry_trial(study, trial)
 

@@ -221,7 +221,7 @@ EVAL_SLICE_BYTES = 1_250_000
 
 
 def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> int:
-    """Images per slice of ``_pooled_without_cache`` (LeNet's first conv: 16)."""
+    """Images per slice of ``_pooled_without_cache`` (LeNet's first conv: 15)."""
     f, m, h, w, c = shape
     grid = (h + pool - 2) * (w + pool - 2)  # positions per phase
     # a 3x3 pool and channel-first phases keep all four phases
