@@ -21,18 +21,20 @@ fails on a slow machine.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import contextlib
 import cProfile
 import importlib
-import importlib.util
 import json
 import os
 import platform
 import pstats
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -109,13 +111,15 @@ class StepClock:
 
 
 def import_checkout(folder) -> str:
-    """Import another checkout's ``mnistcnn`` under the name ``mnistcnn_ab``; returns that name."""
-    package = Path(folder).resolve() / "mnistcnn"
-    spec = importlib.util.spec_from_file_location("mnistcnn_ab", package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mnistcnn_ab"] = module
-    spec.loader.exec_module(module)
+    """Import another checkout's ``mnistcnn`` under the name ``mnistcnn_ab``; returns that name.
+    The name is a link on the import path of this process and of the worker processes it starts
+    (PYTHONPATH), which import the engine by its module name."""
+    links = Path(tempfile.mkdtemp(prefix="mnistcnn-ab-"))
+    atexit.register(shutil.rmtree, links, ignore_errors=True)
+    (links / "mnistcnn_ab").symlink_to(Path(folder).resolve() / "mnistcnn", target_is_directory=True)
+    sys.path.insert(0, str(links))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(links), os.environ.get("PYTHONPATH")]))
+    importlib.import_module("mnistcnn_ab")
     return "mnistcnn_ab"
 
 
