@@ -1,19 +1,25 @@
 """Convolution in the frequency domain, with the DFT written as real float32 matrix products.
 
-For a stride-1 convolution with many channels (LeNet's 5x5x32x64) this does a quarter of the
-multiply-adds of im2col and replaces the backward pass's 25 scatter-adds with GEMMs:
+Stands in for ``functional.conv_forward``, ``conv_weight_gradients`` and ``conv_input_gradient``
+(stride 1, pad < f). For a conv with many channels (LeNet's 5x5x32x64) it needs about a quarter
+of im2col's multiply-adds (``estimated_macs``), and its backward pass is a few GEMMs instead of
+col2im's f*f thin GEMMs and scatter-adds:
 
 1. The half spectrum of every image and channel on an ``(H + pad) x (W + pad)`` grid, large
    enough for the circular wrap-around of a DFT to land only on the zero padding: one real
-   transform along the width (to the half spectrum), then one along the height.
+   transform along the height (to the half spectrum: a real input's is symmetric), then a
+   complex one along the width.
 2. Per frequency ``k``, a complex channel product ``Y[k] = X[k] @ Wf[k]``, written as one real
    GEMM ``[Xr Xi] @ [[Wr, Wi], [-Wi, Wr]]`` batched over the frequencies.
-3. The inverse transform along the height, then along the width, evaluated only at the
+3. The inverse transform along the width, then along the height, evaluated only at the
    output positions.
 
+Why the same sums: a convolution is a product of spectra (the convolution theorem), and with
+no wrap-around into the outputs that is the plain conv's sum of taps times pixels, in exact
+arithmetic; in float32 it rounds differently (tests/engine/test_fftconv.py compares them).
 Every step is a real linear map, so the backward pass is the same steps in reverse with the
-matrices transposed: exact, not an approximation. numpy.fft is not used: at these sizes its
-per-call overhead loses to a few float32 GEMMs.
+matrices transposed: the exact gradient of this forward, not an approximation. numpy.fft is
+not used: at these sizes its per-call overhead loses to a few float32 GEMMs.
 """
 from __future__ import annotations
 
@@ -44,6 +50,14 @@ def grid_size(n: int, f: int, pad: int) -> int:
     return max(n + pad, f)
 
 
+def frequency_grid(n_H: int, n_W: int, f: int, pad: int) -> tuple[int, int, int]:
+    """``(n_h, n_w, n_lh)``: the DFT grid, and the rows of its half spectrum along the height (a
+    real input's spectrum is symmetric: n_h // 2 + 1 of its n_h rows are enough). The spectra
+    hold ``n_lh * n_w`` frequencies."""
+    n_h = grid_size(n_H, f, pad)
+    return n_h, grid_size(n_W, f, pad), n_h // 2 + 1
+
+
 def supported(n_H: int, n_W: int, f: int, stride: int, pad: int) -> bool:
     """Stride 1, and every output position fits on the grid (pad < f)."""
     return stride == 1 and pad < f and F.output_size(n_H, f, 1, pad) >= 1 and F.output_size(n_W, f, 1, pad) >= 1
@@ -51,8 +65,7 @@ def supported(n_H: int, n_W: int, f: int, stride: int, pad: int) -> bool:
 
 def estimated_macs(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) -> int:
     """Multiply-adds of one forward pass per image: the four axis transforms and the products."""
-    n_h, n_w = grid_size(n_H, f, pad), grid_size(n_W, f, pad)
-    n_lh = n_h // 2 + 1
+    _, n_w, n_lh = frequency_grid(n_H, n_W, f, pad)
     n_Ho, n_Wo = F.output_size(n_H, f, 1, pad), F.output_size(n_W, f, 1, pad)
     forward = 2 * n_lh * n_H * n_W * c_prev + n_lh * 2 * n_w * 2 * n_W * c_prev
     inverse = n_lh * 2 * n_Wo * 2 * n_w * c + n_Ho * 2 * n_lh * n_Wo * c
@@ -61,8 +74,8 @@ def estimated_macs(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) ->
 
 def spectrum_values(n_H: int, n_W: int, c_prev: int, c: int, f: int, pad: int) -> int:
     """Numbers per image in the input's and output's spectra (the forward pass's scratch)."""
-    k = (grid_size(n_H, f, pad) // 2 + 1) * grid_size(n_W, f, pad)
-    return 2 * k * (c_prev + c)
+    _, n_w, n_lh = frequency_grid(n_H, n_W, f, pad)
+    return 2 * n_lh * n_w * (c_prev + c)
 
 
 def window_major(n: int) -> np.ndarray:
@@ -84,8 +97,7 @@ def dft_matrices(n_H: int, n_W: int, f: int, pad: int, dtype_name: str, pooled: 
     ``pooled``: the inverse steps produce the output rows and columns in ``window_major``
     order, for a 2x2 max pool to read as four blocks (the same numbers, reordered).
     """
-    n_h, n_w = grid_size(n_H, f, pad), grid_size(n_W, f, pad)
-    n_lh = n_h // 2 + 1  # a real input's spectrum is symmetric: half of it is enough
+    n_h, n_w, n_lh = frequency_grid(n_H, n_W, f, pad)
     n_Ho, n_Wo = F.output_size(n_H, f, 1, pad), F.output_size(n_W, f, 1, pad)
     out_rows, out_cols = (window_major(n_Ho), window_major(n_Wo)) if pooled else (np.arange(n_Ho), np.arange(n_Wo))
     n_Ho, n_Wo = len(out_rows), len(out_cols)
@@ -168,7 +180,7 @@ def fill_spectral_weights(weights: SpectralWeights, W: np.ndarray, n_H: int, n_W
 def conv_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, hparameters: dict,
                  weights: SpectralWeights | None = None, pooled: bool = False):
     """Same contract as ``functional.conv_forward`` (stride 1, pad < f); the cache's last entry
-    holds the input spectrum and the spectral weights for the backward pass. ``weights``, when
+    is ``(input spectrum, spectral weights, pooled)`` for the backward pass. ``weights``, when
     given, must be ``spectral_weights(W, ...)`` for this input size (computed here otherwise).
     ``pooled``: the output's rows and columns come in ``window_major`` order (for ``convpool``;
     the backward pass then takes its gradient in that order too)."""
