@@ -1,26 +1,45 @@
 """The plan: a model's layers regrouped into the steps that compute them fastest.
 
-Built once from a ``Sequential`` (``Plan(model)``), this is the one place where speed is
-decided, and ``describe()`` says what it decided:
+Built once from a ``Sequential`` (``Plan(model)``), it stands in for the model's ``forward``,
+``backward`` and ``predict_logits``: the same layers' sums, computed by steps (``steps``) that
+fuse a few layers, reorder some and use the kernels of this package. ``describe()`` lists the
+steps (``mnistcnn train --dry-run`` prints it). Results equal the plain ``Sequential`` within
+float32 rounding: tests/engine/test_plan.py runs a small net for each choice below.
 
-- each conv runs im2col or in the frequency domain (``fftconv``), whichever needs clearly
-  fewer multiply-adds, its spectral weights computed once per step (``prepare``);
-- a relu that feeds a max pool runs after the pool: max commutes with a monotone function,
-  so the numbers are the same and the relu sees only the pooled values (a quarter of them
-  after a 2x2 pool);
-- a conv and the stride-2 max pool after it run as one kernel (``convpool``) where it applies;
-  an unfused one-channel conv builds its column matrix by slice copies (``convpool``);
-- a max pool whose windows overlap sums its gradient by input cell number (``maxpool``);
-- in evaluation a conv's bias is added after its max pool (rounding is monotone too), and a
-  fused conv and pool does the relu after them while the output is in cache;
-- evaluation runs in chunks that fit the cache, on every core (``parallel``);
-- the other layers run as the plain engine does, in the forms of ``kernels`` where NumPy's
-  plainest form is slow (sums over rows by BLAS, relu's mask made in its forward pass, a pool
-  backward that writes where windows do not overlap, batchnorm in place).
+Which step each layer gets is decided here, by these rules in this order:
 
-The steps (``steps``) read the layers' parameters; two threads may run the same plan on two
-parts of a batch. Results equal the plain ``Sequential`` within float32 rounding
-(tests/engine/test_plan.py).
+1. Order (``_relu_after_pool``): a relu right before a max pool runs after it. Max commutes with
+   a monotone function, so the numbers are the same, and the relu sees a quarter of the values
+   after a 2x2 pool.
+2. Each conv's method (``conv_method``): its own ``algorithm``, else the model's
+   ``conv_algorithm``. ``auto`` takes the frequency domain (``fftconv``; it needs stride 1 and
+   pad < kernel) where it needs at most ``FFT_MACS_RATIO`` times im2col's multiply-adds, im2col
+   otherwise.
+3. In training, a max pool whose windows overlap (stride < size): ``OverlappingMaxPoolStep``,
+   its gradient summed by input cell number (``maxpool``).
+4. Any other layer that is not a conv: ``LayerStep``, the layer's own arithmetic, in the forms
+   of ``kernels`` where NumPy's plainest form is slow: relu (its mask made in the forward pass),
+   batchnorm in training (sums by BLAS, in place), the backward of a pool whose windows sit side
+   by side (stride == size: written, not added).
+5. A conv and the max pool after it, where ``_fuses`` holds: one ``ConvPoolStep`` (``convpool``),
+   the conv writing its output in the order the pool reads. It holds for a frequency-domain conv
+   with a 2x2 stride-2 pool, and for an im2col conv on one-channel images (the first layer only:
+   the fused im2col kernel gives no input gradient) with a 2x2 or 3x3 stride-2 pool
+   (``convpool.supported``). The bias is added after the max (rounding is monotone too, so the
+   maxima are the same); in evaluation a relu after the pool joins the step, done while the
+   output is in cache. Inside, a first conv of few filters computes its phases channel-first
+   (``convpool.channels_first``), else its GEMMs read shifted blocks of the images
+   (``convpool.reads_blocks``) or a column matrix made from them.
+6. In evaluation, a conv with a bias and a max pool after it that it does not fuse with: the
+   conv without its bias, the pool, and ``BiasStep`` adding the bias to the pooled values.
+7. Any other conv: ``ConvStep``, im2col (a one-channel input's column matrix by slice copies,
+   ``convpool.one_channel_columns``) or in the frequency domain.
+
+A frequency-domain conv's spectral weights are computed once per step (``prepare``) and shared
+by its training and evaluation steps and the threads (``steps.Spectrum``). Evaluation runs in
+chunks that fit the cache (``eval_chunk``), the dense head on runs of about ``HEAD_IMAGES``
+images, on every core (``parallel``). How many workers a training step runs on, threads or
+processes, is ``parallel.planned_workers``'s rule.
 """
 from __future__ import annotations
 
@@ -49,14 +68,14 @@ FFT_MACS_RATIO = 1.5
 
 
 def conv_method(conv: Conv2D, default: str = "auto") -> str:
-    """``im2col`` or ``fft-gemm`` for a built conv: its own ``algorithm``, else ``default``
+    """Rule 2: ``im2col`` or ``fft-gemm`` for a built conv: its own ``algorithm``, else ``default``
     (a model-wide choice, which falls back to im2col where the frequency domain does not
     apply); ``auto`` takes the frequency domain where it needs at most ``FFT_MACS_RATIO``
     times the multiply-adds."""
     h, w, c_prev = conv.input_shape
     fits = fftconv.supported(h, w, conv.kernel, conv.stride, conv.pad)
     choice = default if conv.algorithm == "auto" else conv.algorithm
-    if choice == "fft-gemm" and not fits and conv.algorithm == "fft-gemm":
+    if conv.algorithm == "fft-gemm" and not fits:  # asked for on this layer: an error, not a fallback
         raise ShapeError("algorithm", f"fft-gemm needs stride 1 and padding < kernel (got stride {conv.stride}, "
                                       f"padding {conv.pad}, kernel {conv.kernel}); use algorithm: im2col or auto")
     if choice == "auto" and fits:
@@ -66,11 +85,12 @@ def conv_method(conv: Conv2D, default: str = "auto") -> str:
 
 
 def _pools_after(model: Sequential, order: list[int], at: int) -> bool:
+    """Whether the layer after ``order[at]`` is a max pool."""
     return at + 1 < len(order) and type(model.layers[order[at + 1]]) is MaxPool2D
 
 
 def _relu_after_pool(model: Sequential) -> list[int]:
-    """The layers' order with every relu moved after the max pool that follows it."""
+    """Rule 1: the layers' order with every relu moved after the max pool that follows it."""
     order = list(range(len(model.layers)))
     for i in range(len(order) - 1):
         if type(model.layers[order[i]]) is ReLU and type(model.layers[order[i + 1]]) is MaxPool2D:
@@ -97,35 +117,36 @@ class Plan:
         self.evaluation_steps = self._steps(order, training=False)
 
     def _steps(self, order: list[int], training: bool) -> list[Step]:
+        """The steps of the layers in ``order``, by rules 3 to 7 of the module's text."""
         layers, steps, at = self.model.layers, [], 0
         while at < len(order):
             index = order[at]
             layer = layers[index]
-            if training and type(layer) is MaxPool2D and layer.stride < layer.size:
+            if training and type(layer) is MaxPool2D and layer.stride < layer.size:  # rule 3
                 steps.append(OverlappingMaxPoolStep(index, layer))
                 at += 1
-            elif not isinstance(layer, Conv2D):
+            elif not isinstance(layer, Conv2D):  # rule 4
                 moved = at > 0 and index < order[at - 1]
                 steps.append(LayerStep(index, layer, f"{layer.type_name}, after the pool" if moved else ""))
                 at += 1
-            elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):
+            elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):  # rule 5
                 relu = not training and at + 2 < len(order) and type(layers[order[at + 2]]) is ReLU
                 fused = tuple(order[at:at + (3 if relu else 2)])
                 steps.append(ConvPoolStep(fused, layer, self.spectra.get(index), layers[order[at + 1]]))
                 at += len(fused)
-            elif _pools_after(self.model, order, at) and layer.bias and not training:
+            elif _pools_after(self.model, order, at) and layer.bias and not training:  # rule 6
                 pool = order[at + 1]
                 steps += [ConvStep(index, layer, self.spectra.get(index), bias=False), LayerStep(pool, layers[pool]),
                           BiasStep(index, layer)]
                 at += 2
-            else:
+            else:  # rule 7
                 steps.append(ConvStep(index, layer, self.spectra.get(index)))
                 at += 1
         return steps
 
     def _fuses(self, index: int, pool: MaxPool2D) -> bool:
-        """A frequency-domain conv with a 2x2 stride-2 pool over it, or an im2col one on the
-        images (one channel, no input gradient to give) with a 2x2 or 3x3 stride-2 pool."""
+        """Rule 5: a frequency-domain conv with a 2x2 stride-2 pool over it, or an im2col one on
+        the images (one channel, no input gradient to give) with a 2x2 or 3x3 stride-2 pool."""
         conv, method = self.model.layers[index], self.methods[index]
         if method == "im2col" and conv.needs_input_grad:
             return False
