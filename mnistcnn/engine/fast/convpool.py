@@ -10,7 +10,9 @@ backward four block products; an overlapping 3x3 pool (the seed notebook's) take
 blocks, and its backward adds them in window-offset order, as ``functional.pool_backward``.
 
 - a one-channel first conv (im2col): its GEMM rows are ordered (row parity, column parity,
-  image, row, column), each phase one contiguous block; 2x2 and 3x3 pools. With few filters
+  image, row, column), each phase one contiguous block; 2x2 and 3x3 pools. The GEMMs read
+  shifted blocks of the images (``shifted_blocks``), directly where the kernel is large against
+  the stride (``reads_blocks``), else through a column matrix made from them. With few filters
   the phases are channel-first instead (``channels_first``): one GEMM for all four, rows (row
   parity, column parity, channel), columns (row, column, image), so that a window offset's
   block is whole runs of rows times images, even where an overlapping pool drops a row;
@@ -21,10 +23,13 @@ blocks, and its backward adds them in window-offset order, as ``functional.pool_
 An unfused one-channel conv (a first conv with batchnorm after it) gets its column matrix from
 here too (``one_channel_columns``): one slice copy per kernel offset.
 
-The forward values are those of the separate conv and pool: each output is the same dot
-product (computed by GEMMs of other shapes, so equal within float32 rounding), and the bias
-is added after the max, which rounding cannot change, as it is monotone. Gradients are the
-same sums taken in another order.
+Stands in for ``functional.conv_forward`` then ``functional.pool_forward`` (max mode), and
+back, ``functional.pool_backward`` then ``conv_weight_gradients`` (a fused im2col conv is a
+first layer: no input gradient) or fftconv's backward. The forward values are those of the
+separate conv and pool: each output is the same dot product (computed by GEMMs of other shapes,
+so equal within float32 rounding), and the bias is added after the max, which rounding cannot
+change, as it is monotone. Gradients are the same sums taken in another order
+(tests/engine/test_convpool.py).
 """
 from __future__ import annotations
 
@@ -72,6 +77,13 @@ THIN_FILTERS = 12
 def channels_first(c: int) -> bool:
     """Whether a one-channel fused conv with ``c`` filters computes its phases channel-first."""
     return c <= THIN_FILTERS
+
+
+def phase_size(h: int, w: int, pool: int) -> tuple[int, int]:
+    """Rows and columns of each of the four phases of a conv output that a stride-2 pool of size
+    ``pool`` (2 or 3) reads for ``h`` x ``w`` outputs: window offset u reads its phase shifted by
+    u // 2 rows (``window_blocks``), so a 3x3 pool needs one row and column more."""
+    return h + pool - 2, w + pool - 2
 
 
 def max_of_blocks(blocks, out=None) -> np.ndarray:
@@ -223,7 +235,8 @@ EVAL_SLICE_BYTES = 1_250_000
 def eval_slice_images(shape: tuple, stride: int, pool: int, itemsize: int) -> int:
     """Images per slice of ``_pooled_without_cache`` (LeNet's first conv: 15)."""
     f, m, h, w, c = shape
-    grid = (h + pool - 2) * (w + pool - 2)  # positions per phase
+    rows, columns = phase_size(h, w, pool)
+    grid = rows * columns  # positions per phase
     # a 3x3 pool and channel-first phases keep all four phases
     gemm_out = 4 * grid * c if pool == 3 or channels_first(c) else h * w * c
     per_image = ((f + stride) ** 2 * grid + gemm_out + h * w * c) * itemsize
@@ -237,7 +250,8 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
     takes its nine blocks. Slices of ``eval_slice_images`` images, each finished (bias, relu)
     while it is in cache."""
     f, m, h, w, c = shape
-    grid = (h + pool - 2) * (w + pool - 2)  # values per phase of one image
+    rows, columns = phase_size(h, w, pool)
+    grid = rows * columns  # values per phase of one image
     weights = padded_taps(taps, f, stride)
     pooled = np.empty((m * h * w, c), dtype=taps.dtype)
     per_slice = min(m, eval_slice_images(shape, stride, pool, taps.itemsize))
@@ -248,7 +262,7 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
     zeros = np.zeros((per_slice * h * w, c), dtype=taps.dtype) if relu else None
     for lo in range(0, m, per_slice):
         hi = min(m, lo + per_slice)
-        blocks = shifted_blocks(A_pad[lo:hi], f, stride, h + pool - 2, w + pool - 2)
+        blocks = shifted_blocks(A_pad[lo:hi], f, stride, rows, columns)
         out = pooled[lo * h * w:hi * h * w]
         for r in (0, 1):
             reads = block_rows(blocks, f, stride, r).T
@@ -261,7 +275,7 @@ def _pooled_without_cache(A_pad, taps, bias, shape, stride, relu, pool):
                 else:
                     np.matmul(reads, weights[q], out=phases[r, q, :(hi - lo) * grid])
         if pool == 3:
-            Z = phases[:, :, :(hi - lo) * grid].reshape(2, 2, hi - lo, h + 1, w + 1, c)
+            Z = phases[:, :, :(hi - lo) * grid].reshape(2, 2, hi - lo, rows, columns, c)
             max_of_blocks(window_blocks(Z, pool, h, w), out=out.reshape(hi - lo, h, w, c))
         if bias is not None:
             np.add(out, bias[:len(out)], out=out)
@@ -275,7 +289,7 @@ def _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool):
     phases, the maximum of the window's blocks, bias and relu along whole channel rows, then
     the transpose into image order."""
     f, m, h, w, c = shape
-    rows, columns = h + pool - 2, w + pool - 2  # each phase's
+    rows, columns = phase_size(h, w, pool)
     weights = phase_taps(taps, f, stride)
     pooled = np.empty((m, h, w, c), dtype=taps.dtype)
     per_slice = min(m, eval_slice_images(shape, stride, pool, taps.itemsize))
@@ -296,7 +310,8 @@ def _pooled_channel_first(A_prev, taps, bias, shape, stride, pad, relu, pool):
             np.add(out, bias[:, :size], out=out)
         if relu:
             np.maximum(out, zeros[:, :size], out=out)
-        np.copyto(pooled[lo:hi].transpose(3, 1, 2, 0), out.reshape(c, h, w, hi - lo))  # as in _biased
+        # through a transposed view, as in _biased: NumPy then reads whole rows
+        np.copyto(pooled[lo:hi].transpose(3, 1, 2, 0), out.reshape(c, h, w, hi - lo))
     return pooled
 
 
@@ -347,35 +362,36 @@ def conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, h
         return _pooled_without_cache(kernels.zero_pad(A_prev, pad), taps, bias, shape, stride, relu, pool), None
     if relu:
         raise ValueError("relu is fused only in an evaluation (training=False): training needs its mask")
-    rows, columns = h + pool - 2, w + pool - 2  # each phase's
+    rows, columns = phase_size(h, w, pool)
     if channels_first(c):
-        conv = shifted_blocks(batch_last_padded(A_prev, pad), f, stride, rows, columns, batch_last=True)
-        Z = (phase_taps(taps, f, stride) @ conv).reshape(2, 2, c, rows, columns, m)
+        conv_input = shifted_blocks(batch_last_padded(A_prev, pad), f, stride, rows, columns, batch_last=True)
+        Z = (phase_taps(taps, f, stride) @ conv_input).reshape(2, 2, c, rows, columns, m)
         blocks = window_blocks(Z, pool, h, w)
         pooled = max_of_blocks(blocks)
         bias = None if b is None else np.asarray(b, dtype=dtype)
-        cache = Cache(conv, Z, blocks, pooled, shape, pool, stride, channels_first=True)
+        cache = Cache(conv_input, Z, blocks, pooled, shape, pool, stride, channels_first=True)
         return _biased(pooled, bias, shape, in_channels_first=True), cache
-    conv = shifted_blocks(kernels.zero_pad(A_prev, pad), f, stride, rows, columns)
+    conv_input = shifted_blocks(kernels.zero_pad(A_prev, pad), f, stride, rows, columns)
     if reads_blocks(f, stride):
         weights = padded_taps(taps, f, stride)
         Z = np.empty((2, 2, m * rows * columns, c), dtype=dtype)
         for r in (0, 1):
             for q in (0, 1):
-                np.matmul(block_rows(conv, f, stride, r).T, weights[q], out=Z[r, q])
+                np.matmul(block_rows(conv_input, f, stride, r).T, weights[q], out=Z[r, q])
     else:
-        conv = pooled_columns(conv, f, stride)
-        Z = conv.T @ taps
+        conv_input = pooled_columns(conv_input, f, stride)
+        Z = conv_input.T @ taps
     Z = Z.reshape(2, 2, m, rows, columns, c)
     blocks = window_blocks(Z, pool, h, w)
     pooled = max_of_blocks(blocks)
-    return _biased(pooled, b, shape), Cache(conv, Z, blocks, pooled, shape, pool, stride)
+    return _biased(pooled, b, shape), Cache(conv_input, Z, blocks, pooled, shape, pool, stride)
 
 
 def fft_conv_pool_forward(A_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, hparameters: dict,
                           weights: fftconv.SpectralWeights | None = None, relu: bool = False):
-    """The same for ``fftconv.conv_forward`` (any number of channels; stride 1, pad < f).
-    ``relu``: the relu after the pool too; the cache is then for inspection, not a backward pass."""
+    """The same for ``fftconv.conv_forward`` (any number of channels; stride 1, pad < f) and a
+    2x2 pool. ``relu`` (evaluation): the relu after the pool too; the cache is then still the conv
+    and pool's alone, so no backward pass may use it."""
     shape = f, m, h, w, c = _pooled_shape(A_prev, W, hparameters, "fft-gemm")
     Z, conv_cache = fftconv.conv_forward(A_prev, W, None, hparameters, weights, pooled=True)
     blocks = _fft_blocks(Z, shape)
