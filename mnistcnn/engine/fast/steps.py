@@ -2,8 +2,13 @@
 evaluation, reading the layers' parameters and keeping no state of its own but a conv's
 spectral weights, so two threads can run the same steps on two parts of a batch.
 
-``forward(x, training, rng)`` returns ``(out, cache)``; ``backward(dout, cache)`` returns the
-input gradient at once and the weight gradients as work that any thread may run later.
+A step stands in for its layers' ``forward_pass`` and ``backward_pass`` (``layers``), as
+``Sequential.forward`` and ``backward`` call them in turn: ``forward(x, training, rng)``
+returns ``(out, cache)``; ``backward(dout, cache)`` returns the input gradient at once and the
+weight gradients as work that any thread may run later: the same sums whichever thread runs
+it, and whenever. Each step computes its layers with the plain functions or with a kernel of
+``kernels``, ``convpool``, ``fftconv`` or ``maxpool``, each tested equal to the plain one;
+which step a layer gets is ``plan``'s choice.
 """
 from __future__ import annotations
 
@@ -118,7 +123,8 @@ class OverlappingMaxPoolStep(LayerStep):
 
 class Spectrum:
     """A frequency-domain conv's weights in the frequency domain, shared by all its steps (in
-    training and in evaluation) and threads: made once per training step by ``prepare``."""
+    training and in evaluation) and threads: made by ``prepare`` before each training step and
+    each evaluation (``Plan.prepare``)."""
 
     def __init__(self, conv: Conv2D):
         self.conv = conv
@@ -131,11 +137,11 @@ class Spectrum:
         h, w, _ = self.conv.input_shape
         weights = fftconv.empty_spectral_weights(W, h, w, self.conv.pad)
         fill = functools.partial(fftconv.fill_spectral_weights, weights, W, h, w, self.conv.pad)
-        k = len(weights.blocks)
+        frequencies = len(weights.blocks)
         if map_in_threads is None:
-            fill(0, k)
+            fill(0, frequencies)
         else:
-            map_in_threads(lambda span: fill(*span), [(0, k // 2), (k // 2, k)])
+            map_in_threads(lambda span: fill(*span), [(0, frequencies // 2), (frequencies // 2, frequencies)])
         self.made_from, self.weights = W.copy(), weights
 
     def current(self):
