@@ -1,6 +1,9 @@
 """Plain kernels and layer arithmetic (``functional``, ``layers``) in the forms that are fast at
-these shapes, for the plan's steps (``steps``) and fused kernels: each equals its plain
-counterpart within float32 rounding (tests/engine/test_kernels.py).
+these shapes, for the plan's steps (``steps``) and fused kernels. Each function names the plain
+one it stands in for and computes the same values by fewer passes over memory: relu's mask made
+while its input is in cache, sums over rows by BLAS rather than row by row, a pool's gradient
+written rather than added into zeros where no two windows meet, batchnorm in place. Each equals
+its plain counterpart within float32 rounding (tests/engine/test_kernels.py).
 """
 from __future__ import annotations
 
@@ -64,7 +67,8 @@ def conv_weight_gradients(dZ: np.ndarray, cache):
 def tiled_pool_backward(dA: np.ndarray, cache, mode: str) -> np.ndarray:
     """``F.pool_backward`` for windows that do not overlap (stride == f), from a layer's cache:
     each cell gets at most one window's gradient, so it is written rather than added, and where
-    the windows also leave no gap they write every cell and the array needs no clearing."""
+    the windows also reach the last row and column (the input's sides multiples of f) they write
+    every cell and the array needs no clearing."""
     A_prev, hparameters = cache[0], cache[1]
     f, stride, out_shape = F.pool_geometry(A_prev.shape, hparameters)
     dtype = F.floating_dtype(A_prev, dA)
