@@ -1,8 +1,17 @@
-"""Data parallelism over the cores: each share of a batch runs forward and backward in its own
-thread with BLAS limited to one thread, and the gradients are summed in a fixed order, so the
-result does not depend on which thread finishes first. A batchnorm layer normalises each share
-by that share's statistics (its running averages get the whole batch's): with batchnorm, a step
-on two shares is not the step on the whole batch.
+"""Data parallelism over the cores, in threads: the training step (``Plan.loss_and_gradients``,
+the plan's ``Sequential.loss_and_gradients``) and evaluation (``Plan.predict_logits``), each
+thread with BLAS limited to one thread.
+
+A training batch is cut into shares (``batch_shares``), one per worker; each share runs forward
+and backward in its own thread, its gradients scaled by its fraction of the batch, so that
+added they are the whole batch's mean gradient: the same sums, grouped by share. They are added
+in a fixed order, so the result does not depend on which thread finishes first; the weight
+gradients are jobs that either thread may run (``SharedWork``). Each share draws its dropout
+masks from a generator of its own, seeded in order. A batchnorm layer normalises each share by
+that share's statistics (its running averages get the whole batch's): with batchnorm, a step on
+two shares is not the step on the whole batch. The optimiser's update runs in halves too
+(``fast.optim``). How many workers, and whether threads or processes (``processes``), is
+``planned_workers``'s rule.
 
 NumPy releases the GIL inside BLAS and most element-wise loops, so two threads keep two
 cores busy; two workers with multi-threaded BLAS would oversubscribe the cores and lose.
@@ -26,11 +35,13 @@ from .optim import start_step, update_part
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameter numbers
 # Parameters with fewer entries are updated by one thread: a hand-off would cost more than it saves.
 SPLIT_UPDATE_SIZE = 65536
-# A training step's share of multiply-adds (one worker's) below which a worker of its own does
-# not pay, and the share from which threads do as well as processes: below it, a thread waits
-# for the other's GIL through hundreds of short NumPy calls a step. ``benchmarks/bench.py
-# --workers N --parallel threads|processes`` times a step every way, to set it against the plan.
+# A training step's multiply-adds per worker below which a second worker does not pay: one
+# worker then does the whole batch.
 MIN_SHARE_MACS = 8_000_000
+# The multiply-adds per worker from which threads do as well as processes: below it, a thread
+# waits for the other's GIL through hundreds of short NumPy calls a step, so the shares go to
+# processes. ``benchmarks/bench.py --workers N --parallel threads|processes`` times a step
+# every way, to check both constants against the plan.
 THREAD_SHARE_MACS = 500_000_000
 
 
@@ -42,8 +53,8 @@ def keep_freed_memory() -> bool:
     maps each afresh and gives it back, and every step pays thousands of page faults. All
     threads share the main arena: a thread's own arena grows in heaps of at most 64 MB, which
     it maps and unmaps again as a large step's arrays come and go. Other C libraries: nothing
-    happens, returns False. Once per process: the setting stays, and
-    finding the C library runs ``ldconfig`` in a subprocess.
+    happens, returns False. Once per process: the setting stays, and finding the C library runs
+    ``ldconfig`` in a subprocess.
     """
     name = ctypes.util.find_library("c")
     try:
@@ -223,7 +234,7 @@ class StepRunner:
         parts = self.parts(n)
         self.plan.prepare(self.map if parts > 1 else None)
         if parts == 1:
-            batch = x(0, n) if callable(x) else x
+            batch = batch_rows(x, 0, n)
             loss, correct, grads, caches = self.plan.loss_and_gradients(batch, y, rng, label_smoothing)
             self.plan.update_batchnorm_statistics([self.plan.batch_statistics(caches)])
             return loss, correct, grads
@@ -232,7 +243,7 @@ class StepRunner:
 
         def part(index, lo, hi, seed, fraction):
             try:
-                batch = x(lo, hi) if callable(x) else x[lo:hi]
+                batch = batch_rows(x, lo, hi)
                 result = self.plan.loss_and_gradients(batch, y[lo:hi], np.random.default_rng(seed), label_smoothing,
                                                       fraction, functools.partial(work.add, index))
             finally:
@@ -262,6 +273,11 @@ class StepRunner:
         self.plan.update_batchnorm_statistics([statistics for *_, statistics in results])
         loss = sum(fraction * result[0] for (*_, fraction), result in zip(shares, results))
         return loss, sum(result[1] for result in results), grads
+
+
+def batch_rows(x, lo: int, hi: int) -> np.ndarray:
+    """Rows lo..hi of the batch ``x``, or those that a function ``x(lo, hi)`` makes."""
+    return x(lo, hi) if callable(x) else x[lo:hi]
 
 
 def batch_shares(n: int, parts: int, rng: np.random.Generator) -> list[tuple[int, int, int, float]]:

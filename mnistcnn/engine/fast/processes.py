@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from ...errors import MnistCnnError
 from ..model import Sequential
-from .parallel import StepRunner, batch_shares, keep_freed_memory
+from .parallel import StepRunner, batch_rows, batch_shares, keep_freed_memory
 
 _ALIGN = 64  # bytes: each shared array starts on a cache line
 SHARED_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the shared files' folder: RAM, where there is one
@@ -266,15 +266,14 @@ class ProcessStepRunner(StepRunner):
         shares = batch_shares(n, parts, rng)
         handed = list(zip(self.processes, shares[1:]))
         for worker, (lo, hi, seed, fraction) in handed:
-            worker.load(self.plan.model, x(lo, hi) if callable(x) else x[lo:hi])
+            worker.load(self.plan.model, batch_rows(x, lo, hi))
             worker.shared["y"][:hi - lo] = y[lo:hi]
             worker.send(TRAIN, hi - lo, seed, fraction, label_smoothing)
         try:
             lo, hi, seed, fraction = shares[0]
             self.plan.prepare()
             loss, correct, grads, caches = self.plan.loss_and_gradients(
-                x(lo, hi) if callable(x) else x[lo:hi], y[lo:hi], np.random.default_rng(seed), label_smoothing,
-                fraction)
+                batch_rows(x, lo, hi), y[lo:hi], np.random.default_rng(seed), label_smoothing, fraction)
             results = [(loss, correct, grads, self.plan.batch_statistics(caches))]
         finally:
             replies = _replies(worker for worker, _ in handed)
