@@ -1,4 +1,4 @@
-"""Data parallelism in worker processes, for the small nets.
+"""Data parallelism in worker processes, for the small nets (``parallel.planned_workers``).
 
 Threads share one interpreter: every NumPy call takes its lock (the GIL), and a small net's
 step is hundreds of short calls, so two threads mostly wait for each other. Here the other
@@ -8,7 +8,8 @@ share's images reach a worker through a memory-mapped file with no name (handed 
 and its gradients come back the same way; a task and its reply are a few packed numbers on the
 worker's standard input and output (nothing is pickled). The shares, their generators and the
 order in which their gradients are added are ``StepRunner``'s, so the numbers are those of as
-many threads.
+many threads (tests/engine/test_processes.py). The workers evaluate too, each whole runs of
+an evaluation's chunks, so the logits are those of one process.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class SharedArrays:
         return self.arrays[name]
 
 
-def share_layout(model: Sequential, rows: int) -> list:
+def shared_layout(model: Sequential, rows: int) -> list:
     """What a worker and the trainer share: the weights and buffers (``param.<key>``,
     ``buffer.<key>``), up to ``rows`` images, their labels and logits, and the share's gradients
     (``grad.<key>``)."""
@@ -132,15 +133,16 @@ def worker_main() -> None:
     _reply(out, False)  # ready
     with threadpool_limits(limits=1, user_api="blas"):
         while len(task := tasks.read(TASK.size)) == TASK.size:
-            kind, rows, number, fraction, label_smoothing = TASK.unpack(task)
+            kind, rows, seed_or_batch_size, fraction, label_smoothing = TASK.unpack(task)
             try:
                 if kind == EVALUATE:
-                    shared["logits"][:rows] = plan.predict_logits(shared["x"][:rows], number, workers=1)
+                    shared["logits"][:rows] = plan.predict_logits(shared["x"][:rows], seed_or_batch_size, workers=1)
                     _reply(out, False)
                     continue
                 plan.prepare()
+                rng = np.random.default_rng(seed_or_batch_size)
                 loss, correct, grads, caches = plan.loss_and_gradients(
-                    shared["x"][:rows], shared["y"][:rows], np.random.default_rng(number), label_smoothing, fraction)
+                    shared["x"][:rows], shared["y"][:rows], rng, label_smoothing, fraction)
                 for key, grad in grads.items():
                     shared[f"grad.{key}"][...] = grad
                 _reply(out, False, float(loss), correct, encode_statistics(plan.batch_statistics(caches)))
@@ -168,7 +170,7 @@ class Worker:
     """One worker process and the arrays it shares with the trainer."""
 
     def __init__(self, model: Sequential, rows: int, conv_algorithm: str):
-        layout = share_layout(model, rows)
+        layout = shared_layout(model, rows)
         fd = _shared_file()
         try:
             self.shared = SharedArrays(layout, fd, create=True)
@@ -189,9 +191,11 @@ class Worker:
                 self.shared[f"{prefix}.{key}"][...] = array
         self.shared["x"][:len(x)] = x
 
-    def send(self, kind: int, rows: int, number: int, fraction: float = 0.0, label_smoothing: float = 0.0) -> None:
+    def send(self, kind: int, rows: int, seed_or_batch_size: int, fraction: float = 0.0,
+             label_smoothing: float = 0.0) -> None:
+        """A ``TASK``: ``seed_or_batch_size`` is a training share's seed or an evaluation's batch size."""
         try:
-            self.process.stdin.write(TASK.pack(kind, rows, number, fraction, label_smoothing))
+            self.process.stdin.write(TASK.pack(kind, rows, seed_or_batch_size, fraction, label_smoothing))
             self.process.stdin.flush()
         except OSError:  # it has ended: reply() says how
             pass
