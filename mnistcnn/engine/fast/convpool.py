@@ -155,7 +155,7 @@ def shifted_blocks(A_pad: np.ndarray, f: int, stride: int, h: int, w: int, batch
 def one_channel_columns(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.ndarray:
     """``functional.im2col`` for a one-channel input (an unfused first conv), as the transposed
     view of ``(f*f, m*n_H*n_W)``: built by one slice copy per kernel offset (rows of n_W
-    contiguous pixels), where im2col gathers runs of f pixels."""
+    pixels), where im2col gathers runs of f pixels."""
     m = A_pad.shape[0]
     cols_t = np.empty((f * f, m, n_H, n_W), dtype=A_pad.dtype)
     for i in range(f):
@@ -411,6 +411,7 @@ def _fft_blocks(Z, shape):
 
 
 def is_fft(cache: Cache) -> bool:
+    """Whether ``cache`` is a frequency-domain conv's: its ``conv_input`` is fftconv's cache."""
     return not isinstance(cache.conv_input, np.ndarray)
 
 

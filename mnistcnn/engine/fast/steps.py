@@ -60,8 +60,8 @@ class Step:
 
 class LayerStep(Step):
     """One layer as the plain engine runs it, but for relu, batchnorm in training and the
-    backward of pools whose windows do not overlap (``kernels``); a dense layer's weight
-    gradients as work."""
+    backward of pools whose windows sit side by side (stride == size; ``kernels``); a dense
+    layer's weight gradients as work."""
 
     def __init__(self, index: int, layer: Layer, what: str = ""):
         super().__init__((index,), what or layer.type_name)
