@@ -25,13 +25,14 @@ Which step each layer gets is decided here, by these rules in this order:
    the conv writing its output in the order the pool reads. It holds for a frequency-domain conv
    with a 2x2 stride-2 pool, and for an im2col conv on one-channel images (the first layer only:
    the fused im2col kernel gives no input gradient) with a 2x2 or 3x3 stride-2 pool
-   (``convpool.supported``). The bias is added after the max (rounding is monotone too, so the
-   maxima are the same); in evaluation a relu after the pool joins the step, done while the
-   output is in cache. Inside, a first conv of few filters computes its phases channel-first
-   (``convpool.channels_first``), else its GEMMs read shifted blocks of the images
-   (``convpool.reads_blocks``) or a column matrix made from them.
+   (``convpool.supported``). The bias is added after the max: rounding is monotone, so the
+   values are the same. In evaluation a relu after the pool joins the step, done while the
+   output is in cache. Inside, a fused im2col conv of few filters computes its phases
+   channel-first (``convpool.channels_first``), else its GEMMs read shifted blocks of the
+   images (``convpool.reads_blocks``) or a column matrix made from them.
 6. In evaluation, a conv with a bias and a max pool after it that it does not fuse with: the
-   conv without its bias, the pool, and ``BiasStep`` adding the bias to the pooled values.
+   conv without its bias, the pool, and ``BiasStep`` adding the bias to the pooled values (a
+   quarter of them after a 2x2 pool; the same values, as in rule 5).
 7. Any other conv: ``ConvStep``, im2col (a one-channel input's column matrix by slice copies,
    ``convpool.one_channel_columns``) or in the frequency domain.
 
