@@ -3,12 +3,12 @@ the seed notebook's 3x3 pool with stride 2), by cell number.
 
 Stands in for ``functional.pool_backward`` (max mode) there. The plain engine routes each
 window's gradient with a few masked products per window offset, and overlapping windows
-accumulate through strided slices whose inner loop is only ``C`` numbers long. Here each window's first maximum is located as the number of offsets that come
-before it (a running count of the windows that have not met their maximum yet), that offset
-becomes the number of an input cell, and one ``np.bincount`` sums every window's gradient into
-its cell. The tie rule is the plain engine's (PyTorch's): the first maximum in row-major window
-order. The sums are the plain engine's, added in its order, in float64 before rounding to the
-gradient's type.
+accumulate through strided slices whose inner loop is only ``C`` numbers long. Here each
+window's first maximum is located as the number of offsets that come before it (a running count
+of the windows that have not met their maximum yet), that offset becomes the number of an input
+cell, and one ``np.bincount`` sums every window's gradient into its cell. The tie rule is the
+plain engine's (PyTorch's): the first maximum in row-major window order. The sums are the plain
+engine's, added in its order, in float64 before rounding to the gradient's type.
 """
 from __future__ import annotations
 
