@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import WARPS, class_names
 from .errors import UsageError
-
-# The settings that change an image (``data.augment.repeats`` only copies it): any of them set
-# makes the augmentation active.
-WARPS = ("shift", "rotate", "scale", "elastic")
 
 
 class Augment:
@@ -125,7 +122,6 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     them, drawn with ``seed``. Written to ``path`` (the --out option), else augmented.png in the
     run, or runs/NAME-augmented.png; the --set changes name the default file too (augmented-
     rotate20.png), so that a change tried writes beside the config's own picture."""
-    from . import config as cfg
     from .atomic import OutputOption, make_folder, written_to
     from .data import Preprocess, prepare_data
     from .plots import image_grid
@@ -145,7 +141,7 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     preprocess = Preprocess.for_config(config, data)
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
-    names = cfg.class_names(config)
+    names = class_names(config)
     option = OutputOption("--out", "FILE.png", given)
     make_folder(path.parent, option, path)  # once nothing can be refused
     with written_to(option):

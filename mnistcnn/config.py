@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .augment import WARPS
 from .errors import ConfigError, UsageError, command_line
 from .engine.layer_arguments import ACTIVATED_LAYERS, CONV_ALGORITHMS, SOFTMAX_IN_LOSS, LayerConfigError
 from .engine.layers import LAYERS, unknown_layer_type
@@ -25,6 +24,9 @@ from .runs import RunDir
 
 MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
+# The data.augment settings that change an image (repeats only copies it): any of them set makes
+# the augmentation active.
+WARPS = ("shift", "rotate", "scale", "elastic")
 
 
 def bound_words(bound) -> str:
