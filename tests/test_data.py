@@ -27,6 +27,8 @@ def test_notebook_split_shapes(mnist):
     assert mnist.train_images[split.validation].shape == (5000, 28, 28, 1)
     assert mnist.test_images.shape == (10000, 28, 28, 1)
     assert np.array_equal(split.validation, np.arange(5000))
+    whole = split_indices(mnist.train_labels, 5000, "head")  # no train_limit to hide an overlap
+    assert not set(whole.validation) & set(whole.train) and len(whole.train) == 55000
 
 
 def test_random_split_is_stratified_reproducible_and_disjoint(mnist):
@@ -147,6 +149,7 @@ def test_batch_iterator_resumes_exactly():
     got += [list(b) for b in resumed.epoch_batches()]
     assert got == expected
     assert sorted(i for b in expected[:11] for i in b) == list(range(103))
+    assert expected[:11] != expected[11:22]  # each epoch shuffled anew
     assert len(BatchIterator(103, 10, 0, drop_last=True)) == 10
 
 
@@ -160,6 +163,14 @@ def test_augmentation_is_seeded_and_identity_without_change():
     assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x)
     shifted = affine_resample(x, np.zeros(4), np.ones(4), np.tile([[0, 3]], (4, 1)))
     assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
+
+
+def test_augmentation_draws_span_the_ranges_the_config_gives():
+    theta, zoom, shifts, _ = Augment(shift=2, rotate=10, scale=0.1).draw(4000, np.random.default_rng(0))
+    # rotate is in degrees, either way; scale shrinks as well as enlarges; a shift reaches both ends
+    assert np.abs(theta).max() <= np.deg2rad(10) and theta.min() < -np.deg2rad(9.5) and theta.max() > np.deg2rad(9.5)
+    assert 0.9 <= zoom.min() < 0.91 and 1.09 < zoom.max() <= 1.1
+    assert np.unique(shifts).tolist() == [-2, -1, 0, 1, 2]
 
 
 def test_elastic_fields_are_smooth_seeded_and_move_pixels_as_a_shift_would():
