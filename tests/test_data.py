@@ -133,6 +133,16 @@ def test_binarize_scale_and_standardize_and_a_fitted_standardize_round_trips():
     assert np.array_equal(again(images), out)
 
 
+def test_standardize_is_fitted_on_the_training_split_alone():
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+
+    config = cfg.validate({"data": {"train_limit": 500, "validation": 1000, "preprocess": {"type": "standardize"}}})
+    data = prepare_data(config)
+    fitted, pixels = Preprocess.for_config(config, data), data.train_x / 255.0
+    assert fitted.mean == pytest.approx(pixels.mean(), rel=1e-9) and fitted.std == pytest.approx(pixels.std(), rel=1e-6)
+
+
 def test_batch_iterator_resumes_exactly():
     full = BatchIterator(103, 10, seed=5)
     expected = [list(b) for _ in range(3) for b in full.epoch_batches()]

@@ -528,6 +528,31 @@ def test_a_run_resumed_mid_epoch_with_augmentation_is_the_uninterrupted_run(tmp_
     assert [resumed.summary[key] for key in figures] == [whole.summary[key] for key in figures]
 
 
+@pytest.mark.parametrize("preprocess", [{"type": "standardize"}, {"type": "binarize", "threshold": 100}])
+def test_a_checkpoint_scores_as_its_run_did_with_the_runs_preprocessing(tmp_path, preprocess):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config({"preprocess": preprocess}, epochs=1)
+    data = prepare_data(config)
+    outcome = train_run(config, data, runs_dir=tmp_path)
+    assert scored_test_loss(outcome.run.checkpoint("best"), data) == pytest.approx(outcome.summary["test_loss"],
+                                                                                   rel=1e-5)
+
+
+def test_a_run_is_not_resumed_on_another_data_split(tmp_path):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.errors import CheckpointError
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(epochs=2)
+    stopped = train_run(config, prepare_data(config), StopAt(epoch=1, batch=2), runs_dir=tmp_path)
+    other = prepare_data({**config, "data": {**config["data"], "split": "random"}})  # other validation images
+    with pytest.raises(CheckpointError, match="was trained on another data split"):
+        train_run(config, other, runs_dir=tmp_path, resume=RunDir.open(stopped.run.path))
+
+
 def test_label_smoothing_reaches_the_training_loss():
     from mnistcnn.data import prepare_data
     from mnistcnn.engine.losses import softmax_cross_entropy
