@@ -260,3 +260,20 @@ def test_the_package_ships_every_bundled_file():
     shipped = {path.name for pattern in setuptools["package-data"][package] for path in BUNDLED_DIR.glob(pattern)}
     assert {f"{name}.gz" for name in MNIST_SHA256} <= shipped
     assert shipped == {path.name for path in BUNDLED_DIR.iterdir() if path.is_file()}
+
+
+def test_each_recorded_result_trains_again_on_the_split_it_recorded(mnist):
+    """docs/results keeps each published run's config and summary: its config, trained again, must
+    hold out the same validation images (best.yaml's random split is drawn from train.seed)."""
+    import json
+    from pathlib import Path
+
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+
+    results = sorted((Path(__file__).resolve().parent.parent / "docs" / "results").glob("*/summary.json"))
+    assert results, "docs/results holds no recorded run"
+    for summary_file in results:
+        config = cfg.load_config(summary_file.with_name("config.yaml"), of_run=True)
+        recorded = json.loads(summary_file.read_text())
+        assert prepare_data(config, mnist).split_sha256 == recorded["split_sha256"], summary_file.parent.name
