@@ -31,6 +31,16 @@ def damaged(tmp_path, best, kind):
         if kind == "tampered":
             arrays["param.0.W"] = arrays["param.0.W"] + 1  # keep the old hashes
             np.savez(path, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        elif kind in ("extra-array", "missing-array"):  # the arrays no longer those its metadata lists
+            if kind == "extra-array":
+                arrays["param.99.W"] = np.zeros(3, np.float32)
+            else:  # an optimiser's array, which the model's own check would not miss
+                arrays.pop(next(key for key in arrays if key.startswith("optim.")))
+            np.savez(path, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        elif kind == "nan":  # hashed as saved: a diverged model's weights
+            arrays["param.0.W"][0, 0, 0, 0] = np.nan
+            meta.pop("sha256")
+            save_checkpoint(path, arrays, meta)
         elif kind == "wrong-shape":
             arrays["param.0.W"] = np.zeros((3, 3, 1, 8), np.float32)
             meta.pop("sha256")
@@ -41,6 +51,9 @@ def damaged(tmp_path, best, kind):
 @pytest.mark.parametrize("kind,message", [("truncated", "truncated or corrupt"), ("empty", "empty (0 bytes)"),
                                           ("not-zip", "not a .npz"), ("object", "object array"),
                                           ("tampered", "fails its SHA-256 check"),
+                                          ("extra-array", "do not match the list in its metadata"),
+                                          ("missing-array", "do not match the list in its metadata"),
+                                          ("nan", "param.0.W holds NaN or infinity"),
                                           ("wrong-shape", "comes from another config")])
 def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, cli):
     result = cli("eval", damaged(tmp_path, best, kind))

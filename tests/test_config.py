@@ -165,3 +165,27 @@ def test_model_conv_algorithm_applies_where_it_can(choice, configs):
     assert cfg.check_model(notebook).methods[0] == "im2col"
     lenet = cfg.load_config(configs / "lenet.yaml", [f"model.conv_algorithm={choice}"])
     assert list(cfg.check_model(lenet).methods.values()) == [choice, choice]
+
+
+def bounded_keys(schema=cfg.SCHEMA, prefix=""):
+    """``(key path, Field)`` of every key with a lower or upper bound."""
+    for key, field in schema.items():
+        if isinstance(field, dict):
+            yield from bounded_keys(field, f"{prefix}{key}.")
+        elif field.low is not None or field.high is not None:
+            yield f"{prefix}{key}", field
+
+
+def test_every_bounded_key_takes_the_ends_of_its_range():
+    # config-keys gives each range as [low, high] ((low, high] when low itself is refused): both ends are values
+    for key, field in bounded_keys():
+        ends = (field.high,) if field.above_low else (field.low, field.high)
+        for end in (end for end in ends if end is not None):
+            raw = {"data": {"augment": {"shift": 1}}} if key == "data.augment.repeats" else {}  # repeats need a warp
+            cfg.set_path(raw, key, end, "test")
+            assert cfg.lookup(cfg.validate(raw), key, "test") == end, key
+
+
+def test_each_use_of_the_seed_draws_from_its_own_stream():
+    draws = [cfg.random_stream(7, use).integers(2**62) for use in cfg.RANDOM_STREAMS]
+    assert len(set(draws)) == len(cfg.RANDOM_STREAMS)

@@ -27,6 +27,8 @@ def test_notebook_split_shapes(mnist):
     assert mnist.train_images[split.validation].shape == (5000, 28, 28, 1)
     assert mnist.test_images.shape == (10000, 28, 28, 1)
     assert np.array_equal(split.validation, np.arange(5000))
+    whole = split_indices(mnist.train_labels, 5000, "head")  # no train_limit to hide an overlap
+    assert not set(whole.validation) & set(whole.train) and len(whole.train) == 55000
 
 
 def test_random_split_is_stratified_reproducible_and_disjoint(mnist):
@@ -131,6 +133,16 @@ def test_binarize_scale_and_standardize_and_a_fitted_standardize_round_trips():
     assert np.array_equal(again(images), out)
 
 
+def test_standardize_is_fitted_on_the_training_split_alone():
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+
+    config = cfg.validate({"data": {"train_limit": 500, "validation": 1000, "preprocess": {"type": "standardize"}}})
+    data = prepare_data(config)
+    fitted, pixels = Preprocess.for_config(config, data), data.train_x / 255.0
+    assert fitted.mean == pytest.approx(pixels.mean(), rel=1e-9) and fitted.std == pytest.approx(pixels.std(), rel=1e-6)
+
+
 def test_batch_iterator_resumes_exactly():
     full = BatchIterator(103, 10, seed=5)
     expected = [list(b) for _ in range(3) for b in full.epoch_batches()]
@@ -147,6 +159,7 @@ def test_batch_iterator_resumes_exactly():
     got += [list(b) for b in resumed.epoch_batches()]
     assert got == expected
     assert sorted(i for b in expected[:11] for i in b) == list(range(103))
+    assert expected[:11] != expected[11:22]  # each epoch shuffled anew
     assert len(BatchIterator(103, 10, 0, drop_last=True)) == 10
 
 
@@ -160,6 +173,14 @@ def test_augmentation_is_seeded_and_identity_without_change():
     assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x)
     shifted = affine_resample(x, np.zeros(4), np.ones(4), np.tile([[0, 3]], (4, 1)))
     assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
+
+
+def test_augmentation_draws_span_the_ranges_the_config_gives():
+    theta, zoom, shifts, _ = Augment(shift=2, rotate=10, scale=0.1).draw(4000, np.random.default_rng(0))
+    # rotate is in degrees, either way; scale shrinks as well as enlarges; a shift reaches both ends
+    assert np.abs(theta).max() <= np.deg2rad(10) and theta.min() < -np.deg2rad(9.5) and theta.max() > np.deg2rad(9.5)
+    assert 0.9 <= zoom.min() < 0.91 and 1.09 < zoom.max() <= 1.1
+    assert np.unique(shifts).tolist() == [-2, -1, 0, 1, 2]
 
 
 def test_elastic_fields_are_smooth_seeded_and_move_pixels_as_a_shift_would():
@@ -239,3 +260,20 @@ def test_the_package_ships_every_bundled_file():
     shipped = {path.name for pattern in setuptools["package-data"][package] for path in BUNDLED_DIR.glob(pattern)}
     assert {f"{name}.gz" for name in MNIST_SHA256} <= shipped
     assert shipped == {path.name for path in BUNDLED_DIR.iterdir() if path.is_file()}
+
+
+def test_each_recorded_result_trains_again_on_the_split_it_recorded(mnist):
+    """docs/results keeps each published run's config and summary: its config, trained again, must
+    hold out the same validation images (best.yaml's random split is drawn from train.seed)."""
+    import json
+    from pathlib import Path
+
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+
+    results = sorted((Path(__file__).resolve().parent.parent / "docs" / "results").glob("*/summary.json"))
+    assert results, "docs/results holds no recorded run"
+    for summary_file in results:
+        config = cfg.load_config(summary_file.with_name("config.yaml"), of_run=True)
+        recorded = json.loads(summary_file.read_text())
+        assert prepare_data(config, mnist).split_sha256 == recorded["split_sha256"], summary_file.parent.name

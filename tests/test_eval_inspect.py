@@ -38,6 +38,42 @@ def test_eval_table_and_other_splits(run, cli):
     assert result.exit_code == 0 and result.output.startswith("test: accuracy")
 
 
+def test_eval_reports_the_split_it_names_by_true_rows_and_predicted_columns(trained_run, cli):
+    from mnistcnn.evaluation import load_for_target
+
+    result = cli("eval", trained_run, "--split", "validation", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    labels = load_for_target(trained_run)[3].val_y
+    confusion = np.array(report["confusion"])
+    assert report["images"] == len(labels) == confusion.sum()
+    assert confusion.sum(axis=1).tolist() == np.bincount(labels, minlength=10).tolist()  # a row: a true class
+    for label, row in enumerate(report["per_class"]):
+        right, predicted, support = confusion[label, label], confusion[:, label].sum(), confusion[label].sum()
+        precision, recall = right / predicted if predicted else 0.0, right / support
+        f1 = 2 * precision * recall / (precision + recall) if right else 0.0
+        assert row == pytest.approx({"precision": precision, "recall": recall, "f1": f1, "support": support}), label
+    wrong = report["misclassified"]
+    assert len(wrong) == min(16, report["images"] - np.trace(confusion))
+    assert all(labels[each["index"]] == each["true"] != each["predicted"] for each in wrong)
+    confidences = [each["confidence"] for each in wrong]
+    assert confidences == sorted(confidences, reverse=True)  # the most confident mistakes first
+
+
+def test_eval_scores_the_checkpoint_it_names(run, cli):
+    from mnistcnn.runs import load_checkpoint, save_checkpoint
+
+    # a best checkpoint unlike the last: its last layer's weights zeroed, it answers one class for every image
+    arrays, meta = load_checkpoint(run / "checkpoints" / "last.npz")
+    last_weights = max((key for key in arrays if key.startswith("param.") and key.endswith(".W")),
+                       key=lambda key: int(key.split(".")[1]))
+    arrays[last_weights] = np.zeros_like(arrays[last_weights])
+    meta.pop("sha256")
+    save_checkpoint(run / "checkpoints" / "best.npz", arrays, meta)
+    best, last = (json.loads(cli("eval", run, "--json", "--checkpoint", which).output) for which in ("best", "last"))
+    assert best["accuracy"] < 0.2 and last["accuracy"] > 0.9
+
+
 def test_eval_of_a_run_it_cannot_write_in_prints_the_scores_then_names_out(run, tmp_path, cli, read_only):
     before = sorted(path.name for path in run.iterdir())
     read_only(run)

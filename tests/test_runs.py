@@ -85,3 +85,23 @@ def test_a_run_whose_start_is_unknown_shows_a_dash_as_other_unknowns_do(trained_
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.split()[:1] == ["mine"])
     assert row.split()[:3] == ["mine", "-", "small"], row
+
+
+def test_status_keeps_when_and_from_what_the_run_started_as_it_changes(tmp_path):
+    run = RunDir.create(tmp_path, "x")
+    write_json(run.status_file, {"status": "running", "started": "2026-01-01T00:00:00", "config": "x.yaml"})
+    run.set_status("finished")
+    status = json.loads(run.status_file.read_text())
+    assert (status["status"], status["started"], status["config"]) == ("finished", "2026-01-01T00:00:00", "x.yaml")
+
+
+def test_an_unfinished_runs_best_validation_accuracy_is_its_best_epochs(tmp_path, cli):
+    run = RunDir(tmp_path / "runs" / "x-20260101-000000")
+    run.path.mkdir(parents=True)
+    (run.path / "config.yaml").write_text("name: x\ntrain: {epochs: 5}\n")
+    run.metrics_file.write_text("".join(json.dumps({"epoch": epoch, "val_acc": acc, "seconds": 1.0}) + "\n"
+                                        for epoch, acc in ((1, 0.5), (2, 0.8), (3, 0.6))))
+    write_json(run.status_file, {"status": "interrupted"})
+    result = cli("runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    assert [(row["epochs"], row["best_val_acc"]) for row in json.loads(result.output)] == [(3, 0.8)]

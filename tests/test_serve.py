@@ -38,7 +38,7 @@ from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, MIN_CONFIDENCE,  # noqa: E402
                               NO_SINGLE_DIGIT, classify, prepare, read_grey)
-from mnistcnn.serve.app import MAX_PICTURE_BYTES, create_app  # noqa: E402
+from mnistcnn.serve.app import MAX_JSON_BYTES, MAX_PICTURE_BYTES, create_app  # noqa: E402
 from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
@@ -271,6 +271,13 @@ def test_pictures_too_large_or_damaged_are_refused(client, served):
     answer = client.post("/api/predict", content=chunks(), headers={"content-type": "image/png"})
     assert answer.status_code == 413
     assert post_picture(client, png_bytes(served.test_x[0, :, :, 0])).status_code == 200
+
+
+def test_a_json_request_over_its_limit_is_refused_and_the_server_answers_on(client):
+    body = json.dumps({"image": "A" * MAX_JSON_BYTES, "class": 1}).encode()  # the picture's limit is far higher
+    answer = client.post("/api/gradients", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "the request is larger than 64 kB" in answer.json()["error"], answer.text
+    assert client.get("/api/model").status_code == 200
 
 
 @pytest.mark.parametrize("url,body,words", [

@@ -569,6 +569,60 @@ def fake_trial(state, number=0, value=None, params=None, **attrs):
                            datetime_complete=start + dt.timedelta(seconds=2))
 
 
+class PrunedEveryEpoch:
+    """An Optuna trial as a TrialReporter sees it: the values reported, and a pruner that says
+    prune at every epoch."""
+
+    def __init__(self):
+        self.reported = []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return True
+
+
+def test_a_trial_is_pruned_before_its_last_epoch_never_after_it():
+    from mnistcnn.callbacks import Pruned
+    from mnistcnn.sweep.worker import TrialReporter
+
+    trial = PrunedEveryEpoch()
+    reporter = TrialReporter(trial, "val_acc", stopping=lambda: False)
+    reporter.epochs = 3  # as on_start reads it from the trainer
+    row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "lr": 0.1, "seconds": 1.0, "images_per_s": 100.0}
+    with pytest.raises(Pruned, match="pruned at epoch 2: val_acc 0.5000"):
+        reporter.on_epoch_end({**row, "epoch": 2, "val_acc": 0.5})
+    reporter.on_epoch_end({**row, "epoch": 3, "val_acc": 0.6})  # trained whole: complete, with its value
+    assert trial.reported == [(2, 0.5), (3, 0.6)]
+
+
+def test_a_trials_value_is_its_best_epochs():
+    from mnistcnn.sweep.worker import best_value
+
+    history = [{"val_acc": 0.5, "val_loss": 0.9}, {"val_acc": 0.8, "val_loss": 0.4}, {"val_acc": 0.6, "val_loss": 0.7}]
+    assert best_value(history, "val_acc", "maximize") == 0.8 and best_value(history, "val_loss", "minimize") == 0.4
+
+
+def test_the_median_pruner_prunes_only_after_the_warm_up_epochs():
+    import optuna
+
+    from mnistcnn.sweep.study import make_pruner
+
+    sweep = SimpleNamespace(pruner="median", startup_trials=1, warmup_epochs=2, base={"train": {"epochs": 5}})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(sweep))
+    good = study.ask()
+    for epoch in range(1, 6):
+        good.report(0.9, epoch)
+    study.tell(good, 0.9)
+    poor, pruned_at = study.ask(), []
+    for epoch in range(1, 6):
+        poor.report(0.1, epoch)
+        if poor.should_prune():
+            pruned_at.append(epoch)
+    assert pruned_at == [3, 4, 5]  # epochs 1 and 2 are the warm-up
+
+
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.study import trial_status
 

@@ -401,3 +401,211 @@ def test_a_signal_the_run_ends_anyway_is_still_reported(tmp_path):
     assert pruned.pruned == "pruned" and pruned.signal == signal.SIGINT
     plain = train_run(config, data, runs_dir=tmp_path)
     assert plain.summary is not None and plain.signal is None
+
+
+# -- the best epoch, early stopping, resuming, the schedule, label smoothing -----------------------
+def tiny_config(data=None, **train):
+    """A linear model on 256 images, 4 steps an epoch on one worker: a run of seconds."""
+    return cfg.validate({"data": {"train_limit": 256, "validation": 128, **(data or {})},
+                         "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+                         "train": {"epochs": 6, "batch_size": 64, "workers": 1, "optimizer": {"lr": 0.01}, **train}})
+
+
+@pytest.fixture
+def scripted_validation(monkeypatch):
+    """``scripted_validation(data, accuracies)``: from now on the validation accuracy the trainer
+    reads for ``data`` is the next of ``accuracies`` each epoch, so that a test decides which epoch
+    is the best; losses, logits and the test split's score stay the model's own."""
+    from mnistcnn import trainer
+
+    evaluate = trainer.evaluate
+
+    def arrange(data, accuracies):
+        script = iter(accuracies)
+
+        def scripted(plan, images, labels, *args, **kwargs):
+            loss, acc, logits = evaluate(plan, images, labels, *args, **kwargs)
+            return (loss, next(script), logits) if images is data.val_x else (loss, acc, logits)
+
+        monkeypatch.setattr(trainer, "evaluate", scripted)
+
+    return arrange
+
+
+def scored_test_loss(path, data) -> float:
+    """The test split's loss of a checkpoint's model, scored in this test."""
+    from mnistcnn.trainer import evaluate, load_model
+
+    model, meta, preprocess = load_model(path)
+    return evaluate(cfg.fast_plan(model, meta["config"]), data.test_x, data.test_y, preprocess)[0]
+
+
+def test_best_checkpoint_is_the_best_validation_epoch_and_early_stopping_keeps_it(tmp_path, scripted_validation):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(early_stopping={"patience": 2, "min_delta": 0.05})
+    data = prepare_data(config)
+    # epoch 2 is the best; epoch 3 improves on it by less than min_delta, epoch 4 not at all: two
+    # epochs without improvement, so the run stops before epoch 5
+    scripted_validation(data, [0.5, 0.7, 0.72, 0.6, 0.9, 0.9])
+    each_epoch = StopAfterEpoch()
+    outcome = train_run(config, data, each_epoch, runs_dir=tmp_path)
+    summary = outcome.summary
+    assert (summary["epochs"], summary["stopped_early"], summary["best_epoch"], summary["best_val_acc"]) == \
+        (4, True, 2, 0.7)
+    best, meta = load_checkpoint(outcome.run.checkpoint("best"))
+    assert meta["epoch"] == 2
+    assert all(np.array_equal(best[key], value) for key, value in each_epoch.snapshots[1].items())
+    assert not all(np.array_equal(best[key], value) for key, value in each_epoch.snapshots[3].items())
+    # the test split is scored once, with the best epoch's weights, not the last's
+    best_loss, last_loss = (scored_test_loss(outcome.run.checkpoint(which), data) for which in ("best", "last"))
+    assert summary["test_loss"] == pytest.approx(best_loss, rel=1e-5) != last_loss
+
+
+def test_a_run_stopped_early_then_trained_longer_gets_its_patience_anew_and_keeps_its_best(tmp_path,
+                                                                                          scripted_validation):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(early_stopping={"patience": 2})
+    data = prepare_data(config)
+    # stops after epoch 4; trained longer, epoch 5 only ties the best and epoch 6 is worse: it
+    # stops again after two more epochs, its best still epoch 2
+    scripted_validation(data, [0.5, 0.7, 0.6, 0.6, 0.7, 0.65, 0.9, 0.9])
+    stopped = train_run(config, data, runs_dir=tmp_path)
+    assert (stopped.summary["epochs"], stopped.summary["stopped_early"]) == (4, True)
+    longer = {**config, "train": {**config["train"], "epochs": 8}}  # as --resume RUN --epochs 8 reads it
+    outcome = train_run(longer, data, runs_dir=tmp_path, resume=RunDir.open(stopped.run.path))
+    summary = outcome.summary
+    assert (summary["epochs"], summary["stopped_early"], summary["best_epoch"], summary["best_val_acc"]) == \
+        (6, True, 2, 0.7)
+    assert load_checkpoint(outcome.run.checkpoint("best"))[1]["epoch"] == 2
+
+
+class StopAt(Callbacks):
+    """Asks the trainer to stop after batch ``batch`` of epoch ``epoch`` (both counted from 1)."""
+
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch = epoch, batch
+
+    def on_start(self, trainer):
+        self.trainer = trainer
+
+    def on_batch(self, epoch, batch, batches, loss, acc, images_per_s):
+        if (epoch + 1, batch) == (self.epoch, self.batch):
+            self.trainer.request_stop(signal.SIGINT)
+
+
+def test_a_run_resumed_mid_epoch_with_augmentation_is_the_uninterrupted_run(tmp_path, scripted_validation, weights,
+                                                                            metrics_without_time):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = cfg.validate({"data": {"train_limit": 256, "validation": 128,
+                                    "augment": {"shift": 2, "rotate": 10, "repeats": 2}},
+                           "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "relu"},
+                                                {"type": "flatten"}, {"type": "dropout", "rate": 0.2},
+                                                {"type": "dense", "units": 10}]},
+                           "train": {"epochs": 3, "batch_size": 64, "workers": 1}})
+    data = prepare_data(config)
+    accuracies = [0.9, 0.5, 0.6]  # epoch 1 stays the best: the resumed run must remember it
+    scripted_validation(data, accuracies)
+    whole = train_run(config, data, runs_dir=tmp_path / "whole")
+    scripted_validation(data, accuracies)
+    stopped = train_run(config, data, StopAt(epoch=2, batch=2), runs_dir=tmp_path / "parts")
+    assert stopped.summary is None
+    assert load_checkpoint(stopped.run.checkpoint("last"))[1]["iterator"] == {"epoch": 1, "batch": 2}
+    resumed = train_run(config, data, runs_dir=tmp_path / "parts", resume=RunDir.open(stopped.run.path))
+    for which in ("last", "best"):  # the same process and code path: the same weights to the last bit
+        a, b = weights(whole.run.checkpoint(which)), weights(resumed.run.checkpoint(which))
+        assert all(np.array_equal(a[key], b[key]) for key in a), which
+    # the interrupted epoch's training loss and accuracy are the whole epoch's
+    assert metrics_without_time(resumed.run.path) == metrics_without_time(whole.run.path)
+    figures = ("best_epoch", "best_val_acc", "test_loss", "test_acc")
+    assert [resumed.summary[key] for key in figures] == [whole.summary[key] for key in figures]
+
+
+@pytest.mark.parametrize("preprocess", [{"type": "standardize"}, {"type": "binarize", "threshold": 100}])
+def test_a_checkpoint_scores_as_its_run_did_with_the_runs_preprocessing(tmp_path, preprocess):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config({"preprocess": preprocess}, epochs=1)
+    data = prepare_data(config)
+    outcome = train_run(config, data, runs_dir=tmp_path)
+    assert scored_test_loss(outcome.run.checkpoint("best"), data) == pytest.approx(outcome.summary["test_loss"],
+                                                                                   rel=1e-5)
+
+
+def test_a_run_is_not_resumed_on_another_data_split(tmp_path):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.errors import CheckpointError
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(epochs=2)
+    stopped = train_run(config, prepare_data(config), StopAt(epoch=1, batch=2), runs_dir=tmp_path)
+    other = prepare_data({**config, "data": {**config["data"], "split": "random"}})  # other validation images
+    with pytest.raises(CheckpointError, match="was trained on another data split"):
+        train_run(config, other, runs_dir=tmp_path, resume=RunDir.open(stopped.run.path))
+
+
+def test_label_smoothing_reaches_the_training_loss():
+    from mnistcnn.data import prepare_data
+    from mnistcnn.engine.losses import softmax_cross_entropy
+    from mnistcnn.trainer import Trainer
+
+    config = tiny_config({"train_limit": 64}, epochs=1, label_smoothing=0.2)  # one step: the initial weights' loss
+    trainer = Trainer(config, prepare_data(config))
+    logits = trainer.plan.predict_logits(trainer.data.train_x, cfg.EVAL_BATCH_SIZE, trainer.preprocess)
+    smoothed, _ = softmax_cross_entropy(logits, trainer.data.train_y, label_smoothing=0.2)
+    plain, _ = softmax_cross_entropy(logits, trainer.data.train_y)
+    tolerance = 1e-4  # the training step and this evaluation sum in another order
+    assert abs(smoothed - plain) > 10 * tolerance * plain  # far apart: the check below tells them apart
+    trainer.fit()
+    assert trainer.history[0]["train_loss"] == pytest.approx(smoothed, rel=tolerance)
+
+
+def test_each_step_takes_the_schedules_rate_for_that_step(monkeypatch):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.engine.fast.parallel import StepRunner
+    from mnistcnn.trainer import Trainer
+
+    rates, update = [], StepRunner.update
+
+    def recorded(runner, optimizer, params, grads, lr=None):
+        rates.append(lr)
+        return update(runner, optimizer, params, grads, lr)
+
+    monkeypatch.setattr(StepRunner, "update", recorded)
+    config = tiny_config(epochs=3, optimizer={"type": "sgd", "lr": 0.1},
+                         schedule={"type": "step", "warmup_epochs": 1, "step_epochs": 1, "gamma": 0.5})
+    trainer = Trainer(config, prepare_data(config))
+    trainer.fit()
+    # 4 steps an epoch: a warm-up from lr / 4 to lr, then halved every epoch counted from its end
+    assert rates == pytest.approx([0.025, 0.05, 0.075, 0.1] + [0.1] * 4 + [0.05] * 4)
+    assert [row["lr"] for row in trainer.history] == pytest.approx([0.1, 0.1, 0.05])  # each epoch's last step's
+
+
+class LastCheckpointEpochs(Callbacks):
+    """The epoch that checkpoints/last.npz holds at the end of each epoch."""
+
+    def on_open(self, run, resumed):
+        self.run, self.epochs = run, []
+
+    def on_epoch_end(self, row):
+        self.epochs.append(load_checkpoint(self.run.checkpoint("last"))[1]["epoch"])
+
+
+def test_last_checkpoint_is_written_every_n_epochs_and_at_the_end(tmp_path):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(epochs=3, checkpoint={"every": 2})
+    written = LastCheckpointEpochs()
+    outcome = train_run(config, prepare_data(config), written, runs_dir=tmp_path)
+    assert written.epochs == [0, 2, 3]  # the first from before training; epoch 3 is the last
+    assert load_checkpoint(outcome.run.checkpoint("last"))[1]["epoch"] == outcome.summary["epochs"] == 3
