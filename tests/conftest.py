@@ -350,12 +350,15 @@ def read_only(monkeypatch):
 
 
 @pytest.fixture
-def sigterm_raises():
-    """SIGTERM raises KeyboardInterrupt during the test instead of ending pytest: a test that sends
-    one fails, not the whole session, when no handler of mnistcnn's takes it."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+def signals_raise():
+    """SIGINT and SIGTERM raise KeyboardInterrupt during the test, as Ctrl-C does in a terminal: a
+    test that sends SIGTERM fails, not the whole session, when no handler of mnistcnn's takes it,
+    and one that sends SIGINT still sees it when pytest was started with SIGINT ignored (a script's
+    background job), where Python sets no handler of its own."""
+    previous = {signum: signal.signal(signum, signal.default_int_handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture(scope="session")

@@ -391,7 +391,7 @@ def test_training_ends_with_the_next_commands_for_its_run(trained):
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, write_config, only_run, tmp_path,
                                                                         signal_in_final_evaluation, signum, code,
-                                                                        sigterm_raises):
+                                                                        signals_raise):
     import signal
 
     signal_in_final_evaluation(getattr(signal, signum))
@@ -410,7 +410,7 @@ def test_a_signal_in_the_final_evaluation_stops_it_and_the_run_resumes(cli, writ
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_once_the_summary_is_written_lets_the_run_end_whole(cli, write_config, only_run, tmp_path,
-                                                                     monkeypatch, signum, sigterm_raises):
+                                                                     monkeypatch, signum, signals_raise):
     import signal
 
     from mnistcnn import trainer

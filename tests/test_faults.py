@@ -122,7 +122,7 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, writ
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_path, monkeypatch, cli, write_config,
-                                                                         signum, code, sigterm_raises):
+                                                                         signum, code, signals_raise):
     real = RunDir.set_status
 
     def signalled(run, status, **extra):  # the signal comes after config.yaml, before the run is marked running

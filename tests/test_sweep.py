@@ -545,7 +545,7 @@ def test_a_storage_file_in_a_missing_folder_is_refused_by_the_dry_run_too(tmp_pa
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_while_the_study_is_made_leaves_no_sweep_folder(tmp_path, cli, monkeypatch, signum, code,
-                                                                 sigterm_raises):
+                                                                 signals_raise):
     from mnistcnn.sweep import study as studies
 
     real = studies.open_study
