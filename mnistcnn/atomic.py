@@ -70,7 +70,7 @@ def atomic_writer(path, mode: str = "wb"):
         if isinstance(err, OSError):
             raise write_error(path, err) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
 
 
 def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> Path:
@@ -129,8 +129,8 @@ def write_error(path: Path, err: OSError, option: OutputOption | None = None) ->
                       path, err)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

@@ -3,15 +3,17 @@ runs folder itself. Runs (``runs.RunDir``) and sweeps (``sweep.folder.SweepDir``
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from pathlib import Path
 
-from .atomic import OutputOption, make_folder
-from .errors import ConfigError, UsageError
+from .atomic import OutputOption, fsync_folder, make_folder
+from .errors import ConfigError, UsageError, WriteError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
+OUT_OF_SIGHT = re.compile(r"^\.(.+-\d{8}-\d{6}(?:-\d+)?)\.part$")  # a folder being set up: .NAME-STAMP.part
 
 
 def check_run_name(name: str, example: str = "--name lenet") -> str:
@@ -22,21 +24,39 @@ def check_run_name(name: str, example: str = "--name lenet") -> str:
     return name
 
 
-def stamped_folder(runs_dir, name: str) -> Path:
-    """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's)."""
+def stamped_folder(runs_dir, name: str, out_of_sight: bool = False) -> Path:
+    """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's); ``out_of_sight``:
+    made as ``.<that name>.part``, which ``publish_folder`` renames once it holds what makes it of use, so
+    that a process killed while filling it leaves no folder that commands would take for one."""
     check_run_name(name)
     runs_dir = check_runs_folder(runs_dir, make=True)
     stamp = _dt.datetime.now().strftime(STAMP_FORMAT)
     for suffix in range(1, 10000):
-        path = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
+        final = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
+        path = final.with_name(f".{final.name}.part") if out_of_sight else final
         try:
             path.mkdir()  # atomic: two runs started together never get the same folder
         except FileExistsError:
             continue
         except OSError as err:
             raise UsageError(f"{path}: cannot create the folder ({err.strerror})") from None
+        if out_of_sight and final.exists():  # the name was published before this folder reserved it
+            path.rmdir()
+            continue
         return path
     raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
+
+
+def publish_folder(path: Path) -> Path:
+    """The folder ``stamped_folder(..., out_of_sight=True)`` made, renamed to the name it reserved."""
+    final = path.with_name(OUT_OF_SIGHT.match(path.name).group(1))
+    try:
+        os.rename(path, final)  # onto a folder with files in it, refused: a published one is never replaced
+    except OSError as err:
+        raise WriteError(f"{path}: cannot rename it to {final.name} ({err.strerror}); check the folder {path.parent}",
+                         final, err) from None
+    fsync_folder(final.parent)  # the rename is what makes the folder whole: it must survive a power cut
+    return final
 
 
 def check_runs_folder(runs_dir, make: bool = False, given: bool = False) -> Path:

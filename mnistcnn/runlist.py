@@ -81,6 +81,11 @@ def describe_run(path: Path) -> dict | None:
     }
 
 
+def in_sight(folder: Path) -> list[Path]:
+    """What ``folder`` holds, but for hidden names: a run folder being set up (``RunDir.create``), say."""
+    return [child for child in folder.iterdir() if not child.name.startswith(".")]
+
+
 def list_runs(folder=RUNS_DIR) -> list[dict]:
     folder = Path(folder)
     if folder.is_file():
@@ -92,9 +97,9 @@ def list_runs(folder=RUNS_DIR) -> list[dict]:
     if not SweepDir(folder).is_sweep_folder and (row := describe_run(folder)) is not None:  # one run: its own row
         return [{**row, "sweep": None}]
     rows = []
-    for child in [folder] if SweepDir(folder).is_sweep_folder else folder.iterdir():
+    for child in [folder] if SweepDir(folder).is_sweep_folder else in_sight(folder):
         if (sweep_dir := SweepDir(child)).is_sweep_folder:  # its trials, each an ordinary run
-            rows += [{**row, "sweep": child.name} for trial in sweep_dir.trials.iterdir()
+            rows += [{**row, "sweep": child.name} for trial in in_sight(sweep_dir.trials)
                      if trial.is_dir() and (row := describe_run(trial)) is not None]
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -24,13 +25,15 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import stamped_folder
+from .folders import OUT_OF_SIGHT, publish_folder, stamped_folder
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
 LOCK_ATTEMPTS, LOCK_RETRY_SECONDS = 20, 0.05  # tries at a run's training lock, and the wait between them
+# a run folder being set up is locked moments after it is made: one older and unlocked was left by a killed process
+ABANDONED_AFTER_SECONDS = 60
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
 
@@ -85,9 +88,18 @@ class RunDir:
 
     @classmethod
     def create(cls, runs_dir, name: str) -> "RunDir":
-        run = cls(stamped_folder(runs_dir, name))
+        """A new run's folder, out of sight (``.NAME-STAMP.part``) until ``publish``; the out-of-sight
+        folders that processes killed while setting up a run left in ``runs_dir`` are removed."""
+        run = cls(stamped_folder(runs_dir, name, out_of_sight=True))
         run.checkpoints.mkdir()
+        for folder in run.path.parent.glob(".*.part"):
+            if folder != run.path and abandoned_setup(folder):
+                shutil.rmtree(folder, ignore_errors=True)
         return run
+
+    def publish(self) -> None:
+        """Give the run, set up out of sight, its own name: from now on commands see it, whole."""
+        self.path = publish_folder(self.path)
 
     @classmethod
     def open(cls, path) -> "RunDir":
@@ -218,6 +230,16 @@ class RunDir:
                 if isinstance(previous, dict) and key in previous}
         write_json(self.status_file, {"status": status, "pid": os.getpid(), "started": now, **kept,
                                       "updated": now, **extra})
+
+
+def abandoned_setup(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder set up out of sight (``RunDir.create``) by a process killed
+    before it was published: unlocked, and untouched for a while."""
+    try:
+        idle = time.time() - folder.stat().st_mtime
+    except OSError:  # removed meanwhile
+        return False
+    return bool(OUT_OF_SIGHT.match(folder.name)) and idle > ABANDONED_AFTER_SECONDS and not RunDir(folder).being_trained
 
 
 def write_json(path: Path, data: dict) -> None:

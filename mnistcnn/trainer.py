@@ -267,8 +267,6 @@ class Trainer:
         schedule = Schedule(train_config["optimizer"]["lr"], len(self.iterator), self.epochs,
                             **train_config["schedule"])
         self.callbacks.on_start(self)
-        if self.run is not None and not self.run.checkpoint("last").is_file():
-            self.save("last")  # from the first moment on, a run always has something to resume
         stopped_early = False
         # overflow is detected and reported by check_finite, not by numpy's warnings
         with blas_limit(train_config["blas_threads"]), step_runner(self) as self.runner, \
@@ -570,7 +568,8 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     curves.png. A signal (with ``stop_on_signals``) ends the run with a checkpoint and returns
     an Outcome without summary, as does a callback's ``Pruned``; errors are raised after the
     status says failed. A new run's folder is removed again when the run stops (an error, a
-    signal) before it is marked running: it holds nothing to resume.
+    signal) before it is marked running: it holds nothing to resume. Until then it is set up out of
+    sight (``RunDir.create``), so that one killed meanwhile leaves no folder that commands see.
     """
     callbacks = callbacks or Callbacks()
     if resume is None:
@@ -582,8 +581,11 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
                 trainer = _resumed_trainer(resume, config, data, callbacks)
             else:
                 write_text(trainer.run.config_file, cfg.dump(trainer.config))  # with the threads it chose
-            callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
             trainer.run.set_status("running", **_started_from(trainer.run, config_path, overrides))
+            if resume is None:
+                trainer.save("last")  # from the first moment it is seen, a run has something to resume
+                trainer.run.publish()
+            callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
         except BaseException:
             if resume is None:  # a new run stopped (a signal, a full disk) before it held anything to resume
                 shutil.rmtree(trainer.run.path, ignore_errors=True)

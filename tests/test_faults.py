@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +135,37 @@ def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_pat
     result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs")
     assert result.exit_code == code and result.stderr == "error: interrupted\n", result.output
     assert list((tmp_path / "runs").iterdir()) == []  # not a folder that `runs` skips and --resume refuses
+
+
+# the mnistcnn command, killed outright (as by SIGKILL or a power cut) as it is about to put a file in place
+KILLED_AS_IT_WRITES = """import os, signal
+replace = os.replace
+def replace_or_die(source, target, **kwargs):
+    if os.path.basename(target) == {name!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(source, target, **kwargs)
+os.replace = replace_or_die
+from mnistcnn.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "status.json"])
+def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, cli, write_config, only_run, name):
+    # the folder was made under its own name first: killed before its config.yaml was in, it stayed, and `runs`
+    # passed it over while --resume refused it ("has no config.yaml and no checkpoint that keeps one")
+    config, runs = write_config(tmp_path, limit=300, epochs=1), tmp_path / "runs"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AS_IT_WRITES.format(name=name), "train", str(config),
+                             "--runs-dir", str(runs), "--quiet"], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [child.name for child in runs.iterdir() if not child.name.startswith(".")] == []
+    assert cli("runs", runs).output == f"no run directories in {runs}\n"
+    (left,) = runs.iterdir()  # out of sight; the next run removes it once no process has touched it for a while
+    long_ago = time.time() - 3600
+    os.utime(left, (long_ago, long_ago))
+    assert cli("train", config, "--runs-dir", runs, "--quiet").exit_code == 0
+    assert json.loads((only_run(runs) / "status.json").read_text())["status"] == "finished"
+    assert [child.name for child in runs.iterdir()] == [only_run(runs).name]
 
 
 def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,
