@@ -382,8 +382,10 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     if print_config:
         click.echo(cfg.dump(config), nl=False)
         return
-    if run is None:  # a resumed run stays in its own folder
-        check_runs_folder(runs_dir, given=runs_dir_given)  # before anything is printed
+    if run is None:  # before anything is printed
+        check_runs_folder(runs_dir, given=runs_dir_given)
+    else:  # a resumed run stays in its own folder
+        run.check_writable()
     plan = cfg.check_model(config, source)
     if dry_run:
         sizes = check_data(config, source)

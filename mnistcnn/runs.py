@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import time
 import zipfile
@@ -162,6 +163,17 @@ class RunDir:
             handle.write(f"{os.getpid()}\n")
             handle.flush()
             yield
+
+    def check_writable(self) -> None:
+        """Refuse, before anything is printed, to train the run on in a folder whose files cannot be
+        written (someone else's run, a read-only drive): it trains in its own folder only."""
+        for path in (self.path, self.checkpoints, self.lock_file):
+            if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+                what = "in this folder" if path.is_dir() else "this file"
+                resume_copy = command_line("train", "--resume", f"DIR/{self.path.name}")
+                raise UsageError(f"{path}: cannot write {what}, and --resume trains a run in its own folder; make it "
+                                 f"writable, or copy the run to a folder you can write in and resume the copy: "
+                                 f"cp -r {shlex.quote(str(self.path))} DIR && {resume_copy}")
 
     @property
     def being_trained(self) -> bool:

@@ -214,6 +214,19 @@ def test_a_run_whose_process_id_another_process_took_since_is_resumed(run, cli):
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
 
 
+@pytest.mark.parametrize("options", [[], ["--dry-run"]], ids=["resume", "dry-run"])
+def test_a_resume_in_a_run_folder_it_cannot_write_in_is_refused_before_anything_is_printed(run, cli, read_only,
+                                                                                           options):
+    # the model's table came first, then "RUN/.training.lock: Read-only file system"
+    read_only(run)
+    result = cli("train", "--resume", run, "--epochs", "3", *options)
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == (f"error: {run}: cannot write in this folder, and --resume trains a run in its own "
+                             "folder; make it writable, or copy the run to a folder you can write in and resume the "
+                             f"copy: cp -r {run} DIR && mnistcnn train --resume DIR/{run.name}\n")
+    assert cli("train", "--resume", run, "--epochs", "3", "--print-config").exit_code == 0  # it writes nothing
+
+
 def test_a_refused_resume_leaves_the_training_process_files_alone(run):
     # a sweep worker resumes through train_run, without the command's early look at the lock
     partial = run / "checkpoints" / ".last.npz.k3j2.tmp"  # the live trainer's write in flight
