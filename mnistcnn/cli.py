@@ -597,8 +597,12 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
         make_save_folder(save_inputs, pictures)
     model, preprocess, classes = load_classifier(path)
     results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
+    not_saved = None
     if save_inputs:
-        write_inputs(results, save_inputs)
+        try:
+            write_inputs(results, save_inputs)
+        except MnistCnnError as err:  # a full disk, say: the predictions are made, and shown before it is said
+            not_saved = err
     unreadable = any("error" in result for result in results)
     doubtful = any(result.get("doubt") for result in results)
     if as_json:
@@ -614,6 +618,8 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
             console.print(f"passed over {counted(len(passed_over), 'file')} {whose} ({names}); predict reads "
                           f"{', '.join(sorted(PICTURE_SUFFIXES))}: save a picture of another format (HEIC, SVG) as "
                           "JPEG or PNG", style="dim", highlight=False, soft_wrap=True)
+    if not_saved is not None:
+        fail(str(not_saved), not_saved.exit_code)
     if unreadable:
         sys.exit(1)
     if doubtful and fail_on_doubt:
@@ -649,7 +655,7 @@ def _predictions_table(results, path, top, saved) -> None:
         choices = [f"{choice['class']} {choice['probability']:.1%}" for choice in result["top"]]
         row = [result["path"], Text(_answer(result), style="bold"),
                *(choices + [""] * (top - len(choices))), Text(result["doubt"] or "", style="yellow")]
-        table.add_row(*row, *([result["input_image"]] if saved else []))
+        table.add_row(*row, *([result.get("input_image", "not saved")] if saved else []))
     if table.row_count:
         notes = [f"{doubt}: {advice}" for doubt, advice in DOUBT_ADVICE.items()
                  if any(result.get("doubt") == doubt for result in results)]

@@ -3,8 +3,10 @@ batches, the images the model saw, large pictures.
 
 Run as a script, ``python tests/test_predict.py RUN``, it prints the accuracy on clean MNIST
 test digits and on the photo-like set below, and the share of blank and noise pictures flagged."""
+import errno
 import io
 import json
+import os
 import shutil
 import struct
 import sys
@@ -216,6 +218,42 @@ def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(traine
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output == (f"error: --save-inputs {blocker / 'seen'}: {blocker} is a file, not a folder; write "
                              "elsewhere with --save-inputs DIR\n")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["table", "json"])
+def test_a_disk_that_fills_while_saving_the_inputs_still_gives_the_predictions(trained_run, sample_digits, tmp_path,
+                                                                               cli, monkeypatch, output):
+    # the predictions were made, then lost: the command said only that a saved input could not be written
+    monkeypatch.chdir(tmp_path)
+    for name, image in zip(("seven", "two"), sample_digits[0]):
+        Image.fromarray(255 - image).resize((90, 90)).save(f"{name}.png")
+    expected = json.loads(cli("predict", trained_run, "seven.png", "two.png", "--json").output)["predictions"]
+    real, written = os.fsync, []
+
+    def disk_full_after_one_file(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            if written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_after_one_file)
+    result = cli("predict", trained_run, "seven.png", "two.png", "--save-inputs", "seen", *output)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {Path('seen') / 'two.png'}: cannot write: No space left on device; free some "
+                             "disk space, or write elsewhere with --save-inputs DIR\n")
+    if output:
+        predictions = json.loads(result.stdout)["predictions"]
+        assert predictions[0].pop("input_image") == str(Path("seen") / "seven.png") and "input_image" not in \
+            predictions[1]
+        assert [answer["prediction"] for answer in predictions] == [answer["prediction"] for answer in expected]
+    else:
+        rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
+        assert [row.split("│")[2].strip() for row in rows] == [answer["prediction"] + "?" * bool(answer["doubt"])
+                                                                for answer in expected]
+        assert "seven.png" in rows[0] and "not saved" in rows[1], result.stdout
+    assert sorted(path.name for path in (tmp_path / "seen").iterdir()) == ["seven.png"]  # no temporary file left
 
 
 def test_save_inputs_never_writes_over_the_pictures_given(trained_run, sample_digits, tmp_path, cli, monkeypatch):
