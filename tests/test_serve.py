@@ -656,6 +656,19 @@ def test_a_picture_sent_as_a_forms_file_predicts_as_the_raw_picture(client, serv
     assert broken.status_code == 400 and "no boundary" in broken.json()["error"], broken.text
 
 
+def test_a_forms_picture_is_held_to_the_picture_limit_and_named(client):
+    # the form's own lines counted against the picture's 8 MB: a picture under it was refused, and no 413 named
+    # the file; the page learns the limit, to refuse a picture over it before sending it
+    under = client.post("/api/predict", files={"picture": ("almost.png", b"\x89PNG" + bytes(MAX_PICTURE_BYTES - 4),
+                                                           "image/png")})
+    assert under.status_code != 413 and under.json()["error"].startswith("almost.png: "), under.text
+    over = client.post("/api/predict", files={"picture": ("over.png", b"\x89PNG" + bytes(MAX_PICTURE_BYTES - 3),
+                                                          "image/png")})
+    assert over.status_code == 413 and over.json()["error"] == ("over.png: is larger than 8 MB, the limit; send a "
+                                                                "smaller one"), over.text
+    assert client.get("/api/model").json()["max_picture_bytes"] == MAX_PICTURE_BYTES
+
+
 SIZES = {"laptop": (1366, 768), "phone": (390, 844)}
 IN_VIEW = """const box = arguments[0].getBoundingClientRect();
     return box.top >= 0 && box.bottom <= innerHeight && box.left >= 0 && box.right <= innerWidth;"""
@@ -794,6 +807,33 @@ def test_a_refused_upload_names_its_file_over_the_page_without_moving_it(chrome,
     chrome.save_screenshot(str(artefacts / f"serve-refused-upload-{size}.png"))
     chrome.find_element(By.ID, "message-close").click()
     assert not message.is_displayed()
+
+
+# every form the page sends from now on, by the address it goes to
+FORMS_SENT = """window.formsSent = [];
+    const send = window.fetch;
+    window.fetch = (url, options) => {
+      if (options && options.body instanceof FormData) window.formsSent.push(String(url));
+      return send(url, options);
+    };"""
+
+
+def test_a_picture_over_the_limit_is_refused_by_name_before_it_is_sent(chrome, page_url, artefacts):
+    # the page sent it and showed the server's 413, "the picture is larger than 8 MB", which named no file
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    chrome.execute_script(FORMS_SENT)
+    (artefacts / "big photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(MAX_PICTURE_BYTES))
+    chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "big photo.jpg"))
+    wait.until(lambda d: d.find_element(By.ID, "message").is_displayed())
+    assert chrome.find_element(By.ID, "message-text").text == (
+        "big photo.jpg: is 8.1 MB, larger than the 8 MB a picture may be; choose a smaller one, or save it smaller "
+        "(as a JPEG, or with fewer pixels)")
+    assert chrome.execute_script("return window.formsSent") == []
+    (artefacts / "upload.png").write_bytes(png_bytes(255 - np.asarray(Image.new("L", (140, 140), 0))))
+    chrome.find_element(By.ID, "upload").send_keys(str(artefacts / "upload.png"))  # one under it is sent
+    wait.until(lambda d: d.execute_script("return window.formsSent.length") == 1)
 
 
 PAD_INK = """const pad = document.getElementById('pad');

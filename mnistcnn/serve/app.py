@@ -31,6 +31,7 @@ from .server import host_allowed, host_names, host_of
 
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
+FORM_BYTES = 16 << 10  # a form's own lines around the picture it holds: a picture under the limit is not refused
 # the page's files: name in the URL -> (file in static/, content type)
 STATIC = {"app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css; charset=utf-8")}
 HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -80,20 +81,26 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The request's body, refused with 413 as soon as it is over ``limit`` bytes (declared or sent)."""
-    too_large = RequestError(413, f"{what} is larger than {limit >> 20 or limit >> 10} "
-                                  f"{'MB' if limit >> 20 else 'kB'}, the limit; send a smaller one")
+def too_large(what: str, limit: int) -> RequestError:
+    """413 for ``what`` (the request, the picture, a file by its name), over ``limit`` bytes."""
+    return RequestError(413, f"{what} is larger than {limit >> 20 or limit >> 10} "
+                             f"{'MB' if limit >> 20 else 'kB'}, the limit; send a smaller one")
+
+
+async def read_body(request: Request, limit: int, what: str, wrapping: int = 0) -> bytes:
+    """The request's body, refused with 413 as soon as it is over ``limit`` bytes (declared or sent),
+    and ``wrapping`` more: what a form adds around the ``what`` it holds."""
+    refused = too_large(what, limit)
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit():
         raise RequestError(400, "the Content-Length header is not a number")
-    if int(declared) > limit:
-        raise too_large
+    if int(declared) > limit + wrapping:
+        raise refused
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise too_large
+        if size > limit + wrapping:
+            raise refused
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -174,7 +181,8 @@ async def static(request):
 
 
 async def model(request):
-    return JSONResponse(inside.model_summary(request.app.state.served))
+    """The model as ``inside.model_summary`` tells it, and the largest picture the page may send."""
+    return JSONResponse({**inside.model_summary(request.app.state.served), "max_picture_bytes": MAX_PICTURE_BYTES})
 
 
 async def predict(request):
@@ -184,9 +192,12 @@ async def predict(request):
     The bytes decide whether they are a picture (``read_picture``, 415 if not), not the declared
     type: ``curl --data-binary @7.png`` declares a PNG a url-encoded form, and some clients none."""
     header = request.headers.get("content-type", "")
-    data, name = await read_body(request, MAX_PICTURE_BYTES, "the picture"), "upload"
-    if header.split(";")[0].strip().lower() == "multipart/form-data":
+    form = header.split(";")[0].strip().lower() == "multipart/form-data"
+    data, name = await read_body(request, MAX_PICTURE_BYTES, "the picture", FORM_BYTES if form else 0), "upload"
+    if form:
         data, name = first_file(header, data)
+        if len(data) > MAX_PICTURE_BYTES:
+            raise too_large(f"{name}:", MAX_PICTURE_BYTES)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
     image, doubt = await run_in_threadpool(inside.read_picture, data, name)

@@ -205,6 +205,13 @@ $("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   event.target.value = "";
   if (!file) return;
+  const limit = state.model.max_picture_bytes;
+  if (file.size > limit) { // said before the upload, by name: the server's 413 cannot tell which file was chosen
+    const megabytes = (bytes) => `${Math.ceil((bytes / 2 ** 20) * 10) / 10} MB`;
+    showMessage(`${file.name}: is ${megabytes(file.size)}, larger than the ${megabytes(limit)} a picture may be; ` +
+      "choose a smaller one, or save it smaller (as a JPEG, or with fewer pixels)");
+    return;
+  }
   try {
     // a form's file: the server names it in a refusal ("notes.txt: is not a picture ...")
     const form = new FormData();
