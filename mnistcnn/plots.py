@@ -122,16 +122,26 @@ def _grid_size(n: int) -> tuple[int, int]:
     return cols, max(1, math.ceil(n / cols))
 
 
-def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", scale: str = "") -> None:
+def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", scale: str = "",
+               empty: str = "") -> None:
     """Images (N, H, W) or (N, H, W, 1) in a grid with a caption each: grey pictures, or with
-    ``scale`` (what the values are) on one shared colour scale with a colour bar."""
+    ``scale`` (what the values are) on one shared colour scale with a colour bar; with no images,
+    the words ``empty`` (so that the file says so rather than keep an earlier picture's)."""
     cols, rows = _grid_size(len(images))
-    fig = plt.figure(figsize=(1.6 * cols + (1.2 if scale else 0), 1.8 * rows + 0.6), layout="constrained")
+    width = 1.6 * cols + (1.2 if scale else 0) if len(images) else 6.0  # no images: room for the words
+    fig = plt.figure(figsize=(width, 1.8 * rows + 0.6), layout="constrained")
     axes, shown = _grid(fig, images, captions, _shared_scale(images) if scale else {"cmap": "gray"})
     if scale and shown is not None:
         fig.colorbar(shown, ax=axes, shrink=0.9, label=scale)
+    if not len(images):
+        _say_nothing_shown(axes.flat[0], empty)
     fig.suptitle(title)
     _save(fig, path, title)
+
+
+def _say_nothing_shown(ax, words: str) -> None:
+    """``words`` in the middle of an ``ax`` that has nothing to show, in place of a blank."""
+    ax.text(0.5, 0.5, words, transform=ax.transAxes, ha="center", va="center", color="dimgrey")
 
 
 def feature_maps_figure(image: np.ndarray, caption: str, maps: np.ndarray, title: str):

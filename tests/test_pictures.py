@@ -1,5 +1,7 @@
 """The pictures and inspect-layer's words: what can be checked without looking at them."""
 
+import json
+
 import numpy as np
 from matplotlib.colors import LogNorm
 from PIL import Image
@@ -112,3 +114,30 @@ def test_a_terminal_preview_shows_two_pixels_a_character_upper_as_colour_lower_a
     styles = [str(span.style) for span in preview.spans]
     assert styles == ["rgb(0,0,0) on rgb(51,51,51)", "rgb(255,255,255) on rgb(0,0,0)",
                       "rgb(102,102,102) on rgb(0,0,0)", "rgb(0,0,0) on rgb(0,0,0)"]
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def eval_result(tmp_path, mistakes: int) -> dict:
+    """A report as eval_target makes it, of a Fashion-MNIST model: long class names."""
+    misclassified = [{"index": 1000 + i, "true": 0 if i % 2 else 9, "predicted": 9 if i % 2 else 0,
+                      "confidence": 0.99} for i in range(mistakes)]
+    return {"checkpoint": str(tmp_path / "best.npz"), "split": "test", "classes": FASHION,
+            "confusion": np.eye(10, dtype=int).tolist(), "misclassified": misclassified}
+
+
+def test_an_eval_without_mistakes_says_so_in_place_of_an_earlier_picture_of_mistakes(tmp_path, drawn_figures,
+                                                                                     recwarn):
+    from mnistcnn.evaluation import write_report
+
+    picture = tmp_path / "eval-test-best-misclassified.png"
+    write_report(eval_result(tmp_path, 3), np.zeros((1016, 28, 28)), tmp_path)
+    assert picture.exists()
+    made = write_report(eval_result(tmp_path, 0), np.zeros((1016, 28, 28)), tmp_path)
+    assert str(picture) in json.loads(made.read_text())["pictures"]
+    fig = drawn_figures[picture]
+    assert [text.get_text() for ax in fig.axes for text in ax.texts] == ["no image of the test split is misclassified"]
+    assert not any(ax.images for ax in fig.axes)  # the earlier picture's mistakes are gone
+    assert "test split: most confidently misclassified" in title(picture)
+    assert [str(warning.message) for warning in recwarn] == []  # matplotlib's, on the user's terminal
