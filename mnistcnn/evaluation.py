@@ -120,7 +120,8 @@ def _eval_pictures(result: dict, images: np.ndarray, stem: Path, title: str) -> 
     written = [stem.with_name(f"{stem.name}-{kind}.png") for kind in ("confusion", "misclassified")]
     confusion_matrix(np.asarray(result["confusion"]), classes, written[0], title)
     worst = result["misclassified"]
-    captions = [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
+    # two lines: class names longer than a digit's (Fashion-MNIST's "Ankle boot") overflow a tile's width
+    captions = [f"#{m['index']} {m['confidence']:.0%}\n{classes[m['true']]}->{classes[m['predicted']]}"
                 for m in worst]
     image_grid(images[[m["index"] for m in worst]], captions, written[1],
                f"{title}: most confidently misclassified (true->predicted)",

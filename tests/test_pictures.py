@@ -116,6 +116,13 @@ def test_a_terminal_preview_shows_two_pixels_a_character_upper_as_colour_lower_a
                       "rgb(102,102,102) on rgb(0,0,0)", "rgb(0,0,0) on rgb(0,0,0)"]
 
 
+def overlapping(texts) -> list[tuple[str, str]]:
+    """The pairs of ``texts`` (matplotlib Text objects, drawn) whose boxes overlap."""
+    renderer = texts[0].figure.canvas.get_renderer()
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+
+
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -125,6 +132,17 @@ def eval_result(tmp_path, mistakes: int) -> dict:
                       "confidence": 0.99} for i in range(mistakes)]
     return {"checkpoint": str(tmp_path / "best.npz"), "split": "test", "classes": FASHION,
             "confusion": np.eye(10, dtype=int).tolist(), "misclassified": misclassified}
+
+
+def test_misclassified_captions_stay_apart_with_long_class_names(tmp_path, drawn_figures):
+    from mnistcnn.evaluation import write_report
+
+    write_report(eval_result(tmp_path, 16), np.zeros((1016, 28, 28)), tmp_path)
+    fig = drawn_figures[tmp_path / "eval-test-best-misclassified.png"]
+    fig.canvas.draw()
+    captions = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(captions) == 16 and "Ankle boot->T-shirt/top" in captions[0].get_text()
+    assert overlapping(captions) == []
 
 
 def test_an_eval_without_mistakes_says_so_in_place_of_an_earlier_picture_of_mistakes(tmp_path, drawn_figures,
