@@ -159,3 +159,16 @@ def test_an_eval_without_mistakes_says_so_in_place_of_an_earlier_picture_of_mist
     assert not any(ax.images for ax in fig.axes)  # the earlier picture's mistakes are gone
     assert "test split: most confidently misclassified" in title(picture)
     assert [str(warning.message) for warning in recwarn] == []  # matplotlib's, on the user's terminal
+
+
+def test_a_layer_wider_than_a_picture_says_how_many_of_its_filters_and_maps_are_shown(tmp_path, cli):
+    config = tmp_path / "wide.yaml"
+    config.write_text("name: wide\ndata: {train_limit: 100}\nmodel:\n  layers:\n"
+                      "    - {type: conv2d, filters: 65, kernel: 3, padding: 1}\n"
+                      "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    result = cli("inspect-layer", config, "0", "--index", "0", "--out", tmp_path / "pics")
+    assert result.exit_code == 0, result.output
+    filters = title(tmp_path / "pics" / "layer00-0_conv2d-untrained-filters.png")
+    assert "filters (first 64 of 65 filters, each the mean over its input channels)" in filters
+    maps = title(tmp_path / "pics" / "layer00-0_conv2d-untrained-validation-image0-feature-maps.png")
+    assert maps.endswith("(first 64 of 65 channels)")
