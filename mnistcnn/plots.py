@@ -193,6 +193,19 @@ def _scatter_by_status(ax, points, x_of) -> None:
             ax.plot(*zip(*chosen), marker, color=colour, label=label, alpha=0.8, linestyle="none")
 
 
+def _tilt_crowded_labels(fig, axes) -> None:
+    """Tilt the x tick labels of those ``axes`` whose labels, side by side, would run into each
+    other (a choice of many values or of long ones; a log scale's 3x10^-4 beside 4x10^-4)."""
+    fig.canvas.draw()  # a label's width is known once drawn
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        labels = [label for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if label.get_text() and label.get_visible()]
+        boxes = sorted((label.get_window_extent(renderer) for label in labels), key=lambda box: box.x0)
+        if any(box.x1 >= following.x0 for box, following in zip(boxes, boxes[1:])):
+            plt.setp(labels, rotation=45, ha="right", rotation_mode="anchor")
+
+
 def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, last_value) -> None:
     """``by_trial`` (each trial's metric and the best so far) and ``by_parameter`` (the metric
     against each searched parameter); ``last_value(row)`` is the value a trial's point shows."""
@@ -236,6 +249,7 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
         axes.flat[0].legend()
     for ax in list(axes.flat)[len(sweep.parameters):]:
         ax.set_visible(False)
+    _tilt_crowded_labels(fig, axes.flat[:len(sweep.parameters)])
     title = f"sweep {sweep.name}: {metric} against each parameter"
     fig.suptitle(title)
     _save(fig, by_parameter, title)

@@ -172,3 +172,40 @@ def test_a_layer_wider_than_a_picture_says_how_many_of_its_filters_and_maps_are_
     assert "filters (first 64 of 65 filters, each the mean over its input channels)" in filters
     maps = title(tmp_path / "pics" / "layer00-0_conv2d-untrained-validation-image0-feature-maps.png")
     assert maps.endswith("(first 64 of 65 channels)")
+
+
+def sweep_of(*parameters):
+    """What the sweep pictures read of a sweep, searching ``parameters`` for the largest val_acc."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="s", metric="val_acc", goodness=lambda value: value, parameters=list(parameters))
+
+
+def x_labels(ax) -> list:
+    return [label for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+            if label.get_text() and label.get_visible()]
+
+
+def test_a_sweeps_parameter_labels_do_not_run_into_each_other(tmp_path, drawn_figures):
+    from mnistcnn.sweep.space import Parameter
+
+    sizes = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+    sweep = sweep_of(Parameter("train.optimizer.lr", "float", 3e-4, 3e-3, log=True),  # within a decade: 3x10^-4, 4x..
+                     Parameter("train.batch_size", "choice", values=sizes),
+                     Parameter("train.optimizer.type", "choice", values=("sgd", "adam")))
+    rows = [{"number": n, "status": "complete", "value": 0.99, "per_epoch": [0.99],
+             "params": {"train.optimizer.lr": lr, "train.batch_size": size, "train.optimizer.type": "sgd"}}
+            for n, (lr, size) in enumerate([(3.05e-4, 16), (2.95e-3, 1024)])]
+    plots.sweep_pictures(rows, sweep, tmp_path / "by-trial.png", tmp_path / "by-parameter.png",
+                         lambda row: row["value"])
+    fig = drawn_figures[tmp_path / "by-parameter.png"]
+    fig.canvas.draw()
+    lr, size, optimizer = fig.axes
+    for ax in (lr, size):
+        labels = x_labels(ax)
+        assert {label.get_rotation() for label in labels} == {45}
+        # parallel lines of text at 45 degrees, apart by their horizontal step times sin 45: more than a line's height
+        ends = sorted(label.get_window_extent().x1 for label in labels)
+        height = max(label.get_fontsize() for label in labels) * fig.dpi / 72
+        assert min(np.diff(ends)) * np.sin(np.pi / 4) > height, ax.get_xlabel()
+    assert overlapping(x_labels(optimizer)) == [] and x_labels(optimizer)[0].get_rotation() == 0  # room: level
