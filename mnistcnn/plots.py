@@ -186,6 +186,9 @@ def _sweep_points(rows: list[dict], last_value):
 SWEEP_STYLES = {"complete": ("o", "tab:blue", "complete"), "pruned": ("x", "tab:red", "pruned (last reported)")}
 
 
+NO_TRIAL_SHOWN = "no complete or pruned trial to show"
+
+
 def _scatter_by_status(ax, points, x_of) -> None:
     for status, (marker, colour, label) in SWEEP_STYLES.items():
         chosen = [(x_of(row), value) for row, value, kind in points if kind == status]
@@ -220,6 +223,8 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
                     for i in range(len(complete))]
             ax.step([number for number, _ in complete], best, where="post", color="black", label="best so far")
         ax.legend()
+    else:
+        _say_nothing_shown(ax, NO_TRIAL_SHOWN)
     ax.set(xlabel="trial", ylabel=metric)
     _whole_number_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
@@ -241,6 +246,10 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
             _scatter_by_status(ax, with_value, lambda row: position[str(row["params"][parameter.key])])
         elif with_value:
             _scatter_by_status(ax, with_value, lambda row: row["params"][parameter.key])
+        else:  # the range searched, not matplotlib's 0 to 1 of an empty axis
+            ax.set_xlim(parameter.low, parameter.high)
+        if not with_value:
+            _say_nothing_shown(ax, NO_TRIAL_SHOWN)
         if parameter.log:
             ax.set_xscale("log")
         ax.set(xlabel=parameter.key, ylabel=metric)

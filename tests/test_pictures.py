@@ -209,3 +209,19 @@ def test_a_sweeps_parameter_labels_do_not_run_into_each_other(tmp_path, drawn_fi
         height = max(label.get_fontsize() for label in labels) * fig.dpi / 72
         assert min(np.diff(ends)) * np.sin(np.pi / 4) > height, ax.get_xlabel()
     assert overlapping(x_labels(optimizer)) == [] and x_labels(optimizer)[0].get_rotation() == 0  # room: level
+
+
+def test_a_sweep_with_nothing_to_show_yet_says_so_on_axes_spanning_the_ranges_searched(tmp_path, drawn_figures):
+    from mnistcnn.sweep.space import Parameter
+
+    sweep = sweep_of(Parameter("train.optimizer.lr", "float", 1e-4, 3e-2, log=True),
+                     Parameter("data.augment.rotate", "float", 0, 12),
+                     Parameter("train.batch_size", "choice", values=(32, 64)))
+    failed = [{"number": n, "status": "failed", "value": None, "per_epoch": [], "params": {}} for n in range(2)]
+    plots.sweep_pictures(failed, sweep, tmp_path / "by-trial.png", tmp_path / "by-parameter.png", lambda row: None)
+    for picture in ("by-trial.png", "by-parameter.png"):
+        for ax in drawn_figures[tmp_path / picture].axes:
+            assert [text.get_text() for text in ax.texts] == ["no complete or pruned trial to show"]
+    lr, rotate, _ = drawn_figures[tmp_path / "by-parameter.png"].axes
+    np.testing.assert_allclose(lr.get_xlim(), (1e-4, 3e-2))  # not matplotlib's 1 to 10 of an empty log axis
+    np.testing.assert_allclose(rotate.get_xlim(), (0, 12))
