@@ -20,7 +20,7 @@ from .engine.model import Sequential
 from .folders import RUNS_DIR
 from .runs import PICTURE_SUFFIXES, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
-from .words import counted
+from .words import counted, images_of
 
 
 class Target(NamedTuple):
@@ -200,7 +200,7 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
                            config["train"]["label_smoothing"])
     source = target_label(target, config, which)
     caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
-    described = f"{split} image {chosen[0]}" if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
+    described = images_of(split, chosen[0], chosen[-1])
     batch_caption = caption if len(chosen) == 1 else described
     if write_pictures and out_dir is not None and Path(out_dir).suffix.lower() in PICTURE_SUFFIXES:
         raise UsageError(f"--out {out_dir}: is where the pictures go, a folder (several PNGs are written); "
