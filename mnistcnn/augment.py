@@ -126,6 +126,7 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     from .data import Preprocess, prepare_data
     from .plots import image_grid
     from .folders import RUNS_DIR
+    from .words import images_of
 
     given = path is not None
     if given and Path(path).suffix.lower() != ".png":
@@ -142,10 +143,11 @@ def picture_training_images(config: dict, source, run, count: int, seed: int, pa
     augment = Augment.for_config(config)
     augmented = augment(preprocess(data.train_x[:count]), np.random.default_rng(seed))
     names = class_names(config)
+    whose = f"run {run.path.name}" if run else f"config {Path(source).name}"
     option = OutputOption("--out", "FILE.png", given)
     make_folder(path.parent, option, path)  # once nothing can be refused
     with written_to(option):
         image_grid(augmented, [names[label] for label in data.train_y[:count]], path,
-                   f"{config['name']}: preprocess {config['data']['preprocess']['type']}; augmentation: "
-                   f"{augment.words()}")
+                   f"{whose}: {images_of('train', 0, len(augmented) - 1)}, preprocess "
+                   f"{config['data']['preprocess']['type']}; augmentation: {augment.words()}")
     return path

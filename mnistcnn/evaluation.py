@@ -112,17 +112,18 @@ def _report_option(out_dir) -> OutputOption:
 
 
 def _eval_pictures(result: dict, images: np.ndarray, stem: Path, title: str) -> list[Path]:
-    """The confusion matrix and, when any, the most confidently misclassified images."""
+    """The confusion matrix and the most confidently misclassified images; with none, a picture
+    that says so (no picture would leave an earlier evaluation's mistakes under its name)."""
     from .plots import confusion_matrix, image_grid
 
     classes = result["classes"]
-    written = [stem.with_name(f"{stem.name}-confusion.png")]
+    written = [stem.with_name(f"{stem.name}-{kind}.png") for kind in ("confusion", "misclassified")]
     confusion_matrix(np.asarray(result["confusion"]), classes, written[0], title)
     worst = result["misclassified"]
-    if worst:
-        written.append(stem.with_name(f"{stem.name}-misclassified.png"))
-        captions = [f"#{m['index']} {classes[m['true']]}->{classes[m['predicted']]} {m['confidence']:.0%}"
-                    for m in worst]
-        image_grid(images[[m["index"] for m in worst]], captions, written[1],
-                   f"{title}: most confidently misclassified (true->predicted)")
+    # two lines: class names longer than a digit's (Fashion-MNIST's "Ankle boot") overflow a tile's width
+    captions = [f"#{m['index']} {m['confidence']:.0%}\n{classes[m['true']]}->{classes[m['predicted']]}"
+                for m in worst]
+    image_grid(images[[m["index"] for m in worst]], captions, written[1],
+               f"{title}: most confidently misclassified (true->predicted)",
+               empty=f"no image of the {result['split']} split is misclassified")
     return written

@@ -20,7 +20,7 @@ from .engine.model import Sequential
 from .folders import RUNS_DIR
 from .runs import PICTURE_SUFFIXES, is_config_file, no_checkpoint_choice, output_folder, resolve_checkpoint
 from .trainer import initial_model
-from .words import counted
+from .words import counted, images_of
 
 
 class Target(NamedTuple):
@@ -200,7 +200,7 @@ def report_layer(target, loaded: Target, layer, split: str, index: int | None, i
                            config["train"]["label_smoothing"])
     source = target_label(target, config, which)
     caption = f"{split} image {chosen[0]}, label {cfg.class_names(config)[labels[chosen[0]]]}"
-    described = f"{split} image {chosen[0]}" if len(chosen) == 1 else f"{split} images {chosen[0]} to {chosen[-1]}"
+    described = images_of(split, chosen[0], chosen[-1])
     batch_caption = caption if len(chosen) == 1 else described
     if write_pictures and out_dir is not None and Path(out_dir).suffix.lower() in PICTURE_SUFFIXES:
         raise UsageError(f"--out {out_dir}: is where the pictures go, a folder (several PNGs are written); "
@@ -267,6 +267,15 @@ def _backward_to(model: Sequential, index: int, x, y, label_smoothing):
     return dout, grads
 
 
+# the feature maps and filters a picture shows at most: 8 rows of 8 tiles
+TILES_SHOWN = 64
+
+
+def _how_many_shown(shown: int, total: int, noun: str) -> str:
+    """``all 32 filters`` or, for a layer wider than a picture holds, ``first 64 of 130 filters``."""
+    return f"all {total} {noun}" if shown == total else f"first {shown} of {total} {noun}"
+
+
 def pictures(report: dict, layer, out_dir: Path, model_name: str, source: str, input_image: np.ndarray,
              caption: str, batch_caption: str) -> list[Path]:
     """Feature maps of the batch's first image beside it (``input_image``, described by ``caption``),
@@ -286,18 +295,18 @@ def pictures(report: dict, layer, out_dir: Path, model_name: str, source: str, i
     layer_name = f"layer {report['index']} ({report['name']})"
     written = []
     if out.ndim == 4:
-        maps = np.moveaxis(out[0], -1, 0)[:64]
+        maps = np.moveaxis(out[0], -1, 0)[:TILES_SHOWN]
         path = out_dir / f"{first_image}-feature-maps.png"
-        shown = f"first {len(maps)} of {out.shape[-1]} channels" if len(maps) < out.shape[-1] else "all channels"
-        plots.feature_maps(input_image, caption, maps, path,
-                           f"{source}\n{layer_name}: feature maps of {caption} ({shown})")
+        plots.feature_maps(input_image, caption, maps, path, f"{source}\n{layer_name}: feature maps of {caption} "
+                           f"({_how_many_shown(len(maps), out.shape[-1], 'channels')})")
         written.append(path)
     if "W" in layer.params and layer.params["W"].ndim == 4:
         W = layer.params["W"]
-        filters = np.moveaxis(W.mean(axis=2), -1, 0)[:64]  # averaged over input channels
+        filters = np.moveaxis(W.mean(axis=2), -1, 0)[:TILES_SHOWN]  # averaged over input channels
         path = out_dir / f"{stem}-filters.png"
         plots.image_grid(filters, [f"filter {c}" for c in range(len(filters))], path,
-                         f"{source}\n{layer_name}: filters (mean over input channels)", scale="weight")
+                         f"{source}\n{layer_name}: filters ({_how_many_shown(len(filters), W.shape[-1], 'filters')}, "
+                         "each the mean over its input channels)", scale="weight")
         written.append(path)
     path = out_dir / f"{batch}-histogram.png"
     plots.histogram(out, path, f"{source}\n{layer_name}: activations of {batch_caption}")

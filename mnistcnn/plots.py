@@ -122,16 +122,26 @@ def _grid_size(n: int) -> tuple[int, int]:
     return cols, max(1, math.ceil(n / cols))
 
 
-def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", scale: str = "") -> None:
+def image_grid(images: np.ndarray, captions: list[str], path, title: str = "", scale: str = "",
+               empty: str = "") -> None:
     """Images (N, H, W) or (N, H, W, 1) in a grid with a caption each: grey pictures, or with
-    ``scale`` (what the values are) on one shared colour scale with a colour bar."""
+    ``scale`` (what the values are) on one shared colour scale with a colour bar; with no images,
+    the words ``empty`` (so that the file says so rather than keep an earlier picture's)."""
     cols, rows = _grid_size(len(images))
-    fig = plt.figure(figsize=(1.6 * cols + (1.2 if scale else 0), 1.8 * rows + 0.6), layout="constrained")
+    width = 1.6 * cols + (1.2 if scale else 0) if len(images) else 6.0  # no images: room for the words
+    fig = plt.figure(figsize=(width, 1.8 * rows + 0.6), layout="constrained")
     axes, shown = _grid(fig, images, captions, _shared_scale(images) if scale else {"cmap": "gray"})
     if scale and shown is not None:
         fig.colorbar(shown, ax=axes, shrink=0.9, label=scale)
+    if not len(images):
+        _say_nothing_shown(axes.flat[0], empty)
     fig.suptitle(title)
     _save(fig, path, title)
+
+
+def _say_nothing_shown(ax, words: str) -> None:
+    """``words`` in the middle of an ``ax`` that has nothing to show, in place of a blank."""
+    ax.text(0.5, 0.5, words, transform=ax.transAxes, ha="center", va="center", color="dimgrey")
 
 
 def feature_maps_figure(image: np.ndarray, caption: str, maps: np.ndarray, title: str):
@@ -176,11 +186,27 @@ def _sweep_points(rows: list[dict], last_value):
 SWEEP_STYLES = {"complete": ("o", "tab:blue", "complete"), "pruned": ("x", "tab:red", "pruned (last reported)")}
 
 
+NO_TRIAL_SHOWN = "no complete or pruned trial to show"
+
+
 def _scatter_by_status(ax, points, x_of) -> None:
     for status, (marker, colour, label) in SWEEP_STYLES.items():
         chosen = [(x_of(row), value) for row, value, kind in points if kind == status]
         if chosen:
             ax.plot(*zip(*chosen), marker, color=colour, label=label, alpha=0.8, linestyle="none")
+
+
+def _tilt_crowded_labels(fig, axes) -> None:
+    """Tilt the x tick labels of those ``axes`` whose labels, side by side, would run into each
+    other (a choice of many values or of long ones; a log scale's 3x10^-4 beside 4x10^-4)."""
+    fig.canvas.draw()  # a label's width is known once drawn
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        labels = [label for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if label.get_text() and label.get_visible()]
+        boxes = sorted((label.get_window_extent(renderer) for label in labels), key=lambda box: box.x0)
+        if any(box.x1 >= following.x0 for box, following in zip(boxes, boxes[1:])):
+            plt.setp(labels, rotation=45, ha="right", rotation_mode="anchor")
 
 
 def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, last_value) -> None:
@@ -197,6 +223,8 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
                     for i in range(len(complete))]
             ax.step([number for number, _ in complete], best, where="post", color="black", label="best so far")
         ax.legend()
+    else:
+        _say_nothing_shown(ax, NO_TRIAL_SHOWN)
     ax.set(xlabel="trial", ylabel=metric)
     _whole_number_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
@@ -218,6 +246,10 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
             _scatter_by_status(ax, with_value, lambda row: position[str(row["params"][parameter.key])])
         elif with_value:
             _scatter_by_status(ax, with_value, lambda row: row["params"][parameter.key])
+        else:  # the range searched, not matplotlib's 0 to 1 of an empty axis
+            ax.set_xlim(parameter.low, parameter.high)
+        if not with_value:
+            _say_nothing_shown(ax, NO_TRIAL_SHOWN)
         if parameter.log:
             ax.set_xscale("log")
         ax.set(xlabel=parameter.key, ylabel=metric)
@@ -226,6 +258,7 @@ def sweep_pictures(rows: list[dict], sweep, by_trial: Path, by_parameter: Path, 
         axes.flat[0].legend()
     for ax in list(axes.flat)[len(sweep.parameters):]:
         ax.set_visible(False)
+    _tilt_crowded_labels(fig, axes.flat[:len(sweep.parameters)])
     title = f"sweep {sweep.name}: {metric} against each parameter"
     fig.suptitle(title)
     _save(fig, by_parameter, title)

@@ -316,6 +316,25 @@ def run(trained_run, tmp_path):
 
 
 @pytest.fixture
+def drawn_figures(monkeypatch):
+    """The figures that the pictures written during the test were drawn from, by path (the latest
+    of each), so that a test reads titles, texts and where they sit off matplotlib's objects."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from mnistcnn import plots
+
+    drawn, save = {}, plots._save
+
+    def keep(fig, path, title):
+        save(fig, path, title)
+        FigureCanvasAgg(fig)  # closed, the figure lost the canvas that measures its texts
+        drawn[Path(path)] = fig
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+@pytest.fixture
 def read_only(monkeypatch):
     """``read_only(folder)``: from now on no file or folder can be made in ``folder`` or under it
     (EACCES), and os.access says so, as in a folder its user may not write in: a permission that

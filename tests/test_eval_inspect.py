@@ -260,15 +260,17 @@ def test_inspect_data_writes_a_grid_of_augmented_samples(tmp_path, cli, configs)
     assert Image.open(out).size[0] > 300
     # the title says the augmentation in words, not as a dict
     said = "shifts of up to 2 px, rotations of up to 10°, scaling by up to 10%, each image 2 times a batch"
-    assert Image.open(out).text["Title"] == f"best: preprocess standardize; augmentation: {said}"
-    assert cli("inspect-data", configs / "quick.yaml", "--count", "2", "--out", out).exit_code == 0
-    assert Image.open(out).text["Title"] == "quick: preprocess scale; augmentation: none"
+    assert Image.open(out).text["Title"] == (f"config best.yaml: train images 0 to 7, preprocess standardize; "
+                                             f"augmentation: {said}")
+    assert cli("inspect-data", configs / "quick.yaml", "--count", "1", "--out", out).exit_code == 0
+    assert Image.open(out).text["Title"] == "config quick.yaml: train image 0, preprocess scale; augmentation: none"
 
 
 def test_inspect_data_of_a_run_uses_the_runs_config_and_writes_into_it(run, cli):
     result = cli("inspect-data", run, "--count", "4")
     assert result.exit_code == 0, result.output
     assert Image.open(run / "augmented.png").size[0] > 100
+    assert Image.open(run / "augmented.png").text["Title"].startswith(f"run {run.name}: train images 0 to 3, ")
 
 
 def test_an_out_folder_that_cannot_be_made_is_named_and_nothing_is_written(trained_run, tmp_path, cli):

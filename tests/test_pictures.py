@@ -1,5 +1,7 @@
 """The pictures and inspect-layer's words: what can be checked without looking at them."""
 
+import json
+
 import numpy as np
 from matplotlib.colors import LogNorm
 from PIL import Image
@@ -112,3 +114,114 @@ def test_a_terminal_preview_shows_two_pixels_a_character_upper_as_colour_lower_a
     styles = [str(span.style) for span in preview.spans]
     assert styles == ["rgb(0,0,0) on rgb(51,51,51)", "rgb(255,255,255) on rgb(0,0,0)",
                       "rgb(102,102,102) on rgb(0,0,0)", "rgb(0,0,0) on rgb(0,0,0)"]
+
+
+def overlapping(texts) -> list[tuple[str, str]]:
+    """The pairs of ``texts`` (matplotlib Text objects, drawn) whose boxes overlap."""
+    renderer = texts[0].figure.canvas.get_renderer()
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def eval_result(tmp_path, mistakes: int) -> dict:
+    """A report as eval_target makes it, of a Fashion-MNIST model: long class names."""
+    misclassified = [{"index": 1000 + i, "true": 0 if i % 2 else 9, "predicted": 9 if i % 2 else 0,
+                      "confidence": 0.99} for i in range(mistakes)]
+    return {"checkpoint": str(tmp_path / "best.npz"), "split": "test", "classes": FASHION,
+            "confusion": np.eye(10, dtype=int).tolist(), "misclassified": misclassified}
+
+
+def test_misclassified_captions_stay_apart_with_long_class_names(tmp_path, drawn_figures):
+    from mnistcnn.evaluation import write_report
+
+    write_report(eval_result(tmp_path, 16), np.zeros((1016, 28, 28)), tmp_path)
+    fig = drawn_figures[tmp_path / "eval-test-best-misclassified.png"]
+    fig.canvas.draw()
+    captions = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(captions) == 16 and "Ankle boot->T-shirt/top" in captions[0].get_text()
+    assert overlapping(captions) == []
+
+
+def test_an_eval_without_mistakes_says_so_in_place_of_an_earlier_picture_of_mistakes(tmp_path, drawn_figures,
+                                                                                     recwarn):
+    from mnistcnn.evaluation import write_report
+
+    picture = tmp_path / "eval-test-best-misclassified.png"
+    write_report(eval_result(tmp_path, 3), np.zeros((1016, 28, 28)), tmp_path)
+    assert picture.exists()
+    made = write_report(eval_result(tmp_path, 0), np.zeros((1016, 28, 28)), tmp_path)
+    assert str(picture) in json.loads(made.read_text())["pictures"]
+    fig = drawn_figures[picture]
+    assert [text.get_text() for ax in fig.axes for text in ax.texts] == ["no image of the test split is misclassified"]
+    assert not any(ax.images for ax in fig.axes)  # the earlier picture's mistakes are gone
+    assert "test split: most confidently misclassified" in title(picture)
+    assert [str(warning.message) for warning in recwarn] == []  # matplotlib's, on the user's terminal
+
+
+def test_a_layer_wider_than_a_picture_says_how_many_of_its_filters_and_maps_are_shown(tmp_path, cli):
+    config = tmp_path / "wide.yaml"
+    config.write_text("name: wide\ndata: {train_limit: 100}\nmodel:\n  layers:\n"
+                      "    - {type: conv2d, filters: 65, kernel: 3, padding: 1}\n"
+                      "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    result = cli("inspect-layer", config, "0", "--index", "0", "--out", tmp_path / "pics")
+    assert result.exit_code == 0, result.output
+    filters = title(tmp_path / "pics" / "layer00-0_conv2d-untrained-filters.png")
+    assert "filters (first 64 of 65 filters, each the mean over its input channels)" in filters
+    maps = title(tmp_path / "pics" / "layer00-0_conv2d-untrained-validation-image0-feature-maps.png")
+    assert maps.endswith("(first 64 of 65 channels)")
+
+
+def sweep_of(*parameters):
+    """What the sweep pictures read of a sweep, searching ``parameters`` for the largest val_acc."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="s", metric="val_acc", goodness=lambda value: value, parameters=list(parameters))
+
+
+def x_labels(ax) -> list:
+    return [label for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+            if label.get_text() and label.get_visible()]
+
+
+def test_a_sweeps_parameter_labels_do_not_run_into_each_other(tmp_path, drawn_figures):
+    from mnistcnn.sweep.space import Parameter
+
+    sizes = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+    sweep = sweep_of(Parameter("train.optimizer.lr", "float", 3e-4, 3e-3, log=True),  # within a decade: 3x10^-4, 4x..
+                     Parameter("train.batch_size", "choice", values=sizes),
+                     Parameter("train.optimizer.type", "choice", values=("sgd", "adam")))
+    rows = [{"number": n, "status": "complete", "value": 0.99, "per_epoch": [0.99],
+             "params": {"train.optimizer.lr": lr, "train.batch_size": size, "train.optimizer.type": "sgd"}}
+            for n, (lr, size) in enumerate([(3.05e-4, 16), (2.95e-3, 1024)])]
+    plots.sweep_pictures(rows, sweep, tmp_path / "by-trial.png", tmp_path / "by-parameter.png",
+                         lambda row: row["value"])
+    fig = drawn_figures[tmp_path / "by-parameter.png"]
+    fig.canvas.draw()
+    lr, size, optimizer = fig.axes
+    for ax in (lr, size):
+        labels = x_labels(ax)
+        assert {label.get_rotation() for label in labels} == {45}
+        # parallel lines of text at 45 degrees, apart by their horizontal step times sin 45: more than a line's height
+        ends = sorted(label.get_window_extent().x1 for label in labels)
+        height = max(label.get_fontsize() for label in labels) * fig.dpi / 72
+        assert min(np.diff(ends)) * np.sin(np.pi / 4) > height, ax.get_xlabel()
+    assert overlapping(x_labels(optimizer)) == [] and x_labels(optimizer)[0].get_rotation() == 0  # room: level
+
+
+def test_a_sweep_with_nothing_to_show_yet_says_so_on_axes_spanning_the_ranges_searched(tmp_path, drawn_figures):
+    from mnistcnn.sweep.space import Parameter
+
+    sweep = sweep_of(Parameter("train.optimizer.lr", "float", 1e-4, 3e-2, log=True),
+                     Parameter("data.augment.rotate", "float", 0, 12),
+                     Parameter("train.batch_size", "choice", values=(32, 64)))
+    failed = [{"number": n, "status": "failed", "value": None, "per_epoch": [], "params": {}} for n in range(2)]
+    plots.sweep_pictures(failed, sweep, tmp_path / "by-trial.png", tmp_path / "by-parameter.png", lambda row: None)
+    for picture in ("by-trial.png", "by-parameter.png"):
+        for ax in drawn_figures[tmp_path / picture].axes:
+            assert [text.get_text() for text in ax.texts] == ["no complete or pruned trial to show"]
+    lr, rotate, _ = drawn_figures[tmp_path / "by-parameter.png"].axes
+    np.testing.assert_allclose(lr.get_xlim(), (1e-4, 3e-2))  # not matplotlib's 1 to 10 of an empty log axis
+    np.testing.assert_allclose(rotate.get_xlim(), (0, 12))
