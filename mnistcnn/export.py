@@ -155,7 +155,9 @@ def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", op
     graph.node("Softmax", ["logits"], output="probabilities", axis=1)
     element = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
     classes = model.output_shape[0]
-    proto = onnx.helper.make_model(
+    # the oldest IR version the opset needs, not the installed onnx's newest: a runtime that knows the
+    # opset then loads the file (onnxruntime refuses an IR version newer than its own)
+    proto = onnx.helper.make_model_gen_version(
         onnx.helper.make_graph(graph.nodes, "mnistcnn", [onnx.helper.make_tensor_value_info(
             "pixels", element, ["N", channels, height, width])],
             [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", classes])

@@ -245,6 +245,24 @@ def test_metadata_round_trips(tmp_path):
     assert OnnxModel(path).classes == ["a", "b", "c"] and OnnxModel(path).input_shape == (4, 4, 1)
 
 
+# ONNX's versioning table (onnx/docs/Versioning.md): the IR version each opset first came with
+IR_OF_OPSET = {13: 7, 17: 8, 21: 10}
+
+
+@pytest.mark.parametrize("opset", sorted(IR_OF_OPSET))
+def test_the_file_has_the_oldest_ir_version_its_opset_needs(opset):
+    """A runtime that knows the opset loads the file: an onnxruntime a phone or a browser ships
+    refuses a newer IR version than its own, whatever the ops."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    proto = build_model(model, Preprocess("scale"), {"classes": ["a", "b", "c"]}, opset=opset)
+    assert proto.ir_version == IR_OF_OPSET[opset]
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+    assert session(proto.SerializeToString()).run(["logits"], {"pixels": np.zeros((2, 1, 4, 4), np.uint8)})[0].shape \
+        == (2, 3)
+
+
 def test_a_corrupt_checkpoint_is_refused_as_eval_refuses_it(tmp_path, cli):
     bad = tmp_path / "best.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
