@@ -268,10 +268,10 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
     from .evaluation import load_for_target
-    from .runs import output_folder, run_summary
+    from .runs import is_onnx_file, output_folder, run_summary
 
     require_onnx()
-    if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
+    if output is not None and not Path(output).is_dir() and not is_onnx_file(output):
         # predict tells an ONNX model by its name, and no config or checkpoint is overwritten by a slip
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)

@@ -263,6 +263,20 @@ def test_the_file_has_the_oldest_ir_version_its_opset_needs(opset):
         == (2, 3)
 
 
+def test_predict_takes_an_exported_file_whose_name_ends_in_capitals(tmp_path, cli, mnist):
+    """export writes -o MODEL.ONNX (any case of .onnx): predict runs it as the ONNX model it is."""
+    from PIL import Image
+
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
+    path = tmp_path / "MODEL.ONNX"
+    path.write_bytes(build_model(model, Preprocess("scale"), model_metadata(
+        {"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None)).SerializeToString())
+    Image.fromarray(255 - mnist.test_images[0][..., 0]).save(tmp_path / "digit.png")
+    result = cli("predict", path, tmp_path / "digit.png", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["predictions"]) == 1
+
+
 def test_a_corrupt_checkpoint_is_refused_as_eval_refuses_it(tmp_path, cli):
     bad = tmp_path / "best.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
