@@ -42,12 +42,14 @@ class ExportMismatch(MnistCnnError):
     """The exported graph disagrees with the engine beyond float32 rounding."""
 
 
-def require_onnx():
+def require_onnx(needed_by: str = "mnistcnn export needs onnx and onnxruntime", alternative: str = ""):
+    """The two modules, else a UsageError: ``needed_by`` says what needs them (the command the user
+    ran), ``alternative`` another fix than installing them."""
     try:
         import onnx
         import onnxruntime
     except ImportError:
-        raise UsageError(f"mnistcnn export needs onnx and onnxruntime, which are not installed; {EXTRA}") from None
+        raise UsageError(f"{needed_by}, which are not installed; {EXTRA}{alternative}") from None
     return onnx, onnxruntime
 
 
@@ -328,7 +330,8 @@ class OnnxModel:
 
     def __init__(self, path):
         path = Path(path)
-        require_onnx()
+        require_onnx(f"{path}: mnistcnn predict runs an exported ONNX model with onnx and onnxruntime",
+                     ", or give the run it came from")
         if not path.is_file():
             raise UsageError(f"{path}: no such ONNX file")
         try:

@@ -326,3 +326,18 @@ def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn export needs onnx and onnxruntime, which are not installed; "
                                      f"{install_extra('export')}")
+
+
+def test_without_onnxruntime_predict_on_an_exported_file_names_predict_not_export(trained_run, cli_without, tmp_path):
+    exported = tmp_path / "model.onnx"
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
+    exported.write_bytes(build_model(model, Preprocess("scale"), model_metadata(
+        {"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None)).SerializeToString())
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
+    result = cli_without("onnxruntime", "predict", exported, tmp_path / "digit.png")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {exported}: mnistcnn predict runs an exported ONNX model with onnx and "
+                                     f"onnxruntime, which are not installed; {install_extra('export')}, or give "
+                                     "the run it came from")
