@@ -93,7 +93,9 @@ def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
         x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
         x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
     elif preprocess.type == "binarize":
-        above = graph.node("Greater", [x, graph.constant("threshold", np.float32(preprocess.threshold / 255))])
+        # halfway to the next pixel value: pixel / 255 and pixel * (1/255) round apart, but never by half a step
+        cut = np.float32((preprocess.threshold + 0.5) / 255)
+        above = graph.node("Greater", [x, graph.constant("threshold", cut)])
         return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
     if preprocess.type == "standardize":
         x = graph.node("Sub", [x, graph.constant("mean", np.float32(preprocess.mean))])

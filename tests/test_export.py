@@ -245,6 +245,23 @@ def test_metadata_round_trips(tmp_path):
     assert OnnxModel(path).classes == ["a", "b", "c"] and OnnxModel(path).input_shape == (4, 4, 1)
 
 
+def test_a_binarizing_graph_of_float_input_cuts_between_two_pixel_values_however_they_were_scaled():
+    """pixel * (1/255) and pixel / 255 round apart in float32 for half the pixel values: the graph
+    of ``--input float`` takes every pixel value on the side the engine puts it, either way."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 256}], (16, 16, 1))
+    model.layers[1].params["W"] = np.eye(256, dtype=np.float32)  # the logits are the binarized pixels
+    model.layers[1].params["b"] = np.zeros(256, np.float32)
+    scaled = {"x * (1/255)": pixels.transpose(0, 3, 1, 2) * np.float32(1 / 255),
+              "x / 255": pixels.transpose(0, 3, 1, 2) / np.float32(255)}
+    for threshold in range(0, 255, 16):  # 7 of these 16 the exact cut got wrong
+        preprocess = Preprocess("binarize", threshold=threshold)
+        graph = session(build_model(model, preprocess, {"classes": []}, "float").SerializeToString())
+        for how, floats in scaled.items():
+            binarized = graph.run(["logits"], {"pixels": floats.astype(np.float32)})[0]
+            assert np.array_equal(binarized.reshape(256), preprocess(pixels).reshape(256)), (threshold, how)
+
+
 # ONNX's versioning table (onnx/docs/Versioning.md): the IR version each opset first came with
 IR_OF_OPSET = {13: 7, 17: 8, 21: 10}
 
