@@ -161,6 +161,9 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(ru
     assert metadata["test_accuracy"] == summary["test_acc"]
     assert metadata["config_name"] == "small" and metadata["input_kind"] == "uint8"
     assert "0-255" in metadata["input"] and metadata["mnistcnn_version"]
+    assert metadata["preprocessing"] == {"type": "scale", "threshold": 0}
+    assert metadata["checkpoint"].startswith(f"run {run.name}, checkpoint best.npz, epoch ")
+    assert "scale (x / 255)" in result.output  # the preprocessing inside the graph
     assert "largest logit difference" in result.output and "uint8 pixels 0-255, NCHW [N, 1, 28, 28]" in result.output
     assert f"{summary['test_acc']:.2%}" in result.output  # both accuracies, on the whole test split
 
@@ -238,11 +241,35 @@ def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path
 def test_metadata_round_trips(tmp_path):
     model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
     meta = {"config": {"name": "three"}}
-    metadata = model_metadata(meta, ["a", "b", "c"], "float", 0.75)
+    metadata = model_metadata(meta, ["a", "b", "c"], "float", 0.75, Preprocess("scale"))
     path = tmp_path / "three.onnx"
     path.write_bytes(build_model(model, Preprocess("scale"), metadata, "float").SerializeToString())
     assert read_metadata(path) == metadata
     assert OnnxModel(path).classes == ["a", "b", "c"] and OnnxModel(path).input_shape == (4, 4, 1)
+
+
+def test_the_file_tells_a_reader_what_to_feed_it_and_what_it_gives(tmp_path):
+    """What Netron and onnxruntime's get_modelmeta() show: the model's and each tensor's doc string,
+    and the metadata: the checkpoint it came from and the preprocessing inside the graph."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    preprocess = Preprocess("standardize", mean=0.13, std=0.31)
+    meta = {"config": {"name": "three"}, "epoch": 2, "source": "run three-20260101-000000, checkpoint best.npz"}
+    metadata = model_metadata(meta, ["a", "b", "c"], "uint8", 0.75, preprocess)
+    path = tmp_path / "three.onnx"
+    path.write_bytes(build_model(model, preprocess, metadata).SerializeToString())
+    assert read_metadata(path)["preprocessing"] == {"type": "standardize", "threshold": 0, "mean": 0.13, "std": 0.31}
+    assert read_metadata(path)["checkpoint"] == "run three-20260101-000000, checkpoint best.npz, epoch 2"
+    described = session(path).get_modelmeta().description
+    assert "three" in described and "run three-20260101-000000, checkpoint best.npz" in described
+    assert "'logits'" in described and "'probabilities'" in described and "a, b, c" in described
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    pixels = graph.input[0].doc_string
+    assert "uint8 pixels 0-255, NCHW [N, 1, 4, 4]" in pixels and "a white digit on black" in pixels
+    assert "standardize ((x / 255 - 0.13) / 0.31)" in pixels and "inside the graph" in pixels
+    assert pixels in described
+    assert all(output.doc_string for output in graph.output)
 
 
 def test_a_binarizing_graph_of_float_input_cuts_between_two_pixel_values_however_they_were_scaled():
@@ -280,14 +307,20 @@ def test_the_file_has_the_oldest_ir_version_its_opset_needs(opset):
         == (2, 3)
 
 
+def untrained_digit_model(path: Path) -> Path:
+    """An exported file of an untrained 28x28 digit model, as export writes one (the check aside)."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
+    metadata = model_metadata({"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None,
+                              Preprocess("scale"))
+    path.write_bytes(build_model(model, Preprocess("scale"), metadata).SerializeToString())
+    return path
+
+
 def test_predict_takes_an_exported_file_whose_name_ends_in_capitals(tmp_path, cli, mnist):
     """export writes -o MODEL.ONNX (any case of .onnx): predict runs it as the ONNX model it is."""
     from PIL import Image
 
-    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
-    path = tmp_path / "MODEL.ONNX"
-    path.write_bytes(build_model(model, Preprocess("scale"), model_metadata(
-        {"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None)).SerializeToString())
+    path = untrained_digit_model(tmp_path / "MODEL.ONNX")
     Image.fromarray(255 - mnist.test_images[0][..., 0]).save(tmp_path / "digit.png")
     result = cli("predict", path, tmp_path / "digit.png", "--json")
     assert result.exit_code == 0, result.output
@@ -346,10 +379,7 @@ def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without)
 
 
 def test_without_onnxruntime_predict_on_an_exported_file_names_predict_not_export(trained_run, cli_without, tmp_path):
-    exported = tmp_path / "model.onnx"
-    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
-    exported.write_bytes(build_model(model, Preprocess("scale"), model_metadata(
-        {"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None)).SerializeToString())
+    exported = untrained_digit_model(tmp_path / "model.onnx")
     from PIL import Image
 
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
