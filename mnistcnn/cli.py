@@ -778,6 +778,10 @@ def export(target, output, which, opset, input_kind, data_dir):
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if exported.training_run is not None:
+        click.echo(f"warning: {exported.training_run} is being trained now: {output} holds its "
+                   f"{exported.checkpoint.stem} checkpoint so far, not its final one; export again when training ends",
+                   err=True)
     console.print(f"next: {command_line('predict', output, 'YOUR-DIGIT.png')}", soft_wrap=True)
 
 

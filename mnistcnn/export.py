@@ -280,6 +280,7 @@ class Exported:
     folded: bool
     input_shape: tuple
     preprocessing: str  # inside the graph, in words
+    training_run: Path | None  # the checkpoint's run when it is being trained now: the file will fall behind it
 
 
 def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = "uint8",
@@ -288,7 +289,7 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
     from .evaluation import checkpoint_label, load_for_target
-    from .runs import is_onnx_file, output_folder, run_summary
+    from .runs import RunDir, is_onnx_file, output_folder, run_summary
 
     require_onnx()
     if output is not None and not Path(output).is_dir() and not is_onnx_file(output):
@@ -307,7 +308,9 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
         comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                          cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
                                          input_kind, opset)
-    return Exported(path, output, output.stat().st_size, comparison, folded, model.input_shape, preprocess.describe())
+    run = RunDir.of_checkpoint(path)
+    return Exported(path, output, output.stat().st_size, comparison, folded, model.input_shape, preprocess.describe(),
+                    run.path if run is not None and run.being_trained else None)
 
 
 def check_opset(opset: int) -> None:

@@ -200,6 +200,18 @@ def test_the_last_checkpoint_is_exported_beside_the_best_not_over_it(run, cli):
     assert read_metadata(run / "model-last.onnx")["test_accuracy"] == "unknown"
 
 
+def test_a_run_still_training_is_exported_with_a_warning_that_the_file_will_be_stale(run, cli):
+    from mnistcnn.runs import RunDir
+
+    with RunDir(run).training_lock():  # as a trainer holds it
+        result = cli("export", run)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {run} is being trained now: {run / 'model.onnx'} holds its best checkpoint "
+                             "so far, not its final one; export again when training ends\n")
+    assert (run / "model.onnx").is_file()
+    assert "warning" not in cli("export", run).stderr  # once it has ended
+
+
 def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run, mnist, tmp_path, monkeypatch):
     """The classic silent bug: flattening NCHW as it comes, not in the engine's (H, W, C) order."""
     import mnistcnn.export as export
