@@ -86,14 +86,12 @@ def folded(layer, norm: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
-    """Raw pixels -> the float32 images the model was trained on, as ``data.Preprocess`` makes them."""
+    """Raw pixels -> the float32 images the model was trained on, as ``data.Preprocess`` makes them.
+    uint8 pixels are cast to float32 first: some runtimes have no comparison of uint8 (onnxruntime 1.16)."""
     if input_kind == "uint8":
-        if preprocess.type == "binarize":
-            above = graph.node("Greater", [x, graph.constant("threshold", np.uint8(preprocess.threshold))])
-            return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
         x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
         x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
-    elif preprocess.type == "binarize":
+    if preprocess.type == "binarize":
         # halfway to the next pixel value: pixel / 255 and pixel * (1/255) round apart, but never by half a step
         cut = np.float32((preprocess.threshold + 0.5) / 255)
         above = graph.node("Greater", [x, graph.constant("threshold", cut)])

@@ -284,9 +284,10 @@ def test_the_file_tells_a_reader_what_to_feed_it_and_what_it_gives(tmp_path):
     assert all(output.doc_string for output in graph.output)
 
 
-def test_a_binarizing_graph_of_float_input_cuts_between_two_pixel_values_however_they_were_scaled():
+def test_a_binarizing_graph_cuts_between_two_pixel_values_however_they_were_scaled():
     """pixel * (1/255) and pixel / 255 round apart in float32 for half the pixel values: the graph
-    of ``--input float`` takes every pixel value on the side the engine puts it, either way."""
+    of ``--input float`` takes every pixel value on the side the engine puts it, either way, and so
+    does the graph of uint8 pixels, which it scales itself."""
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
     model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 256}], (16, 16, 1))
     model.layers[1].params["W"] = np.eye(256, dtype=np.float32)  # the logits are the binarized pixels
@@ -299,6 +300,29 @@ def test_a_binarizing_graph_of_float_input_cuts_between_two_pixel_values_however
         for how, floats in scaled.items():
             binarized = graph.run(["logits"], {"pixels": floats.astype(np.float32)})[0]
             assert np.array_equal(binarized.reshape(256), preprocess(pixels).reshape(256)), (threshold, how)
+        as_uint8 = session(build_model(model, preprocess, {"classes": []}, "uint8").SerializeToString())
+        binarized = as_uint8.run(["logits"], {"pixels": pixels.transpose(0, 3, 1, 2).copy()})[0]
+        assert np.array_equal(binarized.reshape(256), preprocess(pixels).reshape(256)), (threshold, "uint8")
+
+
+@pytest.mark.parametrize("preprocess", [Preprocess("scale"), Preprocess("binarize", threshold=0),
+                                        Preprocess("standardize", mean=0.13, std=0.31)], ids=lambda p: p.type)
+@pytest.mark.parametrize("input_kind", ["uint8", "float"])
+def test_every_op_but_the_casts_computes_in_float32(preprocess, input_kind):
+    """The ops every runtime has for float32: onnxruntime 1.16, for one, has no Greater on uint8,
+    and refused a binarizing graph of uint8 pixels (notebook.yaml's, lenet-plain.yaml's)."""
+    import onnx
+
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    proto = onnx.shape_inference.infer_shapes(build_model(model, preprocess, {"classes": ["a", "b", "c"]}, input_kind),
+                                              strict_mode=True)
+    graph = proto.graph
+    element = {value.name: value.type.tensor_type.elem_type for value in [*graph.input, *graph.value_info,
+                                                                          *graph.output]}
+    element.update((tensor.name, tensor.data_type) for tensor in graph.initializer)
+    computed = [node for node in graph.node if node.op_type != "Cast"]  # the casts to float32 themselves aside
+    assert {(node.op_type, element[name]) for node in computed for name in node.input
+            if element[name] != onnx.TensorProto.FLOAT} == set()
 
 
 # ONNX's versioning table (onnx/docs/Versioning.md): the IR version each opset first came with
