@@ -739,9 +739,10 @@ def _duration(seconds) -> str:
 
 # -- export ----------------------------------------------------------------------------------
 @main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""\b
-Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW) and
+Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW, as
+the training images are: for MNIST a white digit on black), the run's preprocessing inside it, and
 gives logits and probabilities; it is kept only if onnxruntime agrees with the engine on the
-run's test split.
+run's test split. What it takes is in its doc string and metadata too.
 \b
 Examples:
   mnistcnn export runs/lenet-20260101-000000                  # -> runs/lenet-.../model.onnx
@@ -772,6 +773,7 @@ def export(target, output, which, opset, input_kind, data_dir):
         ("checkpoint", str(exported.checkpoint)),
         ("file", f"{output} ({exported.size_bytes / 1e6:.2f} MB, opset {opset})"),
         ("input", f"{INPUT_KINDS[input_kind]} [N, {channels}, {height}, {width}]"),
+        ("preprocessing", f"{exported.preprocessing}, inside the graph"),
         ("outputs", "logits, probabilities"),
         ("batchnorm", "folded into the layer before it" if exported.folded else "-"),
         ("largest logit difference", f"{comparison.largest_difference:.2e} (tolerance {comparison.tolerance:.2e})"),
@@ -784,6 +786,10 @@ def export(target, output, which, opset, input_kind, data_dir):
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if exported.training_run is not None:
+        click.echo(f"warning: {exported.training_run} is being trained now: {output} holds its "
+                   f"{exported.checkpoint.stem} checkpoint so far, not its final one; export again when training ends",
+                   err=True)
     console.print(f"next: {command_line('predict', output, 'YOUR-DIGIT.png')}", soft_wrap=True)
 
 

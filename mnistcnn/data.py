@@ -366,6 +366,14 @@ class Preprocess:
             x *= np.float32(1 / self.std)
         return x
 
+    def describe(self) -> str:
+        """In words, as a formula of a uint8 pixel x."""
+        if self.type == "binarize":
+            return f"binarize (x > {self.threshold} -> 1, else 0)"
+        if self.type == "standardize":
+            return f"standardize ((x / 255 - {self.mean:.6g}) / {self.std:.6g})"
+        return "scale (x / 255)"
+
     def to_config(self) -> dict:
         config = {"type": self.type, "threshold": self.threshold}
         if self.type == "standardize":

@@ -35,6 +35,7 @@ EXTRA = install_extra("export")
 DEFAULT_OPSET = 17
 LOWEST_OPSET = 13  # Softmax over one axis, as the graph uses it
 INPUT_KINDS = {"uint8": "uint8 pixels 0-255, NCHW", "float": "float32 pixels 0-1 (pixel / 255), NCHW"}
+LAYOUT = "as the training images are (for MNIST: a white digit on black, fitted into 20x20 and centred in 28x28)"
 SIMPLE_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
@@ -42,12 +43,14 @@ class ExportMismatch(MnistCnnError):
     """The exported graph disagrees with the engine beyond float32 rounding."""
 
 
-def require_onnx():
+def require_onnx(needed_by: str = "mnistcnn export needs onnx and onnxruntime", alternative: str = ""):
+    """The two modules, else a UsageError: ``needed_by`` says what needs them (the command the user
+    ran), ``alternative`` another fix than installing them."""
     try:
         import onnx
         import onnxruntime
     except ImportError:
-        raise UsageError(f"mnistcnn export needs onnx and onnxruntime, which are not installed; {EXTRA}") from None
+        raise UsageError(f"{needed_by}, which are not installed; {EXTRA}{alternative}") from None
     return onnx, onnxruntime
 
 
@@ -83,15 +86,15 @@ def folded(layer, norm: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
-    """Raw pixels -> the float32 images the model was trained on, as ``data.Preprocess`` makes them."""
+    """Raw pixels -> the float32 images the model was trained on, as ``data.Preprocess`` makes them.
+    uint8 pixels are cast to float32 first: some runtimes have no comparison of uint8 (onnxruntime 1.16)."""
     if input_kind == "uint8":
-        if preprocess.type == "binarize":
-            above = graph.node("Greater", [x, graph.constant("threshold", np.uint8(preprocess.threshold))])
-            return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
         x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
         x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
-    elif preprocess.type == "binarize":
-        above = graph.node("Greater", [x, graph.constant("threshold", np.float32(preprocess.threshold / 255))])
+    if preprocess.type == "binarize":
+        # halfway to the next pixel value: pixel / 255 and pixel * (1/255) round apart, but never by half a step
+        cut = np.float32((preprocess.threshold + 0.5) / 255)
+        above = graph.node("Greater", [x, graph.constant("threshold", cut)])
         return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
     if preprocess.type == "standardize":
         x = graph.node("Sub", [x, graph.constant("mean", np.float32(preprocess.mean))])
@@ -136,7 +139,9 @@ def _layer(graph: Graph, layer, x: str, index: int, norm: BatchNorm | None) -> s
 
 def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", opset: int = DEFAULT_OPSET,
                 fold: bool = True):
-    """The ONNX ModelProto: pixels in (``input_kind``), logits and probabilities out."""
+    """The ONNX ModelProto: pixels in (``input_kind``), logits and probabilities out; ``metadata``
+    (``model_metadata``'s) is its metadata_props, and its config name, checkpoint and classes are
+    in the doc string that viewers such as Netron show, beside each tensor's."""
     onnx, _ = require_onnx()
     graph = Graph(onnx)
     height, width, channels = model.input_shape
@@ -155,23 +160,37 @@ def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", op
     graph.node("Softmax", ["logits"], output="probabilities", axis=1)
     element = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
     classes = model.output_shape[0]
-    proto = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.nodes, "mnistcnn", [onnx.helper.make_tensor_value_info(
-            "pixels", element, ["N", channels, height, width])],
-            [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", classes])
-             for name in ("logits", "probabilities")], graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="mnistcnn", producer_version=__version__)
+    pixels = onnx.helper.make_tensor_value_info("pixels", element, ["N", channels, height, width], doc_string=(
+        f"{INPUT_KINDS[input_kind]} [N, {channels}, {height}, {width}], {LAYOUT}; the run's preprocessing, "
+        f"{preprocess.describe()}, is inside the graph"))
+    outputs = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", classes], doc_string=what)
+               for name, what in (("logits", f"[N, {classes}], a score per class of metadata 'classes'"),
+                                  ("probabilities", f"[N, {classes}], the softmax of the logits"))]
+    source = f" ({metadata['checkpoint']})" if "checkpoint" in metadata else ""
+    described = (f"mnistcnn {__version__}, {metadata.get('config_name', 'a model')}{source}. Input 'pixels': "
+                 f"{pixels.doc_string}. Outputs 'logits' and 'probabilities' (their softmax), [N, {classes}], over "
+                 f"the classes {', '.join(map(str, metadata.get('classes', [])))}.")
+    # the oldest IR version the opset needs, not the installed onnx's newest: a runtime that knows the
+    # opset then loads the file (onnxruntime refuses an IR version newer than its own)
+    proto = onnx.helper.make_model_gen_version(
+        onnx.helper.make_graph(graph.nodes, "mnistcnn", [pixels], outputs, graph.initializers),
+        opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="mnistcnn", producer_version=__version__,
+        doc_string=described)
     onnx.helper.set_model_props(proto, {key: value if isinstance(value, str) else json.dumps(value)
                                         for key, value in metadata.items()})
     return proto
 
 
-def model_metadata(meta: dict, classes: list[str], input_kind: str, test_acc) -> dict:
-    """What the file says about itself (ONNX metadata_props, strings)."""
-    return {"classes": classes, "input": INPUT_KINDS[input_kind], "input_kind": input_kind,
-            "config_name": meta["config"]["name"], "mnistcnn_version": __version__,
-            "test_accuracy": test_acc if test_acc is not None else "unknown",
-            "outputs": "logits, probabilities (softmax of the logits)"}
+def model_metadata(meta: dict, classes: list[str], input_kind: str, test_acc, preprocess) -> dict:
+    """What the file says about itself (ONNX metadata_props, strings): ``meta`` is the checkpoint's,
+    with ``source`` (the checkpoint in words) where it is known."""
+    metadata = {"classes": classes, "input": INPUT_KINDS[input_kind], "input_kind": input_kind,
+                "preprocessing": preprocess.to_config(), "config_name": meta["config"]["name"],
+                "mnistcnn_version": __version__, "test_accuracy": test_acc if test_acc is not None else "unknown",
+                "outputs": "logits, probabilities (softmax of the logits)"}
+    if "source" in meta:
+        metadata["checkpoint"] = f"{meta['source']}, epoch {meta['epoch']}"
+    return metadata
 
 
 def read_metadata(path) -> dict:
@@ -258,6 +277,8 @@ class Exported:
     comparison: Comparison
     folded: bool
     input_shape: tuple
+    preprocessing: str  # inside the graph, in words
+    training_run: Path | None  # the checkpoint's run when it is being trained now: the file will fall behind it
 
 
 def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = "uint8",
@@ -265,11 +286,11 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
     checked on the run's test split."""
-    from .evaluation import load_for_target
-    from .runs import output_folder, run_summary
+    from .evaluation import checkpoint_label, load_for_target
+    from .runs import RunDir, is_onnx_file, output_folder, run_summary
 
     require_onnx()
-    if output is not None and not Path(output).is_dir() and Path(output).suffix.lower() != ".onnx":
+    if output is not None and not Path(output).is_dir() and not is_onnx_file(output):
         # predict tells an ONNX model by its name, and no config or checkpoint is overwritten by a slip
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
@@ -278,13 +299,16 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     output = Path(output) if output else output_folder(path) / default_name
     # the run's test score is its best checkpoint's
     meta["test_acc"] = (run_summary(path) or {}).get("test_acc") if path.stem == "best" else None
+    meta["source"] = checkpoint_label(path)
     check_opset(opset)
     make_folder(output.parent, option, output)  # once nothing can be refused
     with written_to(option):
         comparison, folded = export_onnx(cfg.fast_plan(model, meta["config"]), preprocess, meta,
                                          cfg.class_names(meta["config"]), data.test_x, data.test_y, output,
                                          input_kind, opset)
-    return Exported(path, output, output.stat().st_size, comparison, folded, model.input_shape)
+    run = RunDir.of_checkpoint(path)
+    return Exported(path, output, output.stat().st_size, comparison, folded, model.input_shape, preprocess.describe(),
+                    run.path if run is not None and run.being_trained else None)
 
 
 def check_opset(opset: int) -> None:
@@ -303,7 +327,7 @@ def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.nda
     onnx, _ = require_onnx()
     check_opset(opset)
     test_acc = meta.get("test_acc")
-    metadata = model_metadata(meta, classes, input_kind, test_acc)
+    metadata = model_metadata(meta, classes, input_kind, test_acc, preprocess)
     has_norm = any(isinstance(layer, BatchNorm) for layer in plan.model.layers)
     for fold in (True, False) if has_norm else (False,):
         # checked in memory: an interrupted or failed check leaves no unchecked file under the name predict takes
@@ -326,7 +350,8 @@ class OnnxModel:
 
     def __init__(self, path):
         path = Path(path)
-        require_onnx()
+        require_onnx(f"{path}: mnistcnn predict runs an exported ONNX model with onnx and onnxruntime",
+                     ", or give the run it came from")
         if not path.is_file():
             raise UsageError(f"{path}: no such ONNX file")
         try:

@@ -19,7 +19,7 @@ from . import config as cfg
 from .atomic import OutputOption, atomic_writer, make_folder, written_to
 from .errors import DataError, UsageError
 from .engine.losses import softmax
-from .runs import PICTURE_SUFFIXES
+from .runs import PICTURE_SUFFIXES, is_onnx_file
 
 SIDE, BOX = 28, 20
 ONE_COLOUR = 24  # grey levels within which a picture shows nothing
@@ -393,7 +393,7 @@ def fit_and_centre(crop: np.ndarray) -> np.ndarray:
 def load_classifier(path: Path) -> tuple:
     """``(model, preprocess, class names)`` from a checkpoint, or from an exported ONNX file (run
     by onnxruntime, its preprocessing inside the graph: ``preprocess`` is None)."""
-    if path.suffix == ".onnx":
+    if is_onnx_file(path):
         from .export import OnnxModel
 
         model = OnnxModel(path)

@@ -347,7 +347,7 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
     instead = instead or damaged_checkpoint_advice(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    if path.suffix.lower() == ".onnx":
+    if is_onnx_file(path):
         raise CheckpointError(f"{path}: is an exported ONNX model; give the run it came from (or its .npz "
                               "checkpoint): of the commands, only predict takes an ONNX model")
     if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
@@ -405,6 +405,11 @@ def is_config_file(path) -> bool:
     return Path(path).suffix.lower() in CONFIG_SUFFIXES
 
 
+def is_onnx_file(path) -> bool:
+    """An exported ONNX model, told by its name as export writes it: ``.onnx`` in any case."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
 def no_checkpoint_choice(which: str, target, what: str) -> UsageError:
     """--checkpoint given with ``target``, which is ``what`` (a config, a checkpoint file), not a run."""
     return UsageError(f"--checkpoint {which}: {target} is {what}, not a run directory; give the run directory to "
@@ -460,6 +465,6 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
                          f"the run (runs/NAME-STAMP) or one of its checkpoints; to classify the picture: "
                          f"{command_line('predict', 'RUN', target)}")
     if which is not None:
-        raise no_checkpoint_choice(which, target, "an exported ONNX model" if target.suffix.lower() == ".onnx"
+        raise no_checkpoint_choice(which, target, "an exported ONNX model" if is_onnx_file(target)
                                    else "a checkpoint file")
     return target

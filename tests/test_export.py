@@ -161,6 +161,9 @@ def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(ru
     assert metadata["test_accuracy"] == summary["test_acc"]
     assert metadata["config_name"] == "small" and metadata["input_kind"] == "uint8"
     assert "0-255" in metadata["input"] and metadata["mnistcnn_version"]
+    assert metadata["preprocessing"] == {"type": "scale", "threshold": 0}
+    assert metadata["checkpoint"].startswith(f"run {run.name}, checkpoint best.npz, epoch ")
+    assert "scale (x / 255)" in result.output  # the preprocessing inside the graph
     assert "largest logit difference" in result.output and "uint8 pixels 0-255, NCHW [N, 1, 28, 28]" in result.output
     assert f"{summary['test_acc']:.2%}" in result.output  # both accuracies, on the whole test split
 
@@ -195,6 +198,18 @@ def test_the_last_checkpoint_is_exported_beside_the_best_not_over_it(run, cli):
     # the run's test accuracy is its best checkpoint's: the last one's is not known
     assert read_metadata(run / "model.onnx")["test_accuracy"] != "unknown"
     assert read_metadata(run / "model-last.onnx")["test_accuracy"] == "unknown"
+
+
+def test_a_run_still_training_is_exported_with_a_warning_that_the_file_will_be_stale(run, cli):
+    from mnistcnn.runs import RunDir
+
+    with RunDir(run).training_lock():  # as a trainer holds it
+        result = cli("export", run)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {run} is being trained now: {run / 'model.onnx'} holds its best checkpoint "
+                             "so far, not its final one; export again when training ends\n")
+    assert (run / "model.onnx").is_file()
+    assert "warning" not in cli("export", run).stderr  # once it has ended
 
 
 def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run, mnist, tmp_path, monkeypatch):
@@ -238,11 +253,114 @@ def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path
 def test_metadata_round_trips(tmp_path):
     model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
     meta = {"config": {"name": "three"}}
-    metadata = model_metadata(meta, ["a", "b", "c"], "float", 0.75)
+    metadata = model_metadata(meta, ["a", "b", "c"], "float", 0.75, Preprocess("scale"))
     path = tmp_path / "three.onnx"
     path.write_bytes(build_model(model, Preprocess("scale"), metadata, "float").SerializeToString())
     assert read_metadata(path) == metadata
     assert OnnxModel(path).classes == ["a", "b", "c"] and OnnxModel(path).input_shape == (4, 4, 1)
+
+
+def test_the_file_tells_a_reader_what_to_feed_it_and_what_it_gives(tmp_path):
+    """What Netron and onnxruntime's get_modelmeta() show: the model's and each tensor's doc string,
+    and the metadata: the checkpoint it came from and the preprocessing inside the graph."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    preprocess = Preprocess("standardize", mean=0.13, std=0.31)
+    meta = {"config": {"name": "three"}, "epoch": 2, "source": "run three-20260101-000000, checkpoint best.npz"}
+    metadata = model_metadata(meta, ["a", "b", "c"], "uint8", 0.75, preprocess)
+    path = tmp_path / "three.onnx"
+    path.write_bytes(build_model(model, preprocess, metadata).SerializeToString())
+    assert read_metadata(path)["preprocessing"] == {"type": "standardize", "threshold": 0, "mean": 0.13, "std": 0.31}
+    assert read_metadata(path)["checkpoint"] == "run three-20260101-000000, checkpoint best.npz, epoch 2"
+    described = session(path).get_modelmeta().description
+    assert "three" in described and "run three-20260101-000000, checkpoint best.npz" in described
+    assert "'logits'" in described and "'probabilities'" in described and "a, b, c" in described
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    pixels = graph.input[0].doc_string
+    assert "uint8 pixels 0-255, NCHW [N, 1, 4, 4]" in pixels and "a white digit on black" in pixels
+    assert "standardize ((x / 255 - 0.13) / 0.31)" in pixels and "inside the graph" in pixels
+    assert pixels in described
+    assert all(output.doc_string for output in graph.output)
+
+
+def test_a_binarizing_graph_cuts_between_two_pixel_values_however_they_were_scaled():
+    """pixel * (1/255) and pixel / 255 round apart in float32 for half the pixel values: the graph
+    of ``--input float`` takes every pixel value on the side the engine puts it, either way, and so
+    does the graph of uint8 pixels, which it scales itself."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 256}], (16, 16, 1))
+    model.layers[1].params["W"] = np.eye(256, dtype=np.float32)  # the logits are the binarized pixels
+    model.layers[1].params["b"] = np.zeros(256, np.float32)
+    scaled = {"x * (1/255)": pixels.transpose(0, 3, 1, 2) * np.float32(1 / 255),
+              "x / 255": pixels.transpose(0, 3, 1, 2) / np.float32(255)}
+    for threshold in range(0, 255, 16):  # 7 of these 16 the exact cut got wrong
+        preprocess = Preprocess("binarize", threshold=threshold)
+        graph = session(build_model(model, preprocess, {"classes": []}, "float").SerializeToString())
+        for how, floats in scaled.items():
+            binarized = graph.run(["logits"], {"pixels": floats.astype(np.float32)})[0]
+            assert np.array_equal(binarized.reshape(256), preprocess(pixels).reshape(256)), (threshold, how)
+        as_uint8 = session(build_model(model, preprocess, {"classes": []}, "uint8").SerializeToString())
+        binarized = as_uint8.run(["logits"], {"pixels": pixels.transpose(0, 3, 1, 2).copy()})[0]
+        assert np.array_equal(binarized.reshape(256), preprocess(pixels).reshape(256)), (threshold, "uint8")
+
+
+@pytest.mark.parametrize("preprocess", [Preprocess("scale"), Preprocess("binarize", threshold=0),
+                                        Preprocess("standardize", mean=0.13, std=0.31)], ids=lambda p: p.type)
+@pytest.mark.parametrize("input_kind", ["uint8", "float"])
+def test_every_op_but_the_casts_computes_in_float32(preprocess, input_kind):
+    """The ops every runtime has for float32: onnxruntime 1.16, for one, has no Greater on uint8,
+    and refused a binarizing graph of uint8 pixels (notebook.yaml's, lenet-plain.yaml's)."""
+    import onnx
+
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    proto = onnx.shape_inference.infer_shapes(build_model(model, preprocess, {"classes": ["a", "b", "c"]}, input_kind),
+                                              strict_mode=True)
+    graph = proto.graph
+    element = {value.name: value.type.tensor_type.elem_type for value in [*graph.input, *graph.value_info,
+                                                                          *graph.output]}
+    element.update((tensor.name, tensor.data_type) for tensor in graph.initializer)
+    computed = [node for node in graph.node if node.op_type != "Cast"]  # the casts to float32 themselves aside
+    assert {(node.op_type, element[name]) for node in computed for name in node.input
+            if element[name] != onnx.TensorProto.FLOAT} == set()
+
+
+# ONNX's versioning table (onnx/docs/Versioning.md): the IR version each opset first came with
+IR_OF_OPSET = {13: 7, 17: 8, 21: 10}
+
+
+@pytest.mark.parametrize("opset", sorted(IR_OF_OPSET))
+def test_the_file_has_the_oldest_ir_version_its_opset_needs(opset):
+    """A runtime that knows the opset loads the file: an onnxruntime a phone or a browser ships
+    refuses a newer IR version than its own, whatever the ops."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    proto = build_model(model, Preprocess("scale"), {"classes": ["a", "b", "c"]}, opset=opset)
+    assert proto.ir_version == IR_OF_OPSET[opset]
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+    assert session(proto.SerializeToString()).run(["logits"], {"pixels": np.zeros((2, 1, 4, 4), np.uint8)})[0].shape \
+        == (2, 3)
+
+
+def untrained_digit_model(path: Path) -> Path:
+    """An exported file of an untrained 28x28 digit model, as export writes one (the check aside)."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1))
+    metadata = model_metadata({"config": {"name": "tiny"}}, [str(d) for d in range(10)], "uint8", None,
+                              Preprocess("scale"))
+    path.write_bytes(build_model(model, Preprocess("scale"), metadata).SerializeToString())
+    return path
+
+
+def test_predict_takes_an_exported_file_whose_name_ends_in_capitals(tmp_path, cli, mnist):
+    """export writes -o MODEL.ONNX (any case of .onnx): predict runs it as the ONNX model it is."""
+    from PIL import Image
+
+    path = untrained_digit_model(tmp_path / "MODEL.ONNX")
+    Image.fromarray(255 - mnist.test_images[0][..., 0]).save(tmp_path / "digit.png")
+    result = cli("predict", path, tmp_path / "digit.png", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["predictions"]) == 1
 
 
 def test_a_corrupt_checkpoint_is_refused_as_eval_refuses_it(tmp_path, cli):
@@ -294,3 +412,15 @@ def test_without_onnx_the_command_says_what_to_install(trained_run, cli_without)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn export needs onnx and onnxruntime, which are not installed; "
                                      f"{install_extra('export')}")
+
+
+def test_without_onnxruntime_predict_on_an_exported_file_names_predict_not_export(trained_run, cli_without, tmp_path):
+    exported = untrained_digit_model(tmp_path / "model.onnx")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
+    result = cli_without("onnxruntime", "predict", exported, tmp_path / "digit.png")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {exported}: mnistcnn predict runs an exported ONNX model with onnx and "
+                                     f"onnxruntime, which are not installed; {install_extra('export')}, or give "
+                                     "the run it came from")
