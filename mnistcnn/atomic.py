@@ -96,8 +96,18 @@ def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> P
     # a folder that exists but refuses files fails here, before the work, not at the first write
     if not os.access(nearest, os.W_OK | os.X_OK):
         done = "write in" if nearest == folder else "create"
-        raise UsageError(f"{named}: cannot {done} {what} ({os.strerror(errno.EACCES)}); {option.fix()}")
+        raise UsageError(f"{named}: cannot {done} {what} ({os.strerror(_refusal(nearest))}); {option.fix()}")
     return folder
+
+
+def _refusal(folder: Path) -> int:
+    """Why os.access refused to let us write in ``folder``, which it does not say: a read-only
+    filesystem (a mounted image, a locked drive) or a permission."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        read_only = False
+    return errno.EROFS if read_only else errno.EACCES
 
 
 def mode_by_umask(path) -> None:

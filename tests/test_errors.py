@@ -2,6 +2,7 @@
 file, the kind of path given where another was expected, and a finished run that is not
 resumed as if it had stopped."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -129,6 +130,21 @@ def test_a_runs_folder_that_cannot_be_written_is_refused_before_anything_is_prin
                              "denied); write elsewhere with --runs-dir DIR\n")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere"]
     assert cli("train", QUICK, "--print-config", "--runs-dir", tmp_path / "runs").exit_code == 0  # it writes nothing
+
+
+def test_a_read_only_filesystem_is_named_as_such_not_as_a_permission(cli, tmp_path, read_only, monkeypatch):
+    read_only(tmp_path)
+    statvfs = os.statvfs
+
+    def mounted_read_only(path):  # as a read-only mount reports itself
+        found = statvfs(path)
+        return os.statvfs_result((*found[:8], found.f_flag | os.ST_RDONLY, found.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", mounted_read_only)
+    result = cli("train", QUICK, "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == (f"error: --runs-dir {tmp_path}: cannot write in this folder (Read-only file system); "
+                             "write elsewhere with --runs-dir DIR\n")
 
 
 def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp_path, monkeypatch):
