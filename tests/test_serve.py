@@ -273,6 +273,36 @@ def test_pictures_too_large_or_damaged_are_refused(client, served):
     assert post_picture(client, png_bytes(served.test_x[0, :, :, 0])).status_code == 200
 
 
+def asgi_request(app, method: str, path: str, headers: dict, messages: list) -> list:
+    """``app`` called as uvicorn calls it, the request's body as ``messages`` (``http.request`` and
+    ``http.disconnect`` events) and nothing after them: what the app sent back."""
+    import anyio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(key.encode(), value.encode()) for key, value in headers.items()],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    events, sent = iter(messages), []
+
+    async def receive():
+        return next(events)
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("url", ["/api/gradients", "/api/predict"])
+def test_a_client_gone_before_its_body_ends_is_no_error(served, url):
+    # a tab closed or a curl stopped mid-upload raised ClientDisconnect out of the app: uvicorn printed
+    # its traceback on the terminal that serves the page
+    sent = asgi_request(create_app(served), "POST", url, {"host": "127.0.0.1", "content-length": "100"},
+                        [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+    assert [message["type"] for message in sent] in ([], ["http.response.start", "http.response.body"])
+
+
 def test_a_json_request_over_its_limit_is_refused_and_the_server_answers_on(client):
     body = json.dumps({"image": "A" * MAX_JSON_BYTES, "class": 1}).encode()  # the picture's limit is far higher
     answer = client.post("/api/gradients", content=body, headers={"content-type": "application/json"})

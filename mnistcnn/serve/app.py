@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -97,11 +97,14 @@ async def read_body(request: Request, limit: int, what: str, wrapping: int = 0) 
     if int(declared) > limit + wrapping:
         raise refused
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + wrapping:
-            raise refused
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + wrapping:
+                raise refused
+            chunks.append(chunk)
+    except ClientDisconnect:  # a tab closed mid-upload: a refusal that reaches no one, not a server error
+        raise RequestError(400, f"the connection closed before {what} was sent whole; send it again") from None
     return b"".join(chunks)
 
 
