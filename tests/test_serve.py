@@ -392,6 +392,26 @@ def test_the_run_tab_is_evals_report(client, trained_run):
     assert client.get("/api/run/cell?true=3&predicted=x").status_code == 400
 
 
+def test_a_failure_inside_the_server_is_one_line_on_the_terminal_and_a_json_error(run, caplog):
+    # a summary.json edited to hold NaN (JSON that Python reads but no JSON answer may carry) failed the run
+    # tab's request: the page got a plain-text "Internal Server Error" and the terminal a traceback
+    client = TestClient(create_app(open_model(run)), base_url="http://127.0.0.1")
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
+    with caplog.at_level("INFO", logger="uvicorn.error"):
+        answer = client.get("/api/run")
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/json", answer.text
+    assert answer.json() == {"error": "the server failed on GET /api/run; the terminal running mnistcnn serve "
+                                      "says why"}
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    (record,) = caplog.records
+    assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
+    assert record.getMessage().startswith("GET /api/run failed: ValueError: Out of range float values"), \
+        record.getMessage()
+    assert "(mnistcnn/serve/app.py:" in record.getMessage()  # where in mnistcnn, not deep in json
+    assert client.get("/api/model").status_code == 200
+
+
 # -- the command --------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:

@@ -4,7 +4,8 @@ Safe by default: a request's body is read up to a limit (413 past it), what is n
 refused with a message the page shows, only the packaged files are served (a fixed map of names:
 no path from a request reaches the file system), the Host header must be an IP address or a name
 of this machine (``server.host_names``: a page elsewhere cannot reach it by DNS rebinding), and every refusal is
-``{"error": "..."}`` with a 4xx status, after which the server answers as before.
+``{"error": "..."}`` with a 4xx status, after which the server answers as before; a failure of the server's
+own is a 500 likewise, and one line on its terminal.
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import binascii
 import email.parser
 import email.policy
 import json
+import logging
 import re
+import traceback
 from importlib import resources
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +33,8 @@ from ..predict import NotAPicture, PictureTooLarge
 from . import inside
 from .server import host_allowed, host_names, host_of
 
+PACKAGE = Path(__file__).resolve().parent.parent
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own lines on the terminal: "ERROR:    ..."
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
 FORM_BYTES = 16 << 10  # a form's own lines around the picture it holds: a picture under the limit is not refused
@@ -60,6 +66,37 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class Unexpected:
+    """ASGI middleware turning an error no handler expected (a bug, a run's file edited into what no
+    JSON answer may carry) into a 500 ``{"error": ...}`` and one line on the terminal, where uvicorn
+    printed a traceback and the page got plain text."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def send_noting_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as err:
+            request = f"{scope.get('method', '')} {scope.get('path', '')}"
+            # the line of mnistcnn's that it went wrong under, rather than one deep in json or numpy (the
+            # traceback starts here, so there is one)
+            ours = [frame for frame in traceback.extract_tb(err.__traceback__)
+                    if Path(frame.filename).is_relative_to(PACKAGE)][-1]
+            LOG.error("%s failed: %s: %s (%s:%d)", request, type(err).__name__, shown_name(str(err), 300),
+                      Path(ours.filename).relative_to(PACKAGE.parent), ours.lineno)
+            if not started:
+                error = f"the server failed on {request}; the terminal running mnistcnn serve says why"
+                await JSONResponse({"error": error}, status_code=500)(scope, receive, send)
 
 
 class HostCheck:
@@ -274,7 +311,7 @@ def create_app(served: inside.Served, names: tuple[str, ...] = host_names("127.0
     """The app serving ``served`` (``inside.open_model``); ``names``: the names a request's Host
     header may give (``server.host_names``). The page's files are read once, here."""
     app = Starlette(routes=ROUTES, exception_handlers=ERROR_HANDLERS,
-                    middleware=[Middleware(SecurityHeaders),
+                    middleware=[Middleware(SecurityHeaders), Middleware(Unexpected),
                                 Middleware(HostCheck, names=names)])
     app.state.served = served
     app.state.page = {name: resources.files(__package__).joinpath("static", file).read_bytes()
