@@ -458,6 +458,20 @@ def stop_server(process) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def test_ctrl_c_stops_the_server_while_a_client_stalls_mid_body(trained_run, start_server):
+    # uvicorn waited, silently and for ever, for a request whose body stopped coming (a client on a
+    # broken network, a curl left paused): Ctrl-C did nothing, and a second one printed a traceback
+    port = free_port()
+    process, _ = start_server(trained_run, port)
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n\x89PNG")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10):  # the server is past it
+            pass
+        code, out, err = stop_server(process)
+        assert code == 0 and "Traceback" not in err and err.count("\n") <= 1, (code, err)  # uvicorn: a task cut
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 503"), "the stalled client is told the server stops"
+
+
 def test_without_starlette_the_command_says_what_to_install(trained_run, cli_without):
     result = cli_without("starlette", "serve", trained_run)
     assert result.returncode == 2

@@ -9,6 +9,7 @@ own is a 500 likewise, and one line on its terminal.
 """
 from __future__ import annotations
 
+import asyncio
 import binascii
 import email.parser
 import email.policy
@@ -71,7 +72,8 @@ class SecurityHeaders:
 class Unexpected:
     """ASGI middleware turning an error no handler expected (a bug, a run's file edited into what no
     JSON answer may carry) into a 500 ``{"error": ...}`` and one line on the terminal, where uvicorn
-    printed a traceback and the page got plain text."""
+    printed a traceback and the page got plain text; and a request cancelled as the server stops
+    (``server.STOP_WAIT_SECONDS``) into a 503."""
 
     def __init__(self, app):
         self.app = app
@@ -86,6 +88,10 @@ class Unexpected:
 
         try:
             await self.app(scope, receive, send_noting_start)
+        except asyncio.CancelledError:  # by uvicorn, a while after Ctrl-C: the request ends, quietly
+            if not started:
+                await JSONResponse({"error": "the server is stopping (Ctrl-C on its terminal)"},
+                                   status_code=503)(scope, receive, send)
         except Exception as err:
             request = f"{scope.get('method', '')} {scope.get('path', '')}"
             # the line of mnistcnn's that it went wrong under, rather than one deep in json or numpy (the
