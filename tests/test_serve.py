@@ -256,6 +256,27 @@ def test_json_requests_are_read_whatever_type_they_declare(client, served):
             assert answer.status_code == 200, (url, headers, answer.text)
 
 
+def test_pictures_are_read_one_at_a_time_on_one_thread(client, served, monkeypatch):
+    # reading a picture of 25 million pixels (a small PNG) takes hundreds of MB; the pictures of requests at
+    # once were read at once, each in a thread of its own, and thirty such took the server to gigabytes; read
+    # one at a time, in threads taken in turn, they still did: each thread's malloc arena kept its share
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    from mnistcnn.serve import inside
+
+    readers, read = set(), inside.read_picture
+
+    def reading(*args):
+        readers.add(threading.get_ident())
+        return read(*args)
+
+    monkeypatch.setattr(inside, "read_picture", reading)
+    picture = png_bytes(served.test_x[0, :, :, 0])
+    with ThreadPoolExecutor(4) as clients:
+        answers = list(clients.map(lambda _: post_picture(client, picture).status_code, range(8)))
+    assert answers == [200] * 8 and len(readers) == 1
+
+
 def test_pictures_too_large_or_damaged_are_refused(client, served):
     wide = png_bytes(np.zeros((6000, 6000), np.uint8))  # a few kB of PNG, 36 million pixels
     answer = post_picture(client, wide)

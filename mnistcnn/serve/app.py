@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -205,14 +204,9 @@ def conv_layer(served: inside.Served, fields: dict) -> int:
 
 
 async def compute(request: Request, function, *args) -> JSONResponse:
-    """``function(served, *args)`` in a worker thread, one computation at a time, as JSON."""
+    """``function(served, *args)`` on the served model's worker thread (``inside.Served``), as JSON."""
     served = request.app.state.served
-
-    def locked():
-        with served.lock:
-            return function(served, *args)
-
-    return JSONResponse(await run_in_threadpool(locked))
+    return JSONResponse(await asyncio.wrap_future(served.worker.submit(function, served, *args)))
 
 
 async def index(request):
@@ -246,8 +240,7 @@ async def predict(request):
             raise too_large(f"{name}:", MAX_PICTURE_BYTES)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
-    image, doubt = await run_in_threadpool(inside.read_picture, data, name)
-    return await compute(request, inside.predict_picture, image, doubt)
+    return await compute(request, lambda served: inside.predict_picture(served, *inside.read_picture(data, name)))
 
 
 def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
