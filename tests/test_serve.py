@@ -38,7 +38,8 @@ from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, MIN_CONFIDENCE,  # noqa: E402
                               NO_SINGLE_DIGIT, classify, prepare, read_grey)
-from mnistcnn.serve.app import MAX_JSON_BYTES, MAX_PICTURE_BYTES, create_app  # noqa: E402
+from mnistcnn.serve.app import (MAX_FORM_PARTS, MAX_JSON_BYTES, MAX_PART_HEADERS, MAX_PICTURE_BYTES,  # noqa: E402
+                                create_app)
 from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
@@ -752,6 +753,37 @@ def test_a_forms_picture_is_held_to_the_picture_limit_and_named(client):
     assert over.status_code == 413 and over.json()["error"] == ("over.png: is larger than 8 MB, the limit; send a "
                                                                 "smaller one"), over.text
     assert client.get("/api/model").json()["max_picture_bytes"] == MAX_PICTURE_BYTES
+
+
+def form(*parts: bytes) -> bytes:
+    """A multipart form of ``parts`` (each its headers, a blank line and its content), boundary XX."""
+    return b"".join(b"--XX\r\n" + part + b"\r\n" for part in parts) + b"--XX--\r\n"
+
+
+def test_a_form_is_read_within_bounds_of_parts_and_headers(client, served):
+    # Python's email parser read the whole form on the event loop: a filename of 256 kB of encoded words
+    # took it seconds and gigabytes (it grows faster than the header), a form of 8 MB of small fields over
+    # half a minute, while the server answered no one
+    picture = png_bytes(served.test_x[3, :, :, 0])
+    headers = {"content-type": "multipart/form-data; boundary=XX"}
+    file = b'Content-Disposition: form-data; name="picture"; filename="7.png"\r\n\r\n' + picture
+    fields = [b'Content-Disposition: form-data; name="note%d"\r\n\r\na note: --XX-- within a line is no boundary' % i
+              for i in range(MAX_FORM_PARTS - 1)]
+    answer = client.post("/api/predict", content=form(*fields, file), headers=headers)
+    assert answer.status_code == 200 and answer.json()["image"] == post_picture(client, picture).json()["image"]
+    lines = b"\r\n" * 1000 + picture  # a file's content is not a form's lines
+    assert client.post("/api/predict", content=form(file.replace(picture, lines)), headers=headers).status_code == 415
+    many = client.post("/api/predict", content=form(fields[0], *fields, file), headers=headers)
+    assert many.status_code == 400 and many.json()["error"] == (
+        f"the form has more than {MAX_FORM_PARTS} parts before its file; send the picture as its first file, or as "
+        "the request's body"), many.text[:300]
+    words = b"=?utf-8?q?a?= " * 20000
+    named = client.post("/api/predict", content=form(b'Content-Disposition: form-data; name="picture"; filename="' +
+                                                     words + b'"\r\n\r\n' + picture), headers=headers)
+    assert named.status_code == 400 and named.json()["error"] == (
+        f"a part of the form has over {MAX_PART_HEADERS >> 10} kB of headers; send the picture as the request's "
+        "body, or as a form's file with a shorter name"), named.text[:300]
+    assert post_picture(client, picture).status_code == 200
 
 
 SIZES = {"laptop": (1366, 768), "phone": (390, 844)}

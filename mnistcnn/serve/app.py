@@ -38,6 +38,9 @@ LOG = logging.getLogger("uvicorn.error")  # uvicorn's own lines on the terminal:
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
 FORM_BYTES = 16 << 10  # a form's own lines around the picture it holds: a picture under the limit is not refused
+# a form's parts read before its file, and the headers of each: enough for any browser's or curl's form
+MAX_FORM_PARTS = 16
+MAX_PART_HEADERS = 4 << 10
 # the page's files: name in the URL -> (file in static/, content type)
 STATIC = {"app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css; charset=utf-8")}
 HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -245,16 +248,35 @@ async def predict(request):
 
 def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
     """The first file of a multipart form, or b"" when it has none, and its name as messages show it
-    (``shown_name``: text only, never a path)."""
-    form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not form.is_multipart():
+    (``shown_name``: text only, never a path).
+
+    Python's email parser reads the headers alone, of MAX_FORM_PARTS parts at most, each's at most
+    MAX_PART_HEADERS long: on a whole form its time and memory grew faster than the form (a name's
+    encoded words), and it split a file's content into lines."""
+    boundary = headers_of(b"Content-Type: " + content_type.encode("latin-1")).get_boundary()
+    if not boundary:
         raise RequestError(400, "the form cannot be read (no boundary between its parts); send the picture as "
                                 "the request's body, or as a form's file")
-    files = [part for part in form.iter_parts() if part.get_filename() is not None]
-    if not files:
-        return b"", "upload"
-    return files[0].get_payload(decode=True) or b"", shown_name(files[0].get_filename()) or "upload"
+    # each part follows a line "--boundary" (the first may open the body), up to the next such line
+    for count, part in enumerate((b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1"))[1:]):
+        if part.startswith(b"--"):  # "--boundary--": the form's end
+            break
+        if count == MAX_FORM_PARTS:
+            raise RequestError(400, f"the form has more than {MAX_FORM_PARTS} parts before its file; send the "
+                                    "picture as its first file, or as the request's body")
+        head, _, content = part.partition(b"\r\n\r\n")
+        if len(head) > MAX_PART_HEADERS:
+            raise RequestError(400, f"a part of the form has over {MAX_PART_HEADERS >> 10} kB of headers; send the "
+                                    "picture as the request's body, or as a form's file with a shorter name")
+        name = headers_of(head.partition(b"\r\n")[2]).get_filename()  # the headers, after the boundary's line
+        if name is not None:
+            return content, shown_name(name) or "upload"
+    return b"", "upload"
+
+
+def headers_of(lines: bytes):
+    """Header lines (CRLF between them) as an email message, by the rules of HTTP."""
+    return email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(lines + b"\r\n\r\n")
 
 
 def shown_name(filename: str, longest: int = 80) -> str:
