@@ -354,6 +354,17 @@ def test_bad_requests_name_what_is_wrong(client, url, body, words):
     assert client.get("/api/model").status_code == 200
 
 
+@pytest.mark.parametrize("value", ["x" * 60000, int("9" * 4000), [list(range(10000))]], ids=["text", "number", "list"])
+def test_a_refused_value_is_shown_cut_short(client, value):
+    # a refusal echoed the value whole: 60 kB of text, or a number of 4,000 digits, came back as the message
+    for url, fields in (("/api/gradients", {"image": "", "class": value}),
+                        ("/api/explain", {"image": "", "layer": value, "row": 0, "col": 0, "channel": 0}),
+                        ("/api/explain", {"image": "", "layer": 0, "row": value, "col": 0, "channel": 0}),
+                        ("/api/gradients", {"image": value, "class": 0})):
+        answer = client.post(url, content=json.dumps(fields).encode())
+        assert answer.status_code == 400 and len(answer.json()["error"]) < 200, (url, answer.text[:300])
+
+
 @pytest.mark.parametrize("url,status,words", [
     ("/api/filter?layer=%C2%B2&channel=0", 400, "layer: give a conv layer's index (0, 3), not"),  # a superscript 2
     ("/api/filter?layer=" + "9" * 5000 + "&channel=0", 400, "layer: give a conv layer's index"),

@@ -171,7 +171,7 @@ def whole_number(fields: dict, key: str, stop: int) -> int:
     """``fields[key]``, which must be a whole number from 0 to ``stop`` - 1."""
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < stop:
-        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {json.dumps(value)}")
+        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {shown_value(value)}")
     return value
 
 
@@ -186,7 +186,7 @@ def image_field(fields: dict):
     text = fields.get("image")
     if not isinstance(text, str):
         raise RequestError(400, f"image: give the base64 text of a 28x28 image, as /api/predict returns it, not "
-                                f"{json.dumps(text)[:40]}")
+                                f"{shown_value(text)}")
     try:
         return inside.decode_image(text)
     except binascii.Error:
@@ -200,9 +200,9 @@ def conv_layer(served: inside.Served, fields: dict) -> int:
     convs = ", ".join(str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d")
     index = fields.get("layer")
     if isinstance(index, bool) or not isinstance(index, int):
-        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {json.dumps(index)[:40]}")
+        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {shown_value(index)}")
     if not 0 <= index < len(served.model.layers) or served.model.layers[index].type_name != "conv2d":
-        raise RequestError(400, f"layer {index} is not a conv layer; the conv layers are {convs}")
+        raise RequestError(400, f"layer {shown_value(index)} is not a conv layer; the conv layers are {convs}")
     return index
 
 
@@ -277,6 +277,11 @@ def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
 def headers_of(lines: bytes):
     """Header lines (CRLF between them) as an email message, by the rules of HTTP."""
     return email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(lines + b"\r\n\r\n")
+
+
+def shown_value(value) -> str:
+    """A request's JSON value as a refusal quotes it: cut short, as it may be of any length."""
+    return shown_name(json.dumps(value), 40)
 
 
 def shown_name(filename: str, longest: int = 80) -> str:
