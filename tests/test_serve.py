@@ -1021,3 +1021,35 @@ def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(ch
     assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
     chrome.execute_script("document.querySelector('#layers .layer:last-child').scrollIntoView()")
     chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))
+
+
+KEYBOARD_OUTLINE = "return getComputedStyle(arguments[0]).outlineStyle !== 'none'"
+
+
+def test_the_upload_and_every_click_target_work_from_the_keyboard(chrome, page_url, artefacts):
+    # the file input was display: none, out of the tab order: no upload without a mouse; the feature maps and the
+    # confusion matrix's cells took clicks only
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    wait = open_page(chrome, page_url, "laptop")
+    drawn_seven(chrome, wait)
+    active = "return document.activeElement"
+    chrome.execute_script("document.getElementById('clear').focus()")
+    ActionChains(chrome).send_keys(Keys.TAB).perform()
+    assert chrome.execute_script(active).get_attribute("id") == "upload"
+    assert chrome.execute_script(KEYBOARD_OUTLINE, chrome.find_element(By.CSS_SELECTOR, "label.upload"))
+    chrome.save_screenshot(str(artefacts / "serve-upload-focused.png"))
+    tab_stops = "return [...document.querySelectorAll(arguments[0])].every(e => e.tabIndex === 0)"
+    assert chrome.execute_script(tab_stops, "#layers canvas.map[title^=channel]")
+    chrome.execute_script("document.querySelector('#layers canvas.map[title^=channel]').focus()")
+    ActionChains(chrome).send_keys(Keys.ENTER).perform()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    chrome.execute_script("document.getElementById('tab-run').focus()")
+    ActionChains(chrome).send_keys(Keys.ENTER).perform()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion td.cell"))
+    assert chrome.execute_script(tab_stops, "#confusion td.cell")
+    chrome.execute_script("document.querySelectorAll('#confusion td.cell.diagonal')[1].focus()")
+    ActionChains(chrome).send_keys(Keys.SPACE).perform()
+    wait.until(lambda d: d.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:"))
