@@ -408,6 +408,14 @@ def test_requests_by_an_address_or_this_machines_names_are_answered_and_by_other
         assert client.get("/api/model", headers={"host": socket.gethostname()}).status_code == 400
 
 
+@pytest.mark.parametrize("host", ["[::1", ":8000"])
+def test_a_host_header_that_names_no_host_is_refused_saying_so(client, host):
+    # refused as "addressed to ; open it by ... or serve with --allow-host ": an empty name, an option without one
+    refused = client.get("/api/model", headers={"host": host})
+    assert refused.status_code == 400 and refused.json()["error"] == (
+        f"the Host header {host} names no host; send the name or address the request is addressed to"), refused.text
+
+
 def test_the_run_tab_is_evals_report(client, trained_run):
     run = client.get("/api/run").json()
     report, _ = eval_target(trained_run)

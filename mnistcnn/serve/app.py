@@ -118,9 +118,14 @@ class HostCheck:
         host = Headers(scope=scope).get("host", "") if scope["type"] == "http" else None
         if host is not None and not host_allowed(host, self.names):
             shown = shown_name(host_of(host))
-            error = (f"this server does not answer requests addressed to {shown}; open it by this machine's name "
-                     f"or address, or serve with --allow-host {shown}" if host else
-                     "the request has no Host header; send the name or address it is addressed to")
+            if shown:
+                error = (f"this server does not answer requests addressed to {shown}; open it by this machine's "
+                         f"name or address, or serve with --allow-host {shown}")
+            elif host:  # "[::1" or ":8000"
+                error = f"the Host header {shown_name(host)} names no host; send the name or address the request " \
+                        "is addressed to"
+            else:
+                error = "the request has no Host header; send the name or address it is addressed to"
             await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
             return
         await self.app(scope, receive, send)
