@@ -38,7 +38,8 @@ from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, MIN_CONFIDENCE,  # noqa: E402
                               NO_SINGLE_DIGIT, classify, prepare, read_grey)
-from mnistcnn.serve.app import MAX_JSON_BYTES, MAX_PICTURE_BYTES, create_app  # noqa: E402
+from mnistcnn.serve.app import (MAX_FORM_PARTS, MAX_JSON_BYTES, MAX_PART_HEADERS, MAX_PICTURE_BYTES,  # noqa: E402
+                                create_app)
 from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
@@ -256,6 +257,27 @@ def test_json_requests_are_read_whatever_type_they_declare(client, served):
             assert answer.status_code == 200, (url, headers, answer.text)
 
 
+def test_pictures_are_read_one_at_a_time_on_one_thread(client, served, monkeypatch):
+    # reading a picture of 25 million pixels (a small PNG) takes hundreds of MB; the pictures of requests at
+    # once were read at once, each in a thread of its own, and thirty such took the server to gigabytes; read
+    # one at a time, in threads taken in turn, they still did: each thread's malloc arena kept its share
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    from mnistcnn.serve import inside
+
+    readers, read = set(), inside.read_picture
+
+    def reading(*args):
+        readers.add(threading.get_ident())
+        return read(*args)
+
+    monkeypatch.setattr(inside, "read_picture", reading)
+    picture = png_bytes(served.test_x[0, :, :, 0])
+    with ThreadPoolExecutor(4) as clients:
+        answers = list(clients.map(lambda _: post_picture(client, picture).status_code, range(8)))
+    assert answers == [200] * 8 and len(readers) == 1
+
+
 def test_pictures_too_large_or_damaged_are_refused(client, served):
     wide = png_bytes(np.zeros((6000, 6000), np.uint8))  # a few kB of PNG, 36 million pixels
     answer = post_picture(client, wide)
@@ -271,6 +293,36 @@ def test_pictures_too_large_or_damaged_are_refused(client, served):
     answer = client.post("/api/predict", content=chunks(), headers={"content-type": "image/png"})
     assert answer.status_code == 413
     assert post_picture(client, png_bytes(served.test_x[0, :, :, 0])).status_code == 200
+
+
+def asgi_request(app, method: str, path: str, headers: dict, messages: list) -> list:
+    """``app`` called as uvicorn calls it, the request's body as ``messages`` (``http.request`` and
+    ``http.disconnect`` events) and nothing after them: what the app sent back."""
+    import anyio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(key.encode(), value.encode()) for key, value in headers.items()],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    events, sent = iter(messages), []
+
+    async def receive():
+        return next(events)
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("url", ["/api/gradients", "/api/predict"])
+def test_a_client_gone_before_its_body_ends_is_no_error(served, url):
+    # a tab closed or a curl stopped mid-upload raised ClientDisconnect out of the app: uvicorn printed
+    # its traceback on the terminal that serves the page
+    sent = asgi_request(create_app(served), "POST", url, {"host": "127.0.0.1", "content-length": "100"},
+                        [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+    assert [message["type"] for message in sent] in ([], ["http.response.start", "http.response.body"])
 
 
 def test_a_json_request_over_its_limit_is_refused_and_the_server_answers_on(client):
@@ -300,6 +352,17 @@ def test_bad_requests_name_what_is_wrong(client, url, body, words):
     answer = client.post(url, content=content, headers={"content-type": "application/json"})
     assert answer.status_code == 400 and words in answer.json()["error"], answer.text
     assert client.get("/api/model").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["x" * 60000, int("9" * 4000), [list(range(10000))]], ids=["text", "number", "list"])
+def test_a_refused_value_is_shown_cut_short(client, value):
+    # a refusal echoed the value whole: 60 kB of text, or a number of 4,000 digits, came back as the message
+    for url, fields in (("/api/gradients", {"image": "", "class": value}),
+                        ("/api/explain", {"image": "", "layer": value, "row": 0, "col": 0, "channel": 0}),
+                        ("/api/explain", {"image": "", "layer": 0, "row": value, "col": 0, "channel": 0}),
+                        ("/api/gradients", {"image": value, "class": 0})):
+        answer = client.post(url, content=json.dumps(fields).encode())
+        assert answer.status_code == 400 and len(answer.json()["error"]) < 200, (url, answer.text[:300])
 
 
 @pytest.mark.parametrize("url,status,words", [
@@ -345,6 +408,14 @@ def test_requests_by_an_address_or_this_machines_names_are_answered_and_by_other
         assert client.get("/api/model", headers={"host": socket.gethostname()}).status_code == 400
 
 
+@pytest.mark.parametrize("host", ["[::1", ":8000"])
+def test_a_host_header_that_names_no_host_is_refused_saying_so(client, host):
+    # refused as "addressed to ; open it by ... or serve with --allow-host ": an empty name, an option without one
+    refused = client.get("/api/model", headers={"host": host})
+    assert refused.status_code == 400 and refused.json()["error"] == (
+        f"the Host header {host} names no host; send the name or address the request is addressed to"), refused.text
+
+
 def test_the_run_tab_is_evals_report(client, trained_run):
     run = client.get("/api/run").json()
     report, _ = eval_target(trained_run)
@@ -360,6 +431,26 @@ def test_the_run_tab_is_evals_report(client, trained_run):
     cell = client.get(f"/api/run/cell?true={true}&predicted={predicted}").json()
     assert cell["count"] == report["confusion"][true][predicted] == len(cell["images"])
     assert client.get("/api/run/cell?true=3&predicted=x").status_code == 400
+
+
+def test_a_failure_inside_the_server_is_one_line_on_the_terminal_and_a_json_error(run, caplog):
+    # a summary.json edited to hold NaN (JSON that Python reads but no JSON answer may carry) failed the run
+    # tab's request: the page got a plain-text "Internal Server Error" and the terminal a traceback
+    client = TestClient(create_app(open_model(run)), base_url="http://127.0.0.1")
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
+    with caplog.at_level("INFO", logger="uvicorn.error"):
+        answer = client.get("/api/run")
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/json", answer.text
+    assert answer.json() == {"error": "the server failed on GET /api/run; the terminal running mnistcnn serve "
+                                      "says why"}
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    (record,) = caplog.records
+    assert record.exc_info is None and "\n" not in record.getMessage(), record.getMessage()
+    assert record.getMessage().startswith("GET /api/run failed: ValueError: Out of range float values"), \
+        record.getMessage()
+    assert "(mnistcnn/serve/app.py:" in record.getMessage()  # where in mnistcnn, not deep in json
+    assert client.get("/api/model").status_code == 200
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -406,6 +497,20 @@ def stop_server(process) -> tuple[int, str, str]:
         process.kill()
         out, err = process.communicate()
     return process.returncode, out, err
+
+
+def test_ctrl_c_stops_the_server_while_a_client_stalls_mid_body(trained_run, start_server):
+    # uvicorn waited, silently and for ever, for a request whose body stopped coming (a client on a
+    # broken network, a curl left paused): Ctrl-C did nothing, and a second one printed a traceback
+    port = free_port()
+    process, _ = start_server(trained_run, port)
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n\x89PNG")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10):  # the server is past it
+            pass
+        code, out, err = stop_server(process)
+        assert code == 0 and "Traceback" not in err and err.count("\n") <= 1, (code, err)  # uvicorn: a task cut
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 503"), "the stalled client is told the server stops"
 
 
 def test_without_starlette_the_command_says_what_to_install(trained_run, cli_without):
@@ -669,6 +774,37 @@ def test_a_forms_picture_is_held_to_the_picture_limit_and_named(client):
     assert client.get("/api/model").json()["max_picture_bytes"] == MAX_PICTURE_BYTES
 
 
+def form(*parts: bytes) -> bytes:
+    """A multipart form of ``parts`` (each its headers, a blank line and its content), boundary XX."""
+    return b"".join(b"--XX\r\n" + part + b"\r\n" for part in parts) + b"--XX--\r\n"
+
+
+def test_a_form_is_read_within_bounds_of_parts_and_headers(client, served):
+    # Python's email parser read the whole form on the event loop: a filename of 256 kB of encoded words
+    # took it seconds and gigabytes (it grows faster than the header), a form of 8 MB of small fields over
+    # half a minute, while the server answered no one
+    picture = png_bytes(served.test_x[3, :, :, 0])
+    headers = {"content-type": "multipart/form-data; boundary=XX"}
+    file = b'Content-Disposition: form-data; name="picture"; filename="7.png"\r\n\r\n' + picture
+    fields = [b'Content-Disposition: form-data; name="note%d"\r\n\r\na note: --XX-- within a line is no boundary' % i
+              for i in range(MAX_FORM_PARTS - 1)]
+    answer = client.post("/api/predict", content=form(*fields, file), headers=headers)
+    assert answer.status_code == 200 and answer.json()["image"] == post_picture(client, picture).json()["image"]
+    lines = b"\r\n" * 1000 + picture  # a file's content is not a form's lines
+    assert client.post("/api/predict", content=form(file.replace(picture, lines)), headers=headers).status_code == 415
+    many = client.post("/api/predict", content=form(fields[0], *fields, file), headers=headers)
+    assert many.status_code == 400 and many.json()["error"] == (
+        f"the form has more than {MAX_FORM_PARTS} parts before its file; send the picture as its first file, or as "
+        "the request's body"), many.text[:300]
+    words = b"=?utf-8?q?a?= " * 20000
+    named = client.post("/api/predict", content=form(b'Content-Disposition: form-data; name="picture"; filename="' +
+                                                     words + b'"\r\n\r\n' + picture), headers=headers)
+    assert named.status_code == 400 and named.json()["error"] == (
+        f"a part of the form has over {MAX_PART_HEADERS >> 10} kB of headers; send the picture as the request's "
+        "body, or as a form's file with a shorter name"), named.text[:300]
+    assert post_picture(client, picture).status_code == 200
+
+
 SIZES = {"laptop": (1366, 768), "phone": (390, 844)}
 IN_VIEW = """const box = arguments[0].getBoundingClientRect();
     return box.top >= 0 && box.bottom <= innerHeight && box.left >= 0 && box.right <= innerWidth;"""
@@ -893,3 +1029,35 @@ def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(ch
     assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
     chrome.execute_script("document.querySelector('#layers .layer:last-child').scrollIntoView()")
     chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))
+
+
+KEYBOARD_OUTLINE = "return getComputedStyle(arguments[0]).outlineStyle !== 'none'"
+
+
+def test_the_upload_and_every_click_target_work_from_the_keyboard(chrome, page_url, artefacts):
+    # the file input was display: none, out of the tab order: no upload without a mouse; the feature maps and the
+    # confusion matrix's cells took clicks only
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    wait = open_page(chrome, page_url, "laptop")
+    drawn_seven(chrome, wait)
+    active = "return document.activeElement"
+    chrome.execute_script("document.getElementById('clear').focus()")
+    ActionChains(chrome).send_keys(Keys.TAB).perform()
+    assert chrome.execute_script(active).get_attribute("id") == "upload"
+    assert chrome.execute_script(KEYBOARD_OUTLINE, chrome.find_element(By.CSS_SELECTOR, "label.upload"))
+    chrome.save_screenshot(str(artefacts / "serve-upload-focused.png"))
+    tab_stops = "return [...document.querySelectorAll(arguments[0])].every(e => e.tabIndex === 0)"
+    assert chrome.execute_script(tab_stops, "#layers canvas.map[title^=channel]")
+    chrome.execute_script("document.querySelector('#layers canvas.map[title^=channel]').focus()")
+    ActionChains(chrome).send_keys(Keys.ENTER).perform()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    chrome.execute_script("document.getElementById('tab-run').focus()")
+    ActionChains(chrome).send_keys(Keys.ENTER).perform()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion td.cell"))
+    assert chrome.execute_script(tab_stops, "#confusion td.cell")
+    chrome.execute_script("document.querySelectorAll('#confusion td.cell.diagonal')[1].focus()")
+    ActionChains(chrome).send_keys(Keys.SPACE).perform()
+    wait.until(lambda d: d.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:"))

@@ -4,23 +4,27 @@ Safe by default: a request's body is read up to a limit (413 past it), what is n
 refused with a message the page shows, only the packaged files are served (a fixed map of names:
 no path from a request reaches the file system), the Host header must be an IP address or a name
 of this machine (``server.host_names``: a page elsewhere cannot reach it by DNS rebinding), and every refusal is
-``{"error": "..."}`` with a 4xx status, after which the server answers as before.
+``{"error": "..."}`` with a 4xx status, after which the server answers as before; a failure of the server's
+own is a 500 likewise, and one line on its terminal.
 """
 from __future__ import annotations
 
+import asyncio
 import binascii
 import email.parser
 import email.policy
 import json
+import logging
 import re
+import traceback
 from importlib import resources
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -29,9 +33,14 @@ from ..predict import NotAPicture, PictureTooLarge
 from . import inside
 from .server import host_allowed, host_names, host_of
 
+PACKAGE = Path(__file__).resolve().parent.parent
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own lines on the terminal: "ERROR:    ..."
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
 FORM_BYTES = 16 << 10  # a form's own lines around the picture it holds: a picture under the limit is not refused
+# a form's parts read before its file, and the headers of each: enough for any browser's or curl's form
+MAX_FORM_PARTS = 16
+MAX_PART_HEADERS = 4 << 10
 # the page's files: name in the URL -> (file in static/, content type)
 STATIC = {"app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css; charset=utf-8")}
 HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -62,6 +71,42 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class Unexpected:
+    """ASGI middleware turning an error no handler expected (a bug, a run's file edited into what no
+    JSON answer may carry) into a 500 ``{"error": ...}`` and one line on the terminal, where uvicorn
+    printed a traceback and the page got plain text; and a request cancelled as the server stops
+    (``server.STOP_WAIT_SECONDS``) into a 503."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def send_noting_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except asyncio.CancelledError:  # by uvicorn, a while after Ctrl-C: the request ends, quietly
+            if not started:
+                await JSONResponse({"error": "the server is stopping (Ctrl-C on its terminal)"},
+                                   status_code=503)(scope, receive, send)
+        except Exception as err:
+            request = f"{scope.get('method', '')} {scope.get('path', '')}"
+            # the line of mnistcnn's that it went wrong under, rather than one deep in json or numpy (the
+            # traceback starts here, so there is one)
+            ours = [frame for frame in traceback.extract_tb(err.__traceback__)
+                    if Path(frame.filename).is_relative_to(PACKAGE)][-1]
+            LOG.error("%s failed: %s: %s (%s:%d)", request, type(err).__name__, shown_name(str(err), 300),
+                      Path(ours.filename).relative_to(PACKAGE.parent), ours.lineno)
+            if not started:
+                error = f"the server failed on {request}; the terminal running mnistcnn serve says why"
+                await JSONResponse({"error": error}, status_code=500)(scope, receive, send)
+
+
 class HostCheck:
     """ASGI middleware refusing, with 400, a request whose Host header is neither an IP address nor
     one of ``names`` (``server.host_names``)."""
@@ -73,9 +118,14 @@ class HostCheck:
         host = Headers(scope=scope).get("host", "") if scope["type"] == "http" else None
         if host is not None and not host_allowed(host, self.names):
             shown = shown_name(host_of(host))
-            error = (f"this server does not answer requests addressed to {shown}; open it by this machine's name "
-                     f"or address, or serve with --allow-host {shown}" if host else
-                     "the request has no Host header; send the name or address it is addressed to")
+            if shown:
+                error = (f"this server does not answer requests addressed to {shown}; open it by this machine's "
+                         f"name or address, or serve with --allow-host {shown}")
+            elif host:  # "[::1" or ":8000"
+                error = f"the Host header {shown_name(host)} names no host; send the name or address the request " \
+                        "is addressed to"
+            else:
+                error = "the request has no Host header; send the name or address it is addressed to"
             await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -97,11 +147,14 @@ async def read_body(request: Request, limit: int, what: str, wrapping: int = 0) 
     if int(declared) > limit + wrapping:
         raise refused
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + wrapping:
-            raise refused
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + wrapping:
+                raise refused
+            chunks.append(chunk)
+    except ClientDisconnect:  # a tab closed mid-upload: a refusal that reaches no one, not a server error
+        raise RequestError(400, f"the connection closed before {what} was sent whole; send it again") from None
     return b"".join(chunks)
 
 
@@ -123,7 +176,7 @@ def whole_number(fields: dict, key: str, stop: int) -> int:
     """``fields[key]``, which must be a whole number from 0 to ``stop`` - 1."""
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < stop:
-        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {json.dumps(value)}")
+        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {shown_value(value)}")
     return value
 
 
@@ -138,7 +191,7 @@ def image_field(fields: dict):
     text = fields.get("image")
     if not isinstance(text, str):
         raise RequestError(400, f"image: give the base64 text of a 28x28 image, as /api/predict returns it, not "
-                                f"{json.dumps(text)[:40]}")
+                                f"{shown_value(text)}")
     try:
         return inside.decode_image(text)
     except binascii.Error:
@@ -152,21 +205,16 @@ def conv_layer(served: inside.Served, fields: dict) -> int:
     convs = ", ".join(str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d")
     index = fields.get("layer")
     if isinstance(index, bool) or not isinstance(index, int):
-        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {json.dumps(index)[:40]}")
+        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {shown_value(index)}")
     if not 0 <= index < len(served.model.layers) or served.model.layers[index].type_name != "conv2d":
-        raise RequestError(400, f"layer {index} is not a conv layer; the conv layers are {convs}")
+        raise RequestError(400, f"layer {shown_value(index)} is not a conv layer; the conv layers are {convs}")
     return index
 
 
 async def compute(request: Request, function, *args) -> JSONResponse:
-    """``function(served, *args)`` in a worker thread, one computation at a time, as JSON."""
+    """``function(served, *args)`` on the served model's worker thread (``inside.Served``), as JSON."""
     served = request.app.state.served
-
-    def locked():
-        with served.lock:
-            return function(served, *args)
-
-    return JSONResponse(await run_in_threadpool(locked))
+    return JSONResponse(await asyncio.wrap_future(served.worker.submit(function, served, *args)))
 
 
 async def index(request):
@@ -200,22 +248,45 @@ async def predict(request):
             raise too_large(f"{name}:", MAX_PICTURE_BYTES)
     if not data:
         raise RequestError(400, "the request has no picture; draw a digit or choose a PNG or JPEG")
-    image, doubt = await run_in_threadpool(inside.read_picture, data, name)
-    return await compute(request, inside.predict_picture, image, doubt)
+    return await compute(request, lambda served: inside.predict_picture(served, *inside.read_picture(data, name)))
 
 
 def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
     """The first file of a multipart form, or b"" when it has none, and its name as messages show it
-    (``shown_name``: text only, never a path)."""
-    form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not form.is_multipart():
+    (``shown_name``: text only, never a path).
+
+    Python's email parser reads the headers alone, of MAX_FORM_PARTS parts at most, each's at most
+    MAX_PART_HEADERS long: on a whole form its time and memory grew faster than the form (a name's
+    encoded words), and it split a file's content into lines."""
+    boundary = headers_of(b"Content-Type: " + content_type.encode("latin-1")).get_boundary()
+    if not boundary:
         raise RequestError(400, "the form cannot be read (no boundary between its parts); send the picture as "
                                 "the request's body, or as a form's file")
-    files = [part for part in form.iter_parts() if part.get_filename() is not None]
-    if not files:
-        return b"", "upload"
-    return files[0].get_payload(decode=True) or b"", shown_name(files[0].get_filename()) or "upload"
+    # each part follows a line "--boundary" (the first may open the body), up to the next such line
+    for count, part in enumerate((b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1"))[1:]):
+        if part.startswith(b"--"):  # "--boundary--": the form's end
+            break
+        if count == MAX_FORM_PARTS:
+            raise RequestError(400, f"the form has more than {MAX_FORM_PARTS} parts before its file; send the "
+                                    "picture as its first file, or as the request's body")
+        head, _, content = part.partition(b"\r\n\r\n")
+        if len(head) > MAX_PART_HEADERS:
+            raise RequestError(400, f"a part of the form has over {MAX_PART_HEADERS >> 10} kB of headers; send the "
+                                    "picture as the request's body, or as a form's file with a shorter name")
+        name = headers_of(head.partition(b"\r\n")[2]).get_filename()  # the headers, after the boundary's line
+        if name is not None:
+            return content, shown_name(name) or "upload"
+    return b"", "upload"
+
+
+def headers_of(lines: bytes):
+    """Header lines (CRLF between them) as an email message, by the rules of HTTP."""
+    return email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(lines + b"\r\n\r\n")
+
+
+def shown_value(value) -> str:
+    """A request's JSON value as a refusal quotes it: cut short, as it may be of any length."""
+    return shown_name(json.dumps(value), 40)
 
 
 def shown_name(filename: str, longest: int = 80) -> str:
@@ -271,7 +342,7 @@ def create_app(served: inside.Served, names: tuple[str, ...] = host_names("127.0
     """The app serving ``served`` (``inside.open_model``); ``names``: the names a request's Host
     header may give (``server.host_names``). The page's files are read once, here."""
     app = Starlette(routes=ROUTES, exception_handlers=ERROR_HANDLERS,
-                    middleware=[Middleware(SecurityHeaders),
+                    middleware=[Middleware(SecurityHeaders), Middleware(Unexpected),
                                 Middleware(HostCheck, names=names)])
     app.state.served = served
     app.state.page = {name: resources.files(__package__).joinpath("static", file).read_bytes()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +46,10 @@ PAGE_ADVICE = {"picture": {**DOUBT_ADVICE, LOW_CONFIDENCE: DRAWN_ADVICE[LOW_CONF
 @dataclass
 class Served:
     """A trained model loaded once: the plain engine (activations, arithmetic, gradients), the
-    fast plan (probabilities), how its inputs are made, and its run's test split. ``lock``: one
-    computation at a time (the layers and the plan are shared by the server's threads)."""
+    fast plan (probabilities), how its inputs are made, and its run's test split. ``worker``: the
+    one thread that computes, one request at a time: the layers and the plan are shared, and a
+    picture's reading takes memory that grows with its pixels, which reads at once would add up and
+    which each thread's allocator would keep."""
 
     model: Sequential
     plan: Plan
@@ -56,7 +58,7 @@ class Served:
     checkpoint: Path
     test_x: np.ndarray
     test_y: np.ndarray
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mnistcnn-serve"))
     test_logits: np.ndarray | None = None
 
     @property
@@ -250,7 +252,7 @@ def model_summary(served: Served) -> dict:
 
 
 def test_predictions(served: Served) -> np.ndarray:
-    """The test split's logits by the fast plan, computed once (the caller holds the lock)."""
+    """The test split's logits by the fast plan, computed once (on ``Served.worker``)."""
     if served.test_logits is None:
         _, _, served.test_logits = evaluate(served.plan, served.test_x, served.test_y, served.preprocess)
     return served.test_logits

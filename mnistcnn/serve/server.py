@@ -69,6 +69,8 @@ def host_allowed(header: str, names: tuple[str, ...]) -> bool:
 
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
+# how long Ctrl-C waits for the requests under way: a client whose body stopped coming would hold it for ever
+STOP_WAIT_SECONDS = 3
 
 
 def url_of(host: str, port: int) -> str:
@@ -123,11 +125,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def run(app, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` with uvicorn until Ctrl-C or SIGTERM (then return); errors are
-    logged, requests are not."""
+    """Serve ``app`` on ``sock`` with uvicorn until Ctrl-C or SIGTERM (then return, once the requests
+    under way are answered or STOP_WAIT_SECONDS have passed); errors are logged, requests are not."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # no lifespan (the app does nothing at start or stop): a second Ctrl-C cancelled its task and
+    # uvicorn printed the traceback
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                           timeout_graceful_shutdown=STOP_WAIT_SECONDS))
     try:
         server.run(sockets=[sock])
     except (KeyboardInterrupt, Terminated):  # uvicorn shut down on the signal and raises it again: the end asked for

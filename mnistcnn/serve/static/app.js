@@ -79,6 +79,19 @@ function paintMaps(panel, maps, colours) {
   panel.maps.forEach((canvas, c) => paint(canvas, bytes, c * h * w, w, h, colours));
 }
 
+// A target of clicks that is no button (a feature map, a cell of the confusion matrix): reached by Tab
+// and opened by Enter or Space too, as a button is.
+function clickable(element, action) {
+  element.tabIndex = 0;
+  element.setAttribute("role", "button");
+  element.addEventListener("click", action);
+  element.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault(); // Space would scroll the page
+    action();
+  });
+}
+
 // -- requests ----------------------------------------------------------------------------------
 function showMessage(text) {
   $("message-text").textContent = text || "";
@@ -369,7 +382,7 @@ function buildPanels() {
       canvas.style.width = `${w * scale}px`;
       canvas.style.height = strip !== undefined ? "auto" : `${h * scale}px`; // a strip may shrink to fit
       canvas.title = strip !== undefined ? `${strip} values` : `channel ${c}`;
-      if (strip === undefined) canvas.addEventListener("click", () => openDetail(layer.index, c));
+      if (strip === undefined) clickable(canvas, () => openDetail(layer.index, c));
       panel.querySelector(".maps").appendChild(canvas);
       maps.push(canvas);
     }
@@ -603,7 +616,7 @@ function showConfusion(run) {
       cell.dataset.predicted = p;
       const share = t === p ? 0 : Math.min(1, Math.sqrt(count / total) * 2);
       if (share) cell.style.background = `rgba(178, 24, 43, ${share.toFixed(2)})`;
-      cell.addEventListener("click", () => showCell(run, t, p));
+      clickable(cell, () => showCell(run, t, p));
     });
   });
 }
