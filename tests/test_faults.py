@@ -154,6 +154,24 @@ def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, 
     assert [child.name for child in runs.iterdir()] == [only_run(runs).name]
 
 
+def test_a_folder_that_a_live_process_sets_up_is_never_taken_for_abandoned(tmp_path):
+    # the lock is a flock on the folder: another open descriptor, here as in another process, cannot take it
+    from mnistcnn.sweep.folder import SweepDir
+
+    live = SweepDir.create(tmp_path, "slow")  # a sweep's has no training lock: its setup locks the folder itself
+    killed, just_made = tmp_path / ".killed-20260101-000000.part", tmp_path / ".new-20260101-000000.part"
+    killed.mkdir()
+    just_made.mkdir()  # by a process that has not locked it yet
+    long_ago = time.time() - 3600
+    for folder in (live.path, killed):
+        os.utime(folder, (long_ago, long_ago))
+    run = RunDir.create(tmp_path, "next")
+    assert sorted(child.name for child in tmp_path.iterdir()) == sorted([live.path.name, just_made.name,
+                                                                         run.path.name])
+    live.publish()  # whole: in sight, under the name it reserved
+    assert [child.name for child in tmp_path.iterdir() if not child.name.startswith(".")] == [live.path.name]
+
+
 def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,
                                                                          mnistcnn_command):
     config = write_config(tmp_path, limit=200, epochs=1)
