@@ -2,9 +2,13 @@
 runs folder itself. Runs (``runs.RunDir``) and sweeps (``sweep.folder.SweepDir``) both stand on it."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import os
 import re
+import shutil
+import time
 from pathlib import Path
 
 from .atomic import OutputOption, fsync_folder, make_folder
@@ -14,6 +18,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
 OUT_OF_SIGHT = re.compile(r"^\.(.+-\d{8}-\d{6}(?:-\d+)?)\.part$")  # a folder being set up: .NAME-STAMP.part
+# a folder being set up is locked moments after it is made: one older and unlocked was left by a killed process
+ABANDONED_AFTER_SECONDS = 60
 
 
 def check_run_name(name: str, example: str = "--name lenet") -> str:
@@ -47,9 +53,15 @@ def stamped_folder(runs_dir, name: str, out_of_sight: bool = False) -> Path:
     raise UsageError(f"{runs_dir}: too many folders named {name!r} at {stamp}")
 
 
+def published_path(path: Path) -> Path:
+    """Where the folder ``stamped_folder(..., out_of_sight=True)`` made will be once published: what the
+    files written in it meanwhile name."""
+    return path.with_name(OUT_OF_SIGHT.match(path.name).group(1))
+
+
 def publish_folder(path: Path) -> Path:
     """The folder ``stamped_folder(..., out_of_sight=True)`` made, renamed to the name it reserved."""
-    final = path.with_name(OUT_OF_SIGHT.match(path.name).group(1))
+    final = published_path(path)
     try:
         os.rename(path, final)  # onto a folder with files in it, refused: a published one is never replaced
     except OSError as err:
@@ -57,6 +69,62 @@ def publish_folder(path: Path) -> Path:
                          final, err) from None
     fsync_folder(final.parent)  # the rename is what makes the folder whole: it must survive a power cut
     return final
+
+
+def abandoned(folder: Path) -> bool:
+    """Whether ``folder`` is one that a process killed while setting it up out of sight left: no process
+    holds its lock (``StampedFolder.create``), and nothing was written in it for ABANDONED_AFTER_SECONDS."""
+    if not OUT_OF_SIGHT.match(folder.name):
+        return False
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # removed meanwhile
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while a live process sets it up
+        return time.time() - os.fstat(handle).st_mtime > ABANDONED_AFTER_SECONDS
+    except OSError:  # locked, or a filesystem that cannot tell: kept
+        return False
+    finally:
+        os.close(handle)
+
+
+class StampedFolder:
+    """A run's or a sweep's folder, ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]``. A new one is set up out of
+    sight and locked by the process that fills it (a flock on the folder itself, which the kernel lets go
+    of however the process ends) until ``publish`` gives it its name or ``discard`` removes it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.setup_lock: int | None = None  # the folder's open descriptor while this process sets it up
+
+    @classmethod
+    def create(cls, runs_dir, name: str):
+        """A new folder out of sight (``.NAME-STAMP.part``); the ones that processes killed while setting
+        theirs up left in ``runs_dir`` are removed."""
+        made = cls(stamped_folder(runs_dir, name, out_of_sight=True))
+        with contextlib.suppress(OSError):  # a filesystem without locks: ``abandoned`` cannot lock it either
+            made.setup_lock = os.open(made.path, os.O_RDONLY)
+            fcntl.flock(made.setup_lock, fcntl.LOCK_SH)  # waits only while ``abandoned`` looks at it
+        for folder in made.path.parent.glob(".*.part"):
+            if folder != made.path and abandoned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+        return made
+
+    def publish(self) -> None:
+        """Give the folder, set up out of sight, its own name: from now on commands see it, whole."""
+        self.path = publish_folder(self.path)
+        self._release()
+
+    def discard(self) -> None:
+        """Remove a new folder that stopped (a signal, a full disk) before it held what makes it of use."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self.setup_lock is not None:
+            os.close(self.setup_lock)
+            self.setup_lock = None
 
 
 def check_runs_folder(runs_dir, make: bool = False, given: bool = False) -> Path:

@@ -82,7 +82,8 @@ def describe_run(path: Path) -> dict | None:
 
 
 def in_sight(folder: Path) -> list[Path]:
-    """What ``folder`` holds, but for hidden names: a run folder being set up (``RunDir.create``), say."""
+    """What ``folder`` holds, but for hidden names: a run's or a sweep's folder being set up
+    (``StampedFolder.create``), say."""
     return [child for child in folder.iterdir() if not child.name.startswith(".")]
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -26,15 +25,13 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import OUT_OF_SIGHT, publish_folder, stamped_folder
+from .folders import StampedFolder
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
 FORMAT = "mnistcnn-checkpoint-1"
 DIVERGED = "non-finite"  # the reason status.json gives for a run stopped by a NaN or infinity
 LOCK_ATTEMPTS, LOCK_RETRY_SECONDS = 20, 0.05  # tries at a run's training lock, and the wait between them
-# a run folder being set up is locked moments after it is made: one older and unlocked was left by a killed process
-ABANDONED_AFTER_SECONDS = 60
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
 
 
@@ -75,11 +72,8 @@ def other_checkpoint(which: str) -> str:
     return CHECKPOINTS[1 - CHECKPOINTS.index(which)]
 
 
-class RunDir:
+class RunDir(StampedFolder):
     """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` and the files inside it."""
-
-    def __init__(self, path):
-        self.path = Path(path)
 
     @classmethod
     def of_checkpoint(cls, path) -> "RunDir | None":
@@ -89,18 +83,10 @@ class RunDir:
 
     @classmethod
     def create(cls, runs_dir, name: str) -> "RunDir":
-        """A new run's folder, out of sight (``.NAME-STAMP.part``) until ``publish``; the out-of-sight
-        folders that processes killed while setting up a run left in ``runs_dir`` are removed."""
-        run = cls(stamped_folder(runs_dir, name, out_of_sight=True))
+        """A new run's folder, out of sight (``.NAME-STAMP.part``) until ``publish`` (``StampedFolder``)."""
+        run = super().create(runs_dir, name)
         run.checkpoints.mkdir()
-        for folder in run.path.parent.glob(".*.part"):
-            if folder != run.path and abandoned_setup(folder):
-                shutil.rmtree(folder, ignore_errors=True)
         return run
-
-    def publish(self) -> None:
-        """Give the run, set up out of sight, its own name: from now on commands see it, whole."""
-        self.path = publish_folder(self.path)
 
     @classmethod
     def open(cls, path) -> "RunDir":
@@ -242,16 +228,6 @@ class RunDir:
                 if isinstance(previous, dict) and key in previous}
         write_json(self.status_file, {"status": status, "pid": os.getpid(), "started": now, **kept,
                                       "updated": now, **extra})
-
-
-def abandoned_setup(folder: Path) -> bool:
-    """Whether ``folder`` is a run folder set up out of sight (``RunDir.create``) by a process killed
-    before it was published: unlocked, and untouched for a while."""
-    try:
-        idle = time.time() - folder.stat().st_mtime
-    except OSError:  # removed meanwhile
-        return False
-    return bool(OUT_OF_SIGHT.match(folder.name)) and idle > ABANDONED_AFTER_SECONDS and not RunDir(folder).being_trained
 
 
 def write_json(path: Path, data: dict) -> None:

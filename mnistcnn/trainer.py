@@ -8,7 +8,6 @@ and goes on as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -588,7 +587,7 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
             callbacks.on_open(trainer.run, trainer.resumed_from[-1] if resume is not None else None)
         except BaseException:
             if resume is None:  # a new run stopped (a signal, a full disk) before it held anything to resume
-                shutil.rmtree(trainer.run.path, ignore_errors=True)
+                trainer.run.discard()
             raise
         # a run trained longer is no longer finished; its end writes a new summary
         trainer.run.summary_file.unlink(missing_ok=True)

@@ -229,6 +229,34 @@ def cli_without():
     return run
 
 
+# the mnistcnn command, killed outright (as by SIGKILL or a power cut) as it puts a file in place
+KILLED_AS_IT_WRITES = """import os, signal
+replace = os.replace
+def replace_or_die(source, target, **kwargs):
+    dies = os.path.basename(target) == {name!r}
+    if dies and not {after!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(source, target, **kwargs)
+    if dies:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_or_die
+from mnistcnn.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="session")
+def killed_as_it_writes():
+    """``killed_as_it_writes(name, "train", path, ...)``: the mnistcnn command in a process of its own,
+    killed outright as it is about to rename a file named ``name`` into place (``after``: just after)."""
+
+    def run(name, *args, after=False):
+        code = KILLED_AS_IT_WRITES.format(name=name, after=after)
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+
+    return run
+
+
 # -- a small config and its runs ----------------------------------------------------------------
 SMALL = """name: small
 data:

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -137,26 +136,13 @@ def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_pat
     assert list((tmp_path / "runs").iterdir()) == []  # not a folder that `runs` skips and --resume refuses
 
 
-# the mnistcnn command, killed outright (as by SIGKILL or a power cut) as it is about to put a file in place
-KILLED_AS_IT_WRITES = """import os, signal
-replace = os.replace
-def replace_or_die(source, target, **kwargs):
-    if os.path.basename(target) == {name!r}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    replace(source, target, **kwargs)
-os.replace = replace_or_die
-from mnistcnn.cli import main
-main()
-"""
-
-
 @pytest.mark.parametrize("name", ["config.yaml", "status.json"])
-def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, cli, write_config, only_run, name):
+def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, cli, write_config, only_run,
+                                                                      killed_as_it_writes, name):
     # the folder was made under its own name first: killed before its config.yaml was in, it stayed, and `runs`
     # passed it over while --resume refused it ("has no config.yaml and no checkpoint that keeps one")
     config, runs = write_config(tmp_path, limit=300, epochs=1), tmp_path / "runs"
-    killed = subprocess.run([sys.executable, "-c", KILLED_AS_IT_WRITES.format(name=name), "train", str(config),
-                             "--runs-dir", str(runs), "--quiet"], capture_output=True, text=True)
+    killed = killed_as_it_writes(name, "train", config, "--runs-dir", runs, "--quiet")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert [child.name for child in runs.iterdir() if not child.name.startswith(".")] == []
     assert cli("runs", runs).output == f"no run directories in {runs}\n"
@@ -166,6 +152,24 @@ def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, 
     assert cli("train", config, "--runs-dir", runs, "--quiet").exit_code == 0
     assert json.loads((only_run(runs) / "status.json").read_text())["status"] == "finished"
     assert [child.name for child in runs.iterdir()] == [only_run(runs).name]
+
+
+def test_a_folder_that_a_live_process_sets_up_is_never_taken_for_abandoned(tmp_path):
+    # the lock is a flock on the folder: another open descriptor, here as in another process, cannot take it
+    from mnistcnn.sweep.folder import SweepDir
+
+    live = SweepDir.create(tmp_path, "slow")  # a sweep's has no training lock: its setup locks the folder itself
+    killed, just_made = tmp_path / ".killed-20260101-000000.part", tmp_path / ".new-20260101-000000.part"
+    killed.mkdir()
+    just_made.mkdir()  # by a process that has not locked it yet
+    long_ago = time.time() - 3600
+    for folder in (live.path, killed):
+        os.utime(folder, (long_ago, long_ago))
+    run = RunDir.create(tmp_path, "next")
+    assert sorted(child.name for child in tmp_path.iterdir()) == sorted([live.path.name, just_made.name,
+                                                                         run.path.name])
+    live.publish()  # whole: in sight, under the name it reserved
+    assert [child.name for child in tmp_path.iterdir() if not child.name.startswith(".")] == [live.path.name]
 
 
 def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,

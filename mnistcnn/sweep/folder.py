@@ -16,18 +16,12 @@ import yaml
 
 from ..atomic import write_text
 from ..errors import UsageError
-from ..folders import stamped_folder
+from ..folders import StampedFolder
 
 
-class SweepDir:
-    """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` of a sweep and the files inside it."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    @classmethod
-    def create(cls, runs_dir, name: str) -> "SweepDir":
-        return cls(stamped_folder(runs_dir, name))
+class SweepDir(StampedFolder):
+    """``runs/<name>-<YYYYmmdd-HHMMSS>[-N]/`` of a sweep and the files inside it; a new one is set up out
+    of sight (``StampedFolder.create``) until it holds what --resume reads."""
 
     @classmethod
     def open(cls, path, hint: str) -> "SweepDir":

@@ -7,7 +7,6 @@ this process only, which passes it on once, so that each running trial checkpoin
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from .. import config as cfg
 from ..atomic import write_text
 from ..engine.fast.parallel import cores as available_cores
 from ..errors import INTERRUPTED, UsageError, command_line
+from ..folders import published_path
 from . import study as studies
 from .folder import SweepDir
 from .report import best_row, trial_rows, write_reports
@@ -69,8 +69,9 @@ class SweepRun:
 
     @classmethod
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
-        """A new sweep folder under ``runs_dir``; a shared storage is opened first, so that a bad
-        URL writes nothing."""
+        """A new sweep folder under ``runs_dir``, set up out of sight and given its name once it holds
+        base.yaml, sweep.yaml and (unless the storage is shared) its study; a shared storage is opened
+        first, so that a bad URL writes nothing."""
         shared, sweep.study = sweep.study_storage(storage), study or sweep.study
         if shared is not None:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
@@ -80,19 +81,23 @@ class SweepRun:
                                       studies.shown(shared.url, password=studies.PLACEHOLDER), "--study", sweep.study)
                 raise UsageError(f"study {sweep.study!r} has its {sweep.trials} trials already ({done} done); see "
                                  f"them with {status}, or give another --study")
-        sweep_dir = SweepDir.create(runs_dir, sweep.name)
-        storage = shared or studies.local_storage(sweep_dir.path)
+        sweep_dir = SweepDir.create(runs_dir, sweep.name)  # out of sight until it holds what --resume reads
+        folder = published_path(sweep_dir.path)
+        storage = shared or studies.local_storage(folder)
         try:
             write_text(sweep_dir.base_file, cfg.dump(sweep.base))
             resolved = {**sweep.to_yaml(), "base": sweep_dir.base_file.name,
                         "storage": studies.shown(shared.url) if shared is not None else None}
             write_text(sweep_dir.sweep_file, f"# resolved from {sweep.path}; resume with "
-                                             f"{studies.folder_command('--resume', sweep_dir.path, storage.url)}\n"
+                                             f"{studies.folder_command('--resume', folder, storage.url)}\n"
                        + cfg.dump(resolved))
-            return cls(sweep, sweep_dir, storage)
-        except BaseException:  # a signal or a full disk before the study was made: a folder --resume would refuse
-            shutil.rmtree(sweep_dir.path, ignore_errors=True)
+            if shared is None:
+                studies.create_local_study(sweep, sweep_dir.path)
+            sweep_dir.publish()
+        except BaseException:  # a signal or a full disk while it is set up: a folder --resume would refuse
+            sweep_dir.discard()
             raise
+        return cls(sweep, sweep_dir, storage, create=False)
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":

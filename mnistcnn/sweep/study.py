@@ -341,6 +341,17 @@ def open_study(sweep, storage, seed_key: str = "main", create: bool = False):
     return study
 
 
+def create_local_study(sweep, sweep_dir: Path) -> None:
+    """Make the sweep's study in the SQLite file of ``sweep_dir``, a folder set up out of sight, and let
+    go of the file: the folder is renamed next, and SQLite keeps its journal beside the path it opened."""
+    storage = open_storage(local_storage(sweep_dir), sweep.heartbeat)
+    try:
+        open_study(sweep, storage, create=True)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def load_any_study(storage: Storage, name: str):
     """A study by name alone (``--status`` from any machine); a file that does not exist is not
     made (as opening a journal or a SQLite file would)."""
