@@ -257,6 +257,22 @@ def killed_as_it_writes():
     return run
 
 
+@pytest.fixture
+def left_out_of_sight(cli):
+    """``left_out_of_sight(runs)``: that a command killed as it set up a folder in ``runs`` left none that
+    commands see, only its hidden one, which is returned aged as one whose process died long ago."""
+
+    def check(runs):
+        assert [child.name for child in runs.iterdir() if not child.name.startswith(".")] == []
+        assert cli("runs", runs).output == f"no run directories in {runs}\n"
+        (left,) = runs.iterdir()
+        long_ago = time.time() - 3600
+        os.utime(left, (long_ago, long_ago))
+        return left
+
+    return check
+
+
 # -- a small config and its runs ----------------------------------------------------------------
 SMALL = """name: small
 data:
