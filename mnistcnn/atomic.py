@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +110,24 @@ def _refusal(folder: Path) -> int:
     except (OSError, AttributeError):  # no statvfs (Windows)
         read_only = False
     return errno.EROFS if read_only else errno.EACCES
+
+
+def abandoned(path, idle_seconds: float) -> bool:
+    """Whether ``path``, a file or folder that a process holds locked (flock) while it writes it, was
+    left by one killed mid-way (SIGKILL, a power cut): no process holds its lock (the kernel lets go
+    of a dead one's) and nothing was written in it for ``idle_seconds``, which covers the moment
+    between its making and its locking. A filesystem that cannot lock keeps it."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # removed meanwhile
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while a live process holds it
+        return time.time() - os.fstat(handle).st_mtime > idle_seconds
+    except OSError:
+        return False
+    finally:
+        os.close(handle)
 
 
 def mode_by_umask(path) -> None:

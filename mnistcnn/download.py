@@ -11,14 +11,13 @@ import gzip
 import hashlib
 import os
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
-from .atomic import OutputOption, make_folder, mode_by_umask
+from .atomic import OutputOption, abandoned, make_folder, mode_by_umask
 from .errors import DataError
 
 MIRRORS = (
@@ -53,15 +52,12 @@ def _fetch(url: str, dest, timeout: float, progress) -> None:
 
 
 def discard_abandoned_parts(name: str, folder: Path, timeout: float) -> None:
-    """Delete the partial files of ``name`` that downloads killed mid-way (SIGKILL, a power cut) left
-    in ``folder``: one that no download holds locked (the kernel lets go of a killed one's lock),
-    unwritten for twice ``timeout``: a live download gives up a mirror silent for ``timeout``, and
-    one whose file is just made has not locked it yet."""
+    """Delete the partial files of ``name`` that downloads killed mid-way left in ``folder``
+    (``atomic.abandoned``): unwritten for twice ``timeout``, as a live download gives up a mirror
+    silent for ``timeout``."""
     for part in folder.glob(f".{name}.*.part"):
-        with contextlib.suppress(OSError), open(part, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused (an OSError) while its download runs
-            if time.time() - os.fstat(handle.fileno()).st_mtime > 2 * timeout:
-                part.unlink()
+        if abandoned(part, 2 * timeout):
+            part.unlink(missing_ok=True)
 
 
 def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIMEOUT_SECONDS, progress=None,

@@ -8,10 +8,9 @@ import fcntl
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
-from .atomic import OutputOption, fsync_folder, make_folder
+from .atomic import OutputOption, abandoned, fsync_folder, make_folder
 from .errors import ConfigError, UsageError, WriteError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -71,22 +70,10 @@ def publish_folder(path: Path) -> Path:
     return final
 
 
-def abandoned(folder: Path) -> bool:
-    """Whether ``folder`` is one that a process killed while setting it up out of sight left: no process
-    holds its lock (``StampedFolder.create``), and nothing was written in it for ABANDONED_AFTER_SECONDS."""
-    if not OUT_OF_SIGHT.match(folder.name):
-        return False
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:  # removed meanwhile
-        return False
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while a live process sets it up
-        return time.time() - os.fstat(handle).st_mtime > ABANDONED_AFTER_SECONDS
-    except OSError:  # locked, or a filesystem that cannot tell: kept
-        return False
-    finally:
-        os.close(handle)
+def abandoned_setup(folder: Path) -> bool:
+    """Whether ``folder`` is one that a process killed while setting it up out of sight left
+    (``StampedFolder.create`` locks it)."""
+    return bool(OUT_OF_SIGHT.match(folder.name)) and abandoned(folder, ABANDONED_AFTER_SECONDS)
 
 
 class StampedFolder:
@@ -107,7 +94,7 @@ class StampedFolder:
             made.setup_lock = os.open(made.path, os.O_RDONLY)
             fcntl.flock(made.setup_lock, fcntl.LOCK_SH)  # waits only while ``abandoned`` looks at it
         for folder in made.path.parent.glob(".*.part"):
-            if folder != made.path and abandoned(folder):
+            if folder != made.path and abandoned_setup(folder):
                 shutil.rmtree(folder, ignore_errors=True)
         return made
 
