@@ -34,13 +34,14 @@ with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; 
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
+from mnistcnn.colour_scale import colour_scale  # noqa: E402
 from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, MIN_CONFIDENCE,  # noqa: E402
                               NO_SINGLE_DIGIT, classify, prepare, read_grey)
 from mnistcnn.serve.app import (MAX_FORM_PARTS, MAX_JSON_BYTES, MAX_PART_HEADERS, MAX_PICTURE_BYTES,  # noqa: E402
                                 create_app)
-from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
+from mnistcnn.serve.inside import encode_map, open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
@@ -125,11 +126,15 @@ def test_a_blank_canvas_and_a_scribble_are_flagged_as_predict_flags_them(client,
     assert all(answers[f"test{i}"]["doubt"] is None for i in range(4))
 
 
+def levels(maps: dict) -> np.ndarray:
+    """A layer's maps as the page gets them -> its codes 0 to 255, channels first, flat."""
+    return np.frombuffer(base64.b64decode(maps["data"]), np.uint8)
+
+
 def decoded(maps: dict) -> np.ndarray:
     """A layer's maps as the page gets them -> values in the layer's own layout."""
-    levels = np.frombuffer(base64.b64decode(maps["data"]), np.uint8).astype(np.float64)
     shape = maps["shape"]
-    values = maps["low"] + levels / 255 * (maps["high"] - maps["low"])
+    values = maps["low"] + levels(maps).astype(np.float64) / 255 * (maps["high"] - maps["low"])
     return np.moveaxis(values.reshape(shape[-1], *shape[:-1]), 0, -1) if len(shape) == 3 else values
 
 
@@ -146,6 +151,37 @@ def test_activations_have_each_layers_shape_and_the_engines_values(client, serve
         assert np.max(np.abs(decoded(shown["maps"]) - out[0])) <= step / 2 + 1e-5, layer.name
         assert shown["stats"]["max"] == pytest.approx(float(out.max()), rel=1e-6, abs=1e-6), layer.name
         assert ("dead_channel_fraction" in shown["stats"]) == (out.ndim == 4)
+
+
+def test_a_layer_with_both_signs_is_shown_about_0_and_a_relus_output_from_its_least(client, served):
+    # every layer was shown from its least to its largest value on a one-sided colour map: a conv's
+    # negative responses, which its relu zeros, looked like weak positive ones (inspect-layer draws
+    # them on a diverging map centred on 0)
+    answer = post_picture(client, png_bytes(served.test_x[3, :, :, 0])).json()
+    outputs, _ = trace(served.model, served.preprocess(served.test_x[3:4]))
+    for output, shown in zip(outputs, answer["layers"]):
+        assert shown["maps"]["signed"] == colour_scale(output[0]).signed
+    kinds = [layer.type_name for layer in served.model.layers]
+    conv, relu = kinds.index("conv2d"), kinds.index("relu")
+    assert relu == conv + 1
+    maps = answer["layers"][conv]["maps"]
+    assert maps["signed"] and maps["low"] == -maps["high"] < 0
+    codes = np.moveaxis(levels(maps).reshape(maps["shape"][-1], *maps["shape"][:-1]), 0, -1)
+    value, half_step = outputs[conv][0], maps["high"] / 255 + 1e-6
+    assert (codes[value < -half_step] <= 127).all() and (codes[value > half_step] >= 128).all()
+    assert (value < -half_step).any() and (value > half_step).any()
+    maps = answer["layers"][relu]["maps"]
+    assert not maps["signed"] and maps["low"] == 0 < maps["high"]
+
+
+def test_a_map_s_0_is_the_middle_code_when_signed_and_gradients_are_always_signed():
+    shown = encode_map(np.array([-2.0, 0.0, 1.0]))
+    assert shown["signed"] and (shown["low"], shown["high"]) == (-2.0, 2.0)
+    assert list(levels(shown)) in ([0, 127, 191], [0, 128, 191])
+    shown = encode_map(np.array([0.0, 1.0, 3.0]))
+    assert not shown["signed"] and (shown["low"], shown["high"]) == (0.0, 3.0) and list(levels(shown)) == [0, 85, 255]
+    shown = encode_map(np.array([0.5, 1.0]), signed=True)  # a gradient's sign is its meaning
+    assert shown["signed"] and shown["low"] == -1.0 and list(levels(shown)) == [191, 255]
 
 
 def test_a_clicked_values_products_sum_plus_bias_to_the_engines_value(client, served):
