@@ -1067,6 +1067,63 @@ def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(ch
     chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))
 
 
+PAINTED = """const [index, source, detail] = arguments;
+    const maps = window.serveState[source].layers[index].maps;
+    const codes = Uint8Array.from(atob(maps.data), (c) => c.charCodeAt(0));
+    const canvases = detail ? [document.getElementById('detail-map')]
+        : [...document.querySelectorAll(`#layers .layer[data-layer="${index}"] canvas.map`)];
+    const first = detail ? window.serveState.detail.channel : 0;
+    const pixels = [];
+    canvases.forEach((canvas, c) => {
+        const size = canvas.width * canvas.height;
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let i = 0; i < size; i++) pixels.push([codes[(first + c) * size + i], ...data.slice(4 * i, 4 * i + 3)]);
+    });
+    return {signed: maps.signed, pixels: pixels};"""
+
+
+def painted_with(driver, index: int, source: str, detail: bool = False) -> tuple[bool, np.ndarray, str]:
+    """Layer ``index``'s maps as the page painted them (its panel, or the enlarged ``detail``) from
+    ``source`` (prediction, gradients): whether they are signed, (code, r, g, b) per pixel, and the
+    colour map's name (SIGNED, ACTIVATION) whose colours the codes were painted in."""
+    painted = driver.execute_script(PAINTED, index, source, detail)
+    pixels = np.asarray(painted["pixels"])
+    for name in ("SIGNED", "ACTIVATION"):
+        table = np.asarray(driver.execute_script(f"return {name}"))
+        if np.abs(pixels[:, 1:] - table[pixels[:, 0]]).max() <= 1:
+            return painted["signed"], pixels, name
+    return painted["signed"], pixels, "neither"
+
+
+def test_a_conv_layers_maps_are_painted_diverging_about_0_and_a_relus_one_sided(chrome, page_url, served, artefacts):
+    # every layer's activations were painted from black (its least value) to light yellow (its
+    # largest): a conv's negative responses, which its relu zeros, looked like weak positive ones
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    drawn_seven(chrome, wait)
+    kinds = [layer.type_name for layer in served.model.layers]
+    conv, relu = kinds.index("conv2d"), kinds.index("relu")
+    signed, pixels, colours = painted_with(chrome, conv, "prediction")
+    assert signed and colours == "SIGNED"
+    middle = pixels[(pixels[:, 0] >= 122) & (pixels[:, 0] <= 133), 1:]  # about 0: the map's middle, light grey
+    assert len(middle) and middle.min() >= 235 and np.abs(middle[:, 0] - middle[:, 2]).max() <= 12
+    lowest, highest = pixels[pixels[:, 0] <= 10, 1:], pixels[pixels[:, 0] >= 245, 1:]
+    assert len(lowest) + len(highest)  # a scale symmetric about 0 reaches one end at least
+    assert (lowest[:, 2] > lowest[:, 0] + 50).all() and (highest[:, 0] > highest[:, 2] + 50).all()  # blue, red
+    stats = chrome.find_elements(By.CSS_SELECTOR, "#layers .layer .stats")
+    assert "white 0" in stats[conv].text and "light yellow" in stats[relu].text
+    signed, pixels, colours = painted_with(chrome, relu, "prediction")
+    assert not signed and colours == "ACTIVATION" and pixels[pixels[:, 0] == 0, 1:].max() <= 10  # its zeros black
+    chrome.find_elements(By.CSS_SELECTOR, f'#layers .layer[data-layer="{conv}"] canvas.map')[0].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    assert painted_with(chrome, conv, "prediction", detail=True)[::2] == (True, "SIGNED")
+    assert "white 0" in chrome.find_element(By.ID, "detail-map-caption").text
+    chrome.save_screenshot(str(artefacts / "serve-signed-conv.png"))
+    chrome.find_element(By.CSS_SELECTOR, "input[name=show][value=gradients]").click()
+    assert painted_with(chrome, relu, "gradients")[::2] == (True, "SIGNED")  # a gradient's sign is its meaning
+
+
 KEYBOARD_OUTLINE = "return getComputedStyle(arguments[0]).outlineStyle !== 'none'"
 
 
