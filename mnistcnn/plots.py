@@ -17,6 +17,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_writer  # noqa: E402
+from .colour_scale import colour_scale  # noqa: E402
 
 # the bottom of the confusion matrix's log colour scale: below one image in MNIST's largest test
 # class (1,135), so that a single error still shows as a pale square, not as white
@@ -94,13 +95,12 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = 
 
 
 def _shared_scale(arrays: np.ndarray) -> dict:
-    """One colour scale for every panel, so that panels compare by colour: diverging and centred
-    on zero (the neutral colour) when the values have both signs."""
-    lo, hi = float(np.min(arrays)), float(np.max(arrays))
-    if lo < 0 < hi:
-        hi = max(-lo, hi)
-        return {"cmap": "RdBu_r", "vmin": -hi, "vmax": hi}
-    return {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+    """One colour scale for every panel (``colour_scale``'s, as serve's page draws): diverging, 0 its
+    neutral colour, when the values have both signs."""
+    low, high, signed = colour_scale(arrays)
+    if signed:
+        return {"cmap": "RdBu_r", "vmin": low, "vmax": high}
+    return {"cmap": "viridis", "vmin": low, "vmax": high if high > low else low + 1}
 
 
 def _grid(fig, images: np.ndarray, captions: list[str], style: dict):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from matplotlib.colors import LogNorm
 from PIL import Image
 
@@ -63,6 +64,16 @@ def test_training_curves_tick_whole_epochs_only():
             lo, hi = ax.get_xlim()
             ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
             assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+
+
+def test_feature_maps_with_both_signs_are_drawn_diverging_about_0_and_others_from_their_least():
+    # the rule serve's page follows too (colour_scale): a conv's negative responses, which a relu zeros, show
+    maps = np.random.default_rng(0).normal(size=(3, 7, 7))
+    for shown, cmap, (low, high) in [(maps, "RdBu_r", (-np.abs(maps).max(), np.abs(maps).max())),
+                                     (np.maximum(maps, 0), "viridis", (0.0, maps.max()))]:
+        fig = plots.feature_maps_figure(np.zeros((28, 28)), "image", shown, "t")
+        image = next(ax.images[0] for ax in fig.axes if ax.get_title() == "channel 0")
+        assert image.get_cmap().name == cmap and (image.norm.vmin, image.norm.vmax) == pytest.approx((low, high))
 
 
 def test_feature_maps_show_the_input_with_its_label_and_a_colour_bar(run, cli, tmp_path):

@@ -34,13 +34,14 @@ with warnings.catch_warnings():  # Starlette asks for httpx2 in place of httpx; 
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient  # noqa: E402
 
+from mnistcnn.colour_scale import colour_scale  # noqa: E402
 from mnistcnn.export import FLOAT32_RTOL  # noqa: E402
 from mnistcnn.evaluation import eval_target  # noqa: E402
 from mnistcnn.predict import (BLANK, DOUBT_ADVICE, DRAWN_ADVICE, LOW_CONFIDENCE, MIN_CONFIDENCE,  # noqa: E402
                               NO_SINGLE_DIGIT, classify, prepare, read_grey)
 from mnistcnn.serve.app import (MAX_FORM_PARTS, MAX_JSON_BYTES, MAX_PART_HEADERS, MAX_PICTURE_BYTES,  # noqa: E402
                                 create_app)
-from mnistcnn.serve.inside import open_model, trace, upload_formats  # noqa: E402
+from mnistcnn.serve.inside import encode_map, open_model, trace, upload_formats  # noqa: E402
 from mnistcnn.serve.server import host_names, network_address, url_of  # noqa: E402
 from mnistcnn.trainer import load_model  # noqa: E402
 
@@ -125,11 +126,15 @@ def test_a_blank_canvas_and_a_scribble_are_flagged_as_predict_flags_them(client,
     assert all(answers[f"test{i}"]["doubt"] is None for i in range(4))
 
 
+def levels(maps: dict) -> np.ndarray:
+    """A layer's maps as the page gets them -> its codes 0 to 255, channels first, flat."""
+    return np.frombuffer(base64.b64decode(maps["data"]), np.uint8)
+
+
 def decoded(maps: dict) -> np.ndarray:
     """A layer's maps as the page gets them -> values in the layer's own layout."""
-    levels = np.frombuffer(base64.b64decode(maps["data"]), np.uint8).astype(np.float64)
     shape = maps["shape"]
-    values = maps["low"] + levels / 255 * (maps["high"] - maps["low"])
+    values = maps["low"] + levels(maps).astype(np.float64) / 255 * (maps["high"] - maps["low"])
     return np.moveaxis(values.reshape(shape[-1], *shape[:-1]), 0, -1) if len(shape) == 3 else values
 
 
@@ -146,6 +151,37 @@ def test_activations_have_each_layers_shape_and_the_engines_values(client, serve
         assert np.max(np.abs(decoded(shown["maps"]) - out[0])) <= step / 2 + 1e-5, layer.name
         assert shown["stats"]["max"] == pytest.approx(float(out.max()), rel=1e-6, abs=1e-6), layer.name
         assert ("dead_channel_fraction" in shown["stats"]) == (out.ndim == 4)
+
+
+def test_a_layer_with_both_signs_is_shown_about_0_and_a_relus_output_from_its_least(client, served):
+    # every layer was shown from its least to its largest value on a one-sided colour map: a conv's
+    # negative responses, which its relu zeros, looked like weak positive ones (inspect-layer draws
+    # them on a diverging map centred on 0)
+    answer = post_picture(client, png_bytes(served.test_x[3, :, :, 0])).json()
+    outputs, _ = trace(served.model, served.preprocess(served.test_x[3:4]))
+    for output, shown in zip(outputs, answer["layers"]):
+        assert shown["maps"]["signed"] == colour_scale(output[0]).signed
+    kinds = [layer.type_name for layer in served.model.layers]
+    conv, relu = kinds.index("conv2d"), kinds.index("relu")
+    assert relu == conv + 1
+    maps = answer["layers"][conv]["maps"]
+    assert maps["signed"] and maps["low"] == -maps["high"] < 0
+    codes = np.moveaxis(levels(maps).reshape(maps["shape"][-1], *maps["shape"][:-1]), 0, -1)
+    value, half_step = outputs[conv][0], maps["high"] / 255 + 1e-6
+    assert (codes[value < -half_step] <= 127).all() and (codes[value > half_step] >= 128).all()
+    assert (value < -half_step).any() and (value > half_step).any()
+    maps = answer["layers"][relu]["maps"]
+    assert not maps["signed"] and maps["low"] == 0 < maps["high"]
+
+
+def test_a_map_s_0_is_the_middle_code_when_signed_and_gradients_are_always_signed():
+    shown = encode_map(np.array([-2.0, 0.0, 1.0]))
+    assert shown["signed"] and (shown["low"], shown["high"]) == (-2.0, 2.0)
+    assert list(levels(shown)) in ([0, 127, 191], [0, 128, 191])
+    shown = encode_map(np.array([0.0, 1.0, 3.0]))
+    assert not shown["signed"] and (shown["low"], shown["high"]) == (0.0, 3.0) and list(levels(shown)) == [0, 85, 255]
+    shown = encode_map(np.array([0.5, 1.0]), signed=True)  # a gradient's sign is its meaning
+    assert shown["signed"] and shown["low"] == -1.0 and list(levels(shown)) == [191, 255]
 
 
 def test_a_clicked_values_products_sum_plus_bias_to_the_engines_value(client, served):
@@ -1029,6 +1065,63 @@ def test_the_last_layer_s_logits_are_named_by_their_classes_under_their_cells(ch
     assert chrome.execute_script("return document.documentElement.scrollWidth <= innerWidth")
     chrome.execute_script("document.querySelector('#layers .layer:last-child').scrollIntoView()")
     chrome.save_screenshot(str(artefacts / f"serve-logits-{size}.png"))
+
+
+PAINTED = """const [index, source, detail] = arguments;
+    const maps = window.serveState[source].layers[index].maps;
+    const codes = Uint8Array.from(atob(maps.data), (c) => c.charCodeAt(0));
+    const canvases = detail ? [document.getElementById('detail-map')]
+        : [...document.querySelectorAll(`#layers .layer[data-layer="${index}"] canvas.map`)];
+    const first = detail ? window.serveState.detail.channel : 0;
+    const pixels = [];
+    canvases.forEach((canvas, c) => {
+        const size = canvas.width * canvas.height;
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let i = 0; i < size; i++) pixels.push([codes[(first + c) * size + i], ...data.slice(4 * i, 4 * i + 3)]);
+    });
+    return {signed: maps.signed, pixels: pixels};"""
+
+
+def painted_with(driver, index: int, source: str, detail: bool = False) -> tuple[bool, np.ndarray, str]:
+    """Layer ``index``'s maps as the page painted them (its panel, or the enlarged ``detail``) from
+    ``source`` (prediction, gradients): whether they are signed, (code, r, g, b) per pixel, and the
+    colour map's name (SIGNED, ACTIVATION) whose colours the codes were painted in."""
+    painted = driver.execute_script(PAINTED, index, source, detail)
+    pixels = np.asarray(painted["pixels"])
+    for name in ("SIGNED", "ACTIVATION"):
+        table = np.asarray(driver.execute_script(f"return {name}"))
+        if np.abs(pixels[:, 1:] - table[pixels[:, 0]]).max() <= 1:
+            return painted["signed"], pixels, name
+    return painted["signed"], pixels, "neither"
+
+
+def test_a_conv_layers_maps_are_painted_diverging_about_0_and_a_relus_one_sided(chrome, page_url, served, artefacts):
+    # every layer's activations were painted from black (its least value) to light yellow (its
+    # largest): a conv's negative responses, which its relu zeros, looked like weak positive ones
+    from selenium.webdriver.common.by import By
+
+    wait = open_page(chrome, page_url, "laptop")
+    drawn_seven(chrome, wait)
+    kinds = [layer.type_name for layer in served.model.layers]
+    conv, relu = kinds.index("conv2d"), kinds.index("relu")
+    signed, pixels, colours = painted_with(chrome, conv, "prediction")
+    assert signed and colours == "SIGNED"
+    middle = pixels[(pixels[:, 0] >= 122) & (pixels[:, 0] <= 133), 1:]  # about 0: the map's middle, light grey
+    assert len(middle) and middle.min() >= 235 and np.abs(middle[:, 0] - middle[:, 2]).max() <= 12
+    lowest, highest = pixels[pixels[:, 0] <= 10, 1:], pixels[pixels[:, 0] >= 245, 1:]
+    assert len(lowest) + len(highest)  # a scale symmetric about 0 reaches one end at least
+    assert (lowest[:, 2] > lowest[:, 0] + 50).all() and (highest[:, 0] > highest[:, 2] + 50).all()  # blue, red
+    stats = chrome.find_elements(By.CSS_SELECTOR, "#layers .layer .stats")
+    assert "white 0" in stats[conv].text and "light yellow" in stats[relu].text
+    signed, pixels, colours = painted_with(chrome, relu, "prediction")
+    assert not signed and colours == "ACTIVATION" and pixels[pixels[:, 0] == 0, 1:].max() <= 10  # its zeros black
+    chrome.find_elements(By.CSS_SELECTOR, f'#layers .layer[data-layer="{conv}"] canvas.map')[0].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#detail-filter canvas"))
+    assert painted_with(chrome, conv, "prediction", detail=True)[::2] == (True, "SIGNED")
+    assert "white 0" in chrome.find_element(By.ID, "detail-map-caption").text
+    chrome.save_screenshot(str(artefacts / "serve-signed-conv.png"))
+    chrome.find_element(By.CSS_SELECTOR, "input[name=show][value=gradients]").click()
+    assert painted_with(chrome, relu, "gradients")[::2] == (True, "SIGNED")  # a gradient's sign is its meaning
 
 
 KEYBOARD_OUTLINE = "return getComputedStyle(arguments[0]).outlineStyle !== 'none'"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config as cfg
+from ..colour_scale import colour_scale
 from ..data import Preprocess
 from ..engine import functional as F
 from ..engine.fast.plan import Plan
@@ -108,23 +109,21 @@ def decode_image(text: str) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(SIDE, SIDE)
 
 
-def encode_map(values: np.ndarray, signed: bool = False) -> dict:
-    """One example's layer output, (H, W, C) or (units,), as grey levels for the page's canvases:
-    base64 uint8, channels first; ``low`` and ``high`` are the values 0 and 255 stand for (one
-    scale for the whole layer, so that channels compare). ``signed``: a scale symmetric about 0,
-    which 128 stands for (gradients)."""
+def encode_map(values: np.ndarray, signed: bool | None = None) -> dict:
+    """One example's layer output, (H, W, C) or (units,), as codes 0 to 255 for the page's canvases:
+    base64 uint8, channels first; ``low`` and ``high`` are the values 0 and 255 stand for, on the
+    scale inspect-layer draws with (``colour_scale``: one for the whole layer, so that channels
+    compare); ``signed``: that scale is symmetric about 0, which 127.5 stands for, and the page
+    draws it with its diverging colours. ``signed=True``: signed whatever the values (gradients)."""
     a = values.astype(np.float64)
-    if signed:
-        high = float(np.abs(a).max())
-        low = -high
-    else:
-        low, high = float(a.min()), float(a.max())
+    low, high, signed = colour_scale(a, signed)
     span = high - low
     scaled = (a - low) * (255 / span) if span > 0 else np.full(a.shape, 127.5 if signed else 0.0)
     if a.ndim == 3:
         scaled = np.moveaxis(scaled, -1, 0)
     data = np.rint(scaled).astype(np.uint8).tobytes()
-    return {"shape": list(values.shape), "low": low, "high": high, "data": base64.b64encode(data).decode("ascii")}
+    return {"shape": list(values.shape), "low": low, "high": high, "signed": signed,
+            "data": base64.b64encode(data).decode("ascii")}
 
 
 def describe_layers(model: Sequential) -> list[dict]:

@@ -39,6 +39,15 @@ const ACTIVATION = colourMap([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 13
 const SIGNED = colourMap([[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]]);
 const GREY = colourMap([[0, 0, 0], [255, 255, 255]]);
 
+// A layer's maps in the colours of the scale the server chose for them (inspect-layer's): signed, symmetric
+// about 0 at the middle white, when the values have both signs (and for gradients); else least to largest.
+const coloursOf = (maps) => (maps.signed ? SIGNED : ACTIVATION);
+
+function scaleWords(maps) {
+  return maps.signed ? `blue ${number(maps.low)}, white 0, red ${number(maps.high)}`
+    : `black ${number(maps.low)} to light yellow ${number(maps.high)}`;
+}
+
 function bytesOf(base64) {
   const text = atob(base64);
   const bytes = new Uint8Array(text.length);
@@ -67,11 +76,12 @@ function layout(shape) {
   return { channels: 1, h: Math.ceil(shape[0] / w), w: w, strip: shape[0] };
 }
 
-function paintMaps(panel, maps, colours) {
+function paintMaps(panel, maps) {
   const bytes = bytesOf(maps.data);
+  const colours = coloursOf(maps);
   const { h, w, strip } = layout(maps.shape);
-  if (strip !== undefined) { // units in rows of w; the last row's spare cells stay at the scale's bottom
-    const padded = new Uint8Array(w * h).fill(colours === SIGNED ? 128 : 0);
+  if (strip !== undefined) { // units in rows of w; the last row's spare cells stay at 0 (signed) or the bottom
+    const padded = new Uint8Array(w * h).fill(maps.signed ? 128 : 0);
     padded.set(bytes);
     paint(panel.maps[0], padded, 0, w, h, colours);
     return;
@@ -328,7 +338,8 @@ async function updateGradients() {
   }
   try {
     state.gradients = await postJson("/api/gradients", { image: state.image, class: target });
-    paint($("saliency"), bytesOf(state.gradients.saliency_map.data), 0, 28, 28, SIGNED);
+    const saliency = state.gradients.saliency_map;
+    paint($("saliency"), bytesOf(saliency.data), 0, 28, 28, coloursOf(saliency));
     if (showing() === "gradients") paintLayers();
   } catch (error) {
     showMessage(error.message);
@@ -408,10 +419,9 @@ function paintLayers() {
   if (!source) return;
   source.layers.forEach((layer, i) => {
     const panel = state.panels[i];
-    paintMaps(panel, layer.maps, gradients ? SIGNED : ACTIVATION);
-    const scale = `shown from ${number(layer.maps.low)} to ${number(layer.maps.high)}`;
+    paintMaps(panel, layer.maps);
     panel.element.querySelector(".stats").textContent =
-      `${gradients ? "gradient" : "output"}: ${statsWords(layer.stats)} (${scale})`;
+      `${gradients ? "gradient" : "output"}: ${statsWords(layer.stats)} (colours: ${scaleWords(layer.maps)})`;
   });
 }
 
@@ -427,10 +437,10 @@ async function showDetail(index, channel) {
   $("detail-title").textContent = `Layer ${index} (${layer.name}), channel ${channel}`;
   const { h, w } = layout(layer.shape);
   const maps = source.layers[index].maps;
-  paint($("detail-map"), bytesOf(maps.data), channel * h * w, w, h, source === state.gradients ? SIGNED : ACTIVATION);
+  paint($("detail-map"), bytesOf(maps.data), channel * h * w, w, h, coloursOf(maps));
   $("detail-map").style.width = $("detail-map").style.height = "224px";
-  $("detail-map-caption").textContent = layer.type === "conv2d"
-    ? "Click a pixel to see how it was computed." : `${layer.type} of the channel made by the filter beside it`;
+  $("detail-map-caption").textContent = `Colours as the whole layer's: ${scaleWords(maps)}. ` + (layer.type === "conv2d"
+    ? "Click a pixel to see how it was computed." : `${layer.type} of the channel made by the filter beside it.`);
   if (layer.filters_from === null) return;
   const filter = await call(`/api/filter?layer=${layer.filters_from}&channel=${channel}`);
   showFilter(filter);
@@ -540,7 +550,7 @@ function showInputChannel(a, c) {
   } else {
     const maps = state.prediction.layers[a.input_layer].maps;
     const { h, w } = layout(maps.shape);
-    paint(canvas, bytesOf(maps.data), c * h * w, w, h, ACTIVATION);
+    paint(canvas, bytesOf(maps.data), c * h * w, w, h, coloursOf(maps));
   }
   const scale = 224 / canvas.width;
   const big = document.createElement("canvas");
