@@ -697,9 +697,11 @@ def runs(folder, runs_dir, as_json):
                "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS, and
-    # what changed each run's config is listed below the table.
+    # what changed each run's config is listed below the table. Columns are one space apart, not
+    # three: a trial's name (trial-000-STAMP) leaves its scores and status whole in 80 columns.
     wide = console.width >= 100
-    table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     table.add_column("run", no_wrap=True)
     for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "train time", "status"):
         table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "train time") else "left",
