@@ -562,7 +562,7 @@ def confusion_table(result: dict) -> Table:
 
 
 # -- predict and runs -------------------------------------------------------------------------
-@main.command(short_help="Classify your own digit pictures: files, folders, globs.", epilog="""\b
+@main.command(short_help="Classify your own digit pictures: files, folders, globs.", epilog="""
 Exit codes: 0 every picture predicted (doubts flagged, not failing); 1 some file could not be
 read (the rest are still predicted); 2 usage; 3 some prediction in doubt, with --fail-on-doubt.
 
@@ -740,11 +740,12 @@ def _duration(seconds) -> str:
 
 
 # -- export ----------------------------------------------------------------------------------
-@main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""\b
-Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW, as
-the training images are: for MNIST a white digit on black), the run's preprocessing inside it, and
+@main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""
+Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW,
+as the training images are: for MNIST a white digit on black), the run's preprocessing inside it, and
 gives logits and probabilities; it is kept only if onnxruntime agrees with the engine on the
 run's test split. What it takes is in its doc string and metadata too.
+
 \b
 Examples:
   mnistcnn export runs/lenet-20260101-000000                  # -> runs/lenet-.../model.onnx
@@ -796,9 +797,10 @@ def export(target, output, which, opset, input_kind, data_dir):
 
 
 # -- serve ------------------------------------------------------------------------------------
-@main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""\b
-Needs the serve extra: pip install -e '.[serve]' in the mnistcnn checkout. The page works offline (no CDN) and
-listens on this machine only unless --host says otherwise.
+@main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""
+Needs the serve extra: pip install -e '.[serve]' in the mnistcnn checkout. The page works offline (no CDN)
+and listens on this machine only unless --host says otherwise.
+
 \b
 Examples:
   mnistcnn serve runs/lenet-20260101-000000 --open
@@ -848,8 +850,9 @@ def serve(target, port, host, allow_hosts, open_browser, which, data_dir):
 
 
 # -- sweep ------------------------------------------------------------------------------------
-@main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""\b
+@main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""
 Needs the sweep extra: pip install -e '.[sweep]' in the mnistcnn checkout.
+
 \b
 Examples:
   mnistcnn sweep configs/sweeps/quick-lr.yaml                  # 8 small trials, about a minute
@@ -1209,7 +1212,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
 
 
 # -- download ---------------------------------------------------------------------------
-@main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""\b
+@main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""
 MNIST already ships inside the package: this is for a fresh copy, or another folder.
 
 \b
