@@ -9,6 +9,7 @@ import copy
 import difflib
 import inspect
 import math
+import os
 import re
 from pathlib import Path
 
@@ -684,7 +685,14 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
     """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
     3)}``), validate and resolve. An error about a key that an option set names the option.
     ``of_run``: the file is a run's config.yaml, perhaps from an older mnistcnn."""
-    return from_raw(load_raw(path), str(path), overrides, flags, of_run)
+    raw = load_raw(path)
+    if "space" in raw and "model" not in raw:  # a sweep file, whose keys a config's check would only call unknown
+        base = raw.get("base")
+        train_base = (f", or train its base config: {command_line('train', os.path.normpath(Path(path).parent / base))}"
+                      if isinstance(base, str) else "")
+        raise ConfigError(f"{path}: is a sweep file, not a training config; run it with "
+                          f"{command_line('sweep', path)}{train_base}")
+    return from_raw(raw, str(path), overrides, flags, of_run)
 
 
 def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of_run: bool = False) -> dict:

@@ -10,6 +10,7 @@ import click
 import pytest
 
 QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+SWEEP = QUICK.parent / "sweeps" / "quick-lr.yaml"  # a sweep file whose base is QUICK
 
 
 @pytest.mark.parametrize("options,message", [
@@ -174,6 +175,9 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         (("eval", trained_run / "config.yaml"), f"error: {trained_run / 'config.yaml'}: is the config of the run "
                                                 f"{trained_run}; give the run directory itself"),
         (("sweep", QUICK), f"error: {QUICK}: is a training config, not a sweep file; train it with mnistcnn train"),
+        *[((command, SWEEP), f"error: {SWEEP}: is a sweep file, not a training config; run it with mnistcnn sweep "
+                             f"{SWEEP}, or train its base config: mnistcnn train {QUICK}\n")
+          for command in ("train", "inspect-data", "inspect-layer")],
         (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; train it longer with "
                                  f"mnistcnn train --resume {trained_run} --epochs N, or train its config afresh"),
         (("train", "--resume", trained_run / "checkpoints" / "best.npz"),
