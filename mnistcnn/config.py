@@ -538,10 +538,13 @@ def parse_yaml(text: str, source: str):
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
+READY_MADE = Path(__file__).resolve().parent.parent / "configs"  # in the repository, beside the package
+
+
 def ready_made(name: str = "") -> str:
     """Where the repository's ready-made configs are (``name`` inside them), as a path that works
     from the current folder; a hint for a config that was not found."""
-    folder = Path(__file__).resolve().parent.parent / "configs"
+    folder = READY_MADE
     if not folder.is_dir():  # installed without the repository
         return f"configs/{name} in the mnistcnn repository"
     try:
@@ -551,12 +554,21 @@ def ready_made(name: str = "") -> str:
     return f"{folder}/{name}"
 
 
+def ready_made_like(path: Path) -> str:
+    """The ready-made config named nearest to a config not found, as a question ("did you mean
+    configs/quick.yaml? "), for a slip: the name alone (quick), without its folder, a letter
+    missing, .yml; "" when no ready-made config's name is near."""
+    near = difflib.get_close_matches(path.stem, sorted(p.stem for p in READY_MADE.glob("*.yaml")), n=1, cutoff=0.8)
+    return f"did you mean {ready_made(near[0] + '.yaml')}? " if near else ""
+
+
 def load_raw(path) -> dict:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
+        raise ConfigError(f"{path}: config file not found; {ready_made_like(path)}see {ready_made()} for ready-made "
+                          "ones") from None
     except IsADirectoryError:
         run = RunDir(path)
         if run.config_file.is_file():

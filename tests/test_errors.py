@@ -152,8 +152,20 @@ def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp
     monkeypatch.chdir(tmp_path)
     result = cli("train", "configs/quick.yaml")
     assert result.exit_code == 2
-    hint = f"see {QUICK.parent}/ for ready-made ones"
+    hint = f"did you mean {QUICK}? see {QUICK.parent}/ for ready-made ones"
     assert result.output == f"error: configs/quick.yaml: config file not found; {hint}\n"
+    assert cli("train", "mine.yaml").output == (f"error: mine.yaml: config file not found; see {QUICK.parent}/ for "
+                                                 "ready-made ones\n")  # no ready-made config is named near it
+
+
+def test_a_slip_in_a_ready_made_configs_name_is_answered_with_its_path(cli, monkeypatch):
+    """A newcomer's slips: the name alone, without its folder, a letter missing, .yml for .yaml."""
+    monkeypatch.chdir(QUICK.parent.parent)
+    for given in ("quick", "quick.yaml", "configs/quik.yaml", "configs/quick.yml"):
+        result = cli("train", given)
+        assert result.exit_code == 2 and result.output == (
+            f"error: {given}: config file not found; did you mean configs/quick.yaml? see configs/ for ready-made "
+            "ones\n"), result.output
 
 
 def test_a_layer_is_reachable_from_set(cli):
