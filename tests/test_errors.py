@@ -226,6 +226,32 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkey
     assert ended.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
 
 
+def test_a_signal_while_an_extra_loads_is_that_signal_not_a_missing_extra(monkeypatch, cli, trained_run):
+    """A Ctrl-C as export loaded onnxruntime said 'mnistcnn export needs onnx and onnxruntime, which
+    are not installed' (exit 2): an extension module whose initialisation a signal cuts short
+    (pybind11's) raises ImportError('initialization failed') from the KeyboardInterrupt."""
+    import sys
+
+    from mnistcnn.errors import Terminated
+
+    class CutShort:  # the extension's initialisation meets the signal
+        def __init__(self, module, signal):
+            self.module, self.signal = module, signal
+
+        def find_spec(self, name, path=None, target=None):
+            if name == self.module:
+                raise ImportError("initialization failed") from self.signal()
+
+    for module, args in (("onnxruntime", ("export", trained_run)), ("uvicorn", ("serve", trained_run)),
+                         ("optuna", ("sweep", SWEEP, "--dry-run"))):
+        for signal, code in ((KeyboardInterrupt, 130), (Terminated, 143)):
+            with monkeypatch.context() as patched:
+                patched.delitem(sys.modules, module, raising=False)
+                patched.setattr(sys, "meta_path", [CutShort(module, signal), *sys.meta_path])
+                result = cli(*args)
+            assert (result.exit_code, result.output) == (code, "error: interrupted\n"), (module, signal)
+
+
 def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
     result = cli("eval", trained_run, "--runs-dir", "runs")
     assert result.exit_code == 2 and "Did you mean" not in result.output  # click's guess was --data-dir
