@@ -22,6 +22,7 @@ from rich import box
 from rich.columns import Columns
 from rich.console import Group
 from rich.padding import Padding
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -254,8 +255,14 @@ class Probability(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+def titled_table(title: str | None, **options) -> Table:
+    """A table at least as wide as its title: a title longer than the rows (a checkpoint's path over
+    one short picture name) is not folded onto more lines, which would cut a path in two."""
+    return Table(title=title, min_width=cell_len(title) if title else None, **options)
+
+
 def model_table(model, title="model") -> Table:
-    table = Table(title=title, show_footer=True)
+    table = titled_table(title, show_footer=True)
     table.add_column("#", footer="")
     table.add_column("layer", footer="total")
     table.add_column("type")
@@ -271,7 +278,7 @@ def model_table(model, title="model") -> Table:
 
 def plan_table(plan) -> Table:
     """The steps the trainer runs (``engine/fast/plan.py``), then what evaluation does otherwise."""
-    table = Table(title="plan: how the layers are computed")
+    table = titled_table("plan: how the layers are computed")
     for column in ("when", "layers", "computed as"):
         table.add_column(column)
     for row in plan.describe():
@@ -331,7 +338,7 @@ def results_table(summary: dict, run_path) -> Table:
     rather look at than read the epochs' lines."""
     from .runs import RunDir, summary_rows
 
-    table = Table(title="results", show_header=False)
+    table = titled_table("results", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     for row in [*summary_rows(summary), ("run directory", str(run_path)),
@@ -477,7 +484,7 @@ def config_keys(prefix, as_json):
                           style="bold")
             console.print(Padding(meaning, (0, 0, 1, 4)))
         return
-    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table = titled_table(title, box=box.SIMPLE_HEAD)
     table.add_column("key", no_wrap=True)
     for column in ("takes", "default"):
         table.add_column(column, overflow="fold")
@@ -540,7 +547,7 @@ def eval_command(target, split, which, data_dir, batch_size, out_dir, as_json, q
 
 
 def per_class_table(result: dict) -> Table:
-    table = Table(title=f"per class ({result['split']})")
+    table = titled_table(f"per class ({result['split']})")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for name, row in zip(result["classes"], result["per_class"]):
@@ -551,7 +558,7 @@ def per_class_table(result: dict) -> Table:
 
 def confusion_table(result: dict) -> Table:
     """Counts with the diagonal (correct) in bold and zeros dimmed."""
-    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table = titled_table("confusion matrix (rows: true, columns: predicted)")
     table.add_column("")
     for name in result["classes"]:
         table.add_column(name, justify="right")
@@ -562,7 +569,7 @@ def confusion_table(result: dict) -> Table:
 
 
 # -- predict and runs -------------------------------------------------------------------------
-@main.command(short_help="Classify your own digit pictures: files, folders, globs.", epilog="""\b
+@main.command(short_help="Classify your own digit pictures: files, folders, globs.", epilog="""
 Exit codes: 0 every picture predicted (doubts flagged, not failing); 1 some file could not be
 read (the rest are still predicted); 2 usage; 3 some prediction in doubt, with --fail-on-doubt.
 
@@ -639,7 +646,7 @@ def _predictions_table(results, path, top, saved) -> None:
         console.print(Columns([Group(Text(f"{_answer(result)} {Path(result['path']).name}", no_wrap=True,
                                           overflow="ellipsis"), half_block_preview(result["image"]))
                                for result in seen], width=PREVIEW_WIDTH, padding=(0, 2)))
-    table = Table(title=f"predictions ({path})")
+    table = titled_table(f"predictions ({path})")
     # the paths fold onto more lines in a narrow terminal: cut short, no row would say which picture it is
     table.add_column("image", overflow="fold")
     table.add_column("prediction", justify="center", no_wrap=True)
@@ -697,9 +704,11 @@ def runs(folder, runs_dir, as_json):
                "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS, and
-    # what changed each run's config is listed below the table.
+    # what changed each run's config is listed below the table. Columns are one space apart, not
+    # three: a trial's name (trial-000-STAMP) leaves its scores and status whole in 80 columns.
     wide = console.width >= 100
-    table = Table(title=f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = titled_table(f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     table.add_column("run", no_wrap=True)
     for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "train time", "status"):
         table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "train time") else "left",
@@ -738,11 +747,12 @@ def _duration(seconds) -> str:
 
 
 # -- export ----------------------------------------------------------------------------------
-@main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""\b
-Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW, as
-the training images are: for MNIST a white digit on black), the run's preprocessing inside it, and
+@main.command(short_help="Export a trained model as ONNX, checked equal to the engine.", epilog="""
+Needs the export extra: pip install -e '.[export]' in the mnistcnn checkout. The file takes raw pixels (NCHW,
+as the training images are: for MNIST a white digit on black), the run's preprocessing inside it, and
 gives logits and probabilities; it is kept only if onnxruntime agrees with the engine on the
 run's test split. What it takes is in its doc string and metadata too.
+
 \b
 Examples:
   mnistcnn export runs/lenet-20260101-000000                  # -> runs/lenet-.../model.onnx
@@ -766,7 +776,7 @@ def export(target, output, which, opset, input_kind, data_dir):
 
     exported = export_run(target, which, data_dir, output, input_kind, opset)
     comparison, output, (height, width, channels) = exported.comparison, exported.output, exported.input_shape
-    table = Table(title="exported as ONNX", show_header=False)
+    table = titled_table("exported as ONNX", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     rows = [
@@ -794,9 +804,10 @@ def export(target, output, which, opset, input_kind, data_dir):
 
 
 # -- serve ------------------------------------------------------------------------------------
-@main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""\b
-Needs the serve extra: pip install -e '.[serve]' in the mnistcnn checkout. The page works offline (no CDN) and
-listens on this machine only unless --host says otherwise.
+@main.command(short_help="Draw a digit in the browser and watch every layer respond.", epilog="""
+Needs the serve extra: pip install -e '.[serve]' in the mnistcnn checkout. The page works offline (no CDN)
+and listens on this machine only unless --host says otherwise.
+
 \b
 Examples:
   mnistcnn serve runs/lenet-20260101-000000 --open
@@ -846,8 +857,9 @@ def serve(target, port, host, allow_hosts, open_browser, which, data_dir):
 
 
 # -- sweep ------------------------------------------------------------------------------------
-@main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""\b
+@main.command(short_help="Search hyperparameters with Optuna: pruning, many machines.", epilog="""
 Needs the sweep extra: pip install -e '.[sweep]' in the mnistcnn checkout.
+
 \b
 Examples:
   mnistcnn sweep configs/sweeps/quick-lr.yaml                  # 8 small trials, about a minute
@@ -1001,7 +1013,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage) -> None:
     (``storage`` None: the SQLite file in the sweep folder)."""
     from .sweep.study import storage_words
 
-    table = Table(title=f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
+    table = titled_table(f"sweep {sweep.name}: {sweep.trials} trials of {sweep.base_path}", box=box.SIMPLE_HEAD)
     for column in ("key", "type", "values"):
         table.add_column(column, overflow="fold")
     for parameter in sweep.parameters:
@@ -1034,7 +1046,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     keys = sorted({key for row in rows for key in row["params"]})
     columns = _trial_columns(metric)
     names = parameter_names(searched, columns)
-    table = Table(title=title or None, box=box.SIMPLE_HEAD)
+    table = titled_table(title or None, box=box.SIMPLE_HEAD)
     for column in (*columns, *[names[key] for key in keys]):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in rows:
@@ -1149,7 +1161,7 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
         console.print("  this layer has no parameters")
     gradients = " and ".join(f"d{key}" for key in report["params"])
     # no vertical rules and 3 significant digits: seven columns fit 80 characters uncut
-    table = Table(title=f"statistics over {chosen}", box=box.SIMPLE_HEAD,
+    table = titled_table(f"statistics over {chosen}", box=box.SIMPLE_HEAD,
                   caption="the loss's gradient: dA_prev at the layer's input"
                           + (f"; {gradients} at its parameters" if gradients else ""))
     for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
@@ -1207,7 +1219,7 @@ def inspect_data(config_path, count, out_path, seed, sets, data_dir):
 
 
 # -- download ---------------------------------------------------------------------------
-@main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""\b
+@main.command(short_help="Fetch MNIST from public mirrors, checked by SHA-256.", epilog="""
 MNIST already ships inside the package: this is for a fresh copy, or another folder.
 
 \b

@@ -9,6 +9,7 @@ import copy
 import difflib
 import inspect
 import math
+import os
 import re
 from pathlib import Path
 
@@ -537,10 +538,13 @@ def parse_yaml(text: str, source: str):
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
+READY_MADE = Path(__file__).resolve().parent.parent / "configs"  # in the repository, beside the package
+
+
 def ready_made(name: str = "") -> str:
     """Where the repository's ready-made configs are (``name`` inside them), as a path that works
     from the current folder; a hint for a config that was not found."""
-    folder = Path(__file__).resolve().parent.parent / "configs"
+    folder = READY_MADE
     if not folder.is_dir():  # installed without the repository
         return f"configs/{name} in the mnistcnn repository"
     try:
@@ -550,12 +554,21 @@ def ready_made(name: str = "") -> str:
     return f"{folder}/{name}"
 
 
+def ready_made_like(path: Path) -> str:
+    """The ready-made config named nearest to a config not found, as a question ("did you mean
+    configs/quick.yaml? "), for a slip: the name alone (quick), without its folder, a letter
+    missing, .yml; "" when no ready-made config's name is near."""
+    near = difflib.get_close_matches(path.stem, sorted(p.stem for p in READY_MADE.glob("*.yaml")), n=1, cutoff=0.8)
+    return f"did you mean {ready_made(near[0] + '.yaml')}? " if near else ""
+
+
 def load_raw(path) -> dict:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; see {ready_made()} for ready-made ones") from None
+        raise ConfigError(f"{path}: config file not found; {ready_made_like(path)}see {ready_made()} for ready-made "
+                          "ones") from None
     except IsADirectoryError:
         run = RunDir(path)
         if run.config_file.is_file():
@@ -684,7 +697,14 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
     """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
     3)}``), validate and resolve. An error about a key that an option set names the option.
     ``of_run``: the file is a run's config.yaml, perhaps from an older mnistcnn."""
-    return from_raw(load_raw(path), str(path), overrides, flags, of_run)
+    raw = load_raw(path)
+    if "space" in raw and "model" not in raw:  # a sweep file, whose keys a config's check would only call unknown
+        base = raw.get("base")
+        train_base = (f", or train its base config: {command_line('train', os.path.normpath(Path(path).parent / base))}"
+                      if isinstance(base, str) else "")
+        raise ConfigError(f"{path}: is a sweep file, not a training config; run it with "
+                          f"{command_line('sweep', path)}{train_base}")
+    return from_raw(raw, str(path), overrides, flags, of_run)
 
 
 def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of_run: bool = False) -> dict:

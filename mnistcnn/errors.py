@@ -38,6 +38,17 @@ def raise_terminated(signum, frame):
     raise Terminated
 
 
+def raise_signal_behind(err: ImportError) -> None:
+    """Raise again the Ctrl-C or SIGTERM that an optional extra's failed import came from, if it
+    did: an extension module whose initialisation a signal cuts short (pybind11's, as onnxruntime's)
+    raises ImportError('initialization failed') from it, which read as 'not installed'."""
+    cause = err.__cause__ or err.__context__
+    while cause is not None:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise cause.with_traceback(None) from None
+        cause = cause.__cause__ or cause.__context__
+
+
 class MnistCnnError(Exception):
     """Base of every error a user can cause and fix; ``exit_code`` is the command's exit status."""
 

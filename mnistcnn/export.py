@@ -21,7 +21,7 @@ from . import config as cfg
 from .atomic import OutputOption, make_folder, write_bytes, written_to
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.losses import accuracy
-from .errors import CheckpointError, MnistCnnError, UsageError, install_extra
+from .errors import CheckpointError, MnistCnnError, UsageError, install_extra, raise_signal_behind
 
 # Two float32 computations of the same sums in another order (another GEMM shape, another thread
 # split, another CPU's BLAS kernel, another runtime) differ by rounding alone: a sum of n products
@@ -49,7 +49,8 @@ def require_onnx(needed_by: str = "mnistcnn export needs onnx and onnxruntime", 
     try:
         import onnx
         import onnxruntime
-    except ImportError:
+    except ImportError as err:
+        raise_signal_behind(err)
         raise UsageError(f"{needed_by}, which are not installed; {EXTRA}{alternative}") from None
     return onnx, onnxruntime
 

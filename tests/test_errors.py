@@ -10,6 +10,7 @@ import click
 import pytest
 
 QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+SWEEP = QUICK.parent / "sweeps" / "quick-lr.yaml"  # a sweep file whose base is QUICK
 
 
 @pytest.mark.parametrize("options,message", [
@@ -151,8 +152,20 @@ def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp
     monkeypatch.chdir(tmp_path)
     result = cli("train", "configs/quick.yaml")
     assert result.exit_code == 2
-    hint = f"see {QUICK.parent}/ for ready-made ones"
+    hint = f"did you mean {QUICK}? see {QUICK.parent}/ for ready-made ones"
     assert result.output == f"error: configs/quick.yaml: config file not found; {hint}\n"
+    assert cli("train", "mine.yaml").output == (f"error: mine.yaml: config file not found; see {QUICK.parent}/ for "
+                                                 "ready-made ones\n")  # no ready-made config is named near it
+
+
+def test_a_slip_in_a_ready_made_configs_name_is_answered_with_its_path(cli, monkeypatch):
+    """A newcomer's slips: the name alone, without its folder, a letter missing, .yml for .yaml."""
+    monkeypatch.chdir(QUICK.parent.parent)
+    for given in ("quick", "quick.yaml", "configs/quik.yaml", "configs/quick.yml"):
+        result = cli("train", given)
+        assert result.exit_code == 2 and result.output == (
+            f"error: {given}: config file not found; did you mean configs/quick.yaml? see configs/ for ready-made "
+            "ones\n"), result.output
 
 
 def test_a_layer_is_reachable_from_set(cli):
@@ -174,6 +187,9 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         (("eval", trained_run / "config.yaml"), f"error: {trained_run / 'config.yaml'}: is the config of the run "
                                                 f"{trained_run}; give the run directory itself"),
         (("sweep", QUICK), f"error: {QUICK}: is a training config, not a sweep file; train it with mnistcnn train"),
+        *[((command, SWEEP), f"error: {SWEEP}: is a sweep file, not a training config; run it with mnistcnn sweep "
+                             f"{SWEEP}, or train its base config: mnistcnn train {QUICK}\n")
+          for command in ("train", "inspect-data", "inspect-layer")],
         (("train", trained_run), f"error: {trained_run}: is a run directory, not a config; train it longer with "
                                  f"mnistcnn train --resume {trained_run} --epochs N, or train its config afresh"),
         (("train", "--resume", trained_run / "checkpoints" / "best.npz"),
@@ -208,6 +224,32 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkey
     with pytest.raises(SystemExit) as ended:
         mnistcnn.command()
     assert ended.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_signal_while_an_extra_loads_is_that_signal_not_a_missing_extra(monkeypatch, cli, trained_run):
+    """A Ctrl-C as export loaded onnxruntime said 'mnistcnn export needs onnx and onnxruntime, which
+    are not installed' (exit 2): an extension module whose initialisation a signal cuts short
+    (pybind11's) raises ImportError('initialization failed') from the KeyboardInterrupt."""
+    import sys
+
+    from mnistcnn.errors import Terminated
+
+    class CutShort:  # the extension's initialisation meets the signal
+        def __init__(self, module, signal):
+            self.module, self.signal = module, signal
+
+        def find_spec(self, name, path=None, target=None):
+            if name == self.module:
+                raise ImportError("initialization failed") from self.signal()
+
+    for module, args in (("onnxruntime", ("export", trained_run)), ("uvicorn", ("serve", trained_run)),
+                         ("optuna", ("sweep", SWEEP, "--dry-run"))):
+        for signal, code in ((KeyboardInterrupt, 130), (Terminated, 143)):
+            with monkeypatch.context() as patched:
+                patched.delitem(sys.modules, module, raising=False)
+                patched.setattr(sys, "meta_path", [CutShort(module, signal), *sys.meta_path])
+                result = cli(*args)
+            assert (result.exit_code, result.output) == (code, "error: interrupted\n"), (module, signal)
 
 
 def test_an_option_of_other_commands_is_said_to_be_theirs(cli, trained_run):
@@ -339,6 +381,21 @@ def test_help_is_whole_and_every_command_shows_examples(cli):
             if isinstance(option, click.Option):
                 assert option.help, f"{name} {option.opts[0]} has no help"
     assert " train [OPTIONS] [CONFIG]\n" in cli("train", "--help").output.splitlines()[0] + "\n"
+
+
+def test_help_prose_fits_an_80_column_terminal():
+    """The words under a command's options (predict's exit codes, what export and serve need) are
+    wrapped to the terminal as the rest of the help is; only an example's command line may be
+    longer. Kept as written, they ran to 115 columns and the terminal broke them mid-word."""
+    from click.testing import CliRunner
+
+    from mnistcnn.cli import main
+
+    for name in [None, *main.commands]:
+        args = [name, "--help"] if name else ["--help"]
+        text = CliRunner().invoke(main, args, prog_name="mnistcnn", terminal_width=80).output
+        too_wide = [line for line in text.splitlines() if len(line) > 80 and not line.lstrip().startswith("mnistcnn ")]
+        assert not too_wide, (name, too_wide)
 
 
 def test_config_keys_lists_every_key_with_its_default(cli):

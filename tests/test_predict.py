@@ -611,3 +611,15 @@ def test_a_glob_that_matches_files_but_no_picture_is_not_said_to_match_nothing(t
     result = cli("predict", trained_run, tmp_path / "*.svg")
     assert result.exit_code == 1 and "no file matches" not in result.output, result.output
     assert f"error: {tmp_path / '*.svg'}: matches no picture (.bmp, .gif" in result.output, result.output
+
+
+def test_the_tables_title_keeps_the_checkpoints_path_on_one_line(trained_run, sample_digits, tmp_path, cli,
+                                                                  monkeypatch):
+    """Off a terminal (lines 200 columns wide, for grep) a table of one short picture name is
+    narrower than its title: the checkpoint's path was folded into it ('.../checkpoints/best.' and
+    'npz)' on the next line)."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(sample_digits[0][0]).save("7.png")
+    result = cli("predict", trained_run, "7.png")
+    assert result.exit_code == 0, result.output
+    assert f"predictions ({trained_run / 'checkpoints' / 'best.npz'})" in result.output, result.output

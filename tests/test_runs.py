@@ -105,3 +105,23 @@ def test_an_unfinished_runs_best_validation_accuracy_is_its_best_epochs(tmp_path
     result = cli("runs", tmp_path / "runs", "--json")
     assert result.exit_code == 0, result.output
     assert [(row["epochs"], row["best_val_acc"]) for row in json.loads(result.output)] == [(3, 0.8)]
+
+
+def test_in_80_columns_a_long_run_name_leaves_the_scores_and_status_whole(trained_run, tmp_path, cli, monkeypatch):
+    """A sweep's trials (trial-000-STAMP) and runs of speedrun.yaml or notebook.yaml have names of 24
+    characters and more: in a terminal of 80 columns their test accuracy and an 'interrupted' status
+    were cut short ('97.5…', 'interrupt…'), the figures the table is read for."""
+    folder = tmp_path / "runs"
+    finished = shutil.copytree(trained_run, folder / "trial-000-20260101-000000")
+    stopped = RunDir(folder / "speedrun-20260101-000001")
+    stopped.path.mkdir()
+    (stopped.path / "config.yaml").write_text("name: speedrun\ntrain: {epochs: 4}\n")
+    (stopped.path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5, "seconds": 2.0}) + "\n")
+    write_json(stopped.status_file, {"status": "interrupted", "pid": 1})
+    test_acc = json.loads((finished / "summary.json").read_text())["test_acc"]
+    monkeypatch.setattr(console, "_width", 80)  # as a terminal of 80 columns
+    table = cli("runs", folder)
+    assert table.exit_code == 0, table.output
+    assert f"{test_acc:.2%}" in table.output and "interrupted" in table.output and "…" not in table.output, \
+        table.output
+    assert max(map(len, table.output.splitlines())) <= 80, table.output

@@ -7,7 +7,7 @@ import importlib
 import ipaddress
 import socket
 
-from ..errors import Terminated, UsageError, install_extra
+from ..errors import Terminated, UsageError, install_extra, raise_signal_behind
 
 
 EXTRA = install_extra("serve")
@@ -18,7 +18,8 @@ def require_web() -> None:
     try:
         for module in ("starlette", "uvicorn"):
             importlib.import_module(module)
-    except ImportError:
+    except ImportError as err:
+        raise_signal_behind(err)
         raise UsageError(f"mnistcnn serve needs starlette and uvicorn, which are not installed; {EXTRA}") from None
 
 

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MnistCnnError, UsageError, command_line, install_extra
+from ..errors import MnistCnnError, UsageError, command_line, install_extra, raise_signal_behind
 from .folder import SweepDir
 
 EXTRA = install_extra("sweep")
@@ -35,7 +35,8 @@ PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types thei
 def require_optuna():
     try:
         import optuna
-    except ImportError:
+    except ImportError as err:
+        raise_signal_behind(err)
         raise UsageError(f"mnistcnn sweep needs Optuna, which is not installed; {EXTRA}") from None
     optuna.logging.set_verbosity(max(optuna.logging.get_verbosity(), optuna.logging.WARNING))  # a worker's ERROR stays
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
