@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -487,6 +488,36 @@ def test_a_failure_inside_the_server_is_one_line_on_the_terminal_and_a_json_erro
         record.getMessage()
     assert "(mnistcnn/serve/app.py:" in record.getMessage()  # where in mnistcnn, not deep in json
     assert client.get("/api/model").status_code == 200
+
+
+FAILED_THROUGH_A_LINK = """import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+from mnistcnn.serve.app import create_app
+from mnistcnn.serve.inside import open_model
+client = TestClient(create_app(open_model(sys.argv[2])), base_url="http://127.0.0.1", raise_server_exceptions=False)
+answer = client.get("/api/run")
+print(answer.status_code, answer.headers["content-type"], answer.text)
+"""
+
+
+def test_a_failure_inside_a_server_imported_through_a_symlink_is_still_a_json_error(run, tmp_path):
+    # mnistcnn imported by a path through a symbolic link (macOS's /tmp and /var, a home folder that is a link):
+    # the middleware looked for its frames under the package's resolved path, found none and failed itself, and
+    # the page got a plain-text "Internal Server Error" and the terminal a traceback
+    import mnistcnn
+
+    linked = tmp_path / "linked"
+    linked.symlink_to(Path(mnistcnn.__file__).parent.parent, target_is_directory=True)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
+    served = subprocess.run([sys.executable, "-c", FAILED_THROUGH_A_LINK, str(linked), str(run)],
+                            capture_output=True, text=True)
+    assert served.stdout == ('500 application/json {"error":"the server failed on GET /api/run; the terminal '
+                             'running mnistcnn serve says why"}\n'), served.stdout + served.stderr
+    assert "Traceback" not in served.stderr and "(mnistcnn/serve/app.py:" in served.stderr, served.stderr
 
 
 # -- the command --------------------------------------------------------------------------------

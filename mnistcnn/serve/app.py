@@ -33,7 +33,9 @@ from ..predict import NotAPicture, PictureTooLarge
 from . import inside
 from .server import host_allowed, host_names, host_of
 
-PACKAGE = Path(__file__).resolve().parent.parent
+# as imported, not resolved: a traceback names the package's files by the path they were imported by, which
+# may pass through a symbolic link
+PACKAGE = Path(__file__).parent.parent
 LOG = logging.getLogger("uvicorn.error")  # uvicorn's own lines on the terminal: "ERROR:    ..."
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
