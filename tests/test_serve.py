@@ -859,9 +859,10 @@ def test_a_form_is_read_within_bounds_of_parts_and_headers(client, served):
     assert answer.status_code == 200 and answer.json()["image"] == post_picture(client, picture).json()["image"]
     lines = b"\r\n" * 1000 + picture  # a file's content is not a form's lines
     assert client.post("/api/predict", content=form(file.replace(picture, lines)), headers=headers).status_code == 415
+    # a file after 16 other parts: the message said "more than 16 parts before its file"
     many = client.post("/api/predict", content=form(fields[0], *fields, file), headers=headers)
     assert many.status_code == 400 and many.json()["error"] == (
-        f"the form has more than {MAX_FORM_PARTS} parts before its file; send the picture as its first file, or as "
+        f"the form's file is not among its first {MAX_FORM_PARTS} parts; send the picture as its first file, or as "
         "the request's body"), many.text[:300]
     words = b"=?utf-8?q?a?= " * 20000
     named = client.post("/api/predict", content=form(b'Content-Disposition: form-data; name="picture"; filename="' +

@@ -40,7 +40,7 @@ LOG = logging.getLogger("uvicorn.error")  # uvicorn's own lines on the terminal:
 MAX_PICTURE_BYTES = 8 << 20
 MAX_JSON_BYTES = 64 << 10
 FORM_BYTES = 16 << 10  # a form's own lines around the picture it holds: a picture under the limit is not refused
-# a form's parts read before its file, and the headers of each: enough for any browser's or curl's form
+# the parts of a form read in search of its file, and the headers of each: enough for any browser's or curl's form
 MAX_FORM_PARTS = 16
 MAX_PART_HEADERS = 4 << 10
 # the page's files: name in the URL -> (file in static/, content type)
@@ -269,7 +269,7 @@ def first_file(content_type: str, body: bytes) -> tuple[bytes, str]:
         if part.startswith(b"--"):  # "--boundary--": the form's end
             break
         if count == MAX_FORM_PARTS:
-            raise RequestError(400, f"the form has more than {MAX_FORM_PARTS} parts before its file; send the "
+            raise RequestError(400, f"the form's file is not among its first {MAX_FORM_PARTS} parts; send the "
                                     "picture as its first file, or as the request's body")
         head, _, content = part.partition(b"\r\n\r\n")
         if len(head) > MAX_PART_HEADERS:
