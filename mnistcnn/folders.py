@@ -29,23 +29,23 @@ def check_run_name(name: str, example: str = "--name lenet") -> str:
     return name
 
 
-def stamped_folder(runs_dir, name: str, out_of_sight: bool = False) -> Path:
-    """A new folder ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]`` (a run's, or a sweep's); ``out_of_sight``:
-    made as ``.<that name>.part``, which ``publish_folder`` renames once it holds what makes it of use, so
-    that a process killed while filling it leaves no folder that commands would take for one."""
+def stamped_folder(runs_dir, name: str) -> Path:
+    """A new folder, a run's or a sweep's, made out of sight as ``<runs_dir>/.<name>-<YYYYmmdd-HHMMSS>[-N].part``:
+    it reserves the name ``<name>-<YYYYmmdd-HHMMSS>[-N]``, which ``publish_folder`` gives it once it holds what
+    makes it of use, so that a process killed while filling it leaves no folder that commands would take for one."""
     check_run_name(name)
     runs_dir = check_runs_folder(runs_dir, make=True)
     stamp = _dt.datetime.now().strftime(STAMP_FORMAT)
     for suffix in range(1, 10000):
         final = runs_dir / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
-        path = final.with_name(f".{final.name}.part") if out_of_sight else final
+        path = final.with_name(f".{final.name}.part")
         try:
             path.mkdir()  # atomic: two runs started together never get the same folder
         except FileExistsError:
             continue
         except OSError as err:
             raise UsageError(f"{path}: cannot create the folder ({err.strerror})") from None
-        if out_of_sight and final.exists():  # the name was published before this folder reserved it
+        if final.exists():  # the name was published before this folder reserved it
             path.rmdir()
             continue
         return path
@@ -53,13 +53,13 @@ def stamped_folder(runs_dir, name: str, out_of_sight: bool = False) -> Path:
 
 
 def published_path(path: Path) -> Path:
-    """Where the folder ``stamped_folder(..., out_of_sight=True)`` made will be once published: what the
-    files written in it meanwhile name."""
+    """Where the folder ``stamped_folder`` made will be once published: what the files written in it
+    meanwhile name."""
     return path.with_name(OUT_OF_SIGHT.match(path.name).group(1))
 
 
 def publish_folder(path: Path) -> Path:
-    """The folder ``stamped_folder(..., out_of_sight=True)`` made, renamed to the name it reserved."""
+    """The folder ``stamped_folder`` made, renamed to the name it reserved."""
     final = published_path(path)
     try:
         os.rename(path, final)  # onto a folder with files in it, refused: a published one is never replaced
@@ -89,7 +89,7 @@ class StampedFolder:
     def create(cls, runs_dir, name: str):
         """A new folder out of sight (``.NAME-STAMP.part``); the ones that processes killed while setting
         theirs up left in ``runs_dir`` are removed."""
-        made = cls(stamped_folder(runs_dir, name, out_of_sight=True))
+        made = cls(stamped_folder(runs_dir, name))
         with contextlib.suppress(OSError):  # a filesystem without locks: ``abandoned`` cannot lock it either
             made.setup_lock = os.open(made.path, os.O_RDONLY)
             fcntl.flock(made.setup_lock, fcntl.LOCK_SH)  # waits only while ``abandoned`` looks at it

@@ -60,9 +60,9 @@ class Snapshot:
 class SweepRun:
     """A sweep folder, the study it feeds, and the worker processes started here."""
 
-    def __init__(self, sweep: Sweep, sweep_dir: SweepDir, storage: studies.Storage, create: bool = True):
+    def __init__(self, sweep: Sweep, sweep_dir: SweepDir, storage: studies.Storage):
         self.sweep, self.sweep_dir, self.storage = sweep, sweep_dir, storage
-        self.study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat), create=create)
+        self.study = studies.open_study(sweep, studies.open_storage(storage, sweep.heartbeat))
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.reported = None
@@ -97,14 +97,14 @@ class SweepRun:
         except BaseException:  # a signal or a full disk while it is set up: a folder --resume would refuse
             sweep_dir.discard()
             raise
-        return cls(sweep, sweep_dir, storage, create=False)
+        return cls(sweep, sweep_dir, storage)
 
     @classmethod
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         sweep_dir = SweepDir.open(folder, "give the folder mnistcnn sweep printed")
         sweep = load_sweep(sweep_dir.sweep_file)
-        run = cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path), create=False)
+        run = cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path))
         studies.retry_unfinished(run.study)
         counts = studies.states(run.study.get_trials(deepcopy=False))
         done = studies.trials_done(counts)
