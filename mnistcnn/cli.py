@@ -704,11 +704,11 @@ def runs(folder, runs_dir, as_json):
                "pruned": "magenta"}
     # Run names are whole (a folded name is hard to copy); in a terminal under 100 columns the
     # start time and config go, since a default run name carries both: NAME-YYYYMMDD-HHMMSS, and
-    # what changed each run's config is listed below the table. Columns are one space apart, not
+    # what changed each run's config is listed below the table. Columns are two spaces apart, not
     # three: a trial's name (trial-000-STAMP) leaves its scores and status whole in 80 columns.
     wide = console.width >= 100
     table = titled_table(f"run directories in {folder.resolve()}", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)
+                         collapse_padding=True)
     table.add_column("run", no_wrap=True)
     for column in (("started", "config") if wide else ()) + ("epochs", "best val", "test", "train time", "status"):
         table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "train time") else "left",
@@ -1162,8 +1162,8 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
     gradients = " and ".join(f"d{key}" for key in report["params"])
     # no vertical rules and 3 significant digits: seven columns fit 80 characters uncut
     table = titled_table(f"statistics over {chosen}", box=box.SIMPLE_HEAD,
-                  caption="the loss's gradient: dA_prev at the layer's input"
-                          + (f"; {gradients} at its parameters" if gradients else ""))
+                         caption="the loss's gradient: dA_prev at the layer's input"
+                                 + (f"; {gradients} at its parameters" if gradients else ""))
     for column in ("what", "mean", "std", "min", "max", "norm", "zeros"):
         table.add_column(column, justify="right")
     rows = [("output Z", report["forward"])] + [(key, stats) for key, stats in report["backward"].items()

@@ -566,9 +566,10 @@ def train_run(config: dict, data: Data, callbacks: Callbacks | None = None, *, r
     or failed; with the config file and the ``overrides`` given to it) and leaves summary.json and
     curves.png. A signal (with ``stop_on_signals``) ends the run with a checkpoint and returns
     an Outcome without summary, as does a callback's ``Pruned``; errors are raised after the
-    status says failed. A new run's folder is removed again when the run stops (an error, a
-    signal) before it is marked running: it holds nothing to resume. Until then it is set up out of
-    sight (``RunDir.create``), so that one killed meanwhile leaves no folder that commands see.
+    status says failed. A new run's folder is set up out of sight (``RunDir.create``) and given its
+    name once it holds its config, its status and a first last.npz, so that one killed meanwhile
+    leaves no folder that commands see; when the run stops (an error, a signal) before it is open
+    (its callbacks told), the folder is removed again.
     """
     callbacks = callbacks or Callbacks()
     if resume is None:
