@@ -76,6 +76,12 @@ def abandoned_setup(folder: Path) -> bool:
     return bool(OUT_OF_SIGHT.match(folder.name)) and abandoned(folder, ABANDONED_AFTER_SECONDS)
 
 
+def in_sight(folder: Path) -> list[Path]:
+    """What ``folder`` holds, but for hidden names: a run's or a sweep's folder being set up
+    (``StampedFolder.create``), say."""
+    return [child for child in folder.iterdir() if not child.name.startswith(".")]
+
+
 class StampedFolder:
     """A run's or a sweep's folder, ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]``. A new one is set up out of
     sight and locked by the process that fills it (a flock on the folder itself, which the kernel lets go

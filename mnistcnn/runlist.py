@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .folders import RUNS_DIR, STAMP_FORMAT
+from .folders import RUNS_DIR, STAMP_FORMAT, in_sight
 from .runs import DIVERGED, RunDir, read_json
 from .sweep.folder import SweepDir
 
@@ -79,12 +79,6 @@ def describe_run(path: Path) -> dict | None:
                                              round(sum(row.get("seconds", 0) for row in history), 2) or None),
         "status": run_status(run, status),
     }
-
-
-def in_sight(folder: Path) -> list[Path]:
-    """What ``folder`` holds, but for hidden names: a run's or a sweep's folder being set up
-    (``StampedFolder.create``), say."""
-    return [child for child in folder.iterdir() if not child.name.startswith(".")]
 
 
 def list_runs(folder=RUNS_DIR) -> list[dict]:

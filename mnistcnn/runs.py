@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import StampedFolder
+from .folders import StampedFolder, in_sight
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
@@ -402,7 +402,7 @@ def not_a_run(folder: Path) -> UsageError:
     if SweepDir(folder).is_sweep_folder:
         return UsageError(f"{folder}: is a sweep folder, not a run; each of its trials is one, in "
                           f"{SweepDir(folder).trials}: `{command_line('runs', folder)}` lists them")
-    files = [child for child in folder.iterdir() if not child.name.startswith(".")]
+    files = in_sight(folder)
     runs = [child for child in files if RunDir(child).config_file.is_file()]
     if runs:
         newest = max(runs, key=lambda run: run.stat().st_mtime)
