@@ -341,21 +341,25 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
         return np.clip(np.rint(grey), 0, 255).astype(np.uint8), None
     ink, contrast = remove_background(grey)
     mask, threshold = stroke_mask(ink)
-    inked = ink[mask]
-    # A digit's strokes stand clearly above the paper and cover a small part of the picture;
-    # paper alone, or noise, splits into two classes that are neither.
-    if inked.size == 0 or np.median(inked) < MIN_SEPARATION * threshold or mask.mean() > MAX_COVERAGE:
-        return np.zeros((SIDE, SIDE), np.uint8), BLANK if contrast < MIN_CONTRAST else NO_SINGLE_DIGIT
+    every_stroke = ink[mask]
+    no_digit = np.zeros((SIDE, SIDE), np.uint8), BLANK if contrast < MIN_CONTRAST else NO_SINGLE_DIGIT
+    if every_stroke.size == 0 or mask.mean() > MAX_COVERAGE:  # a digit covers a small part of the picture
+        return no_digit
     edge = touching_the_edge(mask)
     inside = mask & ~edge
     # A photo is aimed at its digit: ink that reaches the edge, when a tenth of the ink is
     # elsewhere, is a table, the page's edge or a shadow's, unless it comes near that ink: a
     # stroke of the digit that ends at the edge (a digit drawn or cropped close) stays.
-    if edge.any() and ink[inside].sum() >= MIN_INSIDE * inked.sum():
+    if edge.any() and ink[inside].sum() >= MIN_INSIDE * every_stroke.sum():
         near = _max_filter(inside.astype(np.float64), 2 * round(NEAR * stroke_width(inside)) + 1) > 0
         mask = inside | pieces_from(edge & near, edge)
         ink = np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
-        inked = ink[mask]
+    inked = ink[mask]
+    # A digit's strokes stand clearly above the paper; paper alone, or noise, splits into two
+    # classes that are neither. The ink kept is judged, or all of it: what is dropped at the edge
+    # (a shadow's remnant) can be fainter than the digit, or stronger, and set the threshold.
+    if max(np.median(inked), np.median(every_stroke)) < MIN_SEPARATION * threshold:
+        return no_digit
     low = 0.5 * threshold
     strokes = np.clip((ink - low) / (np.median(inked) - low), 0, 1)  # keeps the strokes' soft edges
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))

@@ -552,6 +552,49 @@ def test_a_shadows_sharp_edge_across_the_digit_seldom_changes_the_answer_unflagg
     assert same.mean() >= 0.5 and (~same & ~flagged).mean() <= 0.15, (same.mean(), (~same & ~flagged).mean())
 
 
+def _phone_photo_of_a_seven(box, pen, ink, shadow, corner="top left", blur=1.5):
+    """A 1600x1200 phone photo (seeded) of a 7 drawn in ``box`` (left, top, right, bottom) with a pen
+    ``pen`` px wide in ``ink`` (RGB) on warm paper lit unevenly, with grain and a hard shadow ``shadow``
+    grey levels deep cast into ``corner``: a wedge a quarter of the photo wide at one edge, narrowing
+    to the other; out of focus by a Gaussian ``blur`` (its radius), or sharp."""
+    from PIL import ImageFilter
+
+    ys, xs = np.mgrid[0:1200, 0:1600].astype(np.float64)
+    light = 210 + 35 * xs / 1600 - 25 * ys / 1200 + np.random.default_rng(0).normal(0, 6, xs.shape)
+    across = xs if "left" in corner else 1599 - xs
+    down = ys if "top" in corner else 1199 - ys
+    grey = np.clip(light - shadow * (across + 0.3 * down < 400), 0, 255)
+    picture = Image.fromarray(np.stack([grey, 0.97 * grey, 0.9 * grey], axis=-1).astype(np.uint8))
+    left, top, right, bottom = box
+    draw = ImageDraw.Draw(picture)
+    draw.line([(left, top), (right, top), (left + 0.35 * (right - left), bottom)], fill=ink, width=pen,
+              joint="curve")
+    middle = (top + bottom) / 2
+    draw.line([(left + 0.3 * (right - left), middle), (left + 0.8 * (right - left), middle)], fill=ink, width=pen)
+    return grey_of(np.asarray(picture.filter(ImageFilter.GaussianBlur(blur)) if blur else picture))
+
+
+def test_a_coloured_ink_digit_with_a_hard_shadow_into_a_corner_gives_the_digit():
+    """What is left of the shadow's edge where it meets the picture's border is dropped as ink at the
+    edge; fainter than the strokes of coloured ink, it must not make the digit seem not to stand out
+    of the paper. The 7 comes out as it does without the shadow."""
+    for pen, ink, corner in ((14, (30, 40, 140), "top left"), (14, (30, 40, 140), "bottom right"),
+                             (9, (20, 20, 20), "top left")):
+        unshadowed = prepare(_phone_photo_of_a_seven((600, 350, 1000, 900), pen, ink, shadow=0, corner=corner))[0]
+        image, doubt = prepare(_phone_photo_of_a_seven((600, 350, 1000, 900), pen, ink, shadow=50, corner=corner))
+        assert doubt is None and similarity(image, unshadowed) > 0.9, (pen, ink, corner, doubt)
+
+
+def test_a_small_digit_under_a_shadow_stronger_than_its_ink_still_gives_the_digit(trained_run):
+    """A sharp 7 a twelfth of the photo's height, its pen's strokes under a pixel wide once reduced:
+    the shadow's remnant at the edge is stronger than they are and sets the threshold between ink and
+    paper, which the digit's strokes alone do not pass by MIN_SEPARATION. The model, not a likeness,
+    says it is a 7: without the shadow this 7 is lost in the paper (blank)."""
+    for ink, corner in (((20, 20, 20), "top left"), ((30, 40, 140), "bottom right")):
+        image, doubt = prepare(_phone_photo_of_a_seven((780, 560, 840, 660), 5, ink, shadow=50, corner=corner, blur=0))
+        assert doubt is None and engine_predictions(trained_run, image[None]).argmax() == 7, (ink, corner, doubt)
+
+
 def test_a_digits_own_stroke_that_ends_at_the_edge_is_kept():
     from PIL import ImageDraw
 
