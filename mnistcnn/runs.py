@@ -85,7 +85,11 @@ class RunDir(StampedFolder):
     def create(cls, runs_dir, name: str) -> "RunDir":
         """A new run's folder, out of sight (``.NAME-STAMP.part``) until ``publish`` (``StampedFolder``)."""
         run = super().create(runs_dir, name)
-        run.checkpoints.mkdir()
+        try:
+            run.checkpoints.mkdir()
+        except BaseException:  # a full disk, a signal: nothing to resume is left, nor a lock held
+            run.discard()
+            raise
         return run
 
     @classmethod

@@ -150,6 +150,25 @@ def test_a_kill_as_the_run_folder_is_set_up_leaves_no_folder_in_sight(tmp_path, 
     assert [child.name for child in runs.iterdir()] == [only_run(runs).name]
 
 
+def test_a_full_disk_as_a_run_folder_is_made_leaves_nothing(tmp_path, cli, write_config, monkeypatch):
+    # the hidden folder stayed, its setup lock held until the process ended, for a later run to remove
+    import errno
+    import pathlib
+
+    make = pathlib.Path.mkdir
+
+    def full_for_checkpoints(path, *args, **kwargs):
+        if path.name == "checkpoints":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return make(path, *args, **kwargs)
+
+    config, runs = write_config(tmp_path, limit=300, epochs=1), tmp_path / "runs"
+    monkeypatch.setattr(pathlib.Path, "mkdir", full_for_checkpoints)
+    result = cli("train", config, "--runs-dir", runs, "--quiet")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr, result.output
+    assert list(runs.iterdir()) == []
+
+
 def test_a_folder_that_a_live_process_sets_up_is_never_taken_for_abandoned(tmp_path):
     # the lock is a flock on the folder: another open descriptor, here as in another process, cannot take it
     from mnistcnn.sweep.folder import SweepDir
