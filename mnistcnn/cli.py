@@ -836,6 +836,7 @@ def serve(target, port, host, allow_hosts, open_browser, which, data_dir):
     from .serve.app import create_app
     from .serve.inside import open_model
 
+    names = host_names(host, allow_hosts)  # before anything is loaded or printed: a bad --allow-host is refused
     served = open_model(target, which, data_dir)
     sock = listening_socket(host, port)
     url = url_of(host, sock.getsockname()[1])  # the port the system gave, for --port 0
@@ -853,7 +854,7 @@ def serve(target, port, host, allow_hosts, open_browser, which, data_dir):
         page = browser_url(host, sock.getsockname()[1])
         if not webbrowser.open(page):
             click.echo(f"no browser to open here; open {page} yourself", err=True)
-    run(create_app(served, host_names(host, allow_hosts)), sock)
+    run(create_app(served, names), sock)
 
 
 # -- sweep ------------------------------------------------------------------------------------

@@ -445,6 +445,19 @@ def test_requests_by_an_address_or_this_machines_names_are_answered_and_by_other
         assert client.get("/api/model", headers={"host": socket.gethostname()}).status_code == 400
 
 
+def test_an_allowed_name_is_compared_without_its_port_and_an_empty_one_refused(served, cli, trained_run):
+    # --allow-host proxy.example:8080 never matched (the Host header is compared without its port), and
+    # --allow-host '' let in requests with no Host header at all
+    client = TestClient(create_app(served, host_names("127.0.0.1", ["proxy.example:8080"])),
+                        base_url="http://127.0.0.1")
+    assert client.get("/api/model", headers={"host": "proxy.example:8080"}).status_code == 200
+    assert client.get("/api/model", headers={"host": ""}).status_code == 400
+    result = cli("serve", trained_run, "--port", "0", "--allow-host", "")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == ("error: --allow-host '': names no host; give a name, such as "
+                             "--allow-host proxy.example.org\n")
+
+
 @pytest.mark.parametrize("host", ["[::1", ":8000"])
 def test_a_host_header_that_names_no_host_is_refused_saying_so(client, host):
     # refused as "addressed to ; open it by ... or serve with --allow-host ": an empty name, an option without one

@@ -37,8 +37,13 @@ def host_names(host: str, allowed=()) -> tuple[str, ...]:
     """The names a request's Host header may give when listening on ``host`` (any IP address may be
     given too: DNS rebinding needs a name): localhost; beyond loopback this machine's names, by which
     other machines reach it; and ``allowed`` (--allow-host: a proxy's name, another DNS name). A page
-    elsewhere, under its own name pointed at this machine, is refused."""
-    names = ["localhost", *allowed]
+    elsewhere, under its own name pointed at this machine, is refused. An allowed name's port is
+    dropped, as the Host header's is before it is compared."""
+    for name in allowed:
+        if not host_of(name).rstrip("."):  # would let in requests with no Host header
+            raise UsageError(f"--allow-host {name!r}: names no host; give a name, such as "
+                             "--allow-host proxy.example.org")
+    names = ["localhost", *map(host_of, allowed)]
     if not is_loopback(host):
         names += [socket.gethostname(), socket.getfqdn()]
         if not is_address(host):
