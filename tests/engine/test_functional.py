@@ -161,6 +161,8 @@ CONV_EDGES = {
     "stride larger than the kernel: gaps": (1, 6, 9, 1, 2, 2, 3, 1),
     "pad at least f: windows wholly in the padding": (2, 3, 4, 2, 2, 3, 1, 3),
     "kernel the size of the input: one output": (2, 4, 4, 2, 3, 4, 1, 0),
+    "5x5 kernel, pad 2: every shipped config's": (2, 6, 7, 1, 3, 5, 1, 2),
+    "5x5 kernel, stride 2, pad 2: the seed notebook's": (2, 7, 8, 2, 2, 5, 2, 2),
 }
 
 

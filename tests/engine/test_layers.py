@@ -1,4 +1,5 @@
-"""Every layer: backward against centred finite differences (float64), config round-trip."""
+"""Every layer: backward against centred finite differences (float64), in training and in evaluation;
+conv and pool layers, every option, against the loop reference; config round-trip."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from mnistcnn import config as cfg
 from mnistcnn.engine.layer_arguments import LayerConfigError
 from mnistcnn.engine.layers import LAYERS, layer_from_config
 from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
 # (config, input shape without batch); inputs are kept away from kinks (relu at 0)
 CASES = [
@@ -199,3 +201,106 @@ def test_batchnorm_running_statistics_follow_their_formula_batch_after_batch():
         np.testing.assert_allclose(layer.buffers["running_var"], var, rtol=1e-12)
     layer.forward(x, training=False)  # evaluation leaves them alone
     np.testing.assert_allclose(layer.buffers["running_mean"], mean, rtol=1e-12)
+
+
+# conv2d's options: (arguments, input shape, the notebook's pad they stand for, output rows and columns)
+CONV_OPTIONS = {
+    "padding same, 3x3: the input's size": ({"kernel": 3, "padding": "same"}, (5, 6, 2), 1, (5, 6)),
+    "padding same, 5x5, stride 2: half the input's size, rounded up": (
+        {"kernel": 5, "stride": 2, "padding": "same"}, (7, 8, 1), 2, (4, 4)),
+    "padding valid, 3x3: no padding": ({"kernel": 3, "padding": "valid"}, (5, 6, 2), 0, (3, 4)),
+    "padding valid, 2x2, stride 2, no bias": ({"kernel": 2, "stride": 2, "padding": "valid", "bias": False},
+                                              (5, 6, 2), 0, (2, 3)),
+    "padding 2, 4x4, stride 3: an even kernel with a number": ({"kernel": 4, "stride": 3, "padding": 2},
+                                                               (6, 7, 2), 2, (3, 3)),
+    "1x1 kernel": ({"kernel": 1}, (3, 4, 3), 0, (3, 4)),
+}
+
+
+@pytest.mark.parametrize("arguments,shape,pad,out_hw", CONV_OPTIONS.values(), ids=CONV_OPTIONS.keys())
+def test_conv2d_options_match_the_loop_reference_and_finite_differences(arguments, shape, pad, out_hw,
+                                                                        numerical_gradient, relative_error):
+    """The layer's padding ("same", "valid", a number), stride and kernel give the notebook's
+    ``pad`` and output size; forward and backward equal the loops to 1e-10 (float64), and the
+    gradients centred differences to a relative 1e-6."""
+    rng = np.random.default_rng(1)
+    layer = layer_from_config({"type": "conv2d", "filters": 3, **arguments})
+    assert layer.build(shape, rng, dtype=np.float64) == out_hw + (3,)
+    layer.needs_input_grad = True
+    x = rng.normal(size=(2,) + shape)
+    if "b" in layer.params:
+        layer.params["b"] = rng.normal(size=layer.params["b"].shape)  # not the zeros it starts from
+    W, b = layer.params["W"], layer.params.get("b", np.zeros((1, 1, 1, 3)))
+    hparameters = {"stride": arguments.get("stride", 1), "pad": pad}
+    out = layer.forward(x, training=True)
+    assert np.max(np.abs(out - conv_forward_loop(x, W, b, hparameters))) < 1e-10
+    dout = rng.normal(size=out.shape)
+    dx = layer.backward(dout)
+    loop_dx, loop_dW, loop_db = conv_backward_loop(dout, x, W, hparameters)
+    assert np.max(np.abs(dx - loop_dx)) < 1e-10 and np.max(np.abs(layer.grads["W"] - loop_dW)) < 1e-10
+    assert ("b" in layer.grads) == layer.bias
+    if layer.bias:
+        assert np.max(np.abs(layer.grads["b"] - loop_db)) < 1e-10
+
+    def loss():
+        return float(np.sum(layer.forward_pass(x)[0] * dout))
+
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
+    for key, p in layer.params.items():
+        assert relative_error(layer.grads[key], numerical_gradient(loss, p)) < 1e-6, key
+
+
+# pool layers: (type, arguments, input shape)
+POOL_OPTIONS = {
+    "2x2, stride by default 2": ({"size": 2}, (6, 7, 2)),
+    "3x3, stride by default 3, the last row and column left out": ({"size": 3}, (7, 8, 1)),
+    "3x3, stride 2: overlapping, the seed notebook's": ({"size": 3, "stride": 2}, (7, 7, 2)),
+    "2x2, stride 3: gaps": ({"size": 2, "stride": 3}, (8, 7, 1)),
+}
+
+
+@pytest.mark.parametrize("kind", ["maxpool2d", "avgpool2d"])
+@pytest.mark.parametrize("arguments,shape", POOL_OPTIONS.values(), ids=POOL_OPTIONS.keys())
+def test_pool_layers_match_the_loop_reference_and_finite_differences(kind, arguments, shape, numerical_gradient,
+                                                                     relative_error):
+    """maxpool2d and avgpool2d, their stride given or by default their size: forward and backward
+    equal the loops to 1e-10, the input gradient centred differences to a relative 1e-6."""
+    rng = np.random.default_rng(2)
+    layer = layer_from_config({"type": kind, **arguments})
+    layer.build(shape, rng, dtype=np.float64)
+    x = rng.normal(size=(2,) + shape)  # distinct values: each window's maximum is its only one
+    hparameters = {"f": arguments["size"], "stride": arguments.get("stride", arguments["size"])}
+    mode = "max" if kind == "maxpool2d" else "average"
+    out = layer.forward(x, training=True)
+    assert out.shape[1:] == layer.output_shape
+    assert np.max(np.abs(out - pool_forward_loop(x, hparameters, mode))) < 1e-10
+    dout = rng.normal(size=out.shape)
+    dx = layer.backward(dout)
+    assert np.max(np.abs(dx - pool_backward_loop(dout, x, hparameters, mode))) < 1e-10
+    assert relative_error(dx, numerical_gradient(lambda: float(np.sum(layer.forward_pass(x)[0] * dout)), x)) < 1e-6
+
+
+@pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
+def test_layer_gradients_in_evaluation_match_finite_differences(config, shape, numerical_gradient, relative_error):
+    """The backward of the evaluation forward (dropout off, batchnorm on its running statistics),
+    as saliency maps use it; float64, relative error below 1e-6."""
+    rng = np.random.default_rng(3)
+    layer = layer_from_config(config)
+    layer.build(shape, rng, dtype=np.float64)
+    if config["type"] == "batchnorm":  # running statistics other than the 0 and 1 they start from
+        layer.buffers = {"running_mean": rng.normal(size=shape[-1]), "running_var": rng.uniform(0.5, 2, shape[-1])}
+    layer.needs_input_grad = True
+    x = _input(shape, rng)
+    if config["type"] == "maxpool2d":
+        x = x + np.linspace(0, 1e-3, x.size).reshape(x.shape)
+    out, cache = layer.forward_pass(x, training=False)
+    dout = rng.normal(size=out.shape)
+    dx, grads = layer.backward_pass(dout, cache)
+
+    def loss():
+        return float(np.sum(layer.forward_pass(x, training=False)[0] * dout))
+
+    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-6
+    assert set(grads) == set(layer.params)
+    for key, p in layer.params.items():
+        assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
