@@ -51,7 +51,7 @@ class Layer:
 
     type_name = "layer"
     # in evaluation each output value depends only on the input value at the same position (and
-    # the channel's parameters): what the page's conv arithmetic follows a value through
+    # the channel's parameters), so a value can be followed through the layer (serve's page does)
     keeps_positions = False
 
     def __init__(self, name: str | None = None):
@@ -124,7 +124,8 @@ class Conv2D(Layer):
     """2-D convolution over NHWC input; W (f, f, C_prev, filters), b (1, 1, 1, filters).
 
     Forward: ``functional.conv_forward`` (an im2col matrix and one GEMM). Backward:
-    ``functional.conv_backward`` (dW and db by a GEMM with that matrix, dA by a scatter-add).
+    ``functional.conv_backward`` (dW by a GEMM with that matrix, db by column sums of dZ, dA by a
+    scatter-add).
     ``kernel`` is the notebook's f and ``filters`` its n_C; ``padding`` is a number, "valid" (0)
     or "same" (f // 2), and becomes the ``pad`` of the notebook's ``hparameters``.
     """
@@ -463,7 +464,7 @@ class BatchNorm(Layer):
         momentum = self.momentum
         dtype = self.buffers["running_mean"].dtype
         self.buffers["running_mean"] = (momentum * self.buffers["running_mean"] + (1 - momentum) * mean).astype(dtype)
-        # unbiased variance for the running estimate, as PyTorch and Keras keep it
+        # the unbiased variance (n - 1) for the running estimate, as PyTorch keeps it (Keras 3 keeps the biased one)
         unbiased = var * (count / max(count - 1, 1))
         self.buffers["running_var"] = (momentum * self.buffers["running_var"] + (1 - momentum) * unbiased).astype(dtype)
 
