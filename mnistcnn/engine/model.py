@@ -71,7 +71,8 @@ class Sequential:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the layers; the caller has checked names and shapes."""
+        """Put copies of ``state``'s arrays into the layers: new arrays, so a ``params()`` dict taken
+        before still holds the old ones. The caller has checked names and shapes."""
         for i, layer in enumerate(self.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for k in store:

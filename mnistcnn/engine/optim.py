@@ -1,7 +1,8 @@
 """Optimisers (SGD with momentum/Nesterov, Adam, AdamW), learning-rate schedules and weight averaging.
 
 Parameters and gradients are dicts of arrays keyed by a stable name (``"0.W"``); optimiser
-state is a dict of arrays under the same keys, so it saves into a checkpoint and restores.
+state is a dict of arrays keyed by the slot and that name (``"m.0.W"``, ``"velocity.0.W"``), so it
+saves into a checkpoint and restores.
 Weight decay touches only weights (``W``), not biases or batchnorm's gamma/beta. The averages'
 maths is ``WeightAverage``; when a run averages, and what it keeps, is ``mnistcnn.averaging``.
 The in-place, split form of the updates that training runs is ``fast.optim``.
