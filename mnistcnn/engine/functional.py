@@ -254,9 +254,8 @@ def first_max_masks(windows: list, maximum: np.ndarray):
     tie rule, by which each window's gradient goes to one cell only."""
     unclaimed = np.ones(maximum.shape, dtype=bool)  # windows whose first maximum is still to come
     for window in windows:
-        first = window == maximum
-        first &= unclaimed
-        unclaimed ^= first
+        first = (window == maximum) & unclaimed
+        unclaimed &= ~first  # claimed now: a later offset equal to the maximum is not the first
         yield first
 
 
