@@ -23,7 +23,13 @@ def test_readme_s_notebook_kernels_run_and_print_the_shapes_it_shows(capsys):
     """The block with the notebook's import path runs on its own and prints the line shown in
     the comment under its ``print``."""
     block = readme_block("from mnistcnn.functional import")
-    exec(compile(block, str(README), "exec"), {})
+    names = {}
+    exec(compile(block, str(README), "exec"), names)
     shown = re.search(r"^print\(.*\n# (.*)$", block, re.M)
     assert shown, "the block shows what it prints in a comment under its print"
     assert capsys.readouterr().out.strip() == shown.group(1)
+    # and the shapes its comments give (``# Z: (10, 28, 28, 8)``) are the arrays' own
+    commented = re.findall(r"#.*\b(\w+): (\([\d, ]+\))", block)
+    assert len(commented) >= 2
+    for name, shape in commented:
+        assert str(names[name].shape) == shape, name
