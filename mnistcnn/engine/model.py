@@ -71,12 +71,12 @@ class Sequential:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Put copies of ``state``'s arrays into the layers: new arrays, so a ``params()`` dict taken
-        before still holds the old ones. The caller has checked names and shapes."""
+        """Copy ``state``'s arrays into the layers' own, as PyTorch's ``load_state_dict`` does: a
+        ``params()`` dict taken before sees the loaded values. The caller has checked names and shapes."""
         for i, layer in enumerate(self.layers):
             for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
                 for k in store:
-                    store[k] = np.array(state[f"{prefix}.{i}.{k}"], dtype=store[k].dtype)
+                    store[k][...] = state[f"{prefix}.{i}.{k}"]
 
     def num_params(self) -> int:
         return sum(layer.num_params() for layer in self.layers)

@@ -284,3 +284,15 @@ def test_layer_gradients_in_evaluation_match_finite_differences(config, shape, n
     assert set(grads) == set(layer.params)
     for key, p in layer.params.items():
         assert relative_error(grads[key], numerical_gradient(loss, p)) < 1e-6, key
+
+
+def test_load_state_dict_copies_into_the_arrays_params_hands_out():
+    layers = [{"type": "conv2d", "filters": 3, "kernel": 3}, {"type": "batchnorm"}, {"type": "flatten"},
+              {"type": "dense", "units": 4}]
+    model, other = (Sequential.from_config(layers, (6, 6, 1), rng=np.random.default_rng(seed)) for seed in (0, 1))
+    other.layers[1].buffers["running_mean"] += 1.0
+    params, buffers, state = model.params(), model.buffers(), other.state_dict()
+    model.load_state_dict(state)
+    for prefix, arrays in (("param", params), ("buffer", buffers)):
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(array, state[f"{prefix}.{key}"], err_msg=f"{prefix}.{key}")
