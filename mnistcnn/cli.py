@@ -35,7 +35,7 @@ from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
 from .folders import RUNS_DIR
-from .runs import PICTURE_SUFFIXES
+from .runs import CHECKPOINTS, PICTURE_SUFFIXES
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -48,7 +48,7 @@ PREVIEW_CHANNELS = 4  # feature maps inspect-layer shows in a terminal, side by 
 PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
-checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(CHECKPOINTS),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 
@@ -510,8 +510,8 @@ Examples:
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=cfg.EVAL_BATCH_SIZE, show_default=True,
-              help="Images per evaluation batch (memory, not results).")
+@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE), default=cfg.EVAL_BATCH_SIZE,
+              show_default=True, help="Images per evaluation batch (memory, not results).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
                    "checkpoint outside a run, its folder).")
