@@ -32,7 +32,7 @@ from .errors import INTERRUPTED, MnistCnnError, Terminated, command_line, raise_
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
-from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
+from .export import DEFAULT_INPUT_KIND, DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
 from .folders import RUNS_DIR
 from .runs import CHECKPOINTS, PICTURE_SUFFIXES
@@ -764,8 +764,8 @@ Examples:
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help=f"The ONNX opset: {LOWEST_OPSET} up to the newest the installed onnx knows.")
-@click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,
-              help=f"What the graph takes: {INPUT_KINDS['uint8']}, or {INPUT_KINDS['float']}.")
+@click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default=DEFAULT_INPUT_KIND,
+              show_default=True, help=f"What the graph takes: {INPUT_KINDS['uint8']}, or {INPUT_KINDS['float']}.")
 @data_dir_option(" for the check (default: the run's own data)")
 @handle_errors
 def export(target, output, which, opset, input_kind, data_dir):
