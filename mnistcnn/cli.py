@@ -595,15 +595,9 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
     of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
     low confidence)."""
-    from .predict import expand_inputs, load_classifier, make_save_folder, predict_files, save_inputs as write_inputs
-    from .runs import resolve_checkpoint
+    from .predict import predict_target, save_inputs as write_inputs
 
-    path = resolve_checkpoint(target, which)
-    pictures, passed_over = expand_inputs(images)
-    if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
-        make_save_folder(save_inputs, pictures)
-    model, preprocess, classes = load_classifier(path)
-    results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
+    path, results, passed_over = predict_target(target, images, which, top, min_confidence, save_inputs)
     not_saved = None
     if save_inputs:
         try:
