@@ -32,10 +32,10 @@ from .errors import INTERRUPTED, MnistCnnError, Terminated, command_line, raise_
 from .callbacks import RunLog, threads_words
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
-from .export import DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
+from .export import DEFAULT_INPUT_KIND, DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
 from .folders import RUNS_DIR
-from .runs import PICTURE_SUFFIXES
+from .runs import CHECKPOINTS, PICTURE_SUFFIXES
 from .words import counted
 
 # names may hold [brackets] or :codes:; off a terminal (a pipe, a log) no line is wrapped at 80 columns,
@@ -48,7 +48,7 @@ PREVIEW_CHANNELS = 4  # feature maps inspect-layer shows in a terminal, side by 
 PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
-checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(["best", "last"]),
+checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(CHECKPOINTS),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 
@@ -510,8 +510,8 @@ Examples:
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=cfg.EVAL_BATCH_SIZE, show_default=True,
-              help="Images per evaluation batch (memory, not results).")
+@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE), default=cfg.EVAL_BATCH_SIZE,
+              show_default=True, help="Images per evaluation batch (memory, not results).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
                    "checkpoint outside a run, its folder).")
@@ -595,15 +595,9 @@ def predict(target, images, which, top, min_confidence, fail_on_doubt, save_inpu
     """Classify your own digit pictures: files, folders of pictures or globs (PNG, JPEG...; photos
     of ink on paper, either polarity) and say which answers not to trust (blank, no single digit,
     low confidence)."""
-    from .predict import expand_inputs, load_classifier, make_save_folder, predict_files, save_inputs as write_inputs
-    from .runs import resolve_checkpoint
+    from .predict import predict_target, save_inputs as write_inputs
 
-    path = resolve_checkpoint(target, which)
-    pictures, passed_over = expand_inputs(images)
-    if save_inputs:  # before predicting: a folder that cannot be made must not cost the predictions
-        make_save_folder(save_inputs, pictures)
-    model, preprocess, classes = load_classifier(path)
-    results = predict_files(model, preprocess, pictures, classes, top, min_confidence)
+    path, results, passed_over = predict_target(target, images, which, top, min_confidence, save_inputs)
     not_saved = None
     if save_inputs:
         try:
@@ -686,8 +680,7 @@ Examples:
 def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
     given a sweep folder, its trials; given a run directory, that run."""
-    from .runlist import list_runs
-    from .sweep.folder import SweepDir
+    from .runlist import list_runs, sweep_folders
     from .sweep.study import folder_command
 
     if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
@@ -727,11 +720,11 @@ def runs(folder, runs_dir, as_json):
                       Text(row["status"], style=colours.get(row["status"], "white")),
                       *((" ".join(row["overrides"]) or "-",) if wide else ()))
     console.print(table)
-    for sweep, trials in sorted({(row["sweep"], Path(row["path"]).parent) for row in rows if row["sweep"]}):
-        kept = SweepDir(trials.parent).kept_storage  # a study other machines may have run trials of too
+    for sweep_dir in sweep_folders(rows):
+        kept = sweep_dir.kept_storage  # a study other machines may have run trials of too
         shared = (f"; those run here, of a study kept in {kept}: all of them with "
-                  f"{folder_command('--status', trials.parent, kept)}") if kept else ""
-        console.print(f"sweep {sweep}: its trials are in {trials}/{shared}", soft_wrap=True)
+                  f"{folder_command('--status', sweep_dir.path, kept)}") if kept else ""
+        console.print(f"sweep {sweep_dir.path.name}: its trials are in {sweep_dir.trials}/{shared}", soft_wrap=True)
     changed = [row for row in rows if row["overrides"]]
     if not wide and changed:
         console.print("changed by:")
@@ -765,8 +758,8 @@ Examples:
 @checkpoint_option
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help=f"The ONNX opset: {LOWEST_OPSET} up to the newest the installed onnx knows.")
-@click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default="uint8", show_default=True,
-              help=f"What the graph takes: {INPUT_KINDS['uint8']}, or {INPUT_KINDS['float']}.")
+@click.option("--input", "input_kind", type=click.Choice(list(INPUT_KINDS)), default=DEFAULT_INPUT_KIND,
+              show_default=True, help=f"What the graph takes: {INPUT_KINDS['uint8']}, or {INPUT_KINDS['float']}.")
 @data_dir_option(" for the check (default: the run's own data)")
 @handle_errors
 def export(target, output, which, opset, input_kind, data_dir):

@@ -25,6 +25,7 @@ from .runs import RunDir
 
 MAX_LAYERS = 256
 EVAL_BATCH_SIZE = 1000  # images an evaluation runs at once: memory, not results
+MAX_BATCH_SIZE = 65536  # images in one batch, a training step's or an evaluation's
 # The data.augment settings that change an image (repeats only copies it): any of them set makes
 # the augmentation active.
 WARPS = ("shift", "rotate", "scale", "elastic")
@@ -134,7 +135,7 @@ SCHEMA = {
     },
     "train": {
         "epochs": Field(10, int, "passes over the training split", 1, 100000),
-        "batch_size": Field(64, int, "images per training step", 1, 65536),
+        "batch_size": Field(64, int, "images per training step", 1, MAX_BATCH_SIZE),
         "drop_last": Field(False, bool, "drop the last, smaller batch of each epoch"),
         "seed": Field(0, int, "seeds initialisation, shuffling, augmentation and dropout", 0, 2**63 - 1),
         "optimizer": {
@@ -180,7 +181,7 @@ SCHEMA = {
         "checkpoint": {
             "every": Field(1, int, "write checkpoints/last.npz every this many epochs (and at the end)", 1, 100000),
         },
-        "eval_batch_size": Field(EVAL_BATCH_SIZE, int, "images per evaluation batch", 1, 65536),
+        "eval_batch_size": Field(EVAL_BATCH_SIZE, int, "images per evaluation batch", 1, MAX_BATCH_SIZE),
         "workers": Field(None, int, "workers that each take a share of every batch (BLAS limited to one thread "
                                     "each); null: as the model's size pays for", 1, 64, optional=True),
         "parallel": Field(None, str, "how the workers run: threads, or processes (a small net's many short "

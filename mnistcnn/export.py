@@ -35,6 +35,7 @@ EXTRA = install_extra("export")
 DEFAULT_OPSET = 17
 LOWEST_OPSET = 13  # Softmax over one axis, as the graph uses it
 INPUT_KINDS = {"uint8": "uint8 pixels 0-255, NCHW", "float": "float32 pixels 0-1 (pixel / 255), NCHW"}
+DEFAULT_INPUT_KIND = "uint8"  # what a graph takes unless export --input says otherwise
 LAYOUT = "as the training images are (for MNIST: a white digit on black, fitted into 20x20 and centred in 28x28)"
 SIMPLE_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
@@ -138,7 +139,7 @@ def _layer(graph: Graph, layer, x: str, index: int, norm: BatchNorm | None) -> s
     raise UsageError(f"model.layers[{index}] ({kind}) cannot be exported to ONNX")
 
 
-def build_model(model, preprocess, metadata: dict, input_kind: str = "uint8", opset: int = DEFAULT_OPSET,
+def build_model(model, preprocess, metadata: dict, input_kind: str = DEFAULT_INPUT_KIND, opset: int = DEFAULT_OPSET,
                 fold: bool = True):
     """The ONNX ModelProto: pixels in (``input_kind``), logits and probabilities out; ``metadata``
     (``model_metadata``'s) is its metadata_props, and its config name, checkpoint and classes are
@@ -282,7 +283,7 @@ class Exported:
     training_run: Path | None  # the checkpoint's run when it is being trained now: the file will fall behind it
 
 
-def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = "uint8",
+def export_run(target, which: str | None = None, data_dir=None, output=None, input_kind: str = DEFAULT_INPUT_KIND,
                opset: int = DEFAULT_OPSET) -> Exported:
     """Export the model of a run directory (its ``which`` checkpoint) or of a checkpoint file to
     ``output`` (default: model.onnx in the run's folder; model-last.onnx for its last checkpoint),
@@ -320,7 +321,8 @@ def check_opset(opset: int) -> None:
 
 
 def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.ndarray, labels: np.ndarray,
-                output: Path, input_kind: str = "uint8", opset: int = DEFAULT_OPSET) -> tuple[Comparison, bool]:
+                output: Path, input_kind: str = DEFAULT_INPUT_KIND,
+                opset: int = DEFAULT_OPSET) -> tuple[Comparison, bool]:
     """Check the graph and prove it equal to the engine on ``images``, then write it to
     ``output`` (else write nothing: a file already there stays); returns the comparison and
     whether batchnorm was folded. A batchnorm folded into the layer before it sums in another

@@ -19,7 +19,7 @@ from . import config as cfg
 from .atomic import OutputOption, atomic_writer, make_folder, written_to
 from .errors import DataError, UsageError
 from .engine.losses import softmax
-from .runs import PICTURE_SUFFIXES, is_onnx_file
+from .runs import PICTURE_SUFFIXES, is_onnx_file, resolve_checkpoint
 
 SIDE, BOX = 28, 20
 ONE_COLOUR = 24  # grey levels within which a picture shows nothing
@@ -413,6 +413,21 @@ def check_digit_model(model, command: str, source="") -> None:
     if tuple(model.input_shape) != (SIDE, SIDE, 1):
         raise UsageError(f"{source}{': ' if source else ''}{command} works with models of 28x28x1 input; this one "
                          f"takes {'x'.join(map(str, model.input_shape))}")
+
+
+def predict_target(target, images, which: str | None = None, top: int = TOP, min_confidence: float = MIN_CONFIDENCE,
+                   save_folder=None) -> tuple[Path, list[dict], list[Path]]:
+    """Predict the pictures that ``images`` names (files, folders, globs: ``expand_inputs``) with
+    the model of a run (its ``which`` checkpoint), a checkpoint or an exported ONNX file: the file
+    the model came from, ``predict_files``'s results and the files passed over. ``save_folder``,
+    where ``save_inputs`` will write the 28x28 images, is made first: a folder that cannot be made
+    costs no predicting."""
+    path = resolve_checkpoint(target, which)
+    pictures, passed_over = expand_inputs(images)
+    if save_folder is not None:
+        make_save_folder(save_folder, pictures)
+    model, preprocess, classes = load_classifier(path)
+    return path, predict_files(model, preprocess, pictures, classes, top, min_confidence), passed_over
 
 
 def predict_files(model, preprocess, paths, classes: list[str], top: int = TOP,

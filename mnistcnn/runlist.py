@@ -99,3 +99,9 @@ def list_runs(folder=RUNS_DIR) -> list[dict]:
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))
+
+
+def sweep_folders(rows: list[dict]) -> list[SweepDir]:
+    """The sweep folders whose trials are among ``rows`` (as ``list_runs`` gives them), in order of
+    their paths: a trial's run directory lies in its sweep's ``SweepDir.trials``."""
+    return [SweepDir(path) for path in sorted({Path(row["path"]).parent.parent for row in rows if row["sweep"]})]

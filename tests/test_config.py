@@ -189,3 +189,11 @@ def test_every_bounded_key_takes_the_ends_of_its_range():
 def test_each_use_of_the_seed_draws_from_its_own_stream():
     draws = [cfg.random_stream(7, use).integers(2**62) for use in cfg.RANDOM_STREAMS]
     assert len(set(draws)) == len(cfg.RANDOM_STREAMS)
+
+
+def test_eval_batch_size_takes_the_range_of_the_config_key(tmp_path, cli):
+    # eval --batch-size and a config's train.eval_batch_size both give the images per evaluation batch: one range
+    field = cfg.SCHEMA["train"]["eval_batch_size"]
+    assert (field.low, field.high) == (1, cfg.MAX_BATCH_SIZE)
+    refused = cli("eval", tmp_path, "--batch-size", cfg.MAX_BATCH_SIZE + 1)  # refused as it is parsed: no run read
+    assert refused.exit_code == 2 and f"1<=x<={cfg.MAX_BATCH_SIZE}" in refused.output, refused.output

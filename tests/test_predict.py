@@ -666,3 +666,23 @@ def test_the_tables_title_keeps_the_checkpoints_path_on_one_line(trained_run, sa
     result = cli("predict", trained_run, "7.png")
     assert result.exit_code == 0, result.output
     assert f"predictions ({trained_run / 'checkpoints' / 'best.npz'})" in result.output, result.output
+
+
+def test_predict_target_makes_the_save_folder_before_it_predicts(trained_run, sample_digits, tmp_path, monkeypatch):
+    import mnistcnn.predict as predict_module
+
+    pictures = tmp_path / "mine"
+    pictures.mkdir()
+    for i, image in enumerate(sample_digits[0][:2]):
+        Image.fromarray(image).save(pictures / f"digit{i}.png")
+    (pictures / "notes.txt").write_text("not a picture")
+    path, results, passed_over = predict_module.predict_target(trained_run, [pictures], "last", top=1,
+                                                               save_folder=tmp_path / "seen")
+    assert path == trained_run / "checkpoints" / "last.npz" and (tmp_path / "seen").is_dir()
+    assert [result["path"] for result in results] == [str(pictures / "digit0.png"), str(pictures / "digit1.png")]
+    assert all(len(result["top"]) == 1 for result in results) and passed_over == [pictures / "notes.txt"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(predict_module, "load_classifier", lambda path: pytest.fail("loaded before the folder"))
+    with pytest.raises(UsageError, match="--save-inputs"):
+        predict_module.predict_target(trained_run, [pictures], save_folder=blocker / "seen")

@@ -125,3 +125,25 @@ def test_in_80_columns_a_long_run_name_leaves_the_scores_and_status_whole(traine
     assert f"{test_acc:.2%}" in table.output and "interrupted" in table.output and "…" not in table.output, \
         table.output
     assert max(map(len, table.output.splitlines())) <= 80, table.output
+
+
+def test_the_sweep_folders_of_a_listing_are_those_whose_trials_it_holds(tmp_path):
+    from mnistcnn.runlist import list_runs, sweep_folders
+    from mnistcnn.sweep.folder import SweepDir
+
+    folder = tmp_path / "runs"
+    for name in ("b-sweep-20260101-000000", "a-sweep-20260101-000000"):
+        sweep_dir = SweepDir(folder / name)
+        for trial in ("trial-000-20260101-000000", "trial-001-20260101-000001"):
+            (sweep_dir.trials / trial).mkdir(parents=True)
+            (sweep_dir.trials / trial / "config.yaml").write_text("name: t\n")
+        sweep_dir.sweep_file.write_text("name: s\n")
+    (folder / "lone-20260101-000000").mkdir()
+    (folder / "lone-20260101-000000" / "config.yaml").write_text("name: lone\n")
+    rows = list_runs(folder)
+    assert len(rows) == 5
+    assert [sweep_dir.path for sweep_dir in sweep_folders(rows)] == [folder / "a-sweep-20260101-000000",
+                                                                     folder / "b-sweep-20260101-000000"]
+    (one,) = sweep_folders(list_runs(folder / "a-sweep-20260101-000000"))  # a sweep folder given: its trials
+    assert one.trials == folder / "a-sweep-20260101-000000" / "trials"
+    assert sweep_folders(list_runs(folder / "lone-20260101-000000")) == []
