@@ -30,6 +30,7 @@ from . import __version__
 from . import config as cfg
 from .errors import INTERRUPTED, MnistCnnError, Terminated, command_line, raise_terminated, stopped_exit_code
 from .callbacks import RunLog, threads_words
+from .colour_scale import Scale, colour_scale
 from .data import ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_INPUT_KIND, DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
@@ -1070,18 +1071,29 @@ class NegativeLayerCommand(Command):
         return super().parse_args(ctx, args)
 
 
-def half_block_preview(image: np.ndarray):
+def half_block_preview(image: np.ndarray, scale: Scale | None = None):
     """A feature map as terminal art, at most PREVIEW_WIDTH characters wide: each character
-    shows two pixels (upper and lower half)."""
+    shows two pixels (upper and lower half). ``scale`` (default: the image's own) is shared by
+    the maps shown together, as in inspect-layer's pictures: grey from low to high, or, when
+    signed, blue below 0, white at 0 and red above."""
     step = max(1, int(np.ceil(image.shape[1] / PREVIEW_WIDTH)))
     pixels = image[::step, ::step].astype(np.float64)
-    lo, hi = pixels.min(), pixels.max()
-    grey = ((pixels - lo) / (hi - lo) * 255).astype(int) if hi > lo else np.zeros(pixels.shape, int)
-    if len(grey) % 2:
-        grey = np.vstack([grey, np.zeros((1, grey.shape[1]), int)])
-    greys = np.array([f"rgb({level},{level},{level})" for level in range(256)])
-    # each character: the upper pixel's grey as its colour, the lower one's as its background
-    cells = np.char.add(np.char.add(np.char.add("[", greys[grey[0::2]]), " on "), greys[grey[1::2]])
+    low, high, signed = scale or colour_scale(pixels)
+    if signed:
+        towards_red = np.clip(pixels / high, -1, 1) if high > 0 else np.zeros_like(pixels)
+        fade = np.rint(255 * (1 - np.abs(towards_red))).astype(int)
+        full = np.full(pixels.shape, 255)
+        rgb = np.where(towards_red[..., None] < 0, np.stack([fade, fade, full], -1), np.stack([full, fade, fade], -1))
+    else:
+        grey = ((np.clip(pixels, low, high) - low) / (high - low) * 255).astype(int) if high > low else pixels * 0
+        rgb = np.repeat(grey.astype(int)[..., None], 3, axis=-1)
+    if len(rgb) % 2:  # the last character's lower half: the background, black
+        rgb = np.concatenate([rgb, np.zeros((1, *rgb.shape[1:]), int)])
+    colours = np.char.add(np.char.add("rgb(", np.char.add(np.char.add(rgb[..., 0].astype(str), ","),
+                                                          np.char.add(np.char.add(rgb[..., 1].astype(str), ","),
+                                                                      rgb[..., 2].astype(str)))), ")")
+    # each character: the upper pixel's colour as its colour, the lower one's as its background
+    cells = np.char.add(np.char.add(np.char.add("[", colours[0::2]), " on "), colours[1::2])
     rows = np.concatenate([np.char.add(cells, "]\u2580[/]"), np.full((len(cells), 1), "\n")], axis=1)
     return Text.from_markup("".join(rows.ravel()))
 
@@ -1178,8 +1190,11 @@ def _show_layer_report(report: dict, output: np.ndarray) -> None:
                           + (f"{ratio:.3g}" if ratio is not None else f"n/a ({key[1:]} is all zeros)"))
     if output.ndim == 4 and console.is_terminal:
         channels = min(PREVIEW_CHANNELS, output.shape[-1])
-        console.print(f"feature maps of {split} image {first}, channels 0 to {channels - 1}:")
-        console.print(Columns([half_block_preview(output[0, :, :, channel]) for channel in range(channels)]))
+        scale = colour_scale(output[0, :, :, :channels])
+        colours = (f"blue {scale.low:.3g}, white 0, red {scale.high:.3g}" if scale.signed
+                   else f"black {scale.low:.3g} to white {scale.high:.3g}")
+        console.print(f"feature maps of {split} image {first}, channels 0 to {channels - 1} ({colours}):")
+        console.print(Columns([half_block_preview(output[0, :, :, channel], scale) for channel in range(channels)]))
     for path in report["pictures"]:
         console.print(f"wrote {path}", soft_wrap=True)
 

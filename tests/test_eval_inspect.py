@@ -1,5 +1,6 @@
 """mnistcnn eval and inspect-layer on a short real run and on a fresh config."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,16 @@ def test_inspect_data_pictures_a_config_changed_by_set_but_not_a_run(tmp_path, t
     assert typo.exit_code == 2 and "did you mean 'rotate'?" in typo.output
     refused = cli("inspect-data", trained_run, "--set", "data.augment.rotate=45")
     assert refused.exit_code == 2 and "--set changes a config" in refused.output
+
+
+def test_inspect_layer_in_a_terminal_shows_the_maps_on_one_scale_it_names(run, cli, monkeypatch):
+    from mnistcnn.cli import console
+
+    monkeypatch.setattr(console, "_force_terminal", True)
+    conv = cli("inspect-layer", run, "0_conv2d", "--no-images")  # before its relu: both signs
+    assert conv.exit_code == 0, conv.output
+    said = next(line for line in conv.output.splitlines() if line.startswith("feature maps of validation image 0"))
+    low, high = re.fullmatch(r".*channels 0 to \d+ \(blue (\S+), white 0, red (\S+)\):", said).groups()
+    assert float(low) == -float(high) < 0, said
+    relu = cli("inspect-layer", run, "1_relu", "--no-images")
+    assert re.search(r"channels 0 to \d+ \(black 0 to white [0-9.]+\):", relu.output), relu.output

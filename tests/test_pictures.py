@@ -127,6 +127,20 @@ def test_a_terminal_preview_shows_two_pixels_a_character_upper_as_colour_lower_a
                       "rgb(102,102,102) on rgb(0,0,0)", "rgb(0,0,0) on rgb(0,0,0)"]
 
 
+def test_terminal_previews_share_a_scale_and_a_signed_one_diverges_about_zero():
+    from mnistcnn.cli import half_block_preview
+    from mnistcnn.colour_scale import colour_scale
+
+    faint, strong = np.array([[1.0], [2.0]]), np.array([[2.0], [4.0]])
+    shared = colour_scale(np.stack([faint, strong]))
+    assert [str(span.style) for span in half_block_preview(faint, shared).spans] == \
+        ["rgb(0,0,0) on rgb(85,85,85)"]  # 1 is the shared low, 2 a third of the way to 4
+    signed = np.array([[-2.0, 0.0, 1.0], [2.0, -1.0, 0.0]])
+    styles = [str(span.style) for span in half_block_preview(signed).spans]
+    assert styles == ["rgb(0,0,255) on rgb(255,0,0)", "rgb(255,255,255) on rgb(128,128,255)",
+                      "rgb(255,128,128) on rgb(255,255,255)"]  # blue below 0, white at 0, red above
+
+
 def overlapping(texts) -> list[tuple[str, str]]:
     """The pairs of ``texts`` (matplotlib Text objects, drawn) whose boxes overlap."""
     renderer = texts[0].figure.canvas.get_renderer()
