@@ -31,7 +31,7 @@ from . import config as cfg
 from .errors import INTERRUPTED, MnistCnnError, Terminated, command_line, raise_terminated, stopped_exit_code
 from .callbacks import RunLog, threads_words
 from .colour_scale import Scale, colour_scale
-from .data import ENV_DATA_DIR, SPLITS, check_data_folder
+from .data import CACHE_DIR, ENV_DATA_DIR, SPLITS, check_data_folder
 from .download import TIMEOUT_SECONDS
 from .export import DEFAULT_INPUT_KIND, DEFAULT_OPSET, INPUT_KINDS, LOWEST_OPSET
 from .predict import DOUBT_ADVICE, MIN_CONFIDENCE, TOP
@@ -1235,7 +1235,7 @@ MNIST already ships inside the package: this is for a fresh copy, or another fol
 Examples:
   mnistcnn download
   mnistcnn download --to data/mnist --force""")
-@click.option("--to", "folder", type=click.Path(path_type=Path), help="Destination (default ~/.cache/mnistcnn).")
+@click.option("--to", "folder", type=click.Path(path_type=Path), help=f"Destination (default {CACHE_DIR}).")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL to try (repeatable; default: the public ones).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=TIMEOUT_SECONDS, show_default=True,

@@ -1,5 +1,6 @@
 """`mnistcnn download` against mirrors served on 127.0.0.1 by the test itself."""
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -165,3 +166,10 @@ def test_sigterm_mid_download_leaves_no_partial_file(server, tmp_path, mnistcnn_
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143 and err == "error: interrupted\n", err
     assert list(folder.iterdir()) == []  # as after Ctrl-C: the half-fetched file is removed
+
+
+def test_download_help_names_the_folder_it_downloads_to(tmp_path, mnistcnn_command):
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    shown = subprocess.run([*mnistcnn_command, "download", "--help"], capture_output=True, text=True, env=environment)
+    unwrapped = "".join(shown.stdout.split())  # the long path may fold at any of its hyphens
+    assert f"Destination(default{tmp_path / 'cache' / 'mnistcnn'})." in unwrapped, shown.stdout
