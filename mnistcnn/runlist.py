@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def run_status(run: RunDir, status: dict | None) -> str:
     return state
 
 
+def folder_name(path: Path) -> str:
+    """The name a folder goes by, also when given as ``.`` or ``..`` (whose ``name`` is empty or
+    ``..``); symbolic links are not followed, so a linked run keeps the name it is listed under."""
+    return Path(os.path.abspath(path)).name
+
+
 def describe_run(path: Path) -> dict | None:
     """One run directory as a row, or None when ``path`` is not a run directory."""
     run = RunDir(path)
@@ -60,12 +67,12 @@ def describe_run(path: Path) -> dict | None:
         config = None
     started = (status or {}).get("started")
     if started is None:
-        match = STAMP.search(path.name)
+        match = STAMP.search(folder_name(path))
         if match:
             started = _dt.datetime.strptime(match.group(1), STAMP_FORMAT).isoformat(timespec="seconds")
     val_accs = [row["val_acc"] for row in history if isinstance(row.get("val_acc"), (int, float))]
     return {
-        "run": path.name,
+        "run": folder_name(path),
         "path": str(path),
         "started": started,
         "config": (status or {}).get("config") or (config.get("name") if isinstance(config, dict) else None),
@@ -94,7 +101,7 @@ def list_runs(folder=RUNS_DIR) -> list[dict]:
     rows = []
     for child in [folder] if SweepDir(folder).is_sweep_folder else in_sight(folder):
         if (sweep_dir := SweepDir(child)).is_sweep_folder:  # its trials, each an ordinary run
-            rows += [{**row, "sweep": child.name} for trial in in_sight(sweep_dir.trials)
+            rows += [{**row, "sweep": folder_name(child)} for trial in in_sight(sweep_dir.trials)
                      if trial.is_dir() and (row := describe_run(trial)) is not None]
         elif child.is_dir() and (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})

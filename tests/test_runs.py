@@ -147,3 +147,19 @@ def test_the_sweep_folders_of_a_listing_are_those_whose_trials_it_holds(tmp_path
     (one,) = sweep_folders(list_runs(folder / "a-sweep-20260101-000000"))  # a sweep folder given: its trials
     assert one.trials == folder / "a-sweep-20260101-000000" / "trials"
     assert sweep_folders(list_runs(folder / "lone-20260101-000000")) == []
+
+
+def test_runs_of_the_folder_one_is_in_names_it(tmp_path, monkeypatch):
+    from mnistcnn.runlist import list_runs
+    from mnistcnn.sweep.folder import SweepDir
+
+    sweep_dir = SweepDir(tmp_path / "tiny-20260101-000000")
+    (sweep_dir.trials / "trial-000-20260101-000000").mkdir(parents=True)
+    (sweep_dir.trials / "trial-000-20260101-000000" / "config.yaml").write_text("name: t\n")
+    sweep_dir.sweep_file.write_text("name: s\n")
+    monkeypatch.chdir(sweep_dir.path)
+    (row,) = list_runs(".")
+    assert row["sweep"] == "tiny-20260101-000000" and row["run"] == "trial-000-20260101-000000"
+    monkeypatch.chdir(sweep_dir.trials / "trial-000-20260101-000000")
+    (row,) = list_runs(".")
+    assert row["run"] == "trial-000-20260101-000000" and row["started"] == "2026-01-01T00:00:00", row
