@@ -945,3 +945,35 @@ def test_without_optuna_the_command_says_what_to_install(tmp_path, cli_without):
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn sweep needs Optuna, which is not installed; "
                                      f"{install_extra('sweep')}")
+
+
+def test_a_trial_that_ends_as_the_last_worker_exits_is_shown_before_the_sweep_ends(tmp_path, monkeypatch):
+    """A worker may write its last trial's end and exit while the study is read: the snapshot that
+    finds no worker running must hold that trial, so that its line is printed."""
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, trials=1)), tmp_path / "runs")
+    reads = []
+
+    class Study:
+        def get_trials(self, deepcopy=True):
+            reads.append(len(reads))
+            # the worker ends its trial and exits right after the second read
+            return [fake_trial("COMPLETE", value=0.9) if len(reads) > 2 else fake_trial("RUNNING")]
+
+    class Worker:
+        def poll(self):
+            return 0 if len(reads) >= 2 else None
+
+        def send_signal(self, signum):
+            pass
+
+    run.study = Study()
+    monkeypatch.setattr(run, "launch", lambda jobs, threads: run.workers.append(Worker()))
+    monkeypatch.setattr(launch, "write_reports", lambda *args: None)
+    monkeypatch.setattr(launch, "POLL_SECONDS", 0)
+    shown = []
+    snapshot, stopped = run.run_workers(1, 1, shown.append)
+    assert stopped is None and snapshot.done == 1
+    assert shown[-1].done == 1  # the view printed the trial's line

@@ -161,7 +161,7 @@ class SweepRun:
                     snapshot = self.snapshot()
                     show(snapshot)
                     if not snapshot.running_workers:
-                        return self.snapshot(), stopped
+                        return snapshot, stopped
                     time.sleep(POLL_SECONDS)
         except BaseException:  # the workers run in sessions of their own: they must not outlive this
             self.stop(signal.SIGTERM)
@@ -178,6 +178,8 @@ class SweepRun:
 
     def snapshot(self) -> Snapshot:
         """The trials now; the reports are rewritten whenever a trial has ended since the last."""
+        # the workers are counted before the trials are read: a snapshot with none running holds every trial's end
+        running_workers = sum(process.poll() is None for process in self.workers)
         trials = self.study.get_trials(deepcopy=False)
         rows = trial_rows(trials)
         ended = [(row["number"], row["status"]) for row in rows if row["status"] in studies.ENDED]
@@ -185,7 +187,7 @@ class SweepRun:
             write_reports(self.sweep, rows, self.sweep_dir)
             self.reported = ended
         return Snapshot(rows, studies.states(trials), best_row(rows, self.sweep.direction),
-                        sum(process.poll() is None for process in self.workers), self.sweep.trials)
+                        running_workers, self.sweep.trials)
 
     def worker_errors(self) -> list[str]:
         """What each worker that failed (not stopped by a signal) said last, and where its log is."""
