@@ -848,6 +848,18 @@ def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
                                                               "'foo'; give a postgresql://"), result.output
 
 
+@pytest.mark.parametrize("typed", ["postgresql:/mnistcnn:secret@dbhost/sweeps", "postgresql//mnistcnn:secret@dbhost/sweeps",
+                                   "postgresql:mnistcnn:secret@dbhost/sweeps"])
+def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_password(tmp_path, cli, typed):
+    """Without its '://' a URL would be a journal file's path: refused with the folder it names."""
+    for command in (("sweep", write_sweep(tmp_path), "--dry-run"), ("sweep", "--status", "--study", "s1")):
+        result = cli(*command, "--storage", typed)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --storage: ") and "did you mean postgresql://mnistcnn:***@dbhost/" \
+            "sweeps?" in result.output and "secret" not in result.output, result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
+
+
 def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     result = cli("sweep", "--status", "--storage", "mysql://user@localhost/db", "--study", "s1")
     assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "

@@ -28,6 +28,8 @@ STALE_HEARTBEATS = 2
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
+# a database's name that starts a --storage value without '://' after it: a URL mistyped, not a journal file's path
+MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|sqlite)(\+\w+)?)(:/*|/+)(?P<rest>.*)", re.IGNORECASE)
 MASK = "***"  # a password that is not written down
 PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
 
@@ -124,6 +126,11 @@ class Storage:
     @classmethod
     def named(cls, value: str, where: str) -> "Storage":
         """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``."""
+        mistyped = MISTYPED_URL.fullmatch(value) if "://" not in value else None
+        if mistyped is not None:
+            url = shown(f"{mistyped['scheme']}://{mistyped['rest']}")
+            raise UsageError(f"{where}: {mistyped['scheme']} is not followed by '://' (without it the value is a "
+                             f"journal file's path); did you mean {url}?")
         origin = f"{where} {shown(value)}"
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
