@@ -857,6 +857,9 @@ def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_pa
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: --storage: ") and "did you mean postgresql://mnistcnn:***@dbhost/" \
             "sweeps?" in result.output and "secret" not in result.output, result.output
+    in_the_file = cli("sweep", write_sweep(tmp_path, storage=typed), "--dry-run")
+    assert in_the_file.output.startswith(f"error: {tmp_path / 'sweep.yaml'}: storage: postgresql is not followed "
+                                         "by '://'"), in_the_file.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
 
 

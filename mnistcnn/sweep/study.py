@@ -129,8 +129,8 @@ class Storage:
         mistyped = MISTYPED_URL.fullmatch(value) if "://" not in value else None
         if mistyped is not None:
             url = shown(f"{mistyped['scheme']}://{mistyped['rest']}")
-            raise UsageError(f"{where}: {mistyped['scheme']} is not followed by '://' (without it the value is a "
-                             f"journal file's path); did you mean {url}?")
+            raise UsageError(f"{where.rstrip(':')}: {mistyped['scheme']} is not followed by '://' (without it the "
+                             f"value is a journal file's path); did you mean {url}?")
         origin = f"{where} {shown(value)}"
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
