@@ -29,7 +29,8 @@ SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
 # a database's name that starts a --storage value without '://' after it: a URL mistyped, not a journal file's path
-MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|sqlite)(\+\w+)?)(:/*|/+)(?P<rest>.*)", re.IGNORECASE)
+MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|sqlite)(\+\w+)?)(:/*|/+)(?P<rest>.*)",
+                          re.IGNORECASE)
 MASK = "***"  # a password that is not written down
 PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
 
