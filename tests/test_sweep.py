@@ -848,8 +848,8 @@ def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
                                                               "'foo'; give a postgresql://"), result.output
 
 
-@pytest.mark.parametrize("typed", ["postgresql:/mnistcnn:secret@dbhost/sweeps",
-                                   "postgresql//mnistcnn:secret@dbhost/sweeps", "postgresql:mnistcnn:secret@dbhost/sweeps"])
+@pytest.mark.parametrize("typed", ["postgresql:/mnistcnn:secret@dbhost/sweeps", "postgresql//mnistcnn:secret@dbhost/"
+                                   "sweeps", "postgresql:mnistcnn:secret@dbhost/sweeps"])
 def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_password(tmp_path, cli, typed):
     """Without its '://' a URL would be a journal file's path: refused with the folder it names."""
     for command in (("sweep", write_sweep(tmp_path), "--dry-run"), ("sweep", "--status", "--study", "s1")):
