@@ -645,10 +645,17 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         result = cli("serve", trained_run, "--port", taken.getsockname()[1])
-    assert result.exit_code == 2 and "choose another --port" in result.output and result.output.count("\n") == 1
+    assert result.exit_code == 2 and "choose another --port, or --port 0 for a free one" in result.output
+    assert result.output.count("\n") == 1
     elsewhere = cli("serve", trained_run, "--host", "192.0.2.1")  # a documentation address: no machine's
     assert elsewhere.exit_code == 2, elsewhere.output
     assert "192.0.2.1 is not an address of this machine; choose another --host" in elsewhere.output
+
+
+def test_a_host_given_with_its_port_says_to_give_the_port_apart(trained_run, cli):
+    result = cli("serve", trained_run, "--host", "localhost:8080")
+    assert result.exit_code == 2 and result.output == ("error: --host localhost:8080: a host and a port; give them "
+                                                       "apart: --host localhost --port 8080\n"), result.output
 
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
