@@ -477,6 +477,9 @@ def test_a_sweep_whose_database_is_gone_stops_in_one_line_and_resumes_once_it_is
     (log,) = folder.glob("workers/*.log")  # the worker stops on its own, told to and without the database
     wait_for(lambda: log.read_text().strip().endswith("this worker stopped; resume the sweep once it answers again"),
              what="the worker's own line")
+    assert "Traceback" not in log.read_text(), log.read_text()
+    (trial_log,) = folder.glob("trials/*/train.log")
+    assert "StorageInternalError" not in trial_log.read_text(), trial_log.read_text()
     gateway.up()
     done = run_sweep(mnistcnn_command, "--resume", folder, "--storage", gateway.url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -616,6 +619,58 @@ def test_a_trial_is_pruned_before_its_last_epoch_never_after_it():
         reporter.on_epoch_end({**row, "epoch": 2, "val_acc": 0.5})
     reporter.on_epoch_end({**row, "epoch": 3, "val_acc": 0.6})  # trained whole: complete, with its value
     assert trial.reported == [(2, 0.5), (3, 0.6)]
+
+
+def database_gone() -> Exception:
+    """Optuna's error for a commit to a database that stopped answering, raised from SQLAlchemy's."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        try:
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("Connection refused"))
+        except OperationalError as err:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from err
+    except optuna.exceptions.StorageInternalError as err:
+        return err
+
+
+def test_a_database_gone_as_a_trial_reports_its_epoch_is_named_in_the_trial_s_log():
+    """The trial's train.log said Optuna's 'invalid data in the commit, e.g. exceeding max length'."""
+    from mnistcnn.sweep.study import StorageLost
+    from mnistcnn.sweep.worker import TrialReporter
+
+    class Unreachable:
+        def report(self, value, step):
+            raise database_gone()
+
+    reporter = TrialReporter(Unreachable(), "val_acc", stopping=lambda: False, origin="--storage DB")
+    reporter.epochs = 3
+    with pytest.raises(StorageLost, match=r"^--storage DB: the database stopped answering \(.*Connection refused\); "
+                                          "this worker stopped; resume the sweep once it answers again$"):
+        reporter.on_epoch_end({"epoch": 1, "val_acc": 0.5, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
+                               "lr": 0.1, "seconds": 1.0, "images_per_s": 100.0})
+
+
+def test_a_database_gone_under_the_heartbeat_thread_is_one_line_in_the_worker_s_log(capsys):
+    """Optuna's heartbeat thread died with three chained tracebacks in the worker's log."""
+    from mnistcnn.sweep.worker import report_lost_database
+
+    before = threading.excepthook
+    try:
+        report_lost_database("--storage DB")
+
+        def beat():
+            raise database_gone()
+
+        thread = threading.Thread(target=beat)
+        thread.start()
+        thread.join()
+    finally:
+        threading.excepthook = before
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"warning: --storage DB: the database stopped answering \([^\n]*\); the running trial's "
+                        r"heartbeat stopped\n", err), err
 
 
 def test_a_trials_value_is_its_best_epochs():

@@ -274,22 +274,30 @@ class StorageLost(MnistCnnError):
     """The study's database stopped answering, for longer than ``patient_connect`` waits."""
 
 
-@contextlib.contextmanager
-def storage_answering(origin: str, then: str):
-    """Turn the error of a database that stopped answering into one line: ``origin`` (the storage
-    as the user named it), the driver's reason and ``then`` (what to do); other errors pass."""
+def storage_lost(err: BaseException, origin: str, then: str) -> StorageLost | None:
+    """``err`` as one line if a database that stopped answering caused it: ``origin`` (the storage
+    as the user named it), the driver's reason and ``then`` (what to do); None for other errors."""
     from sqlalchemy.exc import OperationalError
 
+    cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
+    while cause is not None and not isinstance(cause, OperationalError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
+    return StorageLost(f"{origin}: the database stopped answering ({reason}); {then}")
+
+
+@contextlib.contextmanager
+def storage_answering(origin: str, then: str):
+    """Raise the error of a database that stopped answering as ``storage_lost``'s one line; other errors pass."""
     try:
         yield
     except Exception as err:
-        cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
-        while cause is not None and not isinstance(cause, OperationalError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        lost = storage_lost(err, origin, then)
+        if lost is None:
             raise
-        reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
-        raise StorageLost(f"{origin}: the database stopped answering ({reason}); {then}") from None
+        raise lost from None
 
 
 def write_first(connection) -> None:
