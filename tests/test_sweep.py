@@ -274,7 +274,8 @@ def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_
     finished = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert (folder / "best-trial.yaml").read_text() == best_trial and len(read_trials(folder)) == 2
     assert finished.returncode == 2 and finished.stdout == "" and finished.stderr == (
-        f"error: {folder}: the sweep is finished, 2 of 2 trials done; there is nothing to resume. Its trials: "
+        f"error: {folder}: the sweep is finished, 2 of 2 trials done; its reports are rewritten as the study stands, "
+        "and there is nothing to resume. Its trials: "
         f"mnistcnn sweep --status {folder}; its best: mnistcnn train {folder / 'best-trial.yaml'}\n")
     again = run_sweep(mnistcnn_command, folder, cwd=tmp_path)  # the folder given as a sweep file
     assert again.returncode == 2 and again.stderr == (

@@ -111,8 +111,9 @@ class SweepRun:
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
             run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
             status = studies.folder_command("--status", sweep_dir.path, run.storage.url)
-            raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
-                             f"is nothing to resume. Its trials: {status}; its best: "
+            raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; its "
+                             f"reports are rewritten as the study stands, and there is nothing to resume. Its trials: "
+                             f"{status}; its best: "
                              f"{command_line('train', sweep_dir.best_trial)}")
         return run
 
