@@ -336,7 +336,7 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     _, second_err = second.communicate(timeout=120)
     _, first_err = first.communicate(timeout=240)
     assert first.returncode == 0, first_err
-    assert second.returncode == 1 and "exited with code -9" in second_err
+    assert second.returncode == 1 and "was killed by SIGKILL: (no output)" in second_err, second_err
     assert second_err.endswith(f"the sweep is not finished; resume with: mnistcnn sweep --resume {folder}"
                                + (f" --storage {shown(shared_storage, password='PASSWORD')}\n"
                                   if "@" in shared_storage else "\n")), second_err

@@ -196,7 +196,9 @@ class SweepRun:
         for process, log in zip(self.workers, self.logs):
             if process.poll() not in (None, 0, INTERRUPTED):
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
-                failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
+                code = process.returncode  # below 0: the signal that killed it, as subprocess gives it
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                failed.append(f"worker {log.stem} {how}: {lines[-1]} (log: {log})")
         return failed
 
 
