@@ -376,6 +376,7 @@ def test_a_json_request_over_its_limit_is_refused_and_the_server_answers_on(clie
     ("/api/explain", {"layer": 0, "row": 0, "col": True, "channel": 0}, "col: give a whole number"),
     ("/api/explain", [1, 2], "must be a JSON object"),
     ("/api/gradients", {"class": 10}, "class: give a whole number from 0 to 9"),
+    ("/api/gradients", {"class": 1}, "image: missing; give the base64 text of a 28x28 image"),
     ("/api/gradients", "{not json", 'not JSON; send an object such as {"image": "...", "class": 3}'),
     ("/api/explain", "{not json", '"layer": 0, "row": 5, "col": 7, "channel": 2}'),
     ("/api/explain", {"layer": 0.0, "row": 0, "col": 0, "channel": 0},
@@ -406,6 +407,7 @@ def test_a_refused_value_is_shown_cut_short(client, value):
     ("/api/filter?layer=%C2%B2&channel=0", 400, "layer: give a conv layer's index (0, 3), not"),  # a superscript 2
     ("/api/filter?layer=" + "9" * 5000 + "&channel=0", 400, "layer: give a conv layer's index"),
     ("/api/run/cell?true=%C2%B9&predicted=9", 400, "true: give a whole number from 0 to 9"),
+    ("/api/run/cell?true=4", 400, "predicted: missing; give a whole number from 0 to 9"),  # it said 'not null'
     ("/api/predict", 405, "/api/predict takes POST, not GET"),
 ])
 def test_bad_queries_and_methods_name_what_is_wrong(client, url, status, words):
