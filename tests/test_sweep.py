@@ -1048,3 +1048,19 @@ def test_a_trial_that_ends_as_the_last_worker_exits_is_shown_before_the_sweep_en
     snapshot, stopped = run.run_workers(1, 1, shown.append)
     assert stopped is None and snapshot.done == 1
     assert shown[-1].done == 1  # the view printed the trial's line
+
+
+def test_a_worker_that_a_passed_on_signal_ends_as_python_exits_is_not_an_error(tmp_path):
+    """A second Ctrl-C that reaches a worker while Python exits (its handlers reset) kills it by
+    SIGINT: the sweep printed 'error: worker vm-1 ... (no output)' for a clean stop."""
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, trials=1)), tmp_path / "runs")
+    run.workers = [SimpleNamespace(returncode=-signal.SIGINT, poll=lambda: -signal.SIGINT, send_signal=print),
+                   SimpleNamespace(returncode=-signal.SIGKILL, poll=lambda: -signal.SIGKILL, send_signal=print)]
+    run.logs = [tmp_path / "vm-0.log", tmp_path / "vm-1.log"]
+    for log in run.logs:
+        log.write_text("")
+    run.stop(signal.SIGINT)
+    assert run.worker_errors() == [f"worker vm-1 was killed by SIGKILL: (no output) (log: {run.logs[1]})"]

@@ -66,6 +66,7 @@ class SweepRun:
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.reported = None
+        self.signalled = False  # a stop signal was passed on to the workers
 
     @classmethod
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
@@ -173,6 +174,7 @@ class SweepRun:
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Pass a signal on to the workers: each running trial checkpoints and stops."""
+        self.signalled = True
         for process in self.workers:
             if process.poll() is None:
                 process.send_signal(signum)
@@ -191,10 +193,12 @@ class SweepRun:
                         running_workers, self.sweep.trials)
 
     def worker_errors(self) -> list[str]:
-        """What each worker that failed (not stopped by a signal) said last, and where its log is."""
+        """What each worker that failed (not stopped by a signal) said last, and where its log is. A
+        signal passed on may also kill a worker outright, as Python exits and its handlers are reset."""
+        stopped = {None, 0, INTERRUPTED} | ({-signum for signum in STOP_SIGNALS} if self.signalled else set())
         failed = []
         for process, log in zip(self.workers, self.logs):
-            if process.poll() not in (None, 0, INTERRUPTED):
+            if process.poll() not in stopped:
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
                 code = process.returncode  # below 0: the signal that killed it, as subprocess gives it
                 how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
