@@ -510,6 +510,7 @@ BAD_SWEEPS = [
     ({"storage": 5}, "sweep.yaml: storage: must be text or null (null: a SQLite file in the sweep folder; else a "
                      "PostgreSQL/MySQL/SQLite URL"),
     ({"study": ["s1"]}, "sweep.yaml: study: must be text or null (the study's name in the storage"),
+    ({"study": " "}, "sweep.yaml: study: is empty; give a value (the study's name in the storage"),  # 'must be text'
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
 ]

@@ -170,8 +170,10 @@ def _mapping(where: str, value, keys: dict) -> dict:
 def _optional_text(source: str, raw: dict, key: str) -> str | None:
     """The sweep file's ``key``: text, or null (missing)."""
     value = raw.get(key)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
+    if value is not None and not isinstance(value, str):
         raise ConfigError(f"{source}: {key}: must be text or null ({SWEEP_KEYS[key]}); got {value!r}")
+    if value is not None and not value.strip():
+        raise ConfigError(f"{source}: {key}: is empty; give a value ({SWEEP_KEYS[key]}), or leave the key out")
     return value
 
 
