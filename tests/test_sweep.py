@@ -920,6 +920,18 @@ def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
 
 
+def test_an_empty_storage_or_study_is_refused_not_taken_for_the_default(tmp_path, cli):
+    """--storage "$DB" with DB unset in this shell ran the sweep alone in a SQLite file of its own."""
+    path = write_sweep(tmp_path)
+    for command in ((path, "--dry-run"), (path,), ("--status", "--study", "s1")):
+        result = cli("sweep", *command, "--storage", "")
+        assert result.exit_code == 2 and result.output.startswith("error: --storage: is empty; give "), result.output
+    for command in ((path,), ("--status", "--storage", tmp_path / "study.db")):
+        result = cli("sweep", *command, "--study", " ")
+        assert result.exit_code == 2 and result.output.startswith("error: --study: is empty; give "), result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
+
+
 def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     result = cli("sweep", "--status", "--storage", "mysql://user@localhost/db", "--study", "s1")
     assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "

@@ -73,7 +73,7 @@ class SweepRun:
         """A new sweep folder under ``runs_dir``, set up out of sight and given its name once it holds
         base.yaml, sweep.yaml and (unless the storage is shared) its study; a shared storage is opened
         first, so that a bad URL writes nothing."""
-        shared, sweep.study = sweep.study_storage(storage), study or sweep.study
+        shared, sweep.study = sweep.study_storage(storage), studies.study_name(study) or sweep.study
         if shared is not None:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
@@ -209,6 +209,7 @@ class SweepRun:
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:
     """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name`` when
     both are given, else by the sweep folder that ran it."""
+    name = studies.study_name(name)
     if storage is None or name is None:
         if folder is None:
             raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")

@@ -111,7 +111,7 @@ class Sweep:
     def study_storage(self, given: str | None, sweep_dir: Path | None = None) -> Storage | None:
         """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file in
         ``sweep_dir``; None for that file while there is no sweep folder yet."""
-        if given:
+        if given is not None:
             return Storage.named(given, "--storage")
         if self.storage:
             return Storage.named(self.storage, f"{self.path}: storage:")

@@ -127,6 +127,9 @@ class Storage:
     @classmethod
     def named(cls, value: str, where: str) -> "Storage":
         """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``."""
+        if not value.strip():  # --storage "$DB" with DB unset: not the sweep folder's own study, which runs alone
+            raise UsageError(f"{where.rstrip(':')}: is empty; give a database URL or a file's path (a shell "
+                             "variable that holds it may be unset in this shell)")
         mistyped = MISTYPED_URL.fullmatch(value) if "://" not in value else None
         if mistyped is not None:
             url = shown(f"{mistyped['scheme']}://{mistyped['rest']}")
@@ -141,6 +144,14 @@ class Storage:
             raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
                              "each '@' in them as %40")
         return cls(resolved_storage(value), origin)
+
+
+def study_name(given: str | None) -> str | None:
+    """The --study given (None: the sweep's name); an empty one is refused, as --storage's is."""
+    if given is not None and not given.strip():
+        raise UsageError("--study: is empty; give the study's name, the same on every machine (without --study: "
+                         "the sweep's name)")
+    return given
 
 
 def local_storage(sweep_dir: Path) -> Storage:
