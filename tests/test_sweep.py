@@ -744,6 +744,19 @@ def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_
     assert run_place(rows[1]) == "/runs/s/trials/trial-001"  # a run of this machine: its path
 
 
+def test_a_storage_file_in_the_sweep_file_is_relative_to_the_sweep_file_as_its_base_is(tmp_path, cli, monkeypatch):
+    """It was relative to the working directory: the same sweep file, run from two folders, made two studies."""
+    path = write_sweep(tmp_path, storage="studies.db")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("sweep", path, "--dry-run")
+    assert result.exit_code == 0 and f"storage: the SQLite database {tmp_path / 'studies.db'}\n" in result.output, \
+        result.output
+    given = cli("sweep", path, "--dry-run", "--storage", "studies.db")  # an option's path: the working directory's
+    assert f"storage: the SQLite database {elsewhere / 'studies.db'}\n" in given.output, given.output
+
+
 def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
     from rich.console import Console
 

@@ -114,7 +114,7 @@ class Sweep:
         if given is not None:
             return Storage.named(given, "--storage")
         if self.storage:
-            return Storage.named(self.storage, f"{self.path}: storage:")
+            return Storage.named(self.storage, f"{self.path}: storage:", self.path.parent)
         return local_storage(sweep_dir) if sweep_dir is not None else None
 
     def grid(self) -> dict:

@@ -103,14 +103,16 @@ def holds_journal(path: Path) -> bool:
     return head not in (b"", SQLITE_HEADER)
 
 
-def resolved_storage(url: str | None) -> str | None:
+def resolved_storage(url: str | None, folder: Path | None = None) -> str | None:
     """The storage a --storage value or a sweep file's storage: means: a database URL as it is; a
     plain path ending in one of SQLITE_SUFFIXES a SQLite database's URL, unless the file there is a
-    journal already; any other plain path an Optuna journal file. A file's path is made absolute, so
-    that the URL kept in the sweep folder still names it from another working directory."""
+    journal already; any other plain path an Optuna journal file. A file's path is made absolute (a
+    relative one taken from ``folder``, else the working directory), so that the URL kept in the
+    sweep folder still names it from another working directory."""
     path = storage_file(url)
     if path is None:
         return url
+    path = (folder or Path()) / path
     sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES and not holds_journal(path)
     return (SQLITE if sqlite else "") + str(path.resolve())
 
@@ -125,8 +127,9 @@ class Storage:
     origin: str
 
     @classmethod
-    def named(cls, value: str, where: str) -> "Storage":
-        """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``."""
+    def named(cls, value: str, where: str, folder: Path | None = None) -> "Storage":
+        """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``
+        (a relative file's path then taken from ``folder``, the sweep file's, as its base: is)."""
         if not value.strip():  # --storage "$DB" with DB unset: not the sweep folder's own study, which runs alone
             raise UsageError(f"{where.rstrip(':')}: is empty; give a database URL or a file's path (a shell "
                              "variable that holds it may be unset in this shell)")
@@ -143,7 +146,7 @@ class Storage:
         if credentials is not None and "@" in credentials:  # the first '@' would be read as the host's start
             raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
                              "each '@' in them as %40")
-        return cls(resolved_storage(value), origin)
+        return cls(resolved_storage(value, folder), origin)
 
 
 def study_name(given: str | None) -> str | None:
