@@ -292,7 +292,9 @@ def export_run(target, which: str | None = None, data_dir=None, output=None, inp
     from .runs import RunDir, is_onnx_file, output_folder, run_summary
 
     require_onnx()
-    if output is not None and not Path(output).is_dir() and not is_onnx_file(output):
+    if output is not None and Path(output).is_dir():  # refused before the model is loaded and checked
+        raise UsageError(f"-o {output}: is a folder; give the file's name in it, e.g. -o {Path(output) / 'model.onnx'}")
+    if output is not None and not is_onnx_file(output):
         # predict tells an ONNX model by its name, and no config or checkpoint is overwritten by a slip
         raise UsageError(f"-o {output}: an ONNX file's name ends in .onnx; give e.g. -o {Path(output).stem}.onnx")
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)

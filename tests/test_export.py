@@ -380,7 +380,8 @@ def test_an_unwritable_output_is_one_line_and_leaves_nothing(trained_run, tmp_pa
                             "elsewhere with -o FILE\n"
     assert not (trained_run / "model.onnx").exists()
     folder = cli("export", trained_run, "-o", tmp_path)
-    assert folder.exit_code == 2 and f"{tmp_path}: is a folder; give the name of a file" in folder.output
+    assert folder.exit_code == 2 and folder.output == f"error: -o {tmp_path}: is a folder; give the file's name in " \
+                                                      f"it, e.g. -o {tmp_path / 'model.onnx'}\n"
     config = tmp_path / "my.yaml"
     config.write_text("name: mine\n")
     slip = cli("export", trained_run, "-o", config)

@@ -376,6 +376,7 @@ def test_a_json_request_over_its_limit_is_refused_and_the_server_answers_on(clie
     ("/api/explain", {"layer": 0, "row": 0, "col": True, "channel": 0}, "col: give a whole number"),
     ("/api/explain", [1, 2], "must be a JSON object"),
     ("/api/gradients", {"class": 10}, "class: give a whole number from 0 to 9"),
+    ("/api/gradients", {"class": 1}, "image: missing; give the base64 text of a 28x28 image"),
     ("/api/gradients", "{not json", 'not JSON; send an object such as {"image": "...", "class": 3}'),
     ("/api/explain", "{not json", '"layer": 0, "row": 5, "col": 7, "channel": 2}'),
     ("/api/explain", {"layer": 0.0, "row": 0, "col": 0, "channel": 0},
@@ -406,6 +407,7 @@ def test_a_refused_value_is_shown_cut_short(client, value):
     ("/api/filter?layer=%C2%B2&channel=0", 400, "layer: give a conv layer's index (0, 3), not"),  # a superscript 2
     ("/api/filter?layer=" + "9" * 5000 + "&channel=0", 400, "layer: give a conv layer's index"),
     ("/api/run/cell?true=%C2%B9&predicted=9", 400, "true: give a whole number from 0 to 9"),
+    ("/api/run/cell?true=4", 400, "predicted: missing; give a whole number from 0 to 9"),  # it said 'not null'
     ("/api/predict", 405, "/api/predict takes POST, not GET"),
 ])
 def test_bad_queries_and_methods_name_what_is_wrong(client, url, status, words):
@@ -645,10 +647,17 @@ def test_a_missing_run_or_a_taken_port_is_one_line(trained_run, cli, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         result = cli("serve", trained_run, "--port", taken.getsockname()[1])
-    assert result.exit_code == 2 and "choose another --port" in result.output and result.output.count("\n") == 1
+    assert result.exit_code == 2 and "choose another --port, or --port 0 for a free one" in result.output
+    assert result.output.count("\n") == 1
     elsewhere = cli("serve", trained_run, "--host", "192.0.2.1")  # a documentation address: no machine's
     assert elsewhere.exit_code == 2, elsewhere.output
     assert "192.0.2.1 is not an address of this machine; choose another --host" in elsewhere.output
+
+
+def test_a_host_given_with_its_port_says_to_give_the_port_apart(trained_run, cli):
+    result = cli("serve", trained_run, "--host", "localhost:8080")
+    assert result.exit_code == 2 and result.output == ("error: --host localhost:8080: a host and a port; give them "
+                                                       "apart: --host localhost --port 8080\n"), result.output
 
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):

@@ -274,7 +274,8 @@ def test_a_resumed_sweep_runs_as_many_jobs_as_before_unless_told_and_a_finished_
     finished = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert (folder / "best-trial.yaml").read_text() == best_trial and len(read_trials(folder)) == 2
     assert finished.returncode == 2 and finished.stdout == "" and finished.stderr == (
-        f"error: {folder}: the sweep is finished, 2 of 2 trials done; there is nothing to resume. Its trials: "
+        f"error: {folder}: the sweep is finished, 2 of 2 trials done; its reports are rewritten as the study stands, "
+        "and there is nothing to resume. Its trials: "
         f"mnistcnn sweep --status {folder}; its best: mnistcnn train {folder / 'best-trial.yaml'}\n")
     again = run_sweep(mnistcnn_command, folder, cwd=tmp_path)  # the folder given as a sweep file
     assert again.returncode == 2 and again.stderr == (
@@ -335,7 +336,7 @@ def test_two_sweeps_share_one_study_and_a_killed_worker_s_trial_is_retried(tmp_p
     _, second_err = second.communicate(timeout=120)
     _, first_err = first.communicate(timeout=240)
     assert first.returncode == 0, first_err
-    assert second.returncode == 1 and "exited with code -9" in second_err
+    assert second.returncode == 1 and "was killed by SIGKILL: (no output)" in second_err, second_err
     assert second_err.endswith(f"the sweep is not finished; resume with: mnistcnn sweep --resume {folder}"
                                + (f" --storage {shown(shared_storage, password='PASSWORD')}\n"
                                   if "@" in shared_storage else "\n")), second_err
@@ -477,6 +478,9 @@ def test_a_sweep_whose_database_is_gone_stops_in_one_line_and_resumes_once_it_is
     (log,) = folder.glob("workers/*.log")  # the worker stops on its own, told to and without the database
     wait_for(lambda: log.read_text().strip().endswith("this worker stopped; resume the sweep once it answers again"),
              what="the worker's own line")
+    assert "Traceback" not in log.read_text(), log.read_text()
+    (trial_log,) = folder.glob("trials/*/train.log")
+    assert "StorageInternalError" not in trial_log.read_text(), trial_log.read_text()
     gateway.up()
     done = run_sweep(mnistcnn_command, "--resume", folder, "--storage", gateway.url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -506,6 +510,7 @@ BAD_SWEEPS = [
     ({"storage": 5}, "sweep.yaml: storage: must be text or null (null: a SQLite file in the sweep folder; else a "
                      "PostgreSQL/MySQL/SQLite URL"),
     ({"study": ["s1"]}, "sweep.yaml: study: must be text or null (the study's name in the storage"),
+    ({"study": " "}, "sweep.yaml: study: is empty; give a value (the study's name in the storage"),  # 'must be text'
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
 ]
@@ -618,6 +623,58 @@ def test_a_trial_is_pruned_before_its_last_epoch_never_after_it():
     assert trial.reported == [(2, 0.5), (3, 0.6)]
 
 
+def database_gone() -> Exception:
+    """Optuna's error for a commit to a database that stopped answering, raised from SQLAlchemy's."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        try:
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("Connection refused"))
+        except OperationalError as err:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from err
+    except optuna.exceptions.StorageInternalError as err:
+        return err
+
+
+def test_a_database_gone_as_a_trial_reports_its_epoch_is_named_in_the_trial_s_log():
+    """The trial's train.log said Optuna's 'invalid data in the commit, e.g. exceeding max length'."""
+    from mnistcnn.sweep.study import StorageLost
+    from mnistcnn.sweep.worker import TrialReporter
+
+    class Unreachable:
+        def report(self, value, step):
+            raise database_gone()
+
+    reporter = TrialReporter(Unreachable(), "val_acc", stopping=lambda: False, origin="--storage DB")
+    reporter.epochs = 3
+    with pytest.raises(StorageLost, match=r"^--storage DB: the database stopped answering \(.*Connection refused\); "
+                                          "this worker stopped; resume the sweep once it answers again$"):
+        reporter.on_epoch_end({"epoch": 1, "val_acc": 0.5, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
+                               "lr": 0.1, "seconds": 1.0, "images_per_s": 100.0})
+
+
+def test_a_database_gone_under_the_heartbeat_thread_is_one_line_in_the_worker_s_log(capsys):
+    """Optuna's heartbeat thread died with three chained tracebacks in the worker's log."""
+    from mnistcnn.sweep.worker import report_lost_database
+
+    before = threading.excepthook
+    try:
+        report_lost_database("--storage DB")
+
+        def beat():
+            raise database_gone()
+
+        thread = threading.Thread(target=beat)
+        thread.start()
+        thread.join()
+    finally:
+        threading.excepthook = before
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"warning: --storage DB: the database stopped answering \([^\n]*\); the running trial's "
+                        r"heartbeat stopped\n", err), err
+
+
 def test_a_trials_value_is_its_best_epochs():
     from mnistcnn.sweep.worker import best_value
 
@@ -685,6 +742,19 @@ def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_
     from mnistcnn.sweep.report import run_place
 
     assert run_place(rows[1]) == "/runs/s/trials/trial-001"  # a run of this machine: its path
+
+
+def test_a_storage_file_in_the_sweep_file_is_relative_to_the_sweep_file_as_its_base_is(tmp_path, cli, monkeypatch):
+    """It was relative to the working directory: the same sweep file, run from two folders, made two studies."""
+    path = write_sweep(tmp_path, storage="studies.db")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("sweep", path, "--dry-run")
+    assert result.exit_code == 0 and f"storage: the SQLite database {tmp_path / 'studies.db'}\n" in result.output, \
+        result.output
+    given = cli("sweep", path, "--dry-run", "--storage", "studies.db")  # an option's path: the working directory's
+    assert f"storage: the SQLite database {elsewhere / 'studies.db'}\n" in given.output, given.output
 
 
 def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
@@ -848,6 +918,33 @@ def test_a_storage_url_of_no_known_database_names_the_ones_that_work(cli):
                                                               "'foo'; give a postgresql://"), result.output
 
 
+@pytest.mark.parametrize("typed", ["postgresql:/mnistcnn:secret@dbhost/sweeps", "postgresql//mnistcnn:secret@dbhost/"
+                                   "sweeps", "postgresql:mnistcnn:secret@dbhost/sweeps"])
+def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_password(tmp_path, cli, typed):
+    """Without its '://' a URL would be a journal file's path: refused with the folder it names."""
+    for command in (("sweep", write_sweep(tmp_path), "--dry-run"), ("sweep", "--status", "--study", "s1")):
+        result = cli(*command, "--storage", typed)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --storage: ") and "did you mean postgresql://mnistcnn:***@dbhost/" \
+            "sweeps?" in result.output and "secret" not in result.output, result.output
+    in_the_file = cli("sweep", write_sweep(tmp_path, storage=typed), "--dry-run")
+    assert in_the_file.output.startswith(f"error: {tmp_path / 'sweep.yaml'}: storage: postgresql is not followed "
+                                         "by '://'"), in_the_file.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
+
+
+def test_an_empty_storage_or_study_is_refused_not_taken_for_the_default(tmp_path, cli):
+    """--storage "$DB" with DB unset in this shell ran the sweep alone in a SQLite file of its own."""
+    path = write_sweep(tmp_path)
+    for command in ((path, "--dry-run"), (path,), ("--status", "--study", "s1")):
+        result = cli("sweep", *command, "--storage", "")
+        assert result.exit_code == 2 and result.output.startswith("error: --storage: is empty; give "), result.output
+    for command in ((path,), ("--status", "--storage", tmp_path / "study.db")):
+        result = cli("sweep", *command, "--study", " ")
+        assert result.exit_code == 2 and result.output.startswith("error: --study: is empty; give "), result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
+
+
 def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     result = cli("sweep", "--status", "--storage", "mysql://user@localhost/db", "--study", "s1")
     assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "
@@ -945,3 +1042,51 @@ def test_without_optuna_the_command_says_what_to_install(tmp_path, cli_without):
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mnistcnn sweep needs Optuna, which is not installed; "
                                      f"{install_extra('sweep')}")
+
+
+def test_a_trial_that_ends_as_the_last_worker_exits_is_shown_before_the_sweep_ends(tmp_path, monkeypatch):
+    """A worker may write its last trial's end and exit while the study is read: the snapshot that
+    finds no worker running must hold that trial, so that its line is printed."""
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, trials=1)), tmp_path / "runs")
+    reads = []
+
+    class Study:
+        def get_trials(self, deepcopy=True):
+            reads.append(len(reads))
+            # the worker ends its trial and exits right after the second read
+            return [fake_trial("COMPLETE", value=0.9) if len(reads) > 2 else fake_trial("RUNNING")]
+
+    class Worker:
+        def poll(self):
+            return 0 if len(reads) >= 2 else None
+
+        def send_signal(self, signum):
+            pass
+
+    run.study = Study()
+    monkeypatch.setattr(run, "launch", lambda jobs, threads: run.workers.append(Worker()))
+    monkeypatch.setattr(launch, "write_reports", lambda *args: None)
+    monkeypatch.setattr(launch, "POLL_SECONDS", 0)
+    shown = []
+    snapshot, stopped = run.run_workers(1, 1, shown.append)
+    assert stopped is None and snapshot.done == 1
+    assert shown[-1].done == 1  # the view printed the trial's line
+
+
+def test_a_worker_that_a_passed_on_signal_ends_as_python_exits_is_not_an_error(tmp_path):
+    """A second Ctrl-C that reaches a worker while Python exits (its handlers reset) kills it by
+    SIGINT: the sweep printed 'error: worker vm-1 ... (no output)' for a clean stop."""
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, trials=1)), tmp_path / "runs")
+    run.workers = [SimpleNamespace(returncode=-signal.SIGINT, poll=lambda: -signal.SIGINT, send_signal=print),
+                   SimpleNamespace(returncode=-signal.SIGKILL, poll=lambda: -signal.SIGKILL, send_signal=print)]
+    run.logs = [tmp_path / "vm-0.log", tmp_path / "vm-1.log"]
+    for log in run.logs:
+        log.write_text("")
+    run.stop(signal.SIGINT)
+    assert run.worker_errors() == [f"worker vm-1 was killed by SIGKILL: (no output) (log: {run.logs[1]})"]

@@ -174,11 +174,18 @@ async def read_fields(request: Request, example: str) -> dict:
     return fields
 
 
+def refused(fields: dict, key: str, wanted: str) -> RequestError:
+    """The 400 for ``fields[key]``, which is not ``wanted`` (words after 'give'), or is missing."""
+    if key not in fields:
+        return RequestError(400, f"{key}: missing; give {wanted}")
+    return RequestError(400, f"{key}: give {wanted}, not {shown_value(fields[key])}")
+
+
 def whole_number(fields: dict, key: str, stop: int) -> int:
     """``fields[key]``, which must be a whole number from 0 to ``stop`` - 1."""
     value = fields.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < stop:
-        raise RequestError(400, f"{key}: give a whole number from 0 to {stop - 1}, not {shown_value(value)}")
+        raise refused(fields, key, f"a whole number from 0 to {stop - 1}")
     return value
 
 
@@ -192,8 +199,7 @@ def query_fields(request: Request) -> dict:
 def image_field(fields: dict):
     text = fields.get("image")
     if not isinstance(text, str):
-        raise RequestError(400, f"image: give the base64 text of a 28x28 image, as /api/predict returns it, not "
-                                f"{shown_value(text)}")
+        raise refused(fields, "image", "the base64 text of a 28x28 image, as /api/predict returns it")
     try:
         return inside.decode_image(text)
     except binascii.Error:
@@ -207,7 +213,7 @@ def conv_layer(served: inside.Served, fields: dict) -> int:
     convs = ", ".join(str(i) for i, layer in enumerate(served.model.layers) if layer.type_name == "conv2d")
     index = fields.get("layer")
     if isinstance(index, bool) or not isinstance(index, int):
-        raise RequestError(400, f"layer: give a conv layer's index ({convs}), not {shown_value(index)}")
+        raise refused(fields, "layer", f"a conv layer's index ({convs})")
     if not 0 <= index < len(served.model.layers) or served.model.layers[index].type_name != "conv2d":
         raise RequestError(400, f"layer {shown_value(index)} is not a conv layer; the conv layers are {convs}")
     return index

@@ -43,6 +43,9 @@ def host_names(host: str, allowed=()) -> tuple[str, ...]:
         if not host_of(name).rstrip("."):  # would let in requests with no Host header
             raise UsageError(f"--allow-host {name!r}: names no host; give a name, such as "
                              "--allow-host proxy.example.org")
+    if host_of(host) != host:  # name:port, as a browser's address bar has it
+        raise UsageError(f"--host {host}: a host and a port; give them apart: --host {host_of(host).strip('[]')} "
+                         f"--port {host.rsplit(':', 1)[1]}")
     names = ["localhost", *map(host_of, allowed)]
     if not is_loopback(host):
         names += [socket.gethostname(), socket.getfqdn()]
@@ -123,7 +126,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        fix = {errno.EADDRINUSE: "choose another --port", errno.EACCES: "choose a --port above 1023",
+        fix = {errno.EADDRINUSE: "choose another --port, or --port 0 for a free one",
+               errno.EACCES: "choose a --port above 1023",
                errno.EADDRNOTAVAIL: f"{host} is not an address of this machine; choose another --host"}
         raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); "
                          f"{fix.get(err.errno, 'choose another --host or --port')}") from None

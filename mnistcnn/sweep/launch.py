@@ -66,13 +66,14 @@ class SweepRun:
         self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.reported = None
+        self.signalled = False  # a stop signal was passed on to the workers
 
     @classmethod
     def start(cls, sweep: Sweep, runs_dir, storage: str | None = None, study: str | None = None) -> "SweepRun":
         """A new sweep folder under ``runs_dir``, set up out of sight and given its name once it holds
         base.yaml, sweep.yaml and (unless the storage is shared) its study; a shared storage is opened
         first, so that a bad URL writes nothing."""
-        shared, sweep.study = sweep.study_storage(storage), study or sweep.study
+        shared, sweep.study = sweep.study_storage(storage), studies.study_name(study) or sweep.study
         if shared is not None:
             study = studies.open_study(sweep, studies.open_storage(shared, sweep.heartbeat), create=True)
             done = studies.trials_done(studies.states(study.get_trials(deepcopy=False)))
@@ -111,8 +112,9 @@ class SweepRun:
         if done >= sweep.trials and not counts["queued"] and not counts["running"]:  # its workers would idle
             run.snapshot()  # the reports it names, which a command killed as its last trial ended did not write
             status = studies.folder_command("--status", sweep_dir.path, run.storage.url)
-            raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; there "
-                             f"is nothing to resume. Its trials: {status}; its best: "
+            raise UsageError(f"{sweep_dir.path}: the sweep is finished, {done} of {sweep.trials} trials done; its "
+                             f"reports are rewritten as the study stands, and there is nothing to resume. Its trials: "
+                             f"{status}; its best: "
                              f"{command_line('train', sweep_dir.best_trial)}")
         return run
 
@@ -161,7 +163,7 @@ class SweepRun:
                     snapshot = self.snapshot()
                     show(snapshot)
                     if not snapshot.running_workers:
-                        return self.snapshot(), stopped
+                        return snapshot, stopped
                     time.sleep(POLL_SECONDS)
         except BaseException:  # the workers run in sessions of their own: they must not outlive this
             self.stop(signal.SIGTERM)
@@ -172,12 +174,15 @@ class SweepRun:
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Pass a signal on to the workers: each running trial checkpoints and stops."""
+        self.signalled = True
         for process in self.workers:
             if process.poll() is None:
                 process.send_signal(signum)
 
     def snapshot(self) -> Snapshot:
         """The trials now; the reports are rewritten whenever a trial has ended since the last."""
+        # the workers are counted before the trials are read: a snapshot with none running holds every trial's end
+        running_workers = sum(process.poll() is None for process in self.workers)
         trials = self.study.get_trials(deepcopy=False)
         rows = trial_rows(trials)
         ended = [(row["number"], row["status"]) for row in rows if row["status"] in studies.ENDED]
@@ -185,21 +190,26 @@ class SweepRun:
             write_reports(self.sweep, rows, self.sweep_dir)
             self.reported = ended
         return Snapshot(rows, studies.states(trials), best_row(rows, self.sweep.direction),
-                        sum(process.poll() is None for process in self.workers), self.sweep.trials)
+                        running_workers, self.sweep.trials)
 
     def worker_errors(self) -> list[str]:
-        """What each worker that failed (not stopped by a signal) said last, and where its log is."""
+        """What each worker that failed (not stopped by a signal) said last, and where its log is. A
+        signal passed on may also kill a worker outright, as Python exits and its handlers are reset."""
+        stopped = {None, 0, INTERRUPTED} | ({-signum for signum in STOP_SIGNALS} if self.signalled else set())
         failed = []
         for process, log in zip(self.workers, self.logs):
-            if process.poll() not in (None, 0, INTERRUPTED):
+            if process.poll() not in stopped:
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
-                failed.append(f"worker {log.stem} exited with code {process.returncode}: {lines[-1]} (log: {log})")
+                code = process.returncode  # below 0: the signal that killed it, as subprocess gives it
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                failed.append(f"worker {log.stem} {how}: {lines[-1]} (log: {log})")
         return failed
 
 
 def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, list[dict], int]:
     """``(settings, trial rows, trials done)`` of a study: named by ``storage`` and ``name`` when
     both are given, else by the sweep folder that ran it."""
+    name = studies.study_name(name)
     if storage is None or name is None:
         if folder is None:
             raise UsageError("--status needs a sweep folder, or both --storage URL and --study NAME")

@@ -111,10 +111,10 @@ class Sweep:
     def study_storage(self, given: str | None, sweep_dir: Path | None = None) -> Storage | None:
         """The study's storage: ``given`` (--storage), else the sweep file's, else the SQLite file in
         ``sweep_dir``; None for that file while there is no sweep folder yet."""
-        if given:
+        if given is not None:
             return Storage.named(given, "--storage")
         if self.storage:
-            return Storage.named(self.storage, f"{self.path}: storage:")
+            return Storage.named(self.storage, f"{self.path}: storage:", self.path.parent)
         return local_storage(sweep_dir) if sweep_dir is not None else None
 
     def grid(self) -> dict:
@@ -170,8 +170,10 @@ def _mapping(where: str, value, keys: dict) -> dict:
 def _optional_text(source: str, raw: dict, key: str) -> str | None:
     """The sweep file's ``key``: text, or null (missing)."""
     value = raw.get(key)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
+    if value is not None and not isinstance(value, str):
         raise ConfigError(f"{source}: {key}: must be text or null ({SWEEP_KEYS[key]}); got {value!r}")
+    if value is not None and not value.strip():
+        raise ConfigError(f"{source}: {key}: is empty; give a value ({SWEEP_KEYS[key]}), or leave the key out")
     return value
 
 

@@ -28,6 +28,9 @@ STALE_HEARTBEATS = 2
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
+# a database's name that starts a --storage value without '://' after it: a URL mistyped, not a journal file's path
+MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|sqlite)(\+\w+)?)(:/*|/+)(?P<rest>.*)",
+                          re.IGNORECASE)
 MASK = "***"  # a password that is not written down
 PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
 
@@ -100,14 +103,16 @@ def holds_journal(path: Path) -> bool:
     return head not in (b"", SQLITE_HEADER)
 
 
-def resolved_storage(url: str | None) -> str | None:
+def resolved_storage(url: str | None, folder: Path | None = None) -> str | None:
     """The storage a --storage value or a sweep file's storage: means: a database URL as it is; a
     plain path ending in one of SQLITE_SUFFIXES a SQLite database's URL, unless the file there is a
-    journal already; any other plain path an Optuna journal file. A file's path is made absolute, so
-    that the URL kept in the sweep folder still names it from another working directory."""
+    journal already; any other plain path an Optuna journal file. A file's path is made absolute (a
+    relative one taken from ``folder``, else the working directory), so that the URL kept in the
+    sweep folder still names it from another working directory."""
     path = storage_file(url)
     if path is None:
         return url
+    path = (folder or Path()) / path
     sqlite = url.startswith(SQLITE) or path.suffix.lower() in SQLITE_SUFFIXES and not holds_journal(path)
     return (SQLITE if sqlite else "") + str(path.resolve())
 
@@ -122,8 +127,17 @@ class Storage:
     origin: str
 
     @classmethod
-    def named(cls, value: str, where: str) -> "Storage":
-        """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``."""
+    def named(cls, value: str, where: str, folder: Path | None = None) -> "Storage":
+        """The storage that ``value`` means, given at ``where``: ``--storage`` or ``SWEEP.yaml: storage:``
+        (a relative file's path then taken from ``folder``, the sweep file's, as its base: is)."""
+        if not value.strip():  # --storage "$DB" with DB unset: not the sweep folder's own study, which runs alone
+            raise UsageError(f"{where.rstrip(':')}: is empty; give a database URL or a file's path (a shell "
+                             "variable that holds it may be unset in this shell)")
+        mistyped = MISTYPED_URL.fullmatch(value) if "://" not in value else None
+        if mistyped is not None:
+            url = shown(f"{mistyped['scheme']}://{mistyped['rest']}")
+            raise UsageError(f"{where.rstrip(':')}: {mistyped['scheme']} is not followed by '://' (without it the "
+                             f"value is a journal file's path); did you mean {url}?")
         origin = f"{where} {shown(value)}"
         if is_masked(value):  # as a sweep folder keeps it
             raise UsageError(f"{origin}: the sweep folder keeps no password; give it again with --storage "
@@ -132,7 +146,15 @@ class Storage:
         if credentials is not None and "@" in credentials:  # the first '@' would be read as the host's start
             raise UsageError(f"{origin}: the user name or password holds an '@', which ends them in a URL; write "
                              "each '@' in them as %40")
-        return cls(resolved_storage(value), origin)
+        return cls(resolved_storage(value, folder), origin)
+
+
+def study_name(given: str | None) -> str | None:
+    """The --study given (None: the sweep's name); an empty one is refused, as --storage's is."""
+    if given is not None and not given.strip():
+        raise UsageError("--study: is empty; give the study's name, the same on every machine (without --study: "
+                         "the sweep's name)")
+    return given
 
 
 def local_storage(sweep_dir: Path) -> Storage:
@@ -266,22 +288,30 @@ class StorageLost(MnistCnnError):
     """The study's database stopped answering, for longer than ``patient_connect`` waits."""
 
 
-@contextlib.contextmanager
-def storage_answering(origin: str, then: str):
-    """Turn the error of a database that stopped answering into one line: ``origin`` (the storage
-    as the user named it), the driver's reason and ``then`` (what to do); other errors pass."""
+def storage_lost(err: BaseException, origin: str, then: str) -> StorageLost | None:
+    """``err`` as one line if a database that stopped answering caused it: ``origin`` (the storage
+    as the user named it), the driver's reason and ``then`` (what to do); None for other errors."""
     from sqlalchemy.exc import OperationalError
 
+    cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
+    while cause is not None and not isinstance(cause, OperationalError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
+    return StorageLost(f"{origin}: the database stopped answering ({reason}); {then}")
+
+
+@contextlib.contextmanager
+def storage_answering(origin: str, then: str):
+    """Raise the error of a database that stopped answering as ``storage_lost``'s one line; other errors pass."""
     try:
         yield
     except Exception as err:
-        cause = err  # Optuna raises its own errors from SQLAlchemy's, or while handling them
-        while cause is not None and not isinstance(cause, OperationalError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        lost = storage_lost(err, origin, then)
+        if lost is None:
             raise
-        reason = " ".join(str(cause.orig or cause).strip().splitlines()[0].split())
-        raise StorageLost(f"{origin}: the database stopped answering ({reason}); {then}") from None
+        raise lost from None
 
 
 def write_first(connection) -> None:

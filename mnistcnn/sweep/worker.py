@@ -32,6 +32,7 @@ STORAGE_VARIABLE = "MNISTCNN_SWEEP_STORAGE"
 COMMAND_VARIABLE = "MNISTCNN_SWEEP_COMMAND"  # the process id of the mnistcnn sweep that started the worker
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a worker checkpoints its trial and stops
 MAX_FAILURES_IN_A_ROW = 3
+STORAGE_LOST = "this worker stopped; resume the sweep once it answers again"  # what to do, when the database is gone
 POLL_SECONDS = 1.0
 
 
@@ -49,27 +50,32 @@ class Surplus(Exception):
 
 class TrialReporter(RunLog):
     """Keeps the trial's train.log, reports the metric to the trial every epoch and ends the run
-    when the pruner says so."""
+    when the pruner says so. A database that stopped answering is named by ``origin``, the storage
+    as the user gave it, in the log and the run's status (not as Optuna words a failed commit)."""
 
-    def __init__(self, trial, metric: str, stopping):
+    def __init__(self, trial, metric: str, stopping, origin: str = "the study's storage"):
         super().__init__()
-        self.trial, self.metric, self.stopping = trial, metric, stopping
+        self.trial, self.metric, self.stopping, self.origin = trial, metric, stopping, origin
 
     def on_open(self, run, resumed):
         super().on_open(run, resumed)
-        self.trial.set_user_attr("run_dir", str(run.path.resolve()))
+        with studies.storage_answering(self.origin, STORAGE_LOST):
+            self.trial.set_user_attr("run_dir", str(run.path.resolve()))
 
     def on_start(self, trainer):
         super().on_start(trainer)
         if self.stopping():  # the signal came while the trial was being set up
             trainer.request_stop(signal.SIGINT)
-        for row in trainer.history:  # epochs a resumed run trained before it stopped
-            self.trial.report(row[self.metric], row["epoch"])
+        with studies.storage_answering(self.origin, STORAGE_LOST):
+            for row in trainer.history:  # epochs a resumed run trained before it stopped
+                self.trial.report(row[self.metric], row["epoch"])
 
     def on_epoch_end(self, row):
         super().on_epoch_end(row)
-        self.trial.report(row[self.metric], row["epoch"])
-        if row["epoch"] < self.epochs and self.trial.should_prune():  # after the last epoch, nothing to save
+        with studies.storage_answering(self.origin, STORAGE_LOST):
+            self.trial.report(row[self.metric], row["epoch"])
+            prune = row["epoch"] < self.epochs and self.trial.should_prune()  # after the last epoch, nothing to save
+        if prune:
             raise Pruned(f"pruned at epoch {row['epoch']}: {self.metric} {row[self.metric]:.4f}")
 
 
@@ -93,8 +99,8 @@ def best_value(history: list[dict], metric: str, direction: str) -> float:
 class Worker:
     """Runs trials of ``sweep`` from ``study`` with ``threads`` threads each."""
 
-    def __init__(self, sweep, study, storage, sweep_dir: SweepDir, threads: int):
-        self.sweep, self.study, self.storage = sweep, study, storage
+    def __init__(self, sweep, study, storage, sweep_dir: SweepDir, threads: int, origin: str):
+        self.sweep, self.study, self.storage, self.origin = sweep, study, storage, origin
         self.sweep_dir, self.threads = sweep_dir, threads
         self.data = DataCache()
         self.stopping = False
@@ -128,6 +134,8 @@ class Worker:
             trial.set_user_attr("reason", str(err))
             trial.set_user_attr("diverged", True)
             raise studies.require_optuna().TrialPruned(str(err)) from None
+        except studies.StorageLost:  # not the trial's fault: it is retried once the database answers
+            raise
         except MnistCnnError as err:
             trial.set_user_attr("error", str(err))
             self.last_error = str(err)
@@ -140,7 +148,7 @@ class Worker:
         return None
 
     def _train(self, trial, config: dict) -> float:
-        reporter = TrialReporter(trial, self.sweep.metric, lambda: self.stopping)
+        reporter = TrialReporter(trial, self.sweep.metric, lambda: self.stopping, self.origin)
         run = self._resumable(trial)
         if run is not None and (run.finished or (read_json(run.status_file) or {}).get("status") == "pruned"):
             return self._ended(trial, run, reporter)  # its worker stopped after the run ended
@@ -211,6 +219,21 @@ def _history(run: RunDir) -> list[dict]:
     return read_metrics(run.metrics_file)
 
 
+def report_lost_database(origin: str) -> None:
+    """A thread of Optuna's (the trial's heartbeat) that dies as the database stops answering says
+    so in one line, not in three chained tracebacks; the worker's own line follows when it stops."""
+    default = threading.excepthook
+
+    def hook(args):
+        lost = studies.storage_lost(args.exc_value, origin, "the running trial's heartbeat stopped")
+        if lost is None:
+            default(args)
+        else:
+            print(f"warning: {lost}", file=sys.stderr, flush=True)
+
+    threading.excepthook = hook
+
+
 def stop_without(command: int) -> None:
     """Stop this worker as Ctrl-C does once ``command``, the process that started it, is gone
     without passing a signal on (SIGKILL): its trial checkpoints, rather than the sweep going on unseen."""
@@ -232,7 +255,9 @@ def main(argv=None) -> int:
         url = os.environ[STORAGE_VARIABLE]  # resolved by the command that started this worker
         origin = f"{sweep_dir.path}'s storage {studies.shown(url)}"
         storage = studies.open_storage(studies.Storage(url, origin), sweep.heartbeat)
-        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads))
+        worker = Worker(sweep, studies.open_study(sweep, storage, seed_key=name), storage, sweep_dir, int(threads),
+                        origin)
+        report_lost_database(origin)
 
         def request_stop(signum, frame):  # between trials; a running trial's trainer has its own handler
             worker.stopping = True
@@ -241,7 +266,7 @@ def main(argv=None) -> int:
             signal.signal(signum, request_stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the command that started this worker
         threading.Thread(target=stop_without, args=(int(os.environ[COMMAND_VARIABLE]),), daemon=True).start()
-        with studies.storage_answering(origin, "this worker stopped; resume the sweep once it answers again"):
+        with studies.storage_answering(origin, STORAGE_LOST):
             worker.run()
     except KeyboardInterrupt:  # a second signal while a trial ran
         return INTERRUPTED
