@@ -209,6 +209,15 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_a_default_runs_folder_that_is_a_file_names_the_option_that_writes_elsewhere(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("")  # not the user's --runs-dir: its fix is to give one
+    for args in (("train", QUICK), ("sweep", SWEEP)):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output == "error: runs: is a file, not a folder; write elsewhere with --runs-dir DIR\n", args
+
+
 def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkeypatch, capsys):
     import sys
 
