@@ -521,7 +521,8 @@ def test_files_respect_the_umask_and_json_writes_nothing(cli, run):
     assert result.exit_code == 0 and json.loads(result.output)["accuracy"] > 0.5
     assert sorted(p.name for p in run.iterdir()) == before  # --json prints, writes nothing
     report = run / "eval-test-best.json"
-    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):  # not the temporary file's 0600, nor a fixed mode
+    # not the temporary file's 0600, nor a fixed mode; group-writable under a user-private group's umask 002
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640), (0o002, 0o664)):
         old = os.umask(umask)
         try:
             assert cli("eval", run, "--quiet").exit_code == 0
