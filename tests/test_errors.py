@@ -148,6 +148,20 @@ def test_a_read_only_filesystem_is_named_as_such_not_as_a_permission(cli, tmp_pa
                              "write elsewhere with --runs-dir DIR\n")
 
 
+def test_a_runs_folder_that_cannot_be_entered_is_refused_as_one_that_cannot_be_written(cli, tmp_path, monkeypatch):
+    # write but no search permission (chmod a-x): no file can be made in it either; asked of os.access as for a
+    # user, since root, who runs CI, may enter any folder
+    access = os.access
+
+    def no_search(path, mode, *args, **kwargs):
+        return not (mode & os.X_OK and Path(path) == tmp_path) and access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", no_search)
+    result = cli("train", QUICK, "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and result.stderr == (f"error: --runs-dir {tmp_path}: cannot write in this folder "
+                                                       "(Permission denied); write elsewhere with --runs-dir DIR\n")
+
+
 def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = cli("train", "configs/quick.yaml")
