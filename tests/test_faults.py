@@ -121,6 +121,16 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, writ
     assert list((tmp_path / "runs").iterdir()) == []  # a folder with nothing to resume is not left behind
 
 
+def test_a_write_into_a_folder_removed_meanwhile_names_the_folder_and_the_fix(tmp_path):
+    from mnistcnn.atomic import write_text
+
+    gone = tmp_path / "gone"  # made before the work began, removed by hand while it ran
+    with pytest.raises(UsageError) as refused:
+        write_text(gone / "report.json", "{}")
+    assert str(refused.value) == f"{gone / 'report.json'}: the folder {gone} does not exist; create it"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_path, monkeypatch, cli, write_config,
                                                                          signum, code, signals_raise):
