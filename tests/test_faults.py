@@ -46,7 +46,8 @@ def leftovers(run):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
-@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device; free some disk space"),
+                                        (errno.EACCES, "Permission denied; make the folder writable")])
 def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
                                                                                         code, words, cli,
                                                                                         write_config, only_run):
