@@ -107,6 +107,27 @@ def test_an_unfinished_runs_best_validation_accuracy_is_its_best_epochs(tmp_path
     assert [(row["epochs"], row["best_val_acc"]) for row in json.loads(result.output)] == [(3, 0.8)]
 
 
+def test_a_run_without_a_summary_is_listed_from_its_config_metrics_and_status(tmp_path, cli, monkeypatch):
+    folder = tmp_path / "runs"
+    stopped, unknown = RunDir(folder / "x-20260101-000000"), RunDir(folder / "y-20260101-000001")
+    for run in (stopped, unknown):
+        run.path.mkdir(parents=True)
+        (run.path / "config.yaml").write_text("name: x\ntrain: {epochs: 5}\n")
+    # an epoch whose validation accuracy was not a number (null) is passed over, not compared
+    stopped.metrics_file.write_text("".join(json.dumps({"epoch": epoch, "val_acc": acc, "seconds": seconds}) + "\n"
+                                            for epoch, acc, seconds in ((1, 0.5, 1.5), (2, None, 2.0))))
+    write_json(stopped.status_file, {"status": "interrupted"})  # unknown: no status.json at all
+    result = cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["run"]: row for row in json.loads(result.output)}
+    assert [rows[stopped.path.name][key] for key in ("epochs", "epochs_planned", "best_val_acc", "wall_seconds",
+                                                     "status")] == [2, 5, 0.5, 3.5, "interrupted"]
+    assert rows[unknown.path.name]["status"] == "unknown"
+    monkeypatch.setattr(console, "_width", 80)
+    line = next(line for line in cli("runs", folder).output.splitlines() if line.split()[:1] == [stopped.path.name])
+    assert line.split()[1:] == ["2/5", "50.00%", "-", "3.5s", "interrupted"], line
+
+
 def test_in_80_columns_a_long_run_name_leaves_the_scores_and_status_whole(trained_run, tmp_path, cli, monkeypatch):
     """A sweep's trials (trial-000-STAMP) and runs of speedrun.yaml or notebook.yaml have names of 24
     characters and more: in a terminal of 80 columns their test accuracy and an 'interrupted' status
