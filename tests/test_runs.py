@@ -161,6 +161,11 @@ def test_the_sweep_folders_of_a_listing_are_those_whose_trials_it_holds(tmp_path
         sweep_dir.sweep_file.write_text("name: s\n")
     (folder / "lone-20260101-000000").mkdir()
     (folder / "lone-20260101-000000" / "config.yaml").write_text("name: lone\n")
+    # a trial and a run being set up out of sight (.NAME-STAMP.part) are no rows yet
+    for hidden in (SweepDir(folder / "a-sweep-20260101-000000").trials / ".trial-002-20260101-000002.part",
+                   folder / ".lone-20260101-000001.part"):
+        hidden.mkdir()
+        (hidden / "config.yaml").write_text("name: t\n")
     rows = list_runs(folder)
     assert len(rows) == 5
     assert [sweep_dir.path for sweep_dir in sweep_folders(rows)] == [folder / "a-sweep-20260101-000000",
