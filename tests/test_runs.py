@@ -128,6 +128,19 @@ def test_a_run_without_a_summary_is_listed_from_its_config_metrics_and_status(tm
     assert line.split()[1:] == ["2/5", "50.00%", "-", "3.5s", "interrupted"], line
 
 
+def test_runs_are_listed_in_the_order_they_started_whatever_their_names(tmp_path, cli):
+    folder = tmp_path / "runs"
+    # no status.json: the start is read off the name, a second run of that second's (-2) too
+    for name in ("b-20260102-000000", "a-20260103-000000", "c-20260101-000000-2"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.yaml").write_text("name: x\n")
+    result = cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert [(row["run"], row["started"]) for row in json.loads(result.output)] == [
+        ("c-20260101-000000-2", "2026-01-01T00:00:00"), ("b-20260102-000000", "2026-01-02T00:00:00"),
+        ("a-20260103-000000", "2026-01-03T00:00:00")]
+
+
 def test_in_80_columns_a_long_run_name_leaves_the_scores_and_status_whole(trained_run, tmp_path, cli, monkeypatch):
     """A sweep's trials (trial-000-STAMP) and runs of speedrun.yaml or notebook.yaml have names of 24
     characters and more: in a terminal of 80 columns their test accuracy and an 'interrupted' status
