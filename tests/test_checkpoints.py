@@ -79,21 +79,19 @@ def test_object_array_is_never_unpickled(tmp_path, monkeypatch):
         load_checkpoint(path)
 
 
-def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])  # an error, or Ctrl-C: no Exception
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, interruption):
     path = tmp_path / "c.npz"
     save_checkpoint(path, {"a": np.arange(3)}, {"note": 1})
 
-    class Boom(Exception):
-        pass
-
     def explode(*args, **kwargs):
-        raise Boom
+        raise interruption
 
     import numpy
     original = numpy.savez
     numpy.savez = explode
     try:
-        with pytest.raises(Boom):
+        with pytest.raises(interruption):
             save_checkpoint(path, {"a": np.arange(5)}, {"note": 2})
     finally:
         numpy.savez = original

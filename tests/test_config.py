@@ -116,6 +116,16 @@ def test_name_flag_cannot_escape_runs(tmp_path, cli):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_run_name_is_1_to_64_letters_digits_dots_underscores_or_dashes_with_no_dot_dot():
+    from mnistcnn.folders import check_run_name
+
+    for name in ("a" * 64, "v1.2_lr-0.01", "7"):
+        assert check_run_name(name) == name
+    for name in ("a" * 65, "", "lr..3", ".hidden", "-x", "a b"):
+        with pytest.raises(ConfigError, match="use 1-64 letters, digits"):
+            check_run_name(name)
+
+
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(BASE)

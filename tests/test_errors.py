@@ -148,6 +148,20 @@ def test_a_read_only_filesystem_is_named_as_such_not_as_a_permission(cli, tmp_pa
                              "write elsewhere with --runs-dir DIR\n")
 
 
+def test_a_runs_folder_that_cannot_be_entered_is_refused_as_one_that_cannot_be_written(cli, tmp_path, monkeypatch):
+    # write but no search permission (chmod a-x): no file can be made in it either; asked of os.access as for a
+    # user, since root, who runs CI, may enter any folder
+    access = os.access
+
+    def no_search(path, mode, *args, **kwargs):
+        return not (mode & os.X_OK and Path(path) == tmp_path) and access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", no_search)
+    result = cli("train", QUICK, "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and result.stderr == (f"error: --runs-dir {tmp_path}: cannot write in this folder "
+                                                       "(Permission denied); write elsewhere with --runs-dir DIR\n")
+
+
 def test_a_missing_config_points_at_the_ready_made_ones_from_any_folder(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = cli("train", "configs/quick.yaml")
@@ -207,6 +221,15 @@ def test_a_path_of_the_wrong_kind_says_what_it_is(cli, trained_run, tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_default_runs_folder_that_is_a_file_names_the_option_that_writes_elsewhere(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("")  # not the user's --runs-dir: its fix is to give one
+    for args in (("train", QUICK), ("sweep", SWEEP)):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output == "error: runs: is a file, not a folder; write elsewhere with --runs-dir DIR\n", args
 
 
 def test_a_ctrl_c_while_the_command_loads_is_one_line_and_the_shells_code(monkeypatch, capsys):
@@ -512,7 +535,8 @@ def test_files_respect_the_umask_and_json_writes_nothing(cli, run):
     assert result.exit_code == 0 and json.loads(result.output)["accuracy"] > 0.5
     assert sorted(p.name for p in run.iterdir()) == before  # --json prints, writes nothing
     report = run / "eval-test-best.json"
-    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):  # not the temporary file's 0600, nor a fixed mode
+    # not the temporary file's 0600, nor a fixed mode; group-writable under a user-private group's umask 002
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640), (0o002, 0o664)):
         old = os.umask(umask)
         try:
             assert cli("eval", run, "--quiet").exit_code == 0

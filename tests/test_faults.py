@@ -46,7 +46,8 @@ def leftovers(run):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
-@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "No space left on device; free some disk space"),
+                                        (errno.EACCES, "Permission denied; make the folder writable")])
 def test_a_full_or_unwritable_disk_mid_run_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
                                                                                         code, words, cli,
                                                                                         write_config, only_run):
@@ -121,6 +122,16 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, writ
     assert list((tmp_path / "runs").iterdir()) == []  # a folder with nothing to resume is not left behind
 
 
+def test_a_write_into_a_folder_removed_meanwhile_names_the_folder_and_the_fix(tmp_path):
+    from mnistcnn.atomic import write_text
+
+    gone = tmp_path / "gone"  # made before the work began, removed by hand while it ran
+    with pytest.raises(UsageError) as refused:
+        write_text(gone / "report.json", "{}")
+    assert str(refused.value) == f"{gone / 'report.json'}: the folder {gone} does not exist; create it"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_path, monkeypatch, cli, write_config,
                                                                          signum, code, signals_raise):
@@ -175,16 +186,44 @@ def test_a_folder_that_a_live_process_sets_up_is_never_taken_for_abandoned(tmp_p
 
     live = SweepDir.create(tmp_path, "slow")  # a sweep's has no training lock: its setup locks the folder itself
     killed, just_made = tmp_path / ".killed-20260101-000000.part", tmp_path / ".new-20260101-000000.part"
-    killed.mkdir()
-    just_made.mkdir()  # by a process that has not locked it yet
+    not_a_run = tmp_path / ".notes.part"  # hidden and old, but no run's or sweep's: not this code's to remove
+    for folder in (killed, just_made, not_a_run):
+        folder.mkdir()  # just_made: by a process that has not locked it yet
     long_ago = time.time() - 3600
-    for folder in (live.path, killed):
+    for folder in (live.path, killed, not_a_run):
         os.utime(folder, (long_ago, long_ago))
     run = RunDir.create(tmp_path, "next")
     assert sorted(child.name for child in tmp_path.iterdir()) == sorted([live.path.name, just_made.name,
-                                                                         run.path.name])
+                                                                         not_a_run.name, run.path.name])
     live.publish()  # whole: in sight, under the name it reserved
     assert [child.name for child in tmp_path.iterdir() if not child.name.startswith(".")] == [live.path.name]
+
+
+def test_a_folder_is_named_name_and_stamp_and_the_next_in_that_second_takes_2(tmp_path, monkeypatch):
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from mnistcnn import folders
+
+    second = dt.datetime(2026, 1, 2, 3, 4, 5)  # two folders made within one second, whatever the machine's speed
+    monkeypatch.setattr(folders, "_dt", SimpleNamespace(datetime=SimpleNamespace(now=lambda: second)))
+    first, again = folders.stamped_folder(tmp_path, "x"), folders.stamped_folder(tmp_path, "x")
+    assert (first.name, again.name) == (".x-20260102-030405.part", ".x-20260102-030405-2.part")
+    assert (folders.publish_folder(first).name, folders.publish_folder(again).name) == ("x-20260102-030405",
+                                                                                        "x-20260102-030405-2")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+@pytest.mark.parametrize("end", ["publish", "discard"])
+def test_a_folder_set_up_lets_go_of_its_lock_once_published_or_discarded(tmp_path, end):
+    # a sweep's worker lives on to its next trial: a lock kept would hold a descriptor per trial
+    from mnistcnn.folders import StampedFolder
+
+    before = len(os.listdir("/proc/self/fd"))
+    made = StampedFolder.create(tmp_path, "x")
+    assert made.setup_lock is not None
+    getattr(made, end)()
+    assert made.setup_lock is None and len(os.listdir("/proc/self/fd")) == before
 
 
 def test_two_runs_with_the_same_name_started_together_get_two_directories(tmp_path, write_config,

@@ -107,6 +107,40 @@ def test_an_unfinished_runs_best_validation_accuracy_is_its_best_epochs(tmp_path
     assert [(row["epochs"], row["best_val_acc"]) for row in json.loads(result.output)] == [(3, 0.8)]
 
 
+def test_a_run_without_a_summary_is_listed_from_its_config_metrics_and_status(tmp_path, cli, monkeypatch):
+    folder = tmp_path / "runs"
+    stopped, unknown = RunDir(folder / "x-20260101-000000"), RunDir(folder / "y-20260101-000001")
+    for run in (stopped, unknown):
+        run.path.mkdir(parents=True)
+        (run.path / "config.yaml").write_text("name: x\ntrain: {epochs: 5}\n")
+    # an epoch whose validation accuracy was not a number (null) is passed over, not compared
+    stopped.metrics_file.write_text("".join(json.dumps({"epoch": epoch, "val_acc": acc, "seconds": seconds}) + "\n"
+                                            for epoch, acc, seconds in ((1, 0.5, 1.5), (2, None, 2.0))))
+    write_json(stopped.status_file, {"status": "interrupted"})  # unknown: no status.json at all
+    result = cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["run"]: row for row in json.loads(result.output)}
+    assert [rows[stopped.path.name][key] for key in ("epochs", "epochs_planned", "best_val_acc", "wall_seconds",
+                                                     "status")] == [2, 5, 0.5, 3.5, "interrupted"]
+    assert rows[unknown.path.name]["status"] == "unknown"
+    monkeypatch.setattr(console, "_width", 80)
+    line = next(line for line in cli("runs", folder).output.splitlines() if line.split()[:1] == [stopped.path.name])
+    assert line.split()[1:] == ["2/5", "50.00%", "-", "3.5s", "interrupted"], line
+
+
+def test_runs_are_listed_in_the_order_they_started_whatever_their_names(tmp_path, cli):
+    folder = tmp_path / "runs"
+    # no status.json: the start is read off the name, a second run of that second's (-2) too
+    for name in ("b-20260102-000000", "a-20260103-000000", "c-20260101-000000-2"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.yaml").write_text("name: x\n")
+    result = cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert [(row["run"], row["started"]) for row in json.loads(result.output)] == [
+        ("c-20260101-000000-2", "2026-01-01T00:00:00"), ("b-20260102-000000", "2026-01-02T00:00:00"),
+        ("a-20260103-000000", "2026-01-03T00:00:00")]
+
+
 def test_in_80_columns_a_long_run_name_leaves_the_scores_and_status_whole(trained_run, tmp_path, cli, monkeypatch):
     """A sweep's trials (trial-000-STAMP) and runs of speedrun.yaml or notebook.yaml have names of 24
     characters and more: in a terminal of 80 columns their test accuracy and an 'interrupted' status
@@ -140,6 +174,11 @@ def test_the_sweep_folders_of_a_listing_are_those_whose_trials_it_holds(tmp_path
         sweep_dir.sweep_file.write_text("name: s\n")
     (folder / "lone-20260101-000000").mkdir()
     (folder / "lone-20260101-000000" / "config.yaml").write_text("name: lone\n")
+    # a trial and a run being set up out of sight (.NAME-STAMP.part) are no rows yet
+    for hidden in (SweepDir(folder / "a-sweep-20260101-000000").trials / ".trial-002-20260101-000002.part",
+                   folder / ".lone-20260101-000001.part"):
+        hidden.mkdir()
+        (hidden / "config.yaml").write_text("name: t\n")
     rows = list_runs(folder)
     assert len(rows) == 5
     assert [sweep_dir.path for sweep_dir in sweep_folders(rows)] == [folder / "a-sweep-20260101-000000",

@@ -158,7 +158,9 @@ def wait_for_a_running_trial(tmp_path: Path, wait_for) -> Path:
 
 
 def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistcnn_command, wait_for):
-    path = write_sweep(tmp_path, limit=6000, epochs=4)
+    # 4 trials on 2 jobs: two stopped mid-trial, two never started; the trials are long enough for the signal
+    # to find one running
+    path = write_sweep(tmp_path, limit=6000, epochs=4, trials=4)
     process = start_sweep(mnistcnn_command, path, tmp_path)
     folder = wait_for_a_running_trial(tmp_path, wait_for)
     process.send_signal(signal.SIGINT)
@@ -185,7 +187,7 @@ def test_sigint_mid_sweep_then_resume_finishes_every_trial_once(tmp_path, mnistc
     rows = read_trials(folder)
     numbers = [int(row["number"]) for row in rows]
     assert len(numbers) == len(set(numbers))
-    assert sum(row["status"] in ("complete", "pruned") for row in rows) == 6
+    assert sum(row["status"] in ("complete", "pruned") for row in rows) == 4
     for row in stopped:  # each stopped trial went on from its checkpoint, in its own run directory
         (retry,) = [other for other in rows if other["retry_of"] == row["number"]]
         assert retry["status"] in ("complete", "pruned") and retry["run"] == row["run"]
@@ -210,7 +212,7 @@ def test_sigint_as_the_workers_start_stops_each_of_them_cleanly(tmp_path, mnistc
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc")
 def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path, mnistcnn_command, wait_for):
-    path = write_sweep(tmp_path, limit=6000, epochs=4)
+    path = write_sweep(tmp_path, limit=6000, epochs=4, trials=4)  # two killed mid-trial, two never started
     process = start_sweep(mnistcnn_command, path, tmp_path)
     folder = wait_for_a_running_trial(tmp_path, wait_for)
     workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
@@ -231,7 +233,7 @@ def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path,
     assert "interrupted" in statuses and "running" not in statuses  # each running trial checkpointed
     done = run_sweep(mnistcnn_command, "--resume", folder, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert sum(row["status"] in ("complete", "pruned") for row in read_trials(folder)) == 6
+    assert sum(row["status"] in ("complete", "pruned") for row in read_trials(folder)) == 4
 
 
 def test_a_signal_between_two_workers_starting_reaches_both(tmp_path, monkeypatch):

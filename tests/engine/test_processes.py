@@ -73,17 +73,23 @@ def test_workers_leave_no_process_and_no_file_behind_whenever_the_trainer_is_kil
     assert all(worker.returncode == 0 for worker in workers)
 
 
-def test_workers_start_under_a_trainer_whose_standard_input_is_closed(mixed_net):
-    # (mnistcnn train ... <&-, a daemon's): the shared file may then get descriptor 0, the worker's standard input
+def test_workers_start_under_a_trainer_whose_standard_input_is_closed(mixed_net, float32_close):
+    # (mnistcnn train ... <&-, a daemon's): the shared file may then get descriptor 0, the worker's standard input;
+    # the step must still be the one two threads take, the worker's share included
     model, x, y = mixed_net()
+    with StepRunner(Plan(mixed_net()[0]), workers=2, min_per_worker=4) as runner:
+        want_loss, _, want = runner.gradients(x, y, np.random.default_rng(0))
     standard_input = os.dup(0)
     os.close(0)
     try:
         with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4) as runner:
-            runner.gradients(x, y, np.random.default_rng(0))
+            loss, _, grads = runner.gradients(x, y, np.random.default_rng(0))
     finally:
         os.dup2(standard_input, 0)
         os.close(standard_input)
+    assert loss == pytest.approx(want_loss, rel=1e-5) and set(grads) == set(want)  # two paths: float32 rounding
+    for key in want:
+        float32_close(grads[key], want[key], what=key)
 
 
 def test_a_worker_whose_trainer_is_gone_ends_without_a_word(tmp_path):
