@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MnistCnnError, UsageError, WriteError
+from .errors import FolderMissing, MnistCnnError, UsageError, WriteError
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def written_to(option: OutputOption):
     """Files written in this block go where ``option`` chose: a refused write says so in its fix."""
     try:
         yield
-    except WriteError as err:
+    except (WriteError, FolderMissing) as err:
         if err.path is None:
             raise
         raise write_error(err.path, err.reason, option) from None
@@ -148,8 +148,8 @@ def write_error(path: Path, err: OSError, option: OutputOption | None = None) ->
     if path.is_dir():
         return UsageError(f"{path}: is a folder; give the name of a file to write in it")
     if err.errno == errno.ENOENT and not path.parent.is_dir():
-        return UsageError(f"{path}: the folder {path.parent} does not exist; create it"
-                          + (f", or {option.fix()}" if option else ""))
+        return FolderMissing(f"{path}: the folder {path.parent} does not exist; create it"
+                             + (f", or {option.fix()}" if option else ""), path, err)
     reason = err.strerror or str(err)
     fix = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
            errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",

@@ -76,6 +76,15 @@ class UsageError(MnistCnnError, exit_code=2):
     """A command was given an argument that cannot work (a bad path, index or layer name)."""
 
 
+class FolderMissing(UsageError):
+    """The folder a file was to be written in does not exist; ``path`` and ``reason`` as a
+    WriteError's, so that ``atomic.written_to`` names the option that writes elsewhere."""
+
+    def __init__(self, message: str, path: Path, reason: OSError):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
 class NonFiniteError(MnistCnnError, exit_code=3):
     """Training produced a NaN or infinity; says where it first appeared."""
 

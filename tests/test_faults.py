@@ -123,13 +123,16 @@ def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, writ
 
 
 def test_a_write_into_a_folder_removed_meanwhile_names_the_folder_and_the_fix(tmp_path):
-    from mnistcnn.atomic import write_text
+    from mnistcnn.atomic import OutputOption, write_text, written_to
 
     gone = tmp_path / "gone"  # made before the work began, removed by hand while it ran
     with pytest.raises(UsageError) as refused:
         write_text(gone / "report.json", "{}")
     assert str(refused.value) == f"{gone / 'report.json'}: the folder {gone} does not exist; create it"
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError) as refused, written_to(OutputOption("--out", "DIR")):
+        write_text(gone / "report.json", "{}")  # written where an option chose: that option is the other fix
+    assert str(refused.value).endswith("does not exist; create it, or write elsewhere with --out DIR")
 
 
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
