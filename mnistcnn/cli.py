@@ -681,7 +681,7 @@ Examples:
 def runs(folder, runs_dir, as_json):
     """A table of the run directories in DIR (default: runs), with the trials of the sweeps there;
     given a sweep folder, its trials; given a run directory, that run."""
-    from .runlist import list_runs, sweep_folders
+    from .runlist import folder_name, list_runs, sweep_folders
     from .sweep.study import folder_command
 
     if folder is not None and runs_dir is not None and folder.resolve() != runs_dir.resolve():
@@ -725,7 +725,8 @@ def runs(folder, runs_dir, as_json):
         kept = sweep_dir.kept_storage  # a study other machines may have run trials of too
         shared = (f"; those run here, of a study kept in {kept}: all of them with "
                   f"{folder_command('--status', sweep_dir.path, kept)}") if kept else ""
-        console.print(f"sweep {sweep_dir.path.name}: its trials are in {sweep_dir.trials}/{shared}", soft_wrap=True)
+        console.print(f"sweep {folder_name(sweep_dir.path)}: its trials are in {sweep_dir.trials}/{shared}",
+                      soft_wrap=True)
     changed = [row for row in rows if row["overrides"]]
     if not wide and changed:
         console.print("changed by:")

@@ -188,7 +188,7 @@ def test_the_sweep_folders_of_a_listing_are_those_whose_trials_it_holds(tmp_path
     assert sweep_folders(list_runs(folder / "lone-20260101-000000")) == []
 
 
-def test_runs_of_the_folder_one_is_in_names_it(tmp_path, monkeypatch):
+def test_runs_of_the_folder_one_is_in_names_it(tmp_path, monkeypatch, cli):
     from mnistcnn.runlist import list_runs
     from mnistcnn.sweep.folder import SweepDir
 
@@ -199,6 +199,9 @@ def test_runs_of_the_folder_one_is_in_names_it(tmp_path, monkeypatch):
     monkeypatch.chdir(sweep_dir.path)
     (row,) = list_runs(".")
     assert row["sweep"] == "tiny-20260101-000000" and row["run"] == "trial-000-20260101-000000"
+    table = cli("runs", ".")  # the line under the table named the sweep by Path('.').name, which is empty
+    assert table.exit_code == 0 and "sweep tiny-20260101-000000: its trials are in trials/" in table.output, \
+        table.output
     monkeypatch.chdir(sweep_dir.trials / "trial-000-20260101-000000")
     (row,) = list_runs(".")
     assert row["run"] == "trial-000-20260101-000000" and row["started"] == "2026-01-01T00:00:00", row
