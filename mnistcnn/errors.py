@@ -23,6 +23,14 @@ def install_extra(extra: str) -> str:
     return f"pip install 'mnistcnn[{extra}]'"
 
 
+def signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9; ``signal 36`` for a signal Python has no name for (most real-time ones)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def stopped_exit_code(signum: int | None) -> int:
     """The status of a command that a signal stopped: 143 for SIGTERM, else Ctrl-C's 130."""
     return 128 + signal.SIGTERM if signum == signal.SIGTERM else INTERRUPTED

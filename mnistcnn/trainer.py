@@ -22,7 +22,7 @@ from .augment import Augment, affine_resample
 from .averaging import Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import (CheckpointError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
-                     command_line)
+                     command_line, signal_name)
 from .engine.losses import accuracy, softmax_cross_entropy
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
@@ -618,7 +618,7 @@ def _fit(trainer: Trainer, stop_on_signals: bool) -> Outcome:
             write_curves(trainer)  # a signal now is noted, not obeyed: the run is whole
     except Interrupted as stop:
         # the epoch counted from 1, as the progress bar and the resume line count it
-        _record_end(trainer, "interrupted", f"by {signal.Signals(stop.signum).name} at epoch "
+        _record_end(trainer, "interrupted", f"by {signal_name(stop.signum)} at epoch "
                     f"{trainer.iterator.epoch + 1}, batch {trainer.iterator.batch}/{len(trainer.iterator)}; checkpoint "
                     f"{stop.checkpoint}",
                     curves=True, epoch=trainer.iterator.epoch + 1, batch=trainer.iterator.batch,

@@ -1092,3 +1092,16 @@ def test_a_worker_that_a_passed_on_signal_ends_as_python_exits_is_not_an_error(t
         log.write_text("")
     run.stop(signal.SIGINT)
     assert run.worker_errors() == [f"worker vm-1 was killed by SIGKILL: (no output) (log: {run.logs[1]})"]
+
+
+def test_a_worker_killed_by_a_signal_python_has_no_name_for_is_named_by_its_number(tmp_path):
+    """signal.Signals has no member for most real-time signals: naming one raised a ValueError."""
+    from mnistcnn.sweep import launch
+    from mnistcnn.sweep.space import load_sweep
+
+    run = launch.SweepRun.start(load_sweep(write_sweep(tmp_path, trials=1)), tmp_path / "runs")
+    number = signal.SIGRTMIN + 2
+    run.workers = [SimpleNamespace(returncode=-number, poll=lambda: -number)]
+    run.logs = [tmp_path / "vm-0.log"]
+    run.logs[0].write_text("")
+    assert run.worker_errors() == [f"worker vm-0 was killed by signal {number}: (no output) (log: {run.logs[0]})"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import config as cfg
 from ..atomic import write_text
 from ..engine.fast.parallel import cores as available_cores
-from ..errors import INTERRUPTED, UsageError, command_line
+from ..errors import INTERRUPTED, UsageError, command_line, signal_name
 from ..folders import published_path
 from . import study as studies
 from .folder import SweepDir
@@ -201,7 +201,7 @@ class SweepRun:
             if process.poll() not in stopped:
                 lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no output)"]
                 code = process.returncode  # below 0: the signal that killed it, as subprocess gives it
-                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
                 failed.append(f"worker {log.stem} {how}: {lines[-1]} (log: {log})")
         return failed
 
