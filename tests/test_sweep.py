@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mnistcnn.errors import install_extra
+from mnistcnn.errors import UsageError, install_extra
 import yaml
 
 from mnistcnn.engine.fast.parallel import cores as available_cores
@@ -933,6 +933,25 @@ def test_a_database_url_with_its_slashes_mistyped_is_named_as_one_without_its_pa
     assert in_the_file.output.startswith(f"error: {tmp_path / 'sweep.yaml'}: storage: postgresql is not followed "
                                          "by '://'"), in_the_file.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
+
+
+@pytest.mark.parametrize("typed,meant", [("sqlite:/srv/studies.db", "sqlite:////srv/studies.db"),
+                                         ("sqlite:studies.db", "sqlite:///studies.db"),
+                                         ("sqlite//studies.db", "sqlite:///studies.db")])
+def test_a_mistyped_sqlite_url_is_told_the_url_of_that_file(typed, meant):
+    """sqlite://PATH (two slashes) names no file: SQLite's URL is sqlite:/// and then the path."""
+    from mnistcnn.sweep.study import Storage
+
+    with pytest.raises(UsageError, match=f"did you mean {re.escape(meant)}\\?$"):
+        Storage.named(typed, "--storage")
+
+
+def test_a_journal_file_in_a_folder_named_after_a_database_is_a_journal_file(tmp_path, monkeypatch):
+    """One slash after the name is a folder's, not a URL's '//' mistyped."""
+    from mnistcnn.sweep.study import Storage
+
+    monkeypatch.chdir(tmp_path)
+    assert Storage.named("sqlite/sweeps.journal", "--storage").url == str(tmp_path / "sqlite" / "sweeps.journal")
 
 
 def test_an_empty_storage_or_study_is_refused_not_taken_for_the_default(tmp_path, cli):

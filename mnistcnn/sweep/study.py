@@ -28,8 +28,9 @@ STALE_HEARTBEATS = 2
 SQLITE = "sqlite:///"  # then a database file's path
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a plain path named so is a SQLite database, not a journal file
 SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite database file
-# a database's name that starts a --storage value without '://' after it: a URL mistyped, not a journal file's path
-MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|sqlite)(\+\w+)?)(:/*|/+)(?P<rest>.*)",
+# a database's name that starts a --storage value with a colon or '//' but not '://' after it: a URL mistyped, not a
+# journal file's path (one slash is a folder's: sqlite/sweeps.journal)
+MISTYPED_URL = re.compile(r"(?P<scheme>(postgres(ql)?|mysql|mariadb|(?P<sqlite>sqlite))(\+\w+)?)(:|//+)(?P<rest>.*)",
                           re.IGNORECASE)
 MASK = "***"  # a password that is not written down
 PLACEHOLDER = "PASSWORD"  # a password in a printed command: the user types their own
@@ -135,7 +136,9 @@ class Storage:
                              "variable that holds it may be unset in this shell)")
         mistyped = MISTYPED_URL.fullmatch(value) if "://" not in value else None
         if mistyped is not None:
-            url = shown(f"{mistyped['scheme']}://{mistyped['rest']}")
+            # SQLite's is sqlite:/// and then the file's path, as typed after the colon (sqlite:/srv/x.db: /srv/x.db)
+            url = shown(f"{mistyped['scheme']}:///{mistyped['rest']}" if mistyped["sqlite"]
+                        else f"{mistyped['scheme']}://{mistyped['rest'].lstrip('/')}")
             raise UsageError(f"{where.rstrip(':')}: {mistyped['scheme']} is not followed by '://' (without it the "
                              f"value is a journal file's path); did you mean {url}?")
         origin = f"{where} {shown(value)}"
