@@ -660,6 +660,12 @@ def test_a_host_given_with_its_port_says_to_give_the_port_apart(trained_run, cli
                                                        "apart: --host localhost --port 8080\n"), result.output
 
 
+@pytest.mark.parametrize("host", ["localhost:", "[::1", "[::1]x", "localhost:\u0663", ":8000"])
+def test_a_host_with_no_port_after_its_colon_is_not_told_to_give_one_apart(host):
+    """'localhost:' was told '--host localhost --port ' (no port), '[::1' '--host  --port 1'."""
+    assert host_names(host)[-1] == host  # a name as any other, which listening_socket then finds not to resolve
+
+
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
     port = free_port()
     process, url = start_server(trained_run, port, "--host", "0.0.0.0", "--allow-host", "proxy.example")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import ipaddress
+import re
 import socket
 
 from ..errors import Terminated, UsageError, install_extra, raise_signal_behind
@@ -43,9 +44,10 @@ def host_names(host: str, allowed=()) -> tuple[str, ...]:
         if not host_of(name).rstrip("."):  # would let in requests with no Host header
             raise UsageError(f"--allow-host {name!r}: names no host; give a name, such as "
                              "--allow-host proxy.example.org")
-    if host_of(host) != host:  # name:port, as a browser's address bar has it
-        raise UsageError(f"--host {host}: a host and a port; give them apart: --host {host_of(host).strip('[]')} "
-                         f"--port {host.rsplit(':', 1)[1]}")
+    # name:port, as a browser's address bar has it ('localhost:' or '[::1' is a name that will not resolve)
+    name, port = host_of(host), host[len(host_of(host)) + 1:]
+    if name.strip("[]") and host == f"{name}:{port}" and re.fullmatch("[0-9]+", port):
+        raise UsageError(f"--host {host}: a host and a port; give them apart: --host {name.strip('[]')} --port {port}")
     names = ["localhost", *map(host_of, allowed)]
     if not is_loopback(host):
         names += [socket.gethostname(), socket.getfqdn()]
