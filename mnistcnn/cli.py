@@ -888,7 +888,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     from .sweep.launch import SweepRun, plan_jobs, study_status
     from .sweep.report import run_place
     from .sweep.space import load_sweep
-    from .sweep.study import check_storage_folder, folder_command, require_optuna
+    from .sweep.study import check_storage_folder, folder_command, require_optuna, study_name
 
     require_optuna()
     if dry_run and (status or resume is not None):
@@ -912,6 +912,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         sweep_file = load_sweep(sweep_path)
         jobs, threads = plan_jobs(jobs, sweep_file.trials)
         if dry_run:
+            study_name(study)  # what the sweep would refuse, the check refuses
             study_storage = sweep_file.study_storage(storage)
             check_storage_folder(study_storage)
             _show_sweep_plan(sweep_file, jobs, threads, study_storage)

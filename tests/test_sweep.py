@@ -960,7 +960,7 @@ def test_an_empty_storage_or_study_is_refused_not_taken_for_the_default(tmp_path
     for command in ((path, "--dry-run"), (path,), ("--status", "--study", "s1")):
         result = cli("sweep", *command, "--storage", "")
         assert result.exit_code == 2 and result.output.startswith("error: --storage: is empty; give "), result.output
-    for command in ((path,), ("--status", "--storage", tmp_path / "study.db")):
+    for command in ((path,), (path, "--dry-run"), ("--status", "--storage", tmp_path / "study.db")):
         result = cli("sweep", *command, "--study", " ")
         assert result.exit_code == 2 and result.output.startswith("error: --study: is empty; give "), result.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["base.yaml", "sweep.yaml"]
