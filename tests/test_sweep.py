@@ -616,7 +616,7 @@ def test_a_trial_is_pruned_before_its_last_epoch_never_after_it():
     from mnistcnn.sweep.worker import TrialReporter
 
     trial = PrunedEveryEpoch()
-    reporter = TrialReporter(trial, "val_acc", stopping=lambda: False)
+    reporter = TrialReporter(trial, "val_acc", stopping=lambda: False, origin="--storage DB")
     reporter.epochs = 3  # as on_start reads it from the trainer
     row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "lr": 0.1, "seconds": 1.0, "images_per_s": 100.0}
     with pytest.raises(Pruned, match="pruned at epoch 2: val_acc 0.5000"):

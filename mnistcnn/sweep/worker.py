@@ -53,7 +53,7 @@ class TrialReporter(RunLog):
     when the pruner says so. A database that stopped answering is named by ``origin``, the storage
     as the user gave it, in the log and the run's status (not as Optuna words a failed commit)."""
 
-    def __init__(self, trial, metric: str, stopping, origin: str = "the study's storage"):
+    def __init__(self, trial, metric: str, stopping, origin: str):
         super().__init__()
         self.trial, self.metric, self.stopping, self.origin = trial, metric, stopping, origin
 
