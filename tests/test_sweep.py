@@ -1092,3 +1092,24 @@ def test_a_worker_that_a_passed_on_signal_ends_as_python_exits_is_not_an_error(t
         log.write_text("")
     run.stop(signal.SIGINT)
     assert run.worker_errors() == [f"worker vm-1 was killed by SIGKILL: (no output) (log: {run.logs[1]})"]
+
+
+def test_a_trial_whose_batch_the_cached_data_does_not_fit_is_refused_as_train_refuses_it():
+    """The worker keeps the dataset between trials: a trial's data checks are still prepare_data's
+    (a cached split let a drop_last batch larger than the training split through, to a division by
+    zero at the epoch's end)."""
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+    from mnistcnn.errors import DataError
+    from mnistcnn.sweep.worker import DataCache
+
+    fits, too_large = (cfg.from_raw({"data": {"train_limit": 100, "validation": 500},
+                                     "train": {"drop_last": True, "batch_size": batch}}, "<sweep>")
+                       for batch in (64, 128))
+    with pytest.raises(DataError) as direct:
+        prepare_data(too_large)
+    cache = DataCache()
+    assert len(cache.get(fits).train_x) == 100
+    with pytest.raises(DataError) as cached:
+        cache.get(too_large)
+    assert str(cached.value) == str(direct.value)
