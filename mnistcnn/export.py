@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from . import config as cfg
 from .atomic import OutputOption, make_folder, write_bytes, written_to
+from .data import PIXEL_SCALE
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.losses import accuracy
 from .errors import CheckpointError, MnistCnnError, UsageError, install_extra, raise_signal_behind
@@ -92,15 +93,16 @@ def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
     uint8 pixels are cast to float32 first: some runtimes have no comparison of uint8 (onnxruntime 1.16)."""
     if input_kind == "uint8":
         x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
-        x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
+        x = graph.node("Mul", [x, graph.constant("one_255th", PIXEL_SCALE)], "scaled")
     if preprocess.type == "binarize":
         # halfway to the next pixel value: pixel / 255 and pixel * (1/255) round apart, but never by half a step
         cut = np.float32((preprocess.threshold + 0.5) / 255)
         above = graph.node("Greater", [x, graph.constant("threshold", cut)])
         return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
     if preprocess.type == "standardize":
-        x = graph.node("Sub", [x, graph.constant("mean", np.float32(preprocess.mean))])
-        x = graph.node("Mul", [x, graph.constant("inv_std", np.float32(1 / preprocess.std))], "standardized")
+        shift, factor = preprocess.standardizing()
+        x = graph.node("Sub", [x, graph.constant("mean", shift)])
+        x = graph.node("Mul", [x, graph.constant("inv_std", factor)], "standardized")
     return x
 
 
