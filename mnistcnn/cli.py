@@ -511,8 +511,8 @@ Examples:
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
-@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE), default=cfg.EVAL_BATCH_SIZE,
-              show_default=True, help="Images per evaluation batch (memory, not results).")
+@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE),
+              help="Images per evaluation batch (memory, not results; default: the run's train.eval_batch_size).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
                    "checkpoint outside a run, its folder).")

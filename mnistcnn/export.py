@@ -248,16 +248,18 @@ def onnx_logits(session, images_nhwc: np.ndarray, input_kind: str, batch_size: i
     return np.concatenate(outputs) if outputs else np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
 
 
-def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
-    """Logits of the engine (``plan``) and of the exported graph on the same uint8 images; each is
-    timed after a first small batch (onnxruntime plans its memory on the first run)."""
-    plan.predict_logits(images[:16], cfg.EVAL_BATCH_SIZE, preprocess)
-    onnx_logits(session, images[:16], input_kind)
+def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, input_kind: str,
+            batch_size: int = cfg.EVAL_BATCH_SIZE) -> Comparison:
+    """Logits of the engine (``plan``) and of the exported graph on the same uint8 images,
+    ``batch_size`` at once; each is timed after a first small batch (onnxruntime plans its memory on
+    the first run)."""
+    plan.predict_logits(images[:16], batch_size, preprocess)
+    onnx_logits(session, images[:16], input_kind, batch_size)
     started = time.perf_counter()
-    engine = plan.predict_logits(images, cfg.EVAL_BATCH_SIZE, preprocess)
+    engine = plan.predict_logits(images, batch_size, preprocess)
     engine_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    exported = onnx_logits(session, images, input_kind)
+    exported = onnx_logits(session, images, input_kind, batch_size)
     onnx_seconds = time.perf_counter() - started
     tolerance = FLOAT32_RTOL * float(np.abs(engine).max(initial=0.0))
     top2 = np.sort(engine, axis=1)[:, -2:] if engine.shape[1] > 1 else np.zeros((len(engine), 2))
@@ -341,7 +343,8 @@ def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.nda
         graph = build_model(plan.model, preprocess, metadata, input_kind, opset, fold)
         onnx.checker.check_model(graph, full_check=True)
         serialized = graph.SerializeToString()
-        comparison = compare(plan, preprocess, session(serialized), images, labels, input_kind)
+        comparison = compare(plan, preprocess, session(serialized), images, labels, input_kind,
+                             meta["config"]["train"]["eval_batch_size"])
         if comparison.equal:
             write_bytes(output, serialized)
             return comparison, fold

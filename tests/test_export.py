@@ -455,3 +455,9 @@ def test_without_onnxruntime_predict_on_an_exported_file_names_predict_not_expor
     assert result.stderr.strip() == (f"error: {exported}: mnistcnn predict runs an exported ONNX model with onnx and "
                                      f"onnxruntime, which are not installed; {install_extra('export')}, or give "
                                      "the run it came from")
+
+
+def test_the_check_of_an_export_takes_the_runs_evaluation_batch(eval_batch_run, evaluation_batches, tmp_path, cli):
+    run, batch = eval_batch_run
+    assert cli("export", run, "-o", tmp_path / "model.onnx").exit_code == 0
+    assert set(evaluation_batches) == {batch}
