@@ -1211,7 +1211,8 @@ Examples:
 @click.option("--out", "out_path", type=click.Path(path_type=Path),
               help=f"The PNG to write (default: {RUNS_DIR}/NAME-augmented.png, NAME the config's name; for a RUN, "
                    "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
+@click.option("--seed", type=click.IntRange(cfg.SCHEMA["train"]["seed"].low, cfg.SCHEMA["train"]["seed"].high),
+              default=0, show_default=True, help="Seed of the random augmentation (as train.seed takes one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the CONFIG, e.g. data.augment.rotate=20 (repeatable; one word: no spaces "
                    "around =).")
