@@ -511,8 +511,8 @@ Examples:
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
-@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE), default=cfg.EVAL_BATCH_SIZE,
-              show_default=True, help="Images per evaluation batch (memory, not results).")
+@click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE),
+              help="Images per evaluation batch (memory, not results; default: the run's train.eval_batch_size).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
                    "checkpoint outside a run, its folder).")
@@ -1115,8 +1115,8 @@ Examples:
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="The folder the pictures go into (default: inspect/ in the run's folder; runs/inspect/NAME for a "
-                   "config).")
+              help="The folder the pictures go into (default: inspect/ in the run's folder; "
+                   f"{RUNS_DIR / 'inspect'}/NAME for a config).")
 @data_dir_option(" (default: the run's own data)")
 @json_option
 @click.option("--no-images", is_flag=True, help="Write no pictures.")
@@ -1211,9 +1211,10 @@ Examples:
 @click.argument("config_path", metavar="CONFIG|RUN", type=click.Path(path_type=Path))
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path),
-              help="The PNG to write (default: runs/NAME-augmented.png, NAME the config's name; for a RUN, "
+              help=f"The PNG to write (default: {RUNS_DIR}/NAME-augmented.png, NAME the config's name; for a RUN, "
                    "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random augmentation.")
+@click.option("--seed", type=click.IntRange(cfg.SCHEMA["train"]["seed"].low, cfg.SCHEMA["train"]["seed"].high),
+              default=0, show_default=True, help="Seed of the random augmentation (as train.seed takes one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the CONFIG, e.g. data.augment.rotate=20 (repeatable; one word: no spaces "
                    "around =).")

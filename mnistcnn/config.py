@@ -433,8 +433,9 @@ def class_names(config: dict) -> list[str]:
 
 # The random streams one train.seed starts, each its own: a change in how one is used (more
 # augmentation, say) leaves the others' numbers as they were. The shuffle of epoch e draws from
-# [seed, e] (data.BatchIterator), so epochs 0-3 share these generators' seeds: harmless, as the
-# uses differ, and kept so that recorded runs train again as they did.
+# [seed, e] (data.BatchIterator), so epochs 0-3 share these generators' seeds, and data.split=random
+# from seed, which NumPy seeds as [seed, 0] (the weights'): harmless, as the uses differ, and kept
+# so that recorded runs train again as they did.
 RANDOM_STREAMS = ("weights", "augmentation", "dropout", "batchnorm recompute")
 
 

@@ -329,6 +329,7 @@ def split_indices(labels: np.ndarray, validation: int, mode: str = "head", seed:
 # images whose float64 copy standardize's statistics are summed over at once: memory stays flat;
 # another size adds in another order and moves a standardized run's numbers by rounding
 FIT_CHUNK = 10000
+PIXEL_SCALE = np.float32(1 / 255)  # a uint8 pixel times this is scale's 0-1 value, where standardize starts too
 
 
 class Preprocess:
@@ -360,11 +361,16 @@ class Preprocess:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.type == "binarize":
             return (batch > self.threshold).astype(np.float32)
-        x = batch.astype(np.float32) * np.float32(1 / 255)
+        x = batch.astype(np.float32) * PIXEL_SCALE
         if self.type == "standardize":
-            x -= np.float32(self.mean)
-            x *= np.float32(1 / self.std)
+            shift, factor = self.standardizing()
+            x -= shift
+            x *= factor
         return x
+
+    def standardizing(self) -> tuple[np.float32, np.float32]:
+        """standardize's float32 ``(shift, factor)``: a scaled pixel x becomes (x - shift) * factor."""
+        return np.float32(self.mean), np.float32(1 / self.std)
 
     def describe(self) -> str:
         """In words, as a formula of a uint8 pixel x."""

@@ -76,12 +76,14 @@ def logits_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) ->
     }
 
 
-def eval_target(target, split="test", which=None, data_dir=None, batch_size=cfg.EVAL_BATCH_SIZE,
+def eval_target(target, split="test", which=None, data_dir=None, batch_size=None,
                 out_dir=None) -> tuple[dict, np.ndarray]:
-    """Score a run's (or a checkpoint's) model on ``split``: the report, and the split's images
-    (which ``write_report`` pictures). ``out_dir``, where the report will go, is made first: a
-    folder that cannot be made costs no scoring."""
+    """Score a run's (or a checkpoint's) model on ``split``, ``batch_size`` images at once (None: the
+    run's train.eval_batch_size): the report, and the split's images (which ``write_report``
+    pictures). ``out_dir``, where the report will go, is made first: a folder that cannot be made
+    costs no scoring."""
     model, meta, preprocess, data, path = load_for_target(target, which, data_dir)
+    batch_size = batch_size or meta["config"]["train"]["eval_batch_size"]
     if out_dir is not None:
         make_folder(out_dir, _report_option(out_dir))
     images, labels = data.split(split)

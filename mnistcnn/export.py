@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from . import config as cfg
 from .atomic import OutputOption, make_folder, write_bytes, written_to
+from .data import PIXEL_SCALE
 from .engine.layers import BatchNorm, Conv2D, Dense
 from .engine.losses import accuracy
 from .errors import CheckpointError, MnistCnnError, UsageError, install_extra, raise_signal_behind
@@ -92,15 +93,16 @@ def _preprocess(graph: Graph, x: str, preprocess, input_kind: str) -> str:
     uint8 pixels are cast to float32 first: some runtimes have no comparison of uint8 (onnxruntime 1.16)."""
     if input_kind == "uint8":
         x = graph.node("Cast", [x], to=graph.onnx.TensorProto.FLOAT)
-        x = graph.node("Mul", [x, graph.constant("one_255th", np.float32(1 / 255))], "scaled")
+        x = graph.node("Mul", [x, graph.constant("one_255th", PIXEL_SCALE)], "scaled")
     if preprocess.type == "binarize":
         # halfway to the next pixel value: pixel / 255 and pixel * (1/255) round apart, but never by half a step
         cut = np.float32((preprocess.threshold + 0.5) / 255)
         above = graph.node("Greater", [x, graph.constant("threshold", cut)])
         return graph.node("Cast", [above], to=graph.onnx.TensorProto.FLOAT)
     if preprocess.type == "standardize":
-        x = graph.node("Sub", [x, graph.constant("mean", np.float32(preprocess.mean))])
-        x = graph.node("Mul", [x, graph.constant("inv_std", np.float32(1 / preprocess.std))], "standardized")
+        shift, factor = preprocess.standardizing()
+        x = graph.node("Sub", [x, graph.constant("mean", shift)])
+        x = graph.node("Mul", [x, graph.constant("inv_std", factor)], "standardized")
     return x
 
 
@@ -246,16 +248,18 @@ def onnx_logits(session, images_nhwc: np.ndarray, input_kind: str, batch_size: i
     return np.concatenate(outputs) if outputs else np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
 
 
-def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, input_kind: str) -> Comparison:
-    """Logits of the engine (``plan``) and of the exported graph on the same uint8 images; each is
-    timed after a first small batch (onnxruntime plans its memory on the first run)."""
-    plan.predict_logits(images[:16], cfg.EVAL_BATCH_SIZE, preprocess)
-    onnx_logits(session, images[:16], input_kind)
+def compare(plan, preprocess, session, images: np.ndarray, labels: np.ndarray, input_kind: str,
+            batch_size: int = cfg.EVAL_BATCH_SIZE) -> Comparison:
+    """Logits of the engine (``plan``) and of the exported graph on the same uint8 images,
+    ``batch_size`` at once; each is timed after a first small batch (onnxruntime plans its memory on
+    the first run)."""
+    plan.predict_logits(images[:16], batch_size, preprocess)
+    onnx_logits(session, images[:16], input_kind, batch_size)
     started = time.perf_counter()
-    engine = plan.predict_logits(images, cfg.EVAL_BATCH_SIZE, preprocess)
+    engine = plan.predict_logits(images, batch_size, preprocess)
     engine_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    exported = onnx_logits(session, images, input_kind)
+    exported = onnx_logits(session, images, input_kind, batch_size)
     onnx_seconds = time.perf_counter() - started
     tolerance = FLOAT32_RTOL * float(np.abs(engine).max(initial=0.0))
     top2 = np.sort(engine, axis=1)[:, -2:] if engine.shape[1] > 1 else np.zeros((len(engine), 2))
@@ -339,7 +343,8 @@ def export_onnx(plan, preprocess, meta: dict, classes: list[str], images: np.nda
         graph = build_model(plan.model, preprocess, metadata, input_kind, opset, fold)
         onnx.checker.check_model(graph, full_check=True)
         serialized = graph.SerializeToString()
-        comparison = compare(plan, preprocess, session(serialized), images, labels, input_kind)
+        comparison = compare(plan, preprocess, session(serialized), images, labels, input_kind,
+                             meta["config"]["train"]["eval_batch_size"])
         if comparison.equal:
             write_bytes(output, serialized)
             return comparison, fold

@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import StampedFolder, in_sight
+from .folders import RUNS_DIR, StampedFolder, in_sight
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
@@ -434,7 +434,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():
-        raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in runs/")
+        raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in "
+                         f"{RUNS_DIR}/")
     if is_config_file(target):
         if RunDir(target.parent).checkpoints.is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")

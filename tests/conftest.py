@@ -534,3 +534,32 @@ def postgres_url():
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture(scope="session")
+def eval_batch_run(tmp_path_factory, cli, write_config, only_run):
+    """``(run directory, its train.eval_batch_size)``: a one-epoch run on 600 images whose
+    evaluation batch is not the default."""
+    from mnistcnn.config import EVAL_BATCH_SIZE
+
+    batch = EVAL_BATCH_SIZE // 8 + 1
+    folder = tmp_path_factory.mktemp("eval-batch")
+    result = cli("train", write_config(folder, limit=600, epochs=1), "--runs-dir", folder / "runs",
+                 "--set", f"train.eval_batch_size={batch}")
+    assert result.exit_code == 0, result.output
+    return only_run(folder / "runs"), batch
+
+
+@pytest.fixture
+def evaluation_batches(monkeypatch):
+    """The batch sizes the fast plan is asked to evaluate in, as the test's commands ask them."""
+    from mnistcnn.engine.fast.plan import Plan
+
+    asked, real = [], Plan.predict_logits
+
+    def recorded(self, x, batch_size=None, *args, **kwargs):
+        asked.append(batch_size)
+        return real(self, x, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(Plan, "predict_logits", recorded)
+    return asked

@@ -708,3 +708,16 @@ def test_python_dash_m_mnistcnn_is_the_command():
 
     ran = subprocess.run([sys.executable, "-m", "mnistcnn", "--version"], capture_output=True, text=True)
     assert ran.returncode == 0 and ran.stdout.startswith("mnistcnn, version"), ran.stderr
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_inspect_data_takes_the_seeds_train_takes(cli, tmp_path, seed):
+    """inspect-data's --seed and train.seed seed the same generators: one range, refused in one line
+    (a negative one was NumPy's traceback)."""
+    from mnistcnn import config as cfg
+
+    field = cfg.SCHEMA["train"]["seed"]
+    assert not field.low <= seed <= field.high
+    result = cli("inspect-data", QUICK, "--seed", seed, "--out", tmp_path / "grid.png")
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output, result.output
+    assert f"{field.low}<=x<={field.high}" in result.output

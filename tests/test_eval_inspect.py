@@ -327,3 +327,13 @@ def test_inspect_layer_in_a_terminal_shows_the_maps_on_one_scale_it_names(run, c
     assert float(low) == -float(high) < 0, said
     relu = cli("inspect-layer", run, "1_relu", "--no-images")
     assert re.search(r"channels 0 to \d+ \(black 0 to white [0-9.]+\):", relu.output), relu.output
+
+
+def test_eval_takes_the_runs_evaluation_batch_unless_told_otherwise(eval_batch_run, cli, evaluation_batches,
+                                                                    tmp_path):
+    run, batch = eval_batch_run
+    assert cli("eval", run, "--json").exit_code == 0
+    assert set(evaluation_batches) == {batch}  # train.eval_batch_size, not the key's default
+    evaluation_batches.clear()
+    assert cli("eval", run, "--json", "--batch-size", 7).exit_code == 0
+    assert set(evaluation_batches) == {7}

@@ -286,14 +286,42 @@ def test_the_file_tells_a_reader_what_to_feed_it_and_what_it_gives(tmp_path):
     assert all(output.doc_string for output in graph.output)
 
 
+EVERY_PIXEL = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)  # one image holding each uint8 value once
+
+
+def pixels_out():
+    """A model whose 256 logits are its input image's 16x16 pixels as they come in: the graph's
+    logits are then its preprocessing of each pixel."""
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 256}], (16, 16, 1))
+    model.layers[1].params["W"] = np.eye(256, dtype=np.float32)
+    model.layers[1].params["b"] = np.zeros(256, np.float32)
+    return model
+
+
+@pytest.mark.parametrize("input_kind", ["uint8", "float"])
+def test_the_graph_preprocesses_every_pixel_value_as_the_engine_does(mnist, input_kind, float32_close):
+    """The graph's preprocessing is written in ONNX ops, beside data.Preprocess: for every type, and
+    binarize at every threshold, each pixel value 0-255 comes out as Preprocess makes it."""
+    model, pixels = pixels_out(), EVERY_PIXEL
+    fed = pixels.transpose(0, 3, 1, 2).copy() if input_kind == "uint8" else \
+        (pixels.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32)  # as onnx_logits feeds --input float
+    kinds = [Preprocess("scale"), Preprocess("standardize").fit(mnist.train_images[:5000]),
+             *(Preprocess("binarize", threshold=threshold) for threshold in range(255))]
+    for preprocess in kinds:
+        graph = session(build_model(model, preprocess, {"classes": []}, input_kind).SerializeToString())
+        exported = graph.run(["logits"], {"pixels": fed})[0].reshape(256)
+        engine = preprocess(pixels).reshape(256)
+        if preprocess.type == "binarize":  # 0 or 1: a pixel on the wrong side of the cut is a whole step off
+            assert np.array_equal(exported, engine), preprocess.describe()
+        else:
+            float32_close(exported, engine, what=preprocess.describe())
+
+
 def test_a_binarizing_graph_cuts_between_two_pixel_values_however_they_were_scaled():
     """pixel * (1/255) and pixel / 255 round apart in float32 for half the pixel values: the graph
     of ``--input float`` takes every pixel value on the side the engine puts it, either way, and so
     does the graph of uint8 pixels, which it scales itself."""
-    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 256}], (16, 16, 1))
-    model.layers[1].params["W"] = np.eye(256, dtype=np.float32)  # the logits are the binarized pixels
-    model.layers[1].params["b"] = np.zeros(256, np.float32)
+    pixels, model = EVERY_PIXEL, pixels_out()  # the logits are the binarized pixels
     scaled = {"x * (1/255)": pixels.transpose(0, 3, 1, 2) * np.float32(1 / 255),
               "x / 255": pixels.transpose(0, 3, 1, 2) / np.float32(255)}
     for threshold in range(0, 255, 16):  # 7 of these 16 the exact cut got wrong
@@ -427,3 +455,9 @@ def test_without_onnxruntime_predict_on_an_exported_file_names_predict_not_expor
     assert result.stderr.strip() == (f"error: {exported}: mnistcnn predict runs an exported ONNX model with onnx and "
                                      f"onnxruntime, which are not installed; {install_extra('export')}, or give "
                                      "the run it came from")
+
+
+def test_the_check_of_an_export_takes_the_runs_evaluation_batch(eval_batch_run, evaluation_batches, tmp_path, cli):
+    run, batch = eval_batch_run
+    assert cli("export", run, "-o", tmp_path / "model.onnx").exit_code == 0
+    assert set(evaluation_batches) == {batch}

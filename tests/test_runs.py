@@ -205,3 +205,13 @@ def test_runs_of_the_folder_one_is_in_names_it(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(sweep_dir.trials / "trial-000-20260101-000000")
     (row,) = list_runs(".")
     assert row["run"] == "trial-000-20260101-000000" and row["started"] == "2026-01-01T00:00:00", row
+
+
+def test_a_missing_run_points_to_the_runs_folder_the_commands_use(tmp_path, cli, monkeypatch):
+    """The message names folders.RUNS_DIR, the folder `mnistcnn runs` lists without DIR, not a
+    copy of its name."""
+    import mnistcnn.runs as runs
+
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "experiments")
+    result = cli("eval", tmp_path / "gone")
+    assert result.exit_code == 2 and f"lists the runs in {tmp_path / 'experiments'}/" in result.output, result.output

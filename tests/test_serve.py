@@ -1214,3 +1214,11 @@ def test_the_upload_and_every_click_target_work_from_the_keyboard(chrome, page_u
     chrome.execute_script("document.querySelectorAll('#confusion td.cell.diagonal')[1].focus()")
     ActionChains(chrome).send_keys(Keys.SPACE).perform()
     wait.until(lambda d: d.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:"))
+
+
+def test_the_pages_test_predictions_take_the_runs_evaluation_batch(eval_batch_run, evaluation_batches):
+    from mnistcnn.serve.inside import open_model, test_predictions
+
+    run, batch = eval_batch_run
+    test_predictions(open_model(run))
+    assert set(evaluation_batches) == {batch}

@@ -1124,3 +1124,24 @@ def test_a_worker_killed_by_a_signal_python_has_no_name_for_is_named_by_its_numb
     run.logs = [tmp_path / "vm-0.log"]
     run.logs[0].write_text("")
     assert run.worker_errors() == [f"worker vm-0 was killed by signal {number}: (no output) (log: {run.logs[0]})"]
+
+
+def test_a_trial_whose_batch_the_cached_data_does_not_fit_is_refused_as_train_refuses_it():
+    """The worker keeps the dataset between trials: a trial's data checks are still prepare_data's
+    (a cached split let a drop_last batch larger than the training split through, to a division by
+    zero at the epoch's end)."""
+    from mnistcnn import config as cfg
+    from mnistcnn.data import prepare_data
+    from mnistcnn.errors import DataError
+    from mnistcnn.sweep.worker import DataCache
+
+    fits, too_large = (cfg.from_raw({"data": {"train_limit": 100, "validation": 500},
+                                     "train": {"drop_last": True, "batch_size": batch}}, "<sweep>")
+                       for batch in (64, 128))
+    with pytest.raises(DataError) as direct:
+        prepare_data(too_large)
+    cache = DataCache()
+    assert len(cache.get(fits).train_x) == 100
+    with pytest.raises(DataError) as cached:
+        cache.get(too_large)
+    assert str(cached.value) == str(direct.value)

@@ -253,7 +253,8 @@ def model_summary(served: Served) -> dict:
 def test_predictions(served: Served) -> np.ndarray:
     """The test split's logits by the fast plan, computed once (on ``Served.worker``)."""
     if served.test_logits is None:
-        _, _, served.test_logits = evaluate(served.plan, served.test_x, served.test_y, served.preprocess)
+        _, _, served.test_logits = evaluate(served.plan, served.test_x, served.test_y, served.preprocess,
+                                            served.meta["config"]["train"]["eval_batch_size"])
     return served.test_logits
 
 

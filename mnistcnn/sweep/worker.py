@@ -9,7 +9,6 @@ interrupted by a signal checkpoints and is queued again, to be resumed from its 
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ from .. import config as cfg
 from ..errors import INTERRUPTED, MnistCnnError, NonFiniteError
 from ..runs import RunDir, read_json
 from ..callbacks import Pruned, RunLog
-from ..data import prepare_data
+from ..data import load_dataset, prepare_data
 from ..trainer import train_run
 from . import study as studies
 from .report import assignment
@@ -80,16 +79,18 @@ class TrialReporter(RunLog):
 
 
 class DataCache:
-    """The split of the last trial, kept while trials ask for the same data settings."""
+    """The dataset of the last trial, kept while trials read the same files. Each trial's split and
+    checks are prepare_data's: a cached split skipped them for a trial whose batch size or input
+    shape the data does not fit."""
 
     def __init__(self):
-        self.key, self.data = None, None
+        self.key, self.dataset = None, None
 
     def get(self, config: dict):
-        key = json.dumps([config["data"], config["train"]["seed"]], sort_keys=True)
+        key = (config["data"]["dir"], cfg.num_classes(config))  # what load_dataset reads
         if key != self.key:
-            self.key, self.data = key, prepare_data(config)
-        return self.data
+            self.key, self.dataset = key, load_dataset(key[0], num_classes=key[1])
+        return prepare_data(config, self.dataset)
 
 
 def best_value(history: list[dict], metric: str, direction: str) -> float:
