@@ -27,7 +27,7 @@ import traceback
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ...errors import MnistCnnError
+from ...errors import MnistCnnError, signal_name
 from ..model import Sequential
 from .parallel import StepRunner, batch_rows, batch_shares, keep_freed_memory
 
@@ -205,8 +205,10 @@ class Worker:
         header = self.process.stdout.read(REPLY.size)
         if len(header) < REPLY.size:
             code = self.process.wait()
-            killed = "; killed, perhaps for want of memory" if code == -signal.SIGKILL else ""
-            raise WorkerProcessError(f"training worker process {self.process.pid} ended (exit code {code}{killed})")
+            how = f"exit code {code}" if code >= 0 else f"killed by {signal_name(-code)}"
+            if code == -signal.SIGKILL:
+                how += ", perhaps for want of memory"
+            raise WorkerProcessError(f"training worker process {self.process.pid} ended ({how})")
         failed, loss, correct, length = REPLY.unpack(header)
         payload = self.process.stdout.read(length)
         if failed:
