@@ -327,3 +327,12 @@ def test_inspect_layer_in_a_terminal_shows_the_maps_on_one_scale_it_names(run, c
     assert float(low) == -float(high) < 0, said
     relu = cli("inspect-layer", run, "1_relu", "--no-images")
     assert re.search(r"channels 0 to \d+ \(black 0 to white [0-9.]+\):", relu.output), relu.output
+
+
+def test_inspect_data_names_a_tried_change_by_its_letters_and_takes_a_png_in_any_case(tmp_path, cli, configs,
+                                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tried = cli("inspect-data", configs / "quick.yaml", "--count", "1", "--set", "data.augment.rotate= 20")
+    assert tried.exit_code == 0 and tried.output.strip() == "wrote runs/quick-augmented-rotate20.png", tried.output
+    upper = cli("inspect-data", configs / "quick.yaml", "--count", "1", "--out", "GRID.PNG")
+    assert upper.exit_code == 0 and (tmp_path / "GRID.PNG").is_file(), upper.output
