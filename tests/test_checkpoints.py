@@ -129,3 +129,81 @@ def test_a_write_cut_short_leaves_a_temp_file_that_resume_discards(tmp_path):
     (run.path / ".metrics.csv.x.tmp").write_text("epoch,")
     run.discard_partial_writes()
     assert sorted(p.name for p in run.path.rglob("*") if p.is_file()) == ["last.npz"]
+
+
+def npz_with_meta(path, meta, **arrays):
+    """An .npz as np.savez writes it: ``arrays`` and ``meta`` (bytes as they are, else its JSON) as __meta__."""
+    meta_bytes = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
+    np.savez(path, **arrays, __meta__=np.frombuffer(meta_bytes, np.uint8))
+    return path
+
+
+def hashed(**arrays):
+    from mnistcnn.runs import array_sha256
+    return {key: array_sha256(value) for key, value in arrays.items()}
+
+
+FORMAT = "mnistcnn-checkpoint-1"
+W = np.arange(6, dtype=np.float32).reshape(2, 3)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda path: np.savez(path, w=W) or path, "not an mnistcnn checkpoint (no __meta__ entry)"),
+    (lambda path: npz_with_meta(path, b"\xff not JSON", w=W), "its metadata is unreadable"),
+    (lambda path: npz_with_meta(path, [FORMAT], w=W), "its metadata is unreadable (metadata is not a mapping)"),
+    (lambda path: npz_with_meta(path, {"format": "other-tool-2", "sha256": hashed(w=W)}, w=W),
+     "unknown checkpoint format 'other-tool-2' (expected mnistcnn-checkpoint-1)"),
+    (lambda path: npz_with_meta(path, {"format": FORMAT}, w=W), "do not match the list in its metadata"),
+    (lambda path: npz_with_meta(path, {"format": FORMAT, "sha256": "w"}, w=W), "do not match the list in its metadata"),
+    # the same bytes in another shape are another array
+    (lambda path: npz_with_meta(path, {"format": FORMAT, "sha256": hashed(w=W)}, w=W.reshape(3, 2)),
+     "array w fails its SHA-256 check; the file was altered or damaged. Use another checkpoint"),
+])
+def test_a_foreign_or_altered_npz_is_refused_saying_what_is_wrong(tmp_path, make, message):
+    path = make(tmp_path / "model.npz")
+    with pytest.raises(CheckpointError, match="^" + str(path)) as refused:
+        load_checkpoint(path)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("notes.txt", b"some notes", "is not a checkpoint (a run's checkpoints/best.npz or last.npz)"),
+    ("notes.txt", b"", "empty (0 bytes)"),
+    ("model.onnx", b"onnx bytes", "is an exported ONNX model"),
+    ("MODEL.ONNX", b"onnx bytes", "is an exported ONNX model"),
+])
+def test_a_file_that_is_no_checkpoint_is_told_what_it_is(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_keeps_each_arrays_shape_a_count_included_and_never_holds_an_object_array(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"step": np.array(7), "w": W}, {})
+    arrays, _ = load_checkpoint(path)
+    assert arrays["step"].shape == () and arrays["w"].shape == (2, 3)
+    with pytest.raises(TypeError, match="dtype object"):
+        save_checkpoint(path, {"w": np.array([{"a": 1}], dtype=object)}, {})
+
+
+def test_a_damaged_checkpoint_says_what_to_use_instead(tmp_path):
+    from mnistcnn.runs import RunDir
+
+    loose = tmp_path / "loose.npz"
+    loose.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"corrupt\. Use another checkpoint, or train the run again$"):
+        load_checkpoint(loose)
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt\. Resume it from scratch$"):
+        load_checkpoint(loose, "Resume it from scratch")
+    run = RunDir.create(tmp_path, "r")
+    for name in ("best", "last", "other"):
+        run.checkpoint(name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"Use another checkpoint, or train the run again$"):
+        load_checkpoint(run.checkpoint("other"))  # a third file in checkpoints/ has no partner
+    with pytest.raises(CheckpointError, match="The run's other checkpoint, .*last.npz, may be intact"):
+        load_checkpoint(run.checkpoint("best"))
+    run.checkpoint("last").unlink()
+    with pytest.raises(CheckpointError, match=r"Use another checkpoint, or train the run again$"):
+        load_checkpoint(run.checkpoint("best"))  # no last.npz to point at

@@ -277,3 +277,20 @@ def test_each_recorded_result_trains_again_on_the_split_it_recorded(mnist):
         config = cfg.load_config(summary_file.with_name("config.yaml"), of_run=True)
         recorded = json.loads(summary_file.read_text())
         assert prepare_data(config, mnist).split_sha256 == recorded["split_sha256"], summary_file.parent.name
+
+
+def test_the_augmentation_is_said_in_words_naming_only_what_it_does():
+    assert Augment().words() == "none"
+    assert Augment(rotate=15, elastic=8.0, elastic_sigma=4.0).words() == \
+        "rotations of up to 15°, elastic distortion 8 (smoothed over 4 px)"
+    assert Augment(shift=2, scale=0.1, repeats=1).words() == "shifts of up to 2 px, scaling by up to 10%"
+    assert Augment(shift=2, repeats=3).words() == "shifts of up to 2 px, each image 3 times a batch"
+
+
+def test_the_elastic_smoothing_is_a_gaussian_of_the_sigma_given():
+    from mnistcnn.augment import gaussian_matrix
+
+    smoothing = gaussian_matrix(29, 4.0)
+    middle = smoothing[14]
+    assert middle[18] / middle[14] == pytest.approx(np.exp(-0.5), rel=1e-5)  # one sigma away
+    assert middle.sum() == pytest.approx(1.0, rel=1e-5)

@@ -25,6 +25,7 @@ def test_eval_agrees_with_the_run_summary(run, cli):
     steps = rows[summary["best_epoch"] - 1]["step"]  # the best checkpoint's training so far
     quiet = cli("eval", run, "--quiet")
     assert quiet.exit_code == 0 and report["steps"] == steps and f"after {steps:,} training steps)" in quiet.output
+    assert report["epoch"] == summary["best_epoch"]  # the best checkpoint's epoch, counted from 1 as training does
     written = json.loads((run / "eval-test-best.json").read_text())
     assert written["accuracy"] == report["accuracy"]
     for picture in written["pictures"]:
@@ -337,3 +338,36 @@ def test_eval_takes_the_runs_evaluation_batch_unless_told_otherwise(eval_batch_r
     evaluation_batches.clear()
     assert cli("eval", run, "--json", "--batch-size", 7).exit_code == 0
     assert set(evaluation_batches) == {7}
+
+
+def test_the_eval_report_counts_true_rows_predicted_columns_and_the_most_confident_mistakes_first():
+    from mnistcnn.evaluation import MISCLASSIFIED_SHOWN, checkpoint_label, logits_report
+    from mnistcnn.runs import RunDir
+
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    logits = np.zeros((6, 4))
+    for image, (predicted, margin) in enumerate([(0, 3), (1, 1), (1, 3), (2, 3), (0, 5), (2, 3)]):
+        logits[image, predicted] = margin  # image 4 is more surely wrong than image 1
+    report = logits_report(logits, labels, ["a", "b", "c", "d"])
+    assert report["confusion"] == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+    expected = [(0.5, 0.5, 0.5, 2), (0.5, 1.0, 2 / 3, 1), (1.0, 2 / 3, 0.8, 3), (0.0, 0.0, 0.0, 0)]
+    for row, (precision, recall, f1, support) in zip(report["per_class"], expected):
+        assert row["precision"] == pytest.approx(precision) and row["recall"] == pytest.approx(recall)
+        assert row["f1"] == pytest.approx(f1) and row["support"] == support
+    (surer, other) = report["misclassified"]
+    assert (surer["index"], surer["true"], surer["predicted"], other["index"]) == (4, 2, 0, 1)
+    assert surer["confidence"] == pytest.approx(np.exp(5) / (np.exp(5) + 3))  # the predicted class's probability
+    many_wrong = logits_report(np.eye(2)[np.ones(20, int)], np.zeros(20, int), ["a", "b"])["misclassified"]
+    assert len(many_wrong) == MISCLASSIFIED_SHOWN == 16
+    run = RunDir(Path("runs") / "r-20260101-000000")
+    assert checkpoint_label(run.checkpoint("best")) == "run r-20260101-000000, checkpoint best.npz"
+    assert checkpoint_label(Path("keep") / "model.npz") == f"checkpoint {Path('keep') / 'model.npz'}"
+
+
+def test_inspect_data_names_a_tried_change_by_its_letters_and_takes_a_png_in_any_case(tmp_path, cli, configs,
+                                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tried = cli("inspect-data", configs / "quick.yaml", "--count", "1", "--set", "data.augment.rotate= 20")
+    assert tried.exit_code == 0 and tried.output.strip() == "wrote runs/quick-augmented-rotate20.png", tried.output
+    upper = cli("inspect-data", configs / "quick.yaml", "--count", "1", "--out", "GRID.PNG")
+    assert upper.exit_code == 0 and (tmp_path / "GRID.PNG").is_file(), upper.output

@@ -250,3 +250,15 @@ def test_a_sweep_with_nothing_to_show_yet_says_so_on_axes_spanning_the_ranges_se
     lr, rotate, _ = drawn_figures[tmp_path / "by-parameter.png"].axes
     np.testing.assert_allclose(lr.get_xlim(), (1e-4, 3e-2))  # not matplotlib's 1 to 10 of an empty log axis
     np.testing.assert_allclose(rotate.get_xlim(), (0, 12))
+
+
+def test_the_picture_of_mistakes_shows_the_misclassified_images_of_the_split_it_names(tmp_path, drawn_figures):
+    from mnistcnn.evaluation import write_report
+
+    images = np.arange(1016.0)[:, None, None] * np.ones((1016, 28, 28))  # image i holds the value i
+    made = write_report(dict(eval_result(tmp_path, 3), split="validation"), images, tmp_path)
+    assert made == tmp_path / "eval-validation-best.json"
+    picture = tmp_path / "eval-validation-best-misclassified.png"
+    shown = [ax.images[0].get_array() for ax in drawn_figures[picture].axes if ax.images]
+    assert [float(image.max()) for image in shown] == [1000, 1001, 1002]
+    assert "validation split: most confidently misclassified" in title(picture)

@@ -215,3 +215,127 @@ def test_a_missing_run_points_to_the_runs_folder_the_commands_use(tmp_path, cli,
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "experiments")
     result = cli("eval", tmp_path / "gone")
     assert result.exit_code == 2 and f"lists the runs in {tmp_path / 'experiments'}/" in result.output, result.output
+
+
+def test_a_path_given_as_a_run_that_is_none_is_told_what_it_is(tmp_path):
+    import pytest
+
+    from mnistcnn.errors import UsageError
+
+    def refusal(path):
+        with pytest.raises(UsageError) as refused:
+            RunDir.open(path)
+        return str(refused.value)
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "small.YAML").write_text("x")  # a config by its suffix in any case
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "plain" / "checkpoints").mkdir(parents=True)  # a folder named so, of no run
+    assert "notes.txt: is a file, not a run directory" in refusal(tmp_path / "notes.txt")
+    assert "small.YAML: is a config, not a run directory" in refusal(tmp_path / "small.YAML")
+    assert "gone: run directory not found" in refusal(tmp_path / "gone")
+    assert "empty: not a run directory (no config.yaml, no checkpoints/)" in refusal(tmp_path / "empty")
+    assert "checkpoints: not a run directory (no config.yaml" in refusal(tmp_path / "plain" / "checkpoints")
+    pictures = tmp_path / "scans"
+    pictures.mkdir()
+    (pictures / "SEVEN.PNG").write_bytes(b"")
+    assert "is a folder of pictures, not a run" in refusal(pictures)
+    sweep = tmp_path / "sweep"
+    (sweep / "trials").mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("x")
+    assert "is a sweep folder, not a run" in refusal(sweep)
+    runs = tmp_path / "runs"
+    for name, age in (("old-20260101-000000", 100), ("new-20260102-000000", 0)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.yaml").write_text("x")
+        os.utime(runs / name, (1_700_000_000 - age, 1_700_000_000 - age))
+    assert f"such as {runs / 'new-20260102-000000'} (" in refusal(runs)
+    only_config, only_checkpoints = tmp_path / "a", tmp_path / "b"
+    (only_checkpoints / "checkpoints").mkdir(parents=True)
+    only_config.mkdir()
+    (only_config / "config.yaml").write_text("x")
+    assert RunDir.open(only_config).path == only_config and RunDir.open(only_checkpoints).path == only_checkpoints
+
+
+def test_a_checkpoint_is_chosen_from_a_run_or_given_as_a_file_but_not_both(tmp_path):
+    import pytest
+
+    from mnistcnn.errors import UsageError
+    from mnistcnn.runs import resolve_checkpoint
+
+    run = RunDir.create(tmp_path, "r")
+    (run.config_file).write_text("x")
+    run.checkpoint("last").write_bytes(b"")
+    assert resolve_checkpoint(run.path, "last") == run.checkpoint("last")
+    with pytest.raises(UsageError, match="the run has no checkpoints/best.npz; try --checkpoint last$"):
+        resolve_checkpoint(run.path)
+    run.checkpoint("last").unlink()
+    with pytest.raises(UsageError, match="no checkpoints/best.npz, nor any other checkpoint; train its config again"):
+        resolve_checkpoint(run.path)
+    run.config_file.unlink()
+    with pytest.raises(UsageError, match=r"nor any other checkpoint; train its config file again \(this run's config"):
+        resolve_checkpoint(run.path)
+    loose, onnx = tmp_path / "loose.npz", tmp_path / "model.onnx"
+    loose.write_bytes(b"")
+    onnx.write_bytes(b"")
+    assert resolve_checkpoint(loose) == loose
+    with pytest.raises(UsageError, match="--checkpoint last: .*loose.npz is a checkpoint file, not a run directory"):
+        resolve_checkpoint(loose, "last")
+    with pytest.raises(UsageError, match="--checkpoint best: .*model.onnx is an exported ONNX model, not a run"):
+        resolve_checkpoint(onnx, "best")
+    with pytest.raises(UsageError, match="missing.npz: no such run directory or checkpoint"):
+        resolve_checkpoint(tmp_path / "missing.npz")
+
+
+def test_a_runs_files_and_the_words_of_its_summary(tmp_path):
+    from mnistcnn.runs import output_folder, run_summary, summary_rows
+
+    run = RunDir.create(tmp_path, "r")
+    best, loose = run.checkpoint("best"), tmp_path / "loose.npz"
+    assert output_folder(best, "inspect") == run.path / "inspect" and output_folder(best) == run.path
+    assert output_folder(loose, "inspect") == tmp_path / "loose-inspect" and output_folder(loose) == tmp_path
+    assert run_summary(loose) is None and run_summary(best) is None  # outside a run; a run before its end
+    run.write_metrics([{"epoch": 1, "step": 10, "lr": 0.1, "val_acc": 0.5, "swa_val_acc": 0.6}])
+    assert (run.path / "metrics.csv").read_text().splitlines()[1] == "1,10,0.1,,,,0.5,,"
+    summary = {"epochs": 3, "stopped_early": True, "best_val_acc": 0.0, "best_epoch": 1, "final_val_acc": 0.25,
+               "test_acc": None, "wall_seconds": 2.0, "images_per_s": None, "params": 1234}
+    assert dict(summary_rows(summary)) == {
+        "epochs": "3 (early stop)", "best validation accuracy": "0.00% (epoch 1)",
+        "final validation accuracy": "25.00%",
+        "test accuracy (best checkpoint)": "-", "wall time": "2.0 s", "images/s": "-", "parameters": "1,234"}
+    summary.update(stopped_early=False, images_per_s=1500.4)
+    assert dict(summary_rows(summary))["epochs"] == "3" and dict(summary_rows(summary))["images/s"] == "1,500"
+
+
+def test_a_refused_trainer_is_told_which_process_holds_the_run(tmp_path, read_only):
+    import pytest
+
+    from mnistcnn.errors import UsageError
+
+    run = RunDir.create(tmp_path, "r")
+    run.check_writable()  # no lock file yet: a run copied, or never trained
+    for _ in range(2):  # each holder writes its own process id over the last one's
+        with run.training_lock():
+            pass
+    assert f"is being trained by process {os.getpid()} now" in str(run.busy_error())
+    run.lock_file.write_text("")  # the holder has not written it yet
+    assert "is being trained by another process now" in str(run.busy_error())
+    read_only(run.lock_file)
+    with pytest.raises(UsageError, match=r"\.training\.lock: cannot write this file, and --resume trains"):
+        run.check_writable()
+    read_only(run.path)
+    with pytest.raises(UsageError, match=f"^{run.path}: cannot write in this folder, and --resume trains"):
+        run.check_writable()
+
+
+def test_a_look_at_whether_a_run_is_being_trained_does_not_refuse_its_trainer(tmp_path):
+    import fcntl
+    import threading
+
+    run = RunDir.create(tmp_path, "r")
+    run.lock_file.write_text("")
+    look = open(run.lock_file)  # as being_trained holds it, for an instant
+    fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.1, look.close).start()
+    with run.training_lock():
+        assert run.lock_file.read_text() == f"{os.getpid()}\n"

@@ -609,3 +609,53 @@ def test_last_checkpoint_is_written_every_n_epochs_and_at_the_end(tmp_path):
     outcome = train_run(config, prepare_data(config), written, runs_dir=tmp_path)
     assert written.epochs == [0, 2, 3]  # the first from before training; epoch 3 is the last
     assert load_checkpoint(outcome.run.checkpoint("last"))[1]["epoch"] == outcome.summary["epochs"] == 3
+
+
+def test_train_log_says_where_the_run_started_or_resumed_its_data_each_epoch_and_the_result(tmp_path):
+    from types import SimpleNamespace
+
+    from mnistcnn.callbacks import RunLog
+    from mnistcnn.runs import RunDir
+
+    shown = []
+
+    class Shown(RunLog):
+        def show(self, message):
+            shown.append(message)
+
+    run, log = RunDir.create(tmp_path, "r"), Shown()
+    data = SimpleNamespace(source="data/mnist", verified=False, train_x=[0] * 50, val_x=[0] * 20, test_x=[0] * 10)
+    log.on_open(run, None)
+    log.on_start(SimpleNamespace(epochs=3, workers=1, data=data,
+                                 config={"train": {"blas_threads": 2, "parallel": "threads"}}))
+    log.on_epoch_end({"epoch": 2, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.25, "val_acc": 0.9, "lr": 0.01,
+                      "seconds": 1.5, "images_per_s": 1234.0})
+    log.on_stop("interrupted", "Ctrl-C")
+    log.on_end({"best_val_acc": 0.9, "best_epoch": 2, "test_acc": 0.875, "wall_seconds": 3.0})
+    written = run.log_path.read_text().splitlines()  # each line is in the file as soon as it is said
+    log.close()
+    log.log("after its end")  # shown only: the file is closed
+    for epochs in ((3, 5), (5, 5)):
+        resumed = Shown()
+        resumed.on_open(run, {"epochs": epochs, "from_epoch": 2, "from_batch": 4, "batches": 10})
+        resumed.close()
+    started = [f"run directory: {run.path}",
+               "data: data/mnist (unverified); train 50, validation 20, test 10",
+               "workers: 1 worker thread with 2 BLAS threads",
+               "epoch 2/3: train loss 0.5000 acc 80.00% | val loss 0.2500 acc 90.00% | lr 0.01 | 1.5 s, 1,234 img/s"]
+    ended = ["interrupted: Ctrl-C", "done: best val acc 90.00% (epoch 2), test acc 87.50%, 3.0 s"]
+    resumes = [f"resuming {run.path} at epoch 3, batch 4/10; epochs 3 -> 5",
+               f"resuming {run.path} at epoch 3, batch 4/10"]
+    assert written == started + ended
+    assert run.log_path.read_text().splitlines() == started + ended + resumes
+    assert shown == started + ["after its end"] + resumes  # the command says a stop and the result in its own words
+
+
+def test_the_workers_line_says_how_a_batch_is_spread_over_the_cores():
+    from mnistcnn.callbacks import threads_words
+
+    shared = "each with a share of every batch and one BLAS thread"
+    assert threads_words(4, None, "processes") == f"4 workers (this process and 3 worker processes), {shared}"
+    assert threads_words(4, None, "threads") == f"4 worker threads, {shared}"
+    assert threads_words(1, None, "processes") == "1 worker thread with the BLAS default threads"
+    assert threads_words(1, 4) == "1 worker thread with 4 BLAS threads"
