@@ -452,7 +452,8 @@ def test_a_killed_worker_process_ends_the_run_with_one_line_and_it_resumes(tmp_p
     out, err = process.communicate(timeout=120)
     run = only_run(tmp_path / "runs")
     assert process.returncode == 1 and "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith(f"error: training worker process {worker} ended (killed by SIGKILL, perhaps for want of memory)")
+    assert err.startswith(f"error: training worker process {worker} ended "
+                          "(killed by SIGKILL, perhaps for want of memory)")
     assert err.endswith(f"go on from the run's last checkpoint: mnistcnn train --resume {run}\n")
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and f"worker process {worker} ended" in status["reason"]

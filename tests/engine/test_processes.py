@@ -47,7 +47,8 @@ def test_a_worker_that_ends_is_named_with_its_exit_code(mixed_net):
         worker = runner.processes[0].process
         worker.kill()
         worker.wait()
-        with pytest.raises(WorkerProcessError, match=rf"worker process {worker.pid} ended \(killed by SIGKILL, perhaps for want of memory\)"):
+        ended = rf"worker process {worker.pid} ended \(killed by SIGKILL, perhaps for want of memory\)"
+        with pytest.raises(WorkerProcessError, match=ended):
             runner.gradients(x, y, np.random.default_rng(0))
 
 
