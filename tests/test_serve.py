@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistcnn.errors import install_extra
+from mnistcnn.errors import UsageError, install_extra
 from PIL import Image, ImageDraw
 
 pytest.importorskip("starlette", reason="the serve extra: pip install 'mnistcnn[serve]'")
@@ -1222,3 +1222,13 @@ def test_the_pages_test_predictions_take_the_runs_evaluation_batch(eval_batch_ru
     run, batch = eval_batch_run
     test_predictions(open_model(run))
     assert set(evaluation_batches) == {batch}
+
+
+@pytest.mark.parametrize("host,fix", [("http://localhost:8000/", "--host localhost --port 8000"),
+                                      ("https://127.0.0.1:8000", "--host 127.0.0.1 --port 8000"),
+                                      ("http://[::1]:8000/draw", "--host ::1 --port 8000"),
+                                      ("http://localhost/", "--host localhost")])
+def test_a_url_copied_from_the_address_bar_is_told_its_host_and_port(host, fix):
+    with pytest.raises(UsageError) as refused:
+        host_names(host)
+    assert str(refused.value) == f"--host {host}: a URL; give its host: {fix}"

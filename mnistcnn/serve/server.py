@@ -44,10 +44,15 @@ def host_names(host: str, allowed=()) -> tuple[str, ...]:
         if not host_of(name).rstrip("."):  # would let in requests with no Host header
             raise UsageError(f"--allow-host {name!r}: names no host; give a name, such as "
                              "--allow-host proxy.example.org")
-    # name:port, as a browser's address bar has it ('localhost:' or '[::1' is a name that will not resolve)
-    name, port = host_of(host), host[len(host_of(host)) + 1:]
-    if name.strip("[]") and host == f"{name}:{port}" and re.fullmatch("[0-9]+", port):
-        raise UsageError(f"--host {host}: a host and a port; give them apart: --host {name.strip('[]')} --port {port}")
+    # a URL or name:port, as a browser's address bar has them ('localhost:' or '[::1' is a name that will
+    # not resolve)
+    address = re.sub(r"^[a-z]+://", "", host).split("/", 1)[0] if "://" in host else host
+    name, port = host_of(address), address[len(host_of(address)) + 1:]
+    what = "a URL; give its host" if address != host else "a host and a port; give them apart"
+    if name.strip("[]") and address == f"{name}:{port}" and re.fullmatch("[0-9]+", port):
+        raise UsageError(f"--host {host}: {what}: --host {name.strip('[]')} --port {port}")
+    if address != host and name.strip("[]"):
+        raise UsageError(f"--host {host}: {what}: --host {name.strip('[]')}")
     names = ["localhost", *map(host_of, allowed)]
     if not is_loopback(host):
         names += [socket.gethostname(), socket.getfqdn()]
