@@ -5,12 +5,14 @@ run to run."""
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
 from mnistcnn import config as cfg
 from mnistcnn.data import Preprocess, prepare_data
 from mnistcnn.engine.fast import convpool
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
+from mnistcnn.engine.layer_arguments import LayerConfigError
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
 from mnistcnn.export import FLOAT32_RTOL
@@ -241,6 +243,22 @@ SWITCHES = {
     "average pools, side by side and overlapping": (
         [conv(3, 3, 1), {"type": "leaky_relu"}, pool("avgpool2d", 2), conv(4, 3, 1, algorithm="im2col"),
          {"type": "sigmoid"}, pool("avgpool2d", 3, 1), FLAT, HEAD], (10, 9, 2), ["avgpool2d"], None),
+    "first conv fused without bias, channel-first phases": (
+        [conv(8, 5, 2, bias=False), RELU, pool("maxpool2d", 2), FLAT, HEAD], (9, 12, 1),
+        ["conv 5x5x1x8, im2col (channel-first phases) + max pool 2x2, fused"], "channel-first"),
+    "first conv fused without bias, phases read from the shifted blocks": (
+        [conv(16, 5, 2, bias=False), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD], (12, 14, 1),
+        ["conv 5x5x1x16, im2col + max pool 3x3, fused"], "blocks"),
+    "first conv fused, no relu after the pool in evaluation": (
+        [conv(16, 3, 1), pool("maxpool2d", 2), FLAT, HEAD], (9, 10, 1),
+        ["conv 3x3x1x16, im2col + max pool 2x2, fused"], "columns"),
+    "frequency-domain conv with a pool it does not fuse, bias after the pool in evaluation": (
+        [conv(3, 3, 1), RELU, conv(5, 3, 1, **FFT), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD], (10, 11, 1),
+        ["conv 3x3x3x5, frequency-domain", "maxpool2d 3x3 stride 2, gradient by cell number",
+         "conv 3x3x3x5, frequency-domain, no bias", "its bias, after the pool"], None),
+    "relu before an average pool, not moved": (
+        [conv(3, 3, 1), RELU, pool("avgpool2d", 2), conv(4, 3, 1, algorithm="im2col"), RELU, FLAT, HEAD],
+        (8, 9, 2), ["relu", "avgpool2d"], None),
     "dense head with batchnorm and dropout": (
         # no bias before a batchnorm: its gradient is 0, rounding noise alone
         [conv(3, 3, 0, 2), RELU, FLAT, {"type": "dense", "units": 6, "bias": False}, NORM, RELU,
@@ -305,3 +323,73 @@ def test_every_choice_of_the_plan_in_float32_computes_the_plain_values(name, flo
     float32_close(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x), what="evaluation logits")
     float32_close(plan.forward(x, training=True, rng=np.random.default_rng(5))[0],
                   plain.forward(x, training=True, rng=np.random.default_rng(5)), what="training logits")
+
+
+@st.composite
+def small_nets(draw):
+    """``(specs, input shape, model-wide conv algorithm, batch size)``: one or two conv blocks of
+    any kernel, stride, padding and filter count (a few filters and more than THIN_FILTERS) and
+    each algorithm; a block is either a conv, relu and stride-2 max pool, which the plan may
+    fuse, or a conv with any of batchnorm, an activation and a max or average pool of any size
+    and stride (odd sides included). Then a dense head with or without batchnorm and dropout;
+    one to six images of one or two channels. Biases are not zero (the test sets them) but
+    before a batchnorm, where their gradient is 0, rounding noise alone."""
+    specs = []
+    for _ in range(draw(st.integers(1, 2))):
+        f, stride = draw(st.integers(1, 5)), draw(st.integers(1, 2))
+        pad = draw(st.integers(0, f))
+        algorithms = ["auto", "im2col"] + (["fft-gemm"] if stride == 1 and pad < f else [])
+        specs.append(conv(draw(st.sampled_from([1, 3, convpool.THIN_FILTERS + 1])), f, pad, stride,
+                          algorithm=draw(st.sampled_from(algorithms))))
+        if draw(st.booleans()):  # a block the plan may fuse
+            specs += [RELU, pool("maxpool2d", draw(st.integers(2, 3)), 2)]
+            continue
+        if draw(st.booleans()):
+            specs[-1]["bias"] = False
+            specs.append(NORM)
+        activation = draw(st.sampled_from(["relu", "leaky_relu", "tanh", None]))
+        specs += [{"type": activation}] if activation else []
+        if draw(st.booleans()):
+            specs.append(pool(draw(st.sampled_from(["maxpool2d", "avgpool2d"])), draw(st.integers(2, 3)),
+                              draw(st.integers(1, 3))))
+            specs += [RELU] if draw(st.booleans()) else []
+    specs.append(FLAT)
+    normed = draw(st.booleans())
+    if draw(st.booleans()):
+        specs += [{"type": "dense", "units": 5, "bias": not normed}] + ([NORM] if normed else [])
+        specs += [RELU, {"type": "dropout", "rate": 0.3}]
+    shape = (draw(st.integers(4, 13)), draw(st.integers(4, 13)), draw(st.sampled_from([1, 1, 2])))
+    # a batchnorm over fewer than three values gives its input a gradient of 0: rounding noise
+    images = draw(st.integers(3 if normed else 1, 6))
+    return specs + [HEAD], shape, draw(st.sampled_from(["auto", "im2col", "fft-gemm"])), images
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_nets(), st.integers(0, 2**16))
+def test_random_small_nets_through_the_plan_give_the_plain_engine_s_numbers(relative_error, net, seed):
+    """Whatever the plan makes of a net (fused or not, reordered, chunked), in float64 its
+    training step (loss, gradients, batchnorm statistics) and evaluation are the plain engine's
+    within float64 rounding: each gradient within 1e-9 of its largest entry (a wrong tap,
+    window, bias or mask is off by far more)."""
+    specs, shape, algorithm, images = net
+    rng = np.random.default_rng(seed)
+    try:
+        models = [Sequential.from_config(specs, shape, np.random.default_rng(seed), dtype=np.float64) for _ in range(2)]
+    except LayerConfigError:  # a kernel or pool larger than its input
+        assume(False)
+    plain, fast = models
+    for key, p in plain.params().items():
+        if key.endswith((".b", ".beta")):
+            p[...] = fast.params()[key][...] = rng.normal(scale=0.5, size=p.shape)
+    plan = Plan(fast, algorithm)
+    x, y = rng.normal(size=(images,) + shape), rng.integers(0, 4, size=images)
+    loss, correct, grads = plain.loss_and_gradients(x, y, np.random.default_rng(5))
+    fast_loss, fast_correct, fast_grads, caches = plan.loss_and_gradients(x, y, np.random.default_rng(5))
+    plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
+    assert fast_loss == pytest.approx(loss, rel=1e-10) and fast_correct == correct
+    assert fast_grads.keys() == grads.keys()
+    for key, grad in grads.items():
+        assert np.max(np.abs(fast_grads[key] - grad)) <= 1e-9 * np.max(np.abs(grad)) + 1e-14, key
+    for key, value in plain.buffers().items():
+        assert relative_error(fast.buffers()[key], value) < 1e-10, key
+    assert relative_error(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x)) < 1e-10
