@@ -11,7 +11,7 @@ import pytest
 from mnistcnn.engine.fast.parallel import SharedWork, StepRunner, map_grouped_in_threads
 from mnistcnn.engine.fast.plan import Plan
 from mnistcnn.engine.model import Sequential
-from mnistcnn.engine.optim import SGD, Adam, AdamW
+from mnistcnn.engine.optim import SGD, Adam, AdamW, make_optimizer
 
 def test_a_thread_done_early_takes_over_the_others_weight_gradients(monkeypatch, float32_close, mixed_net):
     """One half slowed down: the other thread runs some of its weight gradients, and the sums
@@ -202,3 +202,87 @@ def test_two_threads_give_the_plain_engine_s_step_on_the_whole_batch_without_bat
     assert threaded_grads.keys() == grads.keys()
     for key in grads:
         assert relative_error(threaded_grads[key], grads[key]) < 1e-10, key
+
+
+# The optimisers with the state they carry from step to step (velocity; Adam's moments and count).
+OPTIMISERS = {
+    "sgd, momentum, weight decay": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+    "sgd, nesterov, weight decay": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                    "weight_decay": 0.01},
+    "adam, L2 weight decay": {"type": "adam", "lr": 0.01, "weight_decay": 0.01},
+    "adamw": {"type": "adamw", "lr": 0.01, "weight_decay": 0.1},
+}
+
+
+def steps_net(workers: int) -> list:
+    """A fused first conv, a frequency-domain conv and a dense head; with one worker batchnorm and
+    dropout too (shares normalise and draw on their own, so two workers would take another step)."""
+    shared = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+              {"type": "maxpool2d", "size": 2}]
+    head = [{"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 6}, {"type": "relu"}]
+    fft = {"type": "conv2d", "filters": 5, "kernel": 3, "padding": 1, "algorithm": "fft-gemm"}
+    if workers > 1:
+        return shared + [fft, {"type": "relu"}] + head + [{"type": "dense", "units": 3}]
+    return (shared + [{**fft, "bias": False}, {"type": "batchnorm"}, {"type": "relu"}] + head
+            + [{"type": "dropout", "rate": 0.3}, {"type": "dense", "units": 3}])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("optimiser", OPTIMISERS)
+def test_steps_of_the_runner_and_its_update_are_the_plain_loop_s(optimiser, workers, relative_error):
+    """Several steps through the fast path (``StepRunner.gradients``, then ``update`` in halves)
+    against the plain loop (``Sequential.loss_and_gradients``, ``Optimizer.step``), with the
+    learning rate changing, batches of 13, 9, 7 and 1 (a last one shorter, shares of unequal
+    size, a batch of one): in float64 the weights, the optimiser's state and batchnorm's running
+    statistics agree within 1e-9 (the same sums in another order; a wrong state is off by far more)."""
+    specs = steps_net(workers)
+    plain, fast = (Sequential.from_config(specs, (8, 10, 1), np.random.default_rng(0), dtype=np.float64)
+                   for _ in range(2))
+    plain_optimiser, fast_optimiser = (make_optimizer(OPTIMISERS[optimiser]) for _ in range(2))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 8, 10, 1)), rng.integers(0, 3, size=30)
+    plain_rng, fast_rng = np.random.default_rng(2), np.random.default_rng(2)  # dropout's masks
+    with StepRunner(Plan(fast), workers=workers, min_per_worker=4) as runner:
+        for (lo, hi), lr in zip([(0, 13), (13, 22), (22, 29), (29, 30)], [None, 0.02, None, 0.005]):
+            _, _, grads = plain.loss_and_gradients(x[lo:hi], y[lo:hi], plain_rng)
+            plain_optimiser.step(plain.params(), grads, lr)
+            _, _, fast_grads = runner.gradients(x[lo:hi], y[lo:hi], fast_rng)
+            runner.update(fast_optimiser, fast.params(), fast_grads, lr)
+    assert fast_optimiser.steps == plain_optimiser.steps == 4
+    assert fast_optimiser.state.keys() == plain_optimiser.state.keys()
+    for key, value in plain_optimiser.state.items():
+        assert relative_error(fast_optimiser.state[key], value) < 1e-9, key
+    for key, value in {**plain.params(), **plain.buffers()}.items():
+        assert relative_error({**fast.params(), **fast.buffers()}[key], value) < 1e-9, key
+
+
+@pytest.mark.parametrize("optimiser", ["sgd, nesterov, weight decay", "adamw"])
+def test_a_run_resumed_from_its_state_goes_on_as_the_uninterrupted_run(optimiser, mixed_net):
+    """Stopped after two steps, its weights, batchnorm statistics, optimiser state and dropout
+    generator loaded into a new model, optimiser and plan (a frequency-domain conv's spectral
+    weights made anew): two more steps through the fast path give the uninterrupted run's
+    numbers, to the last bit (the same path on one machine)."""
+
+    def steps(model, optimizer, rng, count):
+        with StepRunner(Plan(model), workers=2, min_per_worker=4) as runner:
+            for _ in range(count):
+                runner.update(optimizer, model.params(), runner.gradients(x, y, rng)[2])
+
+    model, x, y = mixed_net()
+    optimizer, rng = make_optimizer(OPTIMISERS[optimiser]), np.random.default_rng(3)
+    steps(model, optimizer, rng, 4)
+    stopped, _, _ = mixed_net()
+    stopped_optimizer, stopped_rng = make_optimizer(OPTIMISERS[optimiser]), np.random.default_rng(3)
+    steps(stopped, stopped_optimizer, stopped_rng, 2)
+    resumed, resumed_optimizer = mixed_net(seed=7)[0], make_optimizer(OPTIMISERS[optimiser])
+    resumed.load_state_dict(stopped.state_dict())
+    resumed_optimizer.load_state_dict(stopped_optimizer.state_dict())
+    resumed_rng = np.random.default_rng()
+    resumed_rng.bit_generator.state = stopped_rng.bit_generator.state
+    steps(resumed, resumed_optimizer, resumed_rng, 2)
+    want, got = model.state_dict(), resumed.state_dict()
+    assert got.keys() == want.keys() and resumed_optimizer.state_dict().keys() == optimizer.state_dict().keys()
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    for key, value in optimizer.state_dict().items():
+        np.testing.assert_array_equal(resumed_optimizer.state_dict()[key], value, err_msg=key)
