@@ -369,8 +369,8 @@ def small_nets(draw):
 def test_random_small_nets_through_the_plan_give_the_plain_engine_s_numbers(relative_error, net, seed):
     """Whatever the plan makes of a net (fused or not, reordered, chunked), in float64 its
     training step (loss, gradients, batchnorm statistics) and evaluation are the plain engine's
-    within float64 rounding: each gradient within 1e-9 of its largest entry (a wrong tap,
-    window, bias or mask is off by far more)."""
+    within float64 rounding: each gradient within 1e-9 of its largest entry, or 1e-10 of the
+    largest gradient of all (a wrong tap, window, bias or mask is off by far more)."""
     specs, shape, algorithm, images = net
     rng = np.random.default_rng(seed)
     try:
@@ -388,8 +388,11 @@ def test_random_small_nets_through_the_plan_give_the_plain_engine_s_numbers(rela
     plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
     assert fast_loss == pytest.approx(loss, rel=1e-10) and fast_correct == correct
     assert fast_grads.keys() == grads.keys()
+    largest = max(float(np.max(np.abs(grad))) for grad in grads.values())
     for key, grad in grads.items():
-        assert np.max(np.abs(fast_grads[key] - grad)) <= 1e-9 * np.max(np.abs(grad)) + 1e-14, key
+        # a gradient that cancels to (nearly) nothing, such as a bias's whose shift a later
+        # batchnorm takes out, is rounding noise of the size of the others' rounding
+        assert np.max(np.abs(fast_grads[key] - grad)) <= 1e-9 * np.max(np.abs(grad)) + 1e-10 * largest, key
     for key, value in plain.buffers().items():
         assert relative_error(fast.buffers()[key], value) < 1e-10, key
     assert relative_error(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x)) < 1e-10
