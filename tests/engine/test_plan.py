@@ -13,6 +13,7 @@ from mnistcnn.engine.fast import convpool
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.layer_arguments import LayerConfigError
+from mnistcnn.engine.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
 from mnistcnn.engine.model import Sequential
 from mnistcnn.engine.optim import make_optimizer
 from mnistcnn.export import FLOAT32_RTOL
@@ -396,3 +397,36 @@ def test_random_small_nets_through_the_plan_give_the_plain_engine_s_numbers(rela
     for key, value in plain.buffers().items():
         assert relative_error(fast.buffers()[key], value) < 1e-10, key
     assert relative_error(plan.predict_logits(x, batch_size=4, workers=2), plain.forward(x)) < 1e-10
+
+
+class ChannelScale(Layer):
+    """A layer the plan has no step of its own for, with a parameter: x times a weight per channel."""
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        out = super().build(input_shape, rng, dtype)
+        self.params = {"s": np.linspace(0.5, 1.5, input_shape[-1]).astype(dtype)}
+        return out
+
+    def forward_pass(self, x, training=False, rng=None):
+        return x * self.params["s"], x
+
+    def backward_pass(self, dout, cache):
+        return dout * self.params["s"], {"s": (dout * cache).reshape(-1, cache.shape[-1]).sum(axis=0)}
+
+
+def test_a_layer_the_plan_does_not_know_runs_as_the_plain_engine_runs_it(relative_error):
+    """Its own forward and backward, its gradients keyed like the model's, and the conv before it
+    left unfused: the plain engine's numbers in training and evaluation (float64)."""
+    plain, fast = (Sequential([Conv2D(4, 3, padding=1), ChannelScale(), ReLU(), MaxPool2D(2), Flatten(), Dense(3)],
+                              (7, 8, 1), np.random.default_rng(0), dtype=np.float64) for _ in range(2))
+    plan = Plan(fast)
+    assert [step.describe() for step in plan.training_steps][:2] == ["layer 0: conv 3x3x1x4, im2col",
+                                                                    "layer 1: layer"]
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 7, 8, 1)), rng.integers(0, 3, size=5)
+    loss, _, grads = plain.loss_and_gradients(x, y)
+    fast_loss, _, fast_grads, _ = plan.loss_and_gradients(x, y)
+    assert fast_loss == pytest.approx(loss, rel=1e-12) and fast_grads.keys() == grads.keys() >= {"1.s"}
+    for key, grad in grads.items():
+        assert relative_error(fast_grads[key], grad) < 1e-12, key
+    assert relative_error(plan.predict_logits(x, workers=2), plain.forward(x)) < 1e-12
