@@ -233,8 +233,9 @@ def test_steps_of_the_runner_and_its_update_are_the_plain_loop_s(optimiser, work
     """Several steps through the fast path (``StepRunner.gradients``, then ``update`` in halves)
     against the plain loop (``Sequential.loss_and_gradients``, ``Optimizer.step``), with the
     learning rate changing, batches of 13, 9, 7 and 1 (a last one shorter, shares of unequal
-    size, fewer shares than workers, a batch of one): in float64 the weights, the optimiser's state and batchnorm's running
-    statistics agree within 1e-9 (the same sums in another order; a wrong state is off by far more)."""
+    size, fewer shares than workers, a batch of one): in float64 the weights, the optimiser's
+    state and batchnorm's running statistics agree within 1e-9 (the same sums in another order;
+    a wrong state is off by far more)."""
     specs = steps_net(workers)
     plain, fast = (Sequential.from_config(specs, (8, 10, 1), np.random.default_rng(0), dtype=np.float64)
                    for _ in range(2))
