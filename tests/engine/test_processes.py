@@ -146,3 +146,19 @@ def test_worker_processes_take_a_shorter_last_batch_and_a_batch_of_one_as_thread
     assert processes.keys() == threads.keys()
     for key in threads:
         float32_close(processes[key], threads[key], what=key)
+
+
+def test_a_batch_too_short_for_every_worker_fits_the_runner_started_for_longer_ones(mixed_net, float32_close):
+    """Three workers started for batches of 300 take a share of 100 each; a last batch of 299 is too
+    short for three shares of at least ``min_per_worker`` and goes in two of 149 and 150, which
+    the shared arrays must hold too (they held 101 images, and the step was refused)."""
+    model, x, y = mixed_net()
+    x, y = np.resize(x, (299,) + x.shape[1:]), np.resize(y, 299)
+    with StepRunner(Plan(mixed_net()[0]), workers=3, min_per_worker=100) as runner:
+        assert runner.parts(299) == 2
+        want_loss, _, want = runner.gradients(x, y, np.random.default_rng(0))
+    with ProcessStepRunner(Plan(model), workers=3, batch_size=300, min_per_worker=100, eval_batch_size=100) as runner:
+        loss, _, grads = runner.gradients(x, y, np.random.default_rng(0))
+    assert loss == pytest.approx(want_loss, rel=1e-5) and grads.keys() == want.keys()  # two paths: float32 rounding
+    for key in want:
+        float32_close(grads[key], want[key], what=key)

@@ -262,6 +262,17 @@ class StepRunner:
         """Shares of a batch of ``n`` images: one per worker, none under ``min_per_worker``."""
         return min(self.workers, max(1, n // self.min_per_worker))
 
+    def largest_share(self, batch_size: int) -> int:
+        """The most images one share of a batch of at most ``batch_size`` can hold, for a batch of
+        two shares or more. A batch too short for every worker goes in fewer, larger shares (up
+        to twice ``min_per_worker``), so each count of shares is tried with its longest batch."""
+        largest = 0
+        for parts in range(2, self.workers + 1):
+            longest = batch_size if parts == self.workers else min(batch_size, (parts + 1) * self.min_per_worker - 1)
+            if self.parts(longest) == parts:  # +1: batch_shares's bounds may round a share up
+                largest = max(largest, -(-longest // parts) + 1)
+        return largest
+
     def combine(self, shares: list, results: list):
         """``(loss, correct, grads)`` of the batch from each share's ``(loss, correct, grads,
         batch statistics)``: gradients (already scaled) added in a fixed order, the batchnorm

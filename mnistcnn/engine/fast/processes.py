@@ -241,7 +241,7 @@ class ProcessStepRunner(StepRunner):
         self.workers = max(1, int(workers))
         self.conv_algorithm = conv_algorithm
         chunk, group = plan.eval_runs(eval_batch_size)
-        self.rows = max(-(-batch_size // self.workers) + 1, chunk * group)
+        self.rows = max(self.largest_share(batch_size), chunk * group)  # a training share, an evaluation's slice
         self.processes: list[Worker] = []
 
     def __enter__(self):
