@@ -162,3 +162,16 @@ def test_a_batch_too_short_for_every_worker_fits_the_runner_started_for_longer_o
     assert loss == pytest.approx(want_loss, rel=1e-5) and grads.keys() == want.keys()  # two paths: float32 rounding
     for key in want:
         float32_close(grads[key], want[key], what=key)
+
+
+def test_an_evaluation_in_runs_longer_than_the_shared_arrays_stays_in_this_process(mixed_net, float32_close):
+    """Started for evaluations in batches of 20 (runs of 180 images), asked for batches of 1000
+    (runs of 256): the workers cannot hold a run, so this process evaluates it all, with the
+    numbers of the plan alone."""
+    model, x, _ = mixed_net()
+    images = np.resize(x, (600,) + x.shape[1:])
+    with ProcessStepRunner(Plan(model), workers=2, batch_size=16, min_per_worker=4, eval_batch_size=20) as runner:
+        chunk, group = runner.plan.eval_runs(1000)
+        assert chunk * group > runner.rows
+        float32_close(runner.predict_logits(runner.plan, images, 1000), runner.plan.predict_logits(images, 1000),
+                      what="logits")
