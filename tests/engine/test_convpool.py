@@ -201,6 +201,10 @@ def test_refuses_what_it_cannot_do():
                                    pool=3)
     with pytest.raises(ValueError, match="stride 1"):
         convpool.fft_conv_pool_forward(np.ones((1, 8, 8, 2)), W, None, {"stride": 2, "pad": 1})
+    pooled, cache = convpool.conv_pool_forward(np.ones((2, 6, 6, 1)), np.ones((3, 3, 1, 4)), None,
+                                               {"stride": 1, "pad": 1})
+    with pytest.raises(ValueError, match=r"dout must have the pooled output's shape \(2, 3, 3, 4\)"):
+        convpool.conv_gradient(pooled[:1], cache)
     assert convpool.supported((28, 28, 1), 5, 2, 2, 3, 2)  # the seed notebook's
     assert not convpool.supported((28, 28, 1), 5, 1, 2, 3, 3)  # stride 2 only
     assert not convpool.supported((14, 14, 32), 5, 1, 2, 3, 2, "fft-gemm")

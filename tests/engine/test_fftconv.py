@@ -141,3 +141,15 @@ def test_spectral_weights_are_shared_and_follow_in_place_updates(float32_close):
     fresh.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(plan.forward(x)[0], Plan(fresh).forward(x)[0])
     assert not np.array_equal(plan.forward(x)[0], out)
+
+
+def test_refuses_what_it_cannot_do(fft_conv_backward):
+    """A stride or padding the frequency domain cannot compute, and a gradient of another shape
+    than the output, are errors rather than wrong numbers."""
+    A, W = np.ones((1, 8, 8, 2)), np.ones((3, 3, 2, 4))
+    for hparameters in ({"stride": 2, "pad": 1}, {"stride": 1, "pad": 3}):
+        with pytest.raises(ValueError, match="needs stride 1 and pad < f"):
+            fftconv.conv_forward(A, W, None, hparameters)
+    Z, cache = fftconv.conv_forward(A, W, None, {"stride": 1, "pad": 1})
+    with pytest.raises(ValueError, match=r"dZ must have the forward output's shape \(1, 8, 8, 4\)"):
+        fft_conv_backward(Z[:, :7], cache)

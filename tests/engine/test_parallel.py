@@ -128,6 +128,14 @@ def test_threaded_update_in_halves_equals_the_plain_optimiser(make):
         np.testing.assert_allclose(opt_b.state[key], opt_a.state[key], rtol=1e-5, atol=1e-6)
 
 
+def test_an_update_refuses_a_parameter_it_could_only_update_through_a_copy():
+    """The updates go through flat views; a parameter not C-contiguous would be updated in a copy
+    and keep its values, so it is refused."""
+    weights = np.ones((4, 6), dtype=np.float32).T
+    with StepRunner(None) as runner, pytest.raises(ValueError, match="parameter 0.W must be a C-contiguous array"):
+        runner.update(SGD(lr=0.1), {"0.W": weights}, {"0.W": np.ones_like(weights)})
+
+
 def test_workers_follow_the_model_size_not_a_timing(monkeypatch):
     from mnistcnn.engine.fast import parallel
     from mnistcnn.engine.fast.parallel import MIN_SHARE_MACS, THREAD_SHARE_MACS, planned_workers
