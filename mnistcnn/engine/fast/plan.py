@@ -4,19 +4,22 @@ Built once from a ``Sequential`` (``Plan(model)``), it stands in for the model's
 ``backward`` and ``predict_logits``: the same layers' sums, computed by steps (``steps``) that
 fuse a few layers, reorder some and use the kernels of this package. ``describe()`` lists the
 steps (``mnistcnn train --dry-run`` prints it). Results equal the plain ``Sequential`` within
-float32 rounding: tests/engine/test_plan.py runs a small net for each choice below.
+float32 rounding: tests/engine/test_plan.py runs a small net for each choice below, and random
+small nets.
 
 Which step each layer gets is decided here, by these rules in this order:
 
 1. Order (``_relu_after_pool``): a relu right before a max pool runs after it. Max commutes with
    a monotone function, so the numbers are the same, and the relu sees a quarter of the values
-   after a 2x2 pool.
+   after a 2x2 pool. Not before an average pool: a mean does not commute with relu.
 2. Each conv's method (``conv_method``): its own ``algorithm``, else the model's
    ``conv_algorithm``. ``auto`` takes the frequency domain (``fftconv``; it needs stride 1 and
    pad < kernel) where it needs at most ``FFT_MACS_RATIO`` times im2col's multiply-adds, im2col
    otherwise.
 3. In training, a max pool whose windows overlap (stride < size): ``OverlappingMaxPoolStep``,
-   its gradient summed by input cell number (``maxpool``).
+   its gradient summed by input cell number (``maxpool``), where the plain backward adds each
+   window offset's through strided slices only ``C`` numbers long. Evaluation has no backward:
+   the plain layer.
 4. Any other layer that is not a conv: ``LayerStep``, the layer's own arithmetic, in the forms
    of ``kernels`` where NumPy's plainest form is slow: relu (its mask made in the forward pass),
    batchnorm in training (sums by BLAS, in place), the backward of a pool whose windows sit side
