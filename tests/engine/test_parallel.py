@@ -239,8 +239,8 @@ def steps_net(workers: int) -> list:
 @pytest.mark.parametrize("optimiser", OPTIMISERS)
 def test_steps_of_the_runner_and_its_update_are_the_plain_loop_s(optimiser, workers, relative_error):
     """Several steps through the fast path (``StepRunner.gradients``, then ``update`` in halves)
-    against the plain loop (``Sequential.loss_and_gradients``, ``Optimizer.step``), with the
-    learning rate changing, batches of 13, 9, 7 and 1 (a last one shorter, shares of unequal
+    against the plain loop (``Sequential.loss_and_gradients``, ``Optimizer.step``), with label
+    smoothing and the learning rate changing, batches of 13, 9, 7 and 1 (a last one shorter, shares of unequal
     size, fewer shares than workers, a batch of one): in float64 the weights, the optimiser's
     state and batchnorm's running statistics agree within 1e-9 (the same sums in another order;
     a wrong state is off by far more)."""
@@ -253,9 +253,9 @@ def test_steps_of_the_runner_and_its_update_are_the_plain_loop_s(optimiser, work
     plain_rng, fast_rng = np.random.default_rng(2), np.random.default_rng(2)  # dropout's masks
     with StepRunner(Plan(fast), workers=workers, min_per_worker=4) as runner:
         for (lo, hi), lr in zip([(0, 13), (13, 22), (22, 29), (29, 30)], [None, 0.02, None, 0.005]):
-            _, _, grads = plain.loss_and_gradients(x[lo:hi], y[lo:hi], plain_rng)
+            _, _, grads = plain.loss_and_gradients(x[lo:hi], y[lo:hi], plain_rng, label_smoothing=0.1)
             plain_optimiser.step(plain.params(), grads, lr)
-            _, _, fast_grads = runner.gradients(x[lo:hi], y[lo:hi], fast_rng)
+            _, _, fast_grads = runner.gradients(x[lo:hi], y[lo:hi], fast_rng, label_smoothing=0.1)
             runner.update(fast_optimiser, fast.params(), fast_grads, lr)
     assert fast_optimiser.steps == plain_optimiser.steps == 4
     assert fast_optimiser.state.keys() == plain_optimiser.state.keys()

@@ -131,7 +131,8 @@ def test_worker_processes_evaluate_as_this_process_does(mixed_net, float32_close
 def test_worker_processes_take_a_shorter_last_batch_and_a_batch_of_one_as_threads_do(workers, mixed_net,
                                                                                       float32_close):
     """Batches of 16, 9 (fewer shares than workers, of unequal size) and 1 (this process alone),
-    Adam's state carried between them: the weights and batchnorm statistics of as many threads."""
+    with label smoothing (which a worker is told with its task) and Adam's state carried between
+    them: the weights and batchnorm statistics of as many threads."""
     from mnistcnn.engine.optim import make_optimizer
 
     def train(runner_type, **options):
@@ -139,7 +140,7 @@ def test_worker_processes_take_a_shorter_last_batch_and_a_batch_of_one_as_thread
         optimizer, rng = make_optimizer({"type": "adam", "lr": 1e-2}), np.random.default_rng(3)
         with runner_type(Plan(model), workers=workers, min_per_worker=4, **options) as runner:
             for n in (16, 9, 1):
-                runner.update(optimizer, model.params(), runner.gradients(x[:n], y[:n], rng)[2])
+                runner.update(optimizer, model.params(), runner.gradients(x[:n], y[:n], rng, label_smoothing=0.1)[2])
         return model.state_dict()
 
     threads, processes = train(StepRunner), train(ProcessStepRunner, batch_size=16)
