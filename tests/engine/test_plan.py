@@ -14,7 +14,7 @@ from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.layer_arguments import LayerConfigError
 from mnistcnn.engine.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
-from mnistcnn.engine.model import Sequential
+from mnistcnn.engine.model import Sequential, recompute_batchnorm
 from mnistcnn.engine.optim import make_optimizer
 from mnistcnn.export import FLOAT32_RTOL
 
@@ -430,3 +430,18 @@ def test_a_layer_the_plan_does_not_know_runs_as_the_plain_engine_runs_it(relativ
     for key, grad in grads.items():
         assert relative_error(fast_grads[key], grad) < 1e-12, key
     assert relative_error(plan.predict_logits(x, workers=2), plain.forward(x)) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["frequency-domain conv apart, batchnorm after it",
+                                  "dense head with batchnorm and dropout"])
+def test_batchnorm_statistics_recomputed_through_the_plan_are_the_plain_loop_s(name, relative_error):
+    """``recompute_batchnorm`` (an average's statistics) folds three batches of unequal sizes,
+    through the plan's training forward (``fold_batchnorm_statistics``) or the plain one, dropout
+    drawing alike: the running statistics agree within float64 rounding."""
+    (plain, fast), x, _ = switch_case(name, np.float64)
+    batches = [x[:4], x[4:9], x[9:]]
+    recompute_batchnorm(plain, iter(batches), np.random.default_rng(2))
+    recompute_batchnorm(fast, iter(batches), np.random.default_rng(2), Plan(fast).fold_batchnorm_statistics)
+    assert plain.buffers().keys() == fast.buffers().keys() and plain.buffers()
+    for key, value in plain.buffers().items():
+        assert relative_error(fast.buffers()[key], value) < 1e-10, key
