@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import datetime as _dt
 import fcntl
 import hashlib
@@ -100,7 +101,7 @@ class RunDir(StampedFolder):
             raise UsageError(f"{path}: is {what}, not a run directory; give the folder a run wrote (runs/NAME-STAMP), "
                              "`mnistcnn runs` lists them")
         if not path.is_dir():
-            raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
+            raise UsageError(f"{path}: run directory not found; {run_like(path)}`mnistcnn runs` lists them")
         run = cls(path)
         if not run.config_file.is_file() and not run.checkpoints.is_dir():
             raise not_a_run(path)
@@ -419,6 +420,27 @@ def not_a_run(folder: Path) -> UsageError:
                       "(runs/NAME-STAMP): `mnistcnn runs` lists them")
 
 
+def run_like(path: Path) -> str:
+    """The run or checkpoint nearest to a path not found, as a question ("did you mean
+    runs/quick-20260101-000000? "), for the slips of copying one: the run's name as `mnistcnn runs`
+    lists it (without its runs folder), its name without the stamp (the newest such run), a
+    checkpoint without .npz, a character missing; "" when none is near."""
+    path = Path(path)
+    checkpoint = path.with_name(path.name + ".npz")
+    if path.name and checkpoint.is_file():
+        return f"did you mean {checkpoint}? "
+    folders = [path.parent] + ([RUNS_DIR] if path.parent == Path(".") else [])
+    runs = [child for folder in folders if folder.is_dir() for child in in_sight(folder)
+            if RunDir(child).config_file.is_file()]
+    named = [run for run in runs if run.name == path.name] or \
+        [run for run in runs if run.name.startswith(path.name + "-")] or \
+        [run for run in runs if run.name in difflib.get_close_matches(path.name, [r.name for r in runs], n=1,
+                                                                       cutoff=0.8)]
+    if not named:
+        return ""
+    return f"did you mean {max(named, key=lambda run: run.stat().st_mtime)}? "
+
+
 def resolve_checkpoint(target, which: str | None = None) -> Path:
     """A checkpoint path from a run directory (``which`` = best, the default, or last) or a
     checkpoint file (then ``which`` must be None: the file is the choice)."""
@@ -434,8 +456,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():
-        raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in "
-                         f"{RUNS_DIR}/")
+        raise UsageError(f"{target}: no such run directory or checkpoint; {run_like(target)}`mnistcnn runs` lists "
+                         f"the runs in {RUNS_DIR}/")
     if is_config_file(target):
         if RunDir(target.parent).checkpoints.is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")
