@@ -307,10 +307,12 @@ def _resolve(schema: dict, given, path: str) -> dict:
     out = {}
     for key in given:
         if key not in schema:
-            deeper = [row[0].rsplit(".", 1)[0] for row in describe_keys(schema, f"{path}." if path else "")
-                      if row[0].endswith(f".{key}")]  # the sections below that hold such a key
-            hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if len(deeper) == 1
-                    else f"it belongs in one of {', '.join(deeper)}; " if deeper
+            # the sections of the config that hold such a key or such a section (lr: or optimizer: outside train:)
+            homes = list(dict.fromkeys(name[1:name.rindex(f".{key}.")] for name in
+                                       (f".{row[0]}." for row in describe_keys()) if f".{key}." in name))
+            meant = f"{homes[0]}.{key}" if homes and homes[0] else key
+            hint = (f"it belongs {'in ' + homes[0] if homes[0] else 'at the top level'}: did you mean '{meant}'? " if len(homes) == 1
+                    else f"it belongs in one of {', '.join(homes)}; " if homes
                     else glued_key({key: given[key]}) or did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),
                        f"unknown key; {hint}valid keys here: {', '.join(schema)}")
