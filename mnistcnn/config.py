@@ -515,6 +515,9 @@ SLIPS = {
                                            "'key: value' a line (a value holding ': ' in quotes)",
     "could not find expected ':'": "a key without its ':'; write 'key: value'",
 }
+# A list item's dash glued to the item (-{type: relu}, -type: relu), not a negative number nor ---: PyYAML
+# reads it as text and fails on it or on the next item, in words of indentation or colons
+GLUED_DASH = re.compile(r"^(\s*)-[^\s\d.-]")
 
 
 def parse_yaml(text: str, source: str):
@@ -526,7 +529,14 @@ def parse_yaml(text: str, source: str):
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         opened = getattr(err, "context_mark", None)
         slip = next((words for start, words in SLIPS.items() if problem.startswith(start)), None)
-        if slip:
+        glued = [number for number, line in enumerate(text.splitlines()[:mark.line + 1] if mark else [])
+                 if GLUED_DASH.match(line)]
+        if glued:
+            line = text.splitlines()[glued[-1]]
+            indent = len(GLUED_DASH.match(line).group(1))
+            where = f" (line {glued[-1] + 1}, column {indent + 1})"
+            problem = f"a list item's '-' needs a space after it; write '- {line[indent + 1:].strip()}'"
+        elif slip:
             if problem.startswith("could not find expected ':'") and opened:  # found a line later: the key's line
                 where = f" (line {opened.line + 1}, column {opened.column + 1})"
             problem = slip

@@ -33,6 +33,12 @@ BAD = {
                                                                      "data: did you mean 'data.augment'?"),
     "section a level down": ("model: {train: {epochs: 3}}\n", "model.train: unknown key; it belongs at the top "
                                                              "level: did you mean 'train'?"),
+    "a list item's dash glued to it": ("model:\n  layers:\n    - {type: flatten}\n    -{type: dense, units: 10}\n",
+                                       "(line 4, column 5): a list item's '-' needs a space after it; write "
+                                       "'- {type: dense, units: 10}'"),
+    "the first item's dash glued to it": ("model:\n  layers:\n    -type: flatten\n    - type: dense\n",
+                                          "(line 3, column 5): a list item's '-' needs a space after it; write "
+                                          "'- type: flatten'"),
     "wrong type": ("train: {epochs: ten}\n", "train.epochs: must be an integer"),
     "yes for a number": ("data: {validation: yes}\n", "data.validation: must be an integer; got True (bool) (YAML "
                                                        "reads yes/no/on/off as true/false)"),
