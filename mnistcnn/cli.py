@@ -138,8 +138,9 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
         err.format_message().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
         message = message[0].lower() + message[1:]
-    if "unexpected extra argument" in message and any(arg.startswith("=") or arg.endswith("=") for arg in arguments):
-        message += "; --set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)"
+    meant = _set_in_one_word(arguments) if "unexpected extra argument" in message else None
+    if meant:
+        message += f"; --set KEY=VALUE is one word, without spaces around '=' ({meant})"
     if "Did you mean" in message:  # click's guess is the fix
         return UsageLine(f"{command}: {message}", ctx)
     missing_argument = isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument)
@@ -150,6 +151,19 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     else:  # an argument missing or one too many: where each goes
         fix = f"usage: {' '.join(ctx.get_usage().split()[1:])}"
     return UsageLine(f"{command}: {message}; {fix}", ctx)
+
+
+def _set_in_one_word(arguments: list[str]) -> str | None:
+    """The --set meant by one given as more words, which click reads as arguments too many:
+    ``--set train.epochs = 3``, ``--set train.epochs 3``, ``--set train.epochs: 3`` as
+    ``--set train.epochs=3``; None when every --set is one word."""
+    for position, argument in enumerate(arguments[:-2]):
+        key, rest = arguments[position + 1], arguments[position + 2:]
+        if argument != "--set" or ("=" in key and not key.endswith("=")) or rest[0].startswith("-"):
+            continue
+        value = rest[1] if rest[0] == "=" and len(rest) > 1 else rest[0].lstrip("=")
+        return f"--set {key.rstrip('=:')}={value}"
+    return None
 
 
 def _one_dash(err: click.UsageError, ctx: click.Context, arguments: list[str]) -> str | None:

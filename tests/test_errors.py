@@ -294,6 +294,11 @@ def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cl
         ("train", "c.yaml", "-epochs", "1"): "mnistcnn train: -epochs: an option's name takes two dashes: --epochs",
         ("train", "c.yaml", "--set", "train.epochs", "=", "3"):
             "--set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)",
+        ("train", "c.yaml", "--set", "train.epochs", "4"):
+            "got unexpected extra argument (4); --set KEY=VALUE is one word, without spaces around '=' "
+            "(--set train.epochs=4)",
+        ("inspect-data", "c.yaml", "--set", "data.augment.rotate:", "20"):
+            "--set KEY=VALUE is one word, without spaces around '=' (--set data.augment.rotate=20)",
         ("trian",): "mnistcnn: no such command 'trian'. Did you mean 'train'?",
         ("help",): "mnistcnn: no such command 'help'; the commands: config-keys, download, eval,",
     }
