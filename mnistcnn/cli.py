@@ -394,7 +394,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
     from .folders import check_runs_folder
     from .data import check_data, prepare_data
-    from .trainer import train_run, training_threads
+    from .trainer import last_checkpoint, train_run, training_threads
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
@@ -420,8 +420,13 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
                       "train.parallel and train.blas_threads; null: as the model's size pays for)",
                       soft_wrap=True)
-        epochs = config["train"]["epochs"]
-        console.print(f"dry run: {counted(epochs, 'epoch')} of {counted(sizes['steps_per_epoch'], 'step')} "
+        epochs, steps = config["train"]["epochs"], sizes["steps_per_epoch"]
+        resumes = ""
+        if run is not None:  # the place a resume goes on from, as training says it
+            position = last_checkpoint(run)[1]
+            resumes = f"resumes {run.path} at epoch {position['epoch'] + 1}, batch {position['iterator']['batch']}/" \
+                      f"{steps} of "
+        console.print(f"dry run: {resumes}{counted(epochs, 'epoch')} of {counted(steps, 'step')} "
                       f"(batches of {config['train']['batch_size']} from {sizes['training']:,} training images; "
                       f"{sizes['validation']:,} validate); nothing was written. Without --dry-run it trains.",
                       soft_wrap=True)
