@@ -905,7 +905,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, plan_jobs, study_status
-    from .sweep.report import run_place
+    from .sweep.report import metric_words, run_place
     from .sweep.space import load_sweep
     from .sweep.study import check_storage_folder, folder_command, require_optuna, study_name
 
@@ -950,7 +950,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
-        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
+        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} "
+                      f"{metric_words(run.sweep.metric, snapshot.best['value'])} "
                       f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     pictures = run.sweep_dir.pictures
@@ -968,12 +969,16 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
 
 def sweep_headline(sweep, snapshot) -> str:
     """Trials done of the planned, by state, and the best so far."""
+    from .sweep.report import metric_words
+
     counts, best = snapshot.counts, snapshot.best
     line = (f"{snapshot.done}/{sweep.trials} trials done ({counts['complete']} complete, {counts['pruned']} pruned"
             + (f", {counts['diverged']} diverged" if counts["diverged"] else "")
             + f"), {counts['running']} running, {counts['failed']} failed"
             + (f", {counts['stopped']} stopped by a signal and queued again" if counts["stopped"] else ""))
-    return line + (f"; best {sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
+    if best is None:
+        return line
+    return line + f"; best {sweep.metric} {metric_words(sweep.metric, best['value'])} (trial {best['number']})"
 
 
 class SweepView:
@@ -1000,14 +1005,15 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
-        from .sweep.report import assignment
+        from .sweep.report import assignment, metric_words
         from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
                  if row["status"] in ENDED and row["number"] not in self.trials_printed]
         for row in ended:
             self.trials_printed.add(row["number"])
-            outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
+            outcome = (f"{self.sweep.metric} {metric_words(self.sweep.metric, row['value'])}"
+                       if row["value"] is not None else row["reason"])
             values = ", ".join(assignment(self.names[key], value) for key, value in row["params"].items())
             console.print(f"trial {row['number']} {row['status']} after {counted(row['epochs'], 'epoch')}, "
                           f"{_duration(row['seconds'])}" + (f": {outcome}" if outcome else "") + f" ({values})",
@@ -1052,7 +1058,7 @@ def _trial_columns(metric: str) -> tuple[str, ...]:
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
-    from .sweep.report import last_value, parameter_names, ranked
+    from .sweep.report import last_value, metric_words, parameter_names, ranked
 
     metric = settings["metric"]
     # every searched key names the shown ones, as the trial lines name them
@@ -1068,7 +1074,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     for row in rows:
         value = last_value(row)
         number = f"{row['number']} (resumes {row['retry_of']})" if row["retry_of"] is not None else str(row["number"])
-        table.add_row(number, row["status"], f"{value:.4f}" if value is not None else "-",
+        table.add_row(number, row["status"], metric_words(metric, value) if value is not None else "-",
                       str(row["epochs"]), _duration(row["seconds"]),
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       *[f"{row['params'][key]:.4g}" if isinstance(row["params"].get(key), float)
