@@ -134,7 +134,8 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     ctx = err.ctx or ctx
     command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
     message = _one_dash(err, ctx, arguments) or \
-        (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+        (_unknown_option(err, ctx, arguments) or _a_key_not_an_option(err, ctx, arguments)
+         if isinstance(err, click.NoSuchOption) else None) or \
         err.format_message().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
         message = message[0].lower() + message[1:]
@@ -196,6 +197,34 @@ def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list
         return (f"no such option {err.option_name!r} before the command: an option goes after its command "
                 f"(mnistcnn {given} ... {err.option_name}); {', '.join(owners)} {verb} it")
     return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
+
+
+def _a_key_not_an_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """An unknown option named as a key of the file the command reads (train --weight-decay 0.01,
+    sweep --trials 4): where that setting goes; None when it is an option's other spelling
+    (--batch_size), which click's guess names."""
+    name = err.option_name.lstrip("-").replace("-", "_")
+    if any(option.lstrip("-").replace("-", "_") == name for option in err.possibilities or ()):
+        return None
+    given = next((position for position, argument in enumerate(arguments)
+                  if argument.split("=", 1)[0] == err.option_name), None)
+    value = "VALUE"
+    if given is not None and "=" in arguments[given]:
+        value = arguments[given].split("=", 1)[1]
+    elif given is not None and given + 1 < len(arguments) and not arguments[given + 1].startswith("-"):
+        value = arguments[given + 1]
+    if ctx.info_name == "sweep":
+        from .sweep.space import SWEEP_KEYS
+
+        return (f"no such option {err.option_name!r}: {name} is a key of the sweep file; write '{name}: {value}' "
+                "in it") if name in SWEEP_KEYS else None
+    if not any(param.name == "sets" for param in ctx.command.params):
+        return None
+    keys = [row[0] for row in cfg.describe_keys() if row[0].rsplit(".", 1)[-1] == name]
+    if not keys:
+        return None
+    return f"no such option {err.option_name!r}: {name} is a config key; " + \
+        " or ".join(f"--set {key}={value}" for key in keys) + " sets it"
 
 
 class Command(click.Command):
