@@ -147,11 +147,18 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     missing_argument = isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument)
     if isinstance(err, (click.BadParameter, click.BadOptionUsage, click.NoSuchOption)) and not missing_argument:
         fix = f"see {command}{' COMMAND' * isinstance(ctx.command, click.Group)} --help"
+    elif missing_argument and ctx.info_name == "predict" and _pictures(arguments):  # the run left out
+        fix = f"the run comes first, then the pictures: {command_line('predict', 'RUN', *_pictures(arguments))}"
     elif isinstance(ctx.command, click.Group):  # an unknown command
         fix = f"the commands: {', '.join(sorted(ctx.command.commands))} ({command} --help says what each does)"
     else:  # an argument missing or one too many: where each goes
         fix = f"usage: {' '.join(ctx.get_usage().split()[1:])}"
     return UsageLine(f"{command}: {message}; {fix}", ctx)
+
+
+def _pictures(arguments: list[str]) -> list[str]:
+    """The arguments named as pictures are (photo.jpg, scan.PNG)."""
+    return [argument for argument in arguments if Path(argument).suffix.lower() in PICTURE_SUFFIXES]
 
 
 def _set_in_one_word(arguments: list[str]) -> str | None:

@@ -299,6 +299,8 @@ def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cl
             "(--set train.epochs=4)",
         ("inspect-data", "c.yaml", "--set", "data.augment.rotate:", "20"):
             "--set KEY=VALUE is one word, without spaces around '=' (--set data.augment.rotate=20)",
+        ("predict", "seven.jpg"): "mnistcnn predict: missing argument 'IMAGE|FOLDER|GLOB...'; the run comes first, "
+                                  "then the pictures: mnistcnn predict RUN seven.jpg",
         ("trian",): "mnistcnn: no such command 'trian'. Did you mean 'train'?",
         ("help",): "mnistcnn: no such command 'help'; the commands: config-keys, download, eval,",
     }
