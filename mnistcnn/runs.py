@@ -423,13 +423,16 @@ def not_a_run(folder: Path) -> UsageError:
 def run_like(path: Path) -> str:
     """The run or checkpoint nearest to a path not found, as a question ("did you mean
     runs/quick-20260101-000000? "), for the slips of copying one: the run's name as `mnistcnn runs`
-    lists it (without its runs folder), its name without the stamp (the newest such run), a
-    checkpoint without .npz, a character missing; "" when none is near."""
+    lists it (without its runs folder, or a sweep trial's without its sweep's trials/), its name
+    without the stamp (the newest such run), a checkpoint without .npz, a character missing; ""
+    when none is near."""
     path = Path(path)
     checkpoint = path.with_name(path.name + ".npz")
     if path.name and checkpoint.is_file():
         return f"did you mean {checkpoint}? "
     folders = [path.parent] + ([RUNS_DIR] if path.parent == Path(".") else [])
+    folders += [SweepDir(child).trials for folder in list(folders) if folder.is_dir() for child in in_sight(folder)
+                if SweepDir(child).is_sweep_folder]
     runs = [child for folder in folders if folder.is_dir() for child in in_sight(folder)
             if RunDir(child).config_file.is_file()]
     named = [run for run in runs if run.name == path.name] or \

@@ -309,7 +309,12 @@ def test_a_run_not_found_names_the_run_it_is_near(tmp_path, monkeypatch):
             resolve_checkpoint(path)
         return str(refused.value)
 
+    trial = runs / "search-20260101-000000" / "trials" / "trial-000-20260101-000001"  # a sweep's trial
+    (trial / "checkpoints").mkdir(parents=True)
+    (trial / "config.yaml").write_text("x")
+    (runs / "search-20260101-000000" / "sweep.yaml").write_text("x")
     meant = {"quick-20260101-000000": runs / "quick-20260101-000000",
+             "trial-000-20260101-000001": trial, "runs/trial-000-20260101-000001": trial,
              "runs/quick": runs / "quick-20260102-000000",  # the newest of that name
              "runs/lenet-2026010-000000": runs / "lenet-20260101-000000",
              "runs/lenet-20260101-000000/checkpoints/best": runs / "lenet-20260101-000000/checkpoints/best.npz"}
