@@ -499,6 +499,8 @@ BAD_SWEEPS = [
      "space[train.optimizer.lr] = -1.0: train.optimizer.lr: must be > 0"),
     ({"space": {"model.layers[0].filters": {"type": "float", "low": 2, "high": 8}}},
      "space[model.layers[0].filters].type: model.layers[0].filters takes whole numbers"),
+    ({"space": {"train.lr": {"type": "float", "low": 0.01, "high": 0.1}}},  # as a config file's key is told
+     "space[train.lr]: train.lr: unknown key; it belongs in train.optimizer: did you mean 'train.optimizer.lr'?"),
     ({"space": {}}, "space: give at least one config key to search"),
     ({"sampler": "bayes"}, "sampler: must be one of tpe, random, grid; got 'bayes'"),
     ({"sampler": "grid"}, "the grid sampler takes choices, or ranges with a step"),
