@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import RUNS_DIR, StampedFolder, in_sight
+from .folders import RUNS_DIR, STAMPED, StampedFolder, in_sight
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
@@ -423,9 +423,9 @@ def not_a_run(folder: Path) -> UsageError:
 def run_like(path: Path) -> str:
     """The run or checkpoint nearest to a path not found, as a question ("did you mean
     runs/quick-20260101-000000? "), for the slips of copying one: the run's name as `mnistcnn runs`
-    lists it (without its runs folder, or a sweep trial's without its sweep's trials/), its name
-    without the stamp (the newest such run), a checkpoint without .npz, a character missing; ""
-    when none is near."""
+    lists it (without its runs folder, or a sweep trial's without its sweep's trials/), a checkpoint
+    without .npz, a character missing, its name without the stamp or with another (an example's:
+    the newest run of that name); "" when none is near."""
     path = Path(path)
     checkpoint = path.with_name(path.name + ".npz")
     if path.name and checkpoint.is_file():
@@ -435,10 +435,11 @@ def run_like(path: Path) -> str:
                 if SweepDir(child).is_sweep_folder]
     runs = [child for folder in folders if folder.is_dir() for child in in_sight(folder)
             if RunDir(child).config_file.is_file()]
+    name = STAMPED.match(path.name)
     named = [run for run in runs if run.name == path.name] or \
-        [run for run in runs if run.name.startswith(path.name + "-")] or \
         [run for run in runs if run.name in difflib.get_close_matches(path.name, [r.name for r in runs], n=1,
-                                                                       cutoff=0.8)]
+                                                                       cutoff=0.8)] or \
+        [run for run in runs if run.name.startswith((name.group(1) if name else path.name) + "-")]
     if not named:
         return ""
     return f"did you mean {max(named, key=lambda run: run.stat().st_mtime)}? "

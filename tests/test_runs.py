@@ -316,6 +316,7 @@ def test_a_run_not_found_names_the_run_it_is_near(tmp_path, monkeypatch):
     meant = {"quick-20260101-000000": runs / "quick-20260101-000000",
              "trial-000-20260101-000001": trial, "runs/trial-000-20260101-000001": trial,
              "runs/quick": runs / "quick-20260102-000000",  # the newest of that name
+             "runs/quick-20250505-101010": runs / "quick-20260102-000000",  # an example's stamp: the newest too
              "runs/lenet-2026010-000000": runs / "lenet-20260101-000000",
              "runs/lenet-20260101-000000/checkpoints/best": runs / "lenet-20260101-000000/checkpoints/best.npz"}
     for given, path in meant.items():
