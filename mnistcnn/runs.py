@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import difflib
 import datetime as _dt
+import difflib
 import fcntl
 import hashlib
 import io
@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import RUNS_DIR, STAMPED, StampedFolder, in_sight
+from .folders import RUNS_DIR, STAMP, StampedFolder, in_sight
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
@@ -435,11 +435,11 @@ def run_like(path: Path) -> str:
                 if SweepDir(child).is_sweep_folder]
     runs = [child for folder in folders if folder.is_dir() for child in in_sight(folder)
             if RunDir(child).config_file.is_file()]
-    name = STAMPED.match(path.name)
+    name = STAMP.sub("", path.name)
     named = [run for run in runs if run.name == path.name] or \
         [run for run in runs if run.name in difflib.get_close_matches(path.name, [r.name for r in runs], n=1,
                                                                        cutoff=0.8)] or \
-        [run for run in runs if run.name.startswith((name.group(1) if name else path.name) + "-")]
+        [run for run in runs if run.name.startswith(name + "-")]
     if not named:
         return ""
     return f"did you mean {max(named, key=lambda run: run.stat().st_mtime)}? "
