@@ -134,22 +134,44 @@ def usage_line(err: click.UsageError, ctx: click.Context) -> UsageLine:
     ctx = err.ctx or ctx
     command, arguments = ctx.command_path, ctx.meta.get(COMMAND_LINE, [])
     message = _one_dash(err, ctx, arguments) or \
-        (_unknown_option(err, ctx, arguments) if isinstance(err, click.NoSuchOption) else None) or \
+        (_unknown_option(err, ctx, arguments) or _a_key_not_an_option(err, ctx, arguments)
+         if isinstance(err, click.NoSuchOption) else None) or \
         err.format_message().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # click's sentences; not a metavar such as DIR
         message = message[0].lower() + message[1:]
-    if "unexpected extra argument" in message and any(arg.startswith("=") or arg.endswith("=") for arg in arguments):
-        message += "; --set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)"
+    meant = _set_in_one_word(arguments) if "unexpected extra argument" in message else None
+    if meant:
+        message += f"; --set KEY=VALUE is one word, without spaces around '=' ({meant})"
     if "Did you mean" in message:  # click's guess is the fix
         return UsageLine(f"{command}: {message}", ctx)
     missing_argument = isinstance(err, click.MissingParameter) and isinstance(err.param, click.Argument)
     if isinstance(err, (click.BadParameter, click.BadOptionUsage, click.NoSuchOption)) and not missing_argument:
         fix = f"see {command}{' COMMAND' * isinstance(ctx.command, click.Group)} --help"
+    elif missing_argument and ctx.info_name == "predict" and _pictures(arguments):  # the run left out
+        fix = f"the run comes first, then the pictures: {command_line('predict', 'RUN', *_pictures(arguments))}"
     elif isinstance(ctx.command, click.Group):  # an unknown command
         fix = f"the commands: {', '.join(sorted(ctx.command.commands))} ({command} --help says what each does)"
     else:  # an argument missing or one too many: where each goes
         fix = f"usage: {' '.join(ctx.get_usage().split()[1:])}"
     return UsageLine(f"{command}: {message}; {fix}", ctx)
+
+
+def _pictures(arguments: list[str]) -> list[str]:
+    """The arguments named as pictures are (photo.jpg, scan.PNG)."""
+    return [argument for argument in arguments if Path(argument).suffix.lower() in PICTURE_SUFFIXES]
+
+
+def _set_in_one_word(arguments: list[str]) -> str | None:
+    """The --set meant by one given as more words, which click reads as arguments too many:
+    ``--set train.epochs = 3``, ``--set train.epochs 3``, ``--set train.epochs: 3`` as
+    ``--set train.epochs=3``; None when every --set is one word."""
+    for position, argument in enumerate(arguments[:-2]):
+        key, rest = arguments[position + 1], arguments[position + 2:]
+        if argument != "--set" or ("=" in key and not key.endswith("=")) or rest[0].startswith("-"):
+            continue
+        value = rest[1] if rest[0] == "=" and len(rest) > 1 else rest[0].lstrip("=")
+        return f"--set {key.rstrip('=:')}={value}"
+    return None
 
 
 def _one_dash(err: click.UsageError, ctx: click.Context, arguments: list[str]) -> str | None:
@@ -182,6 +204,34 @@ def _unknown_option(err: click.NoSuchOption, ctx: click.Context, arguments: list
         return (f"no such option {err.option_name!r} before the command: an option goes after its command "
                 f"(mnistcnn {given} ... {err.option_name}); {', '.join(owners)} {verb} it")
     return f"no such option {err.option_name!r}: {ctx.info_name} does not take it; {', '.join(owners)} {verb} it"
+
+
+def _a_key_not_an_option(err: click.NoSuchOption, ctx: click.Context, arguments: list[str]) -> str | None:
+    """An unknown option named as a key of the file the command reads (train --weight-decay 0.01,
+    sweep --trials 4): where that setting goes; None when it is an option's other spelling
+    (--batch_size), which click's guess names."""
+    name = err.option_name.lstrip("-").replace("-", "_")
+    if any(option.lstrip("-").replace("-", "_") == name for option in err.possibilities or ()):
+        return None
+    given = next((position for position, argument in enumerate(arguments)
+                  if argument.split("=", 1)[0] == err.option_name), None)
+    value = "VALUE"
+    if given is not None and "=" in arguments[given]:
+        value = arguments[given].split("=", 1)[1]
+    elif given is not None and given + 1 < len(arguments) and not arguments[given + 1].startswith("-"):
+        value = arguments[given + 1]
+    if ctx.info_name == "sweep":
+        from .sweep.space import SWEEP_KEYS
+
+        return (f"no such option {err.option_name!r}: {name} is a key of the sweep file; write '{name}: {value}' "
+                "in it") if name in SWEEP_KEYS else None
+    if not any(param.name == "sets" for param in ctx.command.params):
+        return None
+    keys = [row[0] for row in cfg.describe_keys() if row[0].rsplit(".", 1)[-1] == name]
+    if not keys:
+        return None
+    return f"no such option {err.option_name!r}: {name} is a config key; " + \
+        " or ".join(f"--set {key}={value}" for key in keys) + " sets it"
 
 
 class Command(click.Command):
@@ -380,7 +430,7 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
     or continue a run with --resume. `mnistcnn config-keys` lists every key a config can set."""
     from .folders import check_runs_folder
     from .data import check_data, prepare_data
-    from .trainer import train_run, training_threads
+    from .trainer import last_checkpoint, train_run, training_threads
 
     flags = {"--epochs": ("train.epochs", epochs), "--batch-size": ("train.batch_size", batch_size),
              "--lr": ("train.optimizer.lr", lr), "--seed": ("train.seed", seed),
@@ -406,8 +456,13 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         console.print(f"workers: {threads_words(*training_threads(config, plan.model))} (train.workers, "
                       "train.parallel and train.blas_threads; null: as the model's size pays for)",
                       soft_wrap=True)
-        epochs = config["train"]["epochs"]
-        console.print(f"dry run: {counted(epochs, 'epoch')} of {counted(sizes['steps_per_epoch'], 'step')} "
+        epochs, steps = config["train"]["epochs"], sizes["steps_per_epoch"]
+        resumes = ""
+        if run is not None:  # the place a resume goes on from, as training says it
+            position = last_checkpoint(run)[1]
+            resumes = f"resumes {run.path} at epoch {position['epoch'] + 1}, batch {position['iterator']['batch']}/" \
+                      f"{steps} of "
+        console.print(f"dry run: {resumes}{counted(epochs, 'epoch')} of {counted(steps, 'step')} "
                       f"(batches of {config['train']['batch_size']} from {sizes['training']:,} training images; "
                       f"{sizes['validation']:,} validate); nothing was written. Without --dry-run it trains.",
                       soft_wrap=True)
@@ -886,7 +941,7 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
     (under the sweep's folder), the pruner stops poor trials early, and every machine that runs
     the same command with the same --storage and --study joins the same search."""
     from .sweep.launch import SweepRun, plan_jobs, study_status
-    from .sweep.report import run_place
+    from .sweep.report import metric_words, run_place
     from .sweep.space import load_sweep
     from .sweep.study import check_storage_folder, folder_command, require_optuna, study_name
 
@@ -931,7 +986,8 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
         click.echo(f"error: {message}", err=True)
     if snapshot.best is not None:  # the table ranks complete trials: none, no table
         console.print(sweep_table(snapshot.rows, run.sweep.settings(), "top trials", top=10))
-        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} {snapshot.best['value']:.4f} "
+        console.print(f"best: trial {snapshot.best['number']}, {run.sweep.metric} "
+                      f"{metric_words(run.sweep.metric, snapshot.best['value'])} "
                       f"(its run: {run_place(snapshot.best)})\n"
                       f"train it: {command_line('train', run.sweep_dir.best_trial)}", soft_wrap=True)
     pictures = run.sweep_dir.pictures
@@ -949,12 +1005,16 @@ def sweep(sweep_path, jobs, resume, storage, study, status, runs_dir, dry_run):
 
 def sweep_headline(sweep, snapshot) -> str:
     """Trials done of the planned, by state, and the best so far."""
+    from .sweep.report import metric_words
+
     counts, best = snapshot.counts, snapshot.best
     line = (f"{snapshot.done}/{sweep.trials} trials done ({counts['complete']} complete, {counts['pruned']} pruned"
             + (f", {counts['diverged']} diverged" if counts["diverged"] else "")
             + f"), {counts['running']} running, {counts['failed']} failed"
             + (f", {counts['stopped']} stopped by a signal and queued again" if counts["stopped"] else ""))
-    return line + (f"; best {sweep.metric} {best['value']:.4f} (trial {best['number']})" if best else "")
+    if best is None:
+        return line
+    return line + f"; best {sweep.metric} {metric_words(sweep.metric, best['value'])} (trial {best['number']})"
 
 
 class SweepView:
@@ -981,14 +1041,15 @@ class SweepView:
             self.live.update(Group(sweep_headline(self.sweep, snapshot),
                                    sweep_table(recent, self.sweep.settings(), "")))
             return
-        from .sweep.report import assignment
+        from .sweep.report import assignment, metric_words
         from .sweep.study import ENDED
 
         ended = [row for row in snapshot.rows
                  if row["status"] in ENDED and row["number"] not in self.trials_printed]
         for row in ended:
             self.trials_printed.add(row["number"])
-            outcome = f"{self.sweep.metric} {row['value']:.4f}" if row["value"] is not None else row["reason"]
+            outcome = (f"{self.sweep.metric} {metric_words(self.sweep.metric, row['value'])}"
+                       if row["value"] is not None else row["reason"])
             values = ", ".join(assignment(self.names[key], value) for key, value in row["params"].items())
             console.print(f"trial {row['number']} {row['status']} after {counted(row['epochs'], 'epoch')}, "
                           f"{_duration(row['seconds'])}" + (f": {outcome}" if outcome else "") + f" ({values})",
@@ -1033,7 +1094,7 @@ def _trial_columns(metric: str) -> tuple[str, ...]:
 
 def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = None) -> Table:
     """Trials as a table: the best first when ``top`` is given, else in trial order."""
-    from .sweep.report import last_value, parameter_names, ranked
+    from .sweep.report import last_value, metric_words, parameter_names, ranked
 
     metric = settings["metric"]
     # every searched key names the shown ones, as the trial lines name them
@@ -1049,7 +1110,7 @@ def sweep_table(rows: list[dict], settings: dict, title: str, top: int | None = 
     for row in rows:
         value = last_value(row)
         number = f"{row['number']} (resumes {row['retry_of']})" if row["retry_of"] is not None else str(row["number"])
-        table.add_row(number, row["status"], f"{value:.4f}" if value is not None else "-",
+        table.add_row(number, row["status"], metric_words(metric, value) if value is not None else "-",
                       str(row["epochs"]), _duration(row["seconds"]),
                       f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-",
                       *[f"{row['params'][key]:.4g}" if isinstance(row["params"].get(key), float)

@@ -300,6 +300,20 @@ def no_key_message(prefix: str) -> str:
     return f"no config key starts with or holds {prefix!r}; {hint}the sections are name, data, model and train"
 
 
+def unknown_key_hint(key, here, value=None) -> str:
+    """What to say of a key unknown where it stands (``here``: the keys there), ending in "; " or
+    "": the section of the config that holds such a key or such a section (lr: or optimizer:
+    outside train:), else a colon without its space (``value`` None), else the nearest spelling."""
+    homes = list(dict.fromkeys(name[1:name.rindex(f".{key}.")] for name in
+                               (f".{row[0]}." for row in describe_keys()) if f".{key}." in name))
+    if len(homes) > 1:
+        return f"it belongs in one of {', '.join(homes)}; "
+    if homes:
+        where, meant = (f"in {homes[0]}", f"{homes[0]}.{key}") if homes[0] else ("at the top level", key)
+        return f"it belongs {where}: did you mean '{meant}'? "
+    return glued_key({key: value}) or did_you_mean(key, here)
+
+
 def _resolve(schema: dict, given, path: str) -> dict:
     if not isinstance(given, dict):
         spelled = f"; did you mean {{type: {given}}}?" if "type" in schema and isinstance(given, str) else ""
@@ -307,13 +321,8 @@ def _resolve(schema: dict, given, path: str) -> dict:
     out = {}
     for key in given:
         if key not in schema:
-            deeper = [row[0].rsplit(".", 1)[0] for row in describe_keys(schema, f"{path}." if path else "")
-                      if row[0].endswith(f".{key}")]  # the sections below that hold such a key
-            hint = (f"it belongs in {deeper[0]}: did you mean '{deeper[0]}.{key}'? " if len(deeper) == 1
-                    else f"it belongs in one of {', '.join(deeper)}; " if deeper
-                    else glued_key({key: given[key]}) or did_you_mean(key, schema))
             raise _err(f"{path}.{key}" if path else str(key),
-                       f"unknown key; {hint}valid keys here: {', '.join(schema)}")
+                       f"unknown key; {unknown_key_hint(key, schema, given[key])}valid keys here: {', '.join(schema)}")
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
         if isinstance(spec, dict):
@@ -513,6 +522,9 @@ SLIPS = {
                                            "'key: value' a line (a value holding ': ' in quotes)",
     "could not find expected ':'": "a key without its ':'; write 'key: value'",
 }
+# A list item's dash glued to the item (-{type: relu}, -type: relu), not a negative number nor ---: PyYAML
+# reads it as text and fails on it or on the next item, in words of indentation or colons
+GLUED_DASH = re.compile(r"^(\s*)-[^\s\d.-]")
 
 
 def parse_yaml(text: str, source: str):
@@ -524,7 +536,14 @@ def parse_yaml(text: str, source: str):
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         opened = getattr(err, "context_mark", None)
         slip = next((words for start, words in SLIPS.items() if problem.startswith(start)), None)
-        if slip:
+        glued = [number for number, line in enumerate(text.splitlines()[:mark.line + 1] if mark else [])
+                 if GLUED_DASH.match(line)]
+        if glued:
+            line = text.splitlines()[glued[-1]]
+            indent = len(GLUED_DASH.match(line).group(1))
+            where = f" (line {glued[-1] + 1}, column {indent + 1})"
+            problem = f"a list item's '-' needs a space after it; write '- {line[indent + 1:].strip()}'"
+        elif slip:
             if problem.startswith("could not find expected ':'") and opened:  # found a line later: the key's line
                 where = f" (line {opened.line + 1}, column {opened.column + 1})"
             problem = slip
@@ -651,7 +670,7 @@ def lookup(config: dict, key: str, option: str):
     for step in _key_steps(key, option):
         here = _step_path(node, step, where, option)
         if not isinstance(step, int) and step not in node:
-            raise ConfigError(f"{option}: {here}: unknown key; {did_you_mean(step, node)}valid keys here: "
+            raise ConfigError(f"{option}: {here}: unknown key; {unknown_key_hint(step, node)}valid keys here: "
                               f"{', '.join(node)}")
         node, where = node[step], here
     return node

@@ -150,6 +150,8 @@ def find_idx_files(folder, from_variable: bool = False) -> dict[str, Path]:
         return (f"the {ENV_DATA_DIR} variable names it: point the variable at {folder_words}, or unset it"
                 if from_variable else f"point data.dir (or --data-dir) at {folder_words}")
 
+    if folder.is_file():  # one of the files given for their folder
+        raise DataError(f"{folder}: is a file, not a data folder; {fix(f'the folder that holds it, {folder.parent}')}")
     if not folder.is_dir():
         holding = "a folder holding train-images-idx3-ubyte[.gz] and the other three MNIST-layout files"
         raise DataError(f"{folder}: data folder not found; {fix(holding)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
 from .atomic import OutputOption, abandoned, make_folder, mode_by_umask
-from .errors import DataError
+from .errors import DataError, UsageError
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -104,6 +104,10 @@ def download_mnist(folder=None, mirrors=MIRRORS, timeout: float = TIMEOUT_SECOND
     genuine are kept. ``progress_factory(name)`` returns a ``progress(done, total)`` callback."""
     from .data import CACHE_DIR
 
+    schemeless = next((mirror for mirror in mirrors if "://" not in mirror), None)
+    if schemeless is not None:  # urllib's words for it: "unknown url type", after a look at the folder
+        raise UsageError(f"--mirror {schemeless}: not a URL; give it with its scheme, e.g. --mirror "
+                         f"https://{schemeless} (or file:///FOLDER for a local copy)")
     option = OutputOption("--to", "DIR", given=folder is not None)
     folder = Path(folder) if folder is not None else CACHE_DIR
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first

@@ -16,6 +16,7 @@ from .errors import ConfigError, UsageError, WriteError
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNS_DIR = Path("runs")  # where runs go, and commands look, unless told otherwise
 STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the time in a run's folder name
+STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # how a run's or a sweep's folder name ends: -STAMP[-N]
 OUT_OF_SIGHT = re.compile(r"^\.(.+-\d{8}-\d{6}(?:-\d+)?)\.part$")  # a folder being set up: .NAME-STAMP.part
 # a folder being set up is locked moments after it is made: one older and unlocked was left by a killed process
 ABANDONED_AFTER_SECONDS = 60

@@ -9,6 +9,7 @@ digit is cropped, fitted and centred.
 """
 from __future__ import annotations
 
+import difflib
 import glob
 import warnings
 from pathlib import Path
@@ -70,6 +71,9 @@ def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
     paths, passed_over = [], []
     for argument in map(str, arguments):
         path = Path(argument)
+        if argument.startswith("~") and not path.exists():  # a glob in quotes, as the help shows: no shell expands ~
+            path = path.expanduser()
+            argument = str(path)
         if path.is_dir() or (not path.exists() and glob.has_magic(argument)):
             found = sorted(p for p in (path.iterdir() if path.is_dir() else map(Path, glob.glob(argument)))
                            if p.is_file())
@@ -79,6 +83,16 @@ def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
         else:
             paths.append(path)
     return paths, passed_over
+
+
+def picture_like(path: Path) -> str:
+    """The picture beside ``path`` named nearest to it, as a question ("; did you mean photos/7.jpg?"),
+    for a slip of its name (.jpeg for .jpg, a letter); "" when none is near."""
+    if not path.parent.is_dir():
+        return ""
+    pictures = [p.name for p in path.parent.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES]
+    near = difflib.get_close_matches(path.name, pictures, n=1, cutoff=0.8)
+    return f"; did you mean {path.parent / near[0]}?" if near else ""
 
 
 class PictureTooLarge(DataError):
@@ -102,7 +116,7 @@ def read_grey(path, max_pixels: int = MAX_PIXELS, name: str | None = None, forma
         if path.is_dir():
             raise UsageError(f"{path}: a folder with no pictures in it ({suffixes})")
         if not path.is_file() and not glob.has_magic(str(path)):
-            raise UsageError(f"{path}: no such image file")
+            raise UsageError(f"{path}: no such image file{picture_like(path)}")
         if not path.is_file():  # a glob: its files, if any, are passed over by their names
             raise UsageError(f"{path}: matches no picture ({suffixes})" if glob.glob(str(path)) else
                              f"{path}: no file matches")

@@ -5,17 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 from pathlib import Path
 
 import yaml
 
 from .errors import UsageError
-from .folders import RUNS_DIR, STAMP_FORMAT, in_sight
+from .folders import RUNS_DIR, STAMP, STAMP_FORMAT, in_sight
 from .runs import DIVERGED, RunDir, read_json
 from .sweep.folder import SweepDir
-
-STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import difflib
 import fcntl
 import hashlib
 import io
@@ -25,7 +26,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_writer, write_text
 from .errors import CheckpointError, UsageError, command_line
-from .folders import RUNS_DIR, StampedFolder, in_sight
+from .folders import RUNS_DIR, STAMP, StampedFolder, in_sight
 from .sweep.folder import SweepDir
 
 META_KEY = "__meta__"
@@ -100,7 +101,7 @@ class RunDir(StampedFolder):
             raise UsageError(f"{path}: is {what}, not a run directory; give the folder a run wrote (runs/NAME-STAMP), "
                              "`mnistcnn runs` lists them")
         if not path.is_dir():
-            raise UsageError(f"{path}: run directory not found; `mnistcnn runs` lists them")
+            raise UsageError(f"{path}: run directory not found; {run_like(path)}`mnistcnn runs` lists them")
         run = cls(path)
         if not run.config_file.is_file() and not run.checkpoints.is_dir():
             raise not_a_run(path)
@@ -419,6 +420,31 @@ def not_a_run(folder: Path) -> UsageError:
                       "(runs/NAME-STAMP): `mnistcnn runs` lists them")
 
 
+def run_like(path: Path) -> str:
+    """The run or checkpoint nearest to a path not found, as a question ("did you mean
+    runs/quick-20260101-000000? "), for the slips of copying one: the run's name as `mnistcnn runs`
+    lists it (without its runs folder, or a sweep trial's without its sweep's trials/), a checkpoint
+    without .npz, a character missing, its name without the stamp or with another (an example's:
+    the newest run of that name); "" when none is near."""
+    path = Path(path)
+    checkpoint = path.with_name(path.name + ".npz")
+    if path.name and checkpoint.is_file():
+        return f"did you mean {checkpoint}? "
+    folders = [path.parent] + ([RUNS_DIR] if path.parent == Path(".") else [])
+    folders += [SweepDir(child).trials for folder in list(folders) if folder.is_dir() for child in in_sight(folder)
+                if SweepDir(child).is_sweep_folder]
+    runs = [child for folder in folders if folder.is_dir() for child in in_sight(folder)
+            if RunDir(child).config_file.is_file()]
+    name = STAMP.sub("", path.name)
+    named = [run for run in runs if run.name == path.name] or \
+        [run for run in runs if run.name in difflib.get_close_matches(path.name, [r.name for r in runs], n=1,
+                                                                       cutoff=0.8)] or \
+        [run for run in runs if run.name.startswith(name + "-")]
+    if not named:
+        return ""
+    return f"did you mean {max(named, key=lambda run: run.stat().st_mtime)}? "
+
+
 def resolve_checkpoint(target, which: str | None = None) -> Path:
     """A checkpoint path from a run directory (``which`` = best, the default, or last) or a
     checkpoint file (then ``which`` must be None: the file is the choice)."""
@@ -434,8 +460,8 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
             raise UsageError(f"{target}: the run has no checkpoints/{which}.npz{hint}")
         return path
     if not target.exists():
-        raise UsageError(f"{target}: no such run directory or checkpoint; `mnistcnn runs` lists the runs in "
-                         f"{RUNS_DIR}/")
+        raise UsageError(f"{target}: no such run directory or checkpoint; {run_like(target)}`mnistcnn runs` lists "
+                         f"the runs in {RUNS_DIR}/")
     if is_config_file(target):
         if RunDir(target.parent).checkpoints.is_dir():  # a run's own config.yaml
             raise UsageError(f"{target}: is the config of the run {target.parent}; give the run directory itself")

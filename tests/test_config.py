@@ -25,6 +25,20 @@ BAD = {
                              "model.layers[0].activation: maxpool2d takes no activation"),
     "key a level up": ("train: {lr: 0.1}\n", "train.lr: unknown key; it belongs in train.optimizer: did you mean "
                                              "'train.optimizer.lr'?"),
+    "section a level up": ("name: t\noptimizer: {lr: 0.1}\n", "optimizer: unknown key; it belongs in train: did "
+                                                                "you mean 'train.optimizer'?"),
+    "key in another section": ("data: {epochs: 3}\n", "data.epochs: unknown key; it belongs in train: did you mean "
+                                                       "'train.epochs'?"),
+    "section in another section": ("train: {augment: {rotate: 5}}\n", "train.augment: unknown key; it belongs in "
+                                                                     "data: did you mean 'data.augment'?"),
+    "section a level down": ("model: {train: {epochs: 3}}\n", "model.train: unknown key; it belongs at the top "
+                                                             "level: did you mean 'train'?"),
+    "a list item's dash glued to it": ("model:\n  layers:\n    - {type: flatten}\n    -{type: dense, units: 10}\n",
+                                       "(line 4, column 5): a list item's '-' needs a space after it; write "
+                                       "'- {type: dense, units: 10}'"),
+    "the first item's dash glued to it": ("model:\n  layers:\n    -type: flatten\n    - type: dense\n",
+                                          "(line 3, column 5): a list item's '-' needs a space after it; write "
+                                          "'- type: flatten'"),
     "wrong type": ("train: {epochs: ten}\n", "train.epochs: must be an integer"),
     "yes for a number": ("data: {validation: yes}\n", "data.validation: must be an integer; got True (bool) (YAML "
                                                        "reads yes/no/on/off as true/false)"),

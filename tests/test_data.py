@@ -106,6 +106,11 @@ def test_missing_folder_and_missing_file(tmp_path, make_folder, monkeypatch):
     with pytest.raises(DataError, match="data folder not found; the MNISTCNN_DATA_DIR variable names it"):
         load_dataset()
     make_folder(tmp_path)
+    monkeypatch.delenv("MNISTCNN_DATA_DIR")
+    one_file = tmp_path / "train-images-idx3-ubyte.gz"  # a file of the folder given for the folder
+    with pytest.raises(DataError, match=f"is a file, not a data folder; point data.dir \\(or --data-dir\\) at the "
+                                        f"folder that holds it, {tmp_path}$"):
+        load_dataset(one_file)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
         load_dataset(tmp_path)

@@ -155,6 +155,10 @@ def test_a_file_as_the_folder_and_a_timeout_of_nothing_are_refused(tmp_path, cli
     assert result.exit_code == 2
     assert result.output == f"error: --to {tmp_path / 'a-file'}: is a file; give a folder (it is created if missing)\n"
     assert cli("download", "--timeout", "-1").exit_code == 2 and (tmp_path / "a-file").read_text() == "kept"
+    schemeless = cli("download", "--to", tmp_path / "new", "--mirror", "example.org/mnist")  # urllib: unknown url type
+    assert schemeless.exit_code == 2 and schemeless.output == (
+        "error: --mirror example.org/mnist: not a URL; give it with its scheme, e.g. --mirror "
+        "https://example.org/mnist (or file:///FOLDER for a local copy)\n") and not (tmp_path / "new").exists()
 
 
 def test_sigterm_mid_download_leaves_no_partial_file(server, tmp_path, mnistcnn_command, wait_for):

@@ -294,6 +294,13 @@ def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cl
         ("train", "c.yaml", "-epochs", "1"): "mnistcnn train: -epochs: an option's name takes two dashes: --epochs",
         ("train", "c.yaml", "--set", "train.epochs", "=", "3"):
             "--set KEY=VALUE is one word, without spaces around '=' (--set train.epochs=3)",
+        ("train", "c.yaml", "--set", "train.epochs", "4"):
+            "got unexpected extra argument (4); --set KEY=VALUE is one word, without spaces around '=' "
+            "(--set train.epochs=4)",
+        ("inspect-data", "c.yaml", "--set", "data.augment.rotate:", "20"):
+            "--set KEY=VALUE is one word, without spaces around '=' (--set data.augment.rotate=20)",
+        ("predict", "seven.jpg"): "mnistcnn predict: missing argument 'IMAGE|FOLDER|GLOB...'; the run comes first, "
+                                  "then the pictures: mnistcnn predict RUN seven.jpg",
         ("trian",): "mnistcnn: no such command 'trian'. Did you mean 'train'?",
         ("help",): "mnistcnn: no such command 'help'; the commands: config-keys, download, eval,",
     }
@@ -303,6 +310,23 @@ def test_a_usage_error_is_one_line_with_the_command_what_is_wrong_and_the_fix(cl
         assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
         assert words in result.output, result.output
     assert "Usage: mnistcnn [OPTIONS] COMMAND" in cli().output  # no command at all: the commands, with help
+
+
+def test_an_option_named_as_a_key_of_the_file_is_told_where_that_setting_goes(cli):
+    """A trainer's habits (--weight-decay 0.01) and a sweep file's keys as options (--trials 4) got
+    only 'no such option', or click's guess of another option's name (inspect-data --rotate: --out)."""
+    said = {
+        ("train", QUICK, "--weight-decay", "0.01"): "no such option '--weight-decay': weight_decay is a config key; "
+                                                    "--set train.weight_decay=0.01 sets it",
+        ("train", QUICK, "--train-limit=500"): "--set data.train_limit=500 sets it",
+        ("inspect-data", QUICK, "--rotate", "20"): "--set data.augment.rotate=20 sets it",
+        ("sweep", SWEEP, "--trials", "4"): "no such option '--trials': trials is a key of the sweep file; write "
+                                           "'trials: 4' in it",
+        ("train", QUICK, "--batch_size", "32"): "Did you mean '--batch-size'?",  # an option's other spelling
+    }
+    for arguments, words in said.items():
+        result = cli(*arguments)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
 
 
 def test_a_long_name_after_one_dash_is_said_whatever_click_read_it_as(cli, trained_run):

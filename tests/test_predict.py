@@ -686,3 +686,17 @@ def test_predict_target_makes_the_save_folder_before_it_predicts(trained_run, sa
     monkeypatch.setattr(predict_module, "load_classifier", lambda path: pytest.fail("loaded before the folder"))
     with pytest.raises(UsageError, match="--save-inputs"):
         predict_module.predict_target(trained_run, [pictures], save_folder=blocker / "seen")
+
+
+def test_a_quoted_glob_from_home_and_a_picture_misnamed_are_found(trained_run, sample_digits, tmp_path, cli,
+                                                                  monkeypatch):
+    """'~/scans/*.png' in quotes, as the help's example quotes a glob, reaches predict with its ~
+    unexpanded: it matched nothing. A picture's name a slip away (.jpeg for .jpg) is told the one there."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "scans").mkdir()
+    Image.fromarray(sample_digits[0][0]).save(tmp_path / "scans" / "seven.jpg")
+    found = cli("predict", trained_run, "~/scans/*.jpg", "--json")
+    assert found.exit_code == 0 and "seven.jpg" in found.output, found.output
+    misnamed = cli("predict", trained_run, tmp_path / "scans" / "seven.jpeg")
+    assert misnamed.exit_code == 1, misnamed.output
+    assert f"seven.jpeg: no such image file; did you mean {tmp_path / 'scans' / 'seven.jpg'}?" in misnamed.output

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 from mnistcnn.cli import console
 from mnistcnn.runs import RunDir, write_json
@@ -285,6 +286,44 @@ def test_a_checkpoint_is_chosen_from_a_run_or_given_as_a_file_but_not_both(tmp_p
         resolve_checkpoint(onnx, "best")
     with pytest.raises(UsageError, match="missing.npz: no such run directory or checkpoint"):
         resolve_checkpoint(tmp_path / "missing.npz")
+
+
+def test_a_run_not_found_names_the_run_it_is_near(tmp_path, monkeypatch):
+    """A run's name copied from `mnistcnn runs` (without runs/), without its stamp, a character
+    short, a checkpoint without .npz: each is told the path meant; a name near none is not."""
+    import pytest
+
+    from mnistcnn.errors import UsageError
+    from mnistcnn.runs import resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    runs = Path("runs")
+    for name, age in (("quick-20260101-000000", 100), ("quick-20260102-000000", 0), ("lenet-20260101-000000", 0)):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "config.yaml").write_text("x")
+        (runs / name / "checkpoints" / "best.npz").write_bytes(b"")
+        os.utime(runs / name, (1_700_000_000 - age, 1_700_000_000 - age))
+
+    def refusal(path):
+        with pytest.raises(UsageError) as refused:
+            resolve_checkpoint(path)
+        return str(refused.value)
+
+    trial = runs / "search-20260101-000000" / "trials" / "trial-000-20260101-000001"  # a sweep's trial
+    (trial / "checkpoints").mkdir(parents=True)
+    (trial / "config.yaml").write_text("x")
+    (runs / "search-20260101-000000" / "sweep.yaml").write_text("x")
+    meant = {"quick-20260101-000000": runs / "quick-20260101-000000",
+             "trial-000-20260101-000001": trial, "runs/trial-000-20260101-000001": trial,
+             "runs/quick": runs / "quick-20260102-000000",  # the newest of that name
+             "runs/quick-20250505-101010": runs / "quick-20260102-000000",  # an example's stamp: the newest too
+             "runs/lenet-2026010-000000": runs / "lenet-20260101-000000",
+             "runs/lenet-20260101-000000/checkpoints/best": runs / "lenet-20260101-000000/checkpoints/best.npz"}
+    for given, path in meant.items():
+        assert f"{given}: no such run directory or checkpoint; did you mean {path}? `mnistcnn runs`" in refusal(given)
+    assert "did you mean" not in refusal("runs/speedrun")
+    with pytest.raises(UsageError, match="run directory not found; did you mean runs/lenet-20260101-000000?"):
+        RunDir.open("lenet-20260101-000000x")
 
 
 def test_a_runs_files_and_the_words_of_its_summary(tmp_path):

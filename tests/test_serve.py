@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -825,6 +826,9 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
         cell.click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cell-images canvas")) > 0)
         assert chrome.find_element(By.ID, "cell-title").text.startswith("True 1, predicted 1:")
+        # an accuracy curve's axis in percent, as every other accuracy on the page (it read 0.939 to 0.984)
+        axis = chrome.execute_script("return document.getElementById('curve-accuracy').getAttribute('aria-label')")
+        assert re.fullmatch(r"accuracy per epoch, training and validation: \d+\.\d\d% to \d+\.\d\d%", axis), axis
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
         card = "document.getElementById('confusion').parentElement"  # the matrix fits without scrolling
         assert chrome.execute_script(f"return {card}.scrollWidth <= {card}.clientWidth"), \

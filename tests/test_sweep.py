@@ -499,6 +499,8 @@ BAD_SWEEPS = [
      "space[train.optimizer.lr] = -1.0: train.optimizer.lr: must be > 0"),
     ({"space": {"model.layers[0].filters": {"type": "float", "low": 2, "high": 8}}},
      "space[model.layers[0].filters].type: model.layers[0].filters takes whole numbers"),
+    ({"space": {"train.lr": {"type": "float", "low": 0.01, "high": 0.1}}},  # as a config file's key is told
+     "space[train.lr]: train.lr: unknown key; it belongs in train.optimizer: did you mean 'train.optimizer.lr'?"),
     ({"space": {}}, "space: give at least one config key to search"),
     ({"sampler": "bayes"}, "sampler: must be one of tpe, random, grid; got 'bayes'"),
     ({"sampler": "grid"}, "the grid sampler takes choices, or ranges with a step"),
@@ -619,7 +621,7 @@ def test_a_trial_is_pruned_before_its_last_epoch_never_after_it():
     reporter = TrialReporter(trial, "val_acc", stopping=lambda: False, origin="--storage DB")
     reporter.epochs = 3  # as on_start reads it from the trainer
     row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "lr": 0.1, "seconds": 1.0, "images_per_s": 100.0}
-    with pytest.raises(Pruned, match="pruned at epoch 2: val_acc 0.5000"):
+    with pytest.raises(Pruned, match="pruned at epoch 2: val_acc 50.00%"):
         reporter.on_epoch_end({**row, "epoch": 2, "val_acc": 0.5})
     reporter.on_epoch_end({**row, "epoch": 3, "val_acc": 0.6})  # trained whole: complete, with its value
     assert trial.reported == [(2, 0.5), (3, 0.6)]
@@ -775,7 +777,7 @@ def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
                                                        "(train.epochs=3, lr=0.05)")
     one = fake_trial("COMPLETE", 2, 0.9, {"model.layers[0].filters": 4})  # still names the other filters key in full
     SweepView(sweep).show(Snapshot(trial_rows([one]), states([one]), None, 0, trials=2))
-    assert capsys.readouterr().out.splitlines()[0].endswith(": val_acc 0.9000 (model.layers[0].filters=4)")
+    assert capsys.readouterr().out.splitlines()[0].endswith(": val_acc 90.00% (model.layers[0].filters=4)")
     console = Console(width=200, record=True)
     console.print(sweep_table(trial_rows(trials), {"metric": "val_acc", "direction": "maximize"}, ""))
     header = console.export_text().splitlines()[1].split()
@@ -785,6 +787,11 @@ def test_a_stopped_trial_and_a_searched_train_epochs_read_unmistakably(capsys):
                               {"metric": "val_acc", "direction": "maximize", "space": dict.fromkeys(searched)}, "",
                               top=1))
     assert "model.layers[0].filters" in console.export_text().splitlines()[1].split()
+    # an accuracy in percent, beside the test column's, as `mnistcnn runs` lists the same trial; a loss as it is
+    for metric, said in (("val_acc", "90.00%"), ("val_loss", "0.9000")):
+        shown = Console(width=200, record=True)
+        shown.print(sweep_table(trial_rows([one]), {"metric": metric, "direction": "maximize"}, ""))
+        assert shown.export_text().splitlines()[3].split()[2] == said, shown.export_text()
     assert parameter_names(["model.layers[0].filters", "model.layers[3].filters", "train.batch_size"]) == {
         "model.layers[0].filters": "model.layers[0].filters", "model.layers[3].filters": "model.layers[3].filters",
         "train.batch_size": "batch_size"}

@@ -1,5 +1,6 @@
 """mnistcnn train end to end on real MNIST: files, determinism, resume, signals, faults."""
 import json
+import re
 import signal
 import subprocess
 import time
@@ -659,3 +660,12 @@ def test_the_workers_line_says_how_a_batch_is_spread_over_the_cores():
     assert threads_words(4, None, "threads") == f"4 worker threads, {shared}"
     assert threads_words(1, None, "processes") == "1 worker thread with the BLAS default threads"
     assert threads_words(1, 4) == "1 worker thread with 4 BLAS threads"
+
+
+def test_a_resumes_dry_run_says_where_it_goes_on_from(run, cli):
+    """The dry run of a resume planned all the run's epochs in its words ("3 epochs of N steps"), as
+    though it would train them all again: it says the epoch and batch it resumes at, as training does."""
+    result = cli("train", "--resume", run, "--epochs", "3", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"dry run: resumes {re.escape(str(run))} at epoch 3, batch 0/\d+ of 3 epochs of \d+ steps",
+                     result.output), result.output

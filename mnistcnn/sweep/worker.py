@@ -23,7 +23,7 @@ from ..callbacks import Pruned, RunLog
 from ..data import load_dataset, prepare_data
 from ..trainer import train_run
 from . import study as studies
-from .report import assignment
+from .report import assignment, metric_words
 from .folder import SweepDir
 from .space import goodness, load_sweep
 
@@ -75,7 +75,7 @@ class TrialReporter(RunLog):
             self.trial.report(row[self.metric], row["epoch"])
             prune = row["epoch"] < self.epochs and self.trial.should_prune()  # after the last epoch, nothing to save
         if prune:
-            raise Pruned(f"pruned at epoch {row['epoch']}: {self.metric} {row[self.metric]:.4f}")
+            raise Pruned(f"pruned at epoch {row['epoch']}: {self.metric} {metric_words(self.metric, row[self.metric])}")
 
 
 class DataCache:

@@ -582,8 +582,11 @@ async function loadRun() {
     const images = run.confusion.flat().reduce((a, b) => a + b, 0);
     $("run-status").textContent =
       `Test accuracy ${(100 * run.accuracy).toFixed(2)}% on ${images.toLocaleString()} images.`;
-    drawCurves($("curve-loss"), run.history, [["train_loss", "training"], ["val_loss", "validation"]], "loss");
-    drawCurves($("curve-accuracy"), run.history, [["train_acc", "training"], ["val_acc", "validation"]], "accuracy");
+    drawCurves($("curve-loss"), run.history, [["train_loss", "training"], ["val_loss", "validation"]], "loss",
+      number);
+    // in percent, as the test accuracy above it, the summary and curves.png say an accuracy
+    drawCurves($("curve-accuracy"), run.history, [["train_acc", "training"], ["val_acc", "validation"]], "accuracy",
+      (v) => `${(100 * v).toFixed(2)}%`);
     showConfusion(run);
     $("worst").textContent = "";
     for (const m of run.misclassified) {
@@ -662,7 +665,7 @@ function showSummary(results, summary) {
   $("summary-file").textContent = JSON.stringify(summary, null, 2);
 }
 
-function drawCurves(canvas, history, series, label) {
+function drawCurves(canvas, history, series, label, format) {
   const context = canvas.getContext("2d");
   const { width, height } = canvas;
   const left = 52, right = 12, top = 22, bottom = 30;
@@ -680,8 +683,11 @@ function drawCurves(canvas, history, series, label) {
   context.font = "12px sans-serif";
   context.strokeRect(left, top, width - left - right, height - top - bottom);
   context.fillText(label, left, 14);
-  context.fillText(number(high), 4, top + 4);
-  context.fillText(number(low), 4, height - bottom);
+  context.fillText(format(high), 4, top + 4);
+  context.fillText(format(low), 4, height - bottom);
+  canvas.setAttribute("role", "img");  // what the picture says, for a screen reader
+  canvas.setAttribute("aria-label", `${label} per epoch, ${series.map(([, name]) => name).join(" and ")}: ` +
+    `${format(low)} to ${format(high)}`);
   context.fillText(`epoch ${first}`, left, height - 10);
   if (last !== first) context.fillText(`${last}`, width - right - 16, height - 10);
   const colours = ["#2166ac", "#b2182b"];
