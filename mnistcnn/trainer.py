@@ -19,11 +19,12 @@ from threadpoolctl import threadpool_limits
 from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
-from .averaging import Averaged
+from .averaging import AVERAGE, TRAINING, Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import (CheckpointError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
                      command_line, signal_name)
 from .engine.losses import accuracy, softmax_cross_entropy
+from .engine.fast.optim import slot_kinds
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
 from .engine.fast.plan import Plan
@@ -31,8 +32,8 @@ from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
 from .folders import RUNS_DIR
-from .runs import (DIVERGED, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
-                   versions, write_json)
+from .runs import (DIVERGED, RunDir, damaged_checkpoint_advice, is_config_file, load_checkpoint, read_json,
+                   save_checkpoint, versions, write_json)
 from .words import counted
 
 
@@ -365,8 +366,8 @@ def checkpoint_meta(trainer: Trainer) -> dict:
 
 
 def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
-    """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``) left off."""
-    check_compatible(trainer.model, arrays, path)
+    """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``, checked by
+    ``last_checkpoint``) left off."""
     trainer.model.load_state_dict(trainer.averaged.restore(arrays) if trainer.averaged is not None else arrays)
     optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
     if optim:
@@ -416,20 +417,51 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
     }
 
 
-def check_compatible(model: Sequential, arrays: dict, path) -> None:
-    """Refuse a checkpoint whose arrays do not fit the model (another config)."""
-    for key, want in model.state_dict().items():
+# a checkpoint's arrays besides the model's: the training's state, which a resumed run takes back
+TRAINING_STATE = ("optim.", TRAINING, AVERAGE)
+
+
+def check_compatible(arrays: dict, expected: dict[str, np.ndarray], path, whose: str, instead: str,
+                     unused=TRAINING_STATE) -> None:
+    """Refuse a checkpoint whose arrays are not those ``expected`` by ``whose`` (the config's model,
+    or a resumed training's state): each there, of its shape and dtype, finite, and none besides
+    them but those whose names start with one of ``unused`` (state the caller does not take)."""
+    for key, want in expected.items():
         if key not in arrays:
-            raise CheckpointError(f"{path}: has no array {key}; it was saved from another model config")
-        if arrays[key].shape != want.shape:
-            raise CheckpointError(f"{path}: array {key} has shape {arrays[key].shape} but the config's model needs "
-                                  f"{want.shape}; the checkpoint comes from another config")
-        if not np.all(np.isfinite(arrays[key])):
-            raise CheckpointError(f"{path}: array {key} holds NaN or infinity")
-    extra = [k for k in arrays if (k.startswith("param.") or k.startswith("buffer.")) and k not in model.state_dict()]
+            raise CheckpointError(f"{path}: has no array {key}, which {whose} needs; the checkpoint comes from "
+                                  "another config")
+        array = arrays[key]
+        if array.shape != want.shape:
+            raise CheckpointError(f"{path}: array {key} has shape {array.shape} but {whose} needs {want.shape}; "
+                                  "the checkpoint comes from another config")
+        if array.dtype != want.dtype:
+            raise CheckpointError(f"{path}: array {key} holds {array.dtype} but {whose} needs {want.dtype}; the "
+                                  f"checkpoint was not written by mnistcnn: save its arrays as {want.dtype}")
+        if not np.all(np.isfinite(array)):
+            raise CheckpointError(f"{path}: array {key} holds NaN or infinity: the training had diverged when it "
+                                  f"was saved. {instead}")
+    extra = [key for key in arrays if key not in expected and not key.startswith(unused)]
     if extra:
-        raise CheckpointError(f"{path}: has arrays the config's model does not ({', '.join(extra[:3])}); "
-                              "it comes from another config")
+        raise CheckpointError(f"{path}: has arrays {whose} has no place for ({', '.join(extra[:3])}); the "
+                              "checkpoint comes from another config")
+
+
+def training_state(model: Sequential, optimizer, averages: bool, arrays: dict) -> dict[str, np.ndarray]:
+    """Arrays shaped as those ``Trainer.save`` writes for ``model`` and ``optimizer`` (with
+    ``averages``, the run's ``train.average``), given which of its optional parts the checkpoint
+    ``arrays`` keeps: optimiser slots once a step was taken, the average once it has begun."""
+    state, params = model.state_dict(), model.params()
+    steps = arrays.get("optim.steps")
+    stepped = steps is not None and steps.shape == () and steps.dtype.kind in "iu" and int(steps) > 0
+    kept = {key.split(".")[1] for key in arrays if key.startswith("optim.") and key.count(".") > 1}
+    # SGD's velocity exists only while its momentum is on, which a one-cycle schedule may change
+    kinds = [kind for kind in optimizer.slots if kind in kept or (stepped and kind in slot_kinds(optimizer))]
+    optim = {"optim.steps": np.array(0, np.int64),
+             **{f"optim.{kind}.{key}": value for kind in kinds for key, value in params.items()}}
+    if not averages or AVERAGE + "count" not in arrays:
+        return {**state, **optim}
+    average = {AVERAGE + "count": np.array(0, np.int64), **{AVERAGE + key: value for key, value in params.items()}}
+    return {**state, **{TRAINING + key: value for key, value in state.items()}, **average, **optim}
 
 
 def load_model(path, dtype=np.float32):
@@ -441,7 +473,7 @@ def load_model(path, dtype=np.float32):
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
     model = cfg.build_model(config, np.random.default_rng(0), dtype)
-    check_compatible(model, arrays, path)
+    check_compatible(arrays, model.state_dict(), path, "the config's model", damaged_checkpoint_advice(Path(path)))
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess
@@ -490,13 +522,19 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
         raise run.busy_error()
     config, source = load_run_config(run, flags)
     check_resumable(run, config["train"]["epochs"])  # before anything is printed
-    last_checkpoint(run)
+    last_checkpoint(run, config, source)
     return config, source, run
 
 
-def last_checkpoint(run: RunDir) -> tuple[dict, dict]:
-    """``(arrays, meta)`` of the checkpoint a run resumes from; a damaged one cannot be replaced."""
-    return load_checkpoint(run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}")
+def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict]:
+    """``(arrays, meta)`` of the checkpoint a run resumes from, refused unless they are the state
+    of training ``config`` (read from ``source``); a damaged one cannot be replaced."""
+    path, instead = run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}"
+    arrays, meta = load_checkpoint(path, instead)
+    expected = training_state(cfg.build_model(config), optimizer_from(config["train"]),
+                              config["train"]["average"]["type"] != "none", arrays)
+    check_compatible(arrays, expected, path, f"training with {source}", instead, unused=())
+    return arrays, meta
 
 
 def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
@@ -680,7 +718,7 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
 def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
     """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
     run.discard_partial_writes()
-    arrays, meta = last_checkpoint(run)
+    arrays, meta = last_checkpoint(run, config, run.config_file)
     trainer = Trainer(config, data, run, callbacks)
     restore(trainer, arrays, meta, run.checkpoint("last"))
     planned = meta["config"]["train"]["epochs"]

@@ -62,6 +62,73 @@ def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, 
     assert len(result.output.strip().splitlines()) == 1
 
 
+def set_array(key, value):
+    return lambda arrays, meta: arrays.__setitem__(key, value)
+
+
+def drop_array(key):
+    return lambda arrays, meta: arrays.pop(key)
+
+
+@pytest.mark.parametrize("change,message", [
+    (set_array("param.0.W", np.zeros((8, 1, 5, 5), np.float32)),  # the conv kernel transposed
+     "array param.0.W has shape (8, 1, 5, 5) but the config's model needs (5, 5, 1, 8); the checkpoint comes from "
+     "another config"),
+    (set_array("param.9.W", np.zeros((784, 12), np.float32)),  # a dense layer of another width
+     "array param.9.W has shape (784, 12) but the config's model needs (784, 10)"),
+    (drop_array("param.9.b"), "has no array param.9.b, which the config's model needs; the checkpoint comes from "
+                              "another config"),
+    (set_array("notes", np.zeros(3, np.float32)), "has arrays the config's model has no place for (notes)"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8))), "array param.0.b holds float64 but the config's model needs "
+                                                     "float32; the checkpoint was not written by mnistcnn: save its "
+                                                     "arrays as float32"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8), np.int32)), "array param.0.b holds int32 but"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8), np.complex64)), "array param.0.b holds complex64 but"),
+    (set_array("param.0.b", np.full((1, 1, 1, 8), "w")), "array param.0.b holds <U1 but"),
+    (set_array("buffer.4.running_var", np.full(16, np.inf, np.float32)),
+     "array buffer.4.running_var holds NaN or infinity: the training had diverged when it was saved. Use another "
+     "checkpoint, or train the run again"),
+])
+def test_a_checkpoint_that_does_not_fit_its_model_is_refused_in_one_line(tmp_path, best, resaved_checkpoint, cli,
+                                                                          change, message):
+    from PIL import Image
+
+    path = resaved_checkpoint(best, tmp_path / "best.npz", change)
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    for command in (("eval", path), ("inspect-layer", path, "0", "--no-images"), ("export", path),
+                    ("predict", path, tmp_path / "digit.png")):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert result.output == f"error: {path}: {message}" + result.output.split(message, 1)[1]
+        assert result.output.count("\n") == 1
+    assert sorted(child.name for child in tmp_path.iterdir()) == ["best.npz", "digit.png"]  # nothing written
+
+
+@pytest.mark.parametrize("change,message", [
+    (drop_array("optim.steps"), "has no array optim.steps, which training with {config} needs"),
+    (drop_array("optim.m.9.W"), "has no array optim.m.9.W, which training with {config} needs"),
+    (set_array("optim.v.9.W", np.zeros((784, 12), np.float32)),
+     "array optim.v.9.W has shape (784, 12) but training with {config} needs (784, 10)"),
+    (set_array("optim.steps", np.array(3.0)), "array optim.steps holds float64 but training with {config} needs int64"),
+    (set_array("optim.velocity.9.W", np.zeros((784, 10), np.float32)),  # SGD's state, in a run of Adam
+     "has arrays training with {config} has no place for (optim.velocity.9.W)"),
+    (lambda arrays, meta: arrays["optim.m.0.b"].fill(np.nan),
+     "array optim.m.0.b holds NaN or infinity: the training had diverged when it was saved. A run goes on from its "
+     "last checkpoint only"),
+    (drop_array("param.0.b"), "has no array param.0.b, which training with {config} needs"),
+])
+def test_a_last_checkpoint_that_does_not_fit_the_training_is_not_resumed(run, resaved_checkpoint, cli, change,
+                                                                          message):
+    last = run / "checkpoints" / "last.npz"
+    resaved_checkpoint(last, last, change)
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file() and path.name != ".training.lock"}
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {last}: {message.format(config=run / 'config.yaml')}")
+    assert result.output.count("\n") == 1  # before the model's table
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
     (run / "checkpoints" / "best.npz").write_bytes(b"")
     for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
