@@ -365,25 +365,60 @@ def checkpoint_meta(trainer: Trainer) -> dict:
     }
 
 
-def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
+@dataclass
+class Position:
+    """Where a checkpoint left its training, as ``checkpoint_meta`` wrote it down."""
+    planned_epochs: int
+    epoch: int
+    batch: int
+    step: int
+    augment_rng: np.random.Generator
+    dropout_rng: np.random.Generator
+    history: list
+    best: BestEpoch
+    epoch_sums: EpochSums
+    wall_seconds: float
+    resumed_from: list
+    split_sha256: str | None
+
+
+def resume_position(meta: dict, path, instead: str) -> Position:
+    """The Position in a checkpoint's metadata; refused in one line when part of it is missing or
+    holds something else (a file made by hand, or by another program)."""
+    try:
+        history = list(meta["history"])
+        if not all(isinstance(row, dict) for row in history):
+            raise TypeError("history rows are not mappings")
+        return Position(
+            planned_epochs=int(meta["config"]["train"]["epochs"]), epoch=int(meta["iterator"]["epoch"]),
+            batch=int(meta["iterator"]["batch"]), step=int(meta["step"]),
+            augment_rng=_rng_from(meta["rng"]["augment"]), dropout_rng=_rng_from(meta["rng"]["dropout"]),
+            history=history, best=BestEpoch(**meta["best"]), epoch_sums=EpochSums(**meta["epoch_sums"]),
+            wall_seconds=float(meta.get("wall_seconds", 0.0)), resumed_from=list(meta.get("resumed", [])),
+            split_sha256=meta.get("split_sha256"))
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"lacks {err}" if isinstance(err, KeyError) else f"is unreadable ({err})"
+        raise CheckpointError(f"{path}: its metadata {what}; not a complete mnistcnn checkpoint. {instead}") from None
+
+
+def restore(trainer: Trainer, arrays: dict, position: Position, path) -> None:
     """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``, checked by
     ``last_checkpoint``) left off."""
     trainer.model.load_state_dict(trainer.averaged.restore(arrays) if trainer.averaged is not None else arrays)
     optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
     if optim:
         trainer.optimizer.load_state_dict(optim)
-    if meta.get("split_sha256") != trainer.data.split_sha256:
+    if position.split_sha256 != trainer.data.split_sha256:
         raise CheckpointError(f"{path}: was trained on another data split (its hash differs); resume with the "
                               "run's own config and data")
-    trainer.iterator.load_state(meta["iterator"])
-    trainer.augment_rng = _rng_from(meta["rng"]["augment"])
-    trainer.dropout_rng = _rng_from(meta["rng"]["dropout"])
-    trainer.step = int(meta["step"])
-    trainer.history = list(meta["history"])
-    trainer.best = BestEpoch(**meta["best"])
-    trainer.epoch_sums = EpochSums(**meta["epoch_sums"])
-    trainer.wall_seconds = float(meta.get("wall_seconds", 0.0))
-    trainer.resumed_from = list(meta.get("resumed", []))
+    trainer.iterator.load_state({"epoch": position.epoch, "batch": position.batch})
+    trainer.augment_rng, trainer.dropout_rng = position.augment_rng, position.dropout_rng
+    trainer.step = position.step
+    trainer.history = position.history
+    trainer.best = position.best
+    trainer.epoch_sums = position.epoch_sums
+    trainer.wall_seconds = position.wall_seconds
+    trainer.resumed_from = position.resumed_from
 
 
 def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early: bool) -> dict:
@@ -526,15 +561,15 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
     return config, source, run
 
 
-def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict]:
-    """``(arrays, meta)`` of the checkpoint a run resumes from, refused unless they are the state
-    of training ``config`` (read from ``source``); a damaged one cannot be replaced."""
+def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict, Position]:
+    """``(arrays, meta, position)`` of the checkpoint a run resumes from, refused unless they are
+    the state of training ``config`` (read from ``source``); a damaged one cannot be replaced."""
     path, instead = run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}"
     arrays, meta = load_checkpoint(path, instead)
     expected = training_state(cfg.build_model(config), optimizer_from(config["train"]),
                               config["train"]["average"]["type"] != "none", arrays)
     check_compatible(arrays, expected, path, f"training with {source}", instead, unused=())
-    return arrays, meta
+    return arrays, meta, resume_position(meta, path, instead)
 
 
 def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
@@ -718,13 +753,13 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
 def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
     """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
     run.discard_partial_writes()
-    arrays, meta = last_checkpoint(run, config, run.config_file)
+    arrays, meta, position = last_checkpoint(run, config, run.config_file)
     trainer = Trainer(config, data, run, callbacks)
-    restore(trainer, arrays, meta, run.checkpoint("last"))
-    planned = meta["config"]["train"]["epochs"]
+    restore(trainer, arrays, position, run.checkpoint("last"))
+    planned = position.planned_epochs
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
-    trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
+    trainer.resumed_from.append({"from_epoch": position.epoch, "from_batch": position.batch,
                                  "batches": len(trainer.iterator),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})

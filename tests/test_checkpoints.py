@@ -129,6 +129,32 @@ def test_a_last_checkpoint_that_does_not_fit_the_training_is_not_resumed(run, re
     assert {path: path.read_bytes() for path in before} == before
 
 
+def set_meta(key, value):
+    return lambda arrays, meta: meta.__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda arrays, meta: meta.pop("iterator"), "its metadata lacks 'iterator'; not a complete mnistcnn checkpoint"),
+    (lambda arrays, meta: meta.pop("rng"), "its metadata lacks 'rng'"),
+    (lambda arrays, meta: meta.pop("config"), "its metadata lacks 'config'"),
+    (set_meta("step", "many"), "its metadata is unreadable (invalid literal for int() with base 10: 'many')"),
+    (set_meta("best", {"accuracy": 1}), "its metadata is unreadable (BestEpoch.__init__() got an unexpected"),
+    (set_meta("epoch_sums", [1]), "its metadata is unreadable"),
+    (set_meta("history", ["epoch 1"]), "its metadata is unreadable (history rows are not mappings)"),
+    (set_meta("rng", {"augment": 3, "dropout": 3}), "its metadata is unreadable"),
+])
+def test_a_last_checkpoint_without_its_place_in_training_is_not_resumed(run, resaved_checkpoint, cli, change,
+                                                                         message):
+    last = run / "checkpoints" / "last.npz"
+    resaved_checkpoint(last, last, change)
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {last}: {message}")
+    assert result.output.endswith(f"A run goes on from its last checkpoint only: train its config again: mnistcnn "
+                                  f"train {run / 'config.yaml'}\n")
+    assert result.output.count("\n") == 1
+
+
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
     (run / "checkpoints" / "best.npz").write_bytes(b"")
     for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
