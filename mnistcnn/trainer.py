@@ -382,6 +382,12 @@ class Position:
     split_sha256: str | None
 
 
+def incomplete_metadata(path, err: Exception, instead: str) -> CheckpointError:
+    """A checkpoint whose metadata misses a key (``err`` a KeyError) or holds something else there."""
+    what = f"lacks {err}" if isinstance(err, KeyError) else f"is unreadable ({err})"
+    return CheckpointError(f"{path}: its metadata {what}; not a complete mnistcnn checkpoint. {instead}")
+
+
 def resume_position(meta: dict, path, instead: str) -> Position:
     """The Position in a checkpoint's metadata; refused in one line when part of it is missing or
     holds something else (a file made by hand, or by another program)."""
@@ -397,8 +403,7 @@ def resume_position(meta: dict, path, instead: str) -> Position:
             wall_seconds=float(meta.get("wall_seconds", 0.0)), resumed_from=list(meta.get("resumed", [])),
             split_sha256=meta.get("split_sha256"))
     except (KeyError, TypeError, ValueError) as err:
-        what = f"lacks {err}" if isinstance(err, KeyError) else f"is unreadable ({err})"
-        raise CheckpointError(f"{path}: its metadata {what}; not a complete mnistcnn checkpoint. {instead}") from None
+        raise incomplete_metadata(path, err, instead) from None
 
 
 def restore(trainer: Trainer, arrays: dict, position: Position, path) -> None:
@@ -499,16 +504,32 @@ def training_state(model: Sequential, optimizer, averages: bool, arrays: dict) -
     return {**state, **{TRAINING + key: value for key, value in state.items()}, **average, **optim}
 
 
+def fitted_preprocess(settings, config: dict) -> Preprocess:
+    """The preprocessing a checkpoint keeps (``Preprocess.to_config``): its config's
+    ``data.preprocess``, fitted; TypeError or ValueError when it is something else."""
+    preprocess = Preprocess(**settings)
+    wanted = config["data"]["preprocess"]
+    if (preprocess.type, preprocess.threshold) != (wanted["type"], wanted["threshold"]):
+        raise ValueError(f"preprocess {settings} is not the config's data.preprocess")
+    if preprocess.type == "standardize" and not (np.isfinite(float(preprocess.mean)) and float(preprocess.std) > 0):
+        raise ValueError(f"preprocess {settings} has no mean, or no std above 0")
+    return preprocess
+
+
 def load_model(path, dtype=np.float32):
     """Rebuild a model from a checkpoint alone: ``(model, meta, preprocess)``."""
     arrays, meta = load_checkpoint(path)
+    instead = damaged_checkpoint_advice(Path(path))
     try:
+        if not isinstance(meta["config"], dict):
+            raise TypeError("its config is not a mapping")
         config = cfg.from_raw(meta["config"], f"{path} (embedded config)", of_run=True)
-        preprocess = Preprocess(**meta["preprocess"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
+        preprocess = fitted_preprocess(meta["preprocess"], config)
+        meta["epoch"], meta["step"] = int(meta["epoch"]), int(meta.get("step", 0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise incomplete_metadata(path, err, instead) from None
     model = cfg.build_model(config, np.random.default_rng(0), dtype)
-    check_compatible(arrays, model.state_dict(), path, "the config's model", damaged_checkpoint_advice(Path(path)))
+    check_compatible(arrays, model.state_dict(), path, "the config's model", instead)
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess

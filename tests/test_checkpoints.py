@@ -155,6 +155,25 @@ def test_a_last_checkpoint_without_its_place_in_training_is_not_resumed(run, res
     assert result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("change,message", [
+    (set_meta("config", "small"), "its metadata is unreadable (its config is not a mapping)"),
+    (set_meta("step", "many"), "its metadata is unreadable (invalid literal for int() with base 10: 'many')"),
+    (set_meta("preprocess", {"type": "sharpen"}), "its metadata is unreadable (preprocess {'type': 'sharpen'} is "
+                                                  "not the config's data.preprocess)"),
+    (set_meta("preprocess", {"type": "standardize", "threshold": 0}), "its metadata is unreadable"),
+    (lambda arrays, meta: meta.pop("preprocess"), "its metadata lacks 'preprocess'"),
+])
+def test_a_checkpoint_with_garbled_metadata_is_refused_by_eval(tmp_path, best, resaved_checkpoint, cli, change,
+                                                                message):
+    path = resaved_checkpoint(best, tmp_path / "best.npz", change)
+    result = cli("eval", path)
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {path}: {message}" + result.output.split(message, 1)[1])
+    assert result.output.endswith("not a complete mnistcnn checkpoint. Use another checkpoint, or train the run "
+                                  "again\n")
+    assert [child.name for child in tmp_path.iterdir()] == ["best.npz"]
+
+
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
     (run / "checkpoints" / "best.npz").write_bytes(b"")
     for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
