@@ -330,7 +330,13 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
     if is_onnx_file(path):
         raise CheckpointError(f"{path}: is an exported ONNX model; give the run it came from (or its .npz "
                               "checkpoint): of the commands, only predict takes an ONNX model")
-    if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
+    try:
+        with open(path, "rb") as handle:
+            is_zip = zipfile.is_zipfile(handle)
+    except OSError as err:  # else said to be no zip file, its bytes corrupt
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror or err}); make it readable "
+                              f"(chmod a+r {shlex.quote(str(path))}), or copy it to a file you can read") from None
+    if not is_zip:  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
         if size and path.suffix.lower() != ".npz":
             raise CheckpointError(f"{path}: is not a checkpoint (a run's checkpoints/best.npz or last.npz); give a run "

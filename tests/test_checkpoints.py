@@ -1,6 +1,7 @@
 """Checkpoints: atomic, no pickle, and every kind of damage refused with one clear line."""
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +173,29 @@ def test_a_checkpoint_with_garbled_metadata_is_refused_by_eval(tmp_path, best, r
     assert result.output.endswith("not a complete mnistcnn checkpoint. Use another checkpoint, or train the run "
                                   "again\n")
     assert [child.name for child in tmp_path.iterdir()] == ["best.npz"]
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_corrupt(tmp_path, best, cli, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    from mnistcnn import runs
+
+    path = tmp_path / "best.npz"
+    path.write_bytes(best.read_bytes())
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads it all the same: its open is refused as another user's would be
+        def refused(file, *args, **kwargs):
+            if Path(file) == path:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return builtins.open(file, *args, **kwargs)
+
+        monkeypatch.setattr(runs, "open", refused, raising=False)
+    result = cli("eval", path)
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {path}: cannot read the checkpoint (Permission denied); make it readable "
+                             f"(chmod a+r {path}), or copy it to a file you can read\n")
 
 
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
