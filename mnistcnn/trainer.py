@@ -462,18 +462,18 @@ TRAINING_STATE = ("optim.", TRAINING, AVERAGE)
 
 
 def check_compatible(arrays: dict, expected: dict[str, np.ndarray], path, whose: str, instead: str,
-                     unused=TRAINING_STATE) -> None:
+                     unused=TRAINING_STATE, mismatch: str = "the checkpoint comes from another config") -> None:
     """Refuse a checkpoint whose arrays are not those ``expected`` by ``whose`` (the config's model,
     or a resumed training's state): each there, of its shape and dtype, finite, and none besides
-    them but those whose names start with one of ``unused`` (state the caller does not take)."""
+    them but those whose names start with one of ``unused`` (state the caller does not take).
+    ``mismatch`` ends the message of an array missing, extra or of another shape: why, and the fix."""
     for key, want in expected.items():
         if key not in arrays:
-            raise CheckpointError(f"{path}: has no array {key}, which {whose} needs; the checkpoint comes from "
-                                  "another config")
+            raise CheckpointError(f"{path}: has no array {key}, which {whose} needs; {mismatch}")
         array = arrays[key]
         if array.shape != want.shape:
             raise CheckpointError(f"{path}: array {key} has shape {array.shape} but {whose} needs {want.shape}; "
-                                  "the checkpoint comes from another config")
+                                  f"{mismatch}")
         if array.dtype != want.dtype:
             raise CheckpointError(f"{path}: array {key} holds {array.dtype} but {whose} needs {want.dtype}; the "
                                   f"checkpoint was not written by mnistcnn: save its arrays as {want.dtype}")
@@ -482,8 +482,7 @@ def check_compatible(arrays: dict, expected: dict[str, np.ndarray], path, whose:
                                   f"was saved. {instead}")
     extra = [key for key in arrays if key not in expected and not key.startswith(unused)]
     if extra:
-        raise CheckpointError(f"{path}: has arrays {whose} has no place for ({', '.join(extra[:3])}); the "
-                              "checkpoint comes from another config")
+        raise CheckpointError(f"{path}: has arrays {whose} has no place for ({', '.join(extra[:3])}); {mismatch}")
 
 
 def training_state(model: Sequential, optimizer, averages: bool, arrays: dict) -> dict[str, np.ndarray]:
@@ -589,7 +588,10 @@ def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict, Posi
     arrays, meta = load_checkpoint(path, instead)
     expected = training_state(cfg.build_model(config), optimizer_from(config["train"]),
                               config["train"]["average"]["type"] != "none", arrays)
-    check_compatible(arrays, expected, path, f"training with {source}", instead, unused=())
+    edited = isinstance(meta.get("config"), dict) and meta["config"].get("model") != config["model"]
+    mismatch = (f"{source} was edited since the run trained (its model is another): undo the edit, or train it as a "
+                f"new run: {command_line('train', source)}" if edited else "the checkpoint comes from another config")
+    check_compatible(arrays, expected, path, f"training with {source}", instead, unused=(), mismatch=mismatch)
     return arrays, meta, resume_position(meta, path, instead)
 
 

@@ -130,6 +130,17 @@ def test_a_last_checkpoint_that_does_not_fit_the_training_is_not_resumed(run, re
     assert {path: path.read_bytes() for path in before} == before
 
 
+def test_a_run_whose_config_was_edited_to_another_model_is_not_resumed_and_told_why(run, cli):
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("filters: 8", "filters: 6"))
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2
+    assert result.output == (f"error: {run / 'checkpoints' / 'last.npz'}: array param.0.W has shape (5, 5, 1, 8) but "
+                             f"training with {config} needs (5, 5, 1, 6); {config} was edited since the run trained "
+                             f"(its model is another): undo the edit, or train it as a new run: mnistcnn train "
+                             f"{config}\n")
+
+
 def set_meta(key, value):
     return lambda arrays, meta: meta.__setitem__(key, value)
 
