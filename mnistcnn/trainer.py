@@ -761,7 +761,7 @@ def _then_go_on(run: RunDir) -> str:
 def check_resumable(run: RunDir, epochs: int) -> bool:
     """Refuse to resume a run without a last checkpoint, or a finished run unless ``epochs`` goes
     past what it trained; returns whether the run had finished (and is being trained longer)."""
-    if not run.checkpoint("last").is_file():
+    if not run.has_checkpoint("last"):
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
     if not run.finished:
         return False

@@ -209,6 +209,21 @@ def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_corrupt(tmp_pat
                              f"(chmod a+r {path}), or copy it to a file you can read\n")
 
 
+def test_a_folder_where_a_checkpoint_belongs_is_called_a_folder_not_a_missing_checkpoint(run, cli):
+    for which in ("best", "last"):
+        (run / "checkpoints" / f"{which}.npz").unlink()
+        (run / "checkpoints" / f"{which}.npz").mkdir()
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    in_place = ("is a folder, not a checkpoint file; move it out of the way (the run keeps its {} checkpoint in a "
+                "file of that name)\n")
+    assert cli("eval", run).output == f"error: {best}: " + in_place.format("best")
+    assert cli("train", "--resume", run, "--epochs", "3").output == f"error: {last}: " + in_place.format("last")
+    given = cli("eval", best)
+    assert given.exit_code == 2
+    assert given.output == (f"error: {best}: is a folder, not a checkpoint file; give a run folder or one of its "
+                            "checkpoints\n")
+
+
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):
     (run / "checkpoints" / "best.npz").write_bytes(b"")
     for command in (("eval", run), ("inspect-layer", run, "0", "--no-images")):
