@@ -528,7 +528,9 @@ def load_model(path, dtype=np.float32):
     except (KeyError, TypeError, ValueError) as err:
         raise incomplete_metadata(path, err, instead) from None
     model = cfg.build_model(config, np.random.default_rng(0), dtype)
-    check_compatible(arrays, model.state_dict(), path, "the config's model", instead)
+    # a checkpoint holds the float32 arrays that training keeps; a model of another dtype takes them cast
+    saved = {key: value.astype(np.float32, copy=False) for key, value in model.state_dict().items()}
+    check_compatible(arrays, saved, path, "the config's model", instead)
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess
