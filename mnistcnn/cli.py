@@ -49,6 +49,22 @@ PREVIEW_CHANNELS = 4  # feature maps inspect-layer shows in a terminal, side by 
 PASSED_OVER_NAMED = 5  # files a line names when a folder's non-pictures are passed over
 
 
+class GivenPath(click.Path):
+    """A path argument or option, refused in one line when empty or blank (a shell variable that is
+    unset): ``Path("")`` would quietly mean the current folder, to read a run from or write into."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            metavar = (param.metavar or "").strip("[]")  # an optional argument's: [DIR]
+            name = param.opts[0] if isinstance(param, click.Option) else metavar or param.human_readable_name
+            what = {"FILE": "a file's path", "DIR": "a folder's path"}.get(metavar, "a path")
+            fail(f"{name}: is empty; give {what} (a shell variable that holds it may be unset in this shell)")
+        return super().convert(value, param, ctx)
+
+
+GIVEN_PATH = GivenPath(path_type=Path)
+
+
 checkpoint_option = click.option("--checkpoint", "which", type=click.Choice(CHECKPOINTS),
                                  help="Which checkpoint of a run directory: best (the default) or last.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
@@ -57,7 +73,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 def data_dir_option(help_suffix: str):
     """``--data-dir`` (or the MNISTCNN_DATA_DIR variable); ``help_suffix`` ends its help: what is
     read without it."""
-    return click.option("--data-dir", cls=DataDirOption, type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
+    return click.option("--data-dir", cls=DataDirOption, type=GIVEN_PATH, envvar=ENV_DATA_DIR,
                         show_envvar=True, help=f"Folder of MNIST-layout IDX files{help_suffix}.")
 
 
@@ -405,13 +421,13 @@ Examples:
   mnistcnn train configs/lenet.yaml --seed 1 --set train.optimizer.lr=0.002
   mnistcnn train --resume runs/lenet-20260101-000000           # continue after Ctrl-C
   mnistcnn train --resume runs/lenet-20260101-000000 --epochs 15   # train a finished run longer""")
-@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(path_type=Path))
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=GIVEN_PATH)
 @click.option("--epochs", type=int, help="Override train.epochs.")
 @click.option("--batch-size", type=int, help="Override train.batch_size.")
 @click.option("--lr", type=float, help="Override train.optimizer.lr.")
 @click.option("--seed", type=int, help="Override train.seed.")
 @data_dir_option(" (default: the bundled MNIST)")
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=RUNS_DIR, show_default=True,
+@click.option("--runs-dir", type=GIVEN_PATH, default=RUNS_DIR, show_default=True,
               help="Parent folder of run directories.")
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -420,7 +436,7 @@ Examples:
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--dry-run", is_flag=True,
               help="Validate, build the model, print it and the plan that runs it, and exit.")
-@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR",
+@click.option("--resume", type=GIVEN_PATH, metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from checkpoints/last.npz.")
 @click.option("--quiet", is_flag=True, help="Print only the final result.")
 @handle_errors
@@ -562,13 +578,13 @@ Examples:
   mnistcnn eval runs/lenet-20260101-000000 --split validation --checkpoint last
   mnistcnn eval /shared/runs/lenet-20260101-000000 --out my-eval     # a run folder you cannot write in
   mnistcnn eval runs/lenet-20260101-000000/checkpoints/best.npz --json""")
-@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("target", metavar="RUN|CHECKPOINT", type=GIVEN_PATH)
 @split_option("test")
 @checkpoint_option
 @data_dir_option(" (default: the run's own data)")
 @click.option("--batch-size", type=click.IntRange(1, cfg.MAX_BATCH_SIZE),
               help="Images per evaluation batch (memory, not results; default: the run's train.eval_batch_size).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--out", "out_dir", type=GIVEN_PATH, metavar="DIR",
               help="The folder the report and pictures go into, made if missing (default: the run's folder; for a "
                    "checkpoint outside a run, its folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON and write no files.")
@@ -635,7 +651,7 @@ Examples:
   mnistcnn predict runs/lenet-20260101-000000 my-digits/ 'scans/*.png' --save-inputs seen/
   mnistcnn predict best.npz digit.png --json --fail-on-doubt
   mnistcnn predict runs/lenet-20260101-000000/model.onnx digit.png   # an exported model""")
-@click.argument("target", metavar="RUN|CHECKPOINT|MODEL.onnx", type=click.Path(path_type=Path))
+@click.argument("target", metavar="RUN|CHECKPOINT|MODEL.onnx", type=GIVEN_PATH)
 @click.argument("images", metavar="IMAGE|FOLDER|GLOB...", nargs=-1, required=True)
 @checkpoint_option
 @click.option("--top", type=click.IntRange(1, 10), default=TOP, show_default=True, help="How many classes to show.")
@@ -643,7 +659,7 @@ Examples:
               help="Flag a prediction whose probability is below this as 'low confidence'.")
 @click.option("--fail-on-doubt", is_flag=True,
               help="Exit 3 when any picture is blank, not a single digit or below --min-confidence.")
-@click.option("--save-inputs", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--save-inputs", type=GIVEN_PATH, metavar="DIR",
               help="Write the 28x28 image the model saw for each picture to DIR, named after the picture.")
 @json_option
 @handle_errors
@@ -728,8 +744,8 @@ Examples:
   mnistcnn runs
   mnistcnn runs /data/experiments --json
   mnistcnn runs --runs-dir /data/experiments""")
-@click.argument("folder", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
-@click.option("--runs-dir", type=click.Path(path_type=Path),
+@click.argument("folder", metavar="[DIR]", required=False, type=GIVEN_PATH)
+@click.option("--runs-dir", type=GIVEN_PATH,
               help="The same as DIR: the folder train --runs-dir wrote to.")
 @json_option
 @handle_errors
@@ -808,8 +824,8 @@ Examples:
   mnistcnn export runs/lenet-20260101-000000                  # -> runs/lenet-.../model.onnx
   mnistcnn export runs/lenet-20260101-000000 -o digits.onnx --input float
   mnistcnn predict digits.onnx my-digit.png                   # the exported model, on your pictures""")
-@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), metavar="FILE",
+@click.argument("target", metavar="RUN|CHECKPOINT", type=GIVEN_PATH)
+@click.option("-o", "--output", type=GIVEN_PATH, metavar="FILE",
               help="Where to write, its folder made if missing (default: model.onnx in the run folder; "
                    "model-last.onnx with --checkpoint last).")
 @checkpoint_option
@@ -863,7 +879,7 @@ Examples:
   mnistcnn serve runs/lenet-20260101-000000 --open
   mnistcnn serve runs/lenet-20260101-000000/checkpoints/last.npz --port 8080
   mnistcnn serve runs/lenet-20260101-000000 --host 0.0.0.0     # reachable from other machines""")
-@click.argument("target", metavar="RUN|CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("target", metavar="RUN|CHECKPOINT", type=GIVEN_PATH)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="The port to listen on (0: a free one, which is printed).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -920,11 +936,11 @@ Examples:
   mnistcnn sweep configs/sweeps/lenet-search.yaml --storage postgresql://USER:PASSWORD@HOST/DB --study s1
   mnistcnn sweep --status --storage postgresql://USER:PASSWORD@HOST/DB --study s1
   mnistcnn sweep --status runs/lenet-search-20260101-000000""")
-@click.argument("sweep_path", metavar="[SWEEP.yaml]", required=False, type=click.Path(path_type=Path))
+@click.argument("sweep_path", metavar="[SWEEP.yaml]", required=False, type=GIVEN_PATH)
 @click.option("--jobs", type=int, help="Trials at once on this machine, each in its own process with an equal "
                                        "share of the cores (default: one per core; with --resume, as many as "
                                        "the sweep ran here before).")
-@click.option("--resume", type=click.Path(path_type=Path), metavar="SWEEP_DIR",
+@click.option("--resume", type=GIVEN_PATH, metavar="SWEEP_DIR",
               help="Continue the sweep in SWEEP_DIR: interrupted trials resume from their checkpoints.")
 @click.option("--storage", metavar="URL", help="A shared study: a PostgreSQL, MySQL or SQLite URL, a SQLite file "
                                                "(.db, .sqlite, .sqlite3), or else a journal file on a shared "
@@ -932,7 +948,7 @@ Examples:
 @click.option("--study", metavar="NAME", help="The study's name in --storage (default: the sweep's name).")
 @click.option("--status", is_flag=True, help="Print the study's trials (from --storage and --study, or a sweep "
                                              "folder given as the argument) and exit.")
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=RUNS_DIR, show_default=True,
+@click.option("--runs-dir", type=GIVEN_PATH, default=RUNS_DIR, show_default=True,
               help="Parent folder of the sweep folder.")
 @click.option("--dry-run", is_flag=True, help="Check the sweep file, print what it searches and how, and exit.")
 @handle_errors
@@ -1169,13 +1185,13 @@ Examples:
   mnistcnn inspect-layer configs/lenet.yaml 3_conv2d        # an untrained model
   mnistcnn inspect-layer runs/lenet-20260101-000000 flatten  # its one flatten layer
   mnistcnn inspect-layer runs/lenet-20260101-000000 -1       # the last layer""")
-@click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=click.Path(path_type=Path))
+@click.argument("target", metavar="RUN|CHECKPOINT|CONFIG", type=GIVEN_PATH)
 @click.argument("layer", required=False)
 @click.option("--list", "list_layers", is_flag=True, help="List the layers and exit.")
 @split_option("validation")
 @click.option("--index", type=int, help="One image of the split.")
 @click.option("--indices", help="A range of images, START:STOP (default 0:16).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--out", "out_dir", type=GIVEN_PATH, metavar="DIR",
               help="The folder the pictures go into (default: inspect/ in the run's folder; "
                    f"{RUNS_DIR / 'inspect'}/NAME for a config).")
 @data_dir_option(" (default: the run's own data)")
@@ -1269,9 +1285,9 @@ Examples:
   mnistcnn inspect-data configs/best.yaml --count 32 --seed 3 --out pictures/best-augmented.png
   mnistcnn inspect-data configs/best.yaml --set data.augment.rotate=20   # try a stronger augmentation
   mnistcnn inspect-data runs/best-20260101-000000          # the data as that run trained on it""")
-@click.argument("config_path", metavar="CONFIG|RUN", type=click.Path(path_type=Path))
+@click.argument("config_path", metavar="CONFIG|RUN", type=GIVEN_PATH)
 @click.option("--count", type=click.IntRange(1, 64), default=16, show_default=True, help="How many images.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path),
+@click.option("--out", "out_path", type=GIVEN_PATH,
               help=f"The PNG to write (default: {RUNS_DIR}/NAME-augmented.png, NAME the config's name; for a RUN, "
                    "augmented.png in it; --set changes add to the name: augmented-rotate20.png).")
 @click.option("--seed", type=click.IntRange(cfg.SCHEMA["train"]["seed"].low, cfg.SCHEMA["train"]["seed"].high),
@@ -1299,7 +1315,7 @@ MNIST already ships inside the package: this is for a fresh copy, or another fol
 Examples:
   mnistcnn download
   mnistcnn download --to data/mnist --force""")
-@click.option("--to", "folder", type=click.Path(path_type=Path), help=f"Destination (default {CACHE_DIR}).")
+@click.option("--to", "folder", type=GIVEN_PATH, help=f"Destination (default {CACHE_DIR}).")
 @click.option("--mirror", "mirrors", multiple=True,
               help="Mirror base URL to try (repeatable; default: the public ones).")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=TIMEOUT_SECONDS, show_default=True,

@@ -434,13 +434,16 @@ def predict_target(target, images, which: str | None = None, top: int = TOP, min
     """Predict the pictures that ``images`` names (files, folders, globs: ``expand_inputs``) with
     the model of a run (its ``which`` checkpoint), a checkpoint or an exported ONNX file: the file
     the model came from, ``predict_files``'s results and the files passed over. ``save_folder``,
-    where ``save_inputs`` will write the 28x28 images, is made first: a folder that cannot be made
-    costs no predicting."""
+    where ``save_inputs`` will write the 28x28 images, is checked before the model loads (a folder
+    that cannot be made costs no loading, nor predicting) and made once it has (a model refused
+    leaves no folder behind)."""
     path = resolve_checkpoint(target, which)
     pictures, passed_over = expand_inputs(images)
     if save_folder is not None:
-        make_save_folder(save_folder, pictures)
+        make_save_folder(save_folder, pictures, make=False)
     model, preprocess, classes = load_classifier(path)
+    if save_folder is not None:
+        make_save_folder(save_folder, pictures)
     return path, predict_files(model, preprocess, pictures, classes, top, min_confidence), passed_over
 
 
@@ -485,15 +488,15 @@ def classify(model, preprocess, prepared: list[dict], classes: list[str], top: i
 SAVE_INPUTS = OutputOption("--save-inputs", "DIR")
 
 
-def make_save_folder(folder, paths: list[Path]) -> Path:
-    """The --save-inputs folder, made before predicting; one that holds pictures given is refused:
-    the 28x28 images, written there as ``<name>[-N].png``, could replace them or the user's other
-    pictures beside them."""
+def make_save_folder(folder, paths: list[Path], make: bool = True) -> Path:
+    """The --save-inputs folder, made before predicting (``make`` False: only checked, as
+    ``make_folder`` checks); one that holds pictures given is refused: the 28x28 images, written
+    there as ``<name>[-N].png``, could replace them or the user's other pictures beside them."""
     given = [path for path in paths if path.resolve().parent == Path(folder).resolve()]
     if given:
         raise UsageError(f"--save-inputs {folder}: holds pictures given to predict ({given[0].name}); the 28x28 "
                          "images written there could replace them: give another folder, e.g. --save-inputs seen")
-    return make_folder(folder, SAVE_INPUTS)
+    return make_folder(folder, SAVE_INPUTS, make=make)
 
 
 def save_inputs(results: list[dict], folder) -> None:

@@ -204,6 +204,15 @@ class RunDir(StampedFolder):
     def checkpoint(self, which: str) -> Path:
         return self.checkpoints / f"{which}.npz"
 
+    def has_checkpoint(self, which: str) -> bool:
+        """Whether the run holds its ``which`` checkpoint; a folder in its place is refused, not
+        taken for a checkpoint that is missing."""
+        path = self.checkpoint(which)
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder, not a checkpoint file; move it out of the way (the run keeps "
+                             f"its {which} checkpoint in a file of that name)")
+        return path.is_file()
+
     @property
     def log_path(self) -> Path:
         return self.path / "train.log"
@@ -331,7 +340,13 @@ def load_checkpoint(path, instead: str | None = None) -> tuple[dict[str, np.ndar
     if is_onnx_file(path):
         raise CheckpointError(f"{path}: is an exported ONNX model; give the run it came from (or its .npz "
                               "checkpoint): of the commands, only predict takes an ONNX model")
-    if not zipfile.is_zipfile(path):  # np.load would otherwise try the bytes as a pickle
+    try:
+        with open(path, "rb") as handle:
+            is_zip = zipfile.is_zipfile(handle)
+    except OSError as err:  # else said to be no zip file, its bytes corrupt
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror or err}); make it readable "
+                              f"(chmod a+r {shlex.quote(str(path))}), or copy it to a file you can read") from None
+    if not is_zip:  # np.load would otherwise try the bytes as a pickle
         size = path.stat().st_size
         if size and path.suffix.lower() != ".npz":
             raise CheckpointError(f"{path}: is not a checkpoint (a run's checkpoints/best.npz or last.npz); give a run "
@@ -401,6 +416,8 @@ def not_a_run(folder: Path) -> UsageError:
     """A folder given as a run that is none: what it is (a folder of runs, a sweep's, a run's
     checkpoints/, a folder of pictures) and what to give instead."""
 
+    if folder.suffix.lower() == ".npz":
+        return UsageError(f"{folder}: is a folder, not a checkpoint file; give a run folder or one of its checkpoints")
     if folder.name == "checkpoints" and RunDir(folder.parent).config_file.is_file():
         return UsageError(f"{folder}: is the checkpoints folder of the run {folder.parent}; give the run itself, or "
                           f"one of its checkpoints ({folder / 'best.npz'})")
@@ -453,7 +470,7 @@ def resolve_checkpoint(target, which: str | None = None) -> Path:
         which = which or "best"
         run = RunDir.open(target)
         path = run.checkpoint(which)
-        if not path.is_file():
+        if not run.has_checkpoint(which):
             other = other_checkpoint(which)
             hint = (f"; try --checkpoint {other}" if run.checkpoint(other).is_file() else
                     f", nor any other checkpoint; {run.train_again()}")

@@ -19,11 +19,12 @@ from threadpoolctl import threadpool_limits
 from . import config as cfg
 from .atomic import write_text
 from .augment import Augment, affine_resample
-from .averaging import Averaged
+from .averaging import AVERAGE, TRAINING, Averaged
 from .data import BatchIterator, Data, Preprocess, recorded_source
 from .errors import (CheckpointError, MnistCnnError, NonFiniteError, OutOfMemory, UsageError, WriteError,
                      command_line, signal_name)
 from .engine.losses import accuracy, softmax_cross_entropy
+from .engine.fast.optim import slot_kinds
 from .engine.fast.parallel import StepRunner, planned_workers
 from .engine.fast.processes import ProcessStepRunner, WorkerProcessError
 from .engine.fast.plan import Plan
@@ -31,8 +32,8 @@ from .engine.model import Sequential, check_finite, locate_non_finite
 from .engine.optim import Schedule, make_optimizer
 from .callbacks import Callbacks, Pruned
 from .folders import RUNS_DIR
-from .runs import (DIVERGED, RunDir, is_config_file, load_checkpoint, read_json, save_checkpoint,
-                   versions, write_json)
+from .runs import (DIVERGED, RunDir, damaged_checkpoint_advice, is_config_file, load_checkpoint, read_json,
+                   save_checkpoint, versions, write_json)
 from .words import counted
 
 
@@ -364,25 +365,65 @@ def checkpoint_meta(trainer: Trainer) -> dict:
     }
 
 
-def restore(trainer: Trainer, arrays: dict, meta: dict, path) -> None:
-    """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``) left off."""
-    check_compatible(trainer.model, arrays, path)
+@dataclass
+class Position:
+    """Where a checkpoint left its training, as ``checkpoint_meta`` wrote it down."""
+    planned_epochs: int
+    epoch: int
+    batch: int
+    step: int
+    augment_rng: np.random.Generator
+    dropout_rng: np.random.Generator
+    history: list
+    best: BestEpoch
+    epoch_sums: EpochSums
+    wall_seconds: float
+    resumed_from: list
+    split_sha256: str | None
+
+
+def incomplete_metadata(path, err: Exception, instead: str) -> CheckpointError:
+    """A checkpoint whose metadata misses a key (``err`` a KeyError) or holds something else there."""
+    what = f"lacks {err}" if isinstance(err, KeyError) else f"is unreadable ({err})"
+    return CheckpointError(f"{path}: its metadata {what}; not a complete mnistcnn checkpoint. {instead}")
+
+
+def resume_position(meta: dict, path, instead: str) -> Position:
+    """The Position in a checkpoint's metadata; refused in one line when part of it is missing or
+    holds something else (a file made by hand, or by another program)."""
+    try:
+        history = list(meta["history"])
+        if not all(isinstance(row, dict) for row in history):
+            raise TypeError("history rows are not mappings")
+        return Position(
+            planned_epochs=int(meta["config"]["train"]["epochs"]), epoch=int(meta["iterator"]["epoch"]),
+            batch=int(meta["iterator"]["batch"]), step=int(meta["step"]),
+            augment_rng=_rng_from(meta["rng"]["augment"]), dropout_rng=_rng_from(meta["rng"]["dropout"]),
+            history=history, best=BestEpoch(**meta["best"]), epoch_sums=EpochSums(**meta["epoch_sums"]),
+            wall_seconds=float(meta.get("wall_seconds", 0.0)), resumed_from=list(meta.get("resumed", [])),
+            split_sha256=meta.get("split_sha256"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise incomplete_metadata(path, err, instead) from None
+
+
+def restore(trainer: Trainer, arrays: dict, position: Position, path) -> None:
+    """Put ``trainer`` where the checkpoint at ``path`` (written by ``Trainer.save``, checked by
+    ``last_checkpoint``) left off."""
     trainer.model.load_state_dict(trainer.averaged.restore(arrays) if trainer.averaged is not None else arrays)
     optim = {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}
     if optim:
         trainer.optimizer.load_state_dict(optim)
-    if meta.get("split_sha256") != trainer.data.split_sha256:
+    if position.split_sha256 != trainer.data.split_sha256:
         raise CheckpointError(f"{path}: was trained on another data split (its hash differs); resume with the "
                               "run's own config and data")
-    trainer.iterator.load_state(meta["iterator"])
-    trainer.augment_rng = _rng_from(meta["rng"]["augment"])
-    trainer.dropout_rng = _rng_from(meta["rng"]["dropout"])
-    trainer.step = int(meta["step"])
-    trainer.history = list(meta["history"])
-    trainer.best = BestEpoch(**meta["best"])
-    trainer.epoch_sums = EpochSums(**meta["epoch_sums"])
-    trainer.wall_seconds = float(meta.get("wall_seconds", 0.0))
-    trainer.resumed_from = list(meta.get("resumed", []))
+    trainer.iterator.load_state({"epoch": position.epoch, "batch": position.batch})
+    trainer.augment_rng, trainer.dropout_rng = position.augment_rng, position.dropout_rng
+    trainer.step = position.step
+    trainer.history = position.history
+    trainer.best = position.best
+    trainer.epoch_sums = position.epoch_sums
+    trainer.wall_seconds = position.wall_seconds
+    trainer.resumed_from = position.resumed_from
 
 
 def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early: bool) -> dict:
@@ -416,32 +457,80 @@ def summarise(trainer: Trainer, test_loss: float, test_acc: float, stopped_early
     }
 
 
-def check_compatible(model: Sequential, arrays: dict, path) -> None:
-    """Refuse a checkpoint whose arrays do not fit the model (another config)."""
-    for key, want in model.state_dict().items():
+# a checkpoint's arrays besides the model's: the training's state, which a resumed run takes back
+TRAINING_STATE = ("optim.", TRAINING, AVERAGE)
+
+
+def check_compatible(arrays: dict, expected: dict[str, np.ndarray], path, whose: str, instead: str,
+                     unused=TRAINING_STATE, mismatch: str = "the checkpoint comes from another config") -> None:
+    """Refuse a checkpoint whose arrays are not those ``expected`` by ``whose`` (the config's model,
+    or a resumed training's state): each there, of its shape and dtype, finite, and none besides
+    them but those whose names start with one of ``unused`` (state the caller does not take).
+    ``mismatch`` ends the message of an array missing, extra or of another shape: why, and the fix."""
+    for key, want in expected.items():
         if key not in arrays:
-            raise CheckpointError(f"{path}: has no array {key}; it was saved from another model config")
-        if arrays[key].shape != want.shape:
-            raise CheckpointError(f"{path}: array {key} has shape {arrays[key].shape} but the config's model needs "
-                                  f"{want.shape}; the checkpoint comes from another config")
-        if not np.all(np.isfinite(arrays[key])):
-            raise CheckpointError(f"{path}: array {key} holds NaN or infinity")
-    extra = [k for k in arrays if (k.startswith("param.") or k.startswith("buffer.")) and k not in model.state_dict()]
+            raise CheckpointError(f"{path}: has no array {key}, which {whose} needs; {mismatch}")
+        array = arrays[key]
+        if array.shape != want.shape:
+            raise CheckpointError(f"{path}: array {key} has shape {array.shape} but {whose} needs {want.shape}; "
+                                  f"{mismatch}")
+        if array.dtype != want.dtype:
+            raise CheckpointError(f"{path}: array {key} holds {array.dtype} but {whose} needs {want.dtype}; the "
+                                  f"checkpoint was not written by mnistcnn: save its arrays as {want.dtype}")
+        if not np.all(np.isfinite(array)):
+            raise CheckpointError(f"{path}: array {key} holds NaN or infinity: the training had diverged when it "
+                                  f"was saved. {instead}")
+    extra = [key for key in arrays if key not in expected and not key.startswith(unused)]
     if extra:
-        raise CheckpointError(f"{path}: has arrays the config's model does not ({', '.join(extra[:3])}); "
-                              "it comes from another config")
+        raise CheckpointError(f"{path}: has arrays {whose} has no place for ({', '.join(extra[:3])}); {mismatch}")
+
+
+def training_state(model: Sequential, optimizer, averages: bool, arrays: dict) -> dict[str, np.ndarray]:
+    """Arrays shaped as those ``Trainer.save`` writes for ``model`` and ``optimizer`` (with
+    ``averages``, the run's ``train.average``), given which of its optional parts the checkpoint
+    ``arrays`` keeps: optimiser slots once a step was taken, the average once it has begun."""
+    state, params = model.state_dict(), model.params()
+    steps = arrays.get("optim.steps")
+    stepped = steps is not None and steps.shape == () and steps.dtype.kind in "iu" and int(steps) > 0
+    kept = {key.split(".")[1] for key in arrays if key.startswith("optim.") and key.count(".") > 1}
+    # SGD's velocity exists only while its momentum is on, which a one-cycle schedule may change
+    kinds = [kind for kind in optimizer.slots if kind in kept or (stepped and kind in slot_kinds(optimizer))]
+    optim = {"optim.steps": np.array(0, np.int64),
+             **{f"optim.{kind}.{key}": value for kind in kinds for key, value in params.items()}}
+    if not averages or AVERAGE + "count" not in arrays:
+        return {**state, **optim}
+    average = {AVERAGE + "count": np.array(0, np.int64), **{AVERAGE + key: value for key, value in params.items()}}
+    return {**state, **{TRAINING + key: value for key, value in state.items()}, **average, **optim}
+
+
+def fitted_preprocess(settings, config: dict) -> Preprocess:
+    """The preprocessing a checkpoint keeps (``Preprocess.to_config``): its config's
+    ``data.preprocess``, fitted; TypeError or ValueError when it is something else."""
+    preprocess = Preprocess(**settings)
+    wanted = config["data"]["preprocess"]
+    if (preprocess.type, preprocess.threshold) != (wanted["type"], wanted["threshold"]):
+        raise ValueError(f"preprocess {settings} is not the config's data.preprocess")
+    if preprocess.type == "standardize" and not (np.isfinite(float(preprocess.mean)) and float(preprocess.std) > 0):
+        raise ValueError(f"preprocess {settings} has no mean, or no std above 0")
+    return preprocess
 
 
 def load_model(path, dtype=np.float32):
     """Rebuild a model from a checkpoint alone: ``(model, meta, preprocess)``."""
     arrays, meta = load_checkpoint(path)
+    instead = damaged_checkpoint_advice(Path(path))
     try:
+        if not isinstance(meta["config"], dict):
+            raise TypeError("its config is not a mapping")
         config = cfg.from_raw(meta["config"], f"{path} (embedded config)", of_run=True)
-        preprocess = Preprocess(**meta["preprocess"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: its metadata lacks {err}; not a complete mnistcnn checkpoint") from None
+        preprocess = fitted_preprocess(meta["preprocess"], config)
+        meta["epoch"], meta["step"] = int(meta["epoch"]), int(meta.get("step", 0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise incomplete_metadata(path, err, instead) from None
     model = cfg.build_model(config, np.random.default_rng(0), dtype)
-    check_compatible(model, arrays, path)
+    # a checkpoint holds the float32 arrays that training keeps; a model of another dtype takes them cast
+    saved = {key: value.astype(np.float32, copy=False) for key, value in model.state_dict().items()}
+    check_compatible(arrays, saved, path, "the config's model", instead)
     model.load_state_dict(arrays)
     meta["config"] = config
     return model, meta, preprocess
@@ -490,13 +579,22 @@ def config_to_resume(run_path, flags: dict, config_path=None, sets=(), runs_dir_
         raise run.busy_error()
     config, source = load_run_config(run, flags)
     check_resumable(run, config["train"]["epochs"])  # before anything is printed
-    last_checkpoint(run)
+    last_checkpoint(run, config, source)
     return config, source, run
 
 
-def last_checkpoint(run: RunDir) -> tuple[dict, dict]:
-    """``(arrays, meta)`` of the checkpoint a run resumes from; a damaged one cannot be replaced."""
-    return load_checkpoint(run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}")
+def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict, Position]:
+    """``(arrays, meta, position)`` of the checkpoint a run resumes from, refused unless they are
+    the state of training ``config`` (read from ``source``); a damaged one cannot be replaced."""
+    path, instead = run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}"
+    arrays, meta = load_checkpoint(path, instead)
+    expected = training_state(cfg.build_model(config), optimizer_from(config["train"]),
+                              config["train"]["average"]["type"] != "none", arrays)
+    edited = isinstance(meta.get("config"), dict) and meta["config"].get("model") != config["model"]
+    mismatch = (f"{source} was edited since the run trained (its model is another): undo the edit, or train it as a "
+                f"new run: {command_line('train', source)}" if edited else "the checkpoint comes from another config")
+    check_compatible(arrays, expected, path, f"training with {source}", instead, unused=(), mismatch=mismatch)
+    return arrays, meta, resume_position(meta, path, instead)
 
 
 def config_of_target(target, overrides=(), data_dir=None) -> tuple[dict, Path, RunDir | None]:
@@ -665,7 +763,7 @@ def _then_go_on(run: RunDir) -> str:
 def check_resumable(run: RunDir, epochs: int) -> bool:
     """Refuse to resume a run without a last checkpoint, or a finished run unless ``epochs`` goes
     past what it trained; returns whether the run had finished (and is being trained longer)."""
-    if not run.checkpoint("last").is_file():
+    if not run.has_checkpoint("last"):
         raise UsageError(f"{run.path}: has no checkpoints/last.npz to resume from; {run.train_again()}")
     if not run.finished:
         return False
@@ -680,13 +778,13 @@ def check_resumable(run: RunDir, epochs: int) -> bool:
 def _resumed_trainer(run: RunDir, config: dict, data: Data, callbacks: Callbacks) -> Trainer:
     """A trainer at the place checkpoints/last.npz left off; ``config`` may plan more epochs."""
     run.discard_partial_writes()
-    arrays, meta = last_checkpoint(run)
+    arrays, meta, position = last_checkpoint(run, config, run.config_file)
     trainer = Trainer(config, data, run, callbacks)
-    restore(trainer, arrays, meta, run.checkpoint("last"))
-    planned = meta["config"]["train"]["epochs"]
+    restore(trainer, arrays, position, run.checkpoint("last"))
+    planned = position.planned_epochs
     if check_resumable(run, config["train"]["epochs"]):
         trainer.best.stale_epochs = 0  # a run that stopped early gets its patience anew for the extra epochs
-    trainer.resumed_from.append({"from_epoch": int(meta["epoch"]), "from_batch": int(meta["iterator"]["batch"]),
+    trainer.resumed_from.append({"from_epoch": position.epoch, "from_batch": position.batch,
                                  "batches": len(trainer.iterator),
                                  "epochs": [planned, config["train"]["epochs"]],
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")})

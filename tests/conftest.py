@@ -336,6 +336,23 @@ def weights():
 
 
 @pytest.fixture(scope="session")
+def resaved_checkpoint():
+    """``resaved_checkpoint(source, path, change)``: the checkpoint ``source`` written to ``path``
+    after ``change(arrays, meta)`` altered it, hashed anew: a file that passes the SHA-256 check,
+    as one made by hand or by another config would."""
+    from mnistcnn.runs import load_checkpoint, save_checkpoint
+
+    def resave(source, path, change):
+        arrays, meta = load_checkpoint(source)
+        change(arrays, meta)
+        meta.pop("sha256")
+        save_checkpoint(path, arrays, meta)
+        return path
+
+    return resave
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, cli, write_config, only_run):
     """One short real training run (the small config, 2 epochs on 3,000 images) that every test
     reading a run shares: ``(run directory, what the command printed)``."""

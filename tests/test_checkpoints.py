@@ -1,6 +1,7 @@
 """Checkpoints: atomic, no pickle, and every kind of damage refused with one clear line."""
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,167 @@ def test_damaged_checkpoints_are_refused_by_eval(tmp_path, best, kind, message, 
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def set_array(key, value):
+    return lambda arrays, meta: arrays.__setitem__(key, value)
+
+
+def drop_array(key):
+    return lambda arrays, meta: arrays.pop(key)
+
+
+@pytest.mark.parametrize("change,message", [
+    (set_array("param.0.W", np.zeros((8, 1, 5, 5), np.float32)),  # the conv kernel transposed
+     "array param.0.W has shape (8, 1, 5, 5) but the config's model needs (5, 5, 1, 8); the checkpoint comes from "
+     "another config"),
+    (set_array("param.9.W", np.zeros((784, 12), np.float32)),  # a dense layer of another width
+     "array param.9.W has shape (784, 12) but the config's model needs (784, 10)"),
+    (drop_array("param.9.b"), "has no array param.9.b, which the config's model needs; the checkpoint comes from "
+                              "another config"),
+    (set_array("notes", np.zeros(3, np.float32)), "has arrays the config's model has no place for (notes)"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8))), "array param.0.b holds float64 but the config's model needs "
+                                                     "float32; the checkpoint was not written by mnistcnn: save its "
+                                                     "arrays as float32"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8), np.int32)), "array param.0.b holds int32 but"),
+    (set_array("param.0.b", np.zeros((1, 1, 1, 8), np.complex64)), "array param.0.b holds complex64 but"),
+    (set_array("param.0.b", np.full((1, 1, 1, 8), "w")), "array param.0.b holds <U1 but"),
+    (set_array("buffer.4.running_var", np.full(16, np.inf, np.float32)),
+     "array buffer.4.running_var holds NaN or infinity: the training had diverged when it was saved. Use another "
+     "checkpoint, or train the run again"),
+])
+def test_a_checkpoint_that_does_not_fit_its_model_is_refused_in_one_line(tmp_path, best, resaved_checkpoint, cli,
+                                                                          change, message):
+    from PIL import Image
+
+    path = resaved_checkpoint(best, tmp_path / "best.npz", change)
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    for command in (("eval", path), ("inspect-layer", path, "0", "--no-images"), ("export", path),
+                    ("predict", path, tmp_path / "digit.png")):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert result.output == f"error: {path}: {message}" + result.output.split(message, 1)[1]
+        assert result.output.count("\n") == 1
+    assert sorted(child.name for child in tmp_path.iterdir()) == ["best.npz", "digit.png"]  # nothing written
+
+
+@pytest.mark.parametrize("change,message", [
+    (drop_array("optim.steps"), "has no array optim.steps, which training with {config} needs"),
+    (drop_array("optim.m.9.W"), "has no array optim.m.9.W, which training with {config} needs"),
+    (set_array("optim.v.9.W", np.zeros((784, 12), np.float32)),
+     "array optim.v.9.W has shape (784, 12) but training with {config} needs (784, 10)"),
+    (set_array("optim.steps", np.array(3.0)), "array optim.steps holds float64 but training with {config} needs int64"),
+    (set_array("optim.velocity.9.W", np.zeros((784, 10), np.float32)),  # SGD's state, in a run of Adam
+     "has arrays training with {config} has no place for (optim.velocity.9.W)"),
+    (lambda arrays, meta: arrays["optim.m.0.b"].fill(np.nan),
+     "array optim.m.0.b holds NaN or infinity: the training had diverged when it was saved. A run goes on from its "
+     "last checkpoint only"),
+    (drop_array("param.0.b"), "has no array param.0.b, which training with {config} needs"),
+])
+def test_a_last_checkpoint_that_does_not_fit_the_training_is_not_resumed(run, resaved_checkpoint, cli, change,
+                                                                          message):
+    last = run / "checkpoints" / "last.npz"
+    resaved_checkpoint(last, last, change)
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file() and path.name != ".training.lock"}
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {last}: {message.format(config=run / 'config.yaml')}")
+    assert result.output.count("\n") == 1  # before the model's table
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_a_run_whose_config_was_edited_to_another_model_is_not_resumed_and_told_why(run, cli):
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("filters: 8", "filters: 6"))
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2
+    assert result.output == (f"error: {run / 'checkpoints' / 'last.npz'}: array param.0.W has shape (5, 5, 1, 8) but "
+                             f"training with {config} needs (5, 5, 1, 6); {config} was edited since the run trained "
+                             f"(its model is another): undo the edit, or train it as a new run: mnistcnn train "
+                             f"{config}\n")
+
+
+def set_meta(key, value):
+    return lambda arrays, meta: meta.__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda arrays, meta: meta.pop("iterator"), "its metadata lacks 'iterator'; not a complete mnistcnn checkpoint"),
+    (lambda arrays, meta: meta.pop("rng"), "its metadata lacks 'rng'"),
+    (lambda arrays, meta: meta.pop("config"), "its metadata lacks 'config'"),
+    (set_meta("step", "many"), "its metadata is unreadable (invalid literal for int() with base 10: 'many')"),
+    (set_meta("best", {"accuracy": 1}), "its metadata is unreadable (BestEpoch.__init__() got an unexpected"),
+    (set_meta("epoch_sums", [1]), "its metadata is unreadable"),
+    (set_meta("history", ["epoch 1"]), "its metadata is unreadable (history rows are not mappings)"),
+    (set_meta("rng", {"augment": 3, "dropout": 3}), "its metadata is unreadable"),
+])
+def test_a_last_checkpoint_without_its_place_in_training_is_not_resumed(run, resaved_checkpoint, cli, change,
+                                                                         message):
+    last = run / "checkpoints" / "last.npz"
+    resaved_checkpoint(last, last, change)
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {last}: {message}")
+    assert result.output.endswith(f"A run goes on from its last checkpoint only: train its config again: mnistcnn "
+                                  f"train {run / 'config.yaml'}\n")
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("change,message", [
+    (set_meta("config", "small"), "its metadata is unreadable (its config is not a mapping)"),
+    (set_meta("step", "many"), "its metadata is unreadable (invalid literal for int() with base 10: 'many')"),
+    (set_meta("preprocess", {"type": "sharpen"}), "its metadata is unreadable (preprocess {'type': 'sharpen'} is "
+                                                  "not the config's data.preprocess)"),
+    (set_meta("preprocess", {"type": "standardize", "threshold": 0}), "its metadata is unreadable"),
+    (lambda arrays, meta: meta.pop("preprocess"), "its metadata lacks 'preprocess'"),
+])
+def test_a_checkpoint_with_garbled_metadata_is_refused_by_eval(tmp_path, best, resaved_checkpoint, cli, change,
+                                                                message):
+    path = resaved_checkpoint(best, tmp_path / "best.npz", change)
+    result = cli("eval", path)
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {path}: {message}" + result.output.split(message, 1)[1])
+    assert result.output.endswith("not a complete mnistcnn checkpoint. Use another checkpoint, or train the run "
+                                  "again\n")
+    assert [child.name for child in tmp_path.iterdir()] == ["best.npz"]
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_corrupt(tmp_path, best, cli, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    from mnistcnn import runs
+
+    path = tmp_path / "best.npz"
+    path.write_bytes(best.read_bytes())
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads it all the same: its open is refused as another user's would be
+        def refused(file, *args, **kwargs):
+            if Path(file) == path:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return builtins.open(file, *args, **kwargs)
+
+        monkeypatch.setattr(runs, "open", refused, raising=False)
+    result = cli("eval", path)
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {path}: cannot read the checkpoint (Permission denied); make it readable "
+                             f"(chmod a+r {path}), or copy it to a file you can read\n")
+
+
+def test_a_folder_where_a_checkpoint_belongs_is_called_a_folder_not_a_missing_checkpoint(run, cli):
+    for which in ("best", "last"):
+        (run / "checkpoints" / f"{which}.npz").unlink()
+        (run / "checkpoints" / f"{which}.npz").mkdir()
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    in_place = ("is a folder, not a checkpoint file; move it out of the way (the run keeps its {} checkpoint in a "
+                "file of that name)\n")
+    assert cli("eval", run).output == f"error: {best}: " + in_place.format("best")
+    assert cli("train", "--resume", run, "--epochs", "3").output == f"error: {last}: " + in_place.format("last")
+    given = cli("eval", best)
+    assert given.exit_code == 2
+    assert given.output == (f"error: {best}: is a folder, not a checkpoint file; give a run folder or one of its "
+                            "checkpoints\n")
 
 
 def test_a_damaged_best_checkpoint_points_at_the_runs_last_one(run, cli):

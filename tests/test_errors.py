@@ -745,3 +745,22 @@ def test_inspect_data_takes_the_seeds_train_takes(cli, tmp_path, seed):
     result = cli("inspect-data", QUICK, "--seed", seed, "--out", tmp_path / "grid.png")
     assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output, result.output
     assert f"{field.low}<=x<={field.high}" in result.output
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["export", "RUN", "-o", ""], "-o: is empty; give a file's path"),
+    (["export", "RUN", "--output", " "], "-o: is empty; give a file's path"),
+    (["eval", "RUN", "--out", ""], "--out: is empty; give a folder's path"),
+    (["inspect-layer", "RUN", "0", "--out", ""], "--out: is empty; give a folder's path"),
+    (["predict", "RUN", "digit.png", "--save-inputs", ""], "--save-inputs: is empty; give a folder's path"),
+    (["train", "--resume", ""], "--resume: is empty; give a path"),
+    (["eval", ""], "RUN|CHECKPOINT: is empty; give a path"),
+    (["runs", ""], "DIR: is empty; give a folder's path"),
+])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(cli, trained_run, tmp_path, monkeypatch,
+                                                                    arguments, message):
+    monkeypatch.chdir(tmp_path)  # where an empty path would have read or written
+    result = cli(*(trained_run if argument == "RUN" else argument for argument in arguments))
+    assert result.exit_code == 2
+    assert result.output == f"error: {message} (a shell variable that holds it may be unset in this shell)\n"
+    assert list(tmp_path.iterdir()) == []

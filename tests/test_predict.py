@@ -220,6 +220,14 @@ def test_a_save_inputs_folder_that_cannot_be_made_stops_before_predicting(traine
                              "elsewhere with --save-inputs DIR\n")
 
 
+def test_a_model_that_cannot_load_leaves_no_save_inputs_folder_behind(run, tmp_path, cli):
+    (run / "checkpoints" / "best.npz").write_bytes(b"")
+    Image.new("L", (50, 50), 255).save(tmp_path / "digit.png")
+    result = cli("predict", run, tmp_path / "digit.png", "--save-inputs", tmp_path / "seen" / "28x28")
+    assert result.exit_code == 2 and "empty (0 bytes)" in result.output and result.output.count("\n") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["digit.png", "runs"]
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
 @pytest.mark.parametrize("output", [[], ["--json"]], ids=["table", "json"])
 def test_a_disk_that_fills_while_saving_the_inputs_still_gives_the_predictions(trained_run, sample_digits, tmp_path,

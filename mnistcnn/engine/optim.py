@@ -21,6 +21,7 @@ def decays(key: str) -> bool:
 
 class Optimizer:
     name = "optimizer"
+    slots: tuple[str, ...] = ()  # the kinds of state a parameter may have (``slot``'s ``kind``)
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0):
         self.lr = lr
@@ -65,6 +66,7 @@ class SGD(Optimizer):
     p -= lr (g + momentum v) with Nesterov, p -= lr v without; p -= lr g when momentum is 0."""
 
     name = "sgd"
+    slots = ("velocity",)
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -95,6 +97,7 @@ class Adam(Optimizer):
     ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2); AdamW decays p directly."""
 
     name = "adam"
+    slots = ("m", "v")
     decoupled = False
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):

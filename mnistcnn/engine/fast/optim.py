@@ -12,9 +12,7 @@ from ..optim import SGD, Adam, Optimizer, decays
 
 def slot_kinds(optimizer: Optimizer) -> tuple[str, ...]:
     """The state arrays each parameter has: made before the threads start, so none makes one."""
-    if isinstance(optimizer, Adam):
-        return ("m", "v")
-    return ("velocity",) if isinstance(optimizer, SGD) and optimizer.momentum else ()
+    return () if isinstance(optimizer, SGD) and not optimizer.momentum else optimizer.slots
 
 
 def start_step(optimizer: Optimizer, params: dict, lr: float | None = None) -> float:
