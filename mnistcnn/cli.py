@@ -475,9 +475,8 @@ def train(config_path, epochs, batch_size, lr, seed, data_dir, runs_dir, name, s
         epochs, steps = config["train"]["epochs"], sizes["steps_per_epoch"]
         resumes = ""
         if run is not None:  # the place a resume goes on from, as training says it
-            position = last_checkpoint(run)[1]
-            resumes = f"resumes {run.path} at epoch {position['epoch'] + 1}, batch {position['iterator']['batch']}/" \
-                      f"{steps} of "
+            position = last_checkpoint(run, config, source)[2]
+            resumes = f"resumes {run.path} at epoch {position.epoch + 1}, batch {position.batch}/{steps} of "
         console.print(f"dry run: {resumes}{counted(epochs, 'epoch')} of {counted(steps, 'step')} "
                       f"(batches of {config['train']['batch_size']} from {sizes['training']:,} training images; "
                       f"{sizes['validation']:,} validate); nothing was written. Without --dry-run it trains.",
