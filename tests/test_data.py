@@ -133,6 +133,12 @@ def test_binarize_scale_and_standardize_and_a_fitted_standardize_round_trips():
     assert np.array_equal(again(images), out)
 
 
+def test_standardize_fitted_on_images_of_one_colour_gives_finite_numbers():
+    # their variance, E[x^2] - E[x]^2, can round to a hair below 0, whose square root is NaN
+    images = np.full((4, 28, 28, 1), 7, np.uint8)
+    assert np.isfinite(Preprocess("standardize").fit(images)(images)).all()
+
+
 def test_standardize_is_fitted_on_the_training_split_alone():
     from mnistcnn import config as cfg
     from mnistcnn.data import prepare_data
