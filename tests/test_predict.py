@@ -404,6 +404,13 @@ def test_a_picture_in_doubt_for_what_it_shows_keeps_that_doubt_when_the_model_is
     assert prepared[0]["prediction"] is None and prepared[0]["top"] == []
 
 
+def test_ink_over_much_of_the_picture_is_no_digit():
+    # a checkerboard (a pattern, a printed page): ink over half the picture is not a digit drawn on paper
+    ys, xs = np.mgrid[0:200, 0:200]
+    image, doubt = prepare(np.where((ys // 25 + xs // 25) % 2 == 0, 30.0, 235.0))
+    assert doubt == NO_SINGLE_DIGIT and not image.any()
+
+
 # -- the measurement --------------------------------------------------------------------------
 def measure(run, n=1000, min_confidence=0.5):
     """Accuracy and doubts of RUN's best checkpoint on clean MNIST test digits, on the photo-like
