@@ -357,7 +357,8 @@ class Preprocess:
                 total_sq += (chunk * chunk).sum()
                 count += chunk.size
             self.mean = total / count
-            self.std = max(float(np.sqrt(total_sq / count - self.mean ** 2)), 1e-6)
+            # images of one colour: rounding can leave the variance a hair below 0, whose root is NaN
+            self.std = max(float(np.sqrt(max(total_sq / count - self.mean ** 2, 0.0))), 1e-6)
         return self
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

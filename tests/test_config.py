@@ -221,3 +221,101 @@ def test_eval_batch_size_takes_the_range_of_the_config_key(tmp_path, cli):
     assert (field.low, field.high) == (1, cfg.MAX_BATCH_SIZE)
     refused = cli("eval", tmp_path, "--batch-size", cfg.MAX_BATCH_SIZE + 1)  # refused as it is parsed: no run read
     assert refused.exit_code == 2 and f"1<=x<={cfg.MAX_BATCH_SIZE}" in refused.output, refused.output
+
+
+LAYERS = [{"type": "conv2d", "filters": 2, "kernel": 3}, {"type": "relu"}, {"type": "flatten"},
+          {"type": "dense", "units": 10}]
+
+REFUSED = {
+    "a key left empty": ({"train": {"epochs": None}}, "train.epochs: must be an integer; got None"),
+    "a word for an optional number": ({"data": {"train_limit": "lots"}},
+                                      "data.train_limit: must be an integer or null; got 'lots' (str)"),
+    "no layers": ({"model": {"layers": []}}, "model.layers: must list at least one layer"),
+    "a layer's argument not a number": ({"model": {"layers": [{"type": "dropout", "rate": float("nan")}, *LAYERS]}},
+                                        "model.layers[0].rate: must be a finite number; got nan"),
+    "an image too big": ({"model": {"input_shape": [5000, 28, 1]}}, "model.input_shape: must be [height, width, "
+                         "channels] of positive integers; got [5000, 28, 1]"),
+    "one class": ({"data": {"classes": ["cat"]}}, "data.classes: must list at least two distinct class names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_config_refused_names_its_key_and_why(case):
+    raw, message = REFUSED[case]
+    with pytest.raises(ConfigError) as refused:
+        cfg.validate(raw, "bad.yaml")
+    assert f"bad.yaml: {message}" in str(refused.value)
+
+
+def test_a_number_refused_is_not_said_to_be_a_yes_or_no():
+    # the hint about YAML's yes/no is for true/false read where a number goes, not for a number where a word goes
+    with pytest.raises(ConfigError) as refused:
+        cfg.validate({"name": 3})
+    assert str(refused.value) == "<config>: name: must be a string; got 3 (int)"
+
+
+def test_a_section_left_empty_takes_its_defaults():
+    # "train:" with nothing under it (YAML null) is an empty section, as when it is left out
+    assert cfg.validate({"train": None, "data": {"augment": None}}) == cfg.validate({})
+
+
+def test_the_most_layers_a_model_may_have_are_accepted():
+    layers = [{"type": "relu"}] * (cfg.MAX_LAYERS - 2) + [{"type": "flatten"}, {"type": "dense", "units": 10}]
+    assert len(cfg.validate({"model": {"layers": layers}})["model"]["layers"]) == cfg.MAX_LAYERS
+
+
+def test_repeats_need_any_warp_elastic_alone_included():
+    for warp, amount in zip(cfg.WARPS, (1, 5.0, 0.1, 8.0)):
+        augment = {"repeats": 2, warp: amount}
+        assert cfg.validate({"data": {"augment": augment}})["data"]["augment"]["repeats"] == 2, warp
+
+
+def test_config_keys_says_which_keys_take_null():
+    rows = {row[0]: row[1] for row in cfg.describe_keys()}
+    assert rows["data.train_limit"] == "int in [1, 100000000] or null"
+    assert rows["train.epochs"] == "int in [1, 100000]"
+
+
+def test_onecycle_takes_no_warm_up_of_its_own():
+    with pytest.raises(ConfigError) as refused:
+        cfg.validate({"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1}}})
+    assert "train.schedule.warmup_epochs: onecycle rises over pct_start of the run, with no warm-up" in str(
+        refused.value)
+
+
+def test_set_of_a_list_entry_past_the_end_says_how_many_there_are():
+    with pytest.raises(ConfigError) as refused:
+        cfg.from_raw({"model": {"layers": LAYERS}}, "x.yaml", ["model.layers[4].units=3"])
+    assert str(refused.value) == ("--set model.layers[4].units=3: model.layers has 4 entries (0 to 3); "
+                                  "--print-config shows them")
+
+
+def test_set_fills_a_section_left_empty_and_an_empty_value_is_null():
+    config = cfg.from_raw({"train": None, "data": {"train_limit": 5}}, "x.yaml",
+                          ["train.epochs=3", "data.train_limit="])
+    assert config["train"]["epochs"] == 3 and config["data"]["train_limit"] is None
+
+
+def test_only_a_run_s_onecycle_from_before_pct_start_reads_as_cosine():
+    old = {"train": {"epochs": 2, "schedule": {"type": "onecycle"}}}
+    today = {"train": {"epochs": 2, "schedule": {"type": "onecycle", "pct_start": 0.25}}}
+    assert cfg.from_raw(old, "config.yaml", of_run=True)["train"]["schedule"]["type"] == "cosine"
+    assert cfg.from_raw(today, "config.yaml", of_run=True)["train"]["schedule"]["type"] == "onecycle"
+
+
+def test_a_quoted_key_with_a_colon_and_a_value_is_not_said_to_lack_a_space():
+    # {type:sgd} is one key without a value; a key with a value was not glued to it
+    with pytest.raises(ConfigError) as refused:
+        cfg.validate({"train": {"optimizer:type": "sgd"}})
+    assert "unknown key" in str(refused.value) and "put a space after the colon" not in str(refused.value)
+
+
+def test_set_takes_a_value_that_holds_an_equals_sign():
+    names = [f"{letter}=1" for letter in "abcdefghij"]
+    config = cfg.from_raw({}, "x.yaml", [f"data.classes=[{', '.join(names)}]"])
+    assert config["data"]["classes"] == names
+
+
+def test_a_training_step_holds_each_image_of_a_batch_repeats_times():
+    config = cfg.validate({"train": {"batch_size": 8}, "data": {"augment": {"shift": 1, "repeats": 3}}})
+    assert cfg.step_images(config) == 24

@@ -1,11 +1,15 @@
 """IDX reading and its checks, the bundled MNIST, splits, preprocessing, batches."""
 import gzip
+import shutil
+import struct
 
 import numpy as np
 import pytest
 
+from mnistcnn import config as cfg
 from mnistcnn.augment import Augment, affine_resample, elastic_fields
-from mnistcnn.data import BatchIterator, Preprocess, load_dataset, read_idx, split_indices
+from mnistcnn.data import (BUNDLED_DIR, MNIST_SHA256, BatchIterator, Preprocess, check_data, load_dataset, read_idx,
+                           split_indices)
 from mnistcnn.errors import DataError
 
 # images per class of genuine MNIST: what the bundled copy must hold
@@ -68,16 +72,63 @@ CORRUPTIONS = {  # each: the file's bytes made from idx_bytes, and the words its
 }
 
 
+@pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
-def test_each_corruption_has_its_own_error_naming_the_file(tmp_path, kind, idx_bytes, make_folder):
+def test_each_corruption_has_its_own_error_naming_the_file(tmp_path, kind, gz, idx_bytes, make_folder):
+    # a gzip file's length says nothing of its data's: a truncated or padded one is found as it is read
     make_bytes, message = CORRUPTIONS[kind]
-    make_folder(tmp_path, gz=False)
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(make_bytes(idx_bytes))
+    make_folder(tmp_path, gz=gz)
+    path = tmp_path / ("train-images-idx3-ubyte.gz" if gz else "train-images-idx3-ubyte")
+    path.write_bytes(gzip.compress(make_bytes(idx_bytes)) if gz else make_bytes(idx_bytes))
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path)
     assert str(path) in str(err.value) and message in str(err.value)
 
+
+def test_a_header_with_an_empty_axis_and_huge_others_is_refused(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2**17, 2**17))
+    with pytest.raises(DataError, match="which is far too large for an image set"):
+        read_idx(path, 3)
+
+
+def test_a_label_equal_to_the_number_of_classes_is_outside_them(tmp_path, make_folder, write_idx):
+    make_folder(tmp_path, gz=False)
+    labels = np.full(50, 3, np.uint8)
+    labels[5] = 10
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(DataError, match="label 10 at index 5 is outside 0-9"):
+        load_dataset(tmp_path)
+
+
+def test_a_split_without_examples_and_test_images_of_another_size_are_refused(tmp_path, make_folder):
+    make_folder(tmp_path / "empty", n_test=0)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: holds no examples"):
+        load_dataset(tmp_path / "empty")
+    make_folder(tmp_path / "mixed", size=28)
+    make_folder(tmp_path / "other", size=32)
+    (tmp_path / "other" / "t10k-images-idx3-ubyte.gz").replace(tmp_path / "mixed" / "t10k-images-idx3-ubyte.gz")
+    (tmp_path / "other" / "t10k-labels-idx1-ubyte.gz").replace(tmp_path / "mixed" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match=r"train images are \(28, 28\) but test images are \(32, 32\)"):
+        load_dataset(tmp_path / "mixed")
+
+
+def test_genuine_mnist_named_with_dots_is_verified_as_genuine(tmp_path):
+    for path in BUNDLED_DIR.glob("*-ubyte.gz"):
+        stem, kind = path.name.removesuffix("-ubyte.gz").rsplit("-", 1)
+        shutil.copy(path, tmp_path / f"{stem}.{kind}-ubyte.gz")
+    dataset = load_dataset(tmp_path, verify=True)
+    assert dataset.verified and sorted(dataset.sha256) == sorted(MNIST_SHA256)
+
+
+def test_a_training_split_under_one_batch_with_drop_last_is_refused_by_the_dry_run(tmp_path, make_folder):
+    # every batch of it would be dropped: an epoch of no steps
+    make_folder(tmp_path, n_train=200)
+    config = cfg.validate({"data": {"dir": str(tmp_path), "validation": 50, "train_limit": 30},
+                           "train": {"batch_size": 64, "drop_last": True}})
+    with pytest.raises(DataError, match="the training split has 30 images, fewer than one batch of 64 with "
+                                        "train.drop_last"):
+        check_data(config)
 
 def test_labels_outside_the_classes(tmp_path, make_folder, write_idx):
     make_folder(tmp_path, gz=False)
@@ -136,6 +187,12 @@ def test_binarize_scale_and_standardize_and_a_fitted_standardize_round_trips():
     assert out.dtype == np.float32 and abs(out.mean()) < 1e-4 and abs(out.std() - 1) < 1e-3
     again = Preprocess(**std.to_config())
     assert np.array_equal(again(images), out)
+
+
+def test_standardize_fitted_on_images_of_one_colour_gives_finite_numbers():
+    # their variance, E[x^2] - E[x]^2, can round to a hair below 0, whose square root is NaN
+    images = np.full((4, 28, 28, 1), 7, np.uint8)
+    assert np.isfinite(Preprocess("standardize").fit(images)(images)).all()
 
 
 def test_standardize_is_fitted_on_the_training_split_alone():

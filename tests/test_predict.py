@@ -22,8 +22,9 @@ from mnistcnn.cli import console
 from mnistcnn.data import load_dataset
 from mnistcnn.engine.model import Sequential
 from mnistcnn.errors import UsageError
-from mnistcnn.predict import (MAX_STROKE, MIN_STROKE, READ_SIDE, SIDE, check_digit_model, prepare, read_grey,
-                              stroke_width)
+from mnistcnn.predict import (BLANK, LOW_CONFIDENCE, MAX_PIXELS, MAX_STROKE, MIN_STROKE, NO_SINGLE_DIGIT, READ_SIDE,
+                              SIDE, PictureTooLarge, check_digit_model, classify, expand_inputs, prepare, read_grey,
+                              shape_doubt, stroke_width)
 from mnistcnn.trainer import load_model
 
 
@@ -351,12 +352,77 @@ def test_large_pictures_are_capped_by_their_header_and_reduced_before_decoding(t
         assert max(read_grey(tmp_path / name).shape) <= READ_SIDE + READ_SIDE // 2
 
 
+def test_a_folder_gives_its_pictures_whatever_the_case_of_their_suffix_and_says_the_other_files(tmp_path):
+    for name in ("a.png", "B.PNG", "c.JPG", "notes.txt", ".DS_Store"):
+        (tmp_path / name).write_bytes(b"")
+    pictures, passed_over = expand_inputs([tmp_path])
+    assert pictures == [tmp_path / "B.PNG", tmp_path / "a.png", tmp_path / "c.JPG"]
+    assert passed_over == [tmp_path / "notes.txt"]  # a hidden file is the system's, not the user's
+
+
+def test_a_picture_over_the_limit_but_under_pillows_own_is_refused_by_its_header(tmp_path):
+    path = tmp_path / "limit.png"
+    side = 13350  # 178.2 million pixels: over MAX_PIXELS, under Pillow's hard limit of 178.96 million
+    assert side * side > MAX_PIXELS
+    path.write_bytes(_png_header(side, side))
+    with pytest.raises(PictureTooLarge, match="more than 178 million pixels, the limit"):
+        read_grey(path)
+
+
+def test_a_palette_picture_s_transparent_ground_reads_as_white_paper(tmp_path):
+    # a GIF's transparent colour is often black: the ground is what is behind it (paper), not that colour
+    picture = Image.new("P", (60, 60), 0)
+    picture.putpalette([0, 0, 0] * 2)  # index 0 (transparent) and index 1 (the ink) both black
+    ImageDraw.Draw(picture).line([(30, 10), (30, 50)], fill=1, width=5)
+    picture.save(tmp_path / "digit.png", transparency=0)
+    grey = read_grey(tmp_path / "digit.png")
+    assert grey[5, 5] == 255 and grey[30, 30] == 0
+
+
+def test_two_large_pieces_of_ink_are_no_single_digit_and_a_speck_beside_a_digit_is_one():
+    two = np.zeros((SIDE, SIDE), np.uint8)
+    two[4:24, 4:8] = 255  # a stroke of 80 pixels
+    two[4:24, 18:21] = 255  # another, apart from it, of 60
+    assert shape_doubt(two) == NO_SINGLE_DIGIT
+    speck = np.zeros((SIDE, SIDE), np.uint8)
+    speck[4:24, 4:8] = 255
+    speck[26:28, 26:28] = 255  # 4 pixels
+    assert shape_doubt(speck) is None
+
+
+def test_a_float_picture_s_values_below_0_read_as_black(tmp_path):
+    values = np.ones((40, 40), np.float32)
+    values[10:30, 18:22] = -0.5  # a float picture's ink can run below 0
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    grey = read_grey(tmp_path / "float.tif")
+    assert grey.min() == 0 and grey.max() == 255
+
+
+def test_a_picture_in_doubt_for_what_it_shows_keeps_that_doubt_when_the_model_is_unsure():
+    class Unsure:  # every class equally likely: under any --min-confidence above 10%
+        def predict_logits(self, images, batch_size, transform):
+            return np.zeros((len(images), 10), np.float32)
+
+    digit = np.zeros((SIDE, SIDE), np.uint8)
+    digit[4:24, 12:16] = 255
+    prepared = [{"image": np.zeros((SIDE, SIDE), np.uint8), "doubt": BLANK},
+                {"image": digit, "doubt": NO_SINGLE_DIGIT}, {"image": digit, "doubt": None}]
+    classify(Unsure(), None, prepared, [str(number) for number in range(10)])
+    assert [result["doubt"] for result in prepared] == [BLANK, NO_SINGLE_DIGIT, LOW_CONFIDENCE]
+    assert prepared[0]["prediction"] is None and prepared[0]["top"] == []
+
+
+def test_ink_over_much_of_the_picture_is_no_digit():
+    # a checkerboard (a pattern, a printed page): ink over half the picture is not a digit drawn on paper
+    ys, xs = np.mgrid[0:200, 0:200]
+    image, doubt = prepare(np.where((ys // 25 + xs // 25) % 2 == 0, 30.0, 235.0))
+    assert doubt == NO_SINGLE_DIGIT and not image.any()
+
+
 # -- the measurement --------------------------------------------------------------------------
 def measure(run, n=1000, min_confidence=0.5):
     """Accuracy and doubts of RUN's best checkpoint on clean MNIST test digits, on the photo-like
     set and on blank and noise pictures."""
-    from mnistcnn.predict import classify
-
     model, _, preprocess = load_model(f"{run}/checkpoints/best.npz")
     data = load_dataset()
     rng = np.random.default_rng(0)

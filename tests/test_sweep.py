@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mnistcnn.errors import UsageError, install_extra
+from mnistcnn.errors import ConfigError, UsageError, install_extra
 import yaml
 
 from mnistcnn.engine.fast.parallel import cores as available_cores
@@ -518,6 +518,100 @@ BAD_SWEEPS = [
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
 ]
+
+
+def test_a_grid_holds_each_step_of_a_range_both_ends_included(tmp_path):
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, sampler="grid", trials=100, space={
+        "train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.05, "step": 0.01},
+        "model.layers[0].filters": {"type": "int", "low": 3, "high": 7, "step": 2}})
+    sweep = load_sweep(path)
+    grid = sweep.grid()
+    assert grid["train.optimizer.lr"] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert grid["model.layers[0].filters"] == [3, 5, 7]
+    assert all(type(value) is int for value in grid["model.layers[0].filters"])
+    assert sweep.trials == 15  # a grid has no more points to try than it holds
+    # the folder's copy of the sweep file, which --resume reads, is the same grid
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(sweep.to_yaml()))
+    assert load_sweep(copy).grid() == grid
+
+
+def test_a_range_s_step_and_log_scale_are_what_the_sampler_draws_from(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, space={
+        "train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
+        "model.layers[0].filters": {"type": "int", "low": 3, "high": 7, "step": 2}})
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    for parameter in load_sweep(path).parameters:
+        parameter.suggest(trial)
+    assert trial.distributions["train.optimizer.lr"] == optuna.distributions.FloatDistribution(0.01, 0.2, log=True)
+    assert trial.distributions["model.layers[0].filters"] == optuna.distributions.IntDistribution(3, 7, step=2)
+
+
+def test_a_sweep_file_s_defaults(tmp_path):
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, name="lr-search", objective={"metric": "val_loss"})
+    settings = yaml.safe_load(path.read_text())
+    del settings["sampler"], settings["pruner"]
+    path.write_text(yaml.safe_dump(settings))
+    sweep = load_sweep(path)
+    assert (sweep.sampler, sweep.pruner, sweep.startup_trials, sweep.warmup_epochs) == ("tpe", "median", 5, 1)
+    assert (sweep.direction, sweep.study, sweep.heartbeat) == ("minimize", "lr-search", 30)
+
+
+SPACE_REFUSED = [
+    ({"type": "float", "low": 0.01, "high": 2.0e12}, "space[train.optimizer.lr] = 2000000000000.0: "
+                                                      "train.optimizer.lr: must be <= 1e+12"),
+    ({"type": "float", "low": float("nan"), "high": 0.1}, "space[train.optimizer.lr].low: must be a number; got nan"),
+    ({"type": "float", "low": True, "high": 0.1}, "space[train.optimizer.lr].low: must be a number; got True"),
+    ({"type": "choice", "values": []}, "space[train.optimizer.lr].values: a choice needs a non-empty list of values"),
+    ({"type": "choice", "values": [0.1], "low": 0.01}, "space[train.optimizer.lr].low: a choice takes only values"),
+    ({"type": "float", "low": 0.01, "high": 0.1, "values": [0.1]},
+     "space[train.optimizer.lr].values: only a choice takes values; a float takes low and high"),
+    ({"type": "float", "low": 0.01, "high": 0.1, "log": "yes"}, "space[train.optimizer.lr].log: must be true or false"),
+    ({"type": "float", "low": 0.01, "high": 0.1, "step": 0}, "space[train.optimizer.lr].step: must be above 0"),
+    ({"type": "float", "low": 0.01, "high": 0.1, "step": 0.01, "log": True},
+     "space[train.optimizer.lr].step: must be above 0, and not with log: true"),
+    ({"type": "float", "low": 0.1, "high": 0.1}, "space[train.optimizer.lr]: low must be below high"),
+]
+
+
+@pytest.mark.parametrize("spec, message", SPACE_REFUSED, ids=[m[27:60] for _, m in SPACE_REFUSED])
+def test_a_searched_range_that_cannot_be_searched_is_refused(tmp_path, spec, message):
+    from mnistcnn.sweep.space import load_sweep
+
+    with pytest.raises(ConfigError) as refused:
+        load_sweep(write_sweep(tmp_path, space={"train.optimizer.lr": spec}))
+    assert f"sweep.yaml: {message}" in str(refused.value)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"trials": 100_001}, "trials: must be 1 to 100000"),
+    ({"heartbeat": 0}, "heartbeat: must be 1 or more"),
+    ({"sampler": "grid", "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.2, "step": 1e-6}}},
+     "space: the grid has 199,001 points, over 100,000"),
+])
+def test_a_sweep_setting_out_of_its_range_is_refused(tmp_path, settings, message):
+    from mnistcnn.sweep.space import load_sweep
+
+    with pytest.raises(ConfigError) as refused:
+        load_sweep(write_sweep(tmp_path, **settings))
+    assert f"sweep.yaml: {message}" in str(refused.value)
+
+
+def test_a_training_config_given_for_a_sweep_file_says_which_it_is(tmp_path):
+    from mnistcnn.sweep.space import load_sweep
+
+    write_sweep(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_sweep(tmp_path / "base.yaml")
+    assert "base.yaml: is a training config, not a sweep file; train it with" in str(refused.value)
 
 
 def test_a_default_pruner_warm_up_that_leaves_nothing_to_prune_says_it_is_the_default(tmp_path, cli):

@@ -101,6 +101,12 @@ def test_one_cycle_draws_pytorch_s_curve_for_the_rate_and_the_momentum(steps_per
     assert schedule.momentum(0) == pytest.approx(0.95) and schedule.momentum(total - 1) == pytest.approx(0.95)
 
 
+def test_a_one_cycle_rise_of_one_step_is_at_the_peak_on_that_step():
+    # pct_start of 10 steps is 1: the rise ends where it starts, at the peak rate and the base momentum
+    schedule = Schedule(1.0, steps_per_epoch=10, epochs=1, type="onecycle", pct_start=0.1)
+    assert schedule(0) == pytest.approx(1.0) and schedule.momentum(0) == pytest.approx(0.85)
+
+
 def test_other_schedules_leave_the_momentum_alone():
     assert Schedule(0.1, 10, 2, type="cosine").momentum(3) is None
     assert Schedule(0.1, 10, 2, type="onecycle", cycle_momentum=False).momentum(3) is None
