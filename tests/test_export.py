@@ -131,6 +131,20 @@ def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fol
     assert_equal_to_engine(compare(plan, preprocess, onnx_session, images, labels, input_kind))
 
 
+@pytest.mark.parametrize("layers", [CONV_THEN_BATCHNORM, DENSE_THEN_BATCHNORM])
+def test_a_batchnorm_channel_that_never_varied_folds_equal_to_the_engine(mnist, layers):
+    # a channel that was always the same (a dead relu's) has a running variance of 0: only eps keeps it finite
+    rng = np.random.default_rng(2)
+    model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
+    norm = next(layer for layer in model.layers if layer.type_name == "batchnorm")
+    norm.buffers["running_var"][0] = 0.0
+    proto = build_model(model, Preprocess("scale"), {"classes": [str(d) for d in range(10)]}, "uint8", fold=True)
+    assert "BatchNormalization" not in {node.op_type for node in proto.graph.node}
+    compared = compare(Plan(model), Preprocess("scale"), session(proto.SerializeToString()),
+                       mnist.test_images[:200], mnist.test_labels[:200], "uint8")
+    assert_equal_to_engine(compared)
+
+
 def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_run, mnist, tmp_path, cli):
     result = cli("export", trained_run, "--input", "float", "-o", tmp_path / "float.onnx")
     assert result.exit_code == 0, result.output
