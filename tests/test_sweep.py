@@ -812,6 +812,7 @@ def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
 
 @pytest.mark.parametrize("storage,kind", [("study.db", "the SQLite database"), ("study.sqlite3", "the SQLite database"),
                                           ("sqlite:///study.sqlite", "the SQLite database"),
+                                          ("Study.DB", "the SQLite database"),  # capitals: the same suffix
                                           ("study.journal", "the Optuna journal file")])
 def test_the_dry_run_says_which_storage_a_path_means(tmp_path, cli, monkeypatch, storage, kind):
     monkeypatch.chdir(tmp_path)
