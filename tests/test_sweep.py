@@ -728,6 +728,65 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
 
 
+def running_study(heartbeat_ago: dict):
+    """An in-memory study (no Optuna heartbeat, as a journal file's) with a running trial per
+    entry: its name, and the heartbeats ago it was last marked alive (``Pulse``'s attribute)."""
+    import time
+
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="retries")
+    trials = {}
+    for name, ago in heartbeat_ago.items():
+        trial = study.ask()
+        trial.suggest_float("train.optimizer.lr", 0.01, 0.1)
+        for key, value in {"run_dir": f"runs/{name}", "host": "this", "alive": time.time() - 10 * ago}.items():
+            trial.set_user_attr(key, value)
+        trials[name] = trial.number
+    return study, storage, trials
+
+
+def test_a_trial_whose_worker_went_silent_is_failed_and_retried_once_from_its_run(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.study import STALE_HEARTBEATS, fail_stale, retry_trial
+
+    # a beat a little late (a busy machine) is not a silence: only more than STALE_HEARTBEATS beats missed are
+    study, storage, trials = running_study({"silent": STALE_HEARTBEATS + 1, "late": STALE_HEARTBEATS - 0.5})
+    fail_stale(study, storage, heartbeat=10)
+    by_number = {trial.number: trial for trial in study.get_trials()}
+    silent, late = by_number[trials["silent"]], by_number[trials["late"]]
+    assert (silent.state, late.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
+    (retry,) = [trial for trial in study.get_trials() if trial.state == optuna.trial.TrialState.WAITING]
+    assert retry.user_attrs == {"retry_of": silent.number, "resume_from": "runs/silent", "resume_host": "this"}
+    assert retry.system_attrs["fixed_params"] == silent.params
+    retry_trial(study, silent)  # told again (another worker's heartbeat check): still one retry
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
+def test_unfinished_trials_of_this_machine_are_retried_others_are_left_to_their_workers(monkeypatch):
+    import optuna
+
+    from mnistcnn.sweep import study as studies
+
+    gone = subprocess.Popen(["true"])  # a worker that is gone: its pid is no one's
+    gone.wait()
+    study, storage, trials = running_study({"orphaned": 0, "alive": 0, "elsewhere": 0, "stopped": 0, "broken": 0})
+    for name, pid in {"orphaned": gone.pid, "alive": os.getpid(), "elsewhere": gone.pid}.items():
+        storage.set_trial_user_attr(trials[name], "pid", pid)
+    storage.set_trial_user_attr(trials["elsewhere"], "host", "another")  # its pid means nothing here
+    storage.set_trial_user_attr(trials["broken"], "error", "the config failed")  # a retry would fail alike
+    for name in ("stopped", "broken"):  # "stopped": cut short by a second Ctrl-C
+        study.tell(trials[name], state=optuna.trial.TrialState.FAIL)
+    monkeypatch.setattr(studies, "host", lambda: "this")
+    studies.retry_unfinished(study)
+    retried = {trial.user_attrs["retry_of"] for trial in study.get_trials() if "retry_of" in trial.user_attrs}
+    assert retried == {trials["orphaned"], trials["stopped"]}
+    states = {trial.number: trial.state.name for trial in study.get_trials()}
+    assert [states[trials[name]] for name in ("orphaned", "alive", "elsewhere")] == ["FAIL", "RUNNING", "RUNNING"]
+
+
 def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_path):
     # every machine of a shared study writes the study's best trial; its run, in another machine's folders, was
     # named by its path alone, as if it were here
