@@ -705,6 +705,59 @@ def test_the_median_pruner_prunes_only_after_the_warm_up_epochs():
     assert pruned_at == [3, 4, 5]  # epochs 1 and 2 are the warm-up
 
 
+def test_the_hyperband_pruner_prunes_only_after_the_warm_up_epochs():
+    import optuna
+
+    from mnistcnn.sweep.study import make_pruner
+
+    sweep = SimpleNamespace(pruner="hyperband", warmup_epochs=2, base={"train": {"epochs": 9}})
+    # the study's name decides which bracket a trial falls in: a fixed one, for the same brackets each time
+    study = optuna.create_study(study_name="hyperband", direction="maximize", pruner=make_pruner(sweep))
+    pruned_at = []
+    for number in range(30):  # every other trial poor from its first epoch
+        trial, value = study.ask(), 0.9 if number % 2 == 0 else 0.1
+        for epoch in range(1, 10):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                pruned_at.append(epoch)
+                break
+        else:
+            study.tell(trial, value)
+    assert pruned_at and min(pruned_at) == 3  # epochs 1 and 2 are the warm-up
+
+
+def test_two_workers_of_a_sweep_draw_their_own_values_and_a_worker_draws_its_own_again():
+    import optuna
+
+    from mnistcnn.sweep.study import make_sampler
+
+    sweep = SimpleNamespace(seed=0, sampler="random")
+
+    def draws(seed_key):
+        study = optuna.create_study(sampler=make_sampler(sweep, seed_key))
+        return [study.ask().suggest_float("train.optimizer.lr", 1e-3, 1.0, log=True) for _ in range(3)]
+
+    assert draws("1") == draws("1") != draws("2")
+
+
+def test_a_database_whose_tables_stay_half_made_is_one_line_after_the_last_attempt(monkeypatch):
+    # workers racing to create the tables retry; a table that keeps "already existing" ends in one line
+    import optuna
+
+    from mnistcnn.sweep import study as studies
+
+    def racing(*args, **kwargs):
+        raise RuntimeError('relation "studies" already exists')
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(studies.time, "sleep", lambda seconds: None)
+    storage = studies.Storage("postgresql://db.example/sweeps", "--storage postgresql://db.example/sweeps")
+    with pytest.raises(UsageError, match="^--storage postgresql://db.example/sweeps: cannot open the database: "
+                                         'relation "studies" already exists; '):
+        studies.open_storage(storage, heartbeat=60)
+
+
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.study import trial_status
 
@@ -785,6 +838,18 @@ def test_unfinished_trials_of_this_machine_are_retried_others_are_left_to_their_
     assert retried == {trials["orphaned"], trials["stopped"]}
     states = {trial.number: trial.state.name for trial in study.get_trials()}
     assert [states[trials[name]] for name in ("orphaned", "alive", "elsewhere")] == ["FAIL", "RUNNING", "RUNNING"]
+
+
+def test_a_stopped_trial_counts_as_stopped_until_its_resumption_ends_and_a_surplus_draw_not_at_all():
+    from mnistcnn.sweep.study import states
+
+    trial = fake_trial
+    stopped = [trial("COMPLETE", 0), trial("FAIL", 1, stopped=True), trial("FAIL", 2, surplus=True)]
+    assert states(stopped)["stopped"] == 1 and states(stopped)["failed"] == 0  # a surplus draw never ran
+    for state, status in (("WAITING", "queued"), ("RUNNING", "running")):
+        counts = states(stopped + [trial(state, 3, retry_of=1)])
+        assert (counts["stopped"], counts[status]) == (1, 1)  # its resumption has not ended yet
+    assert states(stopped + [trial("COMPLETE", 3, retry_of=1)])["stopped"] == 0
 
 
 def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_path):
