@@ -166,6 +166,43 @@ def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_ru
     assert np.array_equal(exported[clear], logits.argmax(axis=1)[clear])
 
 
+class FixedLogits:
+    """A plan and an onnxruntime session in one, each giving the logits it was made with."""
+
+    def __init__(self, logits):
+        self.logits = np.asarray(logits, np.float32)
+
+    def predict_logits(self, images, *args):
+        return self.logits[:len(images)]
+
+    def run(self, names, feeds):
+        return [self.logits[:len(feeds["pixels"])]]
+
+
+def test_two_near_tied_classes_swapped_by_rounding_are_a_tie_not_a_disagreement():
+    # each logit within the tolerance of the engine's can swap two classes less than twice the tolerance apart
+    tolerance = FLOAT32_RTOL * 10.0
+    engine = FixedLogits([[10.0, 10.0 - 1.5 * tolerance, 0.0]])
+    exported = FixedLogits([[10.0 - 0.8 * tolerance, 10.0 - 0.7 * tolerance, 0.0]])
+    images, labels = np.zeros((1, 28, 28, 1), np.uint8), np.array([0])
+    comparison = compare(engine, Preprocess("scale"), exported, images, labels, "uint8")
+    assert (comparison.ties, comparison.disagreements, comparison.equal) == (1, 0, True)
+
+
+def test_the_opsets_from_the_lowest_to_the_newest_onnx_knows_are_taken_and_no_others():
+    import onnx
+
+    from mnistcnn.errors import UsageError
+    from mnistcnn.export import LOWEST_OPSET, check_opset
+
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (LOWEST_OPSET, newest):
+        check_opset(opset)
+    for opset in (LOWEST_OPSET - 1, newest + 1):
+        with pytest.raises(UsageError, match=f"^--opset {opset}: give {LOWEST_OPSET} to {newest}$"):
+            check_opset(opset)
+
+
 def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(run, cli, tmp_path, mnist,
                                                                               decided_ranks):
     result = cli("export", run)
