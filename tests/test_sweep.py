@@ -1105,6 +1105,14 @@ def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     assert "pip install PyMySQL and use mysql+pymysql://" in result.output
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_takes_the_driver_the_sweep_extra_installs(cli, scheme):
+    # SQLAlchemy's default for postgresql:// is psycopg2, which the extra does not install: psycopg (3) is asked instead
+    result = cli("sweep", "--status", "--storage", f"{scheme}://user@127.0.0.1:1/db", "--study", "s1")
+    assert result.exit_code == 2 and "needs the database driver" not in result.output, result.output
+    assert "Connection refused; check the host and port" in result.output
+
+
 def test_a_password_given_as_the_url_s_password_parameter_is_masked_as_one_before_the_host(cli, tmp_path):
     # libpq takes a password from ?password= too: it was printed in messages, kept in sweep.yaml and given in the
     # commands printed for the folder as it was typed
