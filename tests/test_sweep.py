@@ -758,6 +758,20 @@ def test_a_database_whose_tables_stay_half_made_is_one_line_after_the_last_attem
         studies.open_storage(storage, heartbeat=60)
 
 
+def test_a_study_is_refused_to_a_sweep_file_with_another_space_and_taken_by_the_same_one(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.space import load_sweep
+    from mnistcnn.sweep.study import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    open_study(load_sweep(write_sweep(tmp_path)), storage, create=True)
+    open_study(load_sweep(write_sweep(tmp_path)), storage)  # a second machine with the same file
+    other = write_sweep(tmp_path, space={"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.01}})
+    with pytest.raises(UsageError, match="^study 'tiny' was started by another sweep file .*; give another --study"):
+        open_study(load_sweep(other), storage, create=True)
+
+
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.study import trial_status
 
