@@ -732,3 +732,16 @@ def test_the_summary_times_and_counts_the_images_the_epochs_trained_on(tmp_path,
     assert (summary["epochs"], summary["best_val_acc"], summary["final_val_acc"]) == (3, 0.9, 0.6)
     assert summary["wall_seconds"] == pytest.approx(wall_seconds, abs=0.01)
     assert summary["images_per_s"] == pytest.approx(3 * images_an_epoch / wall_seconds, rel=1e-3)
+
+
+def test_each_resumption_of_a_run_is_in_its_summary(tmp_path):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(epochs=3)
+    data = prepare_data(config)
+    outcome = train_run(config, data, StopAt(epoch=1, batch=2), runs_dir=tmp_path)
+    for stop in (StopAt(epoch=2, batch=3), None):
+        outcome = train_run(config, data, stop, runs_dir=tmp_path, resume=RunDir.open(outcome.run.path))
+    assert [(entry["from_epoch"], entry["from_batch"]) for entry in outcome.summary["resumed"]] == [(0, 2), (1, 3)]
