@@ -291,6 +291,29 @@ def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run,
     assert output.read_bytes() == b"an earlier export"
 
 
+def test_a_fold_that_misses_the_tolerance_keeps_the_batchnorm_as_a_node(mnist, tmp_path, monkeypatch):
+    import onnx
+
+    import mnistcnn.export as export
+
+    model = randomised(Sequential.from_config(CONV_THEN_BATCHNORM, (28, 28, 1), np.random.default_rng(3)),
+                       np.random.default_rng(3))
+    real_folded = export.folded
+
+    def off_by_a_percent(layer, norm):
+        weights, bias = real_folded(layer, norm)
+        return weights * np.float32(1.01), bias
+
+    monkeypatch.setattr(export, "folded", off_by_a_percent)
+    output = tmp_path / "model.onnx"
+    meta = {"config": {"name": "folded", "train": {"eval_batch_size": 100}}, "test_acc": None}
+    comparison, folded = export_onnx(Plan(model), Preprocess("scale"), meta, [str(d) for d in range(10)],
+                                     mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
+    assert not folded
+    assert_equal_to_engine(comparison)
+    assert "BatchNormalization" in {node.op_type for node in onnx.load(str(output)).graph.node}
+
+
 def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path, cli, monkeypatch):
     import mnistcnn.export as export
 
