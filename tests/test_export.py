@@ -326,6 +326,16 @@ def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path
     assert list(tmp_path.iterdir()) == []  # an unchecked graph is never under the name predict takes
 
 
+def test_a_file_exported_before_input_kinds_were_recorded_is_fed_uint8_pixels(tmp_path, mnist, float32_close):
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1),
+                                   np.random.default_rng(4))
+    path = tmp_path / "older.onnx"  # its metadata has classes but no input_kind, as earlier versions wrote it
+    path.write_bytes(build_model(model, Preprocess("scale"), {"classes": [str(d) for d in range(10)]},
+                                 "uint8").SerializeToString())
+    images = mnist.test_images[:50]
+    float32_close(OnnxModel(path).predict_logits(images), model.predict_logits(images, 50, Preprocess("scale")))
+
+
 def test_metadata_round_trips(tmp_path):
     model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
     meta = {"config": {"name": "three"}}
