@@ -3,6 +3,7 @@ layer type), raw pixels in, metadata, refusals, and predict on an exported file.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,16 @@ def test_a_file_exported_before_input_kinds_were_recorded_is_fed_uint8_pixels(tm
                                  "uint8").SerializeToString())
     images = mnist.test_images[:50]
     float32_close(OnnxModel(path).predict_logits(images), model.predict_logits(images, 50, Preprocess("scale")))
+
+
+def test_an_onnx_file_another_tool_wrote_is_refused_in_one_line(tmp_path):
+    from mnistcnn.errors import CheckpointError
+
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    path = tmp_path / "foreign.onnx"  # a graph with a pixel input but no class names
+    path.write_bytes(build_model(model, Preprocess("scale"), {}, "uint8").SerializeToString())
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: not a model that mnistcnn export wrote"):
+        OnnxModel(path)
 
 
 def test_metadata_round_trips(tmp_path):
