@@ -745,3 +745,15 @@ def test_each_resumption_of_a_run_is_in_its_summary(tmp_path):
     for stop in (StopAt(epoch=2, batch=3), None):
         outcome = train_run(config, data, stop, runs_dir=tmp_path, resume=RunDir.open(outcome.run.path))
     assert [(entry["from_epoch"], entry["from_batch"]) for entry in outcome.summary["resumed"]] == [(0, 2), (1, 3)]
+
+
+def test_a_resumed_run_records_its_first_options_with_the_ones_given_again_replaced(tmp_path, cli, write_config,
+                                                                                  only_run):
+    config = write_config(tmp_path, limit=300, epochs=1)
+    started = cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.optimizer.lr=0.002", "--epochs", 1)
+    assert started.exit_code == 0, started.output
+    run = only_run(tmp_path / "runs")
+    resumed = cli("train", "--resume", run, "--epochs", 2)
+    assert resumed.exit_code == 0, resumed.output
+    status = json.loads((run / "status.json").read_text())
+    assert (status["config"], status["overrides"]) == (str(config), ["--set train.optimizer.lr=0.002", "--epochs 2"])
