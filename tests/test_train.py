@@ -757,3 +757,20 @@ def test_a_resumed_run_records_its_first_options_with_the_ones_given_again_repla
     assert resumed.exit_code == 0, resumed.output
     status = json.loads((run / "status.json").read_text())
     assert (status["config"], status["overrides"]) == (str(config), ["--set train.optimizer.lr=0.002", "--epochs 2"])
+
+
+def test_a_run_trained_longer_whose_config_yaml_was_deleted_reads_its_last_checkpoints_config(tmp_path,
+                                                                                            scripted_validation):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import load_run_config, train_run
+
+    config = tiny_config(epochs=2)
+    data = prepare_data(config)
+    scripted_validation(data, [0.9, 0.5, 0.4])  # best.npz stays epoch 1's, saved while 2 epochs were planned
+    first = train_run(config, data, runs_dir=tmp_path)
+    longer = {**config, "train": {**config["train"], "epochs": 3}}
+    run = train_run(longer, data, runs_dir=tmp_path, resume=RunDir.open(first.run.path)).run
+    run.config_file.unlink()
+    read, source = load_run_config(RunDir.open(run.path))
+    assert (read["train"]["epochs"], source) == (3, run.checkpoint("last"))
