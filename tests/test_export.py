@@ -117,6 +117,10 @@ DENSE_THEN_BATCHNORM = [{"type": "flatten"}, {"type": "dense", "units": 12}, {"t
 @example(layers=CONV_THEN_BATCHNORM, seed=0, fold=True, preprocess=Preprocess("scale"), input_kind="uint8")
 @example(layers=DENSE_THEN_BATCHNORM, seed=1, fold=True, preprocess=Preprocess("binarize", threshold=100),
          input_kind="float")
+# a leaky relu's own slope, every time: ONNX's default one (0.01) would pass for the engine's default
+@example(layers=[{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "leaky_relu", "alpha": 0.2},
+                 {"type": "flatten"}, {"type": "dense", "units": 10}], seed=2, fold=False,
+         preprocess=Preprocess("scale"), input_kind="uint8")
 def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fold, preprocess, input_kind):
     rng = np.random.default_rng(seed)
     model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
