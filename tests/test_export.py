@@ -3,6 +3,7 @@ layer type), raw pixels in, metadata, refusals, and predict on an exported file.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,10 @@ DENSE_THEN_BATCHNORM = [{"type": "flatten"}, {"type": "dense", "units": 12}, {"t
 @example(layers=CONV_THEN_BATCHNORM, seed=0, fold=True, preprocess=Preprocess("scale"), input_kind="uint8")
 @example(layers=DENSE_THEN_BATCHNORM, seed=1, fold=True, preprocess=Preprocess("binarize", threshold=100),
          input_kind="float")
+# a leaky relu's own slope, every time: ONNX's default one (0.01) would pass for the engine's default
+@example(layers=[{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "leaky_relu", "alpha": 0.2},
+                 {"type": "flatten"}, {"type": "dense", "units": 10}], seed=2, fold=False,
+         preprocess=Preprocess("scale"), input_kind="uint8")
 def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fold, preprocess, input_kind):
     rng = np.random.default_rng(seed)
     model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
@@ -129,6 +134,20 @@ def test_random_layer_stacks_export_equal_to_the_engine(mnist, layers, seed, fol
 
     onnx_session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     assert_equal_to_engine(compare(plan, preprocess, onnx_session, images, labels, input_kind))
+
+
+@pytest.mark.parametrize("layers", [CONV_THEN_BATCHNORM, DENSE_THEN_BATCHNORM])
+def test_a_batchnorm_channel_that_never_varied_folds_equal_to_the_engine(mnist, layers):
+    # a channel that was always the same (a dead relu's) has a running variance of 0: only eps keeps it finite
+    rng = np.random.default_rng(2)
+    model = randomised(Sequential.from_config(layers, (28, 28, 1), rng), rng)
+    norm = next(layer for layer in model.layers if layer.type_name == "batchnorm")
+    norm.buffers["running_var"][0] = 0.0
+    proto = build_model(model, Preprocess("scale"), {"classes": [str(d) for d in range(10)]}, "uint8", fold=True)
+    assert "BatchNormalization" not in {node.op_type for node in proto.graph.node}
+    compared = compare(Plan(model), Preprocess("scale"), session(proto.SerializeToString()),
+                       mnist.test_images[:200], mnist.test_labels[:200], "uint8")
+    assert_equal_to_engine(compared)
 
 
 def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_run, mnist, tmp_path, cli):
@@ -150,6 +169,43 @@ def test_float_input_takes_pixels_over_255_and_predicts_as_the_engine(trained_ru
     pixels = (images.transpose(0, 3, 1, 2) / np.float32(255)).astype(np.float32)
     exported = onnx_session.run(["probabilities"], {"pixels": pixels})[0].argmax(axis=1)
     assert np.array_equal(exported[clear], logits.argmax(axis=1)[clear])
+
+
+class FixedLogits:
+    """A plan and an onnxruntime session in one, each giving the logits it was made with."""
+
+    def __init__(self, logits):
+        self.logits = np.asarray(logits, np.float32)
+
+    def predict_logits(self, images, *args):
+        return self.logits[:len(images)]
+
+    def run(self, names, feeds):
+        return [self.logits[:len(feeds["pixels"])]]
+
+
+def test_two_near_tied_classes_swapped_by_rounding_are_a_tie_not_a_disagreement():
+    # each logit within the tolerance of the engine's can swap two classes less than twice the tolerance apart
+    tolerance = FLOAT32_RTOL * 10.0
+    engine = FixedLogits([[10.0, 10.0 - 1.5 * tolerance, 0.0]])
+    exported = FixedLogits([[10.0 - 0.8 * tolerance, 10.0 - 0.7 * tolerance, 0.0]])
+    images, labels = np.zeros((1, 28, 28, 1), np.uint8), np.array([0])
+    comparison = compare(engine, Preprocess("scale"), exported, images, labels, "uint8")
+    assert (comparison.ties, comparison.disagreements, comparison.equal) == (1, 0, True)
+
+
+def test_the_opsets_from_the_lowest_to_the_newest_onnx_knows_are_taken_and_no_others():
+    import onnx
+
+    from mnistcnn.errors import UsageError
+    from mnistcnn.export import LOWEST_OPSET, check_opset
+
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (LOWEST_OPSET, newest):
+        check_opset(opset)
+    for opset in (LOWEST_OPSET - 1, newest + 1):
+        with pytest.raises(UsageError, match=f"^--opset {opset}: give {LOWEST_OPSET} to {newest}$"):
+            check_opset(opset)
 
 
 def test_the_command_writes_model_onnx_in_the_run_with_metadata_and_the_check(run, cli, tmp_path, mnist,
@@ -240,6 +296,29 @@ def test_a_flatten_in_the_wrong_order_is_caught_and_nothing_is_kept(trained_run,
     assert output.read_bytes() == b"an earlier export"
 
 
+def test_a_fold_that_misses_the_tolerance_keeps_the_batchnorm_as_a_node(mnist, tmp_path, monkeypatch):
+    import onnx
+
+    import mnistcnn.export as export
+
+    model = randomised(Sequential.from_config(CONV_THEN_BATCHNORM, (28, 28, 1), np.random.default_rng(3)),
+                       np.random.default_rng(3))
+    real_folded = export.folded
+
+    def off_by_a_percent(layer, norm):
+        weights, bias = real_folded(layer, norm)
+        return weights * np.float32(1.01), bias
+
+    monkeypatch.setattr(export, "folded", off_by_a_percent)
+    output = tmp_path / "model.onnx"
+    meta = {"config": {"name": "folded", "train": {"eval_batch_size": 100}}, "test_acc": None}
+    comparison, folded = export_onnx(Plan(model), Preprocess("scale"), meta, [str(d) for d in range(10)],
+                                     mnist.test_images[:SLICE], mnist.test_labels[:SLICE], output)
+    assert not folded
+    assert_equal_to_engine(comparison)
+    assert "BatchNormalization" in {node.op_type for node in onnx.load(str(output)).graph.node}
+
+
 def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path, cli, monkeypatch):
     import mnistcnn.export as export
 
@@ -250,6 +329,26 @@ def test_an_export_interrupted_in_its_check_leaves_no_file(trained_run, tmp_path
     result = cli("export", trained_run, "-o", tmp_path / "model.onnx")
     assert result.exit_code == 130 and result.output == "error: interrupted\n"
     assert list(tmp_path.iterdir()) == []  # an unchecked graph is never under the name predict takes
+
+
+def test_a_file_exported_before_input_kinds_were_recorded_is_fed_uint8_pixels(tmp_path, mnist, float32_close):
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 10}], (28, 28, 1),
+                                   np.random.default_rng(4))
+    path = tmp_path / "older.onnx"  # its metadata has classes but no input_kind, as earlier versions wrote it
+    path.write_bytes(build_model(model, Preprocess("scale"), {"classes": [str(d) for d in range(10)]},
+                                 "uint8").SerializeToString())
+    images = mnist.test_images[:50]
+    float32_close(OnnxModel(path).predict_logits(images), model.predict_logits(images, 50, Preprocess("scale")))
+
+
+def test_an_onnx_file_another_tool_wrote_is_refused_in_one_line(tmp_path):
+    from mnistcnn.errors import CheckpointError
+
+    model = Sequential.from_config([{"type": "flatten"}, {"type": "dense", "units": 3}], (4, 4, 1))
+    path = tmp_path / "foreign.onnx"  # a graph with a pixel input but no class names
+    path.write_bytes(build_model(model, Preprocess("scale"), {}, "uint8").SerializeToString())
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: not a model that mnistcnn export wrote"):
+        OnnxModel(path)
 
 
 def test_metadata_round_trips(tmp_path):

@@ -799,6 +799,73 @@ def test_the_median_pruner_prunes_only_after_the_warm_up_epochs():
     assert pruned_at == [3, 4, 5]  # epochs 1 and 2 are the warm-up
 
 
+def test_the_hyperband_pruner_prunes_only_after_the_warm_up_epochs():
+    import optuna
+
+    from mnistcnn.sweep.study import make_pruner
+
+    sweep = SimpleNamespace(pruner="hyperband", warmup_epochs=2, base={"train": {"epochs": 9}})
+    # the study's name decides which bracket a trial falls in: a fixed one, for the same brackets each time
+    study = optuna.create_study(study_name="hyperband", direction="maximize", pruner=make_pruner(sweep))
+    pruned_at = []
+    for number in range(30):  # every other trial poor from its first epoch
+        trial, value = study.ask(), 0.9 if number % 2 == 0 else 0.1
+        for epoch in range(1, 10):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                pruned_at.append(epoch)
+                break
+        else:
+            study.tell(trial, value)
+    assert pruned_at and min(pruned_at) == 3  # epochs 1 and 2 are the warm-up
+
+
+def test_two_workers_of_a_sweep_draw_their_own_values_and_a_worker_draws_its_own_again():
+    import optuna
+
+    from mnistcnn.sweep.study import make_sampler
+
+    sweep = SimpleNamespace(seed=0, sampler="random")
+
+    def draws(seed_key):
+        study = optuna.create_study(sampler=make_sampler(sweep, seed_key))
+        return [study.ask().suggest_float("train.optimizer.lr", 1e-3, 1.0, log=True) for _ in range(3)]
+
+    assert draws("1") == draws("1") != draws("2")
+
+
+def test_a_database_whose_tables_stay_half_made_is_one_line_after_the_last_attempt(monkeypatch):
+    # workers racing to create the tables retry; a table that keeps "already existing" ends in one line
+    import optuna
+
+    from mnistcnn.sweep import study as studies
+
+    def racing(*args, **kwargs):
+        raise RuntimeError('relation "studies" already exists')
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(studies.time, "sleep", lambda seconds: None)
+    storage = studies.Storage("postgresql://db.example/sweeps", "--storage postgresql://db.example/sweeps")
+    with pytest.raises(UsageError, match="^--storage postgresql://db.example/sweeps: cannot open the database: "
+                                         'relation "studies" already exists; '):
+        studies.open_storage(storage, heartbeat=60)
+
+
+def test_a_study_is_refused_to_a_sweep_file_with_another_space_and_taken_by_the_same_one(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.space import load_sweep
+    from mnistcnn.sweep.study import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    open_study(load_sweep(write_sweep(tmp_path)), storage, create=True)
+    open_study(load_sweep(write_sweep(tmp_path)), storage)  # a second machine with the same file
+    other = write_sweep(tmp_path, space={"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.01}})
+    with pytest.raises(UsageError, match="^study 'tiny' was started by another sweep file .*; give another --study"):
+        open_study(load_sweep(other), storage, create=True)
+
+
 def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     from mnistcnn.sweep.study import trial_status
 
@@ -820,6 +887,77 @@ def test_a_trial_stopped_by_a_nan_is_diverged_not_pruned():
     assert resumed.finished and resumed.counts["stopped"] == 0
     twice = ended + [trial("FAIL", 4, stopped=True, retry_of=3)]  # its resumption stopped too
     assert states(twice)["stopped"] == 1 and states(twice + [trial("COMPLETE", 5, retry_of=4)])["stopped"] == 0
+
+
+def running_study(heartbeat_ago: dict):
+    """An in-memory study (no Optuna heartbeat, as a journal file's) with a running trial per
+    entry: its name, and the heartbeats ago it was last marked alive (``Pulse``'s attribute)."""
+    import time
+
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="retries")
+    trials = {}
+    for name, ago in heartbeat_ago.items():
+        trial = study.ask()
+        trial.suggest_float("train.optimizer.lr", 0.01, 0.1)
+        for key, value in {"run_dir": f"runs/{name}", "host": "this", "alive": time.time() - 10 * ago}.items():
+            trial.set_user_attr(key, value)
+        trials[name] = trial.number
+    return study, storage, trials
+
+
+def test_a_trial_whose_worker_went_silent_is_failed_and_retried_once_from_its_run(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.study import STALE_HEARTBEATS, fail_stale, retry_trial
+
+    # a beat a little late (a busy machine) is not a silence: only more than STALE_HEARTBEATS beats missed are
+    study, storage, trials = running_study({"silent": STALE_HEARTBEATS + 1, "late": STALE_HEARTBEATS - 0.5})
+    fail_stale(study, storage, heartbeat=10)
+    by_number = {trial.number: trial for trial in study.get_trials()}
+    silent, late = by_number[trials["silent"]], by_number[trials["late"]]
+    assert (silent.state, late.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
+    (retry,) = [trial for trial in study.get_trials() if trial.state == optuna.trial.TrialState.WAITING]
+    assert retry.user_attrs == {"retry_of": silent.number, "resume_from": "runs/silent", "resume_host": "this"}
+    assert retry.system_attrs["fixed_params"] == silent.params
+    retry_trial(study, silent)  # told again (another worker's heartbeat check): still one retry
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
+def test_unfinished_trials_of_this_machine_are_retried_others_are_left_to_their_workers(monkeypatch):
+    import optuna
+
+    from mnistcnn.sweep import study as studies
+
+    gone = subprocess.Popen(["true"])  # a worker that is gone: its pid is no one's
+    gone.wait()
+    study, storage, trials = running_study({"orphaned": 0, "alive": 0, "elsewhere": 0, "stopped": 0, "broken": 0})
+    for name, pid in {"orphaned": gone.pid, "alive": os.getpid(), "elsewhere": gone.pid}.items():
+        storage.set_trial_user_attr(trials[name], "pid", pid)
+    storage.set_trial_user_attr(trials["elsewhere"], "host", "another")  # its pid means nothing here
+    storage.set_trial_user_attr(trials["broken"], "error", "the config failed")  # a retry would fail alike
+    for name in ("stopped", "broken"):  # "stopped": cut short by a second Ctrl-C
+        study.tell(trials[name], state=optuna.trial.TrialState.FAIL)
+    monkeypatch.setattr(studies, "host", lambda: "this")
+    studies.retry_unfinished(study)
+    retried = {trial.user_attrs["retry_of"] for trial in study.get_trials() if "retry_of" in trial.user_attrs}
+    assert retried == {trials["orphaned"], trials["stopped"]}
+    states = {trial.number: trial.state.name for trial in study.get_trials()}
+    assert [states[trials[name]] for name in ("orphaned", "alive", "elsewhere")] == ["FAIL", "RUNNING", "RUNNING"]
+
+
+def test_a_stopped_trial_counts_as_stopped_until_its_resumption_ends_and_a_surplus_draw_not_at_all():
+    from mnistcnn.sweep.study import states
+
+    trial = fake_trial
+    stopped = [trial("COMPLETE", 0), trial("FAIL", 1, stopped=True), trial("FAIL", 2, surplus=True)]
+    assert states(stopped)["stopped"] == 1 and states(stopped)["failed"] == 0  # a surplus draw never ran
+    for state, status in (("WAITING", "queued"), ("RUNNING", "running")):
+        counts = states(stopped + [trial(state, 3, retry_of=1)])
+        assert (counts["stopped"], counts[status]) == (1, 1)  # its resumption has not ended yet
+    assert states(stopped + [trial("COMPLETE", 3, retry_of=1)])["stopped"] == 0
 
 
 def test_the_best_trial_s_run_on_another_machine_is_named_with_that_machine(tmp_path):
@@ -906,6 +1044,7 @@ def test_dry_run_prints_the_search_and_starts_nothing(tmp_path, cli):
 
 @pytest.mark.parametrize("storage,kind", [("study.db", "the SQLite database"), ("study.sqlite3", "the SQLite database"),
                                           ("sqlite:///study.sqlite", "the SQLite database"),
+                                          ("Study.DB", "the SQLite database"),  # capitals: the same suffix
                                           ("study.journal", "the Optuna journal file")])
 def test_the_dry_run_says_which_storage_a_path_means(tmp_path, cli, monkeypatch, storage, kind):
     monkeypatch.chdir(tmp_path)
@@ -1072,6 +1211,14 @@ def test_a_database_whose_driver_is_missing_names_the_driver_to_install(cli):
     assert result.exit_code == 2 and result.output.startswith("error: --storage mysql://user@localhost/db: needs the "
                                                               "database driver MySQLdb;"), result.output
     assert "pip install PyMySQL and use mysql+pymysql://" in result.output
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_takes_the_driver_the_sweep_extra_installs(cli, scheme):
+    # SQLAlchemy's default for postgresql:// is psycopg2, which the extra does not install: psycopg (3) is asked instead
+    result = cli("sweep", "--status", "--storage", f"{scheme}://user@127.0.0.1:1/db", "--study", "s1")
+    assert result.exit_code == 2 and "needs the database driver" not in result.output, result.output
+    assert "Connection refused; check the host and port" in result.output
 
 
 def test_a_password_given_as_the_url_s_password_parameter_is_masked_as_one_before_the_host(cli, tmp_path):

@@ -669,3 +669,108 @@ def test_a_resumes_dry_run_says_where_it_goes_on_from(run, cli):
     assert result.exit_code == 0, result.output
     assert re.search(rf"dry run: resumes {re.escape(str(run))} at epoch 3, batch 0/\d+ of 3 epochs of \d+ steps",
                      result.output), result.output
+
+
+class TickingClock:
+    """The trainer's ``time`` with a clock that moves a quarter second at each look, so that an
+    epoch's seconds are known exactly and the summary's time and throughput can be checked."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 0.25
+        return self.now
+
+    strftime = staticmethod(time.strftime)
+
+
+class ClockedEpochs(StopAt):
+    """The ticking clock's time between the start and the end of each epoch trained whole."""
+
+    def __init__(self, clock, epoch=None, batch=None):
+        super().__init__(epoch, batch)
+        self.clock, self.started, self.elapsed = clock, {}, {}
+
+    def on_epoch_start(self, epoch, batches, batch):
+        if batch == 0:
+            self.started[epoch + 1] = self.clock.now
+
+    def on_epoch_end(self, row):
+        if row["epoch"] in self.started:
+            self.elapsed[row["epoch"]] = self.clock.now - self.started[row["epoch"]]
+
+
+@pytest.mark.parametrize("data, train, images_an_epoch", [
+    ({}, {"batch_size": 100, "drop_last": True}, 200),  # the last 56 images are dropped
+    ({"augment": {"rotate": 10, "repeats": 2}}, {"batch_size": 64}, 512),  # each image twice
+])
+def test_the_summary_times_and_counts_the_images_the_epochs_trained_on(tmp_path, monkeypatch, scripted_validation,
+                                                                       data, train, images_an_epoch):
+    from mnistcnn import trainer
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+
+    clock = TickingClock()
+    monkeypatch.setattr(trainer, "time", clock)
+    config = tiny_config(data, epochs=3, **train)
+    data = prepare_data(config)
+    scripted_validation(data, [0.9, 0.5, 0.6])  # the last epoch is not the best
+    first, second = ClockedEpochs(clock, epoch=2, batch=1), ClockedEpochs(clock)
+    stopped = trainer.train_run(config, data, first, runs_dir=tmp_path)
+    outcome = trainer.train_run(config, data, second, runs_dir=tmp_path, resume=RunDir.open(stopped.run.path))
+    rows = [json.loads(line) for line in (outcome.run.path / "metrics.jsonl").read_text().splitlines()]
+    elapsed = {**first.elapsed, **second.elapsed}
+    assert sorted(elapsed) == [1, 3]  # epoch 2 was interrupted
+    for epoch, seconds in elapsed.items():  # an epoch's time is the time it took, its evaluation's at most added
+        assert 0 < rows[epoch - 1]["seconds"] <= seconds
+    for row in rows:
+        assert row["images_per_s"] == pytest.approx(images_an_epoch / row["seconds"], rel=1e-3)
+    # the time before the interruption counts: the summary's time is the epochs' time
+    wall_seconds = sum(row["seconds"] for row in rows)
+    summary = outcome.summary
+    assert (summary["epochs"], summary["best_val_acc"], summary["final_val_acc"]) == (3, 0.9, 0.6)
+    assert summary["wall_seconds"] == pytest.approx(wall_seconds, abs=0.01)
+    assert summary["images_per_s"] == pytest.approx(3 * images_an_epoch / wall_seconds, rel=1e-3)
+
+
+def test_each_resumption_of_a_run_is_in_its_summary(tmp_path):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import train_run
+
+    config = tiny_config(epochs=3)
+    data = prepare_data(config)
+    outcome = train_run(config, data, StopAt(epoch=1, batch=2), runs_dir=tmp_path)
+    for stop in (StopAt(epoch=2, batch=3), None):
+        outcome = train_run(config, data, stop, runs_dir=tmp_path, resume=RunDir.open(outcome.run.path))
+    assert [(entry["from_epoch"], entry["from_batch"]) for entry in outcome.summary["resumed"]] == [(0, 2), (1, 3)]
+
+
+def test_a_resumed_run_records_its_first_options_with_the_ones_given_again_replaced(tmp_path, cli, write_config,
+                                                                                  only_run):
+    config = write_config(tmp_path, limit=300, epochs=1)
+    started = cli("train", config, "--runs-dir", tmp_path / "runs", "--set", "train.optimizer.lr=0.002", "--epochs", 1)
+    assert started.exit_code == 0, started.output
+    run = only_run(tmp_path / "runs")
+    resumed = cli("train", "--resume", run, "--epochs", 2)
+    assert resumed.exit_code == 0, resumed.output
+    status = json.loads((run / "status.json").read_text())
+    assert (status["config"], status["overrides"]) == (str(config), ["--set train.optimizer.lr=0.002", "--epochs 2"])
+
+
+def test_a_run_trained_longer_whose_config_yaml_was_deleted_reads_its_last_checkpoints_config(tmp_path,
+                                                                                            scripted_validation):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.runs import RunDir
+    from mnistcnn.trainer import load_run_config, train_run
+
+    config = tiny_config(epochs=2)
+    data = prepare_data(config)
+    scripted_validation(data, [0.9, 0.5, 0.4])  # best.npz stays epoch 1's, saved while 2 epochs were planned
+    first = train_run(config, data, runs_dir=tmp_path)
+    longer = {**config, "train": {**config["train"], "epochs": 3}}
+    run = train_run(longer, data, runs_dir=tmp_path, resume=RunDir.open(first.run.path)).run
+    run.config_file.unlink()
+    read, source = load_run_config(RunDir.open(run.path))
+    assert (read["train"]["epochs"], source) == (3, run.checkpoint("last"))
