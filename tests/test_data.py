@@ -92,15 +92,6 @@ def test_a_header_with_an_empty_axis_and_huge_others_is_refused(tmp_path):
         read_idx(path, 3)
 
 
-def test_a_label_equal_to_the_number_of_classes_is_outside_them(tmp_path, make_folder, write_idx):
-    make_folder(tmp_path, gz=False)
-    labels = np.full(50, 3, np.uint8)
-    labels[5] = 10
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
-    with pytest.raises(DataError, match="label 10 at index 5 is outside 0-9"):
-        load_dataset(tmp_path)
-
-
 def test_a_split_without_examples_and_test_images_of_another_size_are_refused(tmp_path, make_folder):
     make_folder(tmp_path / "empty", n_test=0)
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: holds no examples"):
@@ -130,12 +121,14 @@ def test_a_training_split_under_one_batch_with_drop_last_is_refused_by_the_dry_r
                                         "train.drop_last"):
         check_data(config)
 
-def test_labels_outside_the_classes(tmp_path, make_folder, write_idx):
+
+@pytest.mark.parametrize("label, index", [(12, 17), (10, 5)])  # 10: the number of classes, one past the last
+def test_labels_outside_the_classes(tmp_path, make_folder, write_idx, label, index):
     make_folder(tmp_path, gz=False)
     labels = np.full(50, 3, np.uint8)
-    labels[17] = 12
+    labels[index] = label
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
-    with pytest.raises(DataError, match="label 12 at index 17 is outside 0-9"):
+    with pytest.raises(DataError, match=f"label {label} at index {index} is outside 0-9"):
         load_dataset(tmp_path)
 
 
