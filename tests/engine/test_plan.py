@@ -5,7 +5,7 @@ run to run."""
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from mnistcnn import config as cfg
 from mnistcnn.data import Preprocess, prepare_data
@@ -367,13 +367,16 @@ def small_nets(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(small_nets(), st.integers(0, 2**16))
+@example(([conv(1, 5, 5, 2), RELU, pool("maxpool2d", 3, 2), FLAT, HEAD], (4, 5, 1), "auto", 1), 6)
 def test_random_small_nets_through_the_plan_give_the_plain_engine_s_numbers(relative_error, net, seed):
     """Whatever the plan makes of a net (fused or not, reordered, chunked), in float64 its
     training step (loss, gradients, batchnorm statistics) and evaluation are the plain engine's
     within float64 rounding: each gradient within 1e-9 of its largest entry, or 1e-10 of the
     largest gradient of all (a wrong tap, window, bias or mask is off by far more)."""
     specs, shape, algorithm, images = net
-    rng = np.random.default_rng(seed)
+    # not the weights' own stream: images drawn from it copied the kernel, and two windows of a max
+    # pool tied to the last bit, whose gradient each engine may rightly route to either
+    rng = np.random.default_rng([seed, 1])
     try:
         models = [Sequential.from_config(specs, shape, np.random.default_rng(seed), dtype=np.float64) for _ in range(2)]
     except LayerConfigError:  # a kernel or pool larger than its input
