@@ -231,9 +231,14 @@ def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path,
     process.kill()  # no signal to pass on: the workers see their command gone
     process.communicate(timeout=60)
 
+    def running(pid: int) -> bool:
+        try:
+            return "sweep.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:  # it ended and was reaped (by init: its parent is gone) between looking and reading
+            return False
+
     def ended() -> bool:
-        return not any(Path(f"/proc/{pid}").exists() and "sweep.worker" in Path(f"/proc/{pid}/cmdline").read_text()
-                       for pid in workers)
+        return not any(running(pid) for pid in workers)
 
     try:
         wait_for(ended, timeout=60, what="the workers of the killed sweep to stop")
