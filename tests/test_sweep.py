@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from mnistcnn.errors import ConfigError, UsageError, install_extra
+from mnistcnn.folders import in_sight
 import yaml
 
 from mnistcnn.engine.fast.parallel import cores as available_cores
@@ -132,8 +133,10 @@ def test_a_learning_rate_that_cannot_learn_is_pruned_after_fewer_epochs(tmp_path
 
 
 def running_trial(folder: Path):
-    """A trial run that has trained at least one batch and is still running, else None."""
-    for status_file in folder.glob("trials/*/status.json"):
+    """A trial run that has trained at least one batch and is still running, else None. Only trial folders in
+    sight: one being set up (.NAME.part) is renamed or removed by its worker while this reads it."""
+    for trial in in_sight(folder / "trials"):
+        status_file = trial / "status.json"
         try:
             status = json.loads(status_file.read_text())
         except ValueError:
@@ -147,6 +150,15 @@ def start_sweep(command, path: Path, tmp_path: Path) -> subprocess.Popen:
     """``mnistcnn sweep PATH --jobs 2`` running, its sweep folder in tmp_path/runs."""
     return subprocess.Popen([*command, "sweep", str(path), "--jobs", "2", "--runs-dir", str(tmp_path / "runs")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_trial_folder_being_set_up_is_not_taken_for_a_running_one(tmp_path):
+    # its worker renames or removes it as a poll reads it: a FileNotFoundError under load, before
+    part = tmp_path / "trials" / ".trial-000-20260101-000000.part"
+    part.mkdir(parents=True)
+    (part / "status.json").write_text(json.dumps({"status": "running", "pid": 1}))
+    (part / "metrics.jsonl").touch()
+    assert running_trial(tmp_path) is None
 
 
 def wait_for_a_running_trial(tmp_path: Path, wait_for) -> Path:
@@ -219,9 +231,14 @@ def test_a_sweep_command_killed_outright_stops_its_workers_and_resumes(tmp_path,
     process.kill()  # no signal to pass on: the workers see their command gone
     process.communicate(timeout=60)
 
+    def running(pid: int) -> bool:
+        try:
+            return "sweep.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:  # it ended and was reaped (by init: its parent is gone) between looking and reading
+            return False
+
     def ended() -> bool:
-        return not any(Path(f"/proc/{pid}").exists() and "sweep.worker" in Path(f"/proc/{pid}/cmdline").read_text()
-                       for pid in workers)
+        return not any(running(pid) for pid in workers)
 
     try:
         wait_for(ended, timeout=60, what="the workers of the killed sweep to stop")
