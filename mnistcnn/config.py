@@ -583,7 +583,8 @@ def ready_made_like(path: Path) -> str:
     return f"did you mean {ready_made(near[0] + '.yaml')}? " if near else ""
 
 
-def load_raw(path) -> dict:
+def load_raw(path, of_run: bool = False) -> dict:
+    """The YAML mapping in ``path``; ``of_run``: it is a run's config.yaml, whose checkpoints keep a copy."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -605,7 +606,9 @@ def load_raw(path) -> dict:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
-        raise ConfigError(f"{path}: the config is empty; start from {ready_made('lenet.yaml')}")
+        fix = ("move it away, and the copy the run's checkpoints keep is read, or put its settings back" if of_run
+               else f"start from {ready_made('lenet.yaml')}")
+        raise ConfigError(f"{path}: the config is empty; {fix}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping with sections name, data, model, train; "
                           f"got a {type(raw).__name__}")
@@ -718,7 +721,7 @@ def load_config(path, overrides=(), flags: dict | None = None, of_run: bool = Fa
     """Read a YAML file, apply ``--set`` overrides, then flags (``{"--epochs": ("train.epochs",
     3)}``), validate and resolve. An error about a key that an option set names the option.
     ``of_run``: the file is a run's config.yaml, perhaps from an older mnistcnn."""
-    raw = load_raw(path)
+    raw = load_raw(path, of_run)
     if "space" in raw and "model" not in raw:  # a sweep file, whose keys a config's check would only call unknown
         base = raw.get("base")
         train_base = (f", or train its base config: {command_line('train', os.path.normpath(Path(path).parent / base))}"

@@ -387,6 +387,17 @@ def test_a_run_trained_longer_is_not_finished_until_it_ends_again(cli, run, sign
     assert (row["status"], row["epochs"]) == ("finished", 3) and row["test_acc"] is not None
 
 
+def test_a_run_whose_config_yaml_was_emptied_is_told_its_checkpoints_keep_a_copy(cli, run):
+    """An emptied config.yaml of a run: the advice for a new config file (start from lenet.yaml)
+    would lose the run; moved away, the copy in its checkpoints is read, as the test below shows."""
+    (run / "config.yaml").write_text("")
+    for command in (["train", "--resume", run, "--epochs", "3"], ["inspect-data", run]):
+        result = cli(*command)
+        assert result.exit_code == 2 and result.output == (
+            f"error: {run / 'config.yaml'}: the config is empty; move it away, and the copy the run's checkpoints "
+            "keep is read, or put its settings back\n"), result.output
+
+
 def test_a_run_whose_config_yaml_was_deleted_is_read_from_its_checkpoint(cli, run, tmp_path):
     kept = (run / "config.yaml").read_text()
     (run / "config.yaml").unlink()
