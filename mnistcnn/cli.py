@@ -1332,8 +1332,14 @@ def download(folder, mirrors, timeout, force):
             task = progress.add_task(name, total=None)
             return lambda done, total: progress.update(task, completed=done, total=total or None)
 
-        paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, progress_bar,
-                               log=console.print, force=force)
+        try:
+            paths = download_mnist(folder, tuple(mirrors) or MIRRORS, timeout, progress_bar,
+                                   log=console.print, force=force)
+        except BaseException:  # the error names the file: its bar, stopped part way, is taken off the screen
+            for task in progress.tasks:
+                if not task.finished:
+                    progress.remove_task(task.id)
+            raise
     for path in paths:
         console.print(f"ok {path}")
 

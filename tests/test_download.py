@@ -149,6 +149,20 @@ def test_cli_download_failure_is_one_line(server, tmp_path, cli):
     assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone again
 
 
+def test_a_failed_download_in_a_terminal_takes_its_stopped_bar_off_the_screen(server, tmp_path, cli, monkeypatch):
+    """The error names the file; a bar left above it at its last percent reads as a download still
+    under way: the last frame of the bars (each begins by erasing the one before) holds none."""
+    from mnistcnn.cli import console
+
+    monkeypatch.setattr(console, "_force_terminal", True)
+    result = cli("download", "--to", tmp_path / "mnist", "--mirror", f"{server}/stalled/", "--timeout", "1")
+    assert result.exit_code == 2
+    screen, error = result.output.split("error: ", 1)
+    assert "could not download" in error
+    last_frame = screen.rsplit("\x1b[2K", 1)[-1]
+    assert "━" not in last_frame and "%" not in last_frame, repr(last_frame)
+
+
 def test_a_file_as_the_folder_and_a_timeout_of_nothing_are_refused(tmp_path, cli):
     (tmp_path / "a-file").write_text("kept")
     result = cli("download", "--to", tmp_path / "a-file")
