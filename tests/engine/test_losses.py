@@ -43,3 +43,33 @@ def test_large_logits_neither_overflow_nor_lose_the_gradient():
 
 def test_accuracy_counts_rows_whose_largest_logit_is_the_label():
     assert accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, 1])) == pytest.approx(2 / 3)
+
+
+# the seed notebook's labels are one-hot rows (one_hot=True); a batch of 10 of them (as many rows
+# as classes) or of 1 broadcasts against the indices instead of failing, as a label of -1 indexes
+# the last class
+NOT_CLASS_INDICES = {
+    "one-hot, 10 rows": np.eye(10, dtype=np.int64)[[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]],
+    "one-hot, 1 row": np.eye(10, dtype=np.uint8)[[7]],
+    "one-hot floats": np.eye(10)[[3, 1, 4]],
+    "floats": np.array([3.0, 1.0, 4.0]),
+    "negative": np.array([3, -1, 4]),
+    "past the last class": np.array([3, 10, 4]),
+}
+
+
+@pytest.mark.parametrize("labels", NOT_CLASS_INDICES.values(), ids=NOT_CLASS_INDICES.keys())
+def test_labels_that_are_not_class_indices_are_refused_by_the_loss_and_the_accuracy(labels):
+    logits = np.random.default_rng(0).normal(size=(len(labels), 10))
+    with pytest.raises(ValueError, match=r"^labels must be"):
+        softmax_cross_entropy(logits, labels)
+    if labels.ndim == 2:  # an index past the classes only scores wrong; one-hot rows score garbage
+        with pytest.raises(ValueError, match=r"^labels must be .*labels\.argmax\(axis=1\)"):
+            accuracy(logits, labels)
+
+
+def test_labels_may_be_any_integer_type_or_a_list():
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    for labels in (np.array([1, 0, 1], dtype=np.uint8), [1, 0, 1]):
+        assert accuracy(logits, labels) == 1.0
+        assert softmax_cross_entropy(logits, labels)[0] == softmax_cross_entropy(logits, np.array([1, 0, 1]))[0]
