@@ -184,10 +184,11 @@ def conv_input_gradient(dZ: np.ndarray, cache) -> np.ndarray:
     A_prev, W, _, hparameters, cols = cache
     m, n_H_prev, n_W_prev, n_C_prev = A_prev.shape
     stride, pad = int(hparameters["stride"]), int(hparameters["pad"])
+    dZ_flat = dZ_rows(dZ, cache)  # first: it checks dZ's shape, which the next line reads
     n_H, n_W = np.shape(dZ)[1:3]
     dtype = cols.dtype
     dA_pad = np.zeros((m, n_H_prev + 2 * pad, n_W_prev + 2 * pad, n_C_prev), dtype=dtype)
-    col2im_add(dA_pad, dZ_rows(dZ, cache), W.astype(dtype, copy=False), stride, n_H, n_W)
+    col2im_add(dA_pad, dZ_flat, W.astype(dtype, copy=False), stride, n_H, n_W)
     # Slicing [pad:pad+H] rather than the notebook's [pad:-pad], which is empty when pad == 0.
     return np.ascontiguousarray(dA_pad[:, pad:pad + n_H_prev, pad:pad + n_W_prev, :])
 

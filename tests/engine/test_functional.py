@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mnistcnn.engine.notebook import create_mask_from_window, distribute_value
-from mnistcnn.engine.functional import (conv_backward, conv_forward,
-                                 pool_backward, pool_forward, zero_pad)
+from mnistcnn.engine.functional import (conv_backward, conv_forward, conv_input_gradient, conv_weight_gradients,
+                                        pool_backward, pool_forward, zero_pad)
 from mnistcnn.engine.reference import conv_backward_loop, conv_forward_loop, pool_backward_loop, pool_forward_loop
 
 
@@ -150,6 +150,15 @@ def test_the_notebook_helpers_work_and_bad_shapes_or_settings_raise():
         pool_forward(np.ones((1, 4, 4, 1)), {"f": 2, "stride": 2}, mode="min")
     with pytest.raises(ValueError, match="stride"):
         conv_forward(np.ones((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), np.zeros((1, 1, 1, 1)), {"stride": 0, "pad": 0})
+
+
+@pytest.mark.parametrize("dZ_shape", [(2, 3, 3, 2), (18, 2), (2, 3, 3)])
+@pytest.mark.parametrize("gradient", [conv_backward, conv_weight_gradients, conv_input_gradient])
+def test_each_conv_gradient_names_a_dZ_of_the_wrong_shape(gradient, dZ_shape):
+    """The README names both halves of the backward pass: each, called alone, says what dZ must be."""
+    _, cache = conv_forward(np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros((1, 1, 1, 2)), {"stride": 1, "pad": 1})
+    with pytest.raises(ValueError, match=r"dZ must have the forward output's shape \(2, 4, 4, 2\)"):
+        gradient(np.ones(dZ_shape), cache)
 
 
 # (m, h, w, c_prev, c, f, stride, pad): the corners a drawn case may miss, each checked against
