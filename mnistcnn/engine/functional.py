@@ -77,7 +77,8 @@ def im2col(A_pad: np.ndarray, f: int, stride: int, n_H: int, n_W: int) -> np.nda
     m, _, _, n_C = A_pad.shape
     s_m, s_h, s_w, s_c = A_pad.strides
     # a view, nothing copied: output (h, w) starts at input row h*stride, so those axes step
-    # stride rows; offset (i, j) in the window moves one row or column. reshape makes the copy.
+    # stride rows; offset (kernel_row, kernel_col) in the window moves one row or column. reshape
+    # makes the copy.
     windows = as_strided(
         A_pad,
         shape=(m, n_H, n_W, f, f, n_C),
@@ -141,8 +142,8 @@ def col2im_add(dA_pad: np.ndarray, dZ_flat: np.ndarray, W: np.ndarray, stride: i
     for kernel_row in range(f):
         h_slice = offset_slice(kernel_row, n_H, stride)
         for kernel_col in range(f):
-            block = dZ_flat @ W[kernel_row, kernel_col].T
-            dA_pad[:, h_slice, offset_slice(kernel_col, n_W, stride), :] += block.reshape(m, n_H, n_W, -1)
+            dA_at_offset = dZ_flat @ W[kernel_row, kernel_col].T
+            dA_pad[:, h_slice, offset_slice(kernel_col, n_W, stride), :] += dA_at_offset.reshape(m, n_H, n_W, -1)
 
 
 def conv_backward(dZ: np.ndarray, cache, compute_dA: bool = True):
@@ -223,8 +224,8 @@ def window_max(A: np.ndarray, f: int, stride: int, out_shape) -> np.ndarray:
     _, n_H, n_W, _ = out_shape
     running_max = None
     for h_slice, w_slice in window_slices(f, stride, n_H, n_W):
-        window = A[:, h_slice, w_slice, :]
-        running_max = window.copy() if running_max is None else np.maximum(running_max, window, out=running_max)
+        at_offset = A[:, h_slice, w_slice, :]  # one cell of every window, shaped like the output
+        running_max = at_offset.copy() if running_max is None else np.maximum(running_max, at_offset, out=running_max)
     return running_max
 
 
@@ -249,13 +250,14 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     return A, (A_prev, hparameters)
 
 
-def first_max_masks(windows: list, maximum: np.ndarray):
+def first_max_masks(offset_values: list, maximum: np.ndarray):
     """For each window offset in turn (row-major), the mask of the windows whose first maximum
-    sits there, given each offset's values (``windows``) and the windows' ``maximum``: PyTorch's
-    tie rule, by which each window's gradient goes to one cell only."""
+    sits there, given each offset's values in every window (``offset_values``, each shaped like
+    ``maximum``) and the windows' ``maximum``: PyTorch's tie rule, by which each window's gradient
+    goes to one cell only (the notebook's ``x == max(x)`` sends it whole to every tied cell)."""
     unclaimed = np.ones(maximum.shape, dtype=bool)  # windows whose first maximum is still to come
-    for window in windows:
-        first = (window == maximum) & unclaimed
+    for at_offset in offset_values:
+        first = (at_offset == maximum) & unclaimed
         unclaimed &= ~first  # claimed now: a later offset equal to the maximum is not the first
         yield first
 
@@ -282,9 +284,9 @@ def pool_backward(dA: np.ndarray, cache, mode: str = "max") -> np.ndarray:
         return dA_prev
     # the maxima: kept by a max-mode forward pass; the notebook's cache (A_prev, hparameters) has none
     A = cache[2] if len(cache) > 2 else window_max(A_in, f, stride, out_shape)
-    windows = [A_in[:, h_slice, w_slice, :] for h_slice, w_slice in slices]
+    offset_values = [A_in[:, h_slice, w_slice, :] for h_slice, w_slice in slices]
     # the notebook's mask * dA, one offset of every window at a time: the mask of an offset is
     # True in the windows whose first maximum it holds
-    for (h_slice, w_slice), first in zip(slices, first_max_masks(windows, A)):
+    for (h_slice, w_slice), first in zip(slices, first_max_masks(offset_values, A)):
         dA_prev[:, h_slice, w_slice, :] += dA * first
     return dA_prev
