@@ -90,7 +90,11 @@ class Adam(Optimizer):
     """m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
     p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), at step t = 1, 2, ...
 
-    Both bias corrections folded into the step size, Kingma and Ba's "more efficient" order, as
+    Why the corrections: m and v start at zero, so after t steps their weights on the gradients
+    seen add up to 1 - beta1^t and 1 - beta2^t, not 1; dividing by those sums undoes the pull
+    towards zero, strong in the first steps (after the first, m is 0.1 g for the default beta1).
+
+    Both bias corrections are folded into the step size, Kingma and Ba's "more efficient" order, as
     Keras's Adam computes it. That is PyTorch's p -= lr m_hat / (sqrt(v_hat) + eps_torch), with
     m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t), for eps_torch = eps / sqrt(1 - beta2^t):
     eps weighs 1 / sqrt(1 - beta2^t) times more here, which only matters for gradients near eps.
