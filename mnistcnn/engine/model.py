@@ -123,8 +123,10 @@ class Sequential:
 
     def backward(self, dout: np.ndarray):
         """Backpropagate ``dout`` through every layer in reverse; gradients land on the layers.
-        Returns the gradient at the input, or None: the first layer skips it (``needs_input_grad``
-        is False there, as the model sets it), and so does any layer told to."""
+        Returns the gradient at the input, or None where the first layer is a conv2d or dense
+        layer: the model turns its ``needs_input_grad`` off, as nothing upstream of the images
+        wants it (turn it on for one, as inspect-layer and serve do). The other layers compute
+        theirs whatever that flag says: each one's is the dout of the layer before it."""
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
