@@ -291,7 +291,7 @@ class Tanh(Layer):
         return out, out
 
     def backward_pass(self, dout, cache):
-        return dout * (1 - cache * cache), {}
+        return dout * (1 - cache * cache), {}  # tanh'(x) = 1 - tanh(x)^2: the output (the cache) suffices
 
 
 @register("sigmoid")
@@ -307,7 +307,7 @@ class Sigmoid(Layer):
         return out, out
 
     def backward_pass(self, dout, cache):
-        return dout * cache * (1 - cache), {}
+        return dout * cache * (1 - cache), {}  # sigmoid' = sigmoid (1 - sigmoid): the output (the cache) suffices
 
 
 @register("flatten")
@@ -370,7 +370,7 @@ class Dense(Layer):
 
     def weight_gradients(self, dout, x) -> dict:
         grads = {"W": x.T @ dout}
-        if self.bias:
+        if self.bias:  # a row per example: few enough for NumPy's own sum (F.sum_rows is for conv's many)
             grads["b"] = dout.sum(axis=0)
         return grads
 
