@@ -9,7 +9,10 @@ import numpy as np
 
 
 def conv_single_step(a_slice_prev: np.ndarray, W: np.ndarray, b) -> float:
-    """One output neuron: sum(a_slice_prev * W) + b, as the notebook defined it."""
+    """One output neuron: sum(a_slice_prev * W) + b, as the notebook defined it.
+
+    ``b`` may be a number or an array of one value, such as the (1, 1, 1) slice ``b[:, :, :, c]``:
+    the notebook's ``float(b)`` of such an array, deprecated since NumPy 1.25, is now a TypeError."""
     return float(np.sum(a_slice_prev * W) + float(np.asarray(b).reshape(-1)[0]))
 
 

@@ -3,11 +3,12 @@ tested against.
 
 Slow on purpose (a Python loop over every example, pixel and channel): the plainest statement
 of what the kernels compute, for reading and for tests, never for training. Fixes: pad 0
-works, pool_backward reads dA[i, h, w, c], average mode spreads dA[i, h, w, c] / (f*f), and a
-max window sends its gradient to its first maximum only. Named ``*_loop``; the backward loops
-take the arrays they need, not the notebook's cache. Nothing here comes from ``functional``
-(output sizes, padding and slices are written out again), so that a mistake there cannot hide
-in both.
+works, pool_backward reads dA[i, h, w, c], average mode spreads dA[i, h, w, c] / (f*f), a max
+window sends its gradient to its first maximum only, and conv_single_step takes the bias as the
+slice b[:, :, :, c], which the notebook's float() no longer converts. Named ``*_loop``; the
+backward loops take the arrays they need, not the notebook's cache. Nothing here comes from
+``functional`` (output sizes, padding and slices are written out again), so that a mistake
+there cannot hide in both.
 """
 import numpy as np
 
