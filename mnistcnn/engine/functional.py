@@ -25,6 +25,12 @@ def floating_dtype(x: np.ndarray, *others: np.ndarray | None) -> np.dtype:
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
+def as_floating(x: np.ndarray, *others: np.ndarray | None) -> np.ndarray:
+    """``x`` in ``floating_dtype(x, *others)``: integers, such as the notebook's uint8 images, as
+    floats, whose arithmetic neither wraps nor truncates; a float array passes through uncopied."""
+    return np.asarray(x, dtype=floating_dtype(x, *others))
+
+
 def _int_param(hparameters: dict, key: str, minimum: int) -> int:
     """``hparameters[key]`` as an int >= ``minimum``; a ValueError that names the key otherwise."""
     try:
@@ -238,7 +244,7 @@ def pool_forward(A_prev: np.ndarray, hparameters: dict, mode: str = "max"):
     require_4d("A_prev", A_prev)
     _check_mode(mode)
     f, stride, out_shape = pool_geometry(A_prev.shape, hparameters)
-    A_in = np.asarray(A_prev, dtype=floating_dtype(A_prev))
+    A_in = as_floating(A_prev)
     if mode == "max":
         A = window_max(A_in, f, stride, out_shape)
         return A, (A_prev, hparameters, A)

@@ -274,6 +274,7 @@ class LeakyReLU(Layer):
         return {"alpha": self.alpha}
 
     def forward_pass(self, x, training=False, rng=None):
+        x = F.as_floating(x)  # in an integer type alpha * x would truncate
         return np.where(x > 0, x, x * x.dtype.type(self.alpha)), x
 
     def backward_pass(self, dout, cache):
@@ -287,7 +288,7 @@ class Tanh(Layer):
     keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
-        out = np.tanh(x)
+        out = np.tanh(F.as_floating(x))  # NumPy's tanh of uint8 is float16
         return out, out
 
     def backward_pass(self, dout, cache):
@@ -301,6 +302,7 @@ class Sigmoid(Layer):
     keeps_positions = True
 
     def forward_pass(self, x, training=False, rng=None):
+        x = F.as_floating(x)  # -abs(x) of an unsigned integer wraps round to a large number
         # exp of a non-positive number only, so neither branch can overflow
         exp_neg_abs = np.exp(-np.abs(x))
         out = np.where(x >= 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs)).astype(x.dtype, copy=False)
@@ -389,6 +391,7 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
     def forward_pass(self, x, training=False, rng=None):
+        x = F.as_floating(x)  # an integer mask would scale by int(1 / (1 - rate)), 1 for rates below 0.5
         if not training or self.rate == 0.0:
             return x, None
         if rng is None:
@@ -433,6 +436,7 @@ class BatchNorm(Layer):
 
     def forward_pass(self, x, training=False, rng=None):
         gamma, beta = self.params["gamma"], self.params["beta"]
+        x = F.as_floating(x, gamma)  # an integer batch's mean would be cast back to its integer type
         if not training:  # the cache is the input itself (no copy): a backward in evaluation needs it
             # gamma (x - mean) inv_std + beta as one scale and one shift of x
             inv_std = self.running_inv_std()

@@ -296,3 +296,23 @@ def test_load_state_dict_copies_into_the_arrays_params_hands_out():
     for prefix, arrays in (("param", params), ("buffer", buffers)):
         for key, array in arrays.items():
             np.testing.assert_array_equal(array, state[f"{prefix}.{key}"], err_msg=f"{prefix}.{key}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+@pytest.mark.parametrize("config,shape", CASES, ids=[c["type"] + str(i) for i, (c, _) in enumerate(CASES)])
+def test_integer_images_compute_as_their_values_as_floats(config, shape, dtype, float32_close):
+    """The seed notebook's images are uint8 (0 or 255): every layer computes in a float type on
+    integers, as the conv and pool kernels do, rather than wrapping or truncating in the integer type."""
+    rng = np.random.default_rng(0)
+    layer = layer_from_config(config)
+    layer.build(shape, rng)
+    layer.needs_input_grad = True
+    low = 0 if dtype == np.uint8 else -255
+    integers = rng.integers(low, 256, size=(3,) + shape).astype(dtype)
+    for training in (True, False):
+        out, cache = layer.forward_pass(integers, training, np.random.default_rng(7))
+        expected, expected_cache = layer.forward_pass(integers.astype(np.float64), training, np.random.default_rng(7))
+        float32_close(out, expected, what=f"forward, training={training}")
+        dout = rng.normal(size=out.shape)
+        float32_close(layer.backward_pass(dout, cache)[0], layer.backward_pass(dout, expected_cache)[0],
+                      what=f"backward, training={training}")
