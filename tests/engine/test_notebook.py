@@ -36,7 +36,7 @@ def test_notebook_cells_run_unchanged(train_x):
     assert A.shape == (10, 13, 13, 1)
     A, cache = pool_forward(A_prev, hparameters, mode="average")
     assert np.allclose(A, pool_forward_loop(A_prev.astype(float), hparameters, mode="average"))
-    # In [49]: one output neuron is conv_forward's first one (its window in the padded image)
+    # In [58]: one output neuron is conv_forward's first one (its window in the padded image)
     window = np.pad(A_prev[0].astype(float), ((2, 2), (2, 2), (0, 0)))[:5, :5]
     assert np.isclose(conv_single_step(window, W[..., 0], b[..., 0]), Z[0, 0, 0, 0])
     # In [69]
