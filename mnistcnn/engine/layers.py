@@ -60,7 +60,9 @@ class Layer:
         self.buffers: dict[str, np.ndarray] = {}  # state that is saved but not trained
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
-        self.needs_input_grad = True  # the model turns this off for the first layer
+        # the model turns this off for the first layer: conv2d and dense then skip the GEMMs of
+        # their input gradient; the other layers read no flag and always compute theirs
+        self.needs_input_grad = True
         self.cache = None
         self.grads: dict[str, np.ndarray] = {}
 
