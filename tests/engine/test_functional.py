@@ -156,7 +156,8 @@ def test_the_notebook_helpers_work_and_bad_shapes_or_settings_raise():
 @pytest.mark.parametrize("gradient", [conv_backward, conv_weight_gradients, conv_input_gradient])
 def test_each_conv_gradient_names_a_dZ_of_the_wrong_shape(gradient, dZ_shape):
     """The README names both halves of the backward pass: each, called alone, says what dZ must be."""
-    _, cache = conv_forward(np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros((1, 1, 1, 2)), {"stride": 1, "pad": 1})
+    hparameters = {"stride": 1, "pad": 1}
+    _, cache = conv_forward(np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros((1, 1, 1, 2)), hparameters)
     with pytest.raises(ValueError, match=r"dZ must have the forward output's shape \(2, 4, 4, 2\)"):
         gradient(np.ones(dZ_shape), cache)
 
