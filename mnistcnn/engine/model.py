@@ -9,6 +9,11 @@ from .layers import Layer, layer_from_config
 from .losses import right_answers, softmax_cross_entropy
 
 
+def layer_key(index: int, name: str) -> str:
+    """The key of layer ``index``'s array ``name`` in ``params()``, its gradients and its buffers."""
+    return f"{index}.{name}"
+
+
 class Sequential:
     """Layers applied in order to NHWC batches; shapes exclude the batch axis."""
 
@@ -58,25 +63,33 @@ class Sequential:
         return [layer.get_config() for layer in self.layers]
 
     # -- parameters -------------------------------------------------------------
+    def _keyed(self, arrays_of) -> dict[str, np.ndarray]:
+        return {layer_key(index, name): array for index, layer in enumerate(self.layers)
+                for name, array in arrays_of(layer).items()}
+
     def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays keyed ``"<layer index>.<name>"`` (live references, updated in place)."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        return self._keyed(lambda layer: layer.params)
 
     def buffers(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()}
+        return self._keyed(lambda layer: layer.buffers)
+
+    def state_slots(self):
+        """``(state key, the dict that holds the array, its name there)`` for every parameter and
+        buffer; the keys are ``"param."`` or ``"buffer."`` and ``layer_key``, as checkpoints store them."""
+        for index, layer in enumerate(self.layers):
+            for store, kind in ((layer.params, "param"), (layer.buffers, "buffer")):
+                for name in store:
+                    yield f"{kind}.{layer_key(index, name)}", store, name
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {f"param.{k}": v.copy() for k, v in self.params().items()}
-        state.update({f"buffer.{k}": v.copy() for k, v in self.buffers().items()})
-        return state
+        return {key: store[name].copy() for key, store, name in self.state_slots()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy ``state``'s arrays into the layers' own, as PyTorch's ``load_state_dict`` does: a
         ``params()`` dict taken before sees the loaded values. The caller has checked names and shapes."""
-        for i, layer in enumerate(self.layers):
-            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
-                for k in store:
-                    store[k][...] = state[f"{prefix}.{i}.{k}"]
+        for key, store, name in self.state_slots():
+            store[name][...] = state[key]
 
     def num_params(self) -> int:
         return sum(layer.num_params() for layer in self.layers)
@@ -133,7 +146,7 @@ class Sequential:
 
     def gradients(self) -> dict[str, np.ndarray]:
         """The last backward pass's gradients, keyed like ``params()``."""
-        return {f"{i}.{k}": g for i, layer in enumerate(self.layers) for k, g in layer.grads.items()}
+        return self._keyed(lambda layer: layer.grads)
 
     def loss_and_gradients(self, x, y, rng=None, label_smoothing=0.0):
         """One training step's arithmetic: ``(loss, correct, grads)`` for a batch."""

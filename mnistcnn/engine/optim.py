@@ -19,6 +19,11 @@ def decays(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "W"
 
 
+def slot_key(kind: str, key: str) -> str:
+    """The state key of parameter ``key``'s slot ``kind``: ``"m.0.W"``."""
+    return f"{kind}.{key}"
+
+
 class Optimizer:
     name = "optimizer"
     slots: tuple[str, ...] = ()  # the kinds of state a parameter may have (``slot``'s ``kind``)
@@ -43,7 +48,7 @@ class Optimizer:
 
     def slot(self, kind: str, key: str, like: np.ndarray) -> np.ndarray:
         """The state ``kind`` (``"velocity"``, ``"m"``...) of parameter ``key``: zeros at first."""
-        name = f"{kind}.{key}"
+        name = slot_key(kind, key)
         if name not in self.state:
             self.state[name] = np.zeros_like(like)
         return self.state[name]
@@ -81,7 +86,7 @@ class SGD(Optimizer):
             g = g + self.weight_decay * p
         if self.momentum:
             v = self.momentum * self.slot("velocity", key, p) + g
-            self.state[f"velocity.{key}"] = v
+            self.state[slot_key("velocity", key)] = v
             g = g + self.momentum * v if self.nesterov else v
         p -= lr * g
 
@@ -123,7 +128,7 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p
         m = self.beta1 * self.slot("m", key, p) + (1 - self.beta1) * g
         v = self.beta2 * self.slot("v", key, p) + (1 - self.beta2) * (g * g)
-        self.state[f"m.{key}"], self.state[f"v.{key}"] = m, v
+        self.state[slot_key("m", key)], self.state[slot_key("v", key)] = m, v
         p -= self.step_size(lr) * (m / (np.sqrt(v) + self.eps))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optim import SGD, Adam, Optimizer, decays
+from ..optim import SGD, Adam, Optimizer, decays, slot_key
 
 
 def slot_kinds(optimizer: Optimizer) -> tuple[str, ...]:
@@ -30,7 +30,7 @@ def update_part(optimizer: Optimizer, key: str, p: np.ndarray, g: np.ndarray, lr
                 part: slice = slice(None)) -> None:
     """``optimizer.update(key, p, g, lr)`` on the entries ``part`` of the flattened ``p``, after
     ``start_step``: the state changes in place."""
-    slots = {kind: optimizer.state[f"{kind}.{key}"].reshape(-1)[part] for kind in slot_kinds(optimizer)}
+    slots = {kind: optimizer.state[slot_key(kind, key)].reshape(-1)[part] for kind in slot_kinds(optimizer)}
     p, g = p.reshape(-1)[part], np.ascontiguousarray(g).reshape(-1)[part]
     if isinstance(optimizer, Adam):
         _adam(optimizer, key, p, g, lr, slots)

@@ -65,13 +65,11 @@ class SharedArrays:
 
 
 def shared_layout(model: Sequential, rows: int) -> list:
-    """What a worker and the trainer share: the weights and buffers (``param.<key>``,
-    ``buffer.<key>``), up to ``rows`` images, their labels and logits, and the share's gradients
-    (``grad.<key>``)."""
+    """What a worker and the trainer share: the weights and buffers (keyed as ``state_dict`` keys
+    them), up to ``rows`` images, their labels and logits, and the share's gradients (``grad.<key>``)."""
     params = model.params()
     dtype = next(iter(params.values()), np.zeros(0, np.float32)).dtype
-    layout = [(f"param.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
-    layout += [(f"buffer.{key}", list(b.shape), b.dtype.str) for key, b in model.buffers().items()]
+    layout = [(key, list(store[name].shape), store[name].dtype.str) for key, store, name in model.state_slots()]
     layout += [("x", [rows, *model.input_shape], dtype.str), ("y", [rows], np.dtype(np.int64).str),
                ("logits", [rows, *model.output_shape], dtype.str)]
     return layout + [(f"grad.{key}", list(p.shape), p.dtype.str) for key, p in params.items()]
@@ -121,10 +119,8 @@ def worker_main() -> None:
         shared = SharedArrays(setup["layout"], setup["fd"])
         os.close(setup["fd"])  # the mapping keeps the file
         model = Sequential.from_config(setup["specs"], setup["input_shape"], dtype=np.dtype(setup["dtype"]))
-        for index, layer in enumerate(model.layers):
-            for store, prefix in ((layer.params, "param"), (layer.buffers, "buffer")):
-                for name in store:
-                    store[name] = shared[f"{prefix}.{index}.{name}"]
+        for key, store, name in model.state_slots():
+            store[name] = shared[key]
         plan = Plan(model, setup["conv_algorithm"])
         keep_freed_memory()
     except Exception:
@@ -186,9 +182,8 @@ class Worker:
 
     def load(self, model: Sequential, x: np.ndarray) -> None:
         """The weights and buffers of ``model`` (this worker's architecture), and the images."""
-        for prefix, arrays in (("param", model.params()), ("buffer", model.buffers())):
-            for key, array in arrays.items():
-                self.shared[f"{prefix}.{key}"][...] = array
+        for key, store, name in model.state_slots():
+            self.shared[key][...] = store[name]
         self.shared["x"][:len(x)] = x
 
     def send(self, kind: int, rows: int, seed_or_batch_size: int, fraction: float = 0.0,

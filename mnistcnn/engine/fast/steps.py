@@ -17,13 +17,14 @@ import functools
 import numpy as np
 
 from .. import functional as F
+from ..model import layer_key
 from ..layers import AvgPool2D, BatchNorm, Conv2D, Dense, Layer, MaxPool2D, ReLU
 from . import convpool, fftconv, kernels, maxpool
 
 
 def _keyed(index: int, compute, *args) -> dict:
     """The gradients dict that ``compute(*args)`` returns, keyed like ``Sequential.params()``."""
-    return {f"{index}.{name}": grad for name, grad in compute(*args).items()}
+    return {layer_key(index, name): grad for name, grad in compute(*args).items()}
 
 
 class Step:
