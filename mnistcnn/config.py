@@ -36,14 +36,36 @@ def bound_words(bound) -> str:
     return f"{bound:g}" if isinstance(bound, float) else str(bound)
 
 
+class Only:
+    """A condition under which a key acts: the key at ``switch`` holds one of ``values`` (the
+    optimizer's type is sgd: momentum acts)."""
+
+    def __init__(self, switch: str, *values):
+        self.switch, self.values = switch, values
+
+    def listed(self, values=None) -> str:
+        """``values`` (by default the condition's) as YAML writes them: "constant, step or cosine"."""
+        values = [_yaml_text(value) for value in (self.values if values is None else values)]
+        return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+    def words(self, values=None) -> str:
+        """``listed`` with what they are: "optimizer adam or adamw", "train.schedule.cycle_momentum true"."""
+        section, _, key = self.switch.rpartition(".")
+        return f"{section.rpartition('.')[2] if key == 'type' else self.switch} {self.listed(values)}"
+
+
 class Field:
     """A leaf of the schema: its default, what it accepts and a line of documentation."""
 
-    def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False, above_low=False):
-        """``above_low``: ``low`` itself is refused (a learning rate of 0 trains nothing)."""
+    def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False, above_low=False,
+                 only=(), instead=""):
+        """``above_low``: ``low`` itself is refused (a learning rate of 0 trains nothing). ``only``:
+        the conditions (``Only``) under which the key acts; set to another value where one fails, it
+        is refused. ``instead``: the key that does its job there, with "{chosen}" for the switch's value
+        ("train.optimizer.beta1 for {chosen}'s momentum")."""
         self.default, self.kind, self.doc = default, kind, doc
         self.low, self.high, self.choices, self.optional = low, high, choices, optional
-        self.above_low = above_low
+        self.above_low, self.only, self.instead = above_low, only, instead
 
     def check(self, value, path):
         if value is None and self.optional:
@@ -100,6 +122,13 @@ LENET_LAYERS = [
     {"type": "dense", "units": 10},
 ]
 
+SGD = Only("train.optimizer.type", "sgd")
+ADAM = Only("train.optimizer.type", "adam", "adamw")
+WARMED_UP = Only("train.schedule.type", "constant", "step", "cosine")
+ONECYCLE = Only("train.schedule.type", "onecycle")
+CYCLED = Only("train.schedule.cycle_momentum", True)
+AVERAGED = Only("train.average.type", "ema", "swa")
+
 SCHEMA = {
     "name": Field("run", str, "run name: the run directory is runs/<name>-<timestamp>"),
     "data": {
@@ -114,7 +143,8 @@ SCHEMA = {
         "preprocess": {
             "type": Field("scale", str, "binarize (x > threshold), scale (x/255) or standardize",
                           choices=("binarize", "scale", "standardize")),
-            "threshold": Field(0, int, "binarize: pixels above this uint8 value become 1", 0, 254),
+            "threshold": Field(0, int, "pixels above this uint8 value become 1", 0, 254,
+                               only=(Only("data.preprocess.type", "binarize"),)),
         },
         "augment": {
             "shift": Field(0, int, "random shifts of up to this many pixels (training only)", 0, 8),
@@ -141,11 +171,13 @@ SCHEMA = {
         "optimizer": {
             "type": Field("adam", str, "sgd, adam or adamw", choices=tuple(OPTIMIZERS)),
             "lr": Field(0.001, float, "base learning rate", 0, 1e12, above_low=True),
-            "momentum": Field(0.9, float, "sgd: momentum", 0, 0.9999),
-            "nesterov": Field(False, bool, "sgd: Nesterov momentum"),
-            "beta1": Field(0.9, float, "adam: first-moment decay", 0, 0.9999),
-            "beta2": Field(0.999, float, "adam: second-moment decay", 0, 0.999999),
-            "eps": Field(1e-8, float, "adam: denominator epsilon", 1e-12, 1),
+            "momentum": Field(0.9, float, "momentum", 0, 0.9999, only=(SGD,),
+                              instead="train.optimizer.beta1 for {chosen}'s momentum"),
+            "nesterov": Field(False, bool, "Nesterov momentum", only=(SGD,)),
+            "beta1": Field(0.9, float, "first-moment decay", 0, 0.9999, only=(ADAM,),
+                           instead="train.optimizer.momentum for {chosen}'s momentum"),
+            "beta2": Field(0.999, float, "second-moment decay", 0, 0.999999, only=(ADAM,)),
+            "eps": Field(1e-8, float, "denominator epsilon", 1e-12, 1, only=(ADAM,)),
         },
         "weight_decay": Field(0.0, float, "L2 (sgd, adam) or decoupled (adamw) decay of weights", 0, 1),
         "label_smoothing": Field(0.0, float, "label smoothing of the cross-entropy target", 0, 0.5),
@@ -153,25 +185,32 @@ SCHEMA = {
             "type": Field("constant", str, "constant, step, cosine or onecycle (Smith and Topin's, as PyTorch's "
                                            "OneCycleLR)", choices=SCHEDULES),
             "warmup_epochs": Field(0.0, float, "linear warm-up over this many epochs, from lr / its steps up to "
-                                               "lr; step and cosine count from its end (onecycle rises over "
-                                               "pct_start instead)", 0, 1000),
-            "step_epochs": Field(1, int, "step: multiply by gamma every this many epochs", 1, 100000),
-            "gamma": Field(0.1, float, "step: the factor", 0, 1),
-            "min_lr": Field(0.0, float, "cosine: the final learning rate", 0, 100),
-            "pct_start": Field(0.3, float, "onecycle: the share of the run over which the rate rises to lr",
-                               0.001, 0.999),
-            "div_factor": Field(25.0, float, "onecycle: the rate starts at lr / div_factor", 1, 1e6),
-            "final_div_factor": Field(1e4, float, "onecycle: the rate ends at lr / div_factor / final_div_factor",
-                                      1, 1e9),
-            "cycle_momentum": Field(True, bool, "onecycle: move momentum (sgd) or beta1 (adam) against the rate"),
-            "base_momentum": Field(0.85, float, "onecycle: momentum or beta1 at the peak rate", 0, 0.9999),
-            "max_momentum": Field(0.95, float, "onecycle: momentum or beta1 at the start and the end", 0, 0.9999),
+                                               "lr; step and cosine count from its end", 0, 1000,
+                                  only=(WARMED_UP,), instead="train.schedule.pct_start for {chosen}'s rise"),
+            "step_epochs": Field(1, int, "multiply by gamma every this many epochs", 1, 100000,
+                                 only=(Only("train.schedule.type", "step"),)),
+            "gamma": Field(0.1, float, "the factor", 0, 1, only=(Only("train.schedule.type", "step"),)),
+            "min_lr": Field(0.0, float, "the final learning rate", 0, 100,
+                            only=(Only("train.schedule.type", "cosine"),)),
+            "pct_start": Field(0.3, float, "the share of the run over which the rate rises to lr", 0.001, 0.999,
+                               only=(ONECYCLE,), instead="train.schedule.warmup_epochs for {chosen}'s warm-up"),
+            "div_factor": Field(25.0, float, "the rate starts at lr / div_factor", 1, 1e6, only=(ONECYCLE,)),
+            "final_div_factor": Field(1e4, float, "the rate ends at lr / div_factor / final_div_factor", 1, 1e9,
+                                      only=(ONECYCLE,)),
+            "cycle_momentum": Field(True, bool, "move momentum (sgd) or beta1 (adam) against the rate",
+                                    only=(ONECYCLE,)),
+            "base_momentum": Field(0.85, float, "momentum or beta1 at the peak rate", 0, 0.9999,
+                                   only=(ONECYCLE, CYCLED)),
+            "max_momentum": Field(0.95, float, "momentum or beta1 at the start and the end", 0, 0.9999,
+                                  only=(ONECYCLE, CYCLED)),
         },
         "average": {
             "type": Field("none", str, "evaluate and keep averaged weights: ema (every step) or swa (each epoch's "
                                        "end); none: the last weights", choices=AVERAGES),
-            "decay": Field(0.999, float, "ema: the average keeps this share of itself each step", 0, 0.999999),
-            "start": Field(0.0, float, "the share of the run after which averaging begins", 0, 0.999),
+            "decay": Field(0.999, float, "the average keeps this share of itself each step", 0, 0.999999,
+                           only=(Only("train.average.type", "ema"),)),
+            "start": Field(0.0, float, "the share of the run after which averaging begins", 0, 0.999,
+                           only=(AVERAGED,)),
         },
         "early_stopping": {
             "patience": Field(None, int, "stop after this many epochs without a better validation accuracy; "
@@ -193,21 +232,67 @@ SCHEMA = {
 }
 
 
-def describe_keys(schema=SCHEMA, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """``(key path, what it takes, default, meaning)`` for every key a config can set."""
-    rows = []
+def schema_fields(schema=SCHEMA, prefix: str = "") -> dict[str, Field]:
+    """Every key a config can set, by its path (``train.optimizer.lr``), with its Field."""
+    fields = {}
     for key, field in schema.items():
-        path = f"{prefix}{key}"
-        if isinstance(field, dict):
-            rows += describe_keys(field, path + ".")
+        fields.update(schema_fields(field, f"{prefix}{key}.") if isinstance(field, dict) else {prefix + key: field})
+    return fields
+
+
+FIELDS = schema_fields()
+
+
+def value_at(config: dict, path: str):
+    """The value at a key path (``train.optimizer.type``) of a resolved config."""
+    for key in path.split("."):
+        config = config[key]
+    return config
+
+
+def unmet_condition(path: str, value_of) -> Only | None:
+    """The first condition under which the key at ``path`` acts that ``value_of`` (a key path -> its
+    value) does not meet; None when the key acts."""
+    return next((only for only in FIELDS[path].only if value_of(only.switch) not in only.values), None)
+
+
+def acts(config: dict, path: str) -> bool:
+    """Whether the key at ``path`` acts in a resolved config (momentum does with sgd, not with adam)."""
+    return unmet_condition(path, lambda switch: value_at(config, switch)) is None
+
+
+def acts_only_with(path: str, only: Only) -> str:
+    return f"{path} acts only with {only.words()}"
+
+
+def _check_acting(config: dict, source: str, origins: dict | None) -> None:
+    """Refuse a key set to other than its default where it does not act (momentum with adam): a
+    user of Keras or PyTorch expects the setting to count. Defaults never count, so a resolved
+    config, which holds every key (a run's config.yaml, --print-config), passes."""
+    for path, field in FIELDS.items():
+        unmet = unmet_condition(path, lambda switch: value_at(config, switch))
+        if unmet is None or value_at(config, path) == field.default:
             continue
+        chosen = value_at(config, unmet.switch)
+        instead = f", or set {field.instead.format(chosen=_yaml_text(chosen))}" if field.instead else ""
+        blamed = _first_setter((path, unmet.switch), source, origins)
+        raise ConfigError(f"{blamed}: {acts_only_with(path, unmet)} (this config has {unmet.words([chosen])}); "
+                          f"remove it{instead}, or set {unmet.switch} to {unmet.listed()}")
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """``(key path, what it takes, default, meaning)`` for every key a config can set; the meaning
+    of a key that acts only with some settings starts with them ("only with optimizer sgd: ")."""
+    rows = []
+    for path, field in FIELDS.items():
         takes = " | ".join(map(str, field.choices)) if field.choices else field.kind.__name__
         if field.low is not None or field.high is not None:
             low, high = ("" if bound is None else bound_words(bound) for bound in (field.low, field.high))
             takes += f" in {'(' if field.above_low else '['}{low}, {high}]"
         default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default
-        rows.append((path, takes + (" or null" if field.optional else ""), default, field.doc))
+        only = f"only with {' and '.join(only.words() for only in field.only)}: " if field.only else ""
+        rows.append((path, takes + (" or null" if field.optional else ""), default, only + field.doc))
     return rows
 
 
@@ -416,10 +501,6 @@ def validate(raw: dict, source: str = "<config>", origins: dict | None = None) -
             raise _err("data.augment.repeats", f"{augment['repeats']} copies of an image are the same image "
                        f"without augmentation; set data.augment.{', '.join(WARPS[:-1])} or {WARPS[-1]}, "
                        "or repeats: 1")
-        schedule = config["train"]["schedule"]
-        if schedule["type"] == "onecycle" and schedule["warmup_epochs"]:
-            raise _err("train.schedule.warmup_epochs", "onecycle rises over pct_start of the run, with no warm-up "
-                       "of its own; set warmup_epochs: 0, or use type: cosine for a warm-up then a cosine")
     except _PathError as err:
         raise ConfigError(f"{_source_of(err.path, source, origins)}: {err.path}: {err.message}") from None
     check_model(config, source, origins)
@@ -752,6 +833,7 @@ def from_raw(raw: dict, source: str, overrides=(), flags: dict | None = None, of
             origins[key] = option_words(option, value)
     config = validate(raw, source, origins)
     if not of_run:  # a run trained so already stays readable
+        _check_acting(config, source, origins)
         _check_warm_up(config, source, origins)
     return config
 

@@ -115,12 +115,12 @@ def batch_maker(preprocess: Preprocess, raw: np.ndarray, warp):
     return make
 
 
-def optimizer_from(train_config: dict):
-    """The optimiser ``train.optimizer`` names, with only the settings its type uses."""
-    settings = dict(train_config["optimizer"])
-    used = ("lr", "momentum", "nesterov") if settings["type"] == "sgd" else ("lr", "beta1", "beta2", "eps")
+def optimizer_from(config: dict):
+    """The optimiser ``train.optimizer`` names, with only the settings that act with its type."""
+    settings = config["train"]["optimizer"]
+    used = [key for key in settings if key != "type" and cfg.acts(config, f"train.optimizer.{key}")]
     return make_optimizer({"type": settings["type"], **{key: settings[key] for key in used},
-                           "weight_decay": train_config["weight_decay"]})
+                           "weight_decay": config["train"]["weight_decay"]})
 
 
 @dataclass
@@ -167,7 +167,7 @@ class Trainer:
         self.augment = Augment.for_config(config)
         self.iterator = BatchIterator(len(data.train_x), train_config["batch_size"], seed,
                                       drop_last=train_config["drop_last"])
-        self.optimizer = optimizer_from(train_config)
+        self.optimizer = optimizer_from(config)
         self.augment_rng = cfg.random_stream(seed, "augmentation")
         self.dropout_rng = cfg.random_stream(seed, "dropout")
         self.step = 0
@@ -588,7 +588,7 @@ def last_checkpoint(run: RunDir, config: dict, source) -> tuple[dict, dict, Posi
     the state of training ``config`` (read from ``source``); a damaged one cannot be replaced."""
     path, instead = run.checkpoint("last"), f"A run goes on from its last checkpoint only: {run.train_again()}"
     arrays, meta = load_checkpoint(path, instead)
-    expected = training_state(cfg.build_model(config), optimizer_from(config["train"]),
+    expected = training_state(cfg.build_model(config), optimizer_from(config),
                               config["train"]["average"]["type"] != "none", arrays)
     edited = isinstance(meta.get("config"), dict) and meta["config"].get("model") != config["model"]
     mismatch = (f"{source} was edited since the run trained (its model is another): undo the edit, or train it as a "

@@ -98,6 +98,21 @@ BAD = {
     "bad name": ("name: ../../etc\n", "name: run name '../../etc'"),
     "repeats of the same image": ("data: {augment: {repeats: 2}}\n", "data.augment.repeats: 2 copies of an image "
                                   "are the same image without augmentation; set data.augment.shift"),
+    "sgd's momentum with adam": ("train: {optimizer: {type: adam, momentum: 0.5}}\n",
+                                 "train.optimizer.momentum acts only with optimizer sgd (this config has optimizer "
+                                 "adam); remove it, or set train.optimizer.beta1 for adam's momentum, or set "
+                                 "train.optimizer.type to sgd"),
+    "adam's beta2 with sgd": ("train: {optimizer: {type: sgd, beta2: 0.99}}\n",
+                              "train.optimizer.beta2 acts only with optimizer adam or adamw (this config has "
+                              "optimizer sgd); remove it, or set train.optimizer.type to adam or adamw"),
+    "onecycle's pct_start with cosine": ("train: {schedule: {type: cosine, pct_start: 0.2}}\n",
+                                         "train.schedule.pct_start acts only with schedule onecycle (this config has "
+                                         "schedule cosine); remove it, or set train.schedule.warmup_epochs for "
+                                         "cosine's warm-up"),
+    "a binarize threshold when scaling": ("data: {preprocess: {type: scale, threshold: 100}}\n",
+                                          "data.preprocess.threshold acts only with preprocess binarize"),
+    "ema's decay with swa": ("train: {average: {type: swa, decay: 0.99}}\n",
+                             "train.average.decay acts only with average ema (this config has average swa)"),
 }
 
 
@@ -278,9 +293,53 @@ def test_config_keys_says_which_keys_take_null():
 
 def test_onecycle_takes_no_warm_up_of_its_own():
     with pytest.raises(ConfigError) as refused:
-        cfg.validate({"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1}}})
-    assert "train.schedule.warmup_epochs: onecycle rises over pct_start of the run, with no warm-up" in str(
-        refused.value)
+        cfg.from_raw({"train": {"schedule": {"type": "onecycle", "warmup_epochs": 1}}}, "x.yaml")
+    assert str(refused.value) == (
+        "x.yaml: train.schedule.warmup_epochs acts only with schedule constant, step or cosine (this config has "
+        "schedule onecycle); remove it, or set train.schedule.pct_start for onecycle's rise, or set "
+        "train.schedule.type to constant, step or cosine")
+
+
+def test_a_key_that_does_not_act_blames_the_option_that_set_it_or_its_switch():
+    sgd = {"train": {"optimizer": {"type": "sgd", "momentum": 0.5}}}
+    for given, overrides, blamed in ((sgd, ["train.optimizer.type=adam"], "--set train.optimizer.type=adam"),
+                                     ({}, ["train.optimizer.nesterov=true"], "--set train.optimizer.nesterov=true")):
+        with pytest.raises(ConfigError) as refused:
+            cfg.from_raw(given, "x.yaml", overrides)
+        assert str(refused.value).startswith(f"{blamed}: train.optimizer."), refused.value
+    # base_momentum acts only while onecycle cycles the momentum
+    with pytest.raises(ConfigError, match="base_momentum acts only with train.schedule.cycle_momentum true"):
+        cfg.from_raw({"train": {"schedule": {"type": "onecycle", "cycle_momentum": False, "base_momentum": 0.8}}},
+                     "x.yaml")
+
+
+def test_resolved_configs_with_every_key_at_its_default_never_trip_the_acting_rule():
+    # a run's config.yaml, --print-config and a sweep's best-trial.yaml hold every key, those that do not act at
+    # their defaults: read again as a new config, each must pass, whatever the optimizer, schedule and average
+    for optimizer in ("sgd", "adam", "adamw"):
+        for schedule in ("constant", "step", "cosine", "onecycle"):
+            for average in ("none", "ema", "swa"):
+                raw = {"train": {"optimizer": {"type": optimizer}, "schedule": {"type": schedule},
+                                 "average": {"type": average}}}
+                resolved = cfg.validate(raw)
+                assert cfg.from_raw(cfg.parse_yaml(cfg.dump(resolved), "config.yaml"), "config.yaml") == resolved
+
+
+def test_a_run_trained_before_the_acting_rule_still_reads():
+    old_run = {"train": {"optimizer": {"type": "adam", "momentum": 0.5}}}  # momentum was ignored without a word
+    assert cfg.from_raw(old_run, "config.yaml", of_run=True)["train"]["optimizer"]["momentum"] == 0.5
+    with pytest.raises(ConfigError, match="train.optimizer.momentum acts only with optimizer sgd"):
+        cfg.from_raw(old_run, "config.yaml")  # trained afresh, it is told
+
+
+def test_config_keys_says_what_a_key_acts_with_from_its_field():
+    rows = {row[0]: row[3] for row in cfg.describe_keys()}
+    assert rows["train.optimizer.momentum"] == "only with optimizer sgd: momentum"
+    assert rows["train.optimizer.beta1"] == "only with optimizer adam or adamw: first-moment decay"
+    assert rows["train.schedule.base_momentum"].startswith(
+        "only with schedule onecycle and train.schedule.cycle_momentum true: ")
+    assert rows["train.optimizer.lr"] == "base learning rate"
+    assert cfg.FIELDS["train.optimizer.nesterov"].only[0].values == ("sgd",)
 
 
 def test_set_of_a_list_entry_past_the_end_says_how_many_there_are():
