@@ -261,6 +261,18 @@ def acts(config: dict, path: str) -> bool:
     return unmet_condition(path, lambda switch: value_at(config, switch)) is None
 
 
+def idle_keys_at_defaults(config: dict) -> dict:
+    """A resolved config with every key that does not act at its default: what it trains is the same,
+    and written out (a sweep's trial that drew adam over a base config's sgd momentum), it passes
+    the rule that refuses a key set where it does not act."""
+    config = copy.deepcopy(config)
+    for path, field in FIELDS.items():
+        if not acts(config, path):
+            *sections, key = path.split(".")
+            value_at(config, ".".join(sections))[key] = copy.deepcopy(field.default)
+    return config
+
+
 def acts_only_with(path: str, only: Only) -> str:
     return f"{path} acts only with {only.words()}"
 

@@ -534,6 +534,19 @@ BAD_SWEEPS = [
     ({"study": " "}, "sweep.yaml: study: is empty; give a value (the study's name in the storage"),  # 'must be text'
     ({"name": "../escape"}, "sweep.yaml: name: run name '../escape': use 1-64 letters, digits, '.', '_' or '-' (no "
                             "path separators, no '..'), e.g. name: lr-search"),
+    ({"space": {"train.optimizer.beta1": {"type": "float", "low": 0.8, "high": 0.95}}},
+     "sweep.yaml: space[train.optimizer.beta1]: train.optimizer.beta1 acts only with optimizer adam or adamw (the base "
+     "config has optimizer sgd); remove it from the space, or set train.optimizer.type to adam or adamw in the base "
+     "config, or search it"),
+    ({"space": {"train.optimizer.type": {"type": "choice", "values": ["sgd"]},
+                "train.optimizer.eps": {"type": "float", "low": 1e-8, "high": 1e-6}}},
+     "space[train.optimizer.eps]: train.optimizer.eps acts only with optimizer adam or adamw (the space searches "
+     "train.optimizer.type over sgd); remove it from the space, or add adam or adamw to "
+     "space[train.optimizer.type].values"),
+    ({"sampler": "grid", "space": {"train.optimizer.type": {"type": "choice", "values": ["sgd", "adam"]},
+                                   "train.optimizer.momentum": {"type": "choice", "values": [0.5, 0.9]}}},
+     "space[train.optimizer.momentum]: train.optimizer.momentum acts only with optimizer sgd, so the grid sampler "
+     "would train each trial with optimizer adam once for each of its values; use sampler: tpe or random"),
 ]
 
 
@@ -568,6 +581,49 @@ def test_a_range_s_step_and_log_scale_are_what_the_sampler_draws_from(tmp_path):
         parameter.suggest(trial)
     assert trial.distributions["train.optimizer.lr"] == optuna.distributions.FloatDistribution(0.01, 0.2, log=True)
     assert trial.distributions["model.layers[0].filters"] == optuna.distributions.IntDistribution(3, 7, step=2)
+
+
+def test_a_key_that_acts_only_with_some_choices_is_drawn_only_in_their_trials(tmp_path):
+    # as Optuna's define-by-run examples: momentum is suggested only in the trials that drew sgd
+    import optuna
+
+    from mnistcnn import config as cfg
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, space={"train.optimizer.momentum": {"type": "float", "low": 0.5, "high": 0.8},
+                                        "train.optimizer.type": {"type": "choice", "values": ["sgd", "adam"]}})
+    base = tmp_path / "base.yaml"
+    base.write_text(base.read_text().replace("type: sgd, lr: 0.05", "type: sgd, lr: 0.05, momentum: 0.7"))
+    sweep = load_sweep(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(10):
+        trial = study.ask()
+        values = sweep.suggest(trial)
+        optimizer = values["train.optimizer.type"]
+        drawn.add(optimizer)
+        assert ("train.optimizer.momentum" in trial.params) == (optimizer == "sgd"), trial.params
+        config = sweep.trial_config(values, "trial", 1)
+        # an adam trial leaves the base's sgd momentum at its default: its config.yaml and best-trial.yaml train
+        # again as they are, not refused for a momentum that did not act
+        assert config["train"]["optimizer"]["momentum"] == (values.get("train.optimizer.momentum") or 0.9)
+        assert cfg.from_raw(cfg.parse_yaml(cfg.dump(config), "best-trial.yaml"), "best-trial.yaml") == config
+        study.tell(trial, 0.5)
+    assert drawn == {"sgd", "adam"}
+    assert sweep.drawn_only_with("train.optimizer.momentum") == "optimizer sgd"
+    assert sweep.drawn_only_with("train.optimizer.type") == sweep.drawn_only_with("train.optimizer.lr") == ""
+
+
+def test_a_sweep_folder_from_before_the_acting_rule_still_loads(tmp_path):
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, space={"train.optimizer.beta1": {"type": "float", "low": 0.8, "high": 0.95}})
+    base = tmp_path / "base.yaml"  # a base config that set adam's beta2 for sgd, searching beta1 as well
+    base.write_text(base.read_text().replace("type: sgd, lr: 0.05", "type: sgd, lr: 0.05, beta2: 0.99"))
+    with pytest.raises(ConfigError, match="train.optimizer.beta2 acts only with optimizer adam or adamw"):
+        load_sweep(path)
+    sweep = load_sweep(path, of_folder=True)  # as --resume, --status and its workers read its folder's copy
+    assert sweep.suggest(__import__("optuna").create_study().ask()) == {}
 
 
 def test_a_sweep_file_s_defaults(tmp_path):

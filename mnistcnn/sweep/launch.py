@@ -104,7 +104,7 @@ class SweepRun:
     def resume(cls, folder, storage: str | None = None) -> "SweepRun":
         """The sweep in ``folder`` again; trials that stopped part-way are queued to resume."""
         sweep_dir = SweepDir.open(folder, "give the folder mnistcnn sweep printed")
-        sweep = load_sweep(sweep_dir.sweep_file)
+        sweep = load_sweep(sweep_dir.sweep_file, of_folder=True)
         run = cls(sweep, sweep_dir, sweep.study_storage(storage, sweep_dir.path))
         studies.retry_unfinished(run.study)
         counts = studies.states(run.study.get_trials(deepcopy=False))
@@ -218,7 +218,7 @@ def study_status(folder, storage: str | None, name: str | None) -> tuple[dict, l
                              "(runs/NAME-STAMP) or --storage URL --study NAME, and mnistcnn sweep SWEEP.yaml starts "
                              "a sweep")
         sweep_dir = SweepDir.open(folder, "with --status give a sweep folder, or --storage URL and --study NAME")
-        sweep = load_sweep(sweep_dir.sweep_file)
+        sweep = load_sweep(sweep_dir.sweep_file, of_folder=True)
         study_storage, name = sweep.study_storage(storage, sweep_dir.path), name or sweep.study
     else:
         study_storage = studies.Storage.named(storage, "--storage")

@@ -120,16 +120,40 @@ class Sweep:
     def grid(self) -> dict:
         return {p.key: p.grid_values() for p in self.parameters}
 
+    def acts(self, key: str, values: dict) -> bool:
+        """Whether the searched ``key`` acts in a trial that drew ``values`` so far (the base config's
+        value for a switch not drawn): momentum does in a trial that drew sgd, not in one that drew adam."""
+        return key not in cfg.FIELDS or cfg.unmet_condition(
+            key, lambda switch: values[switch] if switch in values else cfg.value_at(self.base, switch)) is None
+
+    def drawn_only_with(self, key: str) -> str:
+        """The searched switches' values ``key`` is drawn with ("optimizer sgd"), "" for a key drawn in
+        every trial."""
+        searched = {parameter.key for parameter in self.parameters}
+        return " and ".join(only.words() for only in (cfg.FIELDS[key].only if key in cfg.FIELDS else ())
+                            if only.switch in searched)
+
+    def suggest(self, trial) -> dict:
+        """The trial's values, define-by-run as Optuna's conditional examples: a key is drawn after
+        the switches it acts with, and only where it acts (momentum only in the trials that drew sgd)."""
+        values = {}
+        for parameter in sorted(self.parameters, key=lambda parameter: _switches_above(parameter.key)):
+            if self.acts(parameter.key, values):
+                values[parameter.key] = parameter.suggest(trial)
+        return values
+
     def trial_config(self, values: dict, name: str, threads: int, source: str | None = None) -> dict:
         """The base config with ``values`` at their keys and ``threads`` workers and BLAS threads,
-        validated as any config (errors start with ``source``)."""
+        validated as any config (errors start with ``source``). A key that does not act with the
+        trial's values (the base's sgd momentum in a trial that drew adam) is left at its default, so
+        that the trial's config.yaml and best-trial.yaml train again as they are."""
         raw = copy.deepcopy(self.base)
         for key, value in values.items():
             cfg.set_path(raw, key, value, f"{self.path}: space[{key}]")
         raw["name"] = name
         raw["train"]["workers"] = threads
         raw["train"]["blas_threads"] = threads
-        return cfg.validate(raw, source or f"{self.path} ({name}: {values})")
+        return cfg.idle_keys_at_defaults(cfg.validate(raw, source or f"{self.path} ({name}: {values})"))
 
     def to_yaml(self) -> dict:
         """The resolved sweep file, as written into the sweep folder (``--resume`` reads it)."""
@@ -140,6 +164,37 @@ class Sweep:
                            "startup_trials": self.startup_trials},
                 "storage": self.storage, "study": self.study, "heartbeat": self.heartbeat,
                 "space": {p.key: _parameter_yaml(p) for p in self.parameters}}
+
+
+def _switches_above(key: str) -> int:
+    """How many switches stand above ``key``, each of which a key it acts with: 0 for the optimizer's
+    type, 1 for momentum, 2 for onecycle's base_momentum (schedule type, then cycle_momentum)."""
+    field = cfg.FIELDS.get(key)
+    return max((1 + _switches_above(only.switch) for only in field.only), default=0) if field else 0
+
+
+def _check_acting(sweep: Sweep) -> None:
+    """A searched key must act in some trial: with its switch's value in the base config, or with one
+    of the values the space searches the switch over. The grid sampler cannot leave a key out of some
+    trials: it would train each of those once for each of the key's values."""
+    searched = {parameter.key: parameter for parameter in sweep.parameters}
+    for parameter in sweep.parameters:
+        where = f"{sweep.path}: space[{parameter.key}]"
+        for only in cfg.FIELDS[parameter.key].only if parameter.key in cfg.FIELDS else ():
+            switch = searched.get(only.switch)
+            possible = switch.values if switch else (cfg.value_at(sweep.base, only.switch),)
+            idle = [value for value in possible if value not in only.values]
+            if len(idle) == len(possible):
+                seen = (f"the space searches {only.switch} over {only.listed(possible)}" if switch
+                        else f"the base config has {only.words(possible)}")
+                fix = (f"add {only.listed()} to space[{only.switch}].values" if switch
+                       else f"set {only.switch} to {only.listed()} in the base config, or search it")
+                raise ConfigError(f"{where}: {cfg.acts_only_with(parameter.key, only)} ({seen}); remove it from "
+                                  f"the space, or {fix}")
+            if idle and sweep.sampler == "grid":
+                raise ConfigError(f"{where}: {cfg.acts_only_with(parameter.key, only)}, so the grid sampler would "
+                                  f"train each trial with {only.words(idle)} once for each of its values; use "
+                                  "sampler: tpe or random")
 
 
 def _parameter_yaml(parameter: Parameter) -> dict:
@@ -233,8 +288,9 @@ def _check_values(sweep: Sweep) -> None:
             sweep.trial_config({parameter.key: value}, sweep.name, 1, source)
 
 
-def load_sweep(path) -> Sweep:
-    """Read and check a sweep file (and its base config); nothing is written."""
+def load_sweep(path, of_folder: bool = False) -> Sweep:
+    """Read and check a sweep file (and its base config); nothing is written. ``of_folder``: it is a
+    sweep folder's resolved copy, perhaps from an older mnistcnn, whose base is read as a run's config."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: sweep file not found; {cfg.ready_made('sweeps/')} holds examples")
@@ -261,7 +317,7 @@ def load_sweep(path) -> Sweep:
         raise ConfigError(f"{source}: base: {base_path}: config file not found; base {raw['base']!r} is read from "
                           f"the sweep file's folder, {path.parent.resolve()}")
     try:
-        base = cfg.load_config(base_path)
+        base = cfg.load_config(base_path, of_run=of_folder)
     except ConfigError as err:
         raise ConfigError(f"{source}: base: {err}") from None
     objective = _mapping(f"{source}: objective", raw.get("objective", {}), {"metric": "", "direction": ""})
@@ -294,6 +350,8 @@ def load_sweep(path) -> Sweep:
     if sweep.sampler == "grid":
         _check_grid(sweep)
     _check_values(sweep)
+    if not of_folder:  # a sweep started before keys were checked for acting goes on as it began
+        _check_acting(sweep)
     epochs = base["train"]["epochs"]
     if sweep.pruner != "none" and sweep.warmup_epochs >= epochs:
         given = "" if "warmup_epochs" in pruner else " (the default)"

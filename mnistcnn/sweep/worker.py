@@ -117,7 +117,7 @@ class Worker:
             raise Surplus()
         # draws seeded by the trial's number: a sweep repeats on one job, and no two workers draw alike
         self.study.sampler = studies.make_sampler(sweep, str(trial.number))
-        values = {parameter.key: parameter.suggest(trial) for parameter in sweep.parameters}
+        values = sweep.suggest(trial)
         trial.set_user_attr("host", studies.host())
         trial.set_user_attr("pid", os.getpid())
         try:
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         sweep_dir = SweepDir(folder)
-        sweep = load_sweep(sweep_dir.sweep_file)
+        sweep = load_sweep(sweep_dir.sweep_file, of_folder=True)
         url = os.environ[STORAGE_VARIABLE]  # resolved by the command that started this worker
         origin = f"{sweep_dir.path}'s storage {studies.shown(url)}"
         storage = studies.open_storage(studies.Storage(url, origin), sweep.heartbeat)
