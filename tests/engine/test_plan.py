@@ -13,7 +13,7 @@ from mnistcnn.engine.fast import convpool
 from mnistcnn.engine.fast.parallel import StepRunner
 from mnistcnn.engine.fast.plan import Plan, eval_chunk, head_start
 from mnistcnn.engine.layer_arguments import LayerConfigError
-from mnistcnn.engine.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
+from mnistcnn.engine.layers import BatchNorm, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
 from mnistcnn.engine.model import Sequential, recompute_batchnorm
 from mnistcnn.engine.optim import make_optimizer
 from mnistcnn.export import FLOAT32_RTOL
@@ -433,6 +433,66 @@ def test_a_layer_the_plan_does_not_know_runs_as_the_plain_engine_runs_it(relativ
     for key, grad in grads.items():
         assert relative_error(fast_grads[key], grad) < 1e-12, key
     assert relative_error(plan.predict_logits(x, workers=2), plain.forward(x)) < 1e-12
+
+
+class DoubledConv(Conv2D):
+    """A conv subclass that changes its arithmetic: twice the conv's output."""
+
+    def forward_pass(self, x, training=False, rng=None):
+        out, cache = super().forward_pass(x, training, rng)
+        return 2 * out, cache
+
+    def backward_pass(self, dout, cache):
+        return super().backward_pass(2 * dout, cache)
+
+
+class AbsoluteReLU(ReLU):
+    """A relu subclass that changes its arithmetic to |x|, which does not commute with a max pool."""
+
+    def forward_pass(self, x, training=False, rng=None):
+        return np.abs(x), x
+
+    def backward_pass(self, dout, cache):
+        return dout * np.sign(cache), {}
+
+
+class NamedMaxPool(MaxPool2D):
+    """A max pool subclass that keeps its arithmetic."""
+
+
+class NamedNorm(BatchNorm):
+    """A batchnorm subclass that keeps its arithmetic (its running statistics included)."""
+
+
+class NamedDense(Dense):
+    """A dense subclass that keeps its arithmetic."""
+
+
+def test_a_subclass_of_a_layer_runs_as_the_plain_engine_runs_it(relative_error):
+    """The plan computes a layer by its kernels only for the exact class (steps.computed_as): a conv,
+    relu, pool, batchnorm or dense of a subclass runs its own forward and backward, so a subclass that
+    changes the arithmetic (DoubledConv, AbsoluteReLU before a pool) gets its own numbers, and one that
+    keeps it the same numbers, within float64 rounding, in training and evaluation."""
+    def layers():
+        return [DoubledConv(4, 3, padding=1), AbsoluteReLU(), MaxPool2D(2), Conv2D(3, 3, padding=1, bias=False),
+                NamedNorm(), ReLU(), NamedMaxPool(3, stride=2), Flatten(), NamedDense(5), ReLU(), Dense(3)]
+
+    plain, fast = (Sequential(layers(), (9, 10, 1), np.random.default_rng(0), dtype=np.float64) for _ in range(2))
+    plan = Plan(fast)
+    described = [step.describe() for step in plan.training_steps]
+    assert described[:3] == ["layer 0: conv2d", "layer 1: relu", "layer 2: maxpool2d"], described
+    assert "layer 6: maxpool2d" in described and "layer 8: dense" in described, described
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(6, 9, 10, 1)), rng.integers(0, 3, size=6)
+    loss, _, grads = plain.loss_and_gradients(x, y)
+    fast_loss, _, fast_grads, caches = plan.loss_and_gradients(x, y)
+    plan.update_batchnorm_statistics([plan.batch_statistics(caches)])
+    assert fast_loss == pytest.approx(loss, rel=1e-10) and fast_grads.keys() == grads.keys()
+    for key, grad in grads.items():
+        assert relative_error(fast_grads[key], grad) < 1e-10, key
+    for key, value in plain.buffers().items():
+        assert relative_error(fast.buffers()[key], value) < 1e-10, key
+    assert relative_error(plan.predict_logits(x, workers=2), plain.forward(x)) < 1e-10
 
 
 @pytest.mark.parametrize("name", ["frequency-domain conv apart, batchnorm after it",

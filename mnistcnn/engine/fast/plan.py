@@ -39,6 +39,10 @@ Which step each layer gets is decided here, by these rules in this order:
 7. Any other conv: ``ConvStep``, im2col (a one-channel input's column matrix by slice copies,
    ``convpool.one_channel_columns``) or in the frequency domain.
 
+The rules name a layer by its exact class (``steps.computed_as``), never a subclass: the kernels
+copy that class's arithmetic, which a subclass may change, so a subclass's layer (a conv, a relu
+or a pool included) runs by rule 4 as its own forward and backward.
+
 A frequency-domain conv's spectral weights are computed once per step (``prepare``) and shared
 by its training and evaluation steps and the threads (``steps.Spectrum``). Evaluation runs in
 chunks that fit the cache (``eval_chunk``), the dense head on runs of about ``HEAD_IMAGES``
@@ -57,7 +61,7 @@ from ..losses import right_answers, softmax_cross_entropy
 from ..model import Sequential
 from . import convpool, fftconv
 from .parallel import keep_freed_memory, map_grouped_in_threads
-from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, OverlappingMaxPoolStep, Spectrum, Step
+from .steps import BiasStep, ConvPoolStep, ConvStep, LayerStep, OverlappingMaxPoolStep, Spectrum, Step, computed_as
 
 # Evaluation runs in chunks whose busiest layer touches about this many bytes per chunk, so that
 # the intermediate arrays stay in cache.
@@ -90,14 +94,14 @@ def conv_method(conv: Conv2D, default: str = "auto") -> str:
 
 def _pools_after(model: Sequential, order: list[int], at: int) -> bool:
     """Whether the layer after ``order[at]`` is a max pool."""
-    return at + 1 < len(order) and type(model.layers[order[at + 1]]) is MaxPool2D
+    return at + 1 < len(order) and computed_as(model.layers[order[at + 1]], MaxPool2D)
 
 
 def _relu_after_pool(model: Sequential) -> list[int]:
     """Rule 1: the layers' order with every relu moved after the max pool that follows it."""
     order = list(range(len(model.layers)))
     for i in range(len(order) - 1):
-        if type(model.layers[order[i]]) is ReLU and type(model.layers[order[i + 1]]) is MaxPool2D:
+        if computed_as(model.layers[order[i]], ReLU) and computed_as(model.layers[order[i + 1]], MaxPool2D):
             order[i], order[i + 1] = order[i + 1], order[i]
     return order
 
@@ -109,7 +113,7 @@ class Plan:
         self.model = model
         self.methods = {}
         for index, layer in enumerate(model.layers):
-            if isinstance(layer, Conv2D):
+            if computed_as(layer, Conv2D):
                 try:
                     self.methods[index] = conv_method(layer, conv_algorithm)
                 except ShapeError as err:
@@ -126,15 +130,15 @@ class Plan:
         while at < len(order):
             index = order[at]
             layer = layers[index]
-            if training and type(layer) is MaxPool2D and layer.stride < layer.size:  # rule 3
+            if training and computed_as(layer, MaxPool2D) and layer.stride < layer.size:  # rule 3
                 steps.append(OverlappingMaxPoolStep(index, layer))
                 at += 1
-            elif not isinstance(layer, Conv2D):  # rule 4
+            elif not computed_as(layer, Conv2D):  # rule 4
                 moved = at > 0 and index < order[at - 1]
                 steps.append(LayerStep(index, layer, f"{layer.type_name}, after the pool" if moved else ""))
                 at += 1
             elif _pools_after(self.model, order, at) and self._fuses(index, layers[order[at + 1]]):  # rule 5
-                relu = not training and at + 2 < len(order) and type(layers[order[at + 2]]) is ReLU
+                relu = not training and at + 2 < len(order) and computed_as(layers[order[at + 2]], ReLU)
                 fused = tuple(order[at:at + (3 if relu else 2)])
                 steps.append(ConvPoolStep(fused, layer, self.spectra.get(index), layers[order[at + 1]]))
                 at += len(fused)

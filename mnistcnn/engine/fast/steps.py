@@ -22,6 +22,14 @@ from ..layers import AvgPool2D, BatchNorm, Conv2D, Dense, Layer, MaxPool2D, ReLU
 from . import convpool, fftconv, kernels, maxpool
 
 
+def computed_as(layer: Layer, *kinds: type) -> bool:
+    """Whether the fast path may compute ``layer`` by its kernels for one of ``kinds``: only a layer of
+    exactly that class. The kernels copy that class's arithmetic, which a subclass may change (a conv
+    that scales its output), so a subclass runs as the plain engine runs it: its own forward_pass and
+    backward_pass (``LayerStep``)."""
+    return type(layer) in kinds
+
+
 def _keyed(index: int, compute, *args) -> dict:
     """The gradients dict that ``compute(*args)`` returns, keyed like ``Sequential.params()``."""
     return {layer_key(index, name): grad for name, grad in compute(*args).items()}
@@ -69,27 +77,29 @@ class LayerStep(Step):
         self.layer = layer
 
     def forward(self, x, training, rng):
-        if type(self.layer) is ReLU:
+        if computed_as(self.layer, ReLU):
             return kernels.relu_forward(x, training)
-        if training and isinstance(self.layer, BatchNorm):
+        if training and computed_as(self.layer, BatchNorm):
             return kernels.batchnorm_forward(self.layer, x)
         return self.layer.forward_pass(x, training, rng)
 
     def backward(self, dout, cache):
         layer = self.layer
-        if type(layer) is ReLU:
+        if computed_as(layer, ReLU):
             return kernels.relu_backward(dout, cache), None
-        if isinstance(layer, BatchNorm):
+        if computed_as(layer, BatchNorm):
             dx, grads = kernels.batchnorm_backward(layer, dout, cache)
             return dx, functools.partial(_keyed, self.first, dict, grads)
-        if isinstance(layer, (MaxPool2D, AvgPool2D)) and layer.stride == layer.size:
+        if computed_as(layer, MaxPool2D, AvgPool2D) and layer.stride == layer.size:
             return kernels.tiled_pool_backward(dout, cache, layer.mode), None
-        if isinstance(layer, Dense):
+        if computed_as(layer, Dense):
             dx = layer.input_gradient(dout) if layer.needs_input_grad else None
             return dx, functools.partial(_keyed, self.first, layer.weight_gradients, dout, cache)
         dx, grads = layer.backward_pass(dout, cache)
         return dx, (functools.partial(_keyed, self.first, dict, grads) if grads else None)
 
+    # A batchnorm's subclass, computed by its own forward_pass, still has its running statistics
+    # committed here: the plain engine does that in BatchNorm.forward, which the subclass inherits.
     def batch_statistics(self, cache):
         if not isinstance(self.layer, BatchNorm):
             return None
