@@ -43,6 +43,13 @@ class Only:
     def __init__(self, switch: str, *values):
         self.switch, self.values = switch, values
 
+    def holds(self, value) -> bool:
+        return value in self.values
+
+    def met_by(self) -> str:
+        """The switch's values that meet the condition, as a fix names them: "sgd", "adam or adamw"."""
+        return self.listed()
+
     def listed(self, values=None) -> str:
         """``values`` (by default the condition's) as YAML writes them: "constant, step or cosine"."""
         values = [_yaml_text(value) for value in (self.values if values is None else values)]
@@ -52,6 +59,24 @@ class Only:
         """``listed`` with what they are: "optimizer adam or adamw", "train.schedule.cycle_momentum true"."""
         section, _, key = self.switch.rpartition(".")
         return f"{section.rpartition('.')[2] if key == 'type' else self.switch} {self.listed(values)}"
+
+
+class OnlyAbove(Only):
+    """A condition under which a key acts: the key at ``switch`` is above ``bound`` (not null): the
+    smoothing of an elastic distortion acts only with a distortion."""
+
+    def __init__(self, switch: str, bound=0):
+        super().__init__(switch)
+        self.bound = bound
+
+    def holds(self, value) -> bool:
+        return value is not None and value > self.bound
+
+    def met_by(self) -> str:
+        return f"a value above {self.bound}"
+
+    def listed(self, values=None) -> str:
+        return f"above {self.bound}" if values is None else super().listed(values)
 
 
 class Field:
@@ -152,7 +177,8 @@ SCHEMA = {
             "scale": Field(0.0, float, "random scaling by up to this fraction (0.1: 0.9x to 1.1x)", 0, 0.5),
             "elastic": Field(0.0, float, "elastic distortion's strength (Simard's alpha, e.g. 8 to 34); 0: none",
                              0, 100),
-            "elastic_sigma": Field(4.0, float, "elastic distortion: the smoothing of its field, in pixels", 0.5, 20),
+            "elastic_sigma": Field(4.0, float, "the smoothing of the elastic distortion's field, in pixels", 0.5, 20,
+                                   only=(OnlyAbove("data.augment.elastic"),)),
             "repeats": Field(1, int, "each image of a batch this many times, each with its own augmentation (batch "
                                      "augmentation: a step trains on train.batch_size x repeats images)", 1, 16),
         },
@@ -253,7 +279,7 @@ def value_at(config: dict, path: str):
 def unmet_condition(path: str, value_of) -> Only | None:
     """The first condition under which the key at ``path`` acts that ``value_of`` (a key path -> its
     value) does not meet; None when the key acts."""
-    return next((only for only in FIELDS[path].only if value_of(only.switch) not in only.values), None)
+    return next((only for only in FIELDS[path].only if not only.holds(value_of(only.switch))), None)
 
 
 def acts(config: dict, path: str) -> bool:
@@ -289,7 +315,7 @@ def _check_acting(config: dict, source: str, origins: dict | None) -> None:
         instead = f", or set {field.instead.format(chosen=_yaml_text(chosen))}" if field.instead else ""
         blamed = _first_setter((path, unmet.switch), source, origins)
         raise ConfigError(f"{blamed}: {acts_only_with(path, unmet)} (this config has {unmet.words([chosen])}); "
-                          f"remove it{instead}, or set {unmet.switch} to {unmet.listed()}")
+                          f"remove it{instead}, or set {unmet.switch} to {unmet.met_by()}")
 
 
 def describe_keys() -> list[tuple[str, str, str, str]]:

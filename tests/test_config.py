@@ -113,6 +113,10 @@ BAD = {
                                           "data.preprocess.threshold acts only with preprocess binarize"),
     "ema's decay with swa": ("train: {average: {type: swa, decay: 0.99}}\n",
                              "train.average.decay acts only with average ema (this config has average swa)"),
+    "an elastic smoothing without elastic distortion": (
+        "data: {augment: {rotate: 5, elastic_sigma: 6}}\n",
+        "data.augment.elastic_sigma acts only with data.augment.elastic above 0 (this config has data.augment.elastic "
+        "0.0); remove it, or set data.augment.elastic to a value above 0"),
 }
 
 
@@ -340,6 +344,8 @@ def test_config_keys_says_what_a_key_acts_with_from_its_field():
         "only with schedule onecycle and train.schedule.cycle_momentum true: ")
     assert rows["train.optimizer.lr"] == "base learning rate"
     assert cfg.FIELDS["train.optimizer.nesterov"].only[0].values == ("sgd",)
+    # min_delta acts without early stopping too: it decides which epoch's checkpoint is the best
+    assert rows["train.early_stopping.min_delta"] == "an improvement smaller than this does not count"
 
 
 def test_set_of_a_list_entry_past_the_end_says_how_many_there_are():

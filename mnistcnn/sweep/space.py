@@ -182,13 +182,13 @@ def _check_acting(sweep: Sweep) -> None:
         where = f"{sweep.path}: space[{parameter.key}]"
         for only in cfg.FIELDS[parameter.key].only if parameter.key in cfg.FIELDS else ():
             switch = searched.get(only.switch)
-            possible = switch.values if switch else (cfg.value_at(sweep.base, only.switch),)
-            idle = [value for value in possible if value not in only.values]
+            possible = switch.extremes() if switch else [cfg.value_at(sweep.base, only.switch)]
+            idle = [value for value in possible if not only.holds(value)]
             if len(idle) == len(possible):
                 seen = (f"the space searches {only.switch} over {only.listed(possible)}" if switch
                         else f"the base config has {only.words(possible)}")
-                fix = (f"add {only.listed()} to space[{only.switch}].values" if switch
-                       else f"set {only.switch} to {only.listed()} in the base config, or search it")
+                fix = (f"add {only.met_by()} to space[{only.switch}].values" if switch
+                       else f"set {only.switch} to {only.met_by()} in the base config, or search it")
                 raise ConfigError(f"{where}: {cfg.acts_only_with(parameter.key, only)} ({seen}); remove it from "
                                   f"the space, or {fix}")
             if idle and sweep.sampler == "grid":
