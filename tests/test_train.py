@@ -146,7 +146,7 @@ def test_diverging_learning_rate_is_stopped_with_its_place(tmp_path, cli, write_
     text = path.read_text().replace("{type: adam, lr: 0.003}", "{type: sgd, lr: 1.0e+12}")
     leaky = "{type: leaky_relu, alpha: 0.5}"
     text = text.replace("{type: batchnorm}", leaky).replace("type: relu", "type: leaky_relu, alpha: 0.5")
-    path.write_text(text.replace("type: step,", "type: constant,"))
+    path.write_text(text.replace("type: step, step_epochs: 1, gamma: 0.5,", "type: constant,"))
     result = cli("train", path, "--runs-dir", tmp_path / "r")
     assert result.exit_code == 3
     line = result.output.strip().splitlines()[-1]
