@@ -378,3 +378,18 @@ def test_a_look_at_whether_a_run_is_being_trained_does_not_refuse_its_trainer(tm
     threading.Timer(0.1, look.close).start()
     with run.training_lock():
         assert run.lock_file.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_run_whose_config_sets_a_key_where_it_does_not_act_still_evaluates_and_resumes(run, cli):
+    # a run trained before such keys were refused: its config.yaml holds sgd's momentum beside adam
+    config_file = run / "config.yaml"
+    text = config_file.read_text()
+    assert "type: adam" in text and "momentum: 0.9," in text
+    config_file.write_text(text.replace("momentum: 0.9,", "momentum: 0.5,"))
+    evaluated = cli("eval", run, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    epochs = len((run / "metrics.jsonl").read_text().splitlines())
+    resumed = cli("train", "--resume", run, "--epochs", epochs + 1, "--dry-run")
+    assert resumed.exit_code == 0, resumed.output
+    afresh = cli("train", config_file, "--dry-run")  # a new run from it is told
+    assert afresh.exit_code == 2 and "train.optimizer.momentum acts only with optimizer sgd" in afresh.output
