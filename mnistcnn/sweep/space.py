@@ -167,8 +167,8 @@ class Sweep:
 
 
 def _switches_above(key: str) -> int:
-    """How many switches stand above ``key``, each of which a key it acts with: 0 for the optimizer's
-    type, 1 for momentum, 2 for onecycle's base_momentum (schedule type, then cycle_momentum)."""
+    """How deep ``key`` stands below the keys it acts with (its switches, and theirs): 0 for the
+    optimizer's type, 1 for momentum, 2 for onecycle's base_momentum (schedule type, then cycle_momentum)."""
     field = cfg.FIELDS.get(key)
     return max((1 + _switches_above(only.switch) for only in field.only), default=0) if field else 0
 
