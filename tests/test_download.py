@@ -186,6 +186,19 @@ def test_sigterm_mid_download_leaves_no_partial_file(server, tmp_path, mnistcnn_
     assert list(folder.iterdir()) == []  # as after Ctrl-C: the half-fetched file is removed
 
 
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_as_the_part_file_is_made_leaves_no_file(server, tmp_path, cli, signal_as_made, signals_raise,
+                                                          signum, code):
+    # the part file was made by mkstemp, which names it only once it exists: a SIGTERM that came in between
+    # (the command descheduled there, on a loaded machine) left it, and test_sigterm_mid_download failed
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    signal_as_made(".part", getattr(signal, signum))
+    result = cli("download", "--to", folder, "--mirror", f"{server}/good/")
+    assert result.exit_code == code and result.stderr == "error: interrupted\n", result.output
+    assert list(folder.iterdir()) == []
+
+
 def test_download_help_names_the_folder_it_downloads_to(tmp_path, mnistcnn_command):
     environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     shown = subprocess.run([*mnistcnn_command, "download", "--help"], capture_output=True, text=True, env=environment)
