@@ -8,12 +8,14 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FolderMissing, MnistCnnError, UsageError, WriteError
+
+NAME_ATTEMPTS = 100  # random names a temporary file tries before the folder is taken to refuse new ones
 
 
 @dataclass(frozen=True)
@@ -56,23 +58,41 @@ def atomic_writer(path, mode: str = "wb"):
     """
     path = Path(path)
     try:
-        fd, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with temporary_file(path.parent, f".{path.name}.", ".tmp") as (fd, temp_path):
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_path, path)
     except OSError as err:
         raise write_error(path, err) from None
-    try:
-        mode_by_umask(temp_path)
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_path)
-        if isinstance(err, OSError):
-            raise write_error(path, err) from None
-        raise
     fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def temporary_file(folder, prefix: str, suffix: str):
+    """Yield ``(fd, path)``: a new file ``folder/<prefix><random><suffix>`` with the mode the user's
+    umask gives any file they write, removed if the block raises. Its name is bound before the file
+    is made, so that a signal (Ctrl-C, SIGTERM) that lands as it is made removes it too: mkstemp
+    tells its file's name only once the file exists, and a signal then left it behind."""
+    path = None
+    try:
+        for _ in range(NAME_ATTEMPTS):
+            path = Path(folder) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:  # another's file, not this block's to remove
+                path = None
+        else:
+            raise FileExistsError(errno.EEXIST, f"no free name for a temporary file in {NAME_ATTEMPTS} tries",
+                                  str(folder))
+        yield fd, path
+    except BaseException:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
 
 
 def make_folder(folder, option: OutputOption, file=None, make: bool = True) -> Path:
@@ -128,17 +148,6 @@ def abandoned(path, idle_seconds: float) -> bool:
         return False
     finally:
         os.close(handle)
-
-
-def mode_by_umask(path) -> None:
-    """Give a file that mkstemp made (private, 0600) the mode the user's umask gives any file they write."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def write_error(path: Path, err: OSError, option: OutputOption | None = None) -> MnistCnnError:

@@ -10,14 +10,13 @@ import fcntl
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
 
 from .data import MNIST_SHA256, not_genuine
-from .atomic import OutputOption, abandoned, make_folder, mode_by_umask
+from .atomic import OutputOption, abandoned, make_folder, temporary_file
 from .errors import DataError, UsageError
 
 MIRRORS = (
@@ -70,19 +69,18 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIM
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{name}.gz"
-        fd, part_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         try:
-            with contextlib.suppress(OSError):  # a folder without locks: fetched all the same, its leftovers kept
-                fcntl.flock(fd, fcntl.LOCK_EX)  # while it is fetched: another download does not take it for abandoned
-            mode_by_umask(part_path)
-            with os.fdopen(fd, "wb") as handle:
-                _fetch(url, handle, timeout, progress)
-                handle.flush()
-                os.fsync(handle.fileno())
-            got = gz_content_sha256(Path(part_path))
-            if got != want:
-                raise DataError(not_genuine(got, want))
-            os.replace(part_path, final)
+            with temporary_file(folder, f".{name}.", ".part") as (fd, part_path):
+                with contextlib.suppress(OSError):  # a folder without locks: fetched all the same, its leftovers kept
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # while fetched: another download does not take it for abandoned
+                with os.fdopen(fd, "wb") as handle:
+                    _fetch(url, handle, timeout, progress)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                got = gz_content_sha256(part_path)
+                if got != want:
+                    raise DataError(not_genuine(got, want))
+                os.replace(part_path, final)
             return final
         except (OSError, EOFError, zlib.error, urllib.error.URLError, DataError, ValueError) as err:
             if isinstance(err, urllib.error.HTTPError):
@@ -92,9 +90,6 @@ def download_file(name: str, folder: Path, mirrors=MIRRORS, timeout: float = TIM
             failures.append(f"{url}: {reason}")
             if log and mirror != mirrors[-1]:
                 log(f"{url} failed ({reason}); trying the next mirror")
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(part_path)
     raise DataError(f"could not download {name}.gz from any mirror: " + "; ".join(failures))
 
 

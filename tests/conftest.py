@@ -401,10 +401,9 @@ def read_only(monkeypatch):
     (EACCES), and os.access says so, as in a folder its user may not write in: a permission that
     root, who runs CI, would override."""
     import errno
-    import tempfile
 
     folders = []
-    mkdir, mkstemp, access = os.mkdir, tempfile.mkstemp, os.access
+    mkdir, create, access = os.mkdir, os.open, os.access
 
     def refused(path):
         path = Path(path).absolute()
@@ -415,17 +414,17 @@ def read_only(monkeypatch):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return mkdir(path, *args, **kwargs)
 
-    def guarded_mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and refused(dir):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return mkstemp(*args, dir=dir, **kwargs)
+    def guarded_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and refused(Path(path).parent):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return create(path, flags, *args, **kwargs)
 
     def guarded_access(path, mode, *args, **kwargs):
         return not (mode & os.W_OK and refused(path)) and access(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(os, "mkdir", guarded_mkdir)
     monkeypatch.setattr(os, "access", guarded_access)
-    monkeypatch.setattr(tempfile, "mkstemp", guarded_mkstemp)
+    monkeypatch.setattr(os, "open", guarded_open)
     return lambda folder: folders.append(Path(folder).absolute())
 
 
@@ -475,6 +474,25 @@ def signal_in_final_evaluation(monkeypatch):
             return evaluate(plan, images, *args, **kwargs)
 
         monkeypatch.setattr(trainer, "evaluate", evaluate if signum is None else signalled)
+
+    return arrange
+
+
+@pytest.fixture
+def signal_as_made(monkeypatch):
+    """``signal_as_made(suffix, signum)``: from now on ``signum`` is raised the moment a file whose name
+    ends with ``suffix`` is created, before its maker has its name: a signal that the child of a
+    loaded machine, descheduled there, takes as it goes on."""
+    create = os.open
+
+    def arrange(suffix, signum):
+        def signalled(path, flags, *args, **kwargs):
+            fd = create(path, flags, *args, **kwargs)
+            if flags & os.O_CREAT and str(path).endswith(suffix):
+                signal.raise_signal(signum)
+            return fd
+
+        monkeypatch.setattr(os, "open", signalled)
 
     return arrange
 

@@ -1,5 +1,6 @@
 """Checkpoints: atomic, no pickle, and every kind of damage refused with one clear line."""
 import json
+import signal
 import zipfile
 from pathlib import Path
 
@@ -257,6 +258,18 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, interruption):
             save_checkpoint(path, {"a": np.arange(5)}, {"note": 2})
     finally:
         numpy.savez = original
+    arrays, meta = load_checkpoint(path)
+    assert meta["note"] == 1 and list(arrays["a"]) == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+
+
+def test_a_signal_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path, signal_as_made, signals_raise):
+    # mkstemp names its file only once it exists: a Ctrl-C that came in between left the .tmp beside the checkpoint
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"a": np.arange(3)}, {"note": 1})
+    signal_as_made(".tmp", signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"a": np.arange(5)}, {"note": 2})
     arrays, meta = load_checkpoint(path)
     assert meta["note"] == 1 and list(arrays["a"]) == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]

@@ -109,12 +109,14 @@ def test_a_status_that_cannot_be_written_after_the_summary_leaves_the_run_finish
 
 
 def test_an_unwritable_runs_folder_at_the_start(tmp_path, monkeypatch, cli, write_config, only_run):
-    import tempfile
+    create = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    def refuse(path, flags, *args, **kwargs):  # no new file: every write goes through a temporary one
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return create(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     result = cli("train", write_config(tmp_path, limit=300, epochs=1), "--runs-dir", tmp_path / "runs")
     monkeypatch.undo()
     assert result.exit_code == 1

@@ -367,17 +367,25 @@ def test_a_refused_trainer_is_told_which_process_holds_the_run(tmp_path, read_on
         run.check_writable()
 
 
-def test_a_look_at_whether_a_run_is_being_trained_does_not_refuse_its_trainer(tmp_path):
+def test_a_look_at_whether_a_run_is_being_trained_does_not_refuse_its_trainer(tmp_path, monkeypatch):
     import fcntl
-    import threading
+
+    from mnistcnn import runs
 
     run = RunDir.create(tmp_path, "r")
     run.lock_file.write_text("")
     look = open(run.lock_file)  # as being_trained holds it, for an instant
     fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    threading.Timer(0.1, look.close).start()
+    waits = []
+
+    def look_ends(seconds):  # while the trainer waits to try again: a timer thread to end it, held up on a loaded
+        waits.append(seconds)  # machine past the trainer's last try, got the trainer refused
+        look.close()
+
+    monkeypatch.setattr(runs.time, "sleep", look_ends)
     with run.training_lock():
         assert run.lock_file.read_text() == f"{os.getpid()}\n"
+    assert len(waits) == 1  # refused while the look held it, taken at the next try
 
 
 def test_a_run_whose_config_sets_a_key_where_it_does_not_act_still_evaluates_and_resumes(run, cli):

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -537,37 +539,26 @@ def test_a_failure_inside_a_server_imported_through_a_symlink_is_still_a_json_er
 
 
 # -- the command --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def start_server(mnistcnn_command, wait_for):
-    """``start_server(target, port, *options)``: ``mnistcnn serve`` in its own process, once it
-    answers: (process, base URL)."""
+def start_server(mnistcnn_command):
+    """``start_server(target, *options)``: ``mnistcnn serve --port 0`` in its own process, once it
+    answers: (process, base URL, the line that gave its address). The port is the one it prints, not
+    one found free here and let go for it, which another process could take before the server binds it."""
 
-    def start(target, port, *options):
-        process = subprocess.Popen([*mnistcnn_command, "serve", str(target), "--port", str(port), *options],
+    def start(target, *options):
+        process = subprocess.Popen([*mnistcnn_command, "serve", str(target), "--port", "0", *options],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"mnistcnn serve ended: {process.communicate()}")
-            try:
-                with urllib.request.urlopen(url + "/api/model", timeout=5):
-                    return True
-            except (urllib.error.URLError, ConnectionError):
-                return False
-
         try:
-            wait_for(answers, 60, "mnistcnn serve to answer")
-        except AssertionError:
+            announced = process.stdout.readline() if select.select([process.stdout], [], [], 60)[0] else ""
+            port = re.search(r" at http://\S+:(\d+)/", announced)
+            assert port, f"no address printed: {announced!r}"
+            url = f"http://127.0.0.1:{port.group(1)}"
+            with urllib.request.urlopen(url + "/api/model", timeout=60):  # it listens before it prints the line
+                pass
+        except (AssertionError, OSError) as err:
             process.kill()
-            raise
-        return process, url
+            pytest.fail(f"mnistcnn serve did not answer ({err}): {process.communicate()}")
+        return process, url, announced
 
     return start
 
@@ -585,11 +576,10 @@ def stop_server(process) -> tuple[int, str, str]:
 def test_ctrl_c_stops_the_server_while_a_client_stalls_mid_body(trained_run, start_server):
     # uvicorn waited, silently and for ever, for a request whose body stopped coming (a client on a
     # broken network, a curl left paused): Ctrl-C did nothing, and a second one printed a traceback
-    port = free_port()
-    process, _ = start_server(trained_run, port)
-    with socket.create_connection(("127.0.0.1", port)) as stalled:
+    process, url, _ = start_server(trained_run)
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port)) as stalled:
         stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n\x89PNG")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=10):  # the server is past it
+        with urllib.request.urlopen(f"{url}/api/model", timeout=10):  # the server is past it
             pass
         code, out, err = stop_server(process)
         assert code == 0 and "Traceback" not in err and err.count("\n") <= 1, (code, err)  # uvicorn: a task cut
@@ -668,8 +658,8 @@ def test_a_host_with_no_port_after_its_colon_is_not_told_to_give_one_apart(host)
 
 
 def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(trained_run, start_server):
-    port = free_port()
-    process, url = start_server(trained_run, port, "--host", "0.0.0.0", "--allow-host", "proxy.example")
+    process, url, announced = start_server(trained_run, "--host", "0.0.0.0", "--allow-host", "proxy.example")
+    port = urlsplit(url).port
     try:
         for host, status in (("attacker.example", b"400"), ("proxy.example", b"200"), (socket.gethostname(), b"200")):
             with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -684,12 +674,12 @@ def test_a_real_server_refuses_paths_out_of_its_files_and_warns_beyond_loopback(
         with urllib.request.urlopen(url + "/api/model", timeout=10) as response:
             assert json.load(response)["name"] == "small"
     finally:
-        code, out, err = stop_server(process)
+        code, _, err = stop_server(process)
     assert code == 0, err
     assert "warning: --host 0.0.0.0 lets other machines reach this page" in err
-    assert f"at http://{socket.gethostname()}:{port}/" in out  # an address other machines can open
+    assert f"at http://{socket.gethostname()}:{port}/" in announced  # an address other machines can open
     address = network_address("0.0.0.0")  # and one that does not need the name to resolve there
-    assert address is None or f"at http://{socket.gethostname()}:{port}/ or http://{address}:{port}/\n" in out
+    assert address is None or f"at http://{socket.gethostname()}:{port}/ or http://{address}:{port}/\n" in announced
 
 
 # -- the page in a real browser ---------------------------------------------------------------------
@@ -777,7 +767,7 @@ def test_drawing_in_a_real_browser_predicts_as_mnistcnn_predict(chrome, trained_
     from selenium.webdriver.support.ui import WebDriverWait
 
     target = Path(os.environ.get("MNISTCNN_TEST_SERVE_RUN") or trained_run)
-    process, url = start_server(target, free_port())
+    process, url, _ = start_server(target)
     try:
         chrome.get(url)
         wait = WebDriverWait(chrome, 30)
@@ -928,7 +918,7 @@ def open_page(driver, url, size):
 @pytest.fixture
 def page_url(trained_run, start_server):
     """A real server of the shared run for one browser test: its address; it must stop cleanly after."""
-    process, url = start_server(trained_run, free_port())
+    process, url, _ = start_server(trained_run)
     yield url
     code, _, err = stop_server(process)
     assert code == 0, err
