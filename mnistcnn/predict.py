@@ -36,8 +36,9 @@ TOP = 3  # classes shown with their probabilities
 # Why a prediction is in doubt, in the words the CLI and the page show
 BLANK, NO_SINGLE_DIGIT, LOW_CONFIDENCE = "blank", "no single digit", "low confidence"
 DOUBT_ADVICE = {  # what each doubt means to the person who took the picture, and what to do
-    BLANK: "no digit found: a digit small in the picture, or faint, can be lost in the paper; crop closer",
-    NO_SINGLE_DIGIT: "several pieces of ink, a blot, or a digit cut by the edge; frame one digit with paper around it",
+    BLANK: "no digit found: a digit very small in the picture, or faint, can be lost in the paper; crop closer to it",
+    NO_SINGLE_DIGIT: "several pieces of ink, a blot, a digit cut by the edge or one very small in the picture; crop to "
+                     "one digit with paper around it",
     LOW_CONFIDENCE: "the model's best class is under --min-confidence",
 }
 DRAWN_ADVICE = {  # the same for a digit drawn on mnistcnn serve's pad, where nothing is cropped or framed
