@@ -67,6 +67,7 @@ FRAME_CELLS = 64
 GRAIN = 4  # times the paper's grain (the valleys' median depth): how far a stroke's ink stands out of it
 FRAME_SHARE = 0.25  # of the picture's longer side: a digit up to this is framed, a larger one already is
 SECOND_PIECE = 0.25  # of the largest piece of ink: a second piece over this makes the picture no single digit
+SPECK = 2  # stroke widths: a piece of ink no longer than this beside the digit is a speck of dirt, no stroke
 
 
 def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
@@ -310,11 +311,37 @@ def _labels(mask: np.ndarray) -> np.ndarray:
     a neighbourhood maximum until nothing changes, a loop over steps, not pixels."""
     labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
     while True:
-        spread = np.lib.stride_tricks.sliding_window_view(np.pad(labels, 1), (3, 3)).max(axis=(2, 3))
-        spread = np.where(mask, spread, 0)
+        spread = np.pad(labels, 1)
+        spread = np.maximum(np.maximum(spread[:-2], spread[1:-1]), spread[2:])
+        spread = np.maximum(np.maximum(spread[:, :-2], spread[:, 1:-1]), spread[:, 2:])
+        # a label is a pixel of the same piece: taking that pixel's label too spreads it along a
+        # stroke in a few steps rather than one step a pixel
+        spread = np.where(mask, np.maximum(spread, spread.ravel()[np.maximum(spread, 1) - 1]), 0)
         if np.array_equal(spread, labels):
             return labels
         labels = spread
+
+
+def _boxes(pieces: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The pieces named in ``pieces`` (a label for each pixel at ``rows``, ``cols``), and each one's
+    box: (names, top, left, bottom, right), bottom and right one past the box."""
+    names, piece = np.unique(pieces, return_inverse=True)
+    top, left = np.full(names.size, rows.max(initial=0)), np.full(names.size, cols.max(initial=0))
+    bottom, right = np.zeros(names.size, int), np.zeros(names.size, int)
+    np.minimum.at(top, piece, rows), np.minimum.at(left, piece, cols)
+    np.maximum.at(bottom, piece, rows + 1), np.maximum.at(right, piece, cols + 1)
+    return names, top, left, bottom, right
+
+
+def _specks(mask: np.ndarray) -> np.ndarray:
+    """The pieces of a digit's mask that are specks of dirt, not strokes: no longer than SPECK stroke
+    widths, and not the largest piece."""
+    labels = _labels(mask)
+    rows, cols = np.nonzero(mask)
+    names, top, left, bottom, right = _boxes(labels[mask], rows, cols)
+    extent = np.maximum(bottom - top, right - left)
+    small = (extent <= SPECK * stroke_width(mask)) & (extent < extent.max(initial=0))
+    return np.isin(labels, names[small]) & mask
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
@@ -410,12 +437,7 @@ def digit_frame(grey: np.ndarray) -> tuple[slice, slice] | None:
     inside = ~np.isin(pieces, pieces[at_the_edge])
     if not inside.any():
         return None
-    names, piece = np.unique(pieces[inside], return_inverse=True)
-    rows, cols = rows[inside], cols[inside]
-    top, left = np.full(names.size, h), np.full(names.size, w)
-    bottom, right = np.zeros(names.size, int), np.zeros(names.size, int)
-    np.minimum.at(top, piece, rows), np.minimum.at(left, piece, cols)
-    np.maximum.at(bottom, piece, rows + 1), np.maximum.at(right, piece, cols + 1)
+    _, top, left, bottom, right = _boxes(pieces[inside], rows[inside], cols[inside])
     extent = np.maximum(bottom - top, right - left)
     order = np.argsort(-extent, kind="stable")
     largest = order[0]
@@ -445,10 +467,14 @@ def prepare_framed(grey: np.ndarray) -> tuple[np.ndarray, str | None, tuple[slic
     # A photo is aimed at its digit: ink that reaches the edge, when a tenth of the ink is
     # elsewhere, is a table, the page's edge or a shadow's, unless it comes near that ink: a
     # stroke of the digit that ends at the edge (a digit drawn or cropped close) stays.
+    kept = mask
     if edge.any() and ink[inside].sum() >= MIN_INSIDE * every_stroke.sum():
         near = _max_filter(inside.astype(np.float64), 2 * round(NEAR * stroke_width(inside)) + 1) > 0
-        mask = inside | pieces_from(edge & near, edge)
-        ink = np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
+        kept = inside | pieces_from(edge & near, edge)
+    # a speck of dirt beside the digit would be fitted with it, the digit made smaller and moved off centre
+    kept = kept & ~_specks(kept)
+    if not np.array_equal(kept, mask):
+        mask, ink = kept, np.where(_box_blur(kept.astype(float)) > 0, ink, 0.0)
     inked = ink[mask]
     # A digit's strokes stand clearly above the paper; paper alone, or noise, splits into two
     # classes that are neither. The ink kept is judged, or all of it: what is dropped at the edge
