@@ -67,7 +67,7 @@ FRAME_CELLS = 64
 GRAIN = 4  # times the paper's grain (the valleys' median depth): how far a stroke's ink stands out of it
 FRAME_SHARE = 0.25  # of the picture's longer side: a digit up to this is framed, a larger one already is
 SECOND_PIECE = 0.25  # of the largest piece of ink: a second piece over this makes the picture no single digit
-SPECK = 2  # stroke widths: a piece of ink no longer than this beside the digit is a speck of dirt, no stroke
+SPECK = 3  # its own widths: a piece of ink no longer than this beside the digit is a dot of dirt, no stroke
 
 
 def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
@@ -334,14 +334,20 @@ def _boxes(pieces: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.n
 
 
 def _specks(mask: np.ndarray) -> np.ndarray:
-    """The pieces of a digit's mask that are specks of dirt, not strokes: no longer than SPECK stroke
-    widths, and not the largest piece."""
+    """The pieces of a digit's mask that are specks of dirt, not strokes: round as a dot (no longer than
+    SPECK times their own width, as stroke_width measures it), and small beside the largest piece."""
     labels = _labels(mask)
     rows, cols = np.nonzero(mask)
     names, top, left, bottom, right = _boxes(labels[mask], rows, cols)
-    extent = np.maximum(bottom - top, right - left)
-    small = (extent <= SPECK * stroke_width(mask)) & (extent < extent.max(initial=0))
-    return np.isin(labels, names[small]) & mask
+    padded = np.pad(labels, 1)
+    # each outline edge has ink on one side only: the piece there is the sum of the two labels
+    outline = np.concatenate([(padded[1:] + padded[:-1])[(padded[1:] > 0) != (padded[:-1] > 0)],
+                              (padded[:, 1:] + padded[:, :-1])[(padded[:, 1:] > 0) != (padded[:, :-1] > 0)]])
+    area = np.bincount(labels[mask], minlength=names.max(initial=0) + 1)[names]
+    width = 2 * area / np.maximum(np.bincount(outline, minlength=names.max(initial=0) + 1)[names], 1)
+    round_and_small = (np.maximum(bottom - top, right - left) <= SPECK * width) & \
+        (area <= SECOND_PIECE * area.max(initial=0))
+    return np.isin(labels, names[round_and_small]) & mask
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
