@@ -450,7 +450,7 @@ def digit_frame(grey: np.ndarray) -> tuple[slice, slice] | None:
     # shape_doubt's second piece, by its area; here by its side
     if order.size > 1 and extent[order[1]] > np.sqrt(SECOND_PIECE) * extent[largest]:
         return None
-    # A piece no wider than the valleys is a speck, or a bolder stroke's tip; a digit under MNIST's
+    # A piece no longer than the valleys are wide is a speck, or a bolder stroke's tip; a digit under MNIST's
     # own 20x20 box is not read
     size = extent[largest] * factor
     if size > FRAME_SHARE * max(h, w) or extent[largest] <= side or size < BOX:
