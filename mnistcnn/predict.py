@@ -473,20 +473,22 @@ def prepare_framed(grey: np.ndarray) -> tuple[np.ndarray, str | None, tuple[slic
     # A photo is aimed at its digit: ink that reaches the edge, when a tenth of the ink is
     # elsewhere, is a table, the page's edge or a shadow's, unless it comes near that ink: a
     # stroke of the digit that ends at the edge (a digit drawn or cropped close) stays.
-    kept = mask
     if edge.any() and ink[inside].sum() >= MIN_INSIDE * every_stroke.sum():
         near = _max_filter(inside.astype(np.float64), 2 * round(NEAR * stroke_width(inside)) + 1) > 0
-        kept = inside | pieces_from(edge & near, edge)
-    # a speck of dirt beside the digit would be fitted with it, the digit made smaller and moved off centre
-    kept = kept & ~_specks(kept)
-    if not np.array_equal(kept, mask):
-        mask, ink = kept, np.where(_box_blur(kept.astype(float)) > 0, ink, 0.0)
+        mask = inside | pieces_from(edge & near, edge)
+        ink = _within(mask, ink)
     inked = ink[mask]
     # A digit's strokes stand clearly above the paper; paper alone, or noise, splits into two
     # classes that are neither. The ink kept is judged, or all of it: what is dropped at the edge
     # (a shadow's remnant) can be fainter than the digit, or stronger, and set the threshold.
     if max(np.median(inked), np.median(every_stroke)) < MIN_SEPARATION * threshold:
         return no_digit
+    # A speck of dirt beside the digit would be fitted with it, the digit made smaller and moved off
+    # centre. It is left out of the fit only: the grain of blank paper, read as specks, is no digit.
+    specks = _specks(mask)
+    if specks.any():
+        mask = mask & ~specks
+        ink = _within(mask, ink)
     low = 0.5 * threshold
     strokes = np.clip((ink - low) / (np.median(inked) - low), 0, 1)  # keeps the strokes' soft edges
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -496,6 +498,11 @@ def prepare_framed(grey: np.ndarray) -> tuple[np.ndarray, str | None, tuple[slic
     found = tuple(slice(int(part.start * whole // work), -(-part.stop * whole // work))
                   for part, whole, work in zip(box, grey.shape, ink.shape))
     return image, NO_SINGLE_DIGIT if blot else shape_doubt(image), found
+
+
+def _within(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The ink of the mask's strokes and their soft edges (a pixel around them), none elsewhere."""
+    return np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
 
 
 def shape_doubt(image: np.ndarray) -> str | None:

@@ -752,6 +752,9 @@ def test_a_speck_of_dirt_beside_the_digit_is_left_out_of_it():
                         ((250, 250), 12)):
         image, doubt = prepare(page(dot, radius))
         assert doubt is None and similarity(image, alone) > 0.95, (dot, radius, similarity(image, alone))
+    # a blank page whose grain is read as specks beside a larger patch: were they left out before the
+    # ink is judged, the patch alone would stand out as a digit
+    assert prepare(grey_of(not_a_digit(np.random.default_rng(142), "blank")))[1] == BLANK
 
 
 def test_a_digits_own_stroke_that_ends_at_the_edge_is_kept():
