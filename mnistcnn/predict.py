@@ -417,8 +417,8 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def digit_frame(grey: np.ndarray) -> tuple[slice, slice] | None:
     """Where a digit small in a picture lies: a square twice its size about it, as (rows, columns) of
-    ``grey``; None when the picture holds no such digit, one that fills much of it already, or two
-    pieces of ink alike in size (two digits).
+    ``grey`` (about two digits, or more, when pieces of ink alike in size lie apart); None when the
+    picture holds no such digit, or one that fills much of it already.
 
     Strokes are valleys (light ones on a dark ground too) narrower than a cell, which no shadow or
     lighting is; those that stand GRAIN times the paper's grain, and MIN_CONTRAST, out of the paper
@@ -444,18 +444,18 @@ def digit_frame(grey: np.ndarray) -> tuple[slice, slice] | None:
     if not inside.any():
         return None
     _, top, left, bottom, right = _boxes(pieces[inside], rows[inside], cols[inside])
+    # Pieces alike in size to the largest (shape_doubt's second piece, by area; here by side) are framed
+    # with it, so that two digits are read as no single digit.
     extent = np.maximum(bottom - top, right - left)
-    order = np.argsort(-extent, kind="stable")
-    largest = order[0]
-    # shape_doubt's second piece, by its area; here by its side
-    if order.size > 1 and extent[order[1]] > np.sqrt(SECOND_PIECE) * extent[largest]:
+    alike = extent > np.sqrt(SECOND_PIECE) * extent.max()
+    top, left, bottom, right = top[alike].min(), left[alike].min(), bottom[alike].max(), right[alike].max()
+    span = max(bottom - top, right - left)
+    # A piece no longer than the valleys are wide is a speck, or a bolder stroke's tip; a digit under
+    # MNIST's own 20x20 box is not read
+    size = span * factor
+    if size > FRAME_SHARE * max(h, w) or span <= side or size < BOX:
         return None
-    # A piece no longer than the valleys are wide is a speck, or a bolder stroke's tip; a digit under MNIST's
-    # own 20x20 box is not read
-    size = extent[largest] * factor
-    if size > FRAME_SHARE * max(h, w) or extent[largest] <= side or size < BOX:
-        return None
-    row, col = (top[largest] + bottom[largest]) * factor // 2, (left[largest] + right[largest]) * factor // 2
+    row, col = (top + bottom) * factor // 2, (left + right) * factor // 2
     return slice(max(0, row - size), row + size), slice(max(0, col - size), col + size)
 
 

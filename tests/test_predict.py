@@ -736,6 +736,16 @@ def test_a_small_digit_is_framed_thin_near_the_pages_edge_or_beside_a_speck_of_d
                                                                         similarity(image, drawn_large))
 
 
+def test_two_small_digits_apart_on_a_large_page_are_no_single_digit():
+    """Two 7s 100 pixels tall, 200 apart, on a photo read at 2000x1500: each is as large as the other, so
+    neither is framed alone. They were read as blank (crop closer); they are no single digit."""
+    ink = Image.new("F", (400, 100), 0.0)
+    for left in (0, 300):
+        ImageDraw.Draw(ink).line([(left + 20, 2), (left + 80, 2), (left + 40, 97)], fill=1.0, width=5)
+    photo = _page_photo(1500, 2000, np.asarray(ink), (1000, 750), np.random.default_rng(3))
+    assert prepare(read_grey(photo, name="page.jpg"))[1] == NO_SINGLE_DIGIT
+
+
 def test_a_speck_of_dirt_beside_the_digit_is_left_out_of_it():
     """A dot of dirt near a 7 (a pen 12 pixels wide, the dots 6 to 24 across) was fitted into the 20x20
     box with it: the 7 came out smaller and off centre. It is left out: the 7 is as it is alone."""
