@@ -36,8 +36,9 @@ TOP = 3  # classes shown with their probabilities
 # Why a prediction is in doubt, in the words the CLI and the page show
 BLANK, NO_SINGLE_DIGIT, LOW_CONFIDENCE = "blank", "no single digit", "low confidence"
 DOUBT_ADVICE = {  # what each doubt means to the person who took the picture, and what to do
-    BLANK: "no digit found: a digit small in the picture, or faint, can be lost in the paper; crop closer",
-    NO_SINGLE_DIGIT: "several pieces of ink, a blot, or a digit cut by the edge; frame one digit with paper around it",
+    BLANK: "no digit found: a digit very small in the picture, or faint, can be lost in the paper; crop closer to it",
+    NO_SINGLE_DIGIT: "several pieces of ink, a blot, a digit cut by the edge or one very small in the picture; crop to "
+                     "one digit with paper around it",
     LOW_CONFIDENCE: "the model's best class is under --min-confidence",
 }
 DRAWN_ADVICE = {  # the same for a digit drawn on mnistcnn serve's pad, where nothing is cropped or framed
@@ -60,6 +61,13 @@ MAX_STROKE = 0.32  # a blot (a single tap on a pad), not strokes: no digit
 SHADOW_WINDOW = 1.5  # stroke widths: the window that tells a stroke from a step in the paper's light
 SHADOW_GATE = 0.15  # of full ink: how much less ink the closing must see for a band to be a shadow's
 MIN_VALLEY = 0.6  # of the strokes' ink: how much of it the closing must see for the picture to hold strokes
+# A digit small in a large photo is framed as a person would crop it: looked for at up to READ_SIDE, as
+# ink in valleys narrower than 1/FRAME_CELLS of the picture's longer side, joined through cells of that side.
+FRAME_CELLS = 64
+GRAIN = 4  # times the paper's grain (the valleys' median depth): how far a stroke's ink stands out of it
+FRAME_SHARE = 0.25  # of the picture's longer side: a digit up to this is framed, a larger one already is
+SECOND_PIECE = 0.25  # of the largest piece of ink: a second piece over this makes the picture no single digit
+SPECK = 3  # its own widths: a piece of ink no longer than this beside the digit is a dot of dirt, no stroke
 
 
 def expand_inputs(arguments) -> tuple[list[Path], list[Path]]:
@@ -248,7 +256,7 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     dark, light = tails[[0, 3]] if thin else tails[[1, 2]]
     # Light ink needs a dark ground (chalk on a board, a screen): on light paper what stands out
     # brighter is a glint, not a stroke. The ground is taken as light ink's reading takes it (low).
-    dark_ink = dark > light or float(np.median(low)) > LIGHT_PAPER
+    dark_ink = dark > light or holds_dark_ink_only(float(np.median(low)))
     paper = _resize(high if dark_ink else low, (w, h)) if (gh, gw) != (h, w) else (high if dark_ink else low)
     ink = np.clip(paper - grey if dark_ink else grey - paper, 0, None)
     full = np.percentile(ink, 99.5)
@@ -272,6 +280,11 @@ def remove_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     return (ink / full if full > 0 else ink), float(full)
 
 
+def holds_dark_ink_only(ground: float) -> bool:
+    """Whether a ground of this grey level is light paper, on which what stands out brighter is a glint."""
+    return ground > LIGHT_PAPER
+
+
 def _max_filter(image: np.ndarray, side: int) -> np.ndarray:
     """The maximum over side x side windows (side odd), edges repeated: along rows, then columns."""
     half = side // 2
@@ -293,17 +306,53 @@ def stroke_mask(ink: np.ndarray) -> tuple[np.ndarray, float]:
     return smooth > threshold, threshold
 
 
-def _components(mask: np.ndarray) -> np.ndarray:
-    """Sizes of the 8-connected components of a boolean mask, largest first (labels spread by a
-    neighbourhood maximum until nothing changes: a loop over steps, not pixels)."""
+def _labels(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected components of a boolean mask, each numbered (0 off the mask): labels spread by
+    a neighbourhood maximum until nothing changes, a loop over steps, not pixels."""
     labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
     while True:
-        spread = np.lib.stride_tricks.sliding_window_view(np.pad(labels, 1), (3, 3)).max(axis=(2, 3))
-        spread = np.where(mask, spread, 0)
+        spread = np.pad(labels, 1)
+        spread = np.maximum(np.maximum(spread[:-2], spread[1:-1]), spread[2:])
+        spread = np.maximum(np.maximum(spread[:, :-2], spread[:, 1:-1]), spread[:, 2:])
+        # a label is a pixel of the same piece: taking that pixel's label too spreads it along a
+        # stroke in a few steps rather than one step a pixel
+        spread = np.where(mask, np.maximum(spread, spread.ravel()[np.maximum(spread, 1) - 1]), 0)
         if np.array_equal(spread, labels):
-            break
+            return labels
         labels = spread
-    return np.sort(np.unique(labels[mask], return_counts=True)[1])[::-1]
+
+
+def _boxes(pieces: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The pieces named in ``pieces`` (a label for each pixel at ``rows``, ``cols``), and each one's
+    box: (names, top, left, bottom, right), bottom and right one past the box."""
+    names, piece = np.unique(pieces, return_inverse=True)
+    top, left = np.full(names.size, rows.max(initial=0)), np.full(names.size, cols.max(initial=0))
+    bottom, right = np.zeros(names.size, int), np.zeros(names.size, int)
+    np.minimum.at(top, piece, rows), np.minimum.at(left, piece, cols)
+    np.maximum.at(bottom, piece, rows + 1), np.maximum.at(right, piece, cols + 1)
+    return names, top, left, bottom, right
+
+
+def _specks(mask: np.ndarray) -> np.ndarray:
+    """The pieces of a digit's mask that are specks of dirt, not strokes: round as a dot (no longer than
+    SPECK times their own width, as stroke_width measures it), and small beside the largest piece."""
+    labels = _labels(mask)
+    rows, cols = np.nonzero(mask)
+    names, top, left, bottom, right = _boxes(labels[mask], rows, cols)
+    padded = np.pad(labels, 1)
+    # each outline edge has ink on one side only: the piece there is the sum of the two labels
+    outline = np.concatenate([(padded[1:] + padded[:-1])[(padded[1:] > 0) != (padded[:-1] > 0)],
+                              (padded[:, 1:] + padded[:, :-1])[(padded[:, 1:] > 0) != (padded[:, :-1] > 0)]])
+    area = np.bincount(labels[mask], minlength=names.max(initial=0) + 1)[names]
+    width = 2 * area / np.maximum(np.bincount(outline, minlength=names.max(initial=0) + 1)[names], 1)
+    round_and_small = (np.maximum(bottom - top, right - left) <= SPECK * width) & \
+        (area <= SECOND_PIECE * area.max(initial=0))
+    return np.isin(labels, names[round_and_small]) & mask
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Sizes of the 8-connected components of a boolean mask, largest first."""
+    return np.sort(np.unique(_labels(mask)[mask], return_counts=True)[1])[::-1]
 
 
 def touching_the_edge(mask: np.ndarray) -> np.ndarray:
@@ -353,10 +402,70 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     box and centred by mass as MNIST was made; a doubt: None, "blank" or "no single digit")."""
     if is_mnist_style(grey):
         return np.clip(np.rint(grey), 0, 255).astype(np.uint8), None
+    image, doubt, found = prepare_framed(grey)
+    # A digit small in a large photo is read framed, as cropped closer: in the whole picture the paper's
+    # grain and light outweigh its strokes (no digit), or leave it a few pixels wide. A frame about a
+    # part of the digit the whole picture gives (a bold stroke's tip) is not taken, nor one that holds none.
+    frame = digit_frame(grey)
+    if frame is not None and (doubt is not None or all(part.start <= seen.start and seen.stop <= part.stop
+                                                       for part, seen in zip(frame, found))):
+        framed_image, framed_doubt, _ = prepare_framed(grey[frame])
+        if framed_doubt != BLANK:
+            return framed_image, framed_doubt
+    return image, doubt
+
+
+def digit_frame(grey: np.ndarray) -> tuple[slice, slice] | None:
+    """Where a digit small in a picture lies: a square twice its size about it, as (rows, columns) of
+    ``grey`` (about two digits, or more, when pieces of ink alike in size lie apart); None when the
+    picture holds no such digit, or one that fills much of it already.
+
+    Strokes are valleys (light ones on a dark ground too) narrower than a cell, which no shadow or
+    lighting is; those that stand GRAIN times the paper's grain, and MIN_CONTRAST, out of the paper
+    are joined through neighbouring cells into pieces. Pieces that reach the picture's edge (a
+    table, the page's edge), and a speck of dirt away from the digit, are passed over."""
+    h, w = grey.shape
+    factor = -(-max(h, w) // READ_SIDE)
+    reduced = _resize(grey, (max(1, round(w / factor)), max(1, round(h / factor)))) if factor > 1 else grey
+    cell = max(1, max(reduced.shape) // FRAME_CELLS)
+    side = 2 * (cell // 2) + 1
+    valleys = _closing(reduced, side) - reduced
+    if not holds_dark_ink_only(float(np.median(reduced))):
+        valleys = np.maximum(valleys, reduced + _closing(-reduced, side))  # the reduced minus its opening
+    smooth = _box_blur(valleys)
+    strong = smooth > max(MIN_CONTRAST, GRAIN * float(np.median(smooth)))
+    rh, rw = -(-strong.shape[0] // cell), -(-strong.shape[1] // cell)
+    cells = np.pad(strong, ((0, rh * cell - strong.shape[0]), (0, rw * cell - strong.shape[1])))
+    labels = _labels(cells.reshape(rh, cell, rw, cell).any(axis=(1, 3)))
+    rows, cols = np.nonzero(strong)
+    pieces = labels[rows // cell, cols // cell]
+    at_the_edge = (rows == 0) | (cols == 0) | (rows == strong.shape[0] - 1) | (cols == strong.shape[1] - 1)
+    inside = ~np.isin(pieces, pieces[at_the_edge])
+    if not inside.any():
+        return None
+    _, top, left, bottom, right = _boxes(pieces[inside], rows[inside], cols[inside])
+    # Pieces alike in size to the largest (shape_doubt's second piece, by area; here by side) are framed
+    # with it, so that two digits are read as no single digit.
+    extent = np.maximum(bottom - top, right - left)
+    alike = extent > np.sqrt(SECOND_PIECE) * extent.max()
+    top, left, bottom, right = top[alike].min(), left[alike].min(), bottom[alike].max(), right[alike].max()
+    span = max(bottom - top, right - left)
+    # A piece no longer than the valleys are wide is a speck, or a bolder stroke's tip; a digit under
+    # MNIST's own 20x20 box is not read
+    size = span * factor
+    if size > FRAME_SHARE * max(h, w) or span <= side or size < BOX:
+        return None
+    row, col = (top + bottom) * factor // 2, (left + right) * factor // 2
+    return slice(max(0, row - size), row + size), slice(max(0, col - size), col + size)
+
+
+def prepare_framed(grey: np.ndarray) -> tuple[np.ndarray, str | None, tuple[slice, slice] | None]:
+    """``prepare`` for a picture that frames its digit (the digit a fair part of it, paper around it),
+    and where the digit was found: (rows, columns) of ``grey``, or None."""
     ink, contrast = remove_background(grey)
     mask, threshold = stroke_mask(ink)
     every_stroke = ink[mask]
-    no_digit = np.zeros((SIDE, SIDE), np.uint8), BLANK if contrast < MIN_CONTRAST else NO_SINGLE_DIGIT
+    no_digit = np.zeros((SIDE, SIDE), np.uint8), BLANK if contrast < MIN_CONTRAST else NO_SINGLE_DIGIT, None
     if every_stroke.size == 0 or mask.mean() > MAX_COVERAGE:  # a digit covers a small part of the picture
         return no_digit
     edge = touching_the_edge(mask)
@@ -367,26 +476,39 @@ def prepare(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     if edge.any() and ink[inside].sum() >= MIN_INSIDE * every_stroke.sum():
         near = _max_filter(inside.astype(np.float64), 2 * round(NEAR * stroke_width(inside)) + 1) > 0
         mask = inside | pieces_from(edge & near, edge)
-        ink = np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
+        ink = _within(mask, ink)
     inked = ink[mask]
     # A digit's strokes stand clearly above the paper; paper alone, or noise, splits into two
     # classes that are neither. The ink kept is judged, or all of it: what is dropped at the edge
     # (a shadow's remnant) can be fainter than the digit, or stronger, and set the threshold.
     if max(np.median(inked), np.median(every_stroke)) < MIN_SEPARATION * threshold:
         return no_digit
+    # A speck of dirt beside the digit would be fitted with it, the digit made smaller and moved off
+    # centre. It is left out of the fit only: the grain of blank paper, read as specks, is no digit.
+    specks = _specks(mask)
+    if specks.any():
+        mask = mask & ~specks
+        ink = _within(mask, ink)
     low = 0.5 * threshold
     strokes = np.clip((ink - low) / (np.median(inked) - low), 0, 1)  # keeps the strokes' soft edges
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     image = fit_and_centre(thickened(strokes[box], mask[box]) * 255.0)
     blot = stroke_width(mask[box]) > MAX_STROKE * max(mask[box].shape)
-    return image, NO_SINGLE_DIGIT if blot else shape_doubt(image)
+    found = tuple(slice(int(part.start * whole // work), -(-part.stop * whole // work))
+                  for part, whole, work in zip(box, grey.shape, ink.shape))
+    return image, NO_SINGLE_DIGIT if blot else shape_doubt(image), found
+
+
+def _within(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The ink of the mask's strokes and their soft edges (a pixel around them), none elsewhere."""
+    return np.where(_box_blur(mask.astype(float)) > 0, ink, 0.0)
 
 
 def shape_doubt(image: np.ndarray) -> str | None:
     """"no single digit" when the ink of a 28x28 image falls into several large pieces, else None."""
     sizes = _components(image > 96)
-    if sizes.size == 0 or (sizes.size > 1 and sizes[1] > 0.25 * sizes[0]):
+    if sizes.size == 0 or (sizes.size > 1 and sizes[1] > SECOND_PIECE * sizes[0]):
         return NO_SINGLE_DIGIT
     return None
 
