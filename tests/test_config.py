@@ -125,10 +125,10 @@ BAD = {
     "adam's beta1 that onecycle overwrites": (
         "train: {optimizer: {type: adam, beta1: 0.8}, schedule: {type: onecycle}}\n",
         "train.optimizer.beta1 does nothing with schedule onecycle and train.schedule.cycle_momentum true"),
-    "nesterov without momentum": ("train: {optimizer: {type: sgd, momentum: 0, nesterov: true}}\n",
-                                  "train.optimizer.nesterov acts only with train.optimizer.momentum above 0 (this config "
-                                  "has train.optimizer.momentum 0.0); remove it, or set train.optimizer.momentum to a "
-                                  "value above 0"),
+    "nesterov without momentum": (
+        "train: {optimizer: {type: sgd, momentum: 0, nesterov: true}}\n",
+        "train.optimizer.nesterov acts only with train.optimizer.momentum above 0 (this config has "
+        "train.optimizer.momentum 0.0); remove it, or set train.optimizer.momentum to a value above 0"),
 }
 
 
