@@ -51,7 +51,10 @@ class Averaged:
         for key, array in self.model.params().items():
             np.copyto(array, self.weights.average[key])
         images = images[:BATCHNORM_IMAGES]
-        batches = (preprocess(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
+        starts = list(range(0, len(images), self.batch_size))
+        if len(starts) > 1 and len(images) - starts[-1] == 1:
+            starts.pop()  # a batch of one image: a batchnorm over one value per channel would fold in a variance of 0
+        batches = (preprocess(images[lo:hi]) for lo, hi in zip(starts, starts[1:] + [len(images)]))
         recompute_batchnorm(self.model, batches, random_stream(self.seed, "batchnorm recompute"),
                             self.plan.fold_batchnorm_statistics)
 

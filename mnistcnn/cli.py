@@ -1094,7 +1094,7 @@ def _show_sweep_plan(sweep, jobs: int, threads: int, storage) -> None:
                   f"{parameter.low} to {parameter.high}" + (", log scale" if parameter.log else "")
                   + (f", step {parameter.step}" if parameter.step else ""))
         only = sweep.drawn_only_with(parameter.key)
-        table.add_row(parameter.key, parameter.kind, values + (f"; only with {only}" if only else ""))
+        table.add_row(parameter.key, parameter.kind, values + (f"; {only}" if only else ""))
     console.print(table)
     pruner = "none" if sweep.pruner == "none" else f"{sweep.pruner} (warm-up {counted(sweep.warmup_epochs, 'epoch')})"
     console.print(f"objective: {sweep.direction} {sweep.metric}; sampler {sweep.sampler} (seed {sweep.seed}); "

@@ -43,8 +43,28 @@ class Only:
     def __init__(self, switch: str, *values):
         self.switch, self.values = switch, values
 
+    @property
+    def switches(self) -> tuple[str, ...]:
+        """The keys whose values decide the condition."""
+        return (self.switch,)
+
+    def holds_in(self, value_of) -> bool:
+        """Whether the condition holds where ``value_of`` maps a key path to its value."""
+        return self.holds(value_of(self.switch))
+
     def holds(self, value) -> bool:
         return value in self.values
+
+    def rule(self, path: str) -> str:
+        return f"{path} acts only with {self.words()}"
+
+    def refusal(self, path: str, value_of, instead: str) -> str:
+        """Why the key at ``path``, set where the condition fails, is refused, and the fixes:
+        ``instead`` (a Field's) names the key that does its job there."""
+        chosen = value_of(self.switch)
+        instead = f", or set {instead.format(chosen=_yaml_text(chosen))}" if instead else ""
+        return (f"{self.rule(path)} (this config has {self.words([chosen])}); remove it{instead}, or set "
+                f"{self.switch} to {self.met_by()}")
 
     def met_by(self) -> str:
         """The switch's values that meet the condition, as a fix names them: "sgd", "adam or adamw"."""
@@ -79,15 +99,48 @@ class OnlyAbove(Only):
         return f"above {self.bound}" if values is None else super().listed(values)
 
 
+class Unless:
+    """A condition under which a key acts: not all of ``conditions`` hold, for where they all do
+    another key does its job (onecycle with cycle_momentum sets the momentum every step).
+    ``because`` says so, ``fix`` what to set instead."""
+
+    def __init__(self, *conditions: Only, because: str, fix: str):
+        self.conditions, self.because, self.fix = conditions, because, fix
+
+    @property
+    def switches(self) -> tuple[str, ...]:
+        return tuple(switch for condition in self.conditions for switch in condition.switches)
+
+    def holds_in(self, value_of) -> bool:
+        return not all(condition.holds_in(value_of) for condition in self.conditions)
+
+    def words(self) -> str:
+        return " and ".join(condition.words() for condition in self.conditions)
+
+    def rule(self, path: str) -> str:
+        return f"{path} does nothing with {self.words()}"
+
+    def refusal(self, path: str, value_of, instead: str) -> str:
+        return f"{self.rule(path)}: {self.because}; remove it, {self.fix}"
+
+
+def acting_words(conditions) -> str:
+    """The conditions under which a key acts, as people read them: "only with optimizer sgd, not with
+    schedule onecycle and train.schedule.cycle_momentum true"; "" for a key that always acts."""
+    required = [condition.words() for condition in conditions if not isinstance(condition, Unless)]
+    excluded = [f"not with {condition.words()}" for condition in conditions if isinstance(condition, Unless)]
+    return ", ".join(([f"only with {' and '.join(required)}"] if required else []) + excluded)
+
+
 class Field:
     """A leaf of the schema: its default, what it accepts and a line of documentation."""
 
     def __init__(self, default, kind, doc, low=None, high=None, choices=None, optional=False, above_low=False,
                  only=(), instead=""):
         """``above_low``: ``low`` itself is refused (a learning rate of 0 trains nothing). ``only``:
-        the conditions (``Only``) under which the key acts; set to another value where one fails, it
-        is refused. ``instead``: the key that does its job there, with "{chosen}" for the switch's value
-        ("train.optimizer.beta1 for {chosen}'s momentum")."""
+        the conditions (``Only``, ``Unless``) under which the key acts; set to another value where one
+        fails, it is refused. ``instead``: the key that does its job where an ``Only`` fails, with
+        "{chosen}" for the switch's value ("train.optimizer.beta1 for {chosen}'s momentum")."""
         self.default, self.kind, self.doc = default, kind, doc
         self.low, self.high, self.choices, self.optional = low, high, choices, optional
         self.above_low, self.only, self.instead = above_low, only, instead
@@ -152,6 +205,10 @@ ADAM = Only("train.optimizer.type", "adam", "adamw")
 WARMED_UP = Only("train.schedule.type", "constant", "step", "cosine")
 ONECYCLE = Only("train.schedule.type", "onecycle")
 CYCLED = Only("train.schedule.cycle_momentum", True)
+# As PyTorch's OneCycleLR, which documents it: the schedule overwrites momentum or beta1 every step.
+CYCLING = Unless(ONECYCLE, CYCLED, because="the schedule sets it every step, from train.schedule.max_momentum to "
+                 "base_momentum and back", fix="set train.schedule.base_momentum and max_momentum instead, or set "
+                 "train.schedule.cycle_momentum to false")
 AVERAGED = Only("train.average.type", "ema", "swa")
 
 SCHEMA = {
@@ -197,10 +254,10 @@ SCHEMA = {
         "optimizer": {
             "type": Field("adam", str, "sgd, adam or adamw", choices=tuple(OPTIMIZERS)),
             "lr": Field(0.001, float, "base learning rate", 0, 1e12, above_low=True),
-            "momentum": Field(0.9, float, "momentum", 0, 0.9999, only=(SGD,),
+            "momentum": Field(0.9, float, "momentum", 0, 0.9999, only=(SGD, CYCLING),
                               instead="train.optimizer.beta1 for {chosen}'s momentum"),
-            "nesterov": Field(False, bool, "Nesterov momentum", only=(SGD,)),
-            "beta1": Field(0.9, float, "first-moment decay", 0, 0.9999, only=(ADAM,),
+            "nesterov": Field(False, bool, "Nesterov momentum", only=(SGD, OnlyAbove("train.optimizer.momentum"))),
+            "beta1": Field(0.9, float, "first-moment decay", 0, 0.9999, only=(ADAM, CYCLING),
                            instead="train.optimizer.momentum for {chosen}'s momentum"),
             "beta2": Field(0.999, float, "second-moment decay", 0, 0.999999, only=(ADAM,)),
             "eps": Field(1e-8, float, "denominator epsilon", 1e-12, 1, only=(ADAM,)),
@@ -276,10 +333,10 @@ def value_at(config: dict, path: str):
     return config
 
 
-def unmet_condition(path: str, value_of) -> Only | None:
+def unmet_condition(path: str, value_of) -> Only | Unless | None:
     """The first condition under which the key at ``path`` acts that ``value_of`` (a key path -> its
     value) does not meet; None when the key acts."""
-    return next((only for only in FIELDS[path].only if not only.holds(value_of(only.switch))), None)
+    return next((only for only in FIELDS[path].only if not only.holds_in(value_of)), None)
 
 
 def acts(config: dict, path: str) -> bool:
@@ -299,23 +356,19 @@ def idle_keys_at_defaults(config: dict) -> dict:
     return config
 
 
-def acts_only_with(path: str, only: Only) -> str:
-    return f"{path} acts only with {only.words()}"
-
-
 def _check_acting(config: dict, source: str, origins: dict | None) -> None:
     """Refuse a key set to other than its default where it does not act (momentum with adam): a
     user of Keras or PyTorch expects the setting to count. Defaults never count, so a resolved
     config, which holds every key (a run's config.yaml, --print-config), passes."""
+    def value_of(switch):
+        return value_at(config, switch)
+
     for path, field in FIELDS.items():
-        unmet = unmet_condition(path, lambda switch: value_at(config, switch))
-        if unmet is None or value_at(config, path) == field.default:
+        unmet = unmet_condition(path, value_of)
+        if unmet is None or value_of(path) == field.default:
             continue
-        chosen = value_at(config, unmet.switch)
-        instead = f", or set {field.instead.format(chosen=_yaml_text(chosen))}" if field.instead else ""
-        blamed = _first_setter((path, unmet.switch), source, origins)
-        raise ConfigError(f"{blamed}: {acts_only_with(path, unmet)} (this config has {unmet.words([chosen])}); "
-                          f"remove it{instead}, or set {unmet.switch} to {unmet.met_by()}")
+        blamed = _first_setter((path, *unmet.switches), source, origins)
+        raise ConfigError(f"{blamed}: {unmet.refusal(path, value_of, field.instead)}")
 
 
 def describe_keys() -> list[tuple[str, str, str, str]]:
@@ -329,7 +382,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
             takes += f" in {'(' if field.above_low else '['}{low}, {high}]"
         default = _yaml_text(field.default)
         default = "the LeNet stack" if path == "model.layers" else default
-        only = f"only with {' and '.join(only.words() for only in field.only)}: " if field.only else ""
+        only = f"{acting_words(field.only)}: " if field.only else ""
         rows.append((path, takes + (" or null" if field.optional else ""), default, only + field.doc))
     return rows
 

@@ -466,7 +466,25 @@ def check_data_fits(config: dict, count: int, image_shape: tuple, data_source, s
     if config["train"]["drop_last"] and training < batch_size:
         raise DataError(f"the training split has {training} images, fewer than one batch of {batch_size} with "
                         f"train.drop_last; lower train.batch_size (--batch-size) in {source}, or set drop_last false")
+    _check_batchnorm_batches(config, training, source)
     return training
+
+
+def _check_batchnorm_batches(config: dict, training: int, source: str) -> None:
+    """Refuse a training step of one image where a batchnorm sees one value per channel: its
+    variance is 0 and it zeros its output (PyTorch refuses it too). A worker's share of a batch
+    is never that small (parallel.StepRunner.parts), so the smallest batch is what counts."""
+    batch_size, drop_last = config["train"]["batch_size"], config["train"]["drop_last"]
+    smallest = batch_size if drop_last or training % batch_size == 0 else training % batch_size
+    if smallest * config["data"]["augment"]["repeats"] != 1:
+        return
+    index = cfg.build_model(config).batchnorm_of_one_value()
+    if index is not None:
+        fix = ("set train.drop_last: true or change train.batch_size (--batch-size)" if batch_size > 1
+               else "raise train.batch_size (--batch-size) above 1")
+        raise DataError(f"model.layers[{index}]: a batchnorm over one value per channel would train on a batch of "
+                        f"1 image ({training} training images in batches of {batch_size}), whose variance is 0, and "
+                        f"zero its output; {fix} in {source}")
 
 
 def check_data(config: dict, source: str = "<config>") -> dict:

@@ -117,6 +117,18 @@ BAD = {
         "data: {augment: {rotate: 5, elastic_sigma: 6}}\n",
         "data.augment.elastic_sigma acts only with data.augment.elastic above 0 (this config has data.augment.elastic "
         "0.0); remove it, or set data.augment.elastic to a value above 0"),
+    "sgd's momentum that onecycle overwrites": (
+        "train: {optimizer: {type: sgd, momentum: 0.5}, schedule: {type: onecycle}}\n",
+        "train.optimizer.momentum does nothing with schedule onecycle and train.schedule.cycle_momentum true: the "
+        "schedule sets it every step, from train.schedule.max_momentum to base_momentum and back; remove it, set "
+        "train.schedule.base_momentum and max_momentum instead, or set train.schedule.cycle_momentum to false"),
+    "adam's beta1 that onecycle overwrites": (
+        "train: {optimizer: {type: adam, beta1: 0.8}, schedule: {type: onecycle}}\n",
+        "train.optimizer.beta1 does nothing with schedule onecycle and train.schedule.cycle_momentum true"),
+    "nesterov without momentum": (
+        "train: {optimizer: {type: sgd, momentum: 0, nesterov: true}}\n",
+        "train.optimizer.nesterov acts only with train.optimizer.momentum above 0 (this config has "
+        "train.optimizer.momentum 0.0); remove it, or set train.optimizer.momentum to a value above 0"),
 }
 
 
@@ -311,6 +323,10 @@ def test_a_key_that_does_not_act_blames_the_option_that_set_it_or_its_switch():
         with pytest.raises(ConfigError) as refused:
             cfg.from_raw(given, "x.yaml", overrides)
         assert str(refused.value).startswith(f"{blamed}: train.optimizer."), refused.value
+    # momentum acts with onecycle where the schedule does not cycle it, and with any other schedule
+    for schedule in ({"type": "onecycle", "cycle_momentum": False}, {"type": "cosine", "cycle_momentum": True}):
+        raw = {"train": {"optimizer": {"type": "sgd", "momentum": 0.5, "nesterov": True}, "schedule": schedule}}
+        assert cfg.from_raw(raw, "x.yaml")["train"]["optimizer"]["momentum"] == 0.5
     # base_momentum acts only while onecycle cycles the momentum
     with pytest.raises(ConfigError, match="base_momentum acts only with train.schedule.cycle_momentum true"):
         cfg.from_raw({"train": {"schedule": {"type": "onecycle", "cycle_momentum": False, "base_momentum": 0.8}}},
@@ -338,8 +354,12 @@ def test_a_run_trained_before_the_acting_rule_still_reads():
 
 def test_config_keys_says_what_a_key_acts_with_from_its_field():
     rows = {row[0]: row[3] for row in cfg.describe_keys()}
-    assert rows["train.optimizer.momentum"] == "only with optimizer sgd: momentum"
-    assert rows["train.optimizer.beta1"] == "only with optimizer adam or adamw: first-moment decay"
+    assert rows["train.optimizer.momentum"] == ("only with optimizer sgd, not with schedule onecycle and "
+                                                "train.schedule.cycle_momentum true: momentum")
+    assert rows["train.optimizer.beta1"] == ("only with optimizer adam or adamw, not with schedule onecycle and "
+                                             "train.schedule.cycle_momentum true: first-moment decay")
+    assert rows["train.optimizer.nesterov"] == ("only with optimizer sgd and train.optimizer.momentum above 0: "
+                                                "Nesterov momentum")
     assert rows["train.schedule.base_momentum"].startswith(
         "only with schedule onecycle and train.schedule.cycle_momentum true: ")
     assert rows["train.optimizer.lr"] == "base learning rate"

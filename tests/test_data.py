@@ -122,6 +122,42 @@ def test_a_training_split_under_one_batch_with_drop_last_is_refused_by_the_dry_r
         check_data(config)
 
 
+def test_a_last_batch_of_one_image_through_a_batchnorm_of_one_value_per_channel_is_refused(tmp_path, make_folder):
+    # trained on one image, such a batchnorm's variance is 0 and it zeros its output (PyTorch raises)
+    from mnistcnn.engine.layers import BatchNorm
+
+    layer = BatchNorm()
+    layer.build((3,))
+    assert not layer.forward(np.array([[1.0, 2.0, 3.0]], np.float32), training=True).any()
+    make_folder(tmp_path, n_train=200)
+    dense = [{"type": "flatten"}, {"type": "dense", "units": 8}, {"type": "batchnorm"}, {"type": "dense", "units": 10}]
+    one_by_one = [{"type": "conv2d", "filters": 4, "kernel": 28}, {"type": "batchnorm"}, {"type": "flatten"},
+                  {"type": "dense", "units": 10}]
+    per_pixel = [{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "batchnorm"}, {"type": "flatten"},
+                 {"type": "dense", "units": 10}]
+
+    def check(layers, train_limit=129, **train):
+        config = cfg.validate({"data": {"dir": str(tmp_path), "validation": 50, "train_limit": train_limit},
+                               "model": {"layers": layers}, "train": {"batch_size": 64, **train}})
+        return check_data(config, "c.yaml")
+
+    for layers, index in ((dense, 2), (one_by_one, 1)):
+        with pytest.raises(DataError) as refused:
+            check(layers)
+        assert str(refused.value) == (
+            f"model.layers[{index}]: a batchnorm over one value per channel would train on a batch of 1 image (129 "
+            "training images in batches of 64), whose variance is 0, and zero its output; set train.drop_last: true "
+            "or change train.batch_size (--batch-size) in c.yaml")
+    with pytest.raises(DataError, match="raise train.batch_size"):
+        check(dense, batch_size=1, drop_last=True)
+    assert check(dense, drop_last=True)["steps_per_epoch"] == 2
+    assert check(dense, train_limit=130)["steps_per_epoch"] == 3
+    assert check(per_pixel)["steps_per_epoch"] == 3  # 28x28 values per channel even in one image
+    repeated = cfg.validate({"data": {"dir": str(tmp_path), "validation": 50, "train_limit": 129,
+                                      "augment": {"shift": 1, "repeats": 2}}, "model": {"layers": dense}})
+    assert check_data(repeated)["steps_per_epoch"] == 3  # the last step holds two augmented copies
+
+
 @pytest.mark.parametrize("label, index", [(12, 17), (10, 5)])  # 10: the number of classes, one past the last
 def test_labels_outside_the_classes(tmp_path, make_folder, write_idx, label, index):
     make_folder(tmp_path, gz=False)

@@ -547,6 +547,17 @@ BAD_SWEEPS = [
                                    "train.optimizer.momentum": {"type": "choice", "values": [0.5, 0.9]}}},
      "space[train.optimizer.momentum]: train.optimizer.momentum acts only with optimizer sgd, so the grid sampler "
      "would train each trial with optimizer adam once for each of its values; use sampler: tpe or random"),
+    ({"space": {"train.schedule.type": {"type": "choice", "values": ["onecycle"]},
+                "train.optimizer.momentum": {"type": "float", "low": 0.5, "high": 0.9}}},
+     "space[train.optimizer.momentum]: train.optimizer.momentum does nothing with schedule onecycle and "
+     "train.schedule.cycle_momentum true in any trial: the schedule sets it every step, from "
+     "train.schedule.max_momentum to base_momentum and back; remove it from the space, or set "
+     "train.schedule.base_momentum and max_momentum instead, or set train.schedule.cycle_momentum to false"),
+    ({"sampler": "grid", "space": {"train.schedule.type": {"type": "choice", "values": ["cosine", "onecycle"]},
+                                   "train.optimizer.momentum": {"type": "choice", "values": [0.5, 0.9]}}},
+     "space[train.optimizer.momentum]: train.optimizer.momentum does nothing with schedule onecycle and "
+     "train.schedule.cycle_momentum true, so the grid sampler would train each trial with schedule onecycle and "
+     "train.schedule.cycle_momentum true once for each of its values; use sampler: tpe or random"),
 ]
 
 
@@ -610,8 +621,33 @@ def test_a_key_that_acts_only_with_some_choices_is_drawn_only_in_their_trials(tm
         assert cfg.from_raw(cfg.parse_yaml(cfg.dump(config), "best-trial.yaml"), "best-trial.yaml") == config
         study.tell(trial, 0.5)
     assert drawn == {"sgd", "adam"}
-    assert sweep.drawn_only_with("train.optimizer.momentum") == "optimizer sgd"
+    assert sweep.drawn_only_with("train.optimizer.momentum") == "only with optimizer sgd"
     assert sweep.drawn_only_with("train.optimizer.type") == sweep.drawn_only_with("train.optimizer.lr") == ""
+
+
+def test_a_momentum_that_onecycle_overwrites_is_drawn_only_in_the_trials_of_other_schedules(tmp_path):
+    import optuna
+
+    from mnistcnn.sweep.space import load_sweep
+
+    path = write_sweep(tmp_path, space={
+        "train.optimizer.momentum": {"type": "float", "low": 0.5, "high": 0.8},
+        "train.optimizer.nesterov": {"type": "choice", "values": [True, False]},
+        "train.schedule.type": {"type": "choice", "values": ["cosine", "onecycle"]}})
+    sweep = load_sweep(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(10):
+        trial = study.ask()
+        values = sweep.suggest(trial)
+        drawn.add(values["train.schedule.type"])
+        assert ("train.optimizer.momentum" in trial.params) == (values["train.schedule.type"] == "cosine")
+        assert "train.optimizer.nesterov" in trial.params  # the default momentum, 0.9, is above 0 in either
+        sweep.trial_config(values, "trial", 1)
+        study.tell(trial, 0.5)
+    assert drawn == {"cosine", "onecycle"}
+    assert sweep.drawn_only_with("train.optimizer.momentum") == (
+        "not with schedule onecycle and train.schedule.cycle_momentum true")
 
 
 def test_a_sweep_folder_from_before_the_acting_rule_still_loads(tmp_path):

@@ -774,3 +774,22 @@ def test_a_run_trained_longer_whose_config_yaml_was_deleted_reads_its_last_check
     run.config_file.unlink()
     read, source = load_run_config(RunDir.open(run.path))
     assert (read["train"]["epochs"], source) == (3, run.checkpoint("last"))
+
+
+def test_an_average_s_batchnorm_statistics_take_no_batch_of_one_image():
+    # 129 images in batches of 64: a last batch of one image would fold a variance of 0 into a batchnorm over
+    # one value per channel, a third of its running variance
+    from mnistcnn.averaging import Averaged
+
+    config = cfg.validate({"model": {"input_shape": [4, 4, 1], "layers": [
+                               {"type": "flatten"}, {"type": "dense", "units": 6}, {"type": "batchnorm"},
+                               {"type": "dense", "units": 10}]},
+                           "train": {"batch_size": 64, "average": {"type": "swa"}}})
+    model = cfg.build_model(config, np.random.default_rng(0))
+    averaged = Averaged(config, 2, model, cfg.fast_plan(model, config))
+    images = np.random.default_rng(1).random((129, 4, 4, 1), dtype=np.float32)
+    averaged.after_epoch(2, {key: value.copy() for key, value in model.params().items()}, images, lambda x: x)
+    dense = model.layers[1]
+    inputs = [dense.forward(images[lo:hi].reshape(hi - lo, -1)) for lo, hi in ((0, 64), (64, 129))]
+    expected = np.mean([batch.var(axis=0, ddof=1) for batch in inputs], axis=0)  # running: unbiased, as PyTorch
+    np.testing.assert_allclose(model.layers[2].buffers["running_var"], expected, rtol=1e-4)

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .layer_arguments import LayerConfigError, split_activation
-from .layers import Layer, layer_from_config
+from .layers import BatchNorm, Layer, layer_from_config
 from .losses import right_answers, softmax_cross_entropy
 
 
@@ -58,6 +58,13 @@ class Sequential:
             raise err.at(spec_index[err.index]) if err.index is not None else err
         model.spec_index = spec_index
         return model
+
+    def batchnorm_of_one_value(self) -> int | None:
+        """The config entry (``model.layers[i]``) of the first batchnorm that normalises one value
+        per channel of an image (a dense one, or a conv one on a 1x1 map), whose variance over a
+        batch of one image is 0; None without one."""
+        return next((self.spec_index[index] for index, layer in enumerate(self.layers)
+                     if isinstance(layer, BatchNorm) and int(np.prod(layer.input_shape[:-1])) == 1), None)
 
     def get_config(self) -> list[dict]:
         return [layer.get_config() for layer in self.layers]

@@ -7,6 +7,7 @@ base config with the trial's values set at their key paths, validated as any con
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +128,11 @@ class Sweep:
             key, lambda switch: values[switch] if switch in values else cfg.value_at(self.base, switch)) is None
 
     def drawn_only_with(self, key: str) -> str:
-        """The searched switches' values ``key`` is drawn with ("optimizer sgd"), "" for a key drawn in
-        every trial."""
+        """The searched switches' values ``key`` is drawn with ("only with optimizer sgd"), "" for a key
+        drawn in every trial."""
         searched = {parameter.key for parameter in self.parameters}
-        return " and ".join(only.words() for only in (cfg.FIELDS[key].only if key in cfg.FIELDS else ())
-                            if only.switch in searched)
+        return cfg.acting_words([only for only in (cfg.FIELDS[key].only if key in cfg.FIELDS else ())
+                                 if searched.intersection(only.switches)])
 
     def suggest(self, trial) -> dict:
         """The trial's values, define-by-run as Optuna's conditional examples: a key is drawn after
@@ -170,7 +171,8 @@ def _switches_above(key: str) -> int:
     """How deep ``key`` stands below the keys it acts with (its switches, and theirs): 0 for the
     optimizer's type, 1 for momentum, 2 for onecycle's base_momentum (schedule type, then cycle_momentum)."""
     field = cfg.FIELDS.get(key)
-    return max((1 + _switches_above(only.switch) for only in field.only), default=0) if field else 0
+    switches = [switch for only in field.only for switch in only.switches] if field else []
+    return max((1 + _switches_above(switch) for switch in switches), default=0)
 
 
 def _check_acting(sweep: Sweep) -> None:
@@ -181,20 +183,31 @@ def _check_acting(sweep: Sweep) -> None:
     for parameter in sweep.parameters:
         where = f"{sweep.path}: space[{parameter.key}]"
         for only in cfg.FIELDS[parameter.key].only if parameter.key in cfg.FIELDS else ():
-            switch = searched.get(only.switch)
-            possible = switch.extremes() if switch else [cfg.value_at(sweep.base, only.switch)]
-            idle = [value for value in possible if not only.holds(value)]
-            if len(idle) == len(possible):
-                seen = (f"the space searches {only.switch} over {only.listed(possible)}" if switch
-                        else f"the base config has {only.words(possible)}")
-                fix = (f"add {only.met_by()} to space[{only.switch}].values" if switch
-                       else f"set {only.switch} to {only.met_by()} in the base config, or search it")
-                raise ConfigError(f"{where}: {cfg.acts_only_with(parameter.key, only)} ({seen}); remove it from "
-                                  f"the space, or {fix}")
+            # every pairing of the switches' values: a range's ends prove a bound, as a choice's values do
+            possible = {switch: searched[switch].extremes() if switch in searched
+                        else [cfg.value_at(sweep.base, switch)] for switch in only.switches}
+            pairings = [dict(zip(possible, values)) for values in itertools.product(*possible.values())]
+            idle = [pairing for pairing in pairings if not only.holds_in(pairing.__getitem__)]
+            if len(idle) == len(pairings):
+                raise ConfigError(f"{where}: {_idle_everywhere(only, parameter.key, possible, searched)}")
             if idle and sweep.sampler == "grid":
-                raise ConfigError(f"{where}: {cfg.acts_only_with(parameter.key, only)}, so the grid sampler would "
-                                  f"train each trial with {only.words(idle)} once for each of its values; use "
-                                  "sampler: tpe or random")
+                idle_words = (only.words([pairing[only.switch] for pairing in idle]) if isinstance(only, cfg.Only)
+                              else only.words())
+                raise ConfigError(f"{where}: {only.rule(parameter.key)}, so the grid sampler would train each trial "
+                                  f"with {idle_words} once for each of its values; use sampler: tpe or random")
+
+
+def _idle_everywhere(only, key: str, possible: dict, searched: dict) -> str:
+    """Why the searched ``key`` acts in no trial, ``only`` failing with each of its switches'
+    ``possible`` values, and the fixes."""
+    if isinstance(only, cfg.Unless):
+        return f"{only.rule(key)} in any trial: {only.because}; remove it from the space, or {only.fix}"
+    values = possible[only.switch]
+    if only.switch in searched:
+        return (f"{only.rule(key)} (the space searches {only.switch} over {only.listed(values)}); remove it from the "
+                f"space, or add {only.met_by()} to space[{only.switch}].values")
+    return (f"{only.rule(key)} (the base config has {only.words(values)}); remove it from the space, or set "
+            f"{only.switch} to {only.met_by()} in the base config, or search it")
 
 
 def _parameter_yaml(parameter: Parameter) -> dict:

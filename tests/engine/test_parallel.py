@@ -295,3 +295,14 @@ def test_a_run_resumed_from_its_state_goes_on_as_the_uninterrupted_run(optimiser
         np.testing.assert_array_equal(got[key], value, err_msg=key)
     for key, value in optimizer.state_dict().items():
         np.testing.assert_array_equal(resumed_optimizer.state_dict()[key], value, err_msg=key)
+
+
+def test_a_worker_s_share_of_a_training_batch_holds_more_than_one_image():
+    # data.check_data_fits refuses a batch of one image where a batchnorm would zero it, by the batch
+    # alone: a share of a longer batch is never that short
+    from mnistcnn.engine.fast.parallel import batch_shares
+
+    with StepRunner(None, workers=4) as runner:
+        for n in range(2, 300):
+            shares = batch_shares(n, runner.parts(n), np.random.default_rng(0))
+            assert min(hi - lo for lo, hi, *_ in shares) > 1, n
