@@ -100,8 +100,9 @@ def test_an_eval_out_folder_that_cannot_be_made_is_refused_before_any_scoring(tr
     blocker = tmp_path / "notes.txt"
     blocker.write_text("")
     result = cli("eval", trained_run, "--out", blocker / "eval")
-    assert result.exit_code == 2 and result.output == (f"error: --out {blocker / 'eval'}: {blocker} is a file, not a "
-                                                       "folder; write elsewhere with --out DIR (--json writes nothing)\n")
+    assert result.exit_code == 2 and result.output == (
+        f"error: --out {blocker / 'eval'}: {blocker} is a file, not a folder; write elsewhere with --out DIR "
+        "(--json writes nothing)\n")
 
 
 def test_inspect_layer_in_a_run_it_cannot_write_in_names_out_and_no_images(run, tmp_path, cli, read_only):
