@@ -96,6 +96,19 @@ def test_eval_of_a_run_it_cannot_write_in_prints_the_scores_then_names_out(run, 
                                                    "or --out DIR, not both\n")
 
 
+def test_inspect_layer_images_are_a_range_up_to_the_split_end_and_an_empty_one_is_refused():
+    from mnistcnn.errors import UsageError
+    from mnistcnn.layer_report import parse_indices
+
+    assert parse_indices(None, "990:1000", 1000).tolist() == list(range(990, 1000))  # STOP is past the last image
+    assert parse_indices(None, None, 5).tolist() == [0, 1, 2, 3, 4]  # the default few, within a small split
+    assert parse_indices(None, ":", 3).tolist() == [0, 1, 2]
+    with pytest.raises(UsageError, match="^--indices 5:5: STOP must be above START, e.g. 5:21$"):
+        parse_indices(None, "5:5", 1000)
+    with pytest.raises(UsageError, match="^--indices 0:1001: the split has 1000 images; use a range within 0:1000$"):
+        parse_indices(None, "0:1001", 1000)
+
+
 def test_an_eval_out_folder_that_cannot_be_made_is_refused_before_any_scoring(trained_run, tmp_path, cli):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("")
