@@ -109,6 +109,19 @@ def test_inspect_layer_images_are_a_range_up_to_the_split_end_and_an_empty_one_i
         parse_indices(None, "0:1001", 1000)
 
 
+def test_a_layer_outputs_dead_channels_and_zeros_and_an_index_named_in_the_splits_images():
+    from mnistcnn.layer_report import index_words, output_statistics
+
+    out = np.zeros((2, 1, 2, 3), np.float32)  # channel 0 dead, channel 1 alive in one value, channel 2 negative
+    out[0, 0, 0, 1], out[..., 2] = 1.0, -1.0
+    stats = output_statistics(out)
+    assert stats["dead_channel_fraction"] == pytest.approx(1 / 3) and stats["zero_fraction"] == pytest.approx(7 / 12)
+    assert stats["zero_fraction_per_channel"] == [1.0, 0.75, 0.0]
+    # the batch's image 3 is the split's image 5 + 3
+    assert index_words((3, 2), (16, 14, 14, 8), "validation", 5) == \
+        "validation image 8, row 2, all 14 columns, all 8 channels"
+
+
 def test_an_eval_out_folder_that_cannot_be_made_is_refused_before_any_scoring(trained_run, tmp_path, cli):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("")
