@@ -85,8 +85,6 @@ def affine_resample(batch: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shif
     if given; one parameter set per image. Pixels from outside take the image's background
     value (its minimum: 0 when scaled, below 0 when standardised)."""
     n, h, w, c = batch.shape
-    if n == 0:
-        return batch.copy()
     # a frame of background (1 pixel above and left, 2 below and right) lets every bilinear tap
     # read memory: source points outside the image are clamped into the frame
     background = batch.min(axis=(1, 2, 3))

@@ -100,8 +100,8 @@ class StampedFolder:
         with contextlib.suppress(OSError):  # a filesystem without locks: ``abandoned`` cannot lock it either
             made.setup_lock = os.open(made.path, os.O_RDONLY)
             fcntl.flock(made.setup_lock, fcntl.LOCK_SH)  # waits only while ``abandoned`` looks at it
-        for folder in made.path.parent.glob(".*.part"):
-            if folder != made.path and abandoned_setup(folder):
+        for folder in made.path.parent.glob(".*.part"):  # its own among them: locked and new, never abandoned
+            if abandoned_setup(folder):
                 shutil.rmtree(folder, ignore_errors=True)
         return made
 

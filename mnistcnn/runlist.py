@@ -99,8 +99,8 @@ def list_runs(folder=RUNS_DIR) -> list[dict]:
     for child in [folder] if SweepDir(folder).is_sweep_folder else in_sight(folder):
         if (sweep_dir := SweepDir(child)).is_sweep_folder:  # its trials, each an ordinary run
             rows += [{**row, "sweep": folder_name(child)} for trial in in_sight(sweep_dir.trials)
-                     if trial.is_dir() and (row := describe_run(trial)) is not None]
-        elif child.is_dir() and (row := describe_run(child)) is not None:
+                     if (row := describe_run(trial)) is not None]
+        elif (row := describe_run(child)) is not None:
             rows.append({**row, "sweep": None})
     return sorted(rows, key=lambda row: (row["started"] or "", row["run"]))
 

@@ -266,6 +266,20 @@ def test_augmentation_is_seeded_and_identity_without_change():
     assert np.array_equal(shifted[:, :, 3:], x[:, :, :-3]) and not shifted[:, :, :3].any()
 
 
+@pytest.mark.parametrize("warp, amount", [("shift", 2), ("rotate", 10.0), ("scale", 0.1), ("elastic", 8.0)])
+def test_each_warp_alone_augments(warp, amount):
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    assert not np.array_equal(Augment(**{warp: amount})(x, np.random.default_rng(1)), x)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (9, 7)])
+def test_a_non_square_image_keeps_its_pixels_unwarped_and_an_empty_batch_stays_empty(shape):
+    x = np.random.default_rng(0).random((2, *shape, 1)).astype(np.float32)
+    assert np.array_equal(affine_resample(x, np.zeros(2), np.ones(2), np.zeros((2, 2))), x)
+    empty = affine_resample(x[:0], np.zeros(0), np.ones(0), np.zeros((0, 2)))  # a thread's share of a tiny batch
+    assert empty.shape == (0, *shape, 1) and empty.dtype == x.dtype
+
+
 def test_augmentation_draws_span_the_ranges_the_config_gives():
     theta, zoom, shifts, _ = Augment(shift=2, rotate=10, scale=0.1).draw(4000, np.random.default_rng(0))
     # rotate is in degrees, either way; scale shrinks as well as enlarges; a shift reaches both ends

@@ -96,6 +96,41 @@ def test_eval_of_a_run_it_cannot_write_in_prints_the_scores_then_names_out(run, 
                                                    "or --out DIR, not both\n")
 
 
+def test_inspect_layer_images_are_a_range_up_to_the_split_end_and_an_empty_one_is_refused():
+    from mnistcnn.errors import UsageError
+    from mnistcnn.layer_report import parse_indices
+
+    assert parse_indices(None, "990:1000", 1000).tolist() == list(range(990, 1000))  # STOP is past the last image
+    assert parse_indices(None, None, 5).tolist() == [0, 1, 2, 3, 4]  # the default few, within a small split
+    assert parse_indices(None, ":", 3).tolist() == [0, 1, 2]
+    with pytest.raises(UsageError, match="^--indices 5:5: STOP must be above START, e.g. 5:21$"):
+        parse_indices(None, "5:5", 1000)
+    with pytest.raises(UsageError, match="^--indices 0:1001: the split has 1000 images; use a range within 0:1000$"):
+        parse_indices(None, "0:1001", 1000)
+
+
+def test_a_layer_outputs_dead_channels_and_zeros_and_an_index_named_in_the_splits_images():
+    from mnistcnn.layer_report import index_words, output_statistics
+
+    out = np.zeros((2, 1, 2, 3), np.float32)  # channel 0 dead, channel 1 alive in one value, channel 2 negative
+    out[0, 0, 0, 1], out[..., 2] = 1.0, -1.0
+    stats = output_statistics(out)
+    assert stats["dead_channel_fraction"] == pytest.approx(1 / 3) and stats["zero_fraction"] == pytest.approx(7 / 12)
+    assert stats["zero_fraction_per_channel"] == [1.0, 0.75, 0.0]
+    # the batch's image 3 is the split's image 5 + 3
+    assert index_words((3, 2), (16, 14, 14, 8), "validation", 5) == \
+        "validation image 8, row 2, all 14 columns, all 8 channels"
+
+
+def test_an_eval_out_folder_that_cannot_be_made_is_refused_before_any_scoring(trained_run, tmp_path, cli):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    result = cli("eval", trained_run, "--out", blocker / "eval")
+    assert result.exit_code == 2 and result.output == (
+        f"error: --out {blocker / 'eval'}: {blocker} is a file, not a folder; write elsewhere with --out DIR "
+        "(--json writes nothing)\n")
+
+
 def test_inspect_layer_in_a_run_it_cannot_write_in_names_out_and_no_images(run, tmp_path, cli, read_only):
     read_only(run)
     result = cli("inspect-layer", run, "0")

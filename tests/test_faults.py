@@ -137,6 +137,25 @@ def test_a_write_into_a_folder_removed_meanwhile_names_the_folder_and_the_fix(tm
     assert str(refused.value).endswith("does not exist; create it, or write elsewhere with --out DIR")
 
 
+def test_a_refused_write_names_what_is_in_the_way_and_its_fix(tmp_path):
+    from mnistcnn.atomic import OutputOption, write_error, write_text, written_to
+
+    with pytest.raises(UsageError, match="is a folder; give the name of a file to write in it"):
+        write_text(tmp_path, "{}")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    with pytest.raises(WriteError) as refused:  # a file where its folder should be is no missing folder
+        write_text(blocker / "report.json", "{}")
+    assert str(refused.value) == f"{blocker / 'report.json'}: cannot write: Not a directory; check the folder"
+    full, read_only = (OSError(code, os.strerror(code)) for code in (errno.ENOSPC, errno.EROFS))
+    assert str(write_error(blocker, full)).endswith(": cannot write: No space left on device "
+                                                    "(the previous version is intact); free some disk space")
+    assert str(write_error(tmp_path / "new.txt", read_only)).endswith(
+        "new.txt: cannot write: Read-only file system; use a writable folder")
+    with pytest.raises(WriteError, match="^the disk went away$"), written_to(OutputOption("--out", "DIR")):
+        raise WriteError("the disk went away")  # no path of its own: no option to name
+
+
 @pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_as_the_run_folder_is_set_up_leaves_no_half_made_folder(tmp_path, monkeypatch, cli, write_config,
                                                                          signum, code, signals_raise):

@@ -129,6 +129,25 @@ def test_a_run_without_a_summary_is_listed_from_its_config_metrics_and_status(tm
     assert line.split()[1:] == ["2/5", "50.00%", "-", "3.5s", "interrupted"], line
 
 
+def test_a_run_is_listed_from_its_status_alone_started_when_it_says_and_under_the_name_of_its_link(tmp_path, cli):
+    folder = tmp_path / "runs"
+    # config.yaml lost (removed by hand); a status whose start is not the stamp of the folder's name (a resumed
+    # copy's); a symbolic link to a run, listed under its own name; a file, which is no run
+    lost, stamped = RunDir(folder / "lost-20260101-000000"), RunDir(folder / "x-20260102-000000")
+    for run in (lost, stamped):
+        run.path.mkdir(parents=True)
+    (stamped.path / "config.yaml").write_text("name: x\n")
+    write_json(lost.status_file, {"status": "interrupted"})
+    write_json(stamped.status_file, {"status": "interrupted", "started": "2026-01-03T04:05:06"})
+    (folder / "link").symlink_to(stamped.path)
+    (folder / "notes-20260101-000000").write_text("")
+    result = cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert [(row["run"], row["started"], row["status"]) for row in json.loads(result.output)] == [
+        ("lost-20260101-000000", "2026-01-01T00:00:00", "interrupted"),
+        ("link", "2026-01-03T04:05:06", "interrupted"), ("x-20260102-000000", "2026-01-03T04:05:06", "interrupted")]
+
+
 def test_runs_are_listed_in_the_order_they_started_whatever_their_names(tmp_path, cli):
     folder = tmp_path / "runs"
     # no status.json: the start is read off the name, a second run of that second's (-2) too

@@ -368,6 +368,42 @@ def test_averaged_weights_are_scored_kept_and_resumed_exactly(tmp_path, kind):
     assert resumed.summary["test_acc"] == outcome.summary["test_acc"]
 
 
+@pytest.mark.parametrize("kind, start, averaged_epochs", [
+    ("swa", 1 / 3, [2, 3]),  # start ends exactly at epoch 1's last step: epoch 1 is left out
+    ("ema", 22.6 / 24, [3]),  # start rounds to step 23 of 24: the last step alone is averaged
+])
+def test_averaging_begins_after_start_with_batchnorm_measured_on_training_images(tmp_path, kind, start,
+                                                                                averaged_epochs):
+    from mnistcnn.data import prepare_data
+    from mnistcnn.trainer import load_model, train_run
+
+    config = cfg.validate({"data": {"train_limit": 512, "validation": 128},
+                           "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel": 3, "bias": False},
+                                                {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d"},
+                                                {"type": "flatten"}, {"type": "dense", "units": 10}]},
+                           "train": {"epochs": 3, "batch_size": 64, "optimizer": {"lr": 0.01},
+                                     "average": {"type": kind, "decay": 0.9, "start": start}}})
+    data = prepare_data(config)
+    assert len(data.train_x) == 512  # 8 steps an epoch, 24 in all
+    whole = StopAfterEpoch()
+    outcome = train_run(config, data, whole, runs_dir=tmp_path)
+    arrays, _ = load_checkpoint(outcome.run.checkpoint("last"))
+    # an ema that began at the last step, and an swa's first epoch, are copies of the training weights
+    mean = {key: sum(whole.snapshots[epoch - 1][key] for epoch in averaged_epochs) / len(averaged_epochs)
+            for key in whole.snapshots[2] if "param." in key}
+    assert all(np.allclose(arrays[key], mean[key], rtol=1e-5, atol=1e-7) for key in mean)
+    # the averaged weights' batchnorm statistics are the mean of those of the training images' batches
+    model, _, preprocess = load_model(outcome.run.checkpoint("last"))
+    batches = [model.layers[0].forward_pass(preprocess(data.train_x[i:i + 64]), training=False, rng=None)[0]
+               for i in range(0, 512, 64)]
+    norm = model.layers[1].buffers
+    assert np.allclose(norm["running_mean"], np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0),
+                       rtol=1e-4, atol=1e-6)
+    # (the fast plan sums a variance's float32 terms in another order; a batch's differs from another's by %)
+    assert np.allclose(norm["running_var"], np.mean([b.var(axis=(0, 1, 2), ddof=1) for b in batches], axis=0),
+                       rtol=1e-3, atol=1e-6)
+
+
 class SignalThenPrune(Callbacks):
     """A signal arrives in the last batch of epoch ``epoch``; with ``prune``, the epoch's end then
     prunes the run, as a sweep's pruner can at that moment."""
