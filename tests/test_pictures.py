@@ -262,3 +262,20 @@ def test_the_picture_of_mistakes_shows_the_misclassified_images_of_the_split_it_
     shown = [ax.images[0].get_array() for ax in drawn_figures[picture].axes if ax.images]
     assert [float(image.max()) for image in shown] == [1000, 1001, 1002]
     assert "validation split: most confidently misclassified" in title(picture)
+
+
+def test_the_feature_maps_of_a_range_of_images_are_those_of_its_first_image(trained_run, cli, tmp_path, drawn_figures):
+    # --indices 5:9: the feature-maps picture is of validation image 5 alone, its pixels, label and maps
+    from mnistcnn.layer_report import load_target
+
+    result = cli("inspect-layer", trained_run, "0_conv2d", "--indices", "5:9", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    model, _, preprocess, data, *_ = load_target(trained_run)
+    label = int(data.val_y[5])
+    fig = drawn_figures[tmp_path / "layer00-0_conv2d-best-validation-image5-feature-maps.png"]
+    shown = next(ax.images[0] for ax in fig.axes if ax.get_title() == f"validation image 5, label {label}")
+    assert np.array_equal(np.asarray(shown.get_array()), np.squeeze(data.val_x[5]))
+    maps = model.layers[0].forward(preprocess(data.val_x[5:6]))[0]
+    channel = next(ax.images[0] for ax in fig.axes if ax.get_title() == "channel 1")
+    # the engine's output for the image alone, and as the first of a batch of 4: within float32 rounding
+    assert np.allclose(np.asarray(channel.get_array()), maps[..., 1], rtol=1e-5, atol=1e-6)
