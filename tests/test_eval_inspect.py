@@ -268,9 +268,10 @@ def test_inspect_layer_refuses_bad_layers_images_and_out_folders_by_name(trained
     result = cli("inspect-layer", run, "42", "--out", tmp_path / "pictures")
     assert result.exit_code == 2 and f"{run}: no layer '42'" in result.output and "0:0_conv2d" in result.output
     assert "--list" in result.output and not (tmp_path / "pictures").exists()  # refused: nothing made
-    result = cli("inspect-layer", run, "0", "--out", tmp_path / "layer0.png")
-    assert result.exit_code == 2 and "is where the pictures go, a folder" in result.output, result.output
-    assert not (tmp_path / "layer0.png").exists()
+    for name in ("layer0.png", "layer0.PNG"):  # a picture's name, in any case, is no folder for several
+        result = cli("inspect-layer", run, "0", "--out", tmp_path / name)
+        assert result.exit_code == 2 and "is where the pictures go, a folder" in result.output, result.output
+        assert not (tmp_path / name).exists()
     result = cli("inspect-layer", run, "0", "--index", "3", "--indices", "0:4")
     assert result.exit_code == 2 and "--index 3 and --indices 0:4: give one of them" in result.output
     result = cli("inspect-layer", run, "conv9")
