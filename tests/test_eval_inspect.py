@@ -407,3 +407,15 @@ def test_inspect_data_names_a_tried_change_by_its_letters_and_takes_a_png_in_any
     assert tried.exit_code == 0 and tried.output.strip() == "wrote runs/quick-augmented-rotate20.png", tried.output
     upper = cli("inspect-data", configs / "quick.yaml", "--count", "1", "--out", "GRID.PNG")
     assert upper.exit_code == 0 and (tmp_path / "GRID.PNG").is_file(), upper.output
+
+
+def test_inspect_layer_gradients_are_those_of_the_configs_label_smoothing(tmp_path, cli, write_config):
+    # a model trained with label smoothing: the gradients shown are its training step's, not plain cross-entropy's
+    target = write_config(tmp_path)
+    target.write_text(target.read_text() + "  label_smoothing: 0.2\n")
+    result = cli("inspect-layer", target, "9_dense", "--indices", "0:8", "--json", "--no-images")
+    assert result.exit_code == 0, result.output
+    model, _, preprocess, data, *_ = load_target(target)
+    _, _, grads = model.loss_and_gradients(preprocess(data.val_x[:8]), data.val_y[:8], np.random.default_rng(0), 0.2)
+    assert json.loads(result.output)["backward"]["dW"]["mean"] == pytest.approx(
+        float(grads["9.W"].astype(np.float64).mean()), rel=1e-6, abs=1e-12)
