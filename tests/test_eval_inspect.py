@@ -256,6 +256,7 @@ def test_inspect_gradient_to_weight_ratio_of_a_fresh_model(tmp_path, cli, write_
     model = load_target(target)[0]
     W = model.layers[0].params["W"].astype(np.float64)
     assert report["backward"]["db"]["grad_to_weight_norm"] is None
+    assert report["backward"]["dA_prev"]["norm"] > 0  # the first layer's gradient at the image, which training skips
     assert report["backward"]["dW"]["grad_to_weight_norm"] == pytest.approx(
         report["backward"]["dW"]["norm"] / np.linalg.norm(W), rel=1e-9)
     result = cli("inspect-layer", target, "0", "--indices", "0:8", "--no-images")
