@@ -279,3 +279,15 @@ def test_the_feature_maps_of_a_range_of_images_are_those_of_its_first_image(trai
     channel = next(ax.images[0] for ax in fig.axes if ax.get_title() == "channel 1")
     # the engine's output for the image alone, and as the first of a batch of 4: within float32 rounding
     assert np.allclose(np.asarray(channel.get_array()), maps[..., 1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_filters_picture_shows_each_filter_as_the_mean_over_its_input_channels(trained_run, cli, tmp_path,
+                                                                                   drawn_figures):
+    from mnistcnn.layer_report import load_target
+
+    result = cli("inspect-layer", trained_run, "3_conv2d", "--index", "0", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    W = load_target(trained_run)[0].layers[3].params["W"]  # (3, 3, 8 input channels, 16 filters)
+    fig = drawn_figures[tmp_path / "layer03-3_conv2d-best-filters.png"]
+    shown = next(ax.images[0] for ax in fig.axes if ax.get_title() == "filter 2")
+    assert np.allclose(np.asarray(shown.get_array()), W[:, :, :, 2].mean(axis=2), rtol=1e-6)
