@@ -343,11 +343,11 @@ def _specks(mask: np.ndarray) -> np.ndarray:
     # each outline edge has ink on one side only: the piece there is the sum of the two labels
     outline = np.concatenate([(padded[1:] + padded[:-1])[(padded[1:] > 0) != (padded[:-1] > 0)],
                               (padded[:, 1:] + padded[:, :-1])[(padded[:, 1:] > 0) != (padded[:, :-1] > 0)]])
-    area = np.bincount(labels[mask], minlength=names.max(initial=0) + 1)[names]
-    width = 2 * area / np.maximum(np.bincount(outline, minlength=names.max(initial=0) + 1)[names], 1)
+    area = np.bincount(labels[mask])[names]
+    width = 2 * area / np.maximum(np.bincount(outline)[names], 1)
     round_and_small = (np.maximum(bottom - top, right - left) <= SPECK * width) & \
         (area <= SECOND_PIECE * area.max(initial=0))
-    return np.isin(labels, names[round_and_small]) & mask
+    return np.isin(labels, names[round_and_small])
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
