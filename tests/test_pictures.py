@@ -279,6 +279,9 @@ def test_the_feature_maps_of_a_range_of_images_are_those_of_its_first_image(trai
     channel = next(ax.images[0] for ax in fig.axes if ax.get_title() == "channel 1")
     # the engine's output for the image alone, and as the first of a batch of 4: within float32 rounding
     assert np.allclose(np.asarray(channel.get_array()), maps[..., 1], rtol=1e-5, atol=1e-6)
+    # the histogram is of the four images, and says so
+    assert title(tmp_path / "layer00-0_conv2d-best-validation-images5-8-histogram.png").endswith(
+        "activations of validation images 5 to 8")
 
 
 def test_a_filters_picture_shows_each_filter_as_the_mean_over_its_input_channels(trained_run, cli, tmp_path,
